@@ -1,0 +1,647 @@
+//! The bundle layout: the one description of what `procflow-snap` writes and
+//! `procflow` reads. Both sides use these types and helpers, so the format is
+//! written down once (prose version: `docs/archive-format.md`).
+//!
+//! Everything here is pure: no file system, no clock. The recorder fills these
+//! types from the live system; the analyzer deserializes them from a bundle.
+
+use serde::{Deserialize, Serialize};
+
+/// Value of [`Manifest::format`].
+pub const FORMAT_NAME: &str = "procflow-bundle";
+/// Version of the bundle format described in `docs/archive-format.md`.
+/// Bumped on any change a reader of the previous version would misread.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// File name of the manifest inside the bundle directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// File name of the hash list written when recording stops.
+pub const SHA256SUMS_FILE: &str = "SHA256SUMS";
+/// File name where tcpdump's own standard error is kept.
+pub const TCPDUMP_LOG_FILE: &str = "tcpdump.log";
+/// Prefix of capture files written by the recorder's tcpdump.
+pub const CAPTURE_PREFIX: &str = "capture-";
+
+/// The /proc/net tables archived for every network namespace, in the order
+/// they are read. A table missing on a kernel (no IPv6, no ping sockets) is
+/// recorded as missing in [`NetnsEntry::tables`], not as an error.
+pub const NET_TABLES: [&str; 8] = ["tcp", "tcp6", "udp", "udp6", "raw", "raw6", "icmp", "icmp6"];
+
+/// Name of the `n`-th snapshot archive (`n` counts from 1).
+pub fn archive_name(n: u32) -> String {
+    format!("snapshots-{n:06}.tar")
+}
+
+/// Parses an archive name back to its number; `None` for any other file.
+pub fn parse_archive_name(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("snapshots-")?.strip_suffix(".tar")?;
+    if digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Directory of snapshot `seq` inside a tar: `snap/00000042`.
+pub fn snapshot_dir(seq: u64) -> String {
+    format!("snap/{seq:08}")
+}
+
+/// Member holding a raw /proc/net table (`full = true`) or its delta.
+pub fn net_member(seq: u64, netns: u64, table: &str, full: bool) -> String {
+    let suffix = if full { "" } else { ".delta" };
+    format!("{}/net/{netns}/{table}{suffix}", snapshot_dir(seq))
+}
+
+/// Member holding the socket-inode listing (see [`FdLine`]).
+pub fn fds_member(seq: u64) -> String {
+    format!("{}/fds", snapshot_dir(seq))
+}
+
+/// Member holding one JSON [`ProcessRecord`] per line.
+pub fn procs_member(seq: u64) -> String {
+    format!("{}/procs.jsonl", snapshot_dir(seq))
+}
+
+/// Member holding the [`SnapshotMeta`]. It is always the last member of its
+/// snapshot: a snapshot whose `meta.json` is absent or cut is incomplete.
+pub fn meta_member(seq: u64) -> String {
+    format!("{}/meta.json", snapshot_dir(seq))
+}
+
+/// What a tar member of a bundle is, parsed from its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Member {
+    /// A /proc/net table of one namespace, raw (`full`) or as a delta.
+    Net {
+        /// Snapshot sequence number.
+        seq: u64,
+        /// Network namespace inode.
+        netns: u64,
+        /// Table name, one of [`NET_TABLES`].
+        table: String,
+        /// Raw kernel text (`true`) or a delta against the previous snapshot.
+        full: bool,
+    },
+    /// The fd listing of a snapshot.
+    Fds {
+        /// Snapshot sequence number.
+        seq: u64,
+    },
+    /// Processes first seen in a snapshot.
+    Procs {
+        /// Snapshot sequence number.
+        seq: u64,
+    },
+    /// The snapshot's metadata, its last member.
+    Meta {
+        /// Snapshot sequence number.
+        seq: u64,
+    },
+}
+
+/// Parses a tar member name; `None` for a name this format does not define.
+pub fn parse_member(name: &str) -> Option<Member> {
+    let rest = name.strip_prefix("snap/")?;
+    let (seq_s, rest) = rest.split_once('/')?;
+    if seq_s.len() < 8 || !seq_s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let seq: u64 = seq_s.parse().ok()?;
+    match rest {
+        "fds" => Some(Member::Fds { seq }),
+        "procs.jsonl" => Some(Member::Procs { seq }),
+        "meta.json" => Some(Member::Meta { seq }),
+        _ => {
+            let rest = rest.strip_prefix("net/")?;
+            let (ns, table) = rest.split_once('/')?;
+            let netns: u64 = ns.parse().ok()?;
+            let (table, full) = match table.strip_suffix(".delta") {
+                Some(t) => (t, false),
+                None => (table, true),
+            };
+            if !NET_TABLES.contains(&table) {
+                return None;
+            }
+            Some(Member::Net {
+                seq,
+                netns,
+                table: table.to_string(),
+                full,
+            })
+        }
+    }
+}
+
+/// A point in time as the recorder read it from the kernel's clocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockReading {
+    /// CLOCK_REALTIME, nanoseconds since the Unix epoch (what pcap timestamps use).
+    pub realtime_ns: i64,
+    /// CLOCK_MONOTONIC, nanoseconds; never stepped, stops during suspend.
+    pub monotonic_ns: i64,
+    /// CLOCK_BOOTTIME, nanoseconds since boot; like monotonic but counts suspend.
+    pub boottime_ns: i64,
+}
+
+/// The bundle's `manifest.json`. Written when recording starts with
+/// `status = "recording"`, then replaced (write to a temporary file, fsync,
+/// rename) when it stops. A bundle whose manifest still says `recording` was
+/// not stopped cleanly; its archives are still readable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT_NAME`].
+    pub format: String,
+    /// [`FORMAT_VERSION`] of the writer.
+    pub format_version: u32,
+    /// The recorder that wrote the bundle.
+    pub tool: ToolInfo,
+    /// Facts about the suspect host, read once at start.
+    pub host: HostInfo,
+    /// Who the recorder ran as.
+    pub privileges: Privileges,
+    /// The recording options in force.
+    pub options: RecordOptions,
+    /// The packet capture run by the recorder; `None` when the analyst ran
+    /// their own.
+    pub capture: Option<CaptureInfo>,
+    /// Clocks read when recording started.
+    pub started: TimeStamp,
+    /// Clocks read when recording stopped; `None` while recording.
+    pub ended: Option<TimeStamp>,
+    /// `recording`, `complete`, `disk-full`, `error` or `killed` (second signal).
+    pub status: String,
+    /// Snapshot archives in order (names only, relative to the bundle).
+    pub archives: Vec<String>,
+    /// Capture files in order (names only), filled when recording stops.
+    pub capture_files: Vec<String>,
+    /// Number of snapshots written, filled when recording stops.
+    pub snapshots: u64,
+    /// Every error met while recording, summarized (per-snapshot details are
+    /// in each snapshot's `meta.json`).
+    pub errors: Vec<RecordError>,
+}
+
+/// A clock reading with its human form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeStamp {
+    /// RFC 3339 UTC with nanoseconds, for people.
+    pub utc: String,
+    /// The raw readings.
+    pub clocks: ClockReading,
+}
+
+/// The recorder's identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolInfo {
+    /// `procflow-snap`.
+    pub name: String,
+    /// Cargo package version.
+    pub version: String,
+    /// The full command line it was started with.
+    pub argv: Vec<String>,
+}
+
+/// Host facts needed to read the archives correctly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// From uname(2), no name service involved.
+    pub hostname: String,
+    /// uname release, e.g. `6.1.0-18-amd64`.
+    pub kernel_release: String,
+    /// uname version string.
+    pub kernel_version: String,
+    /// uname machine, e.g. `x86_64`.
+    pub arch: String,
+    /// `little` or `big`: how /proc/net hex addresses must be read.
+    pub byte_order: String,
+    /// /proc/sys/kernel/random/boot_id.
+    pub boot_id: String,
+    /// `btime` from /proc/stat: boot time, seconds since the epoch.
+    pub btime: i64,
+    /// sysconf(_SC_CLK_TCK): unit of process start times.
+    pub clk_tck: u64,
+    /// /sys/devices/system/clocksource/clocksource0/current_clocksource.
+    pub clocksource: String,
+    /// Network namespace inode of the recorder itself.
+    pub netns: u64,
+    /// Addresses configured on the recorder's namespace interfaces
+    /// (getifaddrs), as `name address` strings' address part.
+    pub addresses: Vec<HostAddress>,
+}
+
+/// One address of one interface of the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostAddress {
+    /// Interface name.
+    pub iface: String,
+    /// The address, in its standard text form.
+    pub ip: String,
+}
+
+/// The recorder's privileges, which decide what it could read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Privileges {
+    /// Effective uid.
+    pub euid: u32,
+    /// `CapEff` from /proc/self/status, hex as the kernel prints it.
+    pub cap_eff: String,
+}
+
+/// Options the recording ran with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordOptions {
+    /// Target time between snapshots, milliseconds.
+    pub interval_ms: u64,
+    /// A keyframe is written every this many snapshots (and first in every archive).
+    pub keyframe_every: u64,
+    /// A full fd walk happens at least every this many milliseconds.
+    pub full_walk_ms: u64,
+    /// CPU budget in percent of one core, if set.
+    pub max_cpu_percent: Option<f64>,
+    /// Archive rotation size in bytes.
+    pub archive_max_bytes: u64,
+}
+
+/// How the recorder ran tcpdump.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaptureInfo {
+    /// Path of the tcpdump binary used.
+    pub tcpdump_path: String,
+    /// First line of `tcpdump --version`.
+    pub tcpdump_version: String,
+    /// Full argument vector it was started with.
+    pub argv: Vec<String>,
+    /// Interface captured on.
+    pub iface: String,
+    /// BPF filter, if any.
+    pub filter: Option<String>,
+    /// tcpdump's exit status as text, filled when recording stops.
+    pub exit: Option<String>,
+}
+
+/// An error met while recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordError {
+    /// What was being done: `read-net`, `read-fd`, `read-proc`, `write`, `capture`...
+    pub what: String,
+    /// The path involved, if any.
+    pub path: Option<String>,
+    /// The error text (errno name and message).
+    pub error: String,
+    /// How many times it happened (errors are summarized per kind and path
+    /// family in the manifest; counted once per occurrence in `meta.json`).
+    pub count: u64,
+}
+
+/// `meta.json` of one snapshot, the last member written for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// Sequence number, from 1, increasing by one across archives.
+    pub seq: u64,
+    /// `keyframe` (every table raw, fd listing full) or `delta`.
+    pub kind: SnapshotKind,
+    /// Clocks read before the /proc/net tables were read.
+    pub before: ClockReading,
+    /// Clocks read after the tables, before the fd walk.
+    pub net_done: ClockReading,
+    /// Clocks read after the fd walk and process reads.
+    pub after: ClockReading,
+    /// Each network namespace in use at this tick.
+    pub netns: Vec<NetnsEntry>,
+    /// Which fd directories were walked.
+    pub fd_walk: FdWalk,
+    /// Number of pids whose fd directory was read.
+    pub pids_walked: u64,
+    /// Number of pids in /proc at this tick.
+    pub pids_total: u64,
+    /// The recorder's own CPU time so far (user + system), nanoseconds.
+    pub self_cpu_ns: u64,
+    /// Errors met in this snapshot (EACCES on a pid's fds, vanished pids...).
+    pub errors: Vec<RecordError>,
+}
+
+/// Keyframe or delta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    /// Self-contained: raw tables and the full fd listing.
+    Keyframe,
+    /// Changes against the previous snapshot.
+    Delta,
+}
+
+/// Which processes had their fd directory read in a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FdWalk {
+    /// Every pid: the listing is complete for this instant.
+    Full,
+    /// Only pids new since the previous snapshot, plus a walk of all pids
+    /// when a socket inode appeared that no known pid held.
+    Changed,
+    /// No fd was read (nothing changed).
+    None,
+}
+
+/// One network namespace at one snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetnsEntry {
+    /// Inode of /proc/PID/ns/net.
+    pub inode: u64,
+    /// The pid through which its tables were read.
+    pub pid: u32,
+    /// For each of [`NET_TABLES`]: how it is stored in this snapshot.
+    pub tables: Vec<TableEntry>,
+}
+
+/// How one table of one namespace is stored in one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableEntry {
+    /// Table name, one of [`NET_TABLES`].
+    pub table: String,
+    /// `full`: raw member; `delta`: `.delta` member; `unchanged`: no member,
+    /// same rows as the previous snapshot; `missing`: not present on this
+    /// kernel or unreadable (see errors).
+    pub stored: TableStored,
+}
+
+/// Storage of one table in one snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableStored {
+    /// Raw kernel text.
+    Full,
+    /// Delta against the previous snapshot.
+    Delta,
+    /// Identical identities to the previous snapshot: no member written.
+    Unchanged,
+    /// Not present or unreadable.
+    Missing,
+}
+
+/// A process, recorded the first time a snapshot archive sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    /// Process id.
+    pub pid: u32,
+    /// Field 22 of /proc/PID/stat: start time in clock ticks since boot.
+    /// (pid, start_time, boot id) identifies a process across pid reuse.
+    pub start_time: u64,
+    /// Parent pid (field 4 of stat).
+    pub ppid: u32,
+    /// Real uid (first `Uid:` value of /proc/PID/status).
+    pub uid: u32,
+    /// /proc/PID/comm without the newline.
+    pub comm: String,
+    /// readlink /proc/PID/exe; `None` when unreadable (kernel threads, EACCES).
+    pub exe: Option<String>,
+    /// /proc/PID/cmdline split at NUL bytes (lossy UTF-8).
+    pub cmdline: Vec<String>,
+    /// Inode of /proc/PID/ns/net.
+    pub netns: u64,
+    /// First line of /proc/PID/cgroup.
+    pub cgroup: Option<String>,
+    /// Container id (64 hex digits) found in the cgroup path, if any.
+    pub container_id: Option<String>,
+}
+
+/// Identity of a /proc/net table row: the fields that say *which* socket a
+/// row is (local address, remote address, state, uid, inode), as opposed to
+/// the queue and timer fields that change every tick. Deltas add and remove
+/// rows by this key. Returns `None` for the header or a line with too few
+/// fields. Works for tcp, udp, raw and icmp tables of both families.
+pub fn row_identity(line: &str) -> Option<String> {
+    let mut f = line.split_ascii_whitespace();
+    let sl = f.next()?;
+    if !sl.ends_with(':') {
+        return None; // header (`sl`/`sk`) or garbage
+    }
+    let local = f.next()?;
+    let remote = f.next()?;
+    let st = f.next()?;
+    let _queues = f.next()?;
+    let _timer = f.next()?;
+    let _retr = f.next()?;
+    let uid = f.next()?;
+    let _timeout = f.next()?;
+    let inode = f.next()?;
+    Some(format!("{local} {remote} {st} {uid} {inode}"))
+}
+
+/// One line of a `.delta` table member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeltaLine<'a> {
+    /// `+` followed by a raw row, added since the previous snapshot.
+    Add(&'a str),
+    /// `-` followed by the [`row_identity`] of a row that disappeared.
+    Remove(&'a str),
+}
+
+/// Formats a delta line.
+pub fn format_delta_line(d: &DeltaLine<'_>) -> String {
+    match d {
+        DeltaLine::Add(row) => format!("+{row}"),
+        DeltaLine::Remove(id) => format!("-{id}"),
+    }
+}
+
+/// Parses one delta line; `None` for anything else.
+pub fn parse_delta_line(line: &str) -> Option<DeltaLine<'_>> {
+    if let Some(r) = line.strip_prefix('+') {
+        Some(DeltaLine::Add(r))
+    } else {
+        line.strip_prefix('-').map(DeltaLine::Remove)
+    }
+}
+
+/// One line of the `fds` member.
+///
+/// In a keyframe the member lists every pid holding at least one socket,
+/// and every pid whose fds could not be read. In a delta it lists only
+/// changes: a `Holds` line replaces the pid's whole set, `Gone` says the pid
+/// exited or holds no socket any more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FdLine {
+    /// `PID START NETNS INODE,INODE,...`: the socket inodes the process holds.
+    Holds {
+        /// Process id.
+        pid: u32,
+        /// Start time (clock ticks since boot).
+        start_time: u64,
+        /// Network namespace inode of the process.
+        netns: u64,
+        /// Socket inodes from its `socket:[N]` fd links, sorted, deduplicated.
+        inodes: Vec<u64>,
+    },
+    /// `-PID START`: no longer holds sockets (or exited).
+    Gone {
+        /// Process id.
+        pid: u32,
+        /// Start time (clock ticks since boot).
+        start_time: u64,
+    },
+    /// `!PID START ERROR`: the fd directory could not be read (e.g. EACCES),
+    /// so the process' sockets are unknown, not absent.
+    Denied {
+        /// Process id.
+        pid: u32,
+        /// Start time, 0 if stat was unreadable too.
+        start_time: u64,
+        /// Errno name, e.g. `EACCES`.
+        error: String,
+    },
+}
+
+impl FdLine {
+    /// Formats the line (without newline).
+    pub fn format(&self) -> String {
+        match self {
+            FdLine::Holds {
+                pid,
+                start_time,
+                netns,
+                inodes,
+            } => {
+                let list: Vec<String> = inodes.iter().map(|i| i.to_string()).collect();
+                format!("{pid} {start_time} {netns} {}", list.join(","))
+            }
+            FdLine::Gone { pid, start_time } => format!("-{pid} {start_time}"),
+            FdLine::Denied {
+                pid,
+                start_time,
+                error,
+            } => format!("!{pid} {start_time} {error}"),
+        }
+    }
+
+    /// Parses one line; `None` when it is not of this form.
+    pub fn parse(line: &str) -> Option<FdLine> {
+        if let Some(rest) = line.strip_prefix('-') {
+            let mut f = rest.split(' ');
+            let pid = f.next()?.parse().ok()?;
+            let start_time = f.next()?.parse().ok()?;
+            if f.next().is_some() {
+                return None;
+            }
+            return Some(FdLine::Gone { pid, start_time });
+        }
+        if let Some(rest) = line.strip_prefix('!') {
+            let mut f = rest.splitn(3, ' ');
+            let pid = f.next()?.parse().ok()?;
+            let start_time = f.next()?.parse().ok()?;
+            let error = f.next()?.to_string();
+            return Some(FdLine::Denied {
+                pid,
+                start_time,
+                error,
+            });
+        }
+        let mut f = line.split(' ');
+        let pid = f.next()?.parse().ok()?;
+        let start_time = f.next()?.parse().ok()?;
+        let netns = f.next()?.parse().ok()?;
+        let list = f.next()?;
+        if f.next().is_some() {
+            return None;
+        }
+        let mut inodes = Vec::new();
+        if !list.is_empty() {
+            for s in list.split(',') {
+                inodes.push(s.parse().ok()?);
+            }
+        }
+        Some(FdLine::Holds {
+            pid,
+            start_time,
+            netns,
+            inodes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_names_round_trip() {
+        assert_eq!(
+            parse_member(&net_member(42, 4026531840, "tcp6", false)),
+            Some(Member::Net {
+                seq: 42,
+                netns: 4026531840,
+                table: "tcp6".into(),
+                full: false
+            })
+        );
+        assert_eq!(parse_member(&fds_member(7)), Some(Member::Fds { seq: 7 }));
+        assert_eq!(
+            parse_member(&procs_member(7)),
+            Some(Member::Procs { seq: 7 })
+        );
+        assert_eq!(
+            parse_member(&meta_member(123456789)),
+            Some(Member::Meta { seq: 123456789 })
+        );
+        assert_eq!(parse_member("snap/00000001/net/1/bogus"), None);
+        assert_eq!(parse_member("snap/1/fds"), None);
+        assert_eq!(parse_archive_name(&archive_name(3)), Some(3));
+        assert_eq!(parse_archive_name("snapshots-3.tar"), None);
+    }
+
+    #[test]
+    fn row_identity_skips_header_and_volatile_fields() {
+        // Linux 6.1 (Debian 12) /proc/net/tcp.
+        let header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode";
+        let row = "   0: 0100007F:0277 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 21357 1 0000000000000000 100 0 0 10 0";
+        let busier = "   5: 0100007F:0277 00000000:0000 0A 00000003:00000000 01:0000001F 00000000     0        0 21357 1 0000000000000000 100 0 0 10 0";
+        assert_eq!(row_identity(header), None);
+        assert_eq!(
+            row_identity(row).unwrap(),
+            "0100007F:0277 00000000:0000 0A 0 21357"
+        );
+        assert_eq!(row_identity(row), row_identity(busier));
+        assert_eq!(row_identity("   0: 0100007F:0277"), None);
+    }
+
+    #[test]
+    fn fd_lines_round_trip() {
+        for l in [
+            FdLine::Holds {
+                pid: 1,
+                start_time: 5,
+                netns: 4026531840,
+                inodes: vec![10, 20],
+            },
+            FdLine::Holds {
+                pid: 2,
+                start_time: 5,
+                netns: 4026531840,
+                inodes: vec![],
+            },
+            FdLine::Gone {
+                pid: 3,
+                start_time: 9,
+            },
+            FdLine::Denied {
+                pid: 4,
+                start_time: 0,
+                error: "EACCES".into(),
+            },
+        ] {
+            assert_eq!(FdLine::parse(&l.format()), Some(l));
+        }
+        assert_eq!(FdLine::parse("x 1 2 3"), None);
+        assert_eq!(FdLine::parse("1 2 3 4,x"), None);
+    }
+
+    #[test]
+    fn delta_lines_round_trip() {
+        let a = DeltaLine::Add("   0: 0100007F:0277 00000000:0000 0A");
+        assert_eq!(parse_delta_line(&format_delta_line(&a)), Some(a));
+        let r = DeltaLine::Remove("0100007F:0277 00000000:0000 0A 0 21357");
+        assert_eq!(parse_delta_line(&format_delta_line(&r)), Some(r));
+        assert_eq!(parse_delta_line("garbage"), None);
+    }
+}
