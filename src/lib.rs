@@ -4,6 +4,21 @@
 //!
 //! The data flow, one module per stage (details in `docs/architecture.md`):
 //!
-//! 1. [`flow`]: the flow type that replay produces and attribution consumes.
+//! 1. [`capture`]: read pcap/pcapng files (memory-mapped, scanned for record
+//!    boundaries, decoded in parallel batches) and fold their packets into
+//!    flows, reporting every damaged record or undecodable packet.
+//! 2. [`decode`]: one frame of any supported link type to a small `Copy`
+//!    record (addresses, ports, TCP flags, ICMP identity, IP length,
+//!    fragment position).
+//! 3. [`flow`]: the flow type that replay produces and attribution consumes,
+//!    the aggregation that builds it, and Community ID.
+//! 4. [`commands`]: the command-line subcommands (`procflow flows`).
+//!
+//! [`time`] formats timestamps as RFC 3339 UTC with nanoseconds.
 
+pub mod capture;
+pub mod commands;
+pub mod decode;
 pub mod flow;
+mod sha1;
+pub mod time;
