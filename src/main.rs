@@ -20,11 +20,16 @@ struct Cli {
 enum Command {
     /// Aggregate captures into flows (one CSV row per conversation).
     Flows(commands::flows::Args),
+    /// Attribute every flow of a bundle's captures to the process that owned
+    /// its socket (reports: connections.csv, connections.jsonl,
+    /// processes.csv, summary.json).
+    Analyze(commands::analyze::Args),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Flows(args) => commands::flows::run(args),
+        Command::Analyze(args) => commands::analyze::run(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("procflow: error: {e}");

@@ -3,6 +3,7 @@
 //! problems the command can continue past are reported as they happen and
 //! reflected in the exit code.
 
+pub mod analyze;
 pub mod flows;
 
 /// Error type of subcommands: anything displayable, with its cause chain.
