@@ -2,7 +2,9 @@
 //! process that held that socket at the time. Per flow, never per packet.
 //!
 //! Rules are tried in a fixed order and the first one that yields an owner
-//! is reported as the flow's [`Method`]:
+//! is reported as the flow's [`Method`] (for traffic between two local
+//! sockets, both ends are tried within each pair of rules, the initiator
+//! first):
 //!
 //! 1. `exact`: a socket with the flow's 4-tuple (local and remote endpoints).
 //! 2. `exact-v4mapped`: the same, held by an IPv6 socket as `::ffff:a.b.c.d`.
@@ -212,7 +214,9 @@ impl HostContext {
     /// or the local address of a socket recorded in the capture namespace.
     pub fn is_local(&self, tl: &Timeline, ip: IpAddr) -> bool {
         let ip = canonical_ip(ip);
-        ip.is_loopback() || self.addresses.contains(&ip) || tl.netns_has_addr(self.capture_netns, ip)
+        ip.is_loopback()
+            || self.addresses.contains(&ip)
+            || tl.netns_has_addr(self.capture_netns, ip)
     }
 }
 
@@ -286,13 +290,14 @@ fn orientations(tl: &Timeline, ctx: &HostContext, f: &Flow) -> Vec<Orientation> 
     out
 }
 
-const RULES: [Method; 6] = [
-    Method::Exact,
-    Method::ExactV4Mapped,
-    Method::Listen,
-    Method::ListenWildcard,
-    Method::UdpBound,
-    Method::UdpBoundWildcard,
+/// Rules in tiers. Within a tier, the orientations are tried in order
+/// before the next tier: for traffic between two local sockets, the
+/// initiator's socket found through a wildcard address beats the
+/// responder's found through its specific address.
+const TIERS: [[Method; 2]; 3] = [
+    [Method::Exact, Method::ExactV4Mapped],
+    [Method::Listen, Method::ListenWildcard],
+    [Method::UdpBound, Method::UdpBoundWildcard],
 ];
 
 /// Whether socket `s` (in namespace `ns`) is a candidate of `rule` for a
@@ -348,7 +353,12 @@ fn ownership(tl: &Timeline, s: &Socket, run: &Run, t0: i64, t1: i64, max_gap: i6
     // within the bound of the flow itself.
     let near = |r: &Run| r.gap(t0, t1) <= max_gap || r.gap(run.start_ns, run.end_ns) == 0;
     let mut found: Vec<(ProcKey, i64, i64)> = Vec::new();
-    for h in tl.holders.get(&s.key.inode).map(Vec::as_slice).unwrap_or(&[]) {
+    for h in tl
+        .holders
+        .get(&s.key.inode)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
         let runs: Vec<&Run> = h.runs.iter().filter(|r| near(r)).collect();
         if runs.is_empty() {
             continue;
@@ -407,7 +417,10 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
     let orients = orientations(tl, ctx, f);
     let mut out = Attribution {
         local_is_a: orients.first().map(|o| o.local_is_a),
-        both_local: orients.len() == 2 && orients.iter().all(|o| o.netns.first() == Some(&ctx.capture_netns)),
+        both_local: orients.len() == 2
+            && orients
+                .iter()
+                .all(|o| o.netns.first() == Some(&ctx.capture_netns)),
         method: Method::Unattributed(Reason::NoSocket),
         socket: None,
         owner: None,
@@ -433,15 +446,17 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
     let b = SocketAddr::new(f.b_ip, b_port);
     // First socket found without an owner, kept in case no rule finds one.
     let mut ownerless: Option<(SocketMatch, Reason, bool)> = None;
-    for rule in RULES {
+    for (tier, o, rule) in TIERS.iter().flat_map(|t| {
+        orients
+            .iter()
+            .flat_map(move |o| t.iter().map(move |r| (t, o, *r)))
+    }) {
         // Connected-socket rules look the 4-tuple up; the others the port.
-        let uses_port = !matches!(rule, Method::Exact | Method::ExactV4Mapped);
-        if uses_port
-            && matches!(rule, Method::Listen | Method::ListenWildcard) != (transport == Transport::Tcp)
-        {
+        let uses_port = tier[0] != Method::Exact;
+        if uses_port && (tier[0] == Method::Listen) != (transport == Transport::Tcp) {
             continue;
         }
-        for o in &orients {
+        {
             let (local, remote) = if o.local_is_a { (a, b) } else { (b, a) };
             let cands: &[usize] = if uses_port {
                 tl.bound(transport, local.port())
@@ -455,7 +470,9 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
                     .filter(|(_, s)| rule_accepts(rule, s, ns, local))
                     .filter_map(|(i, s)| nearest_run(s, t0, t1).map(|r| (i, s, r)))
                     .filter(|(_, _, r)| r.gap(t0, t1) <= opts.max_gap_ns)
-                    .min_by_key(|(i, _, r)| (r.gap(t0, t1), std::cmp::Reverse(r.overlap(t0, t1)), *i));
+                    .min_by_key(|(i, _, r)| {
+                        (r.gap(t0, t1), std::cmp::Reverse(r.overlap(t0, t1)), *i)
+                    });
                 let Some((index, s, run)) = best else {
                     continue;
                 };
@@ -483,7 +500,11 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
                         if out.both_local {
                             out.notes.push(format!(
                                 "both ends local; attributed to the {}'s socket",
-                                if o.local_is_a { "initiator" } else { "responder" }
+                                if o.local_is_a {
+                                    "initiator"
+                                } else {
+                                    "responder"
+                                }
                             ));
                         }
                         if let Some((om, r, _)) = &ownerless {
@@ -502,7 +523,10 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
                         }
                     }
                     Ownership::Unreadable => {
-                        if ownerless.as_ref().map_or(true, |x| x.1 == Reason::NoOwner && x.0.inode == 0) {
+                        if ownerless
+                            .as_ref()
+                            .map_or(true, |x| x.1 == Reason::NoOwner && x.0.inode == 0)
+                        {
                             ownerless = Some((m, Reason::OwnerUnreadable, o.local_is_a));
                         }
                     }
@@ -525,9 +549,17 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
 }
 
 /// Attributes every flow, in parallel; the result is in flow order.
-pub fn attribute_all(tl: &Timeline, ctx: &HostContext, opts: &Options, flows: &[Flow]) -> Vec<Attribution> {
+pub fn attribute_all(
+    tl: &Timeline,
+    ctx: &HostContext,
+    opts: &Options,
+    flows: &[Flow],
+) -> Vec<Attribution> {
     use rayon::prelude::*;
-    flows.par_iter().map(|f| attribute(tl, ctx, opts, f)).collect()
+    flows
+        .par_iter()
+        .map(|f| attribute(tl, ctx, opts, f))
+        .collect()
 }
 
 /// Family of an address as the flow type names it.
@@ -612,7 +644,11 @@ mod tests {
     #[test]
     fn exact_and_time_bound() {
         let tl = two(
-            &[(NS, "tcp", vec![row4("10.0.0.1:40000", "93.184.216.34:443", 1, 100)])],
+            &[(
+                NS,
+                "tcp",
+                vec![row4("10.0.0.1:40000", "93.184.216.34:443", 1, 100)],
+            )],
             &["10 500 4026531840 3,100"],
         );
         let a = run(&tl, &tcp("10.0.0.1:40000", "93.184.216.34:443", 200, 800));
@@ -629,17 +665,36 @@ mod tests {
         assert_eq!(a.method, Method::Exact);
         assert_eq!(a.socket.unwrap().gap_ns, 5_000_000_000);
         // 40 s after: outside the bound, and outside the recording.
-        let a = run(&tl, &tcp("10.0.0.1:40000", "93.184.216.34:443", 41020, 42000));
+        let a = run(
+            &tl,
+            &tcp("10.0.0.1:40000", "93.184.216.34:443", 41020, 42000),
+        );
         assert_eq!(a.method, Method::Unattributed(Reason::OutsideRecording));
-        let tight = Options { max_gap_ns: 1_000_000_000 };
-        let a = attribute(&tl, &ctx(), &tight, &tcp("10.0.0.1:40000", "93.184.216.34:443", 6020, 7000));
+        let tight = Options {
+            max_gap_ns: 1_000_000_000,
+        };
+        let a = attribute(
+            &tl,
+            &ctx(),
+            &tight,
+            &tcp("10.0.0.1:40000", "93.184.216.34:443", 6020, 7000),
+        );
         assert_eq!(a.method, Method::Unattributed(Reason::OutsideRecording));
     }
 
     #[test]
     fn exact_v4mapped() {
         let tl = two(
-            &[(NS, "tcp6", vec![row4("[::ffff:10.0.0.1]:8080", "[::ffff:10.0.0.9]:5000", 1, 7)])],
+            &[(
+                NS,
+                "tcp6",
+                vec![row4(
+                    "[::ffff:10.0.0.1]:8080",
+                    "[::ffff:10.0.0.9]:5000",
+                    1,
+                    7,
+                )],
+            )],
             &["20 900 4026531840 7"],
         );
         let a = run(&tl, &tcp("10.0.0.9:5000", "10.0.0.1:8080", 0, 500));
@@ -652,19 +707,35 @@ mod tests {
     fn listen_specific_mapped_and_wildcard() {
         let tl = two(
             &[
-                (NS, "tcp", vec![
-                    row4("10.0.0.1:8080", "0.0.0.0:0", 0x0A, 30),
-                    row4("0.0.0.0:22", "0.0.0.0:0", 0x0A, 31),
-                ]),
-                (NS, "tcp6", vec![
-                    row4("[::ffff:10.0.0.1]:9090", "[::]:0", 0x0A, 32),
-                    row4("[::]:443", "[::]:0", 0x0A, 33),
-                ]),
+                (
+                    NS,
+                    "tcp",
+                    vec![
+                        row4("10.0.0.1:8080", "0.0.0.0:0", 0x0A, 30),
+                        row4("0.0.0.0:22", "0.0.0.0:0", 0x0A, 31),
+                    ],
+                ),
+                (
+                    NS,
+                    "tcp6",
+                    vec![
+                        row4("[::ffff:10.0.0.1]:9090", "[::]:0", 0x0A, 32),
+                        row4("[::]:443", "[::]:0", 0x0A, 33),
+                    ],
+                ),
             ],
-            &["30 1 4026531840 30", "31 1 4026531840 31", "32 1 4026531840 32", "33 1 4026531840 33"],
+            &[
+                "30 1 4026531840 30",
+                "31 1 4026531840 31",
+                "32 1 4026531840 32",
+                "33 1 4026531840 33",
+            ],
         );
         let a = run(&tl, &tcp("10.0.0.9:5555", "10.0.0.1:8080", 0, 500));
-        assert_eq!((a.method, pid(&a), a.local_is_a), (Method::Listen, Some(30), Some(false)));
+        assert_eq!(
+            (a.method, pid(&a), a.local_is_a),
+            (Method::Listen, Some(30), Some(false))
+        );
         let a = run(&tl, &tcp("10.0.0.9:5555", "10.0.0.1:22", 0, 500));
         assert_eq!((a.method, pid(&a)), (Method::ListenWildcard, Some(31)));
         let a = run(&tl, &tcp("10.0.0.9:5555", "10.0.0.1:9090", 0, 500));
@@ -674,45 +745,82 @@ mod tests {
         let a = run(&tl, &tcp("10.0.0.9:5555", "10.0.0.1:443", 0, 500));
         assert_eq!((a.method, pid(&a)), (Method::ListenWildcard, Some(33)));
         // 0.0.0.0 does not accept IPv6.
-        let v6 = Snap::new(1, 0, K).table(NS, "tcp", FULL, table(&[row4("0.0.0.0:22", "0.0.0.0:0", 0x0A, 31)])).fds(&["31 1 4026531840 31"]);
+        let v6 = Snap::new(1, 0, K)
+            .table(
+                NS,
+                "tcp",
+                FULL,
+                table(&[row4("0.0.0.0:22", "0.0.0.0:0", 0x0A, 31)]),
+            )
+            .fds(&["31 1 4026531840 31"]);
         let (tl6, _) = build(&[v6]);
-        let c = HostContext { capture_netns: NS, addresses: ["fd00::1".parse().unwrap()].into_iter().collect() };
-        let a = attribute(&tl6, &c, &Options::default(), &tcp("[fd00::9]:5555", "[fd00::1]:22", 0, 10));
+        let c = HostContext {
+            capture_netns: NS,
+            addresses: ["fd00::1".parse().unwrap()].into_iter().collect(),
+        };
+        let a = attribute(
+            &tl6,
+            &c,
+            &Options::default(),
+            &tcp("[fd00::9]:5555", "[fd00::1]:22", 0, 10),
+        );
         assert_eq!(a.method, Method::Unattributed(Reason::NoSocket));
         // A LISTEN socket does not own UDP.
-        let a = run(&tl, &flow(ipproto::UDP, "10.0.0.9:5555", "10.0.0.1:8080", 0, 500));
+        let a = run(
+            &tl,
+            &flow(ipproto::UDP, "10.0.0.9:5555", "10.0.0.1:8080", 0, 500),
+        );
         assert_eq!(a.method, Method::Unattributed(Reason::NoSocket));
     }
 
     #[test]
     fn udp_bound_specific_and_wildcard() {
         let tl = two(
-            &[
-                (NS, "udp", vec![
+            &[(
+                NS,
+                "udp",
+                vec![
                     row4("10.0.0.1:53", "0.0.0.0:0", 0x07, 40),
                     row4("0.0.0.0:5353", "0.0.0.0:0", 0x07, 41),
                     row4("10.0.0.1:41000", "9.9.9.9:53", 0x01, 42),
-                ]),
+                ],
+            )],
+            &[
+                "40 1 4026531840 40",
+                "41 2 4026531840 41",
+                "42 3 4026531840 42",
             ],
-            &["40 1 4026531840 40", "41 2 4026531840 41", "42 3 4026531840 42"],
         );
-        let a = run(&tl, &flow(ipproto::UDP, "10.0.0.9:3333", "10.0.0.1:53", 0, 500));
+        let a = run(
+            &tl,
+            &flow(ipproto::UDP, "10.0.0.9:3333", "10.0.0.1:53", 0, 500),
+        );
         assert_eq!((a.method, pid(&a)), (Method::UdpBound, Some(40)));
-        let a = run(&tl, &flow(ipproto::UDP, "224.0.0.251:5353", "10.0.0.1:5353", 0, 500));
+        let a = run(
+            &tl,
+            &flow(ipproto::UDP, "224.0.0.251:5353", "10.0.0.1:5353", 0, 500),
+        );
         assert_eq!((a.method, pid(&a)), (Method::UdpBoundWildcard, Some(41)));
         // A connected UDP socket is an exact match.
-        let a = run(&tl, &flow(ipproto::UDP, "10.0.0.1:41000", "9.9.9.9:53", 0, 500));
+        let a = run(
+            &tl,
+            &flow(ipproto::UDP, "10.0.0.1:41000", "9.9.9.9:53", 0, 500),
+        );
         assert_eq!((a.method, pid(&a)), (Method::Exact, Some(42)));
     }
 
     #[test]
     fn every_unattribution_reason() {
         let tl = two(
-            &[(NS, "tcp", vec![
-                row4("10.0.0.1:40000", "10.0.0.2:80", 0x06, 0),
-                row4("10.0.0.1:40001", "10.0.0.2:80", 0x01, 555),
-                row4("10.0.0.1:40002", "10.0.0.2:80", 0x01, 556),
-            ])],
+            &[(
+                NS,
+                "tcp",
+                vec![
+                    row4("10.0.0.1:40000", "10.0.0.2:80", 0x06, 0),
+                    row4("10.0.0.1:40001", "10.0.0.2:80", 0x01, 555),
+                    row4("10.0.0.1:40002", "10.0.0.2:80", 0x01, 556),
+                ],
+            )],
             &["!300 77 EACCES"],
         );
         // TIME_WAIT row: inode 0.
@@ -727,15 +835,35 @@ mod tests {
         let mut icmp = flow(ipproto::ICMP, "10.0.0.1:0", "10.0.0.2:0", 0, 500);
         icmp.a_port = None;
         icmp.b_port = None;
-        icmp.icmp = Some(IcmpKey { icmp_type: 8, code: 0, id: 1 });
-        assert_eq!(run(&tl, &icmp).method, Method::Unattributed(Reason::NotTcpUdp));
+        icmp.icmp = Some(IcmpKey {
+            icmp_type: 8,
+            code: 0,
+            id: 1,
+        });
+        assert_eq!(
+            run(&tl, &icmp).method,
+            Method::Unattributed(Reason::NotTcpUdp)
+        );
         assert_eq!(run(&tl, &icmp).local_is_a, Some(true));
-        let a = run(&tl, &tcp("10.0.0.1:40001", "10.0.0.2:80", -3_600_000, -3_500_000));
+        let a = run(
+            &tl,
+            &tcp("10.0.0.1:40001", "10.0.0.2:80", -3_600_000, -3_500_000),
+        );
         assert_eq!(a.method, Method::Unattributed(Reason::OutsideRecording));
         let a = run(&tl, &tcp("8.8.8.8:1000", "1.1.1.1:80", 0, 500));
-        assert_eq!((a.method, a.local_is_a), (Method::Unattributed(Reason::NotLocal), None));
+        assert_eq!(
+            (a.method, a.local_is_a),
+            (Method::Unattributed(Reason::NotLocal), None)
+        );
         // Without the denied pid, the same socket has no owner.
-        let tl2 = two(&[(NS, "tcp", vec![row4("10.0.0.1:40001", "10.0.0.2:80", 1, 555)])], &[]);
+        let tl2 = two(
+            &[(
+                NS,
+                "tcp",
+                vec![row4("10.0.0.1:40001", "10.0.0.2:80", 1, 555)],
+            )],
+            &[],
+        );
         let a = run(&tl2, &tcp("10.0.0.1:40001", "10.0.0.2:80", 0, 500));
         assert_eq!(a.method, Method::Unattributed(Reason::NoOwner));
     }
@@ -745,10 +873,18 @@ mod tests {
         let r1 = row4("10.0.0.1:40000", "10.0.0.2:80", 1, 1001);
         let r2 = row4("10.0.0.1:40000", "10.0.0.2:80", 1, 1002);
         let snaps = vec![
-            Snap::new(1, 0, K).table(NS, "tcp", FULL, table(&[r1.clone()])).fds(&["10 100 4026531840 1001"]),
-            Snap::new(2, 1000, K).table(NS, "tcp", FULL, table(&[r1])).fds(&["10 100 4026531840 1001"]),
-            Snap::new(3, 40000, K).table(NS, "tcp", FULL, table(&[r2.clone()])).fds(&["11 4000 4026531840 1002"]),
-            Snap::new(4, 41000, K).table(NS, "tcp", FULL, table(&[r2])).fds(&["11 4000 4026531840 1002"]),
+            Snap::new(1, 0, K)
+                .table(NS, "tcp", FULL, table(&[r1.clone()]))
+                .fds(&["10 100 4026531840 1001"]),
+            Snap::new(2, 1000, K)
+                .table(NS, "tcp", FULL, table(&[r1]))
+                .fds(&["10 100 4026531840 1001"]),
+            Snap::new(3, 40000, K)
+                .table(NS, "tcp", FULL, table(&[r2.clone()]))
+                .fds(&["11 4000 4026531840 1002"]),
+            Snap::new(4, 41000, K)
+                .table(NS, "tcp", FULL, table(&[r2]))
+                .fds(&["11 4000 4026531840 1002"]),
         ];
         let (tl, _) = build(&snaps);
         let a = run(&tl, &tcp("10.0.0.1:40000", "10.0.0.2:80", 100, 900));
@@ -771,7 +907,16 @@ mod tests {
         assert_eq!(pid(&a), Some(1337));
         assert_eq!(
             a.shared_with,
-            vec![ProcKey { pid: 1, start_time: 5 }, ProcKey { pid: 1337, start_time: 900 }]
+            vec![
+                ProcKey {
+                    pid: 1,
+                    start_time: 5
+                },
+                ProcKey {
+                    pid: 1337,
+                    start_time: 900
+                }
+            ]
         );
     }
 
@@ -779,17 +924,28 @@ mod tests {
     fn capture_namespace_is_preferred_over_the_mirror_image() {
         let tl = two(
             &[
-                (NS, "tcp", vec![row4("10.0.0.1:40000", "10.0.0.2:80", 1, 50)]),
-                (NS2, "tcp", vec![
-                    row4("10.0.0.2:80", "10.0.0.1:40000", 1, 60),
-                    row4("10.0.0.2:80", "0.0.0.0:0", 0x0A, 61),
-                    row4("10.0.0.2:80", "10.0.0.3:40000", 1, 62),
-                ]),
+                (
+                    NS,
+                    "tcp",
+                    vec![row4("10.0.0.1:40000", "10.0.0.2:80", 1, 50)],
+                ),
+                (
+                    NS2,
+                    "tcp",
+                    vec![
+                        row4("10.0.0.2:80", "10.0.0.1:40000", 1, 60),
+                        row4("10.0.0.2:80", "0.0.0.0:0", 0x0A, 61),
+                        row4("10.0.0.2:80", "10.0.0.3:40000", 1, 62),
+                    ],
+                ),
             ],
             &["10 1 4026531840 50", "20 2 4026532500 60,61,62"],
         );
         let a = run(&tl, &tcp("10.0.0.1:40000", "10.0.0.2:80", 0, 500));
-        assert_eq!((pid(&a), a.socket.unwrap().netns, a.local_is_a), (Some(10), NS, Some(true)));
+        assert_eq!(
+            (pid(&a), a.socket.unwrap().netns, a.local_is_a),
+            (Some(10), NS, Some(true))
+        );
         // Our side's socket unseen: the peer namespace's listener must not
         // be taken for ours.
         let a = run(&tl, &tcp("10.0.0.1:40001", "10.0.0.2:80", 0, 500));
@@ -797,7 +953,10 @@ mod tests {
         // Traffic between two other addresses, one of them the peer
         // namespace's: attributed there, and said so.
         let a = run(&tl, &tcp("10.0.0.3:40000", "10.0.0.2:80", 0, 500));
-        assert_eq!((a.method, pid(&a), a.socket.unwrap().netns), (Method::Exact, Some(20), NS2));
+        assert_eq!(
+            (a.method, pid(&a), a.socket.unwrap().netns),
+            (Method::Exact, Some(20), NS2)
+        );
         assert_eq!(a.local_is_a, Some(false));
         assert!(a.notes.iter().any(|n| n.contains("namespace")));
     }
@@ -805,18 +964,49 @@ mod tests {
     #[test]
     fn loopback_prefers_the_initiator_socket() {
         let tl = two(
-            &[(NS, "tcp", vec![
-                row4("127.0.0.1:50000", "127.0.0.1:8000", 1, 70),
-                row4("127.0.0.1:8000", "127.0.0.1:50000", 1, 71),
-                row4("127.0.0.1:8000", "0.0.0.0:0", 0x0A, 72),
-            ])],
+            &[(
+                NS,
+                "tcp",
+                vec![
+                    row4("127.0.0.1:50000", "127.0.0.1:8000", 1, 70),
+                    row4("127.0.0.1:8000", "127.0.0.1:50000", 1, 71),
+                    row4("127.0.0.1:8000", "0.0.0.0:0", 0x0A, 72),
+                ],
+            )],
             &["10 1 4026531840 70", "20 2 4026531840 71,72"],
         );
         let a = run(&tl, &tcp("127.0.0.1:50000", "127.0.0.1:8000", 0, 500));
-        assert_eq!((a.method, pid(&a), a.local_is_a, a.both_local), (Method::Exact, Some(10), Some(true), true));
+        assert_eq!(
+            (a.method, pid(&a), a.local_is_a, a.both_local),
+            (Method::Exact, Some(10), Some(true), true)
+        );
         assert!(a.notes.iter().any(|n| n.contains("initiator")));
+        // Unconnected UDP on loopback: the sender's wildcard-bound socket
+        // is preferred over the receiver's specific one.
+        let tlu = two(
+            &[(
+                NS,
+                "udp",
+                vec![
+                    row4("0.0.0.0:32790", "0.0.0.0:0", 0x07, 80),
+                    row4("127.0.0.1:19999", "0.0.0.0:0", 0x07, 81),
+                ],
+            )],
+            &["10 1 4026531840 80", "20 2 4026531840 81"],
+        );
+        let a = run(
+            &tlu,
+            &flow(ipproto::UDP, "127.0.0.1:32790", "127.0.0.1:19999", 0, 500),
+        );
+        assert_eq!(
+            (a.method, pid(&a), a.local_is_a),
+            (Method::UdpBoundWildcard, Some(10), Some(true))
+        );
         // The client gone unseen: the server's accepted socket owns it.
         let a = run(&tl, &tcp("127.0.0.1:50001", "127.0.0.1:8000", 0, 500));
-        assert_eq!((a.method, pid(&a), a.local_is_a), (Method::Listen, Some(20), Some(false)));
+        assert_eq!(
+            (a.method, pid(&a), a.local_is_a),
+            (Method::Listen, Some(20), Some(false))
+        );
     }
 }

@@ -361,17 +361,18 @@ impl<'a> Scanner<'a> {
             offset: pos as u64,
             what: "section header block cut short before its byte-order magic".into(),
         })?;
-        let be =
-            match bom {
-                BYTE_ORDER_MAGIC => false,
-                0x4D3C_2B1A => true,
-                other => return Err(FatalError {
+        let be = match bom {
+            BYTE_ORDER_MAGIC => false,
+            0x4D3C_2B1A => true,
+            other => {
+                return Err(FatalError {
                     offset: pos as u64 + 8,
                     what: format!(
                         "pcapng byte-order magic 0x{other:08x} is neither 0x1a2b3c4d nor its swap"
                     ),
-                }),
-            };
+                })
+            }
+        };
         let len = self.check_block(pos, be).map_err(|what| FatalError {
             offset: pos as u64,
             what,

@@ -83,7 +83,11 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
         "ns" => 1.0,
         "m" | "min" => 60e9,
         "h" => 3600e9,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ns, us, ms, s, m, h)")),
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use ns, us, ms, s, m, h)"
+            ))
+        }
     };
     let ns = v * mult;
     if !ns.is_finite() || ns < 0.0 || ns > 1e18 {
@@ -125,9 +129,21 @@ fn read_sha256sums(bundle: &Path) -> Option<HashMap<String, String>> {
 /// Hashes the inputs in parallel, comparing bundle files to SHA256SUMS.
 fn hash_inputs(bundle: &Bundle, extra: &[PathBuf]) -> Result<Vec<FileHash>, String> {
     let sums = read_sha256sums(&bundle.dir);
-    let mut files: Vec<(String, PathBuf, bool)> = vec![("manifest".into(), bundle.manifest_path.clone(), true)];
-    files.extend(bundle.archives.iter().filter(|p| p.exists()).map(|p| ("archive".into(), p.clone(), true)));
-    files.extend(bundle.captures.iter().map(|p| ("capture".into(), p.clone(), true)));
+    let mut files: Vec<(String, PathBuf, bool)> =
+        vec![("manifest".into(), bundle.manifest_path.clone(), true)];
+    files.extend(
+        bundle
+            .archives
+            .iter()
+            .filter(|p| p.exists())
+            .map(|p| ("archive".into(), p.clone(), true)),
+    );
+    files.extend(
+        bundle
+            .captures
+            .iter()
+            .map(|p| ("capture".into(), p.clone(), true)),
+    );
     files.extend(extra.iter().map(|p| ("capture".into(), p.clone(), false)));
     files
         .par_iter()
@@ -135,7 +151,10 @@ fn hash_inputs(bundle: &Bundle, extra: &[PathBuf]) -> Result<Vec<FileHash>, Stri
             let (sha256, bytes) =
                 hash_file(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
             let recorded_hash = if *in_bundle {
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 Some(match &sums {
                     None => "no-sha256sums".to_string(),
                     Some(m) => match m.get(&name) {
@@ -180,7 +199,8 @@ fn prepare_out(out: &Path, bundle: &Path, force: bool) -> Result<(), String> {
             ));
         }
     }
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create --out {}: {e}", out.display()))?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| format!("cannot create --out {}: {e}", out.display()))?;
     if !force {
         let existing: Vec<&str> = REPORT_FILES
             .iter()
@@ -205,7 +225,11 @@ fn write_report(dir: &Path, w: &dyn ReportWriter) -> Result<FileHash, String> {
     let mut hw = HashingWriter::new(BufWriter::with_capacity(1 << 16, file));
     w.write(&mut hw).map_err(err)?;
     let (sha256, bytes, inner) = hw.finish().map_err(err)?;
-    inner.into_inner().map_err(|e| err(e.into_error()))?.sync_all().map_err(err)?;
+    inner
+        .into_inner()
+        .map_err(|e| err(e.into_error()))?
+        .sync_all()
+        .map_err(err)?;
     Ok(FileHash {
         role: "report".into(),
         path: w.file_name().to_string(),
@@ -269,7 +293,12 @@ fn analyze(args: &Args) -> super::Result<ExitCode> {
     // side by side.
     let (replay, (timeline, hashes)) = rayon::join(
         || capture::replay(&captures, &opts),
-        || rayon::join(|| read_timeline(&bundle), || hash_inputs(&bundle, &args.pcap)),
+        || {
+            rayon::join(
+                || read_timeline(&bundle),
+                || hash_inputs(&bundle, &args.pcap),
+            )
+        },
     );
     let replay = replay?;
     let (timeline, diag) = timeline?;
@@ -285,7 +314,9 @@ fn analyze(args: &Args) -> super::Result<ExitCode> {
             c.size,
             c.reason,
             c.last_complete_seq
-                .map_or("no complete snapshot".to_string(), |s| format!("snapshot {s}"))
+                .map_or("no complete snapshot".to_string(), |s| format!(
+                    "snapshot {s}"
+                ))
         );
     }
     for w in &diag.warnings {
@@ -340,7 +371,13 @@ fn analyze(args: &Args) -> super::Result<ExitCode> {
     };
     let attributions = attribute::attribute_all(&timeline, &ctx, &aopts, &replay.flows);
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
-    let input = ReportInput::new(&bundle.manifest, &timeline, &replay.flows, &attributions, &cid);
+    let input = ReportInput::new(
+        &bundle.manifest,
+        &timeline,
+        &replay.flows,
+        &attributions,
+        &cid,
+    );
     let mut outputs = Vec::new();
     outputs.push(write_report(&args.out, &ConnectionsCsv(&input))?);
     outputs.push(write_report(&args.out, &ConnectionsJsonl(&input))?);
@@ -356,7 +393,11 @@ fn analyze(args: &Args) -> super::Result<ExitCode> {
         outputs,
     };
     write_report(&args.out, &Summary(&summary_input))?;
-    let total: u64 = input.rows.iter().map(|r| r.flow.bytes_ab + r.flow.bytes_ba).sum();
+    let total: u64 = input
+        .rows
+        .iter()
+        .map(|r| r.flow.bytes_ab + r.flow.bytes_ba)
+        .sum();
     let attributed: u64 = input
         .rows
         .iter()

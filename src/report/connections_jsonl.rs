@@ -60,7 +60,10 @@ pub fn row_object(input: &ReportInput<'_>, r: &ConnectionRow) -> Map<String, Val
     put("timestamp_desc", json!("Flow first seen"));
     put("event.start", json!(super::rfc3339_ns(f.first_seen_ns)));
     put("event.end", json!(super::rfc3339_ns(f.last_seen_ns)));
-    put("event.duration", json!(f.last_seen_ns.saturating_sub(f.first_seen_ns)));
+    put(
+        "event.duration",
+        json!(f.last_seen_ns.saturating_sub(f.first_seen_ns)),
+    );
     put("source.ip", json!(f.a_ip.to_string()));
     put("source.port", json!(f.a_port));
     put("source.packets", json!(f.packets_ab));

@@ -10,7 +10,6 @@ pub mod connections_jsonl;
 pub mod processes_csv;
 pub mod summary;
 
-
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -46,9 +45,8 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn shell_join(args: &[String]) -> String {
     let quote = |a: &String| -> String {
         let plain = !a.is_empty()
-            && a.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b)
-            });
+            && a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b));
         if plain {
             a.clone()
         } else {
@@ -70,7 +68,10 @@ pub fn process_start_ns(m: &Manifest, start_time: u64) -> i64 {
     let tck = u128::from(m.host.clk_tck.max(1));
     let since_boot = u128::from(start_time) * 1_000_000_000 / tck;
     let since_boot = i64::try_from(since_boot).unwrap_or(i64::MAX);
-    m.host.btime.saturating_mul(1_000_000_000).saturating_add(since_boot)
+    m.host
+        .btime
+        .saturating_mul(1_000_000_000)
+        .saturating_add(since_boot)
 }
 
 /// How much to trust an attribution: `high`, `medium` or `low`.
@@ -92,7 +93,11 @@ pub fn confidence(a: &Attribution) -> &'static str {
         Method::Listen | Method::UdpBound if gap == 0 => 2,
         _ => 1,
     };
-    let c = if a.shared_with.is_empty() { c } else { c.min(2) };
+    let c = if a.shared_with.is_empty() {
+        c
+    } else {
+        c.min(2)
+    };
     match c {
         3 => "high",
         2 => "medium",
@@ -201,9 +206,23 @@ impl ConnectionRow {
     pub fn counters(&self) -> [u64; 6] {
         let f = &self.flow;
         if self.local_is_a {
-            [f.packets_ba, f.packets_ab, f.bytes_ba, f.bytes_ab, f.ip_bytes_ba, f.ip_bytes_ab]
+            [
+                f.packets_ba,
+                f.packets_ab,
+                f.bytes_ba,
+                f.bytes_ab,
+                f.ip_bytes_ba,
+                f.ip_bytes_ab,
+            ]
         } else {
-            [f.packets_ab, f.packets_ba, f.bytes_ab, f.bytes_ba, f.ip_bytes_ab, f.ip_bytes_ba]
+            [
+                f.packets_ab,
+                f.packets_ba,
+                f.bytes_ab,
+                f.bytes_ba,
+                f.ip_bytes_ab,
+                f.ip_bytes_ba,
+            ]
         }
     }
 
@@ -465,8 +484,14 @@ mod tests {
     #[test]
     fn shell_quoting() {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(shell_join(&v(&["curl", "-s", "http://a/b?c=d"])), "curl -s 'http://a/b?c=d'");
-        assert_eq!(shell_join(&v(&["sh", "-c", "echo it's"])), r"sh -c 'echo it'\''s'");
+        assert_eq!(
+            shell_join(&v(&["curl", "-s", "http://a/b?c=d"])),
+            "curl -s 'http://a/b?c=d'"
+        );
+        assert_eq!(
+            shell_join(&v(&["sh", "-c", "echo it's"])),
+            r"sh -c 'echo it'\''s'"
+        );
         assert_eq!(shell_join(&v(&["x", ""])), "x ''");
     }
 

@@ -53,7 +53,9 @@ pub struct SummaryInput<'a> {
 
 fn range(r: Option<(i64, i64)>) -> Value {
     match r {
-        Some((a, b)) => json!({ "start": rfc3339_ns(a), "end": rfc3339_ns(b), "start_ns": a, "end_ns": b }),
+        Some((a, b)) => {
+            json!({ "start": rfc3339_ns(a), "end": rfc3339_ns(b), "start_ns": a, "end_ns": b })
+        }
         None => Value::Null,
     }
 }
@@ -101,7 +103,12 @@ impl Summary<'_> {
             None => Value::Null,
         };
         let snap_range = tl.time_range();
-        let processes = s.report.process_rows().iter().filter(|p| p.owner.is_some()).count();
+        let processes = s
+            .report
+            .process_rows()
+            .iter()
+            .filter(|p| p.owner.is_some())
+            .count();
         json!({
             "tool": { "name": "procflow", "version": env!("CARGO_PKG_VERSION") },
             "options": { "max_gap_ms": s.max_gap_ns / 1_000_000 },

@@ -51,7 +51,11 @@ impl fmt::Display for BundleError {
         match self {
             BundleError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             BundleError::Manifest { path, detail } => {
-                write!(f, "{}: not a procflow bundle manifest: {detail}", path.display())
+                write!(
+                    f,
+                    "{}: not a procflow bundle manifest: {detail}",
+                    path.display()
+                )
             }
             BundleError::UnsupportedVersion { path, found } => write!(
                 f,
@@ -271,10 +275,7 @@ pub fn read_archive<R: Read>(
         if buf.len() as u64 != expected {
             cut = Some((
                 header_pos,
-                format!(
-                    "{member_name}: {} of {expected} bytes present",
-                    buf.len()
-                ),
+                format!("{member_name}: {} of {expected} bytes present", buf.len()),
             ));
             break;
         }
@@ -343,13 +344,18 @@ pub fn read_archive<R: Read>(
         if let Some(p) = &pending {
             cut = Some((
                 p.first_offset,
-                format!("snapshot {} has no meta.json (archive ends inside it)", p.seq),
+                format!(
+                    "snapshot {} has no meta.json (archive ends inside it)",
+                    p.seq
+                ),
             ));
         }
     }
     if let Some((offset, reason)) = cut {
         // The incomplete snapshot starts where its first member did.
-        let offset = pending.as_ref().map_or(offset, |p| p.first_offset.min(offset));
+        let offset = pending
+            .as_ref()
+            .map_or(offset, |p| p.first_offset.min(offset));
         diag.cut_archives.push(CutArchive {
             archive: name.to_string(),
             offset,

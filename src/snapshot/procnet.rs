@@ -276,7 +276,10 @@ mod tests {
         );
         let mapped = parse_endpoint("0000000000000000FFFF00000100007F:9E49", LE).unwrap();
         assert!(is_v4_mapped(mapped.ip()));
-        assert_eq!(canonical_ip(mapped.ip()), "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            canonical_ip(mapped.ip()),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
     }
 
     /// Every vector of address_vectors.tsv (little-endian host), including
@@ -341,9 +344,17 @@ mod tests {
                 }
                 Err(e) => panic!("{file}:{line_no}: {e}"),
             };
-            assert_eq!(row.local.ip(), c[3].parse::<IpAddr>().unwrap(), "{file}:{line_no}");
+            assert_eq!(
+                row.local.ip(),
+                c[3].parse::<IpAddr>().unwrap(),
+                "{file}:{line_no}"
+            );
             assert_eq!(row.local.port().to_string(), c[4], "{file}:{line_no}");
-            assert_eq!(row.remote.ip(), c[5].parse::<IpAddr>().unwrap(), "{file}:{line_no}");
+            assert_eq!(
+                row.remote.ip(),
+                c[5].parse::<IpAddr>().unwrap(),
+                "{file}:{line_no}"
+            );
             assert_eq!(row.remote.port().to_string(), c[6], "{file}:{line_no}");
             if !c[7].is_empty() {
                 assert_eq!(format!("{:02X}", row.state), c[7], "{file}:{line_no}");

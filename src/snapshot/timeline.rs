@@ -572,7 +572,10 @@ impl TimelineBuilder {
                 Transport::Udp => remote.ip().is_unspecified() && remote.port() == 0,
             };
             if listening {
-                bound.entry((k.transport, local.port())).or_default().push(i);
+                bound
+                    .entry((k.transport, local.port()))
+                    .or_default()
+                    .push(i);
             }
             if !local.ip().is_unspecified() {
                 netns_addrs.entry(k.netns).or_default().insert(local.ip());
@@ -624,10 +627,7 @@ impl Timeline {
     /// LISTEN tcp sockets or unconnected udp sockets bound to this port, on
     /// any address, in any namespace.
     pub fn bound(&self, t: Transport, port: u16) -> &[usize] {
-        self.bound
-            .get(&(t, port))
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        self.bound.get(&(t, port)).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Whether a namespace has a socket whose local address is `ip`
@@ -690,12 +690,17 @@ pub(crate) mod tests {
         let hex = |s: &str| {
             let a: SocketAddr = s.parse().unwrap();
             match a.ip() {
-                IpAddr::V4(v4) => format!("{:08X}:{:04X}", u32::from_le_bytes(v4.octets()), a.port()),
+                IpAddr::V4(v4) => {
+                    format!("{:08X}:{:04X}", u32::from_le_bytes(v4.octets()), a.port())
+                }
                 IpAddr::V6(v6) => {
                     let o = v6.octets();
                     let mut s = String::new();
                     for c in o.chunks(4) {
-                        s.push_str(&format!("{:08X}", u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+                        s.push_str(&format!(
+                            "{:08X}",
+                            u32::from_le_bytes([c[0], c[1], c[2], c[3]])
+                        ));
                     }
                     format!("{s}:{:04X}", a.port())
                 }
@@ -734,7 +739,13 @@ pub(crate) mod tests {
                 procs: None,
             }
         }
-        pub fn table(mut self, netns: u64, table: &'static str, stored: TableStored, text: String) -> Snap {
+        pub fn table(
+            mut self,
+            netns: u64,
+            table: &'static str,
+            stored: TableStored,
+            text: String,
+        ) -> Snap {
             self.tables.push((netns, table, stored, text));
             self
         }
@@ -874,7 +885,12 @@ pub(crate) mod tests {
                 .table(NS, "tcp", TableStored::Delta, format!("+{b}\n"))
                 .fds(&["11 600 4026531840 101"]),
             // Nothing changes.
-            Snap::new(3, 2000, SnapshotKind::Delta).table(NS, "tcp", TableStored::Unchanged, String::new()),
+            Snap::new(3, 2000, SnapshotKind::Delta).table(
+                NS,
+                "tcp",
+                TableStored::Unchanged,
+                String::new(),
+            ),
             // a goes away; pid 10 exits.
             Snap::new(4, 3000, SnapshotKind::Delta)
                 .table(
@@ -903,23 +919,47 @@ pub(crate) mod tests {
         assert_eq!((sb.runs[0].first_seq, sb.runs[0].last_seq), (2, 5));
         let h = &tl.holders[&100];
         assert_eq!(h.len(), 1);
-        assert_eq!((h[0].pid, h[0].runs[0].first_seq, h[0].runs[0].last_seq), (10, 1, 3));
+        assert_eq!(
+            (h[0].pid, h[0].runs[0].first_seq, h[0].runs[0].last_seq),
+            (10, 1, 3)
+        );
         assert_eq!(tl.holders[&101][0].runs.len(), 1);
-        assert_eq!(tl.time_range(), Some((clock(0).realtime_ns, clock(4020).realtime_ns)));
+        assert_eq!(
+            tl.time_range(),
+            Some((clock(0).realtime_ns, clock(4020).realtime_ns))
+        );
     }
 
     #[test]
     fn reappearing_socket_gets_a_second_run_and_bad_lines_are_counted() {
         let a = row4("10.0.0.1:40000", "10.0.0.2:80", 1, 100);
         let snaps = vec![
-            Snap::new(1, 0, SnapshotKind::Keyframe).table(NS, "tcp", TableStored::Full, table(&[a.clone(), "  7: garbage".into()])),
-            Snap::new(2, 1000, SnapshotKind::Keyframe).table(NS, "tcp", TableStored::Full, table(&[])),
-            Snap::new(3, 2000, SnapshotKind::Delta).table(NS, "tcp", TableStored::Delta, format!("+{a}\nbogus\n")),
+            Snap::new(1, 0, SnapshotKind::Keyframe).table(
+                NS,
+                "tcp",
+                TableStored::Full,
+                table(&[a.clone(), "  7: garbage".into()]),
+            ),
+            Snap::new(2, 1000, SnapshotKind::Keyframe).table(
+                NS,
+                "tcp",
+                TableStored::Full,
+                table(&[]),
+            ),
+            Snap::new(3, 2000, SnapshotKind::Delta).table(
+                NS,
+                "tcp",
+                TableStored::Delta,
+                format!("+{a}\nbogus\n"),
+            ),
         ];
         let (tl, d) = build(&snaps);
         assert_eq!(d.bad_lines, 2);
         assert_eq!(d.bad_line_details[0].line, 3);
-        assert_eq!(d.bad_line_details[0].member, "snap/00000001/net/4026531840/tcp");
+        assert_eq!(
+            d.bad_line_details[0].member,
+            "snap/00000001/net/4026531840/tcp"
+        );
         assert_eq!(d.bad_line_details[1].line, 2);
         assert_eq!(tl.sockets[0].runs.len(), 2);
     }
