@@ -402,7 +402,7 @@ fn ownership(tl: &Timeline, s: &Socket, run: &Run, t0: i64, t1: i64, max_gap: i6
             .processes
             .get(&(d.pid, d.start_time))
             .map_or(true, |p| p.netns == s.key.netns);
-        same_ns && d.runs.iter().any(|r| near(r))
+        same_ns && d.runs.iter().any(&near)
     });
     if hidden {
         Ownership::Unreadable
@@ -874,13 +874,13 @@ mod tests {
         let r2 = row4("10.0.0.1:40000", "10.0.0.2:80", 1, 1002);
         let snaps = vec![
             Snap::new(1, 0, K)
-                .table(NS, "tcp", FULL, table(&[r1.clone()]))
+                .table(NS, "tcp", FULL, table(std::slice::from_ref(&r1)))
                 .fds(&["10 100 4026531840 1001"]),
             Snap::new(2, 1000, K)
                 .table(NS, "tcp", FULL, table(&[r1]))
                 .fds(&["10 100 4026531840 1001"]),
             Snap::new(3, 40000, K)
-                .table(NS, "tcp", FULL, table(&[r2.clone()]))
+                .table(NS, "tcp", FULL, table(std::slice::from_ref(&r2)))
                 .fds(&["11 4000 4026531840 1002"]),
             Snap::new(4, 41000, K)
                 .table(NS, "tcp", FULL, table(&[r2]))

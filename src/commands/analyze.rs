@@ -90,7 +90,7 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
         }
     };
     let ns = v * mult;
-    if !ns.is_finite() || ns < 0.0 || ns > 1e18 {
+    if !ns.is_finite() || !(0.0..=1e18).contains(&ns) {
         return Err(format!("{s:?} is out of range"));
     }
     Ok(ns as i64)
@@ -187,10 +187,29 @@ pub fn read_timeline(bundle: &Bundle) -> Result<(Timeline, SnapshotDiagnostics),
     Ok((builder.finish(), diag))
 }
 
+/// `p` with symbolic links and `..` resolved as far as it exists, the rest
+/// appended: where a directory not yet created would be.
+fn resolve(p: &Path) -> Option<PathBuf> {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(p)
+    };
+    let mut rest = Vec::new();
+    let mut cur = abs.as_path();
+    loop {
+        if let Ok(c) = cur.canonicalize() {
+            return Some(rest.iter().rev().fold(c, |acc, part| acc.join(part)));
+        }
+        rest.push(cur.file_name()?.to_os_string());
+        cur = cur.parent()?;
+    }
+}
+
 /// The report directory: created if absent; existing report files are an
 /// error unless `force`. Refuses the bundle directory itself.
 fn prepare_out(out: &Path, bundle: &Path, force: bool) -> Result<(), String> {
-    if let (Ok(o), Ok(b)) = (out.canonicalize(), bundle.canonicalize()) {
+    if let (Some(o), Ok(b)) = (resolve(out), bundle.canonicalize()) {
         if o.starts_with(&b) {
             return Err(format!(
                 "--out {} is inside the bundle {}; the bundle is evidence and is never written to",
@@ -378,10 +397,11 @@ fn analyze(args: &Args) -> super::Result<ExitCode> {
         &attributions,
         &cid,
     );
-    let mut outputs = Vec::new();
-    outputs.push(write_report(&args.out, &ConnectionsCsv(&input))?);
-    outputs.push(write_report(&args.out, &ConnectionsJsonl(&input))?);
-    outputs.push(write_report(&args.out, &ProcessesCsv(&input))?);
+    let outputs = vec![
+        write_report(&args.out, &ConnectionsCsv(&input))?,
+        write_report(&args.out, &ConnectionsJsonl(&input))?,
+        write_report(&args.out, &ProcessesCsv(&input))?,
+    ];
     let summary_input = SummaryInput {
         report: &input,
         bundle: args.bundle.display().to_string(),

@@ -535,7 +535,7 @@ impl TimelineBuilder {
     /// depends on hash order) and builds the lookup indexes.
     pub fn finish(self) -> Timeline {
         let mut sockets = self.sockets;
-        sockets.sort_by(|a, b| a.key.cmp(&b.key));
+        sockets.sort_by_key(|s| s.key);
         let inet_inodes: HashSet<u64> = sockets
             .iter()
             .map(|s| s.key.inode)
@@ -872,14 +872,35 @@ pub(crate) mod tests {
 
     const NS: u64 = 4026531840;
 
+    fn rec(pid: u32, start_time: u64, comm: &str) -> ProcessRecord {
+        ProcessRecord {
+            pid,
+            start_time,
+            ppid: 1,
+            uid: 0,
+            comm: comm.into(),
+            exe: None,
+            cmdline: vec![comm.into()],
+            netns: NS,
+            cgroup: None,
+            container_id: None,
+        }
+    }
+
     #[test]
     fn keyframe_delta_unchanged_reconstruction() {
         let a = row4("10.0.0.1:40000", "10.0.0.2:80", 1, 100);
         let b = row4("10.0.0.1:40001", "10.0.0.2:80", 1, 101);
         let snaps = vec![
             Snap::new(1, 0, SnapshotKind::Keyframe)
-                .table(NS, "tcp", TableStored::Full, table(&[a.clone()]))
-                .fds(&["10 500 4026531840 100"]),
+                .table(
+                    NS,
+                    "tcp",
+                    TableStored::Full,
+                    table(std::slice::from_ref(&a)),
+                )
+                .fds(&["10 500 4026531840 100"])
+                .procs(&[rec(10, 500, "curl"), rec(10, 500, "later-duplicate")]),
             // b appears, a stays.
             Snap::new(2, 1000, SnapshotKind::Delta)
                 .table(NS, "tcp", TableStored::Delta, format!("+{b}\n"))
@@ -902,7 +923,12 @@ pub(crate) mod tests {
                 .fds(&["-10 500"]),
             // Keyframe without a: it stays gone; b still there.
             Snap::new(5, 4000, SnapshotKind::Keyframe)
-                .table(NS, "tcp", TableStored::Full, table(&[b.clone()]))
+                .table(
+                    NS,
+                    "tcp",
+                    TableStored::Full,
+                    table(std::slice::from_ref(&b)),
+                )
                 .fds(&["11 600 4026531840 101"]),
         ];
         let (tl, d) = build(&snaps);
@@ -924,6 +950,8 @@ pub(crate) mod tests {
             (10, 1, 3)
         );
         assert_eq!(tl.holders[&101][0].runs.len(), 1);
+        assert_eq!(tl.processes[&(10, 500)].comm, "curl");
+        assert_eq!(tl.processes.len(), 1);
         assert_eq!(
             tl.time_range(),
             Some((clock(0).realtime_ns, clock(4020).realtime_ns))
@@ -966,12 +994,11 @@ pub(crate) mod tests {
 
     #[test]
     fn clock_step_is_found() {
-        let mut snaps = vec![
+        let snaps = [
             Snap::new(1, 0, SnapshotKind::Keyframe),
             Snap::new(2, 1000, SnapshotKind::Keyframe),
             Snap::new(3, 2000, SnapshotKind::Keyframe),
         ];
-        snaps[2].ms = 2000;
         let mut b = TimelineBuilder::new(ByteOrder::Little);
         let mut d = SnapshotDiagnostics::default();
         for (i, s) in snaps.iter().enumerate() {
