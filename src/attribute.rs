@@ -31,7 +31,8 @@ use crate::snapshot::timeline::{Run, Socket, Timeline, Transport};
 
 /// Default `--max-gap`: 30 s.
 ///
-/// Long enough to cover several recorder intervals (default 1 s) and the
+/// Long enough to cover several recorder intervals (default 100 ms, more
+/// under load or `--max-cpu`) and the
 /// time between a socket's last sighting and its last packets; shorter than
 /// Linux's TIME_WAIT (60 s), during which the initiator cannot reuse the
 /// same 4-tuple, so an exact match within the bound is the same connection.
