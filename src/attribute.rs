@@ -253,7 +253,7 @@ fn namespaces_for(tl: &Timeline, ctx: &HostContext, ip: IpAddr, host_local: bool
         v.push(ctx.capture_netns);
     }
     if !canonical_ip(ip).is_loopback() {
-        for ns in tl.netns_list() {
+        for &ns in tl.netns_list() {
             if ns != ctx.capture_netns && tl.netns_has_addr(ns, ip) {
                 v.push(ns);
             }

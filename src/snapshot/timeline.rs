@@ -581,7 +581,11 @@ impl TimelineBuilder {
                 netns_addrs.entry(k.netns).or_default().insert(local.ip());
             }
         }
+        let mut netns_sorted: Vec<u64> = sockets.iter().map(|s| s.key.netns).collect();
+        netns_sorted.sort_unstable();
+        netns_sorted.dedup();
         Timeline {
+            netns_sorted,
             sockets,
             holders,
             denied,
@@ -610,6 +614,7 @@ pub struct Timeline {
     exact: HashMap<(Transport, SocketAddr, SocketAddr), Vec<usize>>,
     bound: HashMap<(Transport, u16), Vec<usize>>,
     netns_addrs: HashMap<u64, HashSet<IpAddr>>,
+    netns_sorted: Vec<u64>,
 }
 
 impl Timeline {
@@ -638,11 +643,9 @@ impl Timeline {
             .is_some_and(|s| s.contains(&canonical_ip(ip)))
     }
 
-    /// Every namespace seen, sorted.
-    pub fn netns_list(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self.netns_addrs.keys().copied().collect();
-        v.sort_unstable();
-        v
+    /// Every namespace with a tcp/udp socket, sorted.
+    pub fn netns_list(&self) -> &[u64] {
+        &self.netns_sorted
     }
 
     /// Realtime range covered by the snapshots: first `before` to last
