@@ -176,15 +176,20 @@ pub struct SnapshotInput {
     pub members: Vec<(Member, String, String)>,
 }
 
-/// Rows of one table of one namespace: identity -> parsed row.
-type TableRows = HashMap<String, ProcNetRow>;
+/// Rows of one table of one namespace: identity -> parsed row and, once
+/// known, the index of its socket (so a row present in many snapshots is
+/// looked up once, not once per snapshot).
+type TableRows = HashMap<String, (ProcNetRow, Option<usize>)>;
+
+/// Socket inodes a process holds, each with its holder index once known.
+type Holding = (u64, Vec<(u64, Option<usize>)>);
 
 /// Builds a [`Timeline`] from snapshots applied in order.
 #[derive(Debug)]
 pub struct TimelineBuilder {
     order: ByteOrder,
     tables: BTreeMap<(u64, String), TableRows>,
-    fds: HashMap<(u32, u64), (u64, Vec<u64>)>,
+    fds: HashMap<(u32, u64), Holding>,
     denied_now: HashMap<(u32, u64), String>,
     sockets: Vec<Socket>,
     socket_index: HashMap<SocketKey, usize>,
@@ -338,7 +343,7 @@ impl TimelineBuilder {
             match parse_row(line, self.order) {
                 Ok(Some(row)) => {
                     if let Some(id) = row_identity(line) {
-                        rows.insert(id, row);
+                        rows.insert(id, (row, None));
                     }
                 }
                 Ok(None) => {}
@@ -364,7 +369,7 @@ impl TimelineBuilder {
                 Some(DeltaLine::Add(raw)) => match parse_row(raw, self.order) {
                     Ok(Some(row)) => {
                         if let Some(id) = row_identity(raw) {
-                            rows.insert(id, row);
+                            rows.insert(id, (row, None));
                         }
                     }
                     Ok(None) => {}
@@ -413,7 +418,8 @@ impl TimelineBuilder {
                     inodes.sort_unstable();
                     inodes.dedup();
                     self.denied_now.remove(&(pid, start_time));
-                    self.fds.insert((pid, start_time), (netns, inodes));
+                    let held = inodes.into_iter().map(|i| (i, None)).collect();
+                    self.fds.insert((pid, start_time), (netns, held));
                 }
                 Some(FdLine::Gone { pid, start_time }) => {
                     self.fds.remove(&(pid, start_time));
@@ -465,48 +471,63 @@ impl TimelineBuilder {
             before: meta.before,
             after: meta.after,
         });
-        for ((netns, table), rows) in &self.tables {
+        for ((netns, table), rows) in &mut self.tables {
             let Some(transport) = Transport::of_table(table) else {
                 continue;
             };
-            for row in rows.values() {
-                let key = SocketKey {
-                    netns: *netns,
-                    transport,
-                    local: row.local,
-                    remote: row.remote,
-                    inode: row.inode,
+            for (row, cached) in rows.values_mut() {
+                let idx = match *cached {
+                    Some(i) => i,
+                    None => {
+                        let key = SocketKey {
+                            netns: *netns,
+                            transport,
+                            local: row.local,
+                            remote: row.remote,
+                            inode: row.inode,
+                        };
+                        let i = *self.socket_index.entry(key).or_insert_with(|| {
+                            self.sockets.push(Socket {
+                                key,
+                                uid: row.uid,
+                                runs: Vec::new(),
+                            });
+                            self.sockets.len() - 1
+                        });
+                        *cached = Some(i);
+                        i
+                    }
                 };
-                let idx = *self.socket_index.entry(key).or_insert_with(|| {
-                    self.sockets.push(Socket {
-                        key,
-                        uid: row.uid,
-                        runs: Vec::new(),
-                    });
-                    self.sockets.len() - 1
-                });
                 if let Some(s) = self.sockets.get_mut(idx) {
                     see(&mut s.runs, seq, t0, t1, row.state);
                 }
             }
         }
-        for (&(pid, start_time), (netns, inodes)) in &self.fds {
-            for &inode in inodes {
-                let idx = *self
-                    .holder_index
-                    .entry((inode, pid, start_time))
-                    .or_insert_with(|| {
-                        self.holders.push((
-                            inode,
-                            Holder {
-                                pid,
-                                start_time,
-                                netns: *netns,
-                                runs: Vec::new(),
-                            },
-                        ));
-                        self.holders.len() - 1
-                    });
+        for (&(pid, start_time), (netns, inodes)) in &mut self.fds {
+            for (inode, cached) in inodes.iter_mut() {
+                let inode = *inode;
+                let idx = match *cached {
+                    Some(i) => i,
+                    None => {
+                        let i = *self
+                            .holder_index
+                            .entry((inode, pid, start_time))
+                            .or_insert_with(|| {
+                                self.holders.push((
+                                    inode,
+                                    Holder {
+                                        pid,
+                                        start_time,
+                                        netns: *netns,
+                                        runs: Vec::new(),
+                                    },
+                                ));
+                                self.holders.len() - 1
+                            });
+                        *cached = Some(i);
+                        i
+                    }
+                };
                 if let Some((_, h)) = self.holders.get_mut(idx) {
                     see(&mut h.runs, seq, t0, t1, 0);
                 }
