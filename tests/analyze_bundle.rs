@@ -748,3 +748,48 @@ fn unknown_format_version_is_a_clear_error() {
         .contains("manifest.json: not a procflow bundle manifest"));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn separate_pcap_and_sha256sums_check() {
+    let d = tmp("pcap");
+    let s = scenario();
+    let b = d.join("bundle");
+    write_bundle(&b, &s, FORMAT_VERSION, 0);
+    std::fs::rename(b.join("capture-1.pcap"), d.join("separate.pcap")).unwrap();
+    // Without any capture: a clear error.
+    let out = analyze(&b, &d.join("report0"), &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no capture file in the bundle"));
+    // A SHA256SUMS with one right and one wrong hash.
+    let manifest_hash = {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(std::fs::read(b.join(MANIFEST_FILE)).unwrap());
+        h.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    std::fs::write(
+        b.join("SHA256SUMS"),
+        format!(
+            "{manifest_hash}  {MANIFEST_FILE}\n{}  {}\n",
+            "0".repeat(64),
+            archive_name(1)
+        ),
+    )
+    .unwrap();
+    let pcap = d.join("separate.pcap");
+    let out = analyze(&b, &d.join("report"), &["--pcap", pcap.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("report/summary.json")).unwrap()).unwrap();
+    let files = summary["inputs"]["files"].as_array().unwrap();
+    let by_role = |role: &str| files.iter().find(|f| f["role"] == role).unwrap();
+    assert_eq!(by_role("manifest")["recorded_hash"], "match");
+    assert_eq!(by_role("archive")["recorded_hash"], "mismatch");
+    assert!(by_role("capture").get("recorded_hash").is_none());
+    assert_eq!(summary["counts"]["bytes"], s.pcap.total_bytes());
+    let rows = read_csv(&d.join("report/connections.csv"));
+    assert_eq!(find(&rows, "40000", "93.184.216.34:443", "")["pid"], "10");
+    let _ = std::fs::remove_dir_all(&d);
+}
