@@ -242,6 +242,27 @@ impl<'a> Scanner<'a> {
         self.done
     }
 
+    /// Offset of the next record or block.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The same scanner reading `buf`, which must hold the same bytes (the
+    /// file mapped afresh). Used to let go of a memory map's pages; an empty
+    /// `buf` detaches the scanner until the next rebind.
+    pub fn rebind<'b>(self, buf: &'b [u8]) -> Scanner<'b> {
+        Scanner {
+            buf,
+            pos: self.pos,
+            kind: self.kind,
+            packets: self.packets,
+            link_types: self.link_types,
+            unreadable_packets: self.unreadable_packets,
+            last_ts: self.last_ts,
+            done: self.done,
+        }
+    }
+
     /// Appends up to `max` packet records to `out` (cleared first), and any
     /// problems met on the way to `problems`.
     pub fn next_batch(
@@ -361,17 +382,18 @@ impl<'a> Scanner<'a> {
             offset: pos as u64,
             what: "section header block cut short before its byte-order magic".into(),
         })?;
-        let be =
-            match bom {
-                BYTE_ORDER_MAGIC => false,
-                0x4D3C_2B1A => true,
-                other => return Err(FatalError {
+        let be = match bom {
+            BYTE_ORDER_MAGIC => false,
+            0x4D3C_2B1A => true,
+            other => {
+                return Err(FatalError {
                     offset: pos as u64 + 8,
                     what: format!(
                         "pcapng byte-order magic 0x{other:08x} is neither 0x1a2b3c4d nor its swap"
                     ),
-                }),
-            };
+                })
+            }
+        };
         let len = self.check_block(pos, be).map_err(|what| FatalError {
             offset: pos as u64,
             what,
