@@ -35,6 +35,9 @@ pub struct ReplayOptions {
     /// Problems kept per file with their details; further ones are only
     /// counted (in [`Replay::problem_counts`] and [`FileReport::problems`]).
     pub max_problems_per_file: usize,
+    /// Bytes of a memory-mapped file read between two remaps of it: bounds
+    /// the map's resident pages, hence peak memory, whatever the file size.
+    pub remap_every: usize,
 }
 
 impl Default for ReplayOptions {
@@ -43,6 +46,7 @@ impl Default for ReplayOptions {
             threads: None,
             split: SplitRules::default(),
             max_problems_per_file: 1000,
+            remap_every: 64 << 20,
         }
     }
 }
@@ -190,7 +194,7 @@ pub fn replay(paths: &[PathBuf], opts: &ReplayOptions) -> Result<Replay, Capture
         for (_, i) in order {
             let (path, src) = &mut inputs[i];
             match src {
-                Ok(s) => r.file(path, s.bytes()),
+                Ok(s) => r.file(path, s),
                 Err(e) => r.unreadable(path, 0, format!("cannot open: {e}")),
             }
             // Unmap as soon as a file is done.
@@ -204,7 +208,7 @@ pub fn replay(paths: &[PathBuf], opts: &ReplayOptions) -> Result<Replay, Capture
 /// reports). Runs on the current rayon pool; used by fuzzing and tests.
 pub fn replay_bytes(name: &Path, bytes: &[u8], opts: &ReplayOptions) -> Replay {
     let mut r = Replayer::new(opts);
-    r.file(name, bytes);
+    r.file(name, &mut source::Source::Owned(bytes.to_vec()));
     r.finish()
 }
 
@@ -296,7 +300,8 @@ impl<'o> Replayer<'o> {
         );
     }
 
-    fn file(&mut self, path: &Path, buf: &[u8]) {
+    fn file(&mut self, path: &Path, src: &mut source::Source) {
+        let buf = src.bytes();
         let mut scanner = match Scanner::open(buf) {
             Ok(s) => s,
             Err(e) => return self.unreadable(path, e.offset, e.what),
@@ -318,16 +323,23 @@ impl<'o> Replayer<'o> {
         let mut scan_problems = Vec::new();
         let mut prev: Vec<Rec> = Vec::new();
         let mut next: Vec<Rec> = Vec::with_capacity(BATCH);
+        let mut mapped_from = 0;
         loop {
-            scanner.next_batch(&mut raw, BATCH, &mut scan_problems);
-            for p in scan_problems.drain(..) {
-                self.problem(idx, p);
+            if src.is_mapped()
+                && scanner.position().saturating_sub(mapped_from) >= self.opts.remap_every
+            {
+                let detached = scanner.rebind(&[]);
+                src.remap();
+                scanner = detached.rebind(src.bytes());
+                mapped_from = scanner.position();
             }
+            let buf = src.bytes();
             // Fold the previous batch (in order, on this thread) while the
-            // pool decodes this one.
+            // pool scans and decodes the next one.
             rayon::join(
                 || self.fold(idx, &prev),
                 || {
+                    scanner.next_batch(&mut raw, BATCH, &mut scan_problems);
                     raw.par_iter()
                         .with_min_len(1024)
                         .map(|r| Rec {
@@ -337,6 +349,9 @@ impl<'o> Replayer<'o> {
                         .collect_into_vec(&mut next)
                 },
             );
+            for p in scan_problems.drain(..) {
+                self.problem(idx, p);
+            }
             std::mem::swap(&mut prev, &mut next);
             if raw.is_empty() {
                 break;

@@ -242,6 +242,27 @@ impl<'a> Scanner<'a> {
         self.done
     }
 
+    /// Offset of the next record or block.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The same scanner reading `buf`, which must hold the same bytes (the
+    /// file mapped afresh). Used to let go of a memory map's pages; an empty
+    /// `buf` detaches the scanner until the next rebind.
+    pub fn rebind<'b>(self, buf: &'b [u8]) -> Scanner<'b> {
+        Scanner {
+            buf,
+            pos: self.pos,
+            kind: self.kind,
+            packets: self.packets,
+            link_types: self.link_types,
+            unreadable_packets: self.unreadable_packets,
+            last_ts: self.last_ts,
+            done: self.done,
+        }
+    }
+
     /// Appends up to `max` packet records to `out` (cleared first), and any
     /// problems met on the way to `problems`.
     pub fn next_batch(
