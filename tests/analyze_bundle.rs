@@ -322,7 +322,7 @@ fn scenario() -> Scenario {
             seq: 2,
             ms: 1000,
             kind: SnapshotKind::Delta,
-            tcp: None,
+            tcp: Some(format!("-{}\n", row_identity(&tw).unwrap())),
             udp: None,
             fds: String::new(),
             procs: String::new(),
@@ -541,6 +541,7 @@ fn attributes_every_rule_and_reason() {
         ("", "unattributed:no-owner")
     );
     assert_eq!(tw["socket_state"], "TIME_WAIT");
+    assert_eq!(tw["time_gap_ms"], "790");
 
     let mdns = find(&rows, "5353", "10.0.0.7:5353", "");
     assert_eq!(
@@ -641,12 +642,20 @@ fn attributes_every_rule_and_reason() {
             );
         }
     }
+    // With a 100 ms bound the TIME_WAIT row (seen only in the first
+    // snapshot, 0.79 s before its flow) no longer counts.
     let forced = analyze(
         &d.join("bundle"),
         &d.join("report"),
         &["--force", "--max-gap", "100ms"],
     );
     assert!(forced.status.success());
+    let rows = read_csv(&d.join("report/connections.csv"));
+    assert_eq!(
+        find(&rows, "40002", "10.0.0.2:80", "")["method"],
+        "unattributed:no-socket"
+    );
+    assert_eq!(find(&rows, "40000", "93.184.216.34:443", "")["pid"], "10");
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -1016,6 +1016,23 @@ pub(crate) mod tests {
         assert_eq!(tl.sockets[0].runs.len(), 2);
     }
 
+    /// A big-endian host prints addresses in network order.
+    #[test]
+    fn big_endian_host() {
+        let snap = Snap::new(1, 0, SnapshotKind::Keyframe).table(
+            NS,
+            "tcp",
+            TableStored::Full,
+            table(&["   0: 0A000001:9C40 0A000002:0050 01 00000000:00000000 00:00000000 00000000     0        0 77 1 0 100 0 0 10 0".into()]),
+        );
+        let mut b = TimelineBuilder::new(ByteOrder::Big);
+        let mut d = SnapshotDiagnostics::default();
+        b.apply(&snap.input(), &mut d);
+        let tl = b.finish();
+        assert_eq!(tl.sockets[0].key.local, "10.0.0.1:40000".parse().unwrap());
+        assert_eq!(tl.sockets[0].key.remote, "10.0.0.2:80".parse().unwrap());
+    }
+
     #[test]
     fn clock_step_is_found() {
         let snaps = [
