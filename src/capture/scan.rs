@@ -263,16 +263,19 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Appends up to `max` packet records to `out` (cleared first), and any
-    /// problems met on the way to `problems`.
+    /// Appends packet records to `out` (cleared first) until `max` records
+    /// or `max_bytes` of file have been scanned, and any problems met on the
+    /// way to `problems`.
     pub fn next_batch(
         &mut self,
         out: &mut Vec<RawRec>,
         max: usize,
+        max_bytes: usize,
         problems: &mut Vec<ScanProblem>,
     ) {
         out.clear();
-        while !self.done && out.len() < max {
+        let start = self.pos;
+        while !self.done && out.len() < max && self.pos - start < max_bytes {
             match self.kind {
                 Kind::Pcap { .. } => self.pcap_record(out, problems),
                 Kind::PcapNg { .. } => self.pcapng_block(out, problems),
