@@ -97,6 +97,9 @@ pub struct Recorder {
     archive_no: u32,
     archives: Vec<String>,
     seq: u64,
+    /// Snapshots committed to an archive (a snapshot cut by a write error
+    /// has a seq but is not counted).
+    written: u64,
     since_keyframe: u64,
     last_full_walk: Option<Instant>,
     errors: ErrorSummary,
@@ -149,6 +152,7 @@ impl Recorder {
             archive_no: 0,
             archives: Vec::new(),
             seq: 0,
+            written: 0,
             since_keyframe: 0,
             last_full_walk: None,
             errors: ErrorSummary::default(),
@@ -448,6 +452,7 @@ impl Recorder {
         archive
             .commit()
             .map_err(|e| write_stop(&format!("writing {}", archive.name()), &e))?;
+        self.written += 1;
         if keyframe {
             archive
                 .sync()
@@ -812,11 +817,20 @@ pub fn run(cfg: Config) -> i32 {
         snapshots: 0,
         errors: rec.errors.to_vec(),
     };
-    let stop = match bundle::write_manifest(&cfg.out, &manifest) {
+    let stop = match manifest_while_recording(&cfg.out, &manifest) {
         Ok(()) => record_loop(&mut rec, &mut manifest, &mut cap),
         Err(e) => write_stop("writing manifest.json", &e),
     };
     finish(rec, manifest, cap, stop)
+}
+
+/// Writes the manifest and reserves room for the next one.
+fn manifest_while_recording(dir: &Path, m: &Manifest) -> io::Result<()> {
+    bundle::write_manifest(dir, m)?;
+    // Best effort; if it fails the disk is already full and the next
+    // write reports it.
+    let _ = bundle::reserve_manifest(dir);
+    Ok(())
 }
 
 /// Ticks until a signal, the duration, or a write error.
@@ -842,8 +856,8 @@ fn record_loop(rec: &mut Recorder, manifest: &mut Manifest, cap: &mut Option<Cap
                 }
             }
             manifest.archives = rec.archives.clone();
-            manifest.snapshots = rec.seq;
-            if let Err(e) = bundle::write_manifest(&rec.cfg.out, manifest) {
+            manifest.snapshots = rec.written;
+            if let Err(e) = manifest_while_recording(&rec.cfg.out, manifest) {
                 return write_stop("writing manifest.json", &e);
             }
         }
@@ -949,7 +963,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
     m.capture = cap.as_ref().map(|c| c.info.clone());
     m.capture_files = capture::capture_files(&rec.cfg.out);
     m.archives = rec.archives.clone();
-    m.snapshots = rec.seq;
+    m.snapshots = rec.written;
     m.ended = Some(sys::timestamp());
     m.status = status.into();
     m.errors = rec.errors.to_vec();

@@ -527,3 +527,75 @@ fn pre_check_errors_write_nothing() {
     let o = Command::new(BIN).arg("--version").output().expect("run");
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("procflow-snap "));
 }
+
+/// A small tmpfs mounted for one test, unmounted on drop.
+struct SmallFs(TempPath);
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        let p = TempPath::new("full");
+        std::fs::create_dir_all(&p.0).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&p.0)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then_some(SmallFs(p))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0 .0).status();
+    }
+}
+
+#[test]
+fn disk_full_stops_cleanly_and_keeps_what_was_written() {
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: disk-full test needs root (tmpfs mount)");
+        return;
+    }
+    let Some(fs) = SmallFs::mount("400k") else {
+        eprintln!("SKIPPED: disk-full test could not mount a tmpfs");
+        return;
+    };
+    let dir = fs.0 .0.clone();
+    let rec = start(&[
+        "record",
+        "--out",
+        dir.to_str().expect("utf-8"),
+        "--interval",
+        "10ms",
+        "--keyframe-every",
+        "1",
+        "--duration",
+        "60s",
+    ]);
+    let (code, err) = wait_exit(rec, Duration::from_secs(70));
+    assert_eq!(code, 3, "stderr: {err}");
+    assert!(err.contains("disk full"), "{err}");
+    let m = manifest(&dir);
+    assert_eq!(m.status, "disk-full");
+    assert!(m.ended.is_some());
+    assert!(
+        m.errors.iter().any(|e| e.error.contains("ENOSPC")),
+        "{:?}",
+        m.errors
+    );
+    let mut total = 0;
+    for name in &m.archives {
+        let a = read_archive(&dir.join(name)).expect("read");
+        let mut r = Replay::default();
+        for s in &a.snapshots {
+            r.apply(s);
+        }
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        total += a.snapshots.len() as u64;
+    }
+    assert!(total >= 5, "only {total} snapshots kept");
+    // The snapshot cut by the full disk is not counted.
+    assert_eq!(m.snapshots, total);
+}
