@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::archive::ArchiveWriter;
 use crate::bundle::{self, ErrorSummary};
 use crate::capture::{self, Capture, Rotate};
-use crate::delta::{self, FdEntry, FdState, FdStatus, TableState};
+use crate::delta::{self, FdEntry, FdState, FdStatus};
 use crate::layout::{
     self, FdWalk, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord, RecordError,
     RecordOptions, SnapshotKind, SnapshotMeta, TableEntry, TableStored, ToolInfo, NET_TABLES,
@@ -81,6 +81,15 @@ struct Known {
     record: ProcessRecord,
 }
 
+/// What the recorder keeps of one table between ticks.
+#[derive(Default)]
+struct TableMemo {
+    /// The bytes last read: an identical read is `unchanged` without parsing.
+    raw: Vec<u8>,
+    /// Row identities last read.
+    ids: HashSet<String>,
+}
+
 /// The recorder's state between ticks.
 pub struct Recorder {
     cfg: Config,
@@ -90,7 +99,7 @@ pub struct Recorder {
     fds: FdState,
     held: HashSet<u64>,
     unowned: HashSet<u64>,
-    tables: HashMap<(u64, &'static str), TableState>,
+    tables: HashMap<(u64, &'static str), TableMemo>,
     recorded: HashSet<(u32, u64)>,
     archive: Option<ArchiveWriter>,
     archive_fresh: bool,
@@ -234,7 +243,6 @@ impl Recorder {
         let mut members: Vec<(String, Vec<u8>)> = Vec::new();
         let mut netns_entries = Vec::new();
         let mut new_inodes: Vec<u64> = Vec::new();
-        let mut table_inodes: HashSet<u64> = HashSet::new();
         let mut seen_keys: HashSet<(u64, &'static str)> = HashSet::new();
         for (&ns, cands) in &ns_pids {
             let mut cand_i = 0;
@@ -272,6 +280,17 @@ impl Recorder {
                     continue;
                 }
                 seen_keys.insert(key);
+                let prev = self.tables.get(&key);
+                // Same bytes as last tick: no parsing needed at all.
+                if let (false, Some(prev)) = (keyframe, prev) {
+                    if prev.raw == self.buf {
+                        tables.push(TableEntry {
+                            table: table.to_string(),
+                            stored: TableStored::Unchanged,
+                        });
+                        continue;
+                    }
+                }
                 let text = String::from_utf8_lossy(&self.buf);
                 let rows = procfs::table_rows(&text);
                 for bad in &rows.bad {
@@ -285,15 +304,14 @@ impl Recorder {
                         count: 1,
                     });
                 }
-                let prev = self.tables.get(&key);
                 let stored = match (keyframe, prev) {
                     (false, Some(prev)) => {
                         for (id, _) in &rows.rows {
-                            if !prev.rows.contains_key(id) {
+                            if !prev.ids.contains(id) {
                                 new_inodes.push(procfs::row_inode(id));
                             }
                         }
-                        let d = delta::diff(prev, &rows);
+                        let d = delta::diff(&prev.ids, &rows);
                         if d.is_empty() {
                             TableStored::Unchanged
                         } else {
@@ -315,9 +333,12 @@ impl Recorder {
                         TableStored::Full
                     }
                 };
-                table_inodes.extend(rows.rows.iter().map(|r| procfs::row_inode(&r.0)));
-                let st = TableState::from_rows(&rows);
-                self.tables.insert(key, st);
+                let ids = delta::identity_set(rows);
+                drop(text);
+                let memo = self.tables.entry(key).or_default();
+                memo.ids = ids;
+                memo.raw.clear();
+                memo.raw.extend_from_slice(&self.buf);
                 tables.push(TableEntry {
                     table: table.to_string(),
                     stored,
@@ -366,10 +387,12 @@ impl Recorder {
             }
             self.last_full_walk = Some(Instant::now());
             self.refresh_held();
-            self.unowned = table_inodes
-                .iter()
-                .copied()
-                .filter(|i| *i != 0 && !self.held.contains(i))
+            let held = &self.held;
+            self.unowned = self
+                .tables
+                .values()
+                .flat_map(|m| m.ids.iter().map(|id| procfs::row_inode(id)))
+                .filter(|i| *i != 0 && !held.contains(i))
                 .collect();
         }
         let fd_walk = if full {
