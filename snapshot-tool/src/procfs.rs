@@ -137,19 +137,12 @@ pub struct TableRows<'a> {
 /// Splits raw table text into header, unique rows and unreadable lines.
 pub fn table_rows(text: &str) -> TableRows<'_> {
     let mut out = TableRows::default();
-    let mut seen = std::collections::HashSet::new();
     for line in text.lines() {
         if line.trim().is_empty() {
             continue;
         }
         match row_identity(line) {
-            Some(id) => {
-                if seen.insert(id.clone()) {
-                    out.rows.push((id, line));
-                } else {
-                    out.duplicates += 1;
-                }
-            }
+            Some(id) => out.rows.push((id, line)),
             None => {
                 let first = line.split_ascii_whitespace().next().unwrap_or("");
                 if out.header.is_none() && (first == "sl" || first == "sk") {
@@ -160,6 +153,25 @@ pub fn table_rows(text: &str) -> TableRows<'_> {
             }
         }
     }
+    // Duplicates are rare; find them without copying every identity.
+    let mut seen = std::collections::HashSet::with_capacity(out.rows.len());
+    let mut dup = vec![false; out.rows.len()];
+    for (i, (id, _)) in out.rows.iter().enumerate() {
+        if !seen.insert(id.as_str()) {
+            if let Some(d) = dup.get_mut(i) {
+                *d = true;
+            }
+        }
+    }
+    drop(seen);
+    let before = out.rows.len();
+    let mut i = 0;
+    out.rows.retain(|_| {
+        let keep = !dup.get(i).copied().unwrap_or(false);
+        i += 1;
+        keep
+    });
+    out.duplicates = before - out.rows.len();
     out
 }
 
