@@ -454,9 +454,12 @@ impl TimelineBuilder {
             }
             match serde_json::from_str::<ProcessRecord>(line) {
                 Ok(p) => {
-                    // The first record of a process is kept: later ones
-                    // come from later archives and describe the same process.
-                    self.processes.entry((p.pid, p.start_time)).or_insert(p);
+                    // A later record of the same (pid, start time) comes
+                    // from a new archive or was written after an execve
+                    // (new comm, exe, cmdline): it supersedes the earlier
+                    // one, so a forked-then-exec'd process is named by the
+                    // program it became.
+                    self.processes.insert((p.pid, p.start_time), p);
                 }
                 Err(e) => diag.bad_line(&snap.archive, name, i + 1, format!("process record: {e}")),
             }
@@ -924,7 +927,7 @@ pub(crate) mod tests {
                     table(std::slice::from_ref(&a)),
                 )
                 .fds(&["10 500 4026531840 100"])
-                .procs(&[rec(10, 500, "curl"), rec(10, 500, "later-duplicate")]),
+                .procs(&[rec(10, 500, "bash"), rec(10, 500, "curl")]),
             // b appears, a stays.
             Snap::new(2, 1000, SnapshotKind::Delta)
                 .table(NS, "tcp", TableStored::Delta, format!("+{b}\n"))
