@@ -491,6 +491,12 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
                         out.local_is_a = Some(o.local_is_a);
                         out.socket = Some(m);
                         out.owner = Some(owner);
+                        if !shared.is_empty() {
+                            out.notes.push(format!(
+                                "socket shared by {} processes; owner is the one using it longest during the flow, then the youngest",
+                                shared.len()
+                            ));
+                        }
                         out.shared_with = shared;
                         if is_v4_mapped(s.key.local.ip()) && rule != Method::ExactV4Mapped {
                             out.notes.push("ipv4-mapped socket".into());
@@ -906,6 +912,7 @@ mod tests {
         );
         let a = run(&tl, &tcp("10.0.0.9:5555", "10.0.0.1:22", 0, 500));
         assert_eq!(pid(&a), Some(1337));
+        assert!(a.notes.iter().any(|n| n.contains("shared by 2")));
         assert_eq!(
             a.shared_with,
             vec![
