@@ -87,7 +87,7 @@ struct TableMemo {
     /// The bytes last read: an identical read is `unchanged` without parsing.
     raw: Vec<u8>,
     /// Row identities last read.
-    ids: HashSet<String>,
+    ids: delta::IdSet,
 }
 
 /// The recorder's state between ticks.
@@ -304,14 +304,10 @@ impl Recorder {
                         count: 1,
                     });
                 }
-                let stored = match (keyframe, prev) {
-                    (false, Some(prev)) => {
-                        for (id, _) in &rows.rows {
-                            if !prev.ids.contains(id) {
-                                new_inodes.push(procfs::row_inode(id));
-                            }
-                        }
-                        let d = delta::diff(&prev.ids, &rows);
+                let stored = match (keyframe, self.tables.get_mut(&key)) {
+                    (false, Some(memo)) => {
+                        let (d, added) = delta::update(&mut memo.ids, rows);
+                        new_inodes.extend(added);
                         if d.is_empty() {
                             TableStored::Unchanged
                         } else {
@@ -322,23 +318,24 @@ impl Recorder {
                             TableStored::Delta
                         }
                     }
-                    _ => {
-                        if prev.is_none() {
+                    (_, memo) => {
+                        if memo.is_none() {
                             new_inodes.extend(rows.rows.iter().map(|r| procfs::row_inode(&r.0)));
                         }
                         members.push((
                             layout::net_member(self.seq + 1, ns, table, true),
                             delta::full_text(&rows).into_bytes(),
                         ));
+                        let ids = delta::identity_set(rows);
+                        self.tables.entry(key).or_default().ids = ids;
                         TableStored::Full
                     }
                 };
-                let ids = delta::identity_set(rows);
                 drop(text);
-                let memo = self.tables.entry(key).or_default();
-                memo.ids = ids;
-                memo.raw.clear();
-                memo.raw.extend_from_slice(&self.buf);
+                if let Some(memo) = self.tables.get_mut(&key) {
+                    memo.raw.clear();
+                    memo.raw.extend_from_slice(&self.buf);
+                }
                 tables.push(TableEntry {
                     table: table.to_string(),
                     stored,
