@@ -868,13 +868,10 @@ fn record_loop(rec: &mut Recorder, manifest: &mut Manifest, cap: &mut Option<Cap
         if rec.cfg.once {
             return Stop::Done;
         }
-        if rec.archives.len() != n_archives || rec.archive.is_none() {
-            // Rotation: the manifest names every archive as soon as it exists.
-            if rec.archive.is_none() {
-                if let Err(s) = rec.open_next_archive() {
-                    return s;
-                }
-            }
+        if rec.archives.len() != n_archives {
+            // Rotation (the next archive is opened by the next tick, so no
+            // archive is ever empty): the manifest names every archive as
+            // soon as it holds a snapshot.
             manifest.archives = rec.archives.clone();
             manifest.snapshots = rec.written;
             if let Err(e) = manifest_while_recording(&rec.cfg.out, manifest) {
