@@ -979,6 +979,19 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
     }
     m.capture = cap.as_ref().map(|c| c.info.clone());
     m.capture_files = capture::capture_files(&rec.cfg.out);
+    if !second() {
+        // tcpdump closes its files without fsync.
+        for f in m
+            .capture_files
+            .iter()
+            .map(String::as_str)
+            .chain([layout::TCPDUMP_LOG_FILE])
+        {
+            if let Ok(file) = std::fs::File::open(rec.cfg.out.join(f)) {
+                let _ = file.sync_all();
+            }
+        }
+    }
     m.archives = rec.archives.clone();
     m.snapshots = rec.written;
     m.ended = Some(sys::timestamp());

@@ -734,3 +734,95 @@ fn unreadable_fds_are_recorded_as_denied() {
         .iter()
         .any(|e| e.what == "read-fd" && e.path.as_deref() == Some("/proc/*/fd")));
 }
+
+#[test]
+fn every_network_namespace_in_use_is_read() {
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root for unshare --net");
+        return;
+    }
+    // An anonymous namespace, gone when its only process exits.
+    let Ok(mut ns_proc) = Command::new("unshare")
+        .args(["--net", "sleep", "20"])
+        .spawn()
+    else {
+        eprintln!("SKIPPED: needs unshare (util-linux)");
+        return;
+    };
+    let pid = ns_proc.id();
+    let own_ns = std::fs::read_link("/proc/self/ns/net").expect("own netns");
+    wait_for("the new namespace", Duration::from_secs(10), || {
+        std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|l| l != own_ns)
+    });
+    let out = TempPath::new("netns");
+    let o = Command::new(BIN)
+        .args(["once", "--out", out.0.to_str().expect("utf-8")])
+        .output()
+        .expect("run");
+    let _ = ns_proc.kill();
+    let _ = ns_proc.wait();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let a = read_archive(&out.0.join(layout::archive_name(1))).expect("read");
+    let meta = &a.snapshots[0].meta;
+    let m = manifest(&out.0);
+    let other = meta
+        .netns
+        .iter()
+        .find(|n| n.pid == pid)
+        .unwrap_or_else(|| panic!("namespace of pid {pid} not read: {:?}", meta.netns));
+    assert_ne!(other.inode, m.host.netns);
+    assert!(meta.netns.iter().any(|n| n.inode == m.host.netns));
+    let tcp = other
+        .tables
+        .iter()
+        .find(|t| t.table == "tcp")
+        .expect("tcp entry");
+    assert_eq!(tcp.stored, layout::TableStored::Full);
+    assert!(a.snapshots[0]
+        .members
+        .iter()
+        .any(|(name, _, _)| { *name == layout::net_member(1, other.inode, "tcp", true) }));
+}
+
+#[test]
+fn second_signal_forces_exit_with_status_killed() {
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 || procflow_snap::capture::find_tcpdump().is_none() {
+        eprintln!("SKIPPED: needs root and tcpdump (the capture drain is the window)");
+        return;
+    }
+    let out = TempPath::new("twice");
+    let out_s = out.0.to_str().expect("utf-8 path");
+    let rec = start(&[
+        "record",
+        "--out",
+        out_s,
+        "--iface",
+        "lo",
+        "--interval",
+        "50ms",
+    ]);
+    wait_first_snapshot(&out.0);
+    signal(&rec, libc::SIGINT);
+    // The recorder now lets tcpdump drain for over a second: interrupt that.
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&rec, libc::SIGTERM);
+    let t = Instant::now();
+    let (code, err) = wait_exit(rec, Duration::from_secs(20));
+    assert_eq!(code, 130, "stderr: {err}");
+    assert!(t.elapsed() < Duration::from_secs(1), "exit was not prompt");
+    let m = manifest(&out.0);
+    assert_eq!(m.status, "killed");
+    assert!(m.ended.is_some());
+    assert!(!out.0.join(layout::SHA256SUMS_FILE).exists());
+    assert!(!tcpdump_running_for(&out.0), "tcpdump still running");
+    let a = read_archive(&out.0.join(layout::archive_name(1))).expect("read");
+    assert!(!a.snapshots.is_empty());
+    assert_eq!(a.snapshots.len() as u64, m.snapshots);
+}
