@@ -816,7 +816,7 @@ fn second_signal_forces_exit_with_status_killed() {
     let t = Instant::now();
     let (code, err) = wait_exit(rec, Duration::from_secs(20));
     assert_eq!(code, 130, "stderr: {err}");
-    assert!(t.elapsed() < Duration::from_secs(1), "exit was not prompt");
+    assert!(t.elapsed() < Duration::from_secs(3), "exit was not prompt");
     let m = manifest(&out.0);
     assert_eq!(m.status, "killed");
     assert!(m.ended.is_some());
