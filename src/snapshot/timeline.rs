@@ -1,8 +1,11 @@
 //! The socket timeline: /proc state reconstructed snapshot by snapshot and
 //! folded into runs.
 //!
-//! A keyframe replaces the state, a delta applies its changes, an
-//! `unchanged` table keeps its rows. After each snapshot every socket and
+//! The state is applied by the format's own reader
+//! (`procflow_snap::reader::State`: a keyframe replaces the state, a delta
+//! applies its changes, an `unchanged` table keeps its rows); this module
+//! decides what is kept of it (tcp and udp rows, parsed with the host's byte
+//! order) and words its problems. After each snapshot every socket and
 //! every (inode, process) holding present in the state extends its current
 //! run or starts a new one, so memory grows with the number of distinct
 //! sockets and of their appearances, not with sockets × snapshots.
