@@ -1,26 +1,72 @@
 //! Keyframes and deltas: how the recorder computes them and how a reader
-//! applies them. Both directions live here so that "delta of A→B applied to
-//! A gives B" is tested in one place.
+//! applies them to one table or one fd listing (whole snapshots are applied
+//! by [`crate::reader::State`]). Both directions live here so that "delta of
+//! A→B applied to A gives B" is tested in one place.
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::layout::{format_delta_line, parse_delta_line, row_identity, DeltaLine, FdLine};
 use crate::procfs::{FastSet, TableRows};
 
+/// How a reader keeps what it applies: which tables, what a raw row
+/// becomes, and what it notes beside each fd entry. The application itself
+/// (which rows go, which stay) is the same for every reader; see
+/// [`crate::reader::State`].
+pub trait RowKeeper {
+    /// What one table row is kept as.
+    type Row;
+    /// The reader's own note on each fd entry (e.g. indexes into its own
+    /// tables); reset to its default whenever a line changes the entry.
+    type Memo: Default;
+    /// Whether rows of `table` are kept at all; a table not kept is neither
+    /// parsed nor part of the state.
+    fn keeps(&self, table: &str) -> bool {
+        let _ = table;
+        true
+    }
+    /// The row of one line of a full table member or of one `+` delta line:
+    /// `Ok(None)` for a line that is no row (the header), `Err` saying what
+    /// is wrong for a line that cannot be used.
+    fn row(&self, line: &str) -> Result<Option<Self::Row>, String>;
+}
+
+/// Rows kept as the kernel printed them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawRows;
+
+impl RowKeeper for RawRows {
+    type Row = String;
+    type Memo = ();
+    fn row(&self, line: &str) -> Result<Option<String>, String> {
+        if row_identity(line).is_some() {
+            return Ok(Some(line.to_string()));
+        }
+        match line.split_ascii_whitespace().next() {
+            Some("sl" | "sk") => Ok(None),
+            _ => Err("neither header nor row (fewer than 10 fields)".into()),
+        }
+    }
+}
+
 /// The rows of one /proc/net table, keyed by [`row_identity`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TableState {
-    /// The header line of the last full read.
-    pub header: Option<String>,
-    /// identity -> raw row as first seen with that identity.
-    pub rows: HashMap<String, String>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableState<R = String> {
+    /// identity -> the row as kept, first seen with that identity.
+    pub rows: HashMap<String, R>,
+}
+
+impl<R> Default for TableState<R> {
+    fn default() -> Self {
+        TableState {
+            rows: HashMap::new(),
+        }
+    }
 }
 
 impl TableState {
     /// Builds the state of a freshly read table.
     pub fn from_rows(t: &TableRows<'_>) -> TableState {
         TableState {
-            header: t.header.map(str::to_string),
             rows: t
                 .rows
                 .iter()
@@ -28,10 +74,37 @@ impl TableState {
                 .collect(),
         }
     }
+}
 
-    /// Builds the state from the text of a full table member.
-    pub fn from_full_text(text: &str) -> TableState {
-        TableState::from_rows(&crate::procfs::table_rows(text))
+impl<R> TableState<R> {
+    /// Builds the state from the text of a full table member: rows keyed by
+    /// identity, first occurrence kept (a table read while it changes can
+    /// repeat a row). Returns the lines that could not be used.
+    pub fn from_full_text<K: RowKeeper<Row = R>>(
+        keeper: &K,
+        text: &str,
+    ) -> (TableState<R>, Vec<ApplyProblem>) {
+        let mut st = TableState::default();
+        let mut problems = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            if let Err(what) = st.add(keeper, line) {
+                problems.push(ApplyProblem::unusable(i + 1, what));
+            }
+        }
+        (st, problems)
+    }
+
+    /// Adds one raw row unless its identity is present already.
+    fn add<K: RowKeeper<Row = R>>(&mut self, keeper: &K, line: &str) -> Result<(), String> {
+        let Some(row) = keeper.row(line)? else {
+            return Ok(());
+        };
+        let id = row_identity(line).ok_or("row has no identity (too few fields)")?;
+        self.rows.entry(id).or_insert(row);
+        Ok(())
     }
 
     /// The set of identities, sorted (for comparisons in tests and readers).
@@ -131,10 +204,38 @@ pub struct ApplyProblem {
     pub line: usize,
     /// What was wrong.
     pub what: String,
+    /// The line is well-formed but does not fit the state it applies to (a
+    /// removal of a row not present, `-PID START` naming another process):
+    /// often the echo of an earlier unusable line, so a reader counting
+    /// unusable lines need not count it again.
+    pub mismatch: bool,
 }
 
-/// Applies a `.delta` member to a table state.
-pub fn apply_delta(state: &mut TableState, text: &str) -> Vec<ApplyProblem> {
+impl ApplyProblem {
+    fn unusable(line: usize, what: impl Into<String>) -> ApplyProblem {
+        ApplyProblem {
+            line,
+            what: what.into(),
+            mismatch: false,
+        }
+    }
+
+    fn mismatch(line: usize, what: String) -> ApplyProblem {
+        ApplyProblem {
+            line,
+            what,
+            mismatch: true,
+        }
+    }
+}
+
+/// Applies a `.delta` member to a table state: `-IDENTITY` removes, `+ROW`
+/// adds by identity.
+pub fn apply_delta<K: RowKeeper>(
+    state: &mut TableState<K::Row>,
+    keeper: &K,
+    text: &str,
+) -> Vec<ApplyProblem> {
     let mut problems = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.is_empty() {
@@ -143,25 +244,21 @@ pub fn apply_delta(state: &mut TableState, text: &str) -> Vec<ApplyProblem> {
         match parse_delta_line(line) {
             Some(DeltaLine::Remove(id)) => {
                 if state.rows.remove(id).is_none() {
-                    problems.push(ApplyProblem {
-                        line: i + 1,
-                        what: format!("removal of a row not in the state: {id}"),
-                    });
+                    problems.push(ApplyProblem::mismatch(
+                        i + 1,
+                        format!("removal of a row not in the state: {id}"),
+                    ));
                 }
             }
-            Some(DeltaLine::Add(row)) => match row_identity(row) {
-                Some(id) => {
-                    state.rows.insert(id, row.to_string());
+            Some(DeltaLine::Add(row)) => {
+                if let Err(what) = state.add(keeper, row) {
+                    problems.push(ApplyProblem::unusable(i + 1, what));
                 }
-                None => problems.push(ApplyProblem {
-                    line: i + 1,
-                    what: "added row has no identity (too few fields)".into(),
-                }),
-            },
-            None => problems.push(ApplyProblem {
-                line: i + 1,
-                what: "expected a line starting with '+' or '-'".into(),
-            }),
+            }
+            None => problems.push(ApplyProblem::unusable(
+                i + 1,
+                "delta line starts with neither `+` nor `-`",
+            )),
         }
     }
     problems
@@ -170,7 +267,8 @@ pub fn apply_delta(state: &mut TableState, text: &str) -> Vec<ApplyProblem> {
 /// What the fd listing says about one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FdStatus {
-    /// The socket inodes it holds (never empty in a state).
+    /// The socket inodes it holds (sorted, deduplicated, never empty in a
+    /// state).
     Holds(Vec<u64>),
     /// Its fd directory could not be read; the errno name.
     Denied(String),
@@ -178,43 +276,61 @@ pub enum FdStatus {
 
 /// One process in the fd state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FdEntry {
+pub struct FdEntry<M = ()> {
     /// Start time in clock ticks since boot.
     pub start_time: u64,
     /// Network namespace inode (0 when unknown, for denied entries).
     pub netns: u64,
     /// Sockets held, or why unknown.
     pub status: FdStatus,
+    /// The reader's note on this entry (see [`RowKeeper::Memo`]); not part
+    /// of the format.
+    pub memo: M,
 }
 
-/// Which processes hold which socket inodes, keyed by pid.
-pub type FdState = BTreeMap<u32, FdEntry>;
+/// Which processes hold which socket inodes, keyed by pid (a pid is one
+/// process at a time; its start time tells reuse apart).
+pub type FdState<M = ()> = BTreeMap<u32, FdEntry<M>>;
 
-/// Converts one fd line to a state change on `state`.
-pub fn apply_fd_line(state: &mut FdState, line: &FdLine) {
+/// Applies one fd line to `state`: `Holds` replaces the pid's entry (an
+/// empty set removes it), `Gone` removes it, `Denied` marks it unknown.
+/// Returns what is wrong when the line does not fit the state.
+pub fn apply_fd_line<M: Default>(state: &mut FdState<M>, line: FdLine) -> Option<String> {
     match line {
         FdLine::Holds {
             pid,
             start_time,
             netns,
-            inodes,
+            mut inodes,
         } => {
             if inodes.is_empty() {
-                state.remove(pid);
+                state.remove(&pid);
             } else {
+                inodes.sort_unstable();
+                inodes.dedup();
                 state.insert(
-                    *pid,
+                    pid,
                     FdEntry {
-                        start_time: *start_time,
-                        netns: *netns,
-                        status: FdStatus::Holds(inodes.clone()),
+                        start_time,
+                        netns,
+                        status: FdStatus::Holds(inodes),
+                        memo: M::default(),
                     },
                 );
             }
         }
-        FdLine::Gone { pid, .. } => {
-            state.remove(pid);
-        }
+        FdLine::Gone { pid, start_time } => match state.get(&pid) {
+            Some(e) if e.start_time != start_time => {
+                return Some(format!(
+                    "pid {pid} started at {start_time} is gone, but the pid known is the \
+                     process started at {}; kept",
+                    e.start_time
+                ))
+            }
+            _ => {
+                state.remove(&pid);
+            }
+        },
         FdLine::Denied {
             pid,
             start_time,
@@ -223,20 +339,26 @@ pub fn apply_fd_line(state: &mut FdState, line: &FdLine) {
             // A denied line carries no namespace: the recorder could not
             // read the process' links, its ns/net link included.
             state.insert(
-                *pid,
+                pid,
                 FdEntry {
-                    start_time: *start_time,
+                    start_time,
                     netns: 0,
-                    status: FdStatus::Denied(error.clone()),
+                    status: FdStatus::Denied(error),
+                    memo: M::default(),
                 },
             );
         }
     }
+    None
 }
 
 /// Applies an `fds` member. A keyframe's listing replaces the state; a
 /// delta's lines change it line by line.
-pub fn apply_fds(state: &mut FdState, text: &str, keyframe: bool) -> Vec<ApplyProblem> {
+pub fn apply_fds<M: Default>(
+    state: &mut FdState<M>,
+    text: &str,
+    keyframe: bool,
+) -> Vec<ApplyProblem> {
     if keyframe {
         state.clear();
     }
@@ -246,12 +368,15 @@ pub fn apply_fds(state: &mut FdState, text: &str, keyframe: bool) -> Vec<ApplyPr
             continue;
         }
         match FdLine::parse(line) {
-            Some(l) => apply_fd_line(state, &l),
-            None => problems.push(ApplyProblem {
-                line: i + 1,
-                what: "expected `PID START NETNS INODES`, `-PID START` or `!PID START ERRNO`"
-                    .into(),
-            }),
+            Some(l) => {
+                if let Some(what) = apply_fd_line(state, l) {
+                    problems.push(ApplyProblem::mismatch(i + 1, what));
+                }
+            }
+            None => problems.push(ApplyProblem::unusable(
+                i + 1,
+                "expected `PID START NETNS INODES`, `-PID START` or `!PID START ERROR`",
+            )),
         }
     }
     problems
@@ -360,11 +485,13 @@ mod tests {
             let cur = table_rows(&text);
             if i == 0 {
                 let full = full_text(&cur);
-                reader = Some(TableState::from_full_text(&full));
+                let (st, problems) = TableState::from_full_text(&RawRows, &full);
+                assert!(problems.is_empty(), "{problems:?}");
+                reader = Some(st);
             } else {
                 let d = diff(&recorder_prev, &cur);
                 let st = reader.as_mut().unwrap();
-                assert!(apply_delta(st, &d).is_empty());
+                assert!(apply_delta(st, &RawRows, &d).is_empty());
             }
             let want = TableState::from_rows(&cur).identities().join("\n");
             recorder_prev = identity_set(cur);
@@ -414,7 +541,7 @@ mod tests {
     #[test]
     fn bad_delta_lines_are_reported() {
         let mut st = TableState::default();
-        let p = apply_delta(&mut st, "garbage\n-nothing here\n+   0: short\n");
+        let p = apply_delta(&mut st, &RawRows, "garbage\n-nothing here\n+   0: short\n");
         assert_eq!(p.len(), 3);
         assert_eq!(p[0].line, 1);
     }
@@ -425,6 +552,7 @@ mod tests {
             start_time: start,
             netns: 4026531840,
             status: FdStatus::Holds(inodes.to_vec()),
+            memo: (),
         };
         let s0: FdState = [(10, e(5, &[1, 2])), (11, e(6, &[3]))].into();
         let s1: FdState = [
@@ -435,6 +563,7 @@ mod tests {
                     start_time: 7,
                     netns: 0,
                     status: FdStatus::Denied("EACCES".into()),
+                    memo: (),
                 },
             ),
         ]

@@ -6,7 +6,10 @@
 //! into keyframes and deltas, [`archive`] appends them to tar files that
 //! survive a cut at any byte, [`bundle`] writes the manifest and hashes,
 //! [`capture`] runs tcpdump beside it and [`record`] drives the loop.
-//! [`reader`] reads archives back (also cut ones) and replays them.
+//! [`reader`] is the format's one reader, shared with the analyzer: it reads
+//! archives back (also cut ones) snapshot by snapshot and applies them to
+//! rebuild the tables and fd listing at each tick. The recorder binary
+//! itself never reads an archive.
 
 pub mod archive;
 pub mod bundle;

@@ -1,13 +1,27 @@
-//! Reading snapshot archives back, including archives cut by SIGKILL or a
-//! full disk, and replaying them into the socket and fd state at each tick.
-//! The recorder's tests use it; it is also a reference reader of the format.
+//! The bundle format's one reader: snapshot archives read back member by
+//! member (also archives cut by SIGKILL or a full disk), and snapshots
+//! applied in order to rebuild the socket tables and fd listing at each
+//! tick. The recorder's tests and the analyzer both read through it.
+//!
+//! Two layers, both pure code over [`Read`] and the [`crate::layout`] types:
+//! - [`read_snapshots`] streams the complete snapshots of one archive to a
+//!   callback, one at a time (only the snapshot being read is held), and
+//!   says how and where the archive ended; [`read_archive`] collects them.
+//! - [`State`] applies snapshots: a keyframe replaces everything, a delta
+//!   changes tables by row identity and fd entries line by line. What a row
+//!   is kept as is the caller's choice ([`RowKeeper`]); [`Replay`] keeps the
+//!   raw text and collects everything.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::io::Read;
 use std::path::Path;
 
-use crate::delta::{apply_delta, apply_fds, ApplyProblem, FdState, TableState};
-use crate::layout::{parse_member, Member, ProcessRecord, SnapshotKind, SnapshotMeta, TableStored};
+use crate::delta::{apply_delta, apply_fds, FdState, FdStatus, RawRows, RowKeeper, TableState};
+use crate::layout::{
+    fds_member, meta_member, net_member, parse_member, Member, ProcessRecord, SnapshotKind,
+    SnapshotMeta, TableStored,
+};
 
 /// One complete snapshot: its meta and its other members' bytes.
 #[derive(Debug, Clone)]
@@ -26,138 +40,268 @@ pub enum ArchiveEnd {
     /// EOF at a member boundary without trailer (recorder killed between
     /// snapshots, or still writing).
     CleanCut,
-    /// EOF or garbage inside a member: the last snapshot is incomplete.
+    /// EOF or garbage inside a member, or the archive ends inside a
+    /// snapshot: the last snapshot is incomplete.
     Cut {
-        /// Byte offset of the header of the member that is cut.
+        /// Byte offset where the incomplete part starts: the first member of
+        /// the snapshot that is cut, or the member that could not be read.
+        /// Never past the bytes the archive has.
         offset: u64,
         /// What was wrong.
         what: String,
     },
 }
 
-/// Everything read from one archive.
+/// Why a snapshot's members were read but not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WhyIncomplete {
+    /// The members of the next snapshot began before its `meta.json`.
+    NextSnapshotBegan {
+        /// Sequence number of that next snapshot.
+        next_seq: u64,
+    },
+    /// Its `meta.json` says another sequence number than its name.
+    MetaSeqMismatch {
+        /// The `meta.json` member name.
+        member: String,
+        /// The `seq` inside it.
+        says: u64,
+    },
+    /// Its `meta.json` is not a valid [`SnapshotMeta`].
+    MetaInvalid {
+        /// The `meta.json` member name.
+        member: String,
+        /// 1-based line of the JSON error.
+        line: usize,
+        /// The JSON error.
+        error: String,
+    },
+    /// The archive ends (or is cut, see [`ArchiveEnd::Cut`]) before its
+    /// `meta.json`.
+    ArchiveEnds,
+}
+
+/// A snapshot whose `meta.json` never came whole; none of it is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncompleteSnapshot {
+    /// Sequence number from its member names.
+    pub seq: u64,
+    /// Byte offset of the header of its first member.
+    pub offset: u64,
+    /// Names of its members read whole, `meta.json` excluded.
+    pub members: Vec<String>,
+    /// Why it is incomplete.
+    pub why: WhyIncomplete,
+}
+
+/// What [`read_snapshots`] meets, in archive order.
 #[derive(Debug, Clone)]
-pub struct ArchiveRead {
-    /// Complete snapshots in archive order.
-    pub snapshots: Vec<Snapshot>,
-    /// Members of a snapshot whose `meta.json` never came (cut snapshot);
-    /// they are not applied.
-    pub incomplete: Vec<String>,
-    /// How the archive ended.
+pub enum ArchiveEvent {
+    /// A complete snapshot.
+    Snapshot(Snapshot),
+    /// Members of a snapshot that is not complete.
+    Incomplete(IncompleteSnapshot),
+    /// A member whose name the format does not define; skipped.
+    UnknownMember {
+        /// Its name.
+        name: String,
+        /// Byte offset of its header.
+        offset: u64,
+    },
+}
+
+/// How one archive was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSummary {
+    /// How it ended.
     pub end: ArchiveEnd,
-    /// Members whose names this format does not define (ignored).
-    pub unknown_members: Vec<String>,
+    /// Number of complete snapshots passed on.
+    pub snapshots: u64,
+    /// Sequence number of the last of them.
+    pub last_complete_seq: Option<u64>,
+    /// Bytes consumed from the reader.
+    pub bytes_read: u64,
 }
 
-/// Reads an archive file.
-pub fn read_archive(path: &Path) -> std::io::Result<ArchiveRead> {
-    let f = std::fs::File::open(path)?;
-    read_archive_from(std::io::BufReader::new(f))
+/// Counts what the tar reader consumes, so offsets can be checked against
+/// the bytes that really exist.
+struct Counting<R> {
+    inner: R,
+    n: u64,
 }
 
-/// Reads an archive from any reader. Fails only on a read error of the
-/// underlying reader before any member; cut or bad data is reported in the
-/// result, never misread.
-pub fn read_archive_from<R: Read>(r: R) -> std::io::Result<ArchiveRead> {
-    let mut ar = tar::Archive::new(r);
-    let mut out = ArchiveRead {
-        snapshots: Vec::new(),
-        incomplete: Vec::new(),
-        end: ArchiveEnd::CleanCut,
-        unknown_members: Vec::new(),
-    };
-    let mut pending: Vec<(String, Member, Vec<u8>)> = Vec::new();
-    let mut pending_seq: Option<u64> = None;
-    let entries = ar.entries()?;
-    let mut last_end = 0u64;
-    for entry in entries {
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n = self.n.saturating_add(k as u64);
+        Ok(k)
+    }
+}
+
+/// Members collected for the snapshot being read.
+struct Pending {
+    seq: u64,
+    offset: u64,
+    members: Vec<(String, Member, Vec<u8>)>,
+}
+
+impl Pending {
+    fn incomplete(self, why: WhyIncomplete) -> ArchiveEvent {
+        ArchiveEvent::Incomplete(IncompleteSnapshot {
+            seq: self.seq,
+            offset: self.offset,
+            members: self.members.into_iter().map(|m| m.0).collect(),
+            why,
+        })
+    }
+}
+
+fn member_seq(m: &Member) -> u64 {
+    match m {
+        Member::Net { seq, .. }
+        | Member::Fds { seq }
+        | Member::Procs { seq }
+        | Member::Meta { seq } => *seq,
+    }
+}
+
+/// Reads one archive, passing each complete snapshot to `on` as soon as its
+/// `meta.json` has been read whole, so memory holds one snapshot at a time.
+/// Fails only when the reader fails before anything could be read as tar;
+/// a cut or corrupt tail ends the archive and is described in the summary.
+pub fn read_snapshots<R: Read>(
+    reader: R,
+    mut on: impl FnMut(ArchiveEvent),
+) -> std::io::Result<ArchiveSummary> {
+    let mut ar = tar::Archive::new(Counting {
+        inner: reader,
+        n: 0,
+    });
+    let mut snapshots = 0u64;
+    let mut last_complete_seq = None;
+    let mut pending: Option<Pending> = None;
+    // Offset just past the last member read whole.
+    let mut good_end = 0u64;
+    let mut cut: Option<(u64, String)> = None;
+    for entry in ar.entries()? {
         let mut entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                out.end = ArchiveEnd::Cut {
-                    offset: last_end,
-                    what: format!("unreadable member header: {e}"),
-                };
+                cut = Some((good_end, format!("unreadable tar header: {e}")));
                 break;
             }
         };
-        let offset = entry.raw_header_position();
+        let header_pos = entry.raw_header_position();
+        let size = entry.size();
         let name = match entry.path() {
             Ok(p) => p.to_string_lossy().into_owned(),
             Err(e) => {
-                out.end = ArchiveEnd::Cut {
-                    offset,
-                    what: format!("bad member name: {e}"),
-                };
+                cut = Some((header_pos, format!("bad member name: {e}")));
                 break;
             }
         };
-        let size = entry.size();
         let mut data = Vec::with_capacity(usize::try_from(size.min(1 << 26)).unwrap_or(0));
         if let Err(e) = entry.read_to_end(&mut data) {
-            out.end = ArchiveEnd::Cut {
-                offset,
-                what: format!("{name}: {e}"),
-            };
+            cut = Some((header_pos, format!("{name}: {e}")));
             break;
         }
+        // The tar crate returns a short member at EOF without an error.
         if data.len() as u64 != size {
-            out.end = ArchiveEnd::Cut {
-                offset,
-                what: format!("{name}: {} of {size} bytes present", data.len()),
-            };
+            cut = Some((
+                header_pos,
+                format!("{name}: {} of {size} bytes present", data.len()),
+            ));
             break;
         }
-        last_end = entry.raw_file_position() + size.div_ceil(512) * 512;
+        good_end = entry
+            .raw_file_position()
+            .saturating_add(size.div_ceil(512).saturating_mul(512));
         let Some(member) = parse_member(&name) else {
-            out.unknown_members.push(name);
+            on(ArchiveEvent::UnknownMember {
+                name,
+                offset: header_pos,
+            });
             continue;
         };
-        let seq = match &member {
-            Member::Net { seq, .. }
-            | Member::Fds { seq }
-            | Member::Procs { seq }
-            | Member::Meta { seq } => *seq,
-        };
-        if pending_seq.is_some_and(|p| p != seq) {
-            // A snapshot without meta followed by another: keep it out.
-            out.incomplete.extend(pending.drain(..).map(|m| m.0));
+        let seq = member_seq(&member);
+        if let Some(p) = pending.take_if(|p| p.seq != seq) {
+            on(p.incomplete(WhyIncomplete::NextSnapshotBegan { next_seq: seq }));
         }
-        pending_seq = Some(seq);
-        if let Member::Meta { .. } = member {
-            match serde_json::from_slice::<SnapshotMeta>(&data) {
-                Ok(meta) if meta.seq == seq => {
-                    out.snapshots.push(Snapshot {
-                        meta,
-                        members: std::mem::take(&mut pending),
-                    });
-                    pending_seq = None;
-                }
-                Ok(meta) => {
-                    out.incomplete.extend(pending.drain(..).map(|m| m.0));
-                    out.incomplete
-                        .push(format!("{name} (says seq {}, expected {seq})", meta.seq));
-                    pending_seq = None;
-                }
-                Err(e) => {
-                    out.incomplete.extend(pending.drain(..).map(|m| m.0));
-                    out.incomplete.push(format!("{name} (invalid JSON: {e})"));
-                    pending_seq = None;
-                }
+        let p = pending.get_or_insert_with(|| Pending {
+            seq,
+            offset: header_pos,
+            members: Vec::new(),
+        });
+        if !matches!(member, Member::Meta { .. }) {
+            p.members.push((name, member, data));
+            continue;
+        }
+        let Some(p) = pending.take() else { continue };
+        match serde_json::from_slice::<SnapshotMeta>(&data) {
+            Ok(meta) if meta.seq == seq => {
+                snapshots += 1;
+                last_complete_seq = Some(seq);
+                on(ArchiveEvent::Snapshot(Snapshot {
+                    meta,
+                    members: p.members,
+                }));
             }
-        } else {
-            pending.push((name, member, data));
+            Ok(meta) => on(p.incomplete(WhyIncomplete::MetaSeqMismatch {
+                member: name,
+                says: meta.seq,
+            })),
+            Err(e) => on(p.incomplete(WhyIncomplete::MetaInvalid {
+                member: name,
+                line: e.line(),
+                error: e.to_string(),
+            })),
         }
     }
-    if matches!(out.end, ArchiveEnd::CleanCut) && trailer_present(ar.into_inner()) {
-        out.end = ArchiveEnd::Trailer;
+    let mut counting = ar.into_inner();
+    let consumed = counting.n;
+    if cut.is_none() {
+        if let Some(p) = &pending {
+            cut = Some((
+                p.offset,
+                format!(
+                    "snapshot {} has no meta.json (archive ends inside it)",
+                    p.seq
+                ),
+            ));
+        } else if consumed < good_end {
+            // The last member's data is whole but its padding to 512 bytes
+            // is cut: nothing is lost, the file was still truncated.
+            cut = Some((
+                consumed,
+                "archive ends inside the padding of its last member; its data is complete".into(),
+            ));
+        }
     }
-    out.incomplete.extend(pending.into_iter().map(|m| m.0));
-    Ok(out)
+    let end = match cut {
+        Some((offset, what)) => ArchiveEnd::Cut {
+            // The incomplete part starts where the cut snapshot did.
+            offset: pending
+                .as_ref()
+                .map_or(offset, |p| p.offset.min(offset))
+                .min(consumed),
+            what,
+        },
+        None if trailer_present(&mut counting) => ArchiveEnd::Trailer,
+        None => ArchiveEnd::CleanCut,
+    };
+    if let Some(p) = pending {
+        on(p.incomplete(WhyIncomplete::ArchiveEnds));
+    }
+    Ok(ArchiveSummary {
+        end,
+        snapshots,
+        last_complete_seq,
+        bytes_read: counting.n,
+    })
 }
 
-/// After `entries()` returned `None`, whether a zero block was what ended
-/// it (the tar crate stops at a zero header or at EOF alike).
+/// After the tar reader stopped cleanly, whether a zero block was what
+/// ended it (the tar crate stops at a zero header or at EOF alike).
 fn trailer_present<R: Read>(r: R) -> bool {
     // The crate consumed the first zero block if there was one; whatever
     // follows is the rest of the trailer. At a clean EOF nothing is left.
@@ -166,112 +310,637 @@ fn trailer_present<R: Read>(r: R) -> bool {
     !rest.is_empty() && rest.iter().all(|&b| b == 0)
 }
 
-/// The reconstructed state after applying snapshots in order.
+/// Everything read from one archive.
+#[derive(Debug, Clone)]
+pub struct ArchiveRead {
+    /// Complete snapshots in archive order.
+    pub snapshots: Vec<Snapshot>,
+    /// Snapshots whose `meta.json` never came whole; they are not applied.
+    pub incomplete: Vec<IncompleteSnapshot>,
+    /// How the archive ended.
+    pub end: ArchiveEnd,
+    /// Members whose names this format does not define (ignored).
+    pub unknown_members: Vec<String>,
+}
+
+/// Reads an archive file whole (see [`read_snapshots`] to stream it).
+pub fn read_archive(path: &Path) -> std::io::Result<ArchiveRead> {
+    let f = std::fs::File::open(path)?;
+    read_archive_from(std::io::BufReader::new(f))
+}
+
+/// Reads an archive from any reader, keeping every snapshot.
+pub fn read_archive_from<R: Read>(r: R) -> std::io::Result<ArchiveRead> {
+    let mut snapshots = Vec::new();
+    let mut incomplete = Vec::new();
+    let mut unknown_members = Vec::new();
+    let summary = read_snapshots(r, |ev| match ev {
+        ArchiveEvent::Snapshot(s) => snapshots.push(s),
+        ArchiveEvent::Incomplete(i) => incomplete.push(i),
+        ArchiveEvent::UnknownMember { name, .. } => unknown_members.push(name),
+    })?;
+    Ok(ArchiveRead {
+        snapshots,
+        incomplete,
+        end: summary.end,
+        unknown_members,
+    })
+}
+
+/// What is wrong in a snapshot being applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// A line of a table, delta, fd listing or process record that cannot
+    /// be used; skipped.
+    BadLine(String),
+    /// A well-formed line that does not fit the state (see
+    /// [`crate::delta::ApplyProblem::mismatch`]).
+    Mismatch(String),
+    /// The snapshot does not come after the last one applied; skipped.
+    OutOfOrder {
+        /// Sequence number of the last snapshot applied.
+        last: u64,
+    },
+    /// The first snapshot applied is a delta: applied to an empty state.
+    DeltaFirst,
+    /// `meta.json` lists a table as `full` or `delta` but its member is
+    /// absent: the table has no known rows.
+    TableAbsent {
+        /// Namespace inode.
+        netns: u64,
+        /// Table name.
+        table: String,
+        /// How it is listed.
+        stored: TableStored,
+    },
+    /// A `delta` or `unchanged` table with no previous rows: a delta is
+    /// applied to an empty table.
+    NoBase {
+        /// Namespace inode.
+        netns: u64,
+        /// Table name.
+        table: String,
+        /// How it is listed.
+        stored: TableStored,
+    },
+    /// A keyframe lists a table as `delta` or `unchanged` (a keyframe is
+    /// meant to stand alone); applied to the previous rows all the same.
+    NotSelfContained {
+        /// Namespace inode.
+        netns: u64,
+        /// Table name.
+        table: String,
+        /// How it is listed.
+        stored: TableStored,
+    },
+    /// A keyframe without `fds` member: no process is known to hold a
+    /// socket at that time.
+    KeyframeWithoutFds,
+}
+
+/// A problem met while applying a snapshot; never fatal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The member concerned (the name it has or would have).
+    pub member: String,
+    /// 1-based line in the member, 0 when not about a line.
+    pub line: usize,
+    /// What is wrong.
+    pub kind: ProblemKind,
+}
+
+/// What applying one snapshot gave, besides the new state.
 #[derive(Debug, Clone, Default)]
-pub struct Replay {
+pub struct Applied {
+    /// Whether the snapshot was applied (false: out of order, skipped).
+    pub applied: bool,
+    /// Its process records, in member order.
+    pub processes: Vec<ProcessRecord>,
+    /// Its problems, tables first, then fds, then process records.
+    pub problems: Vec<Problem>,
+}
+
+/// The tables and fd listing rebuilt by applying snapshots in order.
+pub struct State<K: RowKeeper> {
+    /// Decides which tables are kept and what a row is kept as.
+    pub keeper: K,
     /// Table state per (netns inode, table name).
-    pub tables: BTreeMap<(u64, String), TableState>,
+    pub tables: BTreeMap<(u64, String), TableState<K::Row>>,
     /// Which pid holds which socket inodes.
-    pub fds: FdState,
+    pub fds: FdState<K::Memo>,
+    /// Sequence number of the last snapshot applied.
+    pub last_seq: Option<u64>,
+}
+
+impl<K: RowKeeper> fmt::Debug for State<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("tables", &self.tables.len())
+            .field("fds", &self.fds.len())
+            .field("last_seq", &self.last_seq)
+            .finish()
+    }
+}
+
+impl<K: RowKeeper> State<K> {
+    /// An empty state.
+    pub fn new(keeper: K) -> State<K> {
+        State {
+            keeper,
+            tables: BTreeMap::new(),
+            fds: FdState::new(),
+            last_seq: None,
+        }
+    }
+
+    /// Applies one complete snapshot on top of the current state.
+    pub fn apply(&mut self, s: &Snapshot) -> Applied {
+        let seq = s.meta.seq;
+        let mut out = Applied::default();
+        let problem = |member: String, line, kind| Problem { member, line, kind };
+        if let Some(last) = self.last_seq.filter(|&l| seq <= l) {
+            let p = problem(meta_member(seq), 0, ProblemKind::OutOfOrder { last });
+            out.problems.push(p);
+            return out;
+        }
+        let keyframe = s.meta.kind == SnapshotKind::Keyframe;
+        if !keyframe && self.last_seq.is_none() {
+            let p = problem(meta_member(seq), 0, ProblemKind::DeltaFirst);
+            out.problems.push(p);
+        }
+        self.apply_tables(s, keyframe, &mut out.problems);
+        match s.members.iter().find(|m| matches!(m.1, Member::Fds { .. })) {
+            Some((name, _, data)) => {
+                let text = String::from_utf8_lossy(data);
+                for p in apply_fds(&mut self.fds, &text, keyframe) {
+                    let kind = line_kind(p.mismatch, p.what);
+                    out.problems.push(problem(name.clone(), p.line, kind));
+                }
+            }
+            None if keyframe => {
+                self.fds.clear();
+                let p = problem(fds_member(seq), 0, ProblemKind::KeyframeWithoutFds);
+                out.problems.push(p);
+            }
+            None => {}
+        }
+        let procs = s
+            .members
+            .iter()
+            .find(|m| matches!(m.1, Member::Procs { .. }));
+        if let Some((name, _, data)) = procs {
+            for (i, line) in String::from_utf8_lossy(data).lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match serde_json::from_str::<ProcessRecord>(line) {
+                    Ok(p) => out.processes.push(p),
+                    Err(e) => out.problems.push(problem(
+                        name.clone(),
+                        i + 1,
+                        ProblemKind::BadLine(format!("process record: {e}")),
+                    )),
+                }
+            }
+        }
+        self.last_seq = Some(seq);
+        out.applied = true;
+        out
+    }
+
+    /// Full replaces, delta changes by identity, unchanged keeps, missing
+    /// clears; a table not listed any more is gone.
+    fn apply_tables(&mut self, s: &Snapshot, keyframe: bool, problems: &mut Vec<Problem>) {
+        let seq = s.meta.seq;
+        let mut next = BTreeMap::new();
+        for ns in &s.meta.netns {
+            for t in &ns.tables {
+                if !self.keeper.keeps(&t.table) {
+                    continue;
+                }
+                let key = (ns.inode, t.table.clone());
+                let full = t.stored != TableStored::Delta;
+                let name = net_member(seq, ns.inode, &t.table, full);
+                let mut problem = |line, kind| {
+                    problems.push(Problem {
+                        member: name.clone(),
+                        line,
+                        kind,
+                    })
+                };
+                let (netns, table, stored) = (ns.inode, t.table.clone(), t.stored);
+                if keyframe && matches!(stored, TableStored::Delta | TableStored::Unchanged) {
+                    let kind = ProblemKind::NotSelfContained {
+                        netns,
+                        table: table.clone(),
+                        stored,
+                    };
+                    problem(0, kind);
+                }
+                let base = self.tables.remove(&key);
+                if base.is_none() && matches!(stored, TableStored::Delta | TableStored::Unchanged) {
+                    let kind = ProblemKind::NoBase {
+                        netns,
+                        table: table.clone(),
+                        stored,
+                    };
+                    problem(0, kind);
+                }
+                if matches!(stored, TableStored::Missing) {
+                    continue;
+                }
+                if stored == TableStored::Unchanged {
+                    if let Some(base) = base {
+                        next.insert(key, base);
+                    }
+                    continue;
+                }
+                let member = s.members.iter().find(|(_, m, _)| {
+                    matches!(m, Member::Net { netns: n, table: tb, full: f, .. }
+                        if *n == ns.inode && *tb == t.table && *f == full)
+                });
+                let Some((_, _, data)) = member else {
+                    problem(
+                        0,
+                        ProblemKind::TableAbsent {
+                            netns,
+                            table,
+                            stored,
+                        },
+                    );
+                    continue;
+                };
+                let text = String::from_utf8_lossy(data);
+                let (st, line_problems) = if full {
+                    TableState::from_full_text(&self.keeper, &text)
+                } else {
+                    let mut st = base.unwrap_or_default();
+                    let p = apply_delta(&mut st, &self.keeper, &text);
+                    (st, p)
+                };
+                for p in line_problems {
+                    problem(p.line, line_kind(p.mismatch, p.what));
+                }
+                next.insert(key, st);
+            }
+        }
+        self.tables = next;
+    }
+}
+
+fn line_kind(mismatch: bool, what: String) -> ProblemKind {
+    if mismatch {
+        ProblemKind::Mismatch(what)
+    } else {
+        ProblemKind::BadLine(what)
+    }
+}
+
+/// The state with rows kept raw, every process record and every problem
+/// collected: for looking at whole archives (tests, tools).
+#[derive(Debug)]
+pub struct Replay {
+    /// The rebuilt state.
+    pub state: State<RawRows>,
     /// Every process record seen so far.
     pub procs: Vec<ProcessRecord>,
-    /// Problems met while applying (member name + problem).
-    pub problems: Vec<(String, ApplyProblem)>,
+    /// Problems met while applying.
+    pub problems: Vec<Problem>,
+}
+
+impl Default for Replay {
+    fn default() -> Self {
+        Replay {
+            state: State::new(RawRows),
+            procs: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
 }
 
 impl Replay {
     /// Applies one snapshot on top of the current state.
     pub fn apply(&mut self, s: &Snapshot) {
-        let keyframe = s.meta.kind == SnapshotKind::Keyframe;
-        let mut next: BTreeMap<(u64, String), TableState> = BTreeMap::new();
-        for ns in &s.meta.netns {
-            for t in &ns.tables {
-                let key = (ns.inode, t.table.clone());
-                let full = t.stored == TableStored::Full;
-                let member = s.members.iter().find(|(_, m, _)| {
-                    matches!(m, Member::Net { netns, table, full: f, .. }
-                        if *netns == ns.inode && *table == t.table && *f == full)
-                });
-                let text = member.map(|m| String::from_utf8_lossy(&m.2).into_owned());
-                let name = format!("snap/{:08}/net/{}/{}", s.meta.seq, ns.inode, t.table);
-                match t.stored {
-                    TableStored::Full => match text {
-                        Some(text) => {
-                            next.insert(key, TableState::from_full_text(&text));
-                        }
-                        None => self.problem(&name, "table marked full but member absent"),
-                    },
-                    TableStored::Delta if !keyframe => {
-                        let (Some(text), Some(mut st)) = (text, self.tables.remove(&key)) else {
-                            self.problem(&name, "delta without member or previous state");
-                            continue;
-                        };
-                        for p in apply_delta(&mut st, &text) {
-                            self.problems.push((format!("{name}.delta"), p));
-                        }
-                        next.insert(key, st);
-                    }
-                    TableStored::Unchanged if !keyframe => match self.tables.remove(&key) {
-                        Some(st) => {
-                            next.insert(key, st);
-                        }
-                        None => self.problem(&name, "unchanged without previous state"),
-                    },
-                    TableStored::Missing => {}
-                    _ => self.problem(&name, "delta or unchanged table in a keyframe"),
-                }
-            }
-        }
-        self.tables = next;
-        let fds = s
-            .members
-            .iter()
-            .find(|(_, m, _)| matches!(m, Member::Fds { .. }));
-        match fds {
-            Some((name, _, data)) => {
-                let text = String::from_utf8_lossy(data);
-                for p in apply_fds(&mut self.fds, &text, keyframe) {
-                    self.problems.push((name.clone(), p));
-                }
-            }
-            None if keyframe => self.fds.clear(),
-            None => {}
-        }
-        if let Some((name, _, data)) = s
-            .members
-            .iter()
-            .find(|(_, m, _)| matches!(m, Member::Procs { .. }))
-        {
-            for (i, line) in String::from_utf8_lossy(data).lines().enumerate() {
-                match serde_json::from_str::<ProcessRecord>(line) {
-                    Ok(p) => self.procs.push(p),
-                    Err(e) => self.problems.push((
-                        name.clone(),
-                        ApplyProblem {
-                            line: i + 1,
-                            what: format!("invalid process record: {e}"),
-                        },
-                    )),
-                }
-            }
-        }
-    }
-
-    fn problem(&mut self, member: &str, what: &str) {
-        self.problems.push((
-            member.to_string(),
-            ApplyProblem {
-                line: 0,
-                what: what.to_string(),
-            },
-        ));
+        let a = self.state.apply(s);
+        self.procs.extend(a.processes);
+        self.problems.extend(a.problems);
     }
 
     /// All socket inodes currently held by `pid`.
     pub fn inodes_of(&self, pid: u32) -> Vec<u64> {
-        match self.fds.get(&pid).map(|e| &e.status) {
-            Some(crate::delta::FdStatus::Holds(v)) => v.clone(),
+        match self.state.fds.get(&pid).map(|e| &e.status) {
+            Some(FdStatus::Holds(v)) => v.clone(),
             _ => Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delta::FdEntry;
+    use crate::layout::{procs_member, ClockReading, FdWalk, NetnsEntry, TableEntry};
+
+    const NS: u64 = 4026531840;
+    const HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode";
+
+    fn row(port: u16, inode: u64) -> String {
+        format!("   0: 0100007F:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 {inode} 1 0000000000000000 100 0 0 10 0")
+    }
+
+    fn meta(seq: u64, kind: SnapshotKind, tables: &[(&str, TableStored)]) -> SnapshotMeta {
+        let c = ClockReading {
+            realtime_ns: seq as i64,
+            monotonic_ns: seq as i64,
+            boottime_ns: seq as i64,
+        };
+        SnapshotMeta {
+            seq,
+            kind,
+            before: c,
+            net_done: c,
+            after: c,
+            netns: vec![NetnsEntry {
+                inode: NS,
+                pid: 1,
+                tables: tables
+                    .iter()
+                    .map(|(t, stored)| TableEntry {
+                        table: t.to_string(),
+                        stored: *stored,
+                    })
+                    .collect(),
+            }],
+            fd_walk: FdWalk::Full,
+            pids_walked: 0,
+            pids_total: 0,
+            self_cpu_ns: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    /// A snapshot from its meta and `(member name, text)` pairs.
+    fn snap(meta: SnapshotMeta, members: &[(String, String)]) -> Snapshot {
+        Snapshot {
+            meta,
+            members: members
+                .iter()
+                .map(|(n, t)| (n.clone(), parse_member(n).unwrap(), t.clone().into_bytes()))
+                .collect(),
+        }
+    }
+
+    fn kinds(problems: &[Problem]) -> Vec<&ProblemKind> {
+        problems.iter().map(|p| &p.kind).collect()
+    }
+
+    #[test]
+    fn tables_and_fds_follow_keyframes_and_deltas() {
+        use SnapshotKind::{Delta, Keyframe};
+        use TableStored::{Full, Missing, Unchanged};
+        let (a, b, c) = (row(80, 100), row(81, 101), row(82, 102));
+        let mut r = Replay::default();
+        r.apply(&snap(
+            meta(1, Keyframe, &[("tcp", Full), ("udp", Full), ("raw", Full)]),
+            &[
+                (
+                    net_member(1, NS, "tcp", true),
+                    format!("{HEADER}\n{a}\n{b}\n{a}\n"),
+                ),
+                (net_member(1, NS, "udp", true), format!("{HEADER}\n{c}\n")),
+                (net_member(1, NS, "raw", true), format!("{HEADER}\n")),
+                (
+                    fds_member(1),
+                    "10 5 1 100\n11 6 1 101\n!12 7 EACCES\n".into(),
+                ),
+            ],
+        ));
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        let ids = |r: &Replay, t: &str| {
+            let st = r.state.tables.get(&(NS, t.to_string()));
+            st.map(|s| s.identities().join(";"))
+        };
+        let id = |row: &str| crate::layout::row_identity(row).unwrap();
+        assert_eq!(ids(&r, "tcp"), Some(format!("{};{}", id(&a), id(&b))));
+        // b goes, c comes; udp unchanged; raw missing; tcp6 never listed.
+        r.apply(&snap(
+            meta(
+                2,
+                Delta,
+                &[
+                    ("tcp", TableStored::Delta),
+                    ("udp", Unchanged),
+                    ("raw", Missing),
+                ],
+            ),
+            &[
+                (
+                    net_member(2, NS, "tcp", false),
+                    format!("-{}\n+{c}\n", id(&b)),
+                ),
+                (fds_member(2), "-11 6\n!10 5 EPERM\n13 8 1 102,102\n".into()),
+            ],
+        ));
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(ids(&r, "tcp"), Some(format!("{};{}", id(&a), id(&c))));
+        assert_eq!(ids(&r, "udp"), Some(id(&c)));
+        assert_eq!(ids(&r, "raw"), None);
+        assert_eq!(r.inodes_of(13), vec![102]);
+        assert_eq!(r.inodes_of(11), Vec::<u64>::new());
+        assert!(matches!(&r.state.fds[&10].status, FdStatus::Denied(e) if e == "EPERM"));
+        assert!(matches!(&r.state.fds[&12].status, FdStatus::Denied(e) if e == "EACCES"));
+        // Out of order: skipped, state untouched.
+        r.apply(&snap(meta(2, Keyframe, &[]), &[]));
+        assert_eq!(kinds(&r.problems), [&ProblemKind::OutOfOrder { last: 2 }]);
+        assert!(ids(&r, "tcp").is_some());
+        // A delta whose members are absent, a gone line for another
+        // process, a bad fd line and a bad process record.
+        r.problems.clear();
+        r.apply(&snap(
+            meta(3, Delta, &[("tcp", TableStored::Delta), ("udp", Full)]),
+            &[
+                (fds_member(3), "-13 9\nbogus\n".into()),
+                (procs_member(3), "{not json\n".into()),
+            ],
+        ));
+        let absent = |table: &str, stored| ProblemKind::TableAbsent {
+            netns: NS,
+            table: table.into(),
+            stored,
+        };
+        assert_eq!(
+            kinds(&r.problems)[..2],
+            [&absent("tcp", TableStored::Delta), &absent("udp", Full)]
+        );
+        assert!(matches!(r.problems[2].kind, ProblemKind::Mismatch(_)));
+        assert_eq!(
+            (r.problems[3].member.as_str(), r.problems[3].line),
+            ("snap/00000003/fds", 2)
+        );
+        assert_eq!(r.problems[4].member, procs_member(3));
+        assert_eq!(r.problems.len(), 5);
+        assert!(r.state.tables.is_empty());
+        assert_eq!(r.inodes_of(13), vec![102], "pid 13 is not the one gone");
+        // A keyframe without fds clears them; unchanged without base.
+        r.problems.clear();
+        r.apply(&snap(meta(4, Keyframe, &[("tcp", Unchanged)]), &[]));
+        assert_eq!(r.problems.len(), 3, "{:?}", r.problems);
+        assert!(r.state.fds.is_empty());
+    }
+
+    /// A reader's memo on an fd entry lives until a line changes the entry.
+    #[test]
+    fn fd_memo_resets_when_the_entry_changes() {
+        struct Memo;
+        impl RowKeeper for Memo {
+            type Row = ();
+            type Memo = u32;
+            fn row(&self, _: &str) -> Result<Option<()>, String> {
+                Ok(None)
+            }
+        }
+        let mut st = State::new(Memo);
+        let k = snap(
+            meta(1, SnapshotKind::Keyframe, &[]),
+            &[(fds_member(1), "10 5 1 100\n11 6 1 101\n".into())],
+        );
+        assert!(st.apply(&k).problems.is_empty());
+        for e in st.fds.values_mut() {
+            e.memo = 7;
+        }
+        let d = snap(
+            meta(2, SnapshotKind::Delta, &[]),
+            &[(fds_member(2), "10 5 1 100,102\n".into())],
+        );
+        assert!(st.apply(&d).problems.is_empty());
+        let memo = |pid| st.fds.get(&pid).map(|e: &FdEntry<u32>| e.memo);
+        assert_eq!((memo(10), memo(11)), (Some(0), Some(7)));
+    }
+
+    /// Three snapshots, an unknown member between the first two; the offset
+    /// just past each `meta.json`'s data.
+    fn archive(trailer: bool) -> (Vec<u8>, Vec<u64>) {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut ends = Vec::new();
+        let add = |b: &mut tar::Builder<Vec<u8>>, name: &str, text: &str| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(text.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, text.as_bytes()).unwrap();
+        };
+        for seq in 1..=3 {
+            let kind = if seq == 1 {
+                SnapshotKind::Keyframe
+            } else {
+                SnapshotKind::Delta
+            };
+            add(&mut b, &fds_member(seq), &format!("10 5 1 {seq}\n"));
+            let m = serde_json::to_string(&meta(seq, kind, &[])).unwrap();
+            add(&mut b, &meta_member(seq), &m);
+            let pad = (512 - m.len() as u64 % 512) % 512;
+            ends.push(b.get_ref().len() as u64 - pad);
+            if seq == 1 {
+                add(&mut b, "notes.txt", "hello");
+            }
+        }
+        let bytes = if trailer {
+            b.into_inner().unwrap()
+        } else {
+            b.get_ref().clone()
+        };
+        (bytes, ends)
+    }
+
+    fn events(bytes: &[u8]) -> (Vec<ArchiveEvent>, ArchiveSummary) {
+        let mut ev = Vec::new();
+        let s = read_snapshots(bytes, |e| ev.push(e)).unwrap();
+        (ev, s)
+    }
+
+    #[test]
+    fn whole_archives_stream_in_order() {
+        let (bytes, _) = archive(true);
+        let (ev, s) = events(&bytes);
+        assert_eq!(s.end, ArchiveEnd::Trailer);
+        assert_eq!((s.snapshots, s.last_complete_seq), (3, Some(3)));
+        assert!(matches!(&ev[1], ArchiveEvent::UnknownMember { name, .. } if name == "notes.txt"));
+        assert_eq!(ev.len(), 4);
+        let (bytes, _) = archive(false);
+        let (_, s) = events(&bytes);
+        assert_eq!(s.end, ArchiveEnd::CleanCut);
+        assert_eq!(s.bytes_read, bytes.len() as u64);
+    }
+
+    /// Cut at every byte: exactly the snapshots whose `meta.json` lies
+    /// before the cut, and a cut named at an offset within the bytes present
+    /// unless the cut falls between two snapshots.
+    #[test]
+    fn cut_at_every_offset() {
+        let (bytes, ends) = archive(false);
+        for len in 0..bytes.len() {
+            let (ev, s) = events(&bytes[..len]);
+            let want = ends.iter().filter(|&&e| e <= len as u64).count() as u64;
+            assert_eq!(s.snapshots, want, "cut at {len}");
+            let complete = ev
+                .iter()
+                .filter(|e| matches!(e, ArchiveEvent::Snapshot(_)))
+                .count() as u64;
+            assert_eq!(complete, want, "cut at {len}");
+            match &s.end {
+                ArchiveEnd::Cut { offset, .. } => {
+                    assert!(*offset <= len as u64, "cut at {len}: offset {offset}");
+                    // Never inside a complete snapshot.
+                    let last_end = want
+                        .checked_sub(1)
+                        .and_then(|i| ends.get(i as usize))
+                        .copied()
+                        .unwrap_or(0);
+                    assert!(*offset >= last_end.min(len as u64), "cut at {len}");
+                }
+                end => {
+                    let boundary = len % 512 == 0;
+                    assert!(boundary, "cut at {len} not reported: {end:?}");
+                    assert!(!ev.iter().any(|e| matches!(e, ArchiveEvent::Incomplete(_))));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn meta_without_its_snapshot_or_with_another_seq_is_incomplete() {
+        let mut b = tar::Builder::new(Vec::new());
+        let members = [
+            (fds_member(1), "10 5 1 1\n".to_string()),
+            (fds_member(2), "10 5 1 1\n".to_string()),
+            (
+                meta_member(2),
+                serde_json::to_string(&meta(9, SnapshotKind::Keyframe, &[])).unwrap(),
+            ),
+            (meta_member(3), "{".to_string()),
+        ];
+        for (name, text) in &members {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(text.len() as u64);
+            h.set_cksum();
+            b.append_data(&mut h, name, text.as_bytes()).unwrap();
+        }
+        let bytes = b.into_inner().unwrap();
+        let (ev, s) = events(&bytes);
+        assert_eq!((s.snapshots, s.end), (0, ArchiveEnd::Trailer));
+        let why: Vec<&WhyIncomplete> = ev
+            .iter()
+            .filter_map(|e| match e {
+                ArchiveEvent::Incomplete(i) => Some(&i.why),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(why.len(), 3);
+        assert_eq!(why[0], &WhyIncomplete::NextSnapshotBegan { next_seq: 2 });
+        assert!(matches!(
+            why[1],
+            WhyIncomplete::MetaSeqMismatch { says: 9, .. }
+        ));
+        assert!(matches!(why[2], WhyIncomplete::MetaInvalid { line: 1, .. }));
     }
 }

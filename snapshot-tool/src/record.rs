@@ -567,6 +567,7 @@ impl Recorder {
                         start_time,
                         netns,
                         status: FdStatus::Holds(inodes),
+                        memo: (),
                     },
                 );
             }
@@ -581,6 +582,7 @@ impl Recorder {
                         start_time,
                         netns: 0,
                         status: FdStatus::Denied(sys::errno_name(&e)),
+                        memo: (),
                     },
                 );
             }

@@ -202,11 +202,11 @@ fn records_live_sockets_and_their_owner() {
     for s in &snaps {
         replay.apply(s);
         let owned_by_child = |table: &str, port: u16| {
-            let Some(FdStatus::Holds(inodes)) = replay.fds.get(&child_pid).map(|e| &e.status)
+            let Some(FdStatus::Holds(inodes)) = replay.state.fds.get(&child_pid).map(|e| &e.status)
             else {
                 return false;
             };
-            replay.tables.iter().any(|((_, t), st)| {
+            replay.state.tables.iter().any(|((_, t), st)| {
                 t == table
                     && st.rows.keys().any(|id| {
                         local_port(id) == Some(port)
@@ -217,7 +217,7 @@ fn records_live_sockets_and_their_owner() {
         tcp_owned |= owned_by_child("tcp", listen_port);
         client_owned |= owned_by_child("tcp", client_port);
         udp_owned |= owned_by_child("udp", udp_port);
-        let listed = replay.tables.iter().any(|((_, t), st)| {
+        let listed = replay.state.tables.iter().any(|((_, t), st)| {
             t == "tcp" && st.rows.keys().any(|id| local_port(id) == Some(listen_port))
         });
         if tcp_owned && !listed {
@@ -725,7 +725,7 @@ fn unreadable_fds_are_recorded_as_denied() {
     let mut r = Replay::default();
     r.apply(&a.snapshots[0]);
     // pid 1 runs as root: its fds are unknown, not absent.
-    match r.fds.get(&1).map(|e| &e.status) {
+    match r.state.fds.get(&1).map(|e| &e.status) {
         Some(FdStatus::Denied(errno)) => assert!(errno == "EACCES" || errno == "EPERM"),
         other => panic!("pid 1 should be denied, got {other:?}"),
     }

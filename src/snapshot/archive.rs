@@ -1,10 +1,12 @@
 //! Reading a bundle: the manifest, then every snapshot archive in order,
 //! snapshot by snapshot.
 //!
-//! A snapshot is applied only once its `meta.json` (always its last member)
-//! has been read whole. An archive that ends inside a snapshot (recorder
-//! killed, disk full) is therefore read up to its last complete snapshot and
-//! reported as cut, with the byte offset where the incomplete part starts.
+//! The tar archives are read by the format's own reader
+//! (`procflow_snap::reader`): a snapshot is applied only once its
+//! `meta.json` (always its last member) has been read whole. An archive that
+//! ends inside a snapshot (recorder killed, disk full) is therefore read up
+//! to its last complete snapshot and reported here as cut, with the archive
+//! name and the byte offset where the incomplete part starts.
 
 use std::fmt;
 use std::fs::File;
@@ -12,12 +14,12 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use procflow_snap::layout::{
-    parse_archive_name, parse_member, Manifest, Member, SnapshotMeta, CAPTURE_PREFIX, FORMAT_NAME,
-    FORMAT_VERSION, MANIFEST_FILE,
+    parse_archive_name, Manifest, CAPTURE_PREFIX, FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE,
 };
+use procflow_snap::reader::{read_snapshots, ArchiveEnd, ArchiveEvent, WhyIncomplete};
 
 use super::procnet::ByteOrder;
-use super::timeline::{SnapshotInput, TimelineBuilder};
+use super::timeline::TimelineBuilder;
 use super::{CutArchive, SnapshotDiagnostics};
 
 /// A bundle that cannot be read at all.
@@ -217,25 +219,12 @@ impl Bundle {
     }
 }
 
-/// Members collected for the snapshot being read.
-struct Pending {
-    seq: u64,
-    first_offset: u64,
-    members: Vec<(Member, String, String)>,
-}
-
-fn member_seq(m: &Member) -> u64 {
-    match m {
-        Member::Net { seq, .. }
-        | Member::Fds { seq }
-        | Member::Procs { seq }
-        | Member::Meta { seq } => *seq,
-    }
-}
-
-/// Reads one tar archive from `reader`. Returns an error only when the
-/// reader fails before anything could be read as tar; a cut or corrupt tail
-/// is recorded in `diag` and ends the archive.
+/// Reads one tar archive from `reader` through the format's reader
+/// ([`procflow_snap::reader::read_snapshots`]), applying each complete
+/// snapshot to `builder` as soon as it is read. Returns an error only when
+/// the reader fails before anything could be read as tar; a cut or corrupt
+/// tail is recorded in `diag` (with `size`, the archive's size) and ends the
+/// archive.
 pub fn read_archive<R: Read>(
     reader: R,
     name: &str,
@@ -243,135 +232,43 @@ pub fn read_archive<R: Read>(
     builder: &mut TimelineBuilder,
     diag: &mut SnapshotDiagnostics,
 ) -> std::io::Result<()> {
-    let mut ar = tar::Archive::new(reader);
-    let entries = ar.entries()?;
-    let mut pending: Option<Pending> = None;
-    let mut last_complete: Option<u64> = None;
-    // Offset just past the last member read whole.
-    let mut good_end: u64 = 0;
-    let mut cut: Option<(u64, String)> = None;
-    for entry in entries {
-        let mut entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                cut = Some((good_end, format!("unreadable tar header: {e}")));
-                break;
-            }
-        };
-        let header_pos = entry.raw_header_position();
-        let expected = entry.size();
-        let member_name = match entry.path() {
-            Ok(p) => p.to_string_lossy().into_owned(),
-            Err(e) => {
-                cut = Some((header_pos, format!("bad member name: {e}")));
-                break;
-            }
-        };
-        let mut buf = Vec::with_capacity(usize::try_from(expected.min(1 << 26)).unwrap_or(0));
-        if let Err(e) = entry.read_to_end(&mut buf) {
-            cut = Some((header_pos, format!("{member_name}: {e}")));
-            break;
-        }
-        if buf.len() as u64 != expected {
-            cut = Some((
-                header_pos,
-                format!("{member_name}: {} of {expected} bytes present", buf.len()),
-            ));
-            break;
-        }
-        good_end = entry
-            .raw_file_position()
-            .saturating_add(expected.div_ceil(512) * 512);
-        let Some(member) = parse_member(&member_name) else {
-            diag.warn(format!(
-                "{name}: member {member_name} is not part of the bundle format; ignored"
-            ));
-            continue;
-        };
-        let seq = member_seq(&member);
-        if let Some(p) = &pending {
-            if p.seq != seq {
+    let summary = read_snapshots(reader, |event| match event {
+        ArchiveEvent::Snapshot(s) => builder.apply(name, &s, diag),
+        ArchiveEvent::UnknownMember { name: member, .. } => diag.warn(format!(
+            "{name}: member {member} is not part of the bundle format; ignored"
+        )),
+        ArchiveEvent::Incomplete(i) => match i.why {
+            WhyIncomplete::NextSnapshotBegan { next_seq } => diag.warn(format!(
+                "{name}: snapshot {} at byte offset {} has no meta.json before \
+                 snapshot {next_seq} starts; skipped",
+                i.seq, i.offset
+            )),
+            WhyIncomplete::MetaSeqMismatch { member, says } => diag.warn(format!(
+                "{name}: {member} says seq {says}; snapshot skipped"
+            )),
+            WhyIncomplete::MetaInvalid {
+                member,
+                line,
+                error,
+            } => {
+                diag.bad_line(name, &member, line, format!("meta.json: {error}"));
                 diag.warn(format!(
-                    "{name}: snapshot {} at byte offset {} has no meta.json before \
-                     snapshot {seq} starts; skipped",
-                    p.seq, p.first_offset
+                    "{name}: {member} is not a valid snapshot meta ({error}); \
+                     snapshot {} skipped",
+                    i.seq
                 ));
-                pending = None;
             }
-        }
-        let p = pending.get_or_insert_with(|| Pending {
-            seq,
-            first_offset: header_pos,
-            members: Vec::new(),
-        });
-        let text = match String::from_utf8(buf) {
-            Ok(s) => s,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        };
-        if let Member::Meta { .. } = member {
-            let done = pending.take();
-            match serde_json::from_str::<SnapshotMeta>(&text) {
-                Ok(meta) if meta.seq == seq => {
-                    if let Some(done) = done {
-                        builder.apply(
-                            &SnapshotInput {
-                                archive: name.to_string(),
-                                meta,
-                                members: done.members,
-                            },
-                            diag,
-                        );
-                        last_complete = Some(seq);
-                    }
-                }
-                Ok(meta) => diag.warn(format!(
-                    "{name}: {member_name} says seq {}; snapshot skipped",
-                    meta.seq
-                )),
-                Err(e) => {
-                    diag.bad_line(name, &member_name, e.line(), format!("meta.json: {e}"));
-                    diag.warn(format!(
-                        "{name}: {member_name} is not a valid snapshot meta ({e}); \
-                         snapshot {seq} skipped"
-                    ));
-                }
-            }
-        } else {
-            p.members.push((member, member_name, text));
-        }
-    }
-    if cut.is_none() {
-        if let Some(p) = &pending {
-            cut = Some((
-                p.first_offset,
-                format!(
-                    "snapshot {} has no meta.json (archive ends inside it)",
-                    p.seq
-                ),
-            ));
-        } else if size < good_end {
-            // The last member's data is whole but its padding to 512 bytes
-            // is cut: nothing is lost, the file was still truncated.
-            cut = Some((
-                size,
-                "archive ends inside the padding of its last member; its data is complete"
-                    .to_string(),
-            ));
-        }
-    }
-    if let Some((offset, reason)) = cut {
-        // The incomplete snapshot starts where its first member did.
-        let offset = pending
-            .as_ref()
-            .map_or(offset, |p| p.first_offset.min(offset));
-        // Never past the end of the file (a cut inside padding).
-        let offset = if size > 0 { offset.min(size) } else { offset };
+            // Reported once, as the archive's cut.
+            WhyIncomplete::ArchiveEnds => {}
+        },
+    })?;
+    if let ArchiveEnd::Cut { offset, what } = summary.end {
         diag.cut_archives.push(CutArchive {
             archive: name.to_string(),
             offset,
             size,
-            last_complete_seq: last_complete,
-            reason,
+            last_complete_seq: summary.last_complete_seq,
+            reason: what,
         });
     }
     Ok(())

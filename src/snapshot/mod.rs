@@ -2,10 +2,12 @@
 //! the archived /proc/net text, and building the socket timeline.
 //!
 //! - [`procnet`]: /proc/net table text to rows (pure, byte order as input).
-//! - [`archive`]: the bundle directory, its manifest and tar archives, read
-//!   snapshot by snapshot, tolerating an archive cut mid-snapshot.
-//! - [`timeline`]: the state reconstructed snapshot by snapshot and folded
-//!   into time intervals per socket and per (inode, process).
+//! - [`archive`]: the bundle directory and its manifest; its tar archives
+//!   are read snapshot by snapshot by the format's own reader
+//!   (`procflow_snap::reader`), tolerating an archive cut mid-snapshot.
+//! - [`timeline`]: the state reconstructed snapshot by snapshot (applied by
+//!   `procflow_snap::reader::State`) and folded into time intervals per
+//!   socket and per (inode, process).
 
 pub mod archive;
 pub mod procnet;

@@ -1,19 +1,21 @@
 //! The socket timeline: /proc state reconstructed snapshot by snapshot and
 //! folded into runs.
 //!
-//! A keyframe replaces the state, a delta applies its changes, an
-//! `unchanged` table keeps its rows. After each snapshot every socket and
+//! The state is applied by the format's own reader
+//! (`procflow_snap::reader::State`: a keyframe replaces the state, a delta
+//! applies its changes, an `unchanged` table keeps its rows); this module
+//! decides what is kept of it (tcp and udp rows, parsed with the host's byte
+//! order) and words its problems. After each snapshot every socket and
 //! every (inode, process) holding present in the state extends its current
 //! run or starts a new one, so memory grows with the number of distinct
 //! sockets and of their appearances, not with sockets × snapshots.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
-use procflow_snap::layout::{
-    parse_delta_line, row_identity, ClockReading, DeltaLine, FdLine, Member, ProcessRecord,
-    SnapshotKind, SnapshotMeta, TableStored,
-};
+use procflow_snap::delta::{FdEntry, FdStatus, RowKeeper};
+use procflow_snap::layout::{ClockReading, ProcessRecord, SnapshotMeta, TableStored};
+use procflow_snap::reader::{Problem, ProblemKind, Snapshot, State};
 
 use super::procnet::{canonical_ip, parse_row, ByteOrder, ProcNetRow, STATE_LISTEN};
 use super::SnapshotDiagnostics;
@@ -165,32 +167,36 @@ pub struct SnapTime {
     pub after: ClockReading,
 }
 
-/// A snapshot as read from an archive, ready to apply.
-#[derive(Debug, Clone)]
-pub struct SnapshotInput {
-    /// Archive file name, for diagnostics.
-    pub archive: String,
-    /// Its parsed `meta.json`.
-    pub meta: SnapshotMeta,
-    /// Its other members: parsed name, member name, text.
-    pub members: Vec<(Member, String, String)>,
+/// What the analyzer keeps of the snapshots: only tcp and udp tables, each
+/// row parsed with the host's byte order and, once known, the index of its
+/// socket (so a row present in many snapshots is looked up once, not once
+/// per snapshot); beside each fd entry, once known, the holder index of
+/// each inode it holds.
+#[derive(Debug, Clone, Copy)]
+struct ProcRows {
+    order: ByteOrder,
 }
 
-/// Rows of one table of one namespace: identity -> parsed row and, once
-/// known, the index of its socket (so a row present in many snapshots is
-/// looked up once, not once per snapshot).
-type TableRows = HashMap<String, (ProcNetRow, Option<usize>)>;
+impl RowKeeper for ProcRows {
+    type Row = (ProcNetRow, Option<usize>);
+    type Memo = Option<Vec<usize>>;
 
-/// Socket inodes a process holds, each with its holder index once known.
-type Holding = (u64, Vec<(u64, Option<usize>)>);
+    fn keeps(&self, table: &str) -> bool {
+        Transport::of_table(table).is_some()
+    }
+
+    fn row(&self, line: &str) -> Result<Option<Self::Row>, String> {
+        match parse_row(line, self.order) {
+            Ok(row) => Ok(row.map(|r| (r, None))),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
 
 /// Builds a [`Timeline`] from snapshots applied in order.
 #[derive(Debug)]
 pub struct TimelineBuilder {
-    order: ByteOrder,
-    tables: BTreeMap<(u64, String), TableRows>,
-    fds: HashMap<(u32, u64), Holding>,
-    denied_now: HashMap<(u32, u64), String>,
+    state: State<ProcRows>,
     sockets: Vec<Socket>,
     socket_index: HashMap<SocketKey, usize>,
     holders: Vec<(u64, Holder)>,
@@ -199,17 +205,13 @@ pub struct TimelineBuilder {
     denied_index: HashMap<(u32, u64), usize>,
     processes: HashMap<(u32, u64), ProcessRecord>,
     snapshots: Vec<SnapTime>,
-    last_seq: Option<u64>,
 }
 
 impl TimelineBuilder {
     /// A builder for text written on a host of the given byte order.
     pub fn new(order: ByteOrder) -> TimelineBuilder {
         TimelineBuilder {
-            order,
-            tables: BTreeMap::new(),
-            fds: HashMap::new(),
-            denied_now: HashMap::new(),
+            state: State::new(ProcRows { order }),
             sockets: Vec::new(),
             socket_index: HashMap::new(),
             holders: Vec::new(),
@@ -218,252 +220,33 @@ impl TimelineBuilder {
             denied_index: HashMap::new(),
             processes: HashMap::new(),
             snapshots: Vec::new(),
-            last_seq: None,
         }
     }
 
     /// Sequence number of the last snapshot applied.
     pub fn last_seq(&self) -> Option<u64> {
-        self.last_seq
+        self.state.last_seq
     }
 
-    /// Applies one complete snapshot on top of the current state, then
-    /// extends the runs of everything present.
-    pub fn apply(&mut self, snap: &SnapshotInput, diag: &mut SnapshotDiagnostics) {
-        let meta = &snap.meta;
-        let seq = meta.seq;
-        if let Some(last) = self.last_seq {
-            if seq <= last {
-                diag.warn(format!(
-                    "{}: snapshot {seq} comes after snapshot {last}; skipped",
-                    snap.archive
-                ));
-                return;
-            }
+    /// Applies one complete snapshot read from `archive` (named in
+    /// diagnostics) on top of the current state, then extends the runs of
+    /// everything present.
+    pub fn apply(&mut self, archive: &str, snap: &Snapshot, diag: &mut SnapshotDiagnostics) {
+        let applied = self.state.apply(snap);
+        for p in applied.problems {
+            report(archive, snap.meta.seq, p, diag);
         }
-        let keyframe = meta.kind == SnapshotKind::Keyframe;
-        if !keyframe && self.last_seq.is_none() {
-            diag.warn(format!(
-                "{}: snapshot {seq} is a delta without a preceding snapshot; \
-                 applied to an empty state",
-                snap.archive
-            ));
-        }
-        self.apply_tables(snap, diag);
-        self.apply_fds(snap, keyframe, diag);
-        self.apply_procs(snap, diag);
-        self.extend(meta);
-        self.last_seq = Some(seq);
-    }
-
-    fn member<'s>(snap: &'s SnapshotInput, want: &Member) -> Option<(&'s str, &'s str)> {
-        snap.members
-            .iter()
-            .find(|(m, _, _)| m == want)
-            .map(|(_, name, text)| (name.as_str(), text.as_str()))
-    }
-
-    fn apply_tables(&mut self, snap: &SnapshotInput, diag: &mut SnapshotDiagnostics) {
-        let meta = &snap.meta;
-        let mut live: HashSet<(u64, String)> = HashSet::new();
-        for ns in &meta.netns {
-            for t in &ns.tables {
-                if Transport::of_table(&t.table).is_none() {
-                    continue;
-                }
-                let key = (ns.inode, t.table.clone());
-                match t.stored {
-                    TableStored::Unchanged => {
-                        if !self.tables.contains_key(&key) {
-                            diag.warn(format!(
-                                "{}: snapshot {} says {} of netns {} is unchanged, \
-                                 but no earlier rows are known",
-                                snap.archive, meta.seq, t.table, ns.inode
-                            ));
-                        }
-                        live.insert(key);
-                    }
-                    TableStored::Missing => {
-                        self.tables.remove(&key);
-                    }
-                    TableStored::Full | TableStored::Delta => {
-                        let full = t.stored == TableStored::Full;
-                        let want = Member::Net {
-                            seq: meta.seq,
-                            netns: ns.inode,
-                            table: t.table.clone(),
-                            full,
-                        };
-                        let Some((name, text)) = Self::member(snap, &want) else {
-                            diag.warn(format!(
-                                "{}: snapshot {} lists {} of netns {} as {}, \
-                                 but the member is absent; table treated as unknown",
-                                snap.archive,
-                                meta.seq,
-                                t.table,
-                                ns.inode,
-                                if full { "full" } else { "delta" }
-                            ));
-                            self.tables.remove(&key);
-                            continue;
-                        };
-                        if full {
-                            let rows = self.parse_full(&snap.archive, name, text, diag);
-                            self.tables.insert(key.clone(), rows);
-                        } else {
-                            if !self.tables.contains_key(&key) {
-                                diag.warn(format!(
-                                    "{}: {name} is a delta without a base table; \
-                                     applied to an empty table",
-                                    snap.archive
-                                ));
-                            }
-                            let mut rows = self.tables.remove(&key).unwrap_or_default();
-                            self.apply_delta(&mut rows, &snap.archive, name, text, diag);
-                            self.tables.insert(key.clone(), rows);
-                        }
-                        live.insert(key);
-                    }
-                }
-            }
-        }
-        // Namespaces (or tables) absent from this snapshot are gone.
-        self.tables.retain(|k, _| live.contains(k));
-    }
-
-    fn parse_full(
-        &self,
-        archive: &str,
-        member: &str,
-        text: &str,
-        diag: &mut SnapshotDiagnostics,
-    ) -> TableRows {
-        let mut rows = TableRows::new();
-        for (i, line) in text.lines().enumerate() {
-            match parse_row(line, self.order) {
-                Ok(Some(row)) => {
-                    if let Some(id) = row_identity(line) {
-                        rows.insert(id, (row, None));
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => diag.bad_line(archive, member, i + 1, e.to_string()),
-            }
-        }
-        rows
-    }
-
-    fn apply_delta(
-        &self,
-        rows: &mut TableRows,
-        archive: &str,
-        member: &str,
-        text: &str,
-        diag: &mut SnapshotDiagnostics,
-    ) {
-        for (i, line) in text.lines().enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            match parse_delta_line(line) {
-                Some(DeltaLine::Add(raw)) => match parse_row(raw, self.order) {
-                    Ok(Some(row)) => {
-                        if let Some(id) = row_identity(raw) {
-                            rows.insert(id, (row, None));
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => diag.bad_line(archive, member, i + 1, e.to_string()),
-                },
-                Some(DeltaLine::Remove(id)) => {
-                    rows.remove(id);
-                }
-                None => diag.bad_line(
-                    archive,
-                    member,
-                    i + 1,
-                    "delta line starts with neither `+` nor `-`".into(),
-                ),
-            }
-        }
-    }
-
-    fn apply_fds(&mut self, snap: &SnapshotInput, keyframe: bool, diag: &mut SnapshotDiagnostics) {
-        let seq = snap.meta.seq;
-        let text = Self::member(snap, &Member::Fds { seq });
-        if keyframe {
-            self.fds.clear();
-            self.denied_now.clear();
-        }
-        let Some((name, text)) = text else {
-            if keyframe {
-                diag.warn(format!(
-                    "{}: keyframe {seq} has no fd listing; no owners known at that time",
-                    snap.archive
-                ));
-            }
+        if !applied.applied {
             return;
-        };
-        for (i, line) in text.lines().enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            match FdLine::parse(line) {
-                Some(FdLine::Holds {
-                    pid,
-                    start_time,
-                    netns,
-                    mut inodes,
-                }) => {
-                    inodes.sort_unstable();
-                    inodes.dedup();
-                    self.denied_now.remove(&(pid, start_time));
-                    let held = inodes.into_iter().map(|i| (i, None)).collect();
-                    self.fds.insert((pid, start_time), (netns, held));
-                }
-                Some(FdLine::Gone { pid, start_time }) => {
-                    self.fds.remove(&(pid, start_time));
-                    self.denied_now.remove(&(pid, start_time));
-                }
-                Some(FdLine::Denied {
-                    pid,
-                    start_time,
-                    error,
-                }) => {
-                    self.fds.remove(&(pid, start_time));
-                    self.denied_now.insert((pid, start_time), error);
-                }
-                None => diag.bad_line(
-                    &snap.archive,
-                    name,
-                    i + 1,
-                    "expected `PID START NETNS INODES`, `-PID START` or `!PID START ERROR`".into(),
-                ),
-            }
         }
-    }
-
-    fn apply_procs(&mut self, snap: &SnapshotInput, diag: &mut SnapshotDiagnostics) {
-        let seq = snap.meta.seq;
-        let Some((name, text)) = Self::member(snap, &Member::Procs { seq }) else {
-            return;
-        };
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<ProcessRecord>(line) {
-                Ok(p) => {
-                    // A later record of the same (pid, start time) comes
-                    // from a new archive or was written after an execve
-                    // (new comm, exe, cmdline): it supersedes the earlier
-                    // one, so a forked-then-exec'd process is named by the
-                    // program it became.
-                    self.processes.insert((p.pid, p.start_time), p);
-                }
-                Err(e) => diag.bad_line(&snap.archive, name, i + 1, format!("process record: {e}")),
-            }
+        for p in applied.processes {
+            // A later record of the same (pid, start time) comes from a new
+            // archive or was written after an execve (new comm, exe,
+            // cmdline): it supersedes the earlier one, so a forked-then-
+            // exec'd process is named by the program it became.
+            self.processes.insert((p.pid, p.start_time), p);
         }
+        self.extend(&snap.meta);
     }
 
     fn extend(&mut self, meta: &SnapshotMeta) {
@@ -474,11 +257,11 @@ impl TimelineBuilder {
             before: meta.before,
             after: meta.after,
         });
-        for ((netns, table), rows) in &mut self.tables {
+        for ((netns, table), rows) in &mut self.state.tables {
             let Some(transport) = Transport::of_table(table) else {
                 continue;
             };
-            for (row, cached) in rows.values_mut() {
+            for (row, cached) in rows.rows.values_mut() {
                 let idx = match *cached {
                     Some(i) => i,
                     None => {
@@ -506,13 +289,40 @@ impl TimelineBuilder {
                 }
             }
         }
-        for (&(pid, start_time), (netns, inodes)) in &mut self.fds {
-            for (inode, cached) in inodes.iter_mut() {
-                let inode = *inode;
-                let idx = match *cached {
-                    Some(i) => i,
-                    None => {
-                        let i = *self
+        for (&pid, e) in &mut self.state.fds {
+            let FdEntry {
+                start_time,
+                netns,
+                status,
+                memo,
+            } = e;
+            let start_time = *start_time;
+            let inodes = match status {
+                FdStatus::Holds(inodes) => inodes,
+                FdStatus::Denied(error) => {
+                    let idx = *self
+                        .denied_index
+                        .entry((pid, start_time))
+                        .or_insert_with(|| {
+                            self.denied.push(Denied {
+                                pid,
+                                start_time,
+                                error: error.clone(),
+                                runs: Vec::new(),
+                            });
+                            self.denied.len() - 1
+                        });
+                    if let Some(d) = self.denied.get_mut(idx) {
+                        see(&mut d.runs, seq, t0, t1, 0);
+                    }
+                    continue;
+                }
+            };
+            let indexes = memo.get_or_insert_with(|| {
+                inodes
+                    .iter()
+                    .map(|&inode| {
+                        *self
                             .holder_index
                             .entry((inode, pid, start_time))
                             .or_insert_with(|| {
@@ -526,31 +336,14 @@ impl TimelineBuilder {
                                     },
                                 ));
                                 self.holders.len() - 1
-                            });
-                        *cached = Some(i);
-                        i
-                    }
-                };
+                            })
+                    })
+                    .collect()
+            });
+            for &idx in indexes.iter() {
                 if let Some((_, h)) = self.holders.get_mut(idx) {
                     see(&mut h.runs, seq, t0, t1, 0);
                 }
-            }
-        }
-        for (&(pid, start_time), error) in &self.denied_now {
-            let idx = *self
-                .denied_index
-                .entry((pid, start_time))
-                .or_insert_with(|| {
-                    self.denied.push(Denied {
-                        pid,
-                        start_time,
-                        error: error.clone(),
-                        runs: Vec::new(),
-                    });
-                    self.denied.len() - 1
-                });
-            if let Some(d) = self.denied.get_mut(idx) {
-                see(&mut d.runs, seq, t0, t1, 0);
             }
         }
     }
@@ -620,6 +413,67 @@ impl TimelineBuilder {
             netns_addrs,
         }
     }
+}
+
+/// Puts a problem met while applying a snapshot into the diagnostics, in
+/// the analyzer's words.
+fn report(archive: &str, seq: u64, p: Problem, diag: &mut SnapshotDiagnostics) {
+    let word = |stored| match stored {
+        TableStored::Full => "full",
+        TableStored::Delta => "delta",
+        TableStored::Unchanged => "unchanged",
+        TableStored::Missing => "missing",
+    };
+    let text = match p.kind {
+        ProblemKind::BadLine(reason) => {
+            diag.bad_line(archive, &p.member, p.line, reason);
+            return;
+        }
+        // The echo of an earlier bad line (a removal of a row that could
+        // not be parsed) or of a pid reused: nothing more to say.
+        ProblemKind::Mismatch(_) => return,
+        ProblemKind::OutOfOrder { last } => {
+            format!("{archive}: snapshot {seq} comes after snapshot {last}; skipped")
+        }
+        ProblemKind::DeltaFirst => format!(
+            "{archive}: snapshot {seq} is a delta without a preceding snapshot; \
+             applied to an empty state"
+        ),
+        ProblemKind::TableAbsent {
+            netns,
+            table,
+            stored,
+        } => format!(
+            "{archive}: snapshot {seq} lists {table} of netns {netns} as {}, \
+             but the member is absent; table treated as unknown",
+            word(stored)
+        ),
+        ProblemKind::NoBase {
+            netns,
+            table,
+            stored: TableStored::Unchanged,
+        } => format!(
+            "{archive}: snapshot {seq} says {table} of netns {netns} is unchanged, \
+             but no earlier rows are known"
+        ),
+        ProblemKind::NoBase { .. } => format!(
+            "{archive}: {} is a delta without a base table; applied to an empty table",
+            p.member
+        ),
+        ProblemKind::NotSelfContained {
+            netns,
+            table,
+            stored,
+        } => format!(
+            "{archive}: keyframe {seq} stores {table} of netns {netns} as {}; \
+             applied to the earlier rows",
+            word(stored)
+        ),
+        ProblemKind::KeyframeWithoutFds => {
+            format!("{archive}: keyframe {seq} has no fd listing; no owners known at that time")
+        }
+    };
+    diag.warn(text);
 }
 
 /// The reconstructed history of sockets and their owners.
@@ -699,8 +553,8 @@ impl Timeline {
 pub(crate) mod tests {
     use super::*;
     use procflow_snap::layout::{
-        fds_member, net_member, parse_member, procs_member, FdWalk, NetnsEntry, TableEntry,
-        NET_TABLES,
+        fds_member, net_member, parse_member, procs_member, row_identity, FdWalk, NetnsEntry,
+        SnapshotKind, TableEntry, NET_TABLES,
     };
 
     /// Clock reading at `s` seconds (realtime = 1.7e9 s + s).
@@ -866,24 +720,28 @@ pub(crate) mod tests {
             }
             out
         }
-        pub fn input(&self) -> SnapshotInput {
-            SnapshotInput {
-                archive: "snapshots-000001.tar".into(),
+        pub fn input(&self) -> Snapshot {
+            Snapshot {
                 meta: self.meta(),
                 members: self
                     .members()
                     .into_iter()
-                    .map(|(n, t)| (parse_member(&n).unwrap(), n, t))
+                    .map(|(n, t)| {
+                        let m = parse_member(&n).unwrap();
+                        (n, m, t.into_bytes())
+                    })
                     .collect(),
             }
         }
     }
 
+    pub const ARCHIVE: &str = "snapshots-000001.tar";
+
     pub fn build(snaps: &[Snap]) -> (Timeline, SnapshotDiagnostics) {
         let mut b = TimelineBuilder::new(ByteOrder::Little);
         let mut d = SnapshotDiagnostics::default();
         for s in snaps {
-            b.apply(&s.input(), &mut d);
+            b.apply(ARCHIVE, &s.input(), &mut d);
         }
         (b.finish(), d)
     }
@@ -1030,7 +888,7 @@ pub(crate) mod tests {
         );
         let mut b = TimelineBuilder::new(ByteOrder::Big);
         let mut d = SnapshotDiagnostics::default();
-        b.apply(&snap.input(), &mut d);
+        b.apply(ARCHIVE, &snap.input(), &mut d);
         let tl = b.finish();
         assert_eq!(tl.sockets[0].key.local, "10.0.0.1:40000".parse().unwrap());
         assert_eq!(tl.sockets[0].key.remote, "10.0.0.2:80".parse().unwrap());
@@ -1052,7 +910,7 @@ pub(crate) mod tests {
                 inp.meta.before.realtime_ns += 5_000_000_000;
                 inp.meta.after.realtime_ns += 5_000_000_000;
             }
-            b.apply(&inp, &mut d);
+            b.apply(ARCHIVE, &inp, &mut d);
         }
         let tl = b.finish();
         assert_eq!(tl.largest_clock_step(), Some((5_000_000_000, 3)));
