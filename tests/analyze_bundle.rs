@@ -800,5 +800,24 @@ fn separate_pcap_and_sha256sums_check() {
     assert_eq!(summary["counts"]["bytes"], s.pcap.total_bytes());
     let rows = read_csv(&d.join("report/connections.csv"));
     assert_eq!(find(&rows, "40000", "93.184.216.34:443", "")["pid"], "10");
+    // --no-hash: same reports, inputs listed with their size but unhashed.
+    let out = analyze(
+        &b,
+        &d.join("report-nohash"),
+        &["--pcap", pcap.to_str().unwrap(), "--no-hash"],
+    );
+    assert!(out.status.success());
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("report-nohash/summary.json")).unwrap())
+            .unwrap();
+    let files = summary["inputs"]["files"].as_array().unwrap();
+    let by_role = |role: &str| files.iter().find(|f| f["role"] == role).unwrap();
+    assert_eq!(by_role("manifest")["recorded_hash"], "not-checked");
+    assert!(by_role("manifest")["sha256"].is_null());
+    assert!(by_role("capture")["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        std::fs::read(d.join("report/connections.csv")).unwrap(),
+        std::fs::read(d.join("report-nohash/connections.csv")).unwrap()
+    );
     let _ = std::fs::remove_dir_all(&d);
 }

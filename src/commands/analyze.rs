@@ -63,6 +63,12 @@ pub struct Args {
     /// Overwrite report files already in REPORT_DIR.
     #[arg(long)]
     pub force: bool,
+    /// Do not hash the inputs (nor check them against the bundle's
+    /// SHA256SUMS). Hashing is the slowest step on large captures; skip it
+    /// only for quick re-runs on inputs already verified. `summary.json` then
+    /// says `"sha256": null` and `"recorded_hash": "not-checked"`.
+    #[arg(long)]
+    pub no_hash: bool,
 }
 
 /// Parses `30s`, `500ms`, `2m`, `1h`, `250us`, or a plain number of
@@ -127,7 +133,7 @@ fn read_sha256sums(bundle: &Path) -> Option<HashMap<String, String>> {
 }
 
 /// Hashes the inputs in parallel, comparing bundle files to SHA256SUMS.
-fn hash_inputs(bundle: &Bundle, extra: &[PathBuf]) -> Result<Vec<FileHash>, String> {
+fn hash_inputs(bundle: &Bundle, extra: &[PathBuf], hash: bool) -> Result<Vec<FileHash>, String> {
     let sums = read_sha256sums(&bundle.dir);
     let mut files: Vec<(String, PathBuf, bool)> =
         vec![("manifest".into(), bundle.manifest_path.clone(), true)];
@@ -148,17 +154,25 @@ fn hash_inputs(bundle: &Bundle, extra: &[PathBuf]) -> Result<Vec<FileHash>, Stri
     files
         .par_iter()
         .map(|(role, path, in_bundle)| {
-            let (sha256, bytes) =
-                hash_file(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+            let (sha256, bytes) = if hash {
+                let (h, n) =
+                    hash_file(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+                (Some(h), n)
+            } else {
+                let meta = std::fs::metadata(path)
+                    .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+                (None, meta.len())
+            };
             let recorded_hash = if *in_bundle {
                 let name = path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                Some(match &sums {
-                    None => "no-sha256sums".to_string(),
-                    Some(m) => match m.get(&name) {
-                        Some(h) if *h == sha256 => "match".to_string(),
+                Some(match (&sums, &sha256) {
+                    (_, None) => "not-checked".to_string(),
+                    (None, _) => "no-sha256sums".to_string(),
+                    (Some(m), Some(sha256)) => match m.get(&name) {
+                        Some(h) if h == sha256 => "match".to_string(),
                         Some(_) => "mismatch".to_string(),
                         None => "not-listed".to_string(),
                     },
@@ -253,7 +267,7 @@ fn write_report(dir: &Path, w: &dyn ReportWriter) -> Result<FileHash, String> {
         role: "report".into(),
         path: w.file_name().to_string(),
         bytes,
-        sha256,
+        sha256: Some(sha256),
         recorded_hash: None,
     })
 }
@@ -315,7 +329,7 @@ fn analyze(args: &Args) -> super::Result<ExitCode> {
         || {
             rayon::join(
                 || read_timeline(&bundle),
-                || hash_inputs(&bundle, &args.pcap),
+                || hash_inputs(&bundle, &args.pcap, !args.no_hash),
             )
         },
     );

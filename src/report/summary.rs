@@ -21,10 +21,12 @@ pub struct FileHash {
     pub path: String,
     /// Size in bytes.
     pub bytes: u64,
-    /// Hex SHA-256.
-    pub sha256: String,
+    /// Hex SHA-256; `None` only for inputs when `analyze --no-hash` was
+    /// given (outputs are always hashed: that costs nothing extra).
+    pub sha256: Option<String>,
     /// For bundle files: `match` / `mismatch` against the bundle's
-    /// SHA256SUMS, `not-listed`, or `no-sha256sums`; absent for outputs and
+    /// SHA256SUMS, `not-listed`, `no-sha256sums`, or `not-checked`
+    /// (`--no-hash`); absent for outputs and
     /// captures given with `--pcap` from outside the bundle.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recorded_hash: Option<String>,
