@@ -840,7 +840,19 @@ pub fn run(cfg: Config) -> i32 {
         errors: rec.errors.to_vec(),
     };
     let stop = match manifest_while_recording(&cfg.out, &manifest) {
-        Ok(()) => record_loop(&mut rec, &mut manifest, &mut cap),
+        Ok(()) => {
+            if !cfg.once {
+                // One line so the operator knows it runs and how to stop it.
+                eprintln!(
+                    "procflow-snap: recording into {} every {} ms{}; Ctrl-C to stop",
+                    cfg.out.display(),
+                    cfg.interval.as_millis(),
+                    cap.as_ref()
+                        .map_or(String::new(), |c| format!(", tcpdump on {}", c.info.iface))
+                );
+            }
+            record_loop(&mut rec, &mut manifest, &mut cap)
+        }
         Err(e) => write_stop("writing manifest.json", &e),
     };
     finish(rec, manifest, cap, stop)
@@ -1031,5 +1043,14 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         }
     }
     let _ = bundle::sync_dir(&rec.cfg.out);
+    eprintln!(
+        "procflow-snap: {}: {} snapshot(s) in {} archive(s), {} capture file(s); {} and {} written",
+        m.status,
+        m.snapshots,
+        m.archives.len(),
+        m.capture_files.len(),
+        layout::MANIFEST_FILE,
+        layout::SHA256SUMS_FILE
+    );
     code
 }
