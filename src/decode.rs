@@ -4,8 +4,22 @@
 //! and a packet that cannot be decoded yields a [`DecodeError`] that says
 //! which layer was short or wrong. Byte counts are not decided here; the
 //! caller keeps `orig_len` from the capture record header.
+//!
+//! Headers are read with etherparse's slices (Ethernet II, VLAN tags, Linux
+//! cooked v1, the lax IPv4/IPv6 slices with their extension headers and
+//! fragment information, TCP, UDP, ICMP, ICMPv6). What etherparse does not
+//! read is read by hand, each marked where it happens: Linux cooked v2, BSD
+//! loopback, MPLS, SCTP, IPv6 extension headers it does not walk, jumbogram
+//! lengths, and transport headers a snaplen cut short of etherparse's
+//! minimum that still hold the ports.
 
 use crate::flow::{ipproto, Family, IcmpKey};
+use etherparse::err::{ipv4, ipv6, ipv6_exts, linux_sll, LenError};
+use etherparse::{
+    Ethernet2Header, Ethernet2Slice, Icmpv4Slice, Icmpv6Slice, IpNumber, Ipv6ExtensionSlice,
+    LaxIpv4Slice, LaxIpv6Slice, LinuxSllHeader, LinuxSllProtocolType, LinuxSllSlice,
+    SingleVlanHeader, SingleVlanSlice, TcpHeaderSlice, UdpHeaderSlice,
+};
 use std::fmt;
 
 /// Link-layer header types (tcpdump.org LINKTYPE_* values) the decoder reads.
@@ -279,6 +293,17 @@ fn truncated(layer: Layer, at: usize, need: usize, frame: &[u8]) -> DecodeError 
     }
 }
 
+/// An etherparse length error for a header that starts at frame offset
+/// `at` (etherparse counts from where it was asked to start).
+fn len_error(layer: Layer, at: usize, e: &LenError) -> DecodeError {
+    DecodeError::Truncated {
+        layer,
+        at: (at + e.layer_start_offset) as u32,
+        need: e.required_len as u32,
+        have: e.len as u32,
+    }
+}
+
 /// Decodes one captured frame of link type `link` whose original length was
 /// `orig_len` (used only for IPv6 jumbograms, whose length is not in the
 /// fixed header).
@@ -289,10 +314,9 @@ pub fn decode(link: u16, frame: &[u8], orig_len: u32) -> Decoded {
         linktype::IPV4 => ip_expect(frame, 0, 4, orig_len),
         linktype::IPV6 => ip_expect(frame, 0, 6, orig_len),
         linktype::NULL | linktype::LOOP => loopback(link, frame, orig_len),
-        linktype::LINUX_SLL => match u16_at(frame, 14) {
-            Some(proto) => by_ethertype(proto, frame, 16, orig_len),
-            None => Decoded::Error(truncated(Layer::Link, 0, 16, frame)),
-        },
+        linktype::LINUX_SLL => linux_sll(frame, orig_len),
+        // etherparse reads cooked v1 headers only: the v2 header (protocol
+        // first, 20 bytes) is read here.
         linktype::LINUX_SLL2 => match (u16_at(frame, 0), frame.len() >= 20) {
             (Some(proto), true) => by_ethertype(proto, frame, 20, orig_len),
             _ => Decoded::Error(truncated(Layer::Link, 0, 20, frame)),
@@ -302,23 +326,47 @@ pub fn decode(link: u16, frame: &[u8], orig_len: u32) -> Decoded {
 }
 
 fn ethernet(frame: &[u8], orig_len: u32) -> Decoded {
-    let Some(ty) = u16_at(frame, 12) else {
-        return Decoded::Error(truncated(Layer::Link, 0, 14, frame));
-    };
-    by_ethertype(ty, frame, 14, orig_len)
+    match Ethernet2Slice::from_slice_without_fcs(frame) {
+        Ok(eth) => by_ethertype(eth.ether_type().0, frame, Ethernet2Header::LEN, orig_len),
+        Err(_) => Decoded::Error(truncated(Layer::Link, 0, 14, frame)),
+    }
+}
+
+fn linux_sll(frame: &[u8], orig_len: u32) -> Decoded {
+    match LinuxSllSlice::from_slice(frame) {
+        Ok(sll) => {
+            // Protocol values that are not ethertypes (802.2 LLC, CAN,
+            // netlink...) are counted under their raw value, as before.
+            let proto = match sll.protocol_type() {
+                LinuxSllProtocolType::EtherType(et) => et.0,
+                _ => u16_at(frame, 14).unwrap_or(0),
+            };
+            by_ethertype(proto, frame, LinuxSllHeader::LEN, orig_len)
+        }
+        // etherparse rejects packet types and ARPHRD/protocol pairs it does
+        // not know; the protocol field is still where it always is.
+        Err(linux_sll::HeaderSliceError::Content(_)) => match u16_at(frame, 14) {
+            Some(proto) => by_ethertype(proto, frame, 16, orig_len),
+            None => Decoded::Error(truncated(Layer::Link, 0, 16, frame)),
+        },
+        Err(linux_sll::HeaderSliceError::Len(_)) => {
+            Decoded::Error(truncated(Layer::Link, 0, 16, frame))
+        }
+    }
 }
 
 /// Dispatches on an ethertype found at the end of a link header, stripping
-/// any number of VLAN tags and MPLS labels first.
+/// any number of VLAN tags (etherparse's sliced packets stop after three)
+/// and MPLS labels first.
 fn by_ethertype(mut ty: u16, frame: &[u8], mut off: usize, orig_len: u32) -> Decoded {
     loop {
         match ty {
             ethertype::VLAN | ethertype::QINQ | ethertype::QINQ_OLD => {
-                let Some(inner) = u16_at(frame, off + 2) else {
-                    return Decoded::Error(truncated(Layer::Vlan, off, 4, frame));
-                };
-                ty = inner;
-                off += 4;
+                match SingleVlanSlice::from_slice(frame.get(off..).unwrap_or(&[])) {
+                    Ok(tag) => ty = tag.ether_type().0,
+                    Err(_) => return Decoded::Error(truncated(Layer::Vlan, off, 4, frame)),
+                }
+                off += SingleVlanHeader::LEN;
             }
             ethertype::IPV4 => return ip_expect(frame, off, 4, orig_len),
             ethertype::IPV6 => return ip_expect(frame, off, 6, orig_len),
@@ -332,6 +380,7 @@ fn by_ethertype(mut ty: u16, frame: &[u8], mut off: usize, orig_len: u32) -> Dec
 /// MPLS: pop labels to the bottom of the stack, then guess the payload from
 /// the first nibble as tcpdump and Wireshark do (4 = IPv4, 6 = IPv6; anything
 /// else, e.g. an Ethernet pseudowire control word, is counted as non-IP).
+/// Read by hand: etherparse 0.21 has no MPLS support.
 fn mpls(frame: &[u8], mut off: usize, orig_len: u32) -> Decoded {
     for _ in 0..16 {
         let Some(label) = u32_at(frame, off) else {
@@ -349,6 +398,7 @@ fn mpls(frame: &[u8], mut off: usize, orig_len: u32) -> Decoded {
     Decoded::Error(DecodeError::MplsNoBottom)
 }
 
+/// BSD NULL/LOOP headers, read by hand: etherparse does not know them.
 fn loopback(link: u16, frame: &[u8], orig_len: u32) -> Decoded {
     let Some(raw) = frame.get(0..4) else {
         return Decoded::Error(truncated(Layer::Link, 0, 4, frame));
@@ -414,46 +464,53 @@ fn ip_expect(frame: &[u8], off: usize, version: u8, orig_len: u32) -> Decoded {
 }
 
 fn ipv4(frame: &[u8], off: usize) -> Result<IpPacket, DecodeError> {
-    let Some(h) = frame.get(off..off + 20) else {
-        return Err(truncated(Layer::Ipv4, off, 20, frame));
-    };
-    let ihl = usize::from(h[0] & 0x0F) * 4;
-    let total_len = usize::from(u16::from_be_bytes([h[2], h[3]]));
-    if ihl < 20 || (total_len != 0 && total_len < ihl) {
+    let s = frame.get(off..).unwrap_or(&[]);
+    // An error on an IPv4 authentication header only concerns what follows
+    // it, which replay does not read (the flow is keyed on protocol 51).
+    let (ip, _) = LaxIpv4Slice::from_slice(s).map_err(|e| match e {
+        ipv4::HeaderSliceError::Len(l) => len_error(Layer::Ipv4, off, &l),
+        ipv4::HeaderSliceError::Content(ipv4::HeaderError::HeaderLengthSmallerThanHeader {
+            ihl,
+        }) => DecodeError::BadIpv4Header {
+            ihl: u32::from(ihl) * 4,
+            total_len: u32::from(u16_at(s, 2).unwrap_or(0)),
+        },
+        ipv4::HeaderSliceError::Content(ipv4::HeaderError::UnexpectedVersion {
+            version_number,
+        }) => DecodeError::IpVersion {
+            expected: 4,
+            found: version_number,
+        },
+    })?;
+    let h = ip.header();
+    let ihl = usize::from(h.ihl()) * 4;
+    let total_len = usize::from(h.total_len());
+    // etherparse falls back to the captured length when the total length is
+    // below the header length; replay reports it, except a total length of
+    // 0, which is what captures of TSO-offloaded segments show (the captured
+    // length is taken then, as etherparse does).
+    if total_len != 0 && total_len < ihl {
         return Err(DecodeError::BadIpv4Header {
             ihl: ihl as u32,
             total_len: total_len as u32,
         });
     }
-    if frame.len() < off + ihl {
-        return Err(truncated(Layer::Ipv4, off, ihl, frame));
-    }
-    let id = u16::from_be_bytes([h[4], h[5]]);
-    let flags_frag = u16::from_be_bytes([h[6], h[7]]);
-    let more = flags_frag & 0x2000 != 0;
-    let frag_off = flags_frag & 0x1FFF;
-    let proto = h[9];
+    let ip_len = if total_len == 0 { s.len() } else { total_len };
+    let id = u32::from(h.identification());
+    let frag = match (h.fragments_offset().value(), h.more_fragments()) {
+        (0, false) => Frag::None,
+        (0, true) => Frag::First(id),
+        _ => Frag::Later(id),
+    };
     let mut src = [0u8; 16];
     let mut dst = [0u8; 16];
-    src[..4].copy_from_slice(&h[12..16]);
-    dst[..4].copy_from_slice(&h[16..20]);
-    // A total length of 0 is what captures of TSO-offloaded segments show:
-    // take the captured length then.
-    let ip_len = if total_len == 0 {
-        frame.len() - off
-    } else {
-        total_len
-    };
-    let frag = match (frag_off, more) {
-        (0, false) => Frag::None,
-        (0, true) => Frag::First(u32::from(id)),
-        _ => Frag::Later(u32::from(id)),
-    };
-    // Ethernet padding after the datagram is not transport data.
-    let end = frame.len().min(off + ip_len.max(ihl));
+    src[..4].copy_from_slice(&h.source());
+    dst[..4].copy_from_slice(&h.destination());
     let mut p = IpPacket {
         family: Family::V4,
-        proto,
+        // The header's protocol, not the one after an authentication
+        // header (which etherparse steps over): AH flows stay protocol 51.
+        proto: h.protocol().0,
         src,
         dst,
         sport: 0,
@@ -464,72 +521,86 @@ fn ipv4(frame: &[u8], off: usize) -> Result<IpPacket, DecodeError> {
         frag,
     };
     if !matches!(frag, Frag::Later(_)) {
-        let t = frame.get(off + ihl..end).unwrap_or(&[]);
+        // Bounded by the total length: Ethernet padding after the datagram
+        // is not transport data.
+        let end = s.len().min(ip_len.max(ihl));
+        let t = s.get(ihl..end).unwrap_or(&[]);
         transport(&mut p, t, off + ihl)?;
     }
     Ok(p)
 }
 
 fn ipv6(frame: &[u8], off: usize, orig_len: u32) -> Result<IpPacket, DecodeError> {
-    let Some(h) = frame.get(off..off + 40) else {
-        return Err(truncated(Layer::Ipv6, off, 40, frame));
-    };
-    let payload_len = usize::from(u16::from_be_bytes([h[4], h[5]]));
-    let mut next = h[6];
+    let s = frame.get(off..).unwrap_or(&[]);
+    let (ip, ext_err) = LaxIpv6Slice::from_slice(s).map_err(|e| match e {
+        ipv6::HeaderSliceError::Len(l) => len_error(Layer::Ipv6, off, &l),
+        ipv6::HeaderSliceError::Content(ipv6::HeaderError::UnexpectedVersion {
+            version_number,
+        }) => DecodeError::IpVersion {
+            expected: 6,
+            found: version_number,
+        },
+    })?;
+    let h = ip.header();
+    let payload_len = usize::from(h.payload_length());
     let mut src = [0u8; 16];
     let mut dst = [0u8; 16];
-    src.copy_from_slice(&h[8..24]);
-    dst.copy_from_slice(&h[24..40]);
+    src.copy_from_slice(&h.source());
+    dst.copy_from_slice(&h.destination());
     // Payload length 0 with a Hop-by-Hop header is a jumbogram (BIG TCP):
-    // the true length is only in the record's original length.
-    let ip_len = if payload_len == 0 && next == 0 {
+    // the true length is only in the record's original length (etherparse
+    // takes the captured bytes, which a snaplen may have cut).
+    let ip_len = if payload_len == 0 && h.next_header() == IpNumber::IPV6_HEADER_HOP_BY_HOP {
         (orig_len as usize).saturating_sub(off).max(40)
     } else {
         40 + payload_len
     };
-    let end = frame.len().min(off + ip_len);
-    let mut pos = off + 40;
+    let end = s.len().min(ip_len);
+    let exts = ip.extensions();
+    let mut pos = 40 + exts.slice().len();
+    let mut next = ip.payload().ip_number.0;
     let mut frag = Frag::None;
-    // Walk extension headers to the transport header. Terminates: every
-    // header advances `pos` by at least 8 bytes or ends the walk, and a
-    // header past the captured bytes is an error.
-    loop {
-        match next {
-            // Hop-by-Hop, Routing, Destination Options, Mobility, HIP, Shim6.
-            0 | 43 | 60 | 135 | 139 | 140 => {
-                let Some(e) = frame.get(pos..pos + 2) else {
-                    return Err(truncated(Layer::Ipv6Ext, pos, 8, frame));
-                };
-                next = e[0];
-                pos += (usize::from(e[1]) + 1) * 8;
+    // Iterate only over the bytes etherparse checked. Its iterator trusts
+    // the next-header chain: when the lax walk stopped on an error (e.g. a
+    // Hop-by-Hop header not first), one more `next()` reads past the
+    // checked bytes unchecked, which crashed on a damaged capture.
+    let mut iter = exts.clone().into_iter();
+    let mut walked = 0;
+    while walked < exts.slice().len() {
+        let Some(ext) = iter.next() else { break };
+        walked += match &ext {
+            Ipv6ExtensionSlice::HopByHop(x)
+            | Ipv6ExtensionSlice::Routing(x)
+            | Ipv6ExtensionSlice::DestinationOptions(x) => x.slice().len(),
+            Ipv6ExtensionSlice::Fragment(f) => f.slice().len(),
+            Ipv6ExtensionSlice::Authentication(a) => a.slice().len(),
+        };
+        if let Ipv6ExtensionSlice::Fragment(f) = ext {
+            let id = f.identification();
+            frag = match (f.fragment_offset().value(), f.more_fragments()) {
+                (0, false) => Frag::None, // atomic fragment
+                (0, true) => Frag::First(id),
+                _ => Frag::Later(id),
+            };
+            if matches!(frag, Frag::Later(_)) {
+                // A later fragment holds no headers after the fragment
+                // header: what etherparse walked past it is payload.
+                next = f.next_header().0;
+                break;
             }
-            // Authentication Header: length in 4-byte units minus 2.
-            51 => {
-                let Some(e) = frame.get(pos..pos + 2) else {
-                    return Err(truncated(Layer::Ipv6Ext, pos, 8, frame));
-                };
-                next = e[0];
-                pos += (usize::from(e[1]) + 2) * 4;
-            }
-            44 => {
-                let Some(e) = frame.get(pos..pos + 8) else {
-                    return Err(truncated(Layer::Ipv6Ext, pos, 8, frame));
-                };
-                next = e[0];
-                let off_m = u16::from_be_bytes([e[2], e[3]]);
-                let id = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
-                pos += 8;
-                frag = match (off_m >> 3, off_m & 1 != 0) {
-                    (0, false) => Frag::None, // atomic fragment
-                    (0, true) => Frag::First(id),
-                    _ => Frag::Later(id),
-                };
-                if matches!(frag, Frag::Later(_)) {
-                    break;
-                }
-            }
-            _ => break,
         }
+    }
+    if !matches!(frag, Frag::Later(_)) {
+        if let Some((ipv6_exts::HeaderSliceError::Len(l), _)) = &ext_err {
+            return Err(len_error(Layer::Ipv6Ext, off, l));
+        }
+        // etherparse stops at extension headers it does not walk (Mobility,
+        // HIP, Shim6, a Hop-by-Hop header not first): walked here.
+        let (n, p, f) = walk_ext_by_hand(s, pos, next, frag)
+            .map_err(|(at, need)| truncated(Layer::Ipv6Ext, off + at, need, frame))?;
+        next = n;
+        pos = p;
+        frag = f;
     }
     let mut p = IpPacket {
         family: Family::V6,
@@ -544,14 +615,68 @@ fn ipv6(frame: &[u8], off: usize, orig_len: u32) -> Result<IpPacket, DecodeError
         frag,
     };
     if !matches!(frag, Frag::Later(_)) {
-        let t = frame.get(pos..end.max(pos)).unwrap_or(&[]);
-        transport(&mut p, t, pos)?;
+        let t = s.get(pos..end.max(pos)).unwrap_or(&[]);
+        transport(&mut p, t, off + pos)?;
     }
     Ok(p)
 }
 
+/// Walks IPv6 extension headers from `pos` in `s` (the packet from its IPv6
+/// header on) to the transport header: returns the transport protocol, its
+/// offset and the fragment position; `Err((offset, need))` when a header is
+/// past the captured bytes. Terminates: every header advances `pos` by at
+/// least 8 bytes or ends the walk.
+fn walk_ext_by_hand(
+    s: &[u8],
+    mut pos: usize,
+    mut next: u8,
+    mut frag: Frag,
+) -> Result<(u8, usize, Frag), (usize, usize)> {
+    loop {
+        match next {
+            // Hop-by-Hop, Routing, Destination Options, Mobility, HIP, Shim6.
+            0 | 43 | 60 | 135 | 139 | 140 => {
+                let Some(e) = s.get(pos..pos + 2) else {
+                    return Err((pos, 8));
+                };
+                next = e[0];
+                pos += (usize::from(e[1]) + 1) * 8;
+            }
+            // Authentication Header: length in 4-byte units minus 2.
+            51 => {
+                let Some(e) = s.get(pos..pos + 2) else {
+                    return Err((pos, 8));
+                };
+                next = e[0];
+                pos += (usize::from(e[1]) + 2) * 4;
+            }
+            44 => {
+                let Some(e) = s.get(pos..pos + 8) else {
+                    return Err((pos, 8));
+                };
+                next = e[0];
+                let off_m = u16::from_be_bytes([e[2], e[3]]);
+                let id = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
+                pos += 8;
+                frag = match (off_m >> 3, off_m & 1 != 0) {
+                    (0, false) => Frag::None,
+                    (0, true) => Frag::First(id),
+                    _ => Frag::Later(id),
+                };
+                if matches!(frag, Frag::Later(_)) {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    Ok((next, pos, frag))
+}
+
 /// Fills ports, flags and ICMP identity from the transport header `t`, which
-/// starts at frame offset `at` (for error messages).
+/// starts at frame offset `at` (for error messages). etherparse's header
+/// slices need the whole header; a snaplen cut inside one still leaves the
+/// ports (and the ICMP type) readable, so those are then read by hand.
 fn transport(p: &mut IpPacket, t: &[u8], at: usize) -> Result<(), DecodeError> {
     let short = |layer, need| DecodeError::Truncated {
         layer,
@@ -560,33 +685,69 @@ fn transport(p: &mut IpPacket, t: &[u8], at: usize) -> Result<(), DecodeError> {
         have: t.len() as u32,
     };
     match p.proto {
-        ipproto::TCP | ipproto::UDP | SCTP => {
-            let layer = match p.proto {
-                ipproto::TCP => Layer::Tcp,
-                ipproto::UDP => Layer::Udp,
-                _ => Layer::Sctp,
-            };
+        ipproto::TCP => {
+            if let Ok(tcp) = TcpHeaderSlice::from_slice(t) {
+                p.sport = tcp.source_port();
+                p.dport = tcp.destination_port();
+                p.tcp_flags = [
+                    tcp.cwr(),
+                    tcp.ece(),
+                    tcp.urg(),
+                    tcp.ack(),
+                    tcp.psh(),
+                    tcp.rst(),
+                    tcp.syn(),
+                    tcp.fin(),
+                ]
+                .iter()
+                .fold(0, |acc, &b| (acc << 1) | u8::from(b));
+                return Ok(());
+            }
             let (Some(s), Some(d)) = (u16_at(t, 0), u16_at(t, 2)) else {
-                return Err(short(layer, 4));
+                return Err(short(Layer::Tcp, 4));
             };
             p.sport = s;
             p.dport = d;
-            if p.proto == ipproto::TCP {
-                // A snaplen cut between the ports and the flags still gives a
-                // usable flow key; the flags are then unknown (0).
-                p.tcp_flags = t.get(13).copied().unwrap_or(0);
+            // A cut between the ports and the flags still gives a usable
+            // flow key; the flags are then unknown (0).
+            p.tcp_flags = t.get(13).copied().unwrap_or(0);
+        }
+        ipproto::UDP => {
+            if let Ok(udp) = UdpHeaderSlice::from_slice(t) {
+                p.sport = udp.source_port();
+                p.dport = udp.destination_port();
+                return Ok(());
             }
+            let (Some(s), Some(d)) = (u16_at(t, 0), u16_at(t, 2)) else {
+                return Err(short(Layer::Udp, 4));
+            };
+            p.sport = s;
+            p.dport = d;
+        }
+        // SCTP's common header, by hand: etherparse does not parse SCTP.
+        SCTP => {
+            let (Some(s), Some(d)) = (u16_at(t, 0), u16_at(t, 2)) else {
+                return Err(short(Layer::Sctp, 4));
+            };
+            p.sport = s;
+            p.dport = d;
         }
         ipproto::ICMP | ipproto::ICMPV6 => {
-            let layer = if p.proto == ipproto::ICMP {
-                Layer::Icmp
+            let v4 = p.proto == ipproto::ICMP;
+            let layer = if v4 { Layer::Icmp } else { Layer::Icmpv6 };
+            let full = if v4 {
+                Icmpv4Slice::from_slice(t).map(|i| (i.type_u8(), i.code_u8()))
             } else {
-                Layer::Icmpv6
+                Icmpv6Slice::from_slice(t).map(|i| (i.type_u8(), i.code_u8()))
             };
-            let (Some(&ty), Some(&code)) = (t.first(), t.get(1)) else {
-                return Err(short(layer, 4));
+            let (ty, code) = match full {
+                Ok(tc) => tc,
+                Err(_) => match (t.first(), t.get(1)) {
+                    (Some(&ty), Some(&code)) => (ty, code),
+                    _ => return Err(short(layer, 4)),
+                },
             };
-            let echo_like = if p.proto == ipproto::ICMP {
+            let echo_like = if v4 {
                 matches!(ty, 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18)
             } else {
                 matches!(ty, 128 | 129)
@@ -850,5 +1011,38 @@ mod tests {
             panic!()
         };
         assert_eq!((d.sport, d.dport, d.tcp_flags), (1234, 80, 0x02));
+    }
+
+    #[test]
+    fn hop_by_hop_not_first_is_walked_without_crash() {
+        // Hop-by-hop -> destination options -> hop-by-hop again -> UDP:
+        // etherparse stops at the second hop-by-hop header (and its
+        // iterator would read past what it checked); the walk goes on.
+        let mut p = v6_hdr(0, 32);
+        p.extend_from_slice(&[60, 0, 0, 0, 0, 0, 0, 0]);
+        p.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        p.extend_from_slice(&[17, 0, 0, 0, 0, 0, 0, 0]);
+        p.extend_from_slice(&[0x12, 0x34, 0, 53, 0, 8, 0, 0]);
+        let Decoded::Ip(d) = decode(linktype::RAW, &p, p.len() as u32) else {
+            panic!()
+        };
+        assert_eq!(
+            (d.proto, d.sport, d.dport, d.frag),
+            (17, 0x1234, 53, Frag::None)
+        );
+    }
+
+    #[test]
+    fn ipv6_later_fragment_keeps_the_fragment_header_next_header() {
+        // A later fragment whose next header names destination options: the
+        // bytes after the fragment header are payload, not a header.
+        let mut p = v6_hdr(44, 24);
+        p.extend_from_slice(&[60, 0, 0x05, 0x00, 0, 0, 0, 7]);
+        p.extend_from_slice(&[17, 0, 0, 0, 0, 0, 0, 0]);
+        p.extend_from_slice(&[0xAA; 8]);
+        let Decoded::Ip(d) = decode(linktype::RAW, &p, p.len() as u32) else {
+            panic!()
+        };
+        assert_eq!((d.proto, d.sport, d.frag), (60, 0, Frag::Later(7)));
     }
 }
