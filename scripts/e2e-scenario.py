@@ -699,8 +699,9 @@ class Scenario:
         for h in self.helpers[1:]:
             h.wait()
         self.helpers[0].kill()
-        # Let the recorder see every socket gone before it stops.
-        time.sleep(max(0.5, 2 * self.interval_s))
+        # Let the recorder see every socket gone before it stops, and a
+        # monitor refreshing once a second print its last totals.
+        time.sleep(max(0.5, 2 * self.interval_s, 1.5 if self.monitor else 0))
         log("traffic done in %.1f s" % (time.monotonic() - t0))
         return processes
 
