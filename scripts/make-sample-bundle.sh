@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Regenerates testdata/sample-bundle/ and testdata/sample-bundle.truth.json:
+# one --small run of the end-to-end scenario, recorded by procflow-snap.
+#
+# The scenario runs in a pid namespace of its own (unshare --pid
+# --mount-proc), so the recorder sees only the scenario's processes: the
+# bundle stays small and holds nothing about the machine that made it.
+#
+# Needs root, iproute2, tcpdump, util-linux unshare and a Rust toolchain.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+[ "$(id -u)" = 0 ] || { echo "make-sample-bundle: needs root" >&2; exit 2; }
+
+(cd "$root" && cargo build --release --quiet -p procflow -p procflow-snap)
+target="$(cd "$root" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+
+work="$(mktemp -d /tmp/procflow-sample.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+# The recorder is copied next to the scenario so its recorded exe and argv
+# name no build directory.
+cp "$target/release/procflow-snap" "$work/procflow-snap"
+unshare --pid --fork --mount-proc \
+    python3 "$here/e2e-scenario.py" --small --out "$work/run" --snap "$work/procflow-snap" "$@"
+
+rm -rf "$root/testdata/sample-bundle"
+cp -r "$work/run/bundle" "$root/testdata/sample-bundle"
+python3 - "$work/run/truth.json" "$root/testdata/sample-bundle.truth.json" <<'PY'
+import json, sys
+truth = json.load(open(sys.argv[1]))
+truth["bundle"] = "sample-bundle"
+with open(sys.argv[2], "w") as f:
+    json.dump(truth, f, indent=2)
+    f.write("\n")
+PY
+# The committed copy must pass the same check as a live run.
+"$target/release/procflow" analyze "$root/testdata/sample-bundle" --out "$work/report" >/dev/null
+du -sh "$root/testdata/sample-bundle"
+echo "make-sample-bundle: wrote testdata/sample-bundle and testdata/sample-bundle.truth.json"
