@@ -116,7 +116,8 @@ struct ProcessResult {
 fn parse_truth(path: &Path) -> Truth {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read truth file {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not a truth file: {e}", path.display()))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{}: not a truth file: {e}", path.display()))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
@@ -171,11 +172,17 @@ fn read_connections(path: &Path) -> Vec<Row> {
         .clone();
     let names: Vec<&str> = headers.iter().collect();
     assert!(
-        names.len() >= CONNECTION_COLUMNS.len() && names[..CONNECTION_COLUMNS.len()] == CONNECTION_COLUMNS,
+        names.len() >= CONNECTION_COLUMNS.len()
+            && names[..CONNECTION_COLUMNS.len()] == CONNECTION_COLUMNS,
         "{}: the columns must start with {CONNECTION_COLUMNS:?}, got {names:?}",
         path.display()
     );
-    let col = |name: &str| CONNECTION_COLUMNS.iter().position(|c| *c == name).unwrap_or(0);
+    let col = |name: &str| {
+        CONNECTION_COLUMNS
+            .iter()
+            .position(|c| *c == name)
+            .unwrap_or(0)
+    };
     let mut rows = Vec::new();
     for (i, rec) in rdr.records().enumerate() {
         let line = i as u64 + 2;
@@ -183,12 +190,20 @@ fn read_connections(path: &Path) -> Vec<Row> {
         let get = |name: &str| rec.get(col(name)).unwrap_or("").to_string();
         let num = |name: &str| -> u64 {
             get(name).parse().unwrap_or_else(|_| {
-                panic!("{}: line {line}: column {name} is {:?}, expected a count", path.display(), get(name))
+                panic!(
+                    "{}: line {line}: column {name} is {:?}, expected a count",
+                    path.display(),
+                    get(name)
+                )
             })
         };
         let time = |name: &str| -> i64 {
             parse_time_ns(&get(name)).unwrap_or_else(|| {
-                panic!("{}: line {line}: column {name} is {:?}, expected an RFC 3339 time", path.display(), get(name))
+                panic!(
+                    "{}: line {line}: column {name} is {:?}, expected an RFC 3339 time",
+                    path.display(),
+                    get(name)
+                )
             })
         };
         let pid = get("pid");
@@ -205,7 +220,10 @@ fn read_connections(path: &Path) -> Vec<Row> {
                 None
             } else {
                 Some(pid.parse().unwrap_or_else(|_| {
-                    panic!("{}: line {line}: pid {pid:?} is not a number", path.display())
+                    panic!(
+                        "{}: line {line}: pid {pid:?} is not a number",
+                        path.display()
+                    )
                 }))
             },
             method: get("method"),
@@ -219,11 +237,17 @@ fn read_connections(path: &Path) -> Vec<Row> {
 /// time span overlapping the process' lifetime (this tells apart the two
 /// processes that use the same port one after the other).
 fn row_matches(row: &Row, p: &TruthProcess, truth: &Truth) -> bool {
-    let local_ip = if p.family == "ipv6" { &truth.suspect.ipv6 } else { &truth.suspect.ipv4 };
+    let local_ip = if p.family == "ipv6" {
+        &truth.suspect.ipv6
+    } else {
+        &truth.suspect.ipv4
+    };
     row.proto == p.proto
         && row.family == p.family
         && row.local_ip == *local_ip
-        && row.local_port.is_some_and(|port| p.local_ports.contains(&port))
+        && row
+            .local_port
+            .is_some_and(|port| p.local_ports.contains(&port))
         && row.first_seen_ns <= p.end_ns + WINDOW_SLACK_NS
         && row.last_seen_ns >= p.start_ns - WINDOW_SLACK_NS
 }
@@ -246,7 +270,9 @@ fn evaluate(truth: &Truth, rows: &[Row]) -> (Vec<ProcessResult>, Vec<Row>) {
                 r.flows_attributed += 1;
             }
             *r.methods.entry(row.method.clone()).or_default() += 1;
-            let who = row.pid.map_or_else(|| "-".to_string(), |pid| pid.to_string());
+            let who = row
+                .pid
+                .map_or_else(|| "-".to_string(), |pid| pid.to_string());
             *r.pids.entry(who).or_default() += row.bytes;
         }
         if !matched {
@@ -333,7 +359,10 @@ fn failures(truth: &Truth, results: &[ProcessResult]) -> Vec<String> {
     for (p, r) in truth.processes.iter().zip(results) {
         total += r.bytes;
         attributed += r.attributed;
-        let label = format!("{} (pid {}, {} ports {:?})", p.name, p.pid, p.proto, p.local_ports);
+        let label = format!(
+            "{} (pid {}, {} ports {:?})",
+            p.name, p.pid, p.proto, p.local_ports
+        );
         if r.flows == 0 {
             out.push(format!("{label}: no flow in connections.csv"));
             continue;
@@ -386,7 +415,12 @@ fn failures(truth: &Truth, results: &[ProcessResult]) -> Vec<String> {
         if same[0].0.pid == same[1].0.pid {
             out.push("the two same-port processes have one pid in the truth".into());
         }
-        let winner = |r: &ProcessResult| r.pids.iter().max_by_key(|(_, b)| **b).map(|(p, _)| p.clone());
+        let winner = |r: &ProcessResult| {
+            r.pids
+                .iter()
+                .max_by_key(|(_, b)| **b)
+                .map(|(p, _)| p.clone())
+        };
         if winner(same[0].1).is_some() && winner(same[0].1) == winner(same[1].1) {
             out.push(format!(
                 "the two same-port processes came out as one pid {:?}",
@@ -394,7 +428,10 @@ fn failures(truth: &Truth, results: &[ProcessResult]) -> Vec<String> {
             ));
         }
     } else {
-        out.push(format!("expected 2 same-port processes in the truth, found {}", same.len()));
+        out.push(format!(
+            "expected 2 same-port processes in the truth, found {}",
+            same.len()
+        ));
     }
     if total == 0 || (attributed as f64) < MIN_OVERALL * total as f64 {
         out.push(format!(
@@ -426,7 +463,11 @@ fn analyze_and_check(bundle: &Path, truth_path: &Path, report: &Path, extra_cont
     let rows = read_connections(&report.join("connections.csv"));
     let (results, unmatched) = evaluate(&truth, &rows);
     let table = table(&truth, &results, &unmatched);
-    eprintln!("accuracy of {} against {}:\n{table}", bundle.display(), truth_path.display());
+    eprintln!(
+        "accuracy of {} against {}:\n{table}",
+        bundle.display(),
+        truth_path.display()
+    );
     let fails = failures(&truth, &results);
     assert!(
         fails.is_empty(),
@@ -495,7 +536,8 @@ fn procflow_snap() -> PathBuf {
     let snap = dir.join(format!("procflow-snap{}", std::env::consts::EXE_SUFFIX));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(["build", "--quiet", "-p", "procflow-snap"]);
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--quiet", "-p", "procflow-snap"]);
     match dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => {}
         Some("release") => {
@@ -512,9 +554,15 @@ fn procflow_snap() -> PathBuf {
             cmd.env("CARGO_TARGET_DIR", target_dir);
         }
     }
-    let status = cmd.status().expect("cannot run cargo to build procflow-snap");
+    let status = cmd
+        .status()
+        .expect("cannot run cargo to build procflow-snap");
     assert!(status.success(), "cargo build -p procflow-snap failed");
-    assert!(snap.is_file(), "{} missing after building it", snap.display());
+    assert!(
+        snap.is_file(),
+        "{} missing after building it",
+        snap.display()
+    );
     snap
 }
 
@@ -543,7 +591,12 @@ fn live_scenario_is_attributed() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    analyze_and_check(&work.join("bundle"), &work.join("truth.json"), &dir.join("report"), &context);
+    analyze_and_check(
+        &work.join("bundle"),
+        &work.join("truth.json"),
+        &dir.join("report"),
+        &context,
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
