@@ -1,0 +1,167 @@
+//! Bundle-level files: the manifest (replaced atomically) and SHA256SUMS,
+//! plus the error summary that goes into the manifest.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::layout::{Manifest, RecordError, MANIFEST_FILE, SHA256SUMS_FILE};
+
+/// Suffix of files being written before their rename.
+pub const TMP_SUFFIX: &str = ".tmp";
+
+/// Writes `dir/name` atomically: temporary file, fsync, rename, fsync dir.
+pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let res = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(name))?;
+        sync_dir(dir)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// fsync of a directory, so renames and new files in it are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes the manifest atomically.
+pub fn write_manifest(dir: &Path, m: &Manifest) -> io::Result<()> {
+    let mut text = serde_json::to_vec_pretty(m).map_err(io::Error::other)?;
+    text.push(b'\n');
+    write_atomic(dir, MANIFEST_FILE, &text)
+}
+
+/// SHA-256 of a file, hex. `abort` is polled every megabyte so a second
+/// signal is not held up by a large capture.
+pub fn sha256_file(path: &Path, abort: &dyn Fn() -> bool) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        if abort() {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+        }
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(buf.get(..n).unwrap_or_default());
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(b: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+/// Writes `SHA256SUMS` (`sha256sum -c` format: `HEX  NAME`) for every
+/// regular file in `dir` except itself and temporary files, in name order.
+pub fn write_sha256sums(dir: &Path, abort: &dyn Fn() -> bool) -> io::Result<()> {
+    let mut names: Vec<String> = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if !e.file_type()?.is_file() {
+            continue;
+        }
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n == SHA256SUMS_FILE || n.ends_with(TMP_SUFFIX) {
+            continue;
+        }
+        names.push(n);
+    }
+    names.sort();
+    let mut out = String::new();
+    for n in &names {
+        let h = sha256_file(&dir.join(n), abort)?;
+        out.push_str(&format!("{h}  {n}\n"));
+    }
+    write_atomic(dir, SHA256SUMS_FILE, out.as_bytes())
+}
+
+/// Errors summarized by (what, path family, error): `/proc/1234/fd`
+/// becomes `/proc/*/fd`, so a thousand denied pids make one line.
+#[derive(Debug, Default, Clone)]
+pub struct ErrorSummary {
+    map: BTreeMap<(String, Option<String>, String), u64>,
+}
+
+/// Replaces every run of digits in a path by `*`.
+pub fn path_family(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_digits = false;
+    for c in path.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('*');
+            }
+            in_digits = true;
+        } else {
+            out.push(c);
+            in_digits = false;
+        }
+    }
+    out
+}
+
+impl ErrorSummary {
+    /// Counts errors.
+    pub fn add(&mut self, e: &RecordError) {
+        let key = (
+            e.what.clone(),
+            e.path.as_deref().map(path_family),
+            e.error.clone(),
+        );
+        *self.map.entry(key).or_insert(0) += e.count;
+    }
+
+    /// The summary as manifest entries.
+    pub fn to_vec(&self) -> Vec<RecordError> {
+        self.map
+            .iter()
+            .map(|((what, path, error), count)| RecordError {
+                what: what.clone(),
+                path: path.clone(),
+                error: error.clone(),
+                count: *count,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families() {
+        assert_eq!(path_family("/proc/1234/fd"), "/proc/*/fd");
+        assert_eq!(path_family("/proc/1/net/tcp6"), "/proc/*/net/tcp*");
+        let mut s = ErrorSummary::default();
+        for pid in [1, 2, 3] {
+            s.add(&RecordError {
+                what: "read-fd".into(),
+                path: Some(format!("/proc/{pid}/fd")),
+                error: "EACCES".into(),
+                count: 1,
+            });
+        }
+        let v = s.to_vec();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].count, 3);
+    }
+}

@@ -1,0 +1,292 @@
+//! Running tcpdump beside the recorder: start it, wait until it listens,
+//! keep its stderr in `tcpdump.log`, stop it cleanly.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::layout::{CaptureInfo, CAPTURE_PREFIX, TCPDUMP_LOG_FILE};
+
+/// How capture files rotate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotate {
+    /// One file for the whole recording.
+    None,
+    /// A new file every N seconds (tcpdump `-G`).
+    Seconds(u64),
+    /// A new file every N million bytes (tcpdump `-C`).
+    Megabytes(u64),
+}
+
+/// Looks for tcpdump in PATH, then in the usual sbin directories (root's
+/// PATH on some systems lacks them).
+pub fn find_tcpdump() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    for d in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin"] {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("tcpdump"))
+        .find(|p| p.is_file())
+}
+
+/// First line of `tcpdump --version`.
+pub fn tcpdump_version(path: &Path) -> String {
+    match Command::new(path)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) => {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        }
+        Err(e) => format!("unknown ({e})"),
+    }
+}
+
+/// The tcpdump argument vector (without the program name).
+pub fn tcpdump_args(
+    dir: &Path,
+    iface: &str,
+    filter: Option<&str>,
+    rotate: Rotate,
+    start_secs: i64,
+    as_root: bool,
+) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "-i".into(),
+        iface.into(),
+        "-n".into(),
+        "-s".into(),
+        "0".into(),
+        "-U".into(),
+        "--time-stamp-precision=nano".into(),
+    ];
+    if as_root {
+        // Debian's tcpdump drops to user `tcpdump`, which cannot create
+        // rotated files in a root-owned directory.
+        a.push("-Z".into());
+        a.push("root".into());
+    }
+    let name = match rotate {
+        // strftime names, expanded by tcpdump in UTC (TZ=UTC is set).
+        Rotate::Seconds(n) => {
+            a.push("-G".into());
+            a.push(n.to_string());
+            format!("{CAPTURE_PREFIX}%Y%m%dT%H%M%SZ.pcap")
+        }
+        // -C appends 1, 2, ... to the name of each following file.
+        Rotate::Megabytes(n) => {
+            a.push("-C".into());
+            a.push(n.to_string());
+            format!(
+                "{CAPTURE_PREFIX}{}.pcap",
+                crate::sys::compact_utc(start_secs)
+            )
+        }
+        Rotate::None => format!(
+            "{CAPTURE_PREFIX}{}.pcap",
+            crate::sys::compact_utc(start_secs)
+        ),
+    };
+    a.push("-w".into());
+    a.push(dir.join(name).to_string_lossy().into_owned());
+    if let Some(f) = filter {
+        a.push("--".into());
+        a.push(f.into());
+    }
+    a
+}
+
+/// A running tcpdump.
+pub struct Capture {
+    child: Child,
+    log_thread: Option<std::thread::JoinHandle<()>>,
+    /// What is written to the manifest.
+    pub info: CaptureInfo,
+}
+
+/// Starts tcpdump and waits (up to `timeout`) for it to print
+/// `listening on`. On failure the error holds tcpdump's own words.
+pub fn start(
+    tcpdump: &Path,
+    dir: &Path,
+    iface: &str,
+    filter: Option<&str>,
+    rotate: Rotate,
+    start_secs: i64,
+    timeout: Duration,
+) -> Result<Capture, String> {
+    let as_root = crate::sys::euid() == 0;
+    let args = tcpdump_args(dir, iface, filter, rotate, start_secs, as_root);
+    let version = tcpdump_version(tcpdump);
+    let log_path = dir.join(TCPDUMP_LOG_FILE);
+    let mut log = std::fs::File::create(&log_path)
+        .map_err(|e| format!("{}: cannot create: {e}", log_path.display()))?;
+    let mut cmd = Command::new(tcpdump);
+    cmd.args(&args)
+        .env("TZ", "UTC")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        // Own process group: a Ctrl-C at the terminal reaches only the
+        // recorder, which then stops tcpdump after its last snapshot.
+        .process_group(0);
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls prctl, which is async-signal-safe. If the recorder dies (even by
+    // SIGKILL), the kernel sends tcpdump SIGINT, so it flushes and exits
+    // instead of capturing forever.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{}: cannot start: {e}", tcpdump.display()))?;
+    let Some(stderr) = child.stderr.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("tcpdump: no stderr pipe".into());
+    };
+    let (tx, rx) = mpsc::channel::<String>();
+    let log_thread = std::thread::spawn(move || {
+        let mut r = BufReader::new(stderr);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let _ = log.write_all(&line);
+                    let _ = log.flush();
+                    let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+                }
+            }
+        }
+        let _ = log.sync_all();
+    });
+    let deadline = Instant::now() + timeout;
+    let mut said = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = log_thread.join();
+            return Err(format!(
+                "tcpdump did not report `listening on` within {} s; it said: {}",
+                timeout.as_secs(),
+                said.trim()
+            ));
+        }
+        match rx.recv_timeout(left.min(Duration::from_millis(100))) {
+            Ok(l) => {
+                if l.contains("listening on") {
+                    break;
+                }
+                said.push_str(&l);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                let _ = log_thread.join();
+                return Err(format!("tcpdump exited ({status}): {}", said.trim()));
+            }
+        }
+    }
+    let mut argv = vec![tcpdump.to_string_lossy().into_owned()];
+    argv.extend(args);
+    Ok(Capture {
+        child,
+        log_thread: Some(log_thread),
+        info: CaptureInfo {
+            tcpdump_path: tcpdump.to_string_lossy().into_owned(),
+            tcpdump_version: version,
+            argv,
+            iface: iface.to_string(),
+            filter: filter.map(str::to_string),
+            exit: None,
+        },
+    })
+}
+
+impl Capture {
+    /// Whether tcpdump has exited on its own; its status if so.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(s)) => Some(s.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Process id of tcpdump.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops tcpdump: SIGINT (it flushes and closes its file), up to
+    /// `grace` to exit, then SIGKILL. `abort` is polled while waiting; when
+    /// it returns true the wait is cut short the same way. Returns the exit
+    /// status as text, also stored in `info.exit`.
+    pub fn stop(&mut self, grace: Duration, abort: &dyn Fn() -> bool) -> String {
+        let status = match self.child.try_wait() {
+            Ok(Some(s)) => format!("{s} (exited before stop)"),
+            _ => {
+                let _ = crate::sys::send_signal(self.child.id(), libc::SIGINT);
+                let deadline = Instant::now() + grace;
+                loop {
+                    match self.child.try_wait() {
+                        Ok(Some(s)) => break s.to_string(),
+                        Ok(None) if Instant::now() < deadline && !abort() => {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        _ => {
+                            let _ = self.child.kill();
+                            break match self.child.wait() {
+                                Ok(s) => format!("{s} (SIGKILL after no exit on SIGINT)"),
+                                Err(e) => format!("unknown ({e})"),
+                            };
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(t) = self.log_thread.take() {
+            let _ = t.join();
+        }
+        self.info.exit = Some(status.clone());
+        status
+    }
+}
+
+/// Capture files in `dir`, in name order (tcpdump's names sort by time;
+/// `-C` suffixes sort after the first file).
+pub fn capture_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(CAPTURE_PREFIX))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+    v
+}

@@ -1,0 +1,146 @@
+//! Reads of the live /proc: pid listing, process identity, fd walks,
+//! /proc/net tables. Everything that can fail returns the I/O error so the
+//! caller can count it; nothing here decides policy.
+
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+
+use crate::layout::ProcessRecord;
+use crate::procfs::{
+    container_id, first_cgroup_line, parse_ns_link, parse_socket_link, parse_stat,
+    parse_status_uid, split_cmdline, StatFields,
+};
+
+/// Reads a whole file into `buf` (cleared first). The read loops until EOF:
+/// seq_file hands out at most about a page per read(2), so one call is not
+/// enough; `buf` keeps its capacity between calls so a big table is read
+/// without regrowing it every tick.
+pub fn read_into(path: &str, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    let mut f = std::fs::File::open(path)?;
+    if buf.capacity() < 64 * 1024 {
+        buf.reserve(64 * 1024);
+    }
+    f.read_to_end(buf)?;
+    Ok(())
+}
+
+/// Pids (thread group leaders) listed in /proc, sorted.
+pub fn list_pids() -> io::Result<Vec<u32>> {
+    let mut pids = Vec::with_capacity(512);
+    for e in std::fs::read_dir("/proc")? {
+        let Ok(e) = e else { continue };
+        let name = e.file_name();
+        let b = name.as_bytes();
+        if !b.is_empty() && b.iter().all(u8::is_ascii_digit) {
+            if let Some(pid) = std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids.sort_unstable();
+    Ok(pids)
+}
+
+/// Reads and parses /proc/PID/stat.
+pub fn read_stat(pid: u32, buf: &mut Vec<u8>) -> io::Result<StatFields> {
+    read_into(&format!("/proc/{pid}/stat"), buf)?;
+    parse_stat(&String::from_utf8_lossy(buf)).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/stat: expected `pid (comm) state ppid ...` with 22+ fields"),
+        )
+    })
+}
+
+/// The network namespace inode of a process (readlink /proc/PID/ns/net).
+pub fn read_netns(pid: &str) -> io::Result<u64> {
+    let target = std::fs::read_link(format!("/proc/{pid}/ns/net"))?;
+    parse_ns_link(target.as_os_str().as_bytes(), "net").ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/ns/net: expected a `net:[N]` link target"),
+        )
+    })
+}
+
+/// The socket inodes a process holds (sorted, deduplicated), from its fd
+/// links. An fd closed during the walk is skipped.
+pub fn read_socket_inodes(pid: u32) -> io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let Ok(e) = e else { continue };
+        if let Ok(target) = std::fs::read_link(e.path()) {
+            if let Some(ino) = parse_socket_link(target.as_os_str().as_bytes()) {
+                out.push(ino);
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Reads the identity of a process. `stat` is its already-read stat line;
+/// fields that cannot be read are left empty (`exe: None` for kernel
+/// threads and EACCES). Returns the errors met, as (path, error).
+pub fn read_process_record(
+    pid: u32,
+    stat: &StatFields,
+    netns: u64,
+    buf: &mut Vec<u8>,
+) -> (ProcessRecord, Vec<(String, io::Error)>) {
+    let mut errs = Vec::new();
+    let mut rec = ProcessRecord {
+        pid,
+        start_time: stat.start_time,
+        ppid: stat.ppid,
+        uid: 0,
+        comm: stat.comm.clone(),
+        exe: None,
+        cmdline: Vec::new(),
+        netns,
+        cgroup: None,
+        container_id: None,
+    };
+    let p = format!("/proc/{pid}/status");
+    match read_into(&p, buf) {
+        Ok(()) => match parse_status_uid(&String::from_utf8_lossy(buf)) {
+            Some(u) => rec.uid = u,
+            None => errs.push((
+                p,
+                io::Error::new(io::ErrorKind::InvalidData, "no `Uid:` line"),
+            )),
+        },
+        Err(e) => errs.push((p, e)),
+    }
+    let p = format!("/proc/{pid}/comm");
+    match read_into(&p, buf) {
+        Ok(()) => {
+            let s = String::from_utf8_lossy(buf);
+            rec.comm = s.strip_suffix('\n').unwrap_or(&s).to_string();
+        }
+        Err(e) => errs.push((p, e)),
+    }
+    let p = format!("/proc/{pid}/exe");
+    match std::fs::read_link(&p) {
+        Ok(t) => rec.exe = Some(t.to_string_lossy().into_owned()),
+        // Kernel threads have no exe: ENOENT is their normal answer.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => errs.push((p, e)),
+    }
+    let p = format!("/proc/{pid}/cmdline");
+    match read_into(&p, buf) {
+        Ok(()) => rec.cmdline = split_cmdline(buf),
+        Err(e) => errs.push((p, e)),
+    }
+    let p = format!("/proc/{pid}/cgroup");
+    match read_into(&p, buf) {
+        Ok(()) => {
+            rec.cgroup = first_cgroup_line(&String::from_utf8_lossy(buf));
+            rec.container_id = rec.cgroup.as_deref().and_then(container_id);
+        }
+        Err(e) => errs.push((p, e)),
+    }
+    (rec, errs)
+}

@@ -1,0 +1,989 @@
+//! The recorder: one snapshot per tick, change-driven, appended to tar
+//! archives; the bundle's manifest and hashes around it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::archive::ArchiveWriter;
+use crate::bundle::{self, ErrorSummary};
+use crate::capture::{self, Capture, Rotate};
+use crate::delta::{self, FdEntry, FdState, FdStatus, TableState};
+use crate::layout::{
+    self, FdWalk, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord, RecordError,
+    RecordOptions, SnapshotKind, SnapshotMeta, TableEntry, TableStored, ToolInfo, NET_TABLES,
+};
+use crate::live;
+use crate::procfs::{self, StatFields};
+use crate::sys;
+
+/// Exit status: recording stopped as asked.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: bad usage or a check before recording failed.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status: the disk filled up; everything written is kept.
+pub const EXIT_DISK_FULL: i32 = 3;
+/// Exit status: another error stopped the recording.
+pub const EXIT_ERROR: i32 = 1;
+/// Exit status: a second signal forced the exit.
+pub const EXIT_KILLED: i32 = 130;
+
+/// Most errors listed in one snapshot's meta; the rest are summed into one.
+const MAX_META_ERRORS: usize = 200;
+
+/// Everything `record` and `once` need.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Output directory (created if absent, must be empty).
+    pub out: PathBuf,
+    /// Target time between snapshots.
+    pub interval: Duration,
+    /// Interface to capture on, if the recorder runs tcpdump.
+    pub iface: Option<String>,
+    /// BPF filter for tcpdump.
+    pub filter: Option<String>,
+    /// Capture file rotation.
+    pub rotate: Rotate,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// CPU budget, percent of one core.
+    pub max_cpu: Option<f64>,
+    /// A keyframe every this many snapshots.
+    pub keyframe_every: u64,
+    /// A full fd walk at least this often.
+    pub full_walk: Duration,
+    /// Archive rotation size.
+    pub archive_bytes: u64,
+    /// Single snapshot (`once`).
+    pub once: bool,
+    /// The command line, for the manifest.
+    pub argv: Vec<String>,
+}
+
+/// Why recording stopped.
+#[derive(Debug)]
+enum Stop {
+    /// Signal or duration: normal end.
+    Done,
+    /// ENOSPC/EDQUOT while writing.
+    DiskFull(String),
+    /// Another write error.
+    Error(String),
+}
+
+/// What the recorder knows about a live process.
+struct Known {
+    stat: StatFields,
+    /// 0 when ns/net was unreadable.
+    netns: u64,
+    /// The identity record, read when first seen.
+    record: ProcessRecord,
+}
+
+/// The recorder's state between ticks.
+pub struct Recorder {
+    cfg: Config,
+    self_pid: u32,
+    self_netns: u64,
+    known: HashMap<u32, Known>,
+    fds: FdState,
+    held: HashSet<u64>,
+    unowned: HashSet<u64>,
+    tables: HashMap<(u64, &'static str), TableState>,
+    recorded: HashSet<(u32, u64)>,
+    archive: Option<ArchiveWriter>,
+    archive_fresh: bool,
+    archive_no: u32,
+    archives: Vec<String>,
+    seq: u64,
+    since_keyframe: u64,
+    last_full_walk: Option<Instant>,
+    errors: ErrorSummary,
+    buf: Vec<u8>,
+}
+
+fn rec_err(what: &str, path: Option<&str>, e: &io::Error) -> RecordError {
+    RecordError {
+        what: what.to_string(),
+        path: path.map(str::to_string),
+        error: if e.kind() == io::ErrorKind::InvalidData {
+            e.to_string()
+        } else {
+            format!("{}: {e}", sys::errno_name(e))
+        },
+        count: 1,
+    }
+}
+
+fn is_gone(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH))
+}
+
+/// A write error, sorted into disk-full or other.
+fn write_stop(what: &str, e: &io::Error) -> Stop {
+    let text = format!("{what}: {} ({})", e, sys::errno_name(e));
+    if sys::is_disk_full(e) {
+        Stop::DiskFull(text)
+    } else {
+        Stop::Error(text)
+    }
+}
+
+impl Recorder {
+    fn new(cfg: Config) -> Recorder {
+        let self_pid = std::process::id();
+        let self_netns = live::read_netns("self").unwrap_or(0);
+        Recorder {
+            cfg,
+            self_pid,
+            self_netns,
+            known: HashMap::new(),
+            fds: FdState::new(),
+            held: HashSet::new(),
+            unowned: HashSet::new(),
+            tables: HashMap::new(),
+            recorded: HashSet::new(),
+            archive: None,
+            archive_fresh: true,
+            archive_no: 0,
+            archives: Vec::new(),
+            seq: 0,
+            since_keyframe: 0,
+            last_full_walk: None,
+            errors: ErrorSummary::default(),
+            buf: Vec::with_capacity(256 * 1024),
+        }
+    }
+
+    fn open_next_archive(&mut self) -> Result<(), Stop> {
+        self.archive_no += 1;
+        let name = layout::archive_name(self.archive_no);
+        let w = ArchiveWriter::create(&self.cfg.out, &name)
+            .map_err(|e| write_stop(&format!("creating {name}"), &e))?;
+        self.archive = Some(w);
+        self.archives.push(name);
+        self.archive_fresh = true;
+        self.recorded.clear();
+        Ok(())
+    }
+
+    /// Closes the current archive with its trailer.
+    fn close_archive(&mut self) -> Result<(), Stop> {
+        if let Some(a) = self.archive.take() {
+            let name = a.name().to_string();
+            a.finish()
+                .map_err(|e| write_stop(&format!("closing {name}"), &e))?;
+        }
+        Ok(())
+    }
+
+    /// Takes one snapshot and appends it.
+    fn tick(&mut self) -> Result<(), Stop> {
+        if self.archive.is_none() {
+            self.open_next_archive()?;
+        }
+        let keyframe = self.archive_fresh
+            || self.cfg.once
+            || self.since_keyframe >= self.cfg.keyframe_every.max(1);
+        let mut errs: Vec<RecordError> = Vec::new();
+        let before = sys::read_clocks();
+
+        // 1. Processes: new ones get their stat, namespace and identity
+        // read now, while they are alive; vanished ones are forgotten.
+        let pids = match live::list_pids() {
+            Ok(p) => p,
+            Err(e) => {
+                errs.push(rec_err("read-proc", Some("/proc"), &e));
+                Vec::new()
+            }
+        };
+        let pid_set: HashSet<u32> = pids.iter().copied().collect();
+        self.known.retain(|pid, _| pid_set.contains(pid));
+        let mut new_pids = Vec::new();
+        for &pid in &pids {
+            if !self.known.contains_key(&pid) && self.learn(pid, &mut errs) {
+                new_pids.push(pid);
+            }
+        }
+
+        // 2. Namespaces in use, each with its candidate reader pids.
+        let mut ns_pids: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+        if self.self_netns != 0 {
+            ns_pids
+                .entry(self.self_netns)
+                .or_default()
+                .push(self.self_pid);
+        }
+        for &pid in &pids {
+            if let Some(k) = self.known.get(&pid) {
+                if k.netns != 0 {
+                    let v = ns_pids.entry(k.netns).or_default();
+                    if v.len() < 4 && !v.contains(&pid) {
+                        v.push(pid);
+                    }
+                }
+            }
+        }
+
+        // 3. /proc/net tables of every namespace.
+        let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut netns_entries = Vec::new();
+        let mut new_inodes: Vec<u64> = Vec::new();
+        let mut table_inodes: HashSet<u64> = HashSet::new();
+        let mut seen_keys: HashSet<(u64, &'static str)> = HashSet::new();
+        for (&ns, cands) in &ns_pids {
+            let mut cand_i = 0;
+            let mut tables = Vec::with_capacity(NET_TABLES.len());
+            for table in NET_TABLES {
+                let key = (ns, table);
+                let mut read_ok = false;
+                while let Some(&pid) = cands.get(cand_i) {
+                    let path = format!("/proc/{pid}/net/{table}");
+                    match live::read_into(&path, &mut self.buf) {
+                        Ok(()) => {
+                            read_ok = true;
+                            break;
+                        }
+                        Err(e) if is_gone(&e) => {
+                            // Table absent on this kernel, or the pid died:
+                            // only the latter warrants another reader.
+                            if std::path::Path::new(&format!("/proc/{pid}/net")).exists() {
+                                break;
+                            }
+                            cand_i += 1;
+                        }
+                        Err(e) => {
+                            errs.push(rec_err("read-net", Some(&path), &e));
+                            break;
+                        }
+                    }
+                }
+                if !read_ok {
+                    self.tables.remove(&key);
+                    tables.push(TableEntry {
+                        table: table.to_string(),
+                        stored: TableStored::Missing,
+                    });
+                    continue;
+                }
+                seen_keys.insert(key);
+                let text = String::from_utf8_lossy(&self.buf);
+                let rows = procfs::table_rows(&text);
+                for bad in &rows.bad {
+                    errs.push(RecordError {
+                        what: "parse-net".into(),
+                        path: Some(format!(
+                            "/proc/{}/net/{table}",
+                            cands.get(cand_i).copied().unwrap_or(0)
+                        )),
+                        error: format!("line with too few fields: {:.80}", bad.trim()),
+                        count: 1,
+                    });
+                }
+                let prev = self.tables.get(&key);
+                let stored = match (keyframe, prev) {
+                    (false, Some(prev)) => {
+                        for (id, _) in &rows.rows {
+                            if !prev.rows.contains_key(id) {
+                                new_inodes.push(procfs::row_inode(id));
+                            }
+                        }
+                        let d = delta::diff(prev, &rows);
+                        if d.is_empty() {
+                            TableStored::Unchanged
+                        } else {
+                            members.push((
+                                layout::net_member(self.seq + 1, ns, table, false),
+                                d.into_bytes(),
+                            ));
+                            TableStored::Delta
+                        }
+                    }
+                    _ => {
+                        if prev.is_none() {
+                            new_inodes.extend(rows.rows.iter().map(|r| procfs::row_inode(&r.0)));
+                        }
+                        members.push((
+                            layout::net_member(self.seq + 1, ns, table, true),
+                            delta::full_text(&rows).into_bytes(),
+                        ));
+                        TableStored::Full
+                    }
+                };
+                table_inodes.extend(rows.rows.iter().map(|r| procfs::row_inode(&r.0)));
+                let st = TableState::from_rows(&rows);
+                self.tables.insert(key, st);
+                tables.push(TableEntry {
+                    table: table.to_string(),
+                    stored,
+                });
+            }
+            netns_entries.push(NetnsEntry {
+                inode: ns,
+                pid: cands.get(cand_i).or(cands.first()).copied().unwrap_or(0),
+                tables,
+            });
+        }
+        // Namespaces that are gone take their tables with them.
+        self.tables.retain(|k, _| seen_keys.contains(k));
+        let net_done = sys::read_clocks();
+
+        // 4. fd walk: new pids always; everyone when due, at keyframes, or
+        // when a socket appeared that no known process holds.
+        let prev_fds = self.fds.clone();
+        self.fds.retain(|pid, _| pid_set.contains(pid));
+        let mut pids_walked = 0u64;
+        for &pid in &new_pids {
+            self.walk(pid, &mut errs);
+            pids_walked += 1;
+        }
+        self.refresh_held();
+        let unknown = new_inodes
+            .iter()
+            .any(|i| *i != 0 && !self.held.contains(i) && !self.unowned.contains(i));
+        let due = match self.last_full_walk {
+            None => true,
+            Some(t) => t.elapsed() >= self.cfg.full_walk,
+        };
+        let full = keyframe || due || unknown;
+        let mut reread: Vec<u32> = Vec::new();
+        if full {
+            let new: HashSet<u32> = new_pids.iter().copied().collect();
+            for &pid in &pids {
+                if new.contains(&pid) || !self.known.contains_key(&pid) {
+                    continue;
+                }
+                if self.recheck(pid, &mut errs) {
+                    reread.push(pid);
+                }
+                self.walk(pid, &mut errs);
+                pids_walked += 1;
+            }
+            self.last_full_walk = Some(Instant::now());
+            self.refresh_held();
+            self.unowned = table_inodes
+                .iter()
+                .copied()
+                .filter(|i| *i != 0 && !self.held.contains(i))
+                .collect();
+        }
+        let fd_walk = if full {
+            FdWalk::Full
+        } else if pids_walked > 0 {
+            FdWalk::Changed
+        } else {
+            FdWalk::None
+        };
+        let fds_text = if keyframe {
+            delta::fds_keyframe_text(&self.fds)
+        } else {
+            delta::fds_delta_text(&prev_fds, &self.fds)
+        };
+        if keyframe || !fds_text.is_empty() {
+            members.push((layout::fds_member(self.seq + 1), fds_text.into_bytes()));
+        }
+
+        // 5. Identity records: processes new to this archive, and ones whose
+        // comm changed since their record (execve after fork).
+        let mut procs = String::new();
+        let mut emit: Vec<u32> = if self.archive_fresh {
+            pids.clone()
+        } else {
+            new_pids.clone()
+        };
+        emit.extend(reread);
+        for pid in emit {
+            let Some(k) = self.known.get(&pid) else {
+                continue;
+            };
+            let id = (pid, k.stat.start_time);
+            if self.recorded.insert(id) || !self.archive_fresh {
+                if let Ok(line) = serde_json::to_string(&k.record) {
+                    procs.push_str(&line);
+                    procs.push('\n');
+                }
+            }
+        }
+        if !procs.is_empty() {
+            members.push((layout::procs_member(self.seq + 1), procs.into_bytes()));
+        }
+        let after = sys::read_clocks();
+
+        // 6. Append the snapshot, meta last, in one write.
+        self.seq += 1;
+        for e in &errs {
+            self.errors.add(e);
+        }
+        let meta = SnapshotMeta {
+            seq: self.seq,
+            kind: if keyframe {
+                SnapshotKind::Keyframe
+            } else {
+                SnapshotKind::Delta
+            },
+            before,
+            net_done,
+            after,
+            netns: netns_entries,
+            fd_walk,
+            pids_walked,
+            pids_total: pids.len() as u64,
+            self_cpu_ns: sys::self_cpu_ns(),
+            errors: cap_errors(errs),
+        };
+        let meta_json = serde_json::to_vec(&meta).map_err(|e| Stop::Error(e.to_string()))?;
+        let mtime = u64::try_from(before.realtime_ns / 1_000_000_000).unwrap_or(0);
+        let Some(archive) = self.archive.as_mut() else {
+            return Err(Stop::Error("no archive open".into()));
+        };
+        for (name, data) in &members {
+            archive
+                .append(name, data, mtime)
+                .map_err(|e| write_stop("appending a snapshot", &e))?;
+        }
+        archive
+            .append(&layout::meta_member(self.seq), &meta_json, mtime)
+            .map_err(|e| write_stop("appending a snapshot", &e))?;
+        archive
+            .commit()
+            .map_err(|e| write_stop(&format!("writing {}", archive.name()), &e))?;
+        if keyframe {
+            archive
+                .sync()
+                .map_err(|e| write_stop(&format!("fdatasync {}", archive.name()), &e))?;
+            self.since_keyframe = 1;
+        } else {
+            self.since_keyframe += 1;
+        }
+        self.archive_fresh = false;
+        if archive.committed_bytes() >= self.cfg.archive_bytes && !self.cfg.once {
+            self.close_archive()?;
+        }
+        Ok(())
+    }
+
+    /// Reads stat, namespace and identity of a pid seen for the first time.
+    /// False when it vanished meanwhile.
+    fn learn(&mut self, pid: u32, errs: &mut Vec<RecordError>) -> bool {
+        let stat = match live::read_stat(pid, &mut self.buf) {
+            Ok(s) => s,
+            Err(e) if is_gone(&e) => return false,
+            Err(e) => {
+                errs.push(rec_err("read-proc", Some(&format!("/proc/{pid}/stat")), &e));
+                return false;
+            }
+        };
+        let netns = match live::read_netns(&pid.to_string()) {
+            Ok(n) => n,
+            Err(e) => {
+                if !is_gone(&e) {
+                    errs.push(rec_err(
+                        "read-proc",
+                        Some(&format!("/proc/{pid}/ns/net")),
+                        &e,
+                    ));
+                }
+                0
+            }
+        };
+        let (record, perrs) = live::read_process_record(pid, &stat, netns, &mut self.buf);
+        for (path, e) in perrs {
+            if !is_gone(&e) {
+                errs.push(rec_err("read-proc", Some(&path), &e));
+            }
+        }
+        self.known.insert(
+            pid,
+            Known {
+                stat,
+                netns,
+                record,
+            },
+        );
+        true
+    }
+
+    /// At a full walk: re-reads stat of a known pid. A changed start time
+    /// (pid reuse) or comm (execve) re-reads the identity; true if so.
+    fn recheck(&mut self, pid: u32, errs: &mut Vec<RecordError>) -> bool {
+        let Ok(stat) = live::read_stat(pid, &mut self.buf) else {
+            return false;
+        };
+        let Some(k) = self.known.get(&pid) else {
+            return false;
+        };
+        if k.stat == stat {
+            return false;
+        }
+        let reused = k.stat.start_time != stat.start_time;
+        self.known.remove(&pid);
+        if reused {
+            self.fds.remove(&pid);
+        }
+        self.learn(pid, errs)
+    }
+
+    /// Reads a pid's fd links into the fd state.
+    fn walk(&mut self, pid: u32, errs: &mut Vec<RecordError>) {
+        let Some(k) = self.known.get(&pid) else {
+            return;
+        };
+        let start_time = k.stat.start_time;
+        let netns = k.netns;
+        match live::read_socket_inodes(pid) {
+            Ok(inodes) if inodes.is_empty() => {
+                self.fds.remove(&pid);
+            }
+            Ok(inodes) => {
+                self.fds.insert(
+                    pid,
+                    FdEntry {
+                        start_time,
+                        netns,
+                        status: FdStatus::Holds(inodes),
+                    },
+                );
+            }
+            Err(e) if is_gone(&e) => {
+                self.fds.remove(&pid);
+            }
+            Err(e) => {
+                errs.push(rec_err("read-fd", Some(&format!("/proc/{pid}/fd")), &e));
+                self.fds.insert(
+                    pid,
+                    FdEntry {
+                        start_time,
+                        netns: 0,
+                        status: FdStatus::Denied(sys::errno_name(&e)),
+                    },
+                );
+            }
+        }
+    }
+
+    fn refresh_held(&mut self) {
+        self.held.clear();
+        for e in self.fds.values() {
+            if let FdStatus::Holds(v) = &e.status {
+                self.held.extend(v.iter().copied());
+            }
+        }
+    }
+}
+
+/// Keeps a snapshot's error list bounded.
+fn cap_errors(mut errs: Vec<RecordError>) -> Vec<RecordError> {
+    if errs.len() > MAX_META_ERRORS {
+        let rest = errs.split_off(MAX_META_ERRORS - 1);
+        errs.push(RecordError {
+            what: "more".into(),
+            path: None,
+            error: "further errors of this snapshot, counted in the manifest".into(),
+            count: rest.iter().map(|e| e.count).sum(),
+        });
+    }
+    errs
+}
+
+/// Checks the output directory: absent (will be created), or an empty
+/// writable directory.
+pub fn check_out_dir(dir: &Path) -> Result<(), String> {
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let parent = dir
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !parent.is_dir() {
+                return Err(format!(
+                    "{}: output directory cannot be created: {} is not a directory",
+                    dir.display(),
+                    parent.display()
+                ));
+            }
+            writable(parent).map_err(|e| {
+                format!(
+                    "{}: output directory cannot be created in {}: {e}",
+                    dir.display(),
+                    parent.display()
+                )
+            })
+        }
+        Err(e) => Err(format!("{}: {e}", dir.display())),
+        Ok(m) if !m.is_dir() => Err(format!("{}: exists and is not a directory", dir.display())),
+        Ok(_) => {
+            let mut rd = std::fs::read_dir(dir)
+                .map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
+            if rd.next().is_some() {
+                return Err(format!(
+                    "{}: output directory is not empty (a bundle is never written over another)",
+                    dir.display()
+                ));
+            }
+            writable(dir).map_err(|e| format!("{}: not writable: {e}", dir.display()))
+        }
+    }
+}
+
+fn writable(dir: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid NUL-terminated path owned by this frame.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Checks that `iface` exists in the recorder's namespace.
+pub fn check_iface(iface: &str) -> Result<(), String> {
+    if iface.is_empty() || iface.contains('/') || iface == "." || iface == ".." {
+        return Err(format!("--iface {iface:?}: not an interface name"));
+    }
+    if Path::new("/sys/class/net").join(iface).exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "--iface {iface}: no such interface (not in /sys/class/net)"
+        ))
+    }
+}
+
+fn host_info(self_netns: u64, errors: &mut ErrorSummary) -> HostInfo {
+    let u = sys::uname();
+    let read = |p: &str, errors: &mut ErrorSummary| match std::fs::read_to_string(p) {
+        Ok(s) => s.trim().to_string(),
+        Err(e) => {
+            errors.add(&rec_err("read-host", Some(p), &e));
+            String::new()
+        }
+    };
+    let boot_id = read("/proc/sys/kernel/random/boot_id", errors);
+    let clocksource = read(
+        "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+        errors,
+    );
+    let stat = read("/proc/stat", errors);
+    let btime = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let addresses = match sys::host_addresses() {
+        Ok(a) => a,
+        Err(e) => {
+            errors.add(&rec_err("read-host", Some("getifaddrs"), &e));
+            Vec::new()
+        }
+    };
+    HostInfo {
+        hostname: u.nodename,
+        kernel_release: u.release,
+        kernel_version: u.version,
+        arch: u.machine,
+        byte_order: if cfg!(target_endian = "little") {
+            "little"
+        } else {
+            "big"
+        }
+        .into(),
+        boot_id,
+        btime,
+        clk_tck: sys::clk_tck(),
+        clocksource,
+        netns: self_netns,
+        addresses,
+    }
+}
+
+fn privileges() -> Privileges {
+    Privileges {
+        euid: sys::euid(),
+        cap_eff: std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| procfs::parse_status_cap_eff(&s))
+            .unwrap_or_default(),
+    }
+}
+
+/// Runs `record` or `once`; returns the exit status. Errors found before
+/// anything is written give [`EXIT_USAGE`] and leave nothing behind.
+pub fn run(cfg: Config) -> i32 {
+    // Checks first: nothing is created before all of them pass.
+    if let Err(e) = check_out_dir(&cfg.out) {
+        eprintln!("procflow-snap: {e}");
+        return EXIT_USAGE;
+    }
+    let tcpdump = match &cfg.iface {
+        Some(iface) => {
+            if let Err(e) = check_iface(iface) {
+                eprintln!("procflow-snap: {e}");
+                return EXIT_USAGE;
+            }
+            match capture::find_tcpdump() {
+                Some(p) => Some(p),
+                None => {
+                    eprintln!(
+                        "procflow-snap: --iface needs tcpdump, which is not in PATH, /usr/sbin or /sbin"
+                    );
+                    return EXIT_USAGE;
+                }
+            }
+        }
+        None => None,
+    };
+    if let Err(e) = sys::install_signal_handlers() {
+        eprintln!("procflow-snap: cannot install signal handlers: {e}");
+        return EXIT_USAGE;
+    }
+    let created = !cfg.out.exists();
+    if let Err(e) = std::fs::create_dir_all(&cfg.out) {
+        eprintln!("procflow-snap: {}: cannot create: {e}", cfg.out.display());
+        return EXIT_USAGE;
+    }
+    let started = sys::timestamp();
+
+    // The capture starts before the first snapshot so that it covers it.
+    let mut cap: Option<Capture> = None;
+    if let (Some(tcpdump), Some(iface)) = (&tcpdump, &cfg.iface) {
+        let start_secs = started.clocks.realtime_ns.div_euclid(1_000_000_000);
+        match capture::start(
+            tcpdump,
+            &cfg.out,
+            iface,
+            cfg.filter.as_deref(),
+            cfg.rotate,
+            start_secs,
+            Duration::from_secs(10),
+        ) {
+            Ok(c) => cap = Some(c),
+            Err(e) => {
+                eprintln!("procflow-snap: capture on {iface} failed to start: {e}");
+                // Leave nothing behind: the recording never started.
+                for f in capture::capture_files(&cfg.out) {
+                    let _ = std::fs::remove_file(cfg.out.join(f));
+                }
+                let _ = std::fs::remove_file(cfg.out.join(layout::TCPDUMP_LOG_FILE));
+                if created {
+                    let _ = std::fs::remove_dir(&cfg.out);
+                }
+                return EXIT_USAGE;
+            }
+        }
+    }
+
+    let mut rec = Recorder::new(cfg.clone());
+    let mut errors = ErrorSummary::default();
+    let host = host_info(rec.self_netns, &mut errors);
+    for e in sys::lower_priority() {
+        errors.add(&RecordError {
+            what: "priority".into(),
+            path: None,
+            error: e,
+            count: 1,
+        });
+    }
+    rec.errors = errors;
+    let mut manifest = Manifest {
+        format: layout::FORMAT_NAME.into(),
+        format_version: layout::FORMAT_VERSION,
+        tool: ToolInfo {
+            name: "procflow-snap".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            argv: cfg.argv.clone(),
+        },
+        host,
+        privileges: privileges(),
+        options: RecordOptions {
+            interval_ms: u64::try_from(cfg.interval.as_millis()).unwrap_or(u64::MAX),
+            keyframe_every: cfg.keyframe_every,
+            full_walk_ms: u64::try_from(cfg.full_walk.as_millis()).unwrap_or(u64::MAX),
+            max_cpu_percent: cfg.max_cpu,
+            archive_max_bytes: cfg.archive_bytes,
+        },
+        capture: cap.as_ref().map(|c| c.info.clone()),
+        started,
+        ended: None,
+        status: "recording".into(),
+        archives: vec![layout::archive_name(1)],
+        capture_files: Vec::new(),
+        snapshots: 0,
+        errors: rec.errors.to_vec(),
+    };
+    let stop = match bundle::write_manifest(&cfg.out, &manifest) {
+        Ok(()) => record_loop(&mut rec, &mut manifest, &mut cap),
+        Err(e) => write_stop("writing manifest.json", &e),
+    };
+    finish(rec, manifest, cap, stop)
+}
+
+/// Ticks until a signal, the duration, or a write error.
+fn record_loop(rec: &mut Recorder, manifest: &mut Manifest, cap: &mut Option<Capture>) -> Stop {
+    let t0 = Instant::now();
+    let deadline = rec.cfg.duration.map(|d| t0 + d);
+    let mut capture_reported = false;
+    loop {
+        let tick_start = Instant::now();
+        let cpu0 = sys::self_cpu_ns();
+        let n_archives = rec.archives.len();
+        if let Err(stop) = rec.tick() {
+            return stop;
+        }
+        if rec.cfg.once {
+            return Stop::Done;
+        }
+        if rec.archives.len() != n_archives || rec.archive.is_none() {
+            // Rotation: the manifest names every archive as soon as it exists.
+            if rec.archive.is_none() {
+                if let Err(s) = rec.open_next_archive() {
+                    return s;
+                }
+            }
+            manifest.archives = rec.archives.clone();
+            manifest.snapshots = rec.seq;
+            if let Err(e) = bundle::write_manifest(&rec.cfg.out, manifest) {
+                return write_stop("writing manifest.json", &e);
+            }
+        }
+        if let Some(c) = cap.as_mut() {
+            if !capture_reported {
+                if let Some(status) = c.exited() {
+                    capture_reported = true;
+                    eprintln!("procflow-snap: tcpdump exited during the recording: {status}");
+                    rec.errors.add(&RecordError {
+                        what: "capture".into(),
+                        path: None,
+                        error: format!("tcpdump exited during the recording: {status}"),
+                        count: 1,
+                    });
+                }
+            }
+        }
+        let work = tick_start.elapsed();
+        let mut wait = rec.cfg.interval.saturating_sub(work);
+        if let Some(pct) = rec.cfg.max_cpu.filter(|p| *p > 0.0) {
+            // Stretch the period so that cpu / period stays under the budget.
+            let cpu = Duration::from_nanos(sys::self_cpu_ns().saturating_sub(cpu0));
+            let period = cpu.mul_f64(100.0 / pct);
+            wait = wait.max(period.saturating_sub(work));
+        }
+        let wake = Instant::now() + wait;
+        loop {
+            if sys::signals() > 0 {
+                return Stop::Done;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Stop::Done;
+            }
+            if now >= wake {
+                break;
+            }
+            let mut nap = (wake - now).min(Duration::from_millis(50));
+            if let Some(d) = deadline {
+                nap = nap.min(d.saturating_duration_since(now));
+            }
+            std::thread::sleep(nap);
+        }
+    }
+}
+
+/// Stops the capture, closes the archive, writes the final manifest and
+/// hashes. A second signal cuts this short with status `killed`.
+fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: Stop) -> i32 {
+    let second = || sys::signals() >= 2;
+    let (mut status, mut code) = match &stop {
+        Stop::Done => ("complete", EXIT_OK),
+        Stop::DiskFull(msg) => {
+            eprintln!("procflow-snap: disk full, recording stopped: {msg}; everything written before is kept");
+            ("disk-full", EXIT_DISK_FULL)
+        }
+        Stop::Error(msg) => {
+            eprintln!("procflow-snap: recording stopped by an error: {msg}");
+            ("error", EXIT_ERROR)
+        }
+    };
+    match &stop {
+        Stop::DiskFull(msg) | Stop::Error(msg) => rec.errors.add(&RecordError {
+            what: "write".into(),
+            path: None,
+            error: msg.clone(),
+            count: 1,
+        }),
+        Stop::Done => {}
+    }
+    if let Some(c) = cap.as_mut() {
+        c.stop(Duration::from_secs(5), &second);
+    }
+    if second() {
+        status = "killed";
+        code = EXIT_KILLED;
+    }
+    match &stop {
+        Stop::Done if !second() => {
+            if let Err(Stop::DiskFull(msg) | Stop::Error(msg)) = rec.close_archive() {
+                eprintln!("procflow-snap: {msg}");
+                rec.errors.add(&RecordError {
+                    what: "write".into(),
+                    path: None,
+                    error: msg,
+                    count: 1,
+                });
+                status = "error";
+                code = EXIT_ERROR;
+            }
+        }
+        // After a failed write, or when forced: no trailer, the archive is
+        // read up to its last complete snapshot.
+        _ => {
+            if let Some(mut a) = rec.archive.take() {
+                if !matches!(stop, Stop::DiskFull(_)) {
+                    let _ = a.sync();
+                }
+                a.abandon();
+            }
+        }
+    }
+    m.capture = cap.as_ref().map(|c| c.info.clone());
+    m.capture_files = capture::capture_files(&rec.cfg.out);
+    m.archives = rec.archives.clone();
+    m.snapshots = rec.seq;
+    m.ended = Some(sys::timestamp());
+    m.status = status.into();
+    m.errors = rec.errors.to_vec();
+    if let Err(e) = bundle::write_manifest(&rec.cfg.out, &m) {
+        eprintln!(
+            "procflow-snap: {}: cannot write the final manifest: {e}",
+            rec.cfg.out.join(layout::MANIFEST_FILE).display()
+        );
+        if code == EXIT_OK {
+            code = if sys::is_disk_full(&e) {
+                EXIT_DISK_FULL
+            } else {
+                EXIT_ERROR
+            };
+        }
+        return code;
+    }
+    if status == "killed" {
+        return code;
+    }
+    if let Err(e) = bundle::write_sha256sums(&rec.cfg.out, &second) {
+        if second() {
+            m.status = "killed".into();
+            let _ = bundle::write_manifest(&rec.cfg.out, &m);
+            return EXIT_KILLED;
+        }
+        eprintln!(
+            "procflow-snap: {}: cannot write: {e}",
+            rec.cfg.out.join(layout::SHA256SUMS_FILE).display()
+        );
+        if code == EXIT_OK {
+            code = EXIT_ERROR;
+        }
+    }
+    let _ = bundle::sync_dir(&rec.cfg.out);
+    code
+}
