@@ -104,3 +104,633 @@ pub struct IcmpKey {
     /// Echo identifier (0 for types without one).
     pub id: u16,
 }
+
+// ---------------------------------------------------------------------------
+// Aggregation: packets -> flows.
+
+use crate::decode::{Frag, IpPacket};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// TCP flag bits.
+pub mod tcpflag {
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// PSH.
+    pub const PSH: u8 = 0x08;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+    /// URG.
+    pub const URG: u8 = 0x20;
+    /// ECE.
+    pub const ECE: u8 = 0x40;
+    /// CWR.
+    pub const CWR: u8 = 0x80;
+}
+
+/// TCP flags as letters in a fixed order, `S A F R P U E C` (SYN, ACK, FIN,
+/// RST, PSH, URG, ECE, CWR): a full handshake and close reads `SAF`.
+pub fn tcp_flags_text(flags: u8) -> String {
+    use tcpflag::*;
+    [
+        (SYN, 'S'),
+        (ACK, 'A'),
+        (FIN, 'F'),
+        (RST, 'R'),
+        (PSH, 'P'),
+        (URG, 'U'),
+        (ECE, 'E'),
+        (CWR, 'C'),
+    ]
+    .iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, c)| *c)
+    .collect()
+}
+
+/// When one key is split into several flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitRules {
+    /// Idle time after which any packet starts a new flow (ns). Default
+    /// 600 s.
+    pub idle_gap_ns: i64,
+    /// Idle time after which a TCP flow that saw FIN or RST is over (ns).
+    /// Default 120 s, twice the usual Linux TIME_WAIT.
+    pub closed_tcp_gap_ns: i64,
+}
+
+impl Default for SplitRules {
+    fn default() -> Self {
+        SplitRules {
+            idle_gap_ns: 600_000_000_000,
+            closed_tcp_gap_ns: 120_000_000_000,
+        }
+    }
+}
+
+/// Where a packet came from, to report a packet that fits no flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketOrigin {
+    /// Index of the file in processing order.
+    pub file: u32,
+    /// 1-based packet number in the file.
+    pub index: u64,
+    /// Byte offset of the record in the file.
+    pub offset: u64,
+}
+
+/// A non-first fragment whose first fragment (with the ports) never came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrphanFragment {
+    /// Where the fragment was read.
+    pub origin: PacketOrigin,
+    /// Its frame length.
+    pub orig_len: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Key {
+    family: Family,
+    proto: u8,
+    lo: [u8; 16],
+    lo_port: u16,
+    hi: [u8; 16],
+    hi_port: u16,
+    /// ICMP (canonical type, code, id); zero otherwise.
+    icmp: (u8, u8, u16),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FragKey {
+    family: Family,
+    proto: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+    id: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    ts_ns: i64,
+    orig_len: u32,
+    pkt: IpPacket,
+    origin: PacketOrigin,
+}
+
+struct State {
+    flow: Flow,
+    a: ([u8; 16], u16),
+    closed: bool,
+    seq: u64,
+}
+
+/// Folds decoded packets into flows. Packets must be added in capture order;
+/// the result then depends only on the packets, not on how they were read.
+pub struct FlowTable {
+    rules: SplitRules,
+    current: HashMap<Key, usize>,
+    states: Vec<State>,
+    /// First fragments seen: the ports their later fragments belong to.
+    frags: HashMap<FragKey, (u16, u16, i64)>,
+    /// Later fragments that arrived before their first fragment.
+    pending: HashMap<FragKey, Vec<Pending>>,
+    pending_count: usize,
+    orphans: Vec<OrphanFragment>,
+}
+
+/// Bound on remembered first fragments; beyond it, entries older than the
+/// reassembly timeout are dropped.
+const MAX_FRAGS: usize = 65_536;
+/// Fragments of a datagram arrive within this time of each other (Linux
+/// `ipfrag_time` is 30 s).
+const FRAG_TIMEOUT_NS: i64 = 60_000_000_000;
+/// Bound on fragments waiting for their first fragment.
+const MAX_PENDING: usize = 16_384;
+
+/// ICMP types that come in request/reply pairs (the Community ID spec's
+/// table): both directions of an exchange form one flow, keyed by the
+/// request type.
+fn icmp_counterpart(v6: bool, ty: u8) -> Option<u8> {
+    let pairs: &[(u8, u8)] = if v6 {
+        &[
+            (128, 129),
+            (133, 134),
+            (135, 136),
+            (130, 131),
+            (139, 140),
+            (144, 145),
+        ]
+    } else {
+        &[(8, 0), (13, 14), (15, 16), (17, 18), (10, 9)]
+    };
+    pairs.iter().find_map(|&(req, rep)| match ty {
+        t if t == req => Some(rep),
+        t if t == rep => Some(req),
+        _ => None,
+    })
+}
+
+fn icmp_canonical(v6: bool, k: IcmpKey) -> (u8, u8, u16) {
+    let pairs: &[u8] = if v6 {
+        &[129, 134, 136, 131, 140, 145]
+    } else {
+        &[0, 14, 16, 18, 9]
+    };
+    let ty = if pairs.contains(&k.icmp_type) {
+        icmp_counterpart(v6, k.icmp_type).unwrap_or(k.icmp_type)
+    } else {
+        k.icmp_type
+    };
+    (ty, k.code, k.id)
+}
+
+fn to_ip(family: Family, a: &[u8; 16]) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])),
+        Family::V6 => IpAddr::V6(Ipv6Addr::from(*a)),
+    }
+}
+
+impl FlowTable {
+    /// An empty table splitting keys by `rules`.
+    pub fn new(rules: SplitRules) -> Self {
+        FlowTable {
+            rules,
+            current: HashMap::new(),
+            states: Vec::new(),
+            frags: HashMap::new(),
+            pending: HashMap::new(),
+            pending_count: 0,
+            orphans: Vec::new(),
+        }
+    }
+
+    /// Number of flows so far.
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Whether no flow has been seen.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    /// Adds one packet of frame length `orig_len` captured at `ts_ns`.
+    pub fn add(&mut self, ts_ns: i64, orig_len: u32, pkt: &IpPacket, origin: PacketOrigin) {
+        let mut pkt = *pkt;
+        if pkt.has_ports() {
+            match pkt.frag {
+                Frag::Later(id) => {
+                    let fk = FragKey {
+                        family: pkt.family,
+                        proto: pkt.proto,
+                        src: pkt.src,
+                        dst: pkt.dst,
+                        id,
+                    };
+                    match self.frags.get(&fk) {
+                        Some(&(s, d, _)) => {
+                            pkt.sport = s;
+                            pkt.dport = d;
+                        }
+                        None => {
+                            self.pending.entry(fk).or_default().push(Pending {
+                                ts_ns,
+                                orig_len,
+                                pkt,
+                                origin,
+                            });
+                            self.pending_count += 1;
+                            if self.pending_count > MAX_PENDING {
+                                self.flush_pending();
+                            }
+                            return;
+                        }
+                    }
+                }
+                Frag::First(id) => {
+                    let fk = FragKey {
+                        family: pkt.family,
+                        proto: pkt.proto,
+                        src: pkt.src,
+                        dst: pkt.dst,
+                        id,
+                    };
+                    if self.frags.len() >= MAX_FRAGS {
+                        self.frags
+                            .retain(|_, v| ts_ns.saturating_sub(v.2) < FRAG_TIMEOUT_NS);
+                    }
+                    self.frags.insert(fk, (pkt.sport, pkt.dport, ts_ns));
+                    self.fold(ts_ns, orig_len, &pkt);
+                    if let Some(waiting) = self.pending.remove(&fk) {
+                        self.pending_count -= waiting.len();
+                        for mut w in waiting {
+                            w.pkt.sport = pkt.sport;
+                            w.pkt.dport = pkt.dport;
+                            self.fold(w.ts_ns, w.orig_len, &w.pkt);
+                        }
+                    }
+                    return;
+                }
+                Frag::None => {}
+            }
+        }
+        self.fold(ts_ns, orig_len, &pkt);
+    }
+
+    fn flush_pending(&mut self) {
+        let mut all: Vec<OrphanFragment> = self
+            .pending
+            .drain()
+            .flat_map(|(_, v)| {
+                v.into_iter().map(|p| OrphanFragment {
+                    origin: p.origin,
+                    orig_len: p.orig_len,
+                })
+            })
+            .collect();
+        // HashMap order is random: report in capture order.
+        all.sort_by_key(|o| (o.origin.file, o.origin.index));
+        self.orphans.extend(all);
+        self.pending_count = 0;
+    }
+
+    fn fold(&mut self, ts_ns: i64, orig_len: u32, p: &IpPacket) {
+        let v6 = p.family == Family::V6;
+        let (sport, dport) = if p.has_ports() {
+            (p.sport, p.dport)
+        } else {
+            (0, 0)
+        };
+        let src = (p.src, sport);
+        let dst = (p.dst, dport);
+        let (lo, hi) = if src <= dst { (src, dst) } else { (dst, src) };
+        let key = Key {
+            family: p.family,
+            proto: p.proto,
+            lo: lo.0,
+            lo_port: lo.1,
+            hi: hi.0,
+            hi_port: hi.1,
+            icmp: p.icmp.map(|k| icmp_canonical(v6, k)).unwrap_or((0, 0, 0)),
+        };
+        let is_tcp = p.proto == ipproto::TCP;
+        let syn_only = is_tcp && p.tcp_flags & (tcpflag::SYN | tcpflag::ACK) == tcpflag::SYN;
+        let existing = self.current.get(&key).copied().filter(|&i| {
+            let s = &self.states[i];
+            let gap = ts_ns.saturating_sub(s.flow.last_seen_ns);
+            let limit = if is_tcp && s.closed {
+                self.rules.closed_tcp_gap_ns
+            } else {
+                self.rules.idle_gap_ns
+            };
+            !(gap > limit || (s.closed && syn_only))
+        });
+        let idx = match existing {
+            Some(i) => i,
+            None => {
+                // The SYN-ACK sender is the responder, even when the SYN
+                // itself was not captured.
+                let syn_ack = is_tcp
+                    && p.tcp_flags & (tcpflag::SYN | tcpflag::ACK) == tcpflag::SYN | tcpflag::ACK;
+                let (a, b) = if syn_ack { (dst, src) } else { (src, dst) };
+                let ports = p.has_ports();
+                let seq = self.states.len() as u64;
+                self.states.push(State {
+                    flow: Flow {
+                        id: 0,
+                        proto: p.proto,
+                        family: p.family,
+                        a_ip: to_ip(p.family, &a.0),
+                        a_port: ports.then_some(a.1),
+                        b_ip: to_ip(p.family, &b.0),
+                        b_port: ports.then_some(b.1),
+                        icmp: p.icmp,
+                        first_seen_ns: ts_ns,
+                        last_seen_ns: ts_ns,
+                        packets_ab: 0,
+                        packets_ba: 0,
+                        bytes_ab: 0,
+                        bytes_ba: 0,
+                        ip_bytes_ab: 0,
+                        ip_bytes_ba: 0,
+                        tcp_flags_ab: 0,
+                        tcp_flags_ba: 0,
+                    },
+                    a,
+                    closed: false,
+                    seq,
+                });
+                let i = self.states.len() - 1;
+                self.current.insert(key, i);
+                i
+            }
+        };
+        let s = &mut self.states[idx];
+        let f = &mut s.flow;
+        f.first_seen_ns = f.first_seen_ns.min(ts_ns);
+        f.last_seen_ns = f.last_seen_ns.max(ts_ns);
+        if src == s.a {
+            f.packets_ab += 1;
+            f.bytes_ab += u64::from(orig_len);
+            f.ip_bytes_ab += u64::from(p.ip_len);
+            f.tcp_flags_ab |= p.tcp_flags;
+        } else {
+            f.packets_ba += 1;
+            f.bytes_ba += u64::from(orig_len);
+            f.ip_bytes_ba += u64::from(p.ip_len);
+            f.tcp_flags_ba |= p.tcp_flags;
+        }
+        if is_tcp && p.tcp_flags & (tcpflag::FIN | tcpflag::RST) != 0 {
+            s.closed = true;
+        }
+    }
+
+    /// Ends aggregation: flows numbered from 1 in order of (first_seen, key,
+    /// creation), and the fragments that never met their first fragment.
+    pub fn finish(mut self) -> (Vec<Flow>, Vec<OrphanFragment>) {
+        self.flush_pending();
+        let mut states = self.states;
+        states.sort_by(|x, y| {
+            let kx = (
+                x.flow.first_seen_ns,
+                x.flow.proto,
+                x.flow.family,
+                x.flow.a_ip,
+                x.flow.a_port,
+            );
+            let ky = (
+                y.flow.first_seen_ns,
+                y.flow.proto,
+                y.flow.family,
+                y.flow.a_ip,
+                y.flow.a_port,
+            );
+            kx.cmp(&ky)
+                .then_with(|| {
+                    (x.flow.b_ip, x.flow.b_port, x.flow.icmp).cmp(&(
+                        y.flow.b_ip,
+                        y.flow.b_port,
+                        y.flow.icmp,
+                    ))
+                })
+                .then(x.seq.cmp(&y.seq))
+        });
+        let flows = states
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| Flow {
+                id: i as u64 + 1,
+                ..s.flow
+            })
+            .collect();
+        (flows, self.orphans)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Community ID.
+
+/// Community ID v1 of a flow (corelight/community-id-spec), e.g.
+/// `1:wCb3OG7yAFWelaUydu0D+125CLM=`, as Zeek, Suricata, Arkime, Elastic and
+/// Wireshark compute it for the same conversation. ICMP type/code stand in
+/// for ports, paired types (echo request/reply...) hash the same both ways.
+pub fn community_id(flow: &Flow, seed: u16) -> String {
+    let addr = |ip: &IpAddr| -> Vec<u8> {
+        match ip {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        }
+    };
+    let (mut s, mut d) = (addr(&flow.a_ip), addr(&flow.b_ip));
+    let v6 = flow.family == Family::V6;
+    let (mut sp, mut dp, one_way, ports) = match (flow.proto, flow.icmp) {
+        (ipproto::ICMP | ipproto::ICMPV6, Some(k)) => match icmp_counterpart(v6, k.icmp_type) {
+            Some(other) => (u16::from(k.icmp_type), u16::from(other), false, true),
+            None => (u16::from(k.icmp_type), u16::from(k.code), true, true),
+        },
+        _ => match (flow.a_port, flow.b_port) {
+            (Some(a), Some(b)) => (a, b, false, true),
+            _ => (0, 0, false, false),
+        },
+    };
+    if !one_way && (&s, sp) > (&d, dp) {
+        std::mem::swap(&mut s, &mut d);
+        std::mem::swap(&mut sp, &mut dp);
+    }
+    let mut input = Vec::with_capacity(40);
+    input.extend_from_slice(&seed.to_be_bytes());
+    input.extend_from_slice(&s);
+    input.extend_from_slice(&d);
+    input.push(flow.proto);
+    input.push(0);
+    if ports {
+        input.extend_from_slice(&sp.to_be_bytes());
+        input.extend_from_slice(&dp.to_be_bytes());
+    }
+    format!("1:{}", crate::sha1::base64(&crate::sha1::sha1(&input)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp_flow(a: &str, ap: u16, b: &str, bp: u16) -> Flow {
+        let a_ip: IpAddr = a.parse().unwrap();
+        Flow {
+            id: 1,
+            proto: ipproto::TCP,
+            family: if a_ip.is_ipv4() {
+                Family::V4
+            } else {
+                Family::V6
+            },
+            a_ip,
+            a_port: Some(ap),
+            b_ip: b.parse().unwrap(),
+            b_port: Some(bp),
+            icmp: None,
+            first_seen_ns: 0,
+            last_seen_ns: 0,
+            packets_ab: 0,
+            packets_ba: 0,
+            bytes_ab: 0,
+            bytes_ba: 0,
+            ip_bytes_ab: 0,
+            ip_bytes_ba: 0,
+            tcp_flags_ab: 0,
+            tcp_flags_ba: 0,
+        }
+    }
+
+    #[test]
+    fn community_id_spec_vectors() {
+        let f = tcp_flow("1.2.3.4", 1122, "5.6.7.8", 3344);
+        assert_eq!(community_id(&f, 0), "1:wCb3OG7yAFWelaUydu0D+125CLM=");
+        assert_eq!(community_id(&f, 1), "1:HhA1B+6CoLbiKPEs5nhNYN4XWfk=");
+        // Direction does not matter.
+        let r = tcp_flow("5.6.7.8", 3344, "1.2.3.4", 1122);
+        assert_eq!(community_id(&r, 0), "1:wCb3OG7yAFWelaUydu0D+125CLM=");
+    }
+
+    #[test]
+    fn community_id_matches_suricata_ipv6() {
+        // suricata-verify tests/community-id-ipv6 (eve.json expectations);
+        // that test runs Suricata with `community-id-seed: 7`.
+        let f = tcp_flow(
+            "2600:1f13:f8:d400:3a6:303c:e011:18eb",
+            60202,
+            "2607:f8b0:400a:800::200e",
+            443,
+        );
+        assert_eq!(community_id(&f, 7), "1:ptJhMvufAbB5nLDNW77cB800wFM=");
+        let f = tcp_flow(
+            "2600:1f13:f8:d400:3a6:303c:e011:18eb",
+            33892,
+            "2001:4860:4860::8888",
+            443,
+        );
+        assert_eq!(community_id(&f, 7), "1:PGf+a0eBbs1OhuPtJmsF0Sm51v4=");
+    }
+
+    #[test]
+    fn flags_text() {
+        assert_eq!(
+            tcp_flags_text(tcpflag::SYN | tcpflag::ACK | tcpflag::FIN),
+            "SAF"
+        );
+        assert_eq!(tcp_flags_text(0), "");
+        assert_eq!(tcp_flags_text(0xFF), "SAFRPUEC");
+    }
+
+    fn pkt(src: u8, sp: u16, dst: u8, dp: u16, flags: u8) -> IpPacket {
+        let mut s = [0u8; 16];
+        let mut d = [0u8; 16];
+        s[..4].copy_from_slice(&[10, 0, 0, src]);
+        d[..4].copy_from_slice(&[10, 0, 0, dst]);
+        IpPacket {
+            family: Family::V4,
+            proto: ipproto::TCP,
+            src: s,
+            dst: d,
+            sport: sp,
+            dport: dp,
+            tcp_flags: flags,
+            icmp: None,
+            ip_len: 40,
+            frag: Frag::None,
+        }
+    }
+
+    const O: PacketOrigin = PacketOrigin {
+        file: 0,
+        index: 0,
+        offset: 0,
+    };
+
+    #[test]
+    fn syn_after_fin_splits_and_syn_ack_sets_initiator() {
+        use tcpflag::*;
+        let mut t = FlowTable::new(SplitRules::default());
+        // Capture starts at the SYN-ACK: the responder is 10.0.0.2.
+        t.add(1, 60, &pkt(2, 80, 1, 5000, SYN | ACK), O);
+        t.add(2, 60, &pkt(1, 5000, 2, 80, ACK), O);
+        t.add(3, 60, &pkt(1, 5000, 2, 80, FIN | ACK), O);
+        t.add(4, 60, &pkt(1, 5000, 2, 80, SYN), O); // port reused
+        t.add(5, 60, &pkt(2, 80, 1, 5000, SYN | ACK), O);
+        let (flows, orphans) = t.finish();
+        assert!(orphans.is_empty());
+        assert_eq!(flows.len(), 2);
+        let f = &flows[0];
+        assert_eq!((f.a_port, f.packets_ab, f.packets_ba), (Some(5000), 2, 1));
+        assert_eq!(tcp_flags_text(f.tcp_flags_ab), "AF");
+        assert_eq!(
+            (flows[1].id, flows[1].packets_ab, flows[1].packets_ba),
+            (2, 1, 1)
+        );
+    }
+
+    #[test]
+    fn idle_gap_splits() {
+        let mut t = FlowTable::new(SplitRules {
+            idle_gap_ns: 10,
+            closed_tcp_gap_ns: 5,
+        });
+        t.add(0, 60, &pkt(1, 1, 2, 2, tcpflag::ACK), O);
+        t.add(10, 60, &pkt(1, 1, 2, 2, tcpflag::ACK), O);
+        t.add(21, 60, &pkt(1, 1, 2, 2, tcpflag::ACK), O);
+        assert_eq!(t.finish().0.len(), 2);
+    }
+
+    #[test]
+    fn later_fragment_before_first_joins_its_flow() {
+        let mut t = FlowTable::new(SplitRules::default());
+        let mut later = pkt(1, 0, 2, 0, 0);
+        later.proto = ipproto::UDP;
+        later.frag = Frag::Later(7);
+        let mut first = pkt(1, 53, 2, 5353, 0);
+        first.proto = ipproto::UDP;
+        first.frag = Frag::First(7);
+        t.add(1, 100, &later, O);
+        t.add(2, 200, &first, O);
+        t.add(3, 50, &later, O);
+        let mut stray = later;
+        stray.frag = Frag::Later(8);
+        t.add(4, 70, &stray, O);
+        let (flows, orphans) = t.finish();
+        assert_eq!(flows.len(), 1);
+        assert_eq!(
+            (
+                flows[0].packets_ab,
+                flows[0].bytes_ab,
+                flows[0].first_seen_ns
+            ),
+            (3, 350, 1)
+        );
+        assert_eq!(orphans.len(), 1);
+    }
+}

@@ -4,6 +4,28 @@
 //!
 //! The data flow, one module per stage (details in `docs/architecture.md`):
 //!
-//! 1. [`flow`]: the flow type that replay produces and attribution consumes.
+//! 1. [`capture`]: read pcap/pcapng files (memory-mapped, scanned for record
+//!    boundaries, decoded in parallel batches) and fold their packets into
+//!    flows, reporting every damaged record or undecodable packet.
+//! 2. [`decode`]: one frame of any supported link type to a small `Copy`
+//!    record (addresses, ports, TCP flags, ICMP identity, IP length,
+//!    fragment position).
+//! 3. [`flow`]: the flow type that replay produces and attribution consumes,
+//!    the aggregation that builds it, and Community ID.
+//! 4. [`snapshot`]: the bundle's archives read into a socket timeline.
+//! 5. [`attribute`]: each flow joined to the socket and process that owned it.
+//! 6. [`report`]: the report files of `procflow analyze`.
+//! 7. [`commands`]: the command-line subcommands (`procflow flows`,
+//!    `procflow analyze`).
+//!
+//! [`time`] formats timestamps as RFC 3339 UTC with nanoseconds.
 
+pub mod attribute;
+pub mod capture;
+pub mod commands;
+pub mod decode;
 pub mod flow;
+pub mod report;
+mod sha1;
+pub mod snapshot;
+pub mod time;

@@ -1,0 +1,448 @@
+//! Capture replay: files -> per-packet records -> flows.
+//!
+//! Each file is memory-mapped (see [`source`]) and walked by a cheap
+//! sequential [`scan::Scanner`] that only reads record headers. Records are
+//! handed out in bounded batches; a batch's packets are decoded in parallel
+//! with rayon into compact `Copy` records while the previous batch is folded
+//! into the [`FlowTable`] on another core. Folding is strictly in file
+//! order, files in order of their first timestamp, so the output does not
+//! depend on the thread count, and memory holds at most two batches whatever
+//! the file size.
+
+pub mod scan;
+pub mod source;
+
+use crate::decode::{self, Decoded};
+use crate::flow::{Flow, FlowTable, PacketOrigin, SplitRules};
+use rayon::prelude::*;
+use scan::{RawRec, ScanProblem, Scanner};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Packets per batch: large enough to amortise the rayon fan-out, small
+/// enough (a few MB of records) that memory does not grow with the file.
+const BATCH: usize = 32_768;
+
+/// How to replay.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Worker threads; `None` uses all cores.
+    pub threads: Option<usize>,
+    /// When a flow key is split into several flows.
+    pub split: SplitRules,
+    /// Problems kept per file with their details; further ones are only
+    /// counted (in [`Replay::problem_counts`] and [`FileReport::problems`]).
+    pub max_problems_per_file: usize,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            threads: None,
+            split: SplitRules::default(),
+            max_problems_per_file: 1000,
+        }
+    }
+}
+
+/// What one input file contributed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileReport {
+    /// The path as given.
+    pub path: PathBuf,
+    /// `pcap` or `pcapng`; empty when the file could not be read at all.
+    pub format: String,
+    /// Link types of the file's interfaces.
+    pub link_types: Vec<u16>,
+    /// Packet records read.
+    pub packets: u64,
+    /// Sum of original frame lengths.
+    pub bytes: u64,
+    /// Packets whose capture was cut by the snaplen (caplen < orig_len);
+    /// not an error, their full length is still counted.
+    pub snaplen_cut: u64,
+    /// Timestamp of the first packet, ns since the epoch.
+    pub first_ns: Option<i64>,
+    /// Timestamp of the last packet, ns since the epoch.
+    pub last_ns: Option<i64>,
+    /// Problems met in this file (all of them, including those past the
+    /// detail limit).
+    pub problems: u64,
+    /// Set when the file could not be read at all: why.
+    pub error: Option<String>,
+}
+
+/// One problem met while reading: a bad packet, a damaged record, an
+/// unreadable file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based packet number in the file (Wireshark's frame number), when
+    /// the problem concerns one packet.
+    pub packet_index: Option<u64>,
+    /// Byte offset in the file of the record, block or field at fault.
+    pub offset: u64,
+    /// Short stable kind name, e.g. `truncated-record`, `ip-truncated`.
+    pub kind: String,
+    /// What was wrong, in words.
+    pub what: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.file.display())?;
+        if let Some(i) = self.packet_index {
+            write!(f, "packet {i}, ")?;
+        }
+        write!(f, "offset {}: {} ({})", self.offset, self.what, self.kind)
+    }
+}
+
+/// Non-IP frames of one ethertype.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NonIpCount {
+    /// Ethertype (`0x0000` stands for 802.3 frames with a length field).
+    pub ethertype: u16,
+    /// Frames.
+    pub packets: u64,
+    /// Sum of original frame lengths.
+    pub bytes: u64,
+}
+
+/// Everything replay produced.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    /// Flows sorted by id (1..); identical whatever the thread count.
+    pub flows: Vec<Flow>,
+    /// Per input, in processing order.
+    pub files: Vec<FileReport>,
+    /// Problems with details (bounded per file).
+    pub problems: Vec<Problem>,
+    /// All problems counted per kind.
+    pub problem_counts: BTreeMap<String, u64>,
+    /// Non-IP frames per ethertype, by ethertype.
+    pub non_ip: Vec<NonIpCount>,
+    /// Packets counted in files but in no flow (malformed, unsupported link
+    /// type, fragments without their first fragment); reasons in `problems`.
+    pub undecodable: u64,
+}
+
+impl Replay {
+    /// Whether some file could not be read at all.
+    pub fn any_file_unreadable(&self) -> bool {
+        self.files.iter().any(|f| f.error.is_some())
+    }
+}
+
+/// A programming-level failure of replay (bad input is never one).
+#[derive(Debug)]
+pub enum CaptureError {
+    /// The worker thread pool could not be built.
+    ThreadPool(String),
+}
+
+impl fmt::Display for CaptureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CaptureError::ThreadPool(e) => write!(f, "cannot start worker threads: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CaptureError {}
+
+/// One packet after decoding: compact and `Copy`.
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    raw: RawRec,
+    decoded: Decoded,
+}
+
+/// Replays capture files into flows. Unreadable files are reported in
+/// [`FileReport::error`] and [`Replay::problems`], never as `Err`.
+pub fn replay(paths: &[PathBuf], opts: &ReplayOptions) -> Result<Replay, CaptureError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| CaptureError::ThreadPool(e.to_string()))?;
+    Ok(pool.install(|| {
+        let mut inputs: Vec<(PathBuf, Result<source::Source, String>)> = paths
+            .iter()
+            .map(|p| {
+                (
+                    p.clone(),
+                    source::Source::open(p).map_err(|e| e.to_string()),
+                )
+            })
+            .collect();
+        // Rotated files are folded in order of their first packet, so flows
+        // spanning files merge and ids do not depend on argument order.
+        let mut order: Vec<(Option<i64>, usize)> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, s))| (s.as_ref().ok().and_then(|s| first_ts(s.bytes())), i))
+            .collect();
+        order.sort_by_key(|&(ts, i)| (ts.is_none(), ts, i));
+        let mut r = Replayer::new(opts);
+        for (_, i) in order {
+            let (path, src) = &mut inputs[i];
+            match src {
+                Ok(s) => r.file(path, s.bytes()),
+                Err(e) => r.unreadable(path, 0, format!("cannot open: {e}")),
+            }
+            // Unmap as soon as a file is done.
+            *src = Err(String::new());
+        }
+        r.finish()
+    }))
+}
+
+/// Replays one capture held in memory (the file name is only used in
+/// reports). Runs on the current rayon pool; used by fuzzing and tests.
+pub fn replay_bytes(name: &Path, bytes: &[u8], opts: &ReplayOptions) -> Replay {
+    let mut r = Replayer::new(opts);
+    r.file(name, bytes);
+    r.finish()
+}
+
+fn first_ts(buf: &[u8]) -> Option<i64> {
+    let mut s = Scanner::open(buf).ok()?;
+    let mut out = Vec::new();
+    let mut probs = Vec::new();
+    // A corrupt file could make this walk long; a bounded number of rounds
+    // is enough for any real capture's first packet.
+    for _ in 0..64 {
+        s.next_batch(&mut out, 1, &mut probs);
+        if let Some(r) = out.first() {
+            return Some(r.ts_ns);
+        }
+        if s.is_done() {
+            break;
+        }
+    }
+    None
+}
+
+struct Replayer<'o> {
+    opts: &'o ReplayOptions,
+    table: FlowTable,
+    files: Vec<FileReport>,
+    /// (file index, problem): sorted by file and offset at the end, since
+    /// scan problems are met one batch ahead of decode problems.
+    problems: Vec<(usize, Problem)>,
+    problem_counts: BTreeMap<String, u64>,
+    non_ip: BTreeMap<u16, (u64, u64)>,
+    undecodable: u64,
+}
+
+impl<'o> Replayer<'o> {
+    fn new(opts: &'o ReplayOptions) -> Self {
+        Replayer {
+            opts,
+            table: FlowTable::new(opts.split),
+            files: Vec::new(),
+            problems: Vec::new(),
+            problem_counts: BTreeMap::new(),
+            non_ip: BTreeMap::new(),
+            undecodable: 0,
+        }
+    }
+
+    fn problem(&mut self, file_idx: usize, p: ScanProblem) {
+        *self.problem_counts.entry(p.kind.to_string()).or_default() += 1;
+        let Some(f) = self.files.get_mut(file_idx) else {
+            return;
+        };
+        f.problems += 1;
+        if f.problems <= self.opts.max_problems_per_file as u64 {
+            self.problems.push((
+                file_idx,
+                Problem {
+                    file: f.path.clone(),
+                    packet_index: p.packet_index,
+                    offset: p.offset,
+                    kind: p.kind.to_string(),
+                    what: p.what,
+                },
+            ));
+        }
+    }
+
+    fn unreadable(&mut self, path: &Path, offset: u64, what: String) {
+        self.files.push(FileReport {
+            path: path.to_path_buf(),
+            format: String::new(),
+            link_types: Vec::new(),
+            packets: 0,
+            bytes: 0,
+            snaplen_cut: 0,
+            first_ns: None,
+            last_ns: None,
+            problems: 0,
+            error: Some(format!("offset {offset}: {what}")),
+        });
+        let idx = self.files.len() - 1;
+        self.problem(
+            idx,
+            ScanProblem {
+                packet_index: None,
+                offset,
+                kind: "unreadable-file",
+                what,
+            },
+        );
+    }
+
+    fn file(&mut self, path: &Path, buf: &[u8]) {
+        let mut scanner = match Scanner::open(buf) {
+            Ok(s) => s,
+            Err(e) => return self.unreadable(path, e.offset, e.what),
+        };
+        let idx = self.files.len();
+        self.files.push(FileReport {
+            path: path.to_path_buf(),
+            format: scan::format_name(buf).to_string(),
+            link_types: Vec::new(),
+            packets: 0,
+            bytes: 0,
+            snaplen_cut: 0,
+            first_ns: None,
+            last_ns: None,
+            problems: 0,
+            error: None,
+        });
+        let mut raw = Vec::with_capacity(BATCH);
+        let mut scan_problems = Vec::new();
+        let mut prev: Vec<Rec> = Vec::new();
+        let mut next: Vec<Rec> = Vec::with_capacity(BATCH);
+        loop {
+            scanner.next_batch(&mut raw, BATCH, &mut scan_problems);
+            for p in scan_problems.drain(..) {
+                self.problem(idx, p);
+            }
+            // Fold the previous batch (in order, on this thread) while the
+            // pool decodes this one.
+            rayon::join(
+                || self.fold(idx, &prev),
+                || {
+                    raw.par_iter()
+                        .with_min_len(1024)
+                        .map(|r| Rec {
+                            raw: *r,
+                            decoded: decode_raw(buf, r),
+                        })
+                        .collect_into_vec(&mut next)
+                },
+            );
+            std::mem::swap(&mut prev, &mut next);
+            if raw.is_empty() {
+                break;
+            }
+        }
+        let f = &mut self.files[idx];
+        f.link_types = scanner.link_types.iter().copied().collect();
+        f.packets = scanner.packets;
+        self.undecodable += scanner.unreadable_packets;
+    }
+
+    fn fold(&mut self, idx: usize, recs: &[Rec]) {
+        for rec in recs {
+            let r = &rec.raw;
+            {
+                let f = &mut self.files[idx];
+                f.bytes += u64::from(r.orig_len);
+                if r.caplen < r.orig_len {
+                    f.snaplen_cut += 1;
+                }
+                f.first_ns = Some(f.first_ns.map_or(r.ts_ns, |t| t.min(r.ts_ns)));
+                f.last_ns = Some(f.last_ns.map_or(r.ts_ns, |t| t.max(r.ts_ns)));
+            }
+            match rec.decoded {
+                Decoded::Ip(p) => {
+                    let origin = PacketOrigin {
+                        file: idx as u32,
+                        index: r.index,
+                        offset: r.rec_off,
+                    };
+                    self.table.add(r.ts_ns, r.orig_len, &p, origin);
+                }
+                Decoded::NonIp(et) => {
+                    let e = self.non_ip.entry(et).or_default();
+                    e.0 += 1;
+                    e.1 += u64::from(r.orig_len);
+                }
+                Decoded::Error(e) => {
+                    self.undecodable += 1;
+                    let cut = if r.caplen < r.orig_len {
+                        format!(
+                            " (snaplen cut the packet to {} of {} bytes)",
+                            r.caplen, r.orig_len
+                        )
+                    } else {
+                        String::new()
+                    };
+                    self.problem(
+                        idx,
+                        ScanProblem {
+                            packet_index: Some(r.index),
+                            offset: r.rec_off,
+                            kind: e.kind(),
+                            what: format!("{e}{cut}"),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> Replay {
+        let mut me = self;
+        let table = std::mem::replace(&mut me.table, FlowTable::new(me.opts.split));
+        let (flows, orphans) = table.finish();
+        for o in orphans {
+            me.undecodable += 1;
+            me.problem(
+                o.origin.file as usize,
+                ScanProblem {
+                    packet_index: Some(o.origin.index),
+                    offset: o.origin.offset,
+                    kind: "orphan-fragment",
+                    what: "IP fragment whose first fragment (with the ports) was not captured"
+                        .into(),
+                },
+            );
+        }
+        me.problems.sort_by_key(|(file, p)| (*file, p.offset));
+        Replay {
+            flows,
+            files: me.files,
+            problems: me.problems.into_iter().map(|(_, p)| p).collect(),
+            problem_counts: me.problem_counts,
+            non_ip: me
+                .non_ip
+                .into_iter()
+                .map(|(ethertype, (packets, bytes))| NonIpCount {
+                    ethertype,
+                    packets,
+                    bytes,
+                })
+                .collect(),
+            undecodable: me.undecodable,
+        }
+    }
+}
+
+fn decode_raw(buf: &[u8], r: &RawRec) -> Decoded {
+    let Some(frame) = buf.get(r.data_off..r.data_off.saturating_add(r.caplen as usize)) else {
+        return Decoded::Error(decode::DecodeError::Truncated {
+            layer: decode::Layer::Link,
+            at: 0,
+            need: r.caplen,
+            have: 0,
+        });
+    };
+    decode::decode(r.link, frame, r.orig_len)
+}

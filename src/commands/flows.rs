@@ -1,0 +1,237 @@
+//! `procflow flows CAPTURE... [--out FILE.csv] [--threads N] [--json FILE]`:
+//! one CSV row per flow, for every protocol at once (the columns are
+//! specified in `docs/flows-csv.md`).
+
+use crate::capture::{self, Replay, ReplayOptions};
+use crate::flow::{community_id, proto_name, tcp_flags_text, Flow, SplitRules};
+use crate::time::{rfc3339_ns, seconds_ns};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `procflow flows`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Capture files (pcap or pcapng), e.g. tcpdump's rotated files; they are
+    /// merged in order of their first packet.
+    #[arg(required = true, value_name = "CAPTURE")]
+    pub captures: Vec<PathBuf>,
+    /// Where to write the flows CSV; `-` or absent: standard output.
+    #[arg(long, short, value_name = "FILE.csv")]
+    pub out: Option<PathBuf>,
+    /// Worker threads (default: all cores). The output is the same for any
+    /// value.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+    /// Also write a JSON run report (files, problems, non-IP frames) here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Start a new flow when a key has been idle this long (seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub idle_gap: u32,
+    /// Start a new flow when a TCP key that saw FIN or RST has been idle this
+    /// long (seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub closed_tcp_gap: u32,
+}
+
+/// Column names of the flows CSV, in order.
+pub const CSV_HEADER: &[&str] = &[
+    "flow_id",
+    "proto",
+    "family",
+    "a_ip",
+    "a_port",
+    "b_ip",
+    "b_port",
+    "first_seen",
+    "last_seen",
+    "packets_ab",
+    "packets_ba",
+    "bytes_ab",
+    "bytes_ba",
+    "ip_bytes_ab",
+    "ip_bytes_ba",
+    "tcp_flags_ab",
+    "tcp_flags_ba",
+    "icmp_type",
+    "icmp_code",
+    "icmp_id",
+    "community_id",
+    "duration",
+];
+
+/// Writes flows as CSV (header first). Every field is a number, an address,
+/// a timestamp, letters or base64, so no field ever needs quoting.
+pub fn write_csv<W: Write>(mut w: W, flows: &[Flow]) -> io::Result<()> {
+    writeln!(w, "{}", CSV_HEADER.join(","))?;
+    let opt = |v: Option<u16>| v.map(|p| p.to_string()).unwrap_or_default();
+    for f in flows {
+        let tcp = f.proto == crate::flow::ipproto::TCP;
+        let flags = |x: u8| {
+            if tcp {
+                tcp_flags_text(x)
+            } else {
+                String::new()
+            }
+        };
+        writeln!(
+            w,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            f.id,
+            proto_name(f.proto),
+            f.family.as_str(),
+            f.a_ip,
+            opt(f.a_port),
+            f.b_ip,
+            opt(f.b_port),
+            rfc3339_ns(f.first_seen_ns),
+            rfc3339_ns(f.last_seen_ns),
+            f.packets_ab,
+            f.packets_ba,
+            f.bytes_ab,
+            f.bytes_ba,
+            f.ip_bytes_ab,
+            f.ip_bytes_ba,
+            flags(f.tcp_flags_ab),
+            flags(f.tcp_flags_ba),
+            f.icmp.map(|k| k.icmp_type.to_string()).unwrap_or_default(),
+            f.icmp.map(|k| k.code.to_string()).unwrap_or_default(),
+            f.icmp.map(|k| k.id.to_string()).unwrap_or_default(),
+            community_id(f, 0),
+            seconds_ns(f.last_seen_ns.saturating_sub(f.first_seen_ns)),
+        )?;
+    }
+    w.flush()
+}
+
+/// The JSON run report: everything but the flows themselves.
+pub fn report_json(r: &Replay) -> serde_json::Value {
+    let files: Vec<_> = r
+        .files
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "path": f.path,
+                "format": f.format,
+                "link_types": f.link_types,
+                "packets": f.packets,
+                "bytes": f.bytes,
+                "snaplen_cut": f.snaplen_cut,
+                "first_seen": f.first_ns.map(rfc3339_ns),
+                "last_seen": f.last_ns.map(rfc3339_ns),
+                "problems": f.problems,
+                "error": f.error,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "files": files,
+        "packets": r.files.iter().map(|f| f.packets).sum::<u64>(),
+        "bytes": r.files.iter().map(|f| f.bytes).sum::<u64>(),
+        "flows": r.flows.len(),
+        "undecodable": r.undecodable,
+        "non_ip": r.non_ip.iter().map(|n| serde_json::json!({
+            "ethertype": format!("0x{:04x}", n.ethertype),
+            "packets": n.packets,
+            "bytes": n.bytes,
+        })).collect::<Vec<_>>(),
+        "problem_counts": r.problem_counts,
+        "problems": r.problems,
+    })
+}
+
+/// One paragraph for stderr: files, packets, flows, problems.
+pub fn summary(r: &Replay) -> String {
+    let packets: u64 = r.files.iter().map(|f| f.packets).sum();
+    let bytes: u64 = r.files.iter().map(|f| f.bytes).sum();
+    let unreadable = r.files.iter().filter(|f| f.error.is_some()).count();
+    let non_ip: u64 = r.non_ip.iter().map(|n| n.packets).sum();
+    let cut: u64 = r.files.iter().map(|f| f.snaplen_cut).sum();
+    let total_problems: u64 = r.problem_counts.values().sum();
+    let mut s = format!(
+        "procflow flows: {} file(s){}, {packets} packets, {bytes} bytes, {} flows",
+        r.files.len(),
+        if unreadable > 0 {
+            format!(" ({unreadable} unreadable)")
+        } else {
+            String::new()
+        },
+        r.flows.len()
+    );
+    s += &format!(", {non_ip} non-IP frames in {} ethertypes", r.non_ip.len());
+    s += &format!(", {} packets in no flow", r.undecodable);
+    if cut > 0 {
+        s += &format!(", {cut} packets cut by snaplen (counted at full length)");
+    }
+    s += &format!(", {total_problems} problems");
+    if !r.problem_counts.is_empty() {
+        let kinds: Vec<String> = r
+            .problem_counts
+            .iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect();
+        s += &format!(" ({})", kinds.join(", "));
+    }
+    s.push('.');
+    s
+}
+
+/// Runs `procflow flows`: exit 0, or 1 when some file could not be read at
+/// all (the flows of the others are still written).
+pub fn run(args: Args) -> super::Result<ExitCode> {
+    let opts = ReplayOptions {
+        threads: args.threads.map(usize::from),
+        split: SplitRules {
+            idle_gap_ns: i64::from(args.idle_gap) * 1_000_000_000,
+            closed_tcp_gap_ns: i64::from(args.closed_tcp_gap) * 1_000_000_000,
+        },
+        ..ReplayOptions::default()
+    };
+    // Open the outputs first: a bad --out path should fail before the work.
+    let to_stdout = args.out.as_ref().map_or(true, |p| p.as_os_str() == "-");
+    let out_file = match &args.out {
+        Some(p) if !to_stdout => {
+            Some(File::create(p).map_err(|e| format!("cannot create --out {}: {e}", p.display()))?)
+        }
+        _ => None,
+    };
+    let json_file = match &args.json {
+        Some(p) => Some(
+            File::create(p).map_err(|e| format!("cannot create --json {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let replay = capture::replay(&args.captures, &opts)?;
+    for p in &replay.problems {
+        eprintln!("procflow: {p}");
+    }
+    let written = match out_file {
+        Some(f) => write_csv(BufWriter::with_capacity(1 << 16, f), &replay.flows),
+        None => write_csv(
+            BufWriter::with_capacity(1 << 16, io::stdout().lock()),
+            &replay.flows,
+        ),
+    };
+    match written {
+        Ok(()) => {}
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(format!("cannot write flows: {e}").into()),
+    }
+    if let (Some(f), Some(p)) = (json_file, &args.json) {
+        let mut w = BufWriter::new(f);
+        serde_json::to_writer_pretty(&mut w, &report_json(&replay))
+            .map_err(|e| format!("cannot write --json {}: {e}", p.display()))?;
+        writeln!(w)
+            .and_then(|()| w.flush())
+            .map_err(|e| format!("cannot write --json {}: {e}", p.display()))?;
+    }
+    eprintln!("{}", summary(&replay));
+    Ok(if replay.any_file_unreadable() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

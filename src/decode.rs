@@ -1,0 +1,708 @@
+//! Packet decoding: link layer -> IP -> transport, into a small `Copy` record.
+//!
+//! The decoder never allocates and never panics: every read is bounds-checked
+//! and a packet that cannot be decoded yields a [`DecodeError`] that says
+//! which layer was short or wrong. Byte counts are not decided here; the
+//! caller keeps `orig_len` from the capture record header.
+
+use crate::flow::{ipproto, Family, IcmpKey};
+use std::fmt;
+
+/// Link-layer header types (tcpdump.org LINKTYPE_* values) the decoder reads.
+pub mod linktype {
+    /// BSD loopback: 4-byte address family in the writer's byte order.
+    pub const NULL: u16 = 0;
+    /// Ethernet II / 802.3.
+    pub const ETHERNET: u16 = 1;
+    /// Raw IP as some old BSDs numbered it.
+    pub const RAW_12: u16 = 12;
+    /// Raw IP as OpenBSD numbered it.
+    pub const RAW_14: u16 = 14;
+    /// Raw IP, version from the first nibble.
+    pub const RAW: u16 = 101;
+    /// OpenBSD loopback: 4-byte address family in network byte order.
+    pub const LOOP: u16 = 108;
+    /// Linux cooked capture v1 (16-byte header).
+    pub const LINUX_SLL: u16 = 113;
+    /// Raw IPv4 only.
+    pub const IPV4: u16 = 228;
+    /// Raw IPv6 only.
+    pub const IPV6: u16 = 229;
+    /// Linux cooked capture v2 (20-byte header), what `tcpdump -i any` writes.
+    pub const LINUX_SLL2: u16 = 276;
+
+    /// Whether the decoder understands link type `lt`.
+    pub fn is_supported(lt: u16) -> bool {
+        matches!(
+            lt,
+            NULL | ETHERNET | RAW_12 | RAW_14 | RAW | LOOP | LINUX_SLL | IPV4 | IPV6 | LINUX_SLL2
+        )
+    }
+}
+
+/// Ethertypes the decoder acts on.
+pub mod ethertype {
+    /// IPv4.
+    pub const IPV4: u16 = 0x0800;
+    /// IPv6.
+    pub const IPV6: u16 = 0x86DD;
+    /// ARP.
+    pub const ARP: u16 = 0x0806;
+    /// 802.1Q VLAN tag.
+    pub const VLAN: u16 = 0x8100;
+    /// 802.1ad service tag (QinQ outer tag).
+    pub const QINQ: u16 = 0x88A8;
+    /// Pre-standard QinQ outer tag.
+    pub const QINQ_OLD: u16 = 0x9100;
+    /// MPLS unicast.
+    pub const MPLS: u16 = 0x8847;
+    /// MPLS multicast.
+    pub const MPLS_MC: u16 = 0x8848;
+    /// Reported for 802.3 frames whose type field is a length (LLC/SNAP,
+    /// STP...): they carry no ethertype.
+    pub const LLC: u16 = 0x0000;
+}
+
+/// Fragment position of an IP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frag {
+    /// Not fragmented (IPv6 atomic fragments included).
+    None,
+    /// First fragment (offset 0, more fragments): carries the ports.
+    First(u32),
+    /// A later fragment: no transport header; identified by the IP id.
+    Later(u32),
+}
+
+/// One decoded IP packet, reduced to what flow aggregation needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpPacket {
+    /// Address family.
+    pub family: Family,
+    /// Transport protocol number (after IPv6 extension headers).
+    pub proto: u8,
+    /// Source address; IPv4 uses the first 4 bytes.
+    pub src: [u8; 16],
+    /// Destination address; IPv4 uses the first 4 bytes.
+    pub dst: [u8; 16],
+    /// Source port (TCP, UDP, SCTP), else 0.
+    pub sport: u16,
+    /// Destination port (TCP, UDP, SCTP), else 0.
+    pub dport: u16,
+    /// TCP flag byte (CWR..FIN), 0 for other protocols.
+    pub tcp_flags: u8,
+    /// ICMP/ICMPv6 type, code and echo identifier.
+    pub icmp: Option<IcmpKey>,
+    /// Length from the IP header on, as the IP header states it (IPv4 total
+    /// length, IPv6 40 + payload length); Ethernet padding is not included.
+    pub ip_len: u32,
+    /// Fragment position.
+    pub frag: Frag,
+}
+
+impl IpPacket {
+    /// Whether this protocol carries ports in the flow key.
+    pub fn has_ports(&self) -> bool {
+        proto_has_ports(self.proto)
+    }
+}
+
+/// Protocols whose flows are keyed by ports (the ones Community ID hashes
+/// with ports).
+pub fn proto_has_ports(proto: u8) -> bool {
+    matches!(proto, ipproto::TCP | ipproto::UDP | SCTP)
+}
+
+const SCTP: u8 = 132;
+
+/// What a frame turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded {
+    /// An IP packet.
+    Ip(IpPacket),
+    /// A frame that is not IP, by ethertype ([`ethertype::LLC`] for 802.3
+    /// length-field frames).
+    NonIp(u16),
+    /// A frame that could not be decoded.
+    Error(DecodeError),
+}
+
+/// Why a frame could not be decoded. `Copy`, so it travels in per-packet
+/// records; turned into text only when reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The capture's link type is not one the decoder reads.
+    UnsupportedLinkType(u16),
+    /// A header ended before `need` bytes; `have` were captured from `at`.
+    Truncated {
+        /// Which header.
+        layer: Layer,
+        /// Offset in the frame where the header starts.
+        at: u32,
+        /// Bytes the header needs.
+        need: u32,
+        /// Bytes captured from `at`.
+        have: u32,
+    },
+    /// The IP version nibble does not fit the link type or ethertype.
+    IpVersion {
+        /// Version the link layer announced (4 or 6), 0 for "any".
+        expected: u8,
+        /// Version found in the packet.
+        found: u8,
+    },
+    /// IPv4 header length below 20 or total length below the header length.
+    BadIpv4Header {
+        /// Header length in bytes (IHL * 4).
+        ihl: u32,
+        /// Total length field.
+        total_len: u32,
+    },
+    /// A BSD loopback address family the decoder does not know.
+    LoopbackFamily(u32),
+    /// An MPLS label stack with no bottom-of-stack label.
+    MplsNoBottom,
+}
+
+/// Protocol layers named in [`DecodeError::Truncated`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// Link-layer header.
+    Link,
+    /// VLAN tag.
+    Vlan,
+    /// MPLS label.
+    Mpls,
+    /// IPv4 header.
+    Ipv4,
+    /// IPv6 fixed header.
+    Ipv6,
+    /// IPv6 extension header.
+    Ipv6Ext,
+    /// TCP header (ports or flags).
+    Tcp,
+    /// UDP header.
+    Udp,
+    /// SCTP common header.
+    Sctp,
+    /// ICMP header.
+    Icmp,
+    /// ICMPv6 header.
+    Icmpv6,
+}
+
+impl Layer {
+    fn name(self) -> &'static str {
+        match self {
+            Layer::Link => "link-layer header",
+            Layer::Vlan => "VLAN tag",
+            Layer::Mpls => "MPLS label",
+            Layer::Ipv4 => "IPv4 header",
+            Layer::Ipv6 => "IPv6 header",
+            Layer::Ipv6Ext => "IPv6 extension header",
+            Layer::Tcp => "TCP header",
+            Layer::Udp => "UDP header",
+            Layer::Sctp => "SCTP header",
+            Layer::Icmp => "ICMP header",
+            Layer::Icmpv6 => "ICMPv6 header",
+        }
+    }
+}
+
+impl DecodeError {
+    /// Short stable name of the error kind, used to count problems per kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::UnsupportedLinkType(_) => "unsupported-link-type",
+            DecodeError::Truncated { layer, .. } => match layer {
+                Layer::Link | Layer::Vlan | Layer::Mpls => "link-truncated",
+                Layer::Ipv4 | Layer::Ipv6 | Layer::Ipv6Ext => "ip-truncated",
+                _ => "transport-truncated",
+            },
+            DecodeError::IpVersion { .. } => "ip-version-mismatch",
+            DecodeError::BadIpv4Header { .. } => "bad-ipv4-header",
+            DecodeError::LoopbackFamily(_) => "unknown-loopback-family",
+            DecodeError::MplsNoBottom => "mpls-no-bottom",
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            DecodeError::UnsupportedLinkType(lt) => write!(f, "unsupported link type {lt}"),
+            DecodeError::Truncated {
+                layer,
+                at,
+                need,
+                have,
+            } => write!(
+                f,
+                "{} at frame offset {at} needs {need} bytes, {have} captured",
+                layer.name()
+            ),
+            DecodeError::IpVersion { expected: 0, found } => {
+                write!(f, "IP version {found} where 4 or 6 was expected")
+            }
+            DecodeError::IpVersion { expected, found } => {
+                write!(
+                    f,
+                    "link layer announces IPv{expected}, packet has IP version {found}"
+                )
+            }
+            DecodeError::BadIpv4Header { ihl, total_len } => write!(
+                f,
+                "IPv4 header length {ihl} / total length {total_len} impossible"
+            ),
+            DecodeError::LoopbackFamily(af) => write!(f, "unknown loopback address family {af}"),
+            DecodeError::MplsNoBottom => write!(f, "MPLS label stack without bottom of stack"),
+        }
+    }
+}
+
+fn u16_at(b: &[u8], off: usize) -> Option<u16> {
+    let s = b.get(off..off.checked_add(2)?)?;
+    Some(u16::from_be_bytes([s[0], s[1]]))
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    let s = b.get(off..off.checked_add(4)?)?;
+    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn truncated(layer: Layer, at: usize, need: usize, frame: &[u8]) -> DecodeError {
+    DecodeError::Truncated {
+        layer,
+        at: at as u32,
+        need: need as u32,
+        have: frame.len().saturating_sub(at) as u32,
+    }
+}
+
+/// Decodes one captured frame of link type `link` whose original length was
+/// `orig_len` (used only for IPv6 jumbograms, whose length is not in the
+/// fixed header).
+pub fn decode(link: u16, frame: &[u8], orig_len: u32) -> Decoded {
+    match link {
+        linktype::ETHERNET => ethernet(frame, orig_len),
+        linktype::RAW | linktype::RAW_12 | linktype::RAW_14 => ip_any(frame, 0, orig_len),
+        linktype::IPV4 => ip_expect(frame, 0, 4, orig_len),
+        linktype::IPV6 => ip_expect(frame, 0, 6, orig_len),
+        linktype::NULL | linktype::LOOP => loopback(link, frame, orig_len),
+        linktype::LINUX_SLL => match u16_at(frame, 14) {
+            Some(proto) => by_ethertype(proto, frame, 16, orig_len),
+            None => Decoded::Error(truncated(Layer::Link, 0, 16, frame)),
+        },
+        linktype::LINUX_SLL2 => match (u16_at(frame, 0), frame.len() >= 20) {
+            (Some(proto), true) => by_ethertype(proto, frame, 20, orig_len),
+            _ => Decoded::Error(truncated(Layer::Link, 0, 20, frame)),
+        },
+        other => Decoded::Error(DecodeError::UnsupportedLinkType(other)),
+    }
+}
+
+fn ethernet(frame: &[u8], orig_len: u32) -> Decoded {
+    let Some(ty) = u16_at(frame, 12) else {
+        return Decoded::Error(truncated(Layer::Link, 0, 14, frame));
+    };
+    by_ethertype(ty, frame, 14, orig_len)
+}
+
+/// Dispatches on an ethertype found at the end of a link header, stripping
+/// any number of VLAN tags and MPLS labels first.
+fn by_ethertype(mut ty: u16, frame: &[u8], mut off: usize, orig_len: u32) -> Decoded {
+    loop {
+        match ty {
+            ethertype::VLAN | ethertype::QINQ | ethertype::QINQ_OLD => {
+                let Some(inner) = u16_at(frame, off + 2) else {
+                    return Decoded::Error(truncated(Layer::Vlan, off, 4, frame));
+                };
+                ty = inner;
+                off += 4;
+            }
+            ethertype::IPV4 => return ip_expect(frame, off, 4, orig_len),
+            ethertype::IPV6 => return ip_expect(frame, off, 6, orig_len),
+            ethertype::MPLS | ethertype::MPLS_MC => return mpls(frame, off, orig_len),
+            t if t < 0x0600 => return Decoded::NonIp(ethertype::LLC),
+            t => return Decoded::NonIp(t),
+        }
+    }
+}
+
+/// MPLS: pop labels to the bottom of the stack, then guess the payload from
+/// the first nibble as tcpdump and Wireshark do (4 = IPv4, 6 = IPv6; anything
+/// else, e.g. an Ethernet pseudowire control word, is counted as non-IP).
+fn mpls(frame: &[u8], mut off: usize, orig_len: u32) -> Decoded {
+    for _ in 0..16 {
+        let Some(label) = u32_at(frame, off) else {
+            return Decoded::Error(truncated(Layer::Mpls, off, 4, frame));
+        };
+        off += 4;
+        if label & 0x100 != 0 {
+            return match frame.get(off).map(|b| b >> 4) {
+                Some(4) => ip_expect(frame, off, 4, orig_len),
+                Some(6) => ip_expect(frame, off, 6, orig_len),
+                _ => Decoded::NonIp(ethertype::MPLS),
+            };
+        }
+    }
+    Decoded::Error(DecodeError::MplsNoBottom)
+}
+
+fn loopback(link: u16, frame: &[u8], orig_len: u32) -> Decoded {
+    let Some(raw) = frame.get(0..4) else {
+        return Decoded::Error(truncated(Layer::Link, 0, 4, frame));
+    };
+    let be = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
+    // NULL stores the family in the *writer's* host order, which need not be
+    // the file's byte order: a family is a small number, so the order whose
+    // value is small is the right one.
+    let af = if link == linktype::NULL && be > 0xFFFF {
+        be.swap_bytes()
+    } else {
+        be
+    };
+    match af {
+        2 => ip_expect(frame, 4, 4, orig_len),
+        // AF_INET6 is 10 on Linux, 24 on NetBSD/OpenBSD, 28 on FreeBSD,
+        // 30 on macOS.
+        10 | 24 | 28 | 30 => ip_expect(frame, 4, 6, orig_len),
+        other => Decoded::Error(DecodeError::LoopbackFamily(other)),
+    }
+}
+
+fn ip_any(frame: &[u8], off: usize, orig_len: u32) -> Decoded {
+    match frame.get(off).map(|b| b >> 4) {
+        Some(4) => ip_expect(frame, off, 4, orig_len),
+        Some(6) => ip_expect(frame, off, 6, orig_len),
+        Some(v) => Decoded::Error(DecodeError::IpVersion {
+            expected: 0,
+            found: v,
+        }),
+        None => Decoded::Error(truncated(Layer::Ipv4, off, 20, frame)),
+    }
+}
+
+fn ip_expect(frame: &[u8], off: usize, version: u8, orig_len: u32) -> Decoded {
+    let found = match frame.get(off) {
+        Some(b) => b >> 4,
+        None => {
+            let layer = if version == 4 {
+                Layer::Ipv4
+            } else {
+                Layer::Ipv6
+            };
+            let need = if version == 4 { 20 } else { 40 };
+            return Decoded::Error(truncated(layer, off, need, frame));
+        }
+    };
+    if found != version {
+        return Decoded::Error(DecodeError::IpVersion {
+            expected: version,
+            found,
+        });
+    }
+    let r = if version == 4 {
+        ipv4(frame, off)
+    } else {
+        ipv6(frame, off, orig_len)
+    };
+    match r {
+        Ok(p) => Decoded::Ip(p),
+        Err(e) => Decoded::Error(e),
+    }
+}
+
+fn ipv4(frame: &[u8], off: usize) -> Result<IpPacket, DecodeError> {
+    let Some(h) = frame.get(off..off + 20) else {
+        return Err(truncated(Layer::Ipv4, off, 20, frame));
+    };
+    let ihl = usize::from(h[0] & 0x0F) * 4;
+    let total_len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    if ihl < 20 || (total_len != 0 && total_len < ihl) {
+        return Err(DecodeError::BadIpv4Header {
+            ihl: ihl as u32,
+            total_len: total_len as u32,
+        });
+    }
+    if frame.len() < off + ihl {
+        return Err(truncated(Layer::Ipv4, off, ihl, frame));
+    }
+    let id = u16::from_be_bytes([h[4], h[5]]);
+    let flags_frag = u16::from_be_bytes([h[6], h[7]]);
+    let more = flags_frag & 0x2000 != 0;
+    let frag_off = flags_frag & 0x1FFF;
+    let proto = h[9];
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src[..4].copy_from_slice(&h[12..16]);
+    dst[..4].copy_from_slice(&h[16..20]);
+    // A total length of 0 is what captures of TSO-offloaded segments show:
+    // take the captured length then.
+    let ip_len = if total_len == 0 {
+        frame.len() - off
+    } else {
+        total_len
+    };
+    let frag = match (frag_off, more) {
+        (0, false) => Frag::None,
+        (0, true) => Frag::First(u32::from(id)),
+        _ => Frag::Later(u32::from(id)),
+    };
+    // Ethernet padding after the datagram is not transport data.
+    let end = frame.len().min(off + ip_len.max(ihl));
+    let mut p = IpPacket {
+        family: Family::V4,
+        proto,
+        src,
+        dst,
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        icmp: None,
+        ip_len: ip_len as u32,
+        frag,
+    };
+    if !matches!(frag, Frag::Later(_)) {
+        let t = frame.get(off + ihl..end).unwrap_or(&[]);
+        transport(&mut p, t, off + ihl, frame)?;
+    }
+    Ok(p)
+}
+
+fn ipv6(frame: &[u8], off: usize, orig_len: u32) -> Result<IpPacket, DecodeError> {
+    let Some(h) = frame.get(off..off + 40) else {
+        return Err(truncated(Layer::Ipv6, off, 40, frame));
+    };
+    let payload_len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+    let mut next = h[6];
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&h[8..24]);
+    dst.copy_from_slice(&h[24..40]);
+    // Payload length 0 with a Hop-by-Hop header is a jumbogram (BIG TCP):
+    // the true length is only in the record's original length.
+    let ip_len = if payload_len == 0 && next == 0 {
+        (orig_len as usize).saturating_sub(off).max(40)
+    } else {
+        40 + payload_len
+    };
+    let end = frame.len().min(off + ip_len);
+    let mut pos = off + 40;
+    let mut frag = Frag::None;
+    // Walk extension headers to the transport header. Bounded: a packet
+    // cannot hold more headers than 8-byte units.
+    for _ in 0..64 {
+        match next {
+            // Hop-by-Hop, Routing, Destination Options, Mobility, HIP, Shim6.
+            0 | 43 | 60 | 135 | 139 | 140 => {
+                let Some(e) = frame.get(pos..pos + 2) else {
+                    return Err(truncated(Layer::Ipv6Ext, pos, 8, frame));
+                };
+                next = e[0];
+                pos += (usize::from(e[1]) + 1) * 8;
+            }
+            // Authentication Header: length in 4-byte units minus 2.
+            51 => {
+                let Some(e) = frame.get(pos..pos + 2) else {
+                    return Err(truncated(Layer::Ipv6Ext, pos, 8, frame));
+                };
+                next = e[0];
+                pos += (usize::from(e[1]) + 2) * 4;
+            }
+            44 => {
+                let Some(e) = frame.get(pos..pos + 8) else {
+                    return Err(truncated(Layer::Ipv6Ext, pos, 8, frame));
+                };
+                next = e[0];
+                let off_m = u16::from_be_bytes([e[2], e[3]]);
+                let id = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
+                pos += 8;
+                frag = match (off_m >> 3, off_m & 1 != 0) {
+                    (0, false) => Frag::None, // atomic fragment
+                    (0, true) => Frag::First(id),
+                    _ => Frag::Later(id),
+                };
+                if matches!(frag, Frag::Later(_)) {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    let mut p = IpPacket {
+        family: Family::V6,
+        proto: next,
+        src,
+        dst,
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        icmp: None,
+        ip_len: ip_len as u32,
+        frag,
+    };
+    if !matches!(frag, Frag::Later(_)) {
+        let t = frame.get(pos..end.max(pos)).unwrap_or(&[]);
+        transport(&mut p, t, pos, frame)?;
+    }
+    Ok(p)
+}
+
+/// Fills ports, flags and ICMP identity from the transport header `t`, which
+/// starts at frame offset `at` (for error messages).
+fn transport(p: &mut IpPacket, t: &[u8], at: usize, frame: &[u8]) -> Result<(), DecodeError> {
+    let short = |layer, need| DecodeError::Truncated {
+        layer,
+        at: at as u32,
+        need,
+        have: t.len() as u32,
+    };
+    let _ = frame;
+    match p.proto {
+        ipproto::TCP | ipproto::UDP | SCTP => {
+            let layer = match p.proto {
+                ipproto::TCP => Layer::Tcp,
+                ipproto::UDP => Layer::Udp,
+                _ => Layer::Sctp,
+            };
+            let (Some(s), Some(d)) = (u16_at(t, 0), u16_at(t, 2)) else {
+                return Err(short(layer, 4));
+            };
+            p.sport = s;
+            p.dport = d;
+            if p.proto == ipproto::TCP {
+                // A snaplen cut between the ports and the flags still gives a
+                // usable flow key; the flags are then unknown (0).
+                p.tcp_flags = t.get(13).copied().unwrap_or(0);
+            }
+        }
+        ipproto::ICMP | ipproto::ICMPV6 => {
+            let layer = if p.proto == ipproto::ICMP {
+                Layer::Icmp
+            } else {
+                Layer::Icmpv6
+            };
+            let (Some(&ty), Some(&code)) = (t.first(), t.get(1)) else {
+                return Err(short(layer, 4));
+            };
+            let echo_like = if p.proto == ipproto::ICMP {
+                matches!(ty, 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18)
+            } else {
+                matches!(ty, 128 | 129)
+            };
+            let id = if echo_like {
+                u16_at(t, 4).ok_or_else(|| short(layer, 8))?
+            } else {
+                0
+            };
+            p.icmp = Some(IcmpKey {
+                icmp_type: ty,
+                code,
+                id,
+            });
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4_udp() -> Vec<u8> {
+        let mut p = vec![
+            0x45, 0, 0, 28, 0x12, 0x34, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        p.extend_from_slice(&[0x30, 0x39, 0, 53, 0, 8, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn raw_ipv4_udp() {
+        let Decoded::Ip(p) = decode(linktype::RAW, &v4_udp(), 28) else {
+            panic!()
+        };
+        assert_eq!((p.proto, p.sport, p.dport, p.ip_len), (17, 12345, 53, 28));
+        assert_eq!(&p.src[..4], &[10, 0, 0, 1]);
+        assert_eq!(p.frag, Frag::None);
+    }
+
+    #[test]
+    fn ethernet_with_qinq_tags() {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x88, 0xA8, 0, 1, 0x81, 0x00, 0, 2, 0x08, 0x00]);
+        f.extend_from_slice(&v4_udp());
+        f.extend_from_slice(&[0u8; 10]); // padding must not count
+        let Decoded::Ip(p) = decode(linktype::ETHERNET, &f, f.len() as u32) else {
+            panic!()
+        };
+        assert_eq!((p.dport, p.ip_len), (53, 28));
+    }
+
+    #[test]
+    fn every_cut_of_a_frame_is_an_error_not_a_panic() {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x81, 0x00, 0, 1, 0x08, 0x00]);
+        f.extend_from_slice(&v4_udp());
+        for n in 0..f.len() {
+            for lt in [0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 999] {
+                let _ = decode(lt, &f[..n], n as u32);
+            }
+        }
+        assert!(matches!(
+            decode(linktype::ETHERNET, &f[..40], 40),
+            Decoded::Error(DecodeError::Truncated {
+                layer: Layer::Udp,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn ipv4_fragments() {
+        let mut p = v4_udp();
+        p[6] = 0x20; // MF, offset 0
+        assert!(matches!(
+            decode(linktype::RAW, &p, 28),
+            Decoded::Ip(IpPacket {
+                frag: Frag::First(0x1234),
+                dport: 53,
+                ..
+            })
+        ));
+        p[6] = 0x00;
+        p[7] = 0x03; // offset 24 bytes
+        assert!(matches!(
+            decode(linktype::RAW, &p, 28),
+            Decoded::Ip(IpPacket {
+                frag: Frag::Later(0x1234),
+                dport: 0,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn link_type_ipv4_rejects_ipv6() {
+        let mut p = vec![0x60u8; 1];
+        p.extend_from_slice(&[0u8; 39]);
+        assert_eq!(
+            decode(linktype::IPV4, &p, 40),
+            Decoded::Error(DecodeError::IpVersion {
+                expected: 4,
+                found: 6
+            })
+        );
+    }
+
+    #[test]
+    fn null_family_in_either_byte_order() {
+        for hdr in [[2u8, 0, 0, 0], [0, 0, 0, 2]] {
+            let mut f = hdr.to_vec();
+            f.extend_from_slice(&v4_udp());
+            assert!(matches!(decode(linktype::NULL, &f, 32), Decoded::Ip(_)));
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! `connections.jsonl`: the rows of `connections.csv` as one JSON object per
+//! line with Elastic Common Schema names (flat dotted keys), plus the
+//! `message` / `datetime` / `timestamp_desc` trio Timesketch imports.
+//!
+//! `source` is the initiator (flow end `a`), `destination` the responder,
+//! as in ECS; `network.direction` says which of them is the host.
+
+use std::io::{self, Write};
+
+use serde_json::{json, Map, Value};
+
+use super::{confidence, ConnectionRow, ReportInput, ReportWriter};
+use crate::flow::proto_name;
+
+/// Writer of `connections.jsonl`.
+pub struct ConnectionsJsonl<'a>(pub &'a ReportInput<'a>);
+
+fn ecs_direction(r: &ConnectionRow) -> &'static str {
+    match (r.attribution.both_local, r.attribution.local_is_a) {
+        (true, _) => "internal",
+        (false, Some(true)) => "outbound",
+        (false, Some(false)) => "inbound",
+        (false, None) => "external",
+    }
+}
+
+/// The JSON object of one row.
+pub fn row_object(input: &ReportInput<'_>, r: &ConnectionRow) -> Map<String, Value> {
+    let f = &r.flow;
+    let a = &r.attribution;
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Value| {
+        if !v.is_null() && v != json!("") {
+            m.insert(k.to_string(), v);
+        }
+    };
+    let who = match (a.owner, &r.process) {
+        (Some(o), Some(p)) => format!("{}[{}]", p.comm, o.pid),
+        (Some(o), None) => format!("pid {}", o.pid),
+        (None, _) => "no process".to_string(),
+    };
+    let ep = |ip: std::net::IpAddr, port: Option<u16>| match port {
+        Some(p) if ip.is_ipv6() => format!("[{ip}]:{p}"),
+        Some(p) => format!("{ip}:{p}"),
+        None => ip.to_string(),
+    };
+    put(
+        "message",
+        json!(format!(
+            "{} {} -> {} by {} ({}), {} bytes",
+            proto_name(f.proto),
+            ep(f.a_ip, f.a_port),
+            ep(f.b_ip, f.b_port),
+            who,
+            a.method.name(),
+            f.bytes_ab + f.bytes_ba
+        )),
+    );
+    put("datetime", json!(super::rfc3339_ns(f.first_seen_ns)));
+    put("timestamp_desc", json!("Flow first seen"));
+    put("event.start", json!(super::rfc3339_ns(f.first_seen_ns)));
+    put("event.end", json!(super::rfc3339_ns(f.last_seen_ns)));
+    put(
+        "event.duration",
+        json!(f.last_seen_ns.saturating_sub(f.first_seen_ns)),
+    );
+    put("source.ip", json!(f.a_ip.to_string()));
+    put("source.port", json!(f.a_port));
+    put("source.packets", json!(f.packets_ab));
+    put("source.bytes", json!(f.bytes_ab));
+    put("destination.ip", json!(f.b_ip.to_string()));
+    put("destination.port", json!(f.b_port));
+    put("destination.packets", json!(f.packets_ba));
+    put("destination.bytes", json!(f.bytes_ba));
+    put("network.transport", json!(proto_name(f.proto)));
+    put("network.type", json!(f.family.as_str()));
+    put("network.iana_number", json!(f.proto.to_string()));
+    put("network.direction", json!(ecs_direction(r)));
+    put("network.bytes", json!(f.bytes_ab + f.bytes_ba));
+    put("network.packets", json!(f.packets_ab + f.packets_ba));
+    put("network.community_id", json!(r.community_id));
+    if let Some(o) = a.owner {
+        put("process.pid", json!(o.pid));
+        put("process.start", json!(r.process_start));
+        put("process.entity_id", json!(r.entity_id));
+        if let Some(p) = &r.process {
+            put("process.ppid", json!(p.ppid));
+            put("process.parent.pid", json!(p.ppid));
+            put("process.name", json!(p.comm));
+            put("process.executable", json!(p.exe));
+            put("process.command_line", json!(r.cmdline()));
+            put("process.args", json!(p.cmdline));
+            put("user.id", json!(p.uid.to_string()));
+            put("container.id", json!(p.container_id));
+        }
+    }
+    put("host.name", json!(input.manifest.host.hostname));
+    put("host.os.kernel", json!(input.manifest.host.kernel_release));
+    put("host.boot.id", json!(input.manifest.host.boot_id));
+    put("procflow.flow_id", json!(f.id));
+    put("procflow.method", json!(a.method.name()));
+    put("procflow.confidence", json!(confidence(a)));
+    put("procflow.time_gap_ms", json!(r.time_gap_ms()));
+    put("procflow.shared_with", json!(r.shared_with()));
+    put("procflow.netns", json!(a.socket.map(|s| s.netns)));
+    put("procflow.inode", json!(a.socket.map(|s| s.inode)));
+    put("procflow.socket_state", json!(r.socket_state()));
+    put("procflow.direction", json!(r.direction()));
+    put("procflow.note", json!(a.notes.join("; ")));
+    m
+}
+
+impl ReportWriter for ConnectionsJsonl<'_> {
+    fn file_name(&self) -> &'static str {
+        "connections.jsonl"
+    }
+
+    fn write(&self, out: &mut dyn Write) -> io::Result<()> {
+        for r in &self.0.rows {
+            let obj = Value::Object(row_object(self.0, r));
+            serde_json::to_writer(&mut *out, &obj)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,506 @@
+//! The report files, one writer per format behind [`ReportWriter`].
+//!
+//! Rows are computed once from the flows and their attributions
+//! ([`ConnectionRow`], [`ProcessRow`]); each writer only formats them. Every
+//! order is deterministic (flow id; pid and start time), so the bytes do not
+//! depend on the thread count. Column meanings: `docs/report-schema.md`.
+
+pub mod connections_csv;
+pub mod connections_jsonl;
+pub mod processes_csv;
+pub mod summary;
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::net::IpAddr;
+
+use procflow_snap::layout::{Manifest, ProcessRecord};
+use sha2::{Digest, Sha256};
+
+use crate::attribute::{Attribution, Method, ProcKey, Reason};
+use crate::flow::{proto_name, Flow};
+use crate::snapshot::procnet::{tcp_state_name, STATE_CLOSE};
+use crate::snapshot::timeline::{Timeline, Transport};
+pub use crate::time::rfc3339_ns;
+
+/// A report file writer.
+pub trait ReportWriter {
+    /// File name inside the report directory.
+    fn file_name(&self) -> &'static str;
+    /// Writes the whole file.
+    fn write(&self, out: &mut dyn Write) -> io::Result<()>;
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Joins command-line arguments with spaces, single-quoting those a POSIX
+/// shell would split or expand, so the line can be pasted back.
+pub fn shell_join(args: &[String]) -> String {
+    let quote = |a: &String| -> String {
+        let plain = !a.is_empty()
+            && a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b));
+        if plain {
+            a.clone()
+        } else {
+            format!("'{}'", a.replace('\'', r"'\''"))
+        }
+    };
+    args.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+/// ECS `process.entity_id`: the first 16 bytes, in hex, of
+/// SHA-256(`boot_id|pid|start_time`), so a reused pid is a different entity.
+pub fn entity_id(boot_id: &str, pid: u32, start_time: u64) -> String {
+    let d = Sha256::digest(format!("{boot_id}|{pid}|{start_time}").as_bytes());
+    hex(&d[..16])
+}
+
+/// Process start time in ns since the epoch: btime + start_time / clk_tck.
+pub fn process_start_ns(m: &Manifest, start_time: u64) -> i64 {
+    let tck = u128::from(m.host.clk_tck.max(1));
+    let since_boot = u128::from(start_time) * 1_000_000_000 / tck;
+    let since_boot = i64::try_from(since_boot).unwrap_or(i64::MAX);
+    m.host
+        .btime
+        .saturating_mul(1_000_000_000)
+        .saturating_add(since_boot)
+}
+
+/// How much to trust an attribution: `high`, `medium` or `low`.
+///
+/// `high`: exact 4-tuple seen during the flow. `medium`: exact within 5 s,
+/// or a specific-address listener/bound socket seen during the flow.
+/// `low`: wildcard listeners and bound sockets, and anything matched only
+/// across a larger gap. A shared socket lowers `high` to `medium` (any
+/// holder may have sent the bytes).
+pub fn confidence(a: &Attribution) -> &'static str {
+    let Some(s) = a.socket else { return "" };
+    if !a.method.is_attributed() {
+        return "";
+    }
+    let gap = s.gap_ns;
+    let c = match a.method {
+        Method::Exact | Method::ExactV4Mapped if gap == 0 => 3,
+        Method::Exact | Method::ExactV4Mapped if gap <= 5_000_000_000 => 2,
+        Method::Listen | Method::UdpBound if gap == 0 => 2,
+        _ => 1,
+    };
+    let c = if a.shared_with.is_empty() {
+        c
+    } else {
+        c.min(2)
+    };
+    match c {
+        3 => "high",
+        2 => "medium",
+        _ => "low",
+    }
+}
+
+/// Name of a socket state as reported: TCP state names; for UDP
+/// `CONNECTED` (01) or `UNCONNECTED` (07).
+pub fn socket_state_name(t: Transport, state: u8) -> &'static str {
+    match t {
+        Transport::Tcp => tcp_state_name(state),
+        Transport::Udp if state == STATE_CLOSE => "UNCONNECTED",
+        Transport::Udp if state == 0x01 => "CONNECTED",
+        Transport::Udp => "UNKNOWN",
+    }
+}
+
+/// The columns of `connections.csv`, in order.
+pub const CONNECTION_COLUMNS: [&str; 40] = [
+    "flow_id",
+    "proto",
+    "family",
+    "local_ip",
+    "local_port",
+    "remote_ip",
+    "remote_port",
+    "first_seen",
+    "last_seen",
+    "packets_in",
+    "packets_out",
+    "bytes_in",
+    "bytes_out",
+    "pid",
+    "process_start",
+    "ppid",
+    "uid",
+    "comm",
+    "exe",
+    "cmdline",
+    "netns",
+    "method",
+    "time_gap_ms",
+    "shared_with",
+    "direction",
+    "confidence",
+    "socket_state",
+    "inode",
+    "socket_uid",
+    "entity_id",
+    "community_id",
+    "ip_bytes_in",
+    "ip_bytes_out",
+    "duration_ms",
+    "process_start_ticks",
+    "container_id",
+    "icmp_type",
+    "icmp_code",
+    "both_local",
+    "note",
+];
+
+/// One row of `connections.csv` (and one line of `connections.jsonl`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionRow {
+    /// The flow.
+    pub flow: Flow,
+    /// Its attribution.
+    pub attribution: Attribution,
+    /// Whether the local end is the initiator (`a`); true when no end is
+    /// local (the initiator is then put in the local columns).
+    pub local_is_a: bool,
+    /// The owner's record, if the recorder saw it.
+    pub process: Option<ProcessRecord>,
+    /// Owner's start time, RFC 3339.
+    pub process_start: String,
+    /// Owner's entity id.
+    pub entity_id: String,
+    /// Community ID v1 of the flow.
+    pub community_id: String,
+    /// Owning uid of the matched socket row.
+    pub socket_uid: Option<u32>,
+}
+
+impl ConnectionRow {
+    /// Local endpoint (ip, port).
+    pub fn local(&self) -> (IpAddr, Option<u16>) {
+        if self.local_is_a {
+            (self.flow.a_ip, self.flow.a_port)
+        } else {
+            (self.flow.b_ip, self.flow.b_port)
+        }
+    }
+
+    /// Remote endpoint (ip, port).
+    pub fn remote(&self) -> (IpAddr, Option<u16>) {
+        if self.local_is_a {
+            (self.flow.b_ip, self.flow.b_port)
+        } else {
+            (self.flow.a_ip, self.flow.a_port)
+        }
+    }
+
+    /// (packets_in, packets_out, bytes_in, bytes_out, ip_bytes_in, ip_bytes_out)
+    /// seen from the local end.
+    pub fn counters(&self) -> [u64; 6] {
+        let f = &self.flow;
+        if self.local_is_a {
+            [
+                f.packets_ba,
+                f.packets_ab,
+                f.bytes_ba,
+                f.bytes_ab,
+                f.ip_bytes_ba,
+                f.ip_bytes_ab,
+            ]
+        } else {
+            [
+                f.packets_ab,
+                f.packets_ba,
+                f.bytes_ab,
+                f.bytes_ba,
+                f.ip_bytes_ab,
+                f.ip_bytes_ba,
+            ]
+        }
+    }
+
+    /// `out` when the local end initiated, `in` when the remote did, empty
+    /// when neither end is local.
+    pub fn direction(&self) -> &'static str {
+        match self.attribution.local_is_a {
+            Some(true) => "out",
+            Some(false) => "in",
+            None => "",
+        }
+    }
+
+    /// Gap in whole milliseconds, rounded up so that a gap is never shown as 0.
+    pub fn time_gap_ms(&self) -> Option<i64> {
+        let g = self.attribution.socket?.gap_ns;
+        Some((g + 999_999) / 1_000_000)
+    }
+
+    /// `pid:start;pid:start` of every holder when the socket was shared.
+    pub fn shared_with(&self) -> String {
+        self.attribution
+            .shared_with
+            .iter()
+            .map(|k| format!("{}:{}", k.pid, k.start_time))
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+
+    /// The command line, shell-quoted.
+    pub fn cmdline(&self) -> String {
+        self.process
+            .as_ref()
+            .map(|p| shell_join(&p.cmdline))
+            .unwrap_or_default()
+    }
+
+    /// Socket state name of the matched socket.
+    pub fn socket_state(&self) -> &'static str {
+        match self.attribution.socket {
+            Some(s) => socket_state_name(s.transport, s.state),
+            None => "",
+        }
+    }
+
+    /// The CSV fields, in [`CONNECTION_COLUMNS`] order.
+    pub fn fields(&self) -> Vec<String> {
+        let f = &self.flow;
+        let a = &self.attribution;
+        let opt = |v: Option<String>| v.unwrap_or_default();
+        let (lip, lport) = self.local();
+        let (rip, rport) = self.remote();
+        let [pin, pout, bin, bout, ipin, ipout] = self.counters();
+        let p = self.process.as_ref();
+        let owner = a.owner;
+        vec![
+            f.id.to_string(),
+            proto_name(f.proto),
+            f.family.as_str().to_string(),
+            lip.to_string(),
+            opt(lport.map(|p| p.to_string())),
+            rip.to_string(),
+            opt(rport.map(|p| p.to_string())),
+            rfc3339_ns(f.first_seen_ns),
+            rfc3339_ns(f.last_seen_ns),
+            pin.to_string(),
+            pout.to_string(),
+            bin.to_string(),
+            bout.to_string(),
+            opt(owner.map(|o| o.pid.to_string())),
+            self.process_start.clone(),
+            opt(p.map(|p| p.ppid.to_string())),
+            opt(p.map(|p| p.uid.to_string())),
+            opt(p.map(|p| p.comm.clone())),
+            opt(p.and_then(|p| p.exe.clone())),
+            self.cmdline(),
+            opt(a.socket.map(|s| s.netns.to_string())),
+            a.method.name(),
+            opt(self.time_gap_ms().map(|g| g.to_string())),
+            self.shared_with(),
+            self.direction().to_string(),
+            confidence(a).to_string(),
+            self.socket_state().to_string(),
+            opt(a.socket.map(|s| s.inode.to_string())),
+            opt(self.socket_uid.map(|u| u.to_string())),
+            self.entity_id.clone(),
+            self.community_id.clone(),
+            ipin.to_string(),
+            ipout.to_string(),
+            (f.last_seen_ns.saturating_sub(f.first_seen_ns) / 1_000_000).to_string(),
+            opt(owner.map(|o| o.start_time.to_string())),
+            opt(p.and_then(|p| p.container_id.clone())),
+            opt(f.icmp.map(|i| i.icmp_type.to_string())),
+            opt(f.icmp.map(|i| i.code.to_string())),
+            if a.both_local { "true" } else { "false" }.to_string(),
+            a.notes.join("; "),
+        ]
+    }
+}
+
+/// Everything the report writers need.
+pub struct ReportInput<'a> {
+    /// The bundle manifest.
+    pub manifest: &'a Manifest,
+    /// The socket timeline.
+    pub timeline: &'a Timeline,
+    /// One row per flow, in flow id order.
+    pub rows: Vec<ConnectionRow>,
+}
+
+/// Computes a community id for a flow.
+pub type CommunityIdFn = dyn Fn(&Flow) -> String + Sync;
+
+impl<'a> ReportInput<'a> {
+    /// Builds the rows (in parallel; the result is in flow order).
+    pub fn new(
+        manifest: &'a Manifest,
+        timeline: &'a Timeline,
+        flows: &[Flow],
+        attributions: &[Attribution],
+        community_id: &CommunityIdFn,
+    ) -> ReportInput<'a> {
+        use rayon::prelude::*;
+        let rows = flows
+            .par_iter()
+            .zip(attributions.par_iter())
+            .map(|(f, a)| {
+                let process = a
+                    .owner
+                    .and_then(|o| timeline.processes.get(&(o.pid, o.start_time)).cloned());
+                let (process_start, entity) = match a.owner {
+                    Some(o) => (
+                        rfc3339_ns(process_start_ns(manifest, o.start_time)),
+                        entity_id(&manifest.host.boot_id, o.pid, o.start_time),
+                    ),
+                    None => (String::new(), String::new()),
+                };
+                let socket_uid = a
+                    .socket
+                    .and_then(|s| timeline.sockets.get(s.index))
+                    .map(|s| s.uid);
+                ConnectionRow {
+                    flow: f.clone(),
+                    attribution: a.clone(),
+                    local_is_a: a.local_is_a.unwrap_or(true),
+                    process,
+                    process_start,
+                    entity_id: entity,
+                    community_id: community_id(f),
+                    socket_uid,
+                }
+            })
+            .collect();
+        ReportInput {
+            manifest,
+            timeline,
+            rows,
+        }
+    }
+
+    /// Per-process totals plus one row per unattribution reason present.
+    pub fn process_rows(&self) -> Vec<ProcessRow> {
+        let mut by: BTreeMap<(u8, u32, u64), ProcessRow> = BTreeMap::new();
+        for r in &self.rows {
+            let key = match (r.attribution.owner, r.attribution.method) {
+                (Some(o), _) => (0u8, o.pid, o.start_time),
+                (None, Method::Unattributed(reason)) => {
+                    let idx = Reason::ALL.iter().position(|x| *x == reason).unwrap_or(0);
+                    (1u8, 0, idx as u64)
+                }
+                (None, _) => (1u8, 0, 0),
+            };
+            let e = by.entry(key).or_insert_with(|| ProcessRow {
+                owner: r.attribution.owner,
+                method: r.attribution.method,
+                process: r.process.clone(),
+                process_start: r.process_start.clone(),
+                entity_id: r.entity_id.clone(),
+                connections: 0,
+                counters: [0; 6],
+                first_seen_ns: r.flow.first_seen_ns,
+                last_seen_ns: r.flow.last_seen_ns,
+            });
+            e.connections += 1;
+            for (t, c) in e.counters.iter_mut().zip(r.counters()) {
+                *t += c;
+            }
+            e.first_seen_ns = e.first_seen_ns.min(r.flow.first_seen_ns);
+            e.last_seen_ns = e.last_seen_ns.max(r.flow.last_seen_ns);
+        }
+        by.into_values().collect()
+    }
+}
+
+/// One row of `processes.csv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessRow {
+    /// The process, or `None` for an unattributed-reason row.
+    pub owner: Option<ProcKey>,
+    /// For reason rows, the `unattributed:REASON` method.
+    pub method: Method,
+    /// Its record.
+    pub process: Option<ProcessRecord>,
+    /// RFC 3339 start.
+    pub process_start: String,
+    /// Entity id.
+    pub entity_id: String,
+    /// Number of flows.
+    pub connections: u64,
+    /// Summed counters, as [`ConnectionRow::counters`].
+    pub counters: [u64; 6],
+    /// Earliest flow start, ns.
+    pub first_seen_ns: i64,
+    /// Latest flow end, ns.
+    pub last_seen_ns: i64,
+}
+
+/// Writes `bytes` to `out`; the writer that also hashes.
+pub struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    /// Wraps a writer.
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Flushes and returns (hex SHA-256, byte count, inner writer).
+    pub fn finish(mut self) -> io::Result<(String, u64, W)> {
+        self.inner.flush()?;
+        Ok((hex(&self.hasher.finalize()), self.bytes, self.inner))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(buf.get(..n).unwrap_or(buf));
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            shell_join(&v(&["curl", "-s", "http://a/b?c=d"])),
+            "curl -s 'http://a/b?c=d'"
+        );
+        assert_eq!(
+            shell_join(&v(&["sh", "-c", "echo it's"])),
+            r"sh -c 'echo it'\''s'"
+        );
+        assert_eq!(shell_join(&v(&["x", ""])), "x ''");
+    }
+
+    #[test]
+    fn entity_id_depends_on_all_three() {
+        let a = entity_id("b", 1, 2);
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, entity_id("b", 1, 3));
+        assert_ne!(a, entity_id("c", 1, 2));
+        assert_ne!(a, entity_id("b", 2, 2));
+    }
+}

@@ -1,0 +1,373 @@
+//! Reading a bundle: the manifest, then every snapshot archive in order,
+//! snapshot by snapshot.
+//!
+//! A snapshot is applied only once its `meta.json` (always its last member)
+//! has been read whole. An archive that ends inside a snapshot (recorder
+//! killed, disk full) is therefore read up to its last complete snapshot and
+//! reported as cut, with the byte offset where the incomplete part starts.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use procflow_snap::layout::{
+    self, parse_archive_name, parse_member, Manifest, Member, SnapshotMeta, CAPTURE_PREFIX,
+    FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE,
+};
+
+use super::procnet::ByteOrder;
+use super::timeline::{SnapshotInput, TimelineBuilder};
+use super::{CutArchive, SnapshotDiagnostics};
+
+/// A bundle that cannot be read at all.
+#[derive(Debug)]
+pub enum BundleError {
+    /// A file could not be opened or read.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The manifest is not valid JSON of the expected shape.
+    Manifest {
+        /// The manifest path.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The manifest is of a format version this build cannot read.
+    UnsupportedVersion {
+        /// The manifest path.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+    },
+}
+
+impl fmt::Display for BundleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BundleError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            BundleError::Manifest { path, detail } => {
+                write!(
+                    f,
+                    "{}: not a procflow bundle manifest: {detail}",
+                    path.display()
+                )
+            }
+            BundleError::UnsupportedVersion { path, found } => write!(
+                f,
+                "{}: bundle format_version {found} is not supported; this procflow reads \
+                 format_version {FORMAT_VERSION} (use the procflow release that matches \
+                 the recorder)",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BundleError {}
+
+/// An opened bundle directory.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The bundle directory.
+    pub dir: PathBuf,
+    /// Path of its manifest.
+    pub manifest_path: PathBuf,
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// Byte order for the /proc text.
+    pub byte_order: ByteOrder,
+    /// Snapshot archives in order (manifest list and directory listing).
+    pub archives: Vec<PathBuf>,
+    /// Capture files found in the bundle (`capture-*`, `*.pcap`, `*.pcapng`),
+    /// sorted by name.
+    pub captures: Vec<PathBuf>,
+}
+
+impl Bundle {
+    /// Opens a bundle: reads and checks the manifest, lists archives and
+    /// captures.
+    pub fn open(dir: &Path) -> Result<Bundle, BundleError> {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&manifest_path).map_err(|source| BundleError::Io {
+            path: manifest_path.clone(),
+            source,
+        })?;
+        // Look at format and version first so an unknown version is named as
+        // such rather than as a field mismatch.
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| BundleError::Manifest {
+                path: manifest_path.clone(),
+                detail: e.to_string(),
+            })?;
+        if value.get("format").and_then(|v| v.as_str()) != Some(FORMAT_NAME) {
+            return Err(BundleError::Manifest {
+                path: manifest_path,
+                detail: format!("`format` is not \"{FORMAT_NAME}\""),
+            });
+        }
+        match value.get("format_version").and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(FORMAT_VERSION) => {}
+            Some(v) => {
+                return Err(BundleError::UnsupportedVersion {
+                    path: manifest_path,
+                    found: u32::try_from(v).unwrap_or(u32::MAX),
+                })
+            }
+            None => {
+                return Err(BundleError::Manifest {
+                    path: manifest_path,
+                    detail: "`format_version` is missing or not a number".into(),
+                })
+            }
+        }
+        let manifest: Manifest =
+            serde_json::from_value(value).map_err(|e| BundleError::Manifest {
+                path: manifest_path.clone(),
+                detail: e.to_string(),
+            })?;
+        let byte_order = ByteOrder::from_manifest(&manifest.host.byte_order).ok_or_else(|| {
+            BundleError::Manifest {
+                path: manifest_path.clone(),
+                detail: format!(
+                    "host.byte_order is {:?}, expected \"little\" or \"big\"",
+                    manifest.host.byte_order
+                ),
+            }
+        })?;
+        let listing = std::fs::read_dir(dir).map_err(|source| BundleError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut names: Vec<String> = Vec::new();
+        for e in listing {
+            let e = e.map_err(|source| BundleError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            if e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                names.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        // The manifest lists archives only once recording stopped; a killed
+        // recorder leaves them in the directory only. Use both.
+        let mut numbered: Vec<(u32, String)> = names
+            .iter()
+            .chain(manifest.archives.iter())
+            .filter_map(|n| parse_archive_name(n).map(|k| (k, n.clone())))
+            .collect();
+        numbered.sort();
+        numbered.dedup();
+        let archives = numbered.into_iter().map(|(_, n)| dir.join(n)).collect();
+        let captures = names
+            .iter()
+            .filter(|n| {
+                n.starts_with(CAPTURE_PREFIX) || n.ends_with(".pcap") || n.ends_with(".pcapng")
+            })
+            .map(|n| dir.join(n))
+            .collect();
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+            manifest_path,
+            manifest,
+            byte_order,
+            archives,
+            captures,
+        })
+    }
+
+    /// Reads every archive into `builder`, in order. An archive listed in
+    /// the manifest but absent is a warning; an archive that cannot be
+    /// opened is an error.
+    pub fn read_snapshots(
+        &self,
+        builder: &mut TimelineBuilder,
+        diag: &mut SnapshotDiagnostics,
+    ) -> Result<(), BundleError> {
+        for path in &self.archives {
+            if !path.exists() {
+                diag.warn(format!(
+                    "{}: listed in the manifest but absent; its snapshots are missing",
+                    path.display()
+                ));
+                continue;
+            }
+            let file = File::open(path).map_err(|source| BundleError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            read_archive(BufReader::new(file), &name, size, builder, diag).map_err(|source| {
+                BundleError::Io {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Members collected for the snapshot being read.
+struct Pending {
+    seq: u64,
+    first_offset: u64,
+    members: Vec<(Member, String, String)>,
+}
+
+fn member_seq(m: &Member) -> u64 {
+    match m {
+        Member::Net { seq, .. }
+        | Member::Fds { seq }
+        | Member::Procs { seq }
+        | Member::Meta { seq } => *seq,
+    }
+}
+
+/// Reads one tar archive from `reader`. Returns an error only when the
+/// reader fails before anything could be read as tar; a cut or corrupt tail
+/// is recorded in `diag` and ends the archive.
+pub fn read_archive<R: Read>(
+    reader: R,
+    name: &str,
+    size: u64,
+    builder: &mut TimelineBuilder,
+    diag: &mut SnapshotDiagnostics,
+) -> std::io::Result<()> {
+    let mut ar = tar::Archive::new(reader);
+    let entries = ar.entries()?;
+    let mut pending: Option<Pending> = None;
+    let mut last_complete: Option<u64> = None;
+    // Offset just past the last member read whole.
+    let mut good_end: u64 = 0;
+    let mut cut: Option<(u64, String)> = None;
+    for entry in entries {
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                cut = Some((good_end, format!("unreadable tar header: {e}")));
+                break;
+            }
+        };
+        let header_pos = entry.raw_header_position();
+        let expected = entry.size();
+        let member_name = match entry.path() {
+            Ok(p) => p.to_string_lossy().into_owned(),
+            Err(e) => {
+                cut = Some((header_pos, format!("bad member name: {e}")));
+                break;
+            }
+        };
+        let mut buf = Vec::with_capacity(usize::try_from(expected.min(1 << 26)).unwrap_or(0));
+        if let Err(e) = entry.read_to_end(&mut buf) {
+            cut = Some((header_pos, format!("{member_name}: {e}")));
+            break;
+        }
+        if buf.len() as u64 != expected {
+            cut = Some((
+                header_pos,
+                format!("{member_name}: {} of {expected} bytes present", buf.len()),
+            ));
+            break;
+        }
+        good_end = entry
+            .raw_file_position()
+            .saturating_add(expected.div_ceil(512) * 512);
+        let Some(member) = parse_member(&member_name) else {
+            diag.warn(format!(
+                "{name}: member {member_name} is not part of the bundle format; ignored"
+            ));
+            continue;
+        };
+        let seq = member_seq(&member);
+        if let Some(p) = &pending {
+            if p.seq != seq {
+                diag.warn(format!(
+                    "{name}: snapshot {} at byte offset {} has no meta.json before \
+                     snapshot {seq} starts; skipped",
+                    p.seq, p.first_offset
+                ));
+                pending = None;
+            }
+        }
+        let p = pending.get_or_insert_with(|| Pending {
+            seq,
+            first_offset: header_pos,
+            members: Vec::new(),
+        });
+        let text = match String::from_utf8(buf) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        if let Member::Meta { .. } = member {
+            let done = pending.take();
+            match serde_json::from_str::<SnapshotMeta>(&text) {
+                Ok(meta) if meta.seq == seq => {
+                    if let Some(done) = done {
+                        builder.apply(
+                            &SnapshotInput {
+                                archive: name.to_string(),
+                                meta,
+                                members: done.members,
+                            },
+                            diag,
+                        );
+                        last_complete = Some(seq);
+                    }
+                }
+                Ok(meta) => diag.warn(format!(
+                    "{name}: {member_name} says seq {}; snapshot skipped",
+                    meta.seq
+                )),
+                Err(e) => {
+                    diag.bad_line(name, &member_name, e.line(), format!("meta.json: {e}"));
+                    diag.warn(format!(
+                        "{name}: {member_name} is not a valid snapshot meta ({e}); \
+                         snapshot {seq} skipped"
+                    ));
+                }
+            }
+        } else {
+            p.members.push((member, member_name, text));
+        }
+    }
+    if cut.is_none() {
+        if let Some(p) = &pending {
+            cut = Some((
+                p.first_offset,
+                format!(
+                    "snapshot {} has no meta.json (archive ends inside it)",
+                    p.seq
+                ),
+            ));
+        }
+    }
+    if let Some((offset, reason)) = cut {
+        // The incomplete snapshot starts where its first member did.
+        let offset = pending
+            .as_ref()
+            .map_or(offset, |p| p.first_offset.min(offset));
+        diag.cut_archives.push(CutArchive {
+            archive: name.to_string(),
+            offset,
+            size,
+            last_complete_seq: last_complete,
+            reason,
+        });
+    }
+    Ok(())
+}
+
+/// Whether a file name is one the bundle format defines for snapshots.
+pub fn is_archive_name(name: &str) -> bool {
+    layout::parse_archive_name(name).is_some()
+}

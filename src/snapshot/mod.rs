@@ -1,0 +1,79 @@
+//! The snapshot side of the join: reading a `procflow-snap` bundle, parsing
+//! the archived /proc/net text, and building the socket timeline.
+//!
+//! - [`procnet`]: /proc/net table text to rows (pure, byte order as input).
+//! - [`archive`]: the bundle directory, its manifest and tar archives, read
+//!   snapshot by snapshot, tolerating an archive cut mid-snapshot.
+//! - [`timeline`]: the state reconstructed snapshot by snapshot and folded
+//!   into time intervals per socket and per (inode, process).
+
+pub mod archive;
+pub mod procnet;
+pub mod timeline;
+
+use serde::Serialize;
+
+/// At most this many bad lines are kept with their details; all are counted.
+pub const MAX_BAD_LINE_DETAILS: usize = 200;
+
+/// One /proc or listing line that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BadLine {
+    /// Archive file name.
+    pub archive: String,
+    /// Tar member name.
+    pub member: String,
+    /// 1-based line number inside the member.
+    pub line: usize,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// An archive that ended before its last snapshot was complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CutArchive {
+    /// Archive file name.
+    pub archive: String,
+    /// Byte offset where the unreadable or incomplete part starts.
+    pub offset: u64,
+    /// Size of the archive file.
+    pub size: u64,
+    /// Last complete snapshot read from it, if any.
+    pub last_complete_seq: Option<u64>,
+    /// What was found at the offset.
+    pub reason: String,
+}
+
+/// Everything odd met while reading snapshots; never fatal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SnapshotDiagnostics {
+    /// Number of unusable lines in tables, deltas, fd listings and process
+    /// records.
+    pub bad_lines: u64,
+    /// The first [`MAX_BAD_LINE_DETAILS`] of them.
+    pub bad_line_details: Vec<BadLine>,
+    /// Archives read only up to their last complete snapshot.
+    pub cut_archives: Vec<CutArchive>,
+    /// Other warnings, one sentence each.
+    pub warnings: Vec<String>,
+}
+
+impl SnapshotDiagnostics {
+    /// Counts a bad line and keeps its details while there is room.
+    pub fn bad_line(&mut self, archive: &str, member: &str, line: usize, reason: String) {
+        self.bad_lines += 1;
+        if self.bad_line_details.len() < MAX_BAD_LINE_DETAILS {
+            self.bad_line_details.push(BadLine {
+                archive: archive.to_string(),
+                member: member.to_string(),
+                line,
+                reason,
+            });
+        }
+    }
+
+    /// Records a warning.
+    pub fn warn(&mut self, text: String) {
+        self.warnings.push(text);
+    }
+}

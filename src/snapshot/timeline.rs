@@ -1,0 +1,1016 @@
+//! The socket timeline: /proc state reconstructed snapshot by snapshot and
+//! folded into runs.
+//!
+//! A keyframe replaces the state, a delta applies its changes, an
+//! `unchanged` table keeps its rows. After each snapshot every socket and
+//! every (inode, process) holding present in the state extends its current
+//! run or starts a new one, so memory grows with the number of distinct
+//! sockets and of their appearances, not with sockets × snapshots.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+
+use procflow_snap::layout::{
+    parse_delta_line, row_identity, ClockReading, DeltaLine, FdLine, Member, ProcessRecord,
+    SnapshotKind, SnapshotMeta, TableStored,
+};
+
+use super::procnet::{canonical_ip, parse_row, ByteOrder, ProcNetRow, STATE_LISTEN};
+use super::SnapshotDiagnostics;
+
+/// Transport protocol of a socket table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Transport {
+    /// tcp / tcp6.
+    Tcp,
+    /// udp / udp6.
+    Udp,
+}
+
+impl Transport {
+    /// The transport of a table name; `None` for raw and icmp tables, which
+    /// the join does not use.
+    pub fn of_table(table: &str) -> Option<Transport> {
+        match table {
+            "tcp" | "tcp6" => Some(Transport::Tcp),
+            "udp" | "udp6" => Some(Transport::Udp),
+            _ => None,
+        }
+    }
+
+    /// IANA protocol number.
+    pub fn proto(self) -> u8 {
+        match self {
+            Transport::Tcp => crate::flow::ipproto::TCP,
+            Transport::Udp => crate::flow::ipproto::UDP,
+        }
+    }
+}
+
+/// Identity of a socket across snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SocketKey {
+    /// Network namespace inode the table was read in.
+    pub netns: u64,
+    /// tcp or udp.
+    pub transport: Transport,
+    /// Local endpoint as printed (IPv4-mapped addresses kept as such).
+    pub local: SocketAddr,
+    /// Remote endpoint as printed.
+    pub remote: SocketAddr,
+    /// Socket inode, 0 for rows without one.
+    pub inode: u64,
+}
+
+/// A stretch of consecutive snapshots in which something was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// `before` realtime clock of the first snapshot of the run, ns.
+    pub start_ns: i64,
+    /// `after` realtime clock of the last snapshot of the run, ns.
+    pub end_ns: i64,
+    /// Sequence number of the first snapshot.
+    pub first_seq: u64,
+    /// Sequence number of the last snapshot.
+    pub last_seq: u64,
+    /// State at the last snapshot (sockets only).
+    pub state: u8,
+}
+
+impl Run {
+    /// Distance in ns between this run and `[t0, t1]`; 0 when they overlap.
+    pub fn gap(&self, t0: i64, t1: i64) -> i64 {
+        if t1 < self.start_ns {
+            self.start_ns.saturating_sub(t1)
+        } else if t0 > self.end_ns {
+            t0.saturating_sub(self.end_ns)
+        } else {
+            0
+        }
+    }
+
+    /// Length in ns of the overlap of this run with `[t0, t1]`.
+    pub fn overlap(&self, t0: i64, t1: i64) -> i64 {
+        let a = self.start_ns.max(t0);
+        let b = self.end_ns.min(t1);
+        b.saturating_sub(a).max(0)
+    }
+}
+
+/// Appends snapshot `seq` to a list of runs: extends the last run when it
+/// ended at `seq - 1`, else starts a new one.
+fn see(runs: &mut Vec<Run>, seq: u64, t0: i64, t1: i64, state: u8) {
+    match runs.last_mut() {
+        Some(r) if r.last_seq == seq => r.state = state,
+        Some(r) if r.last_seq.checked_add(1) == Some(seq) => {
+            r.end_ns = t1;
+            r.last_seq = seq;
+            r.state = state;
+        }
+        _ => runs.push(Run {
+            start_ns: t0,
+            end_ns: t1,
+            first_seq: seq,
+            last_seq: seq,
+            state,
+        }),
+    }
+}
+
+/// A socket and when it was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Socket {
+    /// Its identity.
+    pub key: SocketKey,
+    /// Owning uid from the table row.
+    pub uid: u32,
+    /// When it was seen, in time order.
+    pub runs: Vec<Run>,
+}
+
+/// A process holding a socket inode, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Process id.
+    pub pid: u32,
+    /// Start time in clock ticks since boot.
+    pub start_time: u64,
+    /// The process' network namespace.
+    pub netns: u64,
+    /// When it held the inode.
+    pub runs: Vec<Run>,
+}
+
+/// A process whose fd directory could not be read, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// Process id.
+    pub pid: u32,
+    /// Start time in clock ticks (0 if unknown).
+    pub start_time: u64,
+    /// Errno name.
+    pub error: String,
+    /// When it was unreadable.
+    pub runs: Vec<Run>,
+}
+
+/// Clock readings of one applied snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapTime {
+    /// Sequence number.
+    pub seq: u64,
+    /// Clocks before the tables were read.
+    pub before: ClockReading,
+    /// Clocks after the fd walk.
+    pub after: ClockReading,
+}
+
+/// A snapshot as read from an archive, ready to apply.
+#[derive(Debug, Clone)]
+pub struct SnapshotInput {
+    /// Archive file name, for diagnostics.
+    pub archive: String,
+    /// Its parsed `meta.json`.
+    pub meta: SnapshotMeta,
+    /// Its other members: parsed name, member name, text.
+    pub members: Vec<(Member, String, String)>,
+}
+
+/// Rows of one table of one namespace: identity -> parsed row.
+type TableRows = HashMap<String, ProcNetRow>;
+
+/// Builds a [`Timeline`] from snapshots applied in order.
+#[derive(Debug)]
+pub struct TimelineBuilder {
+    order: ByteOrder,
+    tables: BTreeMap<(u64, String), TableRows>,
+    fds: HashMap<(u32, u64), (u64, Vec<u64>)>,
+    denied_now: HashMap<(u32, u64), String>,
+    sockets: Vec<Socket>,
+    socket_index: HashMap<SocketKey, usize>,
+    holders: Vec<(u64, Holder)>,
+    holder_index: HashMap<(u64, u32, u64), usize>,
+    denied: Vec<Denied>,
+    denied_index: HashMap<(u32, u64), usize>,
+    processes: HashMap<(u32, u64), ProcessRecord>,
+    snapshots: Vec<SnapTime>,
+    last_seq: Option<u64>,
+}
+
+impl TimelineBuilder {
+    /// A builder for text written on a host of the given byte order.
+    pub fn new(order: ByteOrder) -> TimelineBuilder {
+        TimelineBuilder {
+            order,
+            tables: BTreeMap::new(),
+            fds: HashMap::new(),
+            denied_now: HashMap::new(),
+            sockets: Vec::new(),
+            socket_index: HashMap::new(),
+            holders: Vec::new(),
+            holder_index: HashMap::new(),
+            denied: Vec::new(),
+            denied_index: HashMap::new(),
+            processes: HashMap::new(),
+            snapshots: Vec::new(),
+            last_seq: None,
+        }
+    }
+
+    /// Sequence number of the last snapshot applied.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.last_seq
+    }
+
+    /// Applies one complete snapshot on top of the current state, then
+    /// extends the runs of everything present.
+    pub fn apply(&mut self, snap: &SnapshotInput, diag: &mut SnapshotDiagnostics) {
+        let meta = &snap.meta;
+        let seq = meta.seq;
+        if let Some(last) = self.last_seq {
+            if seq <= last {
+                diag.warn(format!(
+                    "{}: snapshot {seq} comes after snapshot {last}; skipped",
+                    snap.archive
+                ));
+                return;
+            }
+        }
+        let keyframe = meta.kind == SnapshotKind::Keyframe;
+        if !keyframe && self.last_seq.is_none() {
+            diag.warn(format!(
+                "{}: snapshot {seq} is a delta without a preceding snapshot; \
+                 applied to an empty state",
+                snap.archive
+            ));
+        }
+        self.apply_tables(snap, diag);
+        self.apply_fds(snap, keyframe, diag);
+        self.apply_procs(snap, diag);
+        self.extend(meta);
+        self.last_seq = Some(seq);
+    }
+
+    fn member<'s>(snap: &'s SnapshotInput, want: &Member) -> Option<(&'s str, &'s str)> {
+        snap.members
+            .iter()
+            .find(|(m, _, _)| m == want)
+            .map(|(_, name, text)| (name.as_str(), text.as_str()))
+    }
+
+    fn apply_tables(&mut self, snap: &SnapshotInput, diag: &mut SnapshotDiagnostics) {
+        let meta = &snap.meta;
+        let mut live: HashSet<(u64, String)> = HashSet::new();
+        for ns in &meta.netns {
+            for t in &ns.tables {
+                if Transport::of_table(&t.table).is_none() {
+                    continue;
+                }
+                let key = (ns.inode, t.table.clone());
+                match t.stored {
+                    TableStored::Unchanged => {
+                        if !self.tables.contains_key(&key) {
+                            diag.warn(format!(
+                                "{}: snapshot {} says {} of netns {} is unchanged, \
+                                 but no earlier rows are known",
+                                snap.archive, meta.seq, t.table, ns.inode
+                            ));
+                        }
+                        live.insert(key);
+                    }
+                    TableStored::Missing => {
+                        self.tables.remove(&key);
+                    }
+                    TableStored::Full | TableStored::Delta => {
+                        let full = t.stored == TableStored::Full;
+                        let want = Member::Net {
+                            seq: meta.seq,
+                            netns: ns.inode,
+                            table: t.table.clone(),
+                            full,
+                        };
+                        let Some((name, text)) = Self::member(snap, &want) else {
+                            diag.warn(format!(
+                                "{}: snapshot {} lists {} of netns {} as {}, \
+                                 but the member is absent; table treated as unknown",
+                                snap.archive,
+                                meta.seq,
+                                t.table,
+                                ns.inode,
+                                if full { "full" } else { "delta" }
+                            ));
+                            self.tables.remove(&key);
+                            continue;
+                        };
+                        if full {
+                            let rows = self.parse_full(&snap.archive, name, text, diag);
+                            self.tables.insert(key.clone(), rows);
+                        } else {
+                            if !self.tables.contains_key(&key) {
+                                diag.warn(format!(
+                                    "{}: {name} is a delta without a base table; \
+                                     applied to an empty table",
+                                    snap.archive
+                                ));
+                            }
+                            let mut rows = self.tables.remove(&key).unwrap_or_default();
+                            self.apply_delta(&mut rows, &snap.archive, name, text, diag);
+                            self.tables.insert(key.clone(), rows);
+                        }
+                        live.insert(key);
+                    }
+                }
+            }
+        }
+        // Namespaces (or tables) absent from this snapshot are gone.
+        self.tables.retain(|k, _| live.contains(k));
+    }
+
+    fn parse_full(
+        &self,
+        archive: &str,
+        member: &str,
+        text: &str,
+        diag: &mut SnapshotDiagnostics,
+    ) -> TableRows {
+        let mut rows = TableRows::new();
+        for (i, line) in text.lines().enumerate() {
+            match parse_row(line, self.order) {
+                Ok(Some(row)) => {
+                    if let Some(id) = row_identity(line) {
+                        rows.insert(id, row);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => diag.bad_line(archive, member, i + 1, e.to_string()),
+            }
+        }
+        rows
+    }
+
+    fn apply_delta(
+        &self,
+        rows: &mut TableRows,
+        archive: &str,
+        member: &str,
+        text: &str,
+        diag: &mut SnapshotDiagnostics,
+    ) {
+        for (i, line) in text.lines().enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            match parse_delta_line(line) {
+                Some(DeltaLine::Add(raw)) => match parse_row(raw, self.order) {
+                    Ok(Some(row)) => {
+                        if let Some(id) = row_identity(raw) {
+                            rows.insert(id, row);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => diag.bad_line(archive, member, i + 1, e.to_string()),
+                },
+                Some(DeltaLine::Remove(id)) => {
+                    rows.remove(id);
+                }
+                None => diag.bad_line(
+                    archive,
+                    member,
+                    i + 1,
+                    "delta line starts with neither `+` nor `-`".into(),
+                ),
+            }
+        }
+    }
+
+    fn apply_fds(&mut self, snap: &SnapshotInput, keyframe: bool, diag: &mut SnapshotDiagnostics) {
+        let seq = snap.meta.seq;
+        let text = Self::member(snap, &Member::Fds { seq });
+        if keyframe {
+            self.fds.clear();
+            self.denied_now.clear();
+        }
+        let Some((name, text)) = text else {
+            if keyframe {
+                diag.warn(format!(
+                    "{}: keyframe {seq} has no fd listing; no owners known at that time",
+                    snap.archive
+                ));
+            }
+            return;
+        };
+        for (i, line) in text.lines().enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            match FdLine::parse(line) {
+                Some(FdLine::Holds {
+                    pid,
+                    start_time,
+                    netns,
+                    mut inodes,
+                }) => {
+                    inodes.sort_unstable();
+                    inodes.dedup();
+                    self.denied_now.remove(&(pid, start_time));
+                    self.fds.insert((pid, start_time), (netns, inodes));
+                }
+                Some(FdLine::Gone { pid, start_time }) => {
+                    self.fds.remove(&(pid, start_time));
+                    self.denied_now.remove(&(pid, start_time));
+                }
+                Some(FdLine::Denied {
+                    pid,
+                    start_time,
+                    error,
+                }) => {
+                    self.fds.remove(&(pid, start_time));
+                    self.denied_now.insert((pid, start_time), error);
+                }
+                None => diag.bad_line(
+                    &snap.archive,
+                    name,
+                    i + 1,
+                    "expected `PID START NETNS INODES`, `-PID START` or `!PID START ERROR`".into(),
+                ),
+            }
+        }
+    }
+
+    fn apply_procs(&mut self, snap: &SnapshotInput, diag: &mut SnapshotDiagnostics) {
+        let seq = snap.meta.seq;
+        let Some((name, text)) = Self::member(snap, &Member::Procs { seq }) else {
+            return;
+        };
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<ProcessRecord>(line) {
+                Ok(p) => {
+                    // The first record of a process is kept: later ones
+                    // come from later archives and describe the same process.
+                    self.processes.entry((p.pid, p.start_time)).or_insert(p);
+                }
+                Err(e) => diag.bad_line(&snap.archive, name, i + 1, format!("process record: {e}")),
+            }
+        }
+    }
+
+    fn extend(&mut self, meta: &SnapshotMeta) {
+        let seq = meta.seq;
+        let (t0, t1) = (meta.before.realtime_ns, meta.after.realtime_ns);
+        self.snapshots.push(SnapTime {
+            seq,
+            before: meta.before,
+            after: meta.after,
+        });
+        for ((netns, table), rows) in &self.tables {
+            let Some(transport) = Transport::of_table(table) else {
+                continue;
+            };
+            for row in rows.values() {
+                let key = SocketKey {
+                    netns: *netns,
+                    transport,
+                    local: row.local,
+                    remote: row.remote,
+                    inode: row.inode,
+                };
+                let idx = *self.socket_index.entry(key).or_insert_with(|| {
+                    self.sockets.push(Socket {
+                        key,
+                        uid: row.uid,
+                        runs: Vec::new(),
+                    });
+                    self.sockets.len() - 1
+                });
+                if let Some(s) = self.sockets.get_mut(idx) {
+                    see(&mut s.runs, seq, t0, t1, row.state);
+                }
+            }
+        }
+        for (&(pid, start_time), (netns, inodes)) in &self.fds {
+            for &inode in inodes {
+                let idx = *self
+                    .holder_index
+                    .entry((inode, pid, start_time))
+                    .or_insert_with(|| {
+                        self.holders.push((
+                            inode,
+                            Holder {
+                                pid,
+                                start_time,
+                                netns: *netns,
+                                runs: Vec::new(),
+                            },
+                        ));
+                        self.holders.len() - 1
+                    });
+                if let Some((_, h)) = self.holders.get_mut(idx) {
+                    see(&mut h.runs, seq, t0, t1, 0);
+                }
+            }
+        }
+        for (&(pid, start_time), error) in &self.denied_now {
+            let idx = *self
+                .denied_index
+                .entry((pid, start_time))
+                .or_insert_with(|| {
+                    self.denied.push(Denied {
+                        pid,
+                        start_time,
+                        error: error.clone(),
+                        runs: Vec::new(),
+                    });
+                    self.denied.len() - 1
+                });
+            if let Some(d) = self.denied.get_mut(idx) {
+                see(&mut d.runs, seq, t0, t1, 0);
+            }
+        }
+    }
+
+    /// Finishes the timeline: sorts everything by identity (so nothing
+    /// depends on hash order) and builds the lookup indexes.
+    pub fn finish(self) -> Timeline {
+        let mut sockets = self.sockets;
+        sockets.sort_by_key(|s| s.key);
+        let inet_inodes: HashSet<u64> = sockets
+            .iter()
+            .map(|s| s.key.inode)
+            .filter(|&i| i != 0)
+            .collect();
+        let mut holders: HashMap<u64, Vec<Holder>> = HashMap::new();
+        for (inode, h) in self.holders {
+            // Unix and netlink sockets are in the fd listings too; only
+            // inodes seen in a tcp/udp table matter to the join.
+            if inet_inodes.contains(&inode) {
+                holders.entry(inode).or_default().push(h);
+            }
+        }
+        for v in holders.values_mut() {
+            v.sort_by_key(|h| (h.start_time, h.pid));
+        }
+        let mut denied = self.denied;
+        denied.sort_by_key(|d| (d.pid, d.start_time));
+        let mut exact: HashMap<(Transport, SocketAddr, SocketAddr), Vec<usize>> = HashMap::new();
+        let mut bound: HashMap<(Transport, u16), Vec<usize>> = HashMap::new();
+        let mut netns_addrs: HashMap<u64, HashSet<IpAddr>> = HashMap::new();
+        for (i, s) in sockets.iter().enumerate() {
+            let k = &s.key;
+            let local = SocketAddr::new(canonical_ip(k.local.ip()), k.local.port());
+            let remote = SocketAddr::new(canonical_ip(k.remote.ip()), k.remote.port());
+            if !remote.ip().is_unspecified() || remote.port() != 0 {
+                exact
+                    .entry((k.transport, local, remote))
+                    .or_default()
+                    .push(i);
+            }
+            let listening = match k.transport {
+                Transport::Tcp => s.runs.iter().any(|r| r.state == STATE_LISTEN),
+                Transport::Udp => remote.ip().is_unspecified() && remote.port() == 0,
+            };
+            if listening {
+                bound
+                    .entry((k.transport, local.port()))
+                    .or_default()
+                    .push(i);
+            }
+            if !local.ip().is_unspecified() {
+                netns_addrs.entry(k.netns).or_default().insert(local.ip());
+            }
+        }
+        Timeline {
+            sockets,
+            holders,
+            denied,
+            processes: self.processes,
+            snapshots: self.snapshots,
+            exact,
+            bound,
+            netns_addrs,
+        }
+    }
+}
+
+/// The reconstructed history of sockets and their owners.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    /// Every tcp/udp socket seen, sorted by key.
+    pub sockets: Vec<Socket>,
+    /// Per socket inode, the processes that held it, sorted by start time.
+    pub holders: HashMap<u64, Vec<Holder>>,
+    /// Processes whose fd directory could not be read, and when.
+    pub denied: Vec<Denied>,
+    /// Process records by (pid, start time).
+    pub processes: HashMap<(u32, u64), ProcessRecord>,
+    /// Clock readings of every applied snapshot, in order.
+    pub snapshots: Vec<SnapTime>,
+    exact: HashMap<(Transport, SocketAddr, SocketAddr), Vec<usize>>,
+    bound: HashMap<(Transport, u16), Vec<usize>>,
+    netns_addrs: HashMap<u64, HashSet<IpAddr>>,
+}
+
+impl Timeline {
+    /// Sockets whose (canonical) local and remote endpoints are exactly
+    /// these, in any namespace.
+    pub fn exact(&self, t: Transport, local: SocketAddr, remote: SocketAddr) -> &[usize] {
+        let local = SocketAddr::new(canonical_ip(local.ip()), local.port());
+        let remote = SocketAddr::new(canonical_ip(remote.ip()), remote.port());
+        self.exact
+            .get(&(t, local, remote))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// LISTEN tcp sockets or unconnected udp sockets bound to this port, on
+    /// any address, in any namespace.
+    pub fn bound(&self, t: Transport, port: u16) -> &[usize] {
+        self.bound.get(&(t, port)).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Whether a namespace has a socket whose local address is `ip`
+    /// (canonical form).
+    pub fn netns_has_addr(&self, netns: u64, ip: IpAddr) -> bool {
+        self.netns_addrs
+            .get(&netns)
+            .is_some_and(|s| s.contains(&canonical_ip(ip)))
+    }
+
+    /// Every namespace seen, sorted.
+    pub fn netns_list(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.netns_addrs.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Realtime range covered by the snapshots: first `before` to last
+    /// `after`, ns.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        let first = self.snapshots.first()?;
+        let last = self.snapshots.last()?;
+        Some((first.before.realtime_ns, last.after.realtime_ns))
+    }
+
+    /// The largest change of (realtime - monotonic) between consecutive
+    /// snapshots: a CLOCK_REALTIME step (NTP, manual). Returns the step in ns
+    /// (signed) and the sequence number of the snapshot after it.
+    pub fn largest_clock_step(&self) -> Option<(i64, u64)> {
+        let off = |c: &ClockReading| c.realtime_ns.saturating_sub(c.monotonic_ns);
+        self.snapshots
+            .windows(2)
+            .filter_map(|w| match w {
+                [a, b] => Some((off(&b.before).saturating_sub(off(&a.before)), b.seq)),
+                _ => None,
+            })
+            .max_by_key(|(step, seq)| (step.unsigned_abs(), std::cmp::Reverse(*seq)))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use procflow_snap::layout::{
+        fds_member, net_member, parse_member, procs_member, FdWalk, NetnsEntry, TableEntry,
+        NET_TABLES,
+    };
+
+    /// Clock reading at `s` seconds (realtime = 1.7e9 s + s).
+    pub fn clock(ms: i64) -> ClockReading {
+        ClockReading {
+            realtime_ns: 1_700_000_000_000_000_000 + ms * 1_000_000,
+            monotonic_ns: 5_000_000_000 + ms * 1_000_000,
+            boottime_ns: 5_000_000_000 + ms * 1_000_000,
+        }
+    }
+
+    /// A table row for `tcp`/`udp` (IPv4, little-endian hex) text.
+    pub fn row4(local: &str, remote: &str, state: u8, inode: u64) -> String {
+        let hex = |s: &str| {
+            let a: SocketAddr = s.parse().unwrap();
+            match a.ip() {
+                IpAddr::V4(v4) => {
+                    format!("{:08X}:{:04X}", u32::from_le_bytes(v4.octets()), a.port())
+                }
+                IpAddr::V6(v6) => {
+                    let o = v6.octets();
+                    let mut s = String::new();
+                    for c in o.chunks(4) {
+                        s.push_str(&format!(
+                            "{:08X}",
+                            u32::from_le_bytes([c[0], c[1], c[2], c[3]])
+                        ));
+                    }
+                    format!("{s}:{:04X}", a.port())
+                }
+            }
+        };
+        format!(
+            "   0: {} {} {:02X} 00000000:00000000 00:00000000 00000000  1000        0 {} 1 0000000000000000 100 0 0 10 0",
+            hex(local),
+            hex(remote),
+            state,
+            inode
+        )
+    }
+
+    pub const HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode";
+
+    /// Builder of one synthetic snapshot.
+    pub struct Snap {
+        pub seq: u64,
+        pub ms: i64,
+        pub kind: SnapshotKind,
+        /// (netns, table, stored, text)
+        pub tables: Vec<(u64, &'static str, TableStored, String)>,
+        pub fds: Option<String>,
+        pub procs: Option<String>,
+    }
+
+    impl Snap {
+        pub fn new(seq: u64, ms: i64, kind: SnapshotKind) -> Snap {
+            Snap {
+                seq,
+                ms,
+                kind,
+                tables: Vec::new(),
+                fds: None,
+                procs: None,
+            }
+        }
+        pub fn table(
+            mut self,
+            netns: u64,
+            table: &'static str,
+            stored: TableStored,
+            text: String,
+        ) -> Snap {
+            self.tables.push((netns, table, stored, text));
+            self
+        }
+        pub fn fds(mut self, lines: &[&str]) -> Snap {
+            self.fds = Some(lines.join("\n") + "\n");
+            self
+        }
+        pub fn procs(mut self, recs: &[ProcessRecord]) -> Snap {
+            let mut s = String::new();
+            for r in recs {
+                s.push_str(&serde_json::to_string(r).unwrap());
+                s.push('\n');
+            }
+            self.procs = Some(s);
+            self
+        }
+        pub fn meta(&self) -> SnapshotMeta {
+            let mut netns: Vec<NetnsEntry> = Vec::new();
+            for (ns, table, stored, _) in &self.tables {
+                let e = match netns.iter_mut().find(|e| e.inode == *ns) {
+                    Some(e) => e,
+                    None => {
+                        netns.push(NetnsEntry {
+                            inode: *ns,
+                            pid: 1,
+                            tables: NET_TABLES
+                                .iter()
+                                .map(|t| TableEntry {
+                                    table: t.to_string(),
+                                    stored: if self.kind == SnapshotKind::Keyframe {
+                                        TableStored::Full
+                                    } else {
+                                        TableStored::Unchanged
+                                    },
+                                })
+                                .collect(),
+                        });
+                        netns.last_mut().unwrap()
+                    }
+                };
+                for t in e.tables.iter_mut() {
+                    if t.table == *table {
+                        t.stored = *stored;
+                    }
+                }
+            }
+            SnapshotMeta {
+                seq: self.seq,
+                kind: self.kind,
+                before: clock(self.ms),
+                net_done: clock(self.ms + 10),
+                after: clock(self.ms + 20),
+                netns,
+                fd_walk: FdWalk::Full,
+                pids_walked: 0,
+                pids_total: 0,
+                self_cpu_ns: 0,
+                errors: Vec::new(),
+            }
+        }
+        /// The members as the recorder writes them (tables missing from
+        /// `tables` in a keyframe are written empty).
+        pub fn members(&self) -> Vec<(String, String)> {
+            let meta = self.meta();
+            let mut out = Vec::new();
+            for ns in &meta.netns {
+                for t in &ns.tables {
+                    let text = self
+                        .tables
+                        .iter()
+                        .find(|(n, tb, _, _)| *n == ns.inode && *tb == t.table)
+                        .map(|x| x.3.clone());
+                    match t.stored {
+                        TableStored::Full => out.push((
+                            net_member(self.seq, ns.inode, &t.table, true),
+                            text.unwrap_or_else(|| format!("{HEADER}\n")),
+                        )),
+                        TableStored::Delta => out.push((
+                            net_member(self.seq, ns.inode, &t.table, false),
+                            text.unwrap_or_default(),
+                        )),
+                        _ => {}
+                    }
+                }
+            }
+            if let Some(f) = &self.fds {
+                out.push((fds_member(self.seq), f.clone()));
+            }
+            if let Some(p) = &self.procs {
+                out.push((procs_member(self.seq), p.clone()));
+            }
+            out
+        }
+        pub fn input(&self) -> SnapshotInput {
+            SnapshotInput {
+                archive: "snapshots-000001.tar".into(),
+                meta: self.meta(),
+                members: self
+                    .members()
+                    .into_iter()
+                    .map(|(n, t)| (parse_member(&n).unwrap(), n, t))
+                    .collect(),
+            }
+        }
+    }
+
+    pub fn build(snaps: &[Snap]) -> (Timeline, SnapshotDiagnostics) {
+        let mut b = TimelineBuilder::new(ByteOrder::Little);
+        let mut d = SnapshotDiagnostics::default();
+        for s in snaps {
+            b.apply(&s.input(), &mut d);
+        }
+        (b.finish(), d)
+    }
+
+    pub fn table(rows: &[String]) -> String {
+        let mut s = format!("{HEADER}\n");
+        for r in rows {
+            s.push_str(r);
+            s.push('\n');
+        }
+        s
+    }
+
+    const NS: u64 = 4026531840;
+
+    fn rec(pid: u32, start_time: u64, comm: &str) -> ProcessRecord {
+        ProcessRecord {
+            pid,
+            start_time,
+            ppid: 1,
+            uid: 0,
+            comm: comm.into(),
+            exe: None,
+            cmdline: vec![comm.into()],
+            netns: NS,
+            cgroup: None,
+            container_id: None,
+        }
+    }
+
+    #[test]
+    fn keyframe_delta_unchanged_reconstruction() {
+        let a = row4("10.0.0.1:40000", "10.0.0.2:80", 1, 100);
+        let b = row4("10.0.0.1:40001", "10.0.0.2:80", 1, 101);
+        let snaps = vec![
+            Snap::new(1, 0, SnapshotKind::Keyframe)
+                .table(
+                    NS,
+                    "tcp",
+                    TableStored::Full,
+                    table(std::slice::from_ref(&a)),
+                )
+                .fds(&["10 500 4026531840 100"])
+                .procs(&[rec(10, 500, "curl"), rec(10, 500, "later-duplicate")]),
+            // b appears, a stays.
+            Snap::new(2, 1000, SnapshotKind::Delta)
+                .table(NS, "tcp", TableStored::Delta, format!("+{b}\n"))
+                .fds(&["11 600 4026531840 101"]),
+            // Nothing changes.
+            Snap::new(3, 2000, SnapshotKind::Delta).table(
+                NS,
+                "tcp",
+                TableStored::Unchanged,
+                String::new(),
+            ),
+            // a goes away; pid 10 exits.
+            Snap::new(4, 3000, SnapshotKind::Delta)
+                .table(
+                    NS,
+                    "tcp",
+                    TableStored::Delta,
+                    format!("-{}\n", row_identity(&a).unwrap()),
+                )
+                .fds(&["-10 500"]),
+            // Keyframe without a: it stays gone; b still there.
+            Snap::new(5, 4000, SnapshotKind::Keyframe)
+                .table(
+                    NS,
+                    "tcp",
+                    TableStored::Full,
+                    table(std::slice::from_ref(&b)),
+                )
+                .fds(&["11 600 4026531840 101"]),
+        ];
+        let (tl, d) = build(&snaps);
+        assert_eq!(d.bad_lines, 0, "{d:?}");
+        assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+        assert_eq!(tl.sockets.len(), 2);
+        let sa = &tl.sockets[0];
+        assert_eq!(sa.key.inode, 100);
+        assert_eq!(sa.runs.len(), 1);
+        assert_eq!((sa.runs[0].first_seq, sa.runs[0].last_seq), (1, 3));
+        assert_eq!(sa.runs[0].start_ns, clock(0).realtime_ns);
+        assert_eq!(sa.runs[0].end_ns, clock(2020).realtime_ns);
+        let sb = &tl.sockets[1];
+        assert_eq!((sb.runs[0].first_seq, sb.runs[0].last_seq), (2, 5));
+        let h = &tl.holders[&100];
+        assert_eq!(h.len(), 1);
+        assert_eq!(
+            (h[0].pid, h[0].runs[0].first_seq, h[0].runs[0].last_seq),
+            (10, 1, 3)
+        );
+        assert_eq!(tl.holders[&101][0].runs.len(), 1);
+        assert_eq!(tl.processes[&(10, 500)].comm, "curl");
+        assert_eq!(tl.processes.len(), 1);
+        assert_eq!(
+            tl.time_range(),
+            Some((clock(0).realtime_ns, clock(4020).realtime_ns))
+        );
+    }
+
+    #[test]
+    fn reappearing_socket_gets_a_second_run_and_bad_lines_are_counted() {
+        let a = row4("10.0.0.1:40000", "10.0.0.2:80", 1, 100);
+        let snaps = vec![
+            Snap::new(1, 0, SnapshotKind::Keyframe).table(
+                NS,
+                "tcp",
+                TableStored::Full,
+                table(&[a.clone(), "  7: garbage".into()]),
+            ),
+            Snap::new(2, 1000, SnapshotKind::Keyframe).table(
+                NS,
+                "tcp",
+                TableStored::Full,
+                table(&[]),
+            ),
+            Snap::new(3, 2000, SnapshotKind::Delta).table(
+                NS,
+                "tcp",
+                TableStored::Delta,
+                format!("+{a}\nbogus\n"),
+            ),
+        ];
+        let (tl, d) = build(&snaps);
+        assert_eq!(d.bad_lines, 2);
+        assert_eq!(d.bad_line_details[0].line, 3);
+        assert_eq!(
+            d.bad_line_details[0].member,
+            "snap/00000001/net/4026531840/tcp"
+        );
+        assert_eq!(d.bad_line_details[1].line, 2);
+        assert_eq!(tl.sockets[0].runs.len(), 2);
+    }
+
+    #[test]
+    fn clock_step_is_found() {
+        let snaps = [
+            Snap::new(1, 0, SnapshotKind::Keyframe),
+            Snap::new(2, 1000, SnapshotKind::Keyframe),
+            Snap::new(3, 2000, SnapshotKind::Keyframe),
+        ];
+        let mut b = TimelineBuilder::new(ByteOrder::Little);
+        let mut d = SnapshotDiagnostics::default();
+        for (i, s) in snaps.iter().enumerate() {
+            let mut inp = s.input();
+            if i == 2 {
+                // Realtime jumps 5 s ahead, monotonic does not.
+                inp.meta.before.realtime_ns += 5_000_000_000;
+                inp.meta.after.realtime_ns += 5_000_000_000;
+            }
+            b.apply(&inp, &mut d);
+        }
+        let tl = b.finish();
+        assert_eq!(tl.largest_clock_step(), Some((5_000_000_000, 3)));
+    }
+}

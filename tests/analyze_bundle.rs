@@ -1,0 +1,750 @@
+//! `procflow analyze` on synthetic bundles: a manifest, a tar of keyframe
+//! and delta snapshots written with the shared layout helpers, and a pcap of
+//! packets built with etherparse. Runs the real binary.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use etherparse::PacketBuilder;
+use procflow_snap::layout::{
+    archive_name, fds_member, meta_member, net_member, procs_member, row_identity, ClockReading,
+    FdWalk, HostAddress, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord, RecordOptions,
+    SnapshotKind, SnapshotMeta, TableEntry, TableStored, TimeStamp, ToolInfo, FORMAT_NAME,
+    FORMAT_VERSION, MANIFEST_FILE, NET_TABLES,
+};
+
+const NS: u64 = 4026531840;
+/// Realtime of the first snapshot, ns.
+const T0: i64 = 1_700_000_000_000_000_000;
+const MS: i64 = 1_000_000;
+
+fn clock(ms: i64) -> ClockReading {
+    ClockReading {
+        realtime_ns: T0 + ms * MS,
+        monotonic_ns: 9_000_000_000 + ms * MS,
+        boottime_ns: 9_000_000_000 + ms * MS,
+    }
+}
+
+/// A /proc/net row (little-endian host) for an IPv4 socket.
+fn row(local: &str, remote: &str, state: u8, inode: u64) -> String {
+    let hex = |s: &str| {
+        let a: std::net::SocketAddrV4 = s.parse().unwrap();
+        format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(a.ip().octets()),
+            a.port()
+        )
+    };
+    format!(
+        "   0: {} {} {state:02X} 00000000:00000000 00:00000000 00000000     0        0 {inode} 1 0000000000000000 100 0 0 10 0",
+        hex(local),
+        hex(remote)
+    )
+}
+
+const HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode";
+
+fn proc_rec(pid: u32, start: u64, comm: &str, cmd: &[&str]) -> ProcessRecord {
+    ProcessRecord {
+        pid,
+        start_time: start,
+        ppid: 1,
+        uid: 1000,
+        comm: comm.into(),
+        exe: Some(format!("/usr/bin/{comm}")),
+        cmdline: cmd.iter().map(|s| s.to_string()).collect(),
+        netns: NS,
+        cgroup: None,
+        container_id: None,
+    }
+}
+
+fn manifest(format_version: u32) -> Manifest {
+    let ts = |ms| TimeStamp {
+        utc: String::new(),
+        clocks: clock(ms),
+    };
+    Manifest {
+        format: FORMAT_NAME.into(),
+        format_version,
+        tool: ToolInfo {
+            name: "procflow-snap".into(),
+            version: "0.1.0".into(),
+            argv: vec!["procflow-snap".into(), "record".into()],
+        },
+        host: HostInfo {
+            hostname: "suspect".into(),
+            kernel_release: "6.1.0-18-amd64".into(),
+            kernel_version: "#1 SMP".into(),
+            arch: "x86_64".into(),
+            byte_order: "little".into(),
+            boot_id: "8a5b2f0e-1111-2222-3333-444455556666".into(),
+            btime: 1_699_990_000,
+            clk_tck: 100,
+            clocksource: "tsc".into(),
+            netns: NS,
+            addresses: vec![
+                HostAddress {
+                    iface: "lo".into(),
+                    ip: "127.0.0.1".into(),
+                },
+                HostAddress {
+                    iface: "eth0".into(),
+                    ip: "10.0.0.1".into(),
+                },
+            ],
+        },
+        privileges: Privileges {
+            euid: 0,
+            cap_eff: "000001ffffffffff".into(),
+        },
+        options: RecordOptions {
+            interval_ms: 1000,
+            keyframe_every: 300,
+            full_walk_ms: 2000,
+            max_cpu_percent: None,
+            archive_max_bytes: 64 << 20,
+        },
+        capture: None,
+        started: ts(0),
+        ended: Some(ts(5000)),
+        status: "complete".into(),
+        archives: vec![archive_name(1)],
+        capture_files: vec!["capture-1.pcap".into()],
+        snapshots: 5,
+        errors: vec![],
+    }
+}
+
+/// One snapshot: seq, time, kind, tcp and udp member text (full or delta,
+/// `None` = unchanged), fds and procs text.
+struct Snap {
+    seq: u64,
+    ms: i64,
+    kind: SnapshotKind,
+    tcp: Option<String>,
+    udp: Option<String>,
+    fds: String,
+    procs: String,
+}
+
+fn write_tar(path: &Path, snaps: &[Snap]) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    for s in snaps {
+        let full = s.kind == SnapshotKind::Keyframe;
+        let stored = |t: &Option<String>| match (t, full) {
+            (None, _) => TableStored::Unchanged,
+            (Some(_), true) => TableStored::Full,
+            (Some(_), false) => TableStored::Delta,
+        };
+        let mut tables = Vec::new();
+        for t in NET_TABLES {
+            let st = match t {
+                "tcp" => stored(&s.tcp),
+                "udp" => stored(&s.udp),
+                _ if full => TableStored::Full,
+                _ => TableStored::Unchanged,
+            };
+            tables.push(TableEntry {
+                table: t.into(),
+                stored: st,
+            });
+            let text = match t {
+                "tcp" => s.tcp.clone(),
+                "udp" => s.udp.clone(),
+                _ if full => Some(format!("{HEADER}\n")),
+                _ => None,
+            };
+            if let Some(text) = text {
+                add(&net_member(s.seq, NS, t, full), text.as_bytes());
+            }
+        }
+        add(&fds_member(s.seq), s.fds.as_bytes());
+        add(&procs_member(s.seq), s.procs.as_bytes());
+        let meta = SnapshotMeta {
+            seq: s.seq,
+            kind: s.kind,
+            before: clock(s.ms),
+            net_done: clock(s.ms + 5),
+            after: clock(s.ms + 10),
+            netns: vec![NetnsEntry {
+                inode: NS,
+                pid: 1,
+                tables,
+            }],
+            fd_walk: if full { FdWalk::Full } else { FdWalk::Changed },
+            pids_walked: 10,
+            pids_total: 10,
+            self_cpu_ns: 0,
+            errors: vec![],
+        };
+        add(
+            &meta_member(s.seq),
+            serde_json::to_string(&meta).unwrap().as_bytes(),
+        );
+    }
+    b.finish().unwrap();
+}
+
+/// Packets of the capture: (ms after T0, frame bytes).
+struct Pcap(Vec<(i64, Vec<u8>)>);
+
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+fn ip4(s: &str) -> [u8; 4] {
+    s.parse::<std::net::Ipv4Addr>().unwrap().octets()
+}
+
+impl Pcap {
+    fn tcp(&mut self, ms: i64, src: (&str, u16), dst: (&str, u16), flags: &str, payload: usize) {
+        let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv4(ip4(src.0), ip4(dst.0), 64)
+            .tcp(src.1, dst.1, 1000, 65535);
+        for f in flags.chars() {
+            b = match f {
+                'S' => b.syn(),
+                'A' => b.ack(1),
+                'F' => b.fin(),
+                'P' => b.psh(),
+                _ => b,
+            };
+        }
+        let mut v = Vec::new();
+        b.write(&mut v, &vec![0x42; payload]).unwrap();
+        self.0.push((ms, v));
+    }
+
+    fn udp(&mut self, ms: i64, src: (&str, u16), dst: (&str, u16), payload: usize) {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv4(ip4(src.0), ip4(dst.0), 64)
+            .udp(src.1, dst.1)
+            .write(&mut v, &vec![0x17; payload])
+            .unwrap();
+        self.0.push((ms, v));
+    }
+
+    fn ping(&mut self, ms: i64, src: &str, dst: &str) {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv4(ip4(src), ip4(dst), 64)
+            .icmpv4_echo_request(7, 1)
+            .write(&mut v, &[0u8; 56])
+            .unwrap();
+        self.0.push((ms, v));
+    }
+
+    fn total_bytes(&self) -> u64 {
+        self.0.iter().map(|p| p.1.len() as u64).sum()
+    }
+
+    /// Classic pcap, microseconds, Ethernet.
+    fn write(&self, path: &Path, shift_ms: i64) {
+        let mut out = Vec::new();
+        out.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+        out.extend_from_slice(&2u16.to_le_bytes());
+        out.extend_from_slice(&4u16.to_le_bytes());
+        out.extend_from_slice(&0i32.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&65535u32.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        let mut pkts: Vec<&(i64, Vec<u8>)> = self.0.iter().collect();
+        pkts.sort_by_key(|p| p.0);
+        for (ms, data) in pkts {
+            let ns = T0 + (ms + shift_ms) * MS;
+            out.extend_from_slice(&((ns / 1_000_000_000) as u32).to_le_bytes());
+            out.extend_from_slice(&(((ns % 1_000_000_000) / 1000) as u32).to_le_bytes());
+            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            out.extend_from_slice(data);
+        }
+        std::fs::write(path, out).unwrap();
+    }
+}
+
+struct Scenario {
+    snaps: Vec<Snap>,
+    pcap: Pcap,
+}
+
+/// The scenario every test starts from. Five snapshots, one per second:
+/// - curl (pid 10) connected 10.0.0.1:40000 -> 93.184.216.34:443 (seq 1-3);
+/// - sshd (pid 20, start 50) and its child (pid 21, start 900) share the
+///   listener 0.0.0.0:22;
+/// - 10.0.0.1:40001 -> 10.0.0.2:80 is used by wget (pid 30) at seq 1-2 and,
+///   after it is gone, by a second wget (pid 31) at seq 4-5: port reuse;
+/// - avahi (pid 40) on udp 0.0.0.0:5353;
+/// - a TIME_WAIT row (inode 0) for 10.0.0.1:40002 -> 10.0.0.2:80;
+/// - one garbage row in a delta.
+fn scenario() -> Scenario {
+    let curl = row("10.0.0.1:40000", "93.184.216.34:443", 0x01, 100);
+    let ssh = row("0.0.0.0:22", "0.0.0.0:0", 0x0A, 200);
+    let w1 = row("10.0.0.1:40001", "10.0.0.2:80", 0x01, 300);
+    let w2 = row("10.0.0.1:40001", "10.0.0.2:80", 0x01, 301);
+    let tw = row("10.0.0.1:40002", "10.0.0.2:80", 0x06, 0);
+    let mdns = row("0.0.0.0:5353", "0.0.0.0:0", 0x07, 400);
+    let procs = |recs: &[ProcessRecord]| {
+        recs.iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect::<String>()
+    };
+    let snaps = vec![
+        Snap {
+            seq: 1,
+            ms: 0,
+            kind: SnapshotKind::Keyframe,
+            tcp: Some(format!("{HEADER}\n{curl}\n{ssh}\n{w1}\n{tw}\n")),
+            udp: Some(format!("{HEADER}\n{mdns}\n")),
+            fds: format!(
+                "10 5000 {NS} 7,100\n20 50 {NS} 200\n21 900 {NS} 200\n30 6000 {NS} 300\n40 60 {NS} 400\n"
+            ),
+            procs: procs(&[
+                proc_rec(10, 5000, "curl", &["curl", "-s", "https://example.com/a b"]),
+                proc_rec(20, 50, "sshd", &["/usr/sbin/sshd", "-D"]),
+                proc_rec(21, 900, "sshd", &["sshd: alice [priv]"]),
+                proc_rec(30, 6000, "wget", &["wget", "http://10.0.0.2/"]),
+                proc_rec(40, 60, "avahi-daemon", &["avahi-daemon: running"]),
+            ]),
+        },
+        Snap {
+            seq: 2,
+            ms: 1000,
+            kind: SnapshotKind::Delta,
+            tcp: None,
+            udp: None,
+            fds: String::new(),
+            procs: String::new(),
+        },
+        Snap {
+            seq: 3,
+            ms: 2000,
+            kind: SnapshotKind::Delta,
+            tcp: Some(format!("-{}\n", row_identity(&w1).unwrap())),
+            udp: None,
+            fds: "-30 6000\n".into(),
+            procs: String::new(),
+        },
+        Snap {
+            seq: 4,
+            ms: 3000,
+            kind: SnapshotKind::Delta,
+            tcp: Some(format!(
+                "-{}\n+{w2}\n+   9: this is not a socket row\n",
+                row_identity(&curl).unwrap()
+            )),
+            udp: None,
+            fds: format!("31 7000 {NS} 301\n10 5000 {NS} 7\n"),
+            procs: procs(&[proc_rec(31, 7000, "wget", &["wget", "http://10.0.0.2/x"])]),
+        },
+        Snap {
+            seq: 5,
+            ms: 4000,
+            kind: SnapshotKind::Delta,
+            tcp: None,
+            udp: None,
+            fds: String::new(),
+            procs: String::new(),
+        },
+    ];
+    let mut p = Pcap(Vec::new());
+    // curl, during its socket's life.
+    p.tcp(500, ("10.0.0.1", 40000), ("93.184.216.34", 443), "S", 0);
+    p.tcp(520, ("93.184.216.34", 443), ("10.0.0.1", 40000), "SA", 0);
+    p.tcp(540, ("10.0.0.1", 40000), ("93.184.216.34", 443), "AP", 300);
+    p.tcp(600, ("93.184.216.34", 443), ("10.0.0.1", 40000), "AP", 1400);
+    // An inbound ssh connection whose own socket was never seen.
+    p.tcp(1200, ("10.0.0.9", 5555), ("10.0.0.1", 22), "S", 0);
+    p.tcp(1210, ("10.0.0.1", 22), ("10.0.0.9", 5555), "SA", 0);
+    p.tcp(1220, ("10.0.0.9", 5555), ("10.0.0.1", 22), "AP", 40);
+    // Port reuse: the same 4-tuple, two connections, two processes.
+    p.tcp(600, ("10.0.0.1", 40001), ("10.0.0.2", 80), "S", 0);
+    p.tcp(610, ("10.0.0.2", 80), ("10.0.0.1", 40001), "SA", 0);
+    p.tcp(620, ("10.0.0.1", 40001), ("10.0.0.2", 80), "AF", 0);
+    p.tcp(630, ("10.0.0.2", 80), ("10.0.0.1", 40001), "AF", 0);
+    p.tcp(3500, ("10.0.0.1", 40001), ("10.0.0.2", 80), "S", 0);
+    p.tcp(3510, ("10.0.0.2", 80), ("10.0.0.1", 40001), "SA", 0);
+    p.tcp(3520, ("10.0.0.1", 40001), ("10.0.0.2", 80), "AP", 100);
+    // TIME_WAIT leftover: seen, no owner.
+    p.tcp(800, ("10.0.0.1", 40002), ("10.0.0.2", 80), "AF", 0);
+    // mDNS to the wildcard-bound socket.
+    p.udp(2000, ("10.0.0.7", 5353), ("10.0.0.1", 5353), 80);
+    // ICMP, no socket table for it.
+    p.ping(2500, "10.0.0.1", "8.8.8.8");
+    // A connection whose socket was never seen.
+    p.tcp(2600, ("10.0.0.1", 45000), ("1.2.3.4", 80), "S", 0);
+    // Traffic between two other hosts.
+    p.tcp(2700, ("192.168.5.5", 1000), ("192.168.5.6", 80), "S", 0);
+    Scenario { snaps, pcap: p }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("analyze-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write_bundle(dir: &Path, s: &Scenario, format_version: u32, shift_ms: i64) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join(MANIFEST_FILE),
+        serde_json::to_string_pretty(&manifest(format_version)).unwrap(),
+    )
+    .unwrap();
+    write_tar(&dir.join(archive_name(1)), &s.snaps);
+    s.pcap.write(&dir.join("capture-1.pcap"), shift_ms);
+}
+
+fn analyze(bundle: &Path, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_procflow"))
+        .arg("analyze")
+        .arg(bundle)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+type Rows = Vec<BTreeMap<String, String>>;
+
+fn read_csv(path: &Path) -> Rows {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let headers = r.headers().unwrap().clone();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            headers
+                .iter()
+                .zip(rec.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+fn find<'a>(
+    rows: &'a Rows,
+    local_port: &str,
+    remote: &str,
+    first: &str,
+) -> &'a BTreeMap<String, String> {
+    rows.iter()
+        .find(|r| {
+            r["local_port"] == local_port
+                && format!("{}:{}", r["remote_ip"], r["remote_port"]) == remote
+                && r["first_seen"].contains(first)
+        })
+        .unwrap_or_else(|| panic!("no row {local_port} {remote} {first}: {rows:#?}"))
+}
+
+fn sum(rows: &Rows, cols: &[&str]) -> u64 {
+    rows.iter()
+        .map(|r| {
+            cols.iter()
+                .map(|c| r[*c].parse::<u64>().unwrap())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+#[test]
+fn attributes_every_rule_and_reason() {
+    let d = tmp("rules");
+    let s = scenario();
+    write_bundle(&d.join("bundle"), &s, FORMAT_VERSION, 0);
+    let out = analyze(&d.join("bundle"), &d.join("report"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let rows = read_csv(&d.join("report/connections.csv"));
+    let headers: Vec<String> = csv::Reader::from_path(d.join("report/connections.csv"))
+        .unwrap()
+        .headers()
+        .unwrap()
+        .iter()
+        .map(String::from)
+        .collect();
+    let want = [
+        "flow_id",
+        "proto",
+        "family",
+        "local_ip",
+        "local_port",
+        "remote_ip",
+        "remote_port",
+        "first_seen",
+        "last_seen",
+        "packets_in",
+        "packets_out",
+        "bytes_in",
+        "bytes_out",
+        "pid",
+        "process_start",
+        "ppid",
+        "uid",
+        "comm",
+        "exe",
+        "cmdline",
+        "netns",
+        "method",
+        "time_gap_ms",
+        "shared_with",
+    ];
+    assert_eq!(headers[..want.len()], want);
+
+    let curl = find(&rows, "40000", "93.184.216.34:443", "20.5");
+    assert_eq!(
+        (curl["pid"].as_str(), curl["method"].as_str()),
+        ("10", "exact")
+    );
+    assert_eq!(curl["comm"], "curl");
+    assert_eq!(curl["cmdline"], "curl -s 'https://example.com/a b'");
+    assert_eq!(curl["direction"], "out");
+    assert_eq!(curl["time_gap_ms"], "0");
+    assert_eq!(curl["confidence"], "high");
+    assert_eq!(curl["packets_out"], "2");
+    assert_eq!(curl["packets_in"], "2");
+    // btime 1699990000 + 5000 ticks / 100 Hz.
+    assert_eq!(curl["process_start"], "2023-11-14T19:27:30.000000000Z");
+    assert_eq!(curl["netns"], NS.to_string());
+
+    let ssh = find(&rows, "22", "10.0.0.9:5555", "");
+    assert_eq!(
+        (ssh["pid"].as_str(), ssh["method"].as_str()),
+        ("21", "listen-wildcard")
+    );
+    assert_eq!(ssh["shared_with"], "20:50;21:900");
+    assert_eq!(ssh["direction"], "in");
+
+    let w1 = find(&rows, "40001", "10.0.0.2:80", "20.6");
+    let w2 = find(&rows, "40001", "10.0.0.2:80", "23.5");
+    assert_eq!((w1["pid"].as_str(), w1["inode"].as_str()), ("30", "300"));
+    assert_eq!((w2["pid"].as_str(), w2["inode"].as_str()), ("31", "301"));
+    assert_eq!(w2["cmdline"], "wget http://10.0.0.2/x");
+
+    let tw = find(&rows, "40002", "10.0.0.2:80", "");
+    assert_eq!(
+        (tw["pid"].as_str(), tw["method"].as_str()),
+        ("", "unattributed:no-owner")
+    );
+    assert_eq!(tw["socket_state"], "TIME_WAIT");
+
+    let mdns = find(&rows, "5353", "10.0.0.7:5353", "");
+    assert_eq!(
+        (mdns["pid"].as_str(), mdns["method"].as_str()),
+        ("40", "udp-bound-wildcard")
+    );
+
+    let icmp = rows.iter().find(|r| r["proto"] == "icmp").unwrap();
+    assert_eq!(icmp["method"], "unattributed:not-tcp-udp");
+    let lost = find(&rows, "45000", "1.2.3.4:80", "");
+    assert_eq!(lost["method"], "unattributed:no-socket");
+    let other = rows
+        .iter()
+        .find(|r| r["local_ip"] == "192.168.5.5")
+        .unwrap();
+    assert_eq!(other["method"], "unattributed:not-local");
+    assert_eq!(rows.len(), 9);
+
+    // Totals add up: per process, per flow, and to the capture itself.
+    let procs = read_csv(&d.join("report/processes.csv"));
+    let total = s.pcap.total_bytes();
+    assert_eq!(sum(&rows, &["bytes_in", "bytes_out"]), total);
+    assert_eq!(sum(&procs, &["bytes_in", "bytes_out"]), total);
+    assert_eq!(sum(&procs, &["connections"]), rows.len() as u64);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("report/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["counts"]["bytes"], total);
+    assert_eq!(summary["diagnostics"]["capture"]["bytes"], total);
+    let reasons: Vec<&str> = procs
+        .iter()
+        .filter(|r| r["pid"].is_empty())
+        .map(|r| r["comm"].as_str())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "unattributed:no-socket",
+            "unattributed:no-owner",
+            "unattributed:not-tcp-udp",
+            "unattributed:not-local"
+        ]
+    );
+    // The garbage row is counted with its archive, member and line.
+    assert_eq!(summary["diagnostics"]["proc_bad_lines"], 1);
+    let bad = &summary["diagnostics"]["proc_bad_line_details"][0];
+    assert_eq!(bad["archive"], "snapshots-000001.tar");
+    assert_eq!(bad["member"], net_member(4, NS, "tcp", false));
+    assert_eq!(bad["line"], 3);
+    assert!(stderr.contains("1 unusable /proc"), "{stderr}");
+    // Output hashes are those of the files.
+    for o in summary["outputs"].as_array().unwrap() {
+        let bytes = std::fs::read(d.join("report").join(o["path"].as_str().unwrap())).unwrap();
+        assert_eq!(o["bytes"], bytes.len() as u64);
+    }
+    assert_eq!(summary["outputs"].as_array().unwrap().len(), 3);
+    assert_eq!(summary["inputs"]["files"].as_array().unwrap().len(), 3);
+    // JSON lines: one per flow, ECS names.
+    let jsonl = std::fs::read_to_string(d.join("report/connections.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
+    assert_eq!(jsonl.lines().count(), rows.len());
+    assert_eq!(first["timestamp_desc"], "Flow first seen");
+    assert!(first["datetime"].as_str().unwrap().ends_with('Z'));
+    let curl_json = jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["source.port"] == 40000)
+        .unwrap();
+    assert_eq!(curl_json["process.pid"], 10);
+    assert_eq!(curl_json["process.name"], "curl");
+    assert_eq!(curl_json["network.direction"], "outbound");
+    assert_eq!(curl_json["procflow.method"], "exact");
+    assert!(curl_json["network.community_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("1:"));
+
+    // Same bytes whatever the thread count; no overwrite without --force.
+    let again = analyze(&d.join("bundle"), &d.join("report"), &[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    for threads in ["1", "3"] {
+        let o = analyze(
+            &d.join("bundle"),
+            &d.join(format!("report-{threads}")),
+            &["--threads", threads],
+        );
+        assert!(o.status.success());
+        for f in [
+            "connections.csv",
+            "connections.jsonl",
+            "processes.csv",
+            "summary.json",
+        ] {
+            assert_eq!(
+                std::fs::read(d.join("report").join(f)).unwrap(),
+                std::fs::read(d.join(format!("report-{threads}")).join(f)).unwrap(),
+                "{f} differs with --threads {threads}"
+            );
+        }
+    }
+    let forced = analyze(
+        &d.join("bundle"),
+        &d.join("report"),
+        &["--force", "--max-gap", "100ms"],
+    );
+    assert!(forced.status.success());
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn cut_archive_is_read_up_to_its_last_complete_snapshot() {
+    let d = tmp("cut");
+    let s = scenario();
+    let b = d.join("bundle");
+    write_bundle(&b, &s, FORMAT_VERSION, 0);
+    let tar = b.join(archive_name(1));
+    let full = std::fs::read(&tar).unwrap();
+    // Cut inside the last snapshot's meta.json: 1024 zero bytes of end
+    // marker, then the meta data block, then into it.
+    let cut_at = full.len() - 1024 - 300;
+    std::fs::write(&tar, &full[..cut_at]).unwrap();
+    let out = analyze(&b, &d.join("report"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("snapshots-000001.tar: archive cut at byte offset"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("read up to snapshot 4"), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("report/summary.json")).unwrap()).unwrap();
+    let cut = &summary["diagnostics"]["cut_archives"][0];
+    assert_eq!(cut["last_complete_seq"], 4);
+    assert_eq!(cut["size"], cut_at as u64);
+    assert_eq!(summary["time_ranges"]["snapshots_read"], 4);
+    // The flows of the first four seconds are still attributed.
+    let rows = read_csv(&d.join("report/connections.csv"));
+    assert_eq!(find(&rows, "40000", "93.184.216.34:443", "")["pid"], "10");
+    assert_eq!(find(&rows, "40001", "10.0.0.2:80", "23.5")["pid"], "31");
+
+    // A tar cut in the middle of a header block, and one with only the
+    // first member: never a panic, never an error.
+    let mid_header = 512 * 3 + 100;
+    std::fs::write(&tar, &full[..mid_header]).unwrap();
+    let out = analyze(&b, &d.join("report2"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no complete snapshot"), "{stderr}");
+    assert!(stderr.contains("archive cut at byte offset 0"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn capture_outside_the_snapshots_is_an_error_naming_both_ranges() {
+    let d = tmp("apart");
+    let s = scenario();
+    let b = d.join("bundle");
+    write_bundle(&b, &s, FORMAT_VERSION, 86_400_000);
+    let out = analyze(&b, &d.join("report"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("do not overlap"), "{stderr}");
+    // Capture: a day later; snapshots: the five seconds.
+    assert!(
+        stderr
+            .contains("capture (2023-11-15T22:13:20.500000000Z .. 2023-11-15T22:13:23.520000000Z)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "snapshots (2023-11-14T22:13:20.000000000Z .. 2023-11-14T22:13:24.010000000Z)"
+        ),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn unknown_format_version_is_a_clear_error() {
+    let d = tmp("version");
+    let b = d.join("bundle");
+    write_bundle(&b, &scenario(), FORMAT_VERSION + 98, 0);
+    let out = analyze(&b, &d.join("report"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "format_version {} is not supported",
+            FORMAT_VERSION + 98
+        )),
+        "{stderr}"
+    );
+    assert!(!d.join("report/connections.csv").exists());
+    // Reports never go inside the bundle.
+    write_bundle(&b, &scenario(), FORMAT_VERSION, 0);
+    let out = analyze(&b, &b.join("r"), &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inside the bundle"));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(b.join(MANIFEST_FILE))
+        .unwrap();
+    writeln!(f, "garbage").unwrap();
+    let out = analyze(&b, &d.join("report"), &[]);
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("manifest.json: not a procflow bundle manifest"));
+    let _ = std::fs::remove_dir_all(&d);
+}
