@@ -490,9 +490,10 @@ fn ipv6(frame: &[u8], off: usize, orig_len: u32) -> Result<IpPacket, DecodeError
     let end = frame.len().min(off + ip_len);
     let mut pos = off + 40;
     let mut frag = Frag::None;
-    // Walk extension headers to the transport header. Bounded: a packet
-    // cannot hold more headers than 8-byte units.
-    for _ in 0..64 {
+    // Walk extension headers to the transport header. Terminates: every
+    // header advances `pos` by at least 8 bytes or ends the walk, and a
+    // header past the captured bytes is an error.
+    loop {
         match next {
             // Hop-by-Hop, Routing, Destination Options, Mobility, HIP, Shim6.
             0 | 43 | 60 | 135 | 139 | 140 => {

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Benchmark `procflow flows` on a large real capture against tcpdump's
+# read-only pass and tshark's conversation table, plus peak memory on the
+# full capture and a half-size prefix.
+#
+# The capture is recorded once from real traffic between two network
+# namespaces created here (veth pair, offloads off so packets are wire-sized):
+# bulk TCP (iperf3), thousands of short TCP connections and small UDP
+# datagrams (python3). It is cached in bench-work/ (gitignored); delete
+# bench-work/bench.pcap to record a new one. Needs root, iproute2, ethtool,
+# tcpdump, iperf3, python3, tshark, hyperfine and GNU time (/usr/bin/time).
+#
+# Usage: scripts/bench-flows.sh [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-5}
+WORK=bench-work
+CAP=$WORK/bench.pcap
+HALF=$WORK/bench-half.pcap
+mkdir -p "$WORK"
+
+for tool in ip ethtool tcpdump iperf3 python3 tshark hyperfine; do
+    command -v "$tool" >/dev/null || { echo "bench-flows: $tool is required" >&2; exit 2; }
+done
+[ -x /usr/bin/time ] || { echo "bench-flows: /usr/bin/time is required (apt-get install -y time)" >&2; exit 2; }
+
+# Globals, not locals: the EXIT trap runs after record() has returned or
+# failed, and must still know what to remove.
+NS1="pfbench-a-$$" NS2="pfbench-b-$$" VA="pfba$$" VB="pfbb$$"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    PIDS=()
+    ip netns del "$NS1" 2>/dev/null || true
+    ip netns del "$NS2" 2>/dev/null || true
+    rm -f "$CAP.tmp"
+}
+
+record() {
+    [ "$(id -u)" = 0 ] || { echo "bench-flows: recording needs root (network namespaces)" >&2; exit 2; }
+    local ns1="$NS1" ns2="$NS2" va="$VA" vb="$VB"
+    local a=10.213.0.1 b=10.213.0.2
+    trap cleanup EXIT INT TERM
+    ip netns add "$ns1"
+    ip netns add "$ns2"
+    ip link add "$va" type veth peer name "$vb"
+    ip link set "$va" netns "$ns1"
+    ip link set "$vb" netns "$ns2"
+    ip -n "$ns1" addr add "$a/24" dev "$va"
+    ip -n "$ns2" addr add "$b/24" dev "$vb"
+    for ns in "$ns1" "$ns2"; do ip -n "$ns" link set lo up; done
+    ip -n "$ns1" link set "$va" up
+    ip -n "$ns2" link set "$vb" up
+    ip netns exec "$ns1" ethtool -K "$va" tso off gso off gro off >/dev/null
+    ip netns exec "$ns2" ethtool -K "$vb" tso off gso off gro off >/dev/null
+
+    ip netns exec "$ns2" tcpdump -i "$vb" -s 0 -B 131072 -n -w "$CAP.tmp" 2>"$WORK/tcpdump.log" &
+    local tcpdump_pid=$!
+    PIDS+=("$tcpdump_pid")
+    sleep 1.5
+    ip netns exec "$ns2" iperf3 -s -p 5201 >/dev/null 2>&1 &
+    PIDS+=("$!")
+    ip netns exec "$ns2" python3 - "$b" <<'PY' &
+import socket, sys, threading
+b = sys.argv[1]
+def tcp():
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((b, 7000)); s.listen(512)
+    while True:
+        c, _ = s.accept()
+        try:
+            d = c.recv(4096)
+            c.sendall(d * 4)
+        finally:
+            c.close()
+def udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((b, 7001))
+    while True:
+        d, peer = u.recvfrom(2048)
+        u.sendto(d[:32], peer)
+threading.Thread(target=udp, daemon=True).start()
+tcp()
+PY
+    PIDS+=("$!")
+    sleep 1
+    # Bulk TCP: ~520 MB in 1448-byte segments.
+    ip netns exec "$ns1" iperf3 -c "$b" -p 5201 -n 520M -l 128K >/dev/null
+    # Short connections and small UDP from many ports.
+    ip netns exec "$ns1" python3 - "$b" <<'PY'
+import socket, sys, time
+b = sys.argv[1]
+for i in range(4000):
+    c = socket.create_connection((b, 7000))
+    c.sendall(b"GET /%d HTTP/1.0\r\n\r\n" % i)
+    while c.recv(65536):
+        pass
+    c.close()
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2000)]
+for s in socks:
+    s.setblocking(False)
+for rnd in range(40):
+    for s in socks:
+        s.sendto(b"x" * 64, (b, 7001))
+    # Replies lost to a full receive queue are fine: never wait on one.
+    time.sleep(0.05)
+    for s in socks:
+        try:
+            s.recv(2048)
+        except OSError:
+            pass
+PY
+    sleep 1
+    kill -INT "$tcpdump_pid"
+    wait "$tcpdump_pid" || true
+    mv "$CAP.tmp" "$CAP"
+    cat "$WORK/tcpdump.log" >&2
+    cleanup
+    trap - EXIT INT TERM
+}
+
+if [ ! -s "$CAP" ]; then
+    echo "bench-flows: recording $CAP" >&2
+    record
+fi
+PACKETS=$(tcpdump -r "$CAP" -n 2>/dev/null | wc -l)
+SIZE=$(stat -c %s "$CAP")
+echo "capture: $CAP, $SIZE bytes, $PACKETS packets"
+if [ ! -s "$HALF" ]; then
+    tcpdump -r "$CAP" -c $((PACKETS / 2)) -w "$HALF" 2>/dev/null
+fi
+
+cargo build --release --quiet
+BIN=target/release/procflow
+FLOWS=$("$BIN" flows "$CAP" 2>/dev/null | tail -n +2 | wc -l)
+echo "flows: $FLOWS"
+
+# Warm the page cache so every tool reads from memory.
+cat "$CAP" "$HALF" >/dev/null
+hyperfine --warmup 1 --runs "$RUNS" --export-json "$WORK/hyperfine.json" \
+    -n procflow "$BIN flows $CAP --out /dev/null" \
+    -n procflow-1thread "$BIN flows $CAP --out /dev/null --threads 1" \
+    -n tcpdump "tcpdump -r $CAP -w /dev/null"
+hyperfine --runs 2 --export-json "$WORK/hyperfine-tshark.json" \
+    -n tshark "tshark -q -r $CAP -z conv,tcp"
+
+rss() { /usr/bin/time -v "$@" 2>&1 >/dev/null | awk -F': ' '/Maximum resident/ {print $2}'; }
+RSS_FULL=$(rss "$BIN" flows "$CAP" --out /dev/null)
+RSS_HALF=$(rss "$BIN" flows "$HALF" --out /dev/null)
+RSS_TCPDUMP=$(rss tcpdump -r "$CAP" -w /dev/null)
+
+python3 - "$WORK/hyperfine.json" "$WORK/hyperfine-tshark.json" "$RSS_FULL" "$RSS_HALF" "$RSS_TCPDUMP" <<'PY'
+import json, sys
+r = {x["command"]: x["mean"] for f in sys.argv[1:3] for x in json.load(open(f))["results"]}
+p, t, s = r["procflow"], r["tcpdump"], r["tshark"]
+print(f"procflow {p:.3f}s  procflow --threads 1 {r['procflow-1thread']:.3f}s  tcpdump -r -w /dev/null {t:.3f}s  tshark conv,tcp {s:.3f}s")
+print(f"procflow / tcpdump = {p / t:.2f}x (target <= 1.5)   tshark / procflow = {s / p:.1f}x (target >= 20)")
+print(f"peak RSS: procflow full {sys.argv[3]} kB, half-size prefix {sys.argv[4]} kB; tcpdump {sys.argv[5]} kB")
+PY
