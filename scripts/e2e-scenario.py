@@ -561,8 +561,29 @@ class Scenario:
             if time.monotonic() > deadline:
                 raise ScenarioError("tcpdump did not report listening within 15 s (%s)" % tlog)
             time.sleep(0.05)
+        if args.recorder_nice is not None:
+            self.renice_recorder(args.recorder_nice)
         # One recorder tick so the first snapshot predates the traffic.
         time.sleep(max(0.3, self.interval_s))
+
+    def renice_recorder(self, nice):
+        """Sets the nice value of the recorder and its tcpdump, every thread."""
+        pids = [self.recorder.pid]
+        try:
+            with open("/proc/%d/task/%d/children" % (self.recorder.pid, self.recorder.pid)) as f:
+                pids += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+        for pid in pids:
+            try:
+                tids = [int(t) for t in os.listdir("/proc/%d/task" % pid)]
+            except OSError:
+                continue
+            for tid in tids:
+                try:
+                    os.setpriority(os.PRIO_PROCESS, tid, nice)
+                except OSError as e:
+                    log("WARNING: cannot renice %d: %s" % (tid, e))
 
     def start_monitor(self):
         cmd = self.args.monitor.replace("{iface}", self.veth_sus)
@@ -699,9 +720,13 @@ class Scenario:
         for h in self.helpers[1:]:
             h.wait()
         self.helpers[0].kill()
-        # Let the recorder see every socket gone before it stops, and a
-        # monitor refreshing once a second print its last totals.
-        time.sleep(max(0.5, 2 * self.interval_s, 1.5 if self.monitor else 0))
+        # Let the recorder see every socket gone before it stops, a monitor
+        # refreshing once a second print its last totals, and the capture
+        # get its last packets: libpcap's TPACKET_V3 ring hands a block to
+        # tcpdump only when it fills or its timeout (tcpdump: 1 s) expires,
+        # and tcpdump stopped by SIGINT writes none of what is still in the
+        # kernel ("packets received by filter" exceeds "captured").
+        time.sleep(max(1.5, 2 * self.interval_s))
         log("traffic done in %.1f s" % (time.monotonic() - t0))
         return processes
 
@@ -746,6 +771,8 @@ def main():
     p.add_argument("--truth", help="where to write truth.json (default WORKDIR/truth.json)")
     p.add_argument("--small", action="store_true", help="small transfers (for the sample bundle)")
     p.add_argument("--interval", help="recorder snapshot interval, e.g. 200ms")
+    p.add_argument("--recorder-nice", type=int,
+                   help="set the recorder's nice value once it runs (it lowers its own priority to 19)")
     p.add_argument("--monitor", help="extra command run in the suspect namespace beside the recorder; "
                    "{iface} is replaced by the suspect interface; stdout goes to WORKDIR/monitor.out")
     p.add_argument("--tcpdump-only", action="store_true",
