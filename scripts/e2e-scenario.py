@@ -618,9 +618,9 @@ class Scenario:
 
     def sizes(self):
         if self.args.small:
-            return dict(bulk=400_000, rate=200_000, server_conns=3, server_send=40_000,
-                        server_recv=20_000, udp_count=40, udp_size=200, v6_send=120_000,
-                        v6_recv=40_000, short_n=10, short_send=8_000, short_recv=2_000,
+            return dict(bulk=200_000, rate=100_000, server_conns=3, server_send=40_000,
+                        server_recv=20_000, udp_count=40, udp_size=200, v6_send=100_000,
+                        v6_recv=30_000, short_n=10, short_send=6_000, short_recv=2_000,
                         same_send=30_000, same_rate=30_000)
         return dict(bulk=24_000_000, rate=6_000_000, server_conns=5, server_send=1_000_000,
                     server_recv=500_000, udp_count=200, udp_size=1000, v6_send=4_000_000,

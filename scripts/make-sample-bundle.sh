@@ -18,11 +18,15 @@ target="$(cd "$root" && cargo metadata --format-version 1 --no-deps | python3 -c
 
 work="$(mktemp -d /tmp/procflow-sample.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
-# The recorder is copied next to the scenario so its recorded exe and argv
-# name no build directory.
+# The recorder and the scenario are copied to the work directory so the
+# recorded executables and command lines name no checkout or build directory.
 cp "$target/release/procflow-snap" "$work/procflow-snap"
+cp "$here/e2e-scenario.py" "$work/e2e-scenario.py"
+# --recorder-nice 0: the recorder's own nice 19 starves it on a busy build
+# machine (docs/e2e.md); the sample is about attribution, not priority.
 unshare --pid --fork --mount-proc \
-    python3 "$here/e2e-scenario.py" --small --out "$work/run" --snap "$work/procflow-snap" "$@"
+    python3 "$work/e2e-scenario.py" --small --out "$work/run" --snap "$work/procflow-snap" \
+    --recorder-nice 0 "$@"
 
 rm -rf "$root/testdata/sample-bundle"
 cp -r "$work/run/bundle" "$root/testdata/sample-bundle"

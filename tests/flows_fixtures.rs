@@ -8,7 +8,9 @@ use procflow::time::rfc3339_ns;
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pcaps").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/pcaps")
+        .join(name)
 }
 
 fn run(names: &[&str]) -> Replay {
@@ -42,9 +44,15 @@ fn lines(r: &Replay) -> Vec<String> {
 fn linux_sll_nanosecond_pcap() {
     let r = run(&["tcpdump_tcp-handshake-nano.pcap"]);
     assert_eq!(r.files[0].link_types, vec![113]);
-    assert_eq!(lines(&r), ["tcp 131.155.215.69:46656 > 137.116.81.94:80 2/1 144/76"]);
+    assert_eq!(
+        lines(&r),
+        ["tcp 131.155.215.69:46656 > 137.116.81.94:80 2/1 144/76"]
+    );
     let f = &r.flows[0];
-    assert_eq!(rfc3339_ns(f.first_seen_ns), "2014-12-09T17:16:09.924505488Z");
+    assert_eq!(
+        rfc3339_ns(f.first_seen_ns),
+        "2014-12-09T17:16:09.924505488Z"
+    );
     assert_eq!(tcp_flags_text(f.tcp_flags_ab), "SA");
     assert_eq!(f.ip_bytes_ab, 112);
 }
@@ -53,12 +61,18 @@ fn linux_sll_nanosecond_pcap() {
 fn linux_sll2_tcp_and_icmp_with_arp_counted_apart() {
     let r = run(&["suricata_decode-sll2-01.pcap"]);
     assert_eq!(r.files[0].link_types, vec![276]);
-    assert_eq!(lines(&r), ["tcp 192.168.1.253:56478 > 192.168.1.21:80 3/2 306/152"]);
+    assert_eq!(
+        lines(&r),
+        ["tcp 192.168.1.253:56478 > 192.168.1.21:80 3/2 306/152"]
+    );
     let r = run(&["zeek_linux_dlt_sll2.pcap"]);
     // ICMP echo request and reply form one flow each (v4 and v6).
     assert_eq!(
         lines(&r),
-        ["icmp 192.0.2.1 > 192.0.2.1 2/0 208/0", "icmpv6 fe80::8c36:6ff:fe44:acaf > fe80::8c36:6ff:fe44:acaf 2/0 248/0"]
+        [
+            "icmp 192.0.2.1 > 192.0.2.1 2/0 208/0",
+            "icmpv6 fe80::8c36:6ff:fe44:acaf > fe80::8c36:6ff:fe44:acaf 2/0 248/0"
+        ]
     );
     assert_eq!(r.flows[0].icmp.map(|k| k.icmp_type), Some(8));
     assert_eq!(r.non_ip.iter().map(|n| n.packets).sum::<u64>(), 2);
@@ -68,10 +82,26 @@ fn linux_sll2_tcp_and_icmp_with_arp_counted_apart() {
 #[test]
 fn raw_ipv4_ipv6_and_linktype_ipv4_ipv6() {
     for (name, lt, want) in [
-        ("tcpdump_LINKTYPE_RAW_ipv4.pcap", 101, "udp 192.168.1.100:12345 > 9.9.9.9:53 1/0 57/0"),
-        ("tcpdump_LINKTYPE_RAW_ipv6.pcap", 101, "udp 2001:db8::1:12345 > 2620:fe::9:53 1/0 77/0"),
-        ("tcpdump_LINKTYPE_IPV4.pcap", 228, "udp 192.168.1.100:12345 > 9.9.9.9:53 1/0 57/0"),
-        ("tcpdump_LINKTYPE_IPV6.pcap", 229, "udp 2001:db8::1:12345 > 2620:fe::9:53 1/0 77/0"),
+        (
+            "tcpdump_LINKTYPE_RAW_ipv4.pcap",
+            101,
+            "udp 192.168.1.100:12345 > 9.9.9.9:53 1/0 57/0",
+        ),
+        (
+            "tcpdump_LINKTYPE_RAW_ipv6.pcap",
+            101,
+            "udp 2001:db8::1:12345 > 2620:fe::9:53 1/0 77/0",
+        ),
+        (
+            "tcpdump_LINKTYPE_IPV4.pcap",
+            228,
+            "udp 192.168.1.100:12345 > 9.9.9.9:53 1/0 57/0",
+        ),
+        (
+            "tcpdump_LINKTYPE_IPV6.pcap",
+            229,
+            "udp 2001:db8::1:12345 > 2620:fe::9:53 1/0 77/0",
+        ),
     ] {
         let r = run(&[name]);
         assert_eq!(r.files[0].link_types, vec![lt], "{name}");
@@ -85,14 +115,20 @@ fn linktype_ipv4_carrying_ipv6_is_reported() {
     assert!(r.flows.is_empty());
     assert_eq!(r.undecodable, 1);
     assert_eq!(r.problems[0].kind, "ip-version-mismatch");
-    assert_eq!((r.problems[0].packet_index, r.problems[0].offset), (Some(1), 24));
+    assert_eq!(
+        (r.problems[0].packet_index, r.problems[0].offset),
+        (Some(1), 24)
+    );
 }
 
 #[test]
 fn bsd_null_loopback() {
     let r = run(&["tcpdump_tcp_rst_diag_payload.pcap"]);
     assert_eq!(r.files[0].link_types, vec![0]);
-    assert_eq!(lines(&r), ["tcp 192.0.2.1:39829 > 192.168.0.1:8080 1/0 52/0"]);
+    assert_eq!(
+        lines(&r),
+        ["tcp 192.0.2.1:39829 > 192.168.0.1:8080 1/0 52/0"]
+    );
     // IPv6 over NULL, every big packet cut by a 256-byte snaplen.
     let r = run(&["tcpdump_quic_handshake_truncated.pcap"]);
     assert_eq!(lines(&r), ["udp ::1:65165 > ::1:443 9/9 3136/2349"]);
@@ -105,7 +141,10 @@ fn big_endian_pcap_with_gre() {
     let r = run(&["tcpdump_pptp.pcap"]);
     assert_eq!(
         lines(&r),
-        ["tcp 10.1.1.11:3025 > 10.1.1.10:1723 6/16 692/1286", "47 10.1.1.11 > 10.1.1.10 1/0 94/0"]
+        [
+            "tcp 10.1.1.11:3025 > 10.1.1.10:1723 6/16 692/1286",
+            "47 10.1.1.11 > 10.1.1.10 1/0 94/0"
+        ]
     );
     assert_eq!(r.flows[1].a_port, None);
 }
@@ -116,12 +155,22 @@ fn vlan_stacks_and_non_ip() {
     let r = run(&["tcpdump_802.1ad_QinQ.pcap"]);
     assert!(r.flows.is_empty());
     assert_eq!(r.non_ip.len(), 1);
-    assert_eq!((r.non_ip[0].ethertype, r.non_ip[0].packets, r.non_ip[0].bytes), (0x0806, 2, 128));
+    assert_eq!(
+        (
+            r.non_ip[0].ethertype,
+            r.non_ip[0].packets,
+            r.non_ip[0].bytes
+        ),
+        (0x0806, 2, 128)
+    );
     // Two 802.1Q tags around UDP, plus ARP.
     let r = run(&["zeek_q-in-q.pcap"]);
     assert_eq!(
         lines(&r),
-        ["udp 172.19.51.37:47808 > 172.19.51.63:47808 2/0 136/0", "udp 193.1.186.60:9875 > 224.2.127.254:9875 2/0 652/0"]
+        [
+            "udp 172.19.51.37:47808 > 172.19.51.63:47808 2/0 136/0",
+            "udp 193.1.186.60:9875 > 224.2.127.254:9875 2/0 652/0"
+        ]
     );
     assert_eq!(r.non_ip[0].ethertype, 0x0806);
 }
@@ -131,7 +180,10 @@ fn ethernet_padding_not_in_ip_bytes() {
     let r = run(&["zeek_tcp-http-with-padding.pcap"]);
     let f = &r.flows[0];
     // zeek conn.log: orig_ip_bytes 704, resp_ip_bytes 823.
-    assert_eq!((f.packets_ab, f.ip_bytes_ab, f.packets_ba, f.ip_bytes_ba), (13, 704, 12, 823));
+    assert_eq!(
+        (f.packets_ab, f.ip_bytes_ab, f.packets_ba, f.ip_bytes_ba),
+        (13, 704, 12, 823)
+    );
     assert_eq!(tcp_flags_text(f.tcp_flags_ab), "SAFP");
 }
 
@@ -139,7 +191,10 @@ fn ethernet_padding_not_in_ip_bytes() {
 fn ipv4_fragments_join_their_datagram() {
     // A SYN cut into two fragments: the second has no ports.
     let r = run(&["zeek_ipv4_fragmented-syn.pcap"]);
-    assert_eq!(lines(&r), ["tcp 192.168.1.100:12345 > 10.0.0.5:80 2/0 108/0"]);
+    assert_eq!(
+        lines(&r),
+        ["tcp 192.168.1.100:12345 > 10.0.0.5:80 2/0 108/0"]
+    );
     assert_eq!(r.undecodable, 0);
 }
 
@@ -163,7 +218,10 @@ fn ipv6_extension_header_chain_is_walked() {
     // Hop-by-hop, then dozens of routing/fragment/destination headers.
     let r = run(&["libpcap_ipv6_ext_headers.pcap"]);
     assert_eq!(r.flows.len(), 1);
-    assert_ne!(r.flows[0].proto, 43, "stopped inside the extension header chain");
+    assert_ne!(
+        r.flows[0].proto, 43,
+        "stopped inside the extension header chain"
+    );
     assert_eq!(r.flows[0].family, Family::V6);
 }
 
@@ -173,7 +231,13 @@ fn pcapng_interfaces_of_different_link_types() {
     assert_eq!(r.files[0].format, "pcapng");
     assert_eq!(r.files[0].link_types, vec![0, 1]);
     assert_eq!(r.files[0].packets, 5);
-    assert_eq!(r.flows.iter().map(|f| f.packets_ab + f.packets_ba).sum::<u64>(), 5);
+    assert_eq!(
+        r.flows
+            .iter()
+            .map(|f| f.packets_ab + f.packets_ba)
+            .sum::<u64>(),
+        5
+    );
 }
 
 #[test]
@@ -181,14 +245,23 @@ fn pcapng_sections_of_both_byte_orders() {
     let r = run(&["pcapngtg_be_test202.pcapng"]);
     assert_eq!(r.files[0].packets, 8);
     assert_eq!(r.undecodable, 0);
-    assert_eq!(r.flows.iter().map(|f| f.packets_ab + f.packets_ba).sum::<u64>(), 8);
+    assert_eq!(
+        r.flows
+            .iter()
+            .map(|f| f.packets_ab + f.packets_ba)
+            .sum::<u64>(),
+        8
+    );
 }
 
 #[test]
 fn pcapng_tsresol_power_of_two() {
     // gopacket expects 1519128000.195312500 (if_tsresol 0x88).
     let r = run(&["gopacket_le_test902.pcapng"]);
-    assert_eq!(rfc3339_ns(r.flows[0].first_seen_ns), "2018-02-20T12:00:00.195312500Z");
+    assert_eq!(
+        rfc3339_ns(r.flows[0].first_seen_ns),
+        "2018-02-20T12:00:00.195312500Z"
+    );
 }
 
 #[test]
@@ -207,7 +280,10 @@ fn corrupt_record_stops_the_file_but_keeps_its_flows() {
     assert_eq!(r.files[0].packets, 1);
     assert_eq!(r.flows.len(), 1);
     let p = &r.problems[0];
-    assert_eq!((p.kind.as_str(), p.packet_index, p.offset), ("corrupt-record", Some(2), 228));
+    assert_eq!(
+        (p.kind.as_str(), p.packet_index, p.offset),
+        ("corrupt-record", Some(2), 228)
+    );
     assert!(r.files[0].error.is_none());
 }
 
@@ -220,10 +296,17 @@ fn invalid_nanosecond_fraction_is_reported_and_carried() {
 
 #[test]
 fn unreadable_header_is_a_file_error() {
-    let r = run(&["libpcap_pcap-invalid-version-1.pcap", "tcpdump_LINKTYPE_RAW_ipv4.pcap"]);
+    let r = run(&[
+        "libpcap_pcap-invalid-version-1.pcap",
+        "tcpdump_LINKTYPE_RAW_ipv4.pcap",
+    ]);
     assert!(r.any_file_unreadable());
     let bad = r.files.iter().find(|f| f.error.is_some()).unwrap();
-    assert!(bad.error.as_deref().unwrap().contains("unsupported pcap version 1.4"));
+    assert!(bad
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("unsupported pcap version 1.4"));
     assert_eq!(r.flows.len(), 1, "the readable file's flows are kept");
 }
 

@@ -24,8 +24,13 @@ impl Rng {
 fn fixtures() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut v = Vec::new();
-    for dir in [root.join("testdata/pcaps"), root.join("../shared/testdata/pcaps")] {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+    for dir in [
+        root.join("testdata/pcaps"),
+        root.join("../shared/testdata/pcaps"),
+    ] {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             let n = p.file_name().unwrap().to_string_lossy().into_owned();
@@ -39,7 +44,10 @@ fn fixtures() -> Vec<PathBuf> {
 }
 
 fn check(name: &str, bytes: &[u8]) -> Replay {
-    let opts = ReplayOptions { threads: Some(2), ..ReplayOptions::default() };
+    let opts = ReplayOptions {
+        threads: Some(2),
+        ..ReplayOptions::default()
+    };
     let r = replay_bytes(Path::new(name), bytes, &opts);
     let packets: u64 = r.files.iter().map(|f| f.packets).sum();
     let in_flows: u64 = r.flows.iter().map(|f| f.packets_ab + f.packets_ba).sum();
@@ -72,7 +80,10 @@ fn every_fixture_cut_at_many_lengths() {
             let r = check(&name, &data[..n]);
             if full.files[0].error.is_none() && n >= 24 {
                 // A cut file is still readable, with no more packets.
-                assert!(r.files[0].packets <= full.files[0].packets, "{name} cut at {n}");
+                assert!(
+                    r.files[0].packets <= full.files[0].packets,
+                    "{name} cut at {n}"
+                );
             }
             n += step;
         }
@@ -102,7 +113,13 @@ fn flipped_bytes_never_panic() {
 fn random_bytes_behind_valid_headers() {
     let mut rng = Rng(42);
     let mut headers: Vec<Vec<u8>> = Vec::new();
-    for (magic, lt) in [(0xA1B2_C3D4u32, 1u32), (0xA1B2_3C4D, 113), (0xA1B2_C3D4, 276), (0xA1B2_C3D4, 0), (0xA1B2_C3D4, 101)] {
+    for (magic, lt) in [
+        (0xA1B2_C3D4u32, 1u32),
+        (0xA1B2_3C4D, 113),
+        (0xA1B2_C3D4, 276),
+        (0xA1B2_C3D4, 0),
+        (0xA1B2_C3D4, 101),
+    ] {
         let mut h = Vec::new();
         h.extend_from_slice(&magic.to_le_bytes());
         h.extend_from_slice(&2u16.to_le_bytes());
@@ -133,7 +150,13 @@ fn random_bytes_behind_valid_headers() {
             let mut d = h.clone();
             let n = rng.below(600);
             // Mostly small numbers, so record lengths are often plausible.
-            d.extend((0..n).map(|_| if rng.below(3) == 0 { rng.next() as u8 } else { rng.below(24) as u8 }));
+            d.extend((0..n).map(|_| {
+                if rng.below(3) == 0 {
+                    rng.next() as u8
+                } else {
+                    rng.below(24) as u8
+                }
+            }));
             check("random", &d);
         }
     }

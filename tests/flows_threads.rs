@@ -8,7 +8,14 @@ use procflow::commands::flows::write_csv;
 use std::path::{Path, PathBuf};
 
 fn csv(paths: &[PathBuf], threads: usize) -> Vec<u8> {
-    let r = replay(paths, &ReplayOptions { threads: Some(threads), ..ReplayOptions::default() }).unwrap();
+    let r = replay(
+        paths,
+        &ReplayOptions {
+            threads: Some(threads),
+            ..ReplayOptions::default()
+        },
+    )
+    .unwrap();
     let mut out = Vec::new();
     write_csv(&mut out, &r.flows).unwrap();
     out
@@ -82,7 +89,14 @@ fn generate() -> (Vec<Pkt>, usize) {
             v.push(ipv4(c, s, 6, 0, 0, &tcp(sp, 80, 0x02, 0)));
             v.push(ipv4(s, c, 6, 0, 0, &tcp(80, sp, 0x12, 0)));
             for _ in 0..rng.below(30) {
-                v.push(ipv4(s, c, 6, 0, 0, &tcp(80, sp, 0x10, rng.below(1400) as usize)));
+                v.push(ipv4(
+                    s,
+                    c,
+                    6,
+                    0,
+                    0,
+                    &tcp(80, sp, 0x10, rng.below(1400) as usize),
+                ));
                 v.push(ipv4(c, s, 6, 0, 0, &tcp(sp, 80, 0x10, 0)));
             }
             v.push(ipv4(c, s, 6, 0, 0, &tcp(sp, 80, 0x11, 0)));
@@ -107,14 +121,28 @@ fn generate() -> (Vec<Pkt>, usize) {
         echo.extend_from_slice(&[0, 1]);
         let mut reply = echo.clone();
         reply[0] = 0;
-        convs.push(vec![ipv4(c, s, 1, 0, 0, &echo), ipv4(s, c, 1, 0, 0, &reply)]);
+        convs.push(vec![
+            ipv4(c, s, 1, 0, 0, &echo),
+            ipv4(s, c, 1, 0, 0, &reply),
+        ]);
         flows += 1;
     }
     for i in 0..300u16 {
         // A UDP datagram in two fragments; the second sometimes first.
-        let first = ipv4(c, s, 17, 1000 + i, 0x2000, &udp(50_000 + i, 9999, 1472)[..1480]);
+        let first = ipv4(
+            c,
+            s,
+            17,
+            1000 + i,
+            0x2000,
+            &udp(50_000 + i, 9999, 1472)[..1480],
+        );
         let second = ipv4(c, s, 17, 1000 + i, 185, &[0xEE; 8]);
-        convs.push(if i % 3 == 0 { vec![second, first] } else { vec![first, second] });
+        convs.push(if i % 3 == 0 {
+            vec![second, first]
+        } else {
+            vec![first, second]
+        });
         flows += 1;
     }
     let mut arp = vec![0xFF; 12];
@@ -161,7 +189,11 @@ fn generated_capture_same_output_for_any_thread_count_and_rotation() {
     let dir = std::env::temp_dir().join(format!("procflow-threads-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (pkts, want_flows) = generate();
-    assert!(pkts.len() > 100_000, "{} packets: too few to span batches", pkts.len());
+    assert!(
+        pkts.len() > 100_000,
+        "{} packets: too few to span batches",
+        pkts.len()
+    );
     let whole = dir.join("whole.pcap");
     write_pcap(&whole, &pkts);
     assert!(std::fs::metadata(&whole).unwrap().len() > 5_000_000);
@@ -177,10 +209,16 @@ fn generated_capture_same_output_for_any_thread_count_and_rotation() {
     write_pcap(&parts[1], &pkts[third..2 * third]);
     write_pcap(&parts[2], &pkts[2 * third..]);
     let shuffled = vec![parts[2].clone(), parts[0].clone(), parts[1].clone()];
-    assert!(csv(&shuffled, 2) == one, "rotated files differ from the single file");
+    assert!(
+        csv(&shuffled, 2) == one,
+        "rotated files differ from the single file"
+    );
     let r = replay(&shuffled, &ReplayOptions::default()).unwrap();
     let order: Vec<&Path> = r.files.iter().map(|f| f.path.as_path()).collect();
-    assert_eq!(order, [parts[0].as_path(), parts[1].as_path(), parts[2].as_path()]);
+    assert_eq!(
+        order,
+        [parts[0].as_path(), parts[1].as_path(), parts[2].as_path()]
+    );
     assert_eq!(r.non_ip[0].packets, 500);
     assert_eq!(r.undecodable, 0);
     let _ = std::fs::remove_dir_all(&dir);
@@ -190,18 +228,29 @@ fn generated_capture_same_output_for_any_thread_count_and_rotation() {
 fn fixtures_same_output_for_any_thread_count() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut paths = Vec::new();
-    for dir in [root.join("testdata/pcaps"), root.join("../shared/testdata/pcaps")] {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-        paths.extend(rd.flatten().map(|e| e.path()).filter(|p| {
-            p.extension().is_some_and(|e| e == "pcap" || e == "pcapng")
-        }));
+    for dir in [
+        root.join("testdata/pcaps"),
+        root.join("../shared/testdata/pcaps"),
+    ] {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        paths.extend(
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng")),
+        );
     }
     paths.sort();
     assert!(paths.len() >= 20);
     for p in &paths {
         let one = csv(std::slice::from_ref(p), 1);
         for t in [2, 8] {
-            assert!(csv(std::slice::from_ref(p), t) == one, "{}: threads {t} differ", p.display());
+            assert!(
+                csv(std::slice::from_ref(p), t) == one,
+                "{}: threads {t} differ",
+                p.display()
+            );
         }
     }
     // All of them at once.

@@ -29,14 +29,22 @@ fn flows_match_zeek_and_suricata_baselines() {
                 && f.b_port.map(|p| p.to_string()).as_deref() == Some(rport)
         });
         let Some(f) = found else {
-            failures.push(format!("{file}: no flow {proto} {oip}:{oport} -> {rip}:{rport}"));
+            failures.push(format!(
+                "{file}: no flow {proto} {oip}:{oport} -> {rip}:{rport}"
+            ));
             continue;
         };
-        let (ob, rb) = if source.starts_with("zeek") { (f.ip_bytes_ab, f.ip_bytes_ba) } else { (f.bytes_ab, f.bytes_ba) };
+        let (ob, rb) = if source.starts_with("zeek") {
+            (f.ip_bytes_ab, f.ip_bytes_ba)
+        } else {
+            (f.bytes_ab, f.bytes_ba)
+        };
         let got = format!("{} {} {} {}", f.packets_ab, ob, f.packets_ba, rb);
         let want = format!("{opk} {oby} {rpk} {rby}");
         if got != want {
-            failures.push(format!("{file} {source} {oip}:{oport}: want {want}, got {got}"));
+            failures.push(format!(
+                "{file} {source} {oip}:{oport}: want {want}, got {got}"
+            ));
         }
         checked += 1;
     }

@@ -13,24 +13,96 @@ use std::process::Command;
 
 /// (capture, table, why the counts differ).
 const DIVERGENCES: &[(&str, &str, &str)] = &[
-    ("pcapparser_wireshark_samples-test.pcapng", "IPv6", "tshark also counts IPv6 tunnelled in UDP (Teredo)"),
-    ("tcpdump_ipv6-srh-ext-header.pcap", "IPv6", "tshark also counts the IPv6 packet inside the segment routing header"),
-    ("tcpdump_of13_ericsson.pcapng", "UDP", "tshark also counts a UDP packet carried inside OpenFlow messages"),
-    ("tcpdump_of13_ericsson.pcapng", "IPv4", "tshark also counts the IPv4 packet carried inside OpenFlow messages"),
-    ("suricata_defrag-eth-vlan-ipv4-tcp-syn.pcap", "TCP", "tshark counts a fragmented segment once, procflow every fragment"),
-    ("suricata_defrag-eth-vlan-ipv6-tcp.pcap", "TCP", "tshark counts a fragmented segment once, procflow every fragment"),
-    ("suricata_defrag-eth-vlan-ipv6-tcp.pcap", "IPv6", "tshark's conv,ipv6 counts a fragmented datagram once"),
-    ("zeek_ipv4_fragmented-1.pcap", "UDP", "tshark counts a fragmented datagram once, procflow every fragment"),
-    ("zeek_ipv4_fragmented-syn.pcap", "TCP", "tshark counts a fragmented segment once, procflow every fragment"),
-    ("zeek_ipv6-fragmented-dns.pcap", "UDP", "tshark counts a fragmented datagram once, procflow every fragment"),
-    ("zeek_ipv6-fragmented-dns.pcap", "IPv6", "tshark's conv,ipv6 counts a fragmented datagram once"),
-    ("tcpdump_LINKTYPE_IPV4_invalid.pcap", "UDP", "link type IPv4 carrying IPv6: tshark decodes it, procflow reports it"),
-    ("tcpdump_LINKTYPE_IPV4_invalid.pcap", "IPv6", "link type IPv4 carrying IPv6: tshark decodes it, procflow reports it"),
-    ("tcpdump_ipv6-routing-header.pcap", "UDP", "tshark keys UDP by the routing header's final destination"),
-    ("zeek_ipv6-hbh-routing0.pcap", "UDP", "tshark keys UDP by the routing header's final destination"),
-    ("tcpdump_ipv6_frag6_negative_len.pcap", "IPv6", "malformed fragment header: tshark drops the packet"),
-    ("tcpdump_tcp_header_heapoverflow.pcap", "TCP", "TCP header cut after the ports: tshark drops it as malformed"),
-    ("tcpdump_udp-length-heapoverflow.pcap", "UDP", "impossible UDP length: tshark drops it as malformed"),
+    (
+        "pcapparser_wireshark_samples-test.pcapng",
+        "IPv6",
+        "tshark also counts IPv6 tunnelled in UDP (Teredo)",
+    ),
+    (
+        "tcpdump_ipv6-srh-ext-header.pcap",
+        "IPv6",
+        "tshark also counts the IPv6 packet inside the segment routing header",
+    ),
+    (
+        "tcpdump_of13_ericsson.pcapng",
+        "UDP",
+        "tshark also counts a UDP packet carried inside OpenFlow messages",
+    ),
+    (
+        "tcpdump_of13_ericsson.pcapng",
+        "IPv4",
+        "tshark also counts the IPv4 packet carried inside OpenFlow messages",
+    ),
+    (
+        "suricata_defrag-eth-vlan-ipv4-tcp-syn.pcap",
+        "TCP",
+        "tshark counts a fragmented segment once, procflow every fragment",
+    ),
+    (
+        "suricata_defrag-eth-vlan-ipv6-tcp.pcap",
+        "TCP",
+        "tshark counts a fragmented segment once, procflow every fragment",
+    ),
+    (
+        "suricata_defrag-eth-vlan-ipv6-tcp.pcap",
+        "IPv6",
+        "tshark's conv,ipv6 counts a fragmented datagram once",
+    ),
+    (
+        "zeek_ipv4_fragmented-1.pcap",
+        "UDP",
+        "tshark counts a fragmented datagram once, procflow every fragment",
+    ),
+    (
+        "zeek_ipv4_fragmented-syn.pcap",
+        "TCP",
+        "tshark counts a fragmented segment once, procflow every fragment",
+    ),
+    (
+        "zeek_ipv6-fragmented-dns.pcap",
+        "UDP",
+        "tshark counts a fragmented datagram once, procflow every fragment",
+    ),
+    (
+        "zeek_ipv6-fragmented-dns.pcap",
+        "IPv6",
+        "tshark's conv,ipv6 counts a fragmented datagram once",
+    ),
+    (
+        "tcpdump_LINKTYPE_IPV4_invalid.pcap",
+        "UDP",
+        "link type IPv4 carrying IPv6: tshark decodes it, procflow reports it",
+    ),
+    (
+        "tcpdump_LINKTYPE_IPV4_invalid.pcap",
+        "IPv6",
+        "link type IPv4 carrying IPv6: tshark decodes it, procflow reports it",
+    ),
+    (
+        "tcpdump_ipv6-routing-header.pcap",
+        "UDP",
+        "tshark keys UDP by the routing header's final destination",
+    ),
+    (
+        "zeek_ipv6-hbh-routing0.pcap",
+        "UDP",
+        "tshark keys UDP by the routing header's final destination",
+    ),
+    (
+        "tcpdump_ipv6_frag6_negative_len.pcap",
+        "IPv6",
+        "malformed fragment header: tshark drops the packet",
+    ),
+    (
+        "tcpdump_tcp_header_heapoverflow.pcap",
+        "TCP",
+        "TCP header cut after the ports: tshark drops it as malformed",
+    ),
+    (
+        "tcpdump_udp-length-heapoverflow.pcap",
+        "UDP",
+        "impossible UDP length: tshark drops it as malformed",
+    ),
 ];
 
 fn testdata() -> Option<PathBuf> {
@@ -57,7 +129,11 @@ fn ws_size(n: u64) -> String {
 type Table = BTreeMap<(String, String), (u64, u64, u64, u64)>;
 
 fn add(t: &mut Table, a: String, b: String, ab: (u64, u64), ba: (u64, u64)) {
-    let (k, ab, ba) = if a <= b { ((a, b), ab, ba) } else { ((b, a), ba, ab) };
+    let (k, ab, ba) = if a <= b {
+        ((a, b), ab, ba)
+    } else {
+        ((b, a), ba, ab)
+    };
     let e = t.entry(k).or_default();
     e.0 += ab.0;
     e.1 += ab.1;
@@ -83,10 +159,26 @@ fn ours(flows: &[Flow]) -> BTreeMap<&'static str, Table> {
             _ => None,
         };
         if let Some(t) = table {
-            add(m.entry(t).or_default(), endpoint(&f.a_ip, f.a_port), endpoint(&f.b_ip, f.b_port), ab, ba);
+            add(
+                m.entry(t).or_default(),
+                endpoint(&f.a_ip, f.a_port),
+                endpoint(&f.b_ip, f.b_port),
+                ab,
+                ba,
+            );
         }
-        let ipt = if f.family == Family::V4 { "IPv4" } else { "IPv6" };
-        add(m.entry(ipt).or_default(), f.a_ip.to_string(), f.b_ip.to_string(), ab, ba);
+        let ipt = if f.family == Family::V4 {
+            "IPv4"
+        } else {
+            "IPv6"
+        };
+        add(
+            m.entry(ipt).or_default(),
+            f.a_ip.to_string(),
+            f.b_ip.to_string(),
+            ab,
+            ba,
+        );
     }
     m
 }
@@ -103,7 +195,9 @@ fn parse_tshark(out: &str) -> BTreeMap<String, TsharkTable> {
             table = name.to_string();
             continue;
         }
-        let Some((a, rest)) = line.split_once("<->") else { continue };
+        let Some((a, rest)) = line.split_once("<->") else {
+            continue;
+        };
         let toks: Vec<&str> = rest.split_whitespace().collect();
         // B, frames<-, n, unit, frames->, n, unit, ...
         if toks.len() < 7 {
@@ -115,7 +209,11 @@ fn parse_tshark(out: &str) -> BTreeMap<String, TsharkTable> {
         let b_ba = format!("{} {}", toks[2], toks[3]);
         let f_ab: u64 = toks[4].parse().unwrap();
         let b_ab = format!("{} {}", toks[5], toks[6]);
-        let (k, v) = if a <= b { ((a, b), (f_ab, b_ab, f_ba, b_ba)) } else { ((b, a), (f_ba, b_ba, f_ab, b_ab)) };
+        let (k, v) = if a <= b {
+            ((a, b), (f_ab, b_ab, f_ba, b_ba))
+        } else {
+            ((b, a), (f_ba, b_ba, f_ab, b_ab))
+        };
         // tshark may list one key several times (TCP streams): sum frames;
         // byte text only comparable when the key is listed once.
         let t = m.entry(table.clone()).or_default();
@@ -159,7 +257,16 @@ fn conversations_match_tshark() {
         let out = Command::new("tshark")
             .args(["-n", "-q", "-r"])
             .arg(&path)
-            .args(["-z", "conv,tcp", "-z", "conv,udp", "-z", "conv,ip", "-z", "conv,ipv6"])
+            .args([
+                "-z",
+                "conv,tcp",
+                "-z",
+                "conv,udp",
+                "-z",
+                "conv,ip",
+                "-z",
+                "conv,ipv6",
+            ])
             .output()
             .unwrap();
         if !out.status.success() {
@@ -201,11 +308,15 @@ fn conversations_match_tshark() {
                     diffs.push(format!("{k:?}: tshark none, procflow {mv:?}"));
                 }
             }
-            let expected = DIVERGENCES.iter().any(|(c, tb, _)| *c == name && *tb == table);
+            let expected = DIVERGENCES
+                .iter()
+                .any(|(c, tb, _)| *c == name && *tb == table);
             if expected {
                 seen_divergence.push((name.clone(), table));
                 if diffs.is_empty() {
-                    failures.push(format!("{name} {table}: listed as divergent but now matches"));
+                    failures.push(format!(
+                        "{name} {table}: listed as divergent but now matches"
+                    ));
                 }
             } else if !diffs.is_empty() {
                 failures.push(format!("{name} {table}:\n    {}", diffs.join("\n    ")));
@@ -214,5 +325,9 @@ fn conversations_match_tshark() {
     }
     eprintln!("compared {compared} captures with tshark");
     assert!(compared > 30, "too few captures compared: {compared}");
-    assert!(failures.is_empty(), "differences from tshark:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "differences from tshark:\n{}",
+        failures.join("\n")
+    );
 }
