@@ -43,6 +43,7 @@ bin="$target/release"
 # cumulative bytes (-v 2 = "total B"); line-buffered so nothing is lost on
 # SIGINT.
 python3 "$here/e2e-scenario.py" --out "$work/scenario" --snap "$bin/procflow-snap" "${small[@]}" \
+    --recorder-nice 0 \
     --monitor "stdbuf -oL nethogs -t -C -v 2 -d 1 {iface}"
 "$bin/procflow" analyze "$work/scenario/bundle" --out "$work/report" >/dev/null
 
