@@ -34,11 +34,51 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Writes the manifest atomically.
+/// Bytes kept allocated for the next manifest while recording.
+pub const MANIFEST_RESERVE: usize = 256 * 1024;
+
+/// Writes the manifest atomically (temporary file, fsync, rename, fsync
+/// dir), then allocates the temporary file of the next write in advance:
+/// overwriting blocks already allocated needs no free space, so the final
+/// manifest (status `disk-full`) can still be written when the disk is
+/// full. While recording, `manifest.json.tmp` is that zero-filled reserve.
 pub fn write_manifest(dir: &Path, m: &Manifest) -> io::Result<()> {
     let mut text = serde_json::to_vec_pretty(m).map_err(io::Error::other)?;
     text.push(b'\n');
-    write_atomic(dir, MANIFEST_FILE, &text)
+    let tmp = dir.join(format!("{MANIFEST_FILE}{TMP_SUFFIX}"));
+    let res = (|| {
+        // No truncation: the reserve's blocks are reused in place.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&tmp)?;
+        f.write_all(&text)?;
+        f.set_len(text.len() as u64)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(MANIFEST_FILE))?;
+        sync_dir(dir)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return res;
+    }
+    Ok(())
+}
+
+/// Allocates the reserve for the next manifest write (see
+/// [`write_manifest`]). Best effort: without it the final manifest may not
+/// fit on a full disk.
+pub fn reserve_manifest(dir: &Path) -> io::Result<()> {
+    let tmp = dir.join(format!("{MANIFEST_FILE}{TMP_SUFFIX}"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(&vec![0u8; MANIFEST_RESERVE])?;
+    f.sync_all()
+}
+
+/// Removes the reserve (when recording stops).
+pub fn drop_manifest_reserve(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(format!("{MANIFEST_FILE}{TMP_SUFFIX}")));
 }
 
 /// SHA-256 of a file, hex. `abort` is polled every megabyte so a second

@@ -111,6 +111,14 @@ pub fn tcpdump_args(
     a
 }
 
+/// How long tcpdump is left running after the last snapshot. libpcap's
+/// TPACKET_V3 ring hands packets to tcpdump a block at a time, a block being
+/// retired at the latest after tcpdump's 1 s buffer timeout; on SIGINT
+/// tcpdump exits without draining the current block, so packets of the last
+/// second would be lost (measured: "12 packets received by filter, 0
+/// captured" for a stop 0.3 s after the traffic).
+pub const DRAIN: Duration = Duration::from_millis(1300);
+
 /// A running tcpdump.
 pub struct Capture {
     child: Child,
@@ -241,11 +249,19 @@ impl Capture {
         self.child.id()
     }
 
-    /// Stops tcpdump: SIGINT (it flushes and closes its file), up to
+    /// Stops tcpdump: first waits [`DRAIN`] so packets already captured
+    /// reach the file, then SIGINT (it flushes and closes its file), up to
     /// `grace` to exit, then SIGKILL. `abort` is polled while waiting; when
-    /// it returns true the wait is cut short the same way. Returns the exit
-    /// status as text, also stored in `info.exit`.
+    /// it returns true the waits are cut short. Returns the exit status as
+    /// text, also stored in `info.exit`.
     pub fn stop(&mut self, grace: Duration, abort: &dyn Fn() -> bool) -> String {
+        let drain_until = Instant::now() + DRAIN;
+        while Instant::now() < drain_until && !abort() {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let status = match self.child.try_wait() {
             Ok(Some(s)) => format!("{s} (exited before stop)"),
             _ => {

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::layout::{format_delta_line, parse_delta_line, row_identity, DeltaLine, FdLine};
-use crate::procfs::TableRows;
+use crate::procfs::{FastSet, TableRows};
 
 /// The rows of one /proc/net table, keyed by [`row_identity`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,33 +57,71 @@ pub fn full_text(t: &TableRows<'_>) -> String {
     out
 }
 
-/// The delta from `prev` to the table just read: `-identity` lines for rows
-/// gone (sorted), then `+row` lines for rows new (in kernel order). Empty
-/// when the identity sets are equal.
-pub fn diff(prev: &TableState, cur: &TableRows<'_>) -> String {
-    let mut cur_ids: HashMap<&str, ()> = HashMap::with_capacity(cur.rows.len());
-    for (id, _) in &cur.rows {
-        cur_ids.insert(id.as_str(), ());
-    }
-    let mut removed: Vec<&str> = prev
-        .rows
-        .keys()
-        .map(String::as_str)
-        .filter(|id| !cur_ids.contains_key(id))
-        .collect();
-    removed.sort_unstable();
-    let mut out = String::new();
-    for id in removed {
-        out.push_str(&format_delta_line(&DeltaLine::Remove(id)));
-        out.push('\n');
-    }
-    for (id, row) in &cur.rows {
-        if !prev.rows.contains_key(id) {
-            out.push_str(&format_delta_line(&DeltaLine::Add(row)));
-            out.push('\n');
+/// The row identities the recorder keeps of a table between ticks.
+pub type IdSet = FastSet<String>;
+
+/// The identities of a table just read, moved out of its rows.
+pub fn identity_set(t: TableRows<'_>) -> IdSet {
+    t.rows.into_iter().map(|(id, _)| id).collect()
+}
+
+/// Compares a table just read with the identities `prev` of the previous
+/// read, updates `prev` to the new identities and returns the delta text
+/// (`-identity` lines for rows gone, sorted, then `+row` lines for rows new,
+/// in kernel order; empty when nothing changed) and the inodes of the new
+/// rows. Costs one set lookup per row when nothing changed.
+pub fn update(prev: &mut IdSet, cur: TableRows<'_>) -> (String, Vec<u64>) {
+    let mut found = 0usize;
+    let mut adds = String::new();
+    let mut new_inodes = Vec::new();
+    let mut is_new = vec![false; cur.rows.len()];
+    for (i, (id, row)) in cur.rows.iter().enumerate() {
+        if prev.contains(id) {
+            found += 1;
+        } else {
+            adds.push_str(&format_delta_line(&DeltaLine::Add(row)));
+            adds.push('\n');
+            new_inodes.push(crate::procfs::row_inode(id));
+            if let Some(f) = is_new.get_mut(i) {
+                *f = true;
+            }
         }
     }
-    out
+    let mut out = String::new();
+    if found < prev.len() {
+        let cur_ids: FastSet<&str> = cur.rows.iter().map(|(id, _)| id.as_str()).collect();
+        let mut removed: Vec<String> = prev
+            .iter()
+            .filter(|id| !cur_ids.contains(id.as_str()))
+            .cloned()
+            .collect();
+        removed.sort_unstable();
+        for id in removed {
+            out.push_str(&format_delta_line(&DeltaLine::Remove(&id)));
+            out.push('\n');
+            prev.remove(&id);
+        }
+    }
+    out.push_str(&adds);
+    for ((id, _), new) in cur.rows.into_iter().zip(is_new) {
+        if new {
+            prev.insert(id);
+        }
+    }
+    (out, new_inodes)
+}
+
+/// The delta from the identities `prev` to the table just read (see
+/// [`update`]), leaving `prev` as it is.
+pub fn diff(prev: &IdSet, cur: &TableRows<'_>) -> String {
+    let mut p = prev.clone();
+    let cur = TableRows {
+        header: cur.header,
+        rows: cur.rows.clone(),
+        duplicates: cur.duplicates,
+        bad: cur.bad.clone(),
+    };
+    update(&mut p, cur).0
 }
 
 /// A problem met while applying a member; the reader counts it and goes on.
@@ -315,7 +353,7 @@ mod tests {
                 .map(|r| r.replacen("00000000:00000000", "00000001:00000002", 1))
                 .collect(),
         );
-        let mut recorder_prev = TableState::default();
+        let mut recorder_prev = IdSet::default();
         let mut reader: Option<TableState> = None;
         for (i, tick) in ticks.iter().enumerate() {
             let text = format!("{header}\n{}\n", tick.join("\n"));
@@ -328,17 +366,18 @@ mod tests {
                 let st = reader.as_mut().unwrap();
                 assert!(apply_delta(st, &d).is_empty());
             }
-            recorder_prev = TableState::from_rows(&cur);
-            let want = recorder_prev.identities();
-            assert_eq!(reader.as_ref().unwrap().identities(), want, "tick {i}");
+            let want = TableState::from_rows(&cur).identities().join("\n");
+            recorder_prev = identity_set(cur);
+            assert_eq!(
+                reader.as_ref().unwrap().identities().join("\n"),
+                want,
+                "tick {i}"
+            );
         }
         // The last tick changed only volatile fields: its delta is empty.
         let again = ticks[4].join("\n");
         assert_eq!(
-            diff(
-                &TableState::from_rows(&table_rows(&again)),
-                &table_rows(&again)
-            ),
+            diff(&identity_set(table_rows(&again)), &table_rows(&again)),
             ""
         );
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::archive::ArchiveWriter;
 use crate::bundle::{self, ErrorSummary};
 use crate::capture::{self, Capture, Rotate};
-use crate::delta::{self, FdEntry, FdState, FdStatus, TableState};
+use crate::delta::{self, FdEntry, FdState, FdStatus};
 use crate::layout::{
     self, FdWalk, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord, RecordError,
     RecordOptions, SnapshotKind, SnapshotMeta, TableEntry, TableStored, ToolInfo, NET_TABLES,
@@ -81,6 +81,15 @@ struct Known {
     record: ProcessRecord,
 }
 
+/// What the recorder keeps of one table between ticks.
+#[derive(Default)]
+struct TableMemo {
+    /// The bytes last read: an identical read is `unchanged` without parsing.
+    raw: Vec<u8>,
+    /// Row identities last read.
+    ids: delta::IdSet,
+}
+
 /// The recorder's state between ticks.
 pub struct Recorder {
     cfg: Config,
@@ -90,13 +99,16 @@ pub struct Recorder {
     fds: FdState,
     held: HashSet<u64>,
     unowned: HashSet<u64>,
-    tables: HashMap<(u64, &'static str), TableState>,
+    tables: HashMap<(u64, &'static str), TableMemo>,
     recorded: HashSet<(u32, u64)>,
     archive: Option<ArchiveWriter>,
     archive_fresh: bool,
     archive_no: u32,
     archives: Vec<String>,
     seq: u64,
+    /// Snapshots committed to an archive (a snapshot cut by a write error
+    /// has a seq but is not counted).
+    written: u64,
     since_keyframe: u64,
     last_full_walk: Option<Instant>,
     errors: ErrorSummary,
@@ -149,6 +161,7 @@ impl Recorder {
             archive_no: 0,
             archives: Vec::new(),
             seq: 0,
+            written: 0,
             since_keyframe: 0,
             last_full_walk: None,
             errors: ErrorSummary::default(),
@@ -230,7 +243,6 @@ impl Recorder {
         let mut members: Vec<(String, Vec<u8>)> = Vec::new();
         let mut netns_entries = Vec::new();
         let mut new_inodes: Vec<u64> = Vec::new();
-        let mut table_inodes: HashSet<u64> = HashSet::new();
         let mut seen_keys: HashSet<(u64, &'static str)> = HashSet::new();
         for (&ns, cands) in &ns_pids {
             let mut cand_i = 0;
@@ -268,6 +280,17 @@ impl Recorder {
                     continue;
                 }
                 seen_keys.insert(key);
+                let prev = self.tables.get(&key);
+                // Same bytes as last tick: no parsing needed at all.
+                if let (false, Some(prev)) = (keyframe, prev) {
+                    if prev.raw == self.buf {
+                        tables.push(TableEntry {
+                            table: table.to_string(),
+                            stored: TableStored::Unchanged,
+                        });
+                        continue;
+                    }
+                }
                 let text = String::from_utf8_lossy(&self.buf);
                 let rows = procfs::table_rows(&text);
                 for bad in &rows.bad {
@@ -281,15 +304,10 @@ impl Recorder {
                         count: 1,
                     });
                 }
-                let prev = self.tables.get(&key);
-                let stored = match (keyframe, prev) {
-                    (false, Some(prev)) => {
-                        for (id, _) in &rows.rows {
-                            if !prev.rows.contains_key(id) {
-                                new_inodes.push(procfs::row_inode(id));
-                            }
-                        }
-                        let d = delta::diff(prev, &rows);
+                let stored = match (keyframe, self.tables.get_mut(&key)) {
+                    (false, Some(memo)) => {
+                        let (d, added) = delta::update(&mut memo.ids, rows);
+                        new_inodes.extend(added);
                         if d.is_empty() {
                             TableStored::Unchanged
                         } else {
@@ -300,20 +318,24 @@ impl Recorder {
                             TableStored::Delta
                         }
                     }
-                    _ => {
-                        if prev.is_none() {
+                    (_, memo) => {
+                        if memo.is_none() {
                             new_inodes.extend(rows.rows.iter().map(|r| procfs::row_inode(&r.0)));
                         }
                         members.push((
                             layout::net_member(self.seq + 1, ns, table, true),
                             delta::full_text(&rows).into_bytes(),
                         ));
+                        let ids = delta::identity_set(rows);
+                        self.tables.entry(key).or_default().ids = ids;
                         TableStored::Full
                     }
                 };
-                table_inodes.extend(rows.rows.iter().map(|r| procfs::row_inode(&r.0)));
-                let st = TableState::from_rows(&rows);
-                self.tables.insert(key, st);
+                drop(text);
+                if let Some(memo) = self.tables.get_mut(&key) {
+                    memo.raw.clear();
+                    memo.raw.extend_from_slice(&self.buf);
+                }
                 tables.push(TableEntry {
                     table: table.to_string(),
                     stored,
@@ -362,10 +384,12 @@ impl Recorder {
             }
             self.last_full_walk = Some(Instant::now());
             self.refresh_held();
-            self.unowned = table_inodes
-                .iter()
-                .copied()
-                .filter(|i| *i != 0 && !self.held.contains(i))
+            let held = &self.held;
+            self.unowned = self
+                .tables
+                .values()
+                .flat_map(|m| m.ids.iter().map(|id| procfs::row_inode(id)))
+                .filter(|i| *i != 0 && !held.contains(i))
                 .collect();
         }
         let fd_walk = if full {
@@ -448,6 +472,7 @@ impl Recorder {
         archive
             .commit()
             .map_err(|e| write_stop(&format!("writing {}", archive.name()), &e))?;
+        self.written += 1;
         if keyframe {
             archive
                 .sync()
@@ -812,11 +837,20 @@ pub fn run(cfg: Config) -> i32 {
         snapshots: 0,
         errors: rec.errors.to_vec(),
     };
-    let stop = match bundle::write_manifest(&cfg.out, &manifest) {
+    let stop = match manifest_while_recording(&cfg.out, &manifest) {
         Ok(()) => record_loop(&mut rec, &mut manifest, &mut cap),
         Err(e) => write_stop("writing manifest.json", &e),
     };
     finish(rec, manifest, cap, stop)
+}
+
+/// Writes the manifest and reserves room for the next one.
+fn manifest_while_recording(dir: &Path, m: &Manifest) -> io::Result<()> {
+    bundle::write_manifest(dir, m)?;
+    // Best effort; if it fails the disk is already full and the next
+    // write reports it.
+    let _ = bundle::reserve_manifest(dir);
+    Ok(())
 }
 
 /// Ticks until a signal, the duration, or a write error.
@@ -842,8 +876,8 @@ fn record_loop(rec: &mut Recorder, manifest: &mut Manifest, cap: &mut Option<Cap
                 }
             }
             manifest.archives = rec.archives.clone();
-            manifest.snapshots = rec.seq;
-            if let Err(e) = bundle::write_manifest(&rec.cfg.out, manifest) {
+            manifest.snapshots = rec.written;
+            if let Err(e) = manifest_while_recording(&rec.cfg.out, manifest) {
                 return write_stop("writing manifest.json", &e);
             }
         }
@@ -949,7 +983,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
     m.capture = cap.as_ref().map(|c| c.info.clone());
     m.capture_files = capture::capture_files(&rec.cfg.out);
     m.archives = rec.archives.clone();
-    m.snapshots = rec.seq;
+    m.snapshots = rec.written;
     m.ended = Some(sys::timestamp());
     m.status = status.into();
     m.errors = rec.errors.to_vec();

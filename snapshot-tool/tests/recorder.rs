@@ -1,0 +1,614 @@
+//! Drives the real `procflow-snap` binary against the live /proc and reads
+//! its bundles back with the format's own reader.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use procflow_snap::delta::FdStatus;
+use procflow_snap::layout::{self, Manifest, SnapshotKind};
+use procflow_snap::reader::{read_archive, read_archive_from, ArchiveEnd, Replay, Snapshot};
+
+const BIN: &str = env!("CARGO_BIN_EXE_procflow-snap");
+
+/// A fresh path under the temp dir (not created), removed on drop.
+struct TempPath(PathBuf);
+
+impl TempPath {
+    fn new(tag: &str) -> TempPath {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "procflow-snap-test-{}-{tag}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        TempPath(p)
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn manifest(dir: &Path) -> Manifest {
+    let text = std::fs::read(dir.join(layout::MANIFEST_FILE)).expect("manifest.json");
+    serde_json::from_slice(&text).expect("manifest.json parses as layout::Manifest")
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the recorder wrote its first snapshot.
+fn wait_first_snapshot(dir: &Path) {
+    wait_for("the first snapshot", Duration::from_secs(20), || {
+        std::fs::metadata(dir.join(layout::archive_name(1)))
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
+    });
+}
+
+/// A recorder process, killed if the test fails before it exits.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start(args: &[&str]) -> Running {
+    Running(Some(
+        Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start procflow-snap"),
+    ))
+}
+
+fn signal(child: &Running, sig: libc::c_int) {
+    let id = child.0.as_ref().map(|c| c.id()).expect("running");
+    let pid = libc::pid_t::try_from(id).expect("pid fits");
+    // SAFETY: kill with plain integers.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+}
+
+fn wait_exit(mut running: Running, timeout: Duration) -> (i32, String) {
+    let mut child = running.0.take().expect("running");
+    let t = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            return (st.code().unwrap_or(-1), err);
+        }
+        if t.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("procflow-snap did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every complete snapshot of every archive of a bundle, in order.
+fn all_snapshots(dir: &Path) -> Vec<Snapshot> {
+    let mut out = Vec::new();
+    for n in 1.. {
+        let p = dir.join(layout::archive_name(n));
+        if !p.exists() {
+            break;
+        }
+        let a = read_archive(&p).expect("archive readable");
+        out.extend(a.snapshots);
+    }
+    out
+}
+
+/// The test binary doubles as the socket-holding child: run with
+/// PROCFLOW_SNAP_TEST_CHILD set, it opens loopback sockets, prints their
+/// ports, holds them, closes them, and lingers.
+#[test]
+fn child_socket_holder() {
+    let Ok(hold_ms) = std::env::var("PROCFLOW_SNAP_TEST_CHILD") else {
+        return;
+    };
+    let hold = Duration::from_millis(hold_ms.parse().unwrap_or(1500));
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    let c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+    let (s, _) = l.accept().expect("accept");
+    let u = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    println!(
+        "PORTS {} {} {}",
+        l.local_addr().expect("addr").port(),
+        c.local_addr().expect("addr").port(),
+        u.local_addr().expect("addr").port()
+    );
+    std::thread::sleep(hold);
+    drop((l, c, s, u));
+    println!("CLOSED");
+    std::thread::sleep(Duration::from_millis(1200));
+}
+
+fn local_port(identity: &str) -> Option<u16> {
+    let local = identity.split(' ').next()?;
+    u16::from_str_radix(local.rsplit(':').next()?, 16).ok()
+}
+
+#[test]
+fn records_live_sockets_and_their_owner() {
+    let out = TempPath::new("live");
+    let out_s = out.0.to_str().expect("utf-8 path");
+    let rec = start(&[
+        "record",
+        "--out",
+        out_s,
+        "--interval",
+        "100ms",
+        "--full-walk",
+        "500ms",
+    ]);
+    wait_first_snapshot(&out.0);
+    let mut child = Command::new(std::env::current_exe().expect("test exe"))
+        .args([
+            "--exact",
+            "child_socket_holder",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PROCFLOW_SNAP_TEST_CHILD", "1500")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start child");
+    let child_pid = child.id();
+    let stdout = child.stdout.take().expect("stdout");
+    let mut ports: Vec<u16> = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("child stdout");
+        if let Some((_, rest)) = line.split_once("PORTS ") {
+            ports = rest.split(' ').filter_map(|p| p.parse().ok()).collect();
+        }
+    }
+    child.wait().expect("child exit");
+    assert_eq!(ports.len(), 3, "child printed its ports");
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&rec, libc::SIGINT);
+    let (code, err) = wait_exit(rec, Duration::from_secs(20));
+    assert_eq!(code, 0, "stderr: {err}");
+
+    let snaps = all_snapshots(&out.0);
+    assert!(snaps.len() >= 3, "only {} snapshots", snaps.len());
+    let (listen_port, client_port, udp_port) = (ports[0], ports[1], ports[2]);
+    let mut replay = Replay::default();
+    let (mut tcp_owned, mut udp_owned, mut client_owned, mut gone_after) =
+        (false, false, false, false);
+    for s in &snaps {
+        replay.apply(s);
+        let owned_by_child = |table: &str, port: u16| {
+            let Some(FdStatus::Holds(inodes)) = replay.fds.get(&child_pid).map(|e| &e.status)
+            else {
+                return false;
+            };
+            replay.tables.iter().any(|((_, t), st)| {
+                t == table
+                    && st.rows.keys().any(|id| {
+                        local_port(id) == Some(port)
+                            && inodes.contains(&procflow_snap::procfs::row_inode(id))
+                    })
+            })
+        };
+        tcp_owned |= owned_by_child("tcp", listen_port);
+        client_owned |= owned_by_child("tcp", client_port);
+        udp_owned |= owned_by_child("udp", udp_port);
+        let listed = replay.tables.iter().any(|((_, t), st)| {
+            t == "tcp" && st.rows.keys().any(|id| local_port(id) == Some(listen_port))
+        });
+        if tcp_owned && !listed {
+            gone_after = true;
+        }
+    }
+    assert!(replay.problems.is_empty(), "{:?}", replay.problems);
+    assert!(
+        tcp_owned,
+        "listener :{listen_port} held by pid {child_pid} never seen"
+    );
+    assert!(
+        client_owned,
+        "client :{client_port} held by pid {child_pid} never seen"
+    );
+    assert!(
+        udp_owned,
+        "udp :{udp_port} held by pid {child_pid} never seen"
+    );
+    assert!(gone_after, "the closed listener never disappeared");
+    assert!(
+        replay
+            .procs
+            .iter()
+            .any(|p| p.pid == child_pid && p.start_time > 0 && p.exe.is_some()),
+        "no process record for the child"
+    );
+    // Deltas really are deltas: most snapshots store unchanged tables.
+    assert!(snaps.iter().any(|s| s.meta.kind == SnapshotKind::Delta));
+    assert_eq!(snaps[0].meta.kind, SnapshotKind::Keyframe);
+}
+
+#[test]
+fn sigkill_leaves_every_complete_snapshot_readable() {
+    let out = TempPath::new("kill");
+    let out_s = out.0.to_str().expect("utf-8 path");
+    let rec = start(&[
+        "record",
+        "--out",
+        out_s,
+        "--interval",
+        "20ms",
+        "--keyframe-every",
+        "7",
+    ]);
+    wait_first_snapshot(&out.0);
+    let path = out.0.join(layout::archive_name(1));
+    wait_for("10 snapshots", Duration::from_secs(60), || {
+        read_archive(&path).is_ok_and(|a| a.snapshots.len() >= 10)
+    });
+    signal(&rec, libc::SIGKILL);
+    let (code, _) = wait_exit(rec, Duration::from_secs(10));
+    assert_eq!(code, -1, "killed by a signal");
+    assert_eq!(manifest(&out.0).status, "recording");
+
+    let bytes = std::fs::read(&path).expect("archive");
+    let full = read_archive(&path).expect("read");
+    assert_ne!(full.end, ArchiveEnd::Trailer, "no trailer after SIGKILL");
+    let n = full.snapshots.len();
+    assert!(n >= 10, "only {n} snapshots");
+    for (i, s) in full.snapshots.iter().enumerate() {
+        assert_eq!(s.meta.seq, i as u64 + 1);
+    }
+    let mut replay = Replay::default();
+    for s in &full.snapshots {
+        replay.apply(s);
+    }
+    assert!(replay.problems.is_empty(), "{:?}", replay.problems);
+
+    // Cut the archive at many offsets, inside headers, inside data and on
+    // block boundaries: the reader returns exactly the snapshots whose
+    // meta.json lies wholly before the cut, and flags the rest.
+    let meta_ends: Vec<usize> = {
+        let mut ends = Vec::new();
+        let mut ar = tar::Archive::new(&bytes[..]);
+        for e in ar.entries().expect("entries") {
+            let e = e.expect("entry");
+            if e.path().expect("path").ends_with("meta.json") {
+                let end = e.raw_file_position() as usize + e.size() as usize;
+                ends.push(end);
+            }
+        }
+        ends
+    };
+    assert_eq!(meta_ends.len(), n);
+    let step = (bytes.len() / 300).max(1);
+    for cut in (0..bytes.len())
+        .step_by(step)
+        .chain([bytes.len() - 1, 512, 513])
+    {
+        let got = read_archive_from(&bytes[..cut]).expect("read cut archive");
+        let want = meta_ends.iter().filter(|&&e| e <= cut).count();
+        assert_eq!(got.snapshots.len(), want, "cut at {cut}");
+        for (i, s) in got.snapshots.iter().enumerate() {
+            assert_eq!(s.meta.seq, i as u64 + 1, "cut at {cut}");
+        }
+        let at_snapshot_end = meta_ends.iter().any(|&e| e.div_ceil(512) * 512 == cut) || cut == 0;
+        if !at_snapshot_end {
+            assert!(
+                !got.incomplete.is_empty() || matches!(got.end, ArchiveEnd::Cut { .. }),
+                "cut at {cut} inside a snapshot was not flagged"
+            );
+        }
+    }
+}
+
+#[test]
+fn sigint_writes_final_manifest_and_checksums() {
+    let out = TempPath::new("int");
+    let out_s = out.0.to_str().expect("utf-8 path");
+    let rec = start(&["record", "--out", out_s, "--interval", "50ms"]);
+    wait_first_snapshot(&out.0);
+    assert_eq!(manifest(&out.0).status, "recording");
+    std::thread::sleep(Duration::from_millis(400));
+    signal(&rec, libc::SIGINT);
+    let (code, err) = wait_exit(rec, Duration::from_secs(20));
+    assert_eq!(code, 0, "stderr: {err}");
+    let m = manifest(&out.0);
+    assert_eq!(m.status, "complete");
+    assert!(m.ended.is_some());
+    assert!(m.snapshots >= 2);
+    assert_eq!(m.archives, vec![layout::archive_name(1)]);
+    assert_eq!(m.format, layout::FORMAT_NAME);
+    assert!(!m.host.boot_id.is_empty() && m.host.btime > 0 && m.host.clk_tck > 0);
+    let a = read_archive(&out.0.join(layout::archive_name(1))).expect("read");
+    assert_eq!(a.end, ArchiveEnd::Trailer);
+    assert!(a.incomplete.is_empty());
+    assert_eq!(a.snapshots.len() as u64, m.snapshots);
+    let sums = std::fs::read_to_string(out.0.join(layout::SHA256SUMS_FILE)).expect("sums");
+    assert!(sums.contains("  manifest.json\n") && sums.contains("  snapshots-000001.tar\n"));
+    let check = Command::new("sha256sum")
+        .args(["-c", "--strict", layout::SHA256SUMS_FILE])
+        .current_dir(&out.0)
+        .output();
+    match check {
+        Ok(o) => assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout)),
+        Err(e) => eprintln!("SKIPPED: sha256sum -c: {e}"),
+    }
+}
+
+#[test]
+fn once_writes_one_keyframe() {
+    let out = TempPath::new("once");
+    let o = Command::new(BIN)
+        .args(["once", "--out", out.0.to_str().expect("utf-8")])
+        .output()
+        .expect("run");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let m = manifest(&out.0);
+    assert_eq!((m.status.as_str(), m.snapshots), ("complete", 1));
+    let a = read_archive(&out.0.join(layout::archive_name(1))).expect("read");
+    assert_eq!(a.snapshots.len(), 1);
+    let s = &a.snapshots[0];
+    assert_eq!(s.meta.kind, SnapshotKind::Keyframe);
+    assert_eq!(s.meta.fd_walk, layout::FdWalk::Full);
+    assert!(!s.meta.netns.is_empty());
+    // Every live process has its record, this test's own included.
+    let mut r = Replay::default();
+    r.apply(s);
+    assert!(r.procs.iter().any(|p| p.pid == std::process::id()));
+    assert!(out.0.join(layout::SHA256SUMS_FILE).exists());
+}
+
+fn tcpdump_running_for(dir: &Path) -> bool {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains("tcpdump") && c.contains(&needle)
+                })
+                .unwrap_or(false)
+        })
+}
+
+#[test]
+fn iface_capture_runs_and_stops_tcpdump() {
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: capture test needs root");
+        return;
+    }
+    if procflow_snap::capture::find_tcpdump().is_none() {
+        eprintln!("SKIPPED: capture test needs tcpdump");
+        return;
+    }
+    let out = TempPath::new("cap");
+    let out_s = out.0.to_str().expect("utf-8 path");
+    let rec = start(&[
+        "record",
+        "--out",
+        out_s,
+        "--iface",
+        "lo",
+        "--interval",
+        "100ms",
+    ]);
+    wait_first_snapshot(&out.0);
+    assert!(tcpdump_running_for(&out.0), "tcpdump runs while recording");
+    // Some loopback traffic for the capture.
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+    drop((c, l.accept()));
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&rec, libc::SIGINT);
+    let (code, err) = wait_exit(rec, Duration::from_secs(20));
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(!tcpdump_running_for(&out.0), "tcpdump still running");
+    let m = manifest(&out.0);
+    let cap = m.capture.expect("capture info");
+    assert_eq!(cap.iface, "lo");
+    assert!(
+        cap.exit
+            .as_deref()
+            .is_some_and(|e| e.contains("exit status: 0")),
+        "{:?}",
+        cap.exit
+    );
+    assert_eq!(m.capture_files.len(), 1);
+    let name = &m.capture_files[0];
+    assert!(
+        name.starts_with(layout::CAPTURE_PREFIX) && name.ends_with("Z.pcap"),
+        "{name}"
+    );
+    let pcap = std::fs::read(out.0.join(name)).expect("capture file");
+    let log = std::fs::read_to_string(out.0.join(layout::TCPDUMP_LOG_FILE)).expect("log");
+    assert!(
+        pcap.len() > 24,
+        "capture holds no packets; tcpdump said: {log}"
+    );
+    let magic = u32::from_le_bytes([pcap[0], pcap[1], pcap[2], pcap[3]]);
+    let magic_be = u32::from_be_bytes([pcap[0], pcap[1], pcap[2], pcap[3]]);
+    assert!(
+        magic == 0xa1b2_3c4d || magic_be == 0xa1b2_3c4d,
+        "nanosecond pcap magic, got {magic:08x}"
+    );
+    assert!(log.contains("listening on lo"), "{log}");
+    let sums = std::fs::read_to_string(out.0.join(layout::SHA256SUMS_FILE)).expect("sums");
+    assert!(sums.contains(name.as_str()));
+}
+
+#[test]
+fn pre_check_errors_write_nothing() {
+    // Non-empty output directory.
+    let out = TempPath::new("nonempty");
+    std::fs::create_dir_all(&out.0).expect("mkdir");
+    std::fs::write(out.0.join("evidence.txt"), b"keep me").expect("write");
+    let o = Command::new(BIN)
+        .args([
+            "record",
+            "--out",
+            out.0.to_str().expect("utf-8"),
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not empty"), "{err}");
+    let names: Vec<_> = std::fs::read_dir(&out.0).expect("ls").flatten().collect();
+    assert_eq!(names.len(), 1);
+
+    // An interface that does not exist.
+    let out = TempPath::new("noiface");
+    let o = Command::new(BIN)
+        .args([
+            "record",
+            "--out",
+            out.0.to_str().expect("utf-8"),
+            "--iface",
+            "nosuchif0",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("nosuchif0") && err.contains("no such interface"),
+        "{err}"
+    );
+    assert!(!out.0.exists(), "nothing created");
+
+    // An output path below a regular file.
+    let file = TempPath::new("file");
+    std::fs::write(&file.0, b"x").expect("write");
+    let o = Command::new(BIN)
+        .args(["once", "--out", file.0.join("sub").to_str().expect("utf-8")])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .to_lowercase()
+        .contains("not a directory"));
+
+    // Usage errors.
+    let o = Command::new(BIN).args(["record"]).output().expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--out"));
+    let o = Command::new(BIN).arg("--version").output().expect("run");
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("procflow-snap "));
+}
+
+/// A small tmpfs mounted for one test, unmounted on drop.
+struct SmallFs(TempPath);
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        let p = TempPath::new("full");
+        std::fs::create_dir_all(&p.0).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&p.0)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then_some(SmallFs(p))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0 .0).status();
+    }
+}
+
+#[test]
+fn disk_full_stops_cleanly_and_keeps_what_was_written() {
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: disk-full test needs root (tmpfs mount)");
+        return;
+    }
+    // Room for the manifest reserve and a few keyframes of this host.
+    let probe = TempPath::new("probe");
+    let o = Command::new(BIN)
+        .args(["once", "--out", probe.0.to_str().expect("utf-8")])
+        .output()
+        .expect("run once");
+    assert_eq!(o.status.code(), Some(0));
+    let keyframe = std::fs::metadata(probe.0.join(layout::archive_name(1)))
+        .expect("archive")
+        .len();
+    let size = 512 * 1024 + 4 * keyframe;
+    let Some(fs) = SmallFs::mount(&format!("{}k", size / 1024)) else {
+        eprintln!("SKIPPED: disk-full test could not mount a tmpfs");
+        return;
+    };
+    let dir = fs.0 .0.clone();
+    let rec = start(&[
+        "record",
+        "--out",
+        dir.to_str().expect("utf-8"),
+        "--interval",
+        "10ms",
+        "--keyframe-every",
+        "1",
+        "--duration",
+        "60s",
+    ]);
+    let (code, err) = wait_exit(rec, Duration::from_secs(70));
+    assert_eq!(code, 3, "stderr: {err}");
+    assert!(err.contains("disk full"), "{err}");
+    let m = manifest(&dir);
+    assert_eq!(m.status, "disk-full");
+    assert!(m.ended.is_some());
+    assert!(
+        m.errors.iter().any(|e| e.error.contains("ENOSPC")),
+        "{:?}",
+        m.errors
+    );
+    let mut total = 0;
+    for name in &m.archives {
+        let a = read_archive(&dir.join(name)).expect("read");
+        let mut r = Replay::default();
+        for s in &a.snapshots {
+            r.apply(s);
+        }
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        total += a.snapshots.len() as u64;
+    }
+    assert!(total >= 1, "no snapshot kept");
+    // The snapshot cut by the full disk is not counted.
+    assert_eq!(m.snapshots, total);
+}
