@@ -84,8 +84,8 @@ tcp()
 PY
     PIDS+=("$!")
     sleep 1
-    # Bulk TCP: ~520 MB in 1448-byte segments.
-    ip netns exec "$ns1" iperf3 -c "$b" -p 5201 -n 520M -l 128K >/dev/null
+    # Bulk TCP: ~600 MB in 1448-byte segments, paced so tcpdump keeps up.
+    ip netns exec "$ns1" iperf3 -c "$b" -p 5201 -n 600M -l 128K -b 2G >/dev/null
     # Short connections and small UDP from many ports.
     ip netns exec "$ns1" python3 - "$b" <<'PY'
 import socket, sys, time

@@ -465,7 +465,7 @@ fn ipv4(frame: &[u8], off: usize) -> Result<IpPacket, DecodeError> {
     };
     if !matches!(frag, Frag::Later(_)) {
         let t = frame.get(off + ihl..end).unwrap_or(&[]);
-        transport(&mut p, t, off + ihl, frame)?;
+        transport(&mut p, t, off + ihl)?;
     }
     Ok(p)
 }
@@ -545,21 +545,20 @@ fn ipv6(frame: &[u8], off: usize, orig_len: u32) -> Result<IpPacket, DecodeError
     };
     if !matches!(frag, Frag::Later(_)) {
         let t = frame.get(pos..end.max(pos)).unwrap_or(&[]);
-        transport(&mut p, t, pos, frame)?;
+        transport(&mut p, t, pos)?;
     }
     Ok(p)
 }
 
 /// Fills ports, flags and ICMP identity from the transport header `t`, which
 /// starts at frame offset `at` (for error messages).
-fn transport(p: &mut IpPacket, t: &[u8], at: usize, frame: &[u8]) -> Result<(), DecodeError> {
+fn transport(p: &mut IpPacket, t: &[u8], at: usize) -> Result<(), DecodeError> {
     let short = |layer, need| DecodeError::Truncated {
         layer,
         at: at as u32,
         need,
         have: t.len() as u32,
     };
-    let _ = frame;
     match p.proto {
         ipproto::TCP | ipproto::UDP | SCTP => {
             let layer = match p.proto {
@@ -705,5 +704,151 @@ mod tests {
             f.extend_from_slice(&v4_udp());
             assert!(matches!(decode(linktype::NULL, &f, 32), Decoded::Ip(_)));
         }
+    }
+
+    fn v6_hdr(next: u8, payload_len: u16) -> Vec<u8> {
+        let mut h = vec![0x60, 0, 0, 0];
+        h.extend_from_slice(&payload_len.to_be_bytes());
+        h.extend_from_slice(&[next, 64]);
+        h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        h.extend_from_slice(&[0; 11]);
+        h.push(1);
+        h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        h.extend_from_slice(&[0; 11]);
+        h.push(2);
+        h
+    }
+
+    #[test]
+    fn openbsd_loop_is_network_order() {
+        let mut f = vec![0, 0, 0, 2];
+        f.extend_from_slice(&v4_udp());
+        assert!(matches!(decode(linktype::LOOP, &f, 32), Decoded::Ip(_)));
+        let mut f = vec![0, 0, 0, 24];
+        f.extend_from_slice(&v6_hdr(59, 0));
+        assert!(matches!(
+            decode(linktype::LOOP, &f, 44),
+            Decoded::Ip(IpPacket {
+                family: Family::V6,
+                proto: 59,
+                ..
+            })
+        ));
+        assert_eq!(
+            decode(linktype::LOOP, &[0, 0, 0, 99, 0x45], 5),
+            Decoded::Error(DecodeError::LoopbackFamily(99))
+        );
+    }
+
+    #[test]
+    fn sll_and_sll2_non_ip_protocols() {
+        let mut sll = vec![0u8; 14];
+        sll.extend_from_slice(&[0x08, 0x06]);
+        sll.extend_from_slice(&[0; 28]);
+        assert_eq!(
+            decode(linktype::LINUX_SLL, &sll, 44),
+            Decoded::NonIp(ethertype::ARP)
+        );
+        let mut sll2 = vec![0x86, 0xDD];
+        sll2.extend_from_slice(&[0; 18]);
+        sll2.extend_from_slice(&v6_hdr(17, 8));
+        sll2.extend_from_slice(&[0, 1, 0, 2, 0, 8, 0, 0]);
+        assert!(matches!(
+            decode(linktype::LINUX_SLL2, &sll2, 68),
+            Decoded::Ip(IpPacket {
+                sport: 1,
+                dport: 2,
+                ip_len: 48,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn mpls_over_vlan() {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x81, 0x00, 0, 5, 0x88, 0x47]);
+        f.extend_from_slice(&[0, 0, 0x10, 64]); // label, not bottom
+        f.extend_from_slice(&[0, 0, 0x21, 64]); // bottom of stack
+        f.extend_from_slice(&v4_udp());
+        assert!(matches!(
+            decode(linktype::ETHERNET, &f, f.len() as u32),
+            Decoded::Ip(IpPacket { dport: 53, .. })
+        ));
+    }
+
+    #[test]
+    fn ipv6_extension_headers_and_fragments() {
+        // Hop-by-hop -> destination options -> fragment (first) -> UDP.
+        let mut p = v6_hdr(0, 32);
+        p.extend_from_slice(&[60, 0, 0, 0, 0, 0, 0, 0]);
+        p.extend_from_slice(&[44, 0, 0, 0, 0, 0, 0, 0]);
+        p.extend_from_slice(&[17, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef]);
+        p.extend_from_slice(&[0x12, 0x34, 0, 53, 0, 8, 0, 0]);
+        let Decoded::Ip(d) = decode(linktype::RAW, &p, p.len() as u32) else {
+            panic!()
+        };
+        assert_eq!(
+            (d.proto, d.sport, d.dport, d.frag),
+            (17, 0x1234, 53, Frag::First(0xdead_beef))
+        );
+        // A later fragment has no ports.
+        let mut p = v6_hdr(44, 16);
+        p.extend_from_slice(&[17, 0, 0x05, 0x00, 0xde, 0xad, 0xbe, 0xef]);
+        p.extend_from_slice(&[0xAA; 8]);
+        let Decoded::Ip(d) = decode(linktype::RAW, &p, p.len() as u32) else {
+            panic!()
+        };
+        assert_eq!(
+            (d.proto, d.sport, d.frag),
+            (17, 0, Frag::Later(0xdead_beef))
+        );
+    }
+
+    #[test]
+    fn icmp_echo_identity() {
+        let mut p = vec![
+            0x45, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        p.extend_from_slice(&[8, 0, 0, 0, 0x12, 0x34, 0, 1]);
+        let Decoded::Ip(d) = decode(linktype::RAW, &p, 28) else {
+            panic!()
+        };
+        assert_eq!(
+            d.icmp,
+            Some(IcmpKey {
+                icmp_type: 8,
+                code: 0,
+                id: 0x1234
+            })
+        );
+        // Destination unreachable has no identifier.
+        p[20] = 3;
+        p[21] = 3;
+        let Decoded::Ip(d) = decode(linktype::RAW, &p, 28) else {
+            panic!()
+        };
+        assert_eq!(
+            d.icmp,
+            Some(IcmpKey {
+                icmp_type: 3,
+                code: 3,
+                id: 0
+            })
+        );
+    }
+
+    #[test]
+    fn ipv4_options_are_skipped() {
+        let mut p = vec![
+            0x46, 0, 0, 44, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        p.extend_from_slice(&[0x94, 0x04, 0, 0]); // router alert
+        p.extend_from_slice(&[0x04, 0xd2, 0x00, 0x50, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02]);
+        p.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
+        let Decoded::Ip(d) = decode(linktype::RAW, &p, 44) else {
+            panic!()
+        };
+        assert_eq!((d.sport, d.dport, d.tcp_flags), (1234, 80, 0x02));
     }
 }

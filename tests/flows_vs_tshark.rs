@@ -274,7 +274,7 @@ fn conversations_match_tshark() {
         }
         compared += 1;
         let theirs = parse_tshark(&String::from_utf8_lossy(&out.stdout));
-        let r = replay(&[path.clone()], &ReplayOptions::default()).unwrap();
+        let r = replay(std::slice::from_ref(&path), &ReplayOptions::default()).unwrap();
         let mine = ours(&r.flows);
         for table in ["TCP", "UDP", "IPv4", "IPv6"] {
             let empty_t = BTreeMap::new();

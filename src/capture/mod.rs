@@ -21,9 +21,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Packets per batch: large enough to amortise the rayon fan-out, small
+/// Most packets per batch: enough to amortise the rayon fan-out, few
 /// enough (a few MB of records) that memory does not grow with the file.
 const BATCH: usize = 32_768;
+
+/// Most file bytes per batch: small enough that the packets just scanned
+/// are still in cache when they are decoded (measured: 1-4 MB use a fifth
+/// less CPU than 32k full-size packets).
+const BATCH_BYTES: usize = 2 << 20;
 
 /// How to replay.
 #[derive(Debug, Clone)]
@@ -35,6 +40,9 @@ pub struct ReplayOptions {
     /// Problems kept per file with their details; further ones are only
     /// counted (in [`Replay::problem_counts`] and [`FileReport::problems`]).
     pub max_problems_per_file: usize,
+    /// Bytes of a memory-mapped file read between two remaps of it: bounds
+    /// the map's resident pages, hence peak memory, whatever the file size.
+    pub remap_every: usize,
 }
 
 impl Default for ReplayOptions {
@@ -43,6 +51,7 @@ impl Default for ReplayOptions {
             threads: None,
             split: SplitRules::default(),
             max_problems_per_file: 1000,
+            remap_every: 64 << 20,
         }
     }
 }
@@ -169,32 +178,30 @@ pub fn replay(paths: &[PathBuf], opts: &ReplayOptions) -> Result<Replay, Capture
         .build()
         .map_err(|e| CaptureError::ThreadPool(e.to_string()))?;
     Ok(pool.install(|| {
-        let mut inputs: Vec<(PathBuf, Result<source::Source, String>)> = paths
-            .iter()
-            .map(|p| {
-                (
-                    p.clone(),
-                    source::Source::open(p).map_err(|e| e.to_string()),
-                )
-            })
-            .collect();
         // Rotated files are folded in order of their first packet, so flows
-        // spanning files merge and ids do not depend on argument order.
-        let mut order: Vec<(Option<i64>, usize)> = inputs
+        // spanning files merge and ids do not depend on argument order. Files
+        // are opened one at a time (here and below): a day of rotated files
+        // must not exhaust file descriptors.
+        let mut order: Vec<(Option<i64>, usize)> = paths
             .iter()
             .enumerate()
-            .map(|(i, (_, s))| (s.as_ref().ok().and_then(|s| first_ts(s.bytes())), i))
+            .map(|(i, p)| {
+                (
+                    source::Source::open(p)
+                        .ok()
+                        .and_then(|s| first_ts(s.bytes())),
+                    i,
+                )
+            })
             .collect();
         order.sort_by_key(|&(ts, i)| (ts.is_none(), ts, i));
         let mut r = Replayer::new(opts);
         for (_, i) in order {
-            let (path, src) = &mut inputs[i];
-            match src {
-                Ok(s) => r.file(path, s.bytes()),
+            let path = &paths[i];
+            match source::Source::open(path) {
+                Ok(mut s) => r.file(path, &mut s),
                 Err(e) => r.unreadable(path, 0, format!("cannot open: {e}")),
             }
-            // Unmap as soon as a file is done.
-            *src = Err(String::new());
         }
         r.finish()
     }))
@@ -204,7 +211,7 @@ pub fn replay(paths: &[PathBuf], opts: &ReplayOptions) -> Result<Replay, Capture
 /// reports). Runs on the current rayon pool; used by fuzzing and tests.
 pub fn replay_bytes(name: &Path, bytes: &[u8], opts: &ReplayOptions) -> Replay {
     let mut r = Replayer::new(opts);
-    r.file(name, bytes);
+    r.file(name, &mut source::Source::Owned(bytes.to_vec()));
     r.finish()
 }
 
@@ -215,7 +222,7 @@ fn first_ts(buf: &[u8]) -> Option<i64> {
     // A corrupt file could make this walk long; a bounded number of rounds
     // is enough for any real capture's first packet.
     for _ in 0..64 {
-        s.next_batch(&mut out, 1, &mut probs);
+        s.next_batch(&mut out, 1, usize::MAX, &mut probs);
         if let Some(r) = out.first() {
             return Some(r.ts_ns);
         }
@@ -296,7 +303,8 @@ impl<'o> Replayer<'o> {
         );
     }
 
-    fn file(&mut self, path: &Path, buf: &[u8]) {
+    fn file(&mut self, path: &Path, src: &mut source::Source) {
+        let buf = src.bytes();
         let mut scanner = match Scanner::open(buf) {
             Ok(s) => s,
             Err(e) => return self.unreadable(path, e.offset, e.what),
@@ -318,16 +326,23 @@ impl<'o> Replayer<'o> {
         let mut scan_problems = Vec::new();
         let mut prev: Vec<Rec> = Vec::new();
         let mut next: Vec<Rec> = Vec::with_capacity(BATCH);
+        let mut mapped_from = 0;
         loop {
-            scanner.next_batch(&mut raw, BATCH, &mut scan_problems);
-            for p in scan_problems.drain(..) {
-                self.problem(idx, p);
+            if src.is_mapped()
+                && scanner.position().saturating_sub(mapped_from) >= self.opts.remap_every
+            {
+                let detached = scanner.rebind(&[]);
+                src.remap();
+                scanner = detached.rebind(src.bytes());
+                mapped_from = scanner.position();
             }
+            let buf = src.bytes();
             // Fold the previous batch (in order, on this thread) while the
-            // pool decodes this one.
+            // pool scans and decodes the next one.
             rayon::join(
                 || self.fold(idx, &prev),
                 || {
+                    scanner.next_batch(&mut raw, BATCH, BATCH_BYTES, &mut scan_problems);
                     raw.par_iter()
                         .with_min_len(1024)
                         .map(|r| Rec {
@@ -337,6 +352,9 @@ impl<'o> Replayer<'o> {
                         .collect_into_vec(&mut next)
                 },
             );
+            for p in scan_problems.drain(..) {
+                self.problem(idx, p);
+            }
             std::mem::swap(&mut prev, &mut next);
             if raw.is_empty() {
                 break;

@@ -242,16 +242,40 @@ impl<'a> Scanner<'a> {
         self.done
     }
 
-    /// Appends up to `max` packet records to `out` (cleared first), and any
-    /// problems met on the way to `problems`.
+    /// Offset of the next record or block.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The same scanner reading `buf`, which must hold the same bytes (the
+    /// file mapped afresh). Used to let go of a memory map's pages; an empty
+    /// `buf` detaches the scanner until the next rebind.
+    pub fn rebind<'b>(self, buf: &'b [u8]) -> Scanner<'b> {
+        Scanner {
+            buf,
+            pos: self.pos,
+            kind: self.kind,
+            packets: self.packets,
+            link_types: self.link_types,
+            unreadable_packets: self.unreadable_packets,
+            last_ts: self.last_ts,
+            done: self.done,
+        }
+    }
+
+    /// Appends packet records to `out` (cleared first) until `max` records
+    /// or `max_bytes` of file have been scanned, and any problems met on the
+    /// way to `problems`.
     pub fn next_batch(
         &mut self,
         out: &mut Vec<RawRec>,
         max: usize,
+        max_bytes: usize,
         problems: &mut Vec<ScanProblem>,
     ) {
         out.clear();
-        while !self.done && out.len() < max {
+        let start = self.pos;
+        while !self.done && out.len() < max && self.pos - start < max_bytes {
             match self.kind {
                 Kind::Pcap { .. } => self.pcap_record(out, problems),
                 Kind::PcapNg { .. } => self.pcapng_block(out, problems),
