@@ -322,7 +322,7 @@ fn scenario() -> Scenario {
             seq: 2,
             ms: 1000,
             kind: SnapshotKind::Delta,
-            tcp: None,
+            tcp: Some(format!("-{}\n", row_identity(&tw).unwrap())),
             udp: None,
             fds: String::new(),
             procs: String::new(),
@@ -541,6 +541,7 @@ fn attributes_every_rule_and_reason() {
         ("", "unattributed:no-owner")
     );
     assert_eq!(tw["socket_state"], "TIME_WAIT");
+    assert_eq!(tw["time_gap_ms"], "790");
 
     let mdns = find(&rows, "5353", "10.0.0.7:5353", "");
     assert_eq!(
@@ -641,12 +642,20 @@ fn attributes_every_rule_and_reason() {
             );
         }
     }
+    // With a 100 ms bound the TIME_WAIT row (seen only in the first
+    // snapshot, 0.79 s before its flow) no longer counts.
     let forced = analyze(
         &d.join("bundle"),
         &d.join("report"),
         &["--force", "--max-gap", "100ms"],
     );
     assert!(forced.status.success());
+    let rows = read_csv(&d.join("report/connections.csv"));
+    assert_eq!(
+        find(&rows, "40002", "10.0.0.2:80", "")["method"],
+        "unattributed:no-socket"
+    );
+    assert_eq!(find(&rows, "40000", "93.184.216.34:443", "")["pid"], "10");
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -746,5 +755,50 @@ fn unknown_format_version_is_a_clear_error() {
     let out = analyze(&b, &d.join("report"), &[]);
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("manifest.json: not a procflow bundle manifest"));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn separate_pcap_and_sha256sums_check() {
+    let d = tmp("pcap");
+    let s = scenario();
+    let b = d.join("bundle");
+    write_bundle(&b, &s, FORMAT_VERSION, 0);
+    std::fs::rename(b.join("capture-1.pcap"), d.join("separate.pcap")).unwrap();
+    // Without any capture: a clear error.
+    let out = analyze(&b, &d.join("report0"), &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no capture file in the bundle"));
+    // A SHA256SUMS with one right and one wrong hash.
+    let manifest_hash = {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(std::fs::read(b.join(MANIFEST_FILE)).unwrap());
+        h.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    std::fs::write(
+        b.join("SHA256SUMS"),
+        format!(
+            "{manifest_hash}  {MANIFEST_FILE}\n{}  {}\n",
+            "0".repeat(64),
+            archive_name(1)
+        ),
+    )
+    .unwrap();
+    let pcap = d.join("separate.pcap");
+    let out = analyze(&b, &d.join("report"), &["--pcap", pcap.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("report/summary.json")).unwrap()).unwrap();
+    let files = summary["inputs"]["files"].as_array().unwrap();
+    let by_role = |role: &str| files.iter().find(|f| f["role"] == role).unwrap();
+    assert_eq!(by_role("manifest")["recorded_hash"], "match");
+    assert_eq!(by_role("archive")["recorded_hash"], "mismatch");
+    assert!(by_role("capture").get("recorded_hash").is_none());
+    assert_eq!(summary["counts"]["bytes"], s.pcap.total_bytes());
+    let rows = read_csv(&d.join("report/connections.csv"));
+    assert_eq!(find(&rows, "40000", "93.184.216.34:443", "")["pid"], "10");
     let _ = std::fs::remove_dir_all(&d);
 }

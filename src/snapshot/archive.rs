@@ -12,8 +12,8 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use procflow_snap::layout::{
-    self, parse_archive_name, parse_member, Manifest, Member, SnapshotMeta, CAPTURE_PREFIX,
-    FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE,
+    parse_archive_name, parse_member, Manifest, Member, SnapshotMeta, CAPTURE_PREFIX, FORMAT_NAME,
+    FORMAT_VERSION, MANIFEST_FILE,
 };
 
 use super::procnet::ByteOrder;
@@ -367,7 +367,129 @@ pub fn read_archive<R: Read>(
     Ok(())
 }
 
-/// Whether a file name is one the bundle format defines for snapshots.
-pub fn is_archive_name(name: &str) -> bool {
-    layout::parse_archive_name(name).is_some()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::timeline::tests::{row4, table, Snap};
+    use procflow_snap::layout::{SnapshotKind, TableStored};
+
+    /// A tar of three snapshots, as the recorder writes them.
+    fn archive() -> (Vec<u8>, Vec<u64>) {
+        let ns = 4026531840;
+        let r = row4("10.0.0.1:40000", "10.0.0.2:80", 1, 100);
+        let snaps = [
+            Snap::new(1, 0, SnapshotKind::Keyframe)
+                .table(
+                    ns,
+                    "tcp",
+                    TableStored::Full,
+                    table(std::slice::from_ref(&r)),
+                )
+                .fds(&["10 500 4026531840 100"]),
+            Snap::new(2, 1000, SnapshotKind::Delta).table(
+                ns,
+                "tcp",
+                TableStored::Unchanged,
+                String::new(),
+            ),
+            Snap::new(3, 2000, SnapshotKind::Delta).table(
+                ns,
+                "tcp",
+                TableStored::Delta,
+                format!("-{}\n", row_identity_of(&r)),
+            ),
+        ];
+        let mut b = tar::Builder::new(Vec::new());
+        // Offset just past each snapshot's meta.json data (its padding to
+        // 512 bytes is not needed to read it).
+        let mut ends = Vec::new();
+        for s in &snaps {
+            let mut members = s.members();
+            members.push((
+                procflow_snap::layout::meta_member(s.seq),
+                serde_json::to_string(&s.meta()).unwrap(),
+            ));
+            let mut pad = 0;
+            for (name, text) in members {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(text.len() as u64);
+                h.set_mode(0o644);
+                h.set_cksum();
+                b.append_data(&mut h, name, text.as_bytes()).unwrap();
+                pad = (512 - text.len() as u64 % 512) % 512;
+            }
+            ends.push(b.get_ref().len() as u64 - pad);
+        }
+        (b.into_inner().unwrap(), ends)
+    }
+
+    fn row_identity_of(r: &str) -> String {
+        procflow_snap::layout::row_identity(r).unwrap()
+    }
+
+    fn read(bytes: &[u8]) -> (Option<u64>, SnapshotDiagnostics) {
+        let mut b = TimelineBuilder::new(ByteOrder::Little);
+        let mut d = SnapshotDiagnostics::default();
+        read_archive(
+            bytes,
+            "snapshots-000001.tar",
+            bytes.len() as u64,
+            &mut b,
+            &mut d,
+        )
+        .unwrap();
+        (b.last_seq(), d)
+    }
+
+    #[test]
+    fn whole_archive_reads_clean() {
+        let (bytes, _) = archive();
+        let (last, d) = read(&bytes);
+        assert_eq!(last, Some(3));
+        assert!(d.cut_archives.is_empty() && d.warnings.is_empty(), "{d:?}");
+    }
+
+    /// Cut at every byte: never a panic, always the snapshots complete
+    /// before the cut, and a cut reported unless the cut falls exactly
+    /// between two snapshots.
+    #[test]
+    fn cut_at_every_offset() {
+        let (bytes, ends) = archive();
+        for len in 0..bytes.len() {
+            let (last, d) = read(&bytes[..len]);
+            let complete = ends.iter().filter(|&&e| e <= len as u64).count() as u64;
+            assert_eq!(last.unwrap_or(0), complete, "cut at {len}");
+            // Between a snapshot's meta.json and the next member nothing is
+            // missing yet.
+            // The end-of-archive zero blocks after the last snapshot are not
+            // data either.
+            let last_padded = ends.last().map_or(0, |e| e.div_ceil(512) * 512);
+            let at_boundary = len == 0
+                || len as u64 >= last_padded
+                || ends
+                    .iter()
+                    .any(|&e| (e..e.div_ceil(512) * 512 + 1).contains(&(len as u64)));
+            if !at_boundary {
+                let c = d.cut_archives.first().unwrap_or_else(|| {
+                    panic!(
+                        "cut at {len} not reported; ends {ends:?}, size {}",
+                        bytes.len()
+                    )
+                });
+                assert!(c.offset <= len as u64, "cut at {len}: offset {}", c.offset);
+                assert_eq!(c.last_complete_seq, last);
+            }
+        }
+    }
+
+    /// Corrupt bytes anywhere: never a panic.
+    #[test]
+    fn corrupt_bytes_never_panic() {
+        let (bytes, _) = archive();
+        for i in (0..bytes.len()).step_by(7) {
+            let mut b = bytes.clone();
+            b[i] ^= 0xA5;
+            let _ = read(&b);
+        }
+    }
 }

@@ -161,19 +161,17 @@ pub fn parse_row(line: &str, order: ByteOrder) -> Result<Option<ProcNetRow>, Row
         return Ok(None);
     }
     let f: Vec<&str> = line.split_ascii_whitespace().take(10).collect();
-    if f.len() < 10 {
+    let [sl, local_s, remote_s, st, _queues, _timer, _retr, uid, _timeout, inode] = f[..] else {
         return Err(RowError::TooFewFields(f.len()));
-    }
-    let (sl, local, remote, st, uid, inode) = (f[0], f[1], f[2], f[3], f[7], f[9]);
+    };
     if !sl.ends_with(':') {
         return Err(RowError::BadSlot);
     }
-    let local = parse_endpoint(local, order)?;
-    let remote = parse_endpoint(remote, order)?;
+    let local = parse_endpoint(local_s, order)?;
+    let remote = parse_endpoint(remote_s, order)?;
     if local.is_ipv4() != remote.is_ipv4() {
         return Err(RowError::BadAddress(format!(
-            "{} and {} differ in family",
-            f[1], f[2]
+            "{local_s} and {remote_s} differ in family"
         )));
     }
     if st.len() != 2 {

@@ -176,15 +176,20 @@ pub struct SnapshotInput {
     pub members: Vec<(Member, String, String)>,
 }
 
-/// Rows of one table of one namespace: identity -> parsed row.
-type TableRows = HashMap<String, ProcNetRow>;
+/// Rows of one table of one namespace: identity -> parsed row and, once
+/// known, the index of its socket (so a row present in many snapshots is
+/// looked up once, not once per snapshot).
+type TableRows = HashMap<String, (ProcNetRow, Option<usize>)>;
+
+/// Socket inodes a process holds, each with its holder index once known.
+type Holding = (u64, Vec<(u64, Option<usize>)>);
 
 /// Builds a [`Timeline`] from snapshots applied in order.
 #[derive(Debug)]
 pub struct TimelineBuilder {
     order: ByteOrder,
     tables: BTreeMap<(u64, String), TableRows>,
-    fds: HashMap<(u32, u64), (u64, Vec<u64>)>,
+    fds: HashMap<(u32, u64), Holding>,
     denied_now: HashMap<(u32, u64), String>,
     sockets: Vec<Socket>,
     socket_index: HashMap<SocketKey, usize>,
@@ -338,7 +343,7 @@ impl TimelineBuilder {
             match parse_row(line, self.order) {
                 Ok(Some(row)) => {
                     if let Some(id) = row_identity(line) {
-                        rows.insert(id, row);
+                        rows.insert(id, (row, None));
                     }
                 }
                 Ok(None) => {}
@@ -364,7 +369,7 @@ impl TimelineBuilder {
                 Some(DeltaLine::Add(raw)) => match parse_row(raw, self.order) {
                     Ok(Some(row)) => {
                         if let Some(id) = row_identity(raw) {
-                            rows.insert(id, row);
+                            rows.insert(id, (row, None));
                         }
                     }
                     Ok(None) => {}
@@ -413,7 +418,8 @@ impl TimelineBuilder {
                     inodes.sort_unstable();
                     inodes.dedup();
                     self.denied_now.remove(&(pid, start_time));
-                    self.fds.insert((pid, start_time), (netns, inodes));
+                    let held = inodes.into_iter().map(|i| (i, None)).collect();
+                    self.fds.insert((pid, start_time), (netns, held));
                 }
                 Some(FdLine::Gone { pid, start_time }) => {
                     self.fds.remove(&(pid, start_time));
@@ -448,9 +454,12 @@ impl TimelineBuilder {
             }
             match serde_json::from_str::<ProcessRecord>(line) {
                 Ok(p) => {
-                    // The first record of a process is kept: later ones
-                    // come from later archives and describe the same process.
-                    self.processes.entry((p.pid, p.start_time)).or_insert(p);
+                    // A later record of the same (pid, start time) comes
+                    // from a new archive or was written after an execve
+                    // (new comm, exe, cmdline): it supersedes the earlier
+                    // one, so a forked-then-exec'd process is named by the
+                    // program it became.
+                    self.processes.insert((p.pid, p.start_time), p);
                 }
                 Err(e) => diag.bad_line(&snap.archive, name, i + 1, format!("process record: {e}")),
             }
@@ -465,48 +474,63 @@ impl TimelineBuilder {
             before: meta.before,
             after: meta.after,
         });
-        for ((netns, table), rows) in &self.tables {
+        for ((netns, table), rows) in &mut self.tables {
             let Some(transport) = Transport::of_table(table) else {
                 continue;
             };
-            for row in rows.values() {
-                let key = SocketKey {
-                    netns: *netns,
-                    transport,
-                    local: row.local,
-                    remote: row.remote,
-                    inode: row.inode,
+            for (row, cached) in rows.values_mut() {
+                let idx = match *cached {
+                    Some(i) => i,
+                    None => {
+                        let key = SocketKey {
+                            netns: *netns,
+                            transport,
+                            local: row.local,
+                            remote: row.remote,
+                            inode: row.inode,
+                        };
+                        let i = *self.socket_index.entry(key).or_insert_with(|| {
+                            self.sockets.push(Socket {
+                                key,
+                                uid: row.uid,
+                                runs: Vec::new(),
+                            });
+                            self.sockets.len() - 1
+                        });
+                        *cached = Some(i);
+                        i
+                    }
                 };
-                let idx = *self.socket_index.entry(key).or_insert_with(|| {
-                    self.sockets.push(Socket {
-                        key,
-                        uid: row.uid,
-                        runs: Vec::new(),
-                    });
-                    self.sockets.len() - 1
-                });
                 if let Some(s) = self.sockets.get_mut(idx) {
                     see(&mut s.runs, seq, t0, t1, row.state);
                 }
             }
         }
-        for (&(pid, start_time), (netns, inodes)) in &self.fds {
-            for &inode in inodes {
-                let idx = *self
-                    .holder_index
-                    .entry((inode, pid, start_time))
-                    .or_insert_with(|| {
-                        self.holders.push((
-                            inode,
-                            Holder {
-                                pid,
-                                start_time,
-                                netns: *netns,
-                                runs: Vec::new(),
-                            },
-                        ));
-                        self.holders.len() - 1
-                    });
+        for (&(pid, start_time), (netns, inodes)) in &mut self.fds {
+            for (inode, cached) in inodes.iter_mut() {
+                let inode = *inode;
+                let idx = match *cached {
+                    Some(i) => i,
+                    None => {
+                        let i = *self
+                            .holder_index
+                            .entry((inode, pid, start_time))
+                            .or_insert_with(|| {
+                                self.holders.push((
+                                    inode,
+                                    Holder {
+                                        pid,
+                                        start_time,
+                                        netns: *netns,
+                                        runs: Vec::new(),
+                                    },
+                                ));
+                                self.holders.len() - 1
+                            });
+                        *cached = Some(i);
+                        i
+                    }
+                };
                 if let Some((_, h)) = self.holders.get_mut(idx) {
                     see(&mut h.runs, seq, t0, t1, 0);
                 }
@@ -581,7 +605,11 @@ impl TimelineBuilder {
                 netns_addrs.entry(k.netns).or_default().insert(local.ip());
             }
         }
+        let mut netns_sorted: Vec<u64> = sockets.iter().map(|s| s.key.netns).collect();
+        netns_sorted.sort_unstable();
+        netns_sorted.dedup();
         Timeline {
+            netns_sorted,
             sockets,
             holders,
             denied,
@@ -610,6 +638,7 @@ pub struct Timeline {
     exact: HashMap<(Transport, SocketAddr, SocketAddr), Vec<usize>>,
     bound: HashMap<(Transport, u16), Vec<usize>>,
     netns_addrs: HashMap<u64, HashSet<IpAddr>>,
+    netns_sorted: Vec<u64>,
 }
 
 impl Timeline {
@@ -638,11 +667,9 @@ impl Timeline {
             .is_some_and(|s| s.contains(&canonical_ip(ip)))
     }
 
-    /// Every namespace seen, sorted.
-    pub fn netns_list(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self.netns_addrs.keys().copied().collect();
-        v.sort_unstable();
-        v
+    /// Every namespace with a tcp/udp socket, sorted.
+    pub fn netns_list(&self) -> &[u64] {
+        &self.netns_sorted
     }
 
     /// Realtime range covered by the snapshots: first `before` to last
@@ -900,7 +927,7 @@ pub(crate) mod tests {
                     table(std::slice::from_ref(&a)),
                 )
                 .fds(&["10 500 4026531840 100"])
-                .procs(&[rec(10, 500, "curl"), rec(10, 500, "later-duplicate")]),
+                .procs(&[rec(10, 500, "bash"), rec(10, 500, "curl")]),
             // b appears, a stays.
             Snap::new(2, 1000, SnapshotKind::Delta)
                 .table(NS, "tcp", TableStored::Delta, format!("+{b}\n"))
@@ -990,6 +1017,23 @@ pub(crate) mod tests {
         );
         assert_eq!(d.bad_line_details[1].line, 2);
         assert_eq!(tl.sockets[0].runs.len(), 2);
+    }
+
+    /// A big-endian host prints addresses in network order.
+    #[test]
+    fn big_endian_host() {
+        let snap = Snap::new(1, 0, SnapshotKind::Keyframe).table(
+            NS,
+            "tcp",
+            TableStored::Full,
+            table(&["   0: 0A000001:9C40 0A000002:0050 01 00000000:00000000 00:00000000 00000000     0        0 77 1 0 100 0 0 10 0".into()]),
+        );
+        let mut b = TimelineBuilder::new(ByteOrder::Big);
+        let mut d = SnapshotDiagnostics::default();
+        b.apply(&snap.input(), &mut d);
+        let tl = b.finish();
+        assert_eq!(tl.sockets[0].key.local, "10.0.0.1:40000".parse().unwrap());
+        assert_eq!(tl.sockets[0].key.remote, "10.0.0.2:80".parse().unwrap());
     }
 
     #[test]
