@@ -3,8 +3,9 @@
 # one --small run of the end-to-end scenario, recorded by procflow-snap.
 #
 # The scenario runs in a pid namespace of its own (unshare --pid
-# --mount-proc), so the recorder sees only the scenario's processes: the
-# bundle stays small and holds nothing about the machine that made it.
+# --mount-proc) and its driver in an empty network namespace (--net), so the
+# recorder sees only the scenario's processes and sockets: the bundle stays
+# small and holds nothing about the machine that made it.
 #
 # Needs root, iproute2, tcpdump, util-linux unshare and a Rust toolchain.
 set -euo pipefail
@@ -24,7 +25,7 @@ cp "$target/release/procflow-snap" "$work/procflow-snap"
 cp "$here/e2e-scenario.py" "$work/e2e-scenario.py"
 # --recorder-nice 0: the recorder's own nice 19 starves it on a busy build
 # machine (docs/e2e.md); the sample is about attribution, not priority.
-unshare --pid --fork --mount-proc \
+unshare --pid --fork --mount-proc --net \
     python3 "$work/e2e-scenario.py" --small --out "$work/run" --snap "$work/procflow-snap" \
     --recorder-nice 0 "$@"
 
