@@ -590,6 +590,9 @@ fn live_scenario_is_attributed() {
         .args(["--recorder-nice", "0"])
         .output()
         .expect("cannot run python3");
+    // The scenario's own warnings (a slow machine, ethtool missing) explain
+    // odd numbers, so they are shown with the table.
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
     let context = format!("\n(scenario files kept in {})", work.display());
     assert!(
         out.status.success(),
