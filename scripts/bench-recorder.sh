@@ -6,12 +6,13 @@
 # byte per second, CHURN connections closed and reopened per process per
 # second. Then, one after the other, for DURATION seconds each:
 #   procflow-snap record --out DIR [EXTRA]      CPU s/min, bytes written/min
-#   nethogs -t -d 1 lo                          CPU s/min
+#   nethogs -a -t -d 1 lo (-a: loopback allowed)  CPU s/min
 # CPU is user+system from /usr/bin/time (the recorder's final hashing and
 # manifest included).
 #
 # usage: scripts/bench-recorder.sh [extra procflow-snap record options]
-# env:   BIN (default: static release build), PROCS=300 CONNS=20 CHURN=0 DURATION=60
+# env:   BIN (default: static release build), PROCS=300 CONNS=20 CHURN=0 DURATION=60,
+#        NETHOGS=0 to skip the nethogs run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROCS=${PROCS:-300}
@@ -52,14 +53,16 @@ awk -v e="$el" -v u="$us" -v s="$sy" -v b="$bytes" -v n="$snaps" -v r="$rss" 'BE
   printf "procflow-snap: %.2f CPU s/min (user %.2f + sys %.2f over %.1f s), %.2f MB written/min, %d snapshots, max RSS %d KB\n",
     (u+s)*60/e, u, s, e, b*60/e/1e6, n, r }'
 
-if command -v nethogs >/dev/null; then
+if [ "${NETHOGS:-1}" = 0 ]; then
+  echo "nethogs: not run (NETHOGS=0)"
+elif command -v nethogs >/dev/null; then
   /usr/bin/time -f "%e %U %S %M" -o "$WORK/nh.time" \
-    timeout -s INT "$DURATION" nethogs -t -d 1 lo >/dev/null 2>&1 || true
+    timeout -s INT "$DURATION" nethogs -a -t -d 1 lo >/dev/null 2>"$WORK/nh.err" || true
   # time(1) adds a "Command exited with non-zero status" line: timeout
   # ends nethogs with SIGINT and exits 124.
   read -r el us sy rss < <(tail -n 1 "$WORK/nh.time")
   awk -v e="$el" -v u="$us" -v s="$sy" -v r="$rss" 'BEGIN {
-    printf "nethogs -t -d 1 lo: %.2f CPU s/min (user %.2f + sys %.2f over %.1f s), max RSS %d KB\n",
+    printf "nethogs -a -t -d 1 lo: %.2f CPU s/min (user %.2f + sys %.2f over %.1f s), max RSS %d KB\n",
       (u+s)*60/e, u, s, e, r }'
 else
   echo "nethogs: SKIPPED (not installed)"

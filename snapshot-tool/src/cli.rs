@@ -7,9 +7,10 @@ use std::time::Duration;
 use crate::capture::Rotate;
 use crate::record::Config;
 
-/// Default time between snapshots (see docs/recorder.md for the
-/// measurement behind it).
-pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
+/// Default time between snapshots. Measured (docs/recorder.md): 250 ms saw
+/// 99 % of 200 processes living 0.5 s with one TCP connection each, as
+/// 100 ms did, for half the CPU; 500 ms saw 85 %.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(250);
 /// Default full fd walk period.
 pub const DEFAULT_FULL_WALK: Duration = Duration::from_secs(2);
 /// Default keyframe period, in snapshots.

@@ -335,10 +335,11 @@ pub enum SnapshotKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FdWalk {
-    /// Every pid: the listing is complete for this instant.
+    /// Every pid: the listing is complete for this instant. This includes
+    /// the walk of all pids made when a socket inode appeared that no known
+    /// pid held.
     Full,
-    /// Only pids new since the previous snapshot, plus a walk of all pids
-    /// when a socket inode appeared that no known pid held.
+    /// Only pids new since the previous snapshot.
     Changed,
     /// No fd was read (nothing changed).
     None,

@@ -868,13 +868,10 @@ fn record_loop(rec: &mut Recorder, manifest: &mut Manifest, cap: &mut Option<Cap
         if rec.cfg.once {
             return Stop::Done;
         }
-        if rec.archives.len() != n_archives || rec.archive.is_none() {
-            // Rotation: the manifest names every archive as soon as it exists.
-            if rec.archive.is_none() {
-                if let Err(s) = rec.open_next_archive() {
-                    return s;
-                }
-            }
+        if rec.archives.len() != n_archives {
+            // Rotation (the next archive is opened by the next tick, so no
+            // archive is ever empty): the manifest names every archive as
+            // soon as it holds a snapshot.
             manifest.archives = rec.archives.clone();
             manifest.snapshots = rec.written;
             if let Err(e) = manifest_while_recording(&rec.cfg.out, manifest) {
@@ -982,6 +979,19 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
     }
     m.capture = cap.as_ref().map(|c| c.info.clone());
     m.capture_files = capture::capture_files(&rec.cfg.out);
+    if !second() {
+        // tcpdump closes its files without fsync.
+        for f in m
+            .capture_files
+            .iter()
+            .map(String::as_str)
+            .chain([layout::TCPDUMP_LOG_FILE])
+        {
+            if let Ok(file) = std::fs::File::open(rec.cfg.out.join(f)) {
+                let _ = file.sync_all();
+            }
+        }
+    }
     m.archives = rec.archives.clone();
     m.snapshots = rec.written;
     m.ended = Some(sys::timestamp());

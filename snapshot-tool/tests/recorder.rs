@@ -612,3 +612,217 @@ fn disk_full_stops_cleanly_and_keeps_what_was_written() {
     // The snapshot cut by the full disk is not counted.
     assert_eq!(m.snapshots, total);
 }
+
+#[test]
+fn archives_rotate_and_each_stands_alone() {
+    let out = TempPath::new("rotate");
+    let out_s = out.0.to_str().expect("utf-8 path");
+    let rec = start(&[
+        "record",
+        "--out",
+        out_s,
+        "--interval",
+        "10ms",
+        "--keyframe-every",
+        "1",
+        "--archive-mb",
+        "1",
+    ]);
+    let third = out.0.join(layout::archive_name(3));
+    wait_for("a third archive", Duration::from_secs(120), || {
+        third.exists()
+    });
+    signal(&rec, libc::SIGINT);
+    let (code, err) = wait_exit(rec, Duration::from_secs(20));
+    assert_eq!(code, 0, "stderr: {err}");
+    let m = manifest(&out.0);
+    assert!(m.archives.len() >= 3, "{:?}", m.archives);
+    let mut next_seq = 1;
+    let mut total = 0;
+    for name in &m.archives {
+        let a = read_archive(&out.0.join(name)).expect("read");
+        assert_eq!(a.end, ArchiveEnd::Trailer, "{name} closed with a trailer");
+        let first = a.snapshots.first().expect("snapshots");
+        assert_eq!(
+            first.meta.kind,
+            SnapshotKind::Keyframe,
+            "{name} starts with a keyframe"
+        );
+        assert_eq!(
+            first.meta.seq, next_seq,
+            "{name}: seq continues across archives"
+        );
+        next_seq += a.snapshots.len() as u64;
+        total += a.snapshots.len() as u64;
+        // Each archive alone names every process alive at its start, pid 1
+        // included, and replays without problems.
+        let mut r = Replay::default();
+        for s in &a.snapshots {
+            r.apply(s);
+        }
+        assert!(r.problems.is_empty(), "{name}: {:?}", r.problems);
+        assert!(
+            r.procs.iter().any(|p| p.pid == 1),
+            "{name}: no record of pid 1"
+        );
+    }
+    assert_eq!(total, m.snapshots);
+}
+
+#[test]
+fn unreadable_fds_are_recorded_as_denied() {
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root to run the recorder as another user");
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: needs setpriv (util-linux)");
+        return;
+    }
+    let parent = TempPath::new("denied");
+    std::fs::create_dir_all(&parent.0).expect("mkdir");
+    let out = parent.0.join("bundle");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let chown = Command::new("chown")
+        .args(["65534:65534"])
+        .arg(&out)
+        .status()
+        .expect("chown");
+    assert!(chown.success());
+    // The bundle directory must be reachable by uid 65534.
+    std::fs::set_permissions(
+        &parent.0,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            BIN,
+            "once",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .expect("run");
+    if o.status.code() == Some(2) && String::from_utf8_lossy(&o.stderr).contains("writable") {
+        eprintln!("SKIPPED: temp dir not usable by uid 65534");
+        return;
+    }
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let m = manifest(&out);
+    assert_eq!(m.privileges.euid, 65534);
+    let a = read_archive(&out.join(layout::archive_name(1))).expect("read");
+    let mut r = Replay::default();
+    r.apply(&a.snapshots[0]);
+    // pid 1 runs as root: its fds are unknown, not absent.
+    match r.fds.get(&1).map(|e| &e.status) {
+        Some(FdStatus::Denied(errno)) => assert!(errno == "EACCES" || errno == "EPERM"),
+        other => panic!("pid 1 should be denied, got {other:?}"),
+    }
+    assert!(m
+        .errors
+        .iter()
+        .any(|e| e.what == "read-fd" && e.path.as_deref() == Some("/proc/*/fd")));
+}
+
+#[test]
+fn every_network_namespace_in_use_is_read() {
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root for unshare --net");
+        return;
+    }
+    // An anonymous namespace, gone when its only process exits.
+    let Ok(mut ns_proc) = Command::new("unshare")
+        .args(["--net", "sleep", "20"])
+        .spawn()
+    else {
+        eprintln!("SKIPPED: needs unshare (util-linux)");
+        return;
+    };
+    let pid = ns_proc.id();
+    let own_ns = std::fs::read_link("/proc/self/ns/net").expect("own netns");
+    wait_for("the new namespace", Duration::from_secs(10), || {
+        std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|l| l != own_ns)
+    });
+    let out = TempPath::new("netns");
+    let o = Command::new(BIN)
+        .args(["once", "--out", out.0.to_str().expect("utf-8")])
+        .output()
+        .expect("run");
+    let _ = ns_proc.kill();
+    let _ = ns_proc.wait();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let a = read_archive(&out.0.join(layout::archive_name(1))).expect("read");
+    let meta = &a.snapshots[0].meta;
+    let m = manifest(&out.0);
+    let other = meta
+        .netns
+        .iter()
+        .find(|n| n.pid == pid)
+        .unwrap_or_else(|| panic!("namespace of pid {pid} not read: {:?}", meta.netns));
+    assert_ne!(other.inode, m.host.netns);
+    assert!(meta.netns.iter().any(|n| n.inode == m.host.netns));
+    let tcp = other
+        .tables
+        .iter()
+        .find(|t| t.table == "tcp")
+        .expect("tcp entry");
+    assert_eq!(tcp.stored, layout::TableStored::Full);
+    assert!(a.snapshots[0]
+        .members
+        .iter()
+        .any(|(name, _, _)| { *name == layout::net_member(1, other.inode, "tcp", true) }));
+}
+
+#[test]
+fn second_signal_forces_exit_with_status_killed() {
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 || procflow_snap::capture::find_tcpdump().is_none() {
+        eprintln!("SKIPPED: needs root and tcpdump (the capture drain is the window)");
+        return;
+    }
+    let out = TempPath::new("twice");
+    let out_s = out.0.to_str().expect("utf-8 path");
+    let rec = start(&[
+        "record",
+        "--out",
+        out_s,
+        "--iface",
+        "lo",
+        "--interval",
+        "50ms",
+    ]);
+    wait_first_snapshot(&out.0);
+    signal(&rec, libc::SIGINT);
+    // The recorder now lets tcpdump drain for over a second: interrupt that.
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&rec, libc::SIGTERM);
+    let t = Instant::now();
+    let (code, err) = wait_exit(rec, Duration::from_secs(20));
+    assert_eq!(code, 130, "stderr: {err}");
+    assert!(t.elapsed() < Duration::from_secs(3), "exit was not prompt");
+    let m = manifest(&out.0);
+    assert_eq!(m.status, "killed");
+    assert!(m.ended.is_some());
+    assert!(!out.0.join(layout::SHA256SUMS_FILE).exists());
+    assert!(!tcpdump_running_for(&out.0), "tcpdump still running");
+    let a = read_archive(&out.0.join(layout::archive_name(1))).expect("read");
+    assert!(!a.snapshots.is_empty());
+    assert_eq!(a.snapshots.len() as u64, m.snapshots);
+}
