@@ -349,6 +349,14 @@ pub fn read_archive<R: Read>(
                     p.seq
                 ),
             ));
+        } else if size < good_end {
+            // The last member's data is whole but its padding to 512 bytes
+            // is cut: nothing is lost, the file was still truncated.
+            cut = Some((
+                size,
+                "archive ends inside the padding of its last member; its data is complete"
+                    .to_string(),
+            ));
         }
     }
     if let Some((offset, reason)) = cut {
@@ -356,6 +364,8 @@ pub fn read_archive<R: Read>(
         let offset = pending
             .as_ref()
             .map_or(offset, |p| p.first_offset.min(offset));
+        // Never past the end of the file (a cut inside padding).
+        let offset = if size > 0 { offset.min(size) } else { offset };
         diag.cut_archives.push(CutArchive {
             archive: name.to_string(),
             offset,
@@ -459,16 +469,12 @@ mod tests {
             let (last, d) = read(&bytes[..len]);
             let complete = ends.iter().filter(|&&e| e <= len as u64).count() as u64;
             assert_eq!(last.unwrap_or(0), complete, "cut at {len}");
-            // Between a snapshot's meta.json and the next member nothing is
-            // missing yet.
-            // The end-of-archive zero blocks after the last snapshot are not
-            // data either.
+            // Right after a snapshot's padding nothing is cut; neither is
+            // anything in the end-of-archive zero blocks.
             let last_padded = ends.last().map_or(0, |e| e.div_ceil(512) * 512);
             let at_boundary = len == 0
                 || len as u64 >= last_padded
-                || ends
-                    .iter()
-                    .any(|&e| (e..e.div_ceil(512) * 512 + 1).contains(&(len as u64)));
+                || ends.iter().any(|&e| e.div_ceil(512) * 512 == len as u64);
             if !at_boundary {
                 let c = d.cut_archives.first().unwrap_or_else(|| {
                     panic!(
