@@ -89,6 +89,9 @@ for line in open(nethogs_path):
     if pid:
         nethogs[pid] = max(nethogs.get(pid, 0.0), total)
 
+if not nethogs:
+    sys.exit("compare-nethogs: no per-process line in %s; did nethogs run?" % nethogs_path)
+
 roles = {}
 for p in truth["processes"]:
     mine = [r for r in rows if matches(r, p)]
