@@ -322,7 +322,7 @@ pub struct FlowTable {
     current: HashMap<Key, usize, FastState>,
     states: Vec<State>,
     /// First fragments seen: the ports their later fragments belong to.
-    frags: HashMap<FragKey, (u16, u16, i64), FastState>,
+    frags: HashMap<FragKey, (u16, u16, Option<IcmpKey>, i64), FastState>,
     /// Later fragments that arrived before their first fragment.
     pending: HashMap<FragKey, Vec<Pending>, FastState>,
     pending_count: usize,
@@ -409,7 +409,11 @@ impl FlowTable {
     /// Adds one packet of frame length `orig_len` captured at `ts_ns`.
     pub fn add(&mut self, ts_ns: i64, orig_len: u32, pkt: &IpPacket, origin: PacketOrigin) {
         let mut pkt = *pkt;
-        if pkt.has_ports() {
+        // Later fragments lack what the first one carries in its transport
+        // header: ports, or the ICMP type/code/id.
+        let keyed_by_transport =
+            pkt.has_ports() || pkt.proto == ipproto::ICMP || pkt.proto == ipproto::ICMPV6;
+        if keyed_by_transport {
             match pkt.frag {
                 Frag::Later(id) => {
                     let fk = FragKey {
@@ -420,9 +424,10 @@ impl FlowTable {
                         id,
                     };
                     match self.frags.get(&fk) {
-                        Some(&(s, d, _)) => {
+                        Some(&(s, d, icmp, _)) => {
                             pkt.sport = s;
                             pkt.dport = d;
+                            pkt.icmp = icmp;
                         }
                         None => {
                             self.pending.entry(fk).or_default().push(Pending {
@@ -449,15 +454,17 @@ impl FlowTable {
                     };
                     if self.frags.len() >= MAX_FRAGS {
                         self.frags
-                            .retain(|_, v| ts_ns.saturating_sub(v.2) < FRAG_TIMEOUT_NS);
+                            .retain(|_, v| ts_ns.saturating_sub(v.3) < FRAG_TIMEOUT_NS);
                     }
-                    self.frags.insert(fk, (pkt.sport, pkt.dport, ts_ns));
+                    self.frags
+                        .insert(fk, (pkt.sport, pkt.dport, pkt.icmp, ts_ns));
                     self.fold(ts_ns, orig_len, &pkt);
                     if let Some(waiting) = self.pending.remove(&fk) {
                         self.pending_count -= waiting.len();
                         for mut w in waiting {
                             w.pkt.sport = pkt.sport;
                             w.pkt.dport = pkt.dport;
+                            w.pkt.icmp = pkt.icmp;
                             self.fold(w.ts_ns, w.orig_len, &w.pkt);
                         }
                     }
@@ -819,5 +826,39 @@ mod tests {
             (3, 350, 1)
         );
         assert_eq!(orphans.len(), 1);
+    }
+
+    #[test]
+    fn fragmented_ping_is_one_flow() {
+        let mut t = FlowTable::new(SplitRules::default());
+        let mut first = pkt(1, 0, 2, 0, 0);
+        first.proto = ipproto::ICMP;
+        first.icmp = Some(IcmpKey {
+            icmp_type: 8,
+            code: 0,
+            id: 77,
+        });
+        first.frag = Frag::First(9);
+        let mut later = first;
+        later.icmp = None;
+        later.frag = Frag::Later(9);
+        let mut reply = first;
+        std::mem::swap(&mut reply.src, &mut reply.dst);
+        reply.icmp = Some(IcmpKey {
+            icmp_type: 0,
+            code: 0,
+            id: 77,
+        });
+        reply.frag = Frag::First(10);
+        let mut reply_later = reply;
+        reply_later.icmp = None;
+        reply_later.frag = Frag::Later(10);
+        for p in [first, later, reply, reply_later] {
+            t.add(1, 1514, &p, O);
+        }
+        let (flows, orphans) = t.finish();
+        assert!(orphans.is_empty());
+        assert_eq!(flows.len(), 1);
+        assert_eq!((flows[0].packets_ab, flows[0].packets_ba), (2, 2));
     }
 }
