@@ -102,6 +102,7 @@ fn manifest(format_version: u32) -> Manifest {
             cap_eff: "000001ffffffffff".into(),
         },
         options: RecordOptions {
+            nice: Some(19),
             interval_ms: 1000,
             keyframe_every: 300,
             full_walk_ms: 2000,

@@ -17,6 +17,8 @@ pub const DEFAULT_FULL_WALK: Duration = Duration::from_secs(2);
 pub const DEFAULT_KEYFRAME_EVERY: u64 = 300;
 /// Default archive rotation size, MiB.
 pub const DEFAULT_ARCHIVE_MB: u64 = 64;
+/// Default CPU nice value: yield to the server being watched.
+pub const DEFAULT_NICE: i32 = 19;
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -52,6 +54,11 @@ OPTIONS (record):
     --rotate-mb N          New capture file every N MB (10^6 bytes; with --iface)
     --duration DUR         Stop after DUR
     --max-cpu PERCENT      Stretch the interval to keep own CPU under PERCENT of a core
+    --nice N               CPU nice value, -20..19 [default: {nice}]; 19 also puts
+                           the recorder in the idle I/O class. On a saturated
+                           host nice 19 can delay snapshots by seconds: lower it
+                           (and bound the cost with --max-cpu) to see short-lived
+                           sockets
     --keyframe-every N     Full snapshot every N snapshots [default: {kf}]
     --full-walk DUR        Read every process' fds at least every DUR [default: {fw}]
     --archive-mb N         Start a new snapshot archive after N MiB [default: {amb}]
@@ -68,6 +75,7 @@ EXIT STATUS:
         kf = DEFAULT_KEYFRAME_EVERY,
         fw = fmt_dur(DEFAULT_FULL_WALK),
         amb = DEFAULT_ARCHIVE_MB,
+        nice = DEFAULT_NICE,
     )
 }
 
@@ -124,6 +132,7 @@ pub fn parse(args: &[String], argv: Vec<String>) -> Result<Command, String> {
         rotate: Rotate::None,
         duration: None,
         max_cpu: None,
+        nice: DEFAULT_NICE,
         keyframe_every: DEFAULT_KEYFRAME_EVERY,
         full_walk: DEFAULT_FULL_WALK,
         archive_bytes: DEFAULT_ARCHIVE_MB * 1024 * 1024,
@@ -182,6 +191,16 @@ pub fn parse(args: &[String], argv: Vec<String>) -> Result<Command, String> {
                     .filter(|p: &f64| p.is_finite() && *p > 0.0 && *p <= 100.0)
                     .ok_or_else(|| format!("--max-cpu {v:?}: expected a percentage in (0, 100]"))?;
                 cfg.max_cpu = Some(p);
+            }
+            "--nice" => {
+                let v = value()?;
+                cfg.nice = v
+                    .parse()
+                    .ok()
+                    .filter(|n: &i32| (-20..=19).contains(n))
+                    .ok_or_else(|| {
+                        format!("--nice {v:?}: expected a whole number from -20 to 19")
+                    })?;
             }
             "--keyframe-every" => {
                 cfg.keyframe_every = num(value()?)?;
@@ -252,6 +271,8 @@ mod tests {
             "100",
             "--max-cpu",
             "5",
+            "--nice",
+            "0",
         ]) else {
             panic!("expected a record command");
         };
@@ -259,6 +280,14 @@ mod tests {
         assert_eq!(c.rotate, Rotate::Megabytes(100));
         assert_eq!(c.filter.as_deref(), Some("tcp port 80"));
         assert_eq!(c.max_cpu, Some(5.0));
+        assert_eq!(c.nice, 0);
+        let Ok(Command::Run(c)) = p(&["record", "--out", "x"]) else {
+            panic!("expected a record command");
+        };
+        assert_eq!(c.nice, DEFAULT_NICE);
+        assert!(p(&["record", "--out", "x", "--nice", "20"])
+            .unwrap_err()
+            .contains("-20 to 19"));
         assert!(p(&["record"]).unwrap_err().contains("--out"));
         assert!(p(&["record", "--out", "x", "--bogus"])
             .unwrap_err()

@@ -261,6 +261,10 @@ pub struct RecordOptions {
     pub max_cpu_percent: Option<f64>,
     /// Archive rotation size in bytes.
     pub archive_max_bytes: u64,
+    /// Nice value the recorder ran at (19 unless `--nice` said otherwise);
+    /// absent in bundles written before the option existed.
+    #[serde(default)]
+    pub nice: Option<i32>,
 }
 
 /// How the recorder ran tcpdump.

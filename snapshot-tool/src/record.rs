@@ -49,6 +49,8 @@ pub struct Config {
     pub duration: Option<Duration>,
     /// CPU budget, percent of one core.
     pub max_cpu: Option<f64>,
+    /// CPU nice value (`--nice`).
+    pub nice: i32,
     /// A keyframe every this many snapshots.
     pub keyframe_every: u64,
     /// A full fd walk at least this often.
@@ -804,7 +806,7 @@ pub fn run(cfg: Config) -> i32 {
     let mut rec = Recorder::new(cfg.clone());
     let mut errors = ErrorSummary::default();
     let host = host_info(rec.self_netns, &mut errors);
-    for e in sys::lower_priority() {
+    for e in sys::lower_priority(cfg.nice) {
         errors.add(&RecordError {
             what: "priority".into(),
             path: None,
@@ -829,6 +831,7 @@ pub fn run(cfg: Config) -> i32 {
             full_walk_ms: u64::try_from(cfg.full_walk.as_millis()).unwrap_or(u64::MAX),
             max_cpu_percent: cfg.max_cpu,
             archive_max_bytes: cfg.archive_bytes,
+            nice: Some(cfg.nice),
         },
         capture: cap.as_ref().map(|c| c.info.clone()),
         started,

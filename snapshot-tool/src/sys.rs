@@ -186,25 +186,35 @@ pub fn host_addresses() -> Result<Vec<HostAddress>, std::io::Error> {
     Ok(out)
 }
 
-/// Lowers the caller's CPU priority to nice 19 and its I/O class to idle,
-/// so the recorder yields to the server it is watching. Returns the errors
-/// met (the recorder goes on at normal priority).
-pub fn lower_priority() -> Vec<String> {
+/// Sets the caller's CPU priority to `nice` (19 by default) and its I/O
+/// class to idle (at nice 19) or the lowest best-effort level, so the
+/// recorder yields to the server it is watching. Returns the errors met (the
+/// recorder goes on at the priority it had).
+pub fn lower_priority(nice: i32) -> Vec<String> {
     let mut errs = Vec::new();
     // SAFETY: setpriority takes plain integers; 0 = the calling process.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0 {
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
         errs.push(format!("setpriority: {}", std::io::Error::last_os_error()));
     }
     const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_BE: libc::c_long = 2;
     const IOPRIO_CLASS_IDLE: libc::c_long = 3;
     const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+    // Idle I/O goes with the lowest CPU priority; an operator who raised the
+    // CPU priority to keep up with a busy host gets the lowest best-effort
+    // I/O level instead, so writes are not starved either.
+    let ioprio = if nice >= 19 {
+        IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT
+    } else {
+        (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | 7
+    };
     // SAFETY: ioprio_set takes plain integers; who = 0 is the caller.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_ioprio_set,
             IOPRIO_WHO_PROCESS,
             0 as libc::c_long,
-            IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+            ioprio,
         )
     };
     if rc != 0 {
