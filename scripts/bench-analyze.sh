@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark `procflow analyze` against `procflow flows` on the same capture:
 # the price of the join (snapshot timeline, attribution, reports, SHA-256 of
-# every input) on top of replay.
+# every input) on top of replay, and the same without hashing (--no-hash)
+# to show the join's own cost.
 #
 # The bundle is recorded once by procflow-snap, in the first of two network
 # namespaces created here (veth pair, offloads off so packets are
@@ -132,6 +133,7 @@ cat "$BUNDLE"/* >/dev/null
 hyperfine --warmup 1 --runs "$RUNS" --export-json "$WORK/hyperfine-analyze.json" \
     -n flows "$BIN flows $CAPS --out /dev/null" \
     -n analyze "$BIN analyze $BUNDLE --out $WORK/analyze-report --force" \
+    -n analyze-no-hash "$BIN analyze $BUNDLE --out $WORK/analyze-report --force --no-hash" \
     -n sha256sum "sha256sum $BUNDLE/*"
 
 rss() { /usr/bin/time -v "$@" 2>&1 >/dev/null | awk -F': ' '/Maximum resident/ {print $2}'; }
@@ -141,8 +143,8 @@ RSS_ANALYZE=$(rss "$BIN" analyze "$BUNDLE" --out "$WORK/analyze-report" --force)
 python3 - "$WORK/hyperfine-analyze.json" "$RSS_FLOWS" "$RSS_ANALYZE" <<'PY'
 import json, sys
 r = {x["command"]: x["mean"] for x in json.load(open(sys.argv[1]))["results"]}
-f, a, h = r["flows"], r["analyze"], r["sha256sum"]
-print(f"flows {f:.3f}s  analyze {a:.3f}s  sha256sum of the bundle {h:.3f}s")
-print(f"analyze / flows = {a / f:.2f}x")
+f, a, n, h = r["flows"], r["analyze"], r["analyze-no-hash"], r["sha256sum"]
+print(f"flows {f:.3f}s  analyze {a:.3f}s  analyze --no-hash {n:.3f}s  sha256sum of the bundle {h:.3f}s")
+print(f"analyze / flows = {a / f:.2f}x; analyze --no-hash / flows = {n / f:.2f}x (the join itself)")
 print(f"peak RSS: flows {sys.argv[2]} kB, analyze {sys.argv[3]} kB")
 PY
