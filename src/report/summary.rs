@@ -22,7 +22,7 @@ pub struct FileHash {
     /// Size in bytes.
     pub bytes: u64,
     /// Hex SHA-256; `None` only for inputs when `analyze --no-hash` was
-    /// given (outputs are always hashed: that costs nothing extra).
+    /// given. Outputs are always hashed, while they are written.
     pub sha256: Option<String>,
     /// For bundle files: `match` / `mismatch` against the bundle's
     /// SHA256SUMS, `not-listed`, `no-sha256sums`, or `not-checked`
