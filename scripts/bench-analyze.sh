@@ -31,32 +31,15 @@ SNAP=target/release/procflow-snap
 
 NS1="pfbana-a-$$" NS2="pfbana-b-$$" VA="pfaa$$" VB="pfab$$"
 PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    PIDS=()
-    ip netns del "$NS1" 2>/dev/null || true
-    ip netns del "$NS2" 2>/dev/null || true
-}
+. scripts/bench-traffic.sh
+cleanup() { bench_cleanup; }
 
 record() {
     [ "$(id -u)" = 0 ] || { echo "bench-analyze: recording needs root (network namespaces)" >&2; exit 2; }
     local a=10.214.0.1 b=10.214.0.2
     trap cleanup EXIT INT TERM
     rm -rf "$BUNDLE.tmp"
-    ip netns add "$NS1"
-    ip netns add "$NS2"
-    ip link add "$VA" type veth peer name "$VB"
-    ip link set "$VA" netns "$NS1"
-    ip link set "$VB" netns "$NS2"
-    ip -n "$NS1" addr add "$a/24" dev "$VA"
-    ip -n "$NS2" addr add "$b/24" dev "$VB"
-    for ns in "$NS1" "$NS2"; do ip -n "$ns" link set lo up; done
-    ip -n "$NS1" link set "$VA" up
-    ip -n "$NS2" link set "$VB" up
-    ip netns exec "$NS1" ethtool -K "$VA" tso off gso off gro off >/dev/null
-    ip netns exec "$NS2" ethtool -K "$VB" tso off gso off gro off >/dev/null
-
+    bench_netns_up "$a" "$b"
     ip netns exec "$NS1" "$SNAP" record --out "$BUNDLE.tmp" --iface "$VA" >"$WORK/analyze-record.log" 2>&1 &
     local rec=$!
     PIDS+=("$rec")
@@ -64,54 +47,8 @@ record() {
         grep -q "listening on" "$BUNDLE.tmp/tcpdump.log" 2>/dev/null && break
         sleep 0.2
     done
-    ip netns exec "$NS2" iperf3 -s -p 5201 >/dev/null 2>&1 &
-    PIDS+=("$!")
-    ip netns exec "$NS2" python3 - "$b" <<'PY' &
-import socket, sys, threading
-b = sys.argv[1]
-def tcp():
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((b, 7000)); s.listen(512)
-    while True:
-        c, _ = s.accept()
-        try:
-            d = c.recv(4096)
-            c.sendall(d * 4)
-        finally:
-            c.close()
-def udp():
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((b, 7001))
-    while True:
-        d, peer = u.recvfrom(2048)
-        u.sendto(d[:32], peer)
-threading.Thread(target=udp, daemon=True).start()
-tcp()
-PY
-    PIDS+=("$!")
-    sleep 1
-    ip netns exec "$NS1" iperf3 -c "$b" -p 5201 -n 400M -l 128K -b 1G >/dev/null
-    ip netns exec "$NS1" python3 - "$b" <<'PY'
-import socket, sys, time
-b = sys.argv[1]
-for i in range(4000):
-    c = socket.create_connection((b, 7000))
-    c.sendall(b"GET /%d HTTP/1.0\r\n\r\n" % i)
-    while c.recv(65536):
-        pass
-    c.close()
-socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2000)]
-for s in socks:
-    s.setblocking(False)
-for rnd in range(40):
-    for s in socks:
-        s.sendto(b"x" * 64, (b, 7001))
-    time.sleep(0.05)
-    for s in socks:
-        try:
-            s.recv(2048)
-        except OSError:
-            pass
-PY
+    bench_servers "$b"
+    bench_traffic "$b" 400M 1G
     sleep 2
     kill -INT "$rec"
     wait "$rec" || { cat "$WORK/analyze-record.log" >&2; exit 1; }

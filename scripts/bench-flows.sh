@@ -28,88 +28,24 @@ done
 # failed, and must still know what to remove.
 NS1="pfbench-a-$$" NS2="pfbench-b-$$" VA="pfba$$" VB="pfbb$$"
 PIDS=()
+. scripts/bench-traffic.sh
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    PIDS=()
-    ip netns del "$NS1" 2>/dev/null || true
-    ip netns del "$NS2" 2>/dev/null || true
+    bench_cleanup
     rm -f "$CAP.tmp"
 }
 
 record() {
     [ "$(id -u)" = 0 ] || { echo "bench-flows: recording needs root (network namespaces)" >&2; exit 2; }
-    local ns1="$NS1" ns2="$NS2" va="$VA" vb="$VB"
     local a=10.213.0.1 b=10.213.0.2
     trap cleanup EXIT INT TERM
-    ip netns add "$ns1"
-    ip netns add "$ns2"
-    ip link add "$va" type veth peer name "$vb"
-    ip link set "$va" netns "$ns1"
-    ip link set "$vb" netns "$ns2"
-    ip -n "$ns1" addr add "$a/24" dev "$va"
-    ip -n "$ns2" addr add "$b/24" dev "$vb"
-    for ns in "$ns1" "$ns2"; do ip -n "$ns" link set lo up; done
-    ip -n "$ns1" link set "$va" up
-    ip -n "$ns2" link set "$vb" up
-    ip netns exec "$ns1" ethtool -K "$va" tso off gso off gro off >/dev/null
-    ip netns exec "$ns2" ethtool -K "$vb" tso off gso off gro off >/dev/null
-
-    ip netns exec "$ns2" tcpdump -i "$vb" -s 0 -B 131072 -n -w "$CAP.tmp" 2>"$WORK/tcpdump.log" &
+    bench_netns_up "$a" "$b"
+    ip netns exec "$NS2" tcpdump -i "$VB" -s 0 -B 131072 -n -w "$CAP.tmp" 2>"$WORK/tcpdump.log" &
     local tcpdump_pid=$!
     PIDS+=("$tcpdump_pid")
     sleep 1.5
-    ip netns exec "$ns2" iperf3 -s -p 5201 >/dev/null 2>&1 &
-    PIDS+=("$!")
-    ip netns exec "$ns2" python3 - "$b" <<'PY' &
-import socket, sys, threading
-b = sys.argv[1]
-def tcp():
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((b, 7000)); s.listen(512)
-    while True:
-        c, _ = s.accept()
-        try:
-            d = c.recv(4096)
-            c.sendall(d * 4)
-        finally:
-            c.close()
-def udp():
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((b, 7001))
-    while True:
-        d, peer = u.recvfrom(2048)
-        u.sendto(d[:32], peer)
-threading.Thread(target=udp, daemon=True).start()
-tcp()
-PY
-    PIDS+=("$!")
-    sleep 1
+    bench_servers "$b"
     # Bulk TCP: ~600 MB in 1448-byte segments, paced so tcpdump keeps up.
-    ip netns exec "$ns1" iperf3 -c "$b" -p 5201 -n 600M -l 128K -b 2G >/dev/null
-    # Short connections and small UDP from many ports.
-    ip netns exec "$ns1" python3 - "$b" <<'PY'
-import socket, sys, time
-b = sys.argv[1]
-for i in range(4000):
-    c = socket.create_connection((b, 7000))
-    c.sendall(b"GET /%d HTTP/1.0\r\n\r\n" % i)
-    while c.recv(65536):
-        pass
-    c.close()
-socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2000)]
-for s in socks:
-    s.setblocking(False)
-for rnd in range(40):
-    for s in socks:
-        s.sendto(b"x" * 64, (b, 7001))
-    # Replies lost to a full receive queue are fine: never wait on one.
-    time.sleep(0.05)
-    for s in socks:
-        try:
-            s.recv(2048)
-        except OSError:
-            pass
-PY
+    bench_traffic "$b" 600M 2G
     sleep 1
     kill -INT "$tcpdump_pid"
     wait "$tcpdump_pid" || true
