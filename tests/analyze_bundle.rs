@@ -822,3 +822,16 @@ fn separate_pcap_and_sha256sums_check() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn a_folder_without_manifest_is_named_as_not_a_bundle() {
+    let d = tmp("nobundle");
+    std::fs::write(d.join("capture.pcap"), b"").unwrap();
+    let out = analyze(&d, &d.join("report"), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no manifest.json"), "{err}");
+    assert!(err.contains("procflow flows"), "{err}");
+    assert!(!d.join("report").exists());
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -95,9 +95,24 @@ impl Bundle {
     /// captures.
     pub fn open(dir: &Path) -> Result<Bundle, BundleError> {
         let manifest_path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&manifest_path).map_err(|source| BundleError::Io {
-            path: manifest_path.clone(),
-            source,
+        let text = std::fs::read_to_string(&manifest_path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound && dir.is_dir() {
+                // The usual mistake: a capture folder or a report folder
+                // given where a bundle was meant.
+                BundleError::Manifest {
+                    path: manifest_path.clone(),
+                    detail: format!(
+                        "{} has no {MANIFEST_FILE}; give the directory `procflow-snap record \
+                         --out` wrote (captures alone go through `procflow flows`)",
+                        dir.display()
+                    ),
+                }
+            } else {
+                BundleError::Io {
+                    path: manifest_path.clone(),
+                    source,
+                }
+            }
         })?;
         // Look at format and version first so an unknown version is named as
         // such rather than as a field mismatch.
