@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Regenerate testdata/golden/: the outputs of `procflow flows` on every
+# capture of testdata/pcaps/ and of `procflow analyze` on the sample bundle.
+# tests/golden.rs compares the current binary against these files, so a
+# change of any output byte is a deliberate, reviewed change of this folder.
+# Run from anywhere; paths inside the outputs are relative to the repo root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --bin procflow
+bin=target/release/procflow
+out=testdata/golden
+rm -rf "$out"
+mkdir -p "$out/flows" "$out/analyze"
+for f in testdata/pcaps/*.pcap testdata/pcaps/*.pcapng; do
+    name=$(basename "$f")
+    # Exit 1 (file unreadable) is an expected outcome for some fixtures.
+    "$bin" flows "$f" --threads 2 --out "$out/flows/$name.csv" --json "$out/flows/$name.json" 2>/dev/null || true
+done
+tmp=$(mktemp -d)
+"$bin" analyze testdata/sample-bundle --out "$tmp/r" --threads 2 >/dev/null 2>&1 || true
+cp "$tmp"/r/* "$out/analyze/"
+rm -rf "$tmp"
+echo "golden outputs written to $out"

@@ -1,0 +1,94 @@
+//! Golden outputs: `procflow flows` on every committed capture and
+//! `procflow analyze` on the sample bundle must produce exactly the bytes in
+//! `testdata/golden/`. Any change of output is a deliberate change of that
+//! folder, made with `scripts/update-golden.sh` and reviewed in the diff.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("procflow-golden-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn assert_same(expected: &Path, actual: &Path) {
+    let want = std::fs::read(expected).unwrap_or_else(|e| panic!("{}: {e}", expected.display()));
+    let got = std::fs::read(actual).unwrap_or_else(|e| panic!("{}: {e}", actual.display()));
+    if want != got {
+        let w = String::from_utf8_lossy(&want);
+        let g = String::from_utf8_lossy(&got);
+        let line = w
+            .lines()
+            .zip(g.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(w.lines().count().min(g.lines().count()));
+        panic!(
+            "{} differs from {} at line {}:\n  golden: {:?}\n  actual: {:?}\n(regenerate with scripts/update-golden.sh if the change is intended)",
+            actual.display(),
+            expected.display(),
+            line + 1,
+            w.lines().nth(line),
+            g.lines().nth(line)
+        );
+    }
+}
+
+#[test]
+fn flows_outputs_match_golden() {
+    let dir = scratch("flows");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root().join("testdata/pcaps")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.ends_with(".pcap") || name.ends_with(".pcapng")) {
+            continue;
+        }
+        let csv = dir.join(format!("{name}.csv"));
+        let json = dir.join(format!("{name}.json"));
+        let status = Command::new(env!("CARGO_BIN_EXE_procflow"))
+            .current_dir(root())
+            .arg("flows")
+            .arg(Path::new("testdata/pcaps").join(&name))
+            .args(["--threads", "2", "--out"])
+            .arg(&csv)
+            .arg("--json")
+            .arg(&json)
+            .output()
+            .unwrap();
+        let golden = root().join("testdata/golden/flows");
+        let want_csv = golden.join(format!("{name}.csv"));
+        assert!(want_csv.exists(), "no golden output for {name}: run scripts/update-golden.sh");
+        assert_same(&want_csv, &csv);
+        assert_same(&golden.join(format!("{name}.json")), &json);
+        let _ = status;
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} captures checked");
+}
+
+#[test]
+fn analyze_sample_bundle_matches_golden() {
+    let dir = scratch("analyze");
+    let out = dir.join("r");
+    let status = Command::new(env!("CARGO_BIN_EXE_procflow"))
+        .current_dir(root())
+        .args(["analyze", "testdata/sample-bundle", "--threads", "2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(out.join("summary.json").exists(), "analyze wrote no summary: {status:?}");
+    let golden = root().join("testdata/golden/analyze");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&golden).unwrap() {
+        let name = entry.unwrap().file_name();
+        assert_same(&golden.join(&name), &out.join(&name));
+        checked += 1;
+    }
+    assert!(checked >= 4);
+}
