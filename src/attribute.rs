@@ -583,7 +583,7 @@ mod tests {
     use super::*;
     use crate::flow::IcmpKey;
     use crate::snapshot::timeline::tests::{build, clock, row4, table, Snap};
-    use procflow_snap::layout::{SnapshotKind, TableStored};
+    use procflow_format::layout::{SnapshotKind, TableStored};
 
     const NS: u64 = 4026531840;
     const NS2: u64 = 4026532500;
@@ -1025,7 +1025,7 @@ mod tests {
 mod fixture_tests {
     use super::*;
     use crate::snapshot::timeline::tests::{build, Snap};
-    use procflow_snap::layout::{SnapshotKind, TableStored};
+    use procflow_format::layout::{SnapshotKind, TableStored};
     use std::collections::{BTreeMap, BTreeSet};
     use std::path::PathBuf;
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use etherparse::PacketBuilder;
-use procflow_snap::layout::{
+use procflow_format::layout::{
     archive_name, fds_member, meta_member, net_member, procs_member, row_identity, ClockReading,
     FdWalk, HostAddress, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord, RecordOptions,
     SnapshotKind, SnapshotMeta, TableEntry, TableStored, TimeStamp, ToolInfo, FORMAT_NAME,

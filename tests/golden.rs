@@ -63,7 +63,10 @@ fn flows_outputs_match_golden() {
             .unwrap();
         let golden = root().join("testdata/golden/flows");
         let want_csv = golden.join(format!("{name}.csv"));
-        assert!(want_csv.exists(), "no golden output for {name}: run scripts/update-golden.sh");
+        assert!(
+            want_csv.exists(),
+            "no golden output for {name}: run scripts/update-golden.sh"
+        );
         assert_same(&want_csv, &csv);
         assert_same(&golden.join(format!("{name}.json")), &json);
         let _ = status;
@@ -78,11 +81,20 @@ fn analyze_sample_bundle_matches_golden() {
     let out = dir.join("r");
     let status = Command::new(env!("CARGO_BIN_EXE_procflow"))
         .current_dir(root())
-        .args(["analyze", "testdata/sample-bundle", "--threads", "2", "--out"])
+        .args([
+            "analyze",
+            "testdata/sample-bundle",
+            "--threads",
+            "2",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
-    assert!(out.join("summary.json").exists(), "analyze wrote no summary: {status:?}");
+    assert!(
+        out.join("summary.json").exists(),
+        "analyze wrote no summary: {status:?}"
+    );
     let golden = root().join("testdata/golden/analyze");
     let mut checked = 0;
     for entry in std::fs::read_dir(&golden).unwrap() {

@@ -15,10 +15,9 @@ pub mod archive;
 pub mod bundle;
 pub mod capture;
 pub mod cli;
-pub mod delta;
-pub mod layout;
 pub mod live;
-pub mod procfs;
-pub mod reader;
 pub mod record;
 pub mod sys;
+
+/// The bundle format, shared with the analyzer (crate `procflow-format`).
+pub use procflow_format::{delta, layout, procfs, reader};

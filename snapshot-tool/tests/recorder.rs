@@ -8,9 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use procflow_snap::delta::FdStatus;
-use procflow_snap::layout::{self, Manifest, SnapshotKind};
-use procflow_snap::reader::{read_archive, read_archive_from, ArchiveEnd, Replay, Snapshot};
+use procflow_format::delta::FdStatus;
+use procflow_format::layout::{self, Manifest, SnapshotKind};
+use procflow_format::reader::{read_archive, read_archive_from, ArchiveEnd, Replay, Snapshot};
 
 const BIN: &str = env!("CARGO_BIN_EXE_procflow-snap");
 

@@ -121,7 +121,8 @@ fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
 
 /// The bundle's SHA256SUMS (`HEX  NAME` lines), if present.
 fn read_sha256sums(bundle: &Path) -> Option<HashMap<String, String>> {
-    let text = std::fs::read_to_string(bundle.join(procflow_snap::layout::SHA256SUMS_FILE)).ok()?;
+    let text =
+        std::fs::read_to_string(bundle.join(procflow_format::layout::SHA256SUMS_FILE)).ok()?;
     let mut m = HashMap::new();
     for line in text.lines() {
         if let Some((h, name)) = line.split_once(char::is_whitespace) {

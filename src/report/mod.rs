@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::IpAddr;
 
-use procflow_snap::layout::{Manifest, ProcessRecord};
+use procflow_format::layout::{Manifest, ProcessRecord};
 use sha2::{Digest, Sha256};
 
 use crate::attribute::{Attribution, Method, ProcKey, Reason};

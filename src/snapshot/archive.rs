@@ -2,7 +2,7 @@
 //! snapshot by snapshot.
 //!
 //! The tar archives are read by the format's own reader
-//! (`procflow_snap::reader`): a snapshot is applied only once its
+//! (`procflow_format::reader`): a snapshot is applied only once its
 //! `meta.json` (always its last member) has been read whole. An archive that
 //! ends inside a snapshot (recorder killed, disk full) is therefore read up
 //! to its last complete snapshot and reported here as cut, with the archive
@@ -13,10 +13,10 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use procflow_snap::layout::{
+use procflow_format::layout::{
     parse_archive_name, Manifest, CAPTURE_PREFIX, FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE,
 };
-use procflow_snap::reader::{read_snapshots, ArchiveEnd, ArchiveEvent, WhyIncomplete};
+use procflow_format::reader::{read_snapshots, ArchiveEnd, ArchiveEvent, WhyIncomplete};
 
 use super::procnet::ByteOrder;
 use super::timeline::TimelineBuilder;
@@ -235,7 +235,7 @@ impl Bundle {
 }
 
 /// Reads one tar archive from `reader` through the format's reader
-/// ([`procflow_snap::reader::read_snapshots`]), applying each complete
+/// ([`procflow_format::reader::read_snapshots`]), applying each complete
 /// snapshot to `builder` as soon as it is read. Returns an error only when
 /// the reader fails before anything could be read as tar; a cut or corrupt
 /// tail is recorded in `diag` (with `size`, the archive's size) and ends the
@@ -293,7 +293,7 @@ pub fn read_archive<R: Read>(
 mod tests {
     use super::*;
     use crate::snapshot::timeline::tests::{row4, table, Snap};
-    use procflow_snap::layout::{SnapshotKind, TableStored};
+    use procflow_format::layout::{SnapshotKind, TableStored};
 
     /// A tar of three snapshots, as the recorder writes them.
     fn archive() -> (Vec<u8>, Vec<u64>) {
@@ -328,7 +328,7 @@ mod tests {
         for s in &snaps {
             let mut members = s.members();
             members.push((
-                procflow_snap::layout::meta_member(s.seq),
+                procflow_format::layout::meta_member(s.seq),
                 serde_json::to_string(&s.meta()).unwrap(),
             ));
             let mut pad = 0;
@@ -346,7 +346,7 @@ mod tests {
     }
 
     fn row_identity_of(r: &str) -> String {
-        procflow_snap::layout::row_identity(r).unwrap()
+        procflow_format::layout::row_identity(r).unwrap()
     }
 
     fn read(bytes: &[u8]) -> (Option<u64>, SnapshotDiagnostics) {

@@ -4,13 +4,13 @@
 //! - [`procnet`]: /proc/net table text to rows (pure, byte order as input).
 //! - [`archive`]: the bundle directory and its manifest; its tar archives
 //!   are read snapshot by snapshot by the format's own reader
-//!   (`procflow_snap::reader`), tolerating an archive cut mid-snapshot.
+//!   (`procflow_format::reader`), tolerating an archive cut mid-snapshot.
 //! - [`timeline`]: the state reconstructed snapshot by snapshot (applied by
-//!   `procflow_snap::reader::State`) and folded into time intervals per
+//!   `procflow_format::reader::State`) and folded into time intervals per
 //!   socket and per (inode, process).
 
 pub mod archive;
-pub mod procnet;
+pub use procflow_format::procnet;
 pub mod timeline;
 
 use serde::Serialize;

@@ -2,7 +2,7 @@
 //! folded into runs.
 //!
 //! The state is applied by the format's own reader
-//! (`procflow_snap::reader::State`: a keyframe replaces the state, a delta
+//! (`procflow_format::reader::State`: a keyframe replaces the state, a delta
 //! applies its changes, an `unchanged` table keeps its rows); this module
 //! decides what is kept of it (tcp and udp rows, parsed with the host's byte
 //! order) and words its problems. After each snapshot every socket and
@@ -13,9 +13,9 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
-use procflow_snap::delta::{FdEntry, FdStatus, RowKeeper};
-use procflow_snap::layout::{ClockReading, ProcessRecord, SnapshotMeta, TableStored};
-use procflow_snap::reader::{Problem, ProblemKind, Snapshot, State};
+use procflow_format::delta::{FdEntry, FdStatus, RowKeeper};
+use procflow_format::layout::{ClockReading, ProcessRecord, SnapshotMeta, TableStored};
+use procflow_format::reader::{Problem, ProblemKind, Snapshot, State};
 
 use super::procnet::{canonical_ip, parse_row, ByteOrder, ProcNetRow, STATE_LISTEN};
 use super::SnapshotDiagnostics;
@@ -552,7 +552,7 @@ impl Timeline {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use procflow_snap::layout::{
+    use procflow_format::layout::{
         fds_member, net_member, parse_member, procs_member, row_identity, FdWalk, NetnsEntry,
         SnapshotKind, TableEntry, NET_TABLES,
     };

@@ -1,0 +1,21 @@
+//! procflow-format: the bundle contract that the recorder (`procflow-snap`)
+//! and the analyzer (`procflow`) both compile against. Pure code over bytes
+//! and `std::io::Read`: no libc, no live /proc access, no `unsafe`.
+//!
+//! - [`layout`]: file and member names, the manifest, snapshot metadata,
+//!   fd and delta lines, row identities: the format's Rust description
+//!   (`docs/archive-format.md` says the same in prose).
+//! - [`procfs`]: pure parsers of the /proc text the recorder reads
+//!   (stat, status, cmdline, cgroup, table rows).
+//! - [`delta`]: keyframes and deltas, both directions (computing them on
+//!   the host, applying them when reading).
+//! - [`reader`]: the format's one reader, streaming snapshots out of
+//!   archives (also cut ones) and applying them to a state.
+//! - [`procnet`]: /proc/net/{tcp,udp}{,6} rows parsed into typed sockets
+//!   with the recorded host byte order.
+
+pub mod delta;
+pub mod layout;
+pub mod procfs;
+pub mod procnet;
+pub mod reader;
