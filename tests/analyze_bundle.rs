@@ -117,6 +117,7 @@ fn manifest(format_version: u32) -> Manifest {
         capture_files: vec!["capture-1.pcap".into()],
         snapshots: 5,
         errors: vec![],
+        sources: vec![],
     }
 }
 

@@ -63,6 +63,12 @@ pub fn procs_member(seq: u64) -> String {
     format!("{}/procs.jsonl", snapshot_dir(seq))
 }
 
+/// Member holding one JSON [`EventRecord`] per line: what the recorder's
+/// event sources saw between the previous snapshot and this one.
+pub fn events_member(seq: u64) -> String {
+    format!("{}/events.jsonl", snapshot_dir(seq))
+}
+
 /// Member holding the [`SnapshotMeta`]. It is always the last member of its
 /// snapshot: a snapshot whose `meta.json` is absent or cut is incomplete.
 pub fn meta_member(seq: u64) -> String {
@@ -93,6 +99,11 @@ pub enum Member {
         /// Snapshot sequence number.
         seq: u64,
     },
+    /// Socket events seen since the previous snapshot ([`EventRecord`]).
+    Events {
+        /// Snapshot sequence number.
+        seq: u64,
+    },
     /// The snapshot's metadata, its last member.
     Meta {
         /// Snapshot sequence number.
@@ -111,6 +122,7 @@ pub fn parse_member(name: &str) -> Option<Member> {
     match rest {
         "fds" => Some(Member::Fds { seq }),
         "procs.jsonl" => Some(Member::Procs { seq }),
+        "events.jsonl" => Some(Member::Events { seq }),
         "meta.json" => Some(Member::Meta { seq }),
         _ => {
             let rest = rest.strip_prefix("net/")?;
@@ -180,6 +192,73 @@ pub struct Manifest {
     /// Every error met while recording, summarized (per-snapshot details are
     /// in each snapshot's `meta.json`).
     pub errors: Vec<RecordError>,
+    /// The evidence sources the recorder tried, in the order it prefers
+    /// them, each with whether it was used and why not. Empty in bundles
+    /// written before sources were recorded (periodic /proc reads only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceInfo>,
+}
+
+/// One evidence source of the recorder and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// Source name, e.g. `proc-poll`, `tracepoint:sock:inet_sock_set_state`,
+    /// `sock-diag`, `proc-connector`, `conntrack` (docs/archive-format.md
+    /// lists them).
+    pub name: String,
+    /// Whether it was used.
+    pub used: bool,
+    /// Why it was not used (the errno or the missing facility), or a short
+    /// note on how it was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// One socket event seen by an event source of the recorder, written to the
+/// `events.jsonl` member of the next snapshot. It says that process `pid`
+/// (thread `tid`) owned a socket with these endpoints at `mono_ns`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// The source that saw it (a [`SourceInfo::name`]), e.g.
+    /// `tracepoint:sock:inet_sock_set_state`.
+    pub source: String,
+    /// What happened: `connect` (TCP active open), `accept`, `send` (UDP
+    /// datagram), `close`, `lookup` (a socket looked up when its first
+    /// packet was seen), ...
+    pub kind: String,
+    /// CLOCK_MONOTONIC of the event, ns (convert with the snapshots'
+    /// [`ClockReading`]s).
+    pub mono_ns: i64,
+    /// Process (thread group) id.
+    pub pid: u32,
+    /// Thread id.
+    #[serde(default)]
+    pub tid: u32,
+    /// Field 22 of /proc/PID/stat, read when the event was handled;
+    /// `None` when the process was already gone.
+    #[serde(default)]
+    pub start_time: Option<u64>,
+    /// /proc/PID/comm (or the kernel's task comm of the event).
+    #[serde(default)]
+    pub comm: Option<String>,
+    /// Network namespace inode of the process, when it could be read.
+    #[serde(default)]
+    pub netns: Option<u64>,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// Local address, IPv4 dotted or IPv6 RFC 5952.
+    pub local_ip: String,
+    /// Local port.
+    pub local_port: u16,
+    /// Remote address; `None` for an unconnected socket.
+    #[serde(default)]
+    pub remote_ip: Option<String>,
+    /// Remote port; `None` for an unconnected socket.
+    #[serde(default)]
+    pub remote_port: Option<u16>,
+    /// Socket inode, when the source knows it.
+    #[serde(default)]
+    pub inode: Option<u64>,
 }
 
 /// A clock reading with its human form.

@@ -19,8 +19,8 @@ use std::path::Path;
 
 use crate::delta::{apply_delta, apply_fds, FdState, FdStatus, RawRows, RowKeeper, TableState};
 use crate::layout::{
-    fds_member, meta_member, net_member, parse_member, Member, ProcessRecord, SnapshotKind,
-    SnapshotMeta, TableStored,
+    fds_member, meta_member, net_member, parse_member, EventRecord, Member, ProcessRecord,
+    SnapshotKind, SnapshotMeta, TableStored,
 };
 
 /// One complete snapshot: its meta and its other members' bytes.
@@ -161,6 +161,7 @@ fn member_seq(m: &Member) -> u64 {
         Member::Net { seq, .. }
         | Member::Fds { seq }
         | Member::Procs { seq }
+        | Member::Events { seq }
         | Member::Meta { seq } => *seq,
     }
 }
@@ -416,6 +417,8 @@ pub struct Applied {
     pub applied: bool,
     /// Its process records, in member order.
     pub processes: Vec<ProcessRecord>,
+    /// Its socket events, in member order.
+    pub events: Vec<EventRecord>,
     /// Its problems, tables first, then fds, then process records.
     pub problems: Vec<Problem>,
 }
@@ -499,6 +502,25 @@ impl<K: RowKeeper> State<K> {
                         name.clone(),
                         i + 1,
                         ProblemKind::BadLine(format!("process record: {e}")),
+                    )),
+                }
+            }
+        }
+        let events = s
+            .members
+            .iter()
+            .find(|m| matches!(m.1, Member::Events { .. }));
+        if let Some((name, _, data)) = events {
+            for (i, line) in String::from_utf8_lossy(data).lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match serde_json::from_str::<EventRecord>(line) {
+                    Ok(e) => out.events.push(e),
+                    Err(e) => out.problems.push(problem(
+                        name.clone(),
+                        i + 1,
+                        ProblemKind::BadLine(format!("event record: {e}")),
                     )),
                 }
             }

@@ -841,6 +841,7 @@ pub fn run(cfg: Config) -> i32 {
         capture_files: Vec::new(),
         snapshots: 0,
         errors: rec.errors.to_vec(),
+        sources: Vec::new(),
     };
     let stop = match manifest_while_recording(&cfg.out, &manifest) {
         Ok(()) => {
