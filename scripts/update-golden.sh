@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin procflow
-bin=target/release/procflow
+bin="${CARGO_TARGET_DIR:-target}/release/procflow"
 out=testdata/golden
 rm -rf "$out"
 mkdir -p "$out/flows" "$out/analyze"
