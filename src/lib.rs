@@ -21,6 +21,11 @@
 //! bundle to its reports). The command line itself lives in the binary.
 //!
 //! [`time`] formats timestamps as RFC 3339 UTC with nanoseconds.
+//!
+//! Evidence handling: [`verify`] checks a bundle's integrity, how its
+//! recorder ended, capture drops and unreadable fds; [`hostile`] escapes
+//! bundle text for the terminal and for CSV; [`outdir`] writes reports
+//! without ever writing into a bundle, through a planted link, or half.
 
 pub mod analyze;
 pub mod attribute;
@@ -28,7 +33,10 @@ pub mod capture;
 pub mod decode;
 pub mod flow;
 pub mod flows;
+pub mod hostile;
+pub mod outdir;
 pub mod report;
 mod sha1;
 pub mod snapshot;
 pub mod time;
+pub mod verify;
