@@ -35,6 +35,7 @@ pub mod flow;
 pub mod flows;
 pub mod hostile;
 pub mod outdir;
+pub mod packet;
 pub mod report;
 mod sha1;
 pub mod snapshot;
