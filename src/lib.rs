@@ -14,7 +14,8 @@
 //!    the aggregation that builds it, and Community ID.
 //! 4. [`snapshot`]: the bundle's archives read into a socket timeline.
 //! 5. [`attribute`]: each flow joined to the socket and process that owned it.
-//! 6. [`report`]: the report files of `procflow analyze`.
+//! 6. [`report`]: the report files of `procflow analyze`; [`overview`]: the
+//!    top processes, endpoints and traffic over time they show.
 //! 7. [`commands`]: the command-line subcommands (`procflow flows`,
 //!    `procflow analyze`).
 //!
@@ -25,6 +26,7 @@ pub mod capture;
 pub mod commands;
 pub mod decode;
 pub mod flow;
+pub mod overview;
 pub mod report;
 mod sha1;
 pub mod snapshot;

@@ -20,8 +20,10 @@ use sha2::{Digest, Sha256};
 use crate::attribute::{self, HostContext, Options};
 use crate::capture::{self, Replay, ReplayOptions};
 use crate::flow::community_id;
+use crate::overview::{visible, Overview};
 use crate::report::connections_csv::ConnectionsCsv;
 use crate::report::connections_jsonl::ConnectionsJsonl;
+use crate::report::html::{HtmlInput, HtmlReport};
 use crate::report::processes_csv::ProcessesCsv;
 use crate::report::summary::{FileHash, Summary, SummaryInput};
 use crate::report::{hex, HashingWriter, ReportInput, ReportWriter};
@@ -32,10 +34,11 @@ use crate::snapshot::SnapshotDiagnostics;
 use crate::time::rfc3339_ns;
 
 /// Names of the files `analyze` writes, summary last.
-pub const REPORT_FILES: [&str; 4] = [
+pub const REPORT_FILES: [&str; 5] = [
     "connections.csv",
     "connections.jsonl",
     "processes.csv",
+    "report.html",
     "summary.json",
 ];
 
@@ -69,6 +72,10 @@ pub struct Args {
     /// says `"sha256": null` and `"recorded_hash": "not-checked"`.
     #[arg(long)]
     pub no_hash: bool,
+    /// Print only warnings and the one-line result, not the summary of top
+    /// processes and endpoints (for scripts).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// Parses `30s`, `500ms`, `2m`, `1h`, `250us`, or a plain number of
@@ -298,6 +305,62 @@ fn capture_range(r: &Replay) -> Option<(i64, i64)> {
     Some((first, last))
 }
 
+/// Diagnostics shown in report.html's evidence block.
+fn html_warnings(replay: &Replay, diag: &SnapshotDiagnostics) -> Vec<String> {
+    let mut w = Vec::new();
+    for f in &replay.files {
+        if let Some(e) = &f.error {
+            w.push(format!("{}: unreadable: {e}", f.path.display()));
+        }
+    }
+    if !replay.problem_counts.is_empty() {
+        let kinds: Vec<String> = replay
+            .problem_counts
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        w.push(format!("capture problems: {}", kinds.join(", ")));
+    }
+    for c in &diag.cut_archives {
+        w.push(format!(
+            "{}: archive cut at byte offset {} of {} ({})",
+            c.archive, c.offset, c.size, c.reason
+        ));
+    }
+    w.extend(diag.warnings.iter().cloned());
+    if diag.bad_lines > 0 {
+        w.push(format!(
+            "{} unusable /proc or listing line(s)",
+            diag.bad_lines
+        ));
+    }
+    w
+}
+
+/// The evidence status lines of the terminal summary: how the recorder
+/// ended and whether the inputs match the bundle's SHA256SUMS.
+fn evidence_status(bundle: &Bundle, inputs: &[crate::report::summary::FileHash]) -> String {
+    let m = &bundle.manifest;
+    let mut s = format!(
+        "Evidence: recorder {} ({} snapshots, {} recorder error(s))",
+        visible(&m.status, 40),
+        m.snapshots,
+        m.errors.len()
+    );
+    let count = |what: &str| {
+        inputs
+            .iter()
+            .filter(|f| f.recorded_hash.as_deref() == Some(what))
+            .count()
+    };
+    let (ok, bad) = (count("match"), count("mismatch"));
+    let unchecked = inputs.len() - ok - bad;
+    s.push_str(&format!(
+        "; inputs: {ok} match SHA256SUMS, {bad} MISMATCH, {unchecked} not checked"
+    ));
+    s
+}
+
 /// Runs `procflow analyze`.
 pub fn run(args: Args) -> super::Result<ExitCode> {
     let pool = rayon::ThreadPoolBuilder::new()
@@ -412,15 +475,24 @@ fn analyze(args: &Args) -> super::Result<ExitCode> {
         &attributions,
         &cid,
     );
+    let overview = Overview::new(&input);
+    let html_input = HtmlInput {
+        report: &input,
+        overview: &overview,
+        bundle: args.bundle.display().to_string(),
+        inputs: &inputs,
+        warnings: html_warnings(&replay, &diag),
+    };
     let outputs = vec![
         write_report(&args.out, &ConnectionsCsv(&input))?,
         write_report(&args.out, &ConnectionsJsonl(&input))?,
         write_report(&args.out, &ProcessesCsv(&input))?,
+        write_report(&args.out, &HtmlReport(&html_input))?,
     ];
     let summary_input = SummaryInput {
         report: &input,
         bundle: args.bundle.display().to_string(),
-        inputs,
+        inputs: inputs.clone(),
         capture: super::flows::report_json(&replay),
         capture_range: crange,
         snapshots: &diag,
@@ -439,8 +511,12 @@ fn analyze(args: &Args) -> super::Result<ExitCode> {
         .filter(|r| r.attribution.method.is_attributed())
         .map(|r| r.flow.bytes_ab + r.flow.bytes_ba)
         .sum();
+    if !args.quiet {
+        eprint!("\n{}", overview.terminal(10));
+        eprintln!("{}\n", evidence_status(&bundle, &inputs));
+    }
     eprintln!(
-        "procflow analyze: {} flows, {} snapshots, {} sockets; {} of {} bytes ({:.1}%) attributed; reports in {}",
+        "procflow analyze: {} flows, {} snapshots, {} sockets; {} of {} bytes ({:.1}%) attributed; reports in {} (open report.html)",
         input.rows.len(),
         timeline.snapshots.len(),
         timeline.sockets.len(),
