@@ -20,14 +20,22 @@
 //!    `procflow analyze`).
 //!
 //! [`time`] formats timestamps as RFC 3339 UTC with nanoseconds.
+//!
+//! Evidence handling: [`verify`] checks a bundle's integrity, how its
+//! recorder ended, capture drops and unreadable fds; [`hostile`] escapes
+//! bundle text for the terminal and for CSV; [`outdir`] writes reports
+//! without ever writing into a bundle, through a planted link, or half.
 
 pub mod attribute;
 pub mod capture;
 pub mod commands;
 pub mod decode;
 pub mod flow;
+pub mod hostile;
+pub mod outdir;
 pub mod overview;
 pub mod report;
 mod sha1;
 pub mod snapshot;
 pub mod time;
+pub mod verify;

@@ -541,36 +541,16 @@ fn short_start(s: &str) -> String {
     }
 }
 
-/// A string from the bundle made safe and bounded for a terminal: control
-/// characters (C0, DEL, C1) and Unicode bidirectional or invisible format
-/// characters are shown as visible escapes (`\n`, `\x1b`, `\u{202e}`), and
-/// the result is cut to `max` characters with a trailing `…`.
+/// A string from the bundle made safe and bounded for a terminal or a
+/// page: escaped by [`crate::hostile::term`] (control and bidirectional
+/// characters shown as `\x1b`, `\u{202e}`), then cut to `max` characters
+/// with a trailing `…`.
 pub fn visible(s: &str, max: usize) -> String {
-    let mut out = String::new();
-    let mut n = 0;
-    for c in s.chars() {
-        let piece = match c {
-            '\n' => "\\n".to_string(),
-            '\t' => "\\t".to_string(),
-            '\r' => "\\r".to_string(),
-            '\\' => "\\\\".to_string(),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => format!("\\x{:02x}", c as u32),
-            c if (0x80..0xa0).contains(&(c as u32)) => format!("\\u{{{:x}}}", c as u32),
-            '\u{200b}'..='\u{200f}'
-            | '\u{202a}'..='\u{202e}'
-            | '\u{2060}'..='\u{2069}'
-            | '\u{feff}' => format!("\\u{{{:x}}}", c as u32),
-            c => c.to_string(),
-        };
-        let w = piece.chars().count();
-        if n + w > max {
-            out.push('…');
-            return out;
-        }
-        n += w;
-        out.push_str(&piece);
+    let t = crate::hostile::term(s);
+    match t.char_indices().nth(max) {
+        None => t.into_owned(),
+        Some((at, _)) => format!("{}…", &t[..at]),
     }
-    out
 }
 
 #[cfg(test)]
@@ -580,11 +560,10 @@ mod tests {
     #[test]
     fn visible_escapes_and_bounds() {
         assert_eq!(visible("curl", 10), "curl");
-        assert_eq!(visible("a\nb\x1b[31m", 20), "a\\nb\\x1b[31m");
+        assert_eq!(visible("a\nb\x1b[31m", 20), "a\\x0ab\\x1b[31m");
         assert_eq!(visible("x\u{202e}y", 20), "x\\u{202e}y");
         assert_eq!(visible("abcdef", 3), "abc…");
-        assert_eq!(visible("\u{85}", 20), "\\u{85}");
-        assert_eq!(visible("a\\b", 20), "a\\\\b");
+        assert_eq!(visible("abc", 3), "abc");
     }
 
     #[test]
