@@ -16,8 +16,10 @@
 //! 5. [`attribute`]: each flow joined to the socket and process that owned it.
 //! 6. [`report`]: the report files of `procflow analyze`; [`overview`]: the
 //!    top processes, endpoints and traffic over time they show.
-//! 7. [`commands`]: the command-line subcommands (`procflow flows`,
-//!    `procflow analyze`).
+//!
+//! The two pipelines of the `procflow` binary are plain functions over a
+//! config struct: [`flows`] (captures to a flows CSV) and [`analyze`] (a
+//! bundle to its reports). The command line itself lives in the binary.
 //!
 //! [`time`] formats timestamps as RFC 3339 UTC with nanoseconds.
 //!
@@ -26,11 +28,12 @@
 //! bundle text for the terminal and for CSV; [`outdir`] writes reports
 //! without ever writing into a bundle, through a planted link, or half.
 
+pub mod analyze;
 pub mod attribute;
 pub mod capture;
-pub mod commands;
 pub mod decode;
 pub mod flow;
+pub mod flows;
 pub mod hostile;
 pub mod outdir;
 pub mod overview;

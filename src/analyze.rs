@@ -1,24 +1,22 @@
-//! `procflow analyze BUNDLE [--pcap FILE...] --out REPORT_DIR [--threads N]
-//! [--max-gap DUR] [--force]`: replay the captures, rebuild the socket
-//! timeline from the bundle's snapshots, attribute every flow, write the
-//! reports (columns in `docs/report-schema.md`).
+//! The `analyze` pipeline: replay a bundle's captures, rebuild the socket
+//! timeline from its snapshots, attribute every flow, write the reports
+//! (columns in `docs/report-schema.md`) and hash inputs and outputs.
 //!
 //! The bundle is only read. Problems that do not prevent a result (bad
-//! packets, bad /proc lines, a cut archive, a clock step) are printed as
-//! warnings and recorded in `summary.json`.
+//! packets, bad /proc lines, a cut archive, a clock step) are handed to the
+//! caller as warnings, as they are found, and recorded in `summary.json`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read};
+use std::io::{self, BufReader, BufWriter, Read};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::attribute::{self, HostContext, Options};
-use crate::capture::{self, Replay, ReplayOptions};
+use crate::capture::{self, CaptureError, Replay, ReplayOptions};
 use crate::flow::community_id;
 use crate::overview::{visible, Overview};
 use crate::report::connections_csv::ConnectionsCsv;
@@ -27,7 +25,7 @@ use crate::report::html::{HtmlInput, HtmlReport};
 use crate::report::processes_csv::ProcessesCsv;
 use crate::report::summary::{FileHash, Summary, SummaryInput};
 use crate::report::{hex, HashingWriter, ReportInput, ReportWriter};
-use crate::snapshot::archive::Bundle;
+use crate::snapshot::archive::{Bundle, BundleError};
 use crate::snapshot::procnet::canonical_ip;
 use crate::snapshot::timeline::{Timeline, TimelineBuilder};
 use crate::snapshot::SnapshotDiagnostics;
@@ -42,75 +40,148 @@ pub const REPORT_FILES: [&str; 5] = [
     "summary.json",
 ];
 
-/// Arguments of `procflow analyze`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Args {
+/// What to analyze and how.
+#[derive(Debug, Clone)]
+pub struct AnalyzeConfig {
     /// Bundle directory written by `procflow-snap record`; its capture files
     /// (`capture-*`, `*.pcap`, `*.pcapng`) are replayed.
-    #[arg(value_name = "BUNDLE")]
     pub bundle: PathBuf,
     /// More capture files recorded separately (same host and time).
-    #[arg(long = "pcap", value_name = "FILE")]
-    pub pcap: Vec<PathBuf>,
+    pub pcaps: Vec<PathBuf>,
     /// Directory for the reports (created if absent).
-    #[arg(long, value_name = "REPORT_DIR")]
     pub out: PathBuf,
-    /// Worker threads (default: all cores). The reports are the same for any
-    /// value.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub threads: Option<u16>,
+    /// Worker threads of the replay (`None`: all cores). The reports are the
+    /// same for any value.
+    pub threads: Option<usize>,
     /// Largest time between a flow and a sighting of its socket (or of the
-    /// socket's holder), e.g. `30s`, `500ms`, `2m`.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
-    pub max_gap: i64,
-    /// Overwrite report files already in REPORT_DIR.
-    #[arg(long)]
+    /// socket's holder), ns.
+    pub max_gap_ns: i64,
+    /// Overwrite report files already in `out`.
     pub force: bool,
-    /// Do not hash the inputs (nor check them against the bundle's
-    /// SHA256SUMS). Hashing is the slowest step on large captures; skip it
-    /// only for quick re-runs on inputs already verified. `summary.json` then
-    /// says `"sha256": null` and `"recorded_hash": "not-checked"`.
-    #[arg(long)]
-    pub no_hash: bool,
-    /// Print only warnings and the one-line result, not the summary of top
-    /// processes and endpoints (for scripts).
-    #[arg(long, short)]
-    pub quiet: bool,
+    /// Hash the inputs and check them against the bundle's SHA256SUMS
+    /// (`false`: `summary.json` says `"sha256": null` and
+    /// `"recorded_hash": "not-checked"`).
+    pub hash: bool,
 }
 
-/// Parses `30s`, `500ms`, `2m`, `1h`, `250us`, or a plain number of
-/// seconds, into nanoseconds.
-pub fn parse_duration(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 30s, 500ms, 2m)"))?;
-    let mult = match unit {
-        "" | "s" => 1e9,
-        "ms" => 1e6,
-        "us" => 1e3,
-        "ns" => 1.0,
-        "m" | "min" => 60e9,
-        "h" => 3600e9,
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown unit {unit:?} (use ns, us, ms, s, m, h)"
-            ))
-        }
-    };
-    let ns = v * mult;
-    if !ns.is_finite() || !(0.0..=1e18).contains(&ns) {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(ns as i64)
+/// Why an analysis could not produce reports.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    /// The bundle cannot be opened or its archives cannot be read.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The captures cannot be replayed at all.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// The report directory is inside the bundle.
+    #[error(
+        "--out {} is inside the bundle {}; the bundle is evidence and is never written to",
+        out.display(),
+        bundle.display()
+    )]
+    OutInsideBundle {
+        /// The report directory as given.
+        out: PathBuf,
+        /// The bundle as given.
+        bundle: PathBuf,
+    },
+    /// The report directory cannot be created.
+    #[error("cannot create --out {}", out.display())]
+    CreateOut {
+        /// The report directory as given.
+        out: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Report files exist and `force` was not given.
+    #[error(
+        "{} already holds {}; choose another --out or pass --force to overwrite",
+        out.display(),
+        existing.join(", ")
+    )]
+    ReportsExist {
+        /// The report directory as given.
+        out: PathBuf,
+        /// The report files found there.
+        existing: Vec<&'static str>,
+    },
+    /// Nothing to replay.
+    #[error(
+        "{}: no capture file in the bundle (capture-*, *.pcap, *.pcapng) and no --pcap given",
+        bundle.display()
+    )]
+    NoCapture {
+        /// The bundle as given.
+        bundle: PathBuf,
+    },
+    /// An input file cannot be read for hashing.
+    #[error("{}: cannot read", path.display())]
+    ReadInput {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// No snapshot of the bundle is complete.
+    #[error(
+        "{}: no complete snapshot in the bundle's archives; nothing to attribute with",
+        bundle.display()
+    )]
+    NoSnapshot {
+        /// The bundle as given.
+        bundle: PathBuf,
+    },
+    /// The packets and the snapshots are from different times.
+    #[error(
+        "the capture ({} .. {}) and the snapshots ({} .. {}) do not overlap in time; \
+         were they recorded on the same host at the same time?",
+        rfc3339_ns(capture.0),
+        rfc3339_ns(capture.1),
+        rfc3339_ns(snapshots.0),
+        rfc3339_ns(snapshots.1)
+    )]
+    NoOverlap {
+        /// First and last packet, ns.
+        capture: (i64, i64),
+        /// First and last snapshot, ns.
+        snapshots: (i64, i64),
+    },
+    /// A report file cannot be written.
+    #[error("cannot write {}", path.display())]
+    WriteReport {
+        /// The report file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What a finished analysis found, for a one-line account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnalysisOutcome {
+    /// Flows (rows of `connections.csv`).
+    pub flows: usize,
+    /// Snapshots read.
+    pub snapshots: usize,
+    /// Sockets in the timeline.
+    pub sockets: usize,
+    /// Bytes of all flows.
+    pub bytes: u64,
+    /// Bytes of the flows attributed to a process.
+    pub attributed_bytes: u64,
+    /// Some capture file could not be read at all (the others were used).
+    pub capture_unreadable: bool,
+    /// The analyst's summary for the terminal: top processes and remote
+    /// endpoints, unattributed bytes by reason, evidence status; bundle
+    /// strings escaped, every table bounded.
+    pub terminal_summary: String,
 }
 
 /// SHA-256 and size of a file.
-fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+fn hash_file(path: &Path) -> io::Result<(String, u64)> {
     let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -141,7 +212,11 @@ fn read_sha256sums(bundle: &Path) -> Option<HashMap<String, String>> {
 }
 
 /// Hashes the inputs in parallel, comparing bundle files to SHA256SUMS.
-fn hash_inputs(bundle: &Bundle, extra: &[PathBuf], hash: bool) -> Result<Vec<FileHash>, String> {
+fn hash_inputs(
+    bundle: &Bundle,
+    extra: &[PathBuf],
+    hash: bool,
+) -> Result<Vec<FileHash>, AnalyzeError> {
     let sums = read_sha256sums(&bundle.dir);
     let mut files: Vec<(String, PathBuf, bool)> =
         vec![("manifest".into(), bundle.manifest_path.clone(), true)];
@@ -163,12 +238,16 @@ fn hash_inputs(bundle: &Bundle, extra: &[PathBuf], hash: bool) -> Result<Vec<Fil
         .par_iter()
         .map(|(role, path, in_bundle)| {
             let (sha256, bytes) = if hash {
-                let (h, n) =
-                    hash_file(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+                let (h, n) = hash_file(path).map_err(|source| AnalyzeError::ReadInput {
+                    path: path.clone(),
+                    source,
+                })?;
                 (Some(h), n)
             } else {
-                let meta = std::fs::metadata(path)
-                    .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+                let meta = std::fs::metadata(path).map_err(|source| AnalyzeError::ReadInput {
+                    path: path.clone(),
+                    source,
+                })?;
                 (None, meta.len())
             };
             let recorded_hash = if *in_bundle {
@@ -200,12 +279,10 @@ fn hash_inputs(bundle: &Bundle, extra: &[PathBuf], hash: bool) -> Result<Vec<Fil
 }
 
 /// Reads the snapshots of a bundle into a timeline.
-pub fn read_timeline(bundle: &Bundle) -> Result<(Timeline, SnapshotDiagnostics), String> {
+pub fn read_timeline(bundle: &Bundle) -> Result<(Timeline, SnapshotDiagnostics), BundleError> {
     let mut builder = TimelineBuilder::new(bundle.byte_order);
     let mut diag = SnapshotDiagnostics::default();
-    bundle
-        .read_snapshots(&mut builder, &mut diag)
-        .map_err(|e| e.to_string())?;
+    bundle.read_snapshots(&mut builder, &mut diag)?;
     Ok((builder.finish(), diag))
 }
 
@@ -230,18 +307,19 @@ fn resolve(p: &Path) -> Option<PathBuf> {
 
 /// The report directory: created if absent; existing report files are an
 /// error unless `force`. Refuses the bundle directory itself.
-fn prepare_out(out: &Path, bundle: &Path, force: bool) -> Result<(), String> {
+fn prepare_out(out: &Path, bundle: &Path, force: bool) -> Result<(), AnalyzeError> {
     if let (Some(o), Ok(b)) = (resolve(out), bundle.canonicalize()) {
         if o.starts_with(&b) {
-            return Err(format!(
-                "--out {} is inside the bundle {}; the bundle is evidence and is never written to",
-                out.display(),
-                bundle.display()
-            ));
+            return Err(AnalyzeError::OutInsideBundle {
+                out: out.to_path_buf(),
+                bundle: bundle.to_path_buf(),
+            });
         }
     }
-    std::fs::create_dir_all(out)
-        .map_err(|e| format!("cannot create --out {}: {e}", out.display()))?;
+    std::fs::create_dir_all(out).map_err(|source| AnalyzeError::CreateOut {
+        out: out.to_path_buf(),
+        source,
+    })?;
     if !force {
         let existing: Vec<&str> = REPORT_FILES
             .iter()
@@ -249,19 +327,21 @@ fn prepare_out(out: &Path, bundle: &Path, force: bool) -> Result<(), String> {
             .filter(|f| out.join(f).exists())
             .collect();
         if !existing.is_empty() {
-            return Err(format!(
-                "{} already holds {}; choose another --out or pass --force to overwrite",
-                out.display(),
-                existing.join(", ")
-            ));
+            return Err(AnalyzeError::ReportsExist {
+                out: out.to_path_buf(),
+                existing,
+            });
         }
     }
     Ok(())
 }
 
-fn write_report(dir: &Path, w: &dyn ReportWriter) -> Result<FileHash, String> {
+fn write_report(dir: &Path, w: &dyn ReportWriter) -> Result<FileHash, AnalyzeError> {
     let path = dir.join(w.file_name());
-    let err = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let err = |source: io::Error| AnalyzeError::WriteReport {
+        path: path.clone(),
+        source,
+    };
     let file = File::create(&path).map_err(err)?;
     let mut hw = HashingWriter::new(BufWriter::with_capacity(1 << 16, file));
     w.write(&mut hw).map_err(err)?;
@@ -361,29 +441,24 @@ fn evidence_status(bundle: &Bundle, inputs: &[crate::report::summary::FileHash])
     s
 }
 
-/// Runs `procflow analyze`.
-pub fn run(args: Args) -> super::Result<ExitCode> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads.map_or(0, usize::from))
-        .build()
-        .map_err(|e| format!("cannot start worker threads: {e}"))?;
-    pool.install(|| analyze(&args))
-}
-
-fn analyze(args: &Args) -> super::Result<ExitCode> {
-    let bundle = Bundle::open(&args.bundle)?;
-    prepare_out(&args.out, &args.bundle, args.force)?;
+/// Runs the analysis: reports written into `cfg.out`. Warnings (problems
+/// that do not prevent a result) go to `on_warning` as they are found, one
+/// sentence each. Runs on the current rayon pool.
+pub fn run_analysis(
+    cfg: &AnalyzeConfig,
+    on_warning: &mut dyn FnMut(&str),
+) -> Result<AnalysisOutcome, AnalyzeError> {
+    let bundle = Bundle::open(&cfg.bundle)?;
+    prepare_out(&cfg.out, &cfg.bundle, cfg.force)?;
     let mut captures = bundle.captures.clone();
-    captures.extend(args.pcap.iter().cloned());
+    captures.extend(cfg.pcaps.iter().cloned());
     if captures.is_empty() {
-        return Err(format!(
-            "{}: no capture file in the bundle (capture-*, *.pcap, *.pcapng) and no --pcap given",
-            args.bundle.display()
-        )
-        .into());
+        return Err(AnalyzeError::NoCapture {
+            bundle: cfg.bundle.clone(),
+        });
     }
     let opts = ReplayOptions {
-        threads: args.threads.map(usize::from),
+        threads: cfg.threads,
         ..ReplayOptions::default()
     };
     // Replay, the timeline and the input hashes are independent: run them
@@ -393,7 +468,7 @@ fn analyze(args: &Args) -> super::Result<ExitCode> {
         || {
             rayon::join(
                 || read_timeline(&bundle),
-                || hash_inputs(&bundle, &args.pcap, !args.no_hash),
+                || hash_inputs(&bundle, &cfg.pcaps, cfg.hash),
             )
         },
     );
@@ -401,11 +476,11 @@ fn analyze(args: &Args) -> super::Result<ExitCode> {
     let (timeline, diag) = timeline?;
     let inputs = hashes?;
     for p in &replay.problems {
-        eprintln!("procflow: warning: {p}");
+        on_warning(&p.to_string());
     }
     for c in &diag.cut_archives {
-        eprintln!(
-            "procflow: warning: {}: archive cut at byte offset {} of {} ({}); read up to {}",
+        on_warning(&format!(
+            "{}: archive cut at byte offset {} of {} ({}); read up to {}",
             c.archive,
             c.offset,
             c.size,
@@ -414,57 +489,50 @@ fn analyze(args: &Args) -> super::Result<ExitCode> {
                 .map_or("no complete snapshot".to_string(), |s| format!(
                     "snapshot {s}"
                 ))
-        );
+        ));
     }
     for w in &diag.warnings {
-        eprintln!("procflow: warning: {w}");
+        on_warning(&w.to_string());
     }
     if diag.bad_lines > 0 {
         let first = diag.bad_line_details.first();
-        eprintln!(
-            "procflow: warning: {} unusable /proc or listing line(s){}",
+        on_warning(&format!(
+            "{} unusable /proc or listing line(s){}",
             diag.bad_lines,
             first.map_or(String::new(), |b| format!(
                 ", first: {} {} line {}: {}",
                 b.archive, b.member, b.line, b.reason
             ))
-        );
+        ));
     }
     let Some((s0, s1)) = timeline.time_range() else {
-        return Err(format!(
-            "{}: no complete snapshot in the bundle's archives; nothing to attribute with",
-            args.bundle.display()
-        )
-        .into());
+        return Err(AnalyzeError::NoSnapshot {
+            bundle: cfg.bundle.clone(),
+        });
     };
     let crange = capture_range(&replay);
     if let Some((c0, c1)) = crange {
         if c1 < s0 || c0 > s1 {
-            return Err(format!(
-                "the capture ({} .. {}) and the snapshots ({} .. {}) do not overlap in time; \
-                 were they recorded on the same host at the same time?",
-                rfc3339_ns(c0),
-                rfc3339_ns(c1),
-                rfc3339_ns(s0),
-                rfc3339_ns(s1)
-            )
-            .into());
+            return Err(AnalyzeError::NoOverlap {
+                capture: (c0, c1),
+                snapshots: (s0, s1),
+            });
         }
     } else {
-        eprintln!("procflow: warning: the captures hold no IP flow");
+        on_warning("the captures hold no IP flow");
     }
     if let Some((step, seq)) = timeline.largest_clock_step() {
         if step.unsigned_abs() >= 100_000_000 {
-            eprintln!(
-                "procflow: warning: the realtime clock stepped by {:.3} s before snapshot {seq}; \
+            on_warning(&format!(
+                "the realtime clock stepped by {:.3} s before snapshot {seq}; \
                  times near it may be off by that much",
                 step as f64 / 1e9
-            );
+            ));
         }
     }
     let ctx = host_context(&bundle);
     let aopts = Options {
-        max_gap_ns: args.max_gap,
+        max_gap_ns: cfg.max_gap_ns,
     };
     let attributions = attribute::attribute_all(&timeline, &ctx, &aopts, &replay.flows);
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
@@ -479,27 +547,27 @@ fn analyze(args: &Args) -> super::Result<ExitCode> {
     let html_input = HtmlInput {
         report: &input,
         overview: &overview,
-        bundle: args.bundle.display().to_string(),
+        bundle: cfg.bundle.display().to_string(),
         inputs: &inputs,
         warnings: html_warnings(&replay, &diag),
     };
     let outputs = vec![
-        write_report(&args.out, &ConnectionsCsv(&input))?,
-        write_report(&args.out, &ConnectionsJsonl(&input))?,
-        write_report(&args.out, &ProcessesCsv(&input))?,
-        write_report(&args.out, &HtmlReport(&html_input))?,
+        write_report(&cfg.out, &ConnectionsCsv(&input))?,
+        write_report(&cfg.out, &ConnectionsJsonl(&input))?,
+        write_report(&cfg.out, &ProcessesCsv(&input))?,
+        write_report(&cfg.out, &HtmlReport(&html_input))?,
     ];
     let summary_input = SummaryInput {
         report: &input,
-        bundle: args.bundle.display().to_string(),
+        bundle: cfg.bundle.display().to_string(),
         inputs: inputs.clone(),
-        capture: super::flows::report_json(&replay),
+        capture: crate::flows::report_json(&replay),
         capture_range: crange,
         snapshots: &diag,
-        max_gap_ns: args.max_gap,
+        max_gap_ns: cfg.max_gap_ns,
         outputs,
     };
-    write_report(&args.out, &Summary(&summary_input))?;
+    write_report(&cfg.out, &Summary(&summary_input))?;
     let total: u64 = input
         .rows
         .iter()
@@ -511,40 +579,17 @@ fn analyze(args: &Args) -> super::Result<ExitCode> {
         .filter(|r| r.attribution.method.is_attributed())
         .map(|r| r.flow.bytes_ab + r.flow.bytes_ba)
         .sum();
-    if !args.quiet {
-        eprint!("\n{}", overview.terminal(10));
-        eprintln!("{}\n", evidence_status(&bundle, &inputs));
-    }
-    eprintln!(
-        "procflow analyze: {} flows, {} snapshots, {} sockets; {} of {} bytes ({:.1}%) attributed; reports in {} (open report.html)",
-        input.rows.len(),
-        timeline.snapshots.len(),
-        timeline.sockets.len(),
-        attributed,
-        total,
-        if total == 0 { 100.0 } else { attributed as f64 * 100.0 / total as f64 },
-        args.out.display()
-    );
-    Ok(if replay.any_file_unreadable() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
+    Ok(AnalysisOutcome {
+        flows: input.rows.len(),
+        snapshots: timeline.snapshots.len(),
+        sockets: timeline.sockets.len(),
+        bytes: total,
+        attributed_bytes: attributed,
+        capture_unreadable: replay.any_file_unreadable(),
+        terminal_summary: format!(
+            "{}{}\n",
+            overview.terminal(10),
+            evidence_status(&bundle, &inputs)
+        ),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(30_000_000_000));
-        assert_eq!(parse_duration("30"), Ok(30_000_000_000));
-        assert_eq!(parse_duration("500ms"), Ok(500_000_000));
-        assert_eq!(parse_duration("2m"), Ok(120_000_000_000));
-        assert_eq!(parse_duration("1.5s"), Ok(1_500_000_000));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("").is_err());
-    }
 }
