@@ -18,8 +18,10 @@ use sha2::{Digest, Sha256};
 use crate::attribute::{self, HostContext, Options};
 use crate::capture::{self, CaptureError, Replay, ReplayOptions};
 use crate::flow::community_id;
+use crate::overview::{visible, Overview};
 use crate::report::connections_csv::ConnectionsCsv;
 use crate::report::connections_jsonl::ConnectionsJsonl;
+use crate::report::html::{HtmlInput, HtmlReport};
 use crate::report::processes_csv::ProcessesCsv;
 use crate::report::summary::{FileHash, Summary, SummaryInput};
 use crate::report::{hex, HashingWriter, ReportInput, ReportWriter};
@@ -30,10 +32,11 @@ use crate::snapshot::SnapshotDiagnostics;
 use crate::time::rfc3339_ns;
 
 /// Names of the files `analyze` writes, summary last.
-pub const REPORT_FILES: [&str; 4] = [
+pub const REPORT_FILES: [&str; 5] = [
     "connections.csv",
     "connections.jsonl",
     "processes.csv",
+    "report.html",
     "summary.json",
 ];
 
@@ -157,7 +160,7 @@ pub enum AnalyzeError {
 }
 
 /// What a finished analysis found, for a one-line account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnalysisOutcome {
     /// Flows (rows of `connections.csv`).
     pub flows: usize,
@@ -171,6 +174,10 @@ pub struct AnalysisOutcome {
     pub attributed_bytes: u64,
     /// Some capture file could not be read at all (the others were used).
     pub capture_unreadable: bool,
+    /// The analyst's summary for the terminal: top processes and remote
+    /// endpoints, unattributed bytes by reason, evidence status; bundle
+    /// strings escaped, every table bounded.
+    pub terminal_summary: String,
 }
 
 /// SHA-256 and size of a file.
@@ -378,6 +385,62 @@ fn capture_range(r: &Replay) -> Option<(i64, i64)> {
     Some((first, last))
 }
 
+/// Diagnostics shown in report.html's evidence block.
+fn html_warnings(replay: &Replay, diag: &SnapshotDiagnostics) -> Vec<String> {
+    let mut w = Vec::new();
+    for f in &replay.files {
+        if let Some(e) = &f.error {
+            w.push(format!("{}: unreadable: {e}", f.path.display()));
+        }
+    }
+    if !replay.problem_counts.is_empty() {
+        let kinds: Vec<String> = replay
+            .problem_counts
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        w.push(format!("capture problems: {}", kinds.join(", ")));
+    }
+    for c in &diag.cut_archives {
+        w.push(format!(
+            "{}: archive cut at byte offset {} of {} ({})",
+            c.archive, c.offset, c.size, c.reason
+        ));
+    }
+    w.extend(diag.warnings.iter().cloned());
+    if diag.bad_lines > 0 {
+        w.push(format!(
+            "{} unusable /proc or listing line(s)",
+            diag.bad_lines
+        ));
+    }
+    w
+}
+
+/// The evidence status lines of the terminal summary: how the recorder
+/// ended and whether the inputs match the bundle's SHA256SUMS.
+fn evidence_status(bundle: &Bundle, inputs: &[crate::report::summary::FileHash]) -> String {
+    let m = &bundle.manifest;
+    let mut s = format!(
+        "Evidence: recorder {} ({} snapshots, {} recorder error(s))",
+        visible(&m.status, 40),
+        m.snapshots,
+        m.errors.len()
+    );
+    let count = |what: &str| {
+        inputs
+            .iter()
+            .filter(|f| f.recorded_hash.as_deref() == Some(what))
+            .count()
+    };
+    let (ok, bad) = (count("match"), count("mismatch"));
+    let unchecked = inputs.len() - ok - bad;
+    s.push_str(&format!(
+        "; inputs: {ok} match SHA256SUMS, {bad} MISMATCH, {unchecked} not checked"
+    ));
+    s
+}
+
 /// Runs the analysis: reports written into `cfg.out`. Warnings (problems
 /// that do not prevent a result) go to `on_warning` as they are found, one
 /// sentence each. Runs on the current rayon pool.
@@ -480,15 +543,24 @@ pub fn run_analysis(
         &attributions,
         &cid,
     );
+    let overview = Overview::new(&input);
+    let html_input = HtmlInput {
+        report: &input,
+        overview: &overview,
+        bundle: cfg.bundle.display().to_string(),
+        inputs: &inputs,
+        warnings: html_warnings(&replay, &diag),
+    };
     let outputs = vec![
         write_report(&cfg.out, &ConnectionsCsv(&input))?,
         write_report(&cfg.out, &ConnectionsJsonl(&input))?,
         write_report(&cfg.out, &ProcessesCsv(&input))?,
+        write_report(&cfg.out, &HtmlReport(&html_input))?,
     ];
     let summary_input = SummaryInput {
         report: &input,
         bundle: cfg.bundle.display().to_string(),
-        inputs,
+        inputs: inputs.clone(),
         capture: crate::flows::report_json(&replay),
         capture_range: crange,
         snapshots: &diag,
@@ -514,5 +586,10 @@ pub fn run_analysis(
         bytes: total,
         attributed_bytes: attributed,
         capture_unreadable: replay.any_file_unreadable(),
+        terminal_summary: format!(
+            "{}{}\n",
+            overview.terminal(10),
+            evidence_status(&bundle, &inputs)
+        ),
     })
 }

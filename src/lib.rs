@@ -14,7 +14,8 @@
 //!    the aggregation that builds it, and Community ID.
 //! 4. [`snapshot`]: the bundle's archives read into a socket timeline.
 //! 5. [`attribute`]: each flow joined to the socket and process that owned it.
-//! 6. [`report`]: the report files of `procflow analyze`.
+//! 6. [`report`]: the report files of `procflow analyze`; [`overview`]: the
+//!    top processes, endpoints and traffic over time they show.
 //!
 //! The two pipelines of the `procflow` binary are plain functions over a
 //! config struct: [`flows`] (captures to a flows CSV) and [`analyze`] (a
@@ -35,6 +36,8 @@ pub mod flow;
 pub mod flows;
 pub mod hostile;
 pub mod outdir;
+pub mod overview;
+pub mod packet;
 pub mod report;
 mod sha1;
 pub mod snapshot;

@@ -1,5 +1,5 @@
 //! `procflow analyze BUNDLE [--pcap FILE...] --out REPORT_DIR [--threads N]
-//! [--max-gap DUR] [--force] [--no-hash]`: the command line of
+//! [--max-gap DUR] [--force] [--no-hash] [--quiet]`: the command line of
 //! [`procflow::analyze`], with its warnings and one closing line on stderr.
 
 use anyhow::Context;
@@ -37,6 +37,10 @@ pub struct Args {
     /// says `"sha256": null` and `"recorded_hash": "not-checked"`.
     #[arg(long)]
     pub no_hash: bool,
+    /// Print only warnings and the one-line result, not the summary of top
+    /// processes and endpoints (for scripts).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// Runs `procflow analyze`: exit 0, or 1 when some capture file could not
@@ -57,15 +61,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("cannot start worker threads")?;
     let mut warn = |w: &str| eprintln!("procflow: warning: {w}");
     let o = pool.install(|| run_analysis(&cfg, &mut warn))?;
+    if !args.quiet {
+        eprint!("\n{}\n", o.terminal_summary);
+    }
     eprintln!(
-        "procflow analyze: {} flows, {} snapshots, {} sockets; {} of {} bytes ({:.1}%) attributed; reports in {}",
+        "procflow analyze: {} flows, {} snapshots, {} sockets; {} of {} bytes ({:.1}%) attributed; reports in {} (open report.html)",
         o.flows,
         o.snapshots,
         o.sockets,
         o.attributed_bytes,
         o.bytes,
         if o.bytes == 0 { 100.0 } else { o.attributed_bytes as f64 * 100.0 / o.bytes as f64 },
-        cfg.out.display()
+        procflow::hostile::term_path(&cfg.out)
     );
     Ok(if o.capture_unreadable {
         ExitCode::from(1)

@@ -7,6 +7,7 @@
 
 pub mod connections_csv;
 pub mod connections_jsonl;
+pub mod html;
 pub mod processes_csv;
 pub mod summary;
 
@@ -457,7 +458,9 @@ impl<'a> ReportInput<'a> {
         }
     }
 
-    /// Per-process totals plus one row per unattribution reason present.
+    /// Per-process totals plus one row per unattribution reason present:
+    /// processes first, by total bytes (in + out) descending, then pid and
+    /// start time; then the reasons, by bytes descending, then reason order.
     pub fn process_rows(&self) -> Vec<ProcessRow> {
         let mut by: BTreeMap<(u8, u32, u64), ProcessRow> = BTreeMap::new();
         for r in &self.rows {
@@ -487,7 +490,15 @@ impl<'a> ReportInput<'a> {
             e.first_seen_ns = e.first_seen_ns.min(r.flow.first_seen_ns);
             e.last_seen_ns = e.last_seen_ns.max(r.flow.last_seen_ns);
         }
-        by.into_values().collect()
+        let mut rows: Vec<((u8, u32, u64), ProcessRow)> = by.into_iter().collect();
+        // The map's key order (pid, start; reason) breaks byte ties.
+        rows.sort_by(|(ka, a), (kb, b)| {
+            let total = |r: &ProcessRow| r.counters[2] + r.counters[3];
+            ka.0.cmp(&kb.0)
+                .then(total(b).cmp(&total(a)))
+                .then(ka.cmp(kb))
+        });
+        rows.into_iter().map(|(_, r)| r).collect()
     }
 }
 
