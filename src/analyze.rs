@@ -29,6 +29,7 @@ use crate::snapshot::archive::{Bundle, BundleError};
 use crate::snapshot::procnet::canonical_ip;
 use crate::snapshot::timeline::{Timeline, TimelineBuilder};
 use crate::snapshot::SnapshotDiagnostics;
+use crate::split;
 use crate::time::rfc3339_ns;
 
 /// Names of the files `analyze` writes, summary last.
@@ -535,14 +536,32 @@ pub fn run_analysis(
         max_gap_ns: cfg.max_gap_ns,
     };
     let attributions = attribute::attribute_all(&timeline, &ctx, &aopts, &replay.flows);
+    // Ownership at packet time: flows whose socket changed owner are cut,
+    // from their packets read again.
+    let cuts = split::plan(&timeline, &ctx, &replay.flows, &attributions);
+    let (flows, attributions) = if cuts.is_empty() {
+        (replay.flows.clone(), attributions)
+    } else {
+        let again = ReplayOptions {
+            keep_packets_of: cuts
+                .iter()
+                .filter_map(|c| replay.flows.get(c.index).cloned())
+                .collect(),
+            ..opts.clone()
+        };
+        let packets = capture::replay(&captures, &again)?.packets;
+        split::apply(
+            &timeline,
+            &ctx,
+            &aopts,
+            replay.flows.clone(),
+            attributions,
+            &cuts,
+            &packets,
+        )
+    };
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
-    let input = ReportInput::new(
-        &bundle.manifest,
-        &timeline,
-        &replay.flows,
-        &attributions,
-        &cid,
-    );
+    let input = ReportInput::new(&bundle.manifest, &timeline, &flows, &attributions, &cid);
     let overview = Overview::new(&input);
     let html_input = HtmlInput {
         report: &input,

@@ -41,5 +41,6 @@ pub mod packet;
 pub mod report;
 mod sha1;
 pub mod snapshot;
+pub mod split;
 pub mod time;
 pub mod verify;
