@@ -26,7 +26,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::flow::{ipproto, Family, Flow};
-use crate::snapshot::procnet::{canonical_ip, is_v4_mapped, STATE_LISTEN};
+use crate::snapshot::procnet::{is_v4_mapped, STATE_LISTEN};
 use crate::snapshot::timeline::{Run, Socket, Timeline, Transport};
 
 /// Default `--max-gap`: 30 s.
@@ -214,7 +214,7 @@ impl HostContext {
     /// Whether `ip` is the host's: an interface address, a loopback address,
     /// or the local address of a socket recorded in the capture namespace.
     pub fn is_local(&self, tl: &Timeline, ip: IpAddr) -> bool {
-        let ip = canonical_ip(ip);
+        let ip = ip.to_canonical();
         ip.is_loopback()
             || self.addresses.contains(&ip)
             || tl.netns_has_addr(self.capture_netns, ip)
@@ -252,7 +252,7 @@ fn namespaces_for(tl: &Timeline, ctx: &HostContext, ip: IpAddr, host_local: bool
     if host_local {
         v.push(ctx.capture_netns);
     }
-    if !canonical_ip(ip).is_loopback() {
+    if !ip.to_canonical().is_loopback() {
         for &ns in tl.netns_list() {
             if ns != ctx.capture_netns && tl.netns_has_addr(ns, ip) {
                 v.push(ns);
@@ -309,7 +309,7 @@ fn rule_accepts(rule: Method, s: &Socket, ns: u64, local: SocketAddr) -> bool {
     }
     let sip = s.key.local.ip();
     let flow_v4 = local.is_ipv4();
-    let same_addr = canonical_ip(sip) == canonical_ip(local.ip());
+    let same_addr = sip.to_canonical() == local.ip().to_canonical();
     // 0.0.0.0 accepts IPv4 only; `::` accepts both (a dual-stack socket,
     // unless IPV6_V6ONLY, which /proc does not show).
     let wildcard = sip.is_unspecified() && (flow_v4 || sip.is_ipv6());

@@ -17,7 +17,7 @@ use procflow_format::delta::{FdEntry, FdStatus, RowKeeper};
 use procflow_format::layout::{ClockReading, ProcessRecord, SnapshotMeta, TableStored};
 use procflow_format::reader::{Problem, ProblemKind, Snapshot, State};
 
-use super::procnet::{canonical_ip, parse_row, ByteOrder, ProcNetRow, STATE_LISTEN};
+use super::procnet::{parse_row, ByteOrder, ProcNetRow, STATE_LISTEN};
 use super::SnapshotDiagnostics;
 
 /// Transport protocol of a socket table.
@@ -376,8 +376,8 @@ impl TimelineBuilder {
         let mut netns_addrs: HashMap<u64, HashSet<IpAddr>> = HashMap::new();
         for (i, s) in sockets.iter().enumerate() {
             let k = &s.key;
-            let local = SocketAddr::new(canonical_ip(k.local.ip()), k.local.port());
-            let remote = SocketAddr::new(canonical_ip(k.remote.ip()), k.remote.port());
+            let local = SocketAddr::new(k.local.ip().to_canonical(), k.local.port());
+            let remote = SocketAddr::new(k.remote.ip().to_canonical(), k.remote.port());
             if !remote.ip().is_unspecified() || remote.port() != 0 {
                 exact
                     .entry((k.transport, local, remote))
@@ -499,8 +499,8 @@ impl Timeline {
     /// Sockets whose (canonical) local and remote endpoints are exactly
     /// these, in any namespace.
     pub fn exact(&self, t: Transport, local: SocketAddr, remote: SocketAddr) -> &[usize] {
-        let local = SocketAddr::new(canonical_ip(local.ip()), local.port());
-        let remote = SocketAddr::new(canonical_ip(remote.ip()), remote.port());
+        let local = SocketAddr::new(local.ip().to_canonical(), local.port());
+        let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
         self.exact
             .get(&(t, local, remote))
             .map(Vec::as_slice)
@@ -518,7 +518,7 @@ impl Timeline {
     pub fn netns_has_addr(&self, netns: u64, ip: IpAddr) -> bool {
         self.netns_addrs
             .get(&netns)
-            .is_some_and(|s| s.contains(&canonical_ip(ip)))
+            .is_some_and(|s| s.contains(&ip.to_canonical()))
     }
 
     /// Every namespace with a tcp/udp socket, sorted.
