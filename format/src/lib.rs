@@ -11,9 +11,12 @@
 //!   the host, applying them when reading).
 //! - [`reader`]: the format's one reader, streaming snapshots out of
 //!   archives (also cut ones) and applying them to a state.
+//! - [`conntrack`]: the canonical line of a connection-tracking entry
+//!   and of a conntrack event, and their pure parsers.
 //! - [`procnet`]: /proc/net/{tcp,udp}{,6} rows parsed into typed sockets
 //!   with the recorded host byte order.
 
+pub mod conntrack;
 pub mod delta;
 pub mod layout;
 pub mod procfs;
