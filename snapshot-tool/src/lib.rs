@@ -16,7 +16,6 @@
 pub mod archive;
 pub mod bundle;
 pub mod capture;
-pub mod cli;
 pub mod conntrack;
 pub mod live;
 pub mod netlink;
