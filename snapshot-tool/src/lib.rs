@@ -15,6 +15,8 @@ pub mod archive;
 pub mod bundle;
 pub mod capture;
 pub mod cli;
+pub mod events;
+pub mod ksys;
 pub mod live;
 pub mod record;
 pub mod sys;
