@@ -361,6 +361,26 @@ pub struct CaptureInfo {
     pub filter: Option<String>,
     /// tcpdump's exit status as text, filled when recording stops.
     pub exit: Option<String>,
+    /// tcpdump's own packet counters, as it printed them when it stopped
+    /// (summed over the whole capture, every rotated file included); absent
+    /// when tcpdump did not print them (killed) and in bundles written
+    /// before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<CaptureCounters>,
+}
+
+/// The counters tcpdump prints when it stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureCounters {
+    /// `N packets captured`: written to the capture files.
+    pub captured: u64,
+    /// `N packets received by filter`.
+    pub received_by_filter: u64,
+    /// `N packets dropped by kernel`: lost before tcpdump could read them.
+    pub dropped_by_kernel: u64,
+    /// `N packets dropped by interface`, when the platform reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_by_interface: Option<u64>,
 }
 
 /// An error met while recording.

@@ -231,6 +231,7 @@ pub fn start(
             iface: iface.to_string(),
             filter: filter.map(str::to_string),
             exit: None,
+            counters: None,
         },
     })
 }

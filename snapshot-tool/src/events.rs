@@ -1111,7 +1111,11 @@ mod tests {
         assert_eq!(out[1].pid, 100);
         // The same close seen in softirq context is not an owner.
         d.sample(
-            &sample(100, 3_000, &set_state_raw(&f, 0x10, 0x1000_0003, 1, 4, 1, 2)),
+            &sample(
+                100,
+                3_000,
+                &set_state_raw(&f, 0x10, 0x1000_0003, 1, 4, 1, 2),
+            ),
             &mut out,
         );
         assert_eq!(out.len(), 2);

@@ -34,13 +34,6 @@ pub const EXIT_KILLED: i32 = 130;
 /// Most errors listed in one snapshot's meta; the rest are summed into one.
 const MAX_META_ERRORS: usize = 200;
 
-/// Time between snapshots when tracepoints name socket owners as they
-/// appear: the periodic reads are then the completeness check, not the
-/// only evidence (docs/recorder.md has the measurements).
-pub const EVENT_INTERVAL: Duration = Duration::from_secs(2);
-/// Full fd walk period when tracepoints name socket owners.
-pub const EVENT_FULL_WALK: Duration = Duration::from_secs(10);
-
 /// Everything `record` and `once` need.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -68,6 +61,13 @@ pub struct Config {
     pub archive_bytes: u64,
     /// Single snapshot (`once`).
     pub once: bool,
+    /// Which evidence sources to try (`--sources`).
+    pub sources: SourcesMode,
+    /// Time between snapshots while tracepoints name socket owners
+    /// (`--event-interval`).
+    pub event_interval: Duration,
+    /// Full fd walk period while tracepoints name socket owners.
+    pub event_full_walk: Duration,
     /// The command line, for the manifest.
     pub argv: Vec<String>,
 }
@@ -408,11 +408,7 @@ impl Recorder {
                 pids_walked += 1;
             }
         }
-        let full_walk = if self.socket_events {
-            self.cfg.full_walk.max(EVENT_FULL_WALK)
-        } else {
-            self.cfg.full_walk
-        };
+        let full_walk = self.full_walk();
         let due = match self.last_full_walk {
             None => true,
             Some(t) => t.elapsed() >= full_walk,
@@ -678,9 +674,18 @@ impl Recorder {
     /// Time between snapshots: stretched while socket events cover changes.
     fn interval(&self) -> Duration {
         if self.socket_events {
-            self.cfg.interval.max(EVENT_INTERVAL)
+            self.cfg.event_interval
         } else {
             self.cfg.interval
+        }
+    }
+
+    /// Full fd walk period: stretched while socket events cover changes.
+    fn full_walk(&self) -> Duration {
+        if self.socket_events {
+            self.cfg.event_full_walk
+        } else {
+            self.cfg.full_walk
         }
     }
 
@@ -929,7 +934,7 @@ pub fn run(cfg: Config) -> i32 {
     }
 
     let mut rec = Recorder::new(cfg.clone());
-    let sources = rec.start_sources(SourcesMode::Auto);
+    let sources = rec.start_sources(cfg.sources);
     let mut errors = ErrorSummary::default();
     let host = host_info(rec.self_netns, &mut errors);
     for e in sys::lower_priority(cfg.nice) {
@@ -952,9 +957,9 @@ pub fn run(cfg: Config) -> i32 {
         host,
         privileges: privileges(),
         options: RecordOptions {
-            interval_ms: u64::try_from(cfg.interval.as_millis()).unwrap_or(u64::MAX),
+            interval_ms: u64::try_from(rec.interval().as_millis()).unwrap_or(u64::MAX),
             keyframe_every: cfg.keyframe_every,
-            full_walk_ms: u64::try_from(cfg.full_walk.as_millis()).unwrap_or(u64::MAX),
+            full_walk_ms: u64::try_from(rec.full_walk().as_millis()).unwrap_or(u64::MAX),
             max_cpu_percent: cfg.max_cpu,
             archive_max_bytes: cfg.archive_bytes,
             nice: Some(cfg.nice),
@@ -1117,7 +1122,7 @@ impl Recorder {
             format!(
                 "/proc/net tables every {} ms, full fd walk every {} ms, fds of pids named by events at each snapshot (stretched: tracepoints name socket owners)",
                 self.interval().as_millis(),
-                self.cfg.full_walk.max(EVENT_FULL_WALK).as_millis()
+                self.full_walk().as_millis()
             )
         } else {
             format!(

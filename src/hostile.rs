@@ -1,0 +1,146 @@
+//! Text from a bundle made harmless for the analyst's terminal and
+//! spreadsheet.
+//!
+//! Every byte of a bundle (process names, command lines, file names, tar
+//! member names, /proc lines) may have been written by an attacker on the
+//! recorded host. Three sinks, three rules:
+//!
+//! - **Terminal** ([`term`], [`term_bytes`], [`term_path`]): control
+//!   characters (C0, DEL, C1), Unicode bidirectional overrides and bytes
+//!   that are not UTF-8 are shown as visible escapes (`\x1b`, `\u{202e}`),
+//!   so no escape sequence can retitle, clear or rewrite the terminal.
+//! - **CSV** ([`csv_cell`]): a cell that begins with `=`, `+`, `-`, `@`,
+//!   TAB or CR is prefixed with `'` (OWASP's CSV-injection rule: a
+//!   spreadsheet would take it for a formula), and control characters are
+//!   escaped as on the terminal. `--csv-raw` keeps the bytes as they were,
+//!   for pipelines.
+//! - **JSON**: values are kept exact; JSON's own string escaping already
+//!   makes them inert.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Whether `c` must not reach a terminal or a CSV cell as is.
+fn dangerous(c: char) -> bool {
+    c.is_control() // C0, DEL, C1
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
+}
+
+fn escape_char(out: &mut String, c: char) {
+    let v = c as u32;
+    if v < 0x100 {
+        let _ = write!(out, "\\x{v:02x}");
+    } else {
+        let _ = write!(out, "\\u{{{v:x}}}");
+    }
+}
+
+/// `s` with every control character and bidirectional override shown as a
+/// visible escape (`\x1b`, `\x07`, `\x0d`, `\u{202e}`). Newlines are
+/// escaped too: one value stays on one line.
+pub fn term(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(dangerous) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if dangerous(c) {
+            escape_char(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Bytes for the terminal: valid UTF-8 as [`term`], every byte that is not
+/// part of valid UTF-8 as `\xNN`.
+pub fn term_bytes(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len());
+    for chunk in b.utf8_chunks() {
+        out.push_str(&term(chunk.valid()));
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\x{byte:02x}");
+        }
+    }
+    out
+}
+
+/// A path for the terminal (file names come from the bundle too).
+pub fn term_path(p: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    term_bytes(p.as_os_str().as_bytes())
+}
+
+/// A path for a report value (JSON, CSV): lossy UTF-8, control characters
+/// kept (JSON escapes them; CSV cells go through [`csv_cell`]).
+pub fn path_text(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Whether a spreadsheet would take a cell beginning like this for a
+/// formula (OWASP CSV injection): `=`, `+`, `-`, `@`, TAB, CR.
+pub fn formula_start(s: &str) -> bool {
+    matches!(
+        s.as_bytes().first(),
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
+    )
+}
+
+/// One CSV cell: with `raw`, the text as it was; otherwise a cell that
+/// begins like a formula is prefixed with `'`, and control characters are
+/// shown as visible escapes (`\x1b`).
+pub fn csv_cell(s: &str, raw: bool) -> Cow<'_, str> {
+    if raw {
+        return Cow::Borrowed(s);
+    }
+    let formula = formula_start(s);
+    if !formula && !s.chars().any(dangerous) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    if formula {
+        out.push('\'');
+    }
+    out.push_str(&term(s));
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_escapes_are_visible() {
+        let evil = "\u{1b}]0;pwned\u{7}\u{1b}[2Jcurl\r\n";
+        assert_eq!(term(evil), r"\x1b]0;pwned\x07\x1b[2Jcurl\x0d\x0a");
+        assert_eq!(term("plain name"), "plain name");
+        assert!(matches!(term("plain"), Cow::Borrowed(_)));
+        assert_eq!(term("a\u{202e}b\u{9b}c\u{7f}"), r"a\u{202e}b\x9bc\x7f");
+    }
+
+    #[test]
+    fn invalid_utf8_is_shown_as_bytes() {
+        assert_eq!(term_bytes(b"ok\xff\xfe\x1bz"), r"ok\xff\xfe\x1bz");
+        assert_eq!(term_bytes("é".as_bytes()), "é");
+        use std::os::unix::ffi::OsStrExt;
+        let p = Path::new(std::ffi::OsStr::from_bytes(b"/tmp/x\x1b[2J\xff"));
+        assert_eq!(term_path(p), r"/tmp/x\x1b[2J\xff");
+    }
+
+    #[test]
+    fn formula_cells_are_prefixed() {
+        for s in ["=1+1", "+cmd", "-x", "@SUM(A1)", "\tx", "\rx"] {
+            let c = csv_cell(s, false);
+            assert!(c.starts_with('\''), "{s:?} -> {c:?}");
+        }
+        assert_eq!(csv_cell("=HYPERLINK(\"x\")", false), "'=HYPERLINK(\"x\")");
+        assert_eq!(csv_cell("\tx", false), r"'\x09x");
+        assert_eq!(csv_cell("curl -s", false), "curl -s");
+        assert_eq!(csv_cell("a\u{1b}[31mb", false), r"a\x1b[31mb");
+        assert_eq!(csv_cell("=1+1", true), "=1+1");
+        assert_eq!(csv_cell("a\u{1b}b", true), "a\u{1b}b");
+        assert_eq!(csv_cell("", false), "");
+    }
+}

@@ -1,0 +1,738 @@
+//! Evidence checks of a bundle: what `procflow verify` reports and what
+//! `procflow analyze` prints as its evidence status block.
+//!
+//! Four areas, each `ok`, `failed` or `not-checked`:
+//!
+//! - **integrity**: `SHA256SUMS` present, well formed, listing every
+//!   regular file of the bundle, every listed file present and matching;
+//!   every file the manifest names present; no capture or archive the
+//!   manifest does not name; no capture or archive name that is not a
+//!   regular file; every archive closed by its trailer.
+//! - **recorder**: the manifest's `status` is `complete` and no write
+//!   error stopped the recording.
+//! - **capture**: tcpdump's own counters (from the manifest, else from
+//!   `tcpdump.log`) are known and report no packet dropped.
+//! - **fds**: the recorder ran as root and no fd directory was unreadable.
+//!
+//! Every value taken from the bundle is escaped for the terminal where it
+//! is printed ([`crate::hostile`]); the findings keep the exact text.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+
+use procflow_format::layout::{
+    parse_archive_name, CaptureCounters, Manifest, CAPTURE_PREFIX, MANIFEST_FILE, SHA256SUMS_FILE,
+    TCPDUMP_LOG_FILE,
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::hostile::term;
+
+/// The four areas of the evidence status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Area {
+    /// Hashes, files present, archives whole.
+    Integrity,
+    /// How the recorder ended.
+    Recorder,
+    /// tcpdump's counters: drops.
+    Capture,
+    /// Unreadable fd directories, privileges.
+    Fds,
+}
+
+impl Area {
+    /// All areas, in the order they are printed.
+    pub const ALL: [Area; 4] = [Area::Integrity, Area::Recorder, Area::Capture, Area::Fds];
+
+    /// The area's name as printed and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Area::Integrity => "integrity",
+            Area::Recorder => "recorder",
+            Area::Capture => "capture",
+            Area::Fds => "fds",
+        }
+    }
+}
+
+/// One thing that does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Area it belongs to.
+    pub area: Area,
+    /// Stable name of the check, e.g. `hash-mismatch`.
+    pub check: &'static str,
+    /// The bundle file concerned, if one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// What was found, one sentence (exact bundle text; escape to print).
+    pub detail: String,
+}
+
+/// The state of one area.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AreaStatus {
+    /// The area.
+    pub area: Area,
+    /// `ok`, `failed` or `not-checked`.
+    pub state: &'static str,
+    /// One line: what holds, or how many findings.
+    pub detail: String,
+}
+
+/// tcpdump's counters as known to the checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Where they come from: `manifest` or `tcpdump.log`.
+    pub source: &'static str,
+    /// The counters.
+    #[serde(flatten)]
+    pub counters: CaptureCounters,
+}
+
+/// The result of all checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    /// `true` when every area is `ok` or `not-checked`.
+    pub ok: bool,
+    /// One entry per area, in [`Area::ALL`] order.
+    pub status: Vec<AreaStatus>,
+    /// Every finding, by area.
+    pub findings: Vec<Finding>,
+    /// Files hashed and their SHA-256, by file name.
+    #[serde(skip)]
+    pub hashes: BTreeMap<String, String>,
+    /// tcpdump's counters, when known.
+    pub capture_counters: Option<Counters>,
+    /// fd directories the recorder could not read (summed from the
+    /// manifest's `read-fd` errors).
+    pub unreadable_fd_dirs: u64,
+}
+
+/// How one archive ended, as its reader saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveState {
+    /// Closed by its tar trailer.
+    Whole,
+    /// Ends at a member boundary without trailer.
+    NoTrailer,
+    /// Cut inside a member or a snapshot, at `offset`.
+    Cut {
+        /// Byte offset of the incomplete part.
+        offset: u64,
+        /// What was found there.
+        what: String,
+    },
+    /// Could not be opened or read.
+    Unreadable(String),
+}
+
+/// What the checks are given besides the bundle directory and manifest.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    /// SHA-256 already computed, by file name (`analyze` hashes while it
+    /// replays); the others are computed by the checks.
+    pub hashes: HashMap<String, String>,
+    /// Do not hash at all (`analyze --no-hash`): integrity is `not-checked`
+    /// as far as hashes go.
+    pub no_hash: bool,
+    /// How each archive ended, by file name; archives absent here are read
+    /// by the checks.
+    pub archives: HashMap<String, ArchiveState>,
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let k = r.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(buf.get(..k).unwrap_or(&[]));
+    }
+    Ok(crate::report::hex(&h.finalize()))
+}
+
+/// Reads an archive through the format's reader only to see how it ends.
+pub fn archive_state(path: &Path) -> ArchiveState {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => return ArchiveState::Unreadable(e.to_string()),
+    };
+    match procflow_format::reader::read_snapshots(BufReader::new(f), |_| {}) {
+        Ok(s) => match s.end {
+            procflow_format::reader::ArchiveEnd::Trailer => ArchiveState::Whole,
+            procflow_format::reader::ArchiveEnd::CleanCut => ArchiveState::NoTrailer,
+            procflow_format::reader::ArchiveEnd::Cut { offset, what } => {
+                ArchiveState::Cut { offset, what }
+            }
+        },
+        Err(e) => ArchiveState::Unreadable(e.to_string()),
+    }
+}
+
+/// One parsed `SHA256SUMS`: name -> hash, and its malformed lines.
+#[derive(Debug, Default)]
+struct Sums {
+    by_name: BTreeMap<String, String>,
+    malformed: Vec<(usize, String)>,
+}
+
+fn parse_sums(text: &str) -> Sums {
+    let mut s = Sums::default();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.is_empty() {
+            continue;
+        }
+        let Some((h, name)) = line.split_once(' ') else {
+            s.malformed.push((
+                n,
+                "expected `HEX  NAME` (64 hex digits, two spaces, a name)".into(),
+            ));
+            continue;
+        };
+        let name = name
+            .strip_prefix(' ')
+            .or_else(|| name.strip_prefix('*'))
+            .unwrap_or(name);
+        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            s.malformed
+                .push((n, "the hash is not 64 hex digits".into()));
+            continue;
+        }
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            s.malformed.push((
+                n,
+                "the name is not a file name of the bundle directory".into(),
+            ));
+            continue;
+        }
+        if s.by_name
+            .insert(name.to_string(), h.to_ascii_lowercase())
+            .is_some()
+        {
+            s.malformed.push((n, format!("{name} is listed twice")));
+        }
+    }
+    s
+}
+
+/// The counters tcpdump prints when it stops (`N packets captured`,
+/// `N packets received by filter`, `N packets dropped by kernel`,
+/// `N packets dropped by interface`), summed over every run in the log.
+pub fn parse_tcpdump_log(text: &str) -> Option<CaptureCounters> {
+    let mut c = CaptureCounters::default();
+    let mut any = false;
+    for line in text.lines() {
+        let line = line.trim();
+        let Some((num, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(v) = num.parse::<u64>() else { continue };
+        let slot = match rest {
+            "packets captured" | "packet captured" => &mut c.captured,
+            "packets received by filter" | "packet received by filter" => &mut c.received_by_filter,
+            "packets dropped by kernel" | "packet dropped by kernel" => &mut c.dropped_by_kernel,
+            "packets dropped by interface" | "packet dropped by interface" => {
+                c.dropped_by_interface.get_or_insert(0)
+            }
+            _ => continue,
+        };
+        *slot = slot.saturating_add(v);
+        any = true;
+    }
+    any.then_some(c)
+}
+
+/// Whether a directory entry name is one of the bundle's captures.
+pub fn is_capture_name(n: &str) -> bool {
+    n.starts_with(CAPTURE_PREFIX) || n.ends_with(".pcap") || n.ends_with(".pcapng")
+}
+
+struct Checker {
+    findings: Vec<Finding>,
+}
+
+impl Checker {
+    fn add(&mut self, area: Area, check: &'static str, file: Option<&str>, detail: String) {
+        self.findings.push(Finding {
+            area,
+            check,
+            file: file.map(str::to_string),
+            detail,
+        });
+    }
+}
+
+/// Runs every check on the bundle in `dir` whose manifest is `m`.
+pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
+    use rayon::prelude::*;
+    let mut c = Checker {
+        findings: Vec::new(),
+    };
+    // The directory: regular files, and names that should be files but
+    // are not.
+    let mut regular: BTreeSet<String> = BTreeSet::new();
+    match std::fs::read_dir(dir) {
+        Ok(rd) => {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Ok(ft) = e.file_type() else { continue };
+                if ft.is_file() {
+                    regular.insert(name);
+                } else if is_capture_name(&name) || parse_archive_name(&name).is_some() {
+                    let kind = if ft.is_symlink() {
+                        "a symbolic link"
+                    } else if ft.is_dir() {
+                        "a directory"
+                    } else if ft.is_fifo() {
+                        "a FIFO"
+                    } else {
+                        "not a regular file"
+                    };
+                    c.add(
+                        Area::Integrity,
+                        "not-a-regular-file",
+                        Some(&name),
+                        format!("{name} is {kind}; it is not read as part of the bundle"),
+                    );
+                }
+            }
+        }
+        Err(e) => c.add(
+            Area::Integrity,
+            "unreadable-bundle",
+            None,
+            format!("the bundle directory cannot be listed: {e}"),
+        ),
+    }
+    // Files the manifest names.
+    let named: BTreeSet<&str> = m
+        .archives
+        .iter()
+        .chain(m.capture_files.iter())
+        .map(String::as_str)
+        .collect();
+    // SHA256SUMS.
+    let sums = if regular.contains(SHA256SUMS_FILE) {
+        match std::fs::read(dir.join(SHA256SUMS_FILE)) {
+            Ok(b) => Some(parse_sums(&String::from_utf8_lossy(&b))),
+            Err(e) => {
+                c.add(
+                    Area::Integrity,
+                    "sha256sums-unreadable",
+                    Some(SHA256SUMS_FILE),
+                    format!("{SHA256SUMS_FILE} cannot be read: {e}"),
+                );
+                None
+            }
+        }
+    } else {
+        c.add(
+            Area::Integrity,
+            "sha256sums-missing",
+            Some(SHA256SUMS_FILE),
+            format!(
+                "{SHA256SUMS_FILE} is missing: no file of the bundle can be checked against \
+                 what the recorder wrote"
+            ),
+        );
+        None
+    };
+    if let Some(s) = &sums {
+        for (line, what) in &s.malformed {
+            c.add(
+                Area::Integrity,
+                "sha256sums-malformed",
+                Some(SHA256SUMS_FILE),
+                format!("{SHA256SUMS_FILE} line {line}: {what}"),
+            );
+        }
+        if s.by_name.is_empty() {
+            c.add(
+                Area::Integrity,
+                "sha256sums-empty",
+                Some(SHA256SUMS_FILE),
+                format!("{SHA256SUMS_FILE} lists no file"),
+            );
+        }
+    }
+    // Missing files: listed in SHA256SUMS or named by the manifest.
+    let listed: BTreeSet<&str> = sums
+        .as_ref()
+        .map(|s| s.by_name.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    for name in listed.union(&named) {
+        if regular.contains(*name) {
+            continue;
+        }
+        let by = match (listed.contains(name), named.contains(name)) {
+            (true, true) => "named in the manifest and listed in SHA256SUMS",
+            (true, false) => "listed in SHA256SUMS",
+            _ => "named in the manifest",
+        };
+        c.add(
+            Area::Integrity,
+            "file-missing",
+            Some(name),
+            format!("{name} is {by} but absent from the bundle"),
+        );
+    }
+    // Files present but not listed / not named.
+    let tmp_name = format!("{MANIFEST_FILE}.tmp");
+    for name in &regular {
+        if name == SHA256SUMS_FILE || *name == tmp_name || name.ends_with(".tmp") {
+            continue;
+        }
+        if sums.is_some() && !listed.contains(name.as_str()) {
+            c.add(
+                Area::Integrity,
+                "not-listed",
+                Some(name),
+                format!("{name} is in the bundle but not listed in {SHA256SUMS_FILE}"),
+            );
+        }
+        let evidence_file = is_capture_name(name) || parse_archive_name(name).is_some();
+        if evidence_file && m.status != "recording" && !named.contains(name.as_str()) {
+            c.add(
+                Area::Integrity,
+                "not-in-manifest",
+                Some(name),
+                format!("{name} is in the bundle but the manifest does not name it"),
+            );
+        }
+    }
+    // Hashes of the listed files present.
+    let mut hashes: BTreeMap<String, String> = BTreeMap::new();
+    if let (Some(s), false) = (&sums, known.no_hash) {
+        let todo: Vec<&String> = s.by_name.keys().filter(|n| regular.contains(*n)).collect();
+        let got: Vec<(String, Result<String, String>)> = todo
+            .par_iter()
+            .map(|n| {
+                let h = match known.hashes.get(*n) {
+                    Some(h) => Ok(h.clone()),
+                    None => sha256_file(&dir.join(n)).map_err(|e| e.to_string()),
+                };
+                ((*n).clone(), h)
+            })
+            .collect();
+        for (name, h) in got {
+            match h {
+                Ok(h) => {
+                    if s.by_name.get(&name) != Some(&h) {
+                        c.add(
+                            Area::Integrity,
+                            "hash-mismatch",
+                            Some(&name),
+                            format!(
+                                "{name}: SHA-256 {h} differs from {} recorded in {SHA256SUMS_FILE}: \
+                                 the file changed after recording",
+                                s.by_name.get(&name).map_or("", String::as_str)
+                            ),
+                        );
+                    }
+                    hashes.insert(name, h);
+                }
+                Err(e) => c.add(
+                    Area::Integrity,
+                    "unreadable-file",
+                    Some(&name),
+                    format!("{name} cannot be read: {e}"),
+                ),
+            }
+        }
+    }
+    // Archives whole.
+    let mut archive_names: Vec<(u32, &str)> = regular
+        .iter()
+        .filter_map(|n| parse_archive_name(n).map(|k| (k, n.as_str())))
+        .collect();
+    archive_names.sort();
+    let states: Vec<(&str, ArchiveState)> = archive_names
+        .par_iter()
+        .map(|(_, n)| {
+            let st = known
+                .archives
+                .get(*n)
+                .cloned()
+                .unwrap_or_else(|| archive_state(&dir.join(n)));
+            (*n, st)
+        })
+        .collect();
+    for (name, st) in states {
+        match st {
+            ArchiveState::Whole => {}
+            ArchiveState::NoTrailer => c.add(
+                Area::Integrity,
+                "archive-not-closed",
+                Some(name),
+                format!(
+                    "{name} has no tar trailer: the recorder never closed it (every snapshot in \
+                     it is complete)"
+                ),
+            ),
+            ArchiveState::Cut { offset, what } => c.add(
+                Area::Integrity,
+                "archive-cut",
+                Some(name),
+                format!("{name} is cut at byte offset {offset}: {what}"),
+            ),
+            ArchiveState::Unreadable(e) => c.add(
+                Area::Integrity,
+                "unreadable-file",
+                Some(name),
+                format!("{name} cannot be read: {e}"),
+            ),
+        }
+    }
+    // Recorder.
+    if m.status != "complete" {
+        let why = match m.status.as_str() {
+            "recording" => {
+                "the recorder did not stop cleanly (killed, crashed or power loss) or is still \
+                 running"
+            }
+            "killed" => "a second signal forced the recorder out before it finished",
+            "disk-full" => "the disk filled up; recording stopped early",
+            "error" => "a write error stopped the recording",
+            _ => "not a status this procflow knows",
+        };
+        c.add(
+            Area::Recorder,
+            "recorder-status",
+            Some(MANIFEST_FILE),
+            format!("recorder status is {:?}, not \"complete\": {why}", m.status),
+        );
+    }
+    for e in m.errors.iter().filter(|e| e.what == "write") {
+        c.add(
+            Area::Recorder,
+            "recorder-write-error",
+            Some(MANIFEST_FILE),
+            format!("the recorder reported a write error: {}", e.error),
+        );
+    }
+    // Capture counters.
+    let mut capture_counters = None;
+    if m.capture.is_some() {
+        let from_manifest = m.capture.as_ref().and_then(|c| c.counters.clone());
+        capture_counters = match from_manifest {
+            Some(counters) => Some(Counters {
+                source: "manifest",
+                counters,
+            }),
+            None => std::fs::read(dir.join(TCPDUMP_LOG_FILE))
+                .ok()
+                .and_then(|b| parse_tcpdump_log(&String::from_utf8_lossy(&b)))
+                .map(|counters| Counters {
+                    source: "tcpdump.log",
+                    counters,
+                }),
+        };
+        match &capture_counters {
+            None => c.add(
+                Area::Capture,
+                "capture-counters-missing",
+                Some(TCPDUMP_LOG_FILE),
+                "tcpdump's packet counters are in neither the manifest nor tcpdump.log \
+                 (tcpdump did not stop cleanly): drops are unknown"
+                    .into(),
+            ),
+            Some(k) => {
+                let t = &k.counters;
+                if t.dropped_by_kernel > 0 {
+                    c.add(
+                        Area::Capture,
+                        "capture-drops",
+                        Some(k.source),
+                        format!(
+                            "tcpdump reports {} packets dropped by kernel of {} received by \
+                             filter ({:.1} %): the capture misses traffic",
+                            t.dropped_by_kernel,
+                            t.received_by_filter,
+                            pct(t.dropped_by_kernel, t.received_by_filter)
+                        ),
+                    );
+                }
+                if let Some(d) = t.dropped_by_interface.filter(|&d| d > 0) {
+                    c.add(
+                        Area::Capture,
+                        "capture-drops",
+                        Some(k.source),
+                        format!("tcpdump reports {d} packets dropped by interface"),
+                    );
+                }
+            }
+        }
+    }
+    // fds.
+    let unreadable: u64 = m
+        .errors
+        .iter()
+        .filter(|e| e.what == "read-fd")
+        .map(|e| e.count)
+        .sum();
+    if m.privileges.euid != 0 {
+        c.add(
+            Area::Fds,
+            "not-root",
+            Some(MANIFEST_FILE),
+            format!(
+                "the recorder ran as uid {}, not root: other users' sockets have no visible owner",
+                m.privileges.euid
+            ),
+        );
+    }
+    if unreadable > 0 {
+        c.add(
+            Area::Fds,
+            "unreadable-fds",
+            Some(MANIFEST_FILE),
+            format!(
+                "{unreadable} fd directory read(s) failed (e.g. EACCES): the owners of those \
+                 processes' sockets are hidden, not absent"
+            ),
+        );
+    }
+    let status = Area::ALL
+        .iter()
+        .map(|&a| {
+            let n = c.findings.iter().filter(|f| f.area == a).count();
+            let (state, detail) = if n > 0 {
+                ("failed", format!("{n} finding(s)"))
+            } else {
+                area_ok(a, &hashes, known.no_hash, m, &capture_counters)
+            };
+            AreaStatus {
+                area: a,
+                state,
+                detail,
+            }
+        })
+        .collect::<Vec<_>>();
+    Evidence {
+        ok: c.findings.is_empty(),
+        status,
+        findings: c.findings,
+        hashes,
+        capture_counters,
+        unreadable_fd_dirs: unreadable,
+    }
+}
+
+fn pct(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        100.0
+    } else {
+        a as f64 * 100.0 / b as f64
+    }
+}
+
+fn area_ok(
+    a: Area,
+    hashes: &BTreeMap<String, String>,
+    no_hash: bool,
+    m: &Manifest,
+    counters: &Option<Counters>,
+) -> (&'static str, String) {
+    match a {
+        Area::Integrity if no_hash => (
+            "not-checked",
+            "hashes not checked (--no-hash); files present and archives whole".into(),
+        ),
+        Area::Integrity => (
+            "ok",
+            format!(
+                "{} files match {SHA256SUMS_FILE}; every file present, archives whole",
+                hashes.len()
+            ),
+        ),
+        Area::Recorder => ("ok", "status complete".into()),
+        Area::Capture => match counters {
+            None if m.capture.is_none() => (
+                "not-checked",
+                "the recorder ran no capture (captures recorded separately)".into(),
+            ),
+            None => ("failed", "no counters".into()),
+            Some(k) => (
+                "ok",
+                format!(
+                    "{} packets captured, {} received by filter, 0 dropped by kernel ({})",
+                    k.counters.captured, k.counters.received_by_filter, k.source
+                ),
+            ),
+        },
+        Area::Fds => (
+            "ok",
+            format!(
+                "recorder ran as root (euid {}); every fd directory was readable",
+                m.privileges.euid
+            ),
+        ),
+    }
+}
+
+impl Evidence {
+    /// The evidence status block, one line per area then one per finding,
+    /// escaped for the terminal.
+    pub fn status_block(&self) -> Vec<String> {
+        let mut out = vec![format!(
+            "procflow: evidence status: {}",
+            if self.ok {
+                "all checks hold"
+            } else {
+                "WARNING: some checks failed"
+            }
+        )];
+        for s in &self.status {
+            out.push(format!(
+                "procflow:   {:<9} {:<11} {}",
+                s.area.name(),
+                s.state,
+                term(&s.detail)
+            ));
+            for f in self.findings.iter().filter(|f| f.area == s.area) {
+                out.push(format!("procflow:     {}: {}", f.check, term(&f.detail)));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcpdump_counters() {
+        let log = "tcpdump: listening on pfs1\n1422 packets captured\n1423 packets received by filter\n7 packets dropped by kernel\n";
+        let c = parse_tcpdump_log(log).unwrap();
+        assert_eq!(
+            (c.captured, c.received_by_filter, c.dropped_by_kernel),
+            (1422, 1423, 7)
+        );
+        assert_eq!(c.dropped_by_interface, None);
+        assert!(parse_tcpdump_log("tcpdump: listening\n").is_none());
+    }
+
+    #[test]
+    fn sums_parsing() {
+        let h = "a".repeat(64);
+        let s = parse_sums(&format!(
+            "{h}  x.pcap\n{h} *y.tar\ngarbage\n{h}  ../etc/passwd\nzz  z\n{h}  x.pcap\n"
+        ));
+        assert_eq!(s.by_name.len(), 2);
+        let lines: Vec<usize> = s.malformed.iter().map(|m| m.0).collect();
+        assert_eq!(lines, vec![3, 4, 5, 6]);
+    }
+}
