@@ -11,14 +11,23 @@
 //!   the host, applying them when reading).
 //! - [`reader`]: the format's one reader, streaming snapshots out of
 //!   archives (also cut ones) and applying them to a state.
+//! - [`conntrack`]: the canonical line of a connection-tracking entry
+//!   and of a conntrack event, and their pure parsers.
 //! - [`duration`]: the one duration grammar (`250ms`, `30s`, `10m`, `1h`,
 //!   bare seconds) of every duration option of both binaries.
+//! - [`hash`]: SHA-256 of files and hex, as `SHA256SUMS` and `summary.json`
+//!   write them.
+//! - [`time`]: UTC timestamps (RFC 3339 with nanoseconds, compact names)
+//!   over one civil-date algorithm.
 //! - [`procnet`]: /proc/net/{tcp,udp}{,6} rows parsed into typed sockets
 //!   with the recorded host byte order.
 
+pub mod conntrack;
 pub mod delta;
 pub mod duration;
+pub mod hash;
 pub mod layout;
 pub mod procfs;
 pub mod procnet;
 pub mod reader;
+pub mod time;

@@ -131,6 +131,7 @@ pub struct Recorder {
     socket_events: bool,
     /// Event evidence lost over the recording.
     event_losses: EventLosses,
+    conntrack: crate::conntrack::Conntrack,
 }
 
 /// Event evidence lost while recording, said in the manifest and on the
@@ -172,6 +173,7 @@ fn write_stop(what: &str, e: &io::Error) -> Stop {
 
 impl Recorder {
     fn new(cfg: Config) -> Recorder {
+        let cfg_once = cfg.once;
         let self_pid = std::process::id();
         let self_netns = live::read_netns("self").unwrap_or(0);
         Recorder {
@@ -197,6 +199,7 @@ impl Recorder {
             events: None,
             socket_events: false,
             event_losses: EventLosses::default(),
+            conntrack: crate::conntrack::Conntrack::start(!cfg_once),
         }
     }
 
@@ -386,6 +389,17 @@ impl Recorder {
         }
         // Namespaces that are gone take their tables with them.
         self.tables.retain(|k, _| seen_keys.contains(k));
+        let (seq, ns) = (self.seq + 1, self.self_netns);
+        let ct = &mut self.conntrack;
+        ct.tick(
+            seq,
+            keyframe,
+            ns,
+            &ns_pids,
+            &mut netns_entries,
+            &mut members,
+            &mut errs,
+        );
         let net_done = sys::read_clocks();
 
         // 4. fd walk: new pids always; everyone when due, at keyframes, or
@@ -934,7 +948,9 @@ pub fn run(cfg: Config) -> i32 {
     }
 
     let mut rec = Recorder::new(cfg.clone());
-    let sources = rec.start_sources(cfg.sources);
+    let mut sources = rec.start_sources(cfg.sources);
+    // Before proc-poll, the last: the connection-tracking table and events.
+    sources.insert(sources.len().saturating_sub(1), rec.conntrack.source());
     let mut errors = ErrorSummary::default();
     let host = host_info(rec.self_netns, &mut errors);
     for e in sys::lower_priority(cfg.nice) {
