@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::annotate::{PacketNote, PcapngOut, Selection};
 use crate::attribute::{self, HostContext, Options};
 use crate::capture::{self, CaptureError, Replay, ReplayOptions};
 use crate::flow::community_id;
@@ -62,11 +63,17 @@ pub struct AnalyzeConfig {
     /// (`false`: `summary.json` says `"sha256": null` and
     /// `"recorded_hash": "not-checked"`).
     pub hash: bool,
+    /// Also write every replayed packet, annotated with its owner, to this
+    /// pcapng file (see [`crate::annotate`]).
+    pub pcapng: Option<PathBuf>,
 }
 
 /// Why an analysis could not produce reports.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzeError {
+    /// The annotated pcapng cannot be written where asked.
+    #[error("{0}")]
+    Pcapng(String),
     /// The bundle cannot be opened or its archives cannot be read.
     #[error(transparent)]
     Bundle(#[from] BundleError),
@@ -178,6 +185,8 @@ pub struct AnalysisOutcome {
     /// endpoints, unattributed bytes by reason, evidence status; bundle
     /// strings escaped, every table bounded.
     pub terminal_summary: String,
+    /// What the annotated pcapng holds, when one was asked for.
+    pub pcapng: Option<crate::annotate::WriteStats>,
 }
 
 /// SHA-256 and size of a file.
@@ -457,8 +466,16 @@ pub fn run_analysis(
             bundle: cfg.bundle.clone(),
         });
     }
+    let pcapng_out = match &cfg.pcapng {
+        Some(p) => Some(
+            PcapngOut::prepare(p, &captures, &[cfg.bundle.as_path()], cfg.force)
+                .map_err(AnalyzeError::Pcapng)?,
+        ),
+        None => None,
+    };
     let opts = ReplayOptions {
         threads: cfg.threads,
+        track_packets: pcapng_out.is_some(),
         ..ReplayOptions::default()
     };
     // Replay, the timeline and the input hashes are independent: run them
@@ -568,6 +585,16 @@ pub fn run_analysis(
         outputs,
     };
     write_report(&cfg.out, &Summary(&summary_input))?;
+    let pcapng = match pcapng_out {
+        Some(out) => {
+            let notes: Vec<PacketNote> = input.rows.iter().map(PacketNote::of_row).collect();
+            Some(
+                out.write(&replay.files, &replay.packet_flows, &notes, Selection::All)
+                    .map_err(AnalyzeError::Pcapng)?,
+            )
+        }
+        None => None,
+    };
     let total: u64 = input
         .rows
         .iter()
@@ -591,5 +618,6 @@ pub fn run_analysis(
             overview.terminal(10),
             evidence_status(&bundle, &inputs)
         ),
+        pcapng,
     })
 }

@@ -25,12 +25,16 @@ enum Command {
     /// its socket (reports: connections.csv, connections.jsonl,
     /// processes.csv, summary.json).
     Analyze(cli::analyze::Args),
+    /// Write the packets of one process (or of chosen flows) into their own
+    /// pcapng, each annotated with its owner.
+    Carve(cli::carve::Args),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Flows(args) => cli::flows::run(args),
         Command::Analyze(args) => cli::analyze::run(args),
+        Command::Carve(args) => cli::carve::run(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("procflow: error: {e:#}");

@@ -13,7 +13,7 @@ pub mod scan;
 pub mod source;
 
 use crate::decode::{self, Decoded};
-use crate::flow::{Flow, FlowTable, PacketOrigin, SplitRules};
+use crate::flow::{Flow, FlowTable, PacketFlow, PacketOrigin, SplitRules};
 use rayon::prelude::*;
 use scan::{RawRec, ScanProblem, Scanner};
 use serde::Serialize;
@@ -43,6 +43,9 @@ pub struct ReplayOptions {
     /// Bytes of a memory-mapped file read between two remaps of it: bounds
     /// the map's resident pages, hence peak memory, whatever the file size.
     pub remap_every: usize,
+    /// Record the flow of every packet in [`Replay::packet_flows`] (for
+    /// writing annotated captures; 16 bytes per packet).
+    pub track_packets: bool,
 }
 
 impl Default for ReplayOptions {
@@ -52,6 +55,7 @@ impl Default for ReplayOptions {
             split: SplitRules::default(),
             max_problems_per_file: 1000,
             remap_every: 64 << 20,
+            track_packets: false,
         }
     }
 }
@@ -137,6 +141,9 @@ pub struct Replay {
     /// Packets counted in files but in no flow (malformed, unsupported link
     /// type, fragments without their first fragment); reasons in `problems`.
     pub undecodable: u64,
+    /// With [`ReplayOptions::track_packets`]: the flow of every packet that
+    /// is in one, sorted by file (processing order) and packet number.
+    pub packet_flows: Vec<PacketFlow>,
 }
 
 impl Replay {
@@ -247,9 +254,13 @@ struct Replayer<'o> {
 
 impl<'o> Replayer<'o> {
     fn new(opts: &'o ReplayOptions) -> Self {
+        let mut table = FlowTable::new(opts.split);
+        if opts.track_packets {
+            table.track_packets();
+        }
         Replayer {
             opts,
-            table: FlowTable::new(opts.split),
+            table,
             files: Vec::new(),
             problems: Vec::new(),
             problem_counts: BTreeMap::new(),
@@ -419,7 +430,7 @@ impl<'o> Replayer<'o> {
     fn finish(self) -> Replay {
         let mut me = self;
         let table = std::mem::replace(&mut me.table, FlowTable::new(me.opts.split));
-        let (flows, orphans) = table.finish();
+        let (flows, orphans, packet_flows) = table.finish_tracked();
         for o in orphans {
             me.undecodable += 1;
             me.problem(
@@ -449,6 +460,7 @@ impl<'o> Replayer<'o> {
                 })
                 .collect(),
             undecodable: me.undecodable,
+            packet_flows,
         }
     }
 }

@@ -41,6 +41,12 @@ pub struct Args {
     /// processes and endpoints (for scripts).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also write every replayed packet, unchanged, to this pcapng file,
+    /// each annotated with its owner (a comment in ptcpdump's `PID:` /
+    /// `Cmd:` / `Args:` layout plus method and confidence, and the pcapng
+    /// process-id option) or the reason it has none. Opens in Wireshark.
+    #[arg(long, value_name = "FILE")]
+    pub pcapng: Option<PathBuf>,
 }
 
 /// Runs `procflow analyze`: exit 0, or 1 when some capture file could not
@@ -54,6 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_gap_ns: args.max_gap,
         force: args.force,
         hash: !args.no_hash,
+        pcapng: args.pcapng,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads.unwrap_or(0))
@@ -63,6 +70,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let o = pool.install(|| run_analysis(&cfg, &mut warn))?;
     if !args.quiet {
         eprint!("\n{}\n", o.terminal_summary);
+    }
+    if let (Some(p), Some(s)) = (&cfg.pcapng, &o.pcapng) {
+        eprintln!(
+            "procflow analyze: {} packets ({} with an owner) written to {}",
+            s.packets,
+            s.attributed,
+            procflow::hostile::term_path(p)
+        );
     }
     eprintln!(
         "procflow analyze: {} flows, {} snapshots, {} sockets; {} of {} bytes ({:.1}%) attributed; reports in {} (open report.html)",

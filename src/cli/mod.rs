@@ -4,6 +4,7 @@
 //! continue past are printed as they happen and reflected in the exit code.
 
 pub mod analyze;
+pub mod carve;
 pub mod flows;
 
 /// Parses a duration option (`250ms`, `30s`, `10m`, `1h`, bare seconds)
