@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use procflow_format::hash::sha256_file;
 use rayon::prelude::*;
 
-use crate::annotate::{PacketNote, PcapngOut, Selection};
+use crate::annotate::{NoteIndex, PacketNote, PcapngOut, Selection};
 use crate::attribute::{self, HostContext, Options};
 use crate::capture::{self, CaptureError, Replay, ReplayOptions};
 use crate::flow::community_id;
@@ -29,6 +29,7 @@ use crate::report::{HashingWriter, ReportInput, ReportWriter};
 use crate::snapshot::archive::{Bundle, BundleError};
 use crate::snapshot::timeline::{Timeline, TimelineBuilder};
 use crate::snapshot::SnapshotDiagnostics;
+use crate::split;
 use crate::time::rfc3339_ns;
 
 /// Names of the files `analyze` writes, summary last.
@@ -534,14 +535,32 @@ pub fn run_analysis(
         max_gap_ns: cfg.max_gap_ns,
     };
     let attributions = attribute::attribute_all(&timeline, &ctx, &aopts, &replay.flows);
+    // Ownership at packet time: flows whose socket changed owner are cut,
+    // from their packets read again.
+    let cuts = split::plan(&timeline, &ctx, &replay.flows, &attributions);
+    let (flows, attributions) = if cuts.is_empty() {
+        (replay.flows.clone(), attributions)
+    } else {
+        let again = ReplayOptions {
+            keep_packets_of: cuts
+                .iter()
+                .filter_map(|c| replay.flows.get(c.index).cloned())
+                .collect(),
+            ..opts.clone()
+        };
+        let packets = capture::replay(&captures, &again)?.packets;
+        split::apply(
+            &timeline,
+            &ctx,
+            &aopts,
+            replay.flows.clone(),
+            attributions,
+            &cuts,
+            &packets,
+        )
+    };
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
-    let input = ReportInput::new(
-        &bundle.manifest,
-        &timeline,
-        &replay.flows,
-        &attributions,
-        &cid,
-    );
+    let input = ReportInput::new(&bundle.manifest, &timeline, &flows, &attributions, &cid);
     let overview = Overview::new(&input);
     let html_input = HtmlInput {
         report: &input,
@@ -569,7 +588,16 @@ pub fn run_analysis(
     write_report(&cfg.out, &Summary(&summary_input))?;
     let pcapng = match pcapng_out {
         Some(out) => {
-            let notes: Vec<PacketNote> = input.rows.iter().map(PacketNote::of_row).collect();
+            let mut notes = NoteIndex::default();
+            for r in &input.rows {
+                notes.add(
+                    r.flow.id,
+                    r.attribution.parent_flow_id,
+                    r.flow.first_seen_ns,
+                    r.flow.last_seen_ns,
+                    PacketNote::of_row(r),
+                );
+            }
             Some(
                 out.write(&replay.files, &replay.packet_flows, &notes, Selection::All)
                     .map_err(AnalyzeError::Pcapng)?,

@@ -25,7 +25,7 @@
 //! packets (`procflow carve`).
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -107,6 +107,50 @@ pub fn no_flow_note() -> PacketNote {
     }
 }
 
+/// The notes of every report row, found by a packet's replayed flow id and
+/// time: a flow cut between owners (`parent_flow_id`) gives its packets to
+/// the part whose time range holds them.
+#[derive(Debug, Clone, Default)]
+pub struct NoteIndex {
+    by_id: HashMap<u64, PacketNote>,
+    /// Parent flow id -> its parts (first_seen, last_seen, id), in time order.
+    parts: HashMap<u64, Vec<(i64, i64, u64)>>,
+}
+
+impl NoteIndex {
+    /// Adds the note of the row `id`, a part of `parent` spanning
+    /// `first..=last` ns when it is one.
+    pub fn add(&mut self, id: u64, parent: Option<u64>, first: i64, last: i64, note: PacketNote) {
+        self.by_id.insert(id, note);
+        if let Some(p) = parent {
+            let v = self.parts.entry(p).or_default();
+            v.push((first, last, id));
+            v.sort_unstable();
+        }
+    }
+
+    /// Number of replayed flows the rows stand for (parts count once, as
+    /// their parent).
+    pub fn replayed_flows(&self) -> usize {
+        let parts: usize = self.parts.values().map(Vec::len).sum();
+        self.by_id.len() - parts + self.parts.len()
+    }
+
+    /// The report row (id and note) of a packet of replayed flow `id` at
+    /// `ts_ns`.
+    pub fn lookup(&self, id: u64, ts_ns: i64) -> Option<(u64, &PacketNote)> {
+        let id = match self.parts.get(&id) {
+            Some(parts) => {
+                let i = parts.partition_point(|p| p.0 <= ts_ns);
+                // The last part begun by then; before the first, the first.
+                parts.get(i.saturating_sub(1)).map(|p| p.2)?
+            }
+            None => id,
+        };
+        self.by_id.get(&id).map(|n| (id, n))
+    }
+}
+
 /// What was written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
@@ -130,11 +174,11 @@ pub enum Selection<'a> {
 
 /// Writes the packets of `files` (replay's processing order; unreadable
 /// files are skipped) to `out` as pcapng. `packet_flows` is replay's
-/// packet-to-flow map, `notes[id - 1]` the note of flow `id`.
+/// packet-to-flow map, `notes` the report rows' notes.
 pub fn write_pcapng(
     files: &[FileReport],
     packet_flows: &[PacketFlow],
-    notes: &[PacketNote],
+    notes: &NoteIndex,
     selection: Selection<'_>,
     out: &mut dyn Write,
 ) -> io::Result<WriteStats> {
@@ -187,7 +231,7 @@ fn write_file<W: Write>(
     path: &Path,
     first_iface: u32,
     flows: &[PacketFlow],
-    notes: &[PacketNote],
+    notes: &NoteIndex,
     none: &PacketNote,
     selection: &Selection<'_>,
     stats: &mut WriteStats,
@@ -223,24 +267,18 @@ fn write_file<W: Write>(
             while at < flows.len() && flows[at].index < r.index {
                 at += 1;
             }
-            let flow = flows
+            let row = flows
                 .get(at)
                 .filter(|p| p.index == r.index)
-                .map(|p| p.flow_id);
+                .and_then(|p| notes.lookup(p.flow_id, r.ts_ns));
             let keep = match selection {
                 Selection::All => true,
-                Selection::Flows(set) => flow.is_some_and(|id| set.contains(&id)),
+                Selection::Flows(set) => row.is_some_and(|(id, _)| set.contains(&id)),
             };
             if !keep {
                 continue;
             }
-            let note = match flow {
-                Some(id) => usize::try_from(id)
-                    .ok()
-                    .and_then(|id| notes.get(id.wrapping_sub(1)))
-                    .unwrap_or(none),
-                None => none,
-            };
+            let note = row.map_or(none, |(_, n)| n);
             let data = buf
                 .get(r.data_off..r.data_off.saturating_add(r.caplen as usize))
                 .unwrap_or(&[]);
@@ -296,7 +334,7 @@ impl PcapngOut {
         mut self,
         files: &[FileReport],
         packet_flows: &[PacketFlow],
-        notes: &[PacketNote],
+        notes: &NoteIndex,
         selection: Selection<'_>,
     ) -> Result<WriteStats, String> {
         let f = self

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use crate::annotate::{PacketNote, PcapngOut, Selection, WriteStats};
+use crate::annotate::{NoteIndex, PacketNote, PcapngOut, Selection, WriteStats};
 use crate::capture::{self, ReplayOptions};
 use crate::hostile::term_path;
 
@@ -264,23 +264,26 @@ fn carve_from_reports(dir: &Path, cfg: &CarveConfig) -> Result<CarveOutcome, Str
         ..ReplayOptions::default()
     };
     let replay = capture::replay(&captures, &opts).map_err(|e| e.to_string())?;
-    if replay.flows.len() != rows.len() {
+    let mut notes = NoteIndex::default();
+    for r in &rows {
+        let ts = |k: &str| parse_rfc3339_ns(cell(r, k)).unwrap_or(i64::MIN);
+        if let Ok(id) = cell(r, "flow_id").parse::<u64>() {
+            notes.add(
+                id,
+                cell(r, "parent_flow_id").parse().ok(),
+                ts("first_seen"),
+                ts("last_seen"),
+                note_of(r),
+            );
+        }
+    }
+    if replay.flows.len() != notes.replayed_flows() {
         return Err(format!(
-            "the captures replay into {} flows, {} lists {}: not the captures of this report",
+            "the captures replay into {} flows, {} stands for {}: not the captures of this report",
             replay.flows.len(),
             term_path(&conn),
-            rows.len()
+            notes.replayed_flows()
         ));
-    }
-    let mut notes = vec![crate::annotate::no_flow_note(); rows.len()];
-    for r in &rows {
-        if let Some(slot) = cell(r, "flow_id")
-            .parse::<usize>()
-            .ok()
-            .and_then(|id| notes.get_mut(id.wrapping_sub(1)))
-        {
-            *slot = note_of(r);
-        }
     }
     let written = out.write(
         &replay.files,
@@ -310,4 +313,58 @@ fn describe(c: &Criteria) -> String {
         v.push(format!("--flow {f}"));
     }
     v.join(" ")
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (the reports' timestamps) to ns since
+/// the epoch.
+pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let rest = s.get(19..)?.strip_suffix('Z')?;
+    let frac = match rest.strip_prefix('.') {
+        Some(f) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|c| c.is_ascii_digit()) => {
+            f.parse::<i64>().ok()? * 10i64.pow(9 - f.len() as u32)
+        }
+        None if rest.is_empty() => 0,
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
+    secs.checked_mul(1_000_000_000)?.checked_add(frac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trip() {
+        for ns in [0i64, 1_795_884_976_180_412_354, 951_782_400_000_000_001] {
+            assert_eq!(parse_rfc3339_ns(&crate::time::rfc3339_ns(ns)), Some(ns));
+        }
+        assert_eq!(
+            parse_rfc3339_ns("2026-11-28T16:56:16Z"),
+            Some(1_795_884_976_000_000_000)
+        );
+        assert_eq!(parse_rfc3339_ns("2026-11-28 16:56:16Z"), None);
+        assert_eq!(parse_rfc3339_ns(""), None);
+    }
 }

@@ -13,7 +13,7 @@ pub mod scan;
 pub mod source;
 
 use crate::decode::{self, Decoded};
-use crate::flow::{Flow, FlowTable, PacketFlow, PacketOrigin, SplitRules};
+use crate::flow::{Flow, FlowTable, PacketFlow, PacketMark, PacketOrigin, SplitRules};
 use rayon::prelude::*;
 use scan::{RawRec, ScanProblem, Scanner};
 use serde::Serialize;
@@ -46,6 +46,9 @@ pub struct ReplayOptions {
     /// Record the flow of every packet in [`Replay::packet_flows`] (for
     /// writing annotated captures; 16 bytes per packet).
     pub track_packets: bool,
+    /// Flows whose packets are kept in [`Replay::packets`] (every flow of
+    /// the same protocol and endpoints), to cut them in time.
+    pub keep_packets_of: Vec<Flow>,
 }
 
 impl Default for ReplayOptions {
@@ -56,6 +59,7 @@ impl Default for ReplayOptions {
             max_problems_per_file: 1000,
             remap_every: 64 << 20,
             track_packets: false,
+            keep_packets_of: Vec::new(),
         }
     }
 }
@@ -144,6 +148,9 @@ pub struct Replay {
     /// With [`ReplayOptions::track_packets`]: the flow of every packet that
     /// is in one, sorted by file (processing order) and packet number.
     pub packet_flows: Vec<PacketFlow>,
+    /// The packets of the flows of [`ReplayOptions::keep_packets_of`], by
+    /// flow id, in capture order.
+    pub packets: BTreeMap<u64, Vec<PacketMark>>,
 }
 
 impl Replay {
@@ -260,7 +267,12 @@ impl<'o> Replayer<'o> {
         }
         Replayer {
             opts,
-            table,
+            table: {
+                if !opts.keep_packets_of.is_empty() {
+                    table.watch(&opts.keep_packets_of);
+                }
+                table
+            },
             files: Vec::new(),
             problems: Vec::new(),
             problem_counts: BTreeMap::new(),
@@ -430,7 +442,7 @@ impl<'o> Replayer<'o> {
     fn finish(self) -> Replay {
         let mut me = self;
         let table = std::mem::replace(&mut me.table, FlowTable::new(me.opts.split));
-        let (flows, orphans, packet_flows) = table.finish_tracked();
+        let (flows, orphans, packets, packet_flows) = table.finish_all();
         for o in orphans {
             me.undecodable += 1;
             me.problem(
@@ -461,6 +473,7 @@ impl<'o> Replayer<'o> {
                 .collect(),
             undecodable: me.undecodable,
             packet_flows,
+            packets,
         }
     }
 }

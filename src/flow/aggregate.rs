@@ -1,6 +1,6 @@
 //! Aggregation: decoded packets folded into flows, in capture order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -167,6 +167,24 @@ struct State {
     a: ([u8; 16], u16),
     closed: bool,
     seq: u64,
+    /// Every packet, when the key is watched.
+    log: Vec<PacketMark>,
+}
+
+/// One packet of a watched flow: what a flow's counters are made of, so a
+/// flow can be cut in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketMark {
+    /// Capture timestamp, ns since the epoch.
+    pub ts_ns: i64,
+    /// Sent by `a` (the initiator).
+    pub ab: bool,
+    /// Frame length.
+    pub bytes: u32,
+    /// IP length.
+    pub ip_bytes: u32,
+    /// TCP flags (0 for other protocols).
+    pub tcp_flags: u8,
 }
 
 /// Folds decoded packets into flows. Packets must be added in capture order;
@@ -181,6 +199,8 @@ pub struct FlowTable {
     pending: HashMap<FragKey, Vec<Pending>, FastState>,
     pending_count: usize,
     orphans: Vec<OrphanFragment>,
+    /// Keys whose packets are kept ([`FlowTable::watch`]).
+    watch: HashSet<Key, FastState>,
     /// When tracking: (file, packet index, state) of every folded packet.
     track: Option<Vec<(u32, u64, u32)>>,
 }
@@ -238,6 +258,36 @@ impl FlowTable {
             pending_count: 0,
             orphans: Vec::new(),
             track: None,
+            watch: HashSet::with_hasher(FastState::new()),
+        }
+    }
+
+    /// Keeps every packet of the conversations of these flows (by their
+    /// protocol and endpoints: every flow of the same key is kept), for
+    /// [`FlowTable::finish_logged`].
+    pub fn watch(&mut self, flows: &[Flow]) {
+        for f in flows {
+            let addr = |ip: IpAddr| -> [u8; 16] {
+                let mut a = [0u8; 16];
+                match ip {
+                    IpAddr::V4(v4) => a[..4].copy_from_slice(&v4.octets()),
+                    IpAddr::V6(v6) => a = v6.octets(),
+                }
+                a
+            };
+            let x = (addr(f.a_ip), f.a_port.unwrap_or(0));
+            let y = (addr(f.b_ip), f.b_port.unwrap_or(0));
+            let (lo, hi) = if x <= y { (x, y) } else { (y, x) };
+            let v6 = f.family == Family::V6;
+            self.watch.insert(Key {
+                family: f.family,
+                proto: f.proto,
+                lo: lo.0,
+                lo_port: lo.1,
+                hi: hi.0,
+                hi_port: hi.1,
+                icmp: f.icmp.map(|k| icmp_canonical(v6, k)).unwrap_or((0, 0, 0)),
+            });
         }
     }
 
@@ -409,6 +459,7 @@ impl FlowTable {
                     a,
                     closed: false,
                     seq,
+                    log: Vec::new(),
                 });
                 let i = self.states.len() - 1;
                 self.current.insert(key, i);
@@ -418,7 +469,17 @@ impl FlowTable {
         if let Some(t) = &mut self.track {
             t.push((origin.file, origin.index, idx as u32));
         }
+        let watched = !self.watch.is_empty() && self.watch.contains(&key);
         let s = &mut self.states[idx];
+        if watched {
+            s.log.push(PacketMark {
+                ts_ns,
+                ab: src == s.a,
+                bytes: orig_len,
+                ip_bytes: p.ip_len,
+                tcp_flags: p.tcp_flags,
+            });
+        }
         let f = &mut s.flow;
         f.first_seen_ns = f.first_seen_ns.min(ts_ns);
         f.last_seen_ns = f.last_seen_ns.max(ts_ns);
@@ -441,14 +502,41 @@ impl FlowTable {
     /// Ends aggregation: flows numbered from 1 in order of (first_seen, key,
     /// creation), and the fragments that never met their first fragment.
     pub fn finish(self) -> (Vec<Flow>, Vec<OrphanFragment>) {
-        let (flows, orphans, _) = self.finish_tracked();
+        let (flows, orphans, _, _) = self.finish_all();
         (flows, orphans)
     }
 
     /// [`FlowTable::finish`], plus the flow of every packet when
     /// [`FlowTable::track_packets`] was called (sorted by file and index;
     /// empty otherwise).
-    pub fn finish_tracked(mut self) -> (Vec<Flow>, Vec<OrphanFragment>, Vec<PacketFlow>) {
+    pub fn finish_tracked(self) -> (Vec<Flow>, Vec<OrphanFragment>, Vec<PacketFlow>) {
+        let (flows, orphans, _, packets) = self.finish_all();
+        (flows, orphans, packets)
+    }
+
+    /// As [`FlowTable::finish`], plus the packets of the watched flows by
+    /// flow id, in capture order.
+    pub fn finish_logged(
+        self,
+    ) -> (
+        Vec<Flow>,
+        Vec<OrphanFragment>,
+        BTreeMap<u64, Vec<PacketMark>>,
+    ) {
+        let (flows, orphans, logs, _) = self.finish_all();
+        (flows, orphans, logs)
+    }
+
+    /// Everything: flows, orphans, watched packets, the flow of every packet.
+    #[allow(clippy::type_complexity)]
+    pub fn finish_all(
+        mut self,
+    ) -> (
+        Vec<Flow>,
+        Vec<OrphanFragment>,
+        BTreeMap<u64, Vec<PacketMark>>,
+        Vec<PacketFlow>,
+    ) {
         self.flush_pending();
         let track = self.track.take();
         let mut states = self.states;
@@ -483,12 +571,16 @@ impl FlowTable {
                 id_of[s.seq as usize] = i as u64 + 1;
             }
         }
+        let mut logs = BTreeMap::new();
         let flows = states
             .into_iter()
             .enumerate()
-            .map(|(i, s)| Flow {
-                id: i as u64 + 1,
-                ..s.flow
+            .map(|(i, s)| {
+                let id = i as u64 + 1;
+                if !s.log.is_empty() {
+                    logs.insert(id, s.log);
+                }
+                Flow { id, ..s.flow }
             })
             .collect();
         let mut packets: Vec<PacketFlow> = track
@@ -501,7 +593,7 @@ impl FlowTable {
             })
             .collect();
         packets.sort_unstable();
-        (flows, self.orphans, packets)
+        (flows, self.orphans, logs, packets)
     }
 }
 
