@@ -169,6 +169,18 @@ pub fn archive_state(path: &Path) -> ArchiveState {
         Err(e) => return ArchiveState::Unreadable(e.to_string()),
     };
     match procflow_format::reader::read_snapshots(BufReader::new(f), |_| {}) {
+        Ok(s) if !s.damaged.is_empty() => {
+            let d = &s.damaged[0];
+            ArchiveState::Cut {
+                offset: d.offset,
+                what: format!(
+                    "{}; {} damaged part(s) skipped, reading resumed at byte {}",
+                    d.what,
+                    s.damaged.len(),
+                    d.resumed_at
+                ),
+            }
+        }
         Ok(s) => match s.end {
             procflow_format::reader::ArchiveEnd::Trailer => ArchiveState::Whole,
             procflow_format::reader::ArchiveEnd::CleanCut => ArchiveState::NoTrailer,
