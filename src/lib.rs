@@ -14,9 +14,12 @@
 //!    the aggregation that builds it, and Community ID.
 //! 4. [`snapshot`]: the bundle's archives read into a socket timeline.
 //! 5. [`attribute`]: each flow joined to the socket and process that owned it.
-//! 6. [`report`]: the report files of `procflow analyze`.
-//! 7. [`commands`]: the command-line subcommands (`procflow flows`,
-//!    `procflow analyze`).
+//! 6. [`report`]: the report files of `procflow analyze`; [`overview`]: the
+//!    top processes, endpoints and traffic over time they show.
+//!
+//! The two pipelines of the `procflow` binary are plain functions over a
+//! config struct: [`flows`] (captures to a flows CSV) and [`analyze`] (a
+//! bundle to its reports). The command line itself lives in the binary.
 //!
 //! [`time`] formats timestamps as RFC 3339 UTC with nanoseconds.
 //!
@@ -25,13 +28,15 @@
 //! bundle text for the terminal and for CSV; [`outdir`] writes reports
 //! without ever writing into a bundle, through a planted link, or half.
 
+pub mod analyze;
 pub mod attribute;
 pub mod capture;
-pub mod commands;
 pub mod decode;
 pub mod flow;
+pub mod flows;
 pub mod hostile;
 pub mod outdir;
+pub mod overview;
 pub mod report;
 mod sha1;
 pub mod snapshot;

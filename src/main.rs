@@ -1,8 +1,9 @@
-//! The `procflow` command line: parses arguments and hands each subcommand
-//! to `procflow::commands`.
+//! The `procflow` command line: parses arguments, runs the library's
+//! pipelines and speaks to the terminal.
+
+mod cli;
 
 use clap::{Parser, Subcommand};
-use procflow::commands;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -19,20 +20,20 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Aggregate captures into flows (one CSV row per conversation).
-    Flows(commands::flows::Args),
+    Flows(cli::flows::Args),
     /// Attribute every flow of a bundle's captures to the process that owned
     /// its socket (reports: connections.csv, connections.jsonl,
     /// processes.csv, summary.json).
-    Analyze(commands::analyze::Args),
+    Analyze(cli::analyze::Args),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Flows(args) => commands::flows::run(args),
-        Command::Analyze(args) => commands::analyze::run(args),
+        Command::Flows(args) => cli::flows::run(args),
+        Command::Analyze(args) => cli::analyze::run(args),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("procflow: error: {e}");
+        eprintln!("procflow: error: {e:#}");
         ExitCode::from(2)
     })
 }

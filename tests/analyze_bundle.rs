@@ -572,11 +572,30 @@ fn attributes_every_rule_and_reason() {
         serde_json::from_slice(&std::fs::read(d.join("report/summary.json")).unwrap()).unwrap();
     assert_eq!(summary["counts"]["bytes"], total);
     assert_eq!(summary["diagnostics"]["capture"]["bytes"], total);
-    let reasons: Vec<&str> = procs
+    // Processes, then reasons, each by bytes descending.
+    let bytes = |r: &BTreeMap<String, String>| -> u64 {
+        r["bytes_in"].parse::<u64>().unwrap() + r["bytes_out"].parse::<u64>().unwrap()
+    };
+    let split = procs.iter().position(|r| r["pid"].is_empty()).unwrap();
+    assert!(procs[split..].iter().all(|r| r["pid"].is_empty()));
+    for part in [&procs[..split], &procs[split..]] {
+        assert!(part.windows(2).all(|w| bytes(&w[0]) >= bytes(&w[1])));
+    }
+    let mut reasons: Vec<&str> = procs
         .iter()
         .filter(|r| r["pid"].is_empty())
         .map(|r| r["comm"].as_str())
         .collect();
+    reasons.sort_by_key(|r| {
+        [
+            "unattributed:no-socket",
+            "unattributed:no-owner",
+            "unattributed:not-tcp-udp",
+            "unattributed:not-local",
+        ]
+        .iter()
+        .position(|x| x == r)
+    });
     assert_eq!(
         reasons,
         [
@@ -598,7 +617,11 @@ fn attributes_every_rule_and_reason() {
         let bytes = std::fs::read(d.join("report").join(o["path"].as_str().unwrap())).unwrap();
         assert_eq!(o["bytes"], bytes.len() as u64);
     }
-    assert_eq!(summary["outputs"].as_array().unwrap().len(), 3);
+    assert_eq!(summary["outputs"].as_array().unwrap().len(), 4);
+    // The terminal summary names the busiest process and the evidence.
+    assert!(stderr.contains("Top processes by bytes:"), "{stderr}");
+    assert!(stderr.contains("Unattributed bytes by reason:"), "{stderr}");
+    assert!(stderr.contains("Evidence: recorder"), "{stderr}");
     assert_eq!(summary["inputs"]["files"].as_array().unwrap().len(), 3);
     // JSON lines: one per flow, ECS names.
     let jsonl = std::fs::read_to_string(d.join("report/connections.jsonl")).unwrap();

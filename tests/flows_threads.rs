@@ -4,7 +4,7 @@
 //! the single file.
 
 use procflow::capture::{replay, ReplayOptions};
-use procflow::commands::flows::write_csv;
+use procflow::flows::write_csv;
 use std::path::{Path, PathBuf};
 
 fn csv(paths: &[PathBuf], threads: usize) -> Vec<u8> {

@@ -1,264 +1,212 @@
-//! Command-line parsing, by hand: the recorder ships as one small static
-//! binary and its grammar is a handful of `--flag VALUE` pairs.
+//! The `procflow-snap` command line (clap): turned into a
+//! [`record::Config`](procflow_snap::record::Config) for the library.
+//! Durations use the one grammar of `procflow_format::duration`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::capture::Rotate;
-use crate::record::Config;
+use clap::{Args, Parser, Subcommand};
+use procflow_format::duration::parse_duration;
+use procflow_snap::capture::Rotate;
+use procflow_snap::record::Config;
 
 /// Default time between snapshots. Measured (docs/recorder.md): 250 ms saw
 /// 99 % of 200 processes living 0.5 s with one TCP connection each, as
 /// 100 ms did, for half the CPU; 500 ms saw 85 %.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(250);
+const DEFAULT_INTERVAL: &str = "250ms";
 /// Default full fd walk period.
-pub const DEFAULT_FULL_WALK: Duration = Duration::from_secs(2);
+const DEFAULT_FULL_WALK: &str = "2s";
 /// Default keyframe period, in snapshots.
-pub const DEFAULT_KEYFRAME_EVERY: u64 = 300;
+const DEFAULT_KEYFRAME_EVERY: u64 = 300;
 /// Default archive rotation size, MiB.
-pub const DEFAULT_ARCHIVE_MB: u64 = 64;
+const DEFAULT_ARCHIVE_MB: u64 = 64;
 /// Default CPU nice value: yield to the server being watched.
-pub const DEFAULT_NICE: i32 = 19;
+const DEFAULT_NICE: i32 = 19;
 
-/// What the command line asks for.
-#[derive(Debug)]
-pub enum Command {
-    /// `record` or `once`.
-    Run(Config),
-    /// `--help`.
-    Help,
-    /// `--version`.
-    Version,
-}
-
-/// The help text.
-pub fn usage() -> String {
-    format!(
-        "procflow-snap {ver}: record /proc socket state (and a packet capture) on a suspect host
-
-USAGE:
-    procflow-snap record --out DIR [OPTIONS]
-    procflow-snap once --out DIR
-    procflow-snap --help | --version
-
-COMMANDS:
-    record    Snapshot /proc every interval until SIGINT/SIGTERM or --duration
-    once      One full snapshot, manifest and SHA256SUMS (triage)
-
-OPTIONS (record):
-    --out DIR              Bundle directory: created if absent, must be empty
-    --interval DUR         Time between snapshots [default: {int}]
-    --iface IFACE          Also capture on IFACE with tcpdump, into DIR
-    --filter BPF           tcpdump filter expression (with --iface)
-    --rotate-seconds N     New capture file every N seconds (with --iface)
-    --rotate-mb N          New capture file every N MB (10^6 bytes; with --iface)
-    --duration DUR         Stop after DUR
-    --max-cpu PERCENT      Stretch the interval to keep own CPU under PERCENT of a core
-    --nice N               CPU nice value, -20..19 [default: {nice}]; 19 also puts
-                           the recorder in the idle I/O class. On a saturated
-                           host nice 19 can delay snapshots by seconds: lower it
-                           (and bound the cost with --max-cpu) to see short-lived
-                           sockets
-    --keyframe-every N     Full snapshot every N snapshots [default: {kf}]
-    --full-walk DUR        Read every process' fds at least every DUR [default: {fw}]
-    --archive-mb N         Start a new snapshot archive after N MiB [default: {amb}]
-
+const AFTER_HELP: &str = "\
 DUR is a number with a unit: 500ms, 2s, 5m, 1h (a bare number is seconds).
 
-EXIT STATUS:
-    0 stopped as asked; 1 error while recording; 2 bad usage or failed
-    pre-check (nothing written); 3 disk full (everything written is kept);
-    130 forced by a second signal.
-",
-        ver = env!("CARGO_PKG_VERSION"),
-        int = fmt_dur(DEFAULT_INTERVAL),
-        kf = DEFAULT_KEYFRAME_EVERY,
-        fw = fmt_dur(DEFAULT_FULL_WALK),
-        amb = DEFAULT_ARCHIVE_MB,
-        nice = DEFAULT_NICE,
-    )
+Exit status:
+  0 stopped as asked; 1 error while recording; 2 bad usage or failed
+  pre-check (nothing written); 3 disk full (everything written is kept);
+  130 forced by a second signal.";
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "procflow-snap",
+    version,
+    about = "Record /proc socket state (and a packet capture) on a suspect host",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn fmt_dur(d: Duration) -> String {
-    if d.subsec_millis() != 0 || d.as_secs() == 0 {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{}s", d.as_secs())
-    }
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Snapshot /proc every interval until SIGINT/SIGTERM or --duration
+    #[command(after_help = AFTER_HELP)]
+    Record(RecordArgs),
+    /// One full snapshot, manifest and SHA256SUMS (triage)
+    Once(OnceArgs),
 }
 
-/// Parses `500ms`, `2s`, `5m`, `1h`, `1.5s` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num.parse().ok()?;
-    if !v.is_finite() || v < 0.0 {
-        return None;
-    }
-    Duration::try_from_secs_f64(v * mult).ok()
+#[derive(Debug, Args)]
+struct OnceArgs {
+    /// Bundle directory: created if absent, must be empty
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
 }
 
-/// Parses the arguments (without the program name). `argv` is the full
-/// command line, kept for the manifest.
-pub fn parse(args: &[String], argv: Vec<String>) -> Result<Command, String> {
-    let mut it = args.iter();
-    let cmd = match it.next().map(String::as_str) {
-        None => return Err("a command is needed: record or once (see --help)".into()),
-        Some("--help" | "-h" | "help") => return Ok(Command::Help),
-        Some("--version" | "-V") => return Ok(Command::Version),
-        Some(c @ ("record" | "once")) => c,
-        Some(other) => {
-            return Err(format!(
-                "unknown command {other:?}: expected record or once (see --help)"
-            ))
-        }
-    };
-    let once = cmd == "once";
-    let mut out: Option<PathBuf> = None;
-    let mut cfg = Config {
-        out: PathBuf::new(),
-        interval: DEFAULT_INTERVAL,
-        iface: None,
-        filter: None,
-        rotate: Rotate::None,
-        duration: None,
-        max_cpu: None,
-        nice: DEFAULT_NICE,
-        keyframe_every: DEFAULT_KEYFRAME_EVERY,
-        full_walk: DEFAULT_FULL_WALK,
-        archive_bytes: DEFAULT_ARCHIVE_MB * 1024 * 1024,
-        once,
-        argv,
-    };
-    let mut rotate_s: Option<u64> = None;
-    let mut rotate_mb: Option<u64> = None;
-    while let Some(flag) = it.next() {
-        if flag == "--help" || flag == "-h" {
-            return Ok(Command::Help);
-        }
-        let (name, inline) = match flag.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
-            _ => (flag.as_str(), None),
-        };
-        let allowed_once = name == "--out";
-        if once && !allowed_once {
-            return Err(format!("once takes only --out, not {name}"));
-        }
-        let mut value = || -> Result<String, String> {
-            match inline.clone() {
-                Some(v) => Ok(v),
-                None => it
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| format!("{name} needs a value")),
-            }
-        };
-        let dur = |v: String| {
-            parse_duration(&v)
-                .ok_or_else(|| format!("{name} {v:?}: expected a duration like 500ms, 2s, 5m"))
-        };
-        let num = |v: String| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{name} {v:?}: expected a whole number"))
-        };
-        match name {
-            "--out" => out = Some(PathBuf::from(value()?)),
-            "--interval" => {
-                cfg.interval = dur(value()?)?;
-                if cfg.interval < Duration::from_millis(10) {
-                    return Err("--interval: at least 10ms".into());
-                }
-            }
-            "--iface" => cfg.iface = Some(value()?),
-            "--filter" => cfg.filter = Some(value()?),
-            "--rotate-seconds" => rotate_s = Some(num(value()?)?).filter(|n| *n > 0),
-            "--rotate-mb" => rotate_mb = Some(num(value()?)?).filter(|n| *n > 0),
-            "--duration" => cfg.duration = Some(dur(value()?)?),
-            "--max-cpu" => {
-                let v = value()?;
-                let p: f64 = v
-                    .parse()
-                    .ok()
-                    .filter(|p: &f64| p.is_finite() && *p > 0.0 && *p <= 100.0)
-                    .ok_or_else(|| format!("--max-cpu {v:?}: expected a percentage in (0, 100]"))?;
-                cfg.max_cpu = Some(p);
-            }
-            "--nice" => {
-                let v = value()?;
-                cfg.nice = v
-                    .parse()
-                    .ok()
-                    .filter(|n: &i32| (-20..=19).contains(n))
-                    .ok_or_else(|| {
-                        format!("--nice {v:?}: expected a whole number from -20 to 19")
-                    })?;
-            }
-            "--keyframe-every" => {
-                cfg.keyframe_every = num(value()?)?;
-                if cfg.keyframe_every == 0 {
-                    return Err("--keyframe-every: at least 1".into());
-                }
-            }
-            "--full-walk" => cfg.full_walk = dur(value()?)?,
-            "--archive-mb" => {
-                let n = num(value()?)?;
-                if n == 0 {
-                    return Err("--archive-mb: at least 1".into());
-                }
-                cfg.archive_bytes = n.saturating_mul(1024 * 1024);
-            }
-            other => return Err(format!("unknown option {other:?} (see --help)")),
+#[derive(Debug, Args)]
+struct RecordArgs {
+    /// Bundle directory: created if absent, must be empty
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Time between snapshots
+    #[arg(long, value_name = "DUR", default_value = DEFAULT_INTERVAL, value_parser = interval)]
+    interval: Duration,
+    /// Also capture on IFACE with tcpdump, into DIR
+    #[arg(long, value_name = "IFACE")]
+    iface: Option<String>,
+    /// tcpdump filter expression
+    #[arg(long, value_name = "BPF", requires = "iface")]
+    filter: Option<String>,
+    /// New capture file every N seconds (a duration of whole seconds; 0: no rotation)
+    #[arg(long, value_name = "N", requires = "iface", value_parser = whole_seconds)]
+    rotate_seconds: Option<u64>,
+    /// New capture file every N MB (10^6 bytes; 0: no rotation)
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "iface",
+        conflicts_with = "rotate_seconds"
+    )]
+    rotate_mb: Option<u64>,
+    /// Stop after DUR
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    duration: Option<Duration>,
+    /// Stretch the interval to keep own CPU under PERCENT of a core
+    #[arg(long, value_name = "PERCENT", value_parser = percent)]
+    max_cpu: Option<f64>,
+    /// CPU nice value, -20..19; 19 also puts the recorder in the idle I/O
+    /// class. On a saturated host nice 19 can delay snapshots by seconds:
+    /// lower it (and bound the cost with --max-cpu) to see short-lived
+    /// sockets
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_NICE,
+          value_parser = clap::value_parser!(i32).range(-20..=19), allow_negative_numbers = true)]
+    nice: i32,
+    /// Full snapshot every N snapshots
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEYFRAME_EVERY,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    keyframe_every: u64,
+    /// Read every process' fds at least every DUR
+    #[arg(long, value_name = "DUR", default_value = DEFAULT_FULL_WALK, value_parser = duration)]
+    full_walk: Duration,
+    /// Start a new snapshot archive after N MiB
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_ARCHIVE_MB,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    archive_mb: u64,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn interval(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d < Duration::from_millis(10) {
+        return Err("at least 10ms".into());
+    }
+    Ok(d)
+}
+
+/// Seconds for tcpdump `-G`: a duration of whole seconds (a bare number is
+/// seconds, as before durations were accepted here).
+fn whole_seconds(s: &str) -> Result<u64, String> {
+    let d = duration(s)?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!("{s:?}: tcpdump rotates on whole seconds"));
+    }
+    Ok(d.as_secs())
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    s.parse()
+        .ok()
+        .filter(|p: &f64| p.is_finite() && *p > 0.0 && *p <= 100.0)
+        .ok_or_else(|| format!("{s:?}: expected a percentage in (0, 100]"))
+}
+
+impl Cli {
+    /// The recorder's configuration; `argv` is the whole command line, kept
+    /// in the manifest.
+    pub fn into_config(self, argv: &[OsString]) -> Config {
+        let argv = argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        match self.command {
+            Command::Once(a) => Config {
+                out: a.out,
+                interval: parse_duration(DEFAULT_INTERVAL).unwrap_or_default(),
+                iface: None,
+                filter: None,
+                rotate: Rotate::None,
+                duration: None,
+                max_cpu: None,
+                nice: DEFAULT_NICE,
+                keyframe_every: DEFAULT_KEYFRAME_EVERY,
+                full_walk: parse_duration(DEFAULT_FULL_WALK).unwrap_or_default(),
+                archive_bytes: DEFAULT_ARCHIVE_MB * 1024 * 1024,
+                once: true,
+                argv,
+            },
+            Command::Record(a) => Config {
+                out: a.out,
+                interval: a.interval,
+                iface: a.iface,
+                filter: a.filter,
+                rotate: match (a.rotate_seconds, a.rotate_mb) {
+                    (Some(s), _) if s > 0 => Rotate::Seconds(s),
+                    (_, Some(m)) if m > 0 => Rotate::Megabytes(m),
+                    _ => Rotate::None,
+                },
+                duration: a.duration,
+                max_cpu: a.max_cpu,
+                nice: a.nice,
+                keyframe_every: a.keyframe_every,
+                full_walk: a.full_walk,
+                archive_bytes: a.archive_mb.saturating_mul(1024 * 1024),
+                once: false,
+                argv,
+            },
         }
     }
-    cfg.out = out.ok_or("--out DIR is required: the recorder writes nowhere else")?;
-    if cfg.iface.is_none() && (cfg.filter.is_some() || rotate_s.is_some() || rotate_mb.is_some()) {
-        return Err("--filter, --rotate-seconds and --rotate-mb need --iface".into());
-    }
-    cfg.rotate = match (rotate_s, rotate_mb) {
-        (Some(_), Some(_)) => {
-            return Err("--rotate-seconds and --rotate-mb exclude each other".into())
-        }
-        (Some(s), None) => Rotate::Seconds(s),
-        (None, Some(m)) => Rotate::Megabytes(m),
-        (None, None) => Rotate::None,
-    };
-    Ok(Command::Run(cfg))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::error::ErrorKind;
+    use std::os::unix::ffi::OsStringExt;
 
-    fn p(args: &[&str]) -> Result<Command, String> {
-        let v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        parse(&v, v.clone())
+    fn p(args: &[&str]) -> Result<Config, clap::Error> {
+        let mut v: Vec<OsString> = vec!["procflow-snap".into()];
+        v.extend(args.iter().map(OsString::from));
+        Cli::try_parse_from(&v).map(|c| c.into_config(&v))
     }
 
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("-1s"), None);
-        assert_eq!(parse_duration("abc"), None);
-        assert_eq!(parse_duration(""), None);
+    fn err(args: &[&str]) -> String {
+        p(args).expect_err("an error").to_string()
     }
 
     #[test]
     fn flags() {
-        let Ok(Command::Run(c)) = p(&[
+        let c = p(&[
             "record",
             "--out",
             "/tmp/x",
@@ -273,29 +221,113 @@ mod tests {
             "5",
             "--nice",
             "0",
-        ]) else {
-            panic!("expected a record command");
-        };
+        ])
+        .expect("a record command");
         assert_eq!(c.interval, Duration::from_millis(250));
         assert_eq!(c.rotate, Rotate::Megabytes(100));
         assert_eq!(c.filter.as_deref(), Some("tcp port 80"));
         assert_eq!(c.max_cpu, Some(5.0));
         assert_eq!(c.nice, 0);
-        let Ok(Command::Run(c)) = p(&["record", "--out", "x"]) else {
-            panic!("expected a record command");
-        };
+        assert!(!c.once);
+        assert_eq!(c.argv.len(), 15);
+        let c = p(&["record", "--out", "x"]).expect("a record command");
         assert_eq!(c.nice, DEFAULT_NICE);
-        assert!(p(&["record", "--out", "x", "--nice", "20"])
-            .unwrap_err()
-            .contains("-20 to 19"));
-        assert!(p(&["record"]).unwrap_err().contains("--out"));
-        assert!(p(&["record", "--out", "x", "--bogus"])
-            .unwrap_err()
-            .contains("--bogus"));
-        assert!(p(&["record", "--out", "x", "--filter", "tcp"]).is_err());
-        assert!(p(&["once", "--out", "x", "--interval", "1s"]).is_err());
-        assert!(p(&["record", "--out", "x", "--interval", "1ms"]).is_err());
-        assert!(matches!(p(&["--version"]), Ok(Command::Version)));
-        assert!(matches!(p(&["record", "--help"]), Ok(Command::Help)));
+        assert_eq!(c.interval, Duration::from_millis(250));
+        assert_eq!(c.full_walk, Duration::from_secs(2));
+        assert_eq!(c.keyframe_every, 300);
+        assert_eq!(c.archive_bytes, 64 << 20);
+        assert_eq!(c.rotate, Rotate::None);
+        let c = p(&["record", "--out", "x", "--nice", "-5"]).expect("negative nice");
+        assert_eq!(c.nice, -5);
+        let c = p(&["once", "--out", "x"]).expect("a once command");
+        assert!(c.once);
+        assert_eq!(c.interval, Duration::from_millis(250));
+        assert!(err(&["record", "--out", "x", "--nice", "20"]).contains("-20..=19"));
+        assert!(err(&["record"]).contains("--out"));
+        assert!(err(&["record", "--out", "x", "--bogus"]).contains("--bogus"));
+        assert!(err(&["record", "--out", "x", "--filter", "tcp"]).contains("--iface"));
+        assert!(err(&["once", "--out", "x", "--interval", "1s"]).contains("--interval"));
+        assert!(err(&["record", "--out", "x", "--interval", "1ms"]).contains("10ms"));
+        assert!(p(&["record", "--out", "x", "--keyframe-every", "0"]).is_err());
+        assert!(p(&["record", "--out", "x", "--archive-mb", "0"]).is_err());
+        assert!(p(&["record", "--out", "x", "--max-cpu", "101"]).is_err());
+        assert!(p(&[
+            "record",
+            "--out",
+            "x",
+            "--iface",
+            "lo",
+            "--rotate-mb",
+            "1",
+            "--rotate-seconds",
+            "1"
+        ])
+        .is_err());
+        assert_eq!(
+            p(&["--version"]).unwrap_err().kind(),
+            ErrorKind::DisplayVersion
+        );
+        for help in [&["--help"][..], &["-h"], &["help"], &["record", "--help"]] {
+            assert_eq!(p(help).unwrap_err().kind(), ErrorKind::DisplayHelp);
+        }
+    }
+
+    #[test]
+    fn durations_share_one_grammar() {
+        let c = p(&[
+            "record",
+            "--out",
+            "x",
+            "--duration",
+            "10m",
+            "--full-walk",
+            "1.5s",
+            "--interval",
+            "1",
+            "--iface",
+            "lo",
+            "--rotate-seconds",
+            "1h",
+        ])
+        .expect("durations");
+        assert_eq!(c.duration, Some(Duration::from_secs(600)));
+        assert_eq!(c.full_walk, Duration::from_millis(1500));
+        assert_eq!(c.interval, Duration::from_secs(1));
+        assert_eq!(c.rotate, Rotate::Seconds(3600));
+        let c = p(&[
+            "record",
+            "--out",
+            "x",
+            "--iface",
+            "lo",
+            "--rotate-seconds",
+            "30",
+        ])
+        .expect("bare seconds");
+        assert_eq!(c.rotate, Rotate::Seconds(30));
+        assert!(p(&[
+            "record",
+            "--out",
+            "x",
+            "--iface",
+            "lo",
+            "--rotate-seconds",
+            "1.5s"
+        ])
+        .is_err());
+        assert!(p(&["record", "--out", "x", "--duration", "5 parsecs"]).is_err());
+    }
+
+    #[test]
+    fn non_utf8_out_is_kept() {
+        let raw = OsString::from_vec(b"/tmp/case-\xff".to_vec());
+        let v: Vec<OsString> = vec![
+            "procflow-snap".into(),
+            "once".into(),
+            "--out".into(),
+            raw.clone(),
+        ];
+        let c = Cli::try_parse_from(&v).expect("parses").into_config(&v);
+        assert_eq!(c.out.as_os_str(), raw.as_os_str());
     }
 }

@@ -14,7 +14,6 @@
 pub mod archive;
 pub mod bundle;
 pub mod capture;
-pub mod cli;
 pub mod live;
 pub mod record;
 pub mod sys;

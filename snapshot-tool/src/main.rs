@@ -1,26 +1,12 @@
-//! The `procflow-snap` command line.
+//! The `procflow-snap` command line: parses arguments and runs the
+//! recorder of the `procflow_snap` library.
 
-use procflow_snap::cli::{self, Command};
-use procflow_snap::record;
+mod cli;
+
+use clap::Parser;
 
 fn main() {
-    let argv: Vec<String> = std::env::args_os()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let code = match cli::parse(argv.get(1..).unwrap_or_default(), argv.clone()) {
-        Ok(Command::Help) => {
-            print!("{}", cli::usage());
-            0
-        }
-        Ok(Command::Version) => {
-            println!("procflow-snap {}", env!("CARGO_PKG_VERSION"));
-            0
-        }
-        Ok(Command::Run(cfg)) => record::run(cfg),
-        Err(e) => {
-            eprintln!("procflow-snap: {e}");
-            record::EXIT_USAGE
-        }
-    };
-    std::process::exit(code);
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cfg = cli::Cli::parse_from(&argv).into_config(&argv);
+    std::process::exit(procflow_snap::record::run(cfg));
 }

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use super::{ReportInput, ReportWriter, CONNECTION_COLUMNS};
+use super::{write_csv_rows, ReportInput, ReportWriter};
 
 /// Writer of `connections.csv`.
 pub struct ConnectionsCsv<'a>(pub &'a ReportInput<'a>);
@@ -13,11 +13,6 @@ impl ReportWriter for ConnectionsCsv<'_> {
     }
 
     fn write(&self, out: &mut dyn Write) -> io::Result<()> {
-        let mut w = csv::Writer::from_writer(out);
-        w.write_record(CONNECTION_COLUMNS)?;
-        for r in &self.0.rows {
-            w.write_record(r.fields())?;
-        }
-        w.flush()
+        write_csv_rows(out, self.0.rows.iter().map(|r| r.csv_row()))
     }
 }

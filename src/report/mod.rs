@@ -7,6 +7,7 @@
 
 pub mod connections_csv;
 pub mod connections_jsonl;
+pub mod html;
 pub mod processes_csv;
 pub mod summary;
 
@@ -15,6 +16,7 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 
 use procflow_format::layout::{Manifest, ProcessRecord};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::attribute::{Attribution, Method, ProcKey, Reason};
@@ -116,49 +118,85 @@ pub fn socket_state_name(t: Transport, state: u8) -> &'static str {
     }
 }
 
-/// The columns of `connections.csv`, in order.
-pub const CONNECTION_COLUMNS: [&str; 40] = [
-    "flow_id",
-    "proto",
-    "family",
-    "local_ip",
-    "local_port",
-    "remote_ip",
-    "remote_port",
-    "first_seen",
-    "last_seen",
-    "packets_in",
-    "packets_out",
-    "bytes_in",
-    "bytes_out",
-    "pid",
-    "process_start",
-    "ppid",
-    "uid",
-    "comm",
-    "exe",
-    "cmdline",
-    "netns",
-    "method",
-    "time_gap_ms",
-    "shared_with",
-    "direction",
-    "confidence",
-    "socket_state",
-    "inode",
-    "socket_uid",
-    "entity_id",
-    "community_id",
-    "ip_bytes_in",
-    "ip_bytes_out",
-    "duration_ms",
-    "process_start_ticks",
-    "container_id",
-    "icmp_type",
-    "icmp_code",
-    "both_local",
-    "note",
-];
+/// One line of `connections.csv`: the field names are the column names, in
+/// order (`docs/report-schema.md`); `None` is an empty field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ConnectionCsvRow<'a> {
+    pub(crate) flow_id: u64,
+    pub(crate) proto: String,
+    pub(crate) family: &'a str,
+    pub(crate) local_ip: String,
+    pub(crate) local_port: Option<u16>,
+    pub(crate) remote_ip: String,
+    pub(crate) remote_port: Option<u16>,
+    pub(crate) first_seen: String,
+    pub(crate) last_seen: String,
+    pub(crate) packets_in: u64,
+    pub(crate) packets_out: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) pid: Option<u32>,
+    pub(crate) process_start: &'a str,
+    pub(crate) ppid: Option<u32>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) comm: Option<&'a str>,
+    pub(crate) exe: Option<&'a str>,
+    pub(crate) cmdline: String,
+    pub(crate) netns: Option<u64>,
+    pub(crate) method: String,
+    pub(crate) time_gap_ms: Option<i64>,
+    pub(crate) shared_with: String,
+    pub(crate) direction: &'a str,
+    pub(crate) confidence: &'a str,
+    pub(crate) socket_state: &'a str,
+    pub(crate) inode: Option<u64>,
+    pub(crate) socket_uid: Option<u32>,
+    pub(crate) entity_id: &'a str,
+    pub(crate) community_id: &'a str,
+    pub(crate) ip_bytes_in: u64,
+    pub(crate) ip_bytes_out: u64,
+    pub(crate) duration_ms: i64,
+    pub(crate) process_start_ticks: Option<u64>,
+    pub(crate) container_id: Option<&'a str>,
+    pub(crate) icmp_type: Option<u8>,
+    pub(crate) icmp_code: Option<u8>,
+    pub(crate) both_local: bool,
+    pub(crate) note: String,
+}
+
+/// Writes `rows` as CSV under a header of the field names of `T`, written
+/// also when there is no row.
+pub fn write_csv_rows<T, I>(out: &mut dyn Write, rows: I) -> io::Result<()>
+where
+    T: Serialize + Default,
+    I: IntoIterator<Item = T>,
+{
+    let mut w = csv::Writer::from_writer(out);
+    let mut empty = true;
+    for r in rows {
+        w.serialize(r)?;
+        empty = false;
+    }
+    if empty {
+        w.write_record(&csv_header::<T>()?)?;
+    }
+    w.flush()
+}
+
+/// The CSV header of `T`: its field names, as `csv` writes them before the
+/// first serialized row.
+fn csv_header<T: Serialize + Default>() -> io::Result<csv::StringRecord> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.serialize(T::default())?;
+    let bytes = w.into_inner().map_err(|e| e.into_error())?;
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(bytes.as_slice())
+        .records()
+        .next()
+        .transpose()?
+        .ok_or_else(|| io::Error::other("a CSV row type without fields"))
+}
 
 /// One row of `connections.csv` (and one line of `connections.jsonl`).
 #[derive(Debug, Clone, PartialEq)]
@@ -268,58 +306,57 @@ impl ConnectionRow {
         }
     }
 
-    /// The CSV fields, in [`CONNECTION_COLUMNS`] order.
-    pub fn fields(&self) -> Vec<String> {
+    /// The line of `connections.csv`.
+    pub fn csv_row(&self) -> ConnectionCsvRow<'_> {
         let f = &self.flow;
         let a = &self.attribution;
-        let opt = |v: Option<String>| v.unwrap_or_default();
         let (lip, lport) = self.local();
         let (rip, rport) = self.remote();
         let [pin, pout, bin, bout, ipin, ipout] = self.counters();
         let p = self.process.as_ref();
         let owner = a.owner;
-        vec![
-            f.id.to_string(),
-            proto_name(f.proto),
-            f.family.as_str().to_string(),
-            lip.to_string(),
-            opt(lport.map(|p| p.to_string())),
-            rip.to_string(),
-            opt(rport.map(|p| p.to_string())),
-            rfc3339_ns(f.first_seen_ns),
-            rfc3339_ns(f.last_seen_ns),
-            pin.to_string(),
-            pout.to_string(),
-            bin.to_string(),
-            bout.to_string(),
-            opt(owner.map(|o| o.pid.to_string())),
-            self.process_start.clone(),
-            opt(p.map(|p| p.ppid.to_string())),
-            opt(p.map(|p| p.uid.to_string())),
-            opt(p.map(|p| p.comm.clone())),
-            opt(p.and_then(|p| p.exe.clone())),
-            self.cmdline(),
-            opt(a.socket.map(|s| s.netns.to_string())),
-            a.method.name(),
-            opt(self.time_gap_ms().map(|g| g.to_string())),
-            self.shared_with(),
-            self.direction().to_string(),
-            confidence(a).to_string(),
-            self.socket_state().to_string(),
-            opt(a.socket.map(|s| s.inode.to_string())),
-            opt(self.socket_uid.map(|u| u.to_string())),
-            self.entity_id.clone(),
-            self.community_id.clone(),
-            ipin.to_string(),
-            ipout.to_string(),
-            (f.last_seen_ns.saturating_sub(f.first_seen_ns) / 1_000_000).to_string(),
-            opt(owner.map(|o| o.start_time.to_string())),
-            opt(p.and_then(|p| p.container_id.clone())),
-            opt(f.icmp.map(|i| i.icmp_type.to_string())),
-            opt(f.icmp.map(|i| i.code.to_string())),
-            if a.both_local { "true" } else { "false" }.to_string(),
-            a.notes.join("; "),
-        ]
+        ConnectionCsvRow {
+            flow_id: f.id,
+            proto: proto_name(f.proto),
+            family: f.family.as_str(),
+            local_ip: lip.to_string(),
+            local_port: lport,
+            remote_ip: rip.to_string(),
+            remote_port: rport,
+            first_seen: rfc3339_ns(f.first_seen_ns),
+            last_seen: rfc3339_ns(f.last_seen_ns),
+            packets_in: pin,
+            packets_out: pout,
+            bytes_in: bin,
+            bytes_out: bout,
+            pid: owner.map(|o| o.pid),
+            process_start: &self.process_start,
+            ppid: p.map(|p| p.ppid),
+            uid: p.map(|p| p.uid),
+            comm: p.map(|p| p.comm.as_str()),
+            exe: p.and_then(|p| p.exe.as_deref()),
+            cmdline: self.cmdline(),
+            netns: a.socket.map(|s| s.netns),
+            method: a.method.name(),
+            time_gap_ms: self.time_gap_ms(),
+            shared_with: self.shared_with(),
+            direction: self.direction(),
+            confidence: confidence(a),
+            socket_state: self.socket_state(),
+            inode: a.socket.map(|s| s.inode),
+            socket_uid: self.socket_uid,
+            entity_id: &self.entity_id,
+            community_id: &self.community_id,
+            ip_bytes_in: ipin,
+            ip_bytes_out: ipout,
+            duration_ms: f.last_seen_ns.saturating_sub(f.first_seen_ns) / 1_000_000,
+            process_start_ticks: owner.map(|o| o.start_time),
+            container_id: p.and_then(|p| p.container_id.as_deref()),
+            icmp_type: f.icmp.map(|i| i.icmp_type),
+            icmp_code: f.icmp.map(|i| i.code),
+            both_local: a.both_local,
+            note: a.notes.join("; "),
+        }
     }
 }
 
@@ -383,7 +420,9 @@ impl<'a> ReportInput<'a> {
         }
     }
 
-    /// Per-process totals plus one row per unattribution reason present.
+    /// Per-process totals plus one row per unattribution reason present:
+    /// processes first, by total bytes (in + out) descending, then pid and
+    /// start time; then the reasons, by bytes descending, then reason order.
     pub fn process_rows(&self) -> Vec<ProcessRow> {
         let mut by: BTreeMap<(u8, u32, u64), ProcessRow> = BTreeMap::new();
         for r in &self.rows {
@@ -413,7 +452,15 @@ impl<'a> ReportInput<'a> {
             e.first_seen_ns = e.first_seen_ns.min(r.flow.first_seen_ns);
             e.last_seen_ns = e.last_seen_ns.max(r.flow.last_seen_ns);
         }
-        by.into_values().collect()
+        let mut rows: Vec<((u8, u32, u64), ProcessRow)> = by.into_iter().collect();
+        // The map's key order (pid, start; reason) breaks byte ties.
+        rows.sort_by(|(ka, a), (kb, b)| {
+            let total = |r: &ProcessRow| r.counters[2] + r.counters[3];
+            ka.0.cmp(&kb.0)
+                .then(total(b).cmp(&total(a)))
+                .then(ka.cmp(kb))
+        });
+        rows.into_iter().map(|(_, r)| r).collect()
     }
 }
 
@@ -493,6 +540,28 @@ mod tests {
             r"sh -c 'echo it'\''s'"
         );
         assert_eq!(shell_join(&v(&["x", ""])), "x ''");
+    }
+
+    #[test]
+    fn csv_header_comes_from_the_row_struct_also_without_rows() {
+        let mut out = Vec::new();
+        write_csv_rows(&mut out, Vec::<ConnectionCsvRow>::new()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "flow_id,proto,family,local_ip,local_port,remote_ip,remote_port,first_seen,\
+             last_seen,packets_in,packets_out,bytes_in,bytes_out,pid,process_start,ppid,uid,\
+             comm,exe,cmdline,netns,method,time_gap_ms,shared_with,direction,confidence,\
+             socket_state,inode,socket_uid,entity_id,community_id,ip_bytes_in,ip_bytes_out,\
+             duration_ms,process_start_ticks,container_id,icmp_type,icmp_code,both_local,note\n"
+        );
+        let mut out = Vec::new();
+        write_csv_rows(&mut out, Vec::<processes_csv::ProcessCsvRow>::new()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "pid,process_start,ppid,uid,comm,exe,cmdline,connections,packets_in,packets_out,\
+             bytes_in,bytes_out,first_seen,last_seen,process_start_ticks,entity_id,\
+             ip_bytes_in,ip_bytes_out,container_id\n"
+        );
     }
 
     #[test]

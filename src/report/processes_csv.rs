@@ -4,30 +4,66 @@
 
 use std::io::{self, Write};
 
-use super::{rfc3339_ns, shell_join, ReportInput, ReportWriter};
+use serde::Serialize;
 
-/// The columns of `processes.csv`, in order.
-pub const PROCESS_COLUMNS: [&str; 19] = [
-    "pid",
-    "process_start",
-    "ppid",
-    "uid",
-    "comm",
-    "exe",
-    "cmdline",
-    "connections",
-    "packets_in",
-    "packets_out",
-    "bytes_in",
-    "bytes_out",
-    "first_seen",
-    "last_seen",
-    "process_start_ticks",
-    "entity_id",
-    "ip_bytes_in",
-    "ip_bytes_out",
-    "container_id",
-];
+use super::{rfc3339_ns, shell_join, write_csv_rows, ProcessRow, ReportInput, ReportWriter};
+
+/// One line of `processes.csv`: the field names are the column names, in
+/// order (`docs/report-schema.md`); `None` is an empty field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProcessCsvRow<'a> {
+    pub(crate) pid: Option<u32>,
+    pub(crate) process_start: &'a str,
+    pub(crate) ppid: Option<u32>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) comm: String,
+    pub(crate) exe: Option<&'a str>,
+    pub(crate) cmdline: Option<String>,
+    pub(crate) connections: u64,
+    pub(crate) packets_in: u64,
+    pub(crate) packets_out: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) first_seen: String,
+    pub(crate) last_seen: String,
+    pub(crate) process_start_ticks: Option<u64>,
+    pub(crate) entity_id: &'a str,
+    pub(crate) ip_bytes_in: u64,
+    pub(crate) ip_bytes_out: u64,
+    pub(crate) container_id: Option<&'a str>,
+}
+
+impl ProcessRow {
+    /// The line of `processes.csv`.
+    pub fn csv_row(&self) -> ProcessCsvRow<'_> {
+        let p = self.process.as_ref();
+        let [pin, pout, bin, bout, ipin, ipout] = self.counters;
+        ProcessCsvRow {
+            pid: self.owner.map(|o| o.pid),
+            process_start: &self.process_start,
+            ppid: p.map(|p| p.ppid),
+            uid: p.map(|p| p.uid),
+            comm: match self.owner {
+                Some(_) => p.map(|p| p.comm.clone()).unwrap_or_default(),
+                None => self.method.name(),
+            },
+            exe: p.and_then(|p| p.exe.as_deref()),
+            cmdline: p.map(|p| shell_join(&p.cmdline)),
+            connections: self.connections,
+            packets_in: pin,
+            packets_out: pout,
+            bytes_in: bin,
+            bytes_out: bout,
+            first_seen: rfc3339_ns(self.first_seen_ns),
+            last_seen: rfc3339_ns(self.last_seen_ns),
+            process_start_ticks: self.owner.map(|o| o.start_time),
+            entity_id: &self.entity_id,
+            ip_bytes_in: ipin,
+            ip_bytes_out: ipout,
+            container_id: p.and_then(|p| p.container_id.as_deref()),
+        }
+    }
+}
 
 /// Writer of `processes.csv`.
 pub struct ProcessesCsv<'a>(pub &'a ReportInput<'a>);
@@ -38,38 +74,7 @@ impl ReportWriter for ProcessesCsv<'_> {
     }
 
     fn write(&self, out: &mut dyn Write) -> io::Result<()> {
-        let mut w = csv::Writer::from_writer(out);
-        w.write_record(PROCESS_COLUMNS)?;
-        for r in self.0.process_rows() {
-            let p = r.process.as_ref();
-            let opt = |v: Option<String>| v.unwrap_or_default();
-            let [pin, pout, bin, bout, ipin, ipout] = r.counters;
-            let comm = match r.owner {
-                Some(_) => opt(p.map(|p| p.comm.clone())),
-                None => r.method.name(),
-            };
-            w.write_record([
-                opt(r.owner.map(|o| o.pid.to_string())),
-                r.process_start.clone(),
-                opt(p.map(|p| p.ppid.to_string())),
-                opt(p.map(|p| p.uid.to_string())),
-                comm,
-                opt(p.and_then(|p| p.exe.clone())),
-                opt(p.map(|p| shell_join(&p.cmdline))),
-                r.connections.to_string(),
-                pin.to_string(),
-                pout.to_string(),
-                bin.to_string(),
-                bout.to_string(),
-                rfc3339_ns(r.first_seen_ns),
-                rfc3339_ns(r.last_seen_ns),
-                opt(r.owner.map(|o| o.start_time.to_string())),
-                r.entity_id.clone(),
-                ipin.to_string(),
-                ipout.to_string(),
-                opt(p.and_then(|p| p.container_id.clone())),
-            ])?;
-        }
-        w.flush()
+        let rows = self.0.process_rows();
+        write_csv_rows(out, rows.iter().map(ProcessRow::csv_row))
     }
 }

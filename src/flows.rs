@@ -1,39 +1,34 @@
-//! `procflow flows CAPTURE... [--out FILE.csv] [--threads N] [--json FILE]`:
-//! one CSV row per flow, for every protocol at once (the columns are
-//! specified in `docs/flows-csv.md`).
+//! The `flows` pipeline: captures replayed into flows, written as one CSV
+//! row per flow for every protocol at once (the columns are specified in
+//! `docs/flows-csv.md`), with an optional JSON run report.
 
-use crate::capture::{self, Replay, ReplayOptions};
+use crate::capture::{self, CaptureError, Replay, ReplayOptions};
 use crate::flow::{community_id, proto_name, tcp_flags_text, Flow, SplitRules};
 use crate::time::{rfc3339_ns, seconds_ns};
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
-/// Arguments of `procflow flows`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Args {
-    /// Capture files (pcap or pcapng), e.g. tcpdump's rotated files; they are
-    /// merged in order of their first packet.
-    #[arg(required = true, value_name = "CAPTURE")]
+/// What to replay and how.
+#[derive(Debug, Clone)]
+pub struct FlowsConfig {
+    /// Capture files (pcap or pcapng); merged in order of their first packet.
     pub captures: Vec<PathBuf>,
-    /// Where to write the flows CSV; `-` or absent: standard output.
-    #[arg(long, short, value_name = "FILE.csv")]
-    pub out: Option<PathBuf>,
-    /// Worker threads (default: all cores). The output is the same for any
+    /// Worker threads (`None`: all cores). The flows are the same for any
     /// value.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub threads: Option<u16>,
-    /// Also write a JSON run report (files, problems, non-IP frames) here.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Start a new flow when a key has been idle this long (seconds).
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
-    pub idle_gap: u32,
-    /// Start a new flow when a TCP key that saw FIN or RST has been idle this
-    /// long (seconds).
-    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
-    pub closed_tcp_gap: u32,
+    pub threads: Option<usize>,
+    /// When one key starts a new flow.
+    pub split: SplitRules,
+}
+
+/// Replays the captures into flows. Unreadable files and bad packets are
+/// reported in the [`Replay`], not as `Err`.
+pub fn replay_flows(cfg: &FlowsConfig) -> Result<Replay, CaptureError> {
+    let opts = ReplayOptions {
+        threads: cfg.threads,
+        split: cfg.split,
+        ..ReplayOptions::default()
+    };
+    capture::replay(&cfg.captures, &opts)
 }
 
 /// Column names of the flows CSV, in order.
@@ -103,6 +98,14 @@ pub fn write_csv<W: Write>(mut w: W, flows: &[Flow]) -> io::Result<()> {
             seconds_ns(f.last_seen_ns.saturating_sub(f.first_seen_ns)),
         )?;
     }
+    w.flush()
+}
+
+/// Writes the JSON run report ([`report_json`]), pretty-printed, with a
+/// final newline.
+pub fn write_report_json<W: Write>(mut w: W, r: &Replay) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut w, &report_json(r))?;
+    writeln!(w)?;
     w.flush()
 }
 
@@ -176,62 +179,4 @@ pub fn summary(r: &Replay) -> String {
     }
     s.push('.');
     s
-}
-
-/// Runs `procflow flows`: exit 0, or 1 when some file could not be read at
-/// all (the flows of the others are still written).
-pub fn run(args: Args) -> super::Result<ExitCode> {
-    let opts = ReplayOptions {
-        threads: args.threads.map(usize::from),
-        split: SplitRules {
-            idle_gap_ns: i64::from(args.idle_gap) * 1_000_000_000,
-            closed_tcp_gap_ns: i64::from(args.closed_tcp_gap) * 1_000_000_000,
-        },
-        ..ReplayOptions::default()
-    };
-    // Open the outputs first: a bad --out path should fail before the work.
-    let to_stdout = args.out.as_ref().map_or(true, |p| p.as_os_str() == "-");
-    let out_file = match &args.out {
-        Some(p) if !to_stdout => {
-            Some(File::create(p).map_err(|e| format!("cannot create --out {}: {e}", p.display()))?)
-        }
-        _ => None,
-    };
-    let json_file = match &args.json {
-        Some(p) => Some(
-            File::create(p).map_err(|e| format!("cannot create --json {}: {e}", p.display()))?,
-        ),
-        None => None,
-    };
-    let replay = capture::replay(&args.captures, &opts)?;
-    for p in &replay.problems {
-        eprintln!("procflow: {p}");
-    }
-    let written = match out_file {
-        Some(f) => write_csv(BufWriter::with_capacity(1 << 16, f), &replay.flows),
-        None => write_csv(
-            BufWriter::with_capacity(1 << 16, io::stdout().lock()),
-            &replay.flows,
-        ),
-    };
-    match written {
-        Ok(()) => {}
-        // A closed pipe (`| head`) is the reader's choice, not an error.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-        Err(e) => return Err(format!("cannot write flows: {e}").into()),
-    }
-    if let (Some(f), Some(p)) = (json_file, &args.json) {
-        let mut w = BufWriter::new(f);
-        serde_json::to_writer_pretty(&mut w, &report_json(&replay))
-            .map_err(|e| format!("cannot write --json {}: {e}", p.display()))?;
-        writeln!(w)
-            .and_then(|()| w.flush())
-            .map_err(|e| format!("cannot write --json {}: {e}", p.display()))?;
-    }
-    eprintln!("{}", summary(&replay));
-    Ok(if replay.any_file_unreadable() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
 }

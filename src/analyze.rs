@@ -1,0 +1,595 @@
+//! The `analyze` pipeline: replay a bundle's captures, rebuild the socket
+//! timeline from its snapshots, attribute every flow, write the reports
+//! (columns in `docs/report-schema.md`) and hash inputs and outputs.
+//!
+//! The bundle is only read. Problems that do not prevent a result (bad
+//! packets, bad /proc lines, a cut archive, a clock step) are handed to the
+//! caller as warnings, as they are found, and recorded in `summary.json`.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::attribute::{self, HostContext, Options};
+use crate::capture::{self, CaptureError, Replay, ReplayOptions};
+use crate::flow::community_id;
+use crate::overview::{visible, Overview};
+use crate::report::connections_csv::ConnectionsCsv;
+use crate::report::connections_jsonl::ConnectionsJsonl;
+use crate::report::html::{HtmlInput, HtmlReport};
+use crate::report::processes_csv::ProcessesCsv;
+use crate::report::summary::{FileHash, Summary, SummaryInput};
+use crate::report::{hex, HashingWriter, ReportInput, ReportWriter};
+use crate::snapshot::archive::{Bundle, BundleError};
+use crate::snapshot::procnet::canonical_ip;
+use crate::snapshot::timeline::{Timeline, TimelineBuilder};
+use crate::snapshot::SnapshotDiagnostics;
+use crate::time::rfc3339_ns;
+
+/// Names of the files `analyze` writes, summary last.
+pub const REPORT_FILES: [&str; 5] = [
+    "connections.csv",
+    "connections.jsonl",
+    "processes.csv",
+    "report.html",
+    "summary.json",
+];
+
+/// What to analyze and how.
+#[derive(Debug, Clone)]
+pub struct AnalyzeConfig {
+    /// Bundle directory written by `procflow-snap record`; its capture files
+    /// (`capture-*`, `*.pcap`, `*.pcapng`) are replayed.
+    pub bundle: PathBuf,
+    /// More capture files recorded separately (same host and time).
+    pub pcaps: Vec<PathBuf>,
+    /// Directory for the reports (created if absent).
+    pub out: PathBuf,
+    /// Worker threads of the replay (`None`: all cores). The reports are the
+    /// same for any value.
+    pub threads: Option<usize>,
+    /// Largest time between a flow and a sighting of its socket (or of the
+    /// socket's holder), ns.
+    pub max_gap_ns: i64,
+    /// Overwrite report files already in `out`.
+    pub force: bool,
+    /// Hash the inputs and check them against the bundle's SHA256SUMS
+    /// (`false`: `summary.json` says `"sha256": null` and
+    /// `"recorded_hash": "not-checked"`).
+    pub hash: bool,
+}
+
+/// Why an analysis could not produce reports.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    /// The bundle cannot be opened or its archives cannot be read.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The captures cannot be replayed at all.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// The report directory is inside the bundle.
+    #[error(
+        "--out {} is inside the bundle {}; the bundle is evidence and is never written to",
+        out.display(),
+        bundle.display()
+    )]
+    OutInsideBundle {
+        /// The report directory as given.
+        out: PathBuf,
+        /// The bundle as given.
+        bundle: PathBuf,
+    },
+    /// The report directory cannot be created.
+    #[error("cannot create --out {}", out.display())]
+    CreateOut {
+        /// The report directory as given.
+        out: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Report files exist and `force` was not given.
+    #[error(
+        "{} already holds {}; choose another --out or pass --force to overwrite",
+        out.display(),
+        existing.join(", ")
+    )]
+    ReportsExist {
+        /// The report directory as given.
+        out: PathBuf,
+        /// The report files found there.
+        existing: Vec<&'static str>,
+    },
+    /// Nothing to replay.
+    #[error(
+        "{}: no capture file in the bundle (capture-*, *.pcap, *.pcapng) and no --pcap given",
+        bundle.display()
+    )]
+    NoCapture {
+        /// The bundle as given.
+        bundle: PathBuf,
+    },
+    /// An input file cannot be read for hashing.
+    #[error("{}: cannot read", path.display())]
+    ReadInput {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// No snapshot of the bundle is complete.
+    #[error(
+        "{}: no complete snapshot in the bundle's archives; nothing to attribute with",
+        bundle.display()
+    )]
+    NoSnapshot {
+        /// The bundle as given.
+        bundle: PathBuf,
+    },
+    /// The packets and the snapshots are from different times.
+    #[error(
+        "the capture ({} .. {}) and the snapshots ({} .. {}) do not overlap in time; \
+         were they recorded on the same host at the same time?",
+        rfc3339_ns(capture.0),
+        rfc3339_ns(capture.1),
+        rfc3339_ns(snapshots.0),
+        rfc3339_ns(snapshots.1)
+    )]
+    NoOverlap {
+        /// First and last packet, ns.
+        capture: (i64, i64),
+        /// First and last snapshot, ns.
+        snapshots: (i64, i64),
+    },
+    /// A report file cannot be written.
+    #[error("cannot write {}", path.display())]
+    WriteReport {
+        /// The report file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What a finished analysis found, for a one-line account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnalysisOutcome {
+    /// Flows (rows of `connections.csv`).
+    pub flows: usize,
+    /// Snapshots read.
+    pub snapshots: usize,
+    /// Sockets in the timeline.
+    pub sockets: usize,
+    /// Bytes of all flows.
+    pub bytes: u64,
+    /// Bytes of the flows attributed to a process.
+    pub attributed_bytes: u64,
+    /// Some capture file could not be read at all (the others were used).
+    pub capture_unreadable: bool,
+    /// The analyst's summary for the terminal: top processes and remote
+    /// endpoints, unattributed bytes by reason, evidence status; bundle
+    /// strings escaped, every table bounded.
+    pub terminal_summary: String,
+}
+
+/// SHA-256 and size of a file.
+fn hash_file(path: &Path) -> io::Result<(String, u64)> {
+    let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = r.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(buf.get(..k).unwrap_or(&[]));
+        n += k as u64;
+    }
+    Ok((hex(&h.finalize()), n))
+}
+
+/// The bundle's SHA256SUMS (`HEX  NAME` lines), if present.
+fn read_sha256sums(bundle: &Path) -> Option<HashMap<String, String>> {
+    let text =
+        std::fs::read_to_string(bundle.join(procflow_format::layout::SHA256SUMS_FILE)).ok()?;
+    let mut m = HashMap::new();
+    for line in text.lines() {
+        if let Some((h, name)) = line.split_once(char::is_whitespace) {
+            let name = name.trim_start().trim_start_matches('*');
+            m.insert(name.to_string(), h.to_ascii_lowercase());
+        }
+    }
+    Some(m)
+}
+
+/// Hashes the inputs in parallel, comparing bundle files to SHA256SUMS.
+fn hash_inputs(
+    bundle: &Bundle,
+    extra: &[PathBuf],
+    hash: bool,
+) -> Result<Vec<FileHash>, AnalyzeError> {
+    let sums = read_sha256sums(&bundle.dir);
+    let mut files: Vec<(String, PathBuf, bool)> =
+        vec![("manifest".into(), bundle.manifest_path.clone(), true)];
+    files.extend(
+        bundle
+            .archives
+            .iter()
+            .filter(|p| p.exists())
+            .map(|p| ("archive".into(), p.clone(), true)),
+    );
+    files.extend(
+        bundle
+            .captures
+            .iter()
+            .map(|p| ("capture".into(), p.clone(), true)),
+    );
+    files.extend(extra.iter().map(|p| ("capture".into(), p.clone(), false)));
+    files
+        .par_iter()
+        .map(|(role, path, in_bundle)| {
+            let (sha256, bytes) = if hash {
+                let (h, n) = hash_file(path).map_err(|source| AnalyzeError::ReadInput {
+                    path: path.clone(),
+                    source,
+                })?;
+                (Some(h), n)
+            } else {
+                let meta = std::fs::metadata(path).map_err(|source| AnalyzeError::ReadInput {
+                    path: path.clone(),
+                    source,
+                })?;
+                (None, meta.len())
+            };
+            let recorded_hash = if *in_bundle {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Some(match (&sums, &sha256) {
+                    (_, None) => "not-checked".to_string(),
+                    (None, _) => "no-sha256sums".to_string(),
+                    (Some(m), Some(sha256)) => match m.get(&name) {
+                        Some(h) if h == sha256 => "match".to_string(),
+                        Some(_) => "mismatch".to_string(),
+                        None => "not-listed".to_string(),
+                    },
+                })
+            } else {
+                None
+            };
+            Ok(FileHash {
+                role: role.clone(),
+                path: path.display().to_string(),
+                bytes,
+                sha256,
+                recorded_hash,
+            })
+        })
+        .collect()
+}
+
+/// Reads the snapshots of a bundle into a timeline.
+pub fn read_timeline(bundle: &Bundle) -> Result<(Timeline, SnapshotDiagnostics), BundleError> {
+    let mut builder = TimelineBuilder::new(bundle.byte_order);
+    let mut diag = SnapshotDiagnostics::default();
+    bundle.read_snapshots(&mut builder, &mut diag)?;
+    Ok((builder.finish(), diag))
+}
+
+/// `p` with symbolic links and `..` resolved as far as it exists, the rest
+/// appended: where a directory not yet created would be.
+fn resolve(p: &Path) -> Option<PathBuf> {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(p)
+    };
+    let mut rest = Vec::new();
+    let mut cur = abs.as_path();
+    loop {
+        if let Ok(c) = cur.canonicalize() {
+            return Some(rest.iter().rev().fold(c, |acc, part| acc.join(part)));
+        }
+        rest.push(cur.file_name()?.to_os_string());
+        cur = cur.parent()?;
+    }
+}
+
+/// The report directory: created if absent; existing report files are an
+/// error unless `force`. Refuses the bundle directory itself.
+fn prepare_out(out: &Path, bundle: &Path, force: bool) -> Result<(), AnalyzeError> {
+    if let (Some(o), Ok(b)) = (resolve(out), bundle.canonicalize()) {
+        if o.starts_with(&b) {
+            return Err(AnalyzeError::OutInsideBundle {
+                out: out.to_path_buf(),
+                bundle: bundle.to_path_buf(),
+            });
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|source| AnalyzeError::CreateOut {
+        out: out.to_path_buf(),
+        source,
+    })?;
+    if !force {
+        let existing: Vec<&str> = REPORT_FILES
+            .iter()
+            .copied()
+            .filter(|f| out.join(f).exists())
+            .collect();
+        if !existing.is_empty() {
+            return Err(AnalyzeError::ReportsExist {
+                out: out.to_path_buf(),
+                existing,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn write_report(dir: &Path, w: &dyn ReportWriter) -> Result<FileHash, AnalyzeError> {
+    let path = dir.join(w.file_name());
+    let err = |source: io::Error| AnalyzeError::WriteReport {
+        path: path.clone(),
+        source,
+    };
+    let file = File::create(&path).map_err(err)?;
+    let mut hw = HashingWriter::new(BufWriter::with_capacity(1 << 16, file));
+    w.write(&mut hw).map_err(err)?;
+    let (sha256, bytes, inner) = hw.finish().map_err(err)?;
+    inner
+        .into_inner()
+        .map_err(|e| err(e.into_error()))?
+        .sync_all()
+        .map_err(err)?;
+    Ok(FileHash {
+        role: "report".into(),
+        path: w.file_name().to_string(),
+        bytes,
+        sha256: Some(sha256),
+        recorded_hash: None,
+    })
+}
+
+/// The host's addresses from the manifest, canonical.
+fn host_context(bundle: &Bundle) -> HostContext {
+    let addresses: HashSet<IpAddr> = bundle
+        .manifest
+        .host
+        .addresses
+        .iter()
+        .filter_map(|a| {
+            // Accept `addr` and `addr/prefix` and `addr%scope`.
+            let s = a.ip.split(['/', '%']).next().unwrap_or("");
+            s.parse::<IpAddr>().ok().map(canonical_ip)
+        })
+        .collect();
+    HostContext {
+        capture_netns: bundle.manifest.host.netns,
+        addresses,
+    }
+}
+
+fn capture_range(r: &Replay) -> Option<(i64, i64)> {
+    let first = r.flows.iter().map(|f| f.first_seen_ns).min()?;
+    let last = r.flows.iter().map(|f| f.last_seen_ns).max()?;
+    Some((first, last))
+}
+
+/// Diagnostics shown in report.html's evidence block.
+fn html_warnings(replay: &Replay, diag: &SnapshotDiagnostics) -> Vec<String> {
+    let mut w = Vec::new();
+    for f in &replay.files {
+        if let Some(e) = &f.error {
+            w.push(format!("{}: unreadable: {e}", f.path.display()));
+        }
+    }
+    if !replay.problem_counts.is_empty() {
+        let kinds: Vec<String> = replay
+            .problem_counts
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        w.push(format!("capture problems: {}", kinds.join(", ")));
+    }
+    for c in &diag.cut_archives {
+        w.push(format!(
+            "{}: archive cut at byte offset {} of {} ({})",
+            c.archive, c.offset, c.size, c.reason
+        ));
+    }
+    w.extend(diag.warnings.iter().cloned());
+    if diag.bad_lines > 0 {
+        w.push(format!(
+            "{} unusable /proc or listing line(s)",
+            diag.bad_lines
+        ));
+    }
+    w
+}
+
+/// The evidence status lines of the terminal summary: how the recorder
+/// ended and whether the inputs match the bundle's SHA256SUMS.
+fn evidence_status(bundle: &Bundle, inputs: &[crate::report::summary::FileHash]) -> String {
+    let m = &bundle.manifest;
+    let mut s = format!(
+        "Evidence: recorder {} ({} snapshots, {} recorder error(s))",
+        visible(&m.status, 40),
+        m.snapshots,
+        m.errors.len()
+    );
+    let count = |what: &str| {
+        inputs
+            .iter()
+            .filter(|f| f.recorded_hash.as_deref() == Some(what))
+            .count()
+    };
+    let (ok, bad) = (count("match"), count("mismatch"));
+    let unchecked = inputs.len() - ok - bad;
+    s.push_str(&format!(
+        "; inputs: {ok} match SHA256SUMS, {bad} MISMATCH, {unchecked} not checked"
+    ));
+    s
+}
+
+/// Runs the analysis: reports written into `cfg.out`. Warnings (problems
+/// that do not prevent a result) go to `on_warning` as they are found, one
+/// sentence each. Runs on the current rayon pool.
+pub fn run_analysis(
+    cfg: &AnalyzeConfig,
+    on_warning: &mut dyn FnMut(&str),
+) -> Result<AnalysisOutcome, AnalyzeError> {
+    let bundle = Bundle::open(&cfg.bundle)?;
+    prepare_out(&cfg.out, &cfg.bundle, cfg.force)?;
+    let mut captures = bundle.captures.clone();
+    captures.extend(cfg.pcaps.iter().cloned());
+    if captures.is_empty() {
+        return Err(AnalyzeError::NoCapture {
+            bundle: cfg.bundle.clone(),
+        });
+    }
+    let opts = ReplayOptions {
+        threads: cfg.threads,
+        ..ReplayOptions::default()
+    };
+    // Replay, the timeline and the input hashes are independent: run them
+    // side by side.
+    let (replay, (timeline, hashes)) = rayon::join(
+        || capture::replay(&captures, &opts),
+        || {
+            rayon::join(
+                || read_timeline(&bundle),
+                || hash_inputs(&bundle, &cfg.pcaps, cfg.hash),
+            )
+        },
+    );
+    let replay = replay?;
+    let (timeline, diag) = timeline?;
+    let inputs = hashes?;
+    for p in &replay.problems {
+        on_warning(&p.to_string());
+    }
+    for c in &diag.cut_archives {
+        on_warning(&format!(
+            "{}: archive cut at byte offset {} of {} ({}); read up to {}",
+            c.archive,
+            c.offset,
+            c.size,
+            c.reason,
+            c.last_complete_seq
+                .map_or("no complete snapshot".to_string(), |s| format!(
+                    "snapshot {s}"
+                ))
+        ));
+    }
+    for w in &diag.warnings {
+        on_warning(&w.to_string());
+    }
+    if diag.bad_lines > 0 {
+        let first = diag.bad_line_details.first();
+        on_warning(&format!(
+            "{} unusable /proc or listing line(s){}",
+            diag.bad_lines,
+            first.map_or(String::new(), |b| format!(
+                ", first: {} {} line {}: {}",
+                b.archive, b.member, b.line, b.reason
+            ))
+        ));
+    }
+    let Some((s0, s1)) = timeline.time_range() else {
+        return Err(AnalyzeError::NoSnapshot {
+            bundle: cfg.bundle.clone(),
+        });
+    };
+    let crange = capture_range(&replay);
+    if let Some((c0, c1)) = crange {
+        if c1 < s0 || c0 > s1 {
+            return Err(AnalyzeError::NoOverlap {
+                capture: (c0, c1),
+                snapshots: (s0, s1),
+            });
+        }
+    } else {
+        on_warning("the captures hold no IP flow");
+    }
+    if let Some((step, seq)) = timeline.largest_clock_step() {
+        if step.unsigned_abs() >= 100_000_000 {
+            on_warning(&format!(
+                "the realtime clock stepped by {:.3} s before snapshot {seq}; \
+                 times near it may be off by that much",
+                step as f64 / 1e9
+            ));
+        }
+    }
+    let ctx = host_context(&bundle);
+    let aopts = Options {
+        max_gap_ns: cfg.max_gap_ns,
+    };
+    let attributions = attribute::attribute_all(&timeline, &ctx, &aopts, &replay.flows);
+    let cid = |f: &crate::flow::Flow| community_id(f, 0);
+    let input = ReportInput::new(
+        &bundle.manifest,
+        &timeline,
+        &replay.flows,
+        &attributions,
+        &cid,
+    );
+    let overview = Overview::new(&input);
+    let html_input = HtmlInput {
+        report: &input,
+        overview: &overview,
+        bundle: cfg.bundle.display().to_string(),
+        inputs: &inputs,
+        warnings: html_warnings(&replay, &diag),
+    };
+    let outputs = vec![
+        write_report(&cfg.out, &ConnectionsCsv(&input))?,
+        write_report(&cfg.out, &ConnectionsJsonl(&input))?,
+        write_report(&cfg.out, &ProcessesCsv(&input))?,
+        write_report(&cfg.out, &HtmlReport(&html_input))?,
+    ];
+    let summary_input = SummaryInput {
+        report: &input,
+        bundle: cfg.bundle.display().to_string(),
+        inputs: inputs.clone(),
+        capture: crate::flows::report_json(&replay),
+        capture_range: crange,
+        snapshots: &diag,
+        max_gap_ns: cfg.max_gap_ns,
+        outputs,
+    };
+    write_report(&cfg.out, &Summary(&summary_input))?;
+    let total: u64 = input
+        .rows
+        .iter()
+        .map(|r| r.flow.bytes_ab + r.flow.bytes_ba)
+        .sum();
+    let attributed: u64 = input
+        .rows
+        .iter()
+        .filter(|r| r.attribution.method.is_attributed())
+        .map(|r| r.flow.bytes_ab + r.flow.bytes_ba)
+        .sum();
+    Ok(AnalysisOutcome {
+        flows: input.rows.len(),
+        snapshots: timeline.snapshots.len(),
+        sockets: timeline.sockets.len(),
+        bytes: total,
+        attributed_bytes: attributed,
+        capture_unreadable: replay.any_file_unreadable(),
+        terminal_summary: format!(
+            "{}{}\n",
+            overview.terminal(10),
+            evidence_status(&bundle, &inputs)
+        ),
+    })
+}

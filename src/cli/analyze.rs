@@ -1,0 +1,82 @@
+//! `procflow analyze BUNDLE [--pcap FILE...] --out REPORT_DIR [--threads N]
+//! [--max-gap DUR] [--force] [--no-hash] [--quiet]`: the command line of
+//! [`procflow::analyze`], with its warnings and one closing line on stderr.
+
+use anyhow::Context;
+use procflow::analyze::{run_analysis, AnalyzeConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `procflow analyze`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Bundle directory written by `procflow-snap record`; its capture files
+    /// (`capture-*`, `*.pcap`, `*.pcapng`) are replayed.
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+    /// More capture files recorded separately (same host and time).
+    #[arg(long = "pcap", value_name = "FILE")]
+    pub pcap: Vec<PathBuf>,
+    /// Directory for the reports (created if absent).
+    #[arg(long, value_name = "REPORT_DIR")]
+    pub out: PathBuf,
+    /// Worker threads (default: all cores). The reports are the same for any
+    /// value.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+    /// Largest time between a flow and a sighting of its socket (or of the
+    /// socket's holder), e.g. `30s`, `500ms`, `2m`.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = super::duration_ns)]
+    pub max_gap: i64,
+    /// Overwrite report files already in REPORT_DIR.
+    #[arg(long)]
+    pub force: bool,
+    /// Do not hash the inputs (nor check them against the bundle's
+    /// SHA256SUMS). Hashing is the slowest step on large captures; skip it
+    /// only for quick re-runs on inputs already verified. `summary.json` then
+    /// says `"sha256": null` and `"recorded_hash": "not-checked"`.
+    #[arg(long)]
+    pub no_hash: bool,
+    /// Print only warnings and the one-line result, not the summary of top
+    /// processes and endpoints (for scripts).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Runs `procflow analyze`: exit 0, or 1 when some capture file could not
+/// be read at all (the reports cover the others).
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let cfg = AnalyzeConfig {
+        bundle: args.bundle,
+        pcaps: args.pcap,
+        out: args.out,
+        threads: args.threads.map(usize::from),
+        max_gap_ns: args.max_gap,
+        force: args.force,
+        hash: !args.no_hash,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads.unwrap_or(0))
+        .build()
+        .context("cannot start worker threads")?;
+    let mut warn = |w: &str| eprintln!("procflow: warning: {w}");
+    let o = pool.install(|| run_analysis(&cfg, &mut warn))?;
+    if !args.quiet {
+        eprint!("\n{}\n", o.terminal_summary);
+    }
+    eprintln!(
+        "procflow analyze: {} flows, {} snapshots, {} sockets; {} of {} bytes ({:.1}%) attributed; reports in {} (open report.html)",
+        o.flows,
+        o.snapshots,
+        o.sockets,
+        o.attributed_bytes,
+        o.bytes,
+        if o.bytes == 0 { 100.0 } else { o.attributed_bytes as f64 * 100.0 / o.bytes as f64 },
+        procflow::hostile::term_path(&cfg.out)
+    );
+    Ok(if o.capture_unreadable {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

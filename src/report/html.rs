@@ -1,0 +1,267 @@
+//! `report.html`: one self-contained page for a human reader. Everything is
+//! inline (data as embedded JSON, hand-written CSS, JavaScript and SVG); the
+//! page fetches nothing, so it opens offline and leaks nothing.
+//!
+//! It shows the evidence block (recorder status, input hashes and their
+//! check against the bundle's SHA256SUMS, diagnostics), a timeline of bytes
+//! per process (one lane each for the busiest processes, one for the other
+//! processes, one for unattributed traffic), the top processes and remote
+//! endpoints, unattributed traffic by reason, methods by confidence, and a
+//! sortable, filterable, paged table of every flow.
+//!
+//! Size: the picture is aggregated into time bins, so only the flow table
+//! grows with the number of flows (about 150 bytes per flow); the table
+//! renders one page at a time.
+//!
+//! Safety: bundle strings are shown with [`visible`] (control and bidi
+//! characters escaped) and inserted with `textContent` only; every `<`,
+//! `>` and `&` in the embedded JSON is written as a `\u` escape, so no data
+//! can close the script element.
+
+use std::io::{self, Write};
+
+use serde_json::{json, Value};
+
+use super::summary::FileHash;
+use super::{confidence, ReportInput, ReportWriter};
+use crate::flow::proto_name;
+use crate::overview::{visible, LaneKind, Overview};
+use crate::time::rfc3339_ns;
+
+/// Time bins of the timeline picture.
+pub const TIMELINE_BINS: usize = 240;
+/// Processes given a timeline lane of their own.
+pub const TIMELINE_LANES: usize = 40;
+
+/// What the page needs besides the rows.
+pub struct HtmlInput<'a> {
+    /// Rows, manifest, timeline.
+    pub report: &'a ReportInput<'a>,
+    /// The aggregated view.
+    pub overview: &'a Overview,
+    /// Bundle path as given.
+    pub bundle: String,
+    /// Input files and their hashes.
+    pub inputs: &'a [FileHash],
+    /// Diagnostics worth a reader's attention (already worded).
+    pub warnings: Vec<String>,
+}
+
+/// Writer of `report.html`.
+pub struct HtmlReport<'a>(pub &'a HtmlInput<'a>);
+
+const STYLE: &str = include_str!("html/report.css");
+const SCRIPT: &str = include_str!("html/report.js");
+
+fn ms(ns: i64) -> f64 {
+    ns as f64 / 1e6
+}
+
+impl HtmlReport<'_> {
+    /// The data embedded in the page.
+    pub fn data(&self) -> Value {
+        let h = self.0;
+        let r = h.report;
+        let o = h.overview;
+        let m = r.manifest;
+        let tl = o.timeline(r, TIMELINE_BINS, TIMELINE_LANES);
+        let lanes: Vec<Value> = tl
+            .lanes
+            .iter()
+            .map(|l| {
+                let (kind, pid) = match l.kind {
+                    LaneKind::Process(k) => ("process", Some(k.pid)),
+                    LaneKind::Other => ("other", None),
+                    LaneKind::Unattributed => ("unattributed", None),
+                };
+                json!({
+                    "kind": kind,
+                    "pid": pid,
+                    "label": visible(&l.label, 60),
+                    "total": l.total,
+                    "bytes": l.bytes.iter().map(|v| v.round() as u64).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let processes: Vec<Value> = o
+            .processes
+            .iter()
+            .map(|p| {
+                json!([
+                    p.key.pid,
+                    p.process_start,
+                    visible(&p.comm, 64),
+                    visible(&p.exe, 512),
+                    visible(&p.cmdline, 2048),
+                    p.bytes_out,
+                    p.bytes_in,
+                    p.flows,
+                    p.remotes,
+                    rfc3339_ns(p.first_ns),
+                    rfc3339_ns(p.last_ns),
+                ])
+            })
+            .collect();
+        let endpoints: Vec<Value> = o
+            .endpoints
+            .iter()
+            .take(200)
+            .map(|e| {
+                let who: Vec<String> = e
+                    .processes
+                    .iter()
+                    .take(5)
+                    .map(|(pid, comm, _)| format!("{} ({pid})", visible(comm, 32)))
+                    .collect();
+                json!([
+                    e.proto,
+                    e.address(),
+                    e.bytes_out,
+                    e.bytes_in,
+                    e.flows,
+                    who.join(", ")
+                        + &if e.processes.len() > 5 {
+                            format!(" +{} more", e.processes.len() - 5)
+                        } else {
+                            String::new()
+                        },
+                    e.unattributed_bytes,
+                ])
+            })
+            .collect();
+        let flows: Vec<Value> = r
+            .rows
+            .iter()
+            .map(|row| {
+                let (lip, lport) = row.local();
+                let (rip, rport) = row.remote();
+                let [pin, pout, bin, bout, _, _] = row.counters();
+                let ep = |ip: std::net::IpAddr, port: Option<u16>| match (ip, port) {
+                    (std::net::IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
+                    (ip, Some(p)) => format!("{ip}:{p}"),
+                    (ip, None) => ip.to_string(),
+                };
+                json!([
+                    row.flow.id,
+                    proto_name(row.flow.proto),
+                    ep(lip, lport),
+                    ep(rip, rport),
+                    rfc3339_ns(row.flow.first_seen_ns),
+                    rfc3339_ns(row.flow.last_seen_ns),
+                    bout,
+                    bin,
+                    pin + pout,
+                    row.attribution.owner.map(|o| o.pid),
+                    visible(
+                        &row.process
+                            .as_ref()
+                            .map(|p| p.comm.clone())
+                            .unwrap_or_default(),
+                        64
+                    ),
+                    row.attribution.method.name(),
+                    confidence(&row.attribution),
+                    row.direction(),
+                ])
+            })
+            .collect();
+        json!({
+            "tool": format!("procflow {}", env!("CARGO_PKG_VERSION")),
+            "bundle": visible(&h.bundle, 1024),
+            "host": visible(&m.host.hostname, 256),
+            "kernel": visible(&m.host.kernel_release, 256),
+            "recorder": {
+                "status": visible(&m.status, 256),
+                "version": visible(&m.tool.version, 64),
+                "started": serde_json::to_value(&m.started).unwrap_or(Value::Null),
+                "ended": serde_json::to_value(&m.ended).unwrap_or(Value::Null),
+                "snapshots": m.snapshots,
+                "errors": m.errors.iter().map(|e| visible(&serde_json::to_string(e).unwrap_or_default(), 512)).collect::<Vec<_>>(),
+            },
+            "inputs": h.inputs.iter().map(|f| json!({
+                "role": f.role,
+                "path": visible(&f.path, 1024),
+                "bytes": f.bytes,
+                "sha256": f.sha256,
+                "recorded_hash": f.recorded_hash,
+            })).collect::<Vec<_>>(),
+            "warnings": h.warnings.iter().map(|w| visible(w, 1024)).collect::<Vec<_>>(),
+            "totals": {
+                "flows": o.flows,
+                "bytes": o.bytes,
+                "attributed_bytes": o.attributed_bytes,
+                "processes": o.processes.len(),
+                "endpoints": o.endpoints.len(),
+                "first": o.range.map(|(a, _)| rfc3339_ns(a)),
+                "last": o.range.map(|(_, z)| rfc3339_ns(z)),
+            },
+            "timeline": {
+                "start_ms": ms(tl.start_ns),
+                "bin_ms": ms(tl.bin_ns),
+                "bins": tl.bins,
+                "lanes": lanes,
+            },
+            "processes": processes,
+            "endpoints": endpoints,
+            "unattributed": o.unattributed.iter().map(|u| json!([u.reason.as_str(), u.flows, u.bytes])).collect::<Vec<_>>(),
+            "methods": o.methods.iter().map(|m| json!([m.method, m.confidence, m.flows, m.bytes])).collect::<Vec<_>>(),
+            "flow_columns": ["id", "proto", "local", "remote", "first_seen", "last_seen", "bytes_out", "bytes_in", "packets", "pid", "comm", "method", "confidence", "direction"],
+            "flows": flows,
+        })
+    }
+}
+
+/// JSON made safe inside an HTML `<script>` element: `<`, `>` and `&` only
+/// occur inside JSON strings, where `\u003c` etc. mean the same.
+pub fn script_safe_json(v: &Value) -> String {
+    let s = v.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 64);
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl ReportWriter for HtmlReport<'_> {
+    fn file_name(&self) -> &'static str {
+        "report.html"
+    }
+
+    fn write(&self, out: &mut dyn Write) -> io::Result<()> {
+        let data = script_safe_json(&self.data());
+        write!(
+            out,
+            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+             <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; \
+             style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">\n\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+             <title>procflow report</title>\n<style>\n{STYLE}</style>\n</head>\n<body>\n\
+             <noscript>This report draws its tables with JavaScript; the same data is in \
+             connections.csv, processes.csv and summary.json.</noscript>\n\
+             <main id=\"app\"></main>\n\
+             <script type=\"application/json\" id=\"procflow-data\">{data}</script>\n\
+             <script>\n{SCRIPT}</script>\n</body>\n</html>\n"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_cannot_close_the_script() {
+        let v = json!({ "comm": "</script><script>alert(1)</script>&" });
+        let s = script_safe_json(&v);
+        assert!(!s.contains('<') && !s.contains('>') && !s.contains('&'));
+        let back: Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, v);
+    }
+}
