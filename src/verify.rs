@@ -695,6 +695,21 @@ fn area_ok(
 }
 
 impl Evidence {
+    /// Adds a finding found elsewhere (the analysis knows which captures
+    /// could not be read and how many packets they held) and updates the
+    /// status of its area.
+    pub fn add(&mut self, f: Finding) {
+        let area = f.area;
+        self.findings.push(f);
+        self.findings.sort_by_key(|f| f.area);
+        self.ok = false;
+        let n = self.findings.iter().filter(|f| f.area == area).count();
+        if let Some(s) = self.status.iter_mut().find(|s| s.area == area) {
+            s.state = "failed";
+            s.detail = format!("{n} finding(s)");
+        }
+    }
+
     /// The evidence status block, one line per area then one per finding,
     /// escaped for the terminal.
     pub fn status_block(&self) -> Vec<String> {
