@@ -13,7 +13,7 @@
 //! lengths, and transport headers a snaplen cut short of etherparse's
 //! minimum that still hold the ports.
 
-use crate::flow::{ipproto, Family, IcmpKey};
+use crate::packet::{ipproto, Family, Frag, IcmpKey, IpPacket};
 use etherparse::err::{ipv4, ipv6, ipv6_exts, linux_sll, LenError};
 use etherparse::{
     Ethernet2Header, Ethernet2Slice, Icmpv4Slice, Icmpv6Slice, IpNumber, Ipv6ExtensionSlice,
@@ -76,58 +76,6 @@ pub mod ethertype {
     /// STP...): they carry no ethertype.
     pub const LLC: u16 = 0x0000;
 }
-
-/// Fragment position of an IP packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Frag {
-    /// Not fragmented (IPv6 atomic fragments included).
-    None,
-    /// First fragment (offset 0, more fragments): carries the ports.
-    First(u32),
-    /// A later fragment: no transport header; identified by the IP id.
-    Later(u32),
-}
-
-/// One decoded IP packet, reduced to what flow aggregation needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpPacket {
-    /// Address family.
-    pub family: Family,
-    /// Transport protocol number (after IPv6 extension headers).
-    pub proto: u8,
-    /// Source address; IPv4 uses the first 4 bytes.
-    pub src: [u8; 16],
-    /// Destination address; IPv4 uses the first 4 bytes.
-    pub dst: [u8; 16],
-    /// Source port (TCP, UDP, SCTP), else 0.
-    pub sport: u16,
-    /// Destination port (TCP, UDP, SCTP), else 0.
-    pub dport: u16,
-    /// TCP flag byte (CWR..FIN), 0 for other protocols.
-    pub tcp_flags: u8,
-    /// ICMP/ICMPv6 type, code and echo identifier.
-    pub icmp: Option<IcmpKey>,
-    /// Length from the IP header on, as the IP header states it (IPv4 total
-    /// length, IPv6 40 + payload length); Ethernet padding is not included.
-    pub ip_len: u32,
-    /// Fragment position.
-    pub frag: Frag,
-}
-
-impl IpPacket {
-    /// Whether this protocol carries ports in the flow key.
-    pub fn has_ports(&self) -> bool {
-        proto_has_ports(self.proto)
-    }
-}
-
-/// Protocols whose flows are keyed by ports (the ones Community ID hashes
-/// with ports).
-pub fn proto_has_ports(proto: u8) -> bool {
-    matches!(proto, ipproto::TCP | ipproto::UDP | SCTP)
-}
-
-const SCTP: u8 = 132;
 
 /// What a frame turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -725,7 +673,7 @@ fn transport(p: &mut IpPacket, t: &[u8], at: usize) -> Result<(), DecodeError> {
             p.dport = d;
         }
         // SCTP's common header, by hand: etherparse does not parse SCTP.
-        SCTP => {
+        ipproto::SCTP => {
             let (Some(s), Some(d)) = (u16_at(t, 0), u16_at(t, 2)) else {
                 return Err(short(Layer::Sctp, 4));
             };

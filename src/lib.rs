@@ -37,6 +37,7 @@ pub mod flows;
 pub mod hostile;
 pub mod outdir;
 pub mod overview;
+pub mod packet;
 pub mod report;
 mod sha1;
 pub mod snapshot;

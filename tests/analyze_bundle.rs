@@ -721,7 +721,10 @@ fn cut_archive_is_read_up_to_its_last_complete_snapshot() {
     // A cut archive is an evidence warning (exit 3), the reports are
     // written all the same.
     assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("archive-cut: snapshots-000001.tar is cut at byte offset"), "{stderr}");
+    assert!(
+        stderr.contains("archive-cut: snapshots-000001.tar is cut at byte offset"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("snapshots-000001.tar: archive cut at byte offset"),
         "{stderr}"

@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::layout::{format_delta_line, parse_delta_line, row_identity, DeltaLine, FdLine};
+use crate::layout::{
+    format_delta_line, parse_delta_line, row_identity, table_row_identity, DeltaLine, FdLine,
+};
 use crate::procfs::{FastSet, TableRows};
 
 /// How a reader keeps what it applies: which tables, what a raw row
@@ -28,6 +30,13 @@ pub trait RowKeeper {
     /// `Ok(None)` for a line that is no row (the header), `Err` saying what
     /// is wrong for a line that cannot be used.
     fn row(&self, line: &str) -> Result<Option<Self::Row>, String>;
+    /// The row of one line of `table`; [`RowKeeper::row`] unless a keeper
+    /// keeps tables of different kinds (the conntrack table's lines are not
+    /// /proc/net rows).
+    fn row_in(&self, table: &str, line: &str) -> Result<Option<Self::Row>, String> {
+        let _ = table;
+        self.row(line)
+    }
 }
 
 /// Rows kept as the kernel printed them.
@@ -37,6 +46,15 @@ pub struct RawRows;
 impl RowKeeper for RawRows {
     type Row = String;
     type Memo = ();
+    fn row_in(&self, table: &str, line: &str) -> Result<Option<String>, String> {
+        if table != crate::conntrack::TABLE {
+            return self.row(line);
+        }
+        match crate::conntrack::parse_line(line) {
+            Ok(_) => Ok(Some(line.to_string())),
+            Err(e) => Err(e.0),
+        }
+    }
     fn row(&self, line: &str) -> Result<Option<String>, String> {
         if row_identity(line).is_some() {
             return Ok(Some(line.to_string()));
@@ -82,6 +100,7 @@ impl<R> TableState<R> {
     /// repeat a row). Returns the lines that could not be used.
     pub fn from_full_text<K: RowKeeper<Row = R>>(
         keeper: &K,
+        table: &str,
         text: &str,
     ) -> (TableState<R>, Vec<ApplyProblem>) {
         let mut st = TableState::default();
@@ -90,7 +109,7 @@ impl<R> TableState<R> {
             if line.trim().is_empty() {
                 continue;
             }
-            if let Err(what) = st.add(keeper, line) {
+            if let Err(what) = st.add(keeper, table, line) {
                 problems.push(ApplyProblem::unusable(i + 1, what));
             }
         }
@@ -98,11 +117,16 @@ impl<R> TableState<R> {
     }
 
     /// Adds one raw row unless its identity is present already.
-    fn add<K: RowKeeper<Row = R>>(&mut self, keeper: &K, line: &str) -> Result<(), String> {
-        let Some(row) = keeper.row(line)? else {
+    fn add<K: RowKeeper<Row = R>>(
+        &mut self,
+        keeper: &K,
+        table: &str,
+        line: &str,
+    ) -> Result<(), String> {
+        let Some(row) = keeper.row_in(table, line)? else {
             return Ok(());
         };
-        let id = row_identity(line).ok_or("row has no identity (too few fields)")?;
+        let id = table_row_identity(table, line).ok_or("row has no identity (too few fields)")?;
         self.rows.entry(id).or_insert(row);
         Ok(())
     }
@@ -234,6 +258,7 @@ impl ApplyProblem {
 pub fn apply_delta<K: RowKeeper>(
     state: &mut TableState<K::Row>,
     keeper: &K,
+    table: &str,
     text: &str,
 ) -> Vec<ApplyProblem> {
     let mut problems = Vec::new();
@@ -251,7 +276,7 @@ pub fn apply_delta<K: RowKeeper>(
                 }
             }
             Some(DeltaLine::Add(row)) => {
-                if let Err(what) = state.add(keeper, row) {
+                if let Err(what) = state.add(keeper, table, row) {
                     problems.push(ApplyProblem::unusable(i + 1, what));
                 }
             }
@@ -485,13 +510,13 @@ mod tests {
             let cur = table_rows(&text);
             if i == 0 {
                 let full = full_text(&cur);
-                let (st, problems) = TableState::from_full_text(&RawRows, &full);
+                let (st, problems) = TableState::from_full_text(&RawRows, "tcp", &full);
                 assert!(problems.is_empty(), "{problems:?}");
                 reader = Some(st);
             } else {
                 let d = diff(&recorder_prev, &cur);
                 let st = reader.as_mut().unwrap();
-                assert!(apply_delta(st, &RawRows, &d).is_empty());
+                assert!(apply_delta(st, &RawRows, "tcp", &d).is_empty());
             }
             let want = TableState::from_rows(&cur).identities().join("\n");
             recorder_prev = identity_set(cur);
@@ -541,7 +566,12 @@ mod tests {
     #[test]
     fn bad_delta_lines_are_reported() {
         let mut st = TableState::default();
-        let p = apply_delta(&mut st, &RawRows, "garbage\n-nothing here\n+   0: short\n");
+        let p = apply_delta(
+            &mut st,
+            &RawRows,
+            "tcp",
+            "garbage\n-nothing here\n+   0: short\n",
+        );
         assert_eq!(p.len(), 3);
         assert_eq!(p[0].line, 1);
     }

@@ -27,6 +27,23 @@ pub const CAPTURE_PREFIX: &str = "capture-";
 /// recorded as missing in [`NetnsEntry::tables`], not as an error.
 pub const NET_TABLES: [&str; 8] = ["tcp", "tcp6", "udp", "udp6", "raw", "raw6", "icmp", "icmp6"];
 
+/// Whether `table` is a table name a namespace may list: one of
+/// [`NET_TABLES`] or the conntrack table
+/// ([`crate::conntrack::TABLE`], stored like them).
+pub fn is_table(table: &str) -> bool {
+    NET_TABLES.contains(&table) || table == crate::conntrack::TABLE
+}
+
+/// Member holding the conntrack events of one namespace handled since the
+/// previous snapshot (see [`crate::conntrack::Event`]).
+pub fn conntrack_events_member(seq: u64, netns: u64) -> String {
+    format!(
+        "{}/net/{netns}/{}.events",
+        snapshot_dir(seq),
+        crate::conntrack::TABLE
+    )
+}
+
 /// Name of the `n`-th snapshot archive (`n` counts from 1).
 pub fn archive_name(n: u32) -> String {
     format!("snapshots-{n:06}.tar")
@@ -84,7 +101,7 @@ pub enum Member {
         seq: u64,
         /// Network namespace inode.
         netns: u64,
-        /// Table name, one of [`NET_TABLES`].
+        /// Table name, one of [`NET_TABLES`] or `conntrack`.
         table: String,
         /// Raw kernel text (`true`) or a delta against the previous snapshot.
         full: bool,
@@ -98,6 +115,14 @@ pub enum Member {
     Procs {
         /// Snapshot sequence number.
         seq: u64,
+    },
+    /// Conntrack events of one namespace since the previous snapshot
+    /// ([`crate::conntrack::Event`] lines).
+    ConntrackEvents {
+        /// Snapshot sequence number.
+        seq: u64,
+        /// Network namespace inode.
+        netns: u64,
     },
     /// Socket events seen since the previous snapshot ([`EventRecord`]).
     Events {
@@ -128,11 +153,14 @@ pub fn parse_member(name: &str) -> Option<Member> {
             let rest = rest.strip_prefix("net/")?;
             let (ns, table) = rest.split_once('/')?;
             let netns: u64 = ns.parse().ok()?;
+            if table.strip_suffix(".events") == Some(crate::conntrack::TABLE) {
+                return Some(Member::ConntrackEvents { seq, netns });
+            }
             let (table, full) = match table.strip_suffix(".delta") {
                 Some(t) => (t, false),
                 None => (table, true),
             };
-            if !NET_TABLES.contains(&table) {
+            if !is_table(table) {
                 return None;
             }
             Some(Member::Net {
@@ -533,6 +561,16 @@ pub fn row_identity(line: &str) -> Option<String> {
     Some(format!("{local} {remote} {st} {uid} {inode}"))
 }
 
+/// Identity of a row of `table`: [`row_identity`] for the /proc/net
+/// tables, [`crate::conntrack::row_identity`] for the conntrack table.
+pub fn table_row_identity(table: &str, line: &str) -> Option<String> {
+    if table == crate::conntrack::TABLE {
+        crate::conntrack::row_identity(line)
+    } else {
+        row_identity(line)
+    }
+}
+
 /// One line of a `.delta` table member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeltaLine<'a> {
@@ -689,6 +727,20 @@ mod tests {
             Some(Member::Meta { seq: 123456789 })
         );
         assert_eq!(parse_member("snap/00000001/net/1/bogus"), None);
+        assert_eq!(
+            parse_member(&net_member(3, 9, "conntrack", false)),
+            Some(Member::Net {
+                seq: 3,
+                netns: 9,
+                table: "conntrack".into(),
+                full: false
+            })
+        );
+        assert_eq!(
+            parse_member(&conntrack_events_member(3, 9)),
+            Some(Member::ConntrackEvents { seq: 3, netns: 9 })
+        );
+        assert_eq!(parse_member("snap/00000001/net/1/tcp.events"), None);
         assert_eq!(parse_member("snap/1/fds"), None);
         assert_eq!(parse_archive_name(&archive_name(3)), Some(3));
         assert_eq!(parse_archive_name("snapshots-3.tar"), None);

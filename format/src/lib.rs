@@ -11,11 +11,14 @@
 //!   the host, applying them when reading).
 //! - [`reader`]: the format's one reader, streaming snapshots out of
 //!   archives (also cut ones) and applying them to a state.
+//! - [`conntrack`]: the canonical line of a connection-tracking entry
+//!   and of a conntrack event, and their pure parsers.
 //! - [`duration`]: the one duration grammar (`250ms`, `30s`, `10m`, `1h`,
 //!   bare seconds) of every duration option of both binaries.
 //! - [`procnet`]: /proc/net/{tcp,udp}{,6} rows parsed into typed sockets
 //!   with the recorded host byte order.
 
+pub mod conntrack;
 pub mod delta;
 pub mod duration;
 pub mod layout;

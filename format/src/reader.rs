@@ -203,6 +203,7 @@ fn member_seq(m: &Member) -> u64 {
         | Member::Fds { seq }
         | Member::Procs { seq }
         | Member::Events { seq }
+        | Member::ConntrackEvents { seq, .. }
         | Member::Meta { seq } => *seq,
     }
 }
@@ -815,6 +816,16 @@ impl<K: RowKeeper> State<K> {
         out
     }
 
+    /// Applies only the tables of one complete snapshot (for a reader that
+    /// keeps a second state for tables of another kind, e.g. the conntrack
+    /// table beside the socket tables); the fd listing is left alone.
+    pub fn apply_tables_only(&mut self, s: &Snapshot) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let keyframe = s.meta.kind == SnapshotKind::Keyframe;
+        self.apply_tables(s, keyframe, &mut problems);
+        problems
+    }
+
     /// Full replaces, delta changes by identity, unchanged keeps, missing
     /// clears; a table not listed any more is gone.
     fn apply_tables(&mut self, s: &Snapshot, keyframe: bool, problems: &mut Vec<Problem>) {
@@ -879,10 +890,10 @@ impl<K: RowKeeper> State<K> {
                 };
                 let text = String::from_utf8_lossy(data);
                 let (st, line_problems) = if full {
-                    TableState::from_full_text(&self.keeper, &text)
+                    TableState::from_full_text(&self.keeper, &t.table, &text)
                 } else {
                     let mut st = base.unwrap_or_default();
-                    let p = apply_delta(&mut st, &self.keeper, &text);
+                    let p = apply_delta(&mut st, &self.keeper, &t.table, &text);
                     (st, p)
                 };
                 for p in line_problems {
@@ -1093,6 +1104,42 @@ mod tests {
         r.apply(&snap(meta(4, Keyframe, &[("tcp", Unchanged)]), &[]));
         assert_eq!(r.problems.len(), 3, "{:?}", r.problems);
         assert!(r.state.fds.is_empty());
+    }
+
+    /// The conntrack table is applied like the others, with its own row
+    /// identity (the line without its timeout).
+    #[test]
+    fn conntrack_table_full_and_delta() {
+        use crate::conntrack::TABLE;
+        let a = "tcp 10.77.0.2 198.18.0.2 5000 9001 198.18.0.2 198.18.0.1 9001 5000 0x19e 0 0 100";
+        let a2 = "tcp 10.77.0.2 198.18.0.2 5000 9001 198.18.0.2 198.18.0.1 9001 5000 0x19e 0 0 90";
+        let b = "udp 10.77.0.2 198.18.0.2 5001 53 198.18.0.2 198.18.0.1 53 5001 0x1be 0 0 30";
+        let mut r = Replay::default();
+        r.apply(&snap(
+            meta(1, SnapshotKind::Keyframe, &[(TABLE, TableStored::Full)]),
+            &[
+                (net_member(1, NS, TABLE, true), format!("{a}\n{a2}\nbad\n")),
+                (fds_member(1), String::new()),
+            ],
+        ));
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert_eq!(r.problems[0].line, 3);
+        let id = |l: &str| crate::conntrack::row_identity(l).unwrap();
+        r.apply(&snap(
+            meta(2, SnapshotKind::Delta, &[(TABLE, TableStored::Delta)]),
+            &[(
+                net_member(2, NS, TABLE, false),
+                format!("-{}\n+{b}\n", id(a)),
+            )],
+        ));
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        let st = &r.state.tables[&(NS, TABLE.to_string())];
+        assert_eq!(st.identities(), vec![id(b).as_str()]);
+        let only = State::new(RawRows).apply_tables_only(&snap(
+            meta(3, SnapshotKind::Keyframe, &[(TABLE, TableStored::Full)]),
+            &[(net_member(3, NS, TABLE, true), format!("{b}\n"))],
+        ));
+        assert!(only.is_empty());
     }
 
     /// A reader's memo on an fd entry lives until a line changes the entry.

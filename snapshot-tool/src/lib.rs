@@ -5,7 +5,9 @@
 //! through the pure parsers of [`procfs`], [`delta`] turns successive reads
 //! into keyframes and deltas, [`archive`] appends them to tar files that
 //! survive a cut at any byte, [`bundle`] writes the manifest and hashes,
-//! [`capture`] runs tcpdump beside it and [`record`] drives the loop.
+//! [`capture`] runs tcpdump beside it and [`record`] drives the loop;
+//! [`conntrack`] adds each namespace's connection-tracking table, read
+//! through [`netlink`].
 //! [`reader`] is the format's one reader, shared with the analyzer: it reads
 //! archives back (also cut ones) snapshot by snapshot and applies them to
 //! rebuild the tables and fd listing at each tick. The recorder binary
@@ -14,7 +16,9 @@
 pub mod archive;
 pub mod bundle;
 pub mod capture;
+pub mod conntrack;
 pub mod live;
+pub mod netlink;
 pub mod record;
 pub mod sys;
 

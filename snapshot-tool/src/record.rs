@@ -115,6 +115,7 @@ pub struct Recorder {
     last_full_walk: Option<Instant>,
     errors: ErrorSummary,
     buf: Vec<u8>,
+    conntrack: crate::conntrack::Conntrack,
 }
 
 fn rec_err(what: &str, path: Option<&str>, e: &io::Error) -> RecordError {
@@ -146,6 +147,7 @@ fn write_stop(what: &str, e: &io::Error) -> Stop {
 
 impl Recorder {
     fn new(cfg: Config) -> Recorder {
+        let cfg_once = cfg.once;
         let self_pid = std::process::id();
         let self_netns = live::read_netns("self").unwrap_or(0);
         Recorder {
@@ -168,6 +170,7 @@ impl Recorder {
             last_full_walk: None,
             errors: ErrorSummary::default(),
             buf: Vec::with_capacity(256 * 1024),
+            conntrack: crate::conntrack::Conntrack::start(!cfg_once),
         }
     }
 
@@ -351,6 +354,17 @@ impl Recorder {
         }
         // Namespaces that are gone take their tables with them.
         self.tables.retain(|k, _| seen_keys.contains(k));
+        let (seq, ns) = (self.seq + 1, self.self_netns);
+        let ct = &mut self.conntrack;
+        ct.tick(
+            seq,
+            keyframe,
+            ns,
+            &ns_pids,
+            &mut netns_entries,
+            &mut members,
+            &mut errs,
+        );
         let net_done = sys::read_clocks();
 
         // 4. fd walk: new pids always; everyone when due, at keyframes, or
@@ -841,11 +855,12 @@ pub fn run(cfg: Config) -> i32 {
         capture_files: Vec::new(),
         snapshots: 0,
         errors: rec.errors.to_vec(),
-        sources: Vec::new(),
+        sources: vec![rec.conntrack.source()],
     };
     let stop = match manifest_while_recording(&cfg.out, &manifest) {
         Ok(()) => {
             if !cfg.once {
+                eprintln!("procflow-snap: {}", rec.conntrack.start_line());
                 // One line so the operator knows it runs and how to stop it.
                 eprintln!(
                     "procflow-snap: recording into {} every {} ms{}; Ctrl-C to stop",

@@ -34,10 +34,11 @@ pub fn row_object(input: &ReportInput<'_>, r: &ConnectionRow) -> Map<String, Val
             m.insert(k.to_string(), v);
         }
     };
-    let who = match (a.owner, &r.process) {
-        (Some(o), Some(p)) => format!("{}[{}]", p.comm, o.pid),
-        (Some(o), None) => format!("pid {}", o.pid),
-        (None, _) => "no process".to_string(),
+    let who = match (a.owner, &r.process, &r.event_comm) {
+        (Some(o), Some(p), _) => format!("{}[{}]", p.comm, o.pid),
+        (Some(o), None, Some(c)) => format!("{c}[{}]", o.pid),
+        (Some(o), None, None) => format!("pid {}", o.pid),
+        (None, _, _) => "no process".to_string(),
     };
     let ep = |ip: std::net::IpAddr, port: Option<u16>| match port {
         Some(p) if ip.is_ipv6() => format!("[{ip}]:{p}"),
@@ -92,6 +93,8 @@ pub fn row_object(input: &ReportInput<'_>, r: &ConnectionRow) -> Map<String, Val
             put("process.args", json!(p.cmdline));
             put("user.id", json!(p.uid.to_string()));
             put("container.id", json!(p.container_id));
+        } else if let Some(c) = &r.event_comm {
+            put("process.name", json!(c));
         }
     }
     put("host.name", json!(input.manifest.host.hostname));
@@ -102,11 +105,12 @@ pub fn row_object(input: &ReportInput<'_>, r: &ConnectionRow) -> Map<String, Val
     put("procflow.confidence", json!(confidence(a)));
     put("procflow.time_gap_ms", json!(r.time_gap_ms()));
     put("procflow.shared_with", json!(r.shared_with()));
-    put("procflow.netns", json!(a.socket.map(|s| s.netns)));
+    put("procflow.netns", json!(r.netns()));
     put("procflow.inode", json!(a.socket.map(|s| s.inode)));
     put("procflow.socket_state", json!(r.socket_state()));
     put("procflow.direction", json!(r.direction()));
-    put("procflow.note", json!(a.notes.join("; ")));
+    put("procflow.note", json!(super::notes_text(a)));
+    put("procflow.parent_flow_id", json!(a.parent_flow_id));
     m
 }
 

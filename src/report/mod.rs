@@ -20,7 +20,7 @@ use procflow_format::layout::{Manifest, ProcessRecord};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::attribute::{Attribution, Method, ProcKey, Reason};
+use crate::attribute::{Attribution, Method, Note, ProcKey, Reason};
 use crate::flow::{proto_name, Flow};
 use crate::snapshot::procnet::{tcp_state_name, STATE_CLOSE};
 use crate::snapshot::timeline::{Timeline, Transport};
@@ -77,35 +77,44 @@ pub fn process_start_ns(m: &Manifest, start_time: u64) -> i64 {
         .saturating_add(since_boot)
 }
 
-/// How much to trust an attribution: `high`, `medium` or `low`.
-///
-/// `high`: exact 4-tuple seen during the flow. `medium`: exact within 5 s,
-/// or a specific-address listener/bound socket seen during the flow.
-/// `low`: wildcard listeners and bound sockets, and anything matched only
-/// across a larger gap. A shared socket lowers `high` to `medium` (any
-/// holder may have sent the bytes).
+/// How much to trust an attribution: `high`, `medium` or `low`
+/// ([`Attribution::confidence`]); empty when unattributed.
 pub fn confidence(a: &Attribution) -> &'static str {
-    let Some(s) = a.socket else { return "" };
-    if !a.method.is_attributed() {
-        return "";
+    a.confidence().map_or("", |c| c.as_str())
+}
+
+/// A note in words.
+pub fn note_text(n: &Note) -> String {
+    match *n {
+        Note::Shared(k) => format!(
+            "socket shared by {k} processes; owner is the one using it longest during the flow, then the youngest"
+        ),
+        Note::EventOwners(k) => format!(
+            "events of this socket name {k} processes during the flow; owner is the one nearest in time"
+        ),
+        Note::V4MappedSocket => "ipv4-mapped socket".into(),
+        Note::OtherNamespace => "socket in another network namespace".into(),
+        Note::BothLocal { initiator } => format!(
+            "both ends local; attributed to the {}'s socket",
+            if initiator { "initiator" } else { "responder" }
+        ),
+        Note::OwnerlessSocket { inode, reason } => format!(
+            "{} socket inode {inode} seen without owner ({})",
+            if inode == 0 { "an exact" } else { "a" },
+            reason.as_str()
+        ),
+        Note::NoEvents => {
+            "no socket events in the bundle (periodic snapshots only): a socket living between two snapshots leaves no owner".into()
+        }
+        Note::SplitPart { part, parts } => {
+            format!("part {part} of {parts} of a flow whose socket changed owner")
+        }
     }
-    let gap = s.gap_ns;
-    let c = match a.method {
-        Method::Exact | Method::ExactV4Mapped if gap == 0 => 3,
-        Method::Exact | Method::ExactV4Mapped if gap <= 5_000_000_000 => 2,
-        Method::Listen | Method::UdpBound if gap == 0 => 2,
-        _ => 1,
-    };
-    let c = if a.shared_with.is_empty() {
-        c
-    } else {
-        c.min(2)
-    };
-    match c {
-        3 => "high",
-        2 => "medium",
-        _ => "low",
-    }
+}
+
+/// The notes of an attribution, joined with `; `.
+pub fn notes_text(a: &Attribution) -> String {
+    a.notes.iter().map(note_text).collect::<Vec<_>>().join("; ")
 }
 
 /// Name of a socket state as reported: TCP state names; for UDP
@@ -163,6 +172,7 @@ pub struct ConnectionCsvRow<'a> {
     pub(crate) icmp_code: Option<u8>,
     pub(crate) both_local: bool,
     pub(crate) note: String,
+    pub(crate) parent_flow_id: Option<u64>,
 }
 
 impl ConnectionCsvRow<'_> {
@@ -244,6 +254,11 @@ pub struct ConnectionRow {
     pub community_id: String,
     /// Owning uid of the matched socket row.
     pub socket_uid: Option<u32>,
+    /// Namespace of the matched event's process, when it carried one.
+    pub event_netns: Option<u64>,
+    /// The owner's comm as its events gave it, when no process record of
+    /// it was written (the process was gone before the next snapshot).
+    pub event_comm: Option<String>,
 }
 
 impl ConnectionRow {
@@ -302,7 +317,7 @@ impl ConnectionRow {
 
     /// Gap in whole milliseconds, rounded up so that a gap is never shown as 0.
     pub fn time_gap_ms(&self) -> Option<i64> {
-        let g = self.attribution.socket?.gap_ns;
+        let g = self.attribution.gap_ns()?;
         Some((g + 999_999) / 1_000_000)
     }
 
@@ -322,6 +337,14 @@ impl ConnectionRow {
             .as_ref()
             .map(|p| shell_join(&p.cmdline))
             .unwrap_or_default()
+    }
+
+    /// Namespace of the matched socket, else of the matched event's process.
+    pub fn netns(&self) -> Option<u64> {
+        self.attribution
+            .socket
+            .map(|s| s.netns)
+            .or(self.event_netns)
     }
 
     /// Socket state name of the matched socket.
@@ -359,10 +382,13 @@ impl ConnectionRow {
             process_start: &self.process_start,
             ppid: p.map(|p| p.ppid),
             uid: p.map(|p| p.uid),
-            comm: p.map(|p| Cow::Borrowed(p.comm.as_str())),
+            comm: p
+                .map(|p| p.comm.as_str())
+                .or(self.event_comm.as_deref())
+                .map(Cow::Borrowed),
             exe: p.and_then(|p| p.exe.as_deref()).map(Cow::Borrowed),
             cmdline: self.cmdline(),
-            netns: a.socket.map(|s| s.netns),
+            netns: self.netns(),
             method: a.method.name(),
             time_gap_ms: self.time_gap_ms(),
             shared_with: self.shared_with(),
@@ -381,7 +407,8 @@ impl ConnectionRow {
             icmp_type: f.icmp.map(|i| i.icmp_type),
             icmp_code: f.icmp.map(|i| i.code),
             both_local: a.both_local,
-            note: a.notes.join("; "),
+            note: notes_text(a),
+            parent_flow_id: a.parent_flow_id,
         }
     }
 }
@@ -419,6 +446,18 @@ impl<'a> ReportInput<'a> {
                 let process = a
                     .owner
                     .and_then(|o| timeline.processes.get(&(o.pid, o.start_time)).cloned());
+                // A process known only from events: the comm they carried.
+                let event_comm = match (&process, a.owner) {
+                    (None, Some(o)) => timeline
+                        .event_idents
+                        .get(&(o.pid, o.start_time))
+                        .map(|i| i.comm.clone()),
+                    _ => None,
+                };
+                let event_netns = a
+                    .event
+                    .and_then(|e| timeline.events.get(e.index))
+                    .and_then(|e| e.netns);
                 let (process_start, entity) = match a.owner {
                     Some(o) => (
                         rfc3339_ns(process_start_ns(manifest, o.start_time)),
@@ -439,6 +478,8 @@ impl<'a> ReportInput<'a> {
                     entity_id: entity,
                     community_id: community_id(f),
                     socket_uid,
+                    event_netns,
+                    event_comm,
                 }
             })
             .collect();
@@ -582,7 +623,7 @@ mod tests {
              last_seen,packets_in,packets_out,bytes_in,bytes_out,pid,process_start,ppid,uid,\
              comm,exe,cmdline,netns,method,time_gap_ms,shared_with,direction,confidence,\
              socket_state,inode,socket_uid,entity_id,community_id,ip_bytes_in,ip_bytes_out,\
-             duration_ms,process_start_ticks,container_id,icmp_type,icmp_code,both_local,note\n"
+             duration_ms,process_start_ticks,container_id,icmp_type,icmp_code,both_local,note,parent_flow_id\n"
         );
         let mut out = Vec::new();
         write_csv_rows(&mut out, Vec::<processes_csv::ProcessCsvRow>::new()).unwrap();

@@ -14,7 +14,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use procflow_format::delta::{FdEntry, FdStatus, RowKeeper};
-use procflow_format::layout::{ClockReading, ProcessRecord, SnapshotMeta, TableStored};
+use procflow_format::layout::{
+    ClockReading, EventRecord, ProcessRecord, SnapshotMeta, TableStored,
+};
 use procflow_format::reader::{Problem, ProblemKind, Snapshot, State};
 
 use super::procnet::{canonical_ip, parse_row, ByteOrder, ProcNetRow, STATE_LISTEN};
@@ -156,6 +158,97 @@ pub struct Denied {
     pub runs: Vec<Run>,
 }
 
+/// What a socket event says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventKind {
+    /// TCP active open, in the connecting process' context.
+    Connect,
+    /// TCP connection accepted.
+    Accept,
+    /// A datagram sent (UDP), in the sending process' context.
+    Send,
+    /// A socket looked up when the first packet of its flow was seen.
+    Lookup,
+    /// The socket was closed.
+    Close,
+}
+
+impl EventKind {
+    /// The kind of an [`EventRecord::kind`]; `None` for kinds this analyzer
+    /// does not know (counted, not used).
+    pub fn parse(kind: &str) -> Option<EventKind> {
+        Some(match kind {
+            "connect" => EventKind::Connect,
+            "accept" => EventKind::Accept,
+            "send" => EventKind::Send,
+            "lookup" => EventKind::Lookup,
+            "close" => EventKind::Close,
+            _ => return None,
+        })
+    }
+}
+
+/// One socket event of the recorder's event sources, its time converted to
+/// the realtime clock of the capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SockEvent {
+    /// Realtime ns: the event's CLOCK_MONOTONIC plus the (realtime -
+    /// monotonic) offset of the snapshot that carries it.
+    pub t_ns: i64,
+    /// What happened.
+    pub kind: EventKind,
+    /// Index into [`Timeline::event_sources`].
+    pub source: usize,
+    /// Process id.
+    pub pid: u32,
+    /// Start time of the process (clock ticks since boot); from the event,
+    /// else from the only process record of that pid; 0 when unknown.
+    pub start_time: u64,
+    /// Whether `start_time` is known.
+    pub start_known: bool,
+    /// Namespace of the process, when known.
+    pub netns: Option<u64>,
+    /// tcp or udp.
+    pub transport: Transport,
+    /// Local endpoint (canonical form; the address may be unspecified).
+    pub local: SocketAddr,
+    /// Remote endpoint (canonical form), when the socket had one.
+    pub remote: Option<SocketAddr>,
+    /// Socket inode, when the source knew it.
+    pub inode: Option<u64>,
+    /// Sequence number of the snapshot that carried it.
+    pub seq: u64,
+}
+
+/// A process known only from socket events (no process record of it was
+/// written): what the events said about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventIdent {
+    /// The comm the event carried.
+    pub comm: String,
+    /// Its network namespace, when the event carried it.
+    pub netns: Option<u64>,
+}
+
+/// A process record replaced by a different program for the same (pid,
+/// start time): an execve between two sightings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecChange {
+    /// Realtime ns of the snapshot that first showed the new program.
+    pub t_ns: i64,
+    /// The comm before.
+    pub old_comm: String,
+    /// The comm after.
+    pub new_comm: String,
+}
+
+/// Whether `new` (a later record of the same process) lost what `old` had:
+/// a process read while exiting has no exe, an empty command line and is
+/// re-parented to 1 (or a subreaper).
+fn degraded(old: &ProcessRecord, new: &ProcessRecord) -> bool {
+    (old.exe.is_some() && new.exe.is_none()) || (!old.cmdline.is_empty() && new.cmdline.is_empty())
+}
+
 /// Clock readings of one applied snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapTime {
@@ -204,7 +297,12 @@ pub struct TimelineBuilder {
     denied: Vec<Denied>,
     denied_index: HashMap<(u32, u64), usize>,
     processes: HashMap<(u32, u64), ProcessRecord>,
+    exec_changes: HashMap<(u32, u64), Vec<ExecChange>>,
     snapshots: Vec<SnapTime>,
+    events: Vec<SockEvent>,
+    event_sources: Vec<String>,
+    event_idents: HashMap<(u32, u64), EventIdent>,
+    unusable_events: u64,
 }
 
 impl TimelineBuilder {
@@ -219,7 +317,12 @@ impl TimelineBuilder {
             denied: Vec::new(),
             denied_index: HashMap::new(),
             processes: HashMap::new(),
+            exec_changes: HashMap::new(),
             snapshots: Vec::new(),
+            events: Vec::new(),
+            event_sources: Vec::new(),
+            event_idents: HashMap::new(),
+            unusable_events: 0,
         }
     }
 
@@ -239,14 +342,100 @@ impl TimelineBuilder {
         if !applied.applied {
             return;
         }
+        let t_ns = snap.meta.before.realtime_ns;
         for p in applied.processes {
-            // A later record of the same (pid, start time) comes from a new
-            // archive or was written after an execve (new comm, exe,
-            // cmdline): it supersedes the earlier one, so a forked-then-
-            // exec'd process is named by the program it became.
-            self.processes.insert((p.pid, p.start_time), p);
+            self.process_record(t_ns, p);
+        }
+        let offset = snap
+            .meta
+            .before
+            .realtime_ns
+            .saturating_sub(snap.meta.before.monotonic_ns);
+        for e in &applied.events {
+            self.event(snap.meta.seq, offset, e);
         }
         self.extend(&snap.meta);
+    }
+
+    /// Keeps the most complete record of a (pid, start time). A later
+    /// record naming another program (comm, exe or command line changed,
+    /// nothing lost) was written after an execve: it supersedes the earlier
+    /// one, so a forked-then-exec'd process is named by the program it
+    /// became, and the change is kept. A later record that lost its exe or
+    /// command line was read while the process was exiting: the earlier,
+    /// complete one stays.
+    fn process_record(&mut self, t_ns: i64, p: ProcessRecord) {
+        let key = (p.pid, p.start_time);
+        match self.processes.get_mut(&key) {
+            None => {
+                self.processes.insert(key, p);
+            }
+            Some(old) if degraded(old, &p) => {}
+            Some(old) => {
+                if old.comm != p.comm || old.exe != p.exe || old.cmdline != p.cmdline {
+                    self.exec_changes.entry(key).or_default().push(ExecChange {
+                        t_ns,
+                        old_comm: old.comm.clone(),
+                        new_comm: p.comm.clone(),
+                    });
+                }
+                *old = p;
+            }
+        }
+    }
+
+    /// Keeps one socket event, its time converted to realtime with the
+    /// carrying snapshot's clock offset. Events of unknown kind or protocol,
+    /// or with an unparsable address, are counted as unusable.
+    fn event(&mut self, seq: u64, offset: i64, e: &EventRecord) {
+        let transport = match e.proto.as_str() {
+            "tcp" => Some(Transport::Tcp),
+            "udp" => Some(Transport::Udp),
+            _ => None,
+        };
+        let local = e.local_ip.parse::<IpAddr>().ok();
+        let remote = match (&e.remote_ip, e.remote_port) {
+            (Some(ip), Some(port)) => match ip.parse::<IpAddr>() {
+                Ok(ip) => Some(Some(SocketAddr::new(canonical_ip(ip), port))),
+                Err(_) => None,
+            },
+            _ => Some(None),
+        };
+        let (Some(kind), Some(transport), Some(local), Some(remote)) =
+            (EventKind::parse(&e.kind), transport, local, remote)
+        else {
+            self.unusable_events += 1;
+            return;
+        };
+        let source = match self.event_sources.iter().position(|s| *s == e.source) {
+            Some(i) => i,
+            None => {
+                self.event_sources.push(e.source.clone());
+                self.event_sources.len() - 1
+            }
+        };
+        if let (Some(st), Some(comm)) = (e.start_time, &e.comm) {
+            self.event_idents
+                .entry((e.pid, st))
+                .or_insert_with(|| EventIdent {
+                    comm: comm.clone(),
+                    netns: e.netns,
+                });
+        }
+        self.events.push(SockEvent {
+            t_ns: e.mono_ns.saturating_add(offset),
+            kind,
+            source,
+            pid: e.pid,
+            start_time: e.start_time.unwrap_or(0),
+            start_known: e.start_time.is_some(),
+            netns: e.netns.filter(|&n| n != 0),
+            transport,
+            local: SocketAddr::new(canonical_ip(local), e.local_port),
+            remote,
+            inode: e.inode.filter(|&i| i != 0),
+            seq,
+        });
     }
 
     fn extend(&mut self, meta: &SnapshotMeta) {
@@ -401,12 +590,51 @@ impl TimelineBuilder {
         let mut netns_sorted: Vec<u64> = sockets.iter().map(|s| s.key.netns).collect();
         netns_sorted.sort_unstable();
         netns_sorted.dedup();
+        // Events: a process gone before its event was handled has no start
+        // time in it; the only record of that pid names it, else it stays
+        // unknown (0).
+        let mut by_pid: HashMap<u32, Vec<u64>> = HashMap::new();
+        for &(pid, st) in self.processes.keys() {
+            by_pid.entry(pid).or_default().push(st);
+        }
+        let mut events = self.events;
+        for e in events.iter_mut().filter(|e| !e.start_known) {
+            if let Some([st]) = by_pid.get(&e.pid).map(Vec::as_slice) {
+                e.start_time = *st;
+                e.start_known = true;
+            }
+        }
+        events.sort_by(|x, y| {
+            (x.t_ns, x.seq, x.pid, x.kind, x.local, x.remote)
+                .cmp(&(y.t_ns, y.seq, y.pid, y.kind, y.local, y.remote))
+        });
+        let mut event_index: HashMap<(Transport, u16, SocketAddr), Vec<usize>> = HashMap::new();
+        for (i, e) in events.iter().enumerate() {
+            if let Some(r) = e.remote {
+                event_index
+                    .entry((e.transport, e.local.port(), r))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        let processes = self.processes;
+        let event_idents = self
+            .event_idents
+            .into_iter()
+            .filter(|(k, _)| !processes.contains_key(k))
+            .collect();
         Timeline {
+            events,
+            event_index,
+            event_sources: self.event_sources,
+            event_idents,
+            unusable_events: self.unusable_events,
+            exec_changes: self.exec_changes,
             netns_sorted,
             sockets,
             holders,
             denied,
-            processes: self.processes,
+            processes,
             snapshots: self.snapshots,
             exact,
             bound,
@@ -490,6 +718,19 @@ pub struct Timeline {
     pub processes: HashMap<(u32, u64), ProcessRecord>,
     /// Clock readings of every applied snapshot, in order.
     pub snapshots: Vec<SnapTime>,
+    /// Socket events of the recorder's event sources, in time order.
+    pub events: Vec<SockEvent>,
+    /// Names of the event sources, as the events name them.
+    pub event_sources: Vec<String>,
+    /// Processes known only from events (no process record), by (pid,
+    /// start time).
+    pub event_idents: HashMap<(u32, u64), EventIdent>,
+    /// Events of a kind, protocol or address this analyzer cannot use.
+    pub unusable_events: u64,
+    /// Program changes (execve) seen in the process records of a (pid,
+    /// start time), in order.
+    pub exec_changes: HashMap<(u32, u64), Vec<ExecChange>>,
+    event_index: HashMap<(Transport, u16, SocketAddr), Vec<usize>>,
     exact: HashMap<(Transport, SocketAddr, SocketAddr), Vec<usize>>,
     bound: HashMap<(Transport, u16), Vec<usize>>,
     netns_addrs: HashMap<u64, HashSet<IpAddr>>,
@@ -504,6 +745,17 @@ impl Timeline {
         let remote = SocketAddr::new(canonical_ip(remote.ip()), remote.port());
         self.exact
             .get(&(t, local, remote))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Events (indexes into [`Timeline::events`], in time order) of a
+    /// socket with this local port and remote endpoint, whatever the local
+    /// address and namespace.
+    pub fn events_for(&self, t: Transport, local_port: u16, remote: SocketAddr) -> &[usize] {
+        let remote = SocketAddr::new(canonical_ip(remote.ip()), remote.port());
+        self.event_index
+            .get(&(t, local_port, remote))
             .map(Vec::as_slice)
             .unwrap_or(&[])
     }
@@ -554,8 +806,8 @@ impl Timeline {
 pub(crate) mod tests {
     use super::*;
     use procflow_format::layout::{
-        fds_member, net_member, parse_member, procs_member, row_identity, FdWalk, NetnsEntry,
-        SnapshotKind, TableEntry, NET_TABLES,
+        events_member, fds_member, net_member, parse_member, procs_member, row_identity, FdWalk,
+        NetnsEntry, SnapshotKind, TableEntry, NET_TABLES,
     };
 
     /// Clock reading at `s` seconds (realtime = 1.7e9 s + s).
@@ -608,6 +860,7 @@ pub(crate) mod tests {
         pub tables: Vec<(u64, &'static str, TableStored, String)>,
         pub fds: Option<String>,
         pub procs: Option<String>,
+        pub events: Option<String>,
     }
 
     impl Snap {
@@ -619,7 +872,17 @@ pub(crate) mod tests {
                 tables: Vec::new(),
                 fds: None,
                 procs: None,
+                events: None,
             }
+        }
+        pub fn events(mut self, evs: &[EventRecord]) -> Snap {
+            let mut s = String::new();
+            for e in evs {
+                s.push_str(&serde_json::to_string(e).unwrap());
+                s.push('\n');
+            }
+            self.events = Some(s);
+            self
         }
         pub fn table(
             mut self,
@@ -719,6 +982,9 @@ pub(crate) mod tests {
             if let Some(p) = &self.procs {
                 out.push((procs_member(self.seq), p.clone()));
             }
+            if let Some(e) = &self.events {
+                out.push((events_member(self.seq), e.clone()));
+            }
             out
         }
         pub fn input(&self) -> Snapshot {
@@ -757,6 +1023,14 @@ pub(crate) mod tests {
     }
 
     const NS: u64 = 4026531840;
+
+    /// A process record of `pid` in namespace `netns`.
+    pub fn rec_ns(pid: u32, start_time: u64, netns: u64) -> ProcessRecord {
+        ProcessRecord {
+            netns,
+            ..rec(pid, start_time, "p")
+        }
+    }
 
     fn rec(pid: u32, start_time: u64, comm: &str) -> ProcessRecord {
         ProcessRecord {
@@ -915,5 +1189,109 @@ pub(crate) mod tests {
         }
         let tl = b.finish();
         assert_eq!(tl.largest_clock_step(), Some((5_000_000_000, 3)));
+    }
+
+    /// An event of `pid` at `ms` (monotonic, as [`clock`] reads it).
+    pub fn ev(
+        kind: &str,
+        ms: i64,
+        pid: u32,
+        start: Option<u64>,
+        local: &str,
+        remote: &str,
+    ) -> EventRecord {
+        let l: SocketAddr = local.parse().unwrap();
+        let r: SocketAddr = remote.parse().unwrap();
+        EventRecord {
+            source: "tracepoint:sock:inet_sock_set_state".into(),
+            kind: kind.into(),
+            mono_ns: clock(ms).monotonic_ns,
+            pid,
+            tid: pid,
+            start_time: start,
+            comm: Some(format!("p{pid}")),
+            netns: Some(NS),
+            proto: "tcp".into(),
+            local_ip: l.ip().to_string(),
+            local_port: l.port(),
+            remote_ip: Some(r.ip().to_string()),
+            remote_port: Some(r.port()),
+            inode: None,
+        }
+    }
+
+    #[test]
+    fn events_are_kept_in_realtime_and_indexed() {
+        let mut odd = ev("connect", 500, 7, Some(70), "10.0.0.1:40000", "10.0.0.2:80");
+        odd.kind = "splice".into();
+        let mut bad = ev("connect", 500, 7, Some(70), "10.0.0.1:40000", "10.0.0.2:80");
+        bad.local_ip = "not-an-address".into();
+        let snaps = vec![
+            Snap::new(1, 0, SnapshotKind::Keyframe).procs(&[rec(8, 80, "worker")]),
+            Snap::new(2, 1000, SnapshotKind::Keyframe).events(&[
+                ev("close", 900, 8, None, "10.0.0.1:40000", "10.0.0.2:80"),
+                ev("connect", 500, 7, Some(70), "10.0.0.1:40000", "10.0.0.2:80"),
+                odd,
+                bad,
+            ]),
+        ];
+        let (tl, d) = build(&snaps);
+        assert_eq!(d.bad_lines, 0, "{d:?}");
+        assert_eq!(tl.unusable_events, 2);
+        assert_eq!(tl.events.len(), 2);
+        // Time order, realtime.
+        assert_eq!(tl.events[0].kind, EventKind::Connect);
+        assert_eq!(tl.events[0].t_ns, clock(500).realtime_ns);
+        // A gone process' start time comes from its only record.
+        assert_eq!((tl.events[1].pid, tl.events[1].start_time), (8, 80));
+        assert!(tl.events[1].start_known);
+        let idx = tl.events_for(Transport::Tcp, 40000, "10.0.0.2:80".parse().unwrap());
+        assert_eq!(idx, &[0, 1]);
+        // Identity from the event for a process without record.
+        assert_eq!(tl.event_idents[&(7, 70)].comm, "p7");
+        assert!(!tl.event_idents.contains_key(&(8, 80)));
+    }
+
+    #[test]
+    fn exiting_process_record_does_not_overwrite_and_execve_is_kept() {
+        let good = ProcessRecord {
+            exe: Some("/usr/bin/curl".into()),
+            cmdline: vec!["curl".into(), "http://x".into()],
+            ppid: 300,
+            ..rec(10, 500, "curl")
+        };
+        let exiting = ProcessRecord {
+            exe: None,
+            cmdline: vec![],
+            ppid: 1,
+            ..rec(10, 500, "curl")
+        };
+        let execd = ProcessRecord {
+            exe: Some("/usr/bin/wget".into()),
+            cmdline: vec!["wget".into()],
+            ppid: 300,
+            ..rec(10, 500, "wget")
+        };
+        let snaps = vec![
+            Snap::new(1, 0, SnapshotKind::Keyframe).procs(std::slice::from_ref(&good)),
+            Snap::new(2, 1000, SnapshotKind::Keyframe).procs(std::slice::from_ref(&exiting)),
+        ];
+        let (tl, _) = build(&snaps);
+        assert_eq!(tl.processes[&(10, 500)], good);
+        assert!(tl.exec_changes.is_empty());
+        let snaps = vec![
+            Snap::new(1, 0, SnapshotKind::Keyframe).procs(std::slice::from_ref(&good)),
+            Snap::new(2, 1000, SnapshotKind::Keyframe).procs(std::slice::from_ref(&execd)),
+            Snap::new(3, 2000, SnapshotKind::Keyframe).procs(&[exiting]),
+        ];
+        let (tl, _) = build(&snaps);
+        assert_eq!(tl.processes[&(10, 500)], execd);
+        let ch = &tl.exec_changes[&(10, 500)];
+        assert_eq!(ch.len(), 1);
+        assert_eq!(
+            (ch[0].old_comm.as_str(), ch[0].new_comm.as_str()),
+            ("curl", "wget")
+        );
+        assert_eq!(ch[0].t_ns, clock(1000).realtime_ns);
     }
 }
