@@ -8,12 +8,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read};
+use std::io::{self, BufWriter};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use procflow_format::hash::sha256_file;
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
 
 use crate::attribute::{self, HostContext, Options};
 use crate::capture::{self, CaptureError, Replay, ReplayOptions};
@@ -25,9 +25,8 @@ use crate::report::connections_jsonl::ConnectionsJsonl;
 use crate::report::html::{HtmlInput, HtmlReport};
 use crate::report::processes_csv::ProcessesCsv;
 use crate::report::summary::{FileHash, Summary, SummaryInput};
-use crate::report::{hex, HashingWriter, ReportInput, ReportWriter};
+use crate::report::{HashingWriter, ReportInput, ReportWriter};
 use crate::snapshot::archive::{Bundle, BundleError};
-use crate::snapshot::procnet::canonical_ip;
 use crate::snapshot::timeline::{Timeline, TimelineBuilder};
 use crate::snapshot::SnapshotDiagnostics;
 use crate::time::rfc3339_ns;
@@ -172,23 +171,6 @@ pub struct AnalysisOutcome {
     pub evidence: Evidence,
 }
 
-/// SHA-256 and size of a file.
-fn hash_file(path: &Path) -> io::Result<(String, u64)> {
-    let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = r.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        h.update(buf.get(..k).unwrap_or(&[]));
-        n += k as u64;
-    }
-    Ok((hex(&h.finalize()), n))
-}
-
 /// The bundle's SHA256SUMS (`HEX  NAME` lines), if present.
 fn read_sha256sums(bundle: &Path) -> Option<HashMap<String, String>> {
     let text =
@@ -230,7 +212,7 @@ fn hash_inputs(
         .par_iter()
         .map(|(role, path, in_bundle)| {
             let (sha256, bytes) = if hash {
-                let (h, n) = hash_file(path).map_err(|source| AnalyzeError::ReadInput {
+                let (h, n) = sha256_file(path).map_err(|source| AnalyzeError::ReadInput {
                     path: path.clone(),
                     source,
                 })?;
@@ -389,7 +371,7 @@ fn host_context(bundle: &Bundle) -> HostContext {
         .filter_map(|a| {
             // Accept `addr` and `addr/prefix` and `addr%scope`.
             let s = a.ip.split(['/', '%']).next().unwrap_or("");
-            s.parse::<IpAddr>().ok().map(canonical_ip)
+            s.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
         })
         .collect();
     HostContext {

@@ -26,7 +26,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::flow::{ipproto, Family, Flow};
-use crate::snapshot::procnet::{canonical_ip, is_v4_mapped, STATE_LISTEN};
+use crate::snapshot::procnet::{is_v4_mapped, STATE_LISTEN};
 use crate::snapshot::timeline::{EventKind, Run, SockEvent, Socket, Timeline, Transport};
 
 /// Default `--max-gap`: 30 s.
@@ -446,7 +446,7 @@ impl HostContext {
     /// Whether `ip` is the host's: an interface address, a loopback address,
     /// or the local address of a socket recorded in the capture namespace.
     pub fn is_local(&self, tl: &Timeline, ip: IpAddr) -> bool {
-        let ip = canonical_ip(ip);
+        let ip = ip.to_canonical();
         ip.is_loopback()
             || self.addresses.contains(&ip)
             || tl.netns_has_addr(self.capture_netns, ip)
@@ -484,7 +484,7 @@ fn namespaces_for(tl: &Timeline, ctx: &HostContext, ip: IpAddr, host_local: bool
     if host_local {
         v.push(ctx.capture_netns);
     }
-    if !canonical_ip(ip).is_loopback() {
+    if !ip.to_canonical().is_loopback() {
         for &ns in tl.netns_list() {
             if ns != ctx.capture_netns && tl.netns_has_addr(ns, ip) {
                 v.push(ns);
@@ -531,7 +531,7 @@ fn socket_accepts(ev: Evidence, s: &Socket, ns: u64, local: SocketAddr) -> bool 
     }
     let sip = s.key.local.ip();
     let flow_v4 = local.is_ipv4();
-    let same_addr = canonical_ip(sip) == canonical_ip(local.ip());
+    let same_addr = sip.to_canonical() == local.ip().to_canonical();
     // 0.0.0.0 accepts IPv4 only; `::` accepts both (a dual-stack socket,
     // unless IPV6_V6ONLY, which /proc does not show).
     let wildcard_addr = sip.is_unspecified() && (flow_v4 || sip.is_ipv6());
@@ -555,7 +555,7 @@ fn socket_accepts(ev: Evidence, s: &Socket, ns: u64, local: SocketAddr) -> bool 
 /// `ns` (its endpoints already match by port and remote).
 fn event_fits(e: &SockEvent, ns: u64, local: SocketAddr) -> bool {
     e.netns.map_or(true, |n| n == ns)
-        && (e.local.ip().is_unspecified() || e.local.ip() == canonical_ip(local.ip()))
+        && (e.local.ip().is_unspecified() || e.local.ip() == local.ip().to_canonical())
 }
 
 /// Distance in ns from instant `t` to `[t0, t1]`; 0 inside.

@@ -39,7 +39,6 @@ pub mod outdir;
 pub mod overview;
 pub mod packet;
 pub mod report;
-mod sha1;
 pub mod snapshot;
 pub mod time;
 pub mod verify;
