@@ -7,7 +7,6 @@
 //! caller as warnings, as they are found, and recorded in `summary.json`.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::io::{self, BufWriter};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
