@@ -28,6 +28,7 @@ use crate::report::{HashingWriter, ReportInput, ReportWriter};
 use crate::snapshot::archive::{Bundle, BundleError};
 use crate::snapshot::timeline::{Timeline, TimelineBuilder};
 use crate::snapshot::SnapshotDiagnostics;
+use crate::split;
 use crate::time::rfc3339_ns;
 use crate::verify::{self, ArchiveState, Area, Evidence, Finding, Known};
 
@@ -545,14 +546,32 @@ pub fn run_analysis(
         max_gap_ns: cfg.max_gap_ns,
     };
     let attributions = attribute::attribute_all(&timeline, &ctx, &aopts, &replay.flows);
+    // Ownership at packet time: flows whose socket changed owner are cut,
+    // from their packets read again.
+    let cuts = split::plan(&timeline, &ctx, &replay.flows, &attributions);
+    let (flows, attributions) = if cuts.is_empty() {
+        (replay.flows.clone(), attributions)
+    } else {
+        let again = ReplayOptions {
+            keep_packets_of: cuts
+                .iter()
+                .filter_map(|c| replay.flows.get(c.index).cloned())
+                .collect(),
+            ..opts.clone()
+        };
+        let packets = capture::replay(&captures, &again)?.packets;
+        split::apply(
+            &timeline,
+            &ctx,
+            &aopts,
+            replay.flows.clone(),
+            attributions,
+            &cuts,
+            &packets,
+        )
+    };
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
-    let mut input = ReportInput::new(
-        &bundle.manifest,
-        &timeline,
-        &replay.flows,
-        &attributions,
-        &cid,
-    );
+    let mut input = ReportInput::new(&bundle.manifest, &timeline, &flows, &attributions, &cid);
     input.csv_raw = cfg.csv_raw;
     let overview = Overview::new(&input);
     let html_input = HtmlInput {

@@ -40,5 +40,6 @@ pub mod overview;
 pub mod packet;
 pub mod report;
 pub mod snapshot;
+pub mod split;
 pub mod time;
 pub mod verify;
