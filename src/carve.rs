@@ -179,6 +179,8 @@ pub fn run_carve(cfg: &CarveConfig) -> Result<CarveOutcome, String> {
             force: false,
             hash: false,
             pcapng: None,
+            strict: false,
+            csv_raw: true,
         };
         tmp = Some(dir.clone());
         let r = crate::analyze::run_analysis(&acfg, &mut |_| {});
