@@ -8,12 +8,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read};
+use std::io::{self, BufWriter};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use procflow_format::hash::sha256_file;
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
 
 use crate::attribute::{self, HostContext, Options};
 use crate::capture::{self, CaptureError, Replay, ReplayOptions};
@@ -24,11 +24,11 @@ use crate::report::connections_jsonl::ConnectionsJsonl;
 use crate::report::html::{HtmlInput, HtmlReport};
 use crate::report::processes_csv::ProcessesCsv;
 use crate::report::summary::{FileHash, Summary, SummaryInput};
-use crate::report::{hex, HashingWriter, ReportInput, ReportWriter};
+use crate::report::{HashingWriter, ReportInput, ReportWriter};
 use crate::snapshot::archive::{Bundle, BundleError};
-use crate::snapshot::procnet::canonical_ip;
 use crate::snapshot::timeline::{Timeline, TimelineBuilder};
 use crate::snapshot::SnapshotDiagnostics;
+use crate::split;
 use crate::time::rfc3339_ns;
 
 /// Names of the files `analyze` writes, summary last.
@@ -180,23 +180,6 @@ pub struct AnalysisOutcome {
     pub terminal_summary: String,
 }
 
-/// SHA-256 and size of a file.
-fn hash_file(path: &Path) -> io::Result<(String, u64)> {
-    let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = r.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        h.update(buf.get(..k).unwrap_or(&[]));
-        n += k as u64;
-    }
-    Ok((hex(&h.finalize()), n))
-}
-
 /// The bundle's SHA256SUMS (`HEX  NAME` lines), if present.
 fn read_sha256sums(bundle: &Path) -> Option<HashMap<String, String>> {
     let text =
@@ -238,7 +221,7 @@ fn hash_inputs(
         .par_iter()
         .map(|(role, path, in_bundle)| {
             let (sha256, bytes) = if hash {
-                let (h, n) = hash_file(path).map_err(|source| AnalyzeError::ReadInput {
+                let (h, n) = sha256_file(path).map_err(|source| AnalyzeError::ReadInput {
                     path: path.clone(),
                     source,
                 })?;
@@ -370,7 +353,7 @@ fn host_context(bundle: &Bundle) -> HostContext {
         .filter_map(|a| {
             // Accept `addr` and `addr/prefix` and `addr%scope`.
             let s = a.ip.split(['/', '%']).next().unwrap_or("");
-            s.parse::<IpAddr>().ok().map(canonical_ip)
+            s.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
         })
         .collect();
     HostContext {
@@ -535,14 +518,32 @@ pub fn run_analysis(
         max_gap_ns: cfg.max_gap_ns,
     };
     let attributions = attribute::attribute_all(&timeline, &ctx, &aopts, &replay.flows);
+    // Ownership at packet time: flows whose socket changed owner are cut,
+    // from their packets read again.
+    let cuts = split::plan(&timeline, &ctx, &replay.flows, &attributions);
+    let (flows, attributions) = if cuts.is_empty() {
+        (replay.flows.clone(), attributions)
+    } else {
+        let again = ReplayOptions {
+            keep_packets_of: cuts
+                .iter()
+                .filter_map(|c| replay.flows.get(c.index).cloned())
+                .collect(),
+            ..opts.clone()
+        };
+        let packets = capture::replay(&captures, &again)?.packets;
+        split::apply(
+            &timeline,
+            &ctx,
+            &aopts,
+            replay.flows.clone(),
+            attributions,
+            &cuts,
+            &packets,
+        )
+    };
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
-    let input = ReportInput::new(
-        &bundle.manifest,
-        &timeline,
-        &replay.flows,
-        &attributions,
-        &cid,
-    );
+    let input = ReportInput::new(&bundle.manifest, &timeline, &flows, &attributions, &cid);
     let overview = Overview::new(&input);
     let html_input = HtmlInput {
         report: &input,

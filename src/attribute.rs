@@ -30,11 +30,11 @@ mod nat;
 
 pub use nat::NatMatch;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::flow::{ipproto, Family, Flow};
-use crate::snapshot::procnet::{canonical_ip, is_v4_mapped, STATE_LISTEN};
+use crate::snapshot::procnet::{is_v4_mapped, STATE_LISTEN};
 use crate::snapshot::timeline::{EventKind, Run, SockEvent, Socket, Timeline, Transport};
 
 /// Default `--max-gap`: 30 s.
@@ -498,7 +498,7 @@ impl HostContext {
     /// Whether `ip` is the host's: an interface address, a loopback address,
     /// or the local address of a socket recorded in the capture namespace.
     pub fn is_local(&self, tl: &Timeline, ip: IpAddr) -> bool {
-        let ip = canonical_ip(ip);
+        let ip = ip.to_canonical();
         ip.is_loopback()
             || self.addresses.contains(&ip)
             || tl.netns_has_addr(self.capture_netns, ip)
@@ -536,7 +536,7 @@ fn namespaces_for(tl: &Timeline, ctx: &HostContext, ip: IpAddr, host_local: bool
     if host_local {
         v.push(ctx.capture_netns);
     }
-    if !canonical_ip(ip).is_loopback() {
+    if !ip.to_canonical().is_loopback() {
         for &ns in tl.netns_list() {
             if ns != ctx.capture_netns && tl.netns_has_addr(ns, ip) {
                 v.push(ns);
@@ -583,7 +583,7 @@ fn socket_accepts(ev: Evidence, s: &Socket, ns: u64, local: SocketAddr) -> bool 
     }
     let sip = s.key.local.ip();
     let flow_v4 = local.is_ipv4();
-    let same_addr = canonical_ip(sip) == canonical_ip(local.ip());
+    let same_addr = sip.to_canonical() == local.ip().to_canonical();
     // 0.0.0.0 accepts IPv4 only; `::` accepts both (a dual-stack socket,
     // unless IPV6_V6ONLY, which /proc does not show).
     let wildcard_addr = sip.is_unspecified() && (flow_v4 || sip.is_ipv6());
@@ -607,7 +607,7 @@ fn socket_accepts(ev: Evidence, s: &Socket, ns: u64, local: SocketAddr) -> bool 
 /// `ns` (its endpoints already match by port and remote).
 fn event_fits(e: &SockEvent, ns: u64, local: SocketAddr) -> bool {
     e.netns.map_or(true, |n| n == ns)
-        && (e.local.ip().is_unspecified() || e.local.ip() == canonical_ip(local.ip()))
+        && (e.local.ip().is_unspecified() || e.local.ip() == local.ip().to_canonical())
 }
 
 /// Distance in ns from instant `t` to `[t0, t1]`; 0 inside.
@@ -837,7 +837,12 @@ fn try_rule(tl: &Timeline, rule: Rule, q: &Query) -> Option<Found> {
 
 /// Whether a rule can own a flow of this transport.
 fn rule_applies(rule: Rule, transport: Transport) -> bool {
-    match rule.evidence() {
+    rule_evidence_applies(rule.evidence(), transport)
+}
+
+/// Whether evidence of this kind can own a flow of this transport.
+fn rule_evidence_applies(ev: Evidence, transport: Transport) -> bool {
+    match ev {
         Evidence::Listener { .. } | Evidence::Nat(NatVia::Listener) => transport == Transport::Tcp,
         Evidence::Bound { .. } => transport == Transport::Udp,
         Evidence::Event(_) | Evidence::Tuple { .. } | Evidence::Nat(_) => true,
@@ -983,6 +988,120 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
         }
     }
     out
+}
+
+/// An owner of a flow's socket and the first and last instant it was seen
+/// owning it during the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerSpan {
+    /// The owner.
+    pub owner: ProcKey,
+    /// First evidence, realtime ns.
+    pub first_ns: i64,
+    /// Last evidence, realtime ns.
+    pub last_ns: i64,
+}
+
+/// The owners of flow `f`'s socket during its lifetime, one after the
+/// other: from the events of its endpoints when there are any, else from
+/// the snapshot sockets the attributing rule (and the exact tuple) accept,
+/// each run seen during the flow with its holder at that time. Empty when
+/// there are fewer than two owners or when two owners overlap in time
+/// (they cannot be told apart by time: the flow stays whole).
+pub fn owner_spans(tl: &Timeline, ctx: &HostContext, f: &Flow, a: &Attribution) -> Vec<OwnerSpan> {
+    let (Some(local_is_a), Some(a_port), Some(b_port)) = (a.local_is_a, f.a_port, f.b_port) else {
+        return Vec::new();
+    };
+    let transport = match f.proto {
+        ipproto::TCP => Transport::Tcp,
+        ipproto::UDP => Transport::Udp,
+        _ => return Vec::new(),
+    };
+    let (t0, t1) = (f.first_seen_ns, f.last_seen_ns.max(f.first_seen_ns));
+    let fa = SocketAddr::new(f.a_ip, a_port);
+    let fb = SocketAddr::new(f.b_ip, b_port);
+    let (local, remote) = if local_is_a { (fa, fb) } else { (fb, fa) };
+    let event_ns = a
+        .event
+        .and_then(|e| tl.events.get(e.index))
+        .and_then(|e| e.netns);
+    let ns = a
+        .socket
+        .map(|s| s.netns)
+        .or(event_ns)
+        .unwrap_or(ctx.capture_netns);
+    let mut seen: Vec<(ProcKey, i64, i64)> = tl
+        .events_for(transport, local.port(), remote)
+        .iter()
+        .filter_map(|&i| tl.events.get(i))
+        .filter(|e| event_fits(e, ns, local) && point_gap(e.t_ns, t0, t1) <= EVENT_SLACK_NS)
+        .map(|e| {
+            let k = ProcKey {
+                pid: e.pid,
+                start_time: e.start_time,
+            };
+            (k, e.t_ns, e.t_ns)
+        })
+        .collect();
+    if seen.is_empty() {
+        let mut kinds = vec![
+            Evidence::Tuple { mapped: false },
+            Evidence::Tuple { mapped: true },
+        ];
+        if let Method::Rule(r) = a.method {
+            if !kinds.contains(&r.evidence()) && !r.is_event() {
+                kinds.push(r.evidence());
+            }
+        }
+        for ev in kinds {
+            if !rule_evidence_applies(ev, transport) {
+                continue;
+            }
+            let cands: &[usize] = match ev {
+                Evidence::Tuple { .. } => tl.exact(transport, local, remote),
+                _ => tl.bound(transport, local.port()),
+            };
+            for s in cands.iter().filter_map(|&i| tl.sockets.get(i)) {
+                if !socket_accepts(ev, s, ns, local) {
+                    continue;
+                }
+                for run in s.runs.iter().filter(|r| r.gap(t0, t1) == 0) {
+                    if let Ownership::Owned(p, _) =
+                        ownership(tl, s, run, run.start_ns, run.end_ns, 0)
+                    {
+                        seen.push((p, run.start_ns.max(t0), run.end_ns.min(t1)));
+                    }
+                }
+            }
+        }
+    }
+    let mut by_owner: BTreeMap<ProcKey, (i64, i64)> = BTreeMap::new();
+    for (k, x, y) in seen {
+        let e = by_owner.entry(k).or_insert((x, y));
+        e.0 = e.0.min(x);
+        e.1 = e.1.max(y);
+    }
+    if by_owner.len() < 2 {
+        return Vec::new();
+    }
+    let mut spans: Vec<OwnerSpan> = by_owner
+        .into_iter()
+        .map(|(owner, (first_ns, last_ns))| OwnerSpan {
+            owner,
+            first_ns,
+            last_ns,
+        })
+        .collect();
+    spans.sort_by_key(|s| (s.first_ns, s.last_ns, s.owner));
+    let disjoint = spans.windows(2).all(|w| match w {
+        [x, y] => x.last_ns < y.first_ns,
+        _ => true,
+    });
+    if disjoint {
+        spans
+    } else {
+        Vec::new()
+    }
 }
 
 /// Attributes every flow, in parallel; the result is in flow order.

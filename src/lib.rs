@@ -39,7 +39,7 @@ pub mod outdir;
 pub mod overview;
 pub mod packet;
 pub mod report;
-mod sha1;
 pub mod snapshot;
+pub mod split;
 pub mod time;
 pub mod verify;

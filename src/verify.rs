@@ -19,16 +19,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::BufReader;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
+use procflow_format::hash::sha256_file;
 use procflow_format::layout::{
     parse_archive_name, CaptureCounters, Manifest, CAPTURE_PREFIX, MANIFEST_FILE, SHA256SUMS_FILE,
     TCPDUMP_LOG_FILE,
 };
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::hostile::term;
 
@@ -145,21 +145,6 @@ pub struct Known {
     /// How each archive ended, by file name; archives absent here are read
     /// by the checks.
     pub archives: HashMap<String, ArchiveState>,
-}
-
-/// SHA-256 of a file, hex.
-pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let k = r.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        h.update(buf.get(..k).unwrap_or(&[]));
-    }
-    Ok(crate::report::hex(&h.finalize()))
 }
 
 /// Reads an archive through the format's reader only to see how it ends.
@@ -421,7 +406,9 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             .map(|n| {
                 let h = match known.hashes.get(*n) {
                     Some(h) => Ok(h.clone()),
-                    None => sha256_file(&dir.join(n)).map_err(|e| e.to_string()),
+                    None => sha256_file(&dir.join(n))
+                        .map(|(h, _)| h)
+                        .map_err(|e| e.to_string()),
                 };
                 ((*n).clone(), h)
             })

@@ -15,13 +15,19 @@
 //!   and of a conntrack event, and their pure parsers.
 //! - [`duration`]: the one duration grammar (`250ms`, `30s`, `10m`, `1h`,
 //!   bare seconds) of every duration option of both binaries.
+//! - [`hash`]: SHA-256 of files and hex, as `SHA256SUMS` and `summary.json`
+//!   write them.
+//! - [`time`]: UTC timestamps (RFC 3339 with nanoseconds, compact names)
+//!   over one civil-date algorithm.
 //! - [`procnet`]: /proc/net/{tcp,udp}{,6} rows parsed into typed sockets
 //!   with the recorded host byte order.
 
 pub mod conntrack;
 pub mod delta;
 pub mod duration;
+pub mod hash;
 pub mod layout;
 pub mod procfs;
 pub mod procnet;
 pub mod reader;
+pub mod time;

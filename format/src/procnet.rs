@@ -220,18 +220,6 @@ pub fn parse_table(text: &str, order: ByteOrder) -> ParsedTable {
     out
 }
 
-/// The canonical form of an address: IPv4-mapped IPv6 (`::ffff:a.b.c.d`)
-/// becomes the IPv4 address its packets carry.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
-    }
-}
-
 /// Whether an address is IPv4-mapped IPv6.
 pub fn is_v4_mapped(ip: IpAddr) -> bool {
     matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some())
@@ -275,7 +263,7 @@ mod tests {
         let mapped = parse_endpoint("0000000000000000FFFF00000100007F:9E49", LE).unwrap();
         assert!(is_v4_mapped(mapped.ip()));
         assert_eq!(
-            canonical_ip(mapped.ip()),
+            mapped.ip().to_canonical(),
             "127.0.0.1".parse::<IpAddr>().unwrap()
         );
     }

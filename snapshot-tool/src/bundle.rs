@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use procflow_format::hash::sha256_reader;
 
 use crate::layout::{Manifest, RecordError, MANIFEST_FILE, SHA256SUMS_FILE};
 
@@ -81,34 +81,6 @@ pub fn drop_manifest_reserve(dir: &Path) {
     let _ = std::fs::remove_file(dir.join(format!("{MANIFEST_FILE}{TMP_SUFFIX}")));
 }
 
-/// SHA-256 of a file, hex. `abort` is polled every megabyte so a second
-/// signal is not held up by a large capture.
-pub fn sha256_file(path: &Path, abort: &dyn Fn() -> bool) -> io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        if abort() {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
-        }
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(buf.get(..n).unwrap_or_default());
-    }
-    Ok(hex(&h.finalize()))
-}
-
-fn hex(b: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        let _ = write!(s, "{x:02x}");
-    }
-    s
-}
-
 /// Writes `SHA256SUMS` (`sha256sum -c` format: `HEX  NAME`) for every
 /// regular file in `dir` except itself and temporary files, in name order.
 pub fn write_sha256sums(dir: &Path, abort: &dyn Fn() -> bool) -> io::Result<()> {
@@ -127,7 +99,7 @@ pub fn write_sha256sums(dir: &Path, abort: &dyn Fn() -> bool) -> io::Result<()> 
     names.sort();
     let mut out = String::new();
     for n in &names {
-        let h = sha256_file(&dir.join(n), abort)?;
+        let (h, _) = sha256_reader(File::open(dir.join(n))?, abort)?;
         out.push_str(&format!("{h}  {n}\n"));
     }
     write_atomic(dir, SHA256SUMS_FILE, out.as_bytes())

@@ -94,12 +94,12 @@ pub fn tcpdump_args(
             a.push(n.to_string());
             format!(
                 "{CAPTURE_PREFIX}{}.pcap",
-                crate::sys::compact_utc(start_secs)
+                procflow_format::time::compact_utc(start_secs)
             )
         }
         Rotate::None => format!(
             "{CAPTURE_PREFIX}{}.pcap",
-            crate::sys::compact_utc(start_secs)
+            procflow_format::time::compact_utc(start_secs)
         ),
     };
     a.push("-w".into());

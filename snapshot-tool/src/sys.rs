@@ -38,46 +38,9 @@ pub fn read_clocks() -> ClockReading {
 pub fn timestamp() -> TimeStamp {
     let clocks = read_clocks();
     TimeStamp {
-        utc: rfc3339_utc(clocks.realtime_ns),
+        utc: procflow_format::time::rfc3339_ns(clocks.realtime_ns),
         clocks,
     }
-}
-
-/// Formats nanoseconds since the epoch as `2026-11-28T15:42:01.123456789Z`.
-pub fn rfc3339_utc(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let nanos = ns.rem_euclid(1_000_000_000);
-    let (y, mo, d, h, mi, s) = civil(secs);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{nanos:09}Z")
-}
-
-/// Formats seconds since the epoch as `20261128T154201Z` (capture names).
-pub fn compact_utc(secs: i64) -> String {
-    let (y, mo, d, h, mi, s) = civil(secs);
-    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
-}
-
-/// Days-from-civil inverse (H. Hinnant's algorithm), proleptic Gregorian.
-fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        m,
-        d,
-        (rem / 3600) as u32,
-        ((rem % 3600) / 60) as u32,
-        (rem % 60) as u32,
-    )
 }
 
 /// uname(2) fields: nodename, release, version, machine.
@@ -312,21 +275,6 @@ pub fn is_disk_full(e: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_formatting() {
-        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(
-            rfc3339_utc(1_795_880_521_123_456_789),
-            "2026-11-28T15:42:01.123456789Z"
-        );
-        assert_eq!(
-            rfc3339_utc(951_782_400_000_000_000),
-            "2000-02-29T00:00:00.000000000Z"
-        );
-        assert_eq!(compact_utc(1_795_880_521), "20261128T154201Z");
-        assert_eq!(rfc3339_utc(-1), "1969-12-31T23:59:59.999999999Z");
-    }
 
     #[test]
     fn clocks_move_forward() {

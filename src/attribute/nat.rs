@@ -148,7 +148,7 @@ fn listening_namespace(tl: &Timeline, ctx: &HostContext, q: &Query, local: Socke
 }
 
 fn canon(a: SocketAddr) -> SocketAddr {
-    SocketAddr::new(crate::snapshot::procnet::canonical_ip(a.ip()), a.port())
+    SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ pub mod scan;
 pub mod source;
 
 use crate::decode::{self, Decoded};
-use crate::flow::{Flow, FlowTable, PacketOrigin, SplitRules};
+use crate::flow::{Flow, FlowTable, PacketMark, PacketOrigin, SplitRules};
 use rayon::prelude::*;
 use scan::{RawRec, ScanProblem, Scanner};
 use serde::Serialize;
@@ -43,6 +43,9 @@ pub struct ReplayOptions {
     /// Bytes of a memory-mapped file read between two remaps of it: bounds
     /// the map's resident pages, hence peak memory, whatever the file size.
     pub remap_every: usize,
+    /// Flows whose packets are kept in [`Replay::packets`] (every flow of
+    /// the same protocol and endpoints), to cut them in time.
+    pub keep_packets_of: Vec<Flow>,
 }
 
 impl Default for ReplayOptions {
@@ -52,6 +55,7 @@ impl Default for ReplayOptions {
             split: SplitRules::default(),
             max_problems_per_file: 1000,
             remap_every: 64 << 20,
+            keep_packets_of: Vec::new(),
         }
     }
 }
@@ -137,6 +141,9 @@ pub struct Replay {
     /// Packets counted in files but in no flow (malformed, unsupported link
     /// type, fragments without their first fragment); reasons in `problems`.
     pub undecodable: u64,
+    /// The packets of the flows of [`ReplayOptions::keep_packets_of`], by
+    /// flow id, in capture order.
+    pub packets: BTreeMap<u64, Vec<PacketMark>>,
 }
 
 impl Replay {
@@ -249,7 +256,11 @@ impl<'o> Replayer<'o> {
     fn new(opts: &'o ReplayOptions) -> Self {
         Replayer {
             opts,
-            table: FlowTable::new(opts.split),
+            table: {
+                let mut t = FlowTable::new(opts.split);
+                t.watch(&opts.keep_packets_of);
+                t
+            },
             files: Vec::new(),
             problems: Vec::new(),
             problem_counts: BTreeMap::new(),
@@ -419,7 +430,7 @@ impl<'o> Replayer<'o> {
     fn finish(self) -> Replay {
         let mut me = self;
         let table = std::mem::replace(&mut me.table, FlowTable::new(me.opts.split));
-        let (flows, orphans) = table.finish();
+        let (flows, orphans, packets) = table.finish_logged();
         for o in orphans {
             me.undecodable += 1;
             me.problem(
@@ -449,6 +460,7 @@ impl<'o> Replayer<'o> {
                 })
                 .collect(),
             undecodable: me.undecodable,
+            packets,
         }
     }
 }

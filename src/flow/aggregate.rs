@@ -1,6 +1,6 @@
 //! Aggregation: decoded packets folded into flows, in capture order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -167,6 +167,24 @@ struct State {
     a: ([u8; 16], u16),
     closed: bool,
     seq: u64,
+    /// Every packet, when the key is watched.
+    log: Vec<PacketMark>,
+}
+
+/// One packet of a watched flow: what a flow's counters are made of, so a
+/// flow can be cut in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketMark {
+    /// Capture timestamp, ns since the epoch.
+    pub ts_ns: i64,
+    /// Sent by `a` (the initiator).
+    pub ab: bool,
+    /// Frame length.
+    pub bytes: u32,
+    /// IP length.
+    pub ip_bytes: u32,
+    /// TCP flags (0 for other protocols).
+    pub tcp_flags: u8,
 }
 
 /// Folds decoded packets into flows. Packets must be added in capture order;
@@ -181,6 +199,8 @@ pub struct FlowTable {
     pending: HashMap<FragKey, Vec<Pending>, FastState>,
     pending_count: usize,
     orphans: Vec<OrphanFragment>,
+    /// Keys whose packets are kept ([`FlowTable::watch`]).
+    watch: HashSet<Key, FastState>,
 }
 
 /// Bound on remembered first fragments; beyond it, entries older than the
@@ -224,6 +244,36 @@ impl FlowTable {
             pending: HashMap::with_hasher(FastState::new()),
             pending_count: 0,
             orphans: Vec::new(),
+            watch: HashSet::with_hasher(FastState::new()),
+        }
+    }
+
+    /// Keeps every packet of the conversations of these flows (by their
+    /// protocol and endpoints: every flow of the same key is kept), for
+    /// [`FlowTable::finish_logged`].
+    pub fn watch(&mut self, flows: &[Flow]) {
+        for f in flows {
+            let addr = |ip: IpAddr| -> [u8; 16] {
+                let mut a = [0u8; 16];
+                match ip {
+                    IpAddr::V4(v4) => a[..4].copy_from_slice(&v4.octets()),
+                    IpAddr::V6(v6) => a = v6.octets(),
+                }
+                a
+            };
+            let x = (addr(f.a_ip), f.a_port.unwrap_or(0));
+            let y = (addr(f.b_ip), f.b_port.unwrap_or(0));
+            let (lo, hi) = if x <= y { (x, y) } else { (y, x) };
+            let v6 = f.family == Family::V6;
+            self.watch.insert(Key {
+                family: f.family,
+                proto: f.proto,
+                lo: lo.0,
+                lo_port: lo.1,
+                hi: hi.0,
+                hi_port: hi.1,
+                icmp: f.icmp.map(|k| icmp_canonical(v6, k)).unwrap_or((0, 0, 0)),
+            });
         }
     }
 
@@ -389,13 +439,24 @@ impl FlowTable {
                     a,
                     closed: false,
                     seq,
+                    log: Vec::new(),
                 });
                 let i = self.states.len() - 1;
                 self.current.insert(key, i);
                 i
             }
         };
+        let watched = !self.watch.is_empty() && self.watch.contains(&key);
         let s = &mut self.states[idx];
+        if watched {
+            s.log.push(PacketMark {
+                ts_ns,
+                ab: src == s.a,
+                bytes: orig_len,
+                ip_bytes: p.ip_len,
+                tcp_flags: p.tcp_flags,
+            });
+        }
         let f = &mut s.flow;
         f.first_seen_ns = f.first_seen_ns.min(ts_ns);
         f.last_seen_ns = f.last_seen_ns.max(ts_ns);
@@ -417,7 +478,20 @@ impl FlowTable {
 
     /// Ends aggregation: flows numbered from 1 in order of (first_seen, key,
     /// creation), and the fragments that never met their first fragment.
-    pub fn finish(mut self) -> (Vec<Flow>, Vec<OrphanFragment>) {
+    pub fn finish(self) -> (Vec<Flow>, Vec<OrphanFragment>) {
+        let (flows, orphans, _) = self.finish_logged();
+        (flows, orphans)
+    }
+
+    /// As [`FlowTable::finish`], plus the packets of the watched flows by
+    /// flow id, in capture order.
+    pub fn finish_logged(
+        mut self,
+    ) -> (
+        Vec<Flow>,
+        Vec<OrphanFragment>,
+        BTreeMap<u64, Vec<PacketMark>>,
+    ) {
         self.flush_pending();
         let mut states = self.states;
         states.sort_by(|x, y| {
@@ -445,15 +519,19 @@ impl FlowTable {
                 })
                 .then(x.seq.cmp(&y.seq))
         });
+        let mut logs = BTreeMap::new();
         let flows = states
             .into_iter()
             .enumerate()
-            .map(|(i, s)| Flow {
-                id: i as u64 + 1,
-                ..s.flow
+            .map(|(i, s)| {
+                let id = i as u64 + 1;
+                if !s.log.is_empty() {
+                    logs.insert(id, s.log);
+                }
+                Flow { id, ..s.flow }
             })
             .collect();
-        (flows, self.orphans)
+        (flows, self.orphans, logs)
     }
 }
 

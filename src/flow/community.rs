@@ -2,6 +2,10 @@
 
 use std::net::IpAddr;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use sha1::{Digest, Sha1};
+
 use super::Flow;
 use crate::packet::{icmp_counterpart, ipproto, Family};
 
@@ -42,7 +46,7 @@ pub fn community_id(flow: &Flow, seed: u16) -> String {
         input.extend_from_slice(&sp.to_be_bytes());
         input.extend_from_slice(&dp.to_be_bytes());
     }
-    format!("1:{}", crate::sha1::base64(&crate::sha1::sha1(&input)))
+    format!("1:{}", STANDARD.encode(Sha1::digest(&input)))
 }
 
 #[cfg(test)]

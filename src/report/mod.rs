@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::IpAddr;
 
+use procflow_format::hash::hex;
 use procflow_format::layout::{Manifest, ProcessRecord};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -31,15 +32,6 @@ pub trait ReportWriter {
     fn file_name(&self) -> &'static str;
     /// Writes the whole file.
     fn write(&self, out: &mut dyn Write) -> io::Result<()>;
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
 }
 
 /// Joins command-line arguments with spaces, single-quoting those a POSIX

@@ -18,7 +18,6 @@ use procflow_format::delta::RowKeeper;
 use procflow_format::layout::Member;
 use procflow_format::reader::{ProblemKind, Snapshot, State};
 
-use super::procnet::canonical_ip;
 use super::timeline::Run;
 use super::SnapshotDiagnostics;
 
@@ -193,8 +192,8 @@ impl CtBuilder {
 fn pair(proto: u8, t: &Tuple) -> Option<(u8, SocketAddr, SocketAddr)> {
     let s = t.src_sock()?;
     let d = t.dst_sock()?;
-    let s = SocketAddr::new(canonical_ip(s.ip()), s.port());
-    let d = SocketAddr::new(canonical_ip(d.ip()), d.port());
+    let s = SocketAddr::new(s.ip().to_canonical(), s.port());
+    let d = SocketAddr::new(d.ip().to_canonical(), d.port());
     Some(if s <= d { (proto, s, d) } else { (proto, d, s) })
 }
 
@@ -252,8 +251,8 @@ impl CtTimeline {
     /// Entries one of whose directions has these two endpoints (either
     /// order), indexes into [`CtTimeline::records`].
     pub fn with_pair(&self, proto: u8, a: SocketAddr, b: SocketAddr) -> &[usize] {
-        let a = SocketAddr::new(canonical_ip(a.ip()), a.port());
-        let b = SocketAddr::new(canonical_ip(b.ip()), b.port());
+        let a = SocketAddr::new(a.ip().to_canonical(), a.port());
+        let b = SocketAddr::new(b.ip().to_canonical(), b.port());
         let k = if a <= b { (proto, a, b) } else { (proto, b, a) };
         self.by_pair.get(&k).map(Vec::as_slice).unwrap_or(&[])
     }

@@ -19,7 +19,7 @@ use procflow_format::layout::{
 };
 use procflow_format::reader::{Problem, ProblemKind, Snapshot, State};
 
-use super::procnet::{canonical_ip, parse_row, ByteOrder, ProcNetRow, STATE_LISTEN};
+use super::procnet::{parse_row, ByteOrder, ProcNetRow, STATE_LISTEN};
 use super::SnapshotDiagnostics;
 
 /// Transport protocol of a socket table.
@@ -399,7 +399,7 @@ impl TimelineBuilder {
         let local = e.local_ip.parse::<IpAddr>().ok();
         let remote = match (&e.remote_ip, e.remote_port) {
             (Some(ip), Some(port)) => match ip.parse::<IpAddr>() {
-                Ok(ip) => Some(Some(SocketAddr::new(canonical_ip(ip), port))),
+                Ok(ip) => Some(Some(SocketAddr::new(ip.to_canonical(), port))),
                 Err(_) => None,
             },
             _ => Some(None),
@@ -434,7 +434,7 @@ impl TimelineBuilder {
             start_known: e.start_time.is_some(),
             netns: e.netns.filter(|&n| n != 0),
             transport,
-            local: SocketAddr::new(canonical_ip(local), e.local_port),
+            local: SocketAddr::new(local.to_canonical(), e.local_port),
             remote,
             inode: e.inode.filter(|&i| i != 0),
             seq,
@@ -568,8 +568,8 @@ impl TimelineBuilder {
         let mut netns_addrs: HashMap<u64, HashSet<IpAddr>> = HashMap::new();
         for (i, s) in sockets.iter().enumerate() {
             let k = &s.key;
-            let local = SocketAddr::new(canonical_ip(k.local.ip()), k.local.port());
-            let remote = SocketAddr::new(canonical_ip(k.remote.ip()), k.remote.port());
+            let local = SocketAddr::new(k.local.ip().to_canonical(), k.local.port());
+            let remote = SocketAddr::new(k.remote.ip().to_canonical(), k.remote.port());
             if !remote.ip().is_unspecified() || remote.port() != 0 {
                 exact
                     .entry((k.transport, local, remote))
@@ -746,8 +746,8 @@ impl Timeline {
     /// Sockets whose (canonical) local and remote endpoints are exactly
     /// these, in any namespace.
     pub fn exact(&self, t: Transport, local: SocketAddr, remote: SocketAddr) -> &[usize] {
-        let local = SocketAddr::new(canonical_ip(local.ip()), local.port());
-        let remote = SocketAddr::new(canonical_ip(remote.ip()), remote.port());
+        let local = SocketAddr::new(local.ip().to_canonical(), local.port());
+        let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
         self.exact
             .get(&(t, local, remote))
             .map(Vec::as_slice)
@@ -758,7 +758,7 @@ impl Timeline {
     /// socket with this local port and remote endpoint, whatever the local
     /// address and namespace.
     pub fn events_for(&self, t: Transport, local_port: u16, remote: SocketAddr) -> &[usize] {
-        let remote = SocketAddr::new(canonical_ip(remote.ip()), remote.port());
+        let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
         self.event_index
             .get(&(t, local_port, remote))
             .map(Vec::as_slice)
@@ -776,7 +776,7 @@ impl Timeline {
     pub fn netns_has_addr(&self, netns: u64, ip: IpAddr) -> bool {
         self.netns_addrs
             .get(&netns)
-            .is_some_and(|s| s.contains(&canonical_ip(ip)))
+            .is_some_and(|s| s.contains(&ip.to_canonical()))
     }
 
     /// Every namespace with a tcp/udp socket, sorted.
