@@ -452,8 +452,10 @@ fn analyze_and_check(bundle: &Path, truth_path: &Path, report: &Path, extra_cont
         .arg(report)
         .output()
         .expect("cannot run procflow");
+    // Exit 3 is an evidence warning (e.g. kernel drops under load): the
+    // reports are written and their accuracy is what is checked here.
     assert!(
-        out.status.success(),
+        matches!(out.status.code(), Some(0 | 3)),
         "procflow analyze {} failed ({}):\n{}{extra_context}",
         bundle.display(),
         out.status,

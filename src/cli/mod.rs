@@ -5,6 +5,7 @@
 
 pub mod analyze;
 pub mod flows;
+pub mod verify;
 
 /// Parses a duration option (`250ms`, `30s`, `10m`, `1h`, bare seconds)
 /// into nanoseconds.

@@ -11,6 +11,7 @@ pub mod html;
 pub mod processes_csv;
 pub mod summary;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -140,8 +141,8 @@ pub struct ConnectionCsvRow<'a> {
     pub(crate) process_start: &'a str,
     pub(crate) ppid: Option<u32>,
     pub(crate) uid: Option<u32>,
-    pub(crate) comm: Option<&'a str>,
-    pub(crate) exe: Option<&'a str>,
+    pub(crate) comm: Option<Cow<'a, str>>,
+    pub(crate) exe: Option<Cow<'a, str>>,
     pub(crate) cmdline: String,
     pub(crate) netns: Option<u64>,
     pub(crate) method: String,
@@ -158,7 +159,7 @@ pub struct ConnectionCsvRow<'a> {
     pub(crate) ip_bytes_out: u64,
     pub(crate) duration_ms: i64,
     pub(crate) process_start_ticks: Option<u64>,
-    pub(crate) container_id: Option<&'a str>,
+    pub(crate) container_id: Option<Cow<'a, str>>,
     pub(crate) icmp_type: Option<u8>,
     pub(crate) icmp_code: Option<u8>,
     pub(crate) both_local: bool,
@@ -169,6 +170,31 @@ pub struct ConnectionCsvRow<'a> {
     pub(crate) nat_local_port: Option<u16>,
     pub(crate) nat_remote_ip: Option<String>,
     pub(crate) nat_remote_port: Option<u16>,
+}
+
+impl ConnectionCsvRow<'_> {
+    /// The row with its text from the bundle (comm, exe, cmdline,
+    /// container id) made safe for spreadsheets ([`csv_text`]), unless
+    /// `raw`.
+    pub fn neutralised(mut self, raw: bool) -> Self {
+        if !raw {
+            self.comm = self.comm.map(|c| csv_text(c));
+            self.exe = self.exe.map(|c| csv_text(c));
+            self.cmdline = csv_text(Cow::Owned(self.cmdline)).into_owned();
+            self.container_id = self.container_id.map(|c| csv_text(c));
+        }
+        self
+    }
+}
+
+/// A CSV text cell from the bundle made safe for spreadsheets: a formula
+/// start prefixed with `'`, control characters escaped visibly
+/// ([`crate::hostile::csv_cell`]).
+pub fn csv_text(s: Cow<'_, str>) -> Cow<'_, str> {
+    match crate::hostile::csv_cell(&s, false) {
+        Cow::Borrowed(_) => s,
+        Cow::Owned(o) => Cow::Owned(o),
+    }
 }
 
 /// Writes `rows` as CSV under a header of the field names of `T`, written
@@ -353,8 +379,11 @@ impl ConnectionRow {
             process_start: &self.process_start,
             ppid: p.map(|p| p.ppid),
             uid: p.map(|p| p.uid),
-            comm: p.map(|p| p.comm.as_str()).or(self.event_comm.as_deref()),
-            exe: p.and_then(|p| p.exe.as_deref()),
+            comm: p
+                .map(|p| p.comm.as_str())
+                .or(self.event_comm.as_deref())
+                .map(Cow::Borrowed),
+            exe: p.and_then(|p| p.exe.as_deref()).map(Cow::Borrowed),
             cmdline: self.cmdline(),
             netns: self.netns(),
             method: a.method.name(),
@@ -371,7 +400,7 @@ impl ConnectionRow {
             ip_bytes_out: ipout,
             duration_ms: f.last_seen_ns.saturating_sub(f.first_seen_ns) / 1_000_000,
             process_start_ticks: owner.map(|o| o.start_time),
-            container_id: p.and_then(|p| p.container_id.as_deref()),
+            container_id: p.and_then(|p| p.container_id.as_deref()).map(Cow::Borrowed),
             icmp_type: f.icmp.map(|i| i.icmp_type),
             icmp_code: f.icmp.map(|i| i.code),
             both_local: a.both_local,
@@ -394,6 +423,9 @@ pub struct ReportInput<'a> {
     pub timeline: &'a Timeline,
     /// One row per flow, in flow id order.
     pub rows: Vec<ConnectionRow>,
+    /// Write CSV text cells as they were (`--csv-raw`): no `'` before a
+    /// formula start, no escaping of control characters.
+    pub csv_raw: bool,
 }
 
 /// Computes a community id for a flow.
@@ -457,6 +489,7 @@ impl<'a> ReportInput<'a> {
             manifest,
             timeline,
             rows,
+            csv_raw: false,
         }
     }
 

@@ -665,7 +665,8 @@ fn report(archive: &str, seq: u64, p: Problem, diag: &mut SnapshotDiagnostics) {
         // not be parsed) or of a pid reused: nothing more to say.
         ProblemKind::Mismatch(_) => return,
         ProblemKind::OutOfOrder { last } => {
-            format!("{archive}: snapshot {seq} comes after snapshot {last}; skipped")
+            diag.out_of_order(archive, seq, last);
+            return;
         }
         ProblemKind::DeltaFirst => format!(
             "{archive}: snapshot {seq} is a delta without a preceding snapshot; \
