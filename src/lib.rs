@@ -29,8 +29,10 @@
 //! without ever writing into a bundle, through a planted link, or half.
 
 pub mod analyze;
+pub mod annotate;
 pub mod attribute;
 pub mod capture;
+pub mod carve;
 pub mod decode;
 pub mod flow;
 pub mod flows;

@@ -417,6 +417,26 @@ fn write_bundle(dir: &Path, s: &Scenario, format_version: u32, shift_ms: i64) {
     .unwrap();
     write_tar(&dir.join(archive_name(1)), &s.snaps);
     s.pcap.write(&dir.join("capture-1.pcap"), shift_ms);
+    write_sums(dir);
+}
+
+/// `SHA256SUMS` over every file of the bundle, as the recorder writes it
+/// at a clean stop, so the evidence checks hold.
+fn write_sums(dir: &Path) {
+    use sha2::Digest;
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "SHA256SUMS")
+        .collect();
+    names.sort();
+    let mut text = String::new();
+    for n in names {
+        let h = sha2::Sha256::digest(std::fs::read(dir.join(&n)).unwrap());
+        let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+        text.push_str(&format!("{hex}  {n}\n"));
+    }
+    std::fs::write(dir.join("SHA256SUMS"), text).unwrap();
 }
 
 fn analyze(bundle: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -707,7 +727,13 @@ fn cut_archive_is_read_up_to_its_last_complete_snapshot() {
     std::fs::write(&tar, &full[..cut_at]).unwrap();
     let out = analyze(&b, &d.join("report"), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    // A cut archive is an evidence warning (exit 3), the reports are
+    // written all the same.
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("archive-cut: snapshots-000001.tar is cut at byte offset"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("snapshots-000001.tar: archive cut at byte offset"),
         "{stderr}"
@@ -819,10 +845,12 @@ fn separate_pcap_and_sha256sums_check() {
     .unwrap();
     let pcap = d.join("separate.pcap");
     let out = analyze(&b, &d.join("report"), &["--pcap", pcap.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The wrong hash is an evidence warning: exit 3, reports written.
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains("hash-mismatch: snapshots-000001.tar: SHA-256"),
+        "{stderr}"
     );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("report/summary.json")).unwrap()).unwrap();
@@ -840,7 +868,14 @@ fn separate_pcap_and_sha256sums_check() {
         &d.join("report-nohash"),
         &["--pcap", pcap.to_str().unwrap(), "--no-hash"],
     );
-    assert!(out.status.success());
+    // Unhashed, the capture the manifest names but the bundle lacks is
+    // still an evidence warning.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("file-missing: capture-1.pcap is named in the manifest"),
+        "{stderr}"
+    );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("report-nohash/summary.json")).unwrap())
             .unwrap();
@@ -985,6 +1020,7 @@ fn a_tuple_used_by_two_processes_is_split_at_the_change_of_owner() {
         .unwrap();
         write_tar_with_events(&bundle.join(archive_name(1)), snaps, &events);
         pcap.write(&bundle.join("capture-1.pcap"), 0);
+        write_sums(&bundle);
         let mut outputs = Vec::new();
         for threads in ["1", "3"] {
             let rep = d.join(format!("{name}-report-{threads}"));

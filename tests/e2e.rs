@@ -449,6 +449,9 @@ fn failures(truth: &Truth, results: &[ProcessResult], mode: Mode) -> Vec<String>
         }
         if p.role == "server" {
             for (m, n) in &r.methods {
+                // Direct evidence only: the listener, the socket's own
+                // inode, or an event naming the owner (the recorder's
+                // close() of an accepted socket runs in the server).
                 if !(m.starts_with("listen") || m.starts_with("exact") || m.starts_with("event-")) {
                     out.push(format!("{label}: {n} accepted connections have method {m:?}, expected listen*, exact* or event-*"));
                 }
@@ -537,8 +540,10 @@ fn analyze_and_check(bundle: &Path, truth_path: &Path, report: &Path, extra_cont
         .arg(report)
         .output()
         .expect("cannot run procflow");
+    // Exit 3 is an evidence warning (e.g. kernel drops under load): the
+    // reports are written and their accuracy is what is checked here.
     assert!(
-        out.status.success(),
+        matches!(out.status.code(), Some(0 | 3)),
         "procflow analyze {} failed ({}):\n{}{extra_context}",
         bundle.display(),
         out.status,
