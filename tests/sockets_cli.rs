@@ -67,7 +67,8 @@ fn sockets_of_a_once_bundle() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let me = std::process::id().to_string();
+    let pid = std::process::id();
+    let me = pid.to_string();
     let b = bundle.to_str().unwrap();
     let o = procflow(&["sockets", b, "--pid", &me, "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -82,7 +83,7 @@ fn sockets_of_a_once_bundle() {
             .unwrap_or_else(|| panic!("no {state} {local} in {v:#}"))
     };
     let l = find("LISTEN", &listen);
-    assert_eq!(l["owners"][0]["pid"].to_string(), me);
+    assert_eq!(l["owners"][0]["pid"], pid);
     let c = find("ESTABLISHED", &client_local);
     assert_eq!(c["remote"], listen);
     // Every row is held by this pid.
@@ -90,7 +91,7 @@ fn sockets_of_a_once_bundle() {
         .as_array()
         .unwrap()
         .iter()
-        .any(|o| o["pid"].to_string() == me)));
+        .any(|o| o["pid"] == pid)));
     // The table and the CSV say the same.
     let t = procflow(&["sockets", b, "--pid", &me]);
     let text = String::from_utf8(t.stdout).unwrap();
