@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use procflow_format::hash::sha256_file;
 use rayon::prelude::*;
 
+use crate::annotate::{NoteIndex, PacketNote, PcapngOut, Selection};
 use crate::attribute::{self, HostContext, Options};
 use crate::capture::{self, CaptureError, Replay, ReplayOptions};
 use crate::flow::community_id;
@@ -63,6 +64,9 @@ pub struct AnalyzeConfig {
     /// (`false`: `summary.json` says `"sha256": null` and
     /// `"recorded_hash": "not-checked"`).
     pub hash: bool,
+    /// Also write every replayed packet, annotated with its owner, to this
+    /// pcapng file (see [`crate::annotate`]).
+    pub pcapng: Option<PathBuf>,
     /// Refuse to write reports when an evidence check fails.
     pub strict: bool,
     /// Write CSV text cells as they were (no formula prefix, no escaping).
@@ -72,6 +76,9 @@ pub struct AnalyzeConfig {
 /// Why an analysis could not produce reports.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzeError {
+    /// The annotated pcapng cannot be written where asked.
+    #[error("{0}")]
+    Pcapng(String),
     /// The bundle cannot be opened or its archives cannot be read.
     #[error(transparent)]
     Bundle(#[from] BundleError),
@@ -165,6 +172,8 @@ pub struct AnalysisOutcome {
     /// endpoints, unattributed bytes by reason, evidence status; bundle
     /// strings escaped, every table bounded.
     pub terminal_summary: String,
+    /// What the annotated pcapng holds, when one was asked for.
+    pub pcapng: Option<crate::annotate::WriteStats>,
     /// The evidence checks (integrity, recorder status, capture drops,
     /// unreadable fds); their status block is printed before the result
     /// line.
@@ -461,8 +470,16 @@ pub fn run_analysis(
             bundle: cfg.bundle.clone(),
         });
     }
+    let pcapng_out = match &cfg.pcapng {
+        Some(p) => Some(
+            PcapngOut::prepare(p, &captures, &[cfg.bundle.as_path()], cfg.force)
+                .map_err(AnalyzeError::Pcapng)?,
+        ),
+        None => None,
+    };
     let opts = ReplayOptions {
         threads: cfg.threads,
+        track_packets: pcapng_out.is_some(),
         ..ReplayOptions::default()
     };
     // Replay, the timeline and the input hashes are independent: run them
@@ -600,6 +617,25 @@ pub fn run_analysis(
     };
     write_report(&mut out, &Summary(&summary_input))?;
     out.commit().map_err(AnalyzeError::ReportDir)?;
+    let pcapng = match pcapng_out {
+        Some(out) => {
+            let mut notes = NoteIndex::default();
+            for r in &input.rows {
+                notes.add(
+                    r.flow.id,
+                    r.attribution.parent_flow_id,
+                    r.flow.first_seen_ns,
+                    r.flow.last_seen_ns,
+                    PacketNote::of_row(r),
+                );
+            }
+            Some(
+                out.write(&replay.files, &replay.packet_flows, &notes, Selection::All)
+                    .map_err(AnalyzeError::Pcapng)?,
+            )
+        }
+        None => None,
+    };
     let total: u64 = input
         .rows
         .iter()
@@ -623,6 +659,7 @@ pub fn run_analysis(
             overview.terminal(10),
             evidence_status(&bundle, &evidence)
         ),
+        pcapng,
         evidence,
     })
 }

@@ -25,6 +25,12 @@ enum Command {
     /// its socket (reports: connections.csv, connections.jsonl,
     /// processes.csv, summary.json).
     Analyze(cli::analyze::Args),
+    /// Write the packets of one process (or of chosen flows) into their own
+    /// pcapng, each annotated with its owner.
+    Carve(cli::carve::Args),
+    /// The sockets the recorder saw at one moment (default: the last
+    /// snapshot), like `ss -tanp`; any bundle, also `procflow-snap once`.
+    Sockets(cli::sockets::Args),
     /// Check a bundle's evidence: SHA256SUMS complete and matching, every
     /// file present, archives whole, recorder status complete, no capture
     /// drops, no unreadable fds. Exit 0 only when all of it holds.
@@ -35,6 +41,8 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Flows(args) => cli::flows::run(args),
         Command::Analyze(args) => cli::analyze::run(args),
+        Command::Carve(args) => cli::carve::run(args),
+        Command::Sockets(args) => cli::sockets::run(args),
         Command::Verify(args) => cli::verify::run(args),
     };
     result.unwrap_or_else(|e| {

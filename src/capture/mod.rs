@@ -14,7 +14,7 @@ pub mod scan;
 pub mod source;
 
 use crate::decode::{self, Decoded};
-use crate::flow::{Flow, FlowTable, PacketMark, PacketOrigin, SplitRules};
+use crate::flow::{Flow, FlowTable, PacketFlow, PacketMark, PacketOrigin, SplitRules};
 use rayon::prelude::*;
 use scan::{RawRec, ScanProblem, Scanner};
 use serde::Serialize;
@@ -45,6 +45,9 @@ pub struct ReplayOptions {
     /// Bytes of a memory-mapped file read between two remaps of it: bounds
     /// the map's resident pages, hence peak memory, whatever the file size.
     pub remap_every: usize,
+    /// Record the flow of every packet in [`Replay::packet_flows`] (for
+    /// writing annotated captures; 16 bytes per packet).
+    pub track_packets: bool,
     /// Flows whose packets are kept in [`Replay::packets`] (every flow of
     /// the same protocol and endpoints), to cut them in time.
     pub keep_packets_of: Vec<Flow>,
@@ -57,6 +60,7 @@ impl Default for ReplayOptions {
             split: SplitRules::default(),
             max_problems_per_file: 1000,
             remap_every: 64 << 20,
+            track_packets: false,
             keep_packets_of: Vec::new(),
         }
     }
@@ -143,6 +147,9 @@ pub struct Replay {
     /// Packets counted in files but in no flow (malformed, unsupported link
     /// type, fragments without their first fragment); reasons in `problems`.
     pub undecodable: u64,
+    /// With [`ReplayOptions::track_packets`]: the flow of every packet that
+    /// is in one, sorted by file (processing order) and packet number.
+    pub packet_flows: Vec<PacketFlow>,
     /// The packets of the flows of [`ReplayOptions::keep_packets_of`], by
     /// flow id, in capture order.
     pub packets: BTreeMap<u64, Vec<PacketMark>>,
@@ -259,12 +266,17 @@ struct Replayer<'o> {
 
 impl<'o> Replayer<'o> {
     fn new(opts: &'o ReplayOptions) -> Self {
+        let mut table = FlowTable::new(opts.split);
+        if opts.track_packets {
+            table.track_packets();
+        }
         Replayer {
             opts,
             table: {
-                let mut t = FlowTable::new(opts.split);
-                t.watch(&opts.keep_packets_of);
-                t
+                if !opts.keep_packets_of.is_empty() {
+                    table.watch(&opts.keep_packets_of);
+                }
+                table
             },
             files: Vec::new(),
             problems: Vec::new(),
@@ -461,7 +473,7 @@ impl<'o> Replayer<'o> {
     fn finish(self) -> Replay {
         let mut me = self;
         let table = std::mem::replace(&mut me.table, FlowTable::new(me.opts.split));
-        let (flows, orphans, packets) = table.finish_logged();
+        let (flows, orphans, packets, packet_flows) = table.finish_all();
         for o in orphans {
             me.undecodable += 1;
             me.problem(
@@ -491,6 +503,7 @@ impl<'o> Replayer<'o> {
                 })
                 .collect(),
             undecodable: me.undecodable,
+            packet_flows,
             packets,
         }
     }

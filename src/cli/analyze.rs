@@ -42,6 +42,12 @@ pub struct Args {
     /// processes and endpoints (for scripts).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also write every replayed packet, unchanged, to this pcapng file,
+    /// each annotated with its owner (a comment in ptcpdump's `PID:` /
+    /// `Cmd:` / `Args:` layout plus method and confidence, and the pcapng
+    /// process-id option) or the reason it has none. Opens in Wireshark.
+    #[arg(long, value_name = "FILE")]
+    pub pcapng: Option<PathBuf>,
     /// Refuse to write reports when an evidence check fails (hash mismatch,
     /// missing file, recorder not `complete`, capture drops, unreadable
     /// fds); exit 3 without reports.
@@ -70,6 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_gap_ns: args.max_gap,
         force: args.force,
         hash: !args.no_hash,
+        pcapng: args.pcapng,
         strict: args.strict,
         csv_raw: args.csv_raw,
     };
@@ -96,6 +103,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     if !args.quiet {
         eprint!("\n{}\n", o.terminal_summary);
+    }
+    if let (Some(p), Some(s)) = (&cfg.pcapng, &o.pcapng) {
+        eprintln!(
+            "procflow analyze: {} packets ({} with an owner) written to {}",
+            s.packets,
+            s.attributed,
+            procflow::hostile::term_path(p)
+        );
     }
     for line in o.evidence.status_block() {
         eprintln!("{line}");

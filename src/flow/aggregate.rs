@@ -201,6 +201,19 @@ pub struct FlowTable {
     orphans: Vec<OrphanFragment>,
     /// Keys whose packets are kept ([`FlowTable::watch`]).
     watch: HashSet<Key, FastState>,
+    /// When tracking: (file, packet index, state) of every folded packet.
+    track: Option<Vec<(u32, u64, u32)>>,
+}
+
+/// The flow a packet was folded into (see [`FlowTable::track_packets`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PacketFlow {
+    /// Index of the file in processing order.
+    pub file: u32,
+    /// 1-based packet number in the file.
+    pub index: u64,
+    /// The flow's id.
+    pub flow_id: u64,
 }
 
 /// Bound on remembered first fragments; beyond it, entries older than the
@@ -244,6 +257,7 @@ impl FlowTable {
             pending: HashMap::with_hasher(FastState::new()),
             pending_count: 0,
             orphans: Vec::new(),
+            track: None,
             watch: HashSet::with_hasher(FastState::new()),
         }
     }
@@ -275,6 +289,12 @@ impl FlowTable {
                 icmp: f.icmp.map(|k| icmp_canonical(v6, k)).unwrap_or((0, 0, 0)),
             });
         }
+    }
+
+    /// Remembers which flow every packet goes into, for
+    /// [`FlowTable::finish_tracked`] (16 bytes per packet).
+    pub fn track_packets(&mut self) {
+        self.track.get_or_insert_with(Vec::new);
     }
 
     /// Number of flows so far.
@@ -339,14 +359,14 @@ impl FlowTable {
                     }
                     self.frags
                         .insert(fk, (pkt.sport, pkt.dport, pkt.icmp, ts_ns));
-                    self.fold(ts_ns, orig_len, &pkt);
+                    self.fold(ts_ns, orig_len, &pkt, origin);
                     if let Some(waiting) = self.pending.remove(&fk) {
                         self.pending_count -= waiting.len();
                         for mut w in waiting {
                             w.pkt.sport = pkt.sport;
                             w.pkt.dport = pkt.dport;
                             w.pkt.icmp = pkt.icmp;
-                            self.fold(w.ts_ns, w.orig_len, &w.pkt);
+                            self.fold(w.ts_ns, w.orig_len, &w.pkt, w.origin);
                         }
                     }
                     return;
@@ -354,7 +374,7 @@ impl FlowTable {
                 Frag::None => {}
             }
         }
-        self.fold(ts_ns, orig_len, &pkt);
+        self.fold(ts_ns, orig_len, &pkt, origin);
     }
 
     fn flush_pending(&mut self) {
@@ -374,7 +394,7 @@ impl FlowTable {
         self.pending_count = 0;
     }
 
-    fn fold(&mut self, ts_ns: i64, orig_len: u32, p: &IpPacket) {
+    fn fold(&mut self, ts_ns: i64, orig_len: u32, p: &IpPacket, origin: PacketOrigin) {
         let v6 = p.family == Family::V6;
         let (sport, dport) = if p.has_ports() {
             (p.sport, p.dport)
@@ -446,6 +466,9 @@ impl FlowTable {
                 i
             }
         };
+        if let Some(t) = &mut self.track {
+            t.push((origin.file, origin.index, idx as u32));
+        }
         let watched = !self.watch.is_empty() && self.watch.contains(&key);
         let s = &mut self.states[idx];
         if watched {
@@ -479,20 +502,43 @@ impl FlowTable {
     /// Ends aggregation: flows numbered from 1 in order of (first_seen, key,
     /// creation), and the fragments that never met their first fragment.
     pub fn finish(self) -> (Vec<Flow>, Vec<OrphanFragment>) {
-        let (flows, orphans, _) = self.finish_logged();
+        let (flows, orphans, _, _) = self.finish_all();
         (flows, orphans)
+    }
+
+    /// [`FlowTable::finish`], plus the flow of every packet when
+    /// [`FlowTable::track_packets`] was called (sorted by file and index;
+    /// empty otherwise).
+    pub fn finish_tracked(self) -> (Vec<Flow>, Vec<OrphanFragment>, Vec<PacketFlow>) {
+        let (flows, orphans, _, packets) = self.finish_all();
+        (flows, orphans, packets)
     }
 
     /// As [`FlowTable::finish`], plus the packets of the watched flows by
     /// flow id, in capture order.
     pub fn finish_logged(
-        mut self,
+        self,
     ) -> (
         Vec<Flow>,
         Vec<OrphanFragment>,
         BTreeMap<u64, Vec<PacketMark>>,
     ) {
+        let (flows, orphans, logs, _) = self.finish_all();
+        (flows, orphans, logs)
+    }
+
+    /// Everything: flows, orphans, watched packets, the flow of every packet.
+    #[allow(clippy::type_complexity)]
+    pub fn finish_all(
+        mut self,
+    ) -> (
+        Vec<Flow>,
+        Vec<OrphanFragment>,
+        BTreeMap<u64, Vec<PacketMark>>,
+        Vec<PacketFlow>,
+    ) {
         self.flush_pending();
+        let track = self.track.take();
         let mut states = self.states;
         states.sort_by(|x, y| {
             let kx = (
@@ -519,6 +565,12 @@ impl FlowTable {
                 })
                 .then(x.seq.cmp(&y.seq))
         });
+        let mut id_of = vec![0u64; if track.is_some() { states.len() } else { 0 }];
+        if track.is_some() {
+            for (i, s) in states.iter().enumerate() {
+                id_of[s.seq as usize] = i as u64 + 1;
+            }
+        }
         let mut logs = BTreeMap::new();
         let flows = states
             .into_iter()
@@ -531,7 +583,17 @@ impl FlowTable {
                 Flow { id, ..s.flow }
             })
             .collect();
-        (flows, self.orphans, logs)
+        let mut packets: Vec<PacketFlow> = track
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(file, index, st)| PacketFlow {
+                file,
+                index,
+                flow_id: id_of.get(st as usize).copied().unwrap_or(0),
+            })
+            .collect();
+        packets.sort_unstable();
+        (flows, self.orphans, logs, packets)
     }
 }
 

@@ -165,6 +165,11 @@ pub struct ConnectionCsvRow<'a> {
     pub(crate) both_local: bool,
     pub(crate) note: String,
     pub(crate) parent_flow_id: Option<u64>,
+    pub(crate) nat: Option<&'static str>,
+    pub(crate) nat_local_ip: Option<String>,
+    pub(crate) nat_local_port: Option<u16>,
+    pub(crate) nat_remote_ip: Option<String>,
+    pub(crate) nat_remote_port: Option<u16>,
 }
 
 impl ConnectionCsvRow<'_> {
@@ -401,6 +406,11 @@ impl ConnectionRow {
             both_local: a.both_local,
             note: notes_text(a),
             parent_flow_id: a.parent_flow_id,
+            nat: a.nat.map(|n| n.kind.as_str()),
+            nat_local_ip: a.nat.map(|n| n.local.ip().to_string()),
+            nat_local_port: a.nat.map(|n| n.local.port()),
+            nat_remote_ip: a.nat.map(|n| n.remote.ip().to_string()),
+            nat_remote_port: a.nat.map(|n| n.remote.port()),
         }
     }
 }
@@ -615,7 +625,8 @@ mod tests {
              last_seen,packets_in,packets_out,bytes_in,bytes_out,pid,process_start,ppid,uid,\
              comm,exe,cmdline,netns,method,time_gap_ms,shared_with,direction,confidence,\
              socket_state,inode,socket_uid,entity_id,community_id,ip_bytes_in,ip_bytes_out,\
-             duration_ms,process_start_ticks,container_id,icmp_type,icmp_code,both_local,note,parent_flow_id\n"
+             duration_ms,process_start_ticks,container_id,icmp_type,icmp_code,both_local,note,parent_flow_id,\
+             nat,nat_local_ip,nat_local_port,nat_remote_ip,nat_remote_port\n"
         );
         let mut out = Vec::new();
         write_csv_rows(&mut out, Vec::<processes_csv::ProcessCsvRow>::new()).unwrap();

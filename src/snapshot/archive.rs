@@ -32,6 +32,13 @@ pub enum BundleError {
         /// The error.
         source: std::io::Error,
     },
+    /// The path given is missing or is a file, not a bundle directory.
+    NotABundle {
+        /// The path as given.
+        path: PathBuf,
+        /// What it is and what to do instead.
+        detail: String,
+    },
     /// The manifest is not valid JSON of the expected shape.
     Manifest {
         /// The manifest path.
@@ -52,6 +59,7 @@ impl fmt::Display for BundleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BundleError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            BundleError::NotABundle { path, detail } => write!(f, "{}: {detail}", path.display()),
             BundleError::Manifest { path, detail } => {
                 write!(
                     f,
@@ -95,6 +103,26 @@ impl Bundle {
     /// captures.
     pub fn open(dir: &Path) -> Result<Bundle, BundleError> {
         let manifest_path = dir.join(MANIFEST_FILE);
+        match std::fs::metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BundleError::NotABundle {
+                    path: dir.to_path_buf(),
+                    detail: "no such file or directory; give the bundle directory \
+                             `procflow-snap record --out` (or `once --out`) wrote"
+                        .into(),
+                });
+            }
+            Ok(m) if m.is_file() => {
+                return Err(BundleError::NotABundle {
+                    path: dir.to_path_buf(),
+                    detail: "is a file, not a bundle directory; for a capture alone use \
+                             `procflow flows FILE`, or give it with `--pcap FILE` next to \
+                             the bundle it was recorded with"
+                        .into(),
+                });
+            }
+            _ => {}
+        }
         let text = std::fs::read_to_string(&manifest_path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound && dir.is_dir() {
                 // The usual mistake: a capture folder or a report folder

@@ -8,8 +8,11 @@
 //! - [`timeline`]: the state reconstructed snapshot by snapshot (applied by
 //!   `procflow_format::reader::State`) and folded into time intervals per
 //!   socket and per (inode, process).
+//! - [`conntrack`]: the conntrack entries of every namespace and when they
+//!   existed, indexed by direction, for flows seen after NAT.
 
 pub mod archive;
+pub mod conntrack;
 pub use procflow_format::procnet;
 pub mod timeline;
 
