@@ -23,7 +23,7 @@ use crate::report::connections_csv::ConnectionsCsv;
 use crate::report::connections_jsonl::ConnectionsJsonl;
 use crate::report::html::{HtmlInput, HtmlReport};
 use crate::report::processes_csv::ProcessesCsv;
-use crate::report::summary::{FileHash, Summary, SummaryInput};
+use crate::report::summary::{FileHash, FileRole, RecordedHash, Summary, SummaryInput};
 use crate::report::{HashingWriter, ReportInput, ReportWriter};
 use crate::snapshot::archive::{Bundle, BundleError};
 use crate::snapshot::timeline::{Timeline, TimelineBuilder};
@@ -200,22 +200,22 @@ fn hash_inputs(
     hash: bool,
 ) -> Result<Vec<FileHash>, AnalyzeError> {
     let sums = read_sha256sums(&bundle.dir);
-    let mut files: Vec<(String, PathBuf, bool)> =
-        vec![("manifest".into(), bundle.manifest_path.clone(), true)];
+    let mut files: Vec<(FileRole, PathBuf, bool)> =
+        vec![(FileRole::Manifest, bundle.manifest_path.clone(), true)];
     files.extend(
         bundle
             .archives
             .iter()
             .filter(|p| p.exists())
-            .map(|p| ("archive".into(), p.clone(), true)),
+            .map(|p| (FileRole::Archive, p.clone(), true)),
     );
     files.extend(
         bundle
             .captures
             .iter()
-            .map(|p| ("capture".into(), p.clone(), true)),
+            .map(|p| (FileRole::Capture, p.clone(), true)),
     );
-    files.extend(extra.iter().map(|p| ("capture".into(), p.clone(), false)));
+    files.extend(extra.iter().map(|p| (FileRole::Capture, p.clone(), false)));
     files
         .par_iter()
         .map(|(role, path, in_bundle)| {
@@ -238,19 +238,19 @@ fn hash_inputs(
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 Some(match (&sums, &sha256) {
-                    (_, None) => "not-checked".to_string(),
-                    (None, _) => "no-sha256sums".to_string(),
+                    (_, None) => RecordedHash::NotChecked,
+                    (None, _) => RecordedHash::NoSha256sums,
                     (Some(m), Some(sha256)) => match m.get(&name) {
-                        Some(h) if h == sha256 => "match".to_string(),
-                        Some(_) => "mismatch".to_string(),
-                        None => "not-listed".to_string(),
+                        Some(h) if h == sha256 => RecordedHash::Match,
+                        Some(_) => RecordedHash::Mismatch,
+                        None => RecordedHash::NotListed,
                     },
                 })
             } else {
                 None
             };
             Ok(FileHash {
-                role: role.clone(),
+                role: *role,
                 path: path.display().to_string(),
                 bytes,
                 sha256,
@@ -334,7 +334,7 @@ fn write_report(dir: &Path, w: &dyn ReportWriter) -> Result<FileHash, AnalyzeErr
         .sync_all()
         .map_err(err)?;
     Ok(FileHash {
-        role: "report".into(),
+        role: FileRole::Report,
         path: w.file_name().to_string(),
         bytes,
         sha256: Some(sha256),
@@ -405,17 +405,17 @@ fn evidence_status(bundle: &Bundle, inputs: &[crate::report::summary::FileHash])
     let m = &bundle.manifest;
     let mut s = format!(
         "Evidence: recorder {} ({} snapshots, {} recorder error(s))",
-        visible(&m.status, 40),
+        visible(m.status.as_str(), 40),
         m.snapshots,
         m.errors.len()
     );
-    let count = |what: &str| {
+    let count = |what: RecordedHash| {
         inputs
             .iter()
-            .filter(|f| f.recorded_hash.as_deref() == Some(what))
+            .filter(|f| f.recorded_hash == Some(what))
             .count()
     };
-    let (ok, bad) = (count("match"), count("mismatch"));
+    let (ok, bad) = (count(RecordedHash::Match), count(RecordedHash::Mismatch));
     let unchecked = inputs.len() - ok - bad;
     s.push_str(&format!(
         "; inputs: {ok} match SHA256SUMS, {bad} MISMATCH, {unchecked} not checked"

@@ -11,8 +11,9 @@ use crate::bundle::{self, ErrorSummary};
 use crate::capture::{self, Capture, Rotate};
 use crate::delta::{self, FdEntry, FdState, FdStatus};
 use crate::layout::{
-    self, FdWalk, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord, RecordError,
-    RecordOptions, SnapshotKind, SnapshotMeta, TableEntry, TableStored, ToolInfo, NET_TABLES,
+    self, ByteOrder, FdWalk, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord,
+    RecordError, RecordOptions, RecorderStatus, SnapshotKind, SnapshotMeta, TableEntry,
+    TableStored, ToolInfo, NET_TABLES,
 };
 use crate::live;
 use crate::procfs::{self, StatFields};
@@ -726,12 +727,7 @@ fn host_info(self_netns: u64, errors: &mut ErrorSummary) -> HostInfo {
         kernel_release: u.release,
         kernel_version: u.version,
         arch: u.machine,
-        byte_order: if cfg!(target_endian = "little") {
-            "little"
-        } else {
-            "big"
-        }
-        .into(),
+        byte_order: ByteOrder::NATIVE,
         boot_id,
         btime,
         clk_tck: sys::clk_tck(),
@@ -850,7 +846,7 @@ pub fn run(cfg: Config) -> i32 {
         capture: cap.as_ref().map(|c| c.info.clone()),
         started,
         ended: None,
-        status: "recording".into(),
+        status: RecorderStatus::Recording,
         archives: vec![layout::archive_name(1)],
         capture_files: Vec::new(),
         snapshots: 0,
@@ -959,14 +955,14 @@ fn record_loop(rec: &mut Recorder, manifest: &mut Manifest, cap: &mut Option<Cap
 fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: Stop) -> i32 {
     let second = || sys::signals() >= 2;
     let (mut status, mut code) = match &stop {
-        Stop::Done => ("complete", EXIT_OK),
+        Stop::Done => (RecorderStatus::Complete, EXIT_OK),
         Stop::DiskFull(msg) => {
             eprintln!("procflow-snap: disk full, recording stopped: {msg}; everything written before is kept");
-            ("disk-full", EXIT_DISK_FULL)
+            (RecorderStatus::DiskFull, EXIT_DISK_FULL)
         }
         Stop::Error(msg) => {
             eprintln!("procflow-snap: recording stopped by an error: {msg}");
-            ("error", EXIT_ERROR)
+            (RecorderStatus::Error, EXIT_ERROR)
         }
     };
     match &stop {
@@ -982,7 +978,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         c.stop(Duration::from_secs(5), &second);
     }
     if second() {
-        status = "killed";
+        status = RecorderStatus::Killed;
         code = EXIT_KILLED;
     }
     match &stop {
@@ -995,7 +991,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
                     error: msg,
                     count: 1,
                 });
-                status = "error";
+                status = RecorderStatus::Error;
                 code = EXIT_ERROR;
             }
         }
@@ -1028,7 +1024,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
     m.archives = rec.archives.clone();
     m.snapshots = rec.written;
     m.ended = Some(sys::timestamp());
-    m.status = status.into();
+    m.status = status.clone();
     m.errors = rec.errors.to_vec();
     if let Err(e) = bundle::write_manifest(&rec.cfg.out, &m) {
         eprintln!(
@@ -1044,12 +1040,12 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         }
         return code;
     }
-    if status == "killed" {
+    if status == RecorderStatus::Killed {
         return code;
     }
     if let Err(e) = bundle::write_sha256sums(&rec.cfg.out, &second) {
         if second() {
-            m.status = "killed".into();
+            m.status = RecorderStatus::Killed;
             let _ = bundle::write_manifest(&rec.cfg.out, &m);
             return EXIT_KILLED;
         }
