@@ -7,7 +7,6 @@
 //! caller as warnings, as they are found, and recorded in `summary.json`.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::io::{self, BufWriter};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -15,9 +14,11 @@ use std::path::{Path, PathBuf};
 use procflow_format::hash::sha256_file;
 use rayon::prelude::*;
 
+use crate::annotate::{NoteIndex, PacketNote, PcapngOut, Selection};
 use crate::attribute::{self, HostContext, Options};
 use crate::capture::{self, CaptureError, Replay, ReplayOptions};
 use crate::flow::community_id;
+use crate::outdir::ReportDir;
 use crate::overview::{visible, Overview};
 use crate::report::connections_csv::ConnectionsCsv;
 use crate::report::connections_jsonl::ConnectionsJsonl;
@@ -28,7 +29,9 @@ use crate::report::{HashingWriter, ReportInput, ReportWriter};
 use crate::snapshot::archive::{Bundle, BundleError};
 use crate::snapshot::timeline::{Timeline, TimelineBuilder};
 use crate::snapshot::SnapshotDiagnostics;
+use crate::split;
 use crate::time::rfc3339_ns;
+use crate::verify::{self, ArchiveState, Area, Evidence, Finding, Known};
 
 /// Names of the files `analyze` writes, summary last.
 pub const REPORT_FILES: [&str; 5] = [
@@ -61,49 +64,41 @@ pub struct AnalyzeConfig {
     /// (`false`: `summary.json` says `"sha256": null` and
     /// `"recorded_hash": "not-checked"`).
     pub hash: bool,
+    /// Also write every replayed packet, annotated with its owner, to this
+    /// pcapng file (see [`crate::annotate`]).
+    pub pcapng: Option<PathBuf>,
+    /// Refuse to write reports when an evidence check fails.
+    pub strict: bool,
+    /// Write CSV text cells as they were (no formula prefix, no escaping).
+    pub csv_raw: bool,
 }
 
 /// Why an analysis could not produce reports.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzeError {
+    /// The annotated pcapng cannot be written where asked.
+    #[error("{0}")]
+    Pcapng(String),
     /// The bundle cannot be opened or its archives cannot be read.
     #[error(transparent)]
     Bundle(#[from] BundleError),
     /// The captures cannot be replayed at all.
     #[error(transparent)]
     Capture(#[from] CaptureError),
-    /// The report directory is inside the bundle.
+    /// The report directory cannot be used: inside the bundle, report
+    /// files there without `force`, cannot be created.
+    #[error("{0}")]
+    ReportDir(String),
+    /// `strict` was given and an evidence check failed: no report written.
     #[error(
-        "--out {} is inside the bundle {}; the bundle is evidence and is never written to",
-        out.display(),
-        bundle.display()
+        "{failed} evidence check(s) failed and --strict was given; no report written \
+         (run without --strict to analyze this bundle anyway)"
     )]
-    OutInsideBundle {
-        /// The report directory as given.
-        out: PathBuf,
-        /// The bundle as given.
-        bundle: PathBuf,
-    },
-    /// The report directory cannot be created.
-    #[error("cannot create --out {}", out.display())]
-    CreateOut {
-        /// The report directory as given.
-        out: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// Report files exist and `force` was not given.
-    #[error(
-        "{} already holds {}; choose another --out or pass --force to overwrite",
-        out.display(),
-        existing.join(", ")
-    )]
-    ReportsExist {
-        /// The report directory as given.
-        out: PathBuf,
-        /// The report files found there.
-        existing: Vec<&'static str>,
+    EvidenceRefused {
+        /// Number of findings.
+        failed: usize,
+        /// The checks, for the caller to print.
+        evidence: Box<Evidence>,
     },
     /// Nothing to replay.
     #[error(
@@ -148,7 +143,7 @@ pub enum AnalyzeError {
         snapshots: (i64, i64),
     },
     /// A report file cannot be written.
-    #[error("cannot write {}", path.display())]
+    #[error("cannot write {}", crate::hostile::term_path(path))]
     WriteReport {
         /// The report file.
         path: PathBuf,
@@ -177,6 +172,12 @@ pub struct AnalysisOutcome {
     /// endpoints, unattributed bytes by reason, evidence status; bundle
     /// strings escaped, every table bounded.
     pub terminal_summary: String,
+    /// What the annotated pcapng holds, when one was asked for.
+    pub pcapng: Option<crate::annotate::WriteStats>,
+    /// The evidence checks (integrity, recorder status, capture drops,
+    /// unreadable fds); their status block is printed before the result
+    /// line.
+    pub evidence: Evidence,
 }
 
 /// The bundle's SHA256SUMS (`HEX  NAME` lines), if present.
@@ -268,63 +269,13 @@ pub fn read_timeline(bundle: &Bundle) -> Result<(Timeline, SnapshotDiagnostics),
     Ok((builder.finish(), diag))
 }
 
-/// `p` with symbolic links and `..` resolved as far as it exists, the rest
-/// appended: where a directory not yet created would be.
-fn resolve(p: &Path) -> Option<PathBuf> {
-    let abs = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir().ok()?.join(p)
-    };
-    let mut rest = Vec::new();
-    let mut cur = abs.as_path();
-    loop {
-        if let Ok(c) = cur.canonicalize() {
-            return Some(rest.iter().rev().fold(c, |acc, part| acc.join(part)));
-        }
-        rest.push(cur.file_name()?.to_os_string());
-        cur = cur.parent()?;
-    }
-}
-
-/// The report directory: created if absent; existing report files are an
-/// error unless `force`. Refuses the bundle directory itself.
-fn prepare_out(out: &Path, bundle: &Path, force: bool) -> Result<(), AnalyzeError> {
-    if let (Some(o), Ok(b)) = (resolve(out), bundle.canonicalize()) {
-        if o.starts_with(&b) {
-            return Err(AnalyzeError::OutInsideBundle {
-                out: out.to_path_buf(),
-                bundle: bundle.to_path_buf(),
-            });
-        }
-    }
-    std::fs::create_dir_all(out).map_err(|source| AnalyzeError::CreateOut {
-        out: out.to_path_buf(),
-        source,
-    })?;
-    if !force {
-        let existing: Vec<&str> = REPORT_FILES
-            .iter()
-            .copied()
-            .filter(|f| out.join(f).exists())
-            .collect();
-        if !existing.is_empty() {
-            return Err(AnalyzeError::ReportsExist {
-                out: out.to_path_buf(),
-                existing,
-            });
-        }
-    }
-    Ok(())
-}
-
-fn write_report(dir: &Path, w: &dyn ReportWriter) -> Result<FileHash, AnalyzeError> {
-    let path = dir.join(w.file_name());
+fn write_report(dir: &mut ReportDir, w: &dyn ReportWriter) -> Result<FileHash, AnalyzeError> {
+    let path = dir.path().join(w.file_name());
     let err = |source: io::Error| AnalyzeError::WriteReport {
         path: path.clone(),
         source,
     };
-    let file = File::create(&path).map_err(err)?;
+    let file = dir.create(w.file_name()).map_err(err)?;
     let mut hw = HashingWriter::new(BufWriter::with_capacity(1 << 16, file));
     w.write(&mut hw).map_err(err)?;
     let (sha256, bytes, inner) = hw.finish().map_err(err)?;
@@ -340,6 +291,83 @@ fn write_report(dir: &Path, w: &dyn ReportWriter) -> Result<FileHash, AnalyzeErr
         sha256: Some(sha256),
         recorded_hash: None,
     })
+}
+
+/// Runs the evidence checks with what the analysis already knows: the
+/// hashes computed while replaying, how each archive ended, which capture
+/// files could not be read, and how many packets they held.
+fn check_evidence(
+    bundle: &Bundle,
+    inputs: &[FileHash],
+    diag: &SnapshotDiagnostics,
+    replay: &Replay,
+    hash: bool,
+) -> Evidence {
+    let name_of = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut known = Known {
+        no_hash: !hash,
+        ..Known::default()
+    };
+    for f in inputs.iter().filter(|f| f.recorded_hash.is_some()) {
+        if let Some(h) = &f.sha256 {
+            known.hashes.insert(name_of(Path::new(&f.path)), h.clone());
+        }
+    }
+    for a in &bundle.archives {
+        let n = name_of(a);
+        let state = if let Some(c) = diag.cut_archives.iter().find(|c| c.archive == n) {
+            ArchiveState::Cut {
+                offset: c.offset,
+                what: c.reason.clone(),
+            }
+        } else if let Some(c) = diag.damaged_archives.iter().find(|c| c.archive == n) {
+            ArchiveState::Cut {
+                offset: c.offset,
+                what: c.reason.clone(),
+            }
+        } else if diag.unclosed_archives.contains(&n) {
+            ArchiveState::NoTrailer
+        } else {
+            ArchiveState::Whole
+        };
+        known.archives.insert(n, state);
+    }
+    let mut ev = verify::check(&bundle.dir, &bundle.manifest, &known);
+    let in_bundle: Vec<&crate::capture::FileReport> = replay
+        .files
+        .iter()
+        .filter(|f| bundle.captures.contains(&f.path))
+        .collect();
+    for f in &in_bundle {
+        if let Some(e) = &f.error {
+            ev.add(Finding {
+                area: Area::Integrity,
+                check: "capture-unreadable",
+                file: Some(name_of(&f.path)),
+                detail: format!("{} cannot be read as a capture: {e}", name_of(&f.path)),
+            });
+        }
+    }
+    if let Some(c) = &ev.capture_counters {
+        let read: u64 = in_bundle.iter().map(|f| f.packets).sum();
+        if read < c.counters.captured {
+            ev.add(Finding {
+                area: Area::Capture,
+                check: "capture-packets-missing",
+                file: None,
+                detail: format!(
+                    "tcpdump captured {} packets but the bundle's capture files hold {read}: \
+                     capture data is missing",
+                    c.counters.captured
+                ),
+            });
+        }
+    }
+    ev
 }
 
 /// The host's addresses from the manifest, canonical.
@@ -368,8 +396,12 @@ fn capture_range(r: &Replay) -> Option<(i64, i64)> {
 }
 
 /// Diagnostics shown in report.html's evidence block.
-fn html_warnings(replay: &Replay, diag: &SnapshotDiagnostics) -> Vec<String> {
-    let mut w = Vec::new();
+fn html_warnings(replay: &Replay, diag: &SnapshotDiagnostics, ev: &Evidence) -> Vec<String> {
+    let mut w: Vec<String> = ev
+        .findings
+        .iter()
+        .map(|f| format!("evidence: {}: {}", f.check, f.detail))
+        .collect();
     for f in &replay.files {
         if let Some(e) = &f.error {
             w.push(format!("{}: unreadable: {e}", f.path.display()));
@@ -399,28 +431,26 @@ fn html_warnings(replay: &Replay, diag: &SnapshotDiagnostics) -> Vec<String> {
     w
 }
 
-/// The evidence status lines of the terminal summary: how the recorder
-/// ended and whether the inputs match the bundle's SHA256SUMS.
-fn evidence_status(bundle: &Bundle, inputs: &[crate::report::summary::FileHash]) -> String {
+/// The evidence line of the terminal summary (the full status block is
+/// printed apart, before the result line).
+fn evidence_status(bundle: &Bundle, ev: &Evidence) -> String {
     let m = &bundle.manifest;
-    let mut s = format!(
-        "Evidence: recorder {} ({} snapshots, {} recorder error(s))",
+    let failed: Vec<&str> = ev
+        .status
+        .iter()
+        .filter(|s| s.state == "failed")
+        .map(|s| s.area.name())
+        .collect();
+    format!(
+        "Evidence: recorder {} ({} snapshots); {}",
         visible(m.status.as_str(), 40),
         m.snapshots,
-        m.errors.len()
-    );
-    let count = |what: RecordedHash| {
-        inputs
-            .iter()
-            .filter(|f| f.recorded_hash == Some(what))
-            .count()
-    };
-    let (ok, bad) = (count(RecordedHash::Match), count(RecordedHash::Mismatch));
-    let unchecked = inputs.len() - ok - bad;
-    s.push_str(&format!(
-        "; inputs: {ok} match SHA256SUMS, {bad} MISMATCH, {unchecked} not checked"
-    ));
-    s
+        if failed.is_empty() {
+            "all checks hold".to_string()
+        } else {
+            format!("FAILED: {} (see the evidence status)", failed.join(", "))
+        }
+    )
 }
 
 /// Runs the analysis: reports written into `cfg.out`. Warnings (problems
@@ -431,7 +461,8 @@ pub fn run_analysis(
     on_warning: &mut dyn FnMut(&str),
 ) -> Result<AnalysisOutcome, AnalyzeError> {
     let bundle = Bundle::open(&cfg.bundle)?;
-    prepare_out(&cfg.out, &cfg.bundle, cfg.force)?;
+    let mut out = ReportDir::prepare(&cfg.out, &[&cfg.bundle], &REPORT_FILES, cfg.force)
+        .map_err(AnalyzeError::ReportDir)?;
     let mut captures = bundle.captures.clone();
     captures.extend(cfg.pcaps.iter().cloned());
     if captures.is_empty() {
@@ -439,8 +470,16 @@ pub fn run_analysis(
             bundle: cfg.bundle.clone(),
         });
     }
+    let pcapng_out = match &cfg.pcapng {
+        Some(p) => Some(
+            PcapngOut::prepare(p, &captures, &[cfg.bundle.as_path()], cfg.force)
+                .map_err(AnalyzeError::Pcapng)?,
+        ),
+        None => None,
+    };
     let opts = ReplayOptions {
         threads: cfg.threads,
+        track_packets: pcapng_out.is_some(),
         ..ReplayOptions::default()
     };
     // Replay, the timeline and the input hashes are independent: run them
@@ -512,32 +551,58 @@ pub fn run_analysis(
             ));
         }
     }
+    let evidence = check_evidence(&bundle, &inputs, &diag, &replay, cfg.hash);
+    if cfg.strict && !evidence.ok {
+        return Err(AnalyzeError::EvidenceRefused {
+            failed: evidence.findings.len(),
+            evidence: Box::new(evidence),
+        });
+    }
     let ctx = host_context(&bundle);
     let aopts = Options {
         max_gap_ns: cfg.max_gap_ns,
     };
     let attributions = attribute::attribute_all(&timeline, &ctx, &aopts, &replay.flows);
+    // Ownership at packet time: flows whose socket changed owner are cut,
+    // from their packets read again.
+    let cuts = split::plan(&timeline, &ctx, &replay.flows, &attributions);
+    let (flows, attributions) = if cuts.is_empty() {
+        (replay.flows.clone(), attributions)
+    } else {
+        let again = ReplayOptions {
+            keep_packets_of: cuts
+                .iter()
+                .filter_map(|c| replay.flows.get(c.index).cloned())
+                .collect(),
+            ..opts.clone()
+        };
+        let packets = capture::replay(&captures, &again)?.packets;
+        split::apply(
+            &timeline,
+            &ctx,
+            &aopts,
+            replay.flows.clone(),
+            attributions,
+            &cuts,
+            &packets,
+        )
+    };
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
-    let input = ReportInput::new(
-        &bundle.manifest,
-        &timeline,
-        &replay.flows,
-        &attributions,
-        &cid,
-    );
+    let mut input = ReportInput::new(&bundle.manifest, &timeline, &flows, &attributions, &cid);
+    input.csv_raw = cfg.csv_raw;
     let overview = Overview::new(&input);
     let html_input = HtmlInput {
         report: &input,
         overview: &overview,
         bundle: cfg.bundle.display().to_string(),
         inputs: &inputs,
-        warnings: html_warnings(&replay, &diag),
+        warnings: html_warnings(&replay, &diag, &evidence),
     };
     let outputs = vec![
-        write_report(&cfg.out, &ConnectionsCsv(&input))?,
-        write_report(&cfg.out, &ConnectionsJsonl(&input))?,
-        write_report(&cfg.out, &ProcessesCsv(&input))?,
-        write_report(&cfg.out, &HtmlReport(&html_input))?,
+        write_report(&mut out, &ConnectionsCsv(&input))?,
+        write_report(&mut out, &ConnectionsJsonl(&input))?,
+        write_report(&mut out, &ProcessesCsv(&input))?,
+        write_report(&mut out, &HtmlReport(&html_input))?,
     ];
     let summary_input = SummaryInput {
         report: &input,
@@ -548,8 +613,29 @@ pub fn run_analysis(
         snapshots: &diag,
         max_gap_ns: cfg.max_gap_ns,
         outputs,
+        evidence: serde_json::to_value(&evidence).unwrap_or(serde_json::Value::Null),
     };
-    write_report(&cfg.out, &Summary(&summary_input))?;
+    write_report(&mut out, &Summary(&summary_input))?;
+    out.commit().map_err(AnalyzeError::ReportDir)?;
+    let pcapng = match pcapng_out {
+        Some(out) => {
+            let mut notes = NoteIndex::default();
+            for r in &input.rows {
+                notes.add(
+                    r.flow.id,
+                    r.attribution.parent_flow_id,
+                    r.flow.first_seen_ns,
+                    r.flow.last_seen_ns,
+                    PacketNote::of_row(r),
+                );
+            }
+            Some(
+                out.write(&replay.files, &replay.packet_flows, &notes, Selection::All)
+                    .map_err(AnalyzeError::Pcapng)?,
+            )
+        }
+        None => None,
+    };
     let total: u64 = input
         .rows
         .iter()
@@ -571,7 +657,9 @@ pub fn run_analysis(
         terminal_summary: format!(
             "{}{}\n",
             overview.terminal(10),
-            evidence_status(&bundle, &inputs)
+            evidence_status(&bundle, &evidence)
         ),
+        pcapng,
+        evidence,
     })
 }

@@ -12,8 +12,12 @@
 //!    `event-accept`, `lookup-on-syn`, `event-send`, `event-close`), taken in
 //!    the owning process' context;
 //! 2. `exact`, `exact-v4mapped`: a snapshot socket with the flow's 4-tuple;
-//! 3. `listen`, `listen-wildcard`: a TCP LISTEN socket on the local port;
-//! 4. `udp-bound`, `udp-bound-wildcard`: an unconnected UDP socket on it.
+//! 3. `event-nat`, `exact-nat`, `listen-nat`: no socket holds the wire
+//!    tuple; it is translated through the conntrack entry valid at the
+//!    flow's time (masquerade, published port) and the translated tuple is
+//!    looked up in whichever namespace holds it (module `nat`);
+//! 4. `listen`, `listen-wildcard`: a TCP LISTEN socket on the local port;
+//! 5. `udp-bound`, `udp-bound-wildcard`: an unconnected UDP socket on it.
 //!
 //! Within a rule the evidence closest in time to the flow's lifetime wins:
 //! overlap first (largest overlap), then the smallest gap, never more than
@@ -22,7 +26,11 @@
 //! owner the flow is `unattributed:no-owner` or `unattributed:owner-unreadable`.
 //! Remarks are returned as [`Note`]s; the report words them.
 
-use std::collections::HashSet;
+mod nat;
+
+pub use nat::NatMatch;
+
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::flow::{ipproto, Family, Flow};
@@ -111,6 +119,14 @@ pub enum Rule {
     UdpBound,
     /// Unconnected UDP socket bound to the wildcard address and local port.
     UdpBoundWildcard,
+    /// No socket holds the wire tuple; a socket event of the tuple it is
+    /// translated to by the conntrack entry of the flow's time.
+    EventNat,
+    /// No socket holds the wire tuple; a snapshot socket with the tuple it
+    /// is translated to by the conntrack entry of the flow's time.
+    ExactNat,
+    /// As `ExactNat`, a TCP LISTEN socket on the translated local port.
+    ListenNat,
 }
 
 /// Where a rule looks for its evidence.
@@ -125,6 +141,17 @@ enum Evidence {
     Listener { wildcard: bool },
     /// Snapshot unconnected UDP sockets on the local port.
     Bound { wildcard: bool },
+    /// The wire tuple translated through a conntrack entry, then looked up
+    /// as the rule's inner evidence (events, 4-tuple or listener).
+    Nat(NatVia),
+}
+
+/// What a NAT rule looks up once the tuple is translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NatVia {
+    Event,
+    Tuple,
+    Listener,
 }
 
 /// The rules in the order they are tried, in tiers. Within a tier, both
@@ -144,6 +171,7 @@ pub const RULES: &[&[Rule]] = &[
         Rule::EventClose,
     ],
     &[Rule::Exact, Rule::ExactV4Mapped],
+    &[Rule::EventNat, Rule::ExactNat, Rule::ListenNat],
     &[Rule::Listen, Rule::ListenWildcard],
     &[Rule::UdpBound, Rule::UdpBoundWildcard],
 ];
@@ -195,6 +223,9 @@ impl Rule {
             Rule::ListenWildcard => "listen-wildcard",
             Rule::UdpBound => "udp-bound",
             Rule::UdpBoundWildcard => "udp-bound-wildcard",
+            Rule::EventNat => "event-nat",
+            Rule::ExactNat => "exact-nat",
+            Rule::ListenNat => "listen-nat",
         }
     }
 
@@ -211,6 +242,9 @@ impl Rule {
             Rule::ListenWildcard => Evidence::Listener { wildcard: true },
             Rule::UdpBound => Evidence::Bound { wildcard: false },
             Rule::UdpBoundWildcard => Evidence::Bound { wildcard: true },
+            Rule::EventNat => Evidence::Nat(NatVia::Event),
+            Rule::ExactNat => Evidence::Nat(NatVia::Tuple),
+            Rule::ListenNat => Evidence::Nat(NatVia::Listener),
         }
     }
 
@@ -232,9 +266,20 @@ impl Rule {
         match self.evidence() {
             Evidence::Event(EventKind::Close) if near => Confidence::Medium,
             Evidence::Event(_) if gap_ns <= EVENT_NEAR_NS => Confidence::High,
-            Evidence::Tuple { .. } if gap_ns == 0 => Confidence::High,
-            Evidence::Event(_) | Evidence::Tuple { .. } if near => Confidence::Medium,
-            Evidence::Listener { wildcard: false } | Evidence::Bound { wildcard: false }
+            Evidence::Nat(NatVia::Event) if gap_ns <= EVENT_NEAR_NS => Confidence::High,
+            Evidence::Tuple { .. } | Evidence::Nat(NatVia::Tuple) if gap_ns == 0 => {
+                Confidence::High
+            }
+            Evidence::Event(_)
+            | Evidence::Tuple { .. }
+            | Evidence::Nat(NatVia::Event | NatVia::Tuple)
+                if near =>
+            {
+                Confidence::Medium
+            }
+            Evidence::Listener { wildcard: false }
+            | Evidence::Bound { wildcard: false }
+            | Evidence::Nat(NatVia::Listener)
                 if gap_ns == 0 =>
             {
                 Confidence::Medium
@@ -257,6 +302,9 @@ impl Rule {
             Rule::ListenWildcard => "as listen, the listener bound to 0.0.0.0 or ::",
             Rule::UdpBound => "no connected socket seen; an unconnected UDP socket bound to the flow's local address and port",
             Rule::UdpBoundWildcard => "as udp-bound, the socket bound to 0.0.0.0 or ::",
+            Rule::EventNat => "no socket holds the wire tuple; translated through the conntrack entry of the flow's time (masquerade, published port), a socket event of the translated tuple names the process",
+            Rule::ExactNat => "no socket holds the wire tuple; translated through the conntrack entry of the flow's time (masquerade, published port), a socket with the translated tuple, in the namespace that holds it (a container's)",
+            Rule::ListenNat => "as exact-nat, a TCP LISTEN socket on the translated local address and port (a container's server behind a published port)",
         }
     }
 }
@@ -395,6 +443,8 @@ pub struct Attribution {
     /// When this row is a part of a flow split at a change of owner: the
     /// id of that flow (as `procflow flows` numbers it).
     pub parent_flow_id: Option<u64>,
+    /// For a NAT rule: the translation used (socket tuple, kind, entry).
+    pub nat: Option<NatMatch>,
 }
 
 /// The event a flow was matched to.
@@ -409,11 +459,13 @@ pub struct EventMatch {
 impl Attribution {
     /// ns between the evidence used and the flow's lifetime.
     pub fn gap_ns(&self) -> Option<i64> {
-        match (self.event, self.socket) {
-            (Some(e), _) => Some(e.gap_ns),
-            (None, Some(s)) => Some(s.gap_ns),
-            _ => None,
-        }
+        let g = match (self.event, self.socket) {
+            (Some(e), _) => e.gap_ns,
+            (None, Some(s)) => s.gap_ns,
+            _ => return None,
+        };
+        // Through NAT the mapping must have been seen too.
+        Some(self.nat.map_or(g, |n| g.max(n.gap_ns)))
     }
 
     /// How much to trust the owner: the rule's confidence at its gap
@@ -547,7 +599,7 @@ fn socket_accepts(ev: Evidence, s: &Socket, ns: u64, local: SocketAddr) -> bool 
         Evidence::Bound { wildcard } => {
             s.key.transport == Transport::Udp && if wildcard { wildcard_addr } else { same_addr }
         }
-        Evidence::Event(_) => false,
+        Evidence::Event(_) | Evidence::Nat(_) => false,
     }
 }
 
@@ -785,10 +837,15 @@ fn try_rule(tl: &Timeline, rule: Rule, q: &Query) -> Option<Found> {
 
 /// Whether a rule can own a flow of this transport.
 fn rule_applies(rule: Rule, transport: Transport) -> bool {
-    match rule.evidence() {
-        Evidence::Listener { .. } => transport == Transport::Tcp,
+    rule_evidence_applies(rule.evidence(), transport)
+}
+
+/// Whether evidence of this kind can own a flow of this transport.
+fn rule_evidence_applies(ev: Evidence, transport: Transport) -> bool {
+    match ev {
+        Evidence::Listener { .. } | Evidence::Nat(NatVia::Listener) => transport == Transport::Tcp,
         Evidence::Bound { .. } => transport == Transport::Udp,
-        Evidence::Event(_) | Evidence::Tuple { .. } => true,
+        Evidence::Event(_) | Evidence::Tuple { .. } | Evidence::Nat(_) => true,
     }
 }
 
@@ -809,6 +866,7 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
         shared_with: Vec::new(),
         notes: Vec::new(),
         parent_flow_id: None,
+        nat: None,
     };
     let transport = match f.proto {
         ipproto::TCP => Transport::Tcp,
@@ -843,7 +901,14 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
                         ns,
                         max_gap: opts.max_gap_ns,
                     };
-                    match try_rule(tl, rule, &q) {
+                    let (found, nat) = match rule.evidence() {
+                        Evidence::Nat(_) => match nat::try_nat(tl, ctx, rule, &q) {
+                            Some((f, m)) => (Some(f), Some(m)),
+                            None => (None, None),
+                        },
+                        _ => (try_rule(tl, rule, &q), None),
+                    };
+                    match found {
                         None => {}
                         Some(Found::Owned {
                             owner,
@@ -853,6 +918,7 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
                             event_owners,
                         }) => {
                             out.method = Method::Rule(rule);
+                            out.nat = nat;
                             out.local_is_a = Some(o.local_is_a);
                             out.socket = socket;
                             out.event = event;
@@ -871,7 +937,7 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
                             if mapped && rule != Rule::ExactV4Mapped {
                                 out.notes.push(Note::V4MappedSocket);
                             }
-                            if ns != ctx.capture_netns {
+                            if socket.map_or(ns, |m| m.netns) != ctx.capture_netns {
                                 out.notes.push(Note::OtherNamespace);
                             }
                             if out.both_local {
@@ -922,6 +988,120 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
         }
     }
     out
+}
+
+/// An owner of a flow's socket and the first and last instant it was seen
+/// owning it during the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerSpan {
+    /// The owner.
+    pub owner: ProcKey,
+    /// First evidence, realtime ns.
+    pub first_ns: i64,
+    /// Last evidence, realtime ns.
+    pub last_ns: i64,
+}
+
+/// The owners of flow `f`'s socket during its lifetime, one after the
+/// other: from the events of its endpoints when there are any, else from
+/// the snapshot sockets the attributing rule (and the exact tuple) accept,
+/// each run seen during the flow with its holder at that time. Empty when
+/// there are fewer than two owners or when two owners overlap in time
+/// (they cannot be told apart by time: the flow stays whole).
+pub fn owner_spans(tl: &Timeline, ctx: &HostContext, f: &Flow, a: &Attribution) -> Vec<OwnerSpan> {
+    let (Some(local_is_a), Some(a_port), Some(b_port)) = (a.local_is_a, f.a_port, f.b_port) else {
+        return Vec::new();
+    };
+    let transport = match f.proto {
+        ipproto::TCP => Transport::Tcp,
+        ipproto::UDP => Transport::Udp,
+        _ => return Vec::new(),
+    };
+    let (t0, t1) = (f.first_seen_ns, f.last_seen_ns.max(f.first_seen_ns));
+    let fa = SocketAddr::new(f.a_ip, a_port);
+    let fb = SocketAddr::new(f.b_ip, b_port);
+    let (local, remote) = if local_is_a { (fa, fb) } else { (fb, fa) };
+    let event_ns = a
+        .event
+        .and_then(|e| tl.events.get(e.index))
+        .and_then(|e| e.netns);
+    let ns = a
+        .socket
+        .map(|s| s.netns)
+        .or(event_ns)
+        .unwrap_or(ctx.capture_netns);
+    let mut seen: Vec<(ProcKey, i64, i64)> = tl
+        .events_for(transport, local.port(), remote)
+        .iter()
+        .filter_map(|&i| tl.events.get(i))
+        .filter(|e| event_fits(e, ns, local) && point_gap(e.t_ns, t0, t1) <= EVENT_SLACK_NS)
+        .map(|e| {
+            let k = ProcKey {
+                pid: e.pid,
+                start_time: e.start_time,
+            };
+            (k, e.t_ns, e.t_ns)
+        })
+        .collect();
+    if seen.is_empty() {
+        let mut kinds = vec![
+            Evidence::Tuple { mapped: false },
+            Evidence::Tuple { mapped: true },
+        ];
+        if let Method::Rule(r) = a.method {
+            if !kinds.contains(&r.evidence()) && !r.is_event() {
+                kinds.push(r.evidence());
+            }
+        }
+        for ev in kinds {
+            if !rule_evidence_applies(ev, transport) {
+                continue;
+            }
+            let cands: &[usize] = match ev {
+                Evidence::Tuple { .. } => tl.exact(transport, local, remote),
+                _ => tl.bound(transport, local.port()),
+            };
+            for s in cands.iter().filter_map(|&i| tl.sockets.get(i)) {
+                if !socket_accepts(ev, s, ns, local) {
+                    continue;
+                }
+                for run in s.runs.iter().filter(|r| r.gap(t0, t1) == 0) {
+                    if let Ownership::Owned(p, _) =
+                        ownership(tl, s, run, run.start_ns, run.end_ns, 0)
+                    {
+                        seen.push((p, run.start_ns.max(t0), run.end_ns.min(t1)));
+                    }
+                }
+            }
+        }
+    }
+    let mut by_owner: BTreeMap<ProcKey, (i64, i64)> = BTreeMap::new();
+    for (k, x, y) in seen {
+        let e = by_owner.entry(k).or_insert((x, y));
+        e.0 = e.0.min(x);
+        e.1 = e.1.max(y);
+    }
+    if by_owner.len() < 2 {
+        return Vec::new();
+    }
+    let mut spans: Vec<OwnerSpan> = by_owner
+        .into_iter()
+        .map(|(owner, (first_ns, last_ns))| OwnerSpan {
+            owner,
+            first_ns,
+            last_ns,
+        })
+        .collect();
+    spans.sort_by_key(|s| (s.first_ns, s.last_ns, s.owner));
+    let disjoint = spans.windows(2).all(|w| match w {
+        [x, y] => x.last_ns < y.first_ns,
+        _ => true,
+    });
+    if disjoint {
+        spans
+    } else {
+        Vec::new()
+    }
 }
 
 /// Attributes every flow, in parallel; the result is in flow order.

@@ -29,8 +29,10 @@
 //! without ever writing into a bundle, through a planted link, or half.
 
 pub mod analyze;
+pub mod annotate;
 pub mod attribute;
 pub mod capture;
+pub mod carve;
 pub mod decode;
 pub mod flow;
 pub mod flows;
@@ -40,5 +42,6 @@ pub mod overview;
 pub mod packet;
 pub mod report;
 pub mod snapshot;
+pub mod split;
 pub mod time;
 pub mod verify;

@@ -25,15 +25,28 @@ enum Command {
     /// its socket (reports: connections.csv, connections.jsonl,
     /// processes.csv, summary.json).
     Analyze(cli::analyze::Args),
+    /// Write the packets of one process (or of chosen flows) into their own
+    /// pcapng, each annotated with its owner.
+    Carve(cli::carve::Args),
+    /// Check a bundle's evidence: SHA256SUMS complete and matching, every
+    /// file present, archives whole, recorder status complete, no capture
+    /// drops, no unreadable fds. Exit 0 only when all of it holds.
+    Verify(cli::verify::Args),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Flows(args) => cli::flows::run(args),
         Command::Analyze(args) => cli::analyze::run(args),
+        Command::Carve(args) => cli::carve::run(args),
+        Command::Verify(args) => cli::verify::run(args),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("procflow: error: {e:#}");
+        // Errors name bundle files: escaped for the terminal.
+        eprintln!(
+            "procflow: error: {}",
+            procflow::hostile::term(&format!("{e:#}"))
+        );
         ExitCode::from(2)
     })
 }

@@ -154,6 +154,18 @@ pub fn archive_state(path: &Path) -> ArchiveState {
         Err(e) => return ArchiveState::Unreadable(e.to_string()),
     };
     match procflow_format::reader::read_snapshots(BufReader::new(f), |_| {}) {
+        Ok(s) if !s.damaged.is_empty() => {
+            let d = &s.damaged[0];
+            ArchiveState::Cut {
+                offset: d.offset,
+                what: format!(
+                    "{}; {} damaged part(s) skipped, reading resumed at byte {}",
+                    d.what,
+                    s.damaged.len(),
+                    d.resumed_at
+                ),
+            }
+        }
         Ok(s) => match s.end {
             procflow_format::reader::ArchiveEnd::Trailer => ArchiveState::Whole,
             procflow_format::reader::ArchiveEnd::CleanCut => ArchiveState::NoTrailer,
@@ -676,6 +688,21 @@ fn area_ok(
 }
 
 impl Evidence {
+    /// Adds a finding found elsewhere (the analysis knows which captures
+    /// could not be read and how many packets they held) and updates the
+    /// status of its area.
+    pub fn add(&mut self, f: Finding) {
+        let area = f.area;
+        self.findings.push(f);
+        self.findings.sort_by_key(|f| f.area);
+        self.ok = false;
+        let n = self.findings.iter().filter(|f| f.area == area).count();
+        if let Some(s) = self.status.iter_mut().find(|s| s.area == area) {
+            s.state = "failed";
+            s.detail = format!("{n} finding(s)");
+        }
+    }
+
     /// The evidence status block, one line per area then one per finding,
     /// escaped for the terminal.
     pub fn status_block(&self) -> Vec<String> {

@@ -9,10 +9,10 @@ use std::process::{Command, Output};
 
 use etherparse::PacketBuilder;
 use procflow_format::layout::{
-    archive_name, fds_member, meta_member, net_member, procs_member, row_identity, ClockReading,
-    FdWalk, HostAddress, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord, RecordOptions,
-    SnapshotKind, SnapshotMeta, TableEntry, TableStored, TimeStamp, ToolInfo, FORMAT_NAME,
-    FORMAT_VERSION, MANIFEST_FILE, NET_TABLES,
+    archive_name, events_member, fds_member, meta_member, net_member, procs_member, row_identity,
+    ClockReading, FdWalk, HostAddress, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord,
+    RecordOptions, SnapshotKind, SnapshotMeta, TableEntry, TableStored, TimeStamp, ToolInfo,
+    FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE, NET_TABLES,
 };
 
 const NS: u64 = 4026531840;
@@ -134,6 +134,12 @@ struct Snap {
 }
 
 fn write_tar(path: &Path, snaps: &[Snap]) {
+    write_tar_with_events(path, snaps, &BTreeMap::new());
+}
+
+/// As [`write_tar`], with an `events.jsonl` member for the snapshots in
+/// `events` (seq -> text).
+fn write_tar_with_events(path: &Path, snaps: &[Snap], events: &BTreeMap<u64, String>) {
     let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
     let mut add = |name: &str, data: &[u8]| {
         let mut h = tar::Header::new_gnu();
@@ -174,6 +180,9 @@ fn write_tar(path: &Path, snaps: &[Snap]) {
         }
         add(&fds_member(s.seq), s.fds.as_bytes());
         add(&procs_member(s.seq), s.procs.as_bytes());
+        if let Some(e) = events.get(&s.seq) {
+            add(&events_member(s.seq), e.as_bytes());
+        }
         let meta = SnapshotMeta {
             seq: s.seq,
             kind: s.kind,
@@ -408,6 +417,26 @@ fn write_bundle(dir: &Path, s: &Scenario, format_version: u32, shift_ms: i64) {
     .unwrap();
     write_tar(&dir.join(archive_name(1)), &s.snaps);
     s.pcap.write(&dir.join("capture-1.pcap"), shift_ms);
+    write_sums(dir);
+}
+
+/// `SHA256SUMS` over every file of the bundle, as the recorder writes it
+/// at a clean stop, so the evidence checks hold.
+fn write_sums(dir: &Path) {
+    use sha2::Digest;
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "SHA256SUMS")
+        .collect();
+    names.sort();
+    let mut text = String::new();
+    for n in names {
+        let h = sha2::Sha256::digest(std::fs::read(dir.join(&n)).unwrap());
+        let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+        text.push_str(&format!("{hex}  {n}\n"));
+    }
+    std::fs::write(dir.join("SHA256SUMS"), text).unwrap();
 }
 
 fn analyze(bundle: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -698,7 +727,13 @@ fn cut_archive_is_read_up_to_its_last_complete_snapshot() {
     std::fs::write(&tar, &full[..cut_at]).unwrap();
     let out = analyze(&b, &d.join("report"), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    // A cut archive is an evidence warning (exit 3), the reports are
+    // written all the same.
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("archive-cut: snapshots-000001.tar is cut at byte offset"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("snapshots-000001.tar: archive cut at byte offset"),
         "{stderr}"
@@ -810,10 +845,12 @@ fn separate_pcap_and_sha256sums_check() {
     .unwrap();
     let pcap = d.join("separate.pcap");
     let out = analyze(&b, &d.join("report"), &["--pcap", pcap.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The wrong hash is an evidence warning: exit 3, reports written.
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains("hash-mismatch: snapshots-000001.tar: SHA-256"),
+        "{stderr}"
     );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("report/summary.json")).unwrap()).unwrap();
@@ -831,7 +868,14 @@ fn separate_pcap_and_sha256sums_check() {
         &d.join("report-nohash"),
         &["--pcap", pcap.to_str().unwrap(), "--no-hash"],
     );
-    assert!(out.status.success());
+    // Unhashed, the capture the manifest names but the bundle lacks is
+    // still an evidence warning.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("file-missing: capture-1.pcap is named in the manifest"),
+        "{stderr}"
+    );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("report-nohash/summary.json")).unwrap())
             .unwrap();
@@ -858,4 +902,181 @@ fn a_folder_without_manifest_is_named_as_not_a_bundle() {
     assert!(err.contains("procflow flows"), "{err}");
     assert!(!d.join("report").exists());
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The same UDP 4-tuple used by two processes, 3 s apart: one flow for
+/// `procflow flows` (UDP idle gap 600 s), two rows for `analyze`, each
+/// with its own owner, counts and times, both naming the parent flow; the
+/// bytes add up, and the output is the same for any thread count. First
+/// from snapshots only (two bound sockets, two inodes), then from send
+/// events only (no socket ever seen).
+#[test]
+fn a_tuple_used_by_two_processes_is_split_at_the_change_of_owner() {
+    let d = tmp("split");
+    let a = row("0.0.0.0:5000", "0.0.0.0:0", 0x07, 500);
+    let b = row("0.0.0.0:5000", "0.0.0.0:0", 0x07, 501);
+    let procs = |recs: &[ProcessRecord]| {
+        recs.iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect::<String>()
+    };
+    let snap = |seq: u64, udp: &str, fds: String, procs: String| Snap {
+        seq,
+        ms: (seq as i64 - 1) * 1000,
+        kind: SnapshotKind::Keyframe,
+        tcp: Some(format!("{HEADER}\n")),
+        udp: Some(format!("{HEADER}\n{udp}")),
+        fds,
+        procs,
+    };
+    let q1 = proc_rec(50, 5000, "dig", &["dig", "@10.0.0.2", "a.example"]);
+    let q2 = proc_rec(51, 5300, "nslookup", &["nslookup", "b.example", "10.0.0.2"]);
+    let polled = vec![
+        snap(
+            1,
+            &format!("{a}\n"),
+            format!("50 5000 {NS} 500\n"),
+            procs(std::slice::from_ref(&q1)),
+        ),
+        snap(
+            2,
+            &format!("{a}\n"),
+            format!("50 5000 {NS} 500\n"),
+            String::new(),
+        ),
+        snap(3, "", String::new(), String::new()),
+        snap(
+            4,
+            &format!("{b}\n"),
+            format!("51 5300 {NS} 501\n"),
+            procs(std::slice::from_ref(&q2)),
+        ),
+        snap(
+            5,
+            &format!("{b}\n"),
+            format!("51 5300 {NS} 501\n"),
+            String::new(),
+        ),
+    ];
+    let mut pcap = Pcap(Vec::new());
+    for i in 0..5 {
+        pcap.udp(100 + i * 150, ("10.0.0.1", 5000), ("10.0.0.2", 53), 40);
+        pcap.udp(110 + i * 150, ("10.0.0.2", 53), ("10.0.0.1", 5000), 120);
+    }
+    for i in 0..3 {
+        pcap.udp(3100 + i * 200, ("10.0.0.1", 5000), ("10.0.0.2", 53), 50);
+        pcap.udp(3110 + i * 200, ("10.0.0.2", 53), ("10.0.0.1", 5000), 200);
+    }
+    let total = pcap.total_bytes();
+    // Events only: the two processes' sends, no socket in any table.
+    let ev = |ms: i64, pid: u32, start: u64, comm: &str| {
+        serde_json::json!({
+            "source": "tracepoint:fib:fib_table_lookup", "kind": "send",
+            "mono_ns": clock(ms).monotonic_ns, "pid": pid, "tid": pid,
+            "start_time": start, "comm": comm, "netns": NS, "proto": "udp",
+            "local_ip": "10.0.0.1", "local_port": 5000,
+            "remote_ip": "10.0.0.2", "remote_port": 53
+        })
+        .to_string()
+            + "\n"
+    };
+    let mut events = BTreeMap::new();
+    events.insert(
+        2,
+        (0..5)
+            .map(|i| ev(100 + i * 150, 50, 5000, "dig"))
+            .collect::<String>(),
+    );
+    events.insert(
+        5,
+        (0..3)
+            .map(|i| ev(3100 + i * 200, 51, 5300, "nslookup"))
+            .collect::<String>(),
+    );
+    let evented: Vec<Snap> = (1..=5)
+        .map(|seq| {
+            snap(
+                seq,
+                "",
+                String::new(),
+                if seq == 1 {
+                    procs(std::slice::from_ref(&q1))
+                } else {
+                    String::new()
+                },
+            )
+        })
+        .collect();
+    for (name, snaps, events, method) in [
+        ("polled", &polled, BTreeMap::new(), "udp-bound-wildcard"),
+        ("evented", &evented, events, "event-send"),
+    ] {
+        let bundle = d.join(name);
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::write(
+            bundle.join(MANIFEST_FILE),
+            serde_json::to_string_pretty(&manifest(FORMAT_VERSION)).unwrap(),
+        )
+        .unwrap();
+        write_tar_with_events(&bundle.join(archive_name(1)), snaps, &events);
+        pcap.write(&bundle.join("capture-1.pcap"), 0);
+        write_sums(&bundle);
+        let mut outputs = Vec::new();
+        for threads in ["1", "3"] {
+            let rep = d.join(format!("{name}-report-{threads}"));
+            let out = analyze(&bundle, &rep, &["--threads", threads]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            outputs.push(std::fs::read(rep.join("connections.csv")).unwrap());
+        }
+        assert_eq!(
+            outputs[0], outputs[1],
+            "{name}: output depends on --threads"
+        );
+        let rows = read_csv(&d.join(format!("{name}-report-1/connections.csv")));
+        assert_eq!(rows.len(), 2, "{name}: {rows:#?}");
+        let (r1, r2) = (&rows[0], &rows[1]);
+        assert_eq!(
+            (r1["pid"].as_str(), r2["pid"].as_str()),
+            ("50", "51"),
+            "{name}"
+        );
+        assert_eq!(
+            (r1["method"].as_str(), r2["method"].as_str()),
+            (method, method)
+        );
+        // Flow 1 of `procflow flows` is the parent; the parts come after it.
+        assert_eq!(r1["parent_flow_id"], "1");
+        assert_eq!(r2["parent_flow_id"], "1");
+        assert_eq!((r1["flow_id"].as_str(), r2["flow_id"].as_str()), ("2", "3"));
+        assert_eq!(
+            (r1["packets_out"].as_str(), r1["packets_in"].as_str()),
+            ("5", "5")
+        );
+        assert_eq!(
+            (r2["packets_out"].as_str(), r2["packets_in"].as_str()),
+            ("3", "3")
+        );
+        assert!(r1["last_seen"].contains("20.710"), "{name}: {r1:?}");
+        assert!(r2["first_seen"].contains("23.100"), "{name}: {r2:?}");
+        assert_eq!(sum(&rows, &["bytes_in", "bytes_out"]), total);
+        assert!(r2["note"].contains("part 2 of 2"), "{:?}", r2["note"]);
+        if name == "evented" {
+            // Known only from its events: the comm they carried.
+            assert_eq!(r2["comm"], "nslookup");
+            assert_eq!(r2["confidence"], "high");
+        }
+    }
+    // `procflow flows` is unchanged: one flow.
+    let out = Command::new(env!("CARGO_BIN_EXE_procflow"))
+        .arg("flows")
+        .arg(d.join("polled/capture-1.pcap"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 2, "{text}");
 }

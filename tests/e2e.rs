@@ -388,8 +388,11 @@ fn failures(truth: &Truth, results: &[ProcessResult]) -> Vec<String> {
         }
         if p.role == "server" {
             for (m, n) in &r.methods {
-                if !(m.starts_with("listen") || m.starts_with("exact")) {
-                    out.push(format!("{label}: {n} accepted connections have method {m:?}, expected listen* or exact*"));
+                // Direct evidence only: the listener, the socket's own
+                // inode, or an event naming the owner (the recorder's
+                // close() of an accepted socket runs in the server).
+                if !(m.starts_with("listen") || m.starts_with("exact") || m.starts_with("event-")) {
+                    out.push(format!("{label}: {n} accepted connections have method {m:?}, expected listen*, exact* or event-*"));
                 }
             }
             if r.flows_attributed != r.flows {
@@ -452,8 +455,10 @@ fn analyze_and_check(bundle: &Path, truth_path: &Path, report: &Path, extra_cont
         .arg(report)
         .output()
         .expect("cannot run procflow");
+    // Exit 3 is an evidence warning (e.g. kernel drops under load): the
+    // reports are written and their accuracy is what is checked here.
     assert!(
-        out.status.success(),
+        matches!(out.status.code(), Some(0 | 3)),
         "procflow analyze {} failed ({}):\n{}{extra_context}",
         bundle.display(),
         out.status,

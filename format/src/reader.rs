@@ -79,6 +79,13 @@ pub enum WhyIncomplete {
     /// The archive ends (or is cut, see [`ArchiveEnd::Cut`]) before its
     /// `meta.json`.
     ArchiveEnds,
+    /// A damaged tar header inside it (see [`ArchiveEvent::Damaged`]).
+    Damaged {
+        /// Byte offset of the damaged part.
+        offset: u64,
+        /// Byte offset where reading resumed.
+        resumed_at: u64,
+    },
 }
 
 /// A snapshot whose `meta.json` never came whole; none of it is applied.
@@ -108,6 +115,38 @@ pub enum ArchiveEvent {
         /// Byte offset of its header.
         offset: u64,
     },
+    /// A member that is not a regular file (link, directory, sparse file)
+    /// or claims more than [`MAX_MEMBER_BYTES`]; skipped unread. Its
+    /// snapshot then misses that member.
+    BadMember {
+        /// Its name.
+        name: String,
+        /// Byte offset of its header.
+        offset: u64,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// A damaged header: the bytes from `offset` to `resumed_at` were
+    /// skipped and reading resumed at the next valid tar header.
+    Damaged {
+        /// Byte offset of the damaged part.
+        offset: u64,
+        /// Byte offset of the header reading resumed at.
+        resumed_at: u64,
+        /// What was wrong.
+        what: String,
+    },
+}
+
+/// A damaged part of an archive skipped by [`read_snapshots`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedSpan {
+    /// Byte offset of the damaged part.
+    pub offset: u64,
+    /// Byte offset of the header reading resumed at.
+    pub resumed_at: u64,
+    /// What was wrong.
+    pub what: String,
 }
 
 /// How one archive was read.
@@ -121,6 +160,8 @@ pub struct ArchiveSummary {
     pub last_complete_seq: Option<u64>,
     /// Bytes consumed from the reader.
     pub bytes_read: u64,
+    /// Damaged parts skipped (reading resumed after each).
+    pub damaged: Vec<DamagedSpan>,
 }
 
 /// Counts what the tar reader consumes, so offsets can be checked against
@@ -167,100 +208,333 @@ fn member_seq(m: &Member) -> u64 {
     }
 }
 
-/// Reads one archive, passing each complete snapshot to `on` as soon as its
-/// `meta.json` has been read whole, so memory holds one snapshot at a time.
-/// Fails only when the reader fails before anything could be read as tar;
-/// a cut or corrupt tail ends the archive and is described in the summary.
-pub fn read_snapshots<R: Read>(
-    reader: R,
-    mut on: impl FnMut(ArchiveEvent),
-) -> std::io::Result<ArchiveSummary> {
-    let mut ar = tar::Archive::new(Counting {
-        inner: reader,
-        n: 0,
-    });
-    let mut snapshots = 0u64;
-    let mut last_complete_seq = None;
-    let mut pending: Option<Pending> = None;
-    // Offset just past the last member read whole.
-    let mut good_end = 0u64;
-    let mut cut: Option<(u64, String)> = None;
-    for entry in ar.entries()? {
-        let mut entry = match entry {
+/// Largest member data [`read_snapshots`] reads into memory. A snapshot
+/// member is raw /proc text (a table of 100 000 sockets is about 15 MB);
+/// a member claiming more is refused with an event, its data skipped, so a
+/// hostile header cannot make the reader allocate gigabytes.
+pub const MAX_MEMBER_BYTES: u64 = 256 << 20;
+
+/// How one run of the tar reader over (part of) an archive stopped.
+enum SegmentEnd {
+    /// Zero block or end of input at a member boundary.
+    Clean,
+    /// A header that is not a valid tar header, at this offset.
+    BadHeader(u64, String),
+    /// A member cut short or unreadable: the archive ends here.
+    Cut(u64, String),
+}
+
+/// State of [`read_snapshots`] across the tar reader's runs.
+struct Walk<'f, F: FnMut(ArchiveEvent)> {
+    on: &'f mut F,
+    snapshots: u64,
+    last_complete_seq: Option<u64>,
+    pending: Option<Pending>,
+    /// Members of this sequence number are dropped (their snapshot was
+    /// damaged).
+    skip_seq: Option<u64>,
+    /// Set after a damaged header: the snapshot of the next member read
+    /// may have lost the damaged member, so it is dropped too.
+    skip_next_seq: bool,
+    /// Offset just past the last member read whole.
+    good_end: u64,
+}
+
+impl<F: FnMut(ArchiveEvent)> Walk<'_, F> {
+    /// Reads members of `ar` (whose first byte is at archive offset
+    /// `base`) until it stops.
+    fn segment<R: Read>(&mut self, ar: &mut tar::Archive<R>, base: u64) -> SegmentEnd {
+        let entries = match ar.entries() {
             Ok(e) => e,
-            Err(e) => {
-                cut = Some((good_end, format!("unreadable tar header: {e}")));
-                break;
-            }
+            Err(e) => return SegmentEnd::BadHeader(base, e.to_string()),
         };
-        let header_pos = entry.raw_header_position();
-        let size = entry.size();
-        let name = match entry.path() {
-            Ok(p) => p.to_string_lossy().into_owned(),
-            Err(e) => {
-                cut = Some((header_pos, format!("bad member name: {e}")));
-                break;
+        for entry in entries {
+            let mut entry = match entry {
+                Ok(e) => e,
+                Err(e) => return SegmentEnd::BadHeader(self.good_end, e.to_string()),
+            };
+            let header_pos = base.saturating_add(entry.raw_header_position());
+            let data_pos = base.saturating_add(entry.raw_file_position());
+            let size = entry.size();
+            let name = match entry.path() {
+                Ok(p) => p.to_string_lossy().into_owned(),
+                Err(e) => return SegmentEnd::Cut(header_pos, format!("bad member name: {e}")),
+            };
+            let end_of_data = data_pos.saturating_add(size.div_ceil(512).saturating_mul(512));
+            let kind = entry.header().entry_type();
+            if !(kind.is_file() || kind.is_contiguous()) {
+                // Links, directories, sparse files, devices: the recorder
+                // writes regular members only, and the data of these is not
+                // what their header says.
+                (self.on)(ArchiveEvent::BadMember {
+                    name,
+                    offset: header_pos,
+                    what: format!(
+                        "tar member of type {:?} (byte {:?}), not a regular file; skipped",
+                        kind,
+                        char::from(kind.as_byte())
+                    ),
+                });
+                self.good_end = end_of_data;
+                continue;
             }
-        };
-        let mut data = Vec::with_capacity(usize::try_from(size.min(1 << 26)).unwrap_or(0));
-        if let Err(e) = entry.read_to_end(&mut data) {
-            cut = Some((header_pos, format!("{name}: {e}")));
-            break;
+            if size > MAX_MEMBER_BYTES {
+                (self.on)(ArchiveEvent::BadMember {
+                    name,
+                    offset: header_pos,
+                    what: format!(
+                        "claims {size} bytes, more than any snapshot member may hold \
+                         ({MAX_MEMBER_BYTES}); skipped"
+                    ),
+                });
+                self.good_end = end_of_data;
+                continue;
+            }
+            let mut data = Vec::with_capacity(usize::try_from(size.min(1 << 20)).unwrap_or(0));
+            if let Err(e) = entry.read_to_end(&mut data) {
+                return SegmentEnd::Cut(header_pos, format!("{name}: {e}"));
+            }
+            // The tar crate returns a short member at EOF without an error.
+            if data.len() as u64 != size {
+                return SegmentEnd::Cut(
+                    header_pos,
+                    format!("{name}: {} of {size} bytes present", data.len()),
+                );
+            }
+            self.good_end = end_of_data;
+            self.member(name, header_pos, data);
         }
-        // The tar crate returns a short member at EOF without an error.
-        if data.len() as u64 != size {
-            cut = Some((
-                header_pos,
-                format!("{name}: {} of {size} bytes present", data.len()),
-            ));
-            break;
-        }
-        good_end = entry
-            .raw_file_position()
-            .saturating_add(size.div_ceil(512).saturating_mul(512));
+        SegmentEnd::Clean
+    }
+
+    fn member(&mut self, name: String, header_pos: u64, data: Vec<u8>) {
         let Some(member) = parse_member(&name) else {
-            on(ArchiveEvent::UnknownMember {
+            (self.on)(ArchiveEvent::UnknownMember {
                 name,
                 offset: header_pos,
             });
-            continue;
+            return;
         };
         let seq = member_seq(&member);
-        if let Some(p) = pending.take_if(|p| p.seq != seq) {
-            on(p.incomplete(WhyIncomplete::NextSnapshotBegan { next_seq: seq }));
+        if std::mem::take(&mut self.skip_next_seq) {
+            // Its snapshot may have lost the damaged member.
+            self.skip_seq = Some(seq);
         }
-        let p = pending.get_or_insert_with(|| Pending {
+        if self.skip_seq == Some(seq) {
+            return;
+        }
+        self.skip_seq = None;
+        if let Some(p) = self.pending.take_if(|p| p.seq != seq) {
+            (self.on)(p.incomplete(WhyIncomplete::NextSnapshotBegan { next_seq: seq }));
+        }
+        let p = self.pending.get_or_insert_with(|| Pending {
             seq,
             offset: header_pos,
             members: Vec::new(),
         });
         if !matches!(member, Member::Meta { .. }) {
             p.members.push((name, member, data));
-            continue;
+            return;
         }
-        let Some(p) = pending.take() else { continue };
+        let Some(p) = self.pending.take() else { return };
         match serde_json::from_slice::<SnapshotMeta>(&data) {
             Ok(meta) if meta.seq == seq => {
-                snapshots += 1;
-                last_complete_seq = Some(seq);
-                on(ArchiveEvent::Snapshot(Snapshot {
+                self.snapshots += 1;
+                self.last_complete_seq = Some(seq);
+                (self.on)(ArchiveEvent::Snapshot(Snapshot {
                     meta,
                     members: p.members,
                 }));
             }
-            Ok(meta) => on(p.incomplete(WhyIncomplete::MetaSeqMismatch {
+            Ok(meta) => (self.on)(p.incomplete(WhyIncomplete::MetaSeqMismatch {
                 member: name,
                 says: meta.seq,
             })),
-            Err(e) => on(p.incomplete(WhyIncomplete::MetaInvalid {
+            Err(e) => (self.on)(p.incomplete(WhyIncomplete::MetaInvalid {
                 member: name,
                 line: e.line(),
                 error: e.to_string(),
             })),
         }
     }
+}
+
+/// Whether a 512-byte block is a tar header: its checksum holds and it has
+/// a name. Used to find the next member after a damaged header.
+fn is_header_block(b: &[u8; 512]) -> bool {
+    if b[0] == 0 {
+        return false;
+    }
+    let field = &b[148..156];
+    let digits: String = field
+        .iter()
+        .take_while(|&&c| c != 0 && c != b' ')
+        .skip_while(|&&c| c == b' ')
+        .map(|&c| char::from(c))
+        .collect();
+    let Ok(want) = u32::from_str_radix(digits.trim(), 8) else {
+        return false;
+    };
+    let sum: u32 = b
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(c)
+            }
+        })
+        .sum();
+    sum == want
+}
+
+/// Reads whole blocks from `r` until one is a tar header; returns it and
+/// how many bytes were consumed before it, or `None` at end of input.
+fn find_header<R: Read>(r: &mut R) -> Option<([u8; 512], u64)> {
+    let mut skipped = 0u64;
+    let mut block = [0u8; 512];
+    loop {
+        let mut got = 0;
+        while got < 512 {
+            match r.read(&mut block[got..]) {
+                Ok(0) => return None,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        if is_header_block(&block) {
+            return Some((block, skipped));
+        }
+        skipped += 512;
+    }
+}
+
+/// Reads one archive, passing each complete snapshot to `on` as soon as its
+/// `meta.json` has been read whole, so memory holds one snapshot at a time.
+/// Fails only when the reader fails before anything could be read as tar;
+/// a cut tail ends the archive and is described in the summary. A damaged
+/// header in the middle does not: the snapshot it belongs to is dropped
+/// ([`ArchiveEvent::Damaged`]) and reading resumes at the next valid tar
+/// header, so later snapshots are kept. Members that are not regular files
+/// or that claim more than [`MAX_MEMBER_BYTES`] are skipped with an
+/// [`ArchiveEvent::BadMember`], never read into memory.
+pub fn read_snapshots<R: Read>(
+    reader: R,
+    mut on: impl FnMut(ArchiveEvent),
+) -> std::io::Result<ArchiveSummary> {
+    let mut walk = Walk {
+        on: &mut on,
+        snapshots: 0,
+        last_complete_seq: None,
+        pending: None,
+        skip_seq: None,
+        skip_next_seq: false,
+        good_end: 0,
+    };
+    let mut ar = tar::Archive::new(Counting {
+        inner: reader,
+        n: 0,
+    });
+    let mut base = 0u64;
+    let mut cut: Option<(u64, String)> = None;
+    let mut damaged = Vec::new();
+    let end = walk.segment(&mut ar, base);
     let mut counting = ar.into_inner();
+    match end {
+        SegmentEnd::Clean => {}
+        SegmentEnd::Cut(offset, what) => cut = Some((offset, what)),
+        SegmentEnd::BadHeader(offset, what) => {
+            let consumed = base.saturating_add(counting.n);
+            let Some((block, skipped)) = find_header(&mut counting.inner) else {
+                cut = Some((offset, format!("unreadable tar header: {what}")));
+                return Ok(finish_at(walk, counting, cut, damaged));
+            };
+            let resume = consumed.saturating_add(skipped);
+            damaged.push(DamagedSpan {
+                offset,
+                resumed_at: resume,
+                what: format!("unreadable tar header: {what}"),
+            });
+            walk.skip_next_seq = true;
+            if let Some(p) = walk.pending.take() {
+                walk.skip_seq = Some(p.seq);
+                (walk.on)(p.incomplete(WhyIncomplete::Damaged {
+                    offset,
+                    resumed_at: resume,
+                }));
+            }
+            (walk.on)(ArchiveEvent::Damaged {
+                offset,
+                resumed_at: resume,
+                what: format!("unreadable tar header: {what}"),
+            });
+            walk.good_end = resume;
+            base = resume;
+            let rest: Box<dyn Read + '_> =
+                Box::new(std::io::Cursor::new(block.to_vec()).chain(&mut counting.inner));
+            // The rest is read through a fresh tar reader; what it
+            // consumes is counted from `base`.
+            let mut inner_ar = tar::Archive::new(Counting { inner: rest, n: 0 });
+            let end = walk.segment(&mut inner_ar, base);
+            let inner = inner_ar.into_inner();
+            let n = inner.n;
+            let mut tail = inner.inner;
+            match end {
+                SegmentEnd::Clean => {
+                    let trailer = trailer_present(&mut tail);
+                    drop(tail);
+                    counting.n = base.saturating_add(n);
+                    return Ok(finish(walk, counting.n, cut, damaged, trailer));
+                }
+                SegmentEnd::Cut(o, w) | SegmentEnd::BadHeader(o, w) => {
+                    // A second damaged header: give up at it (one
+                    // resynchronisation per archive keeps this simple
+                    // and bounded; the rest is reported as cut).
+                    drop(tail);
+                    counting.n = base.saturating_add(n);
+                    cut = Some((o, w));
+                    return Ok(finish(walk, counting.n, cut, damaged, false));
+                }
+            }
+        }
+    }
+
+    Ok(finish_at(walk, counting, cut, damaged))
+}
+
+/// [`finish`] for a reader stopped by the first tar run: the trailer is
+/// looked for only after a clean stop at a member boundary.
+fn finish_at<R: Read, F: FnMut(ArchiveEvent)>(
+    walk: Walk<'_, F>,
+    mut counting: Counting<R>,
+    cut: Option<(u64, String)>,
+    damaged: Vec<DamagedSpan>,
+) -> ArchiveSummary {
     let consumed = counting.n;
+    let trailer = cut.is_none()
+        && walk.pending.is_none()
+        && consumed >= walk.good_end
+        && trailer_present(&mut counting);
+    finish(walk, consumed, cut, damaged, trailer)
+}
+
+fn finish<F: FnMut(ArchiveEvent)>(
+    walk: Walk<'_, F>,
+    consumed: u64,
+    mut cut: Option<(u64, String)>,
+    damaged: Vec<DamagedSpan>,
+    trailer: bool,
+) -> ArchiveSummary {
+    let Walk {
+        on,
+        snapshots,
+        last_complete_seq,
+        pending,
+        good_end,
+        ..
+    } = walk;
     if cut.is_none() {
         if let Some(p) = &pending {
             cut = Some((
@@ -288,18 +562,19 @@ pub fn read_snapshots<R: Read>(
                 .min(consumed),
             what,
         },
-        None if trailer_present(&mut counting) => ArchiveEnd::Trailer,
+        None if trailer => ArchiveEnd::Trailer,
         None => ArchiveEnd::CleanCut,
     };
     if let Some(p) = pending {
         on(p.incomplete(WhyIncomplete::ArchiveEnds));
     }
-    Ok(ArchiveSummary {
+    ArchiveSummary {
         end,
         snapshots,
         last_complete_seq,
-        bytes_read: counting.n,
-    })
+        bytes_read: consumed,
+        damaged,
+    }
 }
 
 /// After the tar reader stopped cleanly, whether a zero block was what
@@ -323,6 +598,11 @@ pub struct ArchiveRead {
     pub end: ArchiveEnd,
     /// Members whose names this format does not define (ignored).
     pub unknown_members: Vec<String>,
+    /// Members skipped unread (not regular files, or too large): name and
+    /// why.
+    pub bad_members: Vec<(String, String)>,
+    /// Damaged parts skipped.
+    pub damaged: Vec<DamagedSpan>,
 }
 
 /// Reads an archive file whole (see [`read_snapshots`] to stream it).
@@ -336,16 +616,21 @@ pub fn read_archive_from<R: Read>(r: R) -> std::io::Result<ArchiveRead> {
     let mut snapshots = Vec::new();
     let mut incomplete = Vec::new();
     let mut unknown_members = Vec::new();
+    let mut bad_members = Vec::new();
     let summary = read_snapshots(r, |ev| match ev {
         ArchiveEvent::Snapshot(s) => snapshots.push(s),
         ArchiveEvent::Incomplete(i) => incomplete.push(i),
         ArchiveEvent::UnknownMember { name, .. } => unknown_members.push(name),
+        ArchiveEvent::BadMember { name, what, .. } => bad_members.push((name, what)),
+        ArchiveEvent::Damaged { .. } => {}
     })?;
     Ok(ArchiveRead {
         snapshots,
         incomplete,
         end: summary.end,
         unknown_members,
+        bad_members,
+        damaged: summary.damaged,
     })
 }
 
@@ -1011,5 +1296,68 @@ mod tests {
             WhyIncomplete::MetaSeqMismatch { says: 9, .. }
         ));
         assert!(matches!(why[2], WhyIncomplete::MetaInvalid { line: 1, .. }));
+    }
+
+    /// One damaged header in the middle drops only its snapshot: the
+    /// reader resumes at the next header and keeps the later ones.
+    #[test]
+    fn damaged_header_mid_archive_keeps_later_snapshots() {
+        let (mut bytes, ends) = archive(true);
+        // The first header after snapshot 1 (and its padding) belongs to
+        // the unknown member; the one after it to snapshot 2.
+        let s1_end = ends[0].div_ceil(512) * 512;
+        let s2_first = s1_end + 1024; // notes.txt header + one data block
+        bytes[s2_first as usize + 100] ^= 0x55;
+        let (ev, s) = events(&bytes);
+        assert_eq!(s.end, ArchiveEnd::Trailer, "{ev:?}");
+        let seqs: Vec<u64> = ev
+            .iter()
+            .filter_map(|e| match e {
+                ArchiveEvent::Snapshot(s) => Some(s.meta.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, vec![1, 3]);
+        assert_eq!(s.damaged.len(), 1);
+        assert_eq!(s.damaged[0].offset, s2_first);
+        assert!(ev
+            .iter()
+            .any(|e| matches!(e, ArchiveEvent::Damaged { offset, .. } if *offset == s2_first)));
+    }
+
+    /// Links and sparse members are skipped unread and said; a member
+    /// claiming gigabytes is never allocated.
+    #[test]
+    fn non_regular_and_huge_members_are_skipped() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, fds_member(1), "/etc/shadow").unwrap();
+        let m = serde_json::to_string(&meta(1, SnapshotKind::Keyframe, &[])).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(m.len() as u64);
+        h.set_cksum();
+        b.append_data(&mut h, meta_member(1), m.as_bytes()).unwrap();
+        let mut bytes = b.into_inner().unwrap();
+        let (ev, s) = events(&bytes);
+        assert_eq!(s.snapshots, 1);
+        assert!(ev.iter().any(|e| matches!(e,
+            ArchiveEvent::BadMember { what, .. } if what.contains("not a regular file"))));
+        // Claim 6 GB in the first header (size field in octal).
+        let mut hdr = [0u8; 512];
+        hdr.copy_from_slice(&bytes[..512]);
+        let mut t = tar::Header::from_byte_slice(&hdr).clone();
+        t.set_entry_type(tar::EntryType::Regular);
+        t.set_size(6 << 30);
+        t.set_cksum();
+        bytes[..512].copy_from_slice(t.as_bytes());
+        let (ev, s) = events(&bytes);
+        assert!(
+            matches!(s.end, ArchiveEnd::Cut { .. } | ArchiveEnd::CleanCut),
+            "{s:?}"
+        );
+        assert!(ev.iter().any(|e| matches!(e,
+            ArchiveEvent::BadMember { what, .. } if what.contains("claims"))));
     }
 }

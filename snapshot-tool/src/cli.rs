@@ -6,10 +6,10 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use procflow_format::duration::parse_duration;
 use procflow_snap::capture::Rotate;
-use procflow_snap::record::Config;
+use procflow_snap::record::{Config, SourcesMode};
 
 /// Default time between snapshots. Measured (docs/recorder.md): 250 ms saw
 /// 99 % of 200 processes living 0.5 s with one TCP connection each, as
@@ -23,6 +23,21 @@ const DEFAULT_KEYFRAME_EVERY: u64 = 300;
 const DEFAULT_ARCHIVE_MB: u64 = 64;
 /// Default CPU nice value: yield to the server being watched.
 const DEFAULT_NICE: i32 = 19;
+/// Default time between snapshots while tracepoints name socket owners
+/// (docs/recorder.md has the measurements).
+const DEFAULT_EVENT_INTERVAL: &str = "2s";
+/// Default full fd walk period while tracepoints name socket owners.
+const DEFAULT_EVENT_FULL_WALK: &str = "10s";
+
+/// `--sources`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Sources {
+    /// Every event source the host allows, periodic /proc reads as the
+    /// completeness check
+    Auto,
+    /// Periodic /proc reads only
+    Poll,
+}
 
 const AFTER_HELP: &str = "\
 DUR is a number with a unit: 500ms, 2s, 5m, 1h (a bare number is seconds).
@@ -66,9 +81,10 @@ struct RecordArgs {
     /// Bundle directory: created if absent, must be empty
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Time between snapshots
-    #[arg(long, value_name = "DUR", default_value = DEFAULT_INTERVAL, value_parser = interval)]
-    interval: Duration,
+    /// Time between snapshots [default: 250ms; while tracepoints name
+    /// socket owners: --event-interval]
+    #[arg(long, value_name = "DUR", value_parser = interval)]
+    interval: Option<Duration>,
     /// Also capture on IFACE with tcpdump, into DIR
     #[arg(long, value_name = "IFACE")]
     iface: Option<String>,
@@ -103,13 +119,24 @@ struct RecordArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_KEYFRAME_EVERY,
           value_parser = clap::value_parser!(u64).range(1..))]
     keyframe_every: u64,
-    /// Read every process' fds at least every DUR
-    #[arg(long, value_name = "DUR", default_value = DEFAULT_FULL_WALK, value_parser = duration)]
-    full_walk: Duration,
+    /// Read every process' fds at least every DUR [default: 2s; while
+    /// tracepoints name socket owners: 10s]
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    full_walk: Option<Duration>,
     /// Start a new snapshot archive after N MiB
     #[arg(long, value_name = "N", default_value_t = DEFAULT_ARCHIVE_MB,
           value_parser = clap::value_parser!(u64).range(1..))]
     archive_mb: u64,
+    /// Evidence sources: `auto` adds kernel events (TCP state-change and
+    /// route-lookup tracepoints, the proc connector) where the host allows
+    /// them; `poll` uses the periodic /proc reads alone
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = Sources::Auto)]
+    sources: Sources,
+    /// Time between snapshots while tracepoints name socket owners as they
+    /// appear (the periodic reads are then the completeness check)
+    /// [default: --interval if given, else 2s]
+    #[arg(long, value_name = "DUR", value_parser = interval)]
+    event_interval: Option<Duration>,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -163,11 +190,16 @@ impl Cli {
                 full_walk: parse_duration(DEFAULT_FULL_WALK).unwrap_or_default(),
                 archive_bytes: DEFAULT_ARCHIVE_MB * 1024 * 1024,
                 once: true,
+                sources: SourcesMode::Poll,
+                event_interval: parse_duration(DEFAULT_EVENT_INTERVAL).unwrap_or_default(),
+                event_full_walk: parse_duration(DEFAULT_EVENT_FULL_WALK).unwrap_or_default(),
                 argv,
             },
             Command::Record(a) => Config {
                 out: a.out,
-                interval: a.interval,
+                interval: a
+                    .interval
+                    .unwrap_or_else(|| parse_duration(DEFAULT_INTERVAL).unwrap_or_default()),
                 iface: a.iface,
                 filter: a.filter,
                 rotate: match (a.rotate_seconds, a.rotate_mb) {
@@ -179,9 +211,22 @@ impl Cli {
                 max_cpu: a.max_cpu,
                 nice: a.nice,
                 keyframe_every: a.keyframe_every,
-                full_walk: a.full_walk,
+                full_walk: a
+                    .full_walk
+                    .unwrap_or_else(|| parse_duration(DEFAULT_FULL_WALK).unwrap_or_default()),
+                event_full_walk: a
+                    .full_walk
+                    .unwrap_or_else(|| parse_duration(DEFAULT_EVENT_FULL_WALK).unwrap_or_default()),
                 archive_bytes: a.archive_mb.saturating_mul(1024 * 1024),
                 once: false,
+                sources: match a.sources {
+                    Sources::Auto => SourcesMode::Auto,
+                    Sources::Poll => SourcesMode::Poll,
+                },
+                event_interval: a
+                    .event_interval
+                    .or(a.interval)
+                    .unwrap_or_else(|| parse_duration(DEFAULT_EVENT_INTERVAL).unwrap_or_default()),
                 argv,
             },
         }
@@ -237,6 +282,36 @@ mod tests {
         assert_eq!(c.keyframe_every, 300);
         assert_eq!(c.archive_bytes, 64 << 20);
         assert_eq!(c.rotate, Rotate::None);
+        assert_eq!(c.sources, SourcesMode::Auto);
+        assert_eq!(c.event_interval, Duration::from_secs(2));
+        assert_eq!(c.event_full_walk, Duration::from_secs(10));
+        let c = p(&[
+            "record",
+            "--out",
+            "x",
+            "--interval",
+            "100ms",
+            "--full-walk",
+            "1s",
+        ])
+        .expect("explicit periods");
+        assert_eq!(c.event_interval, Duration::from_millis(100));
+        assert_eq!(c.event_full_walk, Duration::from_secs(1));
+
+        let c = p(&[
+            "record",
+            "--out",
+            "x",
+            "--sources",
+            "poll",
+            "--event-interval",
+            "1s",
+        ])
+        .expect("sources");
+        assert_eq!(c.sources, SourcesMode::Poll);
+        assert_eq!(c.event_interval, Duration::from_secs(1));
+        assert!(err(&["record", "--out", "x", "--sources", "bpf"]).contains("poll"));
+
         let c = p(&["record", "--out", "x", "--nice", "-5"]).expect("negative nice");
         assert_eq!(c.nice, -5);
         let c = p(&["once", "--out", "x"]).expect("a once command");

@@ -17,6 +17,8 @@ pub mod archive;
 pub mod bundle;
 pub mod capture;
 pub mod conntrack;
+pub mod events;
+pub mod ksys;
 pub mod live;
 pub mod netlink;
 pub mod record;

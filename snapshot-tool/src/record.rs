@@ -10,10 +10,11 @@ use crate::archive::ArchiveWriter;
 use crate::bundle::{self, ErrorSummary};
 use crate::capture::{self, Capture, Rotate};
 use crate::delta::{self, FdEntry, FdState, FdStatus};
+use crate::events::{self, Batch, EventSources};
 use crate::layout::{
     self, ByteOrder, FdWalk, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord,
-    RecordError, RecordOptions, RecorderStatus, SnapshotKind, SnapshotMeta, TableEntry,
-    TableStored, ToolInfo, NET_TABLES,
+    RecordError, RecordOptions, RecorderStatus, SnapshotKind, SnapshotMeta, SourceInfo,
+    TableEntry, TableStored, ToolInfo, NET_TABLES,
 };
 use crate::live;
 use crate::procfs::{self, StatFields};
@@ -60,6 +61,13 @@ pub struct Config {
     pub archive_bytes: u64,
     /// Single snapshot (`once`).
     pub once: bool,
+    /// Which evidence sources to try (`--sources`).
+    pub sources: SourcesMode,
+    /// Time between snapshots while tracepoints name socket owners
+    /// (`--event-interval`).
+    pub event_interval: Duration,
+    /// Full fd walk period while tracepoints name socket owners.
+    pub event_full_walk: Duration,
     /// The command line, for the manifest.
     pub argv: Vec<String>,
 }
@@ -116,7 +124,24 @@ pub struct Recorder {
     last_full_walk: Option<Instant>,
     errors: ErrorSummary,
     buf: Vec<u8>,
+    /// The running event sources, if any could start.
+    events: Option<EventSources>,
+    /// Whether a tracepoint source names socket owners, so the periodic
+    /// reads can stretch.
+    socket_events: bool,
+    /// Event evidence lost over the recording.
+    event_losses: EventLosses,
     conntrack: crate::conntrack::Conntrack,
+}
+
+/// Event evidence lost while recording, said in the manifest and on the
+/// terminal.
+#[derive(Debug, Default, Clone, Copy)]
+struct EventLosses {
+    kernel: u64,
+    dropped: u64,
+    connector: u64,
+    unjoined: u64,
 }
 
 fn rec_err(what: &str, path: Option<&str>, e: &io::Error) -> RecordError {
@@ -171,6 +196,9 @@ impl Recorder {
             last_full_walk: None,
             errors: ErrorSummary::default(),
             buf: Vec::with_capacity(256 * 1024),
+            events: None,
+            socket_events: false,
+            event_losses: EventLosses::default(),
             conntrack: crate::conntrack::Conntrack::start(!cfg_once),
         }
     }
@@ -206,6 +234,12 @@ impl Recorder {
             || self.cfg.once
             || self.since_keyframe >= self.cfg.keyframe_every.max(1);
         let mut errs: Vec<RecordError> = Vec::new();
+        // Events up to now go into this snapshot, whose clocks follow them.
+        let batch = self
+            .events
+            .as_ref()
+            .map(EventSources::take)
+            .unwrap_or_default();
         let before = sys::read_clocks();
 
         // 1. Processes: new ones get their stat, namespace and identity
@@ -381,11 +415,21 @@ impl Recorder {
         let unknown = new_inodes
             .iter()
             .any(|i| *i != 0 && !self.held.contains(i) && !self.unowned.contains(i));
+        // Pids named by events since the last snapshot: their fds now.
+        for &pid in &batch.pids {
+            if pid_set.contains(&pid) && !new_pids.contains(&pid) && self.known.contains_key(&pid) {
+                self.walk(pid, &mut errs);
+                pids_walked += 1;
+            }
+        }
+        let full_walk = self.full_walk();
         let due = match self.last_full_walk {
             None => true,
-            Some(t) => t.elapsed() >= self.cfg.full_walk,
+            Some(t) => t.elapsed() >= full_walk,
         };
-        let full = keyframe || due || unknown;
+        // With socket events the owners of new sockets are named as they
+        // appear: an unknown inode waits for the periodic full walk.
+        let full = keyframe || due || (unknown && !self.socket_events);
         let mut reread: Vec<u32> = Vec::new();
         if full {
             let new: HashSet<u32> = new_pids.iter().copied().collect();
@@ -433,22 +477,57 @@ impl Recorder {
         } else {
             new_pids.clone()
         };
-        emit.extend(reread);
+        emit.extend(reread.iter().copied());
         for pid in emit {
             let Some(k) = self.known.get(&pid) else {
                 continue;
             };
             let id = (pid, k.stat.start_time);
-            if self.recorded.insert(id) || !self.archive_fresh {
+            if self.recorded.insert(id) || reread.contains(&pid) {
                 if let Ok(line) = serde_json::to_string(&k.record) {
                     procs.push_str(&line);
                     procs.push('\n');
                 }
             }
         }
+        // Identities read by the event sources (at exec, or at a pid's
+        // first event): kept unless the same record is already in this
+        // archive, so processes gone before this tick are in the bundle.
+        for p in &batch.procs {
+            let id = (p.pid, p.start_time);
+            let same = self
+                .known
+                .get(&p.pid)
+                .is_some_and(|k| k.stat.start_time == p.start_time && k.record == *p);
+            if same && self.recorded.contains(&id) {
+                continue;
+            }
+            if let Some(k) = self.known.get_mut(&p.pid) {
+                if k.stat.start_time == p.start_time {
+                    k.record = p.clone();
+                }
+            }
+            self.recorded.insert(id);
+            if let Ok(line) = serde_json::to_string(p) {
+                procs.push_str(&line);
+                procs.push('\n');
+            }
+        }
         if !procs.is_empty() {
             members.push((layout::procs_member(self.seq + 1), procs.into_bytes()));
         }
+        if !batch.events.is_empty() {
+            let mut text = String::with_capacity(batch.events.len() * 256);
+            for e in &batch.events {
+                if let Ok(line) = serde_json::to_string(e) {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            }
+            members.push((layout::events_member(self.seq + 1), text.into_bytes()));
+        }
+        self.count_losses(&batch, &mut errs);
+
         let after = sys::read_clocks();
 
         // 6. Append the snapshot, meta last, in one write.
@@ -604,6 +683,56 @@ impl Recorder {
                 );
             }
         }
+    }
+
+    /// Time between snapshots: stretched while socket events cover changes.
+    fn interval(&self) -> Duration {
+        if self.socket_events {
+            self.cfg.event_interval
+        } else {
+            self.cfg.interval
+        }
+    }
+
+    /// Full fd walk period: stretched while socket events cover changes.
+    fn full_walk(&self) -> Duration {
+        if self.socket_events {
+            self.cfg.event_full_walk
+        } else {
+            self.cfg.full_walk
+        }
+    }
+
+    /// Counts the event evidence lost since the last snapshot, into the
+    /// snapshot's errors.
+    fn count_losses(&mut self, b: &Batch, errs: &mut Vec<RecordError>) {
+        let mut add = |n: u64, what: &str| {
+            if n > 0 {
+                errs.push(RecordError {
+                    what: "events".into(),
+                    path: None,
+                    error: what.to_string(),
+                    count: n,
+                });
+            }
+        };
+        add(
+            b.lost,
+            "samples dropped by the kernel (perf ring buffer full)",
+        );
+        add(
+            b.dropped,
+            "events dropped by the recorder (too many between two snapshots)",
+        );
+        add(
+            b.connector_lost,
+            "process events lost by the proc connector (ENOBUFS)",
+        );
+        add(b.unjoined, "TCP connects whose source port was never seen");
+        self.event_losses.kernel += b.lost;
+        self.event_losses.dropped += b.dropped;
+        self.event_losses.connector += b.connector_lost;
+        self.event_losses.unjoined += b.unjoined;
     }
 
     fn refresh_held(&mut self) {
@@ -814,6 +943,9 @@ pub fn run(cfg: Config) -> i32 {
     }
 
     let mut rec = Recorder::new(cfg.clone());
+    let mut sources = rec.start_sources(cfg.sources);
+    // Before proc-poll, the last: the connection-tracking table and events.
+    sources.insert(sources.len().saturating_sub(1), rec.conntrack.source());
     let mut errors = ErrorSummary::default();
     let host = host_info(rec.self_netns, &mut errors);
     for e in sys::lower_priority(cfg.nice) {
@@ -836,9 +968,9 @@ pub fn run(cfg: Config) -> i32 {
         host,
         privileges: privileges(),
         options: RecordOptions {
-            interval_ms: u64::try_from(cfg.interval.as_millis()).unwrap_or(u64::MAX),
+            interval_ms: u64::try_from(rec.interval().as_millis()).unwrap_or(u64::MAX),
             keyframe_every: cfg.keyframe_every,
-            full_walk_ms: u64::try_from(cfg.full_walk.as_millis()).unwrap_or(u64::MAX),
+            full_walk_ms: u64::try_from(rec.full_walk().as_millis()).unwrap_or(u64::MAX),
             max_cpu_percent: cfg.max_cpu,
             archive_max_bytes: cfg.archive_bytes,
             nice: Some(cfg.nice),
@@ -851,17 +983,17 @@ pub fn run(cfg: Config) -> i32 {
         capture_files: Vec::new(),
         snapshots: 0,
         errors: rec.errors.to_vec(),
-        sources: vec![rec.conntrack.source()],
+        sources,
     };
     let stop = match manifest_while_recording(&cfg.out, &manifest) {
         Ok(()) => {
             if !cfg.once {
-                eprintln!("procflow-snap: {}", rec.conntrack.start_line());
+                eprintln!("procflow-snap: {}", sources_line(&manifest.sources));
                 // One line so the operator knows it runs and how to stop it.
                 eprintln!(
                     "procflow-snap: recording into {} every {} ms{}; Ctrl-C to stop",
                     cfg.out.display(),
-                    cfg.interval.as_millis(),
+                    rec.interval().as_millis(),
                     cap.as_ref()
                         .map_or(String::new(), |c| format!(", tcpdump on {}", c.info.iface))
                 );
@@ -922,7 +1054,7 @@ fn record_loop(rec: &mut Recorder, manifest: &mut Manifest, cap: &mut Option<Cap
             }
         }
         let work = tick_start.elapsed();
-        let mut wait = rec.cfg.interval.saturating_sub(work);
+        let mut wait = rec.interval().saturating_sub(work);
         if let Some(pct) = rec.cfg.max_cpu.filter(|p| *p > 0.0) {
             // Stretch the period so that cpu / period stays under the budget.
             let cpu = Duration::from_nanos(sys::self_cpu_ns().saturating_sub(cpu0));
@@ -931,11 +1063,14 @@ fn record_loop(rec: &mut Recorder, manifest: &mut Manifest, cap: &mut Option<Cap
         }
         let wake = Instant::now() + wait;
         loop {
-            if sys::signals() > 0 {
-                return Stop::Done;
-            }
             let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
+            if sys::signals() > 0 || deadline.is_some_and(|d| now >= d) {
+                // Events seen since the last snapshot go into a last one.
+                if rec.events.is_some() && sys::signals() < 2 {
+                    if let Err(stop) = rec.tick() {
+                        return stop;
+                    }
+                }
                 return Stop::Done;
             }
             if now >= wake {
@@ -950,9 +1085,106 @@ fn record_loop(rec: &mut Recorder, manifest: &mut Manifest, cap: &mut Option<Cap
     }
 }
 
+/// Which evidence sources to try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourcesMode {
+    /// Every event source the host allows, with periodic /proc reads.
+    Auto,
+    /// Periodic /proc reads only (the fallback, forced).
+    Poll,
+}
+
+impl Recorder {
+    /// Starts the event sources `mode` allows; returns every source's
+    /// status for the manifest, in order of preference.
+    fn start_sources(&mut self, mode: SourcesMode) -> Vec<SourceInfo> {
+        let mut infos = match mode {
+            SourcesMode::Auto if !self.cfg.once => {
+                let (running, infos) = EventSources::start();
+                self.events = running;
+                infos
+            }
+            _ => {
+                let why = if self.cfg.once {
+                    "one snapshot (once)"
+                } else {
+                    "event sources switched off (--sources poll)"
+                };
+                [
+                    events::SRC_SET_STATE,
+                    events::SRC_FIB,
+                    events::SRC_FIB6,
+                    events::SRC_PROC_CONNECTOR,
+                ]
+                .iter()
+                .map(|n| SourceInfo {
+                    name: n.to_string(),
+                    used: false,
+                    detail: Some(why.into()),
+                })
+                .collect()
+            }
+        };
+        self.socket_events = self.events.is_some()
+            && infos
+                .iter()
+                .any(|i| i.used && i.name.starts_with("tracepoint:"));
+        let poll = if self.socket_events {
+            format!(
+                "/proc/net tables every {} ms, full fd walk every {} ms, fds of pids named by events at each snapshot (stretched: tracepoints name socket owners)",
+                self.interval().as_millis(),
+                self.full_walk().as_millis()
+            )
+        } else {
+            format!(
+                "/proc/net tables every {} ms, full fd walk every {} ms",
+                self.interval().as_millis(),
+                self.cfg.full_walk.as_millis()
+            )
+        };
+        infos.push(SourceInfo {
+            name: events::SRC_POLL.into(),
+            used: true,
+            detail: Some(poll),
+        });
+        infos
+    }
+}
+
+/// The one start line naming the sources in use and why not the others.
+fn sources_line(s: &[SourceInfo]) -> String {
+    let used: Vec<&str> = s
+        .iter()
+        .filter(|i| i.used)
+        .map(|i| i.name.as_str())
+        .collect();
+    let not: Vec<String> = s
+        .iter()
+        .filter(|i| !i.used)
+        .map(|i| format!("{} ({})", i.name, i.detail.as_deref().unwrap_or("?")))
+        .collect();
+    let mut line = format!("sources: {}", used.join(", "));
+    if !not.is_empty() {
+        line.push_str("; not used: ");
+        line.push_str(&not.join("; "));
+    }
+    line
+}
+
 /// Stops the capture, closes the archive, writes the final manifest and
 /// hashes. A second signal cuts this short with status `killed`.
 fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: Stop) -> i32 {
+    if let Some(mut ev) = rec.events.take() {
+        ev.stop();
+    }
+    let l = rec.event_losses;
+    if l.kernel + l.dropped + l.connector > 0 {
+        eprintln!(
+            "procflow-snap: event evidence lost: {} sample(s) dropped by the kernel, {} by the recorder, {} process event(s) lost by the connector (see manifest errors)",
+            l.kernel, l.dropped, l.connector
+        );
+    }
+
     let second = || sys::signals() >= 2;
     let (mut status, mut code) = match &stop {
         Stop::Done => (RecorderStatus::Complete, EXIT_OK),

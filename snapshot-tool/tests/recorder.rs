@@ -826,3 +826,181 @@ fn second_signal_forces_exit_with_status_killed() {
     assert!(!a.snapshots.is_empty());
     assert_eq!(a.snapshots.len() as u64, m.snapshots);
 }
+
+/// Process start time (field 22 of /proc/PID/stat), read while it lives.
+fn start_time_of(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Every event and process record of a bundle, through the format's reader.
+fn events_and_procs(dir: &Path) -> (Vec<layout::EventRecord>, Vec<layout::ProcessRecord>) {
+    let mut state = procflow_format::reader::State::new(procflow_format::delta::RawRows);
+    let (mut events, mut procs) = (Vec::new(), Vec::new());
+    for s in all_snapshots(dir) {
+        let a = state.apply(&s);
+        assert!(a.problems.is_empty(), "problems: {:?}", a.problems);
+        events.extend(a.events);
+        procs.extend(a.processes);
+    }
+    (events, procs)
+}
+
+/// A TCP connection from a process that exits within ~50 ms, and a UDP
+/// query from a fresh socket to a local responder, are both in
+/// events.jsonl with pid, start time and tuple; `--sources poll` records
+/// no event and says why in the manifest.
+#[test]
+fn events_name_short_lived_owners() {
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: event sources need root (perf_event_open, proc connector)");
+        return;
+    }
+    let Ok(py) = Command::new("python3").arg("-c").arg("pass").status() else {
+        eprintln!("SKIPPED: event test needs python3 for its short-lived clients");
+        return;
+    };
+    assert!(py.success());
+    let out = TempPath::new("events");
+    let out_s = out.0.to_str().expect("utf-8 temp path");
+    let rec = start(&["record", "--out", out_s, "--event-interval", "500ms"]);
+    wait_first_snapshot(&out.0);
+    let m = manifest(&out.0);
+    let set_state = m
+        .sources
+        .iter()
+        .find(|s| s.name == "tracepoint:sock:inet_sock_set_state")
+        .expect("the source is listed");
+    let fib = m
+        .sources
+        .iter()
+        .find(|s| s.name == "tracepoint:fib:fib_table_lookup")
+        .expect("the source is listed");
+    if !set_state.used || !fib.used {
+        eprintln!(
+            "SKIPPED: tracepoints unavailable here: {:?} / {:?}",
+            set_state.detail, fib.detail
+        );
+        return;
+    }
+    assert!(m.sources.iter().any(|s| s.name == "proc-poll" && s.used));
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let tcp_port = listener.local_addr().expect("addr").port();
+    let responder = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+    let udp_port = responder.local_addr().expect("addr").port();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let echo = std::thread::spawn(move || {
+        responder
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let mut buf = [0u8; 512];
+        while !stop2.load(Ordering::SeqCst) {
+            if let Ok((n, from)) = responder.recv_from(&mut buf) {
+                let _ = responder.send_to(&buf[..n], from);
+            }
+        }
+    });
+    let accepter = std::thread::spawn(move || {
+        let _ = listener.accept();
+    });
+    // Each child does its one exchange and exits at once.
+    let run = |code: String| {
+        let child = Command::new("python3")
+            .arg("-c")
+            .arg(code)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let pid = child.id();
+        let start = start_time_of(pid);
+        let o = child.wait_with_output().expect("child");
+        assert!(o.status.success());
+        (
+            pid,
+            start,
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        )
+    };
+    let (tcp_pid, tcp_start, tcp_sport) = run(format!(
+        "import socket\ns=socket.create_connection(('127.0.0.1',{tcp_port}))\nprint(s.getsockname()[1])\ns.close()"
+    ));
+    let (udp_pid, udp_start, udp_sport) = run(format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\n\
+         s.sendto(b'q',('127.0.0.1',{udp_port}))\ns.recvfrom(512)\nprint(s.getsockname()[1])\ns.close()"
+    ));
+    accepter.join().expect("accept");
+    std::thread::sleep(Duration::from_millis(700));
+    signal(&rec, libc::SIGTERM);
+    let (code, err) = wait_exit(rec, Duration::from_secs(30));
+    stop.store(true, Ordering::SeqCst);
+    echo.join().expect("echo");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains("sources:")).count(),
+        1,
+        "{err}"
+    );
+
+    let (events, procs) = events_and_procs(&out.0);
+    let tcp = events
+        .iter()
+        .find(|e| e.kind == "connect" && e.pid == tcp_pid)
+        .unwrap_or_else(|| panic!("no connect event of pid {tcp_pid} in {events:#?}"));
+    assert_eq!(tcp.proto, "tcp");
+    assert_eq!(tcp.remote_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(tcp.remote_port, Some(tcp_port));
+    assert_eq!(tcp.local_port.to_string(), tcp_sport);
+    assert!(tcp_start.is_some() && tcp.start_time == tcp_start);
+    let udp = events
+        .iter()
+        .find(|e| e.kind == "send" && e.pid == udp_pid)
+        .unwrap_or_else(|| panic!("no send event of pid {udp_pid} in {events:#?}"));
+    assert_eq!(udp.proto, "udp");
+    assert_eq!(udp.remote_port, Some(udp_port));
+    assert_eq!(udp.local_port.to_string(), udp_sport);
+    assert!(udp_start.is_some() && udp.start_time == udp_start);
+    // Both short-lived processes have their identity in the bundle.
+    for (pid, st) in [(tcp_pid, tcp_start), (udp_pid, udp_start)] {
+        assert!(
+            procs
+                .iter()
+                .any(|p| p.pid == pid && Some(p.start_time) == st),
+            "no identity of pid {pid}"
+        );
+    }
+
+    // Forced fallback: no event, and the manifest says why.
+    let out = TempPath::new("poll");
+    let out_s = out.0.to_str().expect("utf-8 temp path");
+    let o = Command::new(BIN)
+        .args([
+            "record",
+            "--out",
+            out_s,
+            "--sources",
+            "poll",
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("not used: tracepoint:sock:inet_sock_set_state (event sources switched off"),
+        "{err}"
+    );
+    let m = manifest(&out.0);
+    for s in &m.sources {
+        if s.name.starts_with("tracepoint:") || s.name == "proc-connector" {
+            assert!(!s.used, "{s:?}");
+        }
+    }
+    assert!(m.sources.iter().any(|s| s.name == "proc-poll" && s.used));
+    assert!(events_and_procs(&out.0).0.is_empty());
+    assert_eq!(m.options.interval_ms, 250);
+}

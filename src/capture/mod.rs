@@ -13,7 +13,7 @@ pub mod scan;
 pub mod source;
 
 use crate::decode::{self, DecodeError, Decoded, Layer};
-use crate::flow::{Flow, FlowTable, PacketOrigin, SplitRules};
+use crate::flow::{Flow, FlowTable, PacketFlow, PacketMark, PacketOrigin, SplitRules};
 use rayon::prelude::*;
 use scan::{RawRec, ScanProblem, Scanner};
 use serde::Serialize;
@@ -43,6 +43,12 @@ pub struct ReplayOptions {
     /// Bytes of a memory-mapped file read between two remaps of it: bounds
     /// the map's resident pages, hence peak memory, whatever the file size.
     pub remap_every: usize,
+    /// Record the flow of every packet in [`Replay::packet_flows`] (for
+    /// writing annotated captures; 16 bytes per packet).
+    pub track_packets: bool,
+    /// Flows whose packets are kept in [`Replay::packets`] (every flow of
+    /// the same protocol and endpoints), to cut them in time.
+    pub keep_packets_of: Vec<Flow>,
 }
 
 impl Default for ReplayOptions {
@@ -52,6 +58,8 @@ impl Default for ReplayOptions {
             split: SplitRules::default(),
             max_problems_per_file: 1000,
             remap_every: 64 << 20,
+            track_packets: false,
+            keep_packets_of: Vec::new(),
         }
     }
 }
@@ -234,6 +242,12 @@ pub struct Replay {
     /// Packets counted in files but in no flow (malformed, unsupported link
     /// type, fragments without their first fragment); reasons in `problems`.
     pub undecodable: u64,
+    /// With [`ReplayOptions::track_packets`]: the flow of every packet that
+    /// is in one, sorted by file (processing order) and packet number.
+    pub packet_flows: Vec<PacketFlow>,
+    /// The packets of the flows of [`ReplayOptions::keep_packets_of`], by
+    /// flow id, in capture order.
+    pub packets: BTreeMap<u64, Vec<PacketMark>>,
 }
 
 impl Replay {
@@ -335,9 +349,18 @@ struct Replayer<'o> {
 
 impl<'o> Replayer<'o> {
     fn new(opts: &'o ReplayOptions) -> Self {
+        let mut table = FlowTable::new(opts.split);
+        if opts.track_packets {
+            table.track_packets();
+        }
         Replayer {
             opts,
-            table: FlowTable::new(opts.split),
+            table: {
+                if !opts.keep_packets_of.is_empty() {
+                    table.watch(&opts.keep_packets_of);
+                }
+                table
+            },
             files: Vec::new(),
             problems: Vec::new(),
             problem_counts: BTreeMap::new(),
@@ -510,7 +533,7 @@ impl<'o> Replayer<'o> {
     fn finish(self) -> Replay {
         let mut me = self;
         let table = std::mem::replace(&mut me.table, FlowTable::new(me.opts.split));
-        let (flows, orphans) = table.finish();
+        let (flows, orphans, packets, packet_flows) = table.finish_all();
         for o in orphans {
             me.undecodable += 1;
             me.problem(
@@ -540,6 +563,8 @@ impl<'o> Replayer<'o> {
                 })
                 .collect(),
             undecodable: me.undecodable,
+            packet_flows,
+            packets,
         }
     }
 }

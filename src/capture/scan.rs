@@ -47,6 +47,19 @@ pub struct RawRec {
     pub rec_off: u64,
     /// 1-based packet number in the file (Wireshark's frame number).
     pub index: u64,
+    /// The packet's interface, numbered across the whole file (index into
+    /// [`Scanner::interfaces`]): 0 for classic pcap; for pcapng, the
+    /// interfaces of earlier sections come first.
+    pub iface: u32,
+}
+
+/// An interface of a capture file, as its description gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InterfaceInfo {
+    /// Link type.
+    pub link: u16,
+    /// Snapshot length (0: unlimited).
+    pub snaplen: u32,
 }
 
 /// A problem the scanner met: not fatal to the run.
@@ -145,6 +158,10 @@ pub struct Scanner<'a> {
     /// Packets that were counted but whose bytes could not be located
     /// (corrupt pcapng packet blocks).
     pub unreadable_packets: u64,
+    /// Every interface described so far, all sections in file order.
+    pub interfaces: Vec<InterfaceInfo>,
+    /// Index in `interfaces` of the current section's first interface.
+    section_base: u32,
     last_ts: i64,
     done: bool,
 }
@@ -218,6 +235,8 @@ impl<'a> Scanner<'a> {
             packets: 0,
             link_types: BTreeSet::new(),
             unreadable_packets: 0,
+            interfaces: Vec::new(),
+            section_base: 0,
             last_ts: 0,
             done: false,
         };
@@ -292,6 +311,7 @@ impl<'a> Scanner<'a> {
                 24,
             );
             s.link_types.insert(link);
+            s.interfaces.push(InterfaceInfo { link, snaplen });
             return Ok(s);
         }
         if m == SHB {
@@ -364,6 +384,8 @@ impl<'a> Scanner<'a> {
             packets: self.packets,
             link_types: self.link_types,
             unreadable_packets: self.unreadable_packets,
+            interfaces: self.interfaces,
+            section_base: self.section_base,
             last_ts: self.last_ts,
             done: self.done,
         }
@@ -519,6 +541,7 @@ impl<'a> Scanner<'a> {
             link,
             rec_off: pos as u64,
             index,
+            iface: 0,
         });
         self.pos = pos + rec_hdr + caplen as usize;
     }
@@ -610,6 +633,10 @@ impl<'a> Scanner<'a> {
                         tsoffset: i.ts_offset(),
                     });
                     self.link_types.insert(link);
+                    self.interfaces.push(InterfaceInfo {
+                        link,
+                        snaplen: i.snaplen,
+                    });
                 }
             }
             ENHANCED_PACKET_BLOCK | PACKET_BLOCK => self.epb(pos, raw, be, out, problems),
@@ -633,6 +660,7 @@ impl<'a> Scanner<'a> {
         };
         ifaces.clear();
         *hand_ifaces = false;
+        self.section_base = u32::try_from(self.interfaces.len()).unwrap_or(u32::MAX);
         let sh = parser.section();
         *skip_section = sh.major_version != 1;
         if *skip_section {
@@ -780,6 +808,10 @@ impl<'a> Scanner<'a> {
             ifaces.push(iface);
             *hand_ifaces = true;
         }
+        self.interfaces.push(InterfaceInfo {
+            link: iface.link,
+            snaplen: iface.snaplen,
+        });
     }
 
     fn iface(&self, id: usize) -> Option<Iface> {
@@ -885,6 +917,9 @@ impl<'a> Scanner<'a> {
                 self.last_ts
             }
         };
+        let global = self
+            .section_base
+            .saturating_add(u32::try_from(iface_id).unwrap_or(u32::MAX));
         self.push(
             out,
             pos,
@@ -892,7 +927,7 @@ impl<'a> Scanner<'a> {
             caplen,
             orig,
             ts_ns,
-            iface.link,
+            (iface.link, global),
             problems,
         );
     }
@@ -953,7 +988,7 @@ impl<'a> Scanner<'a> {
             caplen,
             orig,
             self.last_ts,
-            iface.link,
+            (iface.link, self.section_base),
             problems,
         );
     }
@@ -967,7 +1002,7 @@ impl<'a> Scanner<'a> {
         caplen: u32,
         mut orig_len: u32,
         ts_ns: i64,
-        link: u16,
+        (link, iface): (u16, u32),
         problems: &mut Vec<ScanProblem>,
     ) {
         self.packets += 1;
@@ -989,6 +1024,7 @@ impl<'a> Scanner<'a> {
             link,
             rec_off: pos as u64,
             index: self.packets,
+            iface,
         });
     }
 }

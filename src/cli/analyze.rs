@@ -3,7 +3,8 @@
 //! [`procflow::analyze`], with its warnings and one closing line on stderr.
 
 use anyhow::Context;
-use procflow::analyze::{run_analysis, AnalyzeConfig};
+use procflow::analyze::{run_analysis, AnalyzeConfig, AnalyzeError};
+use procflow::hostile::term;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -41,10 +42,31 @@ pub struct Args {
     /// processes and endpoints (for scripts).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also write every replayed packet, unchanged, to this pcapng file,
+    /// each annotated with its owner (a comment in ptcpdump's `PID:` /
+    /// `Cmd:` / `Args:` layout plus method and confidence, and the pcapng
+    /// process-id option) or the reason it has none. Opens in Wireshark.
+    #[arg(long, value_name = "FILE")]
+    pub pcapng: Option<PathBuf>,
+    /// Refuse to write reports when an evidence check fails (hash mismatch,
+    /// missing file, recorder not `complete`, capture drops, unreadable
+    /// fds); exit 3 without reports.
+    #[arg(long)]
+    pub strict: bool,
+    /// Write CSV text cells exactly as recorded: no `'` before a cell that
+    /// a spreadsheet would take for a formula, no escaping of control
+    /// characters (for pipelines; never open such a file in a spreadsheet).
+    #[arg(long)]
+    pub csv_raw: bool,
 }
 
-/// Runs `procflow analyze`: exit 0, or 1 when some capture file could not
-/// be read at all (the reports cover the others).
+/// Exit status when an evidence check failed (reports written, or refused
+/// with `--strict`).
+pub const EXIT_EVIDENCE: u8 = 3;
+
+/// Runs `procflow analyze`: exit 0; 3 when an evidence check failed (the
+/// reports are still written, unless `--strict`); else 1 when some capture
+/// file could not be read at all (the reports cover the others).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cfg = AnalyzeConfig {
         bundle: args.bundle,
@@ -54,15 +76,44 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_gap_ns: args.max_gap,
         force: args.force,
         hash: !args.no_hash,
+        pcapng: args.pcapng,
+        strict: args.strict,
+        csv_raw: args.csv_raw,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads.unwrap_or(0))
         .build()
         .context("cannot start worker threads")?;
-    let mut warn = |w: &str| eprintln!("procflow: warning: {w}");
-    let o = pool.install(|| run_analysis(&cfg, &mut warn))?;
+    // Warnings quote the bundle (file and member names, /proc lines):
+    // escaped for the terminal.
+    let mut warn = |w: &str| eprintln!("procflow: warning: {}", term(w));
+    let o = match pool.install(|| run_analysis(&cfg, &mut warn)) {
+        Ok(o) => o,
+        Err(AnalyzeError::EvidenceRefused { failed, evidence }) => {
+            for line in evidence.status_block() {
+                eprintln!("{line}");
+            }
+            eprintln!(
+                "procflow: error: {failed} evidence check(s) failed and --strict was given; \
+                 no report written"
+            );
+            return Ok(ExitCode::from(EXIT_EVIDENCE));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if !args.quiet {
         eprint!("\n{}\n", o.terminal_summary);
+    }
+    if let (Some(p), Some(s)) = (&cfg.pcapng, &o.pcapng) {
+        eprintln!(
+            "procflow analyze: {} packets ({} with an owner) written to {}",
+            s.packets,
+            s.attributed,
+            procflow::hostile::term_path(p)
+        );
+    }
+    for line in o.evidence.status_block() {
+        eprintln!("{line}");
     }
     eprintln!(
         "procflow analyze: {} flows, {} snapshots, {} sockets; {} of {} bytes ({:.1}%) attributed; reports in {} (open report.html)",
@@ -74,7 +125,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if o.bytes == 0 { 100.0 } else { o.attributed_bytes as f64 * 100.0 / o.bytes as f64 },
         procflow::hostile::term_path(&cfg.out)
     );
-    Ok(if o.capture_unreadable {
+    Ok(if !o.evidence.ok {
+        ExitCode::from(EXIT_EVIDENCE)
+    } else if o.capture_unreadable {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

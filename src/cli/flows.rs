@@ -1,10 +1,12 @@
-//! `procflow flows CAPTURE... [--out FILE.csv] [--threads N] [--json FILE]`:
+//! `procflow flows CAPTURE... [--out FILE.csv] [--threads N] [--json FILE] [--force]`:
 //! one CSV row per flow, for every protocol at once (the columns are
 //! specified in `docs/flows-csv.md`).
 
 use anyhow::Context;
 use procflow::flow::SplitRules;
 use procflow::flows::{self, FlowsConfig};
+use procflow::hostile::{term, term_path};
+use procflow::outdir::SafeFile;
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::PathBuf;
@@ -35,6 +37,34 @@ pub struct Args {
     /// long, e.g. `2m` (a bare number is seconds).
     #[arg(long, value_name = "DUR", default_value = "2m", value_parser = super::duration_ns)]
     pub closed_tcp_gap: i64,
+    /// Overwrite `--out` / `--json` files that exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Opens an output file safely (never into a bundle, never over an input,
+/// an existing file only with `--force`, written beside and renamed into
+/// place when complete).
+fn safe_output(
+    p: &std::path::Path,
+    what: &str,
+    inputs: &[PathBuf],
+    force: bool,
+) -> anyhow::Result<(SafeFile, File)> {
+    // A bundle is recognised by its manifest in any ancestor of `p`.
+    let mut sf = SafeFile::create(p, what, inputs, &[], force).map_err(anyhow::Error::msg)?;
+    let f = sf
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("cannot open {what}"))?;
+    Ok((sf, f))
+}
+
+/// Flushes a buffered output and moves it into place.
+fn finish_output(sf: SafeFile, w: BufWriter<File>) -> anyhow::Result<()> {
+    let f = w
+        .into_inner()
+        .map_err(|e| anyhow::Error::new(e.into_error()))?;
+    sf.commit(f).map_err(anyhow::Error::msg)
 }
 
 /// Runs `procflow flows`: exit 0, or 1 when some file could not be read at
@@ -51,37 +81,42 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Open the outputs first: a bad --out path should fail before the work.
     let to_stdout = args.out.as_ref().map_or(true, |p| p.as_os_str() == "-");
     let out_file = match &args.out {
-        Some(p) if !to_stdout => {
-            Some(File::create(p).with_context(|| format!("cannot create --out {}", p.display()))?)
-        }
+        Some(p) if !to_stdout => Some(safe_output(p, "--out", &cfg.captures, args.force)?),
         _ => None,
     };
     let json_file = match &args.json {
-        Some(p) => {
-            Some(File::create(p).with_context(|| format!("cannot create --json {}", p.display()))?)
-        }
+        Some(p) => Some(safe_output(p, "--json", &cfg.captures, args.force)?),
         None => None,
     };
     let replay = flows::replay_flows(&cfg)?;
     for p in &replay.problems {
-        eprintln!("procflow: {p}");
+        // Problems name the capture files: escaped for the terminal.
+        eprintln!("procflow: {}", term(&p.to_string()));
     }
     let written = match out_file {
-        Some(f) => flows::write_csv(BufWriter::with_capacity(1 << 16, f), &replay.flows),
-        None => flows::write_csv(
+        Some((sf, f)) => {
+            let mut w = BufWriter::with_capacity(1 << 16, f);
+            flows::write_csv(&mut w, &replay.flows)
+                .map_err(anyhow::Error::new)
+                .and_then(|()| finish_output(sf, w))
+        }
+        None => match flows::write_csv(
             BufWriter::with_capacity(1 << 16, io::stdout().lock()),
             &replay.flows,
-        ),
+        ) {
+            Ok(()) => Ok(()),
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(anyhow::Error::new(e)),
+        },
     };
-    match written {
-        Ok(()) => {}
-        // A closed pipe (`| head`) is the reader's choice, not an error.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-        Err(e) => return Err(anyhow::Error::new(e).context("cannot write flows")),
-    }
-    if let (Some(f), Some(p)) = (json_file, &args.json) {
-        flows::write_report_json(BufWriter::new(f), &replay)
-            .with_context(|| format!("cannot write --json {}", p.display()))?;
+    written.context("cannot write flows")?;
+    if let (Some((sf, f)), Some(p)) = (json_file, &args.json) {
+        let mut w = BufWriter::new(f);
+        flows::write_report_json(&mut w, &replay)
+            .map_err(anyhow::Error::new)
+            .and_then(|()| finish_output(sf, w))
+            .with_context(|| format!("cannot write --json {}", term_path(p)))?;
     }
     eprintln!("{}", flows::summary(&replay));
     Ok(if replay.any_file_unreadable() {

@@ -4,7 +4,9 @@
 //! continue past are printed as they happen and reflected in the exit code.
 
 pub mod analyze;
+pub mod carve;
 pub mod flows;
+pub mod verify;
 
 /// Parses a duration option (`250ms`, `30s`, `10m`, `1h`, bare seconds)
 /// into nanoseconds.

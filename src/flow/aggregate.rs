@@ -1,6 +1,6 @@
 //! Aggregation: decoded packets folded into flows, in capture order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -167,6 +167,24 @@ struct State {
     a: ([u8; 16], u16),
     closed: bool,
     seq: u64,
+    /// Every packet, when the key is watched.
+    log: Vec<PacketMark>,
+}
+
+/// One packet of a watched flow: what a flow's counters are made of, so a
+/// flow can be cut in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketMark {
+    /// Capture timestamp, ns since the epoch.
+    pub ts_ns: i64,
+    /// Sent by `a` (the initiator).
+    pub ab: bool,
+    /// Frame length.
+    pub bytes: u32,
+    /// IP length.
+    pub ip_bytes: u32,
+    /// TCP flags (0 for other protocols).
+    pub tcp_flags: u8,
 }
 
 /// Folds decoded packets into flows. Packets must be added in capture order;
@@ -181,6 +199,21 @@ pub struct FlowTable {
     pending: HashMap<FragKey, Vec<Pending>, FastState>,
     pending_count: usize,
     orphans: Vec<OrphanFragment>,
+    /// Keys whose packets are kept ([`FlowTable::watch`]).
+    watch: HashSet<Key, FastState>,
+    /// When tracking: (file, packet index, state) of every folded packet.
+    track: Option<Vec<(u32, u64, u32)>>,
+}
+
+/// The flow a packet was folded into (see [`FlowTable::track_packets`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PacketFlow {
+    /// Index of the file in processing order.
+    pub file: u32,
+    /// 1-based packet number in the file.
+    pub index: u64,
+    /// The flow's id.
+    pub flow_id: u64,
 }
 
 /// Bound on remembered first fragments; beyond it, entries older than the
@@ -224,7 +257,44 @@ impl FlowTable {
             pending: HashMap::with_hasher(FastState::new()),
             pending_count: 0,
             orphans: Vec::new(),
+            track: None,
+            watch: HashSet::with_hasher(FastState::new()),
         }
+    }
+
+    /// Keeps every packet of the conversations of these flows (by their
+    /// protocol and endpoints: every flow of the same key is kept), for
+    /// [`FlowTable::finish_logged`].
+    pub fn watch(&mut self, flows: &[Flow]) {
+        for f in flows {
+            let addr = |ip: IpAddr| -> [u8; 16] {
+                let mut a = [0u8; 16];
+                match ip {
+                    IpAddr::V4(v4) => a[..4].copy_from_slice(&v4.octets()),
+                    IpAddr::V6(v6) => a = v6.octets(),
+                }
+                a
+            };
+            let x = (addr(f.a_ip), f.a_port.unwrap_or(0));
+            let y = (addr(f.b_ip), f.b_port.unwrap_or(0));
+            let (lo, hi) = if x <= y { (x, y) } else { (y, x) };
+            let v6 = f.family == Family::V6;
+            self.watch.insert(Key {
+                family: f.family,
+                proto: f.proto,
+                lo: lo.0,
+                lo_port: lo.1,
+                hi: hi.0,
+                hi_port: hi.1,
+                icmp: f.icmp.map(|k| icmp_canonical(v6, k)).unwrap_or((0, 0, 0)),
+            });
+        }
+    }
+
+    /// Remembers which flow every packet goes into, for
+    /// [`FlowTable::finish_tracked`] (16 bytes per packet).
+    pub fn track_packets(&mut self) {
+        self.track.get_or_insert_with(Vec::new);
     }
 
     /// Number of flows so far.
@@ -289,14 +359,14 @@ impl FlowTable {
                     }
                     self.frags
                         .insert(fk, (pkt.sport, pkt.dport, pkt.icmp, ts_ns));
-                    self.fold(ts_ns, orig_len, &pkt);
+                    self.fold(ts_ns, orig_len, &pkt, origin);
                     if let Some(waiting) = self.pending.remove(&fk) {
                         self.pending_count -= waiting.len();
                         for mut w in waiting {
                             w.pkt.sport = pkt.sport;
                             w.pkt.dport = pkt.dport;
                             w.pkt.icmp = pkt.icmp;
-                            self.fold(w.ts_ns, w.orig_len, &w.pkt);
+                            self.fold(w.ts_ns, w.orig_len, &w.pkt, w.origin);
                         }
                     }
                     return;
@@ -304,7 +374,7 @@ impl FlowTable {
                 Frag::None => {}
             }
         }
-        self.fold(ts_ns, orig_len, &pkt);
+        self.fold(ts_ns, orig_len, &pkt, origin);
     }
 
     fn flush_pending(&mut self) {
@@ -324,7 +394,7 @@ impl FlowTable {
         self.pending_count = 0;
     }
 
-    fn fold(&mut self, ts_ns: i64, orig_len: u32, p: &IpPacket) {
+    fn fold(&mut self, ts_ns: i64, orig_len: u32, p: &IpPacket, origin: PacketOrigin) {
         let v6 = p.family == Family::V6;
         let (sport, dport) = if p.has_ports() {
             (p.sport, p.dport)
@@ -389,13 +459,27 @@ impl FlowTable {
                     a,
                     closed: false,
                     seq,
+                    log: Vec::new(),
                 });
                 let i = self.states.len() - 1;
                 self.current.insert(key, i);
                 i
             }
         };
+        if let Some(t) = &mut self.track {
+            t.push((origin.file, origin.index, idx as u32));
+        }
+        let watched = !self.watch.is_empty() && self.watch.contains(&key);
         let s = &mut self.states[idx];
+        if watched {
+            s.log.push(PacketMark {
+                ts_ns,
+                ab: src == s.a,
+                bytes: orig_len,
+                ip_bytes: p.ip_len,
+                tcp_flags: p.tcp_flags,
+            });
+        }
         let f = &mut s.flow;
         f.first_seen_ns = f.first_seen_ns.min(ts_ns);
         f.last_seen_ns = f.last_seen_ns.max(ts_ns);
@@ -417,8 +501,44 @@ impl FlowTable {
 
     /// Ends aggregation: flows numbered from 1 in order of (first_seen, key,
     /// creation), and the fragments that never met their first fragment.
-    pub fn finish(mut self) -> (Vec<Flow>, Vec<OrphanFragment>) {
+    pub fn finish(self) -> (Vec<Flow>, Vec<OrphanFragment>) {
+        let (flows, orphans, _, _) = self.finish_all();
+        (flows, orphans)
+    }
+
+    /// [`FlowTable::finish`], plus the flow of every packet when
+    /// [`FlowTable::track_packets`] was called (sorted by file and index;
+    /// empty otherwise).
+    pub fn finish_tracked(self) -> (Vec<Flow>, Vec<OrphanFragment>, Vec<PacketFlow>) {
+        let (flows, orphans, _, packets) = self.finish_all();
+        (flows, orphans, packets)
+    }
+
+    /// As [`FlowTable::finish`], plus the packets of the watched flows by
+    /// flow id, in capture order.
+    pub fn finish_logged(
+        self,
+    ) -> (
+        Vec<Flow>,
+        Vec<OrphanFragment>,
+        BTreeMap<u64, Vec<PacketMark>>,
+    ) {
+        let (flows, orphans, logs, _) = self.finish_all();
+        (flows, orphans, logs)
+    }
+
+    /// Everything: flows, orphans, watched packets, the flow of every packet.
+    #[allow(clippy::type_complexity)]
+    pub fn finish_all(
+        mut self,
+    ) -> (
+        Vec<Flow>,
+        Vec<OrphanFragment>,
+        BTreeMap<u64, Vec<PacketMark>>,
+        Vec<PacketFlow>,
+    ) {
         self.flush_pending();
+        let track = self.track.take();
         let mut states = self.states;
         states.sort_by(|x, y| {
             let kx = (
@@ -445,15 +565,35 @@ impl FlowTable {
                 })
                 .then(x.seq.cmp(&y.seq))
         });
+        let mut id_of = vec![0u64; if track.is_some() { states.len() } else { 0 }];
+        if track.is_some() {
+            for (i, s) in states.iter().enumerate() {
+                id_of[s.seq as usize] = i as u64 + 1;
+            }
+        }
+        let mut logs = BTreeMap::new();
         let flows = states
             .into_iter()
             .enumerate()
-            .map(|(i, s)| Flow {
-                id: i as u64 + 1,
-                ..s.flow
+            .map(|(i, s)| {
+                let id = i as u64 + 1;
+                if !s.log.is_empty() {
+                    logs.insert(id, s.log);
+                }
+                Flow { id, ..s.flow }
             })
             .collect();
-        (flows, self.orphans)
+        let mut packets: Vec<PacketFlow> = track
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(file, index, st)| PacketFlow {
+                file,
+                index,
+                flow_id: id_of.get(st as usize).copied().unwrap_or(0),
+            })
+            .collect();
+        packets.sort_unstable();
+        (flows, self.orphans, logs, packets)
     }
 }
 

@@ -13,6 +13,10 @@ impl ReportWriter for ConnectionsCsv<'_> {
     }
 
     fn write(&self, out: &mut dyn Write) -> io::Result<()> {
-        write_csv_rows(out, self.0.rows.iter().map(|r| r.csv_row()))
+        let raw = self.0.csv_raw;
+        write_csv_rows(
+            out,
+            self.0.rows.iter().map(|r| r.csv_row().neutralised(raw)),
+        )
     }
 }

@@ -111,6 +111,13 @@ pub fn row_object(input: &ReportInput<'_>, r: &ConnectionRow) -> Map<String, Val
     put("procflow.direction", json!(r.direction()));
     put("procflow.note", json!(super::notes_text(a)));
     put("procflow.parent_flow_id", json!(a.parent_flow_id));
+    if let Some(n) = a.nat {
+        put("procflow.nat", json!(n.kind.as_str()));
+        put("procflow.nat_local.ip", json!(n.local.ip().to_string()));
+        put("procflow.nat_local.port", json!(n.local.port()));
+        put("procflow.nat_remote.ip", json!(n.remote.ip().to_string()));
+        put("procflow.nat_remote.port", json!(n.remote.port()));
+    }
     m
 }
 

@@ -11,6 +11,7 @@ pub mod html;
 pub mod processes_csv;
 pub mod summary;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -140,8 +141,8 @@ pub struct ConnectionCsvRow<'a> {
     pub(crate) process_start: &'a str,
     pub(crate) ppid: Option<u32>,
     pub(crate) uid: Option<u32>,
-    pub(crate) comm: Option<&'a str>,
-    pub(crate) exe: Option<&'a str>,
+    pub(crate) comm: Option<Cow<'a, str>>,
+    pub(crate) exe: Option<Cow<'a, str>>,
     pub(crate) cmdline: String,
     pub(crate) netns: Option<u64>,
     pub(crate) method: String,
@@ -158,12 +159,42 @@ pub struct ConnectionCsvRow<'a> {
     pub(crate) ip_bytes_out: u64,
     pub(crate) duration_ms: i64,
     pub(crate) process_start_ticks: Option<u64>,
-    pub(crate) container_id: Option<&'a str>,
+    pub(crate) container_id: Option<Cow<'a, str>>,
     pub(crate) icmp_type: Option<u8>,
     pub(crate) icmp_code: Option<u8>,
     pub(crate) both_local: bool,
     pub(crate) note: String,
     pub(crate) parent_flow_id: Option<u64>,
+    pub(crate) nat: Option<&'static str>,
+    pub(crate) nat_local_ip: Option<String>,
+    pub(crate) nat_local_port: Option<u16>,
+    pub(crate) nat_remote_ip: Option<String>,
+    pub(crate) nat_remote_port: Option<u16>,
+}
+
+impl ConnectionCsvRow<'_> {
+    /// The row with its text from the bundle (comm, exe, cmdline,
+    /// container id) made safe for spreadsheets ([`csv_text`]), unless
+    /// `raw`.
+    pub fn neutralised(mut self, raw: bool) -> Self {
+        if !raw {
+            self.comm = self.comm.map(|c| csv_text(c));
+            self.exe = self.exe.map(|c| csv_text(c));
+            self.cmdline = csv_text(Cow::Owned(self.cmdline)).into_owned();
+            self.container_id = self.container_id.map(|c| csv_text(c));
+        }
+        self
+    }
+}
+
+/// A CSV text cell from the bundle made safe for spreadsheets: a formula
+/// start prefixed with `'`, control characters escaped visibly
+/// ([`crate::hostile::csv_cell`]).
+pub fn csv_text(s: Cow<'_, str>) -> Cow<'_, str> {
+    match crate::hostile::csv_cell(&s, false) {
+        Cow::Borrowed(_) => s,
+        Cow::Owned(o) => Cow::Owned(o),
+    }
 }
 
 /// Writes `rows` as CSV under a header of the field names of `T`, written
@@ -348,8 +379,11 @@ impl ConnectionRow {
             process_start: &self.process_start,
             ppid: p.map(|p| p.ppid),
             uid: p.map(|p| p.uid),
-            comm: p.map(|p| p.comm.as_str()).or(self.event_comm.as_deref()),
-            exe: p.and_then(|p| p.exe.as_deref()),
+            comm: p
+                .map(|p| p.comm.as_str())
+                .or(self.event_comm.as_deref())
+                .map(Cow::Borrowed),
+            exe: p.and_then(|p| p.exe.as_deref()).map(Cow::Borrowed),
             cmdline: self.cmdline(),
             netns: self.netns(),
             method: a.method.name(),
@@ -366,12 +400,17 @@ impl ConnectionRow {
             ip_bytes_out: ipout,
             duration_ms: f.last_seen_ns.saturating_sub(f.first_seen_ns) / 1_000_000,
             process_start_ticks: owner.map(|o| o.start_time),
-            container_id: p.and_then(|p| p.container_id.as_deref()),
+            container_id: p.and_then(|p| p.container_id.as_deref()).map(Cow::Borrowed),
             icmp_type: f.icmp.map(|i| i.icmp_type),
             icmp_code: f.icmp.map(|i| i.code),
             both_local: a.both_local,
             note: notes_text(a),
             parent_flow_id: a.parent_flow_id,
+            nat: a.nat.map(|n| n.kind.as_str()),
+            nat_local_ip: a.nat.map(|n| n.local.ip().to_string()),
+            nat_local_port: a.nat.map(|n| n.local.port()),
+            nat_remote_ip: a.nat.map(|n| n.remote.ip().to_string()),
+            nat_remote_port: a.nat.map(|n| n.remote.port()),
         }
     }
 }
@@ -384,6 +423,9 @@ pub struct ReportInput<'a> {
     pub timeline: &'a Timeline,
     /// One row per flow, in flow id order.
     pub rows: Vec<ConnectionRow>,
+    /// Write CSV text cells as they were (`--csv-raw`): no `'` before a
+    /// formula start, no escaping of control characters.
+    pub csv_raw: bool,
 }
 
 /// Computes a community id for a flow.
@@ -447,6 +489,7 @@ impl<'a> ReportInput<'a> {
             manifest,
             timeline,
             rows,
+            csv_raw: false,
         }
     }
 
@@ -582,7 +625,8 @@ mod tests {
              last_seen,packets_in,packets_out,bytes_in,bytes_out,pid,process_start,ppid,uid,\
              comm,exe,cmdline,netns,method,time_gap_ms,shared_with,direction,confidence,\
              socket_state,inode,socket_uid,entity_id,community_id,ip_bytes_in,ip_bytes_out,\
-             duration_ms,process_start_ticks,container_id,icmp_type,icmp_code,both_local,note,parent_flow_id\n"
+             duration_ms,process_start_ticks,container_id,icmp_type,icmp_code,both_local,note,parent_flow_id,\
+             nat,nat_local_ip,nat_local_port,nat_remote_ip,nat_remote_port\n"
         );
         let mut out = Vec::new();
         write_csv_rows(&mut out, Vec::<processes_csv::ProcessCsvRow>::new()).unwrap();

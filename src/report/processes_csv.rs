@@ -4,9 +4,13 @@
 
 use std::io::{self, Write};
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
-use super::{rfc3339_ns, shell_join, write_csv_rows, ProcessRow, ReportInput, ReportWriter};
+use super::{
+    csv_text, rfc3339_ns, shell_join, write_csv_rows, ProcessRow, ReportInput, ReportWriter,
+};
 
 /// One line of `processes.csv`: the field names are the column names, in
 /// order (`docs/report-schema.md`); `None` is an empty field.
@@ -17,7 +21,7 @@ pub struct ProcessCsvRow<'a> {
     pub(crate) ppid: Option<u32>,
     pub(crate) uid: Option<u32>,
     pub(crate) comm: String,
-    pub(crate) exe: Option<&'a str>,
+    pub(crate) exe: Option<Cow<'a, str>>,
     pub(crate) cmdline: Option<String>,
     pub(crate) connections: u64,
     pub(crate) packets_in: u64,
@@ -30,7 +34,21 @@ pub struct ProcessCsvRow<'a> {
     pub(crate) entity_id: &'a str,
     pub(crate) ip_bytes_in: u64,
     pub(crate) ip_bytes_out: u64,
-    pub(crate) container_id: Option<&'a str>,
+    pub(crate) container_id: Option<Cow<'a, str>>,
+}
+
+impl ProcessCsvRow<'_> {
+    /// The row with its text from the bundle made safe for spreadsheets
+    /// ([`super::csv_text`]), unless `raw`.
+    pub fn neutralised(mut self, raw: bool) -> Self {
+        if !raw {
+            self.comm = csv_text(Cow::Owned(self.comm)).into_owned();
+            self.exe = self.exe.map(|c| csv_text(c));
+            self.cmdline = self.cmdline.map(|c| csv_text(Cow::Owned(c)).into_owned());
+            self.container_id = self.container_id.map(|c| csv_text(c));
+        }
+        self
+    }
 }
 
 impl ProcessRow {
@@ -47,7 +65,7 @@ impl ProcessRow {
                 Some(_) => p.map(|p| p.comm.clone()).unwrap_or_default(),
                 None => self.method.name(),
             },
-            exe: p.and_then(|p| p.exe.as_deref()),
+            exe: p.and_then(|p| p.exe.as_deref()).map(Cow::Borrowed),
             cmdline: p.map(|p| shell_join(&p.cmdline)),
             connections: self.connections,
             packets_in: pin,
@@ -60,7 +78,7 @@ impl ProcessRow {
             entity_id: &self.entity_id,
             ip_bytes_in: ipin,
             ip_bytes_out: ipout,
-            container_id: p.and_then(|p| p.container_id.as_deref()),
+            container_id: p.and_then(|p| p.container_id.as_deref()).map(Cow::Borrowed),
         }
     }
 }
@@ -75,6 +93,7 @@ impl ReportWriter for ProcessesCsv<'_> {
 
     fn write(&self, out: &mut dyn Write) -> io::Result<()> {
         let rows = self.0.process_rows();
-        write_csv_rows(out, rows.iter().map(ProcessRow::csv_row))
+        let raw = self.0.csv_raw;
+        write_csv_rows(out, rows.iter().map(|r| r.csv_row().neutralised(raw)))
     }
 }

@@ -80,6 +80,8 @@ pub struct SummaryInput<'a> {
     pub max_gap_ns: i64,
     /// Hashes of the report files written before the summary.
     pub outputs: Vec<FileHash>,
+    /// The evidence checks ([`crate::verify::Evidence`]).
+    pub evidence: Value,
 }
 
 fn range(r: Option<(i64, i64)>) -> Value {
@@ -175,6 +177,7 @@ impl Summary<'_> {
                 "namespaces": tl.netns_list(),
             },
             "methods": methods,
+            "evidence": s.evidence,
             "diagnostics": {
                 "capture": s.capture,
                 "proc_bad_lines": s.snapshots.bad_lines,

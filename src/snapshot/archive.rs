@@ -237,6 +237,21 @@ pub fn read_archive<R: Read>(
         ArchiveEvent::UnknownMember { name: member, .. } => diag.warn(format!(
             "{name}: member {member} is not part of the bundle format; ignored"
         )),
+        ArchiveEvent::BadMember {
+            name: member,
+            offset,
+            what,
+        } => diag.warn(format!(
+            "{name}: member {member} at byte offset {offset}: {what}"
+        )),
+        ArchiveEvent::Damaged {
+            offset,
+            resumed_at,
+            what,
+        } => diag.warn(format!(
+            "{name}: damaged at byte offset {offset} ({what}); bytes up to {resumed_at} \
+             skipped with the snapshots they touch, reading resumed at the next valid member"
+        )),
         ArchiveEvent::Incomplete(i) => match i.why {
             WhyIncomplete::NextSnapshotBegan { next_seq } => diag.warn(format!(
                 "{name}: snapshot {} at byte offset {} has no meta.json before \
@@ -258,18 +273,30 @@ pub fn read_archive<R: Read>(
                     i.seq
                 ));
             }
-            // Reported once, as the archive's cut.
-            WhyIncomplete::ArchiveEnds => {}
+            // Reported once, as the archive's cut or damage.
+            WhyIncomplete::ArchiveEnds | WhyIncomplete::Damaged { .. } => {}
         },
     })?;
-    if let ArchiveEnd::Cut { offset, what } = summary.end {
-        diag.cut_archives.push(CutArchive {
+    diag.flush_out_of_order();
+    for d in &summary.damaged {
+        diag.damaged_archives.push(CutArchive {
+            archive: name.to_string(),
+            offset: d.offset,
+            size,
+            last_complete_seq: summary.last_complete_seq,
+            reason: format!("{}; reading resumed at byte {}", d.what, d.resumed_at),
+        });
+    }
+    match summary.end {
+        ArchiveEnd::Cut { offset, what } => diag.cut_archives.push(CutArchive {
             archive: name.to_string(),
             offset,
             size,
             last_complete_seq: summary.last_complete_seq,
             reason: what,
-        });
+        }),
+        ArchiveEnd::CleanCut => diag.unclosed_archives.push(name.to_string()),
+        ArchiveEnd::Trailer => {}
     }
     Ok(())
 }

@@ -8,8 +8,11 @@
 //! - [`timeline`]: the state reconstructed snapshot by snapshot (applied by
 //!   `procflow_format::reader::State`) and folded into time intervals per
 //!   socket and per (inode, process).
+//! - [`conntrack`]: the conntrack entries of every namespace and when they
+//!   existed, indexed by direction, for flows seen after NAT.
 
 pub mod archive;
+pub mod conntrack;
 pub use procflow_format::procnet;
 pub mod timeline;
 
@@ -58,6 +61,17 @@ pub struct SnapshotDiagnostics {
     pub cut_archives: Vec<CutArchive>,
     /// Other warnings, one sentence each.
     pub warnings: Vec<String>,
+    /// Damaged parts of archives skipped (reading resumed after each);
+    /// `offset` is where the damage starts.
+    pub damaged_archives: Vec<CutArchive>,
+    /// Archives that end without their tar trailer at a snapshot boundary
+    /// (the recorder never closed them).
+    pub unclosed_archives: Vec<String>,
+    /// A run of snapshots skipped as out of order, not yet reported:
+    /// (archive, first seq, last seq, count, last seq applied). One
+    /// duplicated archive makes one warning, not one per snapshot.
+    #[serde(skip)]
+    pub out_of_order: Option<(String, u64, u64, u64, u64)>,
 }
 
 impl SnapshotDiagnostics {
@@ -76,6 +90,35 @@ impl SnapshotDiagnostics {
 
     /// Records a warning.
     pub fn warn(&mut self, text: String) {
+        self.flush_out_of_order();
         self.warnings.push(text);
+    }
+
+    /// Notes a snapshot of `archive` skipped because it does not come after
+    /// `last`, the last one applied; consecutive ones make one warning.
+    pub fn out_of_order(&mut self, archive: &str, seq: u64, last: u64) {
+        if let Some((a, _, to, n, _)) = &mut self.out_of_order {
+            if a == archive {
+                *to = seq;
+                *n += 1;
+                return;
+            }
+        }
+        self.flush_out_of_order();
+        self.out_of_order = Some((archive.to_string(), seq, seq, 1, last));
+    }
+
+    /// Turns the pending run of out-of-order snapshots into one warning.
+    pub fn flush_out_of_order(&mut self) {
+        if let Some((archive, from, to, n, last)) = self.out_of_order.take() {
+            self.warnings.push(if n == 1 {
+                format!("{archive}: snapshot {from} comes after snapshot {last}; skipped")
+            } else {
+                format!(
+                    "{archive}: {n} snapshots ({from} to {to}) do not come after snapshot \
+                     {last} already applied (a duplicated or misplaced archive?); skipped"
+                )
+            });
+        }
     }
 }

@@ -303,6 +303,7 @@ pub struct TimelineBuilder {
     event_sources: Vec<String>,
     event_idents: HashMap<(u32, u64), EventIdent>,
     unusable_events: u64,
+    conntrack: super::conntrack::CtBuilder,
 }
 
 impl TimelineBuilder {
@@ -323,6 +324,7 @@ impl TimelineBuilder {
             event_sources: Vec::new(),
             event_idents: HashMap::new(),
             unusable_events: 0,
+            conntrack: Default::default(),
         }
     }
 
@@ -354,6 +356,7 @@ impl TimelineBuilder {
         for e in &applied.events {
             self.event(snap.meta.seq, offset, e);
         }
+        self.conntrack.apply(archive, snap, diag);
         self.extend(&snap.meta);
     }
 
@@ -624,6 +627,7 @@ impl TimelineBuilder {
             .filter(|(k, _)| !processes.contains_key(k))
             .collect();
         Timeline {
+            conntrack: self.conntrack.finish(),
             events,
             event_index,
             event_sources: self.event_sources,
@@ -661,7 +665,8 @@ fn report(archive: &str, seq: u64, p: Problem, diag: &mut SnapshotDiagnostics) {
         // not be parsed) or of a pid reused: nothing more to say.
         ProblemKind::Mismatch(_) => return,
         ProblemKind::OutOfOrder { last } => {
-            format!("{archive}: snapshot {seq} comes after snapshot {last}; skipped")
+            diag.out_of_order(archive, seq, last);
+            return;
         }
         ProblemKind::DeltaFirst => format!(
             "{archive}: snapshot {seq} is a delta without a preceding snapshot; \
@@ -729,6 +734,8 @@ pub struct Timeline {
     /// Program changes (execve) seen in the process records of a (pid,
     /// start time), in order.
     pub exec_changes: HashMap<(u32, u64), Vec<ExecChange>>,
+    /// Conntrack entries of every namespace, for flows seen after NAT.
+    pub conntrack: super::conntrack::CtTimeline,
     event_index: HashMap<(Transport, u16, SocketAddr), Vec<usize>>,
     exact: HashMap<(Transport, SocketAddr, SocketAddr), Vec<usize>>,
     bound: HashMap<(Transport, u16), Vec<usize>>,
@@ -930,10 +937,13 @@ pub(crate) mod tests {
                         netns.last_mut().unwrap()
                     }
                 };
-                for t in e.tables.iter_mut() {
-                    if t.table == *table {
-                        t.stored = *stored;
-                    }
+                match e.tables.iter_mut().find(|t| t.table == *table) {
+                    Some(t) => t.stored = *stored,
+                    // Tables beyond the /proc/net ones (conntrack).
+                    None => e.tables.push(TableEntry {
+                        table: table.to_string(),
+                        stored: *stored,
+                    }),
                 }
             }
             SnapshotMeta {

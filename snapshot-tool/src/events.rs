@@ -1,0 +1,1234 @@
+//! Event sources: who owned a socket at the moment it was used, seen as it
+//! happens instead of at the next tick.
+//!
+//! - `tracepoint:sock:inet_sock_set_state`: TCP state changes. The
+//!   CLOSE -> SYN_SENT change of `connect()` runs in the connecting
+//!   process, before the source port is chosen; the next change of the same
+//!   socket (SYN_SENT -> ESTABLISHED, in softirq) carries the full tuple, so
+//!   the two are joined by the socket's kernel address. `listen()` and
+//!   `close()` run in the owner's context too.
+//! - `tracepoint:fib:fib_table_lookup` and `tracepoint:fib6:fib6_table_lookup`:
+//!   the route lookup of every unconnected UDP `sendmsg` (and of a UDP
+//!   `connect`), in the sending process, with ports: this catches
+//!   resolver-style sockets that live a few milliseconds.
+//! - `proc-connector`: exec/fork/exit as they happen, so the identity of a
+//!   process living less than a tick is recorded at its exec.
+//!
+//! Events are read by one thread through perf ring buffers and the
+//! connector socket (system calls in [`crate::ksys`]); the decoding here is
+//! pure and works on bytes, with every field offset taken from the
+//! tracepoint's `format` file. The record loop takes what accumulated at
+//! each snapshot ([`EventSources::take`]).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::ksys;
+use crate::layout::{EventRecord, ProcessRecord, SourceInfo};
+use crate::live;
+
+/// Source name of the periodic /proc reads.
+pub const SRC_POLL: &str = "proc-poll";
+/// Source name of the TCP state-change tracepoint.
+pub const SRC_SET_STATE: &str = "tracepoint:sock:inet_sock_set_state";
+/// Source name of the IPv4 route-lookup tracepoint.
+pub const SRC_FIB: &str = "tracepoint:fib:fib_table_lookup";
+/// Source name of the IPv6 route-lookup tracepoint.
+pub const SRC_FIB6: &str = "tracepoint:fib6:fib6_table_lookup";
+/// Source name of the netlink process-event connector.
+pub const SRC_PROC_CONNECTOR: &str = "proc-connector";
+
+/// Most events kept between two snapshots; beyond, they are counted as
+/// dropped (and said so in the manifest).
+const MAX_PENDING_EVENTS: usize = 200_000;
+/// Most process identities kept between two snapshots.
+const MAX_PENDING_PROCS: usize = 50_000;
+/// Connects whose source port is not known yet, at most.
+const MAX_PENDING_CONNECTS: usize = 65_536;
+/// Data pages of each per-CPU ring buffer (256 KiB with 4 KiB pages).
+const RING_PAGES: usize = 64;
+
+/// The fields of one tracepoint record, from its tracefs `format` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TpFormat {
+    /// Tracepoint id (the `ID:` line), the perf `config`.
+    pub id: u64,
+    /// (name, offset, size) of each field, common fields included.
+    pub fields: Vec<(String, usize, usize)>,
+}
+
+impl TpFormat {
+    /// Offset and size of a field.
+    pub fn field(&self, name: &str) -> Option<(usize, usize)> {
+        self.fields
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, o, s)| (*o, *s))
+    }
+
+    fn need(&self, name: &str) -> Result<Field, String> {
+        self.field(name)
+            .map(|(offset, size)| Field { offset, size })
+            .ok_or_else(|| format!("format has no field `{name}`"))
+    }
+}
+
+/// Parses a tracefs `format` file.
+pub fn parse_format(text: &str) -> Result<TpFormat, String> {
+    let mut id = None;
+    let mut fields = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(v) = line.strip_prefix("ID:") {
+            id = Some(
+                v.trim()
+                    .parse()
+                    .map_err(|_| format!("line {}: bad ID {:.40}", n + 1, v.trim()))?,
+            );
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("field:") else {
+            continue;
+        };
+        let mut decl = None;
+        let mut offset = None;
+        let mut size = None;
+        for part in rest.split(';') {
+            let part = part.trim();
+            if let Some(v) = part.strip_prefix("offset:") {
+                offset = v.parse::<usize>().ok();
+            } else if let Some(v) = part.strip_prefix("size:") {
+                size = v.parse::<usize>().ok();
+            } else if !part.is_empty() && decl.is_none() && !part.contains(':') {
+                decl = Some(part);
+            }
+        }
+        let (Some(decl), Some(offset), Some(size)) = (decl, offset, size) else {
+            return Err(format!(
+                "line {}: expected `field:TYPE NAME; offset:N; size:N;`",
+                n + 1
+            ));
+        };
+        let name = decl
+            .rsplit(|c: char| c.is_whitespace() || c == '*')
+            .next()
+            .unwrap_or(decl);
+        let name = name.split('[').next().unwrap_or(name).to_string();
+        fields.push((name, offset, size));
+    }
+    let id = id.ok_or("no `ID:` line")?;
+    Ok(TpFormat { id, fields })
+}
+
+/// Where a field lies in a raw record.
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    offset: usize,
+    size: usize,
+}
+
+impl Field {
+    /// The field as an unsigned integer (native byte order); `None` when the
+    /// record is too short or the size is not 1, 2, 4 or 8.
+    fn uint(&self, raw: &[u8]) -> Option<u64> {
+        let b = raw.get(self.offset..self.offset.checked_add(self.size)?)?;
+        Some(match self.size {
+            1 => u64::from(b[0]),
+            2 => u64::from(u16::from_ne_bytes([b[0], b[1]])),
+            4 => u64::from(u32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+            8 => u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            _ => return None,
+        })
+    }
+
+    fn bytes<'a>(&self, raw: &'a [u8]) -> Option<&'a [u8]> {
+        raw.get(self.offset..self.offset.checked_add(self.size)?)
+    }
+
+    fn ip(&self, raw: &[u8]) -> Option<IpAddr> {
+        let b = self.bytes(raw)?;
+        match b.len() {
+            4 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+            16 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(b);
+                let v6 = Ipv6Addr::from(a);
+                // A v4-mapped address is an IPv4 flow on a dual-stack socket.
+                Some(match v6.to_ipv4_mapped() {
+                    Some(v4) => IpAddr::V4(v4),
+                    None => IpAddr::V6(v6),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// trace_entry flags: the event ran in hard IRQ, soft IRQ or NMI context,
+/// where the current task is not the socket's owner.
+const IRQ_FLAGS: u64 = 0x08 | 0x10 | 0x40;
+
+/// TCP states as the kernel numbers them.
+mod tcp {
+    pub const ESTABLISHED: u64 = 1;
+    pub const SYN_SENT: u64 = 2;
+    pub const SYN_RECV: u64 = 3;
+    pub const FIN_WAIT1: u64 = 4;
+    pub const CLOSE: u64 = 7;
+    pub const CLOSE_WAIT: u64 = 8;
+    pub const LAST_ACK: u64 = 9;
+    pub const LISTEN: u64 = 10;
+}
+
+/// Decoder of `sock:inet_sock_set_state` records.
+#[derive(Debug, Clone)]
+pub struct SetStateDecoder {
+    id: u64,
+    flags: Field,
+    skaddr: Field,
+    oldstate: Field,
+    newstate: Field,
+    sport: Field,
+    dport: Field,
+    family: Field,
+    protocol: Field,
+    saddr: Field,
+    daddr: Field,
+    saddr_v6: Field,
+    daddr_v6: Field,
+}
+
+impl SetStateDecoder {
+    /// Builds the decoder from the tracepoint's format.
+    pub fn new(f: &TpFormat) -> Result<SetStateDecoder, String> {
+        Ok(SetStateDecoder {
+            id: f.id,
+            flags: f.need("common_flags")?,
+            skaddr: f.need("skaddr")?,
+            oldstate: f.need("oldstate")?,
+            newstate: f.need("newstate")?,
+            sport: f.need("sport")?,
+            dport: f.need("dport")?,
+            family: f.need("family")?,
+            protocol: f.need("protocol")?,
+            saddr: f.need("saddr")?,
+            daddr: f.need("daddr")?,
+            saddr_v6: f.need("saddr_v6")?,
+            daddr_v6: f.need("daddr_v6")?,
+        })
+    }
+
+    fn decode(&self, raw: &[u8]) -> Option<SetState> {
+        let family = self.family.uint(raw)?;
+        let (saddr, daddr) = match family as i32 {
+            libc::AF_INET => (self.saddr.ip(raw)?, self.daddr.ip(raw)?),
+            libc::AF_INET6 => (self.saddr_v6.ip(raw)?, self.daddr_v6.ip(raw)?),
+            _ => return None,
+        };
+        Some(SetState {
+            in_irq: self.flags.uint(raw)? & IRQ_FLAGS != 0,
+            skaddr: self.skaddr.uint(raw)?,
+            old: self.oldstate.uint(raw)?,
+            new: self.newstate.uint(raw)?,
+            sport: self.sport.uint(raw)? as u16,
+            dport: self.dport.uint(raw)? as u16,
+            protocol: self.protocol.uint(raw)?,
+            saddr,
+            daddr,
+        })
+    }
+}
+
+/// One decoded TCP state change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SetState {
+    in_irq: bool,
+    skaddr: u64,
+    old: u64,
+    new: u64,
+    sport: u16,
+    dport: u16,
+    protocol: u64,
+    saddr: IpAddr,
+    daddr: IpAddr,
+}
+
+/// Decoder of `fib:fib_table_lookup` and `fib6:fib6_table_lookup` records.
+#[derive(Debug, Clone)]
+pub struct FibDecoder {
+    id: u64,
+    source: &'static str,
+    flags: Field,
+    err: Field,
+    proto: Field,
+    src: Field,
+    dst: Field,
+    sport: Field,
+    dport: Field,
+}
+
+impl FibDecoder {
+    /// Builds the decoder from the tracepoint's format.
+    pub fn new(f: &TpFormat, source: &'static str) -> Result<FibDecoder, String> {
+        Ok(FibDecoder {
+            id: f.id,
+            source,
+            flags: f.need("common_flags")?,
+            err: f.need("err")?,
+            proto: f.need("proto")?,
+            src: f.need("src")?,
+            dst: f.need("dst")?,
+            sport: f.need("sport")?,
+            dport: f.need("dport")?,
+        })
+    }
+}
+
+/// An event before the process facts are added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RawEvent {
+    source: &'static str,
+    kind: &'static str,
+    mono_ns: i64,
+    pid: u32,
+    tid: u32,
+    proto: &'static str,
+    local: IpAddr,
+    local_port: u16,
+    remote: Option<(IpAddr, u16)>,
+}
+
+/// A connect seen before its source port was chosen.
+#[derive(Debug, Clone)]
+struct PendingConnect {
+    mono_ns: i64,
+    pid: u32,
+    tid: u32,
+    seen: Instant,
+}
+
+/// A perf sample's header fields (TID, TIME, CPU) and its raw record.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample<'a> {
+    /// Thread group id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// CLOCK_MONOTONIC, ns.
+    pub time: u64,
+    /// The tracepoint record.
+    pub raw: &'a [u8],
+}
+
+/// What one ring record is.
+#[derive(Debug)]
+pub enum RingRecord<'a> {
+    /// A sample.
+    Sample(Sample<'a>),
+    /// The kernel dropped this many samples (ring full).
+    Lost(u64),
+    /// Another record type, ignored.
+    Other,
+}
+
+/// Parses one ring record (8-byte header, then the body) of an event opened
+/// with TID|TIME|CPU|RAW; `None` when it is cut short.
+pub fn parse_ring_record(rec: &[u8]) -> Option<RingRecord<'_>> {
+    let u32_at =
+        |o: usize| -> Option<u32> { Some(u32::from_ne_bytes(rec.get(o..o + 4)?.try_into().ok()?)) };
+    let u64_at =
+        |o: usize| -> Option<u64> { Some(u64::from_ne_bytes(rec.get(o..o + 8)?.try_into().ok()?)) };
+    match u32_at(0)? {
+        // PERF_RECORD_SAMPLE: pid, tid, time, cpu, res, raw size, raw.
+        9 => {
+            let pid = u32_at(8)?;
+            let tid = u32_at(12)?;
+            let time = u64_at(16)?;
+            let size = u32_at(32)? as usize;
+            let raw = rec.get(36..36usize.checked_add(size)?)?;
+            Some(RingRecord::Sample(Sample {
+                pid,
+                tid,
+                time,
+                raw,
+            }))
+        }
+        // PERF_RECORD_LOST: id, count.
+        2 => Some(RingRecord::Lost(u64_at(16)?)),
+        _ => Some(RingRecord::Other),
+    }
+}
+
+/// Turns decoded tracepoint samples into owner events: joins connects to
+/// their source port, keeps only what ran in the owner's context, and
+/// suppresses repeated UDP sends of one tuple by one process.
+#[derive(Default)]
+pub struct Decoder {
+    set_state: Option<SetStateDecoder>,
+    fib: Vec<FibDecoder>,
+    pending: HashMap<u64, PendingConnect>,
+    sent: HashSet<(u32, IpAddr, u16, IpAddr, u16)>,
+    self_pid: u32,
+    /// Connects never joined to a source port (expired or displaced).
+    pub unjoined: u64,
+}
+
+impl Decoder {
+    fn sample(&mut self, s: &Sample<'_>, out: &mut Vec<RawEvent>) {
+        if s.pid == self.self_pid {
+            return;
+        }
+        let Some(ty) = s
+            .raw
+            .get(0..2)
+            .map(|b| u64::from(u16::from_ne_bytes([b[0], b[1]])))
+        else {
+            return;
+        };
+        let mono_ns = i64::try_from(s.time).unwrap_or(i64::MAX);
+        if let Some(d) = self.set_state.as_ref().filter(|d| d.id == ty) {
+            if let Some(e) = d.decode(s.raw) {
+                self.set_state_event(&e, mono_ns, s, out);
+            }
+            return;
+        }
+        let Some(d) = self.fib.iter().find(|d| d.id == ty) else {
+            return;
+        };
+        let raw = s.raw;
+        let ok = (|| {
+            if d.flags.uint(raw)? & IRQ_FLAGS != 0 || d.err.uint(raw)? != 0 {
+                return None;
+            }
+            if d.proto.uint(raw)? != 17 {
+                return None;
+            }
+            let dport = d.dport.uint(raw)? as u16;
+            let sport = d.sport.uint(raw)? as u16;
+            if dport == 0 || sport == 0 || s.pid == 0 {
+                return None;
+            }
+            Some((d.src.ip(raw)?, sport, d.dst.ip(raw)?, dport))
+        })();
+        let Some((src, sport, dst, dport)) = ok else {
+            return;
+        };
+        if !self.sent.insert((s.pid, src, sport, dst, dport)) {
+            return;
+        }
+        out.push(RawEvent {
+            source: d.source,
+            kind: "send",
+            mono_ns,
+            pid: s.pid,
+            tid: s.tid,
+            proto: "udp",
+            local: src,
+            local_port: sport,
+            remote: Some((dst, dport)),
+        });
+    }
+
+    fn set_state_event(
+        &mut self,
+        e: &SetState,
+        mono_ns: i64,
+        s: &Sample<'_>,
+        out: &mut Vec<RawEvent>,
+    ) {
+        if e.protocol != 6 {
+            return;
+        }
+        let owner_ctx = !e.in_irq && s.pid != 0;
+        let ev = |kind: &'static str, mono_ns: i64, pid: u32, tid: u32, remote: bool| RawEvent {
+            source: SRC_SET_STATE,
+            kind,
+            mono_ns,
+            pid,
+            tid,
+            proto: "tcp",
+            local: e.saddr,
+            local_port: e.sport,
+            remote: remote.then_some((e.daddr, e.dport)),
+        };
+        if e.old == tcp::CLOSE && e.new == tcp::SYN_SENT {
+            if !owner_ctx {
+                return;
+            }
+            if e.sport != 0 {
+                out.push(ev("connect", mono_ns, s.pid, s.tid, true));
+            } else {
+                if self.pending.len() >= MAX_PENDING_CONNECTS {
+                    self.expire(Duration::ZERO);
+                }
+                let displaced = self.pending.insert(
+                    e.skaddr,
+                    PendingConnect {
+                        mono_ns,
+                        pid: s.pid,
+                        tid: s.tid,
+                        seen: Instant::now(),
+                    },
+                );
+                self.unjoined += u64::from(displaced.is_some());
+            }
+            return;
+        }
+        if let Some(p) = self.pending.remove(&e.skaddr) {
+            if e.sport != 0 {
+                out.push(ev("connect", p.mono_ns, p.pid, p.tid, true));
+            } else {
+                self.unjoined += 1;
+            }
+        }
+        if !owner_ctx || e.sport == 0 {
+            return;
+        }
+        if e.old == tcp::CLOSE && e.new == tcp::LISTEN {
+            out.push(ev("listen", mono_ns, s.pid, s.tid, false));
+        } else if matches!(
+            e.old,
+            tcp::ESTABLISHED | tcp::CLOSE_WAIT | tcp::SYN_SENT | tcp::SYN_RECV
+        ) && matches!(e.new, tcp::FIN_WAIT1 | tcp::LAST_ACK | tcp::CLOSE)
+        {
+            out.push(ev("close", mono_ns, s.pid, s.tid, true));
+        }
+    }
+
+    /// Forgets connects pending longer than `age`.
+    fn expire(&mut self, age: Duration) {
+        let before = self.pending.len();
+        self.pending.retain(|_, p| p.seen.elapsed() < age);
+        self.unjoined += (before - self.pending.len()) as u64;
+    }
+}
+
+/// What the recorder knows of a pid named by an event.
+#[derive(Debug, Clone)]
+struct PidInfo {
+    start_time: u64,
+    netns: Option<u64>,
+    comm: String,
+    exited: Option<Instant>,
+}
+
+/// What accumulated since the record loop last took it.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Owner events, in the order they were read.
+    pub events: Vec<EventRecord>,
+    /// Identities read at exec or at a pid's first event.
+    pub procs: Vec<ProcessRecord>,
+    /// Pids named by events (their fds are worth reading now).
+    pub pids: BTreeSet<u32>,
+    /// Samples the kernel dropped (ring buffer full).
+    pub lost: u64,
+    /// Events or identities dropped because the batch was full.
+    pub dropped: u64,
+    /// Process events lost by the connector (ENOBUFS).
+    pub connector_lost: u64,
+    /// Connects never joined to a source port.
+    pub unjoined: u64,
+}
+
+/// The per-pid facts cache, and the identities read for it.
+struct Pids {
+    map: HashMap<u32, PidInfo>,
+    buf: Vec<u8>,
+}
+
+impl Pids {
+    /// Reads a pid's stat, namespace and (when `record`) its identity.
+    fn learn(&mut self, pid: u32, batch: &mut Batch) -> Option<&PidInfo> {
+        let stat = live::read_stat(pid, &mut self.buf).ok()?;
+        let netns = live::read_netns(&pid.to_string()).ok();
+        let (rec, _errs) = live::read_process_record(pid, &stat, netns.unwrap_or(0), &mut self.buf);
+        let comm = rec.comm.clone();
+        if batch.procs.len() < MAX_PENDING_PROCS {
+            batch.procs.push(rec);
+        } else {
+            batch.dropped += 1;
+        }
+        self.map.insert(
+            pid,
+            PidInfo {
+                start_time: stat.start_time,
+                netns,
+                comm,
+                exited: None,
+            },
+        );
+        self.map.get(&pid)
+    }
+
+    fn get(&mut self, pid: u32, batch: &mut Batch) -> Option<PidInfo> {
+        if let Some(i) = self.map.get(&pid) {
+            return Some(i.clone());
+        }
+        self.learn(pid, batch).cloned()
+    }
+}
+
+/// Decodes proc connector datagrams: (what, tgid, pid) for fork (child),
+/// exec and exit; other events are skipped.
+pub fn parse_proc_events(buf: &[u8]) -> Vec<(ProcEvent, u32, u32)> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while let Some(h) = buf.get(at..at + 16) {
+        let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        if len < 16 {
+            break;
+        }
+        let Some(msg) = buf.get(at..at + len) else {
+            break;
+        };
+        // nlmsghdr (16), cn_msg (20), proc_event: what, cpu, timestamp (16),
+        // then the event data.
+        let u32_at = |o: usize| -> Option<u32> {
+            Some(u32::from_ne_bytes(msg.get(o..o + 4)?.try_into().ok()?))
+        };
+        let base = 36;
+        if let Some(what) = u32_at(base) {
+            let d = base + 16;
+            let ev = match what {
+                1 => u32_at(d + 8)
+                    .zip(u32_at(d + 12))
+                    .map(|(pid, tgid)| (ProcEvent::Fork, tgid, pid)),
+                2 => u32_at(d)
+                    .zip(u32_at(d + 4))
+                    .map(|(pid, tgid)| (ProcEvent::Exec, tgid, pid)),
+                0x8000_0000 => u32_at(d)
+                    .zip(u32_at(d + 4))
+                    .map(|(pid, tgid)| (ProcEvent::Exit, tgid, pid)),
+                _ => None,
+            };
+            out.extend(ev);
+        }
+        at += (len + 3) & !3;
+    }
+    out
+}
+
+/// A process event of the connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcEvent {
+    /// A new task (the child's tgid and pid).
+    Fork,
+    /// A process image replaced.
+    Exec,
+    /// A task ended.
+    Exit,
+}
+
+/// Where tracepoint ids and formats are read.
+fn tracefs_events(mounted: &mut Option<PathBuf>) -> Result<PathBuf, String> {
+    for p in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        let ev = Path::new(p).join("events");
+        if ev.join("sock").is_dir() {
+            return Ok(ev);
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("procflow-snap-tracefs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("tracefs not mounted; {}: {e}", dir.display()))?;
+    if let Err(e) = ksys::mount_tracefs(&dir) {
+        let _ = std::fs::remove_dir(&dir);
+        return Err(format!(
+            "tracefs not mounted and mounting it failed: {}",
+            crate::sys::errno_name(&e)
+        ));
+    }
+    *mounted = Some(dir.clone());
+    Ok(dir.join("events"))
+}
+
+fn unmount(mounted: Option<PathBuf>) {
+    if let Some(dir) = mounted {
+        let _ = ksys::umount(&dir);
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
+/// Parses `/sys/devices/system/cpu/online` (`0-3,5`).
+pub fn parse_cpu_list(s: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
+                    if b >= a && b - a < 4096 {
+                        out.extend(a..=b);
+                    }
+                }
+            }
+            None => out.extend(part.parse::<u32>().ok()),
+        }
+    }
+    out
+}
+
+fn perf_why(e: &std::io::Error) -> String {
+    let name = crate::sys::errno_name(e);
+    match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "?".into());
+            format!("perf_event_open: {name} (perf_event_paranoid={paranoid}, CAP_PERFMON needed)")
+        }
+        _ => format!("perf_event_open: {name}"),
+    }
+}
+
+/// The running event sources.
+pub struct EventSources {
+    batch: Arc<Mutex<Batch>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EventSources {
+    /// Starts every event source this host allows. Returns the running
+    /// sources (`None` when none could start) and the status of each, in
+    /// the order they are preferred.
+    pub fn start() -> (Option<EventSources>, Vec<SourceInfo>) {
+        let mut infos = Vec::new();
+        let mut dec = Decoder {
+            self_pid: std::process::id(),
+            ..Decoder::default()
+        };
+        let mut rings: Vec<ksys::PerfRing> = Vec::new();
+        let mut extra: Vec<OwnedFd> = Vec::new();
+
+        // Tracepoints: ids and formats from tracefs.
+        let mut mounted = None;
+        let events_dir = tracefs_events(&mut mounted);
+        let mut formats: Vec<(&'static str, Result<TpFormat, String>)> = Vec::new();
+        for (src, group, name) in [
+            (SRC_SET_STATE, "sock", "inet_sock_set_state"),
+            (SRC_FIB, "fib", "fib_table_lookup"),
+            (SRC_FIB6, "fib6", "fib6_table_lookup"),
+        ] {
+            let f = match &events_dir {
+                Err(e) => Err(e.clone()),
+                Ok(dir) => {
+                    let p = dir.join(group).join(name).join("format");
+                    std::fs::read_to_string(&p)
+                        .map_err(|e| format!("{}: {}", p.display(), crate::sys::errno_name(&e)))
+                        .and_then(|t| parse_format(&t).map_err(|e| format!("{}: {e}", p.display())))
+                }
+            };
+            formats.push((src, f));
+        }
+        unmount(mounted);
+
+        let cpus = parse_cpu_list(
+            &std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default(),
+        );
+        let mut ring_of_cpu: HashMap<u32, usize> = HashMap::new();
+        for (src, f) in formats {
+            let res = f.and_then(|f| {
+                match src {
+                    SRC_SET_STATE => dec.set_state = Some(SetStateDecoder::new(&f)?),
+                    _ => dec.fib.push(FibDecoder::new(&f, src)?),
+                }
+                let mut fds = Vec::new();
+                for &cpu in &cpus {
+                    let fd = ksys::open_tracepoint(f.id, cpu, (RING_PAGES as u32 * 4096) / 4)
+                        .map_err(|e| perf_why(&e))?;
+                    fds.push((cpu, fd));
+                }
+                if fds.is_empty() {
+                    return Err("no online CPU found".to_string());
+                }
+                for (cpu, fd) in fds {
+                    match ring_of_cpu.get(&cpu) {
+                        Some(&i) => {
+                            ksys::set_output(&fd, rings[i].fd()).map_err(|e| {
+                                format!("SET_OUTPUT: {}", crate::sys::errno_name(&e))
+                            })?;
+                            extra.push(fd);
+                        }
+                        None => {
+                            let r = ksys::PerfRing::map(fd, RING_PAGES)
+                                .map_err(|e| format!("mmap: {}", crate::sys::errno_name(&e)))?;
+                            ring_of_cpu.insert(cpu, rings.len());
+                            rings.push(r);
+                        }
+                    }
+                }
+                Ok(())
+            });
+            match res {
+                Ok(()) => infos.push(SourceInfo {
+                    name: src.into(),
+                    used: true,
+                    detail: Some(format!("perf ring buffer on {} CPU(s)", cpus.len())),
+                }),
+                Err(e) => {
+                    if src == SRC_SET_STATE {
+                        dec.set_state = None;
+                    } else {
+                        dec.fib.retain(|d| d.source != src);
+                    }
+                    infos.push(SourceInfo {
+                        name: src.into(),
+                        used: false,
+                        detail: Some(e),
+                    })
+                }
+            }
+        }
+        // Enable only now: everything opened is wired to its ring.
+        let mut enable_err = None;
+        for fd in rings.iter().map(|r| r.fd()).chain(extra.iter()) {
+            if let Err(e) = ksys::enable(fd) {
+                enable_err = Some(format!("enable: {}", crate::sys::errno_name(&e)));
+            }
+        }
+        if let Some(e) = enable_err {
+            for i in infos.iter_mut().filter(|i| i.used) {
+                i.used = false;
+                i.detail = Some(e.clone());
+            }
+            rings.clear();
+            extra.clear();
+        }
+
+        let conn = match ksys::proc_connector() {
+            Ok(fd) => {
+                infos.push(SourceInfo {
+                    name: SRC_PROC_CONNECTOR.into(),
+                    used: true,
+                    detail: Some("exec/fork/exit; identity read at exec".into()),
+                });
+                Some(fd)
+            }
+            Err(e) => {
+                infos.push(SourceInfo {
+                    name: SRC_PROC_CONNECTOR.into(),
+                    used: false,
+                    detail: Some(format!("netlink connector: {}", crate::sys::errno_name(&e))),
+                });
+                None
+            }
+        };
+        if rings.is_empty() && conn.is_none() {
+            return (None, infos);
+        }
+        let batch = Arc::new(Mutex::new(Batch::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b, s) = (batch.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("events".into())
+            .spawn(move || run_thread(rings, extra, conn, dec, b, s));
+        match thread {
+            Ok(t) => (
+                Some(EventSources {
+                    batch,
+                    stop,
+                    thread: Some(t),
+                }),
+                infos,
+            ),
+            Err(e) => {
+                for i in infos.iter_mut().filter(|i| i.used) {
+                    i.used = false;
+                    i.detail = Some(format!("cannot start the reader thread: {e}"));
+                }
+                (None, infos)
+            }
+        }
+    }
+
+    /// Takes what accumulated since the last call.
+    pub fn take(&self) -> Batch {
+        match self.batch.lock() {
+            Ok(mut b) => std::mem::take(&mut *b),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        }
+    }
+
+    /// Stops the reader thread, after one last drain of the rings.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for EventSources {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The reader thread: drains the connector and the rings every 20 ms (or
+/// sooner when a ring passes its watermark), adds process facts, and
+/// appends to the shared batch.
+fn run_thread(
+    mut rings: Vec<ksys::PerfRing>,
+    _extra: Vec<OwnedFd>,
+    conn: Option<OwnedFd>,
+    mut dec: Decoder,
+    batch: Arc<Mutex<Batch>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut pids = Pids {
+        map: HashMap::new(),
+        buf: Vec::with_capacity(8192),
+    };
+    let mut fds: Vec<i32> = rings.iter().map(|r| r.fd().as_raw_fd()).collect();
+    if let Some(c) = &conn {
+        fds.push(c.as_raw_fd());
+    }
+    let mut tmp = Vec::new();
+    let mut nlbuf = vec![0u8; 64 * 1024];
+    let mut raw: Vec<RawEvent> = Vec::new();
+    let mut local = Batch::default();
+    let mut last_sweep = Instant::now();
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        let _ = ksys::poll_readable(&fds, if stopping { 0 } else { 20 });
+        // Process events first, so an exec is known before the socket
+        // events of the new image.
+        if let Some(c) = &conn {
+            loop {
+                match ksys::recv(c, &mut nlbuf) {
+                    Ok(Some(n)) => {
+                        for (what, tgid, pid) in parse_proc_events(&nlbuf[..n.min(nlbuf.len())]) {
+                            if tgid != pid && what != ProcEvent::Exec {
+                                continue; // a thread, not a process
+                            }
+                            match what {
+                                ProcEvent::Fork => {
+                                    pids.map.remove(&tgid);
+                                }
+                                ProcEvent::Exec => {
+                                    pids.map.remove(&tgid);
+                                    pids.learn(tgid, &mut local);
+                                }
+                                ProcEvent::Exit => {
+                                    if let Some(i) = pids.map.get_mut(&tgid) {
+                                        i.exited = Some(Instant::now());
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        local.connector_lost += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        for r in rings.iter_mut() {
+            r.drain(&mut tmp, |rec| match parse_ring_record(rec) {
+                Some(RingRecord::Sample(s)) => dec.sample(&s, &mut raw),
+                Some(RingRecord::Lost(n)) => local.lost += n,
+                _ => {}
+            });
+        }
+        for e in raw.drain(..) {
+            let info = pids.get(e.pid, &mut local);
+            local.pids.insert(e.pid);
+            if local.events.len() >= MAX_PENDING_EVENTS {
+                local.dropped += 1;
+                continue;
+            }
+            local.events.push(EventRecord {
+                source: e.source.into(),
+                kind: e.kind.into(),
+                mono_ns: e.mono_ns,
+                pid: e.pid,
+                tid: e.tid,
+                start_time: info.as_ref().map(|i| i.start_time),
+                comm: info.as_ref().map(|i| i.comm.clone()),
+                netns: info.as_ref().and_then(|i| i.netns),
+                proto: e.proto.into(),
+                local_ip: e.local.to_string(),
+                local_port: e.local_port,
+                remote_ip: e.remote.map(|(ip, _)| ip.to_string()),
+                remote_port: e.remote.map(|(_, p)| p),
+                inode: None,
+            });
+        }
+        if last_sweep.elapsed() >= Duration::from_secs(1) {
+            last_sweep = Instant::now();
+            dec.expire(Duration::from_secs(30));
+            pids.map.retain(|_, i| {
+                i.exited
+                    .map_or(true, |t| t.elapsed() < Duration::from_secs(3))
+            });
+        }
+        local.unjoined += std::mem::take(&mut dec.unjoined);
+        let busy = !local.events.is_empty()
+            || !local.procs.is_empty()
+            || local.lost + local.dropped + local.connector_lost + local.unjoined > 0;
+        if busy {
+            if let Ok(mut b) = batch.lock() {
+                if b.events.is_empty() && b.procs.is_empty() && b.pids.is_empty() {
+                    // The record loop took the last batch: a new interval.
+                    dec.sent.clear();
+                }
+                merge(&mut b, &mut local);
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+fn merge(into: &mut Batch, from: &mut Batch) {
+    let room = MAX_PENDING_EVENTS.saturating_sub(into.events.len());
+    let n = from.events.len();
+    into.events.extend(from.events.drain(..n.min(room)));
+    into.dropped += from.events.len() as u64;
+    from.events.clear();
+    let room = MAX_PENDING_PROCS.saturating_sub(into.procs.len());
+    let n = from.procs.len();
+    into.procs.extend(from.procs.drain(..n.min(room)));
+    into.dropped += from.procs.len() as u64;
+    from.procs.clear();
+    into.pids.append(&mut from.pids);
+    into.lost += std::mem::take(&mut from.lost);
+    into.dropped += std::mem::take(&mut from.dropped);
+    into.connector_lost += std::mem::take(&mut from.connector_lost);
+    into.unjoined += std::mem::take(&mut from.unjoined);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SET_STATE_FORMAT: &str = include_str!("../testdata/tracefs/inet_sock_set_state.format");
+    const FIB_FORMAT: &str = include_str!("../testdata/tracefs/fib_table_lookup.format");
+    const FIB6_FORMAT: &str = include_str!("../testdata/tracefs/fib6_table_lookup.format");
+
+    fn put(raw: &mut [u8], f: (usize, usize), v: &[u8]) {
+        assert_eq!(f.1, v.len());
+        raw[f.0..f.0 + f.1].copy_from_slice(v);
+    }
+
+    fn set_state_raw(
+        f: &TpFormat,
+        flags: u8,
+        sk: u64,
+        old: i32,
+        new: i32,
+        sport: u16,
+        dport: u16,
+    ) -> Vec<u8> {
+        let mut raw = vec![0u8; 72];
+        put(
+            &mut raw,
+            f.field("common_type").unwrap(),
+            &(f.id as u16).to_ne_bytes(),
+        );
+        put(&mut raw, f.field("common_flags").unwrap(), &[flags]);
+        put(&mut raw, f.field("skaddr").unwrap(), &sk.to_ne_bytes());
+        put(&mut raw, f.field("oldstate").unwrap(), &old.to_ne_bytes());
+        put(&mut raw, f.field("newstate").unwrap(), &new.to_ne_bytes());
+        put(&mut raw, f.field("sport").unwrap(), &sport.to_ne_bytes());
+        put(&mut raw, f.field("dport").unwrap(), &dport.to_ne_bytes());
+        put(&mut raw, f.field("family").unwrap(), &2u16.to_ne_bytes());
+        put(&mut raw, f.field("protocol").unwrap(), &6u16.to_ne_bytes());
+        put(&mut raw, f.field("saddr").unwrap(), &[10, 0, 0, 1]);
+        put(&mut raw, f.field("daddr").unwrap(), &[10, 0, 0, 2]);
+        raw
+    }
+
+    fn sample(pid: u32, time: u64, raw: &[u8]) -> Sample<'_> {
+        Sample {
+            pid,
+            tid: pid,
+            time,
+            raw,
+        }
+    }
+
+    #[test]
+    fn formats_parse_with_offsets_from_the_file() {
+        let f = parse_format(SET_STATE_FORMAT).unwrap();
+        assert_eq!(f.id, 2287);
+        assert_eq!(f.field("skaddr"), Some((8, 8)));
+        assert_eq!(f.field("saddr"), Some((32, 4)));
+        assert_eq!(f.field("daddr_v6"), Some((56, 16)));
+        assert_eq!(f.field("common_flags"), Some((2, 1)));
+        let f6 = parse_format(FIB6_FORMAT).unwrap();
+        assert_eq!(f6.field("src"), Some((31, 16)));
+        assert_eq!(f6.field("proto"), Some((68, 1)));
+        assert!(parse_format("name: x\nformat:\n")
+            .unwrap_err()
+            .contains("ID"));
+        assert!(parse_format("ID: 5\n\tfield:int x;\toffset:zz;\tsize:4;\n")
+            .unwrap_err()
+            .contains("line 2"));
+        // A format lacking a field the decoder needs is refused by name.
+        let mut short = f.clone();
+        short.fields.retain(|(n, _, _)| n != "sport");
+        assert!(SetStateDecoder::new(&short).unwrap_err().contains("sport"));
+    }
+
+    #[test]
+    fn connect_is_joined_to_its_source_port_and_owner() {
+        let f = parse_format(SET_STATE_FORMAT).unwrap();
+        let mut d = Decoder {
+            set_state: Some(SetStateDecoder::new(&f).unwrap()),
+            ..Decoder::default()
+        };
+        let mut out = Vec::new();
+        // connect() in process 100: no source port yet.
+        let a = set_state_raw(&f, 0, 0x1000_0001, 7, 2, 0, 80);
+        d.sample(&sample(100, 1_000, &a), &mut out);
+        assert!(out.is_empty());
+        // Another socket's softirq event: nothing.
+        let b = set_state_raw(&f, 0x10, 0x1000_0002, 2, 1, 5555, 80);
+        d.sample(&sample(7, 1_500, &b), &mut out);
+        assert!(out.is_empty());
+        // SYN-ACK processed in softirq while pid 7 runs: the owner is 100.
+        let c = set_state_raw(&f, 0x10, 0x1000_0001, 2, 1, 40000, 80);
+        d.sample(&sample(7, 2_000, &c), &mut out);
+        assert_eq!(out.len(), 1);
+        let e = &out[0];
+        assert_eq!((e.kind, e.pid, e.mono_ns), ("connect", 100, 1_000));
+        assert_eq!(e.local, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(e.local_port, 40000);
+        assert_eq!(e.remote, Some((IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 80)));
+        // close() in process context names the owner with the tuple.
+        let c = set_state_raw(&f, 0x01, 0x1000_0001, 1, 4, 40000, 80);
+        d.sample(&sample(100, 3_000, &c), &mut out);
+        assert_eq!(out[1].kind, "close");
+        assert_eq!(out[1].pid, 100);
+        // The same close seen in softirq context is not an owner.
+        d.sample(
+            &sample(
+                100,
+                3_000,
+                &set_state_raw(&f, 0x10, 0x1000_0003, 1, 4, 1, 2),
+            ),
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        // A connect that fails before a port was chosen is counted.
+        d.sample(
+            &sample(100, 4_000, &set_state_raw(&f, 0, 0x1000_0004, 7, 2, 0, 80)),
+            &mut out,
+        );
+        d.sample(
+            &sample(100, 4_100, &set_state_raw(&f, 0, 0x1000_0004, 2, 7, 0, 80)),
+            &mut out,
+        );
+        assert_eq!(d.unjoined, 1);
+        // Truncated records decode to nothing rather than panic.
+        d.sample(&sample(100, 1, &a[..20]), &mut out);
+        d.sample(&sample(100, 1, &a[..1]), &mut out);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn udp_route_lookups_become_sends_once_per_tuple() {
+        let f = parse_format(FIB_FORMAT).unwrap();
+        let f6 = parse_format(FIB6_FORMAT).unwrap();
+        let mut d = Decoder {
+            fib: vec![
+                FibDecoder::new(&f, SRC_FIB).unwrap(),
+                FibDecoder::new(&f6, SRC_FIB6).unwrap(),
+            ],
+            ..Decoder::default()
+        };
+        let mut raw = vec![0u8; 80];
+        put(
+            &mut raw,
+            f.field("common_type").unwrap(),
+            &(f.id as u16).to_ne_bytes(),
+        );
+        put(&mut raw, f.field("proto").unwrap(), &[17]);
+        put(&mut raw, f.field("src").unwrap(), &[0, 0, 0, 0]);
+        put(&mut raw, f.field("dst").unwrap(), &[127, 0, 0, 53]);
+        put(&mut raw, f.field("sport").unwrap(), &40001u16.to_ne_bytes());
+        put(&mut raw, f.field("dport").unwrap(), &53u16.to_ne_bytes());
+        let mut out = Vec::new();
+        d.sample(&sample(200, 10, &raw), &mut out);
+        d.sample(&sample(200, 11, &raw), &mut out);
+        assert_eq!(out.len(), 1, "a repeated tuple is one event per interval");
+        assert_eq!(
+            (out[0].kind, out[0].proto, out[0].pid),
+            ("send", "udp", 200)
+        );
+        assert_eq!(
+            out[0].remote,
+            Some((IpAddr::V4(Ipv4Addr::new(127, 0, 0, 53)), 53))
+        );
+        // TCP lookups and softirq lookups are not UDP sends by a process.
+        let mut tcp = raw.clone();
+        put(&mut tcp, f.field("proto").unwrap(), &[6]);
+        put(&mut tcp, f.field("sport").unwrap(), &1u16.to_ne_bytes());
+        d.sample(&sample(200, 12, &tcp), &mut out);
+        let mut irq = raw.clone();
+        put(&mut irq, f.field("common_flags").unwrap(), &[0x10]);
+        put(&mut irq, f.field("sport").unwrap(), &2u16.to_ne_bytes());
+        d.sample(&sample(200, 13, &irq), &mut out);
+        assert_eq!(out.len(), 1);
+        // IPv6, with a v4-mapped destination read as IPv4.
+        let mut r6 = vec![0u8; 110];
+        put(
+            &mut r6,
+            f6.field("common_type").unwrap(),
+            &(f6.id as u16).to_ne_bytes(),
+        );
+        put(&mut r6, f6.field("proto").unwrap(), &[17]);
+        let mut dst = [0u8; 16];
+        dst[15] = 1;
+        put(&mut r6, f6.field("dst").unwrap(), &dst);
+        put(&mut r6, f6.field("sport").unwrap(), &40002u16.to_ne_bytes());
+        put(&mut r6, f6.field("dport").unwrap(), &53u16.to_ne_bytes());
+        d.sample(&sample(201, 14, &r6), &mut out);
+        assert_eq!(out[1].source, SRC_FIB6);
+        assert_eq!(out[1].remote, Some(("::1".parse().unwrap(), 53)));
+    }
+
+    #[test]
+    fn ring_records_and_proc_events_decode() {
+        let mut rec = Vec::new();
+        rec.extend_from_slice(&9u32.to_ne_bytes());
+        rec.extend_from_slice(&0u16.to_ne_bytes());
+        rec.extend_from_slice(&44u16.to_ne_bytes());
+        rec.extend_from_slice(&10u32.to_ne_bytes());
+        rec.extend_from_slice(&11u32.to_ne_bytes());
+        rec.extend_from_slice(&12345u64.to_ne_bytes());
+        rec.extend_from_slice(&[0u8; 8]);
+        rec.extend_from_slice(&4u32.to_ne_bytes());
+        rec.extend_from_slice(&[1, 2, 3, 4]);
+        match parse_ring_record(&rec) {
+            Some(RingRecord::Sample(s)) => {
+                assert_eq!(
+                    (s.pid, s.tid, s.time, s.raw),
+                    (10, 11, 12345, &[1u8, 2, 3, 4][..])
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_ring_record(&rec[..38]).is_none());
+        // A connector exec message for pid 77.
+        let mut m = vec![0u8; 36 + 16 + 8];
+        let len = m.len() as u32;
+        m[0..4].copy_from_slice(&len.to_ne_bytes());
+        m[36..40].copy_from_slice(&2u32.to_ne_bytes());
+        m[52..56].copy_from_slice(&77u32.to_ne_bytes());
+        m[56..60].copy_from_slice(&77u32.to_ne_bytes());
+        assert_eq!(parse_proc_events(&m), vec![(ProcEvent::Exec, 77, 77)]);
+        assert!(parse_proc_events(&m[..20]).is_empty());
+        assert_eq!(parse_cpu_list("0-3,5\n"), vec![0, 1, 2, 3, 5]);
+        assert_eq!(parse_cpu_list("garbage"), Vec::<u32>::new());
+    }
+}

@@ -1,0 +1,353 @@
+//! Annotated pcapng: the replayed packets, unchanged, each carrying who
+//! sent it, for Wireshark and tshark.
+//!
+//! Every packet of the input captures is written in order (files in
+//! processing order, packets in file order) with its bytes, captured and
+//! original length and timestamp to the nanosecond; each input interface
+//! becomes one interface description (link type and snaplen kept, time
+//! resolution 1 ns). A packet of an attributed flow carries an
+//! `opt_comment` in ptcpdump's layout:
+//!
+//! ```text
+//! PID: 1234
+//! Cmd: /usr/bin/curl
+//! Args: curl -s https://example.com
+//! ```
+//!
+//! followed by `ProcessStart:`, `Method:`, `Confidence:` and `Flow:` lines,
+//! and the `epb_processid_threadid` option (code 8: the pid, thread id 0 =
+//! unknown). A packet without an owner carries `procflow: unattributed
+//! (REASON)`, a packet in no flow (not IP, undecodable) says so. Strings
+//! from the bundle are escaped with [`crate::hostile::term`], so one field
+//! stays one line.
+//!
+//! The same writer carves: given a set of flow ids, it writes only their
+//! packets (`procflow carve`).
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption, InterfaceTsResolution,
+};
+use pcap_file::pcapng::blocks::opt_common::{CommonOption, UnknownOption};
+use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
+use pcap_file::pcapng::PcapNgWriter;
+use pcap_file::{DataLink, Endianness};
+
+use crate::capture::scan::Scanner;
+use crate::capture::{source, FileReport};
+use crate::flow::PacketFlow;
+use crate::hostile::term;
+use crate::report::{confidence, ConnectionRow};
+
+/// pcapng `epb_processid_threadid` option code.
+pub const EPB_PROCESSID_THREADID: u16 = 8;
+
+/// What one flow's packets carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketNote {
+    /// The comment text.
+    pub comment: String,
+    /// The owner's pid, for `epb_processid_threadid`.
+    pub pid: Option<u32>,
+}
+
+impl PacketNote {
+    /// The note of a report row: ptcpdump's `PID:`/`Cmd:`/`Args:` lines
+    /// and procflow's method, or the reason there is no owner.
+    pub fn of_row(row: &ConnectionRow) -> PacketNote {
+        let a = &row.attribution;
+        match a.owner {
+            Some(o) => {
+                let p = row.process.as_ref();
+                let cmd = p
+                    .and_then(|p| p.exe.clone())
+                    .or_else(|| p.map(|p| p.comm.clone()))
+                    .unwrap_or_default();
+                let mut c = format!(
+                    "PID: {}\nCmd: {}\nArgs: {}\nProcessStart: {}\nMethod: {}\nConfidence: {}\nFlow: {}",
+                    o.pid,
+                    term(&cmd),
+                    term(&row.cmdline()),
+                    row.process_start,
+                    a.method.name(),
+                    confidence(a),
+                    row.flow.id
+                );
+                if !a.shared_with.is_empty() {
+                    c.push_str(&format!("\nSharedWith: {}", row.shared_with()));
+                }
+                PacketNote {
+                    comment: c,
+                    pid: Some(o.pid),
+                }
+            }
+            None => PacketNote {
+                comment: format!(
+                    "procflow: {}\nFlow: {}",
+                    a.method.name().replacen(':', " (", 1) + ")",
+                    row.flow.id
+                ),
+                pid: None,
+            },
+        }
+    }
+}
+
+/// The note of packets that belong to no flow.
+pub fn no_flow_note() -> PacketNote {
+    PacketNote {
+        comment: "procflow: in no flow (not IP, or undecodable: see summary.json)".into(),
+        pid: None,
+    }
+}
+
+/// The notes of every report row, found by a packet's replayed flow id and
+/// time: a flow cut between owners (`parent_flow_id`) gives its packets to
+/// the part whose time range holds them.
+#[derive(Debug, Clone, Default)]
+pub struct NoteIndex {
+    by_id: HashMap<u64, PacketNote>,
+    /// Parent flow id -> its parts (first_seen, last_seen, id), in time order.
+    parts: HashMap<u64, Vec<(i64, i64, u64)>>,
+}
+
+impl NoteIndex {
+    /// Adds the note of the row `id`, a part of `parent` spanning
+    /// `first..=last` ns when it is one.
+    pub fn add(&mut self, id: u64, parent: Option<u64>, first: i64, last: i64, note: PacketNote) {
+        self.by_id.insert(id, note);
+        if let Some(p) = parent {
+            let v = self.parts.entry(p).or_default();
+            v.push((first, last, id));
+            v.sort_unstable();
+        }
+    }
+
+    /// Number of replayed flows the rows stand for (parts count once, as
+    /// their parent).
+    pub fn replayed_flows(&self) -> usize {
+        let parts: usize = self.parts.values().map(Vec::len).sum();
+        self.by_id.len() - parts + self.parts.len()
+    }
+
+    /// The report row (id and note) of a packet of replayed flow `id` at
+    /// `ts_ns`.
+    pub fn lookup(&self, id: u64, ts_ns: i64) -> Option<(u64, &PacketNote)> {
+        let id = match self.parts.get(&id) {
+            Some(parts) => {
+                let i = parts.partition_point(|p| p.0 <= ts_ns);
+                // The last part begun by then; before the first, the first.
+                parts.get(i.saturating_sub(1)).map(|p| p.2)?
+            }
+            None => id,
+        };
+        self.by_id.get(&id).map(|n| (id, n))
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Packets written.
+    pub packets: u64,
+    /// Sum of their original lengths.
+    pub bytes: u64,
+    /// Packets written with an owner's pid.
+    pub attributed: u64,
+    /// Interface descriptions written.
+    pub interfaces: u32,
+}
+
+/// Which packets to write.
+pub enum Selection<'a> {
+    /// Every packet, also those in no flow.
+    All,
+    /// Only the packets of these flows.
+    Flows(&'a HashSet<u64>),
+}
+
+/// Writes the packets of `files` (replay's processing order; unreadable
+/// files are skipped) to `out` as pcapng. `packet_flows` is replay's
+/// packet-to-flow map, `notes` the report rows' notes.
+pub fn write_pcapng(
+    files: &[FileReport],
+    packet_flows: &[PacketFlow],
+    notes: &NoteIndex,
+    selection: Selection<'_>,
+    out: &mut dyn Write,
+) -> io::Result<WriteStats> {
+    let shb = SectionHeaderBlock {
+        endianness: Endianness::Little,
+        major_version: 1,
+        minor_version: 0,
+        section_length: -1,
+        options: vec![SectionHeaderOption::UserApplication(Cow::Owned(format!(
+            "procflow {}",
+            env!("CARGO_PKG_VERSION")
+        )))],
+    };
+    let mut w = PcapNgWriter::with_section_header(out, shb).map_err(io::Error::other)?;
+    let mut stats = WriteStats::default();
+    let none = no_flow_note();
+    let mut first_iface = 0u32;
+    for (file_idx, f) in files.iter().enumerate() {
+        if f.error.is_some() {
+            continue;
+        }
+        let file_idx = file_idx as u32;
+        let start = packet_flows.partition_point(|p| p.file < file_idx);
+        let end = packet_flows.partition_point(|p| p.file <= file_idx);
+        let mine = &packet_flows[start..end];
+        let src = source::Source::open(&f.path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", f.path.display())))?;
+        let n = write_file(
+            &mut w,
+            src.bytes(),
+            &f.path,
+            first_iface,
+            mine,
+            notes,
+            &none,
+            &selection,
+            &mut stats,
+        )?;
+        first_iface += n;
+    }
+    stats.interfaces = first_iface;
+    w.into_inner().flush()?;
+    Ok(stats)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_file<W: Write>(
+    w: &mut PcapNgWriter<W>,
+    buf: &[u8],
+    path: &Path,
+    first_iface: u32,
+    flows: &[PacketFlow],
+    notes: &NoteIndex,
+    none: &PacketNote,
+    selection: &Selection<'_>,
+    stats: &mut WriteStats,
+) -> io::Result<u32> {
+    let err = |e: pcap_file::pcapng::PcapNgWriteError| {
+        io::Error::other(format!("writing packets of {}: {e}", path.display()))
+    };
+    let Ok(mut scanner) = Scanner::open(buf) else {
+        return Ok(0);
+    };
+    let mut recs = Vec::new();
+    let mut problems = Vec::new();
+    let mut described = 0usize;
+    let mut at = 0usize;
+    loop {
+        scanner.next_batch(&mut recs, 8192, 4 << 20, &mut problems);
+        problems.clear();
+        for i in &scanner.interfaces[described..] {
+            let idb = InterfaceDescriptionBlock {
+                linktype: DataLink::from(u32::from(i.link)),
+                snaplen: i.snaplen,
+                options: vec![InterfaceDescriptionOption::IfTsResol(
+                    InterfaceTsResolution::from_u8(9).map_err(io::Error::other)?,
+                )],
+            };
+            w.write_pcapng_block(idb).map_err(err)?;
+        }
+        described = scanner.interfaces.len();
+        if recs.is_empty() {
+            break;
+        }
+        for r in &recs {
+            while at < flows.len() && flows[at].index < r.index {
+                at += 1;
+            }
+            let row = flows
+                .get(at)
+                .filter(|p| p.index == r.index)
+                .and_then(|p| notes.lookup(p.flow_id, r.ts_ns));
+            let keep = match selection {
+                Selection::All => true,
+                Selection::Flows(set) => row.is_some_and(|(id, _)| set.contains(&id)),
+            };
+            if !keep {
+                continue;
+            }
+            let note = row.map_or(none, |(_, n)| n);
+            let data = buf
+                .get(r.data_off..r.data_off.saturating_add(r.caplen as usize))
+                .unwrap_or(&[]);
+            let mut options = vec![EnhancedPacketOption::Common(CommonOption::Comment(
+                Cow::Borrowed(note.comment.as_str()),
+            ))];
+            let pid_tid;
+            if let Some(pid) = note.pid {
+                let mut v = [0u8; 8];
+                v[..4].copy_from_slice(&pid.to_le_bytes());
+                pid_tid = v;
+                options.push(EnhancedPacketOption::Common(CommonOption::Unknown(
+                    UnknownOption::new(EPB_PROCESSID_THREADID, &pid_tid),
+                )));
+                stats.attributed += 1;
+            }
+            let epb = EnhancedPacketBlock {
+                interface_id: first_iface + r.iface,
+                timestamp: Duration::from_nanos(u64::try_from(r.ts_ns).unwrap_or(0)),
+                original_len: r.orig_len,
+                data: Cow::Borrowed(data),
+                options,
+            };
+            w.write_pcapng_block(epb).map_err(err)?;
+            stats.packets += 1;
+            stats.bytes += u64::from(r.orig_len);
+        }
+    }
+    Ok(u32::try_from(described).unwrap_or(u32::MAX))
+}
+
+/// [`write_pcapng`] into `path` through [`crate::outdir::SafeFile`]: refused
+/// inside a bundle, over an input, or over an existing file unless `force`;
+/// written beside it and renamed when complete.
+pub struct PcapngOut {
+    file: crate::outdir::SafeFile,
+}
+
+impl PcapngOut {
+    /// Checks and opens `path` before any work is done.
+    pub fn prepare(
+        path: &Path,
+        inputs: &[std::path::PathBuf],
+        bundles: &[&Path],
+        force: bool,
+    ) -> Result<PcapngOut, String> {
+        let file = crate::outdir::SafeFile::create(path, "pcapng output", inputs, bundles, force)?;
+        Ok(PcapngOut { file })
+    }
+
+    /// Writes the packets and puts the file in place.
+    pub fn write(
+        mut self,
+        files: &[FileReport],
+        packet_flows: &[PacketFlow],
+        notes: &NoteIndex,
+        selection: Selection<'_>,
+    ) -> Result<WriteStats, String> {
+        let f = self
+            .file
+            .take()
+            .ok_or_else(|| "pcapng output already written".to_string())?;
+        let mut bw = io::BufWriter::with_capacity(1 << 20, f);
+        let stats = write_pcapng(files, packet_flows, notes, selection, &mut bw)
+            .map_err(|e| format!("pcapng output: {e}"))?;
+        let f = bw
+            .into_inner()
+            .map_err(|e| format!("pcapng output: {}", e.error()))?;
+        self.file.commit(f)?;
+        Ok(stats)
+    }
+}

@@ -1,0 +1,282 @@
+//! The NAT rules: a flow whose wire tuple no socket holds is translated
+//! through the connection-tracking entry valid at its time, and the
+//! translated tuple is looked up as usual, in whichever namespace holds it.
+//!
+//! The wire tuple is one direction of an entry; the other direction gives
+//! the tuple the socket holds. Masquerade (SNAT): the capture on the
+//! uplink sees the reply direction (`peer -> host:port`), the container's
+//! socket holds the original (`container -> peer`). A published port
+//! (DNAT): the capture sees the original (`peer -> host:8088`), the
+//! container's server socket holds the reply's (`container:80 -> peer`).
+//! Entries without translation are skipped (their other direction is the
+//! mirror of the wire tuple, already tried by the exact rule).
+
+use std::net::SocketAddr;
+
+use procflow_format::conntrack::{NatKind, Tuple};
+
+use super::{namespaces_for, try_rule, Found, HostContext, Query, Rule};
+use crate::snapshot::conntrack::CtRecord;
+use crate::snapshot::timeline::Timeline;
+
+/// How a flow was translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatMatch {
+    /// Translation the entry shows.
+    pub kind: NatKind,
+    /// Local end of the socket's tuple (inside the container).
+    pub local: SocketAddr,
+    /// Remote end of the socket's tuple.
+    pub remote: SocketAddr,
+    /// Namespace whose conntrack table held the entry.
+    pub netns: u64,
+    /// ns between the entry's sighting and the flow; 0 when seen during it.
+    pub gap_ns: i64,
+}
+
+/// The rules tried on the translated tuple for each NAT rule.
+fn inner(rule: Rule) -> &'static [Rule] {
+    match rule {
+        Rule::EventNat => &[
+            Rule::EventConnect,
+            Rule::EventAccept,
+            Rule::LookupOnSyn,
+            Rule::EventSend,
+            Rule::EventClose,
+        ],
+        Rule::ExactNat => &[Rule::Exact, Rule::ExactV4Mapped],
+        Rule::ListenNat => &[Rule::Listen, Rule::ListenWildcard],
+        _ => &[],
+    }
+}
+
+fn same_pair(t: &Tuple, a: SocketAddr, b: SocketAddr) -> bool {
+    match (t.src_sock(), t.dst_sock()) {
+        (Some(s), Some(d)) => (s == a && d == b) || (s == b && d == a),
+        _ => false,
+    }
+}
+
+/// Applies NAT rule `rule` to the wire tuple of `q`: the first translated
+/// tuple (entries nearest in time first) whose socket has an owner, else
+/// the first socket found without one.
+pub(super) fn try_nat(
+    tl: &Timeline,
+    ctx: &HostContext,
+    rule: Rule,
+    q: &Query,
+) -> Option<(Found, NatMatch)> {
+    let ct = &tl.conntrack;
+    let proto = q.transport.proto();
+    let wire = (canon(q.local), canon(q.remote));
+    let mut entries: Vec<(i64, &CtRecord)> = ct
+        .with_pair(proto, q.local, q.remote)
+        .iter()
+        .filter_map(|&i| ct.records.get(i))
+        .filter(|r| r.entry.nat().is_some())
+        .filter_map(|r| {
+            let gap = r.runs.iter().map(|x| x.gap(q.t0, q.t1)).min()?;
+            (gap <= q.max_gap).then_some((gap, r))
+        })
+        .collect();
+    // Nearest first; the capture's own table before the others.
+    entries.sort_by_key(|(gap, r)| (*gap, r.netns != ctx.capture_netns));
+    let mut ownerless = None;
+    for (gap, r) in entries {
+        let Some(kind) = r.entry.nat() else { continue };
+        for dir in [&r.entry.orig, &r.entry.reply] {
+            let (Some(local), Some(remote)) = (dir.src_sock(), dir.dst_sock()) else {
+                continue;
+            };
+            if same_pair(dir, wire.0, wire.1) {
+                continue;
+            }
+            let host = ctx.is_local(tl, local.ip());
+            let m = NatMatch {
+                kind,
+                local,
+                remote,
+                netns: r.netns,
+                gap_ns: gap,
+            };
+            let mut nss = namespaces_for(tl, ctx, local.ip(), host);
+            if nss.is_empty() {
+                nss = listening_namespace(tl, ctx, q, local);
+            }
+            for ns in nss {
+                let tq = Query {
+                    local,
+                    remote,
+                    ns,
+                    ..*q
+                };
+                for &inner_rule in inner(rule) {
+                    match try_rule(tl, inner_rule, &tq) {
+                        Some(f @ Found::Owned { .. }) => return Some((f, m)),
+                        Some(f @ Found::Ownerless(..)) if ownerless.is_none() => {
+                            ownerless = Some((f, m))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    ownerless
+}
+
+/// A container whose address no recorded socket shows (a server with
+/// only a wildcard listener, whose accepted connections lived between two
+/// snapshots): the one namespace other than the capture's with a listener
+/// or bound socket on the translated port; none when several have one.
+fn listening_namespace(tl: &Timeline, ctx: &HostContext, q: &Query, local: SocketAddr) -> Vec<u64> {
+    let mut v: Vec<u64> = tl
+        .bound(q.transport, local.port())
+        .iter()
+        .filter_map(|&i| tl.sockets.get(i))
+        .filter(|s| s.key.local.ip().is_unspecified() && s.key.netns != ctx.capture_netns)
+        .filter(|s| s.runs.iter().any(|r| r.gap(q.t0, q.t1) <= q.max_gap))
+        .map(|s| s.key.netns)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    if v.len() == 1 {
+        v
+    } else {
+        Vec::new()
+    }
+}
+
+fn canon(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{attribute, Method, Options};
+    use super::*;
+    use crate::flow::{ipproto, Family, Flow};
+    use crate::snapshot::timeline::tests::{build, clock, row4, table, Snap};
+    use procflow_format::layout::{SnapshotKind, TableStored};
+
+    const HOST: u64 = 4026531840;
+    const CONTAINER: u64 = 4026532500;
+    const OTHER: u64 = 4026532600;
+    const MASQ: &str =
+        "tcp 10.77.0.2 198.18.0.2 58036 9001 198.18.0.2 198.18.0.1 9001 58036 0x19e 0 0 431999";
+    const DNAT: &str =
+        "tcp 198.18.0.2 198.18.0.1 40000 8088 10.77.0.2 198.18.0.2 80 40000 0x1ae 0 0 431999";
+
+    fn ctx() -> HostContext {
+        HostContext {
+            capture_netns: HOST,
+            addresses: ["198.18.0.1".parse().unwrap()].into_iter().collect(),
+        }
+    }
+
+    fn tcp(a: &str, b: &str, t0: i64, t1: i64) -> Flow {
+        let a: SocketAddr = a.parse().unwrap();
+        let b: SocketAddr = b.parse().unwrap();
+        Flow {
+            id: 1,
+            proto: ipproto::TCP,
+            family: Family::V4,
+            a_ip: a.ip(),
+            a_port: Some(a.port()),
+            b_ip: b.ip(),
+            b_port: Some(b.port()),
+            icmp: None,
+            first_seen_ns: clock(t0).realtime_ns,
+            last_seen_ns: clock(t1).realtime_ns,
+            packets_ab: 1,
+            packets_ba: 1,
+            bytes_ab: 100,
+            bytes_ba: 100,
+            ip_bytes_ab: 86,
+            ip_bytes_ba: 86,
+            tcp_flags_ab: 0,
+            tcp_flags_ba: 0,
+        }
+    }
+
+    /// Two keyframes: the container's sockets, the host's conntrack table,
+    /// and another container listening on port 80 too (`others`).
+    fn lab(container: &[String], others: bool, ct: &str) -> Timeline {
+        let mk = |seq, ms| {
+            let mut s = Snap::new(seq, ms, SnapshotKind::Keyframe)
+                .table(HOST, "tcp", TableStored::Full, table(&[]))
+                .table(HOST, "conntrack", TableStored::Full, format!("{ct}\n"))
+                .table(CONTAINER, "tcp", TableStored::Full, table(container))
+                .fds(&["10 500 4026532500 100,101", "20 600 4026532600 200"]);
+            if others {
+                let l = [row4("0.0.0.0:80", "0.0.0.0:0", 0x0A, 200)];
+                s = s.table(OTHER, "tcp", TableStored::Full, table(&l));
+            }
+            s
+        };
+        let (tl, d) = build(&[mk(1, 0), mk(2, 1000)]);
+        assert_eq!(d.bad_lines, 0, "{d:?}");
+        tl
+    }
+
+    #[test]
+    fn masquerade_goes_to_the_container_socket() {
+        let sock = [row4("10.77.0.2:58036", "198.18.0.2:9001", 1, 100)];
+        let tl = lab(&sock, false, MASQ);
+        let f = tcp("198.18.0.1:58036", "198.18.0.2:9001", 100, 900);
+        let a = attribute(&tl, &ctx(), &Options::default(), &f);
+        assert_eq!(a.method, Method::Rule(Rule::ExactNat));
+        assert_eq!(a.owner.map(|o| o.pid), Some(10));
+        assert_eq!(a.socket.map(|s| s.netns), Some(CONTAINER));
+        let n = a.nat.unwrap();
+        assert_eq!(n.kind, NatKind::Snat);
+        assert_eq!(n.local, "10.77.0.2:58036".parse().unwrap());
+        assert_eq!(n.netns, HOST);
+        assert_eq!(a.local_is_a, Some(true));
+        assert_eq!(a.confidence(), Some(super::super::Confidence::High));
+        // Without the mapping the flow has no socket.
+        let tl = lab(&sock, false, "");
+        let a = attribute(&tl, &ctx(), &Options::default(), &f);
+        assert!(!a.method.is_attributed(), "{:?}", a.method);
+        // Far from the mapping's time: not translated.
+        let tl = lab(&sock, false, MASQ);
+        let late = tcp("198.18.0.1:58036", "198.18.0.2:9001", 60_000, 61_000);
+        let a = attribute(&tl, &ctx(), &Options::default(), &late);
+        assert!(!a.method.is_attributed(), "{:?}", a.method);
+    }
+
+    #[test]
+    fn published_port_goes_to_the_container_server() {
+        // Accepted connection seen: exact through DNAT.
+        let sock = [
+            row4("0.0.0.0:80", "0.0.0.0:0", 0x0A, 101),
+            row4("10.77.0.2:80", "198.18.0.2:40000", 1, 100),
+        ];
+        let tl = lab(&sock, true, DNAT);
+        let f = tcp("198.18.0.2:40000", "198.18.0.1:8088", 100, 900);
+        let a = attribute(&tl, &ctx(), &Options::default(), &f);
+        assert_eq!(a.method, Method::Rule(Rule::ExactNat));
+        assert_eq!(a.owner.map(|o| o.pid), Some(10));
+        assert_eq!(a.nat.unwrap().kind, NatKind::Dnat);
+        assert_eq!(a.local_is_a, Some(false));
+        // Only the listener seen, address known from another socket.
+        let sock = [
+            row4("0.0.0.0:80", "0.0.0.0:0", 0x0A, 101),
+            row4("10.77.0.2:5555", "198.18.0.2:53", 1, 100),
+        ];
+        let tl = lab(&sock, true, DNAT);
+        let a = attribute(&tl, &ctx(), &Options::default(), &f);
+        assert_eq!(a.method, Method::Rule(Rule::ListenNat));
+        assert_eq!(a.owner.map(|o| o.pid), Some(10));
+        // Only a wildcard listener, in one container: that one.
+        let sock = [row4("0.0.0.0:80", "0.0.0.0:0", 0x0A, 101)];
+        let tl = lab(&sock, false, DNAT);
+        let a = attribute(&tl, &ctx(), &Options::default(), &f);
+        assert_eq!(a.method, Method::Rule(Rule::ListenNat));
+        assert_eq!(a.owner.map(|o| o.pid), Some(10));
+        // ... in two containers: cannot tell which.
+        let tl = lab(&sock, true, DNAT);
+        let a = attribute(&tl, &ctx(), &Options::default(), &f);
+        assert!(!a.method.is_attributed(), "{:?}", a.method);
+    }
+}

@@ -1,0 +1,372 @@
+//! `procflow carve`: the packets of one process (or of chosen flows) into
+//! their own pcapng, annotated as by `analyze --pcapng`.
+//!
+//! The source is a report directory written by `analyze` (its
+//! `connections.csv` says which flows belong to whom, its `summary.json`
+//! where the captures are), or a bundle, which is then analyzed first into
+//! a temporary directory. The captures are replayed again with the same
+//! rules, so flow ids are those of the report; the replay must find exactly
+//! the report's flows, and each capture must still have the size the report
+//! recorded, or carving stops.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use crate::annotate::{NoteIndex, PacketNote, PcapngOut, Selection, WriteStats};
+use crate::capture::{self, ReplayOptions};
+use crate::hostile::term_path;
+
+/// Which flows to carve. Criteria combine: a flow must match all given.
+#[derive(Debug, Clone, Default)]
+pub struct Criteria {
+    /// Owner's pid.
+    pub pid: Option<u32>,
+    /// Owner's start: `process_start_ticks` or the RFC 3339 `process_start`.
+    pub start: Option<String>,
+    /// Owner's `comm`, exactly.
+    pub comm: Option<String>,
+    /// Flow ids (any of them).
+    pub flows: Vec<u64>,
+}
+
+/// What to carve and where.
+#[derive(Debug, Clone)]
+pub struct CarveConfig {
+    /// Report directory or bundle.
+    pub source: PathBuf,
+    /// Which flows.
+    pub criteria: Criteria,
+    /// The pcapng to write.
+    pub out: PathBuf,
+    /// Overwrite `out`.
+    pub force: bool,
+    /// Replay threads (`None`: all cores).
+    pub threads: Option<usize>,
+}
+
+/// What was carved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarveOutcome {
+    /// Flows selected.
+    pub flows: usize,
+    /// Their `packets_in + packets_out` according to the report.
+    pub expected_packets: u64,
+    /// What was written.
+    pub written: WriteStats,
+}
+
+type Row = HashMap<String, String>;
+
+fn read_rows(path: &Path) -> Result<Vec<Row>, String> {
+    let mut r = csv::Reader::from_path(path)
+        .map_err(|e| format!("{}: cannot read: {e}", term_path(path)))?;
+    let headers = r
+        .headers()
+        .map_err(|e| format!("{}: {e}", term_path(path)))?
+        .clone();
+    let mut rows = Vec::new();
+    for (i, rec) in r.records().enumerate() {
+        let rec = rec.map_err(|e| format!("{} line {}: {e}", term_path(path), i + 2))?;
+        rows.push(
+            headers
+                .iter()
+                .zip(rec.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect(),
+        );
+    }
+    Ok(rows)
+}
+
+/// A CSV cell as written, without the spreadsheet-formula guard.
+fn cell<'a>(r: &'a Row, k: &str) -> &'a str {
+    let v = r.get(k).map(String::as_str).unwrap_or("");
+    v.strip_prefix('\'').unwrap_or(v)
+}
+
+fn matches(r: &Row, c: &Criteria) -> bool {
+    if let Some(pid) = c.pid {
+        if cell(r, "pid") != pid.to_string() {
+            return false;
+        }
+    }
+    if let Some(start) = &c.start {
+        if cell(r, "process_start_ticks") != start && cell(r, "process_start") != start {
+            return false;
+        }
+    }
+    if let Some(comm) = &c.comm {
+        if cell(r, "comm") != comm || cell(r, "pid").is_empty() {
+            return false;
+        }
+    }
+    if !c.flows.is_empty() {
+        let id: Option<u64> = cell(r, "flow_id").parse().ok();
+        if !id.is_some_and(|id| c.flows.contains(&id)) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The note of a `connections.csv` row, as [`PacketNote::of_row`] makes it.
+fn note_of(r: &Row) -> PacketNote {
+    let flow = cell(r, "flow_id");
+    match cell(r, "pid").parse::<u32>() {
+        Ok(pid) => {
+            let cmd = match cell(r, "exe") {
+                "" => cell(r, "comm"),
+                e => e,
+            };
+            let mut c = format!(
+                "PID: {pid}\nCmd: {}\nArgs: {}\nProcessStart: {}\nMethod: {}\nConfidence: {}\nFlow: {flow}",
+                crate::hostile::term(cmd),
+                crate::hostile::term(cell(r, "cmdline")),
+                cell(r, "process_start"),
+                cell(r, "method"),
+                cell(r, "confidence"),
+            );
+            if !cell(r, "shared_with").is_empty() {
+                c.push_str(&format!("\nSharedWith: {}", cell(r, "shared_with")));
+            }
+            PacketNote {
+                comment: c,
+                pid: Some(pid),
+            }
+        }
+        Err(_) => PacketNote {
+            comment: format!(
+                "procflow: {}\nFlow: {flow}",
+                cell(r, "method").replacen(':', " (", 1) + ")"
+            ),
+            pid: None,
+        },
+    }
+}
+
+/// Carves. Runs on the current rayon pool.
+pub fn run_carve(cfg: &CarveConfig) -> Result<CarveOutcome, String> {
+    let src = &cfg.source;
+    let meta = std::fs::metadata(src).map_err(|e| {
+        format!(
+            "{}: {e} (give a report directory written by `procflow analyze`, or a bundle)",
+            term_path(src)
+        )
+    })?;
+    if !meta.is_dir() {
+        return Err(format!(
+            "{} is a file; carve reads a report directory written by `procflow analyze` \
+             (or a bundle directory)",
+            term_path(src)
+        ));
+    }
+    let mut tmp = None;
+    let report_dir = if src.join(procflow_format::layout::MANIFEST_FILE).exists() {
+        let dir = std::env::temp_dir().join(format!(
+            "procflow-carve-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        let acfg = crate::analyze::AnalyzeConfig {
+            bundle: src.clone(),
+            pcaps: Vec::new(),
+            out: dir.clone(),
+            threads: cfg.threads,
+            max_gap_ns: 30_000_000_000,
+            force: false,
+            hash: false,
+            pcapng: None,
+            strict: false,
+            csv_raw: true,
+        };
+        tmp = Some(dir.clone());
+        let r = crate::analyze::run_analysis(&acfg, &mut |_| {});
+        if let Err(e) = r {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e.to_string());
+        }
+        dir
+    } else {
+        src.clone()
+    };
+    let result = carve_from_reports(&report_dir, cfg);
+    if let Some(t) = tmp {
+        let _ = std::fs::remove_dir_all(t);
+    }
+    result
+}
+
+fn carve_from_reports(dir: &Path, cfg: &CarveConfig) -> Result<CarveOutcome, String> {
+    let conn = dir.join("connections.csv");
+    let sum = dir.join("summary.json");
+    if !conn.exists() || !sum.exists() {
+        return Err(format!(
+            "{} holds no connections.csv and summary.json: not a report directory of \
+             `procflow analyze`, nor a bundle (no manifest.json)",
+            term_path(dir)
+        ));
+    }
+    let rows = read_rows(&conn)?;
+    let summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&sum).map_err(|e| format!("{}: {e}", term_path(&sum)))?,
+    )
+    .map_err(|e| format!("{}: not JSON: {e}", term_path(&sum)))?;
+    let selected: Vec<&Row> = rows.iter().filter(|r| matches(r, &cfg.criteria)).collect();
+    if selected.is_empty() {
+        return Err(format!(
+            "no flow of {} matches {}; processes.csv lists the owners",
+            term_path(&conn),
+            describe(&cfg.criteria)
+        ));
+    }
+    let ids: HashSet<u64> = selected
+        .iter()
+        .filter_map(|r| cell(r, "flow_id").parse().ok())
+        .collect();
+    let expected: u64 = selected
+        .iter()
+        .map(|r| {
+            cell(r, "packets_in").parse::<u64>().unwrap_or(0)
+                + cell(r, "packets_out").parse::<u64>().unwrap_or(0)
+        })
+        .sum();
+    let files = summary["inputs"]["files"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut captures = Vec::new();
+    for f in files.iter().filter(|f| f["role"] == "capture") {
+        let p = PathBuf::from(f["path"].as_str().unwrap_or(""));
+        let size = std::fs::metadata(&p).map(|m| m.len()).map_err(|e| {
+            format!(
+                "capture {} named in {}: {e} (run carve from the directory analyze ran in, \
+                 or give the bundle instead)",
+                term_path(&p),
+                term_path(&sum)
+            )
+        })?;
+        if Some(size) != f["bytes"].as_u64() {
+            return Err(format!(
+                "capture {} is {size} bytes, the report says {}: it changed since the report \
+                 was written",
+                term_path(&p),
+                f["bytes"]
+            ));
+        }
+        captures.push(p);
+    }
+    let bundle = PathBuf::from(summary["inputs"]["bundle"].as_str().unwrap_or(""));
+    let out = PcapngOut::prepare(&cfg.out, &captures, &[bundle.as_path()], cfg.force)?;
+    let opts = ReplayOptions {
+        threads: cfg.threads,
+        track_packets: true,
+        ..ReplayOptions::default()
+    };
+    let replay = capture::replay(&captures, &opts).map_err(|e| e.to_string())?;
+    let mut notes = NoteIndex::default();
+    for r in &rows {
+        let ts = |k: &str| parse_rfc3339_ns(cell(r, k)).unwrap_or(i64::MIN);
+        if let Ok(id) = cell(r, "flow_id").parse::<u64>() {
+            notes.add(
+                id,
+                cell(r, "parent_flow_id").parse().ok(),
+                ts("first_seen"),
+                ts("last_seen"),
+                note_of(r),
+            );
+        }
+    }
+    if replay.flows.len() != notes.replayed_flows() {
+        return Err(format!(
+            "the captures replay into {} flows, {} stands for {}: not the captures of this report",
+            replay.flows.len(),
+            term_path(&conn),
+            notes.replayed_flows()
+        ));
+    }
+    let written = out.write(
+        &replay.files,
+        &replay.packet_flows,
+        &notes,
+        Selection::Flows(&ids),
+    )?;
+    Ok(CarveOutcome {
+        flows: ids.len(),
+        expected_packets: expected,
+        written,
+    })
+}
+
+fn describe(c: &Criteria) -> String {
+    let mut v = Vec::new();
+    if let Some(p) = c.pid {
+        v.push(format!("--pid {p}"));
+    }
+    if let Some(s) = &c.start {
+        v.push(format!("--start {}", crate::hostile::term(s)));
+    }
+    if let Some(s) = &c.comm {
+        v.push(format!("--comm {}", crate::hostile::term(s)));
+    }
+    for f in &c.flows {
+        v.push(format!("--flow {f}"));
+    }
+    v.join(" ")
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (the reports' timestamps) to ns since
+/// the epoch.
+pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let rest = s.get(19..)?.strip_suffix('Z')?;
+    let frac = match rest.strip_prefix('.') {
+        Some(f) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|c| c.is_ascii_digit()) => {
+            f.parse::<i64>().ok()? * 10i64.pow(9 - f.len() as u32)
+        }
+        None if rest.is_empty() => 0,
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
+    secs.checked_mul(1_000_000_000)?.checked_add(frac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trip() {
+        for ns in [0i64, 1_795_884_976_180_412_354, 951_782_400_000_000_001] {
+            assert_eq!(parse_rfc3339_ns(&crate::time::rfc3339_ns(ns)), Some(ns));
+        }
+        assert_eq!(
+            parse_rfc3339_ns("2026-11-28T16:56:16Z"),
+            Some(1_795_884_976_000_000_000)
+        );
+        assert_eq!(parse_rfc3339_ns("2026-11-28 16:56:16Z"), None);
+        assert_eq!(parse_rfc3339_ns(""), None);
+    }
+}

@@ -1,0 +1,254 @@
+//! Ownership at packet time: a flow whose socket changed owner during its
+//! lifetime is cut at the change, so that no report row mixes two owners.
+//!
+//! `procflow flows` aggregates packets by protocol and endpoints, with a
+//! long idle gap for UDP (600 s): the same UDP 4-tuple used by two processes
+//! a few seconds apart is one flow. After attribution, [`plan`] looks at the
+//! evidence of each flow's endpoints during its lifetime: the recorder's
+//! events when there are any (taken in the owning process' context), else
+//! the snapshot sockets the attributing rule accepts, each with its owner.
+//! When two or more owners follow one another without overlapping, the flow
+//! is planned for a cut. The packets of those flows alone are then read
+//! again (a second replay keeping only their packets) and [`apply`] cuts
+//! each one between owners, in the largest silence of its packets between
+//! the last evidence of one owner and the first of the next. Each part is
+//! attributed on its own and names its parent flow.
+//!
+//! Part ids follow the largest flow id, in the order of their parents, so
+//! the ids of unsplit flows stay those of `procflow flows` and every id is
+//! the same for any thread count.
+
+use std::collections::BTreeMap;
+
+use crate::attribute::{self, Attribution, HostContext, Note, Options, OwnerSpan};
+use crate::flow::{Flow, PacketMark};
+use crate::snapshot::timeline::Timeline;
+
+/// A flow to cut: its index in the flow list and its owners in time order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// Index of the flow in the list given to [`plan`].
+    pub index: usize,
+    /// Owners one after the other, without overlap.
+    pub spans: Vec<OwnerSpan>,
+}
+
+/// The flows whose evidence shows two or more owners one after the other.
+pub fn plan(
+    tl: &Timeline,
+    ctx: &HostContext,
+    flows: &[Flow],
+    attributions: &[Attribution],
+) -> Vec<Cut> {
+    use rayon::prelude::*;
+    flows
+        .par_iter()
+        .zip(attributions.par_iter())
+        .enumerate()
+        .filter_map(|(index, (f, a))| {
+            let spans = attribute::owner_spans(tl, ctx, f, a);
+            (spans.len() >= 2).then_some(Cut { index, spans })
+        })
+        .collect()
+}
+
+/// Where to cut between two owners: in the middle of the largest silence
+/// among the packets between the last evidence of the first owner (`lo`)
+/// and the first evidence of the next (`hi`).
+fn boundary(lo: i64, hi: i64, packets: &[PacketMark]) -> i64 {
+    let mut points: Vec<i64> = vec![lo];
+    points.extend(
+        packets
+            .iter()
+            .map(|p| p.ts_ns)
+            .filter(|&t| t > lo && t < hi),
+    );
+    points.push(hi);
+    points.sort_unstable();
+    let (a, b) = points
+        .windows(2)
+        .filter_map(|w| match w {
+            [a, b] => Some((*a, *b)),
+            _ => None,
+        })
+        .max_by_key(|(a, b)| (b.saturating_sub(*a), std::cmp::Reverse(*a)))
+        .unwrap_or((lo, hi));
+    a.saturating_add(b.saturating_sub(a) / 2)
+        .max(a.saturating_add(1))
+}
+
+/// The parts of `parent` cut between its owners: one flow per owner that
+/// has packets, with that owner's packets' counters and times.
+pub fn cut_flow(parent: &Flow, spans: &[OwnerSpan], packets: &[PacketMark]) -> Vec<Flow> {
+    let bounds: Vec<i64> = spans
+        .windows(2)
+        .filter_map(|w| match w {
+            [x, y] => Some(boundary(x.last_ns, y.first_ns, packets)),
+            _ => None,
+        })
+        .collect();
+    let mut parts: Vec<Option<Flow>> = vec![None; bounds.len() + 1];
+    for p in packets {
+        let k = bounds.iter().take_while(|&&b| p.ts_ns >= b).count();
+        let Some(slot) = parts.get_mut(k) else {
+            continue;
+        };
+        let f = slot.get_or_insert_with(|| Flow {
+            first_seen_ns: p.ts_ns,
+            last_seen_ns: p.ts_ns,
+            packets_ab: 0,
+            packets_ba: 0,
+            bytes_ab: 0,
+            bytes_ba: 0,
+            ip_bytes_ab: 0,
+            ip_bytes_ba: 0,
+            tcp_flags_ab: 0,
+            tcp_flags_ba: 0,
+            ..parent.clone()
+        });
+        f.first_seen_ns = f.first_seen_ns.min(p.ts_ns);
+        f.last_seen_ns = f.last_seen_ns.max(p.ts_ns);
+        if p.ab {
+            f.packets_ab += 1;
+            f.bytes_ab += u64::from(p.bytes);
+            f.ip_bytes_ab += u64::from(p.ip_bytes);
+            f.tcp_flags_ab |= p.tcp_flags;
+        } else {
+            f.packets_ba += 1;
+            f.bytes_ba += u64::from(p.bytes);
+            f.ip_bytes_ba += u64::from(p.ip_bytes);
+            f.tcp_flags_ba |= p.tcp_flags;
+        }
+    }
+    parts.into_iter().flatten().collect()
+}
+
+/// Whether `packets` are exactly the packets of `f` (the second replay
+/// found the same flow).
+fn same_flow(f: &Flow, packets: &[PacketMark]) -> bool {
+    let n = packets.len() as u64;
+    let bytes: u64 = packets.iter().map(|p| u64::from(p.bytes)).sum();
+    let first = packets.iter().map(|p| p.ts_ns).min();
+    n == f.packets_ab + f.packets_ba
+        && bytes == f.bytes_ab + f.bytes_ba
+        && first == Some(f.first_seen_ns)
+}
+
+/// Replaces each planned flow by its parts, each attributed on its own,
+/// in the parent's place. `packets` holds the packets of the planned flows
+/// by flow id (a flow without its packets, or whose packets do not add up
+/// to it, stays whole). Returns the flows and attributions in report order.
+pub fn apply(
+    tl: &Timeline,
+    ctx: &HostContext,
+    opts: &Options,
+    flows: Vec<Flow>,
+    attributions: Vec<Attribution>,
+    cuts: &[Cut],
+    packets: &BTreeMap<u64, Vec<PacketMark>>,
+) -> (Vec<Flow>, Vec<Attribution>) {
+    let mut next_id = flows.iter().map(|f| f.id).max().unwrap_or(0) + 1;
+    let by_index: BTreeMap<usize, &Cut> = cuts.iter().map(|c| (c.index, c)).collect();
+    let mut out_f = Vec::with_capacity(flows.len() + cuts.len());
+    let mut out_a = Vec::with_capacity(flows.len() + cuts.len());
+    for (i, (f, a)) in flows.into_iter().zip(attributions).enumerate() {
+        let parts = match (by_index.get(&i), packets.get(&f.id)) {
+            (Some(c), Some(p)) if same_flow(&f, p) => cut_flow(&f, &c.spans, p),
+            _ => Vec::new(),
+        };
+        if parts.len() < 2 {
+            out_f.push(f);
+            out_a.push(a);
+            continue;
+        }
+        let n = parts.len();
+        for (k, mut part) in parts.into_iter().enumerate() {
+            part.id = next_id;
+            next_id += 1;
+            let mut pa = attribute::attribute(tl, ctx, opts, &part);
+            pa.parent_flow_id = Some(f.id);
+            pa.notes.push(Note::SplitPart {
+                part: k + 1,
+                parts: n,
+            });
+            out_f.push(part);
+            out_a.push(pa);
+        }
+    }
+    (out_f, out_a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribute::ProcKey;
+
+    fn mark(ts: i64, ab: bool) -> PacketMark {
+        PacketMark {
+            ts_ns: ts,
+            ab,
+            bytes: 100,
+            ip_bytes: 86,
+            tcp_flags: 0,
+        }
+    }
+
+    fn span(pid: u32, a: i64, b: i64) -> OwnerSpan {
+        OwnerSpan {
+            owner: ProcKey { pid, start_time: 1 },
+            first_ns: a,
+            last_ns: b,
+        }
+    }
+
+    #[test]
+    fn cut_in_the_largest_silence_between_owners() {
+        // Owner 1's last evidence at 100, owner 2's first at 10_000; the
+        // packets pause from 300 to 9_000.
+        let pk: Vec<PacketMark> = [0, 50, 150, 300, 9_000, 9_500, 10_100, 12_000]
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| mark(t, i % 2 == 0))
+            .collect();
+        assert_eq!(boundary(100, 10_000, &pk), 4_650);
+        let parent = Flow {
+            id: 7,
+            proto: crate::flow::ipproto::UDP,
+            family: crate::flow::Family::V4,
+            a_ip: "10.0.0.1".parse().unwrap(),
+            a_port: Some(5000),
+            b_ip: "10.0.0.2".parse().unwrap(),
+            b_port: Some(53),
+            icmp: None,
+            first_seen_ns: 0,
+            last_seen_ns: 12_000,
+            packets_ab: 4,
+            packets_ba: 4,
+            bytes_ab: 400,
+            bytes_ba: 400,
+            ip_bytes_ab: 344,
+            ip_bytes_ba: 344,
+            tcp_flags_ab: 0,
+            tcp_flags_ba: 0,
+        };
+        assert!(same_flow(&parent, &pk));
+        let parts = cut_flow(&parent, &[span(1, 0, 100), span(2, 10_000, 12_000)], &pk);
+        assert_eq!(parts.len(), 2);
+        assert_eq!((parts[0].first_seen_ns, parts[0].last_seen_ns), (0, 300));
+        assert_eq!((parts[0].packets_ab, parts[0].packets_ba), (2, 2));
+        assert_eq!(
+            (parts[1].first_seen_ns, parts[1].last_seen_ns),
+            (9_000, 12_000)
+        );
+        assert_eq!(parts[1].bytes_ab + parts[1].bytes_ba, 400);
+        // An owner without packets gets no part.
+        let parts = cut_flow(&parent, &[span(1, 0, 100), span(3, 20_000, 21_000)], &pk);
+        assert_eq!(parts.len(), 2);
+        let parts = cut_flow(
+            &parent,
+            &[span(1, 50_000, 50_100), span(3, 60_000, 61_000)],
+            &pk,
+        );
+        assert_eq!(parts.len(), 1);
+    }
+}
