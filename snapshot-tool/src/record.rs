@@ -13,8 +13,8 @@ use crate::delta::{self, FdEntry, FdState, FdStatus};
 use crate::events::{self, Batch, EventSources};
 use crate::layout::{
     self, ByteOrder, FdWalk, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord,
-    RecordError, RecordOptions, RecorderStatus, SnapshotKind, SnapshotMeta, SourceInfo,
-    TableEntry, TableStored, ToolInfo, NET_TABLES,
+    RecordError, RecordOptions, RecorderStatus, SnapshotKind, SnapshotMeta, SourceInfo, TableEntry,
+    TableStored, ToolInfo, NET_TABLES,
 };
 use crate::live;
 use crate::procfs::{self, StatFields};
