@@ -167,6 +167,13 @@ impl ReportDir {
         force: bool,
     ) -> Result<ReportDir, String> {
         refuse_inside_bundle(out, bundles)?;
+        if std::fs::metadata(out).is_ok_and(|m| !m.is_dir()) {
+            return Err(format!(
+                "--out {} is a file; --out names the directory the reports go into \
+                 (created if absent)",
+                term_path(out)
+            ));
+        }
         let existed = std::fs::symlink_metadata(out).is_ok();
         std::fs::create_dir_all(out)
             .map_err(|e| format!("cannot create --out {}: {e}", term_path(out)))?;

@@ -6,6 +6,7 @@
 pub mod analyze;
 pub mod carve;
 pub mod flows;
+pub mod sockets;
 pub mod verify;
 
 /// Parses a duration option (`250ms`, `30s`, `10m`, `1h`, bare seconds)

@@ -33,6 +33,14 @@ pub enum BundleError {
         #[source]
         source: std::io::Error,
     },
+    /// The path given is missing or is a file, not a bundle directory.
+    #[error("{}: {detail}", path.display())]
+    NotABundle {
+        /// The path as given.
+        path: PathBuf,
+        /// What it is and what to do instead.
+        detail: String,
+    },
     /// The manifest is not valid JSON of the expected shape.
     #[error("{}: not a procflow bundle manifest: {detail}", path.display())]
     Manifest {
@@ -79,6 +87,26 @@ impl Bundle {
     /// captures.
     pub fn open(dir: &Path) -> Result<Bundle, BundleError> {
         let manifest_path = dir.join(MANIFEST_FILE);
+        match std::fs::metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BundleError::NotABundle {
+                    path: dir.to_path_buf(),
+                    detail: "no such file or directory; give the bundle directory \
+                             `procflow-snap record --out` (or `once --out`) wrote"
+                        .into(),
+                });
+            }
+            Ok(m) if m.is_file() => {
+                return Err(BundleError::NotABundle {
+                    path: dir.to_path_buf(),
+                    detail: "is a file, not a bundle directory; for a capture alone use \
+                             `procflow flows FILE`, or give it with `--pcap FILE` next to \
+                             the bundle it was recorded with"
+                        .into(),
+                });
+            }
+            _ => {}
+        }
         let text = std::fs::read_to_string(&manifest_path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound && dir.is_dir() {
                 // The usual mistake: a capture folder or a report folder
