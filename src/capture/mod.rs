@@ -99,6 +99,8 @@ pub struct FileReport {
 pub enum ProblemKind {
     /// The file is not a capture this build reads, or cannot be read at all.
     UnreadableFile,
+    /// Reading the file failed part way (it shrank, or the device failed).
+    ReadFailed,
     /// A pcap record ends past the end of the file.
     TruncatedRecord,
     /// A pcap record header is impossible; a classic pcap stops there.
@@ -144,6 +146,7 @@ impl ProblemKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ProblemKind::UnreadableFile => "unreadable-file",
+            ProblemKind::ReadFailed => "read-failed",
             ProblemKind::TruncatedRecord => "truncated-record",
             ProblemKind::CorruptRecord => "corrupt-record",
             ProblemKind::CaplenExceedsLen => "caplen-exceeds-len",
@@ -491,7 +494,7 @@ impl<'o> Replayer<'o> {
                     ScanProblem {
                         packet_index: None,
                         offset: at,
-                        kind: "read-failed",
+                        kind: ProblemKind::ReadFailed,
                         what,
                     },
                 );
