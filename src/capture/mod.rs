@@ -9,6 +9,7 @@
 //! depend on the thread count, and memory holds at most two batches whatever
 //! the file size.
 
+pub mod guard;
 pub mod scan;
 pub mod source;
 
@@ -19,6 +20,7 @@ use scan::{RawRec, ScanProblem, Scanner};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Most packets per batch: enough to amortise the rayon fan-out, few
@@ -196,23 +198,26 @@ pub fn replay(paths: &[PathBuf], opts: &ReplayOptions) -> Result<Replay, Capture
         // spanning files merge and ids do not depend on argument order. Files
         // are opened one at a time (here and below): a day of rotated files
         // must not exhaust file descriptors.
-        let mut order: Vec<(Option<i64>, usize)> = paths
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                (
-                    source::Source::open(p)
-                        .ok()
-                        .and_then(|s| first_ts(s.bytes())),
-                    i,
-                )
-            })
-            .collect();
+        // A stream (pipe, `<(zcat ...)`) can be read only once: its source
+        // (a temporary copy) is kept from this first look to the replay.
+        let mut kept: Vec<Option<io::Result<source::Source>>> = Vec::new();
+        let mut order: Vec<(Option<i64>, usize)> = Vec::new();
+        for (i, p) in paths.iter().enumerate() {
+            let regular = std::fs::metadata(p).is_ok_and(|m| m.is_file());
+            let s = source::Source::open(p);
+            let ts = s.as_ref().ok().and_then(|s| first_ts(s.bytes()));
+            kept.push(if regular { None } else { Some(s) });
+            order.push((ts, i));
+        }
         order.sort_by_key(|&(ts, i)| (ts.is_none(), ts, i));
         let mut r = Replayer::new(opts);
         for (_, i) in order {
             let path = &paths[i];
-            match source::Source::open(path) {
+            let opened = match kept.get_mut(i).and_then(Option::take) {
+                Some(s) => s,
+                None => source::Source::open(path),
+            };
+            match opened {
                 Ok(mut s) => r.file(path, &mut s),
                 Err(e) => r.unreadable(path, 0, format!("cannot open: {e}")),
             }
@@ -375,6 +380,32 @@ impl<'o> Replayer<'o> {
                         .collect_into_vec(&mut next)
                 },
             );
+            if let Some((at, now)) = src.failed_at() {
+                // What was just read may be zeros standing in for bytes the
+                // file no longer has: dropped, and the file ends here.
+                // (The batch before it was folded during this round.)
+                scan_problems.clear();
+                next.clear();
+                let what = format!(
+                    "the file changed while being read: reading failed at byte offset {at}{} \
+                     (truncated, or an I/O error on the device); packets from there on are \
+                     not read",
+                    now.map_or(String::new(), |n| format!(", the file now has {n} bytes"))
+                );
+                if let Some(f) = self.files.get_mut(idx) {
+                    f.error = Some(format!("offset {at}: {what}"));
+                }
+                self.problem(
+                    idx,
+                    ScanProblem {
+                        packet_index: None,
+                        offset: at,
+                        kind: "read-failed",
+                        what,
+                    },
+                );
+                break;
+            }
             for p in scan_problems.drain(..) {
                 self.problem(idx, p);
             }
