@@ -425,7 +425,10 @@ impl CaptureCounters {
                 continue;
             };
             let Ok(v) = num.parse::<u64>() else { continue };
-            match rest.trim_start_matches("packets ").trim_start_matches("packet ") {
+            match rest
+                .trim_start_matches("packets ")
+                .trim_start_matches("packet ")
+            {
                 "captured" => c.captured = v,
                 "received by filter" => c.received_by_filter = v,
                 "dropped by kernel" => c.dropped_by_kernel = v,

@@ -42,7 +42,8 @@ pub fn lock_out_dir(dir: &Path) -> Result<File, String> {
             format!("{}: cannot lock: {e}", dir.display())
         });
     }
-    let mut rd = std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
+    let mut rd =
+        std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
     if rd.next().is_some() {
         return Err(format!(
             "{}: output directory is not empty (a bundle is never written over another)",
@@ -239,7 +240,10 @@ mod tests {
         )
         .unwrap();
         let c = capture_counters(&d).unwrap();
-        assert_eq!((c.captured, c.received_by_filter, c.dropped_by_kernel), (10, 12, 2));
+        assert_eq!(
+            (c.captured, c.received_by_filter, c.dropped_by_kernel),
+            (10, 12, 2)
+        );
         assert!(heartbeat_line(&d, Duration::from_secs(5), "proc-poll")
             .contains("tcpdump 10 captured / 2 dropped by kernel"));
         let _ = std::fs::remove_dir_all(&d);

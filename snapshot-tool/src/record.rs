@@ -569,6 +569,7 @@ impl Recorder {
             .commit()
             .map_err(|e| write_stop(&format!("writing {}", archive.name()), &e))?;
         self.written += 1;
+        crate::operator::snapshot_written();
         if keyframe {
             archive
                 .sync()
@@ -881,6 +882,9 @@ fn privileges() -> Privileges {
     }
 }
 
+/// Time between two heartbeat lines on a terminal.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
 /// Runs `record` or `once`; returns the exit status. Errors found before
 /// anything is written give [`EXIT_USAGE`] and leave nothing behind.
 pub fn run(cfg: Config) -> i32 {
@@ -916,6 +920,14 @@ pub fn run(cfg: Config) -> i32 {
         eprintln!("procflow-snap: {}: cannot create: {e}", cfg.out.display());
         return EXIT_USAGE;
     }
+    // Held until the end: a second recorder on the same --out stops here.
+    let _lock = match crate::operator::lock_out_dir(&cfg.out) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("procflow-snap: {e}");
+            return EXIT_USAGE;
+        }
+    };
     let started = sys::timestamp();
 
     // The capture starts before the first snapshot so that it covers it.
@@ -1003,6 +1015,20 @@ pub fn run(cfg: Config) -> i32 {
                         .map_or(String::new(), |c| format!(", tcpdump on {}", c.info.iface))
                 );
             }
+            for w in crate::operator::startup_warnings(manifest.privileges.euid, Path::new("/proc"))
+            {
+                eprintln!("procflow-snap: warning: {w}");
+            }
+            let _heartbeat = (!cfg.once)
+                .then(|| {
+                    crate::operator::Heartbeat::start(
+                        cfg.out.clone(),
+                        HEARTBEAT,
+                        cap.as_ref().map(Capture::pid),
+                        sources_line(&manifest.sources),
+                    )
+                })
+                .flatten();
             record_loop(&mut rec, &mut manifest, &mut cap)
         }
         Err(e) => write_stop("writing manifest.json", &e),
@@ -1243,7 +1269,11 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
             }
         }
     }
-    m.capture = cap.as_ref().map(|c| c.info.clone());
+    m.capture = cap.as_ref().map(|c| {
+        let mut info = c.info.clone();
+        info.counters = crate::operator::capture_counters(&rec.cfg.out);
+        info
+    });
     m.capture_files = capture::capture_files(&rec.cfg.out);
     if !second() {
         // tcpdump closes its files without fsync.
@@ -1280,7 +1310,8 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
     if status == "killed" {
         return code;
     }
-    if let Err(e) = bundle::write_sha256sums(&rec.cfg.out, &second) {
+    let sums = bundle::write_sha256sums(&rec.cfg.out, &second);
+    if let Err(e) = sums.as_ref() {
         if second() {
             m.status = "killed".into();
             let _ = bundle::write_manifest(&rec.cfg.out, &m);
@@ -1295,14 +1326,26 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         }
     }
     let _ = bundle::sync_dir(&rec.cfg.out);
+    // Say only what was written.
     eprintln!(
-        "procflow-snap: {}: {} snapshot(s) in {} archive(s), {} capture file(s); {} and {} written",
+        "procflow-snap: {}: {} snapshot(s) in {} archive(s), {} capture file(s); {}",
         m.status,
         m.snapshots,
         m.archives.len(),
         m.capture_files.len(),
-        layout::MANIFEST_FILE,
-        layout::SHA256SUMS_FILE
+        if sums.is_ok() {
+            format!(
+                "{} and {} written",
+                layout::MANIFEST_FILE,
+                layout::SHA256SUMS_FILE
+            )
+        } else {
+            format!(
+                "{} written, {} NOT written",
+                layout::MANIFEST_FILE,
+                layout::SHA256SUMS_FILE
+            )
+        }
     );
     code
 }
