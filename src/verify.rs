@@ -25,8 +25,8 @@ use std::path::Path;
 
 use procflow_format::hash::sha256_file;
 use procflow_format::layout::{
-    parse_archive_name, CaptureCounters, Manifest, CAPTURE_PREFIX, MANIFEST_FILE, SHA256SUMS_FILE,
-    TCPDUMP_LOG_FILE,
+    parse_archive_name, CaptureCounters, Manifest, RecorderStatus, CAPTURE_PREFIX, MANIFEST_FILE,
+    SHA256SUMS_FILE, TCPDUMP_LOG_FILE,
 };
 use serde::Serialize;
 
@@ -379,7 +379,8 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             );
         }
         let evidence_file = is_capture_name(name) || parse_archive_name(name).is_some();
-        if evidence_file && m.status != "recording" && !named.contains(name.as_str()) {
+        if evidence_file && m.status != RecorderStatus::Recording && !named.contains(name.as_str())
+        {
             c.add(
                 Area::Integrity,
                 "not-in-manifest",
@@ -474,22 +475,27 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         }
     }
     // Recorder.
-    if m.status != "complete" {
-        let why = match m.status.as_str() {
-            "recording" => {
+    if m.status != RecorderStatus::Complete {
+        let why = match m.status {
+            RecorderStatus::Recording => {
                 "the recorder did not stop cleanly (killed, crashed or power loss) or is still \
                  running"
             }
-            "killed" => "a second signal forced the recorder out before it finished",
-            "disk-full" => "the disk filled up; recording stopped early",
-            "error" => "a write error stopped the recording",
-            _ => "not a status this procflow knows",
+            RecorderStatus::Killed => "a second signal forced the recorder out before it finished",
+            RecorderStatus::DiskFull => "the disk filled up; recording stopped early",
+            RecorderStatus::Error => "a write error stopped the recording",
+            RecorderStatus::Complete | RecorderStatus::Other(_) => {
+                "not a status this procflow knows"
+            }
         };
         c.add(
             Area::Recorder,
             "recorder-status",
             Some(MANIFEST_FILE),
-            format!("recorder status is {:?}, not \"complete\": {why}", m.status),
+            format!(
+                "recorder status is {:?}, not \"complete\": {why}",
+                m.status.as_str()
+            ),
         );
     }
     for e in m.errors.iter().filter(|e| e.what == "write") {

@@ -12,9 +12,9 @@ use crate::capture::{self, Capture, Rotate};
 use crate::delta::{self, FdEntry, FdState, FdStatus};
 use crate::events::{self, Batch, EventSources};
 use crate::layout::{
-    self, FdWalk, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord, RecordError,
-    RecordOptions, SnapshotKind, SnapshotMeta, SourceInfo, TableEntry, TableStored, ToolInfo,
-    NET_TABLES,
+    self, ByteOrder, FdWalk, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord,
+    RecordError, RecordOptions, RecorderStatus, SnapshotKind, SnapshotMeta, SourceInfo, TableEntry,
+    TableStored, ToolInfo, NET_TABLES,
 };
 use crate::live;
 use crate::procfs::{self, StatFields};
@@ -857,12 +857,7 @@ fn host_info(self_netns: u64, errors: &mut ErrorSummary) -> HostInfo {
         kernel_release: u.release,
         kernel_version: u.version,
         arch: u.machine,
-        byte_order: if cfg!(target_endian = "little") {
-            "little"
-        } else {
-            "big"
-        }
-        .into(),
+        byte_order: ByteOrder::NATIVE,
         boot_id,
         btime,
         clk_tck: sys::clk_tck(),
@@ -995,7 +990,7 @@ pub fn run(cfg: Config) -> i32 {
         capture: cap.as_ref().map(|c| c.info.clone()),
         started,
         ended: None,
-        status: "recording".into(),
+        status: RecorderStatus::Recording,
         archives: vec![layout::archive_name(1)],
         capture_files: Vec::new(),
         snapshots: 0,
@@ -1218,14 +1213,14 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
 
     let second = || sys::signals() >= 2;
     let (mut status, mut code) = match &stop {
-        Stop::Done => ("complete", EXIT_OK),
+        Stop::Done => (RecorderStatus::Complete, EXIT_OK),
         Stop::DiskFull(msg) => {
             eprintln!("procflow-snap: disk full, recording stopped: {msg}; everything written before is kept");
-            ("disk-full", EXIT_DISK_FULL)
+            (RecorderStatus::DiskFull, EXIT_DISK_FULL)
         }
         Stop::Error(msg) => {
             eprintln!("procflow-snap: recording stopped by an error: {msg}");
-            ("error", EXIT_ERROR)
+            (RecorderStatus::Error, EXIT_ERROR)
         }
     };
     match &stop {
@@ -1241,7 +1236,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         c.stop(Duration::from_secs(5), &second);
     }
     if second() {
-        status = "killed";
+        status = RecorderStatus::Killed;
         code = EXIT_KILLED;
     }
     match &stop {
@@ -1254,7 +1249,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
                     error: msg,
                     count: 1,
                 });
-                status = "error";
+                status = RecorderStatus::Error;
                 code = EXIT_ERROR;
             }
         }
@@ -1291,7 +1286,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
     m.archives = rec.archives.clone();
     m.snapshots = rec.written;
     m.ended = Some(sys::timestamp());
-    m.status = status.into();
+    m.status = status.clone();
     m.errors = rec.errors.to_vec();
     if let Err(e) = bundle::write_manifest(&rec.cfg.out, &m) {
         eprintln!(
@@ -1307,13 +1302,13 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         }
         return code;
     }
-    if status == "killed" {
+    if status == RecorderStatus::Killed {
         return code;
     }
     let sums = bundle::write_sha256sums(&rec.cfg.out, &second);
     if let Err(e) = sums.as_ref() {
         if second() {
-            m.status = "killed".into();
+            m.status = RecorderStatus::Killed;
             let _ = bundle::write_manifest(&rec.cfg.out, &m);
             return EXIT_KILLED;
         }

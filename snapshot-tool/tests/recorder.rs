@@ -271,7 +271,7 @@ fn sigkill_leaves_every_complete_snapshot_readable() {
     signal(&rec, libc::SIGKILL);
     let (code, _) = wait_exit(rec, Duration::from_secs(10));
     assert_eq!(code, -1, "killed by a signal");
-    assert_eq!(manifest(&out.0).status, "recording");
+    assert_eq!(manifest(&out.0).status.as_str(), "recording");
 
     let bytes = std::fs::read(&path).expect("archive");
     let full = read_archive(&path).expect("read");
@@ -330,13 +330,13 @@ fn sigint_writes_final_manifest_and_checksums() {
     let out_s = out.0.to_str().expect("utf-8 path");
     let rec = start(&["record", "--out", out_s, "--interval", "50ms"]);
     wait_first_snapshot(&out.0);
-    assert_eq!(manifest(&out.0).status, "recording");
+    assert_eq!(manifest(&out.0).status.as_str(), "recording");
     std::thread::sleep(Duration::from_millis(400));
     signal(&rec, libc::SIGINT);
     let (code, err) = wait_exit(rec, Duration::from_secs(20));
     assert_eq!(code, 0, "stderr: {err}");
     let m = manifest(&out.0);
-    assert_eq!(m.status, "complete");
+    assert_eq!(m.status.as_str(), "complete");
     assert!(m.ended.is_some());
     assert!(m.snapshots >= 2);
     assert_eq!(m.archives, vec![layout::archive_name(1)]);
@@ -599,7 +599,7 @@ fn disk_full_stops_cleanly_and_keeps_what_was_written() {
     assert_eq!(code, 3, "stderr: {err}");
     assert!(err.contains("disk full"), "{err}");
     let m = manifest(&dir);
-    assert_eq!(m.status, "disk-full");
+    assert_eq!(m.status.as_str(), "disk-full");
     assert!(m.ended.is_some());
     assert!(
         m.errors.iter().any(|e| e.error.contains("ENOSPC")),
@@ -835,7 +835,7 @@ fn second_signal_forces_exit_with_status_killed() {
     assert_eq!(code, 130, "stderr: {err}");
     assert!(t.elapsed() < Duration::from_secs(3), "exit was not prompt");
     let m = manifest(&out.0);
-    assert_eq!(m.status, "killed");
+    assert_eq!(m.status.as_str(), "killed");
     assert!(m.ended.is_some());
     assert!(!out.0.join(layout::SHA256SUMS_FILE).exists());
     assert!(!tcpdump_running_for(&out.0), "tcpdump still running");
