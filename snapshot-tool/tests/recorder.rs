@@ -1064,5 +1064,5 @@ fn two_recorders_at_once() {
     );
     assert!(!lost.1.contains("SHA256SUMS written"), "{}", lost.1);
     let m = manifest(&out.0);
-    assert_eq!(m.status, "complete");
+    assert_eq!(m.status.as_str(), "complete");
 }
