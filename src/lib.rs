@@ -42,6 +42,7 @@ pub mod overview;
 pub mod packet;
 pub mod report;
 pub mod snapshot;
+pub mod sockets;
 pub mod split;
 pub mod time;
 pub mod verify;

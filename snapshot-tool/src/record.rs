@@ -12,9 +12,9 @@ use crate::capture::{self, Capture, Rotate};
 use crate::delta::{self, FdEntry, FdState, FdStatus};
 use crate::events::{self, Batch, EventSources};
 use crate::layout::{
-    self, FdWalk, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord, RecordError,
-    RecordOptions, SnapshotKind, SnapshotMeta, SourceInfo, TableEntry, TableStored, ToolInfo,
-    NET_TABLES,
+    self, ByteOrder, FdWalk, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord,
+    RecordError, RecordOptions, RecorderStatus, SnapshotKind, SnapshotMeta, SourceInfo, TableEntry,
+    TableStored, ToolInfo, NET_TABLES,
 };
 use crate::live;
 use crate::procfs::{self, StatFields};
@@ -691,6 +691,7 @@ impl Recorder {
             .commit()
             .map_err(|e| write_stop(&format!("writing {}", archive.name()), &e))?;
         self.written += 1;
+        crate::operator::snapshot_written();
         if keyframe {
             archive
                 .sync()
@@ -981,12 +982,7 @@ fn host_info(self_netns: u64, errors: &mut ErrorSummary) -> HostInfo {
         kernel_release: u.release,
         kernel_version: u.version,
         arch: u.machine,
-        byte_order: if cfg!(target_endian = "little") {
-            "little"
-        } else {
-            "big"
-        }
-        .into(),
+        byte_order: ByteOrder::NATIVE,
         boot_id,
         btime,
         clk_tck: sys::clk_tck(),
@@ -1005,6 +1001,9 @@ fn privileges() -> Privileges {
             .unwrap_or_default(),
     }
 }
+
+/// Time between two heartbeat lines on a terminal.
+const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// Runs `record` or `once`; returns the exit status. Errors found before
 /// anything is written give [`EXIT_USAGE`] and leave nothing behind.
@@ -1041,6 +1040,14 @@ pub fn run(cfg: Config) -> i32 {
         eprintln!("procflow-snap: {}: cannot create: {e}", cfg.out.display());
         return EXIT_USAGE;
     }
+    // Held until the end: a second recorder on the same --out stops here.
+    let _lock = match crate::operator::lock_out_dir(&cfg.out) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("procflow-snap: {e}");
+            return EXIT_USAGE;
+        }
+    };
     let started = sys::timestamp();
 
     // The capture starts before the first snapshot so that it covers it.
@@ -1108,7 +1115,7 @@ pub fn run(cfg: Config) -> i32 {
         capture: cap.as_ref().map(|c| c.info.clone()),
         started,
         ended: None,
-        status: "recording".into(),
+        status: RecorderStatus::Recording,
         archives: vec![layout::archive_name(1)],
         capture_files: Vec::new(),
         snapshots: 0,
@@ -1128,6 +1135,20 @@ pub fn run(cfg: Config) -> i32 {
                         .map_or(String::new(), |c| format!(", tcpdump on {}", c.info.iface))
                 );
             }
+            for w in crate::operator::startup_warnings(manifest.privileges.euid, Path::new("/proc"))
+            {
+                eprintln!("procflow-snap: warning: {w}");
+            }
+            let _heartbeat = (!cfg.once)
+                .then(|| {
+                    crate::operator::Heartbeat::start(
+                        cfg.out.clone(),
+                        HEARTBEAT,
+                        cap.as_ref().map(Capture::pid),
+                        sources_line(&manifest.sources),
+                    )
+                })
+                .flatten();
             record_loop(&mut rec, &mut manifest, &mut cap)
         }
         Err(e) => write_stop("writing manifest.json", &e),
@@ -1317,14 +1338,14 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
 
     let second = || sys::signals() >= 2;
     let (mut status, mut code) = match &stop {
-        Stop::Done => ("complete", EXIT_OK),
+        Stop::Done => (RecorderStatus::Complete, EXIT_OK),
         Stop::DiskFull(msg) => {
             eprintln!("procflow-snap: disk full, recording stopped: {msg}; everything written before is kept");
-            ("disk-full", EXIT_DISK_FULL)
+            (RecorderStatus::DiskFull, EXIT_DISK_FULL)
         }
         Stop::Error(msg) => {
             eprintln!("procflow-snap: recording stopped by an error: {msg}");
-            ("error", EXIT_ERROR)
+            (RecorderStatus::Error, EXIT_ERROR)
         }
     };
     match &stop {
@@ -1340,7 +1361,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         c.stop(Duration::from_secs(5), &second);
     }
     if second() {
-        status = "killed";
+        status = RecorderStatus::Killed;
         code = EXIT_KILLED;
     }
     match &stop {
@@ -1353,7 +1374,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
                     error: msg,
                     count: 1,
                 });
-                status = "error";
+                status = RecorderStatus::Error;
                 code = EXIT_ERROR;
             }
         }
@@ -1368,7 +1389,11 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
             }
         }
     }
-    m.capture = cap.as_ref().map(|c| c.info.clone());
+    m.capture = cap.as_ref().map(|c| {
+        let mut info = c.info.clone();
+        info.counters = crate::operator::capture_counters(&rec.cfg.out);
+        info
+    });
     m.capture_files = capture::capture_files(&rec.cfg.out);
     if !second() {
         // tcpdump closes its files without fsync.
@@ -1386,7 +1411,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
     m.archives = rec.archives.clone();
     m.snapshots = rec.written;
     m.ended = Some(sys::timestamp());
-    m.status = status.into();
+    m.status = status.clone();
     m.errors = rec.errors.to_vec();
     if let Err(e) = bundle::write_manifest(&rec.cfg.out, &m) {
         eprintln!(
@@ -1402,12 +1427,13 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         }
         return code;
     }
-    if status == "killed" {
+    if status == RecorderStatus::Killed {
         return code;
     }
-    if let Err(e) = bundle::write_sha256sums(&rec.cfg.out, &second) {
+    let sums = bundle::write_sha256sums(&rec.cfg.out, &second);
+    if let Err(e) = sums.as_ref() {
         if second() {
-            m.status = "killed".into();
+            m.status = RecorderStatus::Killed;
             let _ = bundle::write_manifest(&rec.cfg.out, &m);
             return EXIT_KILLED;
         }
@@ -1420,14 +1446,26 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         }
     }
     let _ = bundle::sync_dir(&rec.cfg.out);
+    // Say only what was written.
     eprintln!(
-        "procflow-snap: {}: {} snapshot(s) in {} archive(s), {} capture file(s); {} and {} written",
+        "procflow-snap: {}: {} snapshot(s) in {} archive(s), {} capture file(s); {}",
         m.status,
         m.snapshots,
         m.archives.len(),
         m.capture_files.len(),
-        layout::MANIFEST_FILE,
-        layout::SHA256SUMS_FILE
+        if sums.is_ok() {
+            format!(
+                "{} and {} written",
+                layout::MANIFEST_FILE,
+                layout::SHA256SUMS_FILE
+            )
+        } else {
+            format!(
+                "{} written, {} NOT written",
+                layout::MANIFEST_FILE,
+                layout::SHA256SUMS_FILE
+            )
+        }
     );
     code
 }
