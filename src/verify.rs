@@ -224,31 +224,10 @@ fn parse_sums(text: &str) -> Sums {
     s
 }
 
-/// The counters tcpdump prints when it stops (`N packets captured`,
-/// `N packets received by filter`, `N packets dropped by kernel`,
-/// `N packets dropped by interface`), summed over every run in the log.
+/// tcpdump's counters in the text of its log (the last value of each);
+/// see [`CaptureCounters::from_tcpdump_log`].
 pub fn parse_tcpdump_log(text: &str) -> Option<CaptureCounters> {
-    let mut c = CaptureCounters::default();
-    let mut any = false;
-    for line in text.lines() {
-        let line = line.trim();
-        let Some((num, rest)) = line.split_once(' ') else {
-            continue;
-        };
-        let Ok(v) = num.parse::<u64>() else { continue };
-        let slot = match rest {
-            "packets captured" | "packet captured" => &mut c.captured,
-            "packets received by filter" | "packet received by filter" => &mut c.received_by_filter,
-            "packets dropped by kernel" | "packet dropped by kernel" => &mut c.dropped_by_kernel,
-            "packets dropped by interface" | "packet dropped by interface" => {
-                c.dropped_by_interface.get_or_insert(0)
-            }
-            _ => continue,
-        };
-        *slot = slot.saturating_add(v);
-        any = true;
-    }
-    any.then_some(c)
+    CaptureCounters::from_tcpdump_log(text)
 }
 
 /// Whether a directory entry name is one of the bundle's captures.
@@ -735,7 +714,7 @@ mod tests {
 
     #[test]
     fn tcpdump_counters() {
-        let log = "tcpdump: listening on pfs1\n1422 packets captured\n1423 packets received by filter\n7 packets dropped by kernel\n";
+        let log = "tcpdump: listening on pfs1\n3 packets captured\n3 packets received by filter\n0 packets dropped by kernel\n1422 packets captured\n1423 packets received by filter\n7 packets dropped by kernel\n";
         let c = parse_tcpdump_log(log).unwrap();
         assert_eq!(
             (c.captured, c.received_by_filter, c.dropped_by_kernel),

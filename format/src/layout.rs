@@ -454,6 +454,36 @@ pub struct CaptureCounters {
     pub dropped_by_interface: Option<u64>,
 }
 
+impl CaptureCounters {
+    /// The counters in tcpdump's standard error (`tcpdump.log`): the lines
+    /// `N packets captured`, `N packets received by filter`, `N packets
+    /// dropped by kernel`, `N packets dropped by interface`. tcpdump prints
+    /// them when it stops, and also on SIGUSR1 while it runs; the last of
+    /// each is what counts. `None` when the text holds none of them.
+    pub fn from_tcpdump_log(text: &str) -> Option<CaptureCounters> {
+        let mut c = CaptureCounters::default();
+        let mut any = false;
+        for line in text.lines() {
+            let Some((num, rest)) = line.trim().split_once(' ') else {
+                continue;
+            };
+            let Ok(v) = num.parse::<u64>() else { continue };
+            match rest
+                .trim_start_matches("packets ")
+                .trim_start_matches("packet ")
+            {
+                "captured" => c.captured = v,
+                "received by filter" => c.received_by_filter = v,
+                "dropped by kernel" => c.dropped_by_kernel = v,
+                "dropped by interface" => c.dropped_by_interface = Some(v),
+                _ => continue,
+            }
+            any = true;
+        }
+        any.then_some(c)
+    }
+}
+
 /// An error met while recording.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordError {
