@@ -24,7 +24,7 @@ use crate::report::connections_csv::ConnectionsCsv;
 use crate::report::connections_jsonl::ConnectionsJsonl;
 use crate::report::html::{HtmlInput, HtmlReport};
 use crate::report::processes_csv::ProcessesCsv;
-use crate::report::summary::{FileHash, Summary, SummaryInput};
+use crate::report::summary::{FileHash, FileRole, RecordedHash, Summary, SummaryInput};
 use crate::report::{HashingWriter, ReportInput, ReportWriter};
 use crate::snapshot::archive::{Bundle, BundleError};
 use crate::snapshot::timeline::{Timeline, TimelineBuilder};
@@ -201,22 +201,22 @@ fn hash_inputs(
     hash: bool,
 ) -> Result<Vec<FileHash>, AnalyzeError> {
     let sums = read_sha256sums(&bundle.dir);
-    let mut files: Vec<(String, PathBuf, bool)> =
-        vec![("manifest".into(), bundle.manifest_path.clone(), true)];
+    let mut files: Vec<(FileRole, PathBuf, bool)> =
+        vec![(FileRole::Manifest, bundle.manifest_path.clone(), true)];
     files.extend(
         bundle
             .archives
             .iter()
             .filter(|p| p.exists())
-            .map(|p| ("archive".into(), p.clone(), true)),
+            .map(|p| (FileRole::Archive, p.clone(), true)),
     );
     files.extend(
         bundle
             .captures
             .iter()
-            .map(|p| ("capture".into(), p.clone(), true)),
+            .map(|p| (FileRole::Capture, p.clone(), true)),
     );
-    files.extend(extra.iter().map(|p| ("capture".into(), p.clone(), false)));
+    files.extend(extra.iter().map(|p| (FileRole::Capture, p.clone(), false)));
     files
         .par_iter()
         .map(|(role, path, in_bundle)| {
@@ -239,19 +239,19 @@ fn hash_inputs(
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 Some(match (&sums, &sha256) {
-                    (_, None) => "not-checked".to_string(),
-                    (None, _) => "no-sha256sums".to_string(),
+                    (_, None) => RecordedHash::NotChecked,
+                    (None, _) => RecordedHash::NoSha256sums,
                     (Some(m), Some(sha256)) => match m.get(&name) {
-                        Some(h) if h == sha256 => "match".to_string(),
-                        Some(_) => "mismatch".to_string(),
-                        None => "not-listed".to_string(),
+                        Some(h) if h == sha256 => RecordedHash::Match,
+                        Some(_) => RecordedHash::Mismatch,
+                        None => RecordedHash::NotListed,
                     },
                 })
             } else {
                 None
             };
             Ok(FileHash {
-                role: role.clone(),
+                role: *role,
                 path: path.display().to_string(),
                 bytes,
                 sha256,
@@ -285,7 +285,7 @@ fn write_report(dir: &mut ReportDir, w: &dyn ReportWriter) -> Result<FileHash, A
         .sync_all()
         .map_err(err)?;
     Ok(FileHash {
-        role: "report".into(),
+        role: FileRole::Report,
         path: w.file_name().to_string(),
         bytes,
         sha256: Some(sha256),
@@ -443,7 +443,7 @@ fn evidence_status(bundle: &Bundle, ev: &Evidence) -> String {
         .collect();
     format!(
         "Evidence: recorder {} ({} snapshots); {}",
-        visible(&m.status, 40),
+        visible(m.status.as_str(), 40),
         m.snapshots,
         if failed.is_empty() {
             "all checks hold".to_string()

@@ -13,7 +13,7 @@ pub mod guard;
 pub mod scan;
 pub mod source;
 
-use crate::decode::{self, Decoded};
+use crate::decode::{self, DecodeError, Decoded, Layer};
 use crate::flow::{Flow, FlowTable, PacketFlow, PacketMark, PacketOrigin, SplitRules};
 use rayon::prelude::*;
 use scan::{RawRec, ScanProblem, Scanner};
@@ -93,6 +93,106 @@ pub struct FileReport {
     pub error: Option<String>,
 }
 
+/// The kind of a [`Problem`]: a short stable name in reports (`kebab-case`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemKind {
+    /// The file is not a capture this build reads, or cannot be read at all.
+    UnreadableFile,
+    /// Reading the file failed part way (it shrank, or the device failed).
+    ReadFailed,
+    /// A pcap record ends past the end of the file.
+    TruncatedRecord,
+    /// A pcap record header is impossible; a classic pcap stops there.
+    CorruptRecord,
+    /// A record claims more captured bytes than the packet had.
+    CaplenExceedsLen,
+    /// A timestamp fraction beyond one second.
+    TimestampFraction,
+    /// A timestamp outside the range of nanoseconds since the epoch.
+    TimestampRange,
+    /// A pcapng block ends past the end of the file.
+    TruncatedBlock,
+    /// A pcapng block is malformed.
+    CorruptBlock,
+    /// A pcapng section of a version this build does not read.
+    UnsupportedSection,
+    /// Reading resumed at the next well-formed pcapng block after a damaged one.
+    Resync,
+    /// A malformed pcapng option.
+    CorruptOption,
+    /// An IP fragment whose first fragment (with the ports) was not captured.
+    OrphanFragment,
+    /// A link type the decoder does not read.
+    UnsupportedLinkType,
+    /// The link layer (or a VLAN tag, an MPLS label) is cut short.
+    LinkTruncated,
+    /// The IP header or an IPv6 extension header is cut short.
+    IpTruncated,
+    /// The transport header is cut short of the ports.
+    TransportTruncated,
+    /// The IP version does not fit the link type or ethertype.
+    IpVersionMismatch,
+    /// An IPv4 header with an impossible length.
+    BadIpv4Header,
+    /// A BSD loopback frame of an unknown address family.
+    UnknownLoopbackFamily,
+    /// An MPLS label stack without a bottom label.
+    MplsNoBottom,
+}
+
+impl ProblemKind {
+    /// The kind's name as written in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::UnreadableFile => "unreadable-file",
+            ProblemKind::ReadFailed => "read-failed",
+            ProblemKind::TruncatedRecord => "truncated-record",
+            ProblemKind::CorruptRecord => "corrupt-record",
+            ProblemKind::CaplenExceedsLen => "caplen-exceeds-len",
+            ProblemKind::TimestampFraction => "timestamp-fraction",
+            ProblemKind::TimestampRange => "timestamp-range",
+            ProblemKind::TruncatedBlock => "truncated-block",
+            ProblemKind::CorruptBlock => "corrupt-block",
+            ProblemKind::UnsupportedSection => "unsupported-section",
+            ProblemKind::Resync => "resync",
+            ProblemKind::CorruptOption => "corrupt-option",
+            ProblemKind::OrphanFragment => "orphan-fragment",
+            ProblemKind::UnsupportedLinkType => "unsupported-link-type",
+            ProblemKind::LinkTruncated => "link-truncated",
+            ProblemKind::IpTruncated => "ip-truncated",
+            ProblemKind::TransportTruncated => "transport-truncated",
+            ProblemKind::IpVersionMismatch => "ip-version-mismatch",
+            ProblemKind::BadIpv4Header => "bad-ipv4-header",
+            ProblemKind::UnknownLoopbackFamily => "unknown-loopback-family",
+            ProblemKind::MplsNoBottom => "mpls-no-bottom",
+        }
+    }
+}
+
+impl fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&DecodeError> for ProblemKind {
+    fn from(e: &DecodeError) -> Self {
+        match e {
+            DecodeError::UnsupportedLinkType(_) => ProblemKind::UnsupportedLinkType,
+            DecodeError::Truncated { layer, .. } => match layer {
+                Layer::Link | Layer::Vlan | Layer::Mpls => ProblemKind::LinkTruncated,
+                Layer::Ipv4 | Layer::Ipv6 | Layer::Ipv6Ext => ProblemKind::IpTruncated,
+                _ => ProblemKind::TransportTruncated,
+            },
+            DecodeError::IpVersion { .. } => ProblemKind::IpVersionMismatch,
+            DecodeError::BadIpv4Header { .. } => ProblemKind::BadIpv4Header,
+            DecodeError::LoopbackFamily(_) => ProblemKind::UnknownLoopbackFamily,
+            DecodeError::MplsNoBottom => ProblemKind::MplsNoBottom,
+        }
+    }
+}
+
 /// One problem met while reading: a bad packet, a damaged record, an
 /// unreadable file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -104,8 +204,8 @@ pub struct Problem {
     pub packet_index: Option<u64>,
     /// Byte offset in the file of the record, block or field at fault.
     pub offset: u64,
-    /// Short stable kind name, e.g. `truncated-record`, `ip-truncated`.
-    pub kind: String,
+    /// Short stable kind, e.g. `truncated-record`, `ip-truncated`.
+    pub kind: ProblemKind,
     /// What was wrong, in words.
     pub what: String,
 }
@@ -163,21 +263,12 @@ impl Replay {
 }
 
 /// A programming-level failure of replay (bad input is never one).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     /// The worker thread pool could not be built.
-    ThreadPool(String),
+    #[error("cannot start worker threads")]
+    ThreadPool(#[source] rayon::ThreadPoolBuildError),
 }
-
-impl fmt::Display for CaptureError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CaptureError::ThreadPool(e) => write!(f, "cannot start worker threads: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for CaptureError {}
 
 /// One packet after decoding: compact and `Copy`.
 #[derive(Debug, Clone, Copy)]
@@ -192,7 +283,7 @@ pub fn replay(paths: &[PathBuf], opts: &ReplayOptions) -> Result<Replay, Capture
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads.unwrap_or(0))
         .build()
-        .map_err(|e| CaptureError::ThreadPool(e.to_string()))?;
+        .map_err(CaptureError::ThreadPool)?;
     Ok(pool.install(|| {
         // Rotated files are folded in order of their first packet, so flows
         // spanning files merge and ids do not depend on argument order. Files
@@ -287,7 +378,10 @@ impl<'o> Replayer<'o> {
     }
 
     fn problem(&mut self, file_idx: usize, p: ScanProblem) {
-        *self.problem_counts.entry(p.kind.to_string()).or_default() += 1;
+        *self
+            .problem_counts
+            .entry(p.kind.as_str().to_string())
+            .or_default() += 1;
         let Some(f) = self.files.get_mut(file_idx) else {
             return;
         };
@@ -299,7 +393,7 @@ impl<'o> Replayer<'o> {
                     file: f.path.clone(),
                     packet_index: p.packet_index,
                     offset: p.offset,
-                    kind: p.kind.to_string(),
+                    kind: p.kind,
                     what: p.what,
                 },
             ));
@@ -325,7 +419,7 @@ impl<'o> Replayer<'o> {
             ScanProblem {
                 packet_index: None,
                 offset,
-                kind: "unreadable-file",
+                kind: ProblemKind::UnreadableFile,
                 what,
             },
         );
@@ -400,7 +494,7 @@ impl<'o> Replayer<'o> {
                     ScanProblem {
                         packet_index: None,
                         offset: at,
-                        kind: "read-failed",
+                        kind: ProblemKind::ReadFailed,
                         what,
                     },
                 );
@@ -461,7 +555,7 @@ impl<'o> Replayer<'o> {
                         ScanProblem {
                             packet_index: Some(r.index),
                             offset: r.rec_off,
-                            kind: e.kind(),
+                            kind: ProblemKind::from(&e),
                             what: format!("{e}{cut}"),
                         },
                     );
@@ -481,7 +575,7 @@ impl<'o> Replayer<'o> {
                 ScanProblem {
                     packet_index: Some(o.origin.index),
                     offset: o.origin.offset,
-                    kind: "orphan-fragment",
+                    kind: ProblemKind::OrphanFragment,
                     what: "IP fragment whose first fragment (with the ports) was not captured"
                         .into(),
                 },

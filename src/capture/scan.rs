@@ -24,6 +24,8 @@ use pcap_file::pcapng::{Block, PcapNgParseError, PcapNgParser, RawBlock};
 use pcap_file::Endianness;
 use std::collections::BTreeSet;
 
+use super::ProblemKind;
+
 /// Largest record a classic pcap may hold when its snaplen is smaller:
 /// libpcap's and wiretap's limit. Beyond it a length field is corrupt.
 const MAX_PLAUSIBLE_CAPLEN: u32 = 262_144;
@@ -67,8 +69,8 @@ pub struct ScanProblem {
     pub packet_index: Option<u64>,
     /// Byte offset in the file.
     pub offset: u64,
-    /// Short stable kind name.
-    pub kind: &'static str,
+    /// Short stable kind.
+    pub kind: ProblemKind,
     /// Human-readable description.
     pub what: String,
 }
@@ -434,7 +436,7 @@ impl<'a> Scanner<'a> {
             problems.push(ScanProblem {
                 packet_index: Some(index),
                 offset: pos as u64,
-                kind: "truncated-record",
+                kind: ProblemKind::TruncatedRecord,
                 what: format!("record header needs {rec_hdr} bytes, {left} left at end of file"),
             });
             self.done = true;
@@ -466,7 +468,7 @@ impl<'a> Scanner<'a> {
                     problems.push(ScanProblem {
                         packet_index: Some(index),
                         offset: pos as u64,
-                        kind: "corrupt-record",
+                        kind: ProblemKind::CorruptRecord,
                         what: format!("{e}; reading stops here"),
                     });
                     self.done = true;
@@ -488,7 +490,7 @@ impl<'a> Scanner<'a> {
             problems.push(ScanProblem {
                 packet_index: Some(index),
                 offset: pos as u64,
-                kind: "corrupt-record",
+                kind: ProblemKind::CorruptRecord,
                 what: format!(
                     "record claims {caplen} captured bytes, more than snaplen {snaplen} and the {MAX_PLAUSIBLE_CAPLEN}-byte maximum; file damaged, reading stops here"
                 ),
@@ -500,7 +502,7 @@ impl<'a> Scanner<'a> {
             problems.push(ScanProblem {
                 packet_index: Some(index),
                 offset: pos as u64,
-                kind: "truncated-record",
+                kind: ProblemKind::TruncatedRecord,
                 what: format!(
                     "record claims {caplen} captured bytes, only {data_left} left in the file (cut while writing?)"
                 ),
@@ -512,7 +514,7 @@ impl<'a> Scanner<'a> {
             problems.push(ScanProblem {
                 packet_index: Some(index),
                 offset: pos as u64,
-                kind: "caplen-exceeds-len",
+                kind: ProblemKind::CaplenExceedsLen,
                 what: format!("captured length {caplen} exceeds original length {orig_len}; counting {caplen}"),
             });
             orig_len = caplen;
@@ -522,7 +524,7 @@ impl<'a> Scanner<'a> {
             problems.push(ScanProblem {
                 packet_index: Some(index),
                 offset: pos as u64 + 4,
-                kind: "timestamp-fraction",
+                kind: ProblemKind::TimestampFraction,
                 what: format!(
                     "timestamp fraction {frac} is not below {limit}; carried into the seconds"
                 ),
@@ -582,7 +584,7 @@ impl<'a> Scanner<'a> {
                     problems.push(ScanProblem {
                         packet_index: None,
                         offset: pos as u64,
-                        kind: "corrupt-block",
+                        kind: ProblemKind::CorruptBlock,
                         what: format!("section header: {}", error_chain(&e)),
                     });
                     self.resync(pos, problems);
@@ -599,9 +601,9 @@ impl<'a> Scanner<'a> {
                     packet_index: None,
                     offset,
                     kind: if pos + 8 > buf.len() {
-                        "truncated-block"
+                        ProblemKind::TruncatedBlock
                     } else {
-                        "corrupt-block"
+                        ProblemKind::CorruptBlock
                     },
                     what,
                 });
@@ -665,7 +667,7 @@ impl<'a> Scanner<'a> {
             problems.push(ScanProblem {
                 packet_index: None,
                 offset: pos as u64 + 12,
-                kind: "unsupported-section",
+                kind: ProblemKind::UnsupportedSection,
                 what: format!(
                     "pcapng section version {}.{} is not 1.x; its blocks are skipped",
                     sh.major_version, sh.minor_version
@@ -686,7 +688,7 @@ impl<'a> Scanner<'a> {
             ));
         };
         let len = len as usize;
-        if len < 12 || len % 4 != 0 || len > left {
+        if len < 12 || !len.is_multiple_of(4) || len > left {
             return Err(format!("block length {len} impossible here"));
         }
         let trailer = rd32(buf, pos + len - 4, be).unwrap_or(0) as usize;
@@ -721,7 +723,7 @@ impl<'a> Scanner<'a> {
                 problems.push(ScanProblem {
                     packet_index: None,
                     offset: from as u64,
-                    kind: "resync",
+                    kind: ProblemKind::Resync,
                     what: format!("skipped {} damaged bytes, resumed at offset {p}", p - from),
                 });
                 self.pos = p;
@@ -761,7 +763,7 @@ impl<'a> Scanner<'a> {
                         problems.push(ScanProblem {
                             packet_index: None,
                             offset: (pos + o) as u64,
-                            kind: "corrupt-option",
+                            kind: ProblemKind::CorruptOption,
                             what: format!(
                                 "interface option {code} of length {olen} overruns its block"
                             ),
@@ -785,7 +787,7 @@ impl<'a> Scanner<'a> {
                 problems.push(ScanProblem {
                     packet_index: None,
                     offset: pos as u64,
-                    kind: "corrupt-block",
+                    kind: ProblemKind::CorruptBlock,
                     what: "interface description block shorter than its fixed fields".into(),
                 });
                 // Keep interface numbering aligned with the writer's.
@@ -825,7 +827,7 @@ impl<'a> Scanner<'a> {
         problems.push(ScanProblem {
             packet_index: Some(self.packets),
             offset: pos as u64,
-            kind: "corrupt-block",
+            kind: ProblemKind::CorruptBlock,
             what,
         });
     }
@@ -909,7 +911,7 @@ impl<'a> Scanner<'a> {
                 problems.push(ScanProblem {
                     packet_index: Some(index),
                     offset: pos as u64 + 12,
-                    kind: "timestamp-range",
+                    kind: ProblemKind::TimestampRange,
                     what: "timestamp outside 1677..2262, kept as the previous packet's".into(),
                 });
                 self.last_ts
@@ -1008,7 +1010,7 @@ impl<'a> Scanner<'a> {
             problems.push(ScanProblem {
                 packet_index: Some(self.packets),
                 offset: pos as u64,
-                kind: "caplen-exceeds-len",
+                kind: ProblemKind::CaplenExceedsLen,
                 what: format!("captured length {caplen} exceeds original length {orig_len}; counting {caplen}"),
             });
             orig_len = caplen;
@@ -1041,7 +1043,10 @@ fn bare_shb(buf: &[u8], pos: usize) -> Option<(usize, PcapNgParser)> {
         _ => return None,
     };
     let len = rd32(hdr, 4, be)? as usize;
-    if len < 28 || len % 4 != 0 || rd32(buf, pos.checked_add(len)? - 4, be)? as usize != len {
+    if len < 28
+        || !len.is_multiple_of(4)
+        || rd32(buf, pos.checked_add(len)? - 4, be)? as usize != len
+    {
         return None;
     }
     let bare_len: [u8; 4] = if be {

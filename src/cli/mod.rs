@@ -5,6 +5,7 @@
 
 pub mod analyze;
 pub mod carve;
+pub mod docs;
 pub mod flows;
 pub mod sockets;
 pub mod verify;
