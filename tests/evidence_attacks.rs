@@ -8,6 +8,9 @@
 //! Tests that need root (bind mounts, a small tmpfs) run in a private
 //! mount namespace (`unshare -m`) and print `SKIPPED: <reason>` otherwise.
 
+// Test setup calls libc::geteuid.
+#![allow(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

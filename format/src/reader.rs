@@ -651,7 +651,7 @@ pub enum ProblemKind {
     /// be used; skipped.
     BadLine(String),
     /// A well-formed line that does not fit the state (see
-    /// [`crate::delta::ApplyProblem::mismatch`]).
+    /// `delta::ApplyProblem::mismatch`).
     Mismatch(String),
     /// The snapshot does not come after the last one applied; skipped.
     OutOfOrder {
