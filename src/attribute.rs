@@ -161,7 +161,7 @@ enum NatVia {
 /// address. Events come first: they were taken in the owning process'
 /// context when the packets were sent, while an fd listing is a sighting
 /// between two snapshots. A new rule is a [`Rule`] variant, its row here
-/// and its evidence in [`Rule::evidence`].
+/// and its evidence in `Rule::evidence`.
 pub const RULES: &[&[Rule]] = &[
     &[
         Rule::EventConnect,
@@ -619,7 +619,7 @@ fn socket_accepts(ev: Evidence, s: &Socket, ns: u64, local: SocketAddr) -> bool 
 /// Whether event `e` is of a socket with local end `local` in namespace
 /// `ns` (its endpoints already match by port and remote).
 fn event_fits(e: &SockEvent, ns: u64, local: SocketAddr) -> bool {
-    e.netns.map_or(true, |n| n == ns)
+    e.netns.is_none_or(|n| n == ns)
         && (e.local.ip().is_unspecified() || e.local.ip() == local.ip().to_canonical())
 }
 
@@ -709,7 +709,7 @@ fn ownership(tl: &Timeline, s: &Socket, run: &Run, t0: i64, t1: i64, max_gap: i6
         let same_ns = tl
             .processes
             .get(&(d.pid, d.start_time))
-            .map_or(true, |p| p.netns == s.key.netns || p.netns == 0);
+            .is_none_or(|p| p.netns == s.key.netns || p.netns == 0);
         same_ns && d.runs.iter().any(&near)
     });
     if hidden {

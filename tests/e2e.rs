@@ -485,7 +485,7 @@ fn failures(truth: &Truth, results: &[ProcessResult], mode: Mode) -> Vec<String>
             .processes
             .iter()
             .zip(results)
-            .filter(|(p, _)| p.role == role && family.map_or(true, |f| p.family == f))
+            .filter(|(p, _)| p.role == role && family.is_none_or(|f| p.family == f))
             .collect();
         let what = format!(
             "{role}{}",

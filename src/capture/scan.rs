@@ -723,7 +723,7 @@ impl<'a> Scanner<'a> {
             ));
         };
         let len = len as usize;
-        if len < 12 || len % 4 != 0 || len > left {
+        if len < 12 || !len.is_multiple_of(4) || len > left {
             return Err(format!("block length {len} impossible here"));
         }
         let trailer = rd32(buf, pos + len - 4, be).unwrap_or(0) as usize;
@@ -1118,7 +1118,10 @@ fn bare_shb(buf: &[u8], pos: usize) -> Option<(usize, PcapNgParser)> {
         _ => return None,
     };
     let len = rd32(hdr, 4, be)? as usize;
-    if len < 28 || len % 4 != 0 || rd32(buf, pos.checked_add(len)? - 4, be)? as usize != len {
+    if len < 28
+        || !len.is_multiple_of(4)
+        || rd32(buf, pos.checked_add(len)? - 4, be)? as usize != len
+    {
         return None;
     }
     let bare_len: [u8; 4] = if be {
