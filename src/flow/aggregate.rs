@@ -487,7 +487,7 @@ impl FlowTable {
             if self
                 .track_only
                 .as_ref()
-                .map_or(true, |only| only.contains(&(origin.file, origin.index)))
+                .is_none_or(|only| only.contains(&(origin.file, origin.index)))
             {
                 t.push((origin.file, origin.index, idx as u32));
             }
