@@ -314,6 +314,9 @@ impl Rule {
 pub enum Method {
     /// Attributed by this rule.
     Rule(Rule),
+    /// Attributed by the capture's own process annotations (ptcpdump's
+    /// per-packet `PID:` comments), checked against the snapshots.
+    CaptureAnnotation,
     /// No owner.
     Unattributed(Reason),
 }
@@ -322,6 +325,7 @@ impl Method {
     /// Every method, in rule order then reasons.
     pub fn all() -> Vec<Method> {
         let mut v: Vec<Method> = Rule::all().map(Method::Rule).collect();
+        v.push(Method::CaptureAnnotation);
         v.extend(Reason::ALL.iter().map(|r| Method::Unattributed(*r)));
         v
     }
@@ -330,6 +334,7 @@ impl Method {
     pub fn name(self) -> String {
         match self {
             Method::Rule(r) => r.name().into(),
+            Method::CaptureAnnotation => "capture-annotation".into(),
             Method::Unattributed(r) => format!("unattributed:{}", r.as_str()),
         }
     }
@@ -338,6 +343,7 @@ impl Method {
     pub fn doc(self) -> &'static str {
         match self {
             Method::Rule(r) => r.doc(),
+            Method::CaptureAnnotation => "the capture's own per-packet process annotations (ptcpdump's PID comments) name the owner: high confidence when a snapshot socket of the flow is held by the same process, medium when the snapshots saw no owner",
             Method::Unattributed(Reason::NoSocket) => "no matching socket was seen within --max-gap of the flow",
             Method::Unattributed(Reason::NoOwner) => "a matching socket was seen but with inode 0 (TIME_WAIT, open request, orphan) or no process holding it",
             Method::Unattributed(Reason::OwnerUnreadable) => "a matching socket was seen without a known holder while some process' fd directory was unreadable (permission)",
@@ -473,6 +479,13 @@ impl Attribution {
     /// the socket or sent on the tuple (any of them may have sent the
     /// bytes). `None` when unattributed.
     pub fn confidence(&self) -> Option<Confidence> {
+        if self.method == Method::CaptureAnnotation {
+            return Some(if self.socket.is_some() {
+                Confidence::High
+            } else {
+                Confidence::Medium
+            });
+        }
         let Method::Rule(rule) = self.method else {
             return None;
         };
@@ -1751,7 +1764,8 @@ mod tests {
         assert_eq!(names.len(), all.len());
         assert!(all.iter().all(|r| !r.doc().is_empty()));
         assert_eq!(all.first(), Some(&Rule::EventConnect));
-        assert_eq!(Method::all().len(), all.len() + Reason::ALL.len());
+        // Every rule, the capture's own annotations, every reason.
+        assert_eq!(Method::all().len(), all.len() + 1 + Reason::ALL.len());
     }
 }
 
