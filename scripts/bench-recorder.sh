@@ -1,69 +1,130 @@
 #!/usr/bin/env bash
-# Overhead of procflow-snap on a busy host, next to nethogs on the same load.
+# Overhead of procflow-snap on a busy host, next to nethogs on the same load,
+# in one run. Two loads (loopback only, scripts/load-sockets.py):
 #
-# Load (loopback only): PROCS processes each holding CONNS TCP connections to
-# one local echo server (so 2 x PROCS x CONNS socket rows), each sending one
-# byte per second, CHURN connections closed and reopened per process per
-# second. Then, one after the other, for DURATION seconds each:
-#   procflow-snap record --out DIR [EXTRA]      CPU s/min, bytes written/min
-#   nethogs -a -t -d 1 lo (-a: loopback allowed)  CPU s/min
+#   steady: STEADY_PROCS processes each holding STEADY_CONNS TCP connections
+#           to one local echo server (default 200 x 20 = 4000 established
+#           sockets held by the 200 processes, 8000 rows with the server's
+#           ends), each sending one byte per second;
+#   churn:  CHURN_PROCS x CHURN_CONNS connections, each process closing and
+#           reopening CHURN of them per second (default 150 x 2 = 300 new
+#           connections per second).
+#
+# For each load, one after the other, DURATION seconds each:
+#   procflow-snap record --out DIR [EXTRA]           (defaults: event sources)
+#   procflow-snap record --out DIR --sources poll    (the fallback)
+#   nethogs -a -t -d 1 lo                            (-a: loopback allowed)
 # CPU is user+system from /usr/bin/time (the recorder's final hashing and
-# manifest included).
+# manifest included), as % of one core; MB/min is the bundle's size.
 #
 # usage: scripts/bench-recorder.sh [extra procflow-snap record options]
-# env:   BIN (default: static release build), PROCS=300 CONNS=20 CHURN=0 DURATION=60,
-#        NETHOGS=0 to skip the nethogs run
+# env:   BIN (default: static release build), DURATION=30,
+#        STEADY_PROCS=200 STEADY_CONNS=20 CHURN_PROCS=150 CHURN_CONNS=20 CHURN=2,
+#        NETHOGS=0 to skip nethogs, POLL=0 to skip the --sources poll runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PROCS=${PROCS:-300}
-CONNS=${CONNS:-20}
-CHURN=${CHURN:-0}
-DURATION=${DURATION:-60}
-BIN=${BIN:-target/x86_64-unknown-linux-gnu/release/procflow-snap}
+DURATION=${DURATION:-30}
+STEADY_PROCS=${STEADY_PROCS:-200}
+STEADY_CONNS=${STEADY_CONNS:-20}
+CHURN_PROCS=${CHURN_PROCS:-150}
+CHURN_CONNS=${CHURN_CONNS:-20}
+CHURN=${CHURN:-2}
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/procflow-snap}
 if [ ! -x "$BIN" ]; then
   RUSTFLAGS='-C target-feature=+crt-static -C strip=symbols' \
     cargo build --release -p procflow-snap --target x86_64-unknown-linux-gnu
 fi
 WORK=$(mktemp -d /tmp/procflow-bench.XXXXXX)
 LOAD=
-cleanup() {
+stop_load() {
   # The load runs in its own session: end its whole process group.
-  [ -n "$LOAD" ] && kill -TERM -- "-$LOAD" 2>/dev/null
-  wait 2>/dev/null
+  if [ -n "$LOAD" ]; then
+    kill -TERM -- "-$LOAD" 2>/dev/null || true
+    wait "$LOAD" 2>/dev/null || true
+    LOAD=
+  fi
+}
+cleanup() {
+  stop_load
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || true
 
-setsid python3 scripts/load-sockets.py hold --procs "$PROCS" --conns "$CONNS" --churn "$CHURN" \
-  --seconds $((2 * DURATION + 60)) --ready "$WORK/ready" &
-LOAD=$!
-while [ ! -e "$WORK/ready" ]; do sleep 0.2; done
-nproc_total=$(ls -d /proc/[0-9]* | wc -l)
-tcp_rows=$(($(wc -l </proc/net/tcp) - 1))
-echo "load: $PROCS x $CONNS connections (churn $CHURN/s/process); $nproc_total processes, $tcp_rows rows in /proc/net/tcp"
+# recorder NAME [options]: one recording of DURATION seconds.
+recorder() {
+  local name=$1
+  shift
+  rm -rf "$WORK/bundle"
+  /usr/bin/time -f "%e %U %S %M" -o "$WORK/rec.time" \
+    "$BIN" record --out "$WORK/bundle" --duration "${DURATION}s" "$@" 2>"$WORK/rec.err" || {
+    cat "$WORK/rec.err"; exit 1; }
+  local el us sy rss bytes snaps events
+  read -r el us sy rss < <(tail -n 1 "$WORK/rec.time")
+  bytes=$(du -sb "$WORK/bundle" | cut -f1)
+  snaps=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['snapshots'])" "$WORK/bundle/manifest.json")
+  events=0
+  for t in "$WORK"/bundle/snapshots-*.tar; do
+    n=$(tar -xOf "$t" --wildcards '*/events.jsonl' 2>/dev/null | wc -l || true)
+    events=$((events + n))
+  done
+  awk -v name="$name" -v e="$el" -v u="$us" -v s="$sy" -v b="$bytes" -v n="$snaps" -v r="$rss" -v ev="$events" 'BEGIN {
+    printf "  %-34s %6.2f %% of a core (user %.2f + sys %.2f s over %.1f s), %6.2f MB/min written, %d snapshots, %d events, max RSS %d KB\n",
+      name, (u+s)*100/e, u, s, e, b*60/e/1e6, n, ev, r }'
+  echo "$name $(awk -v e="$el" -v u="$us" -v s="$sy" 'BEGIN { printf "%.4f", (u+s)*100/e }')" >>"$WORK/cpu"
+}
 
-/usr/bin/time -f "%e %U %S %M" -o "$WORK/rec.time" \
-  "$BIN" record --out "$WORK/bundle" --duration "${DURATION}s" "$@" 2>"$WORK/rec.err" || {
-  cat "$WORK/rec.err"; exit 1; }
-read -r el us sy rss < <(tail -n 1 "$WORK/rec.time")
-bytes=$(du -sb "$WORK/bundle" | cut -f1)
-snaps=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['snapshots'])" "$WORK/bundle/manifest.json")
-awk -v e="$el" -v u="$us" -v s="$sy" -v b="$bytes" -v n="$snaps" -v r="$rss" 'BEGIN {
-  printf "procflow-snap: %.2f CPU s/min (user %.2f + sys %.2f over %.1f s), %.2f MB written/min, %d snapshots, max RSS %d KB\n",
-    (u+s)*60/e, u, s, e, b*60/e/1e6, n, r }'
-
-if [ "${NETHOGS:-1}" = 0 ]; then
-  echo "nethogs: not run (NETHOGS=0)"
-elif command -v nethogs >/dev/null; then
+nethogs_run() {
+  if [ "${NETHOGS:-1}" = 0 ]; then
+    echo "  nethogs: not run (NETHOGS=0)"
+    return
+  fi
+  if ! command -v nethogs >/dev/null; then
+    echo "  nethogs: SKIPPED (not installed)"
+    return
+  fi
+  local el us sy rss
   /usr/bin/time -f "%e %U %S %M" -o "$WORK/nh.time" \
     timeout -s INT "$DURATION" nethogs -a -t -d 1 lo >/dev/null 2>"$WORK/nh.err" || true
   # time(1) adds a "Command exited with non-zero status" line: timeout
   # ends nethogs with SIGINT and exits 124.
   read -r el us sy rss < <(tail -n 1 "$WORK/nh.time")
   awk -v e="$el" -v u="$us" -v s="$sy" -v r="$rss" 'BEGIN {
-    printf "nethogs -a -t -d 1 lo: %.2f CPU s/min (user %.2f + sys %.2f over %.1f s), max RSS %d KB\n",
-      (u+s)*60/e, u, s, e, r }'
-else
-  echo "nethogs: SKIPPED (not installed)"
-fi
+    printf "  %-34s %6.2f %% of a core (user %.2f + sys %.2f s over %.1f s), max RSS %d KB\n",
+      "nethogs -a -t -d 1 lo", (u+s)*100/e, u, s, e, r }'
+  echo "nethogs $(awk -v e="$el" -v u="$us" -v s="$sy" 'BEGIN { printf "%.4f", (u+s)*100/e }')" >>"$WORK/cpu"
+}
+
+# scenario NAME PROCS CONNS CHURN [extra recorder options]
+scenario() {
+  local name=$1 procs=$2 conns=$3 churn=$4
+  shift 4
+  rm -f "$WORK/ready" "$WORK/cpu"
+  local runs=2
+  [ "${POLL:-1}" = 0 ] || runs=3
+  setsid python3 scripts/load-sockets.py hold --procs "$procs" --conns "$conns" --churn "$churn" \
+    --seconds $((runs * DURATION + 60)) --ready "$WORK/ready" &
+  LOAD=$!
+  while [ ! -e "$WORK/ready" ]; do sleep 0.2; done
+  # The clients connect at their own pace on a busy host: wait until
+  # (nearly) every connection is established, both ends.
+  local want=$((2 * procs * conns * 99 / 100)) waited=0
+  while [ "$(awk '$4 == "01"' /proc/net/tcp | wc -l)" -lt "$want" ] && [ $waited -lt 120 ]; do
+    sleep 1
+    waited=$((waited + 1))
+  done
+  local nproc_total tcp_rows
+  nproc_total=$(ls -d /proc/[0-9]* | wc -l)
+  tcp_rows=$(($(wc -l </proc/net/tcp) - 1))
+  echo "$name: $procs processes x $conns connections, $((procs * churn)) new connections/s; $nproc_total processes, $tcp_rows rows in /proc/net/tcp at start"
+  recorder "procflow-snap (defaults)" "$@"
+  [ "${POLL:-1}" = 0 ] || recorder "procflow-snap --sources poll" --sources poll "$@"
+  nethogs_run
+  awk '$1 == "nethogs" { nh = $2 } $1 == "procflow-snap" && !d { d = $NF } END {
+    if (nh > 0) printf "  ratio procflow-snap (defaults) / nethogs CPU: %.2f\n", d / nh }' "$WORK/cpu"
+  stop_load
+}
+
+echo "procflow-snap $("$BIN" --version | cut -d' ' -f2), kernel $(uname -r), $(nproc) CPU(s), ${DURATION} s per run"
+scenario steady "$STEADY_PROCS" "$STEADY_CONNS" 0 "$@"
+scenario churn "$CHURN_PROCS" "$CHURN_CONNS" "$CHURN" "$@"

@@ -4,7 +4,9 @@
 Creates two network namespaces joined by a veth pair, runs `procflow-snap
 record` on the suspect side, starts client and server programs with distinct
 roles (long upload, long download, local server, connected and unconnected
-UDP, IPv6, short-lived processes, one local port reused by two processes),
+UDP, IPv6, short-lived processes, one local port reused by two processes,
+sequential short TCP connections and fresh-socket UDP queries from one
+process, a UDP 4-tuple reused by two processes 5 s apart),
 stops the recorder with SIGINT and writes the ground truth (pid, local ports,
 protocol, time window and application-level bytes of every process) to
 truth.json. See docs/e2e.md.
@@ -14,7 +16,8 @@ namespaces it creates; both are removed on exit, also on failure.
 
 Usage:
   e2e-scenario.py --out WORKDIR [--snap PATH] [--small] [--interval DUR]
-                  [--monitor CMD] [--tcpdump-only]
+                  [--monitor CMD] [--recorder-arg ARG]... [--prefix P]
+                  [--tcpdump-only]
 
 WORKDIR must not exist or be empty; it receives `bundle/` (the recorder's
 output), `truth.json`, `logs/` and the copy of this script the agents run.
@@ -48,6 +51,11 @@ UDP_PORT = 5003  # UDP echo
 SERVER_PORT = 6000
 # Fixed client port the two "same-port" processes bind one after the other.
 SAME_PORT = 20000
+# Fixed UDP client ports the two "udp-reuse" processes of each family bind
+# one after the other (the same 4-tuple to the echo).
+REUSE_UDP_PORT = {"ipv4": 20053, "ipv6": 20054}
+# Seconds between the starts of the two users of a reused UDP 4-tuple.
+REUSE_UDP_APART = 5.0
 
 # Request header of the TCP service: bytes the client will send, bytes the
 # server must answer with, and the server's send rate (bytes/s, 0 = no limit).
@@ -145,10 +153,18 @@ def agent_peer_services(_args):
         threading.Thread(target=accept_loop, args=(ls,), daemon=True).start()
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("0.0.0.0", UDP_PORT))
+    udp6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    udp6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    udp6.bind(("::", UDP_PORT))
+
+    def echo(sock):
+        while True:
+            data, addr = sock.recvfrom(65535)
+            sock.sendto(data, addr)
+
+    threading.Thread(target=echo, args=(udp6,), daemon=True).start()
     emit({"event": "start", "pid": os.getpid()})
-    while True:
-        data, addr = udp.recvfrom(65535)
-        udp.sendto(data, addr)
+    echo(udp)
 
 
 def agent_tcp_client(args):
@@ -246,8 +262,13 @@ def agent_peer_clients(args):
 def agent_udp(args):
     """Suspect side: UDP to the peer echo, connected or with sendto/recvfrom."""
     emit({"event": "start", "pid": os.getpid()})
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
     s.settimeout(1.0)
+    if args.bind_port:
+        # The same local port as another process before: the same 4-tuple.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", args.bind_port))
     dest = (args.host, args.port)
     if args.connected:
         s.connect(dest)
@@ -278,8 +299,88 @@ def agent_udp(args):
             "event": "done",
             "pid": os.getpid(),
             "proto": "udp",
-            "family": "ipv4",
+            "family": "ipv6" if family == socket.AF_INET6 else "ipv4",
             "local_ports": [local_port],
+            "remote_port": args.port,
+            "app_bytes_sent": sent,
+            "app_bytes_received": received,
+            "lost": lost,
+        }
+    )
+
+
+def agent_tcp_seq(args):
+    """Suspect side: one long-lived process, `count` short TCP requests one
+    after the other, each connection open about `hold` seconds (an HTTP
+    client, a beacon)."""
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    emit({"event": "start", "pid": os.getpid()})
+    ports, sent, received = [], 0, 0
+    for _ in range(args.count):
+        t = time.monotonic()
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.connect((args.host, args.port))
+        ports.append(s.getsockname()[1])
+        s.sendall(HEADER.pack(args.send, args.recv, 0))
+        s.sendall(b"q" * args.send)
+        sent += HEADER.size + args.send
+        need, got = 8 + args.recv, 0
+        while got < need:
+            part = s.recv(CHUNK)
+            if not part:
+                break
+            got += len(part)
+        received += got
+        rest = args.hold - (time.monotonic() - t)
+        if rest > 0:
+            time.sleep(rest)
+        s.close()
+    emit(
+        {
+            "event": "done",
+            "pid": os.getpid(),
+            "proto": "tcp",
+            "family": "ipv6" if family == socket.AF_INET6 else "ipv4",
+            "local_ports": ports,
+            "remote_port": args.port,
+            "app_bytes_sent": sent,
+            "app_bytes_received": received,
+        }
+    )
+
+
+def agent_udp_fresh(args):
+    """Suspect side: one long-lived process sending resolver-style queries,
+    each from a fresh UDP socket that lives a few ms (sendto, one reply,
+    close)."""
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    emit({"event": "start", "pid": os.getpid()})
+    dest = (args.host, args.port)
+    payload = b"d" * args.size
+    ports, sent, received, lost = [], 0, 0, 0
+    start = time.monotonic()
+    for i in range(args.count):
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        s.settimeout(1.0)
+        s.sendto(payload, dest)
+        sent += len(payload)
+        ports.append(s.getsockname()[1])
+        try:
+            data, _ = s.recvfrom(65535)
+            received += len(data)
+        except socket.timeout:
+            lost += 1
+        s.close()
+        ahead = (i + 1) * args.every - (time.monotonic() - start)
+        if ahead > 0:
+            time.sleep(ahead)
+    emit(
+        {
+            "event": "done",
+            "pid": os.getpid(),
+            "proto": "udp",
+            "family": "ipv6" if family == socket.AF_INET6 else "ipv4",
+            "local_ports": ports,
             "remote_port": args.port,
             "app_bytes_sent": sent,
             "app_bytes_received": received,
@@ -318,6 +419,20 @@ def agent_main(argv):
     u.add_argument("--count", type=int, default=100)
     u.add_argument("--size", type=int, default=1000)
     u.add_argument("--every", type=float, default=0.01)
+    u.add_argument("--bind-port", type=int, default=0)
+    ts = sub.add_parser("tcp-seq")
+    ts.add_argument("host")
+    ts.add_argument("port", type=int)
+    ts.add_argument("--count", type=int, default=50)
+    ts.add_argument("--send", type=int, default=2000)
+    ts.add_argument("--recv", type=int, default=6000)
+    ts.add_argument("--hold", type=float, default=0.1)
+    uf = sub.add_parser("udp-fresh")
+    uf.add_argument("host")
+    uf.add_argument("port", type=int)
+    uf.add_argument("--count", type=int, default=40)
+    uf.add_argument("--size", type=int, default=60)
+    uf.add_argument("--every", type=float, default=0.05)
     args = p.parse_args(argv)
     {
         "peer-services": agent_peer_services,
@@ -325,6 +440,8 @@ def agent_main(argv):
         "server": agent_server,
         "peer-clients": agent_peer_clients,
         "udp": agent_udp,
+        "tcp-seq": agent_tcp_seq,
+        "udp-fresh": agent_udp_fresh,
     }[args.role](args)
 
 
@@ -456,10 +573,11 @@ class Scenario:
         self.agent_path = os.path.join(self.workdir, "pf-agent.py")
         self.python = sys.executable or "python3"
         pid = os.getpid()
-        self.ns_sus = "pf-sus-%d" % pid
-        self.ns_peer = "pf-peer-%d" % pid
-        self.veth_sus = "pfs%d" % pid
-        self.veth_peer = "pfp%d" % pid
+        prefix = args.prefix
+        self.ns_sus = "%s-sus-%d" % (prefix, pid)
+        self.ns_peer = "%s-peer-%d" % (prefix, pid)
+        self.veth_sus = "%ss%d" % (prefix, pid)
+        self.veth_peer = "%sp%d" % (prefix, pid)
         self.agents = []
         self.recorder = None
         self.monitor = None
@@ -538,6 +656,7 @@ class Scenario:
             cmd = [args.snap, "record", "--out", self.bundle, "--iface", self.veth_sus]
             if args.interval:
                 cmd += ["--interval", args.interval]
+            cmd += args.recorder_arg or []
             log_path = os.path.join(self.logdir, "recorder.stderr")
         self.recorder_log = open(log_path, "w")
         self.recorder = subprocess.Popen(
@@ -621,11 +740,15 @@ class Scenario:
             return dict(bulk=200_000, rate=100_000, server_conns=3, server_send=40_000,
                         server_recv=20_000, udp_count=40, udp_size=200, v6_send=100_000,
                         v6_recv=30_000, short_n=10, short_send=6_000, short_recv=2_000,
-                        same_send=30_000, same_rate=30_000)
+                        same_send=30_000, same_rate=30_000, seq_n=50, fresh_n=40)
         return dict(bulk=24_000_000, rate=6_000_000, server_conns=5, server_send=1_000_000,
                     server_recv=500_000, udp_count=200, udp_size=1000, v6_send=4_000_000,
                     v6_recv=1_000_000, short_n=10, short_send=64_000, short_recv=16_000,
-                    same_send=500_000, same_rate=500_000)
+                    same_send=500_000, same_rate=500_000, seq_n=50, fresh_n=40)
+
+    def reuse_argv(self, host, family):
+        return ["udp", host, str(UDP_PORT), "--bind-port", str(REUSE_UDP_PORT[family]),
+                "--count", "10", "--size", "100", "--every", "0.05"]
 
     def run_roles(self):
         z = self.sizes()
@@ -666,6 +789,23 @@ class Scenario:
             results.append((role, role, a))
         client("ipv6", "ipv6", PEER_IP6,
                ["--send", str(z["v6_send"]), "--recv", str(z["v6_recv"]), "--rate", str(z["v6_send"] // 2)])
+        # One long-lived process, many short connections / fresh sockets;
+        # IPv4 and IPv6.
+        for fam, host in (("v4", PEER_IP4), ("v6", PEER_IP6)):
+            a = Agent(self, sus, "tcp-seq-" + fam,
+                      ["tcp-seq", host, str(TCP_PORT), "--count", str(z["seq_n"]), "--hold", "0.1"])
+            results.append(("tcp-seq", "tcp-seq-" + fam, a))
+            a = Agent(self, sus, "udp-fresh-" + fam,
+                      ["udp-fresh", host, str(UDP_PORT), "--count", str(z["fresh_n"]), "--every", "0.05"])
+            results.append(("udp-fresh", "udp-fresh-" + fam, a))
+        # The same UDP 4-tuple used by two processes, REUSE_UDP_APART apart:
+        # the first users now, the second ones below.
+        reuse_first = []
+        for family, host in (("ipv4", PEER_IP4), ("ipv6", PEER_IP6)):
+            name = "udp-reuse-%s-1" % family
+            a = Agent(self, sus, name, self.reuse_argv(host, family))
+            results.append(("udp-reuse", name, a))
+            reuse_first.append((family, host, a))
         same_a = client("same-port", "same-port-1", PEER_IP4,
                         ["--send", str(z["same_send"]), "--rate", str(z["same_rate"]),
                          "--bind-port", str(SAME_PORT), "--recv", "1000"])
@@ -686,6 +826,15 @@ class Scenario:
         # Ground truth as the kernel sees it mid-scenario, for debugging.
         with open(os.path.join(self.logdir, "ss-suspect.txt"), "w") as f:
             f.write(run(["ip", "netns", "exec", sus, "ss", "-tunap"], check=False).stdout)
+        # The second users of the reused UDP tuples, once the first have
+        # exited, REUSE_UDP_APART after the first started.
+        for family, host, first in reuse_first:
+            first.wait()
+            time.sleep(max(0.0, REUSE_UDP_APART - (time.time_ns() - first.start_ns) / 1e9))
+            name = "udp-reuse-%s-2" % family
+            a = Agent(self, sus, name, self.reuse_argv(host, family))
+            results.append(("udp-reuse", name, a))
+            a.wait_started()
         same_a.wait_started()
         same_a_result = same_a.wait()
         # The second user of the port starts only after the first has exited.
@@ -775,9 +924,17 @@ def main():
                    help="set the recorder's nice value once it runs (it lowers its own priority to 19)")
     p.add_argument("--monitor", help="extra command run in the suspect namespace beside the recorder; "
                    "{iface} is replaced by the suspect interface; stdout goes to WORKDIR/monitor.out")
+    p.add_argument("--recorder-arg", action="append", metavar="ARG",
+                   help="one more argument for `procflow-snap record` (repeatable), e.g. "
+                   "--recorder-arg=--sources --recorder-arg=poll")
+    p.add_argument("--prefix", default="pf",
+                   help="prefix of the namespace and veth names (default pf; at most 4 characters)")
     p.add_argument("--tcpdump-only", action="store_true",
                    help="run plain tcpdump instead of procflow-snap (to debug the scenario itself)")
     args = p.parse_args()
+    if not (1 <= len(args.prefix) <= 4 and args.prefix.isalnum()):
+        log("--prefix must be 1 to 4 letters or digits (interface names are at most 15 bytes)")
+        return 2
     if os.geteuid() != 0:
         log("needs root (network namespaces)")
         return 2

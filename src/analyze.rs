@@ -24,7 +24,7 @@ use crate::report::connections_csv::ConnectionsCsv;
 use crate::report::connections_jsonl::ConnectionsJsonl;
 use crate::report::html::{HtmlInput, HtmlReport};
 use crate::report::processes_csv::ProcessesCsv;
-use crate::report::summary::{FileHash, Summary, SummaryInput};
+use crate::report::summary::{FileHash, FileRole, RecordedHash, Summary, SummaryInput};
 use crate::report::{HashingWriter, ReportInput, ReportWriter};
 use crate::snapshot::archive::{Bundle, BundleError};
 use crate::snapshot::timeline::{Timeline, TimelineBuilder};
@@ -201,22 +201,22 @@ fn hash_inputs(
     hash: bool,
 ) -> Result<Vec<FileHash>, AnalyzeError> {
     let sums = read_sha256sums(&bundle.dir);
-    let mut files: Vec<(String, PathBuf, bool)> =
-        vec![("manifest".into(), bundle.manifest_path.clone(), true)];
+    let mut files: Vec<(FileRole, PathBuf, bool)> =
+        vec![(FileRole::Manifest, bundle.manifest_path.clone(), true)];
     files.extend(
         bundle
             .archives
             .iter()
             .filter(|p| p.exists())
-            .map(|p| ("archive".into(), p.clone(), true)),
+            .map(|p| (FileRole::Archive, p.clone(), true)),
     );
     files.extend(
         bundle
             .captures
             .iter()
-            .map(|p| ("capture".into(), p.clone(), true)),
+            .map(|p| (FileRole::Capture, p.clone(), true)),
     );
-    files.extend(extra.iter().map(|p| ("capture".into(), p.clone(), false)));
+    files.extend(extra.iter().map(|p| (FileRole::Capture, p.clone(), false)));
     files
         .par_iter()
         .map(|(role, path, in_bundle)| {
@@ -239,19 +239,19 @@ fn hash_inputs(
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 Some(match (&sums, &sha256) {
-                    (_, None) => "not-checked".to_string(),
-                    (None, _) => "no-sha256sums".to_string(),
+                    (_, None) => RecordedHash::NotChecked,
+                    (None, _) => RecordedHash::NoSha256sums,
                     (Some(m), Some(sha256)) => match m.get(&name) {
-                        Some(h) if h == sha256 => "match".to_string(),
-                        Some(_) => "mismatch".to_string(),
-                        None => "not-listed".to_string(),
+                        Some(h) if h == sha256 => RecordedHash::Match,
+                        Some(_) => RecordedHash::Mismatch,
+                        None => RecordedHash::NotListed,
                     },
                 })
             } else {
                 None
             };
             Ok(FileHash {
-                role: role.clone(),
+                role: *role,
                 path: path.display().to_string(),
                 bytes,
                 sha256,
@@ -285,7 +285,7 @@ fn write_report(dir: &mut ReportDir, w: &dyn ReportWriter) -> Result<FileHash, A
         .sync_all()
         .map_err(err)?;
     Ok(FileHash {
-        role: "report".into(),
+        role: FileRole::Report,
         path: w.file_name().to_string(),
         bytes,
         sha256: Some(sha256),
@@ -443,7 +443,7 @@ fn evidence_status(bundle: &Bundle, ev: &Evidence) -> String {
         .collect();
     format!(
         "Evidence: recorder {} ({} snapshots); {}",
-        visible(&m.status, 40),
+        visible(m.status.as_str(), 40),
         m.snapshots,
         if failed.is_empty() {
             "all checks hold".to_string()
@@ -566,7 +566,7 @@ pub fn run_analysis(
     // Ownership at packet time: flows whose socket changed owner are cut,
     // from their packets read again.
     let cuts = split::plan(&timeline, &ctx, &replay.flows, &attributions);
-    let (flows, attributions) = if cuts.is_empty() {
+    let (flows, mut attributions) = if cuts.is_empty() {
         (replay.flows.clone(), attributions)
     } else {
         let again = ReplayOptions {
@@ -587,9 +587,59 @@ pub fn run_analysis(
             &packets,
         )
     };
+    // The capture's own process annotations (ptcpdump), checked against
+    // the snapshots.
+    let annotation_check = crate::annotations::apply(
+        &timeline,
+        &bundle.manifest,
+        &replay.annotations,
+        &flows,
+        &mut attributions,
+    );
+    for d in annotation_check.disagree.iter().take(20) {
+        on_warning(&format!(
+            "flow {}: the capture's annotation names pid {} ({}), the snapshots pid {}; the snapshots' owner is kept",
+            d.flow_id,
+            d.annotated_pid,
+            crate::hostile::term(&d.annotated_cmd),
+            d.snapshot_pid
+        ));
+    }
+    if annotation_check.disagree.len() > 20 {
+        on_warning(&format!(
+            "{} more flows where the capture's annotation and the snapshots disagree (summary.json)",
+            annotation_check.disagree.len() - 20
+        ));
+    }
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
     let mut input = ReportInput::new(&bundle.manifest, &timeline, &flows, &attributions, &cid);
     input.csv_raw = cfg.csv_raw;
+    if bundle.manifest.host.clk_tck == 0 {
+        on_warning(
+            "the manifest says host.clk_tck is 0: process start times (clock ticks) cannot be \
+             turned into times; process_start is left empty",
+        );
+    }
+    // An owner named by an fd listing with no process record: its pid is
+    // known, its name and command line are not.
+    let mut nameless: Vec<u32> = input
+        .rows
+        .iter()
+        .filter(|r| r.process.is_none() && r.event_comm.is_none())
+        .filter_map(|r| r.attribution.owner.map(|o| o.pid))
+        .collect();
+    nameless.sort_unstable();
+    nameless.dedup();
+    if !nameless.is_empty() {
+        let shown: Vec<String> = nameless.iter().take(10).map(u32::to_string).collect();
+        on_warning(&format!(
+            "{} owner pid(s) have no process record in the bundle (no comm, exe or command \
+             line): {}{}",
+            nameless.len(),
+            shown.join(", "),
+            if nameless.len() > 10 { ", ..." } else { "" }
+        ));
+    }
     let overview = Overview::new(&input);
     let html_input = HtmlInput {
         report: &input,
@@ -608,7 +658,13 @@ pub fn run_analysis(
         report: &input,
         bundle: cfg.bundle.display().to_string(),
         inputs: inputs.clone(),
-        capture: crate::flows::report_json(&replay),
+        capture: {
+            let mut v = crate::flows::report_json(&replay);
+            if annotation_check.flows > 0 {
+                v["annotation_check"] = serde_json::json!(annotation_check);
+            }
+            v
+        },
         capture_range: crange,
         snapshots: &diag,
         max_gap_ns: cfg.max_gap_ns,
@@ -655,8 +711,20 @@ pub fn run_analysis(
         attributed_bytes: attributed,
         capture_unreadable: replay.any_file_unreadable(),
         terminal_summary: format!(
-            "{}{}\n",
+            "{}{}{}\n",
             overview.terminal(10),
+            if annotation_check.flows > 0 {
+                format!(
+                    "Capture annotations (ptcpdump PID comments): {} flow(s); {} agree with the snapshots, {} attributed from them alone, {} DISAGREE, {} name a process the recorder never saw\n",
+                    annotation_check.flows,
+                    annotation_check.agree,
+                    annotation_check.from_annotation,
+                    annotation_check.disagree.len(),
+                    annotation_check.unknown_process
+                )
+            } else {
+                String::new()
+            },
             evidence_status(&bundle, &evidence)
         ),
         pcapng,

@@ -161,7 +161,7 @@ enum NatVia {
 /// address. Events come first: they were taken in the owning process'
 /// context when the packets were sent, while an fd listing is a sighting
 /// between two snapshots. A new rule is a [`Rule`] variant, its row here
-/// and its evidence in [`Rule::evidence`].
+/// and its evidence in `Rule::evidence`.
 pub const RULES: &[&[Rule]] = &[
     &[
         Rule::EventConnect,
@@ -314,6 +314,9 @@ impl Rule {
 pub enum Method {
     /// Attributed by this rule.
     Rule(Rule),
+    /// Attributed by the capture's own process annotations (ptcpdump's
+    /// per-packet `PID:` comments), checked against the snapshots.
+    CaptureAnnotation,
     /// No owner.
     Unattributed(Reason),
 }
@@ -322,6 +325,7 @@ impl Method {
     /// Every method, in rule order then reasons.
     pub fn all() -> Vec<Method> {
         let mut v: Vec<Method> = Rule::all().map(Method::Rule).collect();
+        v.push(Method::CaptureAnnotation);
         v.extend(Reason::ALL.iter().map(|r| Method::Unattributed(*r)));
         v
     }
@@ -330,6 +334,7 @@ impl Method {
     pub fn name(self) -> String {
         match self {
             Method::Rule(r) => r.name().into(),
+            Method::CaptureAnnotation => "capture-annotation".into(),
             Method::Unattributed(r) => format!("unattributed:{}", r.as_str()),
         }
     }
@@ -338,6 +343,7 @@ impl Method {
     pub fn doc(self) -> &'static str {
         match self {
             Method::Rule(r) => r.doc(),
+            Method::CaptureAnnotation => "the capture's own per-packet process annotations (ptcpdump's PID comments) name the owner: high confidence when a snapshot socket of the flow is held by the same process, medium when the snapshots saw no owner",
             Method::Unattributed(Reason::NoSocket) => "no matching socket was seen within --max-gap of the flow",
             Method::Unattributed(Reason::NoOwner) => "a matching socket was seen but with inode 0 (TIME_WAIT, open request, orphan) or no process holding it",
             Method::Unattributed(Reason::OwnerUnreadable) => "a matching socket was seen without a known holder while some process' fd directory was unreadable (permission)",
@@ -473,6 +479,13 @@ impl Attribution {
     /// the socket or sent on the tuple (any of them may have sent the
     /// bytes). `None` when unattributed.
     pub fn confidence(&self) -> Option<Confidence> {
+        if self.method == Method::CaptureAnnotation {
+            return Some(if self.socket.is_some() {
+                Confidence::High
+            } else {
+                Confidence::Medium
+            });
+        }
         let Method::Rule(rule) = self.method else {
             return None;
         };
@@ -606,7 +619,7 @@ fn socket_accepts(ev: Evidence, s: &Socket, ns: u64, local: SocketAddr) -> bool 
 /// Whether event `e` is of a socket with local end `local` in namespace
 /// `ns` (its endpoints already match by port and remote).
 fn event_fits(e: &SockEvent, ns: u64, local: SocketAddr) -> bool {
-    e.netns.map_or(true, |n| n == ns)
+    e.netns.is_none_or(|n| n == ns)
         && (e.local.ip().is_unspecified() || e.local.ip() == local.ip().to_canonical())
 }
 
@@ -696,7 +709,7 @@ fn ownership(tl: &Timeline, s: &Socket, run: &Run, t0: i64, t1: i64, max_gap: i6
         let same_ns = tl
             .processes
             .get(&(d.pid, d.start_time))
-            .map_or(true, |p| p.netns == s.key.netns || p.netns == 0);
+            .is_none_or(|p| p.netns == s.key.netns || p.netns == 0);
         same_ns && d.runs.iter().any(&near)
     });
     if hidden {
@@ -1705,7 +1718,8 @@ mod tests {
         assert_eq!(names.len(), all.len());
         assert!(all.iter().all(|r| !r.doc().is_empty()));
         assert_eq!(all.first(), Some(&Rule::EventConnect));
-        assert_eq!(Method::all().len(), all.len() + Reason::ALL.len());
+        // Every rule, the capture's own annotations, every reason.
+        assert_eq!(Method::all().len(), all.len() + 1 + Reason::ALL.len());
     }
 }
 

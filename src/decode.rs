@@ -171,24 +171,6 @@ impl Layer {
     }
 }
 
-impl DecodeError {
-    /// Short stable name of the error kind, used to count problems per kind.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            DecodeError::UnsupportedLinkType(_) => "unsupported-link-type",
-            DecodeError::Truncated { layer, .. } => match layer {
-                Layer::Link | Layer::Vlan | Layer::Mpls => "link-truncated",
-                Layer::Ipv4 | Layer::Ipv6 | Layer::Ipv6Ext => "ip-truncated",
-                _ => "transport-truncated",
-            },
-            DecodeError::IpVersion { .. } => "ip-version-mismatch",
-            DecodeError::BadIpv4Header { .. } => "bad-ipv4-header",
-            DecodeError::LoopbackFamily(_) => "unknown-loopback-family",
-            DecodeError::MplsNoBottom => "mpls-no-bottom",
-        }
-    }
-}
-
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {

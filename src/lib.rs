@@ -30,6 +30,7 @@
 
 pub mod analyze;
 pub mod annotate;
+pub mod annotations;
 pub mod attribute;
 pub mod capture;
 pub mod carve;
@@ -42,6 +43,7 @@ pub mod overview;
 pub mod packet;
 pub mod report;
 pub mod snapshot;
+pub mod sockets;
 pub mod split;
 pub mod time;
 pub mod verify;

@@ -3,7 +3,7 @@
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -28,6 +28,15 @@ enum Command {
     /// Write the packets of one process (or of chosen flows) into their own
     /// pcapng, each annotated with its owner.
     Carve(cli::carve::Args),
+    /// The sockets the recorder saw at one moment (default: the last
+    /// snapshot), like `ss -tanp`; any bundle, also `procflow-snap once`.
+    Sockets(cli::sockets::Args),
+    /// Print the shell completion script for SHELL (install:
+    /// `procflow completions bash > /etc/bash_completion.d/procflow`).
+    Completions(cli::docs::CompletionsArgs),
+    /// Write the man pages (install: `procflow man --out
+    /// /usr/local/share/man/man1`).
+    Man(cli::docs::ManArgs),
     /// Check a bundle's evidence: SHA256SUMS complete and matching, every
     /// file present, archives whole, recorder status complete, no capture
     /// drops, no unreadable fds. Exit 0 only when all of it holds.
@@ -39,6 +48,9 @@ fn main() -> ExitCode {
         Command::Flows(args) => cli::flows::run(args),
         Command::Analyze(args) => cli::analyze::run(args),
         Command::Carve(args) => cli::carve::run(args),
+        Command::Sockets(args) => cli::sockets::run(args),
+        Command::Completions(args) => cli::docs::completions(Cli::command(), args),
+        Command::Man(args) => cli::docs::man(Cli::command(), args),
         Command::Verify(args) => cli::verify::run(args),
     };
     result.unwrap_or_else(|e| {

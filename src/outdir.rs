@@ -167,6 +167,13 @@ impl ReportDir {
         force: bool,
     ) -> Result<ReportDir, String> {
         refuse_inside_bundle(out, bundles)?;
+        if std::fs::metadata(out).is_ok_and(|m| !m.is_dir()) {
+            return Err(format!(
+                "--out {} is a file; --out names the directory the reports go into \
+                 (created if absent)",
+                term_path(out)
+            ));
+        }
         let existed = std::fs::symlink_metadata(out).is_ok();
         std::fs::create_dir_all(out)
             .map_err(|e| format!("cannot create --out {}: {e}", term_path(out)))?;
@@ -296,6 +303,25 @@ impl SafeFile {
                 ));
             }
         }
+        // A device or a FIFO (`/dev/null`, `/dev/stdout`, a named pipe) is
+        // written to as it is: there is nothing to replace, and renaming
+        // over it would remove it.
+        if let Ok(m) = std::fs::metadata(path) {
+            use std::os::unix::fs::FileTypeExt;
+            let t = m.file_type();
+            if t.is_char_device() || t.is_fifo() || t.is_socket() || t.is_block_device() {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| format!("cannot open {what} {}: {e}", term_path(path)))?;
+                return Ok(SafeFile {
+                    path: path.to_path_buf(),
+                    tmp: PathBuf::new(),
+                    file: Some(file),
+                    committed: false,
+                });
+            }
+        }
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.is_dir() => {
                 return Err(format!("{what} {} is a directory", term_path(path)));
@@ -344,6 +370,11 @@ impl SafeFile {
     /// Syncs `file` and renames the temporary file over the final path.
     pub fn commit(mut self, file: File) -> Result<(), String> {
         let e = |e: io::Error| format!("cannot write {}: {e}", term_path(&self.path));
+        if self.tmp.as_os_str().is_empty() {
+            // Written in place (a device or a FIFO).
+            self.committed = true;
+            return Ok(());
+        }
         file.sync_all().map_err(e)?;
         drop(file);
         std::fs::rename(&self.tmp, &self.path).map_err(e)?;
@@ -361,7 +392,7 @@ impl SafeFile {
 
 impl Drop for SafeFile {
     fn drop(&mut self) {
-        if !self.committed {
+        if !self.committed && !self.tmp.as_os_str().is_empty() {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }

@@ -25,8 +25,8 @@ use std::path::Path;
 
 use procflow_format::hash::sha256_file;
 use procflow_format::layout::{
-    parse_archive_name, CaptureCounters, Manifest, CAPTURE_PREFIX, MANIFEST_FILE, SHA256SUMS_FILE,
-    TCPDUMP_LOG_FILE,
+    parse_archive_name, CaptureCounters, Manifest, RecorderStatus, CAPTURE_PREFIX, MANIFEST_FILE,
+    SHA256SUMS_FILE, TCPDUMP_LOG_FILE,
 };
 use serde::Serialize;
 
@@ -224,31 +224,10 @@ fn parse_sums(text: &str) -> Sums {
     s
 }
 
-/// The counters tcpdump prints when it stops (`N packets captured`,
-/// `N packets received by filter`, `N packets dropped by kernel`,
-/// `N packets dropped by interface`), summed over every run in the log.
+/// tcpdump's counters in the text of its log (the last value of each);
+/// see [`CaptureCounters::from_tcpdump_log`].
 pub fn parse_tcpdump_log(text: &str) -> Option<CaptureCounters> {
-    let mut c = CaptureCounters::default();
-    let mut any = false;
-    for line in text.lines() {
-        let line = line.trim();
-        let Some((num, rest)) = line.split_once(' ') else {
-            continue;
-        };
-        let Ok(v) = num.parse::<u64>() else { continue };
-        let slot = match rest {
-            "packets captured" | "packet captured" => &mut c.captured,
-            "packets received by filter" | "packet received by filter" => &mut c.received_by_filter,
-            "packets dropped by kernel" | "packet dropped by kernel" => &mut c.dropped_by_kernel,
-            "packets dropped by interface" | "packet dropped by interface" => {
-                c.dropped_by_interface.get_or_insert(0)
-            }
-            _ => continue,
-        };
-        *slot = slot.saturating_add(v);
-        any = true;
-    }
-    any.then_some(c)
+    CaptureCounters::from_tcpdump_log(text)
 }
 
 /// Whether a directory entry name is one of the bundle's captures.
@@ -400,7 +379,8 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             );
         }
         let evidence_file = is_capture_name(name) || parse_archive_name(name).is_some();
-        if evidence_file && m.status != "recording" && !named.contains(name.as_str()) {
+        if evidence_file && m.status != RecorderStatus::Recording && !named.contains(name.as_str())
+        {
             c.add(
                 Area::Integrity,
                 "not-in-manifest",
@@ -495,22 +475,27 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         }
     }
     // Recorder.
-    if m.status != "complete" {
-        let why = match m.status.as_str() {
-            "recording" => {
+    if m.status != RecorderStatus::Complete {
+        let why = match m.status {
+            RecorderStatus::Recording => {
                 "the recorder did not stop cleanly (killed, crashed or power loss) or is still \
                  running"
             }
-            "killed" => "a second signal forced the recorder out before it finished",
-            "disk-full" => "the disk filled up; recording stopped early",
-            "error" => "a write error stopped the recording",
-            _ => "not a status this procflow knows",
+            RecorderStatus::Killed => "a second signal forced the recorder out before it finished",
+            RecorderStatus::DiskFull => "the disk filled up; recording stopped early",
+            RecorderStatus::Error => "a write error stopped the recording",
+            RecorderStatus::Complete | RecorderStatus::Other(_) => {
+                "not a status this procflow knows"
+            }
         };
         c.add(
             Area::Recorder,
             "recorder-status",
             Some(MANIFEST_FILE),
-            format!("recorder status is {:?}, not \"complete\": {why}", m.status),
+            format!(
+                "recorder status is {:?}, not \"complete\": {why}",
+                m.status.as_str()
+            ),
         );
     }
     for e in m.errors.iter().filter(|e| e.what == "write") {
@@ -729,7 +714,7 @@ mod tests {
 
     #[test]
     fn tcpdump_counters() {
-        let log = "tcpdump: listening on pfs1\n1422 packets captured\n1423 packets received by filter\n7 packets dropped by kernel\n";
+        let log = "tcpdump: listening on pfs1\n3 packets captured\n3 packets received by filter\n0 packets dropped by kernel\n1422 packets captured\n1423 packets received by filter\n7 packets dropped by kernel\n";
         let c = parse_tcpdump_log(log).unwrap();
         assert_eq!(
             (c.captured, c.received_by_filter, c.dropped_by_kernel),

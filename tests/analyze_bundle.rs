@@ -80,7 +80,7 @@ fn manifest(format_version: u32) -> Manifest {
             kernel_release: "6.1.0-18-amd64".into(),
             kernel_version: "#1 SMP".into(),
             arch: "x86_64".into(),
-            byte_order: "little".into(),
+            byte_order: procflow_format::layout::ByteOrder::Little,
             boot_id: "8a5b2f0e-1111-2222-3333-444455556666".into(),
             btime: 1_699_990_000,
             clk_tck: 100,
@@ -112,7 +112,7 @@ fn manifest(format_version: u32) -> Manifest {
         capture: None,
         started: ts(0),
         ended: Some(ts(5000)),
-        status: "complete".into(),
+        status: procflow_format::layout::RecorderStatus::Complete,
         archives: vec![archive_name(1)],
         capture_files: vec!["capture-1.pcap".into()],
         snapshots: 5,
@@ -1079,4 +1079,105 @@ fn a_tuple_used_by_two_processes_is_split_at_the_change_of_owner() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().count(), 2, "{text}");
+}
+
+/// Replaces every `from` by `to` (same length) in a file.
+fn patch(path: &Path, from: &[u8], to: &[u8]) -> usize {
+    assert_eq!(from.len(), to.len());
+    let mut b = std::fs::read(path).unwrap();
+    let mut n = 0;
+    let mut i = 0;
+    while i + from.len() <= b.len() {
+        if &b[i..i + from.len()] == from {
+            b[i..i + from.len()].copy_from_slice(to);
+            n += 1;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    std::fs::write(path, b).unwrap();
+    n
+}
+
+/// A capture whose packets carry ptcpdump-style `PID:` comments (here the
+/// annotated pcapng of a first analysis) is evidence of its own: where it
+/// agrees with the snapshots the method is `capture-annotation` with high
+/// confidence, where it disagrees the snapshots' owner is kept and the
+/// disagreement reported.
+#[test]
+fn capture_annotations_are_checked_against_the_snapshots() {
+    let d = tmp("annotations");
+    let s = scenario();
+    let plain = d.join("plain");
+    write_bundle(&plain, &s, FORMAT_VERSION, 0);
+    let annotated = d.join("annotated.pcapng");
+    let o = analyze(
+        &plain,
+        &d.join("r0"),
+        &["--quiet", "--pcapng", annotated.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let base = read_csv(&d.join("r0/connections.csv"));
+    // The same bundle, its capture replaced by the annotated one.
+    let again = |name: &str, tamper: Option<(&[u8], &[u8])>| {
+        let b = d.join(name);
+        write_bundle(&b, &s, FORMAT_VERSION, 0);
+        std::fs::copy(&annotated, b.join("capture-1.pcap")).unwrap();
+        if let Some((from, to)) = tamper {
+            assert!(patch(&b.join("capture-1.pcap"), from, to) > 0);
+        }
+        write_sums(&b);
+        let out = d.join(format!("r-{name}"));
+        let o = analyze(&b, &out, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (
+            read_csv(&out.join("connections.csv")),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+            serde_json::from_slice::<serde_json::Value>(
+                &std::fs::read(out.join("summary.json")).unwrap(),
+            )
+            .unwrap(),
+        )
+    };
+    let (rows, stderr, summary) = again("agree", None);
+    assert_eq!(rows.len(), base.len());
+    let attributed = base.iter().filter(|r| !r["pid"].is_empty()).count();
+    assert!(attributed >= 3);
+    for (b, r) in base.iter().zip(&rows) {
+        assert_eq!(b["pid"], r["pid"], "flow {}", b["flow_id"]);
+        if !b["pid"].is_empty() {
+            assert_eq!(r["method"], "capture-annotation", "flow {}", r["flow_id"]);
+            assert_eq!(r["confidence"], "high");
+        } else {
+            assert_eq!(r["method"], b["method"]);
+        }
+    }
+    assert!(
+        stderr.contains(&format!(
+            "Capture annotations (ptcpdump PID comments): {attributed} flow(s); {attributed} agree"
+        )),
+        "{stderr}"
+    );
+    let check = &summary["diagnostics"]["capture"]["annotation_check"];
+    assert_eq!(check["agree"], attributed);
+    // The capture names pid 99 where the snapshots saw pid 10 (curl).
+    let (rows, stderr, summary) = again("disagree", Some((b"PID: 10\n", b"PID: 99\n")));
+    let curl: Vec<_> = rows.iter().filter(|r| r["pid"] == "10").collect();
+    assert!(!curl.is_empty());
+    for r in &curl {
+        assert_ne!(r["method"], "capture-annotation");
+    }
+    assert!(
+        stderr.contains("the capture's annotation names pid 99"),
+        "{stderr}"
+    );
+    let dis = summary["diagnostics"]["capture"]["annotation_check"]["disagree"]
+        .as_array()
+        .unwrap();
+    assert_eq!(dis.len(), curl.len());
+    assert!(dis
+        .iter()
+        .all(|x| x["annotated_pid"] == 99 && x["snapshot_pid"] == 10));
+    let _ = std::fs::remove_dir_all(&d);
 }

@@ -114,7 +114,7 @@ fn linktype_ipv4_carrying_ipv6_is_reported() {
     let r = run(&["tcpdump_LINKTYPE_IPV4_invalid.pcap"]);
     assert!(r.flows.is_empty());
     assert_eq!(r.undecodable, 1);
-    assert_eq!(r.problems[0].kind, "ip-version-mismatch");
+    assert_eq!(r.problems[0].kind.as_str(), "ip-version-mismatch");
     assert_eq!(
         (r.problems[0].packet_index, r.problems[0].offset),
         (Some(1), 24)
@@ -210,7 +210,7 @@ fn ipv6_fragments_and_orphans() {
     );
     // One fragment whose first fragment is not in the capture.
     assert_eq!(r.undecodable, 1);
-    assert_eq!(r.problems[0].kind, "orphan-fragment");
+    assert_eq!(r.problems[0].kind.as_str(), "orphan-fragment");
 }
 
 #[test]
@@ -270,7 +270,7 @@ fn pcapng_unknown_section_version_is_skipped() {
     let r = run(&["gopacket_le_test901.pcapng"]);
     assert_eq!(r.files[0].packets, 2);
     assert_eq!(r.problems.len(), 1);
-    assert_eq!(r.problems[0].kind, "unsupported-section");
+    assert_eq!(r.problems[0].kind.as_str(), "unsupported-section");
     assert!(r.files[0].error.is_none());
 }
 

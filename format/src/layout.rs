@@ -7,6 +7,49 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::procnet::ByteOrder;
+
+/// How a recording ended ([`Manifest::status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecorderStatus {
+    /// Still recording, or stopped before the final manifest was written
+    /// (SIGKILL, power cut).
+    Recording,
+    /// Stopped as asked; everything written.
+    Complete,
+    /// The disk or quota filled up; everything written before is kept.
+    DiskFull,
+    /// Another write error stopped the recording.
+    Error,
+    /// A second signal forced the recorder out before it finished.
+    Killed,
+    /// A status this build does not know (a newer recorder, or a forged
+    /// manifest), kept as written.
+    #[serde(untagged)]
+    Other(String),
+}
+
+impl RecorderStatus {
+    /// The status as written in the manifest.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RecorderStatus::Recording => "recording",
+            RecorderStatus::Complete => "complete",
+            RecorderStatus::DiskFull => "disk-full",
+            RecorderStatus::Error => "error",
+            RecorderStatus::Killed => "killed",
+            RecorderStatus::Other(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for RecorderStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Value of [`Manifest::format`].
 pub const FORMAT_NAME: &str = "procflow-bundle";
 /// Version of the bundle format described in `docs/archive-format.md`.
@@ -210,7 +253,7 @@ pub struct Manifest {
     /// Clocks read when recording stopped; `None` while recording.
     pub ended: Option<TimeStamp>,
     /// `recording`, `complete`, `disk-full`, `error` or `killed` (second signal).
-    pub status: String,
+    pub status: RecorderStatus,
     /// Snapshot archives in order (names only, relative to the bundle).
     pub archives: Vec<String>,
     /// Capture files in order (names only), filled when recording stops.
@@ -321,7 +364,7 @@ pub struct HostInfo {
     /// uname machine, e.g. `x86_64`.
     pub arch: String,
     /// `little` or `big`: how /proc/net hex addresses must be read.
-    pub byte_order: String,
+    pub byte_order: ByteOrder,
     /// /proc/sys/kernel/random/boot_id.
     pub boot_id: String,
     /// `btime` from /proc/stat: boot time, seconds since the epoch.
@@ -409,6 +452,36 @@ pub struct CaptureCounters {
     /// `N packets dropped by interface`, when the platform reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped_by_interface: Option<u64>,
+}
+
+impl CaptureCounters {
+    /// The counters in tcpdump's standard error (`tcpdump.log`): the lines
+    /// `N packets captured`, `N packets received by filter`, `N packets
+    /// dropped by kernel`, `N packets dropped by interface`. tcpdump prints
+    /// them when it stops, and also on SIGUSR1 while it runs; the last of
+    /// each is what counts. `None` when the text holds none of them.
+    pub fn from_tcpdump_log(text: &str) -> Option<CaptureCounters> {
+        let mut c = CaptureCounters::default();
+        let mut any = false;
+        for line in text.lines() {
+            let Some((num, rest)) = line.trim().split_once(' ') else {
+                continue;
+            };
+            let Ok(v) = num.parse::<u64>() else { continue };
+            match rest
+                .trim_start_matches("packets ")
+                .trim_start_matches("packet ")
+            {
+                "captured" => c.captured = v,
+                "received by filter" => c.received_by_filter = v,
+                "dropped by kernel" => c.dropped_by_kernel = v,
+                "dropped by interface" => c.dropped_by_interface = Some(v),
+                _ => continue,
+            }
+            any = true;
+        }
+        any.then_some(c)
+    }
 }
 
 /// An error met while recording.
@@ -705,6 +778,36 @@ impl FdLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorder_status_round_trips_and_keeps_unknown_values() {
+        for (v, text) in [
+            (RecorderStatus::Recording, "recording"),
+            (RecorderStatus::Complete, "complete"),
+            (RecorderStatus::DiskFull, "disk-full"),
+            (RecorderStatus::Error, "error"),
+            (RecorderStatus::Killed, "killed"),
+        ] {
+            let json = serde_json::to_string(&v).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<RecorderStatus>(&json).unwrap(), v);
+            assert_eq!(v.as_str(), text);
+        }
+        let odd: RecorderStatus = serde_json::from_str("\"paused\"").unwrap();
+        assert_eq!(odd, RecorderStatus::Other("paused".into()));
+        assert_eq!(serde_json::to_string(&odd).unwrap(), "\"paused\"");
+        assert!(serde_json::from_str::<RecorderStatus>("3").is_err());
+    }
+
+    #[test]
+    fn byte_order_is_little_or_big() {
+        assert_eq!(serde_json::to_string(&ByteOrder::Big).unwrap(), "\"big\"");
+        assert_eq!(
+            serde_json::from_str::<ByteOrder>("\"little\"").unwrap(),
+            ByteOrder::Little
+        );
+        assert!(serde_json::from_str::<ByteOrder>("\"middle\"").is_err());
+    }
 
     #[test]
     fn member_names_round_trip() {

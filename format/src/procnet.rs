@@ -10,8 +10,9 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Byte order of the host whose /proc text is parsed (`host.byte_order` in
-/// the bundle manifest).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// the bundle manifest: `little` or `big`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ByteOrder {
     /// x86, arm64 and most hosts.
     Little,
@@ -20,6 +21,13 @@ pub enum ByteOrder {
 }
 
 impl ByteOrder {
+    /// The byte order of the machine running this code.
+    pub const NATIVE: ByteOrder = if cfg!(target_endian = "big") {
+        ByteOrder::Big
+    } else {
+        ByteOrder::Little
+    };
+
     /// Parses the manifest's `little` / `big`.
     pub fn from_manifest(s: &str) -> Option<ByteOrder> {
         match s {

@@ -45,7 +45,10 @@ DUR is a number with a unit: 500ms, 2s, 5m, 1h (a bare number is seconds).
 Exit status:
   0 stopped as asked; 1 error while recording; 2 bad usage or failed
   pre-check (nothing written); 3 disk full (everything written is kept);
-  130 forced by a second signal.";
+  130 forced by a second signal.
+
+Shell completions and man pages: procflow-snap completions SHELL,
+procflow-snap man DIR.";
 
 /// The command line.
 #[derive(Debug, Parser)]

@@ -223,6 +223,20 @@ impl Conntrack {
         c
     }
 
+    /// Conntrack not recorded, for `why` (e.g. a fixture /proc tree that
+    /// is not the live kernel's).
+    pub fn off(why: &str) -> Conntrack {
+        Conntrack {
+            off: Some(why.to_string()),
+            tables: HashMap::new(),
+            failed: HashMap::new(),
+            events: None,
+            events_off: None,
+            entries: Vec::new(),
+            buf: Vec::new(),
+        }
+    }
+
     /// Whether tables are recorded.
     pub fn used(&self) -> bool {
         self.off.is_none()

@@ -372,6 +372,9 @@ pub struct Decoder {
     set_state: Option<SetStateDecoder>,
     fib: Vec<FibDecoder>,
     pending: HashMap<u64, PendingConnect>,
+    /// Sockets whose connect was written, with the connecting pid: their
+    /// close by the same process says nothing new and is not written.
+    connected: HashMap<u64, u32>,
     sent: HashSet<(u32, IpAddr, u16, IpAddr, u16)>,
     self_pid: u32,
     /// Connects never joined to a source port (expired or displaced).
@@ -462,6 +465,7 @@ impl Decoder {
             }
             if e.sport != 0 {
                 out.push(ev("connect", mono_ns, s.pid, s.tid, true));
+                self.remember_connect(e.skaddr, s.pid);
             } else {
                 if self.pending.len() >= MAX_PENDING_CONNECTS {
                     self.expire(Duration::ZERO);
@@ -482,10 +486,17 @@ impl Decoder {
         if let Some(p) = self.pending.remove(&e.skaddr) {
             if e.sport != 0 {
                 out.push(ev("connect", p.mono_ns, p.pid, p.tid, true));
+                self.remember_connect(e.skaddr, p.pid);
             } else {
                 self.unjoined += 1;
             }
         }
+        let connected_by =
+            if e.new == tcp::CLOSE || e.new == tcp::FIN_WAIT1 || e.new == tcp::LAST_ACK {
+                self.connected.remove(&e.skaddr)
+            } else {
+                None
+            };
         if !owner_ctx || e.sport == 0 {
             return;
         }
@@ -495,9 +506,18 @@ impl Decoder {
             e.old,
             tcp::ESTABLISHED | tcp::CLOSE_WAIT | tcp::SYN_SENT | tcp::SYN_RECV
         ) && matches!(e.new, tcp::FIN_WAIT1 | tcp::LAST_ACK | tcp::CLOSE)
+            && connected_by != Some(s.pid)
         {
             out.push(ev("close", mono_ns, s.pid, s.tid, true));
         }
+    }
+
+    fn remember_connect(&mut self, skaddr: u64, pid: u32) {
+        if self.connected.len() >= MAX_PENDING_CONNECTS {
+            // Forgetting only costs a redundant close line later.
+            self.connected.clear();
+        }
+        self.connected.insert(skaddr, pid);
     }
 
     /// Forgets connects pending longer than `age`.
@@ -966,7 +986,7 @@ fn run_thread(
             dec.expire(Duration::from_secs(30));
             pids.map.retain(|_, i| {
                 i.exited
-                    .map_or(true, |t| t.elapsed() < Duration::from_secs(3))
+                    .is_none_or(|t| t.elapsed() < Duration::from_secs(3))
             });
         }
         local.unjoined += std::mem::take(&mut dec.unjoined);
@@ -1104,11 +1124,17 @@ mod tests {
         assert_eq!(e.local, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
         assert_eq!(e.local_port, 40000);
         assert_eq!(e.remote, Some((IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 80)));
-        // close() in process context names the owner with the tuple.
+        // Its close by the connecting process adds nothing: not written.
         let c = set_state_raw(&f, 0x01, 0x1000_0001, 1, 4, 40000, 80);
         d.sample(&sample(100, 3_000, &c), &mut out);
+        assert_eq!(out.len(), 1);
+        // close() of a socket connected elsewhere (accepted, inherited,
+        // passed) names the process holding it at the end, with the tuple.
+        let c = set_state_raw(&f, 0x01, 0x1000_0005, 8, 9, 80, 40001);
+        d.sample(&sample(101, 3_000, &c), &mut out);
         assert_eq!(out[1].kind, "close");
-        assert_eq!(out[1].pid, 100);
+        assert_eq!(out[1].pid, 101);
+        assert_eq!(out[1].local_port, 80);
         // The same close seen in softirq context is not an owner.
         d.sample(
             &sample(

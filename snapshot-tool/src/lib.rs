@@ -7,7 +7,8 @@
 //! survive a cut at any byte, [`bundle`] writes the manifest and hashes,
 //! [`capture`] runs tcpdump beside it and [`record`] drives the loop;
 //! [`conntrack`] adds each namespace's connection-tracking table, read
-//! through [`netlink`].
+//! through [`netlink`]; [`operator`] locks `--out`, warns at start, prints
+//! the heartbeat and reads tcpdump's counters for the manifest.
 //! [`reader`] is the format's one reader, shared with the analyzer: it reads
 //! archives back (also cut ones) snapshot by snapshot and applies them to
 //! rebuild the tables and fd listing at each tick. The recorder binary
@@ -21,6 +22,7 @@ pub mod events;
 pub mod ksys;
 pub mod live;
 pub mod netlink;
+pub mod operator;
 pub mod record;
 pub mod sys;
 

@@ -25,66 +25,160 @@ pub fn read_into(path: &str, buf: &mut Vec<u8>) -> io::Result<()> {
     Ok(())
 }
 
-/// Pids (thread group leaders) listed in /proc, sorted.
-pub fn list_pids() -> io::Result<Vec<u32>> {
-    let mut pids = Vec::with_capacity(512);
-    for e in std::fs::read_dir("/proc")? {
-        let Ok(e) = e else { continue };
-        let name = e.file_name();
-        let b = name.as_bytes();
-        if !b.is_empty() && b.iter().all(u8::is_ascii_digit) {
-            if let Some(pid) = std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()) {
-                pids.push(pid);
-            }
+/// A /proc tree: the live one, or a fixture copy of one for tests. Paths
+/// in errors are named under its root.
+#[derive(Debug, Clone)]
+pub struct Proc {
+    root: String,
+}
+
+impl Default for Proc {
+    fn default() -> Self {
+        Proc::live()
+    }
+}
+
+impl Proc {
+    /// The live /proc.
+    pub fn live() -> Proc {
+        Proc {
+            root: "/proc".into(),
         }
     }
-    pids.sort_unstable();
-    Ok(pids)
+
+    /// A /proc tree at `root`.
+    pub fn at(root: &std::path::Path) -> Proc {
+        Proc {
+            root: root.to_string_lossy().trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// `ROOT/PID/rest`.
+    pub fn path(&self, pid: u32, rest: &str) -> String {
+        format!("{}/{pid}/{rest}", self.root)
+    }
+
+    /// Pids (thread group leaders) listed in the root, sorted.
+    pub fn list_pids(&self) -> io::Result<Vec<u32>> {
+        let mut pids = Vec::with_capacity(512);
+        for e in std::fs::read_dir(&self.root)? {
+            let Ok(e) = e else { continue };
+            let name = e.file_name();
+            let b = name.as_bytes();
+            if !b.is_empty() && b.iter().all(u8::is_ascii_digit) {
+                if let Some(pid) = std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids.sort_unstable();
+        Ok(pids)
+    }
+
+    /// Reads and parses PID/stat.
+    pub fn read_stat(&self, pid: u32, buf: &mut Vec<u8>) -> io::Result<StatFields> {
+        let p = self.path(pid, "stat");
+        read_into(&p, buf)?;
+        parse_stat(&String::from_utf8_lossy(buf)).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{p}: expected `pid (comm) state ppid ...` with 22+ fields"),
+            )
+        })
+    }
+
+    /// Whether this is the live /proc.
+    pub fn is_live(&self) -> bool {
+        self.root == "/proc"
+    }
+
+    /// The network namespace inode of a process (readlink PID/ns/net).
+    pub fn read_netns(&self, pid: u32) -> io::Result<u64> {
+        self.read_netns_of(&pid.to_string())
+    }
+
+    /// [`Proc::read_netns`] of `pid` given as text (`self` too).
+    pub fn read_netns_of(&self, pid: &str) -> io::Result<u64> {
+        let p = format!("{}/{pid}/ns/net", self.root);
+        let target = std::fs::read_link(&p)?;
+        parse_ns_link(target.as_os_str().as_bytes(), "net").ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{p}: expected a `net:[N]` link target"),
+            )
+        })
+    }
+
+    /// The socket inodes a process holds (sorted, deduplicated), from its
+    /// fd links. An fd closed during the walk is skipped.
+    pub fn read_socket_inodes(&self, pid: u32) -> io::Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(self.path(pid, "fd"))? {
+            let Ok(e) = e else { continue };
+            if let Ok(target) = std::fs::read_link(e.path()) {
+                if let Some(ino) = parse_socket_link(target.as_os_str().as_bytes()) {
+                    out.push(ino);
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// [`read_process_record`] under this root.
+    pub fn read_process_record(
+        &self,
+        pid: u32,
+        stat: &StatFields,
+        netns: u64,
+        buf: &mut Vec<u8>,
+    ) -> (ProcessRecord, Vec<(String, io::Error)>) {
+        process_record(self, pid, stat, netns, buf)
+    }
+}
+
+/// Pids (thread group leaders) listed in /proc, sorted.
+pub fn list_pids() -> io::Result<Vec<u32>> {
+    Proc::live().list_pids()
 }
 
 /// Reads and parses /proc/PID/stat.
 pub fn read_stat(pid: u32, buf: &mut Vec<u8>) -> io::Result<StatFields> {
-    read_into(&format!("/proc/{pid}/stat"), buf)?;
-    parse_stat(&String::from_utf8_lossy(buf)).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("/proc/{pid}/stat: expected `pid (comm) state ppid ...` with 22+ fields"),
-        )
-    })
+    Proc::live().read_stat(pid, buf)
 }
 
-/// The network namespace inode of a process (readlink /proc/PID/ns/net).
+/// The network namespace inode of a process (readlink /proc/PID/ns/net);
+/// `pid` may be `self`.
 pub fn read_netns(pid: &str) -> io::Result<u64> {
-    let target = std::fs::read_link(format!("/proc/{pid}/ns/net"))?;
-    parse_ns_link(target.as_os_str().as_bytes(), "net").ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("/proc/{pid}/ns/net: expected a `net:[N]` link target"),
-        )
-    })
+    Proc::live().read_netns_of(pid)
 }
 
 /// The socket inodes a process holds (sorted, deduplicated), from its fd
 /// links. An fd closed during the walk is skipped.
 pub fn read_socket_inodes(pid: u32) -> io::Result<Vec<u64>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
-        let Ok(e) = e else { continue };
-        if let Ok(target) = std::fs::read_link(e.path()) {
-            if let Some(ino) = parse_socket_link(target.as_os_str().as_bytes()) {
-                out.push(ino);
-            }
-        }
-    }
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
+    Proc::live().read_socket_inodes(pid)
 }
 
 /// Reads the identity of a process. `stat` is its already-read stat line;
 /// fields that cannot be read are left empty (`exe: None` for kernel
 /// threads and EACCES). Returns the errors met, as (path, error).
 pub fn read_process_record(
+    pid: u32,
+    stat: &StatFields,
+    netns: u64,
+    buf: &mut Vec<u8>,
+) -> (ProcessRecord, Vec<(String, io::Error)>) {
+    process_record(&Proc::live(), pid, stat, netns, buf)
+}
+
+fn process_record(
+    proc_: &Proc,
     pid: u32,
     stat: &StatFields,
     netns: u64,
@@ -103,7 +197,7 @@ pub fn read_process_record(
         cgroup: None,
         container_id: None,
     };
-    let p = format!("/proc/{pid}/status");
+    let p = proc_.path(pid, "status");
     match read_into(&p, buf) {
         Ok(()) => match parse_status_uid(&String::from_utf8_lossy(buf)) {
             Some(u) => rec.uid = u,
@@ -114,7 +208,7 @@ pub fn read_process_record(
         },
         Err(e) => errs.push((p, e)),
     }
-    let p = format!("/proc/{pid}/comm");
+    let p = proc_.path(pid, "comm");
     match read_into(&p, buf) {
         Ok(()) => {
             let s = String::from_utf8_lossy(buf);
@@ -122,19 +216,19 @@ pub fn read_process_record(
         }
         Err(e) => errs.push((p, e)),
     }
-    let p = format!("/proc/{pid}/exe");
+    let p = proc_.path(pid, "exe");
     match std::fs::read_link(&p) {
         Ok(t) => rec.exe = Some(t.to_string_lossy().into_owned()),
         // Kernel threads have no exe: ENOENT is their normal answer.
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => errs.push((p, e)),
     }
-    let p = format!("/proc/{pid}/cmdline");
+    let p = proc_.path(pid, "cmdline");
     match read_into(&p, buf) {
         Ok(()) => rec.cmdline = split_cmdline(buf),
         Err(e) => errs.push((p, e)),
     }
-    let p = format!("/proc/{pid}/cgroup");
+    let p = proc_.path(pid, "cgroup");
     match read_into(&p, buf) {
         Ok(()) => {
             rec.cgroup = first_cgroup_line(&String::from_utf8_lossy(buf));

@@ -8,6 +8,9 @@
 //! locals or buffers of the stated length. Message parsing
 //! ([`parse_messages`]) is pure code over bytes, tested on its own.
 
+// The netlink socket calls are libc calls (see above); unsafe is allowed in this module only.
+#![allow(unsafe_code)]
+
 use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

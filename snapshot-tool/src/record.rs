@@ -1,7 +1,7 @@
 //! The recorder: one snapshot per tick, change-driven, appended to tar
 //! archives; the bundle's manifest and hashes around it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,9 +12,9 @@ use crate::capture::{self, Capture, Rotate};
 use crate::delta::{self, FdEntry, FdState, FdStatus};
 use crate::events::{self, Batch, EventSources};
 use crate::layout::{
-    self, FdWalk, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord, RecordError,
-    RecordOptions, SnapshotKind, SnapshotMeta, SourceInfo, TableEntry, TableStored, ToolInfo,
-    NET_TABLES,
+    self, ByteOrder, FdWalk, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord,
+    RecordError, RecordOptions, RecorderStatus, SnapshotKind, SnapshotMeta, SourceInfo, TableEntry,
+    TableStored, ToolInfo, NET_TABLES,
 };
 use crate::live;
 use crate::procfs::{self, StatFields};
@@ -132,6 +132,8 @@ pub struct Recorder {
     /// Event evidence lost over the recording.
     event_losses: EventLosses,
     conntrack: crate::conntrack::Conntrack,
+    /// The /proc tree read.
+    proc: live::Proc,
 }
 
 /// Event evidence lost while recording, said in the manifest and on the
@@ -142,6 +144,42 @@ struct EventLosses {
     dropped: u64,
     connector: u64,
     unjoined: u64,
+}
+
+/// What a tick adds to its snapshot besides the meta.
+#[derive(Default)]
+struct TickOut {
+    /// Members in writing order (meta excluded).
+    members: Vec<(String, Vec<u8>)>,
+    /// Errors met, one per occurrence.
+    errs: Vec<RecordError>,
+}
+
+/// Phase 1's result: the pids in /proc.
+struct Scan {
+    /// Every pid listed, sorted.
+    pids: Vec<u32>,
+    /// The same, for lookups.
+    pid_set: HashSet<u32>,
+    /// Pids seen for the first time (their identity is read).
+    new_pids: Vec<u32>,
+}
+
+/// Phase 3's result.
+#[derive(Default)]
+struct NetRead {
+    /// Each namespace with how each of its tables is stored.
+    netns: Vec<NetnsEntry>,
+    /// Inodes of rows new since the last read.
+    new_inodes: Vec<u64>,
+}
+
+/// Phase 4's result.
+struct FdRead {
+    fd_walk: FdWalk,
+    pids_walked: u64,
+    /// Pids whose identity was read again (pid reuse or execve).
+    reread: Vec<u32>,
 }
 
 fn rec_err(what: &str, path: Option<&str>, e: &io::Error) -> RecordError {
@@ -173,9 +211,15 @@ fn write_stop(what: &str, e: &io::Error) -> Stop {
 
 impl Recorder {
     fn new(cfg: Config) -> Recorder {
+        Recorder::with_proc(cfg, live::Proc::live())
+    }
+
+    /// A recorder reading the /proc tree `proc` (a fixture in tests).
+    fn with_proc(cfg: Config, proc: live::Proc) -> Recorder {
         let cfg_once = cfg.once;
         let self_pid = std::process::id();
-        let self_netns = live::read_netns("self").unwrap_or(0);
+        // A fixture tree has no `self`: only its own pids' namespaces.
+        let self_netns = proc.read_netns_of("self").unwrap_or(0);
         Recorder {
             cfg,
             self_pid,
@@ -199,7 +243,12 @@ impl Recorder {
             events: None,
             socket_events: false,
             event_losses: EventLosses::default(),
-            conntrack: crate::conntrack::Conntrack::start(!cfg_once),
+            conntrack: if proc.is_live() {
+                crate::conntrack::Conntrack::start(!cfg_once)
+            } else {
+                crate::conntrack::Conntrack::off("not the live /proc")
+            },
+            proc,
         }
     }
 
@@ -225,7 +274,8 @@ impl Recorder {
         Ok(())
     }
 
-    /// Takes one snapshot and appends it.
+    /// Takes one snapshot and appends it: the phases below in order, each
+    /// reading /proc under `self.proc` (a fixture tree in unit tests).
     fn tick(&mut self) -> Result<(), Stop> {
         if self.archive.is_none() {
             self.open_next_archive()?;
@@ -233,7 +283,8 @@ impl Recorder {
         let keyframe = self.archive_fresh
             || self.cfg.once
             || self.since_keyframe >= self.cfg.keyframe_every.max(1);
-        let mut errs: Vec<RecordError> = Vec::new();
+        let seq = self.seq + 1;
+        let mut t = TickOut::default();
         // Events up to now go into this snapshot, whose clocks follow them.
         let batch = self
             .events
@@ -241,13 +292,52 @@ impl Recorder {
             .map(EventSources::take)
             .unwrap_or_default();
         let before = sys::read_clocks();
+        let scan = self.scan_processes(&mut t.errs);
+        let ns_pids = self.namespaces(&scan.pids);
+        let net = self.read_tables(seq, &ns_pids, keyframe, &mut t);
+        let mut netns_entries = net.netns;
+        let ct = &mut self.conntrack;
+        ct.tick(
+            seq,
+            keyframe,
+            self.self_netns,
+            &ns_pids,
+            &mut netns_entries,
+            &mut t.members,
+            &mut t.errs,
+        );
+        let net_done = sys::read_clocks();
+        let walk = self.walk_fds(seq, &scan, &net.new_inodes, &batch.pids, keyframe, &mut t);
+        self.identities(seq, &scan, &walk.reread, &batch.procs, &mut t);
+        self.event_member(seq, &batch, &mut t);
+        let after = sys::read_clocks();
+        let meta = SnapshotMeta {
+            seq,
+            kind: if keyframe {
+                SnapshotKind::Keyframe
+            } else {
+                SnapshotKind::Delta
+            },
+            before,
+            net_done,
+            after,
+            netns: netns_entries,
+            fd_walk: walk.fd_walk,
+            pids_walked: walk.pids_walked,
+            pids_total: scan.pids.len() as u64,
+            self_cpu_ns: sys::self_cpu_ns(),
+            errors: Vec::new(),
+        };
+        self.append(meta, keyframe, t)
+    }
 
-        // 1. Processes: new ones get their stat, namespace and identity
-        // read now, while they are alive; vanished ones are forgotten.
-        let pids = match live::list_pids() {
+    /// Phase 1, processes: new ones get their stat, namespace and identity
+    /// read now, while they are alive; vanished ones are forgotten.
+    fn scan_processes(&mut self, errs: &mut Vec<RecordError>) -> Scan {
+        let pids = match self.proc.list_pids() {
             Ok(p) => p,
             Err(e) => {
-                errs.push(rec_err("read-proc", Some("/proc"), &e));
+                errs.push(rec_err("read-proc", Some(self.proc.root()), &e));
                 Vec::new()
             }
         };
@@ -255,12 +345,20 @@ impl Recorder {
         self.known.retain(|pid, _| pid_set.contains(pid));
         let mut new_pids = Vec::new();
         for &pid in &pids {
-            if !self.known.contains_key(&pid) && self.learn(pid, &mut errs) {
+            if !self.known.contains_key(&pid) && self.learn(pid, errs) {
                 new_pids.push(pid);
             }
         }
+        Scan {
+            pids,
+            pid_set,
+            new_pids,
+        }
+    }
 
-        // 2. Namespaces in use, each with its candidate reader pids.
+    /// Phase 2, namespaces in use, each with up to four candidate pids
+    /// through which its tables can be read.
+    fn namespaces(&self, pids: &[u32]) -> BTreeMap<u64, Vec<u32>> {
         let mut ns_pids: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
         if self.self_netns != 0 {
             ns_pids
@@ -268,7 +366,7 @@ impl Recorder {
                 .or_default()
                 .push(self.self_pid);
         }
-        for &pid in &pids {
+        for &pid in pids {
             if let Some(k) = self.known.get(&pid) {
                 if k.netns != 0 {
                     let v = ns_pids.entry(k.netns).or_default();
@@ -278,20 +376,28 @@ impl Recorder {
                 }
             }
         }
+        ns_pids
+    }
 
-        // 3. /proc/net tables of every namespace.
-        let mut members: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut netns_entries = Vec::new();
-        let mut new_inodes: Vec<u64> = Vec::new();
+    /// Phase 3, the /proc/net tables of every namespace: raw at keyframes
+    /// and for new tables, as deltas otherwise, nothing when unchanged.
+    fn read_tables(
+        &mut self,
+        seq: u64,
+        ns_pids: &BTreeMap<u64, Vec<u32>>,
+        keyframe: bool,
+        t: &mut TickOut,
+    ) -> NetRead {
+        let mut out = NetRead::default();
         let mut seen_keys: HashSet<(u64, &'static str)> = HashSet::new();
-        for (&ns, cands) in &ns_pids {
+        for (&ns, cands) in ns_pids {
             let mut cand_i = 0;
             let mut tables = Vec::with_capacity(NET_TABLES.len());
             for table in NET_TABLES {
                 let key = (ns, table);
                 let mut read_ok = false;
                 while let Some(&pid) = cands.get(cand_i) {
-                    let path = format!("/proc/{pid}/net/{table}");
+                    let path = self.proc.path(pid, &format!("net/{table}"));
                     match live::read_into(&path, &mut self.buf) {
                         Ok(()) => {
                             read_ok = true;
@@ -300,13 +406,13 @@ impl Recorder {
                         Err(e) if is_gone(&e) => {
                             // Table absent on this kernel, or the pid died:
                             // only the latter warrants another reader.
-                            if std::path::Path::new(&format!("/proc/{pid}/net")).exists() {
+                            if Path::new(&self.proc.path(pid, "net")).exists() {
                                 break;
                             }
                             cand_i += 1;
                         }
                         Err(e) => {
-                            errs.push(rec_err("read-net", Some(&path), &e));
+                            t.errs.push(rec_err("read-net", Some(&path), &e));
                             break;
                         }
                     }
@@ -320,68 +426,13 @@ impl Recorder {
                     continue;
                 }
                 seen_keys.insert(key);
-                let prev = self.tables.get(&key);
-                // Same bytes as last tick: no parsing needed at all.
-                if let (false, Some(prev)) = (keyframe, prev) {
-                    if prev.raw == self.buf {
-                        tables.push(TableEntry {
-                            table: table.to_string(),
-                            stored: TableStored::Unchanged,
-                        });
-                        continue;
-                    }
-                }
-                let text = String::from_utf8_lossy(&self.buf);
-                let rows = procfs::table_rows(&text);
-                for bad in &rows.bad {
-                    errs.push(RecordError {
-                        what: "parse-net".into(),
-                        path: Some(format!(
-                            "/proc/{}/net/{table}",
-                            cands.get(cand_i).copied().unwrap_or(0)
-                        )),
-                        error: format!("line with too few fields: {:.80}", bad.trim()),
-                        count: 1,
-                    });
-                }
-                let stored = match (keyframe, self.tables.get_mut(&key)) {
-                    (false, Some(memo)) => {
-                        let (d, added) = delta::update(&mut memo.ids, rows);
-                        new_inodes.extend(added);
-                        if d.is_empty() {
-                            TableStored::Unchanged
-                        } else {
-                            members.push((
-                                layout::net_member(self.seq + 1, ns, table, false),
-                                d.into_bytes(),
-                            ));
-                            TableStored::Delta
-                        }
-                    }
-                    (_, memo) => {
-                        if memo.is_none() {
-                            new_inodes.extend(rows.rows.iter().map(|r| procfs::row_inode(&r.0)));
-                        }
-                        members.push((
-                            layout::net_member(self.seq + 1, ns, table, true),
-                            delta::full_text(&rows).into_bytes(),
-                        ));
-                        let ids = delta::identity_set(rows);
-                        self.tables.entry(key).or_default().ids = ids;
-                        TableStored::Full
-                    }
-                };
-                drop(text);
-                if let Some(memo) = self.tables.get_mut(&key) {
-                    memo.raw.clear();
-                    memo.raw.extend_from_slice(&self.buf);
-                }
+                let stored = self.store_table(seq, key, keyframe, cands.get(cand_i), t, &mut out);
                 tables.push(TableEntry {
                     table: table.to_string(),
                     stored,
                 });
             }
-            netns_entries.push(NetnsEntry {
+            out.netns.push(NetnsEntry {
                 inode: ns,
                 pid: cands.get(cand_i).or(cands.first()).copied().unwrap_or(0),
                 tables,
@@ -389,58 +440,124 @@ impl Recorder {
         }
         // Namespaces that are gone take their tables with them.
         self.tables.retain(|k, _| seen_keys.contains(k));
-        let (seq, ns) = (self.seq + 1, self.self_netns);
-        let ct = &mut self.conntrack;
-        ct.tick(
-            seq,
-            keyframe,
-            ns,
-            &ns_pids,
-            &mut netns_entries,
-            &mut members,
-            &mut errs,
-        );
-        let net_done = sys::read_clocks();
+        out
+    }
 
-        // 4. fd walk: new pids always; everyone when due, at keyframes, or
-        // when a socket appeared that no known process holds.
+    /// Stores the table just read into `self.buf`: how, and the inodes of
+    /// rows new since the last read.
+    fn store_table(
+        &mut self,
+        seq: u64,
+        key: (u64, &'static str),
+        keyframe: bool,
+        reader: Option<&u32>,
+        t: &mut TickOut,
+        out: &mut NetRead,
+    ) -> TableStored {
+        let (ns, table) = key;
+        // Same bytes as last tick: no parsing needed at all.
+        if let (false, Some(prev)) = (keyframe, self.tables.get(&key)) {
+            if prev.raw == self.buf {
+                return TableStored::Unchanged;
+            }
+        }
+        let text = String::from_utf8_lossy(&self.buf);
+        let rows = procfs::table_rows(&text);
+        for bad in &rows.bad {
+            t.errs.push(RecordError {
+                what: "parse-net".into(),
+                path: Some(
+                    self.proc
+                        .path(reader.copied().unwrap_or(0), &format!("net/{table}")),
+                ),
+                error: format!("line with too few fields: {:.80}", bad.trim()),
+                count: 1,
+            });
+        }
+        let stored = match (keyframe, self.tables.get_mut(&key)) {
+            (false, Some(memo)) => {
+                let (d, added) = delta::update(&mut memo.ids, rows);
+                out.new_inodes.extend(added);
+                if d.is_empty() {
+                    TableStored::Unchanged
+                } else {
+                    t.members
+                        .push((layout::net_member(seq, ns, table, false), d.into_bytes()));
+                    TableStored::Delta
+                }
+            }
+            (_, memo) => {
+                if memo.is_none() {
+                    out.new_inodes
+                        .extend(rows.rows.iter().map(|r| procfs::row_inode(&r.0)));
+                }
+                t.members.push((
+                    layout::net_member(seq, ns, table, true),
+                    delta::full_text(&rows).into_bytes(),
+                ));
+                let ids = delta::identity_set(rows);
+                self.tables.entry(key).or_default().ids = ids;
+                TableStored::Full
+            }
+        };
+        drop(text);
+        if let Some(memo) = self.tables.get_mut(&key) {
+            memo.raw.clear();
+            memo.raw.extend_from_slice(&self.buf);
+        }
+        stored
+    }
+
+    /// Phase 4, fd walk: new pids and pids named by events always;
+    /// everyone when due, at keyframes, or (without socket events) when a
+    /// socket appeared that no known process holds.
+    fn walk_fds(
+        &mut self,
+        seq: u64,
+        scan: &Scan,
+        new_inodes: &[u64],
+        event_pids: &BTreeSet<u32>,
+        keyframe: bool,
+        t: &mut TickOut,
+    ) -> FdRead {
         let prev_fds = self.fds.clone();
-        self.fds.retain(|pid, _| pid_set.contains(pid));
+        self.fds.retain(|pid, _| scan.pid_set.contains(pid));
         let mut pids_walked = 0u64;
-        for &pid in &new_pids {
-            self.walk(pid, &mut errs);
+        for &pid in &scan.new_pids {
+            self.walk(pid, &mut t.errs);
             pids_walked += 1;
         }
         self.refresh_held();
         let unknown = new_inodes
             .iter()
             .any(|i| *i != 0 && !self.held.contains(i) && !self.unowned.contains(i));
-        // Pids named by events since the last snapshot: their fds now.
-        for &pid in &batch.pids {
-            if pid_set.contains(&pid) && !new_pids.contains(&pid) && self.known.contains_key(&pid) {
-                self.walk(pid, &mut errs);
+        for &pid in event_pids {
+            if scan.pid_set.contains(&pid)
+                && !scan.new_pids.contains(&pid)
+                && self.known.contains_key(&pid)
+            {
+                self.walk(pid, &mut t.errs);
                 pids_walked += 1;
             }
         }
-        let full_walk = self.full_walk();
         let due = match self.last_full_walk {
             None => true,
-            Some(t) => t.elapsed() >= full_walk,
+            Some(at) => at.elapsed() >= self.full_walk(),
         };
         // With socket events the owners of new sockets are named as they
         // appear: an unknown inode waits for the periodic full walk.
         let full = keyframe || due || (unknown && !self.socket_events);
         let mut reread: Vec<u32> = Vec::new();
         if full {
-            let new: HashSet<u32> = new_pids.iter().copied().collect();
-            for &pid in &pids {
+            let new: HashSet<u32> = scan.new_pids.iter().copied().collect();
+            for &pid in &scan.pids {
                 if new.contains(&pid) || !self.known.contains_key(&pid) {
                     continue;
                 }
-                if self.recheck(pid, &mut errs) {
+                if self.recheck(pid, &mut t.errs) {
                     reread.push(pid);
                 }
-                self.walk(pid, &mut errs);
+                self.walk(pid, &mut t.errs);
                 pids_walked += 1;
             }
             self.last_full_walk = Some(Instant::now());
@@ -453,29 +570,46 @@ impl Recorder {
                 .filter(|i| *i != 0 && !held.contains(i))
                 .collect();
         }
-        let fd_walk = if full {
-            FdWalk::Full
-        } else if pids_walked > 0 {
-            FdWalk::Changed
-        } else {
-            FdWalk::None
-        };
         let fds_text = if keyframe {
             delta::fds_keyframe_text(&self.fds)
         } else {
             delta::fds_delta_text(&prev_fds, &self.fds)
         };
         if keyframe || !fds_text.is_empty() {
-            members.push((layout::fds_member(self.seq + 1), fds_text.into_bytes()));
+            t.members
+                .push((layout::fds_member(seq), fds_text.into_bytes()));
         }
+        FdRead {
+            fd_walk: if full {
+                FdWalk::Full
+            } else if pids_walked > 0 {
+                FdWalk::Changed
+            } else {
+                FdWalk::None
+            },
+            pids_walked,
+            reread,
+        }
+    }
 
-        // 5. Identity records: processes new to this archive, and ones whose
-        // comm changed since their record (execve after fork).
+    /// Phase 5, identity records: processes new to this archive, ones whose
+    /// comm changed since their record (execve after fork), and the
+    /// identities read by the event sources (at exec, or at a pid's first
+    /// event) unless the same record is already in this archive, so
+    /// processes gone before this tick are in the bundle.
+    fn identities(
+        &mut self,
+        seq: u64,
+        scan: &Scan,
+        reread: &[u32],
+        event_procs: &[ProcessRecord],
+        t: &mut TickOut,
+    ) {
         let mut procs = String::new();
         let mut emit: Vec<u32> = if self.archive_fresh {
-            pids.clone()
+            scan.pids.clone()
         } else {
-            new_pids.clone()
+            scan.new_pids.clone()
         };
         emit.extend(reread.iter().copied());
         for pid in emit {
@@ -490,10 +624,7 @@ impl Recorder {
                 }
             }
         }
-        // Identities read by the event sources (at exec, or at a pid's
-        // first event): kept unless the same record is already in this
-        // archive, so processes gone before this tick are in the bundle.
-        for p in &batch.procs {
+        for p in event_procs {
             let id = (p.pid, p.start_time);
             let same = self
                 .known
@@ -514,8 +645,14 @@ impl Recorder {
             }
         }
         if !procs.is_empty() {
-            members.push((layout::procs_member(self.seq + 1), procs.into_bytes()));
+            t.members
+                .push((layout::procs_member(seq), procs.into_bytes()));
         }
+    }
+
+    /// The events of the batch as the snapshot's `events.jsonl`, and the
+    /// evidence lost as its errors.
+    fn event_member(&mut self, seq: u64, batch: &Batch, t: &mut TickOut) {
         if !batch.events.is_empty() {
             let mut text = String::with_capacity(batch.events.len() * 256);
             for e in &batch.events {
@@ -524,40 +661,25 @@ impl Recorder {
                     text.push('\n');
                 }
             }
-            members.push((layout::events_member(self.seq + 1), text.into_bytes()));
+            t.members
+                .push((layout::events_member(seq), text.into_bytes()));
         }
-        self.count_losses(&batch, &mut errs);
+        self.count_losses(batch, &mut t.errs);
+    }
 
-        let after = sys::read_clocks();
-
-        // 6. Append the snapshot, meta last, in one write.
-        self.seq += 1;
-        for e in &errs {
+    /// Phase 6, appends the snapshot, meta last, in one write.
+    fn append(&mut self, mut meta: SnapshotMeta, keyframe: bool, t: TickOut) -> Result<(), Stop> {
+        self.seq = meta.seq;
+        for e in &t.errs {
             self.errors.add(e);
         }
-        let meta = SnapshotMeta {
-            seq: self.seq,
-            kind: if keyframe {
-                SnapshotKind::Keyframe
-            } else {
-                SnapshotKind::Delta
-            },
-            before,
-            net_done,
-            after,
-            netns: netns_entries,
-            fd_walk,
-            pids_walked,
-            pids_total: pids.len() as u64,
-            self_cpu_ns: sys::self_cpu_ns(),
-            errors: cap_errors(errs),
-        };
+        meta.errors = cap_errors(t.errs);
         let meta_json = serde_json::to_vec(&meta).map_err(|e| Stop::Error(e.to_string()))?;
-        let mtime = u64::try_from(before.realtime_ns / 1_000_000_000).unwrap_or(0);
+        let mtime = u64::try_from(meta.before.realtime_ns / 1_000_000_000).unwrap_or(0);
         let Some(archive) = self.archive.as_mut() else {
             return Err(Stop::Error("no archive open".into()));
         };
-        for (name, data) in &members {
+        for (name, data) in &t.members {
             archive
                 .append(name, data, mtime)
                 .map_err(|e| write_stop("appending a snapshot", &e))?;
@@ -569,6 +691,7 @@ impl Recorder {
             .commit()
             .map_err(|e| write_stop(&format!("writing {}", archive.name()), &e))?;
         self.written += 1;
+        crate::operator::snapshot_written();
         if keyframe {
             archive
                 .sync()
@@ -587,28 +710,30 @@ impl Recorder {
     /// Reads stat, namespace and identity of a pid seen for the first time.
     /// False when it vanished meanwhile.
     fn learn(&mut self, pid: u32, errs: &mut Vec<RecordError>) -> bool {
-        let stat = match live::read_stat(pid, &mut self.buf) {
+        let stat = match self.proc.read_stat(pid, &mut self.buf) {
             Ok(s) => s,
             Err(e) if is_gone(&e) => return false,
             Err(e) => {
-                errs.push(rec_err("read-proc", Some(&format!("/proc/{pid}/stat")), &e));
+                errs.push(rec_err("read-proc", Some(&self.proc.path(pid, "stat")), &e));
                 return false;
             }
         };
-        let netns = match live::read_netns(&pid.to_string()) {
+        let netns = match self.proc.read_netns(pid) {
             Ok(n) => n,
             Err(e) => {
                 if !is_gone(&e) {
                     errs.push(rec_err(
                         "read-proc",
-                        Some(&format!("/proc/{pid}/ns/net")),
+                        Some(&self.proc.path(pid, "ns/net")),
                         &e,
                     ));
                 }
                 0
             }
         };
-        let (record, perrs) = live::read_process_record(pid, &stat, netns, &mut self.buf);
+        let (record, perrs) = self
+            .proc
+            .read_process_record(pid, &stat, netns, &mut self.buf);
         for (path, e) in perrs {
             if !is_gone(&e) {
                 errs.push(rec_err("read-proc", Some(&path), &e));
@@ -628,7 +753,7 @@ impl Recorder {
     /// At a full walk: re-reads stat of a known pid. A changed start time
     /// (pid reuse) or comm (execve) re-reads the identity; true if so.
     fn recheck(&mut self, pid: u32, errs: &mut Vec<RecordError>) -> bool {
-        let Ok(stat) = live::read_stat(pid, &mut self.buf) else {
+        let Ok(stat) = self.proc.read_stat(pid, &mut self.buf) else {
             return false;
         };
         let Some(k) = self.known.get(&pid) else {
@@ -652,7 +777,7 @@ impl Recorder {
         };
         let start_time = k.stat.start_time;
         let netns = k.netns;
-        match live::read_socket_inodes(pid) {
+        match self.proc.read_socket_inodes(pid) {
             Ok(inodes) if inodes.is_empty() => {
                 self.fds.remove(&pid);
             }
@@ -671,7 +796,8 @@ impl Recorder {
                 self.fds.remove(&pid);
             }
             Err(e) => {
-                errs.push(rec_err("read-fd", Some(&format!("/proc/{pid}/fd")), &e));
+                errs.push(rec_err("read-fd", Some(&self.proc.path(pid, "fd")), &e));
+
                 self.fds.insert(
                     pid,
                     FdEntry {
@@ -799,6 +925,8 @@ pub fn check_out_dir(dir: &Path) -> Result<(), String> {
     }
 }
 
+// access(2) has no std equivalent; the one unsafe call is below.
+#[allow(unsafe_code)]
 fn writable(dir: &Path) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
@@ -856,12 +984,7 @@ fn host_info(self_netns: u64, errors: &mut ErrorSummary) -> HostInfo {
         kernel_release: u.release,
         kernel_version: u.version,
         arch: u.machine,
-        byte_order: if cfg!(target_endian = "little") {
-            "little"
-        } else {
-            "big"
-        }
-        .into(),
+        byte_order: ByteOrder::NATIVE,
         boot_id,
         btime,
         clk_tck: sys::clk_tck(),
@@ -880,6 +1003,9 @@ fn privileges() -> Privileges {
             .unwrap_or_default(),
     }
 }
+
+/// Time between two heartbeat lines on a terminal.
+const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// Runs `record` or `once`; returns the exit status. Errors found before
 /// anything is written give [`EXIT_USAGE`] and leave nothing behind.
@@ -916,6 +1042,14 @@ pub fn run(cfg: Config) -> i32 {
         eprintln!("procflow-snap: {}: cannot create: {e}", cfg.out.display());
         return EXIT_USAGE;
     }
+    // Held until the end: a second recorder on the same --out stops here.
+    let _lock = match crate::operator::lock_out_dir(&cfg.out) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("procflow-snap: {e}");
+            return EXIT_USAGE;
+        }
+    };
     let started = sys::timestamp();
 
     // The capture starts before the first snapshot so that it covers it.
@@ -983,7 +1117,7 @@ pub fn run(cfg: Config) -> i32 {
         capture: cap.as_ref().map(|c| c.info.clone()),
         started,
         ended: None,
-        status: "recording".into(),
+        status: RecorderStatus::Recording,
         archives: vec![layout::archive_name(1)],
         capture_files: Vec::new(),
         snapshots: 0,
@@ -1003,6 +1137,20 @@ pub fn run(cfg: Config) -> i32 {
                         .map_or(String::new(), |c| format!(", tcpdump on {}", c.info.iface))
                 );
             }
+            for w in crate::operator::startup_warnings(manifest.privileges.euid, Path::new("/proc"))
+            {
+                eprintln!("procflow-snap: warning: {w}");
+            }
+            let _heartbeat = (!cfg.once)
+                .then(|| {
+                    crate::operator::Heartbeat::start(
+                        cfg.out.clone(),
+                        HEARTBEAT,
+                        cap.as_ref().map(Capture::pid),
+                        sources_line(&manifest.sources),
+                    )
+                })
+                .flatten();
             record_loop(&mut rec, &mut manifest, &mut cap)
         }
         Err(e) => write_stop("writing manifest.json", &e),
@@ -1192,14 +1340,14 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
 
     let second = || sys::signals() >= 2;
     let (mut status, mut code) = match &stop {
-        Stop::Done => ("complete", EXIT_OK),
+        Stop::Done => (RecorderStatus::Complete, EXIT_OK),
         Stop::DiskFull(msg) => {
             eprintln!("procflow-snap: disk full, recording stopped: {msg}; everything written before is kept");
-            ("disk-full", EXIT_DISK_FULL)
+            (RecorderStatus::DiskFull, EXIT_DISK_FULL)
         }
         Stop::Error(msg) => {
             eprintln!("procflow-snap: recording stopped by an error: {msg}");
-            ("error", EXIT_ERROR)
+            (RecorderStatus::Error, EXIT_ERROR)
         }
     };
     match &stop {
@@ -1215,7 +1363,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         c.stop(Duration::from_secs(5), &second);
     }
     if second() {
-        status = "killed";
+        status = RecorderStatus::Killed;
         code = EXIT_KILLED;
     }
     match &stop {
@@ -1228,7 +1376,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
                     error: msg,
                     count: 1,
                 });
-                status = "error";
+                status = RecorderStatus::Error;
                 code = EXIT_ERROR;
             }
         }
@@ -1243,7 +1391,11 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
             }
         }
     }
-    m.capture = cap.as_ref().map(|c| c.info.clone());
+    m.capture = cap.as_ref().map(|c| {
+        let mut info = c.info.clone();
+        info.counters = crate::operator::capture_counters(&rec.cfg.out);
+        info
+    });
     m.capture_files = capture::capture_files(&rec.cfg.out);
     if !second() {
         // tcpdump closes its files without fsync.
@@ -1261,7 +1413,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
     m.archives = rec.archives.clone();
     m.snapshots = rec.written;
     m.ended = Some(sys::timestamp());
-    m.status = status.into();
+    m.status = status.clone();
     m.errors = rec.errors.to_vec();
     if let Err(e) = bundle::write_manifest(&rec.cfg.out, &m) {
         eprintln!(
@@ -1277,12 +1429,13 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         }
         return code;
     }
-    if status == "killed" {
+    if status == RecorderStatus::Killed {
         return code;
     }
-    if let Err(e) = bundle::write_sha256sums(&rec.cfg.out, &second) {
+    let sums = bundle::write_sha256sums(&rec.cfg.out, &second);
+    if let Err(e) = sums.as_ref() {
         if second() {
-            m.status = "killed".into();
+            m.status = RecorderStatus::Killed;
             let _ = bundle::write_manifest(&rec.cfg.out, &m);
             return EXIT_KILLED;
         }
@@ -1295,14 +1448,262 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         }
     }
     let _ = bundle::sync_dir(&rec.cfg.out);
+    // Say only what was written.
     eprintln!(
-        "procflow-snap: {}: {} snapshot(s) in {} archive(s), {} capture file(s); {} and {} written",
+        "procflow-snap: {}: {} snapshot(s) in {} archive(s), {} capture file(s); {}",
         m.status,
         m.snapshots,
         m.archives.len(),
         m.capture_files.len(),
-        layout::MANIFEST_FILE,
-        layout::SHA256SUMS_FILE
+        if sums.is_ok() {
+            format!(
+                "{} and {} written",
+                layout::MANIFEST_FILE,
+                layout::SHA256SUMS_FILE
+            )
+        } else {
+            format!(
+                "{} written, {} NOT written",
+                layout::MANIFEST_FILE,
+                layout::SHA256SUMS_FILE
+            )
+        }
     );
     code
+}
+
+#[cfg(test)]
+mod tests {
+    //! The tick's phases on fixture /proc trees: a temporary directory laid
+    //! out like /proc (stat, comm, status, cmdline, cgroup, exe, ns/net,
+    //! fd links, net tables copied from `testdata/proc`).
+
+    use super::*;
+    use crate::delta::{FdStatus, RawRows};
+    use crate::reader::{read_archive, State};
+    use std::os::unix::fs::symlink;
+
+    const NETNS: u64 = 4026531840;
+
+    struct Fixture {
+        dir: PathBuf,
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    impl Fixture {
+        fn new(tag: &str) -> Fixture {
+            let dir = std::env::temp_dir().join(format!(
+                "procflow-snap-fixture-{}-{tag}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("proc")).expect("fixture dir");
+            Fixture { dir }
+        }
+
+        fn proc(&self) -> PathBuf {
+            self.dir.join("proc")
+        }
+
+        /// A process holding `inodes`, with the committed /proc/net tables.
+        fn process(&self, pid: u32, comm: &str, start: u64, inodes: &[u64]) {
+            let p = self.proc().join(pid.to_string());
+            let _ = std::fs::remove_dir_all(&p);
+            for d in ["fd", "ns", "net"] {
+                std::fs::create_dir_all(p.join(d)).expect("dirs");
+            }
+            let stat = format!(
+                "{pid} ({comm}) S 1 {pid} {pid} 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 {start} 1000 10\n"
+            );
+            std::fs::write(p.join("stat"), stat).expect("stat");
+            std::fs::write(p.join("comm"), format!("{comm}\n")).expect("comm");
+            std::fs::write(p.join("status"), "Name:\tx\nUid:\t1000\t1000\t1000\t1000\n")
+                .expect("status");
+            std::fs::write(p.join("cmdline"), format!("/usr/bin/{comm}\0--flag\0"))
+                .expect("cmdline");
+            std::fs::write(p.join("cgroup"), "0::/system.slice/x.service\n").expect("cgroup");
+            symlink(format!("/usr/bin/{comm}"), p.join("exe")).expect("exe");
+            symlink(format!("net:[{NETNS}]"), p.join("ns/net")).expect("ns");
+            for (i, ino) in inodes.iter().enumerate() {
+                symlink(format!("socket:[{ino}]"), p.join(format!("fd/{}", i + 3))).expect("fd");
+            }
+            symlink("/dev/null", p.join("fd/0")).expect("fd 0");
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/proc");
+            for t in ["tcp", "tcp6", "udp", "udp6"] {
+                std::fs::copy(src.join(t), p.join("net").join(t)).expect("table");
+            }
+        }
+
+        fn recorder(&self) -> Recorder {
+            let out = self.dir.join("out");
+            std::fs::create_dir_all(&out).expect("out");
+            let cfg = Config {
+                out,
+                interval: Duration::from_millis(250),
+                iface: None,
+                filter: None,
+                rotate: Rotate::None,
+                duration: None,
+                max_cpu: None,
+                nice: 19,
+                keyframe_every: 300,
+                full_walk: Duration::from_secs(3600),
+                archive_bytes: 64 << 20,
+                once: false,
+                sources: SourcesMode::Poll,
+                event_interval: Duration::from_secs(2),
+                event_full_walk: Duration::from_secs(3600),
+                argv: Vec::new(),
+            };
+            Recorder::with_proc(cfg, live::Proc::at(&self.proc()))
+        }
+
+        /// Every snapshot written so far, applied in order.
+        fn replay(&self) -> (Vec<SnapshotMeta>, State<RawRows>, Vec<ProcessRecord>) {
+            let a =
+                read_archive(&self.dir.join("out").join(layout::archive_name(1))).expect("archive");
+            let mut st = State::new(RawRows);
+            let mut procs = Vec::new();
+            let mut metas = Vec::new();
+            for s in &a.snapshots {
+                let ap = st.apply(s);
+                assert!(ap.problems.is_empty(), "{:?}", ap.problems);
+                procs.extend(ap.processes);
+                metas.push(s.meta.clone());
+            }
+            (metas, st, procs)
+        }
+    }
+
+    fn holds(st: &State<RawRows>, pid: u32) -> Vec<u64> {
+        match st.fds.get(&pid).map(|e| &e.status) {
+            Some(FdStatus::Holds(v)) => v.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn phases_read_a_fixture_tree() {
+        let fx = Fixture::new("phases");
+        // 30413 is a listener in testdata/proc/tcp; 26000 a UDP socket there.
+        fx.process(100, "server", 5000, &[30413]);
+        fx.process(200, "client", 6000, &[]);
+        let mut rec = fx.recorder();
+        let mut errs = Vec::new();
+        let scan = rec.scan_processes(&mut errs);
+        assert_eq!(scan.pids, vec![100, 200]);
+        assert_eq!(scan.new_pids, vec![100, 200]);
+        assert!(errs.is_empty(), "{errs:?}");
+        let ns = rec.namespaces(&scan.pids);
+        assert_eq!(ns.get(&NETNS), Some(&vec![100, 200]));
+        let mut t = TickOut::default();
+        let net = rec.read_tables(1, &ns, true, &mut t);
+        assert_eq!(net.netns.len(), 1);
+        let stored: Vec<(String, TableStored)> = net.netns[0]
+            .tables
+            .iter()
+            .map(|e| (e.table.clone(), e.stored))
+            .collect();
+        assert_eq!(stored[0], ("tcp".into(), TableStored::Full));
+        assert_eq!(stored[4], ("raw".into(), TableStored::Missing));
+        assert!(net.new_inodes.contains(&30413));
+        // Unchanged bytes: no member, no parse.
+        let mut t2 = TickOut::default();
+        let net2 = rec.read_tables(2, &ns, false, &mut t2);
+        assert!(net2.netns[0]
+            .tables
+            .iter()
+            .all(|e| matches!(e.stored, TableStored::Unchanged | TableStored::Missing)));
+        assert!(t2.members.is_empty());
+        // A pid whose stat vanished is not learned; its error is not one.
+        std::fs::remove_file(fx.proc().join("200/stat")).expect("rm");
+        rec.known.remove(&200);
+        let scan = rec.scan_processes(&mut errs);
+        assert_eq!(scan.new_pids, Vec::<u32>::new());
+        assert!(errs.is_empty(), "{errs:?}");
+    }
+
+    #[test]
+    fn ticks_on_a_fixture_tree_write_what_the_reader_rebuilds() {
+        let fx = Fixture::new("ticks");
+        fx.process(100, "server", 5000, &[30413]);
+        fx.process(200, "client", 6000, &[]);
+        let mut rec = fx.recorder();
+        rec.tick().expect("first tick");
+        let (metas, st, procs) = fx.replay();
+        assert_eq!(metas[0].kind, SnapshotKind::Keyframe);
+        assert_eq!(metas[0].fd_walk, FdWalk::Full);
+        assert_eq!(metas[0].pids_total, 2);
+        assert_eq!(holds(&st, 100), vec![30413]);
+        assert!(!st.fds.contains_key(&200), "no socket, no fd line");
+        let server = procs.iter().find(|p| p.pid == 100).expect("server record");
+        assert_eq!(server.start_time, 5000);
+        assert_eq!(server.uid, 1000);
+        assert_eq!(server.exe.as_deref(), Some("/usr/bin/server"));
+        assert_eq!(server.cmdline, vec!["/usr/bin/server", "--flag"]);
+        assert_eq!(server.netns, NETNS);
+        assert!(st
+            .tables
+            .get(&(NETNS, "tcp".to_string()))
+            .is_some_and(|t| t.rows.keys().any(|id| id.ends_with(" 30413"))));
+
+        // The client takes a socket no one held (a row appears in tcp):
+        // without socket events the unknown inode makes the walk full.
+        let tcp = fx.proc().join("200/net/tcp");
+        let mut text = std::fs::read_to_string(&tcp).expect("tcp");
+        text.push_str("  99: 0100007F:9C40 0100007F:0277 01 00000000:00000000 00:00000000 00000000  1000        0 777001 1 0000000000000000 20 4 30 10 -1\n");
+        std::fs::write(&tcp, text).expect("write");
+        symlink("socket:[777001]", fx.proc().join("200/fd/3")).expect("fd");
+        // And the server exits.
+        std::fs::remove_dir_all(fx.proc().join("100")).expect("rm");
+        rec.tick().expect("second tick");
+        let (metas, st, procs) = fx.replay();
+        assert_eq!(metas.len(), 2);
+        assert_eq!(metas[1].kind, SnapshotKind::Delta);
+        assert_eq!(metas[1].fd_walk, FdWalk::Full);
+        assert_eq!(holds(&st, 200), vec![777001]);
+        assert!(!st.fds.contains_key(&100), "the server is gone");
+        // The table was read through the pid still alive.
+        assert_eq!(metas[1].netns[0].pid, 200);
+        assert!(st
+            .tables
+            .get(&(NETNS, "tcp".to_string()))
+            .is_some_and(|t| t.rows.keys().any(|id| id.ends_with(" 777001"))));
+        // No identity is repeated within an archive.
+        assert_eq!(procs.iter().filter(|p| p.pid == 200).count(), 1);
+    }
+
+    #[test]
+    fn event_identities_join_the_bundle_once() {
+        let fx = Fixture::new("events");
+        fx.process(300, "resolver", 7000, &[]);
+        let mut rec = fx.recorder();
+        rec.tick().expect("tick");
+        let gone = ProcessRecord {
+            pid: 301,
+            start_time: 7100,
+            ppid: 300,
+            uid: 0,
+            comm: "dig".into(),
+            exe: Some("/usr/bin/dig".into()),
+            cmdline: vec!["dig".into()],
+            netns: NETNS,
+            cgroup: None,
+            container_id: None,
+        };
+        let scan = rec.scan_processes(&mut Vec::new());
+        let mut t = TickOut::default();
+        // A process gone before the tick is recorded from its exec event,
+        // a known one with the same record is not repeated.
+        let known = rec.known.get(&300).expect("known").record.clone();
+        rec.identities(2, &scan, &[], &[gone.clone(), known], &mut t);
+        let text = String::from_utf8(t.members[0].1.clone()).expect("utf-8");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("\"dig\""));
+    }
 }

@@ -1,6 +1,9 @@
 //! Drives the real `procflow-snap` binary against the live /proc and reads
 //! its bundles back with the format's own reader.
 
+// Test setup calls libc::geteuid and libc::kill.
+#![allow(unsafe_code)]
+
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -271,7 +274,7 @@ fn sigkill_leaves_every_complete_snapshot_readable() {
     signal(&rec, libc::SIGKILL);
     let (code, _) = wait_exit(rec, Duration::from_secs(10));
     assert_eq!(code, -1, "killed by a signal");
-    assert_eq!(manifest(&out.0).status, "recording");
+    assert_eq!(manifest(&out.0).status.as_str(), "recording");
 
     let bytes = std::fs::read(&path).expect("archive");
     let full = read_archive(&path).expect("read");
@@ -330,13 +333,13 @@ fn sigint_writes_final_manifest_and_checksums() {
     let out_s = out.0.to_str().expect("utf-8 path");
     let rec = start(&["record", "--out", out_s, "--interval", "50ms"]);
     wait_first_snapshot(&out.0);
-    assert_eq!(manifest(&out.0).status, "recording");
+    assert_eq!(manifest(&out.0).status.as_str(), "recording");
     std::thread::sleep(Duration::from_millis(400));
     signal(&rec, libc::SIGINT);
     let (code, err) = wait_exit(rec, Duration::from_secs(20));
     assert_eq!(code, 0, "stderr: {err}");
     let m = manifest(&out.0);
-    assert_eq!(m.status, "complete");
+    assert_eq!(m.status.as_str(), "complete");
     assert!(m.ended.is_some());
     assert!(m.snapshots >= 2);
     assert_eq!(m.archives, vec![layout::archive_name(1)]);
@@ -464,6 +467,14 @@ fn iface_capture_runs_and_stops_tcpdump() {
         "nanosecond pcap magic, got {magic:08x}"
     );
     assert!(log.contains("listening on lo"), "{log}");
+    // tcpdump's own counters, in the manifest.
+    let counters = cap.counters.expect("tcpdump's counters in the manifest");
+    assert!(counters.captured >= 1, "{counters:?}; tcpdump said: {log}");
+    assert_eq!(counters.dropped_by_kernel, 0, "{counters:?}");
+    assert!(
+        err.contains("manifest.json and SHA256SUMS written"),
+        "{err}"
+    );
     let sums = std::fs::read_to_string(out.0.join(layout::SHA256SUMS_FILE)).expect("sums");
     assert!(sums.contains(name.as_str()));
 }
@@ -591,7 +602,7 @@ fn disk_full_stops_cleanly_and_keeps_what_was_written() {
     assert_eq!(code, 3, "stderr: {err}");
     assert!(err.contains("disk full"), "{err}");
     let m = manifest(&dir);
-    assert_eq!(m.status, "disk-full");
+    assert_eq!(m.status.as_str(), "disk-full");
     assert!(m.ended.is_some());
     assert!(
         m.errors.iter().any(|e| e.error.contains("ENOSPC")),
@@ -719,6 +730,15 @@ fn unreadable_fds_are_recorded_as_denied() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("procflow-snap: warning: not running as root (euid 65534)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("processes' fd directories cannot be read (EACCES)"),
+        "{err}"
+    );
     let m = manifest(&out);
     assert_eq!(m.privileges.euid, 65534);
     let a = read_archive(&out.join(layout::archive_name(1))).expect("read");
@@ -818,7 +838,7 @@ fn second_signal_forces_exit_with_status_killed() {
     assert_eq!(code, 130, "stderr: {err}");
     assert!(t.elapsed() < Duration::from_secs(3), "exit was not prompt");
     let m = manifest(&out.0);
-    assert_eq!(m.status, "killed");
+    assert_eq!(m.status.as_str(), "killed");
     assert!(m.ended.is_some());
     assert!(!out.0.join(layout::SHA256SUMS_FILE).exists());
     assert!(!tcpdump_running_for(&out.0), "tcpdump still running");
@@ -1003,4 +1023,49 @@ fn events_name_short_lived_owners() {
     assert!(m.sources.iter().any(|s| s.name == "proc-poll" && s.used));
     assert!(events_and_procs(&out.0).0.is_empty());
     assert_eq!(m.options.interval_ms, 250);
+}
+
+#[test]
+fn two_recorders_at_once() {
+    // Both started together on one empty --out: exactly one records, the
+    // other stops before writing anything and says why.
+    let out = TempPath::new("two");
+    std::fs::create_dir_all(&out.0).expect("mkdir");
+    let out_s = out.0.to_str().expect("utf-8 path");
+    let args = ["record", "--out", out_s, "--interval", "100ms"];
+    let a = start(&args);
+    let b = start(&args);
+    std::thread::sleep(Duration::from_millis(1500));
+    for r in [&a, &b] {
+        if r.0.as_ref().is_some_and(|c| c.id() > 0) {
+            let id = r.0.as_ref().map(|c| c.id()).unwrap_or(0);
+            // SAFETY: kill with plain integers; a recorder that already
+            // exited is simply not found.
+            unsafe {
+                libc::kill(libc::pid_t::try_from(id).unwrap_or(0), libc::SIGINT);
+            }
+        }
+    }
+    let (ca, ea) = wait_exit(a, Duration::from_secs(20));
+    let (cb, eb) = wait_exit(b, Duration::from_secs(20));
+    let mut results = [(ca, ea), (cb, eb)];
+    results.sort_by_key(|r| r.0);
+    let (won, lost) = (&results[0], &results[1]);
+    assert_eq!(won.0, 0, "winner: {}", won.1);
+    assert!(
+        won.1.contains("manifest.json and SHA256SUMS written"),
+        "{}",
+        won.1
+    );
+    assert_eq!(lost.0, 2, "loser: {}", lost.1);
+    assert!(
+        lost.1
+            .contains("another procflow-snap is recording into this directory")
+            || lost.1.contains("output directory is not empty"),
+        "{}",
+        lost.1
+    );
+    assert!(!lost.1.contains("SHA256SUMS written"), "{}", lost.1);
+    let m = manifest(&out.0);
+    assert_eq!(m.status.as_str(), "complete");
 }

@@ -9,16 +9,18 @@
 //! depend on the thread count, and memory holds at most two batches whatever
 //! the file size.
 
+pub mod guard;
 pub mod scan;
 pub mod source;
 
-use crate::decode::{self, Decoded};
+use crate::decode::{self, DecodeError, Decoded, Layer};
 use crate::flow::{Flow, FlowTable, PacketFlow, PacketMark, PacketOrigin, SplitRules};
 use rayon::prelude::*;
 use scan::{RawRec, ScanProblem, Scanner};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Most packets per batch: enough to amortise the rayon fan-out, few
@@ -91,6 +93,106 @@ pub struct FileReport {
     pub error: Option<String>,
 }
 
+/// The kind of a [`Problem`]: a short stable name in reports (`kebab-case`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemKind {
+    /// The file is not a capture this build reads, or cannot be read at all.
+    UnreadableFile,
+    /// Reading the file failed part way (it shrank, or the device failed).
+    ReadFailed,
+    /// A pcap record ends past the end of the file.
+    TruncatedRecord,
+    /// A pcap record header is impossible; a classic pcap stops there.
+    CorruptRecord,
+    /// A record claims more captured bytes than the packet had.
+    CaplenExceedsLen,
+    /// A timestamp fraction beyond one second.
+    TimestampFraction,
+    /// A timestamp outside the range of nanoseconds since the epoch.
+    TimestampRange,
+    /// A pcapng block ends past the end of the file.
+    TruncatedBlock,
+    /// A pcapng block is malformed.
+    CorruptBlock,
+    /// A pcapng section of a version this build does not read.
+    UnsupportedSection,
+    /// Reading resumed at the next well-formed pcapng block after a damaged one.
+    Resync,
+    /// A malformed pcapng option.
+    CorruptOption,
+    /// An IP fragment whose first fragment (with the ports) was not captured.
+    OrphanFragment,
+    /// A link type the decoder does not read.
+    UnsupportedLinkType,
+    /// The link layer (or a VLAN tag, an MPLS label) is cut short.
+    LinkTruncated,
+    /// The IP header or an IPv6 extension header is cut short.
+    IpTruncated,
+    /// The transport header is cut short of the ports.
+    TransportTruncated,
+    /// The IP version does not fit the link type or ethertype.
+    IpVersionMismatch,
+    /// An IPv4 header with an impossible length.
+    BadIpv4Header,
+    /// A BSD loopback frame of an unknown address family.
+    UnknownLoopbackFamily,
+    /// An MPLS label stack without a bottom label.
+    MplsNoBottom,
+}
+
+impl ProblemKind {
+    /// The kind's name as written in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::UnreadableFile => "unreadable-file",
+            ProblemKind::ReadFailed => "read-failed",
+            ProblemKind::TruncatedRecord => "truncated-record",
+            ProblemKind::CorruptRecord => "corrupt-record",
+            ProblemKind::CaplenExceedsLen => "caplen-exceeds-len",
+            ProblemKind::TimestampFraction => "timestamp-fraction",
+            ProblemKind::TimestampRange => "timestamp-range",
+            ProblemKind::TruncatedBlock => "truncated-block",
+            ProblemKind::CorruptBlock => "corrupt-block",
+            ProblemKind::UnsupportedSection => "unsupported-section",
+            ProblemKind::Resync => "resync",
+            ProblemKind::CorruptOption => "corrupt-option",
+            ProblemKind::OrphanFragment => "orphan-fragment",
+            ProblemKind::UnsupportedLinkType => "unsupported-link-type",
+            ProblemKind::LinkTruncated => "link-truncated",
+            ProblemKind::IpTruncated => "ip-truncated",
+            ProblemKind::TransportTruncated => "transport-truncated",
+            ProblemKind::IpVersionMismatch => "ip-version-mismatch",
+            ProblemKind::BadIpv4Header => "bad-ipv4-header",
+            ProblemKind::UnknownLoopbackFamily => "unknown-loopback-family",
+            ProblemKind::MplsNoBottom => "mpls-no-bottom",
+        }
+    }
+}
+
+impl fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&DecodeError> for ProblemKind {
+    fn from(e: &DecodeError) -> Self {
+        match e {
+            DecodeError::UnsupportedLinkType(_) => ProblemKind::UnsupportedLinkType,
+            DecodeError::Truncated { layer, .. } => match layer {
+                Layer::Link | Layer::Vlan | Layer::Mpls => ProblemKind::LinkTruncated,
+                Layer::Ipv4 | Layer::Ipv6 | Layer::Ipv6Ext => ProblemKind::IpTruncated,
+                _ => ProblemKind::TransportTruncated,
+            },
+            DecodeError::IpVersion { .. } => ProblemKind::IpVersionMismatch,
+            DecodeError::BadIpv4Header { .. } => ProblemKind::BadIpv4Header,
+            DecodeError::LoopbackFamily(_) => ProblemKind::UnknownLoopbackFamily,
+            DecodeError::MplsNoBottom => ProblemKind::MplsNoBottom,
+        }
+    }
+}
+
 /// One problem met while reading: a bad packet, a damaged record, an
 /// unreadable file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -102,8 +204,8 @@ pub struct Problem {
     pub packet_index: Option<u64>,
     /// Byte offset in the file of the record, block or field at fault.
     pub offset: u64,
-    /// Short stable kind name, e.g. `truncated-record`, `ip-truncated`.
-    pub kind: String,
+    /// Short stable kind, e.g. `truncated-record`, `ip-truncated`.
+    pub kind: ProblemKind,
     /// What was wrong, in words.
     pub what: String,
 }
@@ -129,6 +231,21 @@ pub struct NonIpCount {
     pub bytes: u64,
 }
 
+/// The process a capture's own annotations give a flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlowAnnotation {
+    /// The flow.
+    pub flow_id: u64,
+    /// The pid most of its annotated packets name (ties: the lowest).
+    pub pid: u32,
+    /// That pid's command, as annotated (unescaped).
+    pub cmd: String,
+    /// Packets annotated with that pid.
+    pub packets: u64,
+    /// Other pids its packets name, with their packet counts.
+    pub other_pids: Vec<(u32, u64)>,
+}
+
 /// Everything replay produced.
 #[derive(Debug, Clone, Default)]
 pub struct Replay {
@@ -148,6 +265,9 @@ pub struct Replay {
     /// With [`ReplayOptions::track_packets`]: the flow of every packet that
     /// is in one, sorted by file (processing order) and packet number.
     pub packet_flows: Vec<PacketFlow>,
+    /// Flows whose packets carry process annotations in the capture itself
+    /// (ptcpdump's `PID:` comments), by flow id.
+    pub annotations: Vec<FlowAnnotation>,
     /// The packets of the flows of [`ReplayOptions::keep_packets_of`], by
     /// flow id, in capture order.
     pub packets: BTreeMap<u64, Vec<PacketMark>>,
@@ -161,21 +281,12 @@ impl Replay {
 }
 
 /// A programming-level failure of replay (bad input is never one).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     /// The worker thread pool could not be built.
-    ThreadPool(String),
+    #[error("cannot start worker threads")]
+    ThreadPool(#[source] rayon::ThreadPoolBuildError),
 }
-
-impl fmt::Display for CaptureError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CaptureError::ThreadPool(e) => write!(f, "cannot start worker threads: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for CaptureError {}
 
 /// One packet after decoding: compact and `Copy`.
 #[derive(Debug, Clone, Copy)]
@@ -190,29 +301,32 @@ pub fn replay(paths: &[PathBuf], opts: &ReplayOptions) -> Result<Replay, Capture
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads.unwrap_or(0))
         .build()
-        .map_err(|e| CaptureError::ThreadPool(e.to_string()))?;
+        .map_err(CaptureError::ThreadPool)?;
     Ok(pool.install(|| {
         // Rotated files are folded in order of their first packet, so flows
         // spanning files merge and ids do not depend on argument order. Files
         // are opened one at a time (here and below): a day of rotated files
         // must not exhaust file descriptors.
-        let mut order: Vec<(Option<i64>, usize)> = paths
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                (
-                    source::Source::open(p)
-                        .ok()
-                        .and_then(|s| first_ts(s.bytes())),
-                    i,
-                )
-            })
-            .collect();
+        // A stream (pipe, `<(zcat ...)`) can be read only once: its source
+        // (a temporary copy) is kept from this first look to the replay.
+        let mut kept: Vec<Option<io::Result<source::Source>>> = Vec::new();
+        let mut order: Vec<(Option<i64>, usize)> = Vec::new();
+        for (i, p) in paths.iter().enumerate() {
+            let regular = std::fs::metadata(p).is_ok_and(|m| m.is_file());
+            let s = source::Source::open(p);
+            let ts = s.as_ref().ok().and_then(|s| first_ts(s.bytes()));
+            kept.push(if regular { None } else { Some(s) });
+            order.push((ts, i));
+        }
         order.sort_by_key(|&(ts, i)| (ts.is_none(), ts, i));
         let mut r = Replayer::new(opts);
         for (_, i) in order {
             let path = &paths[i];
-            match source::Source::open(path) {
+            let opened = match kept.get_mut(i).and_then(Option::take) {
+                Some(s) => s,
+                None => source::Source::open(path),
+            };
+            match opened {
                 Ok(mut s) => r.file(path, &mut s),
                 Err(e) => r.unreadable(path, 0, format!("cannot open: {e}")),
             }
@@ -249,6 +363,8 @@ fn first_ts(buf: &[u8]) -> Option<i64> {
 
 struct Replayer<'o> {
     opts: &'o ReplayOptions,
+    /// Packet annotations: (file index, annotation).
+    annotations: Vec<(u32, scan::PacketAnnotation)>,
     table: FlowTable,
     files: Vec<FileReport>,
     /// (file index, problem): sorted by file and offset at the end, since
@@ -267,6 +383,7 @@ impl<'o> Replayer<'o> {
         }
         Replayer {
             opts,
+            annotations: Vec::new(),
             table: {
                 if !opts.keep_packets_of.is_empty() {
                     table.watch(&opts.keep_packets_of);
@@ -282,7 +399,10 @@ impl<'o> Replayer<'o> {
     }
 
     fn problem(&mut self, file_idx: usize, p: ScanProblem) {
-        *self.problem_counts.entry(p.kind.to_string()).or_default() += 1;
+        *self
+            .problem_counts
+            .entry(p.kind.as_str().to_string())
+            .or_default() += 1;
         let Some(f) = self.files.get_mut(file_idx) else {
             return;
         };
@@ -294,7 +414,7 @@ impl<'o> Replayer<'o> {
                     file: f.path.clone(),
                     packet_index: p.packet_index,
                     offset: p.offset,
-                    kind: p.kind.to_string(),
+                    kind: p.kind,
                     what: p.what,
                 },
             ));
@@ -320,7 +440,7 @@ impl<'o> Replayer<'o> {
             ScanProblem {
                 packet_index: None,
                 offset,
-                kind: "unreadable-file",
+                kind: ProblemKind::UnreadableFile,
                 what,
             },
         );
@@ -375,8 +495,40 @@ impl<'o> Replayer<'o> {
                         .collect_into_vec(&mut next)
                 },
             );
+            if let Some((at, now)) = src.failed_at() {
+                // What was just read may be zeros standing in for bytes the
+                // file no longer has: dropped, and the file ends here.
+                // (The batch before it was folded during this round.)
+                scan_problems.clear();
+                next.clear();
+                let what = format!(
+                    "the file changed while being read: reading failed at byte offset {at}{} \
+                     (truncated, or an I/O error on the device); packets from there on are \
+                     not read",
+                    now.map_or(String::new(), |n| format!(", the file now has {n} bytes"))
+                );
+                if let Some(f) = self.files.get_mut(idx) {
+                    f.error = Some(format!("offset {at}: {what}"));
+                }
+                self.problem(
+                    idx,
+                    ScanProblem {
+                        packet_index: None,
+                        offset: at,
+                        kind: ProblemKind::ReadFailed,
+                        what,
+                    },
+                );
+                break;
+            }
             for p in scan_problems.drain(..) {
                 self.problem(idx, p);
+            }
+            // Packets the capture annotates with a process: their flows are
+            // remembered when the batch just scanned is folded.
+            for a in scanner.annotations.drain(..) {
+                self.table.track_packet(idx as u32, a.index);
+                self.annotations.push((idx as u32, a));
             }
             std::mem::swap(&mut prev, &mut next);
             if raw.is_empty() {
@@ -430,7 +582,7 @@ impl<'o> Replayer<'o> {
                         ScanProblem {
                             packet_index: Some(r.index),
                             offset: r.rec_off,
-                            kind: e.kind(),
+                            kind: ProblemKind::from(&e),
                             what: format!("{e}{cut}"),
                         },
                     );
@@ -450,13 +602,14 @@ impl<'o> Replayer<'o> {
                 ScanProblem {
                     packet_index: Some(o.origin.index),
                     offset: o.origin.offset,
-                    kind: "orphan-fragment",
+                    kind: ProblemKind::OrphanFragment,
                     what: "IP fragment whose first fragment (with the ports) was not captured"
                         .into(),
                 },
             );
         }
         me.problems.sort_by_key(|(file, p)| (*file, p.offset));
+        let annotations = flow_annotations(&me.annotations, &packet_flows);
         Replay {
             flows,
             files: me.files,
@@ -474,8 +627,50 @@ impl<'o> Replayer<'o> {
             undecodable: me.undecodable,
             packet_flows,
             packets,
+            annotations,
         }
     }
+}
+
+/// Per flow: the pid its annotated packets name most, and the others.
+fn flow_annotations(
+    annotations: &[(u32, scan::PacketAnnotation)],
+    packet_flows: &[PacketFlow],
+) -> Vec<FlowAnnotation> {
+    // flow id -> pid -> (packets, cmd)
+    let mut by: BTreeMap<u64, BTreeMap<u32, (u64, String)>> = BTreeMap::new();
+    for (file, a) in annotations {
+        let Ok(i) = packet_flows.binary_search_by(|p| (p.file, p.index).cmp(&(*file, a.index)))
+        else {
+            continue; // not in a flow (not IP)
+        };
+        let e = by
+            .entry(packet_flows[i].flow_id)
+            .or_default()
+            .entry(a.pid)
+            .or_insert_with(|| (0, a.cmd.clone()));
+        e.0 += 1;
+    }
+    by.into_iter()
+        .filter_map(|(flow_id, pids)| {
+            let (&pid, (packets, cmd)) = pids
+                .iter()
+                .max_by(|x, y| x.1 .0.cmp(&y.1 .0).then(y.0.cmp(x.0)))?;
+            let (packets, cmd) = (*packets, cmd.clone());
+            let other_pids = pids
+                .iter()
+                .filter(|(p, _)| **p != pid)
+                .map(|(p, (n, _))| (*p, *n))
+                .collect();
+            Some(FlowAnnotation {
+                flow_id,
+                pid,
+                cmd,
+                packets,
+                other_pids,
+            })
+        })
+        .collect()
 }
 
 fn decode_raw(buf: &[u8], r: &RawRec) -> Decoded {

@@ -5,7 +5,9 @@
 
 pub mod analyze;
 pub mod carve;
+pub mod docs;
 pub mod flows;
+pub mod sockets;
 pub mod verify;
 
 /// Parses a duration option (`250ms`, `30s`, `10m`, `1h`, bare seconds)

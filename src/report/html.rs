@@ -171,7 +171,7 @@ impl HtmlReport<'_> {
             "host": visible(&m.host.hostname, 256),
             "kernel": visible(&m.host.kernel_release, 256),
             "recorder": {
-                "status": visible(&m.status, 256),
+                "status": visible(m.status.as_str(), 256),
                 "version": visible(&m.tool.version, 64),
                 "started": serde_json::to_value(&m.started).unwrap_or(Value::Null),
                 "ended": serde_json::to_value(&m.ended).unwrap_or(Value::Null),

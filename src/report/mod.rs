@@ -461,6 +461,11 @@ impl<'a> ReportInput<'a> {
                     .and_then(|e| timeline.events.get(e.index))
                     .and_then(|e| e.netns);
                 let (process_start, entity) = match a.owner {
+                    // Without clk_tck a start time in ticks says no time.
+                    Some(o) if manifest.host.clk_tck == 0 => (
+                        String::new(),
+                        entity_id(&manifest.host.boot_id, o.pid, o.start_time),
+                    ),
                     Some(o) => (
                         rfc3339_ns(process_start_ns(manifest, o.start_time)),
                         entity_id(&manifest.host.boot_id, o.pid, o.start_time),

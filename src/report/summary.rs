@@ -12,11 +12,41 @@ use super::{rfc3339_ns, ReportInput, ReportWriter};
 use crate::attribute::Method;
 use crate::snapshot::SnapshotDiagnostics;
 
+/// What a hashed file is to the analysis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileRole {
+    /// The bundle's `manifest.json`.
+    Manifest,
+    /// A snapshot archive.
+    Archive,
+    /// A capture file, of the bundle or given with `--pcap`.
+    Capture,
+    /// A report file written by this analysis.
+    Report,
+}
+
+/// How a bundle file's hash compares with the bundle's `SHA256SUMS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordedHash {
+    /// Listed with the same hash.
+    Match,
+    /// Listed with another hash: the file changed after recording.
+    Mismatch,
+    /// The bundle has a `SHA256SUMS` that does not list the file.
+    NotListed,
+    /// The bundle has no (readable) `SHA256SUMS`.
+    NoSha256sums,
+    /// Not hashed (`analyze --no-hash`).
+    NotChecked,
+}
+
 /// A file read or written, with its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileHash {
-    /// `manifest`, `archive`, `capture`, `sha256sums`, or a report file name.
-    pub role: String,
+    /// What the file is.
+    pub role: FileRole,
     /// Path as given (inputs) or file name (outputs).
     pub path: String,
     /// Size in bytes.
@@ -24,12 +54,11 @@ pub struct FileHash {
     /// Hex SHA-256; `None` only for inputs when `analyze --no-hash` was
     /// given. Outputs are always hashed, while they are written.
     pub sha256: Option<String>,
-    /// For bundle files: `match` / `mismatch` against the bundle's
-    /// SHA256SUMS, `not-listed`, `no-sha256sums`, or `not-checked`
-    /// (`--no-hash`); absent for outputs and
-    /// captures given with `--pcap` from outside the bundle.
+    /// For bundle files, how the hash compares with the bundle's
+    /// SHA256SUMS; absent for outputs and captures given with `--pcap` from
+    /// outside the bundle.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub recorded_hash: Option<String>,
+    pub recorded_hash: Option<RecordedHash>,
 }
 
 /// Inputs of the summary besides the rows.

@@ -8,7 +8,6 @@
 //! to its last complete snapshot and reported here as cut, with the archive
 //! name and the byte offset where the incomplete part starts.
 
-use std::fmt;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -23,16 +22,27 @@ use super::timeline::TimelineBuilder;
 use super::{CutArchive, SnapshotDiagnostics};
 
 /// A bundle that cannot be read at all.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     /// A file could not be opened or read.
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The error.
+        #[source]
         source: std::io::Error,
     },
+    /// The path given is missing or is a file, not a bundle directory.
+    #[error("{}: {detail}", path.display())]
+    NotABundle {
+        /// The path as given.
+        path: PathBuf,
+        /// What it is and what to do instead.
+        detail: String,
+    },
     /// The manifest is not valid JSON of the expected shape.
+    #[error("{}: not a procflow bundle manifest: {detail}", path.display())]
     Manifest {
         /// The manifest path.
         path: PathBuf,
@@ -40,6 +50,12 @@ pub enum BundleError {
         detail: String,
     },
     /// The manifest is of a format version this build cannot read.
+    #[error(
+        "{}: bundle format_version {found} is not supported; this procflow reads \
+         format_version {FORMAT_VERSION} (use the procflow release that matches \
+         the recorder)",
+        path.display()
+    )]
     UnsupportedVersion {
         /// The manifest path.
         path: PathBuf,
@@ -47,30 +63,6 @@ pub enum BundleError {
         found: u32,
     },
 }
-
-impl fmt::Display for BundleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BundleError::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            BundleError::Manifest { path, detail } => {
-                write!(
-                    f,
-                    "{}: not a procflow bundle manifest: {detail}",
-                    path.display()
-                )
-            }
-            BundleError::UnsupportedVersion { path, found } => write!(
-                f,
-                "{}: bundle format_version {found} is not supported; this procflow reads \
-                 format_version {FORMAT_VERSION} (use the procflow release that matches \
-                 the recorder)",
-                path.display()
-            ),
-        }
-    }
-}
-
-impl std::error::Error for BundleError {}
 
 /// An opened bundle directory.
 #[derive(Debug, Clone)]
@@ -95,6 +87,26 @@ impl Bundle {
     /// captures.
     pub fn open(dir: &Path) -> Result<Bundle, BundleError> {
         let manifest_path = dir.join(MANIFEST_FILE);
+        match std::fs::metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BundleError::NotABundle {
+                    path: dir.to_path_buf(),
+                    detail: "no such file or directory; give the bundle directory \
+                             `procflow-snap record --out` (or `once --out`) wrote"
+                        .into(),
+                });
+            }
+            Ok(m) if m.is_file() => {
+                return Err(BundleError::NotABundle {
+                    path: dir.to_path_buf(),
+                    detail: "is a file, not a bundle directory; for a capture alone use \
+                             `procflow flows FILE`, or give it with `--pcap FILE` next to \
+                             the bundle it was recorded with"
+                        .into(),
+                });
+            }
+            _ => {}
+        }
         let text = std::fs::read_to_string(&manifest_path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound && dir.is_dir() {
                 // The usual mistake: a capture folder or a report folder
@@ -142,20 +154,21 @@ impl Bundle {
                 })
             }
         }
+        // The byte order is named by itself, as the one field a reader
+        // cannot guess.
+        let order = value.get("host").and_then(|h| h.get("byte_order"));
+        if let Some(o) = order.filter(|o| o.as_str().and_then(ByteOrder::from_manifest).is_none()) {
+            return Err(BundleError::Manifest {
+                path: manifest_path,
+                detail: format!("host.byte_order is {o}, expected \"little\" or \"big\""),
+            });
+        }
         let manifest: Manifest =
             serde_json::from_value(value).map_err(|e| BundleError::Manifest {
                 path: manifest_path.clone(),
                 detail: e.to_string(),
             })?;
-        let byte_order = ByteOrder::from_manifest(&manifest.host.byte_order).ok_or_else(|| {
-            BundleError::Manifest {
-                path: manifest_path.clone(),
-                detail: format!(
-                    "host.byte_order is {:?}, expected \"little\" or \"big\"",
-                    manifest.host.byte_order
-                ),
-            }
-        })?;
+        let byte_order = manifest.host.byte_order;
         let listing = std::fs::read_dir(dir).map_err(|source| BundleError::Io {
             path: dir.to_path_buf(),
             source,

@@ -211,6 +211,7 @@
   prev.addEventListener('click', function () { page--; draw(); });
   next.addEventListener('click', function () { page++; draw(); });
   apply(false);
+  document.body.setAttribute('data-render-ms', String(Math.round(performance.now())));
   document.body.setAttribute('data-rendered', 'ok');
   document.body.setAttribute('data-lanes', String(T.lanes.length));
 })();

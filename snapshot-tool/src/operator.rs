@@ -1,0 +1,250 @@
+//! What the operator is told and what keeps two recorders apart: the
+//! exclusive lock on `--out`, the warnings at start (not root, fd
+//! directories that cannot be read), the heartbeat line while recording
+//! on a terminal, and tcpdump's own counters for the manifest.
+
+use std::fs::File;
+use std::io::{self, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::layout::{CaptureCounters, CAPTURE_PREFIX, TCPDUMP_LOG_FILE};
+
+/// Snapshots committed so far; the record loop bumps it, the heartbeat
+/// reads it.
+pub static SNAPSHOTS: AtomicU64 = AtomicU64::new(0);
+
+/// Notes one more snapshot committed to an archive.
+pub fn snapshot_written() {
+    SNAPSHOTS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Takes an exclusive lock (`flock`) on the output directory, held as long
+/// as the returned file is open. A second recorder started on the same
+/// `--out` fails here instead of both passing the empty-directory check;
+/// the directory is checked again, empty, once the lock is held.
+pub fn lock_out_dir(dir: &Path) -> Result<File, String> {
+    let f = File::open(dir).map_err(|e| format!("{}: cannot open: {e}", dir.display()))?;
+    // std's try_lock is flock(LOCK_EX | LOCK_NB) on Linux.
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(format!(
+                "{}: another procflow-snap is recording into this directory",
+                dir.display()
+            ))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(format!("{}: cannot lock: {e}", dir.display()))
+        }
+    }
+    let mut rd =
+        std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
+    if rd.next().is_some() {
+        return Err(format!(
+            "{}: output directory is not empty (a bundle is never written over another)",
+            dir.display()
+        ));
+    }
+    Ok(f)
+}
+
+/// Fd directories of other processes this recorder cannot read, out of
+/// those it tried (every pid in /proc but itself).
+pub fn unreadable_fd_dirs(proc_root: &Path) -> (u64, u64) {
+    let me = std::process::id().to_string();
+    let (mut denied, mut tried) = (0u64, 0u64);
+    let Ok(rd) = std::fs::read_dir(proc_root) else {
+        return (0, 0);
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(n) = name.to_str() else { continue };
+        if n == me || !n.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        match std::fs::read_dir(e.path().join("fd")) {
+            Ok(_) => tried += 1,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                tried += 1;
+                denied += 1;
+            }
+            // The process exited meanwhile.
+            Err(_) => {}
+        }
+    }
+    (denied, tried)
+}
+
+/// The warnings printed when recording starts: not root, fd directories
+/// that cannot be read (their sockets will have no owner in the bundle).
+pub fn startup_warnings(euid: u32, proc_root: &Path) -> Vec<String> {
+    let mut w = Vec::new();
+    if euid != 0 {
+        w.push(format!(
+            "not running as root (euid {euid}): sockets of other users' processes will have \
+             no owner in the bundle"
+        ));
+    }
+    let (denied, tried) = unreadable_fd_dirs(proc_root);
+    if denied > 0 {
+        w.push(format!(
+            "{denied} of {tried} processes' fd directories cannot be read (EACCES): their \
+             sockets will be recorded without owner"
+        ));
+    }
+    w
+}
+
+/// tcpdump's counters as it printed them in `tcpdump.log` (the last of
+/// each), for the manifest.
+pub fn capture_counters(out: &Path) -> Option<CaptureCounters> {
+    let text = std::fs::read(out.join(TCPDUMP_LOG_FILE)).ok()?;
+    CaptureCounters::from_tcpdump_log(&String::from_utf8_lossy(&text))
+}
+
+/// The heartbeat thread: one line every `every` on standard error while
+/// recording, when standard error is a terminal.
+#[derive(Debug)]
+pub struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Human-readable byte count.
+fn bytes_text(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / f64::from(1u32 << 30)),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20)),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+/// The heartbeat line: elapsed time, snapshots, bytes written, tcpdump's
+/// counters when known, the sources in use.
+pub fn heartbeat_line(out: &Path, elapsed: Duration, sources: &str) -> String {
+    let (mut capture, mut archives) = (0u64, 0u64);
+    if let Ok(rd) = std::fs::read_dir(out) {
+        for e in rd.flatten() {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            if n.starts_with(CAPTURE_PREFIX) {
+                capture += len;
+            } else if crate::layout::parse_archive_name(&n).is_some() {
+                archives += len;
+            }
+        }
+    }
+    let drops = match capture_counters(out) {
+        Some(c) => format!(
+            ", tcpdump {} captured / {} dropped by kernel",
+            c.captured, c.dropped_by_kernel
+        ),
+        None => String::new(),
+    };
+    format!(
+        "procflow-snap: {}s: {} snapshots ({}), capture {}{drops}; sources {sources}",
+        elapsed.as_secs(),
+        SNAPSHOTS.load(Ordering::Relaxed),
+        bytes_text(archives),
+        bytes_text(capture),
+    )
+}
+
+impl Heartbeat {
+    /// Starts the heartbeat when standard error is a terminal (`None`
+    /// otherwise: logs and pipes get only the start and end lines). With a
+    /// tcpdump pid, tcpdump is asked for its counters (SIGUSR1, which it
+    /// answers on Linux by printing them to its log) before each line.
+    pub fn start(
+        out: PathBuf,
+        every: Duration,
+        tcpdump: Option<u32>,
+        sources: String,
+    ) -> Option<Heartbeat> {
+        if !io::stderr().is_terminal() || every.is_zero() {
+            return None;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let t0 = Instant::now();
+        let thread = std::thread::Builder::new()
+            .name("heartbeat".into())
+            .spawn(move || {
+                let mut next = t0 + every;
+                loop {
+                    while Instant::now() < next {
+                        if flag.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    next += every;
+                    if let Some(pid) = tcpdump {
+                        let _ = crate::sys::send_signal(pid, libc::SIGUSR1);
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    eprintln!("{}", heartbeat_line(&out, t0.elapsed(), &sources));
+                }
+            })
+            .ok()?;
+        Some(Heartbeat {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_is_refused() {
+        let d = std::env::temp_dir().join(format!("procflow-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let first = lock_out_dir(&d).unwrap();
+        let e = lock_out_dir(&d).unwrap_err();
+        assert!(e.contains("another procflow-snap"), "{e}");
+        drop(first);
+        std::fs::write(d.join("x"), "").unwrap();
+        let e = lock_out_dir(&d).unwrap_err();
+        assert!(e.contains("not empty"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn counters_from_the_log() {
+        let d = std::env::temp_dir().join(format!("procflow-tdlog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join(TCPDUMP_LOG_FILE),
+            "tcpdump: listening\n10 packets captured\n12 packets received by filter\n2 packets dropped by kernel\n",
+        )
+        .unwrap();
+        let c = capture_counters(&d).unwrap();
+        assert_eq!(
+            (c.captured, c.received_by_filter, c.dropped_by_kernel),
+            (10, 12, 2)
+        );
+        assert!(heartbeat_line(&d, Duration::from_secs(5), "proc-poll")
+            .contains("tcpdump 10 captured / 2 dropped by kernel"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,95 @@
+//! Shell completions and man pages of both binaries, generated from their
+//! command-line definitions.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `procflow-snap` binary of this build, built beside `procflow`.
+fn procflow_snap() -> PathBuf {
+    let procflow = Path::new(env!("CARGO_BIN_EXE_procflow"));
+    let dir = procflow.parent().unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root())
+        .args(["build", "--quiet", "-p", "procflow-snap"]);
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(profile) => {
+            cmd.args(["--profile", profile]);
+        }
+    }
+    if let Some(target_dir) = dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", target_dir);
+    }
+    assert!(
+        cmd.status().unwrap().success(),
+        "cargo build -p procflow-snap"
+    );
+    dir.join("procflow-snap")
+}
+
+fn check(bin: &Path, name: &str, subcommands: &[&str], man_args: &[&str]) {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = Command::new(bin)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name} completions {shell}");
+        let text = String::from_utf8(o.stdout).unwrap();
+        for s in subcommands {
+            assert!(text.contains(s), "{name} {shell} completion lacks {s}");
+        }
+        if shell == "bash" && Command::new("bash").arg("--version").output().is_ok() {
+            let f = std::env::temp_dir()
+                .join(format!("procflow-compl-{}-{name}.bash", std::process::id()));
+            std::fs::write(&f, &text).unwrap();
+            let ok = Command::new("bash")
+                .arg("-n")
+                .arg(&f)
+                .status()
+                .unwrap()
+                .success();
+            let _ = std::fs::remove_file(&f);
+            assert!(ok, "{name}: bash completion does not parse");
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("procflow-man-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let o = Command::new(bin).args(man_args).arg(&dir).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for page in
+        std::iter::once(name.to_string()).chain(subcommands.iter().map(|s| format!("{name}-{s}")))
+    {
+        let p = dir.join(format!("{page}.1"));
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(text.contains(".TH"), "{} is not a man page", p.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn procflow_completions_and_man_pages() {
+    check(
+        Path::new(env!("CARGO_BIN_EXE_procflow")),
+        "procflow",
+        &["flows", "analyze", "carve", "sockets"],
+        &["man", "--out"],
+    );
+}
+
+#[test]
+fn procflow_snap_completions_and_man_pages() {
+    check(
+        &procflow_snap(),
+        "procflow-snap",
+        &["record", "once"],
+        &["man"],
+    );
+}

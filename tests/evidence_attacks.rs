@@ -1,0 +1,1041 @@
+//! One test per attack on the evidence (issue: "evidence that holds up"):
+//! each changes a copy of the sample bundle (or the report directory) the
+//! way an attacker or an accident would, runs `procflow verify` /
+//! `procflow analyze` / `procflow flows`, and asserts the exact outcome:
+//! exit code, the warning text, the bundle unchanged (hashes before and
+//! after), no file written outside `--out`.
+//!
+//! Tests that need root (bind mounts, a small tmpfs) run in a private
+//! mount namespace (`unshare -m`) and print `SKIPPED: <reason>` otherwise.
+
+// Test setup calls libc::geteuid.
+#![allow(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::Digest;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn procflow() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_procflow"))
+}
+
+const SAMPLE_CAPTURE: &str = "capture-20261128T165616Z.pcap";
+
+/// A fresh scratch directory holding a copy of the sample bundle in
+/// `bundle/`.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pe-attack-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("bundle")).unwrap();
+    for e in std::fs::read_dir(root().join("testdata/sample-bundle")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), d.join("bundle").join(e.file_name())).unwrap();
+    }
+    d
+}
+
+fn sha_hex(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Every entry under `dir` (recursively, links not followed) with the hash
+/// of its content or its link target.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let e = e.unwrap();
+            let p = e.path();
+            let ft = e.file_type().unwrap();
+            let rel = p.strip_prefix(dir).unwrap().to_path_buf();
+            if ft.is_symlink() {
+                let t = std::fs::read_link(&p).unwrap();
+                out.insert(rel, format!("link:{}", t.display()));
+            } else if ft.is_dir() {
+                out.insert(rel, "dir".into());
+                stack.push(p);
+            } else {
+                out.insert(rel, sha_hex(&std::fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
+/// Rewrites `SHA256SUMS` over every regular file, as the recorder does.
+fn resum(bundle: &Path) {
+    let mut text = String::new();
+    for (name, h) in tree(bundle) {
+        if name != Path::new("SHA256SUMS") && !h.starts_with("link:") && h != "dir" {
+            text.push_str(&format!("{h}  {}\n", name.display()));
+        }
+    }
+    std::fs::write(bundle.join("SHA256SUMS"), text).unwrap();
+}
+
+fn run(cmd: &mut Command) -> (Option<i32>, String, String) {
+    let o: Output = cmd.output().unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn verify(bundle: &Path) -> (Option<i32>, String, String) {
+    run(procflow().arg("verify").arg(bundle))
+}
+
+fn analyze(bundle: &Path, out: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
+    run(procflow()
+        .arg("analyze")
+        .arg(bundle)
+        .arg("--out")
+        .arg(out)
+        .args(["--quiet", "--threads", "2"])
+        .args(extra))
+}
+
+/// Asserts the run changed nothing but `out` inside `dir`: the bundle is
+/// as it was, and no other file appeared.
+fn assert_only_out_changed(dir: &Path, before: &BTreeMap<PathBuf, String>, out: &str) {
+    let after: BTreeMap<PathBuf, String> = tree(dir)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(out))
+        .collect();
+    let before: BTreeMap<PathBuf, String> = before
+        .iter()
+        .filter(|(p, _)| !p.starts_with(out))
+        .map(|(p, h)| (p.clone(), h.clone()))
+        .collect();
+    assert_eq!(before, after, "files outside {out} changed");
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn skip(why: &str) {
+    eprintln!("SKIPPED: {why}");
+}
+
+#[test]
+fn intact_sample_bundle_verifies() {
+    let d = scratch("intact");
+    let (code, out, _) = verify(&d.join("bundle"));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(": intact: every check holds"), "{out}");
+    let (code, out, _) = run(procflow().arg("verify").arg("--json").arg(d.join("bundle")));
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["status"].as_array().unwrap().len(), 4);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn tampered_capture() {
+    let d = scratch("tampered");
+    let b = d.join("bundle");
+    let mut cap = std::fs::read(b.join(SAMPLE_CAPTURE)).unwrap();
+    cap[5000] ^= 0x01;
+    std::fs::write(b.join(SAMPLE_CAPTURE), &cap).unwrap();
+    let before = tree(&d);
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "integrity FAIL        hash-mismatch: {SAMPLE_CAPTURE}: SHA-256"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("NOT INTACT: 1 finding(s) (integrity)"),
+        "{out}"
+    );
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("procflow: evidence status: WARNING: some checks failed"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("hash-mismatch: {SAMPLE_CAPTURE}: SHA-256")),
+        "{err}"
+    );
+    // The block comes before the result line, and the reports are written.
+    let block = err.find("evidence status").unwrap();
+    let result = err.find("procflow analyze:").unwrap();
+    assert!(block < result, "{err}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("out/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["evidence"]["ok"], false);
+    assert_eq!(summary["evidence"]["findings"][0]["check"], "hash-mismatch");
+    assert_only_out_changed(&d, &before, "out");
+    // --strict: refused, nothing written.
+    let (code, _, err) = analyze(&b, &d.join("strict"), &["--strict"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("--strict was given; no report written"),
+        "{err}"
+    );
+    assert!(!d.join("strict").exists());
+    assert_only_out_changed(&d, &before, "out");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn deleted_capture() {
+    let d = scratch("deleted");
+    let b = d.join("bundle");
+    // The capture analysed from elsewhere, its place in the bundle empty:
+    // every remaining hash matches.
+    std::fs::rename(b.join(SAMPLE_CAPTURE), d.join("elsewhere.pcap")).unwrap();
+    let before = tree(&d);
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "file-missing: {SAMPLE_CAPTURE} is named in the manifest and listed in SHA256SUMS but absent from the bundle"
+        )),
+        "{out}"
+    );
+    let pcap = d.join("elsewhere.pcap");
+    let (code, _, err) = analyze(&b, &d.join("out"), &["--pcap", pcap.to_str().unwrap()]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains(&format!("file-missing: {SAMPLE_CAPTURE}")),
+        "{err}"
+    );
+    assert_only_out_changed(&d, &before, "out");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn missing_sha256sums() {
+    let d = scratch("nosums");
+    let b = d.join("bundle");
+    std::fs::remove_file(b.join("SHA256SUMS")).unwrap();
+    let before = tree(&d);
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(
+            "sha256sums-missing: SHA256SUMS is missing: no file of the bundle can be checked"
+        ),
+        "{out}"
+    );
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("sha256sums-missing"), "{err}");
+    assert_only_out_changed(&d, &before, "out");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn garbage_sha256sums() {
+    let d = scratch("garbagesums");
+    let b = d.join("bundle");
+    std::fs::write(
+        b.join("SHA256SUMS"),
+        "not a hash line\n0123  manifest.json\n\u{1b}[2J\n",
+    )
+    .unwrap();
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("sha256sums-malformed: SHA256SUMS line 1: the hash is not 64 hex digits"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sha256sums-malformed: SHA256SUMS line 2: the hash is not 64 hex digits"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sha256sums-malformed: SHA256SUMS line 3: expected `HEX  NAME`"),
+        "{out}"
+    );
+    assert!(out.contains("sha256sums-empty"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "not-listed: {SAMPLE_CAPTURE} is in the bundle but not listed in SHA256SUMS"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains('\u{1b}'), "{out}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The bundle a SIGKILLed recorder leaves: status `recording`, no
+/// SHA256SUMS, the archive without its trailer.
+#[test]
+fn killed_recorder() {
+    let d = scratch("killed");
+    let b = d.join("bundle");
+    let m = std::fs::read_to_string(b.join("manifest.json")).unwrap();
+    let m = m.replace("\"status\": \"complete\"", "\"status\": \"recording\"");
+    assert!(m.contains("\"recording\""));
+    std::fs::write(b.join("manifest.json"), m).unwrap();
+    std::fs::remove_file(b.join("SHA256SUMS")).unwrap();
+    let tar = b.join("snapshots-000001.tar");
+    let bytes = std::fs::read(&tar).unwrap();
+    let mut end = bytes.len();
+    while end >= 512 && bytes[end - 512..end].iter().all(|&x| x == 0) {
+        end -= 512;
+    }
+    std::fs::write(&tar, &bytes[..end]).unwrap();
+    let before = tree(&d);
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("recorder  FAIL        recorder-status: recorder status is \"recording\", not \"complete\": the recorder did not stop cleanly"),
+        "{out}"
+    );
+    assert!(
+        out.contains("archive-not-closed: snapshots-000001.tar has no tar trailer"),
+        "{out}"
+    );
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("recorder-status"), "{err}");
+    assert!(d.join("out/summary.json").exists());
+    assert_only_out_changed(&d, &before, "out");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn capture_drops() {
+    let d = scratch("drops");
+    let b = d.join("bundle");
+    std::fs::write(
+        b.join("tcpdump.log"),
+        "tcpdump: listening on pfs1, link-type EN10MB (Ethernet)\n1422 packets captured\n925000 packets received by filter\n755695 packets dropped by kernel\n",
+    )
+    .unwrap();
+    resum(&b);
+    let before = tree(&d);
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("capture   FAIL        capture-drops: tcpdump reports 755695 packets dropped by kernel of 925000 received by filter (81.7 %): the capture misses traffic"),
+        "{out}"
+    );
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("capture-drops: tcpdump reports 755695 packets dropped by kernel"),
+        "{err}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("out/summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        summary["evidence"]["capture_counters"]["dropped_by_kernel"],
+        755695
+    );
+    assert_only_out_changed(&d, &before, "out");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn non_root_recording() {
+    let d = scratch("nonroot");
+    let b = d.join("bundle");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("manifest.json")).unwrap()).unwrap();
+    m["privileges"]["euid"] = 1000.into();
+    m["errors"] = serde_json::json!([{
+        "what": "read-fd", "path": "/proc/*/fd",
+        "error": "EACCES: Permission denied (os error 13)", "count": 560
+    }]);
+    std::fs::write(
+        b.join("manifest.json"),
+        serde_json::to_vec_pretty(&m).unwrap(),
+    )
+    .unwrap();
+    resum(&b);
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("not-root: the recorder ran as uid 1000, not root"),
+        "{out}"
+    );
+    assert!(
+        out.contains("unreadable-fds: 560 fd directory read(s) failed"),
+        "{out}"
+    );
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("procflow:   fds       failed      2 finding(s)"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn symlinked_report_files() {
+    let d = scratch("symlinks");
+    let b = d.join("bundle");
+    let out = d.join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::create_dir(d.join("etc")).unwrap();
+    std::os::unix::fs::symlink(b.join("manifest.json"), out.join("summary.json")).unwrap();
+    std::os::unix::fs::symlink(d.join("etc/passwd"), out.join("connections.csv")).unwrap();
+    let before = tree(&d);
+    // Without --force: refused, nothing written anywhere.
+    let (code, _, err) = analyze(&b, &out, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("already holds connections.csv, summary.json"),
+        "{err}"
+    );
+    assert_eq!(tree(&d), before);
+    // With --force: the links are replaced, never followed.
+    let (code, _, err) = analyze(&b, &out, &["--force"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_only_out_changed(&d, &before, "out");
+    assert!(!d.join("etc/passwd").exists());
+    for f in ["summary.json", "connections.csv"] {
+        let m = std::fs::symlink_metadata(out.join(f)).unwrap();
+        assert!(m.file_type().is_file(), "{f} is still a link");
+    }
+    // No private directory left behind.
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 5);
+    // flows --out into the bundle, and over a file without --force.
+    let (code, _, err) = run(procflow()
+        .arg("flows")
+        .arg(b.join(SAMPLE_CAPTURE))
+        .arg("--out")
+        .arg(b.join("x.csv")));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("holds a procflow bundle manifest"), "{err}");
+    std::fs::write(d.join("flows.csv"), "old").unwrap();
+    let (code, _, err) = run(procflow()
+        .arg("flows")
+        .arg(b.join(SAMPLE_CAPTURE))
+        .arg("--out")
+        .arg(d.join("flows.csv")));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("exists; pass --force to overwrite it"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(d.join("flows.csv")).unwrap(), b"old");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn bind_mounted_out() {
+    if !is_root() {
+        return skip("bind mounts need root");
+    }
+    let d = scratch("bind");
+    let b = d.join("bundle");
+    std::fs::create_dir(d.join("mnt")).unwrap();
+    let before = tree(&b);
+    let script = format!(
+        "mount --bind '{b}' '{m}' && exec '{bin}' analyze '{b}' --out '{m}/report' --quiet",
+        b = b.display(),
+        m = d.join("mnt").display(),
+        bin = env!("CARGO_BIN_EXE_procflow")
+    );
+    let o = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output();
+    let Ok(o) = o else {
+        return skip("unshare is not available");
+    };
+    let err = String::from_utf8_lossy(&o.stderr);
+    if err.contains("unshare failed") || err.contains("mount:") {
+        return skip(&format!("cannot make a private mount namespace: {err}"));
+    }
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("is inside the bundle"), "{err}");
+    assert_eq!(tree(&b), before);
+    assert!(!b.join("report").exists());
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A bundle whose process records, an archive member name and a /proc
+/// line carry formula starts and terminal escape sequences.
+fn hostile_bundle(d: &Path) -> PathBuf {
+    let b = d.join("bundle");
+    let tar_path = b.join("snapshots-000001.tar");
+    let evil_comm = "=HYPERLINK(\\\"http://evil\\\")\\u001b]0;pwned\\u0007\\u001b[2J";
+    let mut ar = tar::Archive::new(std::fs::File::open(&tar_path).unwrap());
+    let mut out = tar::Builder::new(Vec::new());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        if name.ends_with("procs.jsonl") {
+            let text = String::from_utf8(data).unwrap();
+            let text = text
+                .replace("\"comm\":\"python3\"", &format!("\"comm\":\"{evil_comm}\""))
+                .replace(
+                    "\"cmdline\":[\"/root/.pyenv/versions/3.11.7/bin/python3\"",
+                    "\"cmdline\":[\"+cmd|' /C calc'!A0\\u001b[31m\"",
+                )
+                .replace(
+                    "\"exe\":\"/root/.pyenv/versions/3.11.7/bin/python3.11\"",
+                    "\"exe\":\"@SUM(1+1)\\r\"",
+                );
+            data = text.into_bytes();
+        }
+        if name == "snap/00000002/fds" {
+            data.extend_from_slice(b"\x1b]0;fdline\x07 garbage\n");
+        }
+        let mut h = e.header().clone();
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        out.append_data(&mut h, &name, data.as_slice()).unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_cksum();
+    out.append_data(&mut h, "snap/\u{1b}]0;member\u{7}\u{1b}[2J", &b"x"[..])
+        .unwrap();
+    std::fs::write(&tar_path, out.into_inner().unwrap()).unwrap();
+    resum(&b);
+    b
+}
+
+fn assert_no_raw_controls(what: &str, s: &str) {
+    for c in ['\u{1b}', '\u{7}', '\r'] {
+        assert!(!s.contains(c), "{what} holds a raw {c:?}: {s}");
+    }
+}
+
+#[test]
+fn formula_cells() {
+    let d = scratch("formula");
+    let b = hostile_bundle(&d);
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let csv = std::fs::read_to_string(d.join("out/connections.csv")).unwrap();
+    assert!(
+        csv.contains("'=HYPERLINK(\"\"http://evil\"\")\\x1b]0;pwned\\x07\\x1b[2J"),
+        "{csv}"
+    );
+    assert!(csv.contains(",'@SUM(1+1)\\x0d,"), "{csv}");
+    // The command line is shell-quoted: it begins with a quote already.
+    assert!(
+        csv.contains(",'+cmd|'\\'' /C calc'\\''!A0\\x1b[31m' "),
+        "{csv}"
+    );
+    let procs = std::fs::read_to_string(d.join("out/processes.csv")).unwrap();
+    assert!(procs.contains("'=HYPERLINK("), "{procs}");
+    for (name, text) in [("connections.csv", &csv), ("processes.csv", &procs)] {
+        assert_no_raw_controls(name, text);
+        for line in text.lines() {
+            for cell in line.split(',') {
+                let cell = cell.trim_start_matches('"');
+                assert!(
+                    !cell.starts_with(['=', '+', '@', '\t']),
+                    "{name}: formula cell {cell:?}"
+                );
+            }
+        }
+    }
+    // JSONL keeps the exact value (JSON escapes it).
+    let jsonl = std::fs::read_to_string(d.join("out/connections.jsonl")).unwrap();
+    let first: serde_json::Value = jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v.get("process.name").is_some())
+        .unwrap();
+    assert_eq!(
+        first["process.name"],
+        "=HYPERLINK(\"http://evil\")\u{1b}]0;pwned\u{7}\u{1b}[2J"
+    );
+    // --csv-raw: the bytes as recorded.
+    let (code, _, err) = analyze(&b, &d.join("raw"), &["--csv-raw"]);
+    assert_eq!(code, Some(0), "{err}");
+    let raw = std::fs::read_to_string(d.join("raw/connections.csv")).unwrap();
+    assert!(
+        raw.contains(",\"=HYPERLINK(\"\"http://evil\"\")\u{1b}]0;pwned\u{7}\u{1b}[2J\","),
+        "{raw}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn escape_sequences_in_every_printed_field() {
+    let d = scratch("escapes");
+    let b = hostile_bundle(&d);
+    // A file name with escapes, not listed anywhere.
+    std::fs::copy(
+        b.join(SAMPLE_CAPTURE),
+        b.join("capture-\u{1b}]0;name\u{7}.pcap"),
+    )
+    .unwrap();
+    let (code, out, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert_no_raw_controls("analyze stderr", &err);
+    assert_no_raw_controls("analyze stdout", &out);
+    assert!(
+        err.contains("snap/\\x1b]0;member\\x07\\x1b[2J is not part of the bundle format"),
+        "{err}"
+    );
+    assert!(
+        err.contains("not-listed: capture-\\x1b]0;name\\x07.pcap"),
+        "{err}"
+    );
+    // The summary table prints process names too.
+    let (code, out, err) = run(procflow()
+        .arg("analyze")
+        .arg(&b)
+        .arg("--out")
+        .arg(d.join("out2")));
+    assert_eq!(code, Some(3), "{err}");
+    assert_no_raw_controls("analyze summary", &err);
+    assert_no_raw_controls("analyze summary stdout", &out);
+    assert!(err.contains("\\x1b"), "{err}");
+    let (code, out, err) = verify(&b);
+    assert_eq!(code, Some(1));
+    assert_no_raw_controls("verify", &out);
+    assert_no_raw_controls("verify stderr", &err);
+    let (_, out, err) = run(procflow()
+        .arg("flows")
+        .arg(b.join("capture-\u{1b}]0;name\u{7}.pcap"))
+        .arg("--out")
+        .arg(d.join("f.csv")));
+    assert_no_raw_controls("flows", &(out + &err));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn dev_zero_is_refused_quickly() {
+    let t = Instant::now();
+    let (code, _, err) = run(procflow().args(["flows", "/dev/zero", "--out", "/dev/null"]));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            "/dev/zero: offset 0: cannot open: not a capture: a stream beginning with 00 00 00 00"
+        ),
+        "{err}"
+    );
+    // A pipe holding a capture works like the file.
+    let cap = root().join("testdata/sample-bundle").join(SAMPLE_CAPTURE);
+    let mut child = procflow()
+        .args(["flows", "/dev/stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bytes = std::fs::read(&cap).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&bytes);
+    });
+    let piped = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(piped.status.code(), Some(0));
+    let (_, from_file, _) = run(procflow().arg("flows").arg(&cap));
+    assert_eq!(String::from_utf8_lossy(&piped.stdout), from_file);
+}
+
+#[test]
+fn sparse_tar() {
+    let d = scratch("sparse");
+    let b = d.join("bundle");
+    // GNU tar writes a sparse member that claims 6 GB in a few KB.
+    let src = d.join("src/snap/00000099");
+    std::fs::create_dir_all(&src).unwrap();
+    let f = std::fs::File::create(src.join("fds")).unwrap();
+    f.set_len(6 << 30).unwrap();
+    drop(f);
+    let sparse = d.join("sparse.tar");
+    let st = Command::new("tar")
+        .arg("-S")
+        .arg("-cf")
+        .arg(&sparse)
+        .arg("-C")
+        .arg(d.join("src"))
+        .arg("snap/00000099/fds")
+        .status();
+    let Ok(st) = st else {
+        return skip("GNU tar is not available");
+    };
+    assert!(st.success());
+    assert!(std::fs::metadata(&sparse).unwrap().len() < 1 << 20);
+    // Append its member (without its trailer) to the bundle's archive.
+    let tar_path = b.join("snapshots-000001.tar");
+    let mut bytes = std::fs::read(&tar_path).unwrap();
+    while bytes.len() >= 512 && bytes[bytes.len() - 512..].iter().all(|&x| x == 0) {
+        bytes.truncate(bytes.len() - 512);
+    }
+    bytes.extend_from_slice(&std::fs::read(&sparse).unwrap());
+    std::fs::write(&tar_path, &bytes).unwrap();
+    resum(&b);
+    // At most 1 GB of address space: reading the member would abort.
+    let script = format!(
+        "ulimit -v 1048576; exec '{}' analyze '{}' --out '{}' --quiet --threads 2",
+        env!("CARGO_BIN_EXE_procflow"),
+        b.display(),
+        d.join("out").display()
+    );
+    let t = Instant::now();
+    let (code, _, err) = run(Command::new("sh").args(["-c", &script]));
+    assert!(t.elapsed() < Duration::from_secs(20), "{err}");
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("member snap/00000099/fds at byte offset"),
+        "{err}"
+    );
+    assert!(err.contains("not a regular file; skipped"), "{err}");
+    // Every earlier snapshot kept.
+    assert!(err.contains("85 snapshots"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn truncate_during_read() {
+    let d = scratch("truncate");
+    // A large capture: the sample's packets repeated.
+    let cap = std::fs::read(root().join("testdata/sample-bundle").join(SAMPLE_CAPTURE)).unwrap();
+    let big = d.join("big.pcap");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        f.write_all(&cap).unwrap();
+        let body = &cap[24..];
+        for _ in 0..400 {
+            f.write_all(body).unwrap();
+        }
+    }
+    let size = std::fs::metadata(&big).unwrap().len();
+    let mut child = procflow()
+        .args(["flows", "--threads", "1", "--out", "/dev/null"])
+        .arg(&big)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Truncate once the file is mapped for the replay.
+    let maps = format!("/proc/{}/maps", child.id());
+    let name = big.to_string_lossy().into_owned();
+    let t = Instant::now();
+    let mut truncated = false;
+    while t.elapsed() < Duration::from_secs(20) {
+        if std::fs::read_to_string(&maps).is_ok_and(|m| m.contains(&name)) {
+            std::thread::sleep(Duration::from_millis(5));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&big)
+                .unwrap()
+                .set_len(size / 4)
+                .unwrap();
+            truncated = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    // Never a SIGBUS: a clear error for the file, or (when the replay
+    // was faster than the truncation) a clean run.
+    assert!(
+        o.status.code().is_some(),
+        "killed by a signal: {:?} {err}",
+        o.status
+    );
+    if !truncated {
+        return skip("the replay finished before the file could be truncated");
+    }
+    match o.status.code() {
+        Some(1) => assert!(
+            err.contains("the file changed while being read: reading failed at byte offset"),
+            "{err}"
+        ),
+        Some(0) => eprintln!("the truncation came after the last read: {err}"),
+        c => panic!("exit {c:?}: {err}"),
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn disk_full_report_dir() {
+    if !is_root() {
+        return skip("mounting a small tmpfs needs root");
+    }
+    let d = scratch("diskfull");
+    let b = d.join("bundle");
+    let mnt = d.join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let before = tree(&b);
+    // 64 KB: room for a few report files, not for all.
+    let script = format!(
+        "mount -t tmpfs -o size=64k tmpfs '{m}' && \
+         '{bin}' analyze '{b}' --out '{m}/r' --quiet --threads 2; echo \"exit=$?\"; \
+         ls -A '{m}'; ls -A '{m}/r' 2>/dev/null | sed 's/^/r: /'",
+        m = mnt.display(),
+        b = b.display(),
+        bin = env!("CARGO_BIN_EXE_procflow")
+    );
+    let Ok(o) = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+    else {
+        return skip("unshare is not available");
+    };
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    if err.contains("unshare failed") || err.contains("mount:") {
+        return skip(&format!("cannot mount a tmpfs: {err}"));
+    }
+    assert!(out.contains("exit=2"), "{out}{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    // Nothing that looks like a report: no report directory at all.
+    assert!(!out.contains("r: "), "{out}");
+    assert!(!out.lines().any(|l| l == "r"), "{out}");
+    assert_eq!(tree(&b), before);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+// Regression tests of the smaller items: each names what used to go
+// unsaid.
+
+#[test]
+fn fifo_symlink_and_directory_captures_are_named() {
+    let d = scratch("nonregular");
+    let b = d.join("bundle");
+    let fifo = std::ffi::CString::new(b.join("capture-fifo.pcap").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::os::unix::fs::symlink(b.join(SAMPLE_CAPTURE), b.join("capture-link.pcap")).unwrap();
+    std::fs::create_dir(b.join("capture-dir.pcap")).unwrap();
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    for kind in [
+        "capture-fifo.pcap is a FIFO",
+        "capture-link.pcap is a symbolic link",
+        "capture-dir.pcap is a directory",
+    ] {
+        assert!(
+            out.contains(&format!(
+                "not-a-regular-file: {kind}; it is not read as part of the bundle"
+            )),
+            "{out}"
+        );
+    }
+    // The FIFO is never opened (it would block).
+    let t = Instant::now();
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("not-a-regular-file: capture-fifo.pcap is a FIFO"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn clk_tck_zero_is_said_and_leaves_start_times_empty() {
+    let d = scratch("clktck");
+    let b = d.join("bundle");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("manifest.json")).unwrap()).unwrap();
+    m["host"]["clk_tck"] = 0.into();
+    std::fs::write(
+        b.join("manifest.json"),
+        serde_json::to_vec_pretty(&m).unwrap(),
+    )
+    .unwrap();
+    resum(&b);
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("host.clk_tck is 0: process start times"),
+        "{err}"
+    );
+    let mut r = csv::Reader::from_path(d.join("out/connections.csv")).unwrap();
+    let h = r.headers().unwrap().clone();
+    let start = h.iter().position(|c| c == "process_start").unwrap();
+    let pid = h.iter().position(|c| c == "pid").unwrap();
+    let mut owned = 0;
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        if !rec[pid].is_empty() {
+            owned += 1;
+            assert_eq!(&rec[start], "", "{rec:?}");
+        }
+    }
+    assert!(owned > 0);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Rewrites the sample archive through `edit(name, data) -> Option<data>`
+/// (`None` drops the member); keeps the trailer.
+fn rewrite_archive(b: &Path, mut edit: impl FnMut(&str, Vec<u8>) -> Option<Vec<u8>>) {
+    let tar_path = b.join("snapshots-000001.tar");
+    let mut ar = tar::Archive::new(std::fs::File::open(&tar_path).unwrap());
+    let mut out = tar::Builder::new(Vec::new());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        let Some(data) = edit(&name, data) else {
+            continue;
+        };
+        let mut h = e.header().clone();
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        out.append_data(&mut h, &name, data.as_slice()).unwrap();
+    }
+    std::fs::write(&tar_path, out.into_inner().unwrap()).unwrap();
+}
+
+#[test]
+fn owner_without_process_record_is_said() {
+    let d = scratch("norecord");
+    let b = d.join("bundle");
+    rewrite_archive(&b, |name, data| {
+        if !name.ends_with("procs.jsonl") {
+            return Some(data);
+        }
+        let text = String::from_utf8(data).unwrap();
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.starts_with("{\"pid\":65,"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        Some(kept.into_bytes())
+    });
+    resum(&b);
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("1 owner pid(s) have no process record in the bundle (no comm, exe or command line): 65"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn duplicate_archive_makes_one_warning() {
+    let d = scratch("duplicate");
+    let b = d.join("bundle");
+    std::fs::copy(
+        b.join("snapshots-000001.tar"),
+        b.join("snapshots-000002.tar"),
+    )
+    .unwrap();
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("snapshots-000002.tar:") && l.starts_with("procflow: warning"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0]
+            .contains("85 snapshots (1 to 85) do not come after snapshot 85 already applied"),
+        "{err}"
+    );
+    // The copy is not in the manifest nor in SHA256SUMS.
+    assert!(
+        err.contains("not-in-manifest: snapshots-000002.tar"),
+        "{err}"
+    );
+    assert!(err.contains("not-listed: snapshots-000002.tar"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Offsets of the header and the data end of every member.
+fn members(tar_path: &Path) -> Vec<(String, u64, u64)> {
+    let mut ar = tar::Archive::new(std::fs::File::open(tar_path).unwrap());
+    ar.entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            (
+                name,
+                e.raw_header_position(),
+                e.raw_file_position() + e.size(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn tar_cut_inside_the_last_members_padding() {
+    let d = scratch("padding");
+    let b = d.join("bundle");
+    let tar_path = b.join("snapshots-000001.tar");
+    let m = members(&tar_path);
+    let (_, _, data_end) = m.last().unwrap().clone();
+    assert!(data_end % 512 != 0, "the last member fills its block");
+    let bytes = std::fs::read(&tar_path).unwrap();
+    std::fs::write(&tar_path, &bytes[..data_end as usize + 1]).unwrap();
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("archive-cut: snapshots-000001.tar is cut at byte offset"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ends inside the padding of its last member"),
+        "{out}"
+    );
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    // Its data is whole: every snapshot is read.
+    assert!(err.contains("85 snapshots"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn one_bad_header_mid_archive_keeps_later_snapshots() {
+    let d = scratch("badheader");
+    let b = d.join("bundle");
+    let tar_path = b.join("snapshots-000001.tar");
+    let m = members(&tar_path);
+    let (name, at, _) = m
+        .iter()
+        .find(|(n, _, _)| n.starts_with("snap/00000040/"))
+        .unwrap()
+        .clone();
+    let mut bytes = std::fs::read(&tar_path).unwrap();
+    bytes[at as usize + 3] ^= 0x20;
+    std::fs::write(&tar_path, &bytes).unwrap();
+    resum(&b);
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains(&format!(
+            "snapshots-000001.tar: damaged at byte offset {at}"
+        )),
+        "{name}: {err}"
+    );
+    // Snapshot 40 is lost, the 45 after it are kept.
+    assert!(err.contains("84 snapshots"), "{err}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("out/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["time_ranges"]["last_snapshot_seq"], 85);
+    let _ = std::fs::remove_dir_all(&d);
+}
