@@ -572,7 +572,7 @@ pub fn run_analysis(
     // Ownership at packet time: flows whose socket changed owner are cut,
     // from their packets read again.
     let cuts = split::plan(&timeline, &ctx, &replay.flows, &attributions);
-    let (flows, attributions) = if cuts.is_empty() {
+    let (flows, mut attributions) = if cuts.is_empty() {
         (replay.flows.clone(), attributions)
     } else {
         let again = ReplayOptions {
@@ -593,6 +593,30 @@ pub fn run_analysis(
             &packets,
         )
     };
+    // The capture's own process annotations (ptcpdump), checked against
+    // the snapshots.
+    let annotation_check = crate::annotations::apply(
+        &timeline,
+        &bundle.manifest,
+        &replay.annotations,
+        &flows,
+        &mut attributions,
+    );
+    for d in annotation_check.disagree.iter().take(20) {
+        on_warning(&format!(
+            "flow {}: the capture's annotation names pid {} ({}), the snapshots pid {}; the snapshots' owner is kept",
+            d.flow_id,
+            d.annotated_pid,
+            crate::hostile::term(&d.annotated_cmd),
+            d.snapshot_pid
+        ));
+    }
+    if annotation_check.disagree.len() > 20 {
+        on_warning(&format!(
+            "{} more flows where the capture's annotation and the snapshots disagree (summary.json)",
+            annotation_check.disagree.len() - 20
+        ));
+    }
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
     let mut input = ReportInput::new(&bundle.manifest, &timeline, &flows, &attributions, &cid);
     input.csv_raw = cfg.csv_raw;
@@ -640,7 +664,13 @@ pub fn run_analysis(
         report: &input,
         bundle: cfg.bundle.display().to_string(),
         inputs: inputs.clone(),
-        capture: crate::flows::report_json(&replay),
+        capture: {
+            let mut v = crate::flows::report_json(&replay);
+            if annotation_check.flows > 0 {
+                v["annotation_check"] = serde_json::json!(annotation_check);
+            }
+            v
+        },
         capture_range: crange,
         snapshots: &diag,
         max_gap_ns: cfg.max_gap_ns,
@@ -687,8 +717,20 @@ pub fn run_analysis(
         attributed_bytes: attributed,
         capture_unreadable: replay.any_file_unreadable(),
         terminal_summary: format!(
-            "{}{}\n",
+            "{}{}{}\n",
             overview.terminal(10),
+            if annotation_check.flows > 0 {
+                format!(
+                    "Capture annotations (ptcpdump PID comments): {} flow(s); {} agree with the snapshots, {} attributed from them alone, {} DISAGREE, {} name a process the recorder never saw\n",
+                    annotation_check.flows,
+                    annotation_check.agree,
+                    annotation_check.from_annotation,
+                    annotation_check.disagree.len(),
+                    annotation_check.unknown_process
+                )
+            } else {
+                String::new()
+            },
             evidence_status(&bundle, &evidence)
         ),
         pcapng,
