@@ -636,10 +636,18 @@ fn point_gap(t: i64, t0: i64, t1: i64) -> i64 {
 /// comes just before the SYN is captured, a close just after the FIN).
 const EVENT_SLACK_NS: i64 = 10_000_000;
 
-/// The run of `s` nearest to `[t0, t1]`: largest overlap, then smallest gap.
-fn nearest_run(s: &Socket, t0: i64, t1: i64) -> Option<&Run> {
+/// The run of `s` nearest to `[t0, t1]`: largest overlap, then smallest
+/// gap. A run whose socket cannot have existed at any time of `[t0, t1]`
+/// (a snapshot between them showed the tuple without it:
+/// [`Timeline::possible_life`]) is no candidate: its socket was created
+/// after the flow, or closed before it.
+fn nearest_run<'s>(tl: &Timeline, s: &'s Socket, t0: i64, t1: i64) -> Option<&'s Run> {
     s.runs
         .iter()
+        .filter(|r| {
+            let (birth, death) = tl.possible_life(r);
+            t1 >= birth && t0 <= death
+        })
         .min_by_key(|r| (r.gap(t0, t1), std::cmp::Reverse(r.overlap(t0, t1))))
 }
 
@@ -760,7 +768,7 @@ fn nearest_socket<'t>(
         .iter()
         .filter_map(|&i| tl.sockets.get(i).map(|s| (i, s)))
         .filter(|(_, s)| socket_accepts(ev, s, q.ns, q.local))
-        .filter_map(|(i, s)| nearest_run(s, q.t0, q.t1).map(|r| (i, s, r)))
+        .filter_map(|(i, s)| nearest_run(tl, s, q.t0, q.t1).map(|r| (i, s, r)))
         .filter(|(_, _, r)| r.gap(q.t0, q.t1) <= q.max_gap)
         .min_by_key(|(i, _, r)| {
             (
@@ -1004,11 +1012,13 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
 }
 
 /// An owner of a flow's socket and the first and last instant it was seen
-/// owning it during the flow.
+/// owning it during the flow; or (`owner: None`) a stretch of the flow
+/// when no socket seen could have carried it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OwnerSpan {
-    /// The owner.
-    pub owner: ProcKey,
+    /// The owner; `None` for a stretch outside every matching socket's
+    /// possible life ([`Timeline::possible_life`]).
+    pub owner: Option<ProcKey>,
     /// First evidence, realtime ns.
     pub first_ns: i64,
     /// Last evidence, realtime ns.
@@ -1018,9 +1028,11 @@ pub struct OwnerSpan {
 /// The owners of flow `f`'s socket during its lifetime, one after the
 /// other: from the events of its endpoints when there are any, else from
 /// the snapshot sockets the attributing rule (and the exact tuple) accept,
-/// each run seen during the flow with its holder at that time. Empty when
-/// there are fewer than two owners or when two owners overlap in time
-/// (they cannot be told apart by time: the flow stays whole).
+/// each run seen during the flow with its holder at that time. With
+/// snapshot evidence, the stretches of the flow where none of those sockets
+/// can have existed (created later, closed earlier) are spans without
+/// owner. Empty when there are fewer than two spans or when two overlap in
+/// time (they cannot be told apart by time: the flow stays whole).
 pub fn owner_spans(tl: &Timeline, ctx: &HostContext, f: &Flow, a: &Attribution) -> Vec<OwnerSpan> {
     let (Some(local_is_a), Some(a_port), Some(b_port)) = (a.local_is_a, f.a_port, f.b_port) else {
         return Vec::new();
@@ -1043,7 +1055,8 @@ pub fn owner_spans(tl: &Timeline, ctx: &HostContext, f: &Flow, a: &Attribution) 
         .map(|s| s.netns)
         .or(event_ns)
         .unwrap_or(ctx.capture_netns);
-    let mut seen: Vec<(ProcKey, i64, i64)> = tl
+    // (owner, first, last, birth, death)
+    let mut seen: Vec<(ProcKey, i64, i64, i64, i64)> = tl
         .events_for(transport, local.port(), remote)
         .iter()
         .filter_map(|&i| tl.events.get(i))
@@ -1053,10 +1066,11 @@ pub fn owner_spans(tl: &Timeline, ctx: &HostContext, f: &Flow, a: &Attribution) 
                 pid: e.pid,
                 start_time: e.start_time,
             };
-            (k, e.t_ns, e.t_ns)
+            (k, e.t_ns, e.t_ns, i64::MIN, i64::MAX)
         })
         .collect();
-    if seen.is_empty() {
+    let from_snapshots = seen.is_empty();
+    if from_snapshots {
         let mut kinds = vec![
             Evidence::Tuple { mapped: false },
             Evidence::Tuple { mapped: true },
@@ -1082,30 +1096,62 @@ pub fn owner_spans(tl: &Timeline, ctx: &HostContext, f: &Flow, a: &Attribution) 
                     if let Ownership::Owned(p, _) =
                         ownership(tl, s, run, run.start_ns, run.end_ns, 0)
                     {
-                        seen.push((p, run.start_ns.max(t0), run.end_ns.min(t1)));
+                        let (birth, death) = tl.possible_life(run);
+                        seen.push((p, run.start_ns.max(t0), run.end_ns.min(t1), birth, death));
                     }
                 }
             }
         }
     }
-    let mut by_owner: BTreeMap<ProcKey, (i64, i64)> = BTreeMap::new();
-    for (k, x, y) in seen {
-        let e = by_owner.entry(k).or_insert((x, y));
+    let mut by_owner: BTreeMap<ProcKey, (i64, i64, i64, i64)> = BTreeMap::new();
+    for (k, x, y, birth, death) in seen {
+        let e = by_owner.entry(k).or_insert((x, y, birth, death));
         e.0 = e.0.min(x);
         e.1 = e.1.max(y);
+        e.2 = e.2.min(birth);
+        e.3 = e.3.max(death);
     }
-    if by_owner.len() < 2 {
-        return Vec::new();
-    }
-    let mut spans: Vec<OwnerSpan> = by_owner
+    let mut owners: Vec<(OwnerSpan, i64, i64)> = by_owner
         .into_iter()
-        .map(|(owner, (first_ns, last_ns))| OwnerSpan {
-            owner,
-            first_ns,
-            last_ns,
+        .map(|(owner, (first_ns, last_ns, birth, death))| {
+            let span = OwnerSpan {
+                owner: Some(owner),
+                first_ns,
+                last_ns,
+            };
+            (span, birth, death)
         })
         .collect();
-    spans.sort_by_key(|s| (s.first_ns, s.last_ns, s.owner));
+    owners.sort_by_key(|(s, _, _)| (s.first_ns, s.last_ns, s.owner));
+    let mut spans: Vec<OwnerSpan> = Vec::new();
+    if from_snapshots {
+        // Stretches no socket seen could have carried: before the first
+        // owner's socket existed, between two owners' sockets, after the
+        // last one was gone.
+        let gap = |first_ns: i64, last_ns: i64| OwnerSpan {
+            owner: None,
+            first_ns,
+            last_ns,
+        };
+        let mut prev_death: Option<i64> = None;
+        for (span, birth, death) in &owners {
+            match prev_death {
+                None if t0 < *birth => spans.push(gap(t0, *birth)),
+                Some(d) if d < *birth => spans.push(gap(d, *birth)),
+                _ => {}
+            }
+            spans.push(*span);
+            prev_death = Some(prev_death.map_or(*death, |d| d.max(*death)));
+        }
+        if let Some(d) = prev_death.filter(|&d| d < t1) {
+            spans.push(gap(d, t1));
+        }
+    } else {
+        spans = owners.into_iter().map(|(s, _, _)| s).collect();
+    }
+    if spans.len() < 2 || spans.iter().all(|s| s.owner.is_none()) {
+        return Vec::new();
+    }
     let disjoint = spans.windows(2).all(|w| match w {
         [x, y] => x.last_ns < y.first_ns,
         _ => true,

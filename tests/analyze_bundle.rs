@@ -1075,6 +1075,51 @@ fn a_tuple_used_by_two_processes_is_split_at_the_change_of_owner() {
             assert_eq!(r2["confidence"], "high");
         }
     }
+    // The first user's socket never seen: the second one's socket cannot
+    // have carried the packets sent before it existed (the snapshots before
+    // its first sighting show the port without it). Those packets are a
+    // part of their own, without owner, instead of going to the second.
+    let half: Vec<Snap> = (1..=5)
+        .map(|seq| match seq {
+            4 | 5 => snap(
+                seq,
+                &format!("{b}\n"),
+                format!("51 5300 {NS} 501\n"),
+                procs(std::slice::from_ref(&q2)),
+            ),
+            _ => snap(seq, "", String::new(), String::new()),
+        })
+        .collect();
+    let bundle = d.join("half");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(
+        bundle.join(MANIFEST_FILE),
+        serde_json::to_string_pretty(&manifest(FORMAT_VERSION)).unwrap(),
+    )
+    .unwrap();
+    write_tar(&bundle.join(archive_name(1)), &half);
+    pcap.write(&bundle.join("capture-1.pcap"), 0);
+    write_sums(&bundle);
+    let out = analyze(&bundle, &d.join("half-report"), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = read_csv(&d.join("half-report/connections.csv"));
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert_eq!(rows[0]["pid"], "");
+    assert_eq!(rows[0]["method"], "unattributed:no-socket");
+    assert_eq!(
+        (
+            rows[0]["packets_out"].as_str(),
+            rows[0]["packets_in"].as_str()
+        ),
+        ("5", "5")
+    );
+    assert_eq!(rows[1]["pid"], "51");
+    assert_eq!(rows[1]["parent_flow_id"], "1");
+
     // `procflow flows` is unchanged: one flow.
     let out = Command::new(env!("CARGO_BIN_EXE_procflow"))
         .arg("flows")

@@ -29,13 +29,18 @@ fn procflow() -> Command {
 
 const SAMPLE_CAPTURE: &str = "capture-20261128T165616Z.pcap";
 
+/// The sample bundle these attacks start from: the periodic-reads one kept
+/// as a compatibility fixture, whose counts (85 snapshots) and capture name
+/// the checks below name.
+const SAMPLE: &str = "testdata/compat/sample-bundle-v1-poll";
+
 /// A fresh scratch directory holding a copy of the sample bundle in
 /// `bundle/`.
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("pe-attack-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(d.join("bundle")).unwrap();
-    for e in std::fs::read_dir(root().join("testdata/sample-bundle")).unwrap() {
+    for e in std::fs::read_dir(root().join(SAMPLE)).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), d.join("bundle").join(e.file_name())).unwrap();
     }
@@ -635,7 +640,7 @@ fn dev_zero_is_refused_quickly() {
         "{err}"
     );
     // A pipe holding a capture works like the file.
-    let cap = root().join("testdata/sample-bundle").join(SAMPLE_CAPTURE);
+    let cap = root().join(SAMPLE).join(SAMPLE_CAPTURE);
     let mut child = procflow()
         .args(["flows", "/dev/stdin"])
         .stdin(Stdio::piped())
@@ -713,7 +718,7 @@ fn sparse_tar() {
 fn truncate_during_read() {
     let d = scratch("truncate");
     // A large capture: the sample's packets repeated.
-    let cap = std::fs::read(root().join("testdata/sample-bundle").join(SAMPLE_CAPTURE)).unwrap();
+    let cap = std::fs::read(root().join(SAMPLE).join(SAMPLE_CAPTURE)).unwrap();
     let big = d.join("big.pcap");
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());

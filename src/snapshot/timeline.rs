@@ -785,6 +785,25 @@ impl Timeline {
         &self.netns_sorted
     }
 
+    /// When the socket of `run` can have existed: after the `before` clock
+    /// of the last snapshot that did not show it yet (it was created after
+    /// that table read began) and before the `after` clock of the first
+    /// snapshot that no longer showed it. Unbounded on a side without such
+    /// a snapshot (`i64::MIN`, `i64::MAX`).
+    pub fn possible_life(&self, run: &Run) -> (i64, i64) {
+        let i = self.snapshots.partition_point(|s| s.seq < run.first_seq);
+        let birth = i
+            .checked_sub(1)
+            .and_then(|k| self.snapshots.get(k))
+            .map_or(i64::MIN, |s| s.before.realtime_ns);
+        let j = self.snapshots.partition_point(|s| s.seq <= run.last_seq);
+        let death = self
+            .snapshots
+            .get(j)
+            .map_or(i64::MAX, |s| s.after.realtime_ns);
+        (birth, death)
+    }
+
     /// Realtime range covered by the snapshots: first `before` to last
     /// `after`, ns.
     pub fn time_range(&self) -> Option<(i64, i64)> {
