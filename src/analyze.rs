@@ -224,6 +224,7 @@ fn hash_inputs(
     files
         .par_iter()
         .map(|(role, path, in_bundle)| {
+            let mut unreadable = false;
             let (sha256, bytes) = if hash {
                 let read = |path: &Path| match progress {
                     Some(p) => procflow_format::hash::sha256_reader(
@@ -236,11 +237,15 @@ fn hash_inputs(
                     ),
                     None => sha256_file(path),
                 };
-                let (h, n) = read(path).map_err(|source| AnalyzeError::ReadInput {
-                    path: path.clone(),
-                    source,
-                })?;
-                (Some(h), n)
+                match read(path) {
+                    Ok((h, n)) => (Some(h), n),
+                    // Damaged media: the file is reported (evidence status,
+                    // replay), the analysis goes on with the others.
+                    Err(_) => {
+                        unreadable = true;
+                        (None, std::fs::metadata(path).map_or(0, |m| m.len()))
+                    }
+                }
             } else {
                 let meta = std::fs::metadata(path).map_err(|source| AnalyzeError::ReadInput {
                     path: path.clone(),
@@ -254,6 +259,7 @@ fn hash_inputs(
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 Some(match (&sums, &sha256) {
+                    _ if unreadable => RecordedHash::Unreadable,
                     (_, None) => RecordedHash::NotChecked,
                     (None, _) => RecordedHash::NoSha256sums,
                     (Some(m), Some(sha256)) => match m.get(&name) {
