@@ -387,6 +387,12 @@ pub enum Note {
     /// The bundle holds no socket event: a socket that lived only between
     /// two snapshots could not be seen with its owner.
     NoEvents,
+    /// The owner changed program (execve) while it was recorded, last at
+    /// this realtime (ns): its record is that of the program it became.
+    ExecChanged {
+        /// When the new program was first recorded.
+        t_ns: i64,
+    },
     /// This row is part `part` (1-based) of `parts` of a flow whose socket
     /// changed owner during its lifetime.
     SplitPart {
@@ -972,6 +978,13 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
                                     reason: *r,
                                 });
                             }
+                            if let Some(c) = tl
+                                .exec_changes
+                                .get(&(owner.pid, owner.start_time))
+                                .and_then(|v| v.last())
+                            {
+                                out.notes.push(Note::ExecChanged { t_ns: c.t_ns });
+                            }
                             return out;
                         }
                         Some(Found::Ownerless(m, reason)) => {
@@ -1191,7 +1204,7 @@ mod tests {
     use super::*;
     use crate::flow::IcmpKey;
     use crate::snapshot::timeline::tests::{build, clock, row4, table, Snap};
-    use procflow_format::layout::{SnapshotKind, TableStored};
+    use procflow_format::layout::{ProcessRecord, SnapshotKind, TableStored};
 
     const NS: u64 = 4026531840;
     const NS2: u64 = 4026532500;
@@ -1751,6 +1764,37 @@ mod tests {
         let (tl, _) = build(&[s(1, 0), s(2, 1000)]);
         let a = run(&tl, &tcp("10.0.0.1:40001", "10.0.0.2:80", 0, 500));
         assert_eq!(a.method, Method::Unattributed(Reason::NoOwner));
+    }
+
+    /// A process that changed program while recorded: the row says when.
+    #[test]
+    fn exec_change_of_the_owner_is_noted() {
+        use crate::snapshot::timeline::tests::rec_ns;
+        let before = ProcessRecord {
+            comm: "sh".into(),
+            exe: Some("/bin/sh".into()),
+            cmdline: vec!["sh".into()],
+            ..rec_ns(10, 500, NS)
+        };
+        let after = ProcessRecord {
+            comm: "curl".into(),
+            exe: Some("/usr/bin/curl".into()),
+            cmdline: vec!["curl".into()],
+            ..rec_ns(10, 500, NS)
+        };
+        let r = row4("10.0.0.1:40000", "10.0.0.2:80", 1, 100);
+        let s = |seq, ms, p: &ProcessRecord| {
+            Snap::new(seq, ms, K)
+                .table(NS, "tcp", FULL, table(std::slice::from_ref(&r)))
+                .fds(&["10 500 4026531840 100"])
+                .procs(std::slice::from_ref(p))
+        };
+        let (tl, _) = build(&[s(1, 0, &before), s(2, 1000, &after)]);
+        let a = run(&tl, &tcp("10.0.0.1:40000", "10.0.0.2:80", 0, 500));
+        assert_eq!(pid(&a), Some(10));
+        assert!(a.notes.contains(&Note::ExecChanged {
+            t_ns: clock(1000).realtime_ns
+        }));
     }
 
     /// The rule table: names are unique, every rule has a description, and

@@ -98,6 +98,10 @@ pub fn note_text(n: &Note) -> String {
         Note::NoEvents => {
             "no socket events in the bundle (periodic snapshots only): a socket living between two snapshots leaves no owner".into()
         }
+        Note::ExecChanged { t_ns } => format!(
+            "the process changed program (execve) at {}; named by the program it became",
+            rfc3339_ns(t_ns)
+        ),
         Note::SplitPart { part, parts } => {
             format!("part {part} of {parts} of a flow whose socket changed owner")
         }

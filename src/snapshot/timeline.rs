@@ -171,6 +171,9 @@ pub enum EventKind {
     Lookup,
     /// The socket was closed.
     Close,
+    /// A TCP socket began listening (no remote end: kept, not matched to
+    /// flows).
+    Listen,
 }
 
 impl EventKind {
@@ -183,6 +186,7 @@ impl EventKind {
             "send" => EventKind::Send,
             "lookup" => EventKind::Lookup,
             "close" => EventKind::Close,
+            "listen" => EventKind::Listen,
             _ => return None,
         })
     }
