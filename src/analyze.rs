@@ -220,12 +220,17 @@ fn hash_inputs(
     files
         .par_iter()
         .map(|(role, path, in_bundle)| {
+            let mut unreadable = false;
             let (sha256, bytes) = if hash {
-                let (h, n) = sha256_file(path).map_err(|source| AnalyzeError::ReadInput {
-                    path: path.clone(),
-                    source,
-                })?;
-                (Some(h), n)
+                match sha256_file(path) {
+                    Ok((h, n)) => (Some(h), n),
+                    // Damaged media: the file is reported (evidence status,
+                    // replay), the analysis goes on with the others.
+                    Err(_) => {
+                        unreadable = true;
+                        (None, std::fs::metadata(path).map_or(0, |m| m.len()))
+                    }
+                }
             } else {
                 let meta = std::fs::metadata(path).map_err(|source| AnalyzeError::ReadInput {
                     path: path.clone(),
@@ -239,6 +244,7 @@ fn hash_inputs(
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 Some(match (&sums, &sha256) {
+                    _ if unreadable => RecordedHash::Unreadable,
                     (_, None) => RecordedHash::NotChecked,
                     (None, _) => RecordedHash::NoSha256sums,
                     (Some(m), Some(sha256)) => match m.get(&name) {
