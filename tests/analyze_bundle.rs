@@ -651,6 +651,11 @@ fn attributes_every_rule_and_reason() {
     assert!(stderr.contains("Top processes by bytes:"), "{stderr}");
     assert!(stderr.contains("Unattributed bytes by reason:"), "{stderr}");
     assert!(stderr.contains("Evidence: recorder"), "{stderr}");
+    // Progress bars only on a terminal: none here.
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains("replay ["),
+        "{stderr}"
+    );
     assert_eq!(summary["inputs"]["files"].as_array().unwrap().len(), 3);
     // JSON lines: one per flow, ECS names.
     let jsonl = std::fs::read_to_string(d.join("report/connections.jsonl")).unwrap();
