@@ -591,6 +591,12 @@ pub fn run_analysis(
     } else {
         on_warning("the captures hold no IP flow");
     }
+    if timeline.unusable_events > 0 {
+        on_warning(&format!(
+            "{} socket event(s) of a kind, protocol or address this analyzer cannot use were skipped",
+            timeline.unusable_events
+        ));
+    }
     if let Some((step, seq)) = timeline.largest_clock_step() {
         if step.unsigned_abs() >= 100_000_000 {
             on_warning(&format!(
