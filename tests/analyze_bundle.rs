@@ -1258,7 +1258,10 @@ fn hostile_process_names_are_escaped_in_the_summary_and_the_page() {
     assert!(stderr.contains(r"cu\x1b]0;owned"), "{stderr}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(!html.contains('\u{1b}') && !html.contains('\u{7}'));
-    assert!(!html.contains("</script><b>"), "the data closed the script element");
+    assert!(
+        !html.contains("</script><b>"),
+        "the data closed the script element"
+    );
     assert_eq!(html.matches("</script>").count(), 2, "only the page's own");
     let _ = std::fs::remove_dir_all(&d);
 }
