@@ -1308,4 +1308,39 @@ fn unprivileged_bundle_and_exiting_process_identity() {
     assert_eq!(c["exe"], "/usr/bin/curl");
     assert_eq!(c["cmdline"], "curl http://10.0.0.2/");
     assert_eq!(c["ppid"], "300");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A process name written by an attacker (terminal escapes, a newline, an
+/// HTML end tag) reaches neither the terminal summary nor report.html as
+/// is.
+#[test]
+fn hostile_process_names_are_escaped_in_the_summary_and_the_page() {
+    let d = tmp("hostile-names");
+    let mut s = scenario();
+    let evil = r#""comm":"cu\u001b]0;owned\u0007rl\n</script><b>x""#;
+    for snap in &mut s.snaps {
+        snap.procs = snap.procs.replace(r#""comm":"curl""#, evil);
+    }
+    let b = d.join("b");
+    write_bundle(&b, &s, FORMAT_VERSION, 0);
+    let out = d.join("r");
+    let o = analyze(&b, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("Top processes by bytes:"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains('\u{7}'),
+        "raw control characters on the terminal: {stderr:?}"
+    );
+    // Escaped, and cut to the column width.
+    assert!(stderr.contains(r"cu\x1b]0;owned"), "{stderr}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(!html.contains('\u{1b}') && !html.contains('\u{7}'));
+    assert!(
+        !html.contains("</script><b>"),
+        "the data closed the script element"
+    );
+    assert_eq!(html.matches("</script>").count(), 2, "only the page's own");
+    let _ = std::fs::remove_dir_all(&d);
 }
