@@ -651,6 +651,11 @@ fn attributes_every_rule_and_reason() {
     assert!(stderr.contains("Top processes by bytes:"), "{stderr}");
     assert!(stderr.contains("Unattributed bytes by reason:"), "{stderr}");
     assert!(stderr.contains("Evidence: recorder"), "{stderr}");
+    // Progress bars only on a terminal: none here.
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains("replay ["),
+        "{stderr}"
+    );
     assert_eq!(summary["inputs"]["files"].as_array().unwrap().len(), 3);
     // JSON lines: one per flow, ECS names.
     let jsonl = std::fs::read_to_string(d.join("report/connections.jsonl")).unwrap();
@@ -1224,5 +1229,118 @@ fn capture_annotations_are_checked_against_the_snapshots() {
     assert!(dis
         .iter()
         .all(|x| x["annotated_pid"] == 99 && x["snapshot_pid"] == 10));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Two defects of identities, end to end: a bundle recorded without root
+/// (other users' fd directories EACCES, their namespace unreadable too:
+/// netns 0 in their records) says `owner-unreadable`, not `no-owner`; and a
+/// process recorded again while exiting (no exe, empty command line,
+/// re-parented to 1) keeps the identity recorded before.
+#[test]
+fn unprivileged_bundle_and_exiting_process_identity() {
+    let d = tmp("identity");
+    let hidden = row("10.0.0.1:40010", "10.0.0.2:80", 0x01, 700);
+    let mine = row("10.0.0.1:40011", "10.0.0.2:80", 0x01, 701);
+    let procs = |recs: &[ProcessRecord]| {
+        recs.iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect::<String>()
+    };
+    let other_user = ProcessRecord {
+        netns: 0,
+        exe: None,
+        ..proc_rec(60, 6000, "sshd", &[])
+    };
+    let good = ProcessRecord {
+        ppid: 300,
+        ..proc_rec(61, 6100, "curl", &["curl", "http://10.0.0.2/"])
+    };
+    let exiting = ProcessRecord {
+        exe: None,
+        cmdline: vec![],
+        ppid: 1,
+        ..proc_rec(61, 6100, "curl", &[])
+    };
+    let snaps: Vec<Snap> = (1..=3)
+        .map(|seq| Snap {
+            seq,
+            ms: (seq as i64 - 1) * 1000,
+            kind: SnapshotKind::Keyframe,
+            tcp: Some(format!("{HEADER}\n{hidden}\n{mine}\n")),
+            udp: Some(format!("{HEADER}\n")),
+            fds: format!("!60 6000 EACCES\n61 6100 {NS} 701\n"),
+            procs: match seq {
+                1 => procs(&[other_user.clone(), good.clone()]),
+                3 => procs(std::slice::from_ref(&exiting)),
+                _ => String::new(),
+            },
+        })
+        .collect();
+    let mut pcap = Pcap(Vec::new());
+    pcap.tcp(500, ("10.0.0.1", 40010), ("10.0.0.2", 80), "AP", 100);
+    pcap.tcp(600, ("10.0.0.1", 40011), ("10.0.0.2", 80), "AP", 100);
+    let bundle = d.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let mut m = manifest(FORMAT_VERSION);
+    m.privileges.euid = 1000;
+    m.privileges.cap_eff = "0000000000000000".into();
+    std::fs::write(
+        bundle.join(MANIFEST_FILE),
+        serde_json::to_string_pretty(&m).unwrap(),
+    )
+    .unwrap();
+    write_tar(&bundle.join(archive_name(1)), &snaps);
+    pcap.write(&bundle.join("capture-1.pcap"), 0);
+    write_sums(&bundle);
+    let out = analyze(&bundle, &d.join("report"), &["--quiet"]);
+    // Unreadable fds are an evidence warning (exit 3), not a failure.
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = read_csv(&d.join("report/connections.csv"));
+    let h = find(&rows, "40010", "10.0.0.2:80", "20.5");
+    assert_eq!(h["method"], "unattributed:owner-unreadable", "{h:?}");
+    let c = find(&rows, "40011", "10.0.0.2:80", "20.6");
+    assert_eq!((c["pid"].as_str(), c["method"].as_str()), ("61", "exact"));
+    assert_eq!(c["exe"], "/usr/bin/curl");
+    assert_eq!(c["cmdline"], "curl http://10.0.0.2/");
+    assert_eq!(c["ppid"], "300");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A process name written by an attacker (terminal escapes, a newline, an
+/// HTML end tag) reaches neither the terminal summary nor report.html as
+/// is.
+#[test]
+fn hostile_process_names_are_escaped_in_the_summary_and_the_page() {
+    let d = tmp("hostile-names");
+    let mut s = scenario();
+    let evil = r#""comm":"cu\u001b]0;owned\u0007rl\n</script><b>x""#;
+    for snap in &mut s.snaps {
+        snap.procs = snap.procs.replace(r#""comm":"curl""#, evil);
+    }
+    let b = d.join("b");
+    write_bundle(&b, &s, FORMAT_VERSION, 0);
+    let out = d.join("r");
+    let o = analyze(&b, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("Top processes by bytes:"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains('\u{7}'),
+        "raw control characters on the terminal: {stderr:?}"
+    );
+    // Escaped, and cut to the column width.
+    assert!(stderr.contains(r"cu\x1b]0;owned"), "{stderr}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(!html.contains('\u{1b}') && !html.contains('\u{7}'));
+    assert!(
+        !html.contains("</script><b>"),
+        "the data closed the script element"
+    );
+    assert_eq!(html.matches("</script>").count(), 2, "only the page's own");
     let _ = std::fs::remove_dir_all(&d);
 }
