@@ -220,12 +220,17 @@ fn hash_inputs(
     files
         .par_iter()
         .map(|(role, path, in_bundle)| {
+            let mut unreadable = false;
             let (sha256, bytes) = if hash {
-                let (h, n) = sha256_file(path).map_err(|source| AnalyzeError::ReadInput {
-                    path: path.clone(),
-                    source,
-                })?;
-                (Some(h), n)
+                match sha256_file(path) {
+                    Ok((h, n)) => (Some(h), n),
+                    // Damaged media: the file is reported (evidence status,
+                    // replay), the analysis goes on with the others.
+                    Err(_) => {
+                        unreadable = true;
+                        (None, std::fs::metadata(path).map_or(0, |m| m.len()))
+                    }
+                }
             } else {
                 let meta = std::fs::metadata(path).map_err(|source| AnalyzeError::ReadInput {
                     path: path.clone(),
@@ -239,6 +244,7 @@ fn hash_inputs(
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 Some(match (&sums, &sha256) {
+                    _ if unreadable => RecordedHash::Unreadable,
                     (_, None) => RecordedHash::NotChecked,
                     (None, _) => RecordedHash::NoSha256sums,
                     (Some(m), Some(sha256)) => match m.get(&name) {
@@ -566,7 +572,7 @@ pub fn run_analysis(
     // Ownership at packet time: flows whose socket changed owner are cut,
     // from their packets read again.
     let cuts = split::plan(&timeline, &ctx, &replay.flows, &attributions);
-    let (flows, attributions) = if cuts.is_empty() {
+    let (flows, mut attributions) = if cuts.is_empty() {
         (replay.flows.clone(), attributions)
     } else {
         let again = ReplayOptions {
@@ -587,9 +593,59 @@ pub fn run_analysis(
             &packets,
         )
     };
+    // The capture's own process annotations (ptcpdump), checked against
+    // the snapshots.
+    let annotation_check = crate::annotations::apply(
+        &timeline,
+        &bundle.manifest,
+        &replay.annotations,
+        &flows,
+        &mut attributions,
+    );
+    for d in annotation_check.disagree.iter().take(20) {
+        on_warning(&format!(
+            "flow {}: the capture's annotation names pid {} ({}), the snapshots pid {}; the snapshots' owner is kept",
+            d.flow_id,
+            d.annotated_pid,
+            crate::hostile::term(&d.annotated_cmd),
+            d.snapshot_pid
+        ));
+    }
+    if annotation_check.disagree.len() > 20 {
+        on_warning(&format!(
+            "{} more flows where the capture's annotation and the snapshots disagree (summary.json)",
+            annotation_check.disagree.len() - 20
+        ));
+    }
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
     let mut input = ReportInput::new(&bundle.manifest, &timeline, &flows, &attributions, &cid);
     input.csv_raw = cfg.csv_raw;
+    if bundle.manifest.host.clk_tck == 0 {
+        on_warning(
+            "the manifest says host.clk_tck is 0: process start times (clock ticks) cannot be \
+             turned into times; process_start is left empty",
+        );
+    }
+    // An owner named by an fd listing with no process record: its pid is
+    // known, its name and command line are not.
+    let mut nameless: Vec<u32> = input
+        .rows
+        .iter()
+        .filter(|r| r.process.is_none() && r.event_comm.is_none())
+        .filter_map(|r| r.attribution.owner.map(|o| o.pid))
+        .collect();
+    nameless.sort_unstable();
+    nameless.dedup();
+    if !nameless.is_empty() {
+        let shown: Vec<String> = nameless.iter().take(10).map(u32::to_string).collect();
+        on_warning(&format!(
+            "{} owner pid(s) have no process record in the bundle (no comm, exe or command \
+             line): {}{}",
+            nameless.len(),
+            shown.join(", "),
+            if nameless.len() > 10 { ", ..." } else { "" }
+        ));
+    }
     let overview = Overview::new(&input);
     let html_input = HtmlInput {
         report: &input,
@@ -608,7 +664,13 @@ pub fn run_analysis(
         report: &input,
         bundle: cfg.bundle.display().to_string(),
         inputs: inputs.clone(),
-        capture: crate::flows::report_json(&replay),
+        capture: {
+            let mut v = crate::flows::report_json(&replay);
+            if annotation_check.flows > 0 {
+                v["annotation_check"] = serde_json::json!(annotation_check);
+            }
+            v
+        },
         capture_range: crange,
         snapshots: &diag,
         max_gap_ns: cfg.max_gap_ns,
@@ -655,8 +717,20 @@ pub fn run_analysis(
         attributed_bytes: attributed,
         capture_unreadable: replay.any_file_unreadable(),
         terminal_summary: format!(
-            "{}{}\n",
+            "{}{}{}\n",
             overview.terminal(10),
+            if annotation_check.flows > 0 {
+                format!(
+                    "Capture annotations (ptcpdump PID comments): {} flow(s); {} agree with the snapshots, {} attributed from them alone, {} DISAGREE, {} name a process the recorder never saw\n",
+                    annotation_check.flows,
+                    annotation_check.agree,
+                    annotation_check.from_annotation,
+                    annotation_check.disagree.len(),
+                    annotation_check.unknown_process
+                )
+            } else {
+                String::new()
+            },
             evidence_status(&bundle, &evidence)
         ),
         pcapng,

@@ -30,6 +30,7 @@
 
 pub mod analyze;
 pub mod annotate;
+pub mod annotations;
 pub mod attribute;
 pub mod capture;
 pub mod carve;

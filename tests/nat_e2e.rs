@@ -490,9 +490,16 @@ fn containers_behind_nat_are_attributed() {
             || manifest.contains("\"name\": \"conntrack\",\n      \"used\": true"),
         "the recorder did not use conntrack: {manifest}"
     );
-    let has_events = std::fs::read(bundle.join("snapshots-000001.tar"))
-        .map(|b| b.windows(13).any(|w| w == b"/events.jsonl"))
-        .unwrap_or(false);
+    let archive = std::fs::read(bundle.join("snapshots-000001.tar")).unwrap_or_default();
+    let has_events = archive.windows(13).any(|w| w == b"/events.jsonl");
+    // New connections were made while recording: where the recorder
+    // followed conntrack events, they are in the archive.
+    if manifest.contains("NEW/DESTROY events") {
+        assert!(
+            archive.windows(17).any(|w| w == b"/conntrack.events"),
+            "conntrack events followed but none archived"
+        );
+    }
 
     let report = work.join("report");
     let out = Command::new(env!("CARGO_BIN_EXE_procflow"))

@@ -72,11 +72,18 @@ fn render(browser: &Path, page: &Path, dir: &Path) -> (String, String, Vec<u8>) 
     )
 }
 
+/// Analyzes the sample bundle of periodic reads (`testdata/compat/`): its 28
+/// flows fit the flow table's first page, which the checks below read.
 fn analyze_sample(dir: &Path) -> PathBuf {
     let out = dir.join("r");
     let o = Command::new(env!("CARGO_BIN_EXE_procflow"))
         .current_dir(root())
-        .args(["analyze", "testdata/sample-bundle", "--quiet", "--out"])
+        .args([
+            "analyze",
+            "testdata/compat/sample-bundle-v1-poll",
+            "--quiet",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();

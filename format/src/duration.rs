@@ -88,7 +88,7 @@ pub fn format_duration(d: Duration) -> String {
         (1, "ns"),
     ];
     for (size, name) in units {
-        if ns != 0 && ns % size == 0 {
+        if ns != 0 && ns.is_multiple_of(size) {
             return format!("{}{name}", ns / size);
         }
     }

@@ -157,6 +157,7 @@ pub fn start(
     // calls prctl, which is async-signal-safe. If the recorder dies (even by
     // SIGKILL), the kernel sends tcpdump SIGINT, so it flushes and exits
     // instead of capturing forever.
+    #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT as libc::c_ulong) != 0 {

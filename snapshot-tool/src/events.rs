@@ -986,7 +986,7 @@ fn run_thread(
             dec.expire(Duration::from_secs(30));
             pids.map.retain(|_, i| {
                 i.exited
-                    .map_or(true, |t| t.elapsed() < Duration::from_secs(3))
+                    .is_none_or(|t| t.elapsed() < Duration::from_secs(3))
             });
         }
         local.unjoined += std::mem::take(&mut dec.unjoined);

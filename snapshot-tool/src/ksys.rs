@@ -9,6 +9,9 @@
 //! slices copied out of the ring), and the decoding of what the kernel wrote
 //! is done on plain bytes in `events`.
 
+// The unsafe of the event sources lives here (see above), and only here.
+#![allow(unsafe_code)]
+
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

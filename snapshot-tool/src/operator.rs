@@ -5,7 +5,6 @@
 
 use std::fs::File;
 use std::io::{self, IsTerminal};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,18 +28,18 @@ pub fn snapshot_written() {
 /// the directory is checked again, empty, once the lock is held.
 pub fn lock_out_dir(dir: &Path) -> Result<File, String> {
     let f = File::open(dir).map_err(|e| format!("{}: cannot open: {e}", dir.display()))?;
-    // SAFETY: flock on a descriptor this function owns.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r != 0 {
-        let e = io::Error::last_os_error();
-        return Err(if e.kind() == io::ErrorKind::WouldBlock {
-            format!(
+    // std's try_lock is flock(LOCK_EX | LOCK_NB) on Linux.
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(format!(
                 "{}: another procflow-snap is recording into this directory",
                 dir.display()
-            )
-        } else {
-            format!("{}: cannot lock: {e}", dir.display())
-        });
+            ))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(format!("{}: cannot lock: {e}", dir.display()))
+        }
     }
     let mut rd =
         std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;

@@ -925,6 +925,8 @@ pub fn check_out_dir(dir: &Path) -> Result<(), String> {
     }
 }
 
+// access(2) has no std equivalent; the one unsafe call is below.
+#[allow(unsafe_code)]
 fn writable(dir: &Path) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes())

@@ -4,6 +4,9 @@
 //! `unsafe` appears only here, each time around one libc call whose
 //! arguments are owned locals; the reason is written at each block.
 
+// The libc calls of the recorder live here (see above); unsafe is allowed in this module only.
+#![allow(unsafe_code)]
+
 use std::ffi::CStr;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,9 @@
 //! Drives the real `procflow-snap` binary against the live /proc and reads
 //! its bundles back with the format's own reader.
 
+// Test setup calls libc::geteuid and libc::kill.
+#![allow(unsafe_code)]
+
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};

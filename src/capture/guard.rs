@@ -15,6 +15,9 @@
 //! system call, so it is safe to run at any point of the interrupted
 //! thread.
 
+// A SIGBUS handler and mmap over a faulting page are unsafe by nature; allowed in this module only.
+#![allow(unsafe_code)]
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Once;
 

@@ -231,6 +231,21 @@ pub struct NonIpCount {
     pub bytes: u64,
 }
 
+/// The process a capture's own annotations give a flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlowAnnotation {
+    /// The flow.
+    pub flow_id: u64,
+    /// The pid most of its annotated packets name (ties: the lowest).
+    pub pid: u32,
+    /// That pid's command, as annotated (unescaped).
+    pub cmd: String,
+    /// Packets annotated with that pid.
+    pub packets: u64,
+    /// Other pids its packets name, with their packet counts.
+    pub other_pids: Vec<(u32, u64)>,
+}
+
 /// Everything replay produced.
 #[derive(Debug, Clone, Default)]
 pub struct Replay {
@@ -250,6 +265,9 @@ pub struct Replay {
     /// With [`ReplayOptions::track_packets`]: the flow of every packet that
     /// is in one, sorted by file (processing order) and packet number.
     pub packet_flows: Vec<PacketFlow>,
+    /// Flows whose packets carry process annotations in the capture itself
+    /// (ptcpdump's `PID:` comments), by flow id.
+    pub annotations: Vec<FlowAnnotation>,
     /// The packets of the flows of [`ReplayOptions::keep_packets_of`], by
     /// flow id, in capture order.
     pub packets: BTreeMap<u64, Vec<PacketMark>>,
@@ -345,6 +363,8 @@ fn first_ts(buf: &[u8]) -> Option<i64> {
 
 struct Replayer<'o> {
     opts: &'o ReplayOptions,
+    /// Packet annotations: (file index, annotation).
+    annotations: Vec<(u32, scan::PacketAnnotation)>,
     table: FlowTable,
     files: Vec<FileReport>,
     /// (file index, problem): sorted by file and offset at the end, since
@@ -363,6 +383,7 @@ impl<'o> Replayer<'o> {
         }
         Replayer {
             opts,
+            annotations: Vec::new(),
             table: {
                 if !opts.keep_packets_of.is_empty() {
                     table.watch(&opts.keep_packets_of);
@@ -503,6 +524,12 @@ impl<'o> Replayer<'o> {
             for p in scan_problems.drain(..) {
                 self.problem(idx, p);
             }
+            // Packets the capture annotates with a process: their flows are
+            // remembered when the batch just scanned is folded.
+            for a in scanner.annotations.drain(..) {
+                self.table.track_packet(idx as u32, a.index);
+                self.annotations.push((idx as u32, a));
+            }
             std::mem::swap(&mut prev, &mut next);
             if raw.is_empty() {
                 break;
@@ -582,6 +609,7 @@ impl<'o> Replayer<'o> {
             );
         }
         me.problems.sort_by_key(|(file, p)| (*file, p.offset));
+        let annotations = flow_annotations(&me.annotations, &packet_flows);
         Replay {
             flows,
             files: me.files,
@@ -599,8 +627,50 @@ impl<'o> Replayer<'o> {
             undecodable: me.undecodable,
             packet_flows,
             packets,
+            annotations,
         }
     }
+}
+
+/// Per flow: the pid its annotated packets name most, and the others.
+fn flow_annotations(
+    annotations: &[(u32, scan::PacketAnnotation)],
+    packet_flows: &[PacketFlow],
+) -> Vec<FlowAnnotation> {
+    // flow id -> pid -> (packets, cmd)
+    let mut by: BTreeMap<u64, BTreeMap<u32, (u64, String)>> = BTreeMap::new();
+    for (file, a) in annotations {
+        let Ok(i) = packet_flows.binary_search_by(|p| (p.file, p.index).cmp(&(*file, a.index)))
+        else {
+            continue; // not in a flow (not IP)
+        };
+        let e = by
+            .entry(packet_flows[i].flow_id)
+            .or_default()
+            .entry(a.pid)
+            .or_insert_with(|| (0, a.cmd.clone()));
+        e.0 += 1;
+    }
+    by.into_iter()
+        .filter_map(|(flow_id, pids)| {
+            let (&pid, (packets, cmd)) = pids
+                .iter()
+                .max_by(|x, y| x.1 .0.cmp(&y.1 .0).then(y.0.cmp(x.0)))?;
+            let (packets, cmd) = (*packets, cmd.clone());
+            let other_pids = pids
+                .iter()
+                .filter(|(p, _)| **p != pid)
+                .map(|(p, (n, _))| (*p, *n))
+                .collect();
+            Some(FlowAnnotation {
+                flow_id,
+                pid,
+                cmd,
+                packets,
+                other_pids,
+            })
+        })
+        .collect()
 }
 
 fn decode_raw(buf: &[u8], r: &RawRec) -> Decoded {

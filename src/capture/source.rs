@@ -200,6 +200,8 @@ impl Source {
     }
 }
 
+// The analyzer's one memory map; unsafe is allowed for this function only.
+#[allow(unsafe_code)]
 fn map(file: &File) -> io::Result<Mmap> {
     // SAFETY: the map is read-only and no `&mut` to the mapped bytes ever
     // exists; every read of them is bounds-checked against the map's

@@ -79,7 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
     };
     // Open the outputs first: a bad --out path should fail before the work.
-    let to_stdout = args.out.as_ref().map_or(true, |p| p.as_os_str() == "-");
+    let to_stdout = args.out.as_ref().is_none_or(|p| p.as_os_str() == "-");
     let out_file = match &args.out {
         Some(p) if !to_stdout => Some(safe_output(p, "--out", &cfg.captures, args.force)?),
         _ => None,
