@@ -20,6 +20,7 @@ use crate::capture::{self, CaptureError, Replay, ReplayOptions};
 use crate::flow::community_id;
 use crate::outdir::ReportDir;
 use crate::overview::{visible, Overview};
+use crate::progress::{CountingReader, Event, Progress, Stage};
 use crate::report::connections_csv::ConnectionsCsv;
 use crate::report::connections_jsonl::ConnectionsJsonl;
 use crate::report::html::{HtmlInput, HtmlReport};
@@ -67,6 +68,8 @@ pub struct AnalyzeConfig {
     /// Also write every replayed packet, annotated with its owner, to this
     /// pcapng file (see [`crate::annotate`]).
     pub pcapng: Option<PathBuf>,
+    /// Where to report the progress of replay and hashing.
+    pub progress: Option<crate::progress::Progress>,
     /// Refuse to write reports when an evidence check fails.
     pub strict: bool,
     /// Write CSV text cells as they were (no formula prefix, no escaping).
@@ -199,6 +202,7 @@ fn hash_inputs(
     bundle: &Bundle,
     extra: &[PathBuf],
     hash: bool,
+    progress: Option<&Progress>,
 ) -> Result<Vec<FileHash>, AnalyzeError> {
     let sums = read_sha256sums(&bundle.dir);
     let mut files: Vec<(FileRole, PathBuf, bool)> =
@@ -222,7 +226,18 @@ fn hash_inputs(
         .map(|(role, path, in_bundle)| {
             let mut unreadable = false;
             let (sha256, bytes) = if hash {
-                match sha256_file(path) {
+                let read = |path: &Path| match progress {
+                    Some(p) => procflow_format::hash::sha256_reader(
+                        CountingReader {
+                            inner: std::fs::File::open(path)?,
+                            progress: p.clone(),
+                            stage: Stage::Hash,
+                        },
+                        &|| false,
+                    ),
+                    None => sha256_file(path),
+                };
+                match read(path) {
                     Ok((h, n)) => (Some(h), n),
                     // Damaged media: the file is reported (evidence status,
                     // replay), the analysis goes on with the others.
@@ -486,16 +501,44 @@ pub fn run_analysis(
     let opts = ReplayOptions {
         threads: cfg.threads,
         track_packets: pcapng_out.is_some(),
+        progress: cfg.progress.clone(),
         ..ReplayOptions::default()
     };
+    let size = |ps: &[PathBuf]| -> u64 {
+        ps.iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    if let Some(p) = &cfg.progress {
+        p.event(Stage::Replay, Event::Start(size(&captures)));
+        if cfg.hash {
+            let mut all = vec![bundle.manifest_path.clone()];
+            all.extend(bundle.archives.iter().cloned());
+            all.extend(captures.iter().cloned());
+            p.event(Stage::Hash, Event::Start(size(&all)));
+        }
+    }
     // Replay, the timeline and the input hashes are independent: run them
     // side by side.
     let (replay, (timeline, hashes)) = rayon::join(
-        || capture::replay(&captures, &opts),
+        || {
+            let r = capture::replay(&captures, &opts);
+            if let Some(p) = &cfg.progress {
+                p.event(Stage::Replay, Event::Finish);
+            }
+            r
+        },
         || {
             rayon::join(
                 || read_timeline(&bundle),
-                || hash_inputs(&bundle, &cfg.pcaps, cfg.hash),
+                || {
+                    let h = hash_inputs(&bundle, &cfg.pcaps, cfg.hash, cfg.progress.as_ref());
+                    if let (Some(p), true) = (&cfg.progress, cfg.hash) {
+                        p.event(Stage::Hash, Event::Finish);
+                    }
+                    h
+                },
             )
         },
     );
@@ -548,6 +591,12 @@ pub fn run_analysis(
     } else {
         on_warning("the captures hold no IP flow");
     }
+    if timeline.unusable_events > 0 {
+        on_warning(&format!(
+            "{} socket event(s) of a kind, protocol or address this analyzer cannot use were skipped",
+            timeline.unusable_events
+        ));
+    }
     if let Some((step, seq)) = timeline.largest_clock_step() {
         if step.unsigned_abs() >= 100_000_000 {
             on_warning(&format!(
@@ -580,6 +629,7 @@ pub fn run_analysis(
                 .iter()
                 .filter_map(|c| replay.flows.get(c.index).cloned())
                 .collect(),
+            progress: None,
             ..opts.clone()
         };
         let packets = capture::replay(&captures, &again)?.packets;

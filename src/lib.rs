@@ -41,6 +41,7 @@ pub mod hostile;
 pub mod outdir;
 pub mod overview;
 pub mod packet;
+pub mod progress;
 pub mod report;
 pub mod snapshot;
 pub mod sockets;

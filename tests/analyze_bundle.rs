@@ -651,6 +651,11 @@ fn attributes_every_rule_and_reason() {
     assert!(stderr.contains("Top processes by bytes:"), "{stderr}");
     assert!(stderr.contains("Unattributed bytes by reason:"), "{stderr}");
     assert!(stderr.contains("Evidence: recorder"), "{stderr}");
+    // Progress bars only on a terminal: none here.
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains("replay ["),
+        "{stderr}"
+    );
     assert_eq!(summary["inputs"]["files"].as_array().unwrap().len(), 3);
     // JSON lines: one per flow, ECS names.
     let jsonl = std::fs::read_to_string(d.join("report/connections.jsonl")).unwrap();
@@ -1224,5 +1229,39 @@ fn capture_annotations_are_checked_against_the_snapshots() {
     assert!(dis
         .iter()
         .all(|x| x["annotated_pid"] == 99 && x["snapshot_pid"] == 10));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A process name written by an attacker (terminal escapes, a newline, an
+/// HTML end tag) reaches neither the terminal summary nor report.html as
+/// is.
+#[test]
+fn hostile_process_names_are_escaped_in_the_summary_and_the_page() {
+    let d = tmp("hostile-names");
+    let mut s = scenario();
+    let evil = r#""comm":"cu\u001b]0;owned\u0007rl\n</script><b>x""#;
+    for snap in &mut s.snaps {
+        snap.procs = snap.procs.replace(r#""comm":"curl""#, evil);
+    }
+    let b = d.join("b");
+    write_bundle(&b, &s, FORMAT_VERSION, 0);
+    let out = d.join("r");
+    let o = analyze(&b, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("Top processes by bytes:"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains('\u{7}'),
+        "raw control characters on the terminal: {stderr:?}"
+    );
+    // Escaped, and cut to the column width.
+    assert!(stderr.contains(r"cu\x1b]0;owned"), "{stderr}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(!html.contains('\u{1b}') && !html.contains('\u{7}'));
+    assert!(
+        !html.contains("</script><b>"),
+        "the data closed the script element"
+    );
+    assert_eq!(html.matches("</script>").count(), 2, "only the page's own");
     let _ = std::fs::remove_dir_all(&d);
 }

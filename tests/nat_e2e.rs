@@ -449,6 +449,8 @@ fn containers_behind_nat_are_attributed() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(700));
+    let phase = |what: &str| eprintln!("{:6.1} s  {what}", started.elapsed().as_secs_f64());
+    phase("lab built, recorder running");
 
     // Container client to the peer (masquerade): 2 MB over about a second.
     let client = lab.agent(&c, &w, &["send", "198.18.0.2", "9001", "2000000", "0.03"]);
@@ -475,6 +477,7 @@ fn containers_behind_nat_are_attributed() {
         .args(["-INT", &recorder.to_string()])
         .status();
     lab.wait(recorder);
+    phase("traffic done, recorder stopped");
     for ch in &mut lab.children {
         if ch.id() != server {
             let _ = Command::new("kill")
@@ -515,6 +518,7 @@ fn containers_behind_nat_are_attributed() {
         "analyze failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    phase("analyzed");
     let rows = read_rows(&report.join("connections.csv"));
     let tcp: Vec<&Row> = rows.iter().filter(|r| r["proto"] == "tcp").collect();
     let on_uplink = |r: &&Row| r["local_ip"] == "198.18.0.1" && r["remote_ip"] == "198.18.0.2";

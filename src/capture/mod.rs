@@ -48,6 +48,8 @@ pub struct ReplayOptions {
     /// Record the flow of every packet in [`Replay::packet_flows`] (for
     /// writing annotated captures; 16 bytes per packet).
     pub track_packets: bool,
+    /// Where to report the bytes read ([`crate::progress::Stage::Replay`]).
+    pub progress: Option<crate::progress::Progress>,
     /// Flows whose packets are kept in [`Replay::packets`] (every flow of
     /// the same protocol and endpoints), to cut them in time.
     pub keep_packets_of: Vec<Flow>,
@@ -61,6 +63,7 @@ impl Default for ReplayOptions {
             max_problems_per_file: 1000,
             remap_every: 64 << 20,
             track_packets: false,
+            progress: None,
             keep_packets_of: Vec::new(),
         }
     }
@@ -480,6 +483,7 @@ impl<'o> Replayer<'o> {
                 mapped_from = scanner.position();
             }
             let buf = src.bytes();
+            let scanned_from = scanner.position();
             // Fold the previous batch (in order, on this thread) while the
             // pool scans and decodes the next one.
             rayon::join(
@@ -523,6 +527,13 @@ impl<'o> Replayer<'o> {
             }
             for p in scan_problems.drain(..) {
                 self.problem(idx, p);
+            }
+            if let Some(p) = &self.opts.progress {
+                let done = scanner.position().saturating_sub(scanned_from) as u64;
+                p.event(
+                    crate::progress::Stage::Replay,
+                    crate::progress::Event::Advance(done),
+                );
             }
             // Packets the capture annotates with a process: their flows are
             // remembered when the batch just scanned is folded.
