@@ -55,7 +55,11 @@ fi
 python3 "$here/e2e-scenario.py" --out "$work/scenario" --snap "$bin/procflow-snap" "${small[@]}" \
     --recorder-nice 0 --prefix "$prefix" "${rec[@]}" \
     --monitor "stdbuf -oL nethogs -t -C -v 2 -d 1 {iface}"
-"$bin/procflow" analyze "$work/scenario/bundle" --out "$work/report" --quiet >/dev/null
+# Exit status 3 is a result with evidence warnings (capture drops...),
+# printed on stderr: the comparison still stands.
+rc=0
+"$bin/procflow" analyze "$work/scenario/bundle" --out "$work/report" --quiet >/dev/null || rc=$?
+[ "$rc" = 0 ] || [ "$rc" = 3 ] || exit "$rc"
 
 python3 "$here/e2e-accuracy.py" "$work/scenario/truth.json" "$work/report/connections.csv" \
     "$work/scenario/monitor.out"

@@ -740,11 +740,13 @@ class Scenario:
             return dict(bulk=200_000, rate=100_000, server_conns=3, server_send=40_000,
                         server_recv=20_000, udp_count=40, udp_size=200, v6_send=100_000,
                         v6_recv=30_000, short_n=10, short_send=6_000, short_recv=2_000,
-                        same_send=30_000, same_rate=30_000, seq_n=50, fresh_n=40)
+                        same_send=30_000, same_rate=30_000, seq_n=50, seq_send=200,
+                        seq_recv=600, fresh_n=40)
         return dict(bulk=24_000_000, rate=6_000_000, server_conns=5, server_send=1_000_000,
                     server_recv=500_000, udp_count=200, udp_size=1000, v6_send=4_000_000,
                     v6_recv=1_000_000, short_n=10, short_send=64_000, short_recv=16_000,
-                    same_send=500_000, same_rate=500_000, seq_n=50, fresh_n=40)
+                    same_send=500_000, same_rate=500_000, seq_n=50, seq_send=2000,
+                    seq_recv=6000, fresh_n=40)
 
     def reuse_argv(self, host, family):
         return ["udp", host, str(UDP_PORT), "--bind-port", str(REUSE_UDP_PORT[family]),
@@ -793,7 +795,8 @@ class Scenario:
         # IPv4 and IPv6.
         for fam, host in (("v4", PEER_IP4), ("v6", PEER_IP6)):
             a = Agent(self, sus, "tcp-seq-" + fam,
-                      ["tcp-seq", host, str(TCP_PORT), "--count", str(z["seq_n"]), "--hold", "0.1"])
+                      ["tcp-seq", host, str(TCP_PORT), "--count", str(z["seq_n"]), "--hold", "0.1",
+                       "--send", str(z["seq_send"]), "--recv", str(z["seq_recv"])])
             results.append(("tcp-seq", "tcp-seq-" + fam, a))
             a = Agent(self, sus, "udp-fresh-" + fam,
                       ["udp-fresh", host, str(UDP_PORT), "--count", str(z["fresh_n"]), "--every", "0.05"])

@@ -7,7 +7,9 @@
 # recorder sees only the scenario's processes and sockets: the bundle stays
 # small and holds nothing about the machine that made it.
 #
-# Needs root, iproute2, tcpdump, util-linux unshare and a Rust toolchain.
+# Arguments are passed to the scenario (e.g. --prefix P for the namespace
+# and interface names). Needs root, iproute2, tcpdump, util-linux unshare and
+# a Rust toolchain.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -20,6 +20,7 @@ use crate::capture::{self, CaptureError, Replay, ReplayOptions};
 use crate::flow::community_id;
 use crate::outdir::ReportDir;
 use crate::overview::{visible, Overview};
+use crate::progress::{CountingReader, Event, Progress, Stage};
 use crate::report::connections_csv::ConnectionsCsv;
 use crate::report::connections_jsonl::ConnectionsJsonl;
 use crate::report::html::{HtmlInput, HtmlReport};
@@ -67,6 +68,8 @@ pub struct AnalyzeConfig {
     /// Also write every replayed packet, annotated with its owner, to this
     /// pcapng file (see [`crate::annotate`]).
     pub pcapng: Option<PathBuf>,
+    /// Where to report the progress of replay and hashing.
+    pub progress: Option<crate::progress::Progress>,
     /// Refuse to write reports when an evidence check fails.
     pub strict: bool,
     /// Write CSV text cells as they were (no formula prefix, no escaping).
@@ -199,6 +202,7 @@ fn hash_inputs(
     bundle: &Bundle,
     extra: &[PathBuf],
     hash: bool,
+    progress: Option<&Progress>,
 ) -> Result<Vec<FileHash>, AnalyzeError> {
     let sums = read_sha256sums(&bundle.dir);
     let mut files: Vec<(FileRole, PathBuf, bool)> =
@@ -220,12 +224,28 @@ fn hash_inputs(
     files
         .par_iter()
         .map(|(role, path, in_bundle)| {
+            let mut unreadable = false;
             let (sha256, bytes) = if hash {
-                let (h, n) = sha256_file(path).map_err(|source| AnalyzeError::ReadInput {
-                    path: path.clone(),
-                    source,
-                })?;
-                (Some(h), n)
+                let read = |path: &Path| match progress {
+                    Some(p) => procflow_format::hash::sha256_reader(
+                        CountingReader {
+                            inner: std::fs::File::open(path)?,
+                            progress: p.clone(),
+                            stage: Stage::Hash,
+                        },
+                        &|| false,
+                    ),
+                    None => sha256_file(path),
+                };
+                match read(path) {
+                    Ok((h, n)) => (Some(h), n),
+                    // Damaged media: the file is reported (evidence status,
+                    // replay), the analysis goes on with the others.
+                    Err(_) => {
+                        unreadable = true;
+                        (None, std::fs::metadata(path).map_or(0, |m| m.len()))
+                    }
+                }
             } else {
                 let meta = std::fs::metadata(path).map_err(|source| AnalyzeError::ReadInput {
                     path: path.clone(),
@@ -239,6 +259,7 @@ fn hash_inputs(
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 Some(match (&sums, &sha256) {
+                    _ if unreadable => RecordedHash::Unreadable,
                     (_, None) => RecordedHash::NotChecked,
                     (None, _) => RecordedHash::NoSha256sums,
                     (Some(m), Some(sha256)) => match m.get(&name) {
@@ -475,16 +496,44 @@ pub fn run_analysis(
     let opts = ReplayOptions {
         threads: cfg.threads,
         track_packets: pcapng_out.is_some(),
+        progress: cfg.progress.clone(),
         ..ReplayOptions::default()
     };
+    let size = |ps: &[PathBuf]| -> u64 {
+        ps.iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    if let Some(p) = &cfg.progress {
+        p.event(Stage::Replay, Event::Start(size(&captures)));
+        if cfg.hash {
+            let mut all = vec![bundle.manifest_path.clone()];
+            all.extend(bundle.archives.iter().cloned());
+            all.extend(captures.iter().cloned());
+            p.event(Stage::Hash, Event::Start(size(&all)));
+        }
+    }
     // Replay, the timeline and the input hashes are independent: run them
     // side by side.
     let (replay, (timeline, hashes)) = rayon::join(
-        || capture::replay(&captures, &opts),
+        || {
+            let r = capture::replay(&captures, &opts);
+            if let Some(p) = &cfg.progress {
+                p.event(Stage::Replay, Event::Finish);
+            }
+            r
+        },
         || {
             rayon::join(
                 || read_timeline(&bundle),
-                || hash_inputs(&bundle, &cfg.pcaps, cfg.hash),
+                || {
+                    let h = hash_inputs(&bundle, &cfg.pcaps, cfg.hash, cfg.progress.as_ref());
+                    if let (Some(p), true) = (&cfg.progress, cfg.hash) {
+                        p.event(Stage::Hash, Event::Finish);
+                    }
+                    h
+                },
             )
         },
     );
@@ -537,6 +586,12 @@ pub fn run_analysis(
     } else {
         on_warning("the captures hold no IP flow");
     }
+    if timeline.unusable_events > 0 {
+        on_warning(&format!(
+            "{} socket event(s) of a kind, protocol or address this analyzer cannot use were skipped",
+            timeline.unusable_events
+        ));
+    }
     if let Some((step, seq)) = timeline.largest_clock_step() {
         if step.unsigned_abs() >= 100_000_000 {
             on_warning(&format!(
@@ -561,7 +616,7 @@ pub fn run_analysis(
     // Ownership at packet time: flows whose socket changed owner are cut,
     // from their packets read again.
     let cuts = split::plan(&timeline, &ctx, &replay.flows, &attributions);
-    let (flows, attributions) = if cuts.is_empty() {
+    let (flows, mut attributions) = if cuts.is_empty() {
         (replay.flows.clone(), attributions)
     } else {
         let again = ReplayOptions {
@@ -569,6 +624,7 @@ pub fn run_analysis(
                 .iter()
                 .filter_map(|c| replay.flows.get(c.index).cloned())
                 .collect(),
+            progress: None,
             ..opts.clone()
         };
         let packets = capture::replay(&captures, &again)?.packets;
@@ -582,9 +638,59 @@ pub fn run_analysis(
             &packets,
         )
     };
+    // The capture's own process annotations (ptcpdump), checked against
+    // the snapshots.
+    let annotation_check = crate::annotations::apply(
+        &timeline,
+        &bundle.manifest,
+        &replay.annotations,
+        &flows,
+        &mut attributions,
+    );
+    for d in annotation_check.disagree.iter().take(20) {
+        on_warning(&format!(
+            "flow {}: the capture's annotation names pid {} ({}), the snapshots pid {}; the snapshots' owner is kept",
+            d.flow_id,
+            d.annotated_pid,
+            crate::hostile::term(&d.annotated_cmd),
+            d.snapshot_pid
+        ));
+    }
+    if annotation_check.disagree.len() > 20 {
+        on_warning(&format!(
+            "{} more flows where the capture's annotation and the snapshots disagree (summary.json)",
+            annotation_check.disagree.len() - 20
+        ));
+    }
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
     let mut input = ReportInput::new(&bundle.manifest, &timeline, &flows, &attributions, &cid);
     input.csv_raw = cfg.csv_raw;
+    if bundle.manifest.host.clk_tck == 0 {
+        on_warning(
+            "the manifest says host.clk_tck is 0: process start times (clock ticks) cannot be \
+             turned into times; process_start is left empty",
+        );
+    }
+    // An owner named by an fd listing with no process record: its pid is
+    // known, its name and command line are not.
+    let mut nameless: Vec<u32> = input
+        .rows
+        .iter()
+        .filter(|r| r.process.is_none() && r.event_comm.is_none())
+        .filter_map(|r| r.attribution.owner.map(|o| o.pid))
+        .collect();
+    nameless.sort_unstable();
+    nameless.dedup();
+    if !nameless.is_empty() {
+        let shown: Vec<String> = nameless.iter().take(10).map(u32::to_string).collect();
+        on_warning(&format!(
+            "{} owner pid(s) have no process record in the bundle (no comm, exe or command \
+             line): {}{}",
+            nameless.len(),
+            shown.join(", "),
+            if nameless.len() > 10 { ", ..." } else { "" }
+        ));
+    }
     let overview = Overview::new(&input);
     let html_input = HtmlInput {
         report: &input,
@@ -603,7 +709,13 @@ pub fn run_analysis(
         report: &input,
         bundle: cfg.bundle.display().to_string(),
         inputs: inputs.clone(),
-        capture: crate::flows::report_json(&replay),
+        capture: {
+            let mut v = crate::flows::report_json(&replay);
+            if annotation_check.flows > 0 {
+                v["annotation_check"] = serde_json::json!(annotation_check);
+            }
+            v
+        },
         capture_range: crange,
         snapshots: &diag,
         max_gap_ns: cfg.max_gap_ns,
@@ -650,8 +762,20 @@ pub fn run_analysis(
         attributed_bytes: attributed,
         capture_unreadable: replay.any_file_unreadable(),
         terminal_summary: format!(
-            "{}{}\n",
+            "{}{}{}\n",
             overview.terminal(10),
+            if annotation_check.flows > 0 {
+                format!(
+                    "Capture annotations (ptcpdump PID comments): {} flow(s); {} agree with the snapshots, {} attributed from them alone, {} DISAGREE, {} name a process the recorder never saw\n",
+                    annotation_check.flows,
+                    annotation_check.agree,
+                    annotation_check.from_annotation,
+                    annotation_check.disagree.len(),
+                    annotation_check.unknown_process
+                )
+            } else {
+                String::new()
+            },
             evidence_status(&bundle, &evidence)
         ),
         pcapng,

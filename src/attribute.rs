@@ -12,7 +12,7 @@
 //!    `event-accept`, `lookup-on-syn`, `event-send`, `event-close`), taken in
 //!    the owning process' context;
 //! 2. `exact`, `exact-v4mapped`: a snapshot socket with the flow's 4-tuple;
-//! 3. `event-nat`, `exact-nat`, `listen-nat`: no socket holds the wire
+//! 3. `event-nat`, `exact-nat`, `listen-nat`, `udp-bound-nat`: no socket holds the wire
 //!    tuple; it is translated through the conntrack entry valid at the
 //!    flow's time (masquerade, published port) and the translated tuple is
 //!    looked up in whichever namespace holds it (module `nat`);
@@ -127,6 +127,9 @@ pub enum Rule {
     ExactNat,
     /// As `ExactNat`, a TCP LISTEN socket on the translated local port.
     ListenNat,
+    /// As `ExactNat`, an unconnected UDP socket bound to the translated
+    /// local port.
+    BoundNat,
 }
 
 /// Where a rule looks for its evidence.
@@ -152,6 +155,7 @@ enum NatVia {
     Event,
     Tuple,
     Listener,
+    Bound,
 }
 
 /// The rules in the order they are tried, in tiers. Within a tier, both
@@ -171,7 +175,12 @@ pub const RULES: &[&[Rule]] = &[
         Rule::EventClose,
     ],
     &[Rule::Exact, Rule::ExactV4Mapped],
-    &[Rule::EventNat, Rule::ExactNat, Rule::ListenNat],
+    &[
+        Rule::EventNat,
+        Rule::ExactNat,
+        Rule::ListenNat,
+        Rule::BoundNat,
+    ],
     &[Rule::Listen, Rule::ListenWildcard],
     &[Rule::UdpBound, Rule::UdpBoundWildcard],
 ];
@@ -226,6 +235,7 @@ impl Rule {
             Rule::EventNat => "event-nat",
             Rule::ExactNat => "exact-nat",
             Rule::ListenNat => "listen-nat",
+            Rule::BoundNat => "udp-bound-nat",
         }
     }
 
@@ -245,6 +255,7 @@ impl Rule {
             Rule::EventNat => Evidence::Nat(NatVia::Event),
             Rule::ExactNat => Evidence::Nat(NatVia::Tuple),
             Rule::ListenNat => Evidence::Nat(NatVia::Listener),
+            Rule::BoundNat => Evidence::Nat(NatVia::Bound),
         }
     }
 
@@ -279,7 +290,7 @@ impl Rule {
             }
             Evidence::Listener { wildcard: false }
             | Evidence::Bound { wildcard: false }
-            | Evidence::Nat(NatVia::Listener)
+            | Evidence::Nat(NatVia::Listener | NatVia::Bound)
                 if gap_ns == 0 =>
             {
                 Confidence::Medium
@@ -305,6 +316,7 @@ impl Rule {
             Rule::EventNat => "no socket holds the wire tuple; translated through the conntrack entry of the flow's time (masquerade, published port), a socket event of the translated tuple names the process",
             Rule::ExactNat => "no socket holds the wire tuple; translated through the conntrack entry of the flow's time (masquerade, published port), a socket with the translated tuple, in the namespace that holds it (a container's)",
             Rule::ListenNat => "as exact-nat, a TCP LISTEN socket on the translated local address and port (a container's server behind a published port)",
+            Rule::BoundNat => "as exact-nat, an unconnected UDP socket bound to the translated local address and port (a container's UDP service or client behind NAT)",
         }
     }
 }
@@ -314,6 +326,9 @@ impl Rule {
 pub enum Method {
     /// Attributed by this rule.
     Rule(Rule),
+    /// Attributed by the capture's own process annotations (ptcpdump's
+    /// per-packet `PID:` comments), checked against the snapshots.
+    CaptureAnnotation,
     /// No owner.
     Unattributed(Reason),
 }
@@ -322,6 +337,7 @@ impl Method {
     /// Every method, in rule order then reasons.
     pub fn all() -> Vec<Method> {
         let mut v: Vec<Method> = Rule::all().map(Method::Rule).collect();
+        v.push(Method::CaptureAnnotation);
         v.extend(Reason::ALL.iter().map(|r| Method::Unattributed(*r)));
         v
     }
@@ -330,6 +346,7 @@ impl Method {
     pub fn name(self) -> String {
         match self {
             Method::Rule(r) => r.name().into(),
+            Method::CaptureAnnotation => "capture-annotation".into(),
             Method::Unattributed(r) => format!("unattributed:{}", r.as_str()),
         }
     }
@@ -338,6 +355,7 @@ impl Method {
     pub fn doc(self) -> &'static str {
         match self {
             Method::Rule(r) => r.doc(),
+            Method::CaptureAnnotation => "the capture's own per-packet process annotations (ptcpdump's PID comments) name the owner: high confidence when a snapshot socket of the flow is held by the same process, medium when the snapshots saw no owner",
             Method::Unattributed(Reason::NoSocket) => "no matching socket was seen within --max-gap of the flow",
             Method::Unattributed(Reason::NoOwner) => "a matching socket was seen but with inode 0 (TIME_WAIT, open request, orphan) or no process holding it",
             Method::Unattributed(Reason::OwnerUnreadable) => "a matching socket was seen without a known holder while some process' fd directory was unreadable (permission)",
@@ -381,6 +399,12 @@ pub enum Note {
     /// The bundle holds no socket event: a socket that lived only between
     /// two snapshots could not be seen with its owner.
     NoEvents,
+    /// The owner changed program (execve) while it was recorded, last at
+    /// this realtime (ns): its record is that of the program it became.
+    ExecChanged {
+        /// When the new program was first recorded.
+        t_ns: i64,
+    },
     /// This row is part `part` (1-based) of `parts` of a flow whose socket
     /// changed owner during its lifetime.
     SplitPart {
@@ -473,6 +497,13 @@ impl Attribution {
     /// the socket or sent on the tuple (any of them may have sent the
     /// bytes). `None` when unattributed.
     pub fn confidence(&self) -> Option<Confidence> {
+        if self.method == Method::CaptureAnnotation {
+            return Some(if self.socket.is_some() {
+                Confidence::High
+            } else {
+                Confidence::Medium
+            });
+        }
         let Method::Rule(rule) = self.method else {
             return None;
         };
@@ -623,10 +654,18 @@ fn point_gap(t: i64, t0: i64, t1: i64) -> i64 {
 /// comes just before the SYN is captured, a close just after the FIN).
 const EVENT_SLACK_NS: i64 = 10_000_000;
 
-/// The run of `s` nearest to `[t0, t1]`: largest overlap, then smallest gap.
-fn nearest_run(s: &Socket, t0: i64, t1: i64) -> Option<&Run> {
+/// The run of `s` nearest to `[t0, t1]`: largest overlap, then smallest
+/// gap. A run whose socket cannot have existed at any time of `[t0, t1]`
+/// (a snapshot between them showed the tuple without it:
+/// [`Timeline::possible_life`]) is no candidate: its socket was created
+/// after the flow, or closed before it.
+fn nearest_run<'s>(tl: &Timeline, s: &'s Socket, t0: i64, t1: i64) -> Option<&'s Run> {
     s.runs
         .iter()
+        .filter(|r| {
+            let (birth, death) = tl.possible_life(r);
+            t1 >= birth && t0 <= death
+        })
         .min_by_key(|r| (r.gap(t0, t1), std::cmp::Reverse(r.overlap(t0, t1))))
 }
 
@@ -747,7 +786,7 @@ fn nearest_socket<'t>(
         .iter()
         .filter_map(|&i| tl.sockets.get(i).map(|s| (i, s)))
         .filter(|(_, s)| socket_accepts(ev, s, q.ns, q.local))
-        .filter_map(|(i, s)| nearest_run(s, q.t0, q.t1).map(|r| (i, s, r)))
+        .filter_map(|(i, s)| nearest_run(tl, s, q.t0, q.t1).map(|r| (i, s, r)))
         .filter(|(_, _, r)| r.gap(q.t0, q.t1) <= q.max_gap)
         .min_by_key(|(i, _, r)| {
             (
@@ -844,7 +883,7 @@ fn rule_applies(rule: Rule, transport: Transport) -> bool {
 fn rule_evidence_applies(ev: Evidence, transport: Transport) -> bool {
     match ev {
         Evidence::Listener { .. } | Evidence::Nat(NatVia::Listener) => transport == Transport::Tcp,
-        Evidence::Bound { .. } => transport == Transport::Udp,
+        Evidence::Bound { .. } | Evidence::Nat(NatVia::Bound) => transport == Transport::Udp,
         Evidence::Event(_) | Evidence::Tuple { .. } | Evidence::Nat(_) => true,
     }
 }
@@ -951,6 +990,13 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
                                     reason: *r,
                                 });
                             }
+                            if let Some(c) = tl
+                                .exec_changes
+                                .get(&(owner.pid, owner.start_time))
+                                .and_then(|v| v.last())
+                            {
+                                out.notes.push(Note::ExecChanged { t_ns: c.t_ns });
+                            }
                             return out;
                         }
                         Some(Found::Ownerless(m, reason)) => {
@@ -991,11 +1037,13 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
 }
 
 /// An owner of a flow's socket and the first and last instant it was seen
-/// owning it during the flow.
+/// owning it during the flow; or (`owner: None`) a stretch of the flow
+/// when no socket seen could have carried it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OwnerSpan {
-    /// The owner.
-    pub owner: ProcKey,
+    /// The owner; `None` for a stretch outside every matching socket's
+    /// possible life ([`Timeline::possible_life`]).
+    pub owner: Option<ProcKey>,
     /// First evidence, realtime ns.
     pub first_ns: i64,
     /// Last evidence, realtime ns.
@@ -1005,9 +1053,11 @@ pub struct OwnerSpan {
 /// The owners of flow `f`'s socket during its lifetime, one after the
 /// other: from the events of its endpoints when there are any, else from
 /// the snapshot sockets the attributing rule (and the exact tuple) accept,
-/// each run seen during the flow with its holder at that time. Empty when
-/// there are fewer than two owners or when two owners overlap in time
-/// (they cannot be told apart by time: the flow stays whole).
+/// each run seen during the flow with its holder at that time. With
+/// snapshot evidence, the stretches of the flow where none of those sockets
+/// can have existed (created later, closed earlier) are spans without
+/// owner. Empty when there are fewer than two spans or when two overlap in
+/// time (they cannot be told apart by time: the flow stays whole).
 pub fn owner_spans(tl: &Timeline, ctx: &HostContext, f: &Flow, a: &Attribution) -> Vec<OwnerSpan> {
     let (Some(local_is_a), Some(a_port), Some(b_port)) = (a.local_is_a, f.a_port, f.b_port) else {
         return Vec::new();
@@ -1030,7 +1080,8 @@ pub fn owner_spans(tl: &Timeline, ctx: &HostContext, f: &Flow, a: &Attribution) 
         .map(|s| s.netns)
         .or(event_ns)
         .unwrap_or(ctx.capture_netns);
-    let mut seen: Vec<(ProcKey, i64, i64)> = tl
+    // (owner, first, last, birth, death)
+    let mut seen: Vec<(ProcKey, i64, i64, i64, i64)> = tl
         .events_for(transport, local.port(), remote)
         .iter()
         .filter_map(|&i| tl.events.get(i))
@@ -1040,10 +1091,11 @@ pub fn owner_spans(tl: &Timeline, ctx: &HostContext, f: &Flow, a: &Attribution) 
                 pid: e.pid,
                 start_time: e.start_time,
             };
-            (k, e.t_ns, e.t_ns)
+            (k, e.t_ns, e.t_ns, i64::MIN, i64::MAX)
         })
         .collect();
-    if seen.is_empty() {
+    let from_snapshots = seen.is_empty();
+    if from_snapshots {
         let mut kinds = vec![
             Evidence::Tuple { mapped: false },
             Evidence::Tuple { mapped: true },
@@ -1069,30 +1121,62 @@ pub fn owner_spans(tl: &Timeline, ctx: &HostContext, f: &Flow, a: &Attribution) 
                     if let Ownership::Owned(p, _) =
                         ownership(tl, s, run, run.start_ns, run.end_ns, 0)
                     {
-                        seen.push((p, run.start_ns.max(t0), run.end_ns.min(t1)));
+                        let (birth, death) = tl.possible_life(run);
+                        seen.push((p, run.start_ns.max(t0), run.end_ns.min(t1), birth, death));
                     }
                 }
             }
         }
     }
-    let mut by_owner: BTreeMap<ProcKey, (i64, i64)> = BTreeMap::new();
-    for (k, x, y) in seen {
-        let e = by_owner.entry(k).or_insert((x, y));
+    let mut by_owner: BTreeMap<ProcKey, (i64, i64, i64, i64)> = BTreeMap::new();
+    for (k, x, y, birth, death) in seen {
+        let e = by_owner.entry(k).or_insert((x, y, birth, death));
         e.0 = e.0.min(x);
         e.1 = e.1.max(y);
+        e.2 = e.2.min(birth);
+        e.3 = e.3.max(death);
     }
-    if by_owner.len() < 2 {
-        return Vec::new();
-    }
-    let mut spans: Vec<OwnerSpan> = by_owner
+    let mut owners: Vec<(OwnerSpan, i64, i64)> = by_owner
         .into_iter()
-        .map(|(owner, (first_ns, last_ns))| OwnerSpan {
-            owner,
-            first_ns,
-            last_ns,
+        .map(|(owner, (first_ns, last_ns, birth, death))| {
+            let span = OwnerSpan {
+                owner: Some(owner),
+                first_ns,
+                last_ns,
+            };
+            (span, birth, death)
         })
         .collect();
-    spans.sort_by_key(|s| (s.first_ns, s.last_ns, s.owner));
+    owners.sort_by_key(|(s, _, _)| (s.first_ns, s.last_ns, s.owner));
+    let mut spans: Vec<OwnerSpan> = Vec::new();
+    if from_snapshots {
+        // Stretches no socket seen could have carried: before the first
+        // owner's socket existed, between two owners' sockets, after the
+        // last one was gone.
+        let gap = |first_ns: i64, last_ns: i64| OwnerSpan {
+            owner: None,
+            first_ns,
+            last_ns,
+        };
+        let mut prev_death: Option<i64> = None;
+        for (span, birth, death) in &owners {
+            match prev_death {
+                None if t0 < *birth => spans.push(gap(t0, *birth)),
+                Some(d) if d < *birth => spans.push(gap(d, *birth)),
+                _ => {}
+            }
+            spans.push(*span);
+            prev_death = Some(prev_death.map_or(*death, |d| d.max(*death)));
+        }
+        if let Some(d) = prev_death.filter(|&d| d < t1) {
+            spans.push(gap(d, t1));
+        }
+    } else {
+        spans = owners.into_iter().map(|(s, _, _)| s).collect();
+    }
+    if spans.len() < 2 || spans.iter().all(|s| s.owner.is_none()) {
+        return Vec::new();
+    }
     let disjoint = spans.windows(2).all(|w| match w {
         [x, y] => x.last_ns < y.first_ns,
         _ => true,
@@ -1132,7 +1216,7 @@ mod tests {
     use super::*;
     use crate::flow::IcmpKey;
     use crate::snapshot::timeline::tests::{build, clock, row4, table, Snap};
-    use procflow_format::layout::{SnapshotKind, TableStored};
+    use procflow_format::layout::{ProcessRecord, SnapshotKind, TableStored};
 
     const NS: u64 = 4026531840;
     const NS2: u64 = 4026532500;
@@ -1694,6 +1778,37 @@ mod tests {
         assert_eq!(a.method, Method::Unattributed(Reason::NoOwner));
     }
 
+    /// A process that changed program while recorded: the row says when.
+    #[test]
+    fn exec_change_of_the_owner_is_noted() {
+        use crate::snapshot::timeline::tests::rec_ns;
+        let before = ProcessRecord {
+            comm: "sh".into(),
+            exe: Some("/bin/sh".into()),
+            cmdline: vec!["sh".into()],
+            ..rec_ns(10, 500, NS)
+        };
+        let after = ProcessRecord {
+            comm: "curl".into(),
+            exe: Some("/usr/bin/curl".into()),
+            cmdline: vec!["curl".into()],
+            ..rec_ns(10, 500, NS)
+        };
+        let r = row4("10.0.0.1:40000", "10.0.0.2:80", 1, 100);
+        let s = |seq, ms, p: &ProcessRecord| {
+            Snap::new(seq, ms, K)
+                .table(NS, "tcp", FULL, table(std::slice::from_ref(&r)))
+                .fds(&["10 500 4026531840 100"])
+                .procs(std::slice::from_ref(p))
+        };
+        let (tl, _) = build(&[s(1, 0, &before), s(2, 1000, &after)]);
+        let a = run(&tl, &tcp("10.0.0.1:40000", "10.0.0.2:80", 0, 500));
+        assert_eq!(pid(&a), Some(10));
+        assert!(a.notes.contains(&Note::ExecChanged {
+            t_ns: clock(1000).realtime_ns
+        }));
+    }
+
     /// The rule table: names are unique, every rule has a description, and
     /// the order puts events first.
     #[test]
@@ -1705,7 +1820,8 @@ mod tests {
         assert_eq!(names.len(), all.len());
         assert!(all.iter().all(|r| !r.doc().is_empty()));
         assert_eq!(all.first(), Some(&Rule::EventConnect));
-        assert_eq!(Method::all().len(), all.len() + Reason::ALL.len());
+        // Every rule, the capture's own annotations, every reason.
+        assert_eq!(Method::all().len(), all.len() + 1 + Reason::ALL.len());
     }
 }
 

@@ -181,6 +181,7 @@ pub fn run_carve(cfg: &CarveConfig) -> Result<CarveOutcome, String> {
             pcapng: None,
             strict: false,
             csv_raw: true,
+            progress: None,
         };
         tmp = Some(dir.clone());
         let r = crate::analyze::run_analysis(&acfg, &mut |_| {});

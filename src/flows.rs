@@ -129,7 +129,7 @@ pub fn report_json(r: &Replay) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "files": files,
         "packets": r.files.iter().map(|f| f.packets).sum::<u64>(),
         "bytes": r.files.iter().map(|f| f.bytes).sum::<u64>(),
@@ -142,7 +142,13 @@ pub fn report_json(r: &Replay) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "problem_counts": r.problem_counts,
         "problems": r.problems,
-    })
+    });
+    // Only captures that carry process annotations (ptcpdump) have the key,
+    // so the run report of any other capture is unchanged.
+    if !r.annotations.is_empty() {
+        v["process_annotations"] = serde_json::json!(r.annotations);
+    }
+    v
 }
 
 /// One paragraph for stderr: files, packets, flows, problems.

@@ -30,6 +30,7 @@
 
 pub mod analyze;
 pub mod annotate;
+pub mod annotations;
 pub mod attribute;
 pub mod capture;
 pub mod carve;
@@ -40,6 +41,7 @@ pub mod hostile;
 pub mod outdir;
 pub mod overview;
 pub mod packet;
+pub mod progress;
 pub mod report;
 pub mod snapshot;
 pub mod sockets;

@@ -183,7 +183,7 @@ mod tests {
 
     fn span(pid: u32, a: i64, b: i64) -> OwnerSpan {
         OwnerSpan {
-            owner: ProcKey { pid, start_time: 1 },
+            owner: Some(ProcKey { pid, start_time: 1 }),
             first_ns: a,
             last_ns: b,
         }

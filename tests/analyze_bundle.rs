@@ -651,6 +651,11 @@ fn attributes_every_rule_and_reason() {
     assert!(stderr.contains("Top processes by bytes:"), "{stderr}");
     assert!(stderr.contains("Unattributed bytes by reason:"), "{stderr}");
     assert!(stderr.contains("Evidence: recorder"), "{stderr}");
+    // Progress bars only on a terminal: none here.
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains("replay ["),
+        "{stderr}"
+    );
     assert_eq!(summary["inputs"]["files"].as_array().unwrap().len(), 3);
     // JSON lines: one per flow, ECS names.
     let jsonl = std::fs::read_to_string(d.join("report/connections.jsonl")).unwrap();
@@ -1070,6 +1075,51 @@ fn a_tuple_used_by_two_processes_is_split_at_the_change_of_owner() {
             assert_eq!(r2["confidence"], "high");
         }
     }
+    // The first user's socket never seen: the second one's socket cannot
+    // have carried the packets sent before it existed (the snapshots before
+    // its first sighting show the port without it). Those packets are a
+    // part of their own, without owner, instead of going to the second.
+    let half: Vec<Snap> = (1..=5)
+        .map(|seq| match seq {
+            4 | 5 => snap(
+                seq,
+                &format!("{b}\n"),
+                format!("51 5300 {NS} 501\n"),
+                procs(std::slice::from_ref(&q2)),
+            ),
+            _ => snap(seq, "", String::new(), String::new()),
+        })
+        .collect();
+    let bundle = d.join("half");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(
+        bundle.join(MANIFEST_FILE),
+        serde_json::to_string_pretty(&manifest(FORMAT_VERSION)).unwrap(),
+    )
+    .unwrap();
+    write_tar(&bundle.join(archive_name(1)), &half);
+    pcap.write(&bundle.join("capture-1.pcap"), 0);
+    write_sums(&bundle);
+    let out = analyze(&bundle, &d.join("half-report"), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = read_csv(&d.join("half-report/connections.csv"));
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert_eq!(rows[0]["pid"], "");
+    assert_eq!(rows[0]["method"], "unattributed:no-socket");
+    assert_eq!(
+        (
+            rows[0]["packets_out"].as_str(),
+            rows[0]["packets_in"].as_str()
+        ),
+        ("5", "5")
+    );
+    assert_eq!(rows[1]["pid"], "51");
+    assert_eq!(rows[1]["parent_flow_id"], "1");
+
     // `procflow flows` is unchanged: one flow.
     let out = Command::new(env!("CARGO_BIN_EXE_procflow"))
         .arg("flows")
@@ -1079,4 +1129,218 @@ fn a_tuple_used_by_two_processes_is_split_at_the_change_of_owner() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().count(), 2, "{text}");
+}
+
+/// Replaces every `from` by `to` (same length) in a file.
+fn patch(path: &Path, from: &[u8], to: &[u8]) -> usize {
+    assert_eq!(from.len(), to.len());
+    let mut b = std::fs::read(path).unwrap();
+    let mut n = 0;
+    let mut i = 0;
+    while i + from.len() <= b.len() {
+        if &b[i..i + from.len()] == from {
+            b[i..i + from.len()].copy_from_slice(to);
+            n += 1;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    std::fs::write(path, b).unwrap();
+    n
+}
+
+/// A capture whose packets carry ptcpdump-style `PID:` comments (here the
+/// annotated pcapng of a first analysis) is evidence of its own: where it
+/// agrees with the snapshots the method is `capture-annotation` with high
+/// confidence, where it disagrees the snapshots' owner is kept and the
+/// disagreement reported.
+#[test]
+fn capture_annotations_are_checked_against_the_snapshots() {
+    let d = tmp("annotations");
+    let s = scenario();
+    let plain = d.join("plain");
+    write_bundle(&plain, &s, FORMAT_VERSION, 0);
+    let annotated = d.join("annotated.pcapng");
+    let o = analyze(
+        &plain,
+        &d.join("r0"),
+        &["--quiet", "--pcapng", annotated.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let base = read_csv(&d.join("r0/connections.csv"));
+    // The same bundle, its capture replaced by the annotated one.
+    let again = |name: &str, tamper: Option<(&[u8], &[u8])>| {
+        let b = d.join(name);
+        write_bundle(&b, &s, FORMAT_VERSION, 0);
+        std::fs::copy(&annotated, b.join("capture-1.pcap")).unwrap();
+        if let Some((from, to)) = tamper {
+            assert!(patch(&b.join("capture-1.pcap"), from, to) > 0);
+        }
+        write_sums(&b);
+        let out = d.join(format!("r-{name}"));
+        let o = analyze(&b, &out, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (
+            read_csv(&out.join("connections.csv")),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+            serde_json::from_slice::<serde_json::Value>(
+                &std::fs::read(out.join("summary.json")).unwrap(),
+            )
+            .unwrap(),
+        )
+    };
+    let (rows, stderr, summary) = again("agree", None);
+    assert_eq!(rows.len(), base.len());
+    let attributed = base.iter().filter(|r| !r["pid"].is_empty()).count();
+    assert!(attributed >= 3);
+    for (b, r) in base.iter().zip(&rows) {
+        assert_eq!(b["pid"], r["pid"], "flow {}", b["flow_id"]);
+        if !b["pid"].is_empty() {
+            assert_eq!(r["method"], "capture-annotation", "flow {}", r["flow_id"]);
+            assert_eq!(r["confidence"], "high");
+        } else {
+            assert_eq!(r["method"], b["method"]);
+        }
+    }
+    assert!(
+        stderr.contains(&format!(
+            "Capture annotations (ptcpdump PID comments): {attributed} flow(s); {attributed} agree"
+        )),
+        "{stderr}"
+    );
+    let check = &summary["diagnostics"]["capture"]["annotation_check"];
+    assert_eq!(check["agree"], attributed);
+    // The capture names pid 99 where the snapshots saw pid 10 (curl).
+    let (rows, stderr, summary) = again("disagree", Some((b"PID: 10\n", b"PID: 99\n")));
+    let curl: Vec<_> = rows.iter().filter(|r| r["pid"] == "10").collect();
+    assert!(!curl.is_empty());
+    for r in &curl {
+        assert_ne!(r["method"], "capture-annotation");
+    }
+    assert!(
+        stderr.contains("the capture's annotation names pid 99"),
+        "{stderr}"
+    );
+    let dis = summary["diagnostics"]["capture"]["annotation_check"]["disagree"]
+        .as_array()
+        .unwrap();
+    assert_eq!(dis.len(), curl.len());
+    assert!(dis
+        .iter()
+        .all(|x| x["annotated_pid"] == 99 && x["snapshot_pid"] == 10));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Two defects of identities, end to end: a bundle recorded without root
+/// (other users' fd directories EACCES, their namespace unreadable too:
+/// netns 0 in their records) says `owner-unreadable`, not `no-owner`; and a
+/// process recorded again while exiting (no exe, empty command line,
+/// re-parented to 1) keeps the identity recorded before.
+#[test]
+fn unprivileged_bundle_and_exiting_process_identity() {
+    let d = tmp("identity");
+    let hidden = row("10.0.0.1:40010", "10.0.0.2:80", 0x01, 700);
+    let mine = row("10.0.0.1:40011", "10.0.0.2:80", 0x01, 701);
+    let procs = |recs: &[ProcessRecord]| {
+        recs.iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect::<String>()
+    };
+    let other_user = ProcessRecord {
+        netns: 0,
+        exe: None,
+        ..proc_rec(60, 6000, "sshd", &[])
+    };
+    let good = ProcessRecord {
+        ppid: 300,
+        ..proc_rec(61, 6100, "curl", &["curl", "http://10.0.0.2/"])
+    };
+    let exiting = ProcessRecord {
+        exe: None,
+        cmdline: vec![],
+        ppid: 1,
+        ..proc_rec(61, 6100, "curl", &[])
+    };
+    let snaps: Vec<Snap> = (1..=3)
+        .map(|seq| Snap {
+            seq,
+            ms: (seq as i64 - 1) * 1000,
+            kind: SnapshotKind::Keyframe,
+            tcp: Some(format!("{HEADER}\n{hidden}\n{mine}\n")),
+            udp: Some(format!("{HEADER}\n")),
+            fds: format!("!60 6000 EACCES\n61 6100 {NS} 701\n"),
+            procs: match seq {
+                1 => procs(&[other_user.clone(), good.clone()]),
+                3 => procs(std::slice::from_ref(&exiting)),
+                _ => String::new(),
+            },
+        })
+        .collect();
+    let mut pcap = Pcap(Vec::new());
+    pcap.tcp(500, ("10.0.0.1", 40010), ("10.0.0.2", 80), "AP", 100);
+    pcap.tcp(600, ("10.0.0.1", 40011), ("10.0.0.2", 80), "AP", 100);
+    let bundle = d.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let mut m = manifest(FORMAT_VERSION);
+    m.privileges.euid = 1000;
+    m.privileges.cap_eff = "0000000000000000".into();
+    std::fs::write(
+        bundle.join(MANIFEST_FILE),
+        serde_json::to_string_pretty(&m).unwrap(),
+    )
+    .unwrap();
+    write_tar(&bundle.join(archive_name(1)), &snaps);
+    pcap.write(&bundle.join("capture-1.pcap"), 0);
+    write_sums(&bundle);
+    let out = analyze(&bundle, &d.join("report"), &["--quiet"]);
+    // Unreadable fds are an evidence warning (exit 3), not a failure.
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = read_csv(&d.join("report/connections.csv"));
+    let h = find(&rows, "40010", "10.0.0.2:80", "20.5");
+    assert_eq!(h["method"], "unattributed:owner-unreadable", "{h:?}");
+    let c = find(&rows, "40011", "10.0.0.2:80", "20.6");
+    assert_eq!((c["pid"].as_str(), c["method"].as_str()), ("61", "exact"));
+    assert_eq!(c["exe"], "/usr/bin/curl");
+    assert_eq!(c["cmdline"], "curl http://10.0.0.2/");
+    assert_eq!(c["ppid"], "300");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A process name written by an attacker (terminal escapes, a newline, an
+/// HTML end tag) reaches neither the terminal summary nor report.html as
+/// is.
+#[test]
+fn hostile_process_names_are_escaped_in_the_summary_and_the_page() {
+    let d = tmp("hostile-names");
+    let mut s = scenario();
+    let evil = r#""comm":"cu\u001b]0;owned\u0007rl\n</script><b>x""#;
+    for snap in &mut s.snaps {
+        snap.procs = snap.procs.replace(r#""comm":"curl""#, evil);
+    }
+    let b = d.join("b");
+    write_bundle(&b, &s, FORMAT_VERSION, 0);
+    let out = d.join("r");
+    let o = analyze(&b, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("Top processes by bytes:"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains('\u{7}'),
+        "raw control characters on the terminal: {stderr:?}"
+    );
+    // Escaped, and cut to the column width.
+    assert!(stderr.contains(r"cu\x1b]0;owned"), "{stderr}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(!html.contains('\u{1b}') && !html.contains('\u{7}'));
+    assert!(
+        !html.contains("</script><b>"),
+        "the data closed the script element"
+    );
+    assert_eq!(html.matches("</script>").count(), 2, "only the page's own");
+    let _ = std::fs::remove_dir_all(&d);
 }

@@ -1,9 +1,11 @@
 //! End-to-end accuracy: known processes make known traffic, `procflow-snap`
 //! records it, `procflow analyze` must give each process its own bytes.
 //!
-//! Two tests share one checker:
+//! Three tests share one checker:
 //! - `committed_sample_bundle_is_attributed` analyzes `testdata/sample-bundle`
 //!   against `testdata/sample-bundle.truth.json`; it runs everywhere.
+//! - `compat_bundle_of_periodic_reads_is_attributed` does the same for the
+//!   sample recorded before event sources (`testdata/compat/`).
 //! - `live_scenario_is_attributed` runs `scripts/e2e-scenario.py` (network
 //!   namespaces, needs root, `ip netns` and tcpdump) at the recorder's
 //!   default settings and checks the bundle it records, then again with the
@@ -591,9 +593,25 @@ fn committed_sample_bundle_is_attributed() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let bundle = root.join("testdata/sample-bundle");
     let truth = root.join("testdata/sample-bundle.truth.json");
+    // Recorded with event sources: held to every threshold.
+    assert_eq!(bundle_mode(&bundle), Mode::Events);
     let dir = scratch_dir("sample");
     let report = dir.join("report");
     analyze_and_check(&bundle, &truth, &report, "");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The sample bundle as the recorder wrote it before event sources
+/// (periodic /proc reads only, no `sources` in its manifest) still
+/// analyzes and is attributed as it was.
+#[test]
+fn compat_bundle_of_periodic_reads_is_attributed() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bundle = root.join("testdata/compat/sample-bundle-v1-poll");
+    let truth = root.join("testdata/compat/sample-bundle-v1-poll.truth.json");
+    assert_eq!(bundle_mode(&bundle), Mode::Poll);
+    let dir = scratch_dir("compat");
+    analyze_and_check(&bundle, &truth, &dir.join("report"), "");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

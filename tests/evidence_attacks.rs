@@ -29,13 +29,18 @@ fn procflow() -> Command {
 
 const SAMPLE_CAPTURE: &str = "capture-20261128T165616Z.pcap";
 
+/// The sample bundle these attacks start from: the periodic-reads one kept
+/// as a compatibility fixture, whose counts (85 snapshots) and capture name
+/// the checks below name.
+const SAMPLE: &str = "testdata/compat/sample-bundle-v1-poll";
+
 /// A fresh scratch directory holding a copy of the sample bundle in
 /// `bundle/`.
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("pe-attack-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(d.join("bundle")).unwrap();
-    for e in std::fs::read_dir(root().join("testdata/sample-bundle")).unwrap() {
+    for e in std::fs::read_dir(root().join(SAMPLE)).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), d.join("bundle").join(e.file_name())).unwrap();
     }
@@ -635,7 +640,7 @@ fn dev_zero_is_refused_quickly() {
         "{err}"
     );
     // A pipe holding a capture works like the file.
-    let cap = root().join("testdata/sample-bundle").join(SAMPLE_CAPTURE);
+    let cap = root().join(SAMPLE).join(SAMPLE_CAPTURE);
     let mut child = procflow()
         .args(["flows", "/dev/stdin"])
         .stdin(Stdio::piped())
@@ -713,7 +718,7 @@ fn sparse_tar() {
 fn truncate_during_read() {
     let d = scratch("truncate");
     // A large capture: the sample's packets repeated.
-    let cap = std::fs::read(root().join("testdata/sample-bundle").join(SAMPLE_CAPTURE)).unwrap();
+    let cap = std::fs::read(root().join(SAMPLE).join(SAMPLE_CAPTURE)).unwrap();
     let big = d.join("big.pcap");
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
@@ -811,5 +816,231 @@ fn disk_full_report_dir() {
     assert!(!out.contains("r: "), "{out}");
     assert!(!out.lines().any(|l| l == "r"), "{out}");
     assert_eq!(tree(&b), before);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+// Regression tests of the smaller items: each names what used to go
+// unsaid.
+
+#[test]
+fn fifo_symlink_and_directory_captures_are_named() {
+    let d = scratch("nonregular");
+    let b = d.join("bundle");
+    let fifo = std::ffi::CString::new(b.join("capture-fifo.pcap").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::os::unix::fs::symlink(b.join(SAMPLE_CAPTURE), b.join("capture-link.pcap")).unwrap();
+    std::fs::create_dir(b.join("capture-dir.pcap")).unwrap();
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    for kind in [
+        "capture-fifo.pcap is a FIFO",
+        "capture-link.pcap is a symbolic link",
+        "capture-dir.pcap is a directory",
+    ] {
+        assert!(
+            out.contains(&format!(
+                "not-a-regular-file: {kind}; it is not read as part of the bundle"
+            )),
+            "{out}"
+        );
+    }
+    // The FIFO is never opened (it would block).
+    let t = Instant::now();
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("not-a-regular-file: capture-fifo.pcap is a FIFO"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn clk_tck_zero_is_said_and_leaves_start_times_empty() {
+    let d = scratch("clktck");
+    let b = d.join("bundle");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("manifest.json")).unwrap()).unwrap();
+    m["host"]["clk_tck"] = 0.into();
+    std::fs::write(
+        b.join("manifest.json"),
+        serde_json::to_vec_pretty(&m).unwrap(),
+    )
+    .unwrap();
+    resum(&b);
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("host.clk_tck is 0: process start times"),
+        "{err}"
+    );
+    let mut r = csv::Reader::from_path(d.join("out/connections.csv")).unwrap();
+    let h = r.headers().unwrap().clone();
+    let start = h.iter().position(|c| c == "process_start").unwrap();
+    let pid = h.iter().position(|c| c == "pid").unwrap();
+    let mut owned = 0;
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        if !rec[pid].is_empty() {
+            owned += 1;
+            assert_eq!(&rec[start], "", "{rec:?}");
+        }
+    }
+    assert!(owned > 0);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Rewrites the sample archive through `edit(name, data) -> Option<data>`
+/// (`None` drops the member); keeps the trailer.
+fn rewrite_archive(b: &Path, mut edit: impl FnMut(&str, Vec<u8>) -> Option<Vec<u8>>) {
+    let tar_path = b.join("snapshots-000001.tar");
+    let mut ar = tar::Archive::new(std::fs::File::open(&tar_path).unwrap());
+    let mut out = tar::Builder::new(Vec::new());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        let Some(data) = edit(&name, data) else {
+            continue;
+        };
+        let mut h = e.header().clone();
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        out.append_data(&mut h, &name, data.as_slice()).unwrap();
+    }
+    std::fs::write(&tar_path, out.into_inner().unwrap()).unwrap();
+}
+
+#[test]
+fn owner_without_process_record_is_said() {
+    let d = scratch("norecord");
+    let b = d.join("bundle");
+    rewrite_archive(&b, |name, data| {
+        if !name.ends_with("procs.jsonl") {
+            return Some(data);
+        }
+        let text = String::from_utf8(data).unwrap();
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.starts_with("{\"pid\":65,"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        Some(kept.into_bytes())
+    });
+    resum(&b);
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("1 owner pid(s) have no process record in the bundle (no comm, exe or command line): 65"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn duplicate_archive_makes_one_warning() {
+    let d = scratch("duplicate");
+    let b = d.join("bundle");
+    std::fs::copy(
+        b.join("snapshots-000001.tar"),
+        b.join("snapshots-000002.tar"),
+    )
+    .unwrap();
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("snapshots-000002.tar:") && l.starts_with("procflow: warning"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0]
+            .contains("85 snapshots (1 to 85) do not come after snapshot 85 already applied"),
+        "{err}"
+    );
+    // The copy is not in the manifest nor in SHA256SUMS.
+    assert!(
+        err.contains("not-in-manifest: snapshots-000002.tar"),
+        "{err}"
+    );
+    assert!(err.contains("not-listed: snapshots-000002.tar"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Offsets of the header and the data end of every member.
+fn members(tar_path: &Path) -> Vec<(String, u64, u64)> {
+    let mut ar = tar::Archive::new(std::fs::File::open(tar_path).unwrap());
+    ar.entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            (
+                name,
+                e.raw_header_position(),
+                e.raw_file_position() + e.size(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn tar_cut_inside_the_last_members_padding() {
+    let d = scratch("padding");
+    let b = d.join("bundle");
+    let tar_path = b.join("snapshots-000001.tar");
+    let m = members(&tar_path);
+    let (_, _, data_end) = m.last().unwrap().clone();
+    assert!(data_end % 512 != 0, "the last member fills its block");
+    let bytes = std::fs::read(&tar_path).unwrap();
+    std::fs::write(&tar_path, &bytes[..data_end as usize + 1]).unwrap();
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("archive-cut: snapshots-000001.tar is cut at byte offset"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ends inside the padding of its last member"),
+        "{out}"
+    );
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    // Its data is whole: every snapshot is read.
+    assert!(err.contains("85 snapshots"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn one_bad_header_mid_archive_keeps_later_snapshots() {
+    let d = scratch("badheader");
+    let b = d.join("bundle");
+    let tar_path = b.join("snapshots-000001.tar");
+    let m = members(&tar_path);
+    let (name, at, _) = m
+        .iter()
+        .find(|(n, _, _)| n.starts_with("snap/00000040/"))
+        .unwrap()
+        .clone();
+    let mut bytes = std::fs::read(&tar_path).unwrap();
+    bytes[at as usize + 3] ^= 0x20;
+    std::fs::write(&tar_path, &bytes).unwrap();
+    resum(&b);
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains(&format!(
+            "snapshots-000001.tar: damaged at byte offset {at}"
+        )),
+        "{name}: {err}"
+    );
+    // Snapshot 40 is lost, the 45 after it are kept.
+    assert!(err.contains("84 snapshots"), "{err}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("out/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["time_ranges"]["last_snapshot_seq"], 85);
     let _ = std::fs::remove_dir_all(&d);
 }

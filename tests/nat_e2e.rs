@@ -449,6 +449,8 @@ fn containers_behind_nat_are_attributed() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(700));
+    let phase = |what: &str| eprintln!("{:6.1} s  {what}", started.elapsed().as_secs_f64());
+    phase("lab built, recorder running");
 
     // Container client to the peer (masquerade): 2 MB over about a second.
     let client = lab.agent(&c, &w, &["send", "198.18.0.2", "9001", "2000000", "0.03"]);
@@ -475,6 +477,7 @@ fn containers_behind_nat_are_attributed() {
         .args(["-INT", &recorder.to_string()])
         .status();
     lab.wait(recorder);
+    phase("traffic done, recorder stopped");
     for ch in &mut lab.children {
         if ch.id() != server {
             let _ = Command::new("kill")
@@ -490,9 +493,16 @@ fn containers_behind_nat_are_attributed() {
             || manifest.contains("\"name\": \"conntrack\",\n      \"used\": true"),
         "the recorder did not use conntrack: {manifest}"
     );
-    let has_events = std::fs::read(bundle.join("snapshots-000001.tar"))
-        .map(|b| b.windows(13).any(|w| w == b"/events.jsonl"))
-        .unwrap_or(false);
+    let archive = std::fs::read(bundle.join("snapshots-000001.tar")).unwrap_or_default();
+    let has_events = archive.windows(13).any(|w| w == b"/events.jsonl");
+    // New connections were made while recording: where the recorder
+    // followed conntrack events, they are in the archive.
+    if manifest.contains("NEW/DESTROY events") {
+        assert!(
+            archive.windows(17).any(|w| w == b"/conntrack.events"),
+            "conntrack events followed but none archived"
+        );
+    }
 
     let report = work.join("report");
     let out = Command::new(env!("CARGO_BIN_EXE_procflow"))
@@ -508,6 +518,7 @@ fn containers_behind_nat_are_attributed() {
         "analyze failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    phase("analyzed");
     let rows = read_rows(&report.join("connections.csv"));
     let tcp: Vec<&Row> = rows.iter().filter(|r| r["proto"] == "tcp").collect();
     let on_uplink = |r: &&Row| r["local_ip"] == "198.18.0.1" && r["remote_ip"] == "198.18.0.2";

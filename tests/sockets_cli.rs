@@ -110,7 +110,7 @@ fn sockets_of_a_once_bundle() {
 fn sockets_at_a_time_of_the_sample_bundle() {
     let o = procflow(&[
         "sockets",
-        "testdata/sample-bundle",
+        "testdata/compat/sample-bundle-v1-poll",
         "--at",
         "2026-11-28T16:56:18Z",
         "--csv",
@@ -127,7 +127,7 @@ fn sockets_at_a_time_of_the_sample_bundle() {
     assert!(text.contains(",tcp,LISTEN,0.0.0.0,6000,"), "{text}");
     let o = procflow(&[
         "sockets",
-        "testdata/sample-bundle",
+        "testdata/compat/sample-bundle-v1-poll",
         "--at",
         "2001-01-01T00:00:00Z",
     ]);
@@ -137,7 +137,7 @@ fn sockets_at_a_time_of_the_sample_bundle() {
 
 #[test]
 fn paths_that_are_not_bundles_are_named() {
-    let pcap = "testdata/sample-bundle/capture-20261128T165616Z.pcap";
+    let pcap = "testdata/compat/sample-bundle-v1-poll/capture-20261128T165616Z.pcap";
     let dir = scratch("errors");
     let out = dir.join("r");
     let o = procflow(&["analyze", pcap, "--out", out.to_str().unwrap()]);

@@ -267,6 +267,12 @@ pub fn apply_delta<K: RowKeeper>(
             continue;
         }
         match parse_delta_line(line) {
+            Some(DeltaLine::Remove(id)) if !identity_well_formed(table, id) => {
+                problems.push(ApplyProblem::unusable(
+                    i + 1,
+                    "malformed removal: expected `-LOCAL REMOTE STATE UID INODE`",
+                ));
+            }
             Some(DeltaLine::Remove(id)) => {
                 if state.rows.remove(id).is_none() {
                     problems.push(ApplyProblem::mismatch(
@@ -287,6 +293,22 @@ pub fn apply_delta<K: RowKeeper>(
         }
     }
     problems
+}
+
+/// Whether a removal's identity has the shape [`crate::layout::row_identity`]
+/// gives (`HEX:HEX HEX:HEX HEX UID INODE`); for the conntrack table, any
+/// non-empty text. A malformed removal is an unusable line, counted, not
+/// a row that merely was not there.
+fn identity_well_formed(table: &str, id: &str) -> bool {
+    if table == crate::conntrack::TABLE {
+        return !id.trim().is_empty();
+    }
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let endpoint = |s: &str| s.split_once(':').is_some_and(|(a, p)| hex(a) && hex(p));
+    let f: Vec<&str> = id.split_ascii_whitespace().collect();
+    matches!(f.as_slice(), [l, r, st, uid, inode]
+        if endpoint(l) && endpoint(r) && hex(st)
+            && uid.parse::<u64>().is_ok() && inode.parse::<u64>().is_ok())
 }
 
 /// What the fd listing says about one process.
@@ -574,6 +596,17 @@ mod tests {
         );
         assert_eq!(p.len(), 3);
         assert_eq!(p[0].line, 1);
+        // A malformed removal is unusable (counted as a bad line); a
+        // well-formed one for a row not there is only a mismatch.
+        assert!(!p[1].mismatch, "{:?}", p[1]);
+        let p = apply_delta(
+            &mut st,
+            &RawRows,
+            "tcp",
+            "-0100007F:0277 00000000:0000 0A 0 21357\n",
+        );
+        assert_eq!(p.len(), 1);
+        assert!(p[0].mismatch, "{:?}", p[0]);
     }
 
     #[test]

@@ -447,6 +447,16 @@ pub fn read_snapshots<R: Read>(
         SegmentEnd::Cut(offset, what) => cut = Some((offset, what)),
         SegmentEnd::BadHeader(offset, what) => {
             let consumed = base.saturating_add(counting.n);
+            if consumed < walk.good_end && walk.pending.is_none() {
+                // End of file inside the padding after the last member's
+                // data (the tar reader says it as a failed skip).
+                cut = Some((
+                    consumed,
+                    "archive ends inside the padding of its last member; its data is complete"
+                        .into(),
+                ));
+                return Ok(finish_at(walk, counting, cut, damaged));
+            }
             let Some((block, skipped)) = find_header(&mut counting.inner) else {
                 cut = Some((offset, format!("unreadable tar header: {what}")));
                 return Ok(finish_at(walk, counting, cut, damaged));

@@ -15,7 +15,8 @@
 //! the event was handled).
 //!
 //! A host without connection tracking (module not loaded) costs nothing:
-//! nothing is opened, one line says so at start.
+//! nothing is opened; the recorder's line of sources at start and
+//! `Manifest.sources` say why.
 
 use std::collections::{hash_map, BTreeMap, HashMap, HashSet};
 use std::io;
@@ -148,10 +149,16 @@ fn event_loop(rx: Receiver<Cmd>, pending: Arc<Mutex<Pending>>, stop: Arc<AtomicB
     }
 }
 
-/// Per namespace: the dump socket and the identities stored last.
+/// Per namespace: the dump socket and what was stored last.
 struct NsTable {
     sock: Socket,
-    ids: HashSet<String>,
+    stored: Stored,
+}
+
+/// The identities stored last for one namespace.
+#[derive(Default)]
+struct Stored {
+    ids: HashSet<Entry>,
     /// Whether the identities are those of the last tick (false after a
     /// failed dump: the next one is stored full).
     valid: bool,
@@ -235,21 +242,6 @@ impl Conntrack {
         self.off.is_none()
     }
 
-    /// The one line said at start.
-    pub fn start_line(&self) -> String {
-        match (&self.off, &self.events, &self.events_off) {
-            (Some(why), _, _) => format!("conntrack not recorded: {why}"),
-            (None, Some(_), _) => {
-                "conntrack table of every namespace recorded (ctnetlink), NEW/DESTROY events followed"
-                    .into()
-            }
-            (None, None, Some(why)) => {
-                format!("conntrack table of every namespace recorded (ctnetlink); {why}")
-            }
-            (None, None, None) => "conntrack table of every namespace recorded (ctnetlink)".into(),
-        }
-    }
-
     /// The `Manifest.sources` entry.
     pub fn source(&self) -> SourceInfo {
         SourceInfo {
@@ -324,8 +316,7 @@ impl Conntrack {
                         }
                         v.insert(NsTable {
                             sock,
-                            ids: HashSet::new(),
-                            valid: false,
+                            stored: Stored::default(),
                         })
                     }
                     Err(e) => {
@@ -337,13 +328,22 @@ impl Conntrack {
                     }
                 },
             };
-            let stored = match t.sock.dump(&mut self.buf, &mut self.entries) {
+            // An empty table is not dumped: a dump walks the hash table all
+            // namespaces share, whatever this one holds.
+            let dumped = match t.sock.count(&mut self.buf) {
+                Ok(0) => {
+                    self.entries.clear();
+                    Ok(())
+                }
+                _ => t.sock.dump(&mut self.buf, &mut self.entries),
+            };
+            let stored = match dumped {
                 Err(e) => {
                     errs.push(err("ctnetlink", &e));
-                    t.valid = false;
+                    t.stored.valid = false;
                     TableStored::Missing
                 }
-                Ok(()) => store(seq, ns, keyframe, t, &self.entries, members),
+                Ok(()) => store(seq, ns, keyframe, &mut t.stored, &self.entries, members),
             };
             entry.tables.push(TableEntry {
                 table: TABLE.into(),
@@ -420,47 +420,47 @@ fn store(
     seq: u64,
     ns: u64,
     keyframe: bool,
-    t: &mut NsTable,
+    t: &mut Stored,
     entries: &[Entry],
     members: &mut Vec<(String, Vec<u8>)>,
 ) -> TableStored {
-    let mut lines: Vec<String> = entries.iter().map(Entry::format).collect();
-    lines.sort_unstable();
-    let mut cur: Vec<(String, &str)> = lines
-        .iter()
-        .filter_map(|l| row_identity(l).map(|id| (id, l.as_str())))
-        .collect();
+    // Identities are compared as entries without their timeout: only the
+    // lines that change are formatted.
+    let id_of = |e: &Entry| Entry { timeout: 0, ..*e };
+    let mut seen: HashSet<Entry> = HashSet::with_capacity(entries.len());
     // The table may list an entry twice while it changes: first kept.
-    let mut seen = HashSet::with_capacity(cur.len());
-    cur.retain(|(id, _)| seen.insert(id.clone()));
+    let cur: Vec<&Entry> = entries.iter().filter(|e| seen.insert(id_of(e))).collect();
+    let lines = |pick: &mut dyn FnMut(&Entry) -> bool, prefix: &str| {
+        let mut v: Vec<String> = cur
+            .iter()
+            .filter(|e| pick(e))
+            .map(|e| format!("{prefix}{}", e.format()))
+            .collect();
+        v.sort_unstable();
+        v
+    };
     let full = keyframe || !t.valid;
     let stored = if full {
-        let mut text = String::new();
-        for (_, l) in &cur {
-            text.push_str(l);
+        let mut text = lines(&mut |_| true, "").join("\n");
+        if !text.is_empty() {
             text.push('\n');
         }
         members.push((layout::net_member(seq, ns, TABLE, true), text.into_bytes()));
         TableStored::Full
     } else {
-        let mut removed: Vec<&String> = t.ids.iter().filter(|id| !seen.contains(*id)).collect();
+        let mut removed: Vec<String> = t
+            .ids
+            .iter()
+            .filter(|id| !seen.contains(*id))
+            .filter_map(|id| row_identity(&id.format()).map(|i| format!("-{i}")))
+            .collect();
         removed.sort_unstable();
-        let mut text = String::new();
-        for id in removed {
-            text.push('-');
-            text.push_str(id);
-            text.push('\n');
-        }
-        for (id, l) in &cur {
-            if !t.ids.contains(id) {
-                text.push('+');
-                text.push_str(l);
-                text.push('\n');
-            }
-        }
-        if text.is_empty() {
+        removed.extend(lines(&mut |e| !t.ids.contains(&id_of(e)), "+"));
+        if removed.is_empty() {
             TableStored::Unchanged
         } else {
+            let mut text = removed.join("\n");
+            text.push('\n');
             members.push((layout::net_member(seq, ns, TABLE, false), text.into_bytes()));
             TableStored::Delta
         }
@@ -468,4 +468,65 @@ fn store(
     t.ids = seen;
     t.valid = true;
     stored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use procflow_format::conntrack::parse_line;
+
+    fn text(members: &[(String, Vec<u8>)]) -> Vec<(String, String)> {
+        members
+            .iter()
+            .map(|(n, b)| (n.clone(), String::from_utf8_lossy(b).into_owned()))
+            .collect()
+    }
+
+    /// Full first, then only what changed: a new countdown is no change.
+    #[test]
+    fn stored_change_driven() {
+        let a = parse_line("tcp 10.0.0.2 1.1.1.1 5 80 1.1.1.1 9.9.9.9 80 5 0x1be 0 0 100").unwrap();
+        let b = parse_line("udp 10.0.0.2 1.1.1.1 6 53 1.1.1.1 9.9.9.9 53 6 0x1be 0 0 30").unwrap();
+        let mut st = Stored::default();
+        let mut m = Vec::new();
+        assert_eq!(
+            store(1, 7, false, &mut st, &[b, a, a], &mut m),
+            TableStored::Full
+        );
+        assert_eq!(
+            text(&m),
+            [(
+                "snap/00000001/net/7/conntrack".to_string(),
+                format!("{}\n{}\n", a.format(), b.format())
+            )]
+        );
+        let older = Entry { timeout: 3, ..a };
+        m.clear();
+        assert_eq!(
+            store(2, 7, false, &mut st, &[older, b], &mut m),
+            TableStored::Unchanged
+        );
+        assert!(m.is_empty());
+        let c = Entry {
+            status: a.status | 0x1,
+            ..a
+        };
+        assert_eq!(
+            store(3, 7, false, &mut st, &[c], &mut m),
+            TableStored::Delta
+        );
+        let want = format!(
+            "-{}\n-{}\n+{}\n",
+            row_identity(&a.format()).unwrap(),
+            row_identity(&b.format()).unwrap(),
+            c.format()
+        );
+        assert_eq!(
+            text(&m),
+            [("snap/00000003/net/7/conntrack.delta".to_string(), want)]
+        );
+        m.clear();
+        assert_eq!(store(4, 7, true, &mut st, &[], &mut m), TableStored::Full);
+        assert_eq!(text(&m)[0].1, "");
+    }
 }

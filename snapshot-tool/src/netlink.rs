@@ -23,6 +23,8 @@ const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const IPCTNL_MSG_CT_GET_STATS: u16 = 5;
+const CTA_STATS_GLOBAL_ENTRIES: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
@@ -153,16 +155,14 @@ impl Socket {
         self.fd.as_raw_fd()
     }
 
-    /// Dumps the whole table into `out` (cleared first). `buf` is reused
-    /// between calls.
-    pub fn dump(&mut self, buf: &mut Vec<u8>, out: &mut Vec<Entry>) -> io::Result<()> {
-        out.clear();
+    /// Sends a ctnetlink request of type `msg` with `flags`, no attributes.
+    fn request(&mut self, msg: u16, flags: u16) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let mut req = [0u8; 20];
         req[0..4].copy_from_slice(&20u32.to_ne_bytes());
-        let ty = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+        let ty = (NFNL_SUBSYS_CTNETLINK << 8) | msg;
         req[4..6].copy_from_slice(&ty.to_ne_bytes());
-        req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        req[6..8].copy_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
         req[8..12].copy_from_slice(&self.seq.to_ne_bytes());
         // nfgenmsg: family AF_UNSPEC (every family), version 0, res_id 0.
         // SAFETY: `req` is a local buffer of the length given.
@@ -170,11 +170,42 @@ impl Socket {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
+        Ok(())
+    }
+
+    /// The number of entries of the namespace's table
+    /// (`IPCTNL_MSG_CT_GET_STATS`): cheap, where a dump walks the whole
+    /// hash table, which all namespaces share, even for an empty one.
+    pub fn count(&mut self, buf: &mut Vec<u8>) -> io::Result<u32> {
+        self.request(IPCTNL_MSG_CT_GET_STATS, 0)?;
+        loop {
+            let k = self.recv(buf)?;
+            let mut found = None;
+            let errno = parse_messages(&buf[..k], Some(self.seq), |m| {
+                if let Message::Stats(n) = m {
+                    found = Some(n);
+                }
+            })?;
+            if errno != 0 {
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+            if let Some(n) = found {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Dumps the whole table into `out` (cleared first). `buf` is reused
+    /// between calls.
+    pub fn dump(&mut self, buf: &mut Vec<u8>, out: &mut Vec<Entry>) -> io::Result<()> {
+        out.clear();
+        self.request(IPCTNL_MSG_CT_GET, NLM_F_DUMP)?;
         loop {
             let k = self.recv(buf)?;
             let mut done = false;
             parse_messages(&buf[..k], Some(self.seq), |m| match m {
                 Message::Entry(_, e) => out.push(e),
+                Message::Stats(_) => {}
                 Message::Done => done = true,
                 Message::Error(errno) => {
                     done = true;
@@ -248,6 +279,8 @@ pub enum Message {
     Done,
     /// An error (positive errno) or an acknowledgement (0).
     Error(i32),
+    /// The namespace's number of entries (answer to a stats request).
+    Stats(u32),
 }
 
 /// Parses the netlink messages in `bytes`, passing each one to `on`;
@@ -291,6 +324,15 @@ pub fn parse_messages(
                 let kind = match t & 0xff {
                     IPCTNL_MSG_CT_NEW => EventKind::New,
                     IPCTNL_MSG_CT_DELETE => EventKind::Destroy,
+                    IPCTNL_MSG_CT_GET_STATS => {
+                        let n = attrs(body.get(4..).unwrap_or(&[]))
+                            .find(|(ty, _)| *ty == CTA_STATS_GLOBAL_ENTRIES)
+                            .and_then(|(_, p)| be32(p));
+                        if let Some(n) = n {
+                            on(Message::Stats(n));
+                        }
+                        continue;
+                    }
                     _ => continue,
                 };
                 if let Some(e) = body.get(4..).and_then(parse_entry) {

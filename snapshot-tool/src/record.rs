@@ -938,18 +938,34 @@ fn writable(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Checks that `iface` exists in the recorder's namespace.
+/// Checks that `iface` exists in the recorder's namespace. `any` is
+/// tcpdump's pseudo-interface (every interface of the namespace, captured as
+/// Linux cooked frames, which the analyzer decodes). An unknown name is
+/// answered with the interfaces there are.
 pub fn check_iface(iface: &str) -> Result<(), String> {
     if iface.is_empty() || iface.contains('/') || iface == "." || iface == ".." {
         return Err(format!("--iface {iface:?}: not an interface name"));
     }
-    if Path::new("/sys/class/net").join(iface).exists() {
-        Ok(())
-    } else {
-        Err(format!(
-            "--iface {iface}: no such interface (not in /sys/class/net)"
-        ))
+    if iface == "any" || Path::new("/sys/class/net").join(iface).exists() {
+        return Ok(());
     }
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    Err(format!(
+        "--iface {iface}: no such interface in this network namespace; there are: {} \
+         (or `any`: every interface, as Linux cooked frames)",
+        if names.is_empty() {
+            "none readable in /sys/class/net".to_string()
+        } else {
+            names.join(", ")
+        }
+    ))
 }
 
 fn host_info(self_netns: u64, errors: &mut ErrorSummary) -> HostInfo {
@@ -1705,5 +1721,22 @@ mod tests {
         let text = String::from_utf8(t.members[0].1.clone()).expect("utf-8");
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains("\"dig\""));
+    }
+}
+
+#[cfg(test)]
+mod iface_tests {
+    use super::check_iface;
+
+    #[test]
+    fn iface_any_is_accepted_and_unknown_names_list_the_interfaces() {
+        assert_eq!(check_iface("any"), Ok(()));
+        assert!(check_iface("../etc").is_err());
+        if std::path::Path::new("/sys/class/net/lo").exists() {
+            assert_eq!(check_iface("lo"), Ok(()));
+            let e = check_iface("pvnosuch0").unwrap_err();
+            assert!(e.contains("there are: ") && e.contains("lo"), "{e}");
+            assert!(e.contains("`any`"), "{e}");
+        }
     }
 }

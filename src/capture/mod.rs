@@ -48,6 +48,8 @@ pub struct ReplayOptions {
     /// Record the flow of every packet in [`Replay::packet_flows`] (for
     /// writing annotated captures; 16 bytes per packet).
     pub track_packets: bool,
+    /// Where to report the bytes read ([`crate::progress::Stage::Replay`]).
+    pub progress: Option<crate::progress::Progress>,
     /// Flows whose packets are kept in [`Replay::packets`] (every flow of
     /// the same protocol and endpoints), to cut them in time.
     pub keep_packets_of: Vec<Flow>,
@@ -61,6 +63,7 @@ impl Default for ReplayOptions {
             max_problems_per_file: 1000,
             remap_every: 64 << 20,
             track_packets: false,
+            progress: None,
             keep_packets_of: Vec::new(),
         }
     }
@@ -249,6 +252,21 @@ pub struct NonIpCount {
     pub bytes: u64,
 }
 
+/// The process a capture's own annotations give a flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlowAnnotation {
+    /// The flow.
+    pub flow_id: u64,
+    /// The pid most of its annotated packets name (ties: the lowest).
+    pub pid: u32,
+    /// That pid's command, as annotated (unescaped).
+    pub cmd: String,
+    /// Packets annotated with that pid.
+    pub packets: u64,
+    /// Other pids its packets name, with their packet counts.
+    pub other_pids: Vec<(u32, u64)>,
+}
+
 /// Everything replay produced.
 #[derive(Debug, Clone, Default)]
 pub struct Replay {
@@ -268,6 +286,9 @@ pub struct Replay {
     /// With [`ReplayOptions::track_packets`]: the flow of every packet that
     /// is in one, sorted by file (processing order) and packet number.
     pub packet_flows: Vec<PacketFlow>,
+    /// Flows whose packets carry process annotations in the capture itself
+    /// (ptcpdump's `PID:` comments), by flow id.
+    pub annotations: Vec<FlowAnnotation>,
     /// The packets of the flows of [`ReplayOptions::keep_packets_of`], by
     /// flow id, in capture order.
     pub packets: BTreeMap<u64, Vec<PacketMark>>,
@@ -363,6 +384,8 @@ fn first_ts(buf: &[u8]) -> Option<i64> {
 
 struct Replayer<'o> {
     opts: &'o ReplayOptions,
+    /// Packet annotations: (file index, annotation).
+    annotations: Vec<(u32, scan::PacketAnnotation)>,
     table: FlowTable,
     files: Vec<FileReport>,
     /// (file index, problem): sorted by file and offset at the end, since
@@ -381,6 +404,7 @@ impl<'o> Replayer<'o> {
         }
         Replayer {
             opts,
+            annotations: Vec::new(),
             table: {
                 if !opts.keep_packets_of.is_empty() {
                     table.watch(&opts.keep_packets_of);
@@ -460,6 +484,7 @@ impl<'o> Replayer<'o> {
                 mapped_from = scanner.position();
             }
             let buf = src.bytes();
+            let scanned_from = scanner.position();
             // Fold the previous batch (in order, on this thread) while the
             // pool scans and decodes the next one.
             rayon::join(
@@ -503,6 +528,19 @@ impl<'o> Replayer<'o> {
             }
             for p in scan_problems.drain(..) {
                 self.problem(idx, p);
+            }
+            if let Some(p) = &self.opts.progress {
+                let done = scanner.position().saturating_sub(scanned_from) as u64;
+                p.event(
+                    crate::progress::Stage::Replay,
+                    crate::progress::Event::Advance(done),
+                );
+            }
+            // Packets the capture annotates with a process: their flows are
+            // remembered when the batch just scanned is folded.
+            for a in scanner.annotations.drain(..) {
+                self.table.track_packet(idx as u32, a.index);
+                self.annotations.push((idx as u32, a));
             }
             std::mem::swap(&mut prev, &mut next);
             if raw.is_empty() {
@@ -583,6 +621,7 @@ impl<'o> Replayer<'o> {
             );
         }
         me.problems.sort_by_key(|(file, p)| (*file, p.offset));
+        let annotations = flow_annotations(&me.annotations, &packet_flows);
         Replay {
             flows,
             files: me.files,
@@ -600,8 +639,50 @@ impl<'o> Replayer<'o> {
             undecodable: me.undecodable,
             packet_flows,
             packets,
+            annotations,
         }
     }
+}
+
+/// Per flow: the pid its annotated packets name most, and the others.
+fn flow_annotations(
+    annotations: &[(u32, scan::PacketAnnotation)],
+    packet_flows: &[PacketFlow],
+) -> Vec<FlowAnnotation> {
+    // flow id -> pid -> (packets, cmd)
+    let mut by: BTreeMap<u64, BTreeMap<u32, (u64, String)>> = BTreeMap::new();
+    for (file, a) in annotations {
+        let Ok(i) = packet_flows.binary_search_by(|p| (p.file, p.index).cmp(&(*file, a.index)))
+        else {
+            continue; // not in a flow (not IP)
+        };
+        let e = by
+            .entry(packet_flows[i].flow_id)
+            .or_default()
+            .entry(a.pid)
+            .or_insert_with(|| (0, a.cmd.clone()));
+        e.0 += 1;
+    }
+    by.into_iter()
+        .filter_map(|(flow_id, pids)| {
+            let (&pid, (packets, cmd)) = pids
+                .iter()
+                .max_by(|x, y| x.1 .0.cmp(&y.1 .0).then(y.0.cmp(x.0)))?;
+            let (packets, cmd) = (*packets, cmd.clone());
+            let other_pids = pids
+                .iter()
+                .filter(|(p, _)| **p != pid)
+                .map(|(p, (n, _))| (*p, *n))
+                .collect();
+            Some(FlowAnnotation {
+                flow_id,
+                pid,
+                cmd,
+                packets,
+                other_pids,
+            })
+        })
+        .collect()
 }
 
 fn decode_raw(buf: &[u8], r: &RawRec) -> Decoded {

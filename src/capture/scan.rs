@@ -53,6 +53,36 @@ pub struct RawRec {
     pub iface: u32,
 }
 
+/// Most packet annotations kept per file (about 100 bytes each).
+pub const MAX_ANNOTATIONS: usize = 4_000_000;
+
+/// A packet whose capture names the process that sent or received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketAnnotation {
+    /// 1-based packet number in the file.
+    pub index: u64,
+    /// The process id the annotation names.
+    pub pid: u32,
+    /// Its command (`Cmd:` line), as written (unescaped), at most 4096 bytes.
+    pub cmd: String,
+}
+
+/// A packet comment in ptcpdump's layout, `PID: 1234\nCmd: /usr/bin/curl
+/// \nArgs: ...`: the pid and the command. `None` for any other comment.
+pub fn parse_process_comment(s: &str) -> Option<(u32, String)> {
+    let mut lines = s.split('\n');
+    let pid = lines.next()?.strip_prefix("PID: ")?.trim().parse().ok()?;
+    let cmd = lines
+        .next()
+        .and_then(|l| l.strip_prefix("Cmd: "))
+        .unwrap_or("");
+    let mut end = cmd.len().min(4096);
+    while !cmd.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some((pid, cmd[..end].to_string()))
+}
+
 /// An interface of a capture file, as its description gave it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InterfaceInfo {
@@ -162,6 +192,9 @@ pub struct Scanner<'a> {
     pub interfaces: Vec<InterfaceInfo>,
     /// Index in `interfaces` of the current section's first interface.
     section_base: u32,
+    /// Process annotations found in packet comments (pcapng), in packet
+    /// order; at most [`MAX_ANNOTATIONS`].
+    pub annotations: Vec<PacketAnnotation>,
     last_ts: i64,
     done: bool,
 }
@@ -237,6 +270,7 @@ impl<'a> Scanner<'a> {
             unreadable_packets: 0,
             interfaces: Vec::new(),
             section_base: 0,
+            annotations: Vec::new(),
             last_ts: 0,
             done: false,
         };
@@ -386,6 +420,7 @@ impl<'a> Scanner<'a> {
             unreadable_packets: self.unreadable_packets,
             interfaces: self.interfaces,
             section_base: self.section_base,
+            annotations: self.annotations,
             last_ts: self.last_ts,
             done: self.done,
         }
@@ -930,6 +965,46 @@ impl<'a> Scanner<'a> {
             (iface.link, global),
             problems,
         );
+        if btype == ENHANCED_PACKET_BLOCK {
+            let opts = body
+                .get(20 + (caplen as usize).div_ceil(4) * 4..)
+                .unwrap_or(&[]);
+            if !opts.is_empty() {
+                self.packet_options(opts, be);
+            }
+        }
+    }
+
+    /// Reads the options of an enhanced packet block for a process
+    /// annotation: an `opt_comment` in ptcpdump's `PID: N\nCmd: PATH` layout
+    /// (also what `procflow analyze --pcapng` writes).
+    fn packet_options(&mut self, mut opts: &[u8], be: bool) {
+        while let (Some(code), Some(len)) = (rd16(opts, 0, be), rd16(opts, 2, be)) {
+            let len = usize::from(len);
+            let Some(val) = opts.get(4..4 + len) else {
+                return;
+            };
+            match code {
+                0 => return,
+                1 => {
+                    if let Some((pid, cmd)) = std::str::from_utf8(val)
+                        .ok()
+                        .and_then(parse_process_comment)
+                    {
+                        if self.annotations.len() < MAX_ANNOTATIONS {
+                            self.annotations.push(PacketAnnotation {
+                                index: self.packets,
+                                pid,
+                                cmd,
+                            });
+                        }
+                        return;
+                    }
+                }
+                _ => {}
+            }
+            opts = opts.get(4 + len.div_ceil(4) * 4..).unwrap_or(&[]);
+        }
     }
 
     /// A simple packet block: pcap-file sizes its data from the first

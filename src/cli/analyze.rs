@@ -77,6 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         force: args.force,
         hash: !args.no_hash,
         pcapng: args.pcapng,
+        progress: super::bars::terminal_progress(),
         strict: args.strict,
         csv_raw: args.csv_raw,
     };

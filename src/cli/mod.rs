@@ -4,6 +4,7 @@
 //! continue past are printed as they happen and reflected in the exit code.
 
 pub mod analyze;
+pub mod bars;
 pub mod carve;
 pub mod docs;
 pub mod flows;

@@ -203,6 +203,8 @@ pub struct FlowTable {
     watch: HashSet<Key, FastState>,
     /// When tracking: (file, packet index, state) of every folded packet.
     track: Option<Vec<(u32, u64, u32)>>,
+    /// When only some packets are tracked: their (file, packet index).
+    track_only: Option<HashSet<(u32, u64)>>,
 }
 
 /// The flow a packet was folded into (see [`FlowTable::track_packets`]).
@@ -258,6 +260,7 @@ impl FlowTable {
             pending_count: 0,
             orphans: Vec::new(),
             track: None,
+            track_only: None,
             watch: HashSet::with_hasher(FastState::new()),
         }
     }
@@ -295,6 +298,20 @@ impl FlowTable {
     /// [`FlowTable::finish_tracked`] (16 bytes per packet).
     pub fn track_packets(&mut self) {
         self.track.get_or_insert_with(Vec::new);
+        self.track_only = None;
+    }
+
+    /// Remembers which flow packet `index` of file `file` goes into (when
+    /// not every packet is tracked already); call it before adding the
+    /// packet.
+    pub fn track_packet(&mut self, file: u32, index: u64) {
+        if self.track.is_none() {
+            self.track = Some(Vec::new());
+            self.track_only = Some(HashSet::default());
+        }
+        if let Some(only) = &mut self.track_only {
+            only.insert((file, index));
+        }
     }
 
     /// Number of flows so far.
@@ -455,7 +472,13 @@ impl FlowTable {
             }
         };
         if let Some(t) = &mut self.track {
-            t.push((origin.file, origin.index, idx as u32));
+            if self
+                .track_only
+                .as_ref()
+                .is_none_or(|only| only.contains(&(origin.file, origin.index)))
+            {
+                t.push((origin.file, origin.index, idx as u32));
+            }
         }
         let watched = !self.watch.is_empty() && self.watch.contains(&key);
         let s = &mut self.states[idx];

@@ -98,6 +98,10 @@ pub fn note_text(n: &Note) -> String {
         Note::NoEvents => {
             "no socket events in the bundle (periodic snapshots only): a socket living between two snapshots leaves no owner".into()
         }
+        Note::ExecChanged { t_ns } => format!(
+            "the process changed program (execve) at {}; named by the program it became",
+            rfc3339_ns(t_ns)
+        ),
         Note::SplitPart { part, parts } => {
             format!("part {part} of {parts} of a flow whose socket changed owner")
         }
@@ -461,6 +465,11 @@ impl<'a> ReportInput<'a> {
                     .and_then(|e| timeline.events.get(e.index))
                     .and_then(|e| e.netns);
                 let (process_start, entity) = match a.owner {
+                    // Without clk_tck a start time in ticks says no time.
+                    Some(o) if manifest.host.clk_tck == 0 => (
+                        String::new(),
+                        entity_id(&manifest.host.boot_id, o.pid, o.start_time),
+                    ),
                     Some(o) => (
                         rfc3339_ns(process_start_ns(manifest, o.start_time)),
                         entity_id(&manifest.host.boot_id, o.pid, o.start_time),

@@ -40,6 +40,9 @@ pub enum RecordedHash {
     NoSha256sums,
     /// Not hashed (`analyze --no-hash`).
     NotChecked,
+    /// Could not be read to the end (I/O error, or it vanished): `sha256`
+    /// is null; the evidence status says why.
+    Unreadable,
 }
 
 /// A file read or written, with its hash.

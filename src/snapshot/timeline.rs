@@ -171,6 +171,9 @@ pub enum EventKind {
     Lookup,
     /// The socket was closed.
     Close,
+    /// A TCP socket began listening (no remote end: kept, not matched to
+    /// flows).
+    Listen,
 }
 
 impl EventKind {
@@ -183,6 +186,7 @@ impl EventKind {
             "send" => EventKind::Send,
             "lookup" => EventKind::Lookup,
             "close" => EventKind::Close,
+            "listen" => EventKind::Listen,
             _ => return None,
         })
     }
@@ -783,6 +787,25 @@ impl Timeline {
     /// Every namespace with a tcp/udp socket, sorted.
     pub fn netns_list(&self) -> &[u64] {
         &self.netns_sorted
+    }
+
+    /// When the socket of `run` can have existed: after the `before` clock
+    /// of the last snapshot that did not show it yet (it was created after
+    /// that table read began) and before the `after` clock of the first
+    /// snapshot that no longer showed it. Unbounded on a side without such
+    /// a snapshot (`i64::MIN`, `i64::MAX`).
+    pub fn possible_life(&self, run: &Run) -> (i64, i64) {
+        let i = self.snapshots.partition_point(|s| s.seq < run.first_seq);
+        let birth = i
+            .checked_sub(1)
+            .and_then(|k| self.snapshots.get(k))
+            .map_or(i64::MIN, |s| s.before.realtime_ns);
+        let j = self.snapshots.partition_point(|s| s.seq <= run.last_seq);
+        let death = self
+            .snapshots
+            .get(j)
+            .map_or(i64::MAX, |s| s.after.realtime_ns);
+        (birth, death)
     }
 
     /// Realtime range covered by the snapshots: first `before` to last
