@@ -12,7 +12,7 @@
 //!    `event-accept`, `lookup-on-syn`, `event-send`, `event-close`), taken in
 //!    the owning process' context;
 //! 2. `exact`, `exact-v4mapped`: a snapshot socket with the flow's 4-tuple;
-//! 3. `event-nat`, `exact-nat`, `listen-nat`: no socket holds the wire
+//! 3. `event-nat`, `exact-nat`, `listen-nat`, `udp-bound-nat`: no socket holds the wire
 //!    tuple; it is translated through the conntrack entry valid at the
 //!    flow's time (masquerade, published port) and the translated tuple is
 //!    looked up in whichever namespace holds it (module `nat`);
@@ -127,6 +127,9 @@ pub enum Rule {
     ExactNat,
     /// As `ExactNat`, a TCP LISTEN socket on the translated local port.
     ListenNat,
+    /// As `ExactNat`, an unconnected UDP socket bound to the translated
+    /// local port.
+    BoundNat,
 }
 
 /// Where a rule looks for its evidence.
@@ -152,6 +155,7 @@ enum NatVia {
     Event,
     Tuple,
     Listener,
+    Bound,
 }
 
 /// The rules in the order they are tried, in tiers. Within a tier, both
@@ -171,7 +175,12 @@ pub const RULES: &[&[Rule]] = &[
         Rule::EventClose,
     ],
     &[Rule::Exact, Rule::ExactV4Mapped],
-    &[Rule::EventNat, Rule::ExactNat, Rule::ListenNat],
+    &[
+        Rule::EventNat,
+        Rule::ExactNat,
+        Rule::ListenNat,
+        Rule::BoundNat,
+    ],
     &[Rule::Listen, Rule::ListenWildcard],
     &[Rule::UdpBound, Rule::UdpBoundWildcard],
 ];
@@ -226,6 +235,7 @@ impl Rule {
             Rule::EventNat => "event-nat",
             Rule::ExactNat => "exact-nat",
             Rule::ListenNat => "listen-nat",
+            Rule::BoundNat => "udp-bound-nat",
         }
     }
 
@@ -245,6 +255,7 @@ impl Rule {
             Rule::EventNat => Evidence::Nat(NatVia::Event),
             Rule::ExactNat => Evidence::Nat(NatVia::Tuple),
             Rule::ListenNat => Evidence::Nat(NatVia::Listener),
+            Rule::BoundNat => Evidence::Nat(NatVia::Bound),
         }
     }
 
@@ -279,7 +290,7 @@ impl Rule {
             }
             Evidence::Listener { wildcard: false }
             | Evidence::Bound { wildcard: false }
-            | Evidence::Nat(NatVia::Listener)
+            | Evidence::Nat(NatVia::Listener | NatVia::Bound)
                 if gap_ns == 0 =>
             {
                 Confidence::Medium
@@ -305,6 +316,7 @@ impl Rule {
             Rule::EventNat => "no socket holds the wire tuple; translated through the conntrack entry of the flow's time (masquerade, published port), a socket event of the translated tuple names the process",
             Rule::ExactNat => "no socket holds the wire tuple; translated through the conntrack entry of the flow's time (masquerade, published port), a socket with the translated tuple, in the namespace that holds it (a container's)",
             Rule::ListenNat => "as exact-nat, a TCP LISTEN socket on the translated local address and port (a container's server behind a published port)",
+            Rule::BoundNat => "as exact-nat, an unconnected UDP socket bound to the translated local address and port (a container's UDP service or client behind NAT)",
         }
     }
 }
@@ -871,7 +883,7 @@ fn rule_applies(rule: Rule, transport: Transport) -> bool {
 fn rule_evidence_applies(ev: Evidence, transport: Transport) -> bool {
     match ev {
         Evidence::Listener { .. } | Evidence::Nat(NatVia::Listener) => transport == Transport::Tcp,
-        Evidence::Bound { .. } => transport == Transport::Udp,
+        Evidence::Bound { .. } | Evidence::Nat(NatVia::Bound) => transport == Transport::Udp,
         Evidence::Event(_) | Evidence::Tuple { .. } | Evidence::Nat(_) => true,
     }
 }

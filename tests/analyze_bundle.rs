@@ -1232,6 +1232,85 @@ fn capture_annotations_are_checked_against_the_snapshots() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// Two defects of identities, end to end: a bundle recorded without root
+/// (other users' fd directories EACCES, their namespace unreadable too:
+/// netns 0 in their records) says `owner-unreadable`, not `no-owner`; and a
+/// process recorded again while exiting (no exe, empty command line,
+/// re-parented to 1) keeps the identity recorded before.
+#[test]
+fn unprivileged_bundle_and_exiting_process_identity() {
+    let d = tmp("identity");
+    let hidden = row("10.0.0.1:40010", "10.0.0.2:80", 0x01, 700);
+    let mine = row("10.0.0.1:40011", "10.0.0.2:80", 0x01, 701);
+    let procs = |recs: &[ProcessRecord]| {
+        recs.iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect::<String>()
+    };
+    let other_user = ProcessRecord {
+        netns: 0,
+        exe: None,
+        ..proc_rec(60, 6000, "sshd", &[])
+    };
+    let good = ProcessRecord {
+        ppid: 300,
+        ..proc_rec(61, 6100, "curl", &["curl", "http://10.0.0.2/"])
+    };
+    let exiting = ProcessRecord {
+        exe: None,
+        cmdline: vec![],
+        ppid: 1,
+        ..proc_rec(61, 6100, "curl", &[])
+    };
+    let snaps: Vec<Snap> = (1..=3)
+        .map(|seq| Snap {
+            seq,
+            ms: (seq as i64 - 1) * 1000,
+            kind: SnapshotKind::Keyframe,
+            tcp: Some(format!("{HEADER}\n{hidden}\n{mine}\n")),
+            udp: Some(format!("{HEADER}\n")),
+            fds: format!("!60 6000 EACCES\n61 6100 {NS} 701\n"),
+            procs: match seq {
+                1 => procs(&[other_user.clone(), good.clone()]),
+                3 => procs(std::slice::from_ref(&exiting)),
+                _ => String::new(),
+            },
+        })
+        .collect();
+    let mut pcap = Pcap(Vec::new());
+    pcap.tcp(500, ("10.0.0.1", 40010), ("10.0.0.2", 80), "AP", 100);
+    pcap.tcp(600, ("10.0.0.1", 40011), ("10.0.0.2", 80), "AP", 100);
+    let bundle = d.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let mut m = manifest(FORMAT_VERSION);
+    m.privileges.euid = 1000;
+    m.privileges.cap_eff = "0000000000000000".into();
+    std::fs::write(
+        bundle.join(MANIFEST_FILE),
+        serde_json::to_string_pretty(&m).unwrap(),
+    )
+    .unwrap();
+    write_tar(&bundle.join(archive_name(1)), &snaps);
+    pcap.write(&bundle.join("capture-1.pcap"), 0);
+    write_sums(&bundle);
+    let out = analyze(&bundle, &d.join("report"), &["--quiet"]);
+    // Unreadable fds are an evidence warning (exit 3), not a failure.
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = read_csv(&d.join("report/connections.csv"));
+    let h = find(&rows, "40010", "10.0.0.2:80", "20.5");
+    assert_eq!(h["method"], "unattributed:owner-unreadable", "{h:?}");
+    let c = find(&rows, "40011", "10.0.0.2:80", "20.6");
+    assert_eq!((c["pid"].as_str(), c["method"].as_str()), ("61", "exact"));
+    assert_eq!(c["exe"], "/usr/bin/curl");
+    assert_eq!(c["cmdline"], "curl http://10.0.0.2/");
+    assert_eq!(c["ppid"], "300");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// A process name written by an attacker (terminal escapes, a newline, an
 /// HTML end tag) reaches neither the terminal summary nor report.html as
 /// is.

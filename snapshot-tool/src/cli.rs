@@ -108,6 +108,10 @@ struct RecordArgs {
     /// Stop after DUR
     #[arg(long, value_name = "DUR", value_parser = duration)]
     duration: Option<Duration>,
+    /// On a terminal, print a status line (snapshots, bytes, tcpdump's
+    /// counters, sources) every DUR; 0 turns it off
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = duration)]
+    heartbeat: Duration,
     /// Stretch the interval to keep own CPU under PERCENT of a core
     #[arg(long, value_name = "PERCENT", value_parser = percent)]
     max_cpu: Option<f64>,
@@ -187,6 +191,7 @@ impl Cli {
                 filter: None,
                 rotate: Rotate::None,
                 duration: None,
+                heartbeat: Duration::ZERO,
                 max_cpu: None,
                 nice: DEFAULT_NICE,
                 keyframe_every: DEFAULT_KEYFRAME_EVERY,
@@ -211,6 +216,7 @@ impl Cli {
                     _ => Rotate::None,
                 },
                 duration: a.duration,
+                heartbeat: a.heartbeat,
                 max_cpu: a.max_cpu,
                 nice: a.nice,
                 keyframe_every: a.keyframe_every,

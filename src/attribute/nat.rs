@@ -46,6 +46,7 @@ fn inner(rule: Rule) -> &'static [Rule] {
         ],
         Rule::ExactNat => &[Rule::Exact, Rule::ExactV4Mapped],
         Rule::ListenNat => &[Rule::Listen, Rule::ListenWildcard],
+        Rule::BoundNat => &[Rule::UdpBound, Rule::UdpBoundWildcard],
         _ => &[],
     }
 }
@@ -278,5 +279,28 @@ mod tests {
         let tl = lab(&sock, true, DNAT);
         let a = attribute(&tl, &ctx(), &Options::default(), &f);
         assert!(!a.method.is_attributed(), "{:?}", a.method);
+    }
+
+    #[test]
+    fn udp_behind_masquerade_goes_to_the_bound_socket() {
+        let mk = |seq, ms| {
+            let ct = "udp 10.77.0.2 9.9.9.9 41000 53 9.9.9.9 198.18.0.1 53 41000 0x19e 0 0 30";
+            let bound = [
+                row4("0.0.0.0:41000", "0.0.0.0:0", 0x07, 100),
+                row4("10.77.0.2:5555", "198.18.0.2:9", 1, 101),
+            ];
+            Snap::new(seq, ms, SnapshotKind::Keyframe)
+                .table(HOST, "tcp", TableStored::Full, table(&[]))
+                .table(HOST, "conntrack", TableStored::Full, format!("{ct}\n"))
+                .table(CONTAINER, "udp", TableStored::Full, table(&bound))
+                .fds(&["10 500 4026532500 100,101"])
+        };
+        let (tl, _) = build(&[mk(1, 0), mk(2, 1000)]);
+        let mut f = tcp("198.18.0.1:41000", "9.9.9.9:53", 100, 200);
+        f.proto = ipproto::UDP;
+        let a = attribute(&tl, &ctx(), &Options::default(), &f);
+        assert_eq!(a.method, Method::Rule(Rule::BoundNat));
+        assert_eq!(a.owner.map(|o| o.pid), Some(10));
+        assert_eq!(a.nat.map(|n| n.kind), Some(NatKind::Snat));
     }
 }
