@@ -459,12 +459,7 @@ fn html_warnings(replay: &Replay, diag: &SnapshotDiagnostics, ev: &Evidence) -> 
 /// printed apart, before the result line).
 fn evidence_status(bundle: &Bundle, ev: &Evidence) -> String {
     let m = &bundle.manifest;
-    let failed: Vec<&str> = ev
-        .status
-        .iter()
-        .filter(|s| s.state == "failed")
-        .map(|s| s.area.name())
-        .collect();
+    let failed = ev.failed_areas();
     format!(
         "Evidence: recorder {} ({} snapshots); {}",
         visible(m.status.as_str(), 40),
