@@ -80,9 +80,14 @@ fn boundary(lo: i64, hi: i64, packets: &[PacketMark]) -> i64 {
 /// The parts of `parent` cut between its owners: one flow per owner that
 /// has packets, with that owner's packets' counters and times.
 pub fn cut_flow(parent: &Flow, spans: &[OwnerSpan], packets: &[PacketMark]) -> Vec<Flow> {
+    // Between two owners, the largest silence; next to a stretch without
+    // owner, the bound of the owner's possible life itself (the packets on
+    // the owner's side of it may be the owner's).
     let bounds: Vec<i64> = spans
         .windows(2)
         .filter_map(|w| match w {
+            [x, _] if x.owner.is_none() => Some(x.last_ns),
+            [_, y] if y.owner.is_none() => Some(y.first_ns.saturating_add(1)),
             [x, y] => Some(boundary(x.last_ns, y.first_ns, packets)),
             _ => None,
         })
@@ -93,19 +98,7 @@ pub fn cut_flow(parent: &Flow, spans: &[OwnerSpan], packets: &[PacketMark]) -> V
         let Some(slot) = parts.get_mut(k) else {
             continue;
         };
-        let f = slot.get_or_insert_with(|| Flow {
-            first_seen_ns: p.ts_ns,
-            last_seen_ns: p.ts_ns,
-            packets_ab: 0,
-            packets_ba: 0,
-            bytes_ab: 0,
-            bytes_ba: 0,
-            ip_bytes_ab: 0,
-            ip_bytes_ba: 0,
-            tcp_flags_ab: 0,
-            tcp_flags_ba: 0,
-            ..parent.clone()
-        });
+        let f = slot.get_or_insert_with(|| parent.cleared(p.ts_ns));
         f.first_seen_ns = f.first_seen_ns.min(p.ts_ns);
         f.last_seen_ns = f.last_seen_ns.max(p.ts_ns);
         if p.ab {
@@ -250,5 +243,18 @@ mod tests {
             &pk,
         );
         assert_eq!(parts.len(), 1);
+        // Next to a stretch without owner, the cut is the owner's birth or
+        // death bound, not the largest silence.
+        let none = |a, b| OwnerSpan {
+            owner: None,
+            first_ns: a,
+            last_ns: b,
+        };
+        let parts = cut_flow(&parent, &[none(0, 9_200), span(2, 10_000, 12_000)], &pk);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[1].first_seen_ns, 9_500);
+        let parts = cut_flow(&parent, &[span(1, 0, 100), none(140, 12_000)], &pk);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].last_seen_ns, 50);
     }
 }

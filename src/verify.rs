@@ -667,6 +667,15 @@ fn area_ok(
 }
 
 impl Evidence {
+    /// Names of the areas whose status is `failed`, in [`Area::ALL`] order.
+    pub fn failed_areas(&self) -> Vec<&'static str> {
+        self.status
+            .iter()
+            .filter(|s| s.state == "failed")
+            .map(|s| s.area.name())
+            .collect()
+    }
+
     /// Adds a finding found elsewhere (the analysis knows which captures
     /// could not be read and how many packets they held) and updates the
     /// status of its area.

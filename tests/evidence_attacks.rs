@@ -1044,3 +1044,43 @@ fn one_bad_header_mid_archive_keeps_later_snapshots() {
     assert_eq!(summary["time_ranges"]["last_snapshot_seq"], 85);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A real recorder killed with SIGKILL: `verify` says so.
+#[test]
+fn killed_recorder_for_real() {
+    let snap = Path::new(env!("CARGO_BIN_EXE_procflow")).with_file_name("procflow-snap");
+    if !snap.exists() {
+        return skip("procflow-snap is not built (cargo test --workspace builds it)");
+    }
+    let d = std::env::temp_dir().join(format!("pe-attack-{}-realkill", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let b = d.join("bundle");
+    let mut child = Command::new(&snap)
+        .args(["record", "--interval", "100ms", "--out"])
+        .arg(&b)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::fs::metadata(b.join("snapshots-000001.tar")).map_or(true, |m| m.len() < 4096) {
+        assert!(t.elapsed() < Duration::from_secs(20), "no snapshot written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("recorder-status: recorder status is \"recording\""),
+        "{out}"
+    );
+    assert!(out.contains("sha256sums-missing"), "{out}");
+    assert!(
+        out.contains("archive-not-closed: snapshots-000001.tar")
+            || out.contains("archive-cut: snapshots-000001.tar"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -307,13 +307,13 @@ pub struct EventRecord {
     pub tid: u32,
     /// Field 22 of /proc/PID/stat, read when the event was handled;
     /// `None` when the process was already gone.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<u64>,
     /// /proc/PID/comm (or the kernel's task comm of the event).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm: Option<String>,
     /// Network namespace inode of the process, when it could be read.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<u64>,
     /// `tcp` or `udp`.
     pub proto: String,
@@ -322,13 +322,13 @@ pub struct EventRecord {
     /// Local port.
     pub local_port: u16,
     /// Remote address; `None` for an unconnected socket.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_ip: Option<String>,
     /// Remote port; `None` for an unconnected socket.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_port: Option<u16>,
     /// Socket inode, when the source knows it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inode: Option<u64>,
 }
 

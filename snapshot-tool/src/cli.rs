@@ -25,9 +25,9 @@ const DEFAULT_ARCHIVE_MB: u64 = 64;
 const DEFAULT_NICE: i32 = 19;
 /// Default time between snapshots while tracepoints name socket owners
 /// (docs/recorder.md has the measurements).
-const DEFAULT_EVENT_INTERVAL: &str = "2s";
+const DEFAULT_EVENT_INTERVAL: &str = "5s";
 /// Default full fd walk period while tracepoints name socket owners.
-const DEFAULT_EVENT_FULL_WALK: &str = "10s";
+const DEFAULT_EVENT_FULL_WALK: &str = "30s";
 
 /// `--sources`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -108,6 +108,10 @@ struct RecordArgs {
     /// Stop after DUR
     #[arg(long, value_name = "DUR", value_parser = duration)]
     duration: Option<Duration>,
+    /// On a terminal, print a status line (snapshots, bytes, tcpdump's
+    /// counters, sources) every DUR; 0 turns it off
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = duration)]
+    heartbeat: Duration,
     /// Stretch the interval to keep own CPU under PERCENT of a core
     #[arg(long, value_name = "PERCENT", value_parser = percent)]
     max_cpu: Option<f64>,
@@ -123,7 +127,7 @@ struct RecordArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     keyframe_every: u64,
     /// Read every process' fds at least every DUR [default: 2s; while
-    /// tracepoints name socket owners: 10s]
+    /// tracepoints name socket owners: 30s]
     #[arg(long, value_name = "DUR", value_parser = duration)]
     full_walk: Option<Duration>,
     /// Start a new snapshot archive after N MiB
@@ -137,7 +141,7 @@ struct RecordArgs {
     sources: Sources,
     /// Time between snapshots while tracepoints name socket owners as they
     /// appear (the periodic reads are then the completeness check)
-    /// [default: --interval if given, else 2s]
+    /// [default: --interval if given, else 5s]
     #[arg(long, value_name = "DUR", value_parser = interval)]
     event_interval: Option<Duration>,
 }
@@ -187,6 +191,7 @@ impl Cli {
                 filter: None,
                 rotate: Rotate::None,
                 duration: None,
+                heartbeat: Duration::ZERO,
                 max_cpu: None,
                 nice: DEFAULT_NICE,
                 keyframe_every: DEFAULT_KEYFRAME_EVERY,
@@ -211,6 +216,7 @@ impl Cli {
                     _ => Rotate::None,
                 },
                 duration: a.duration,
+                heartbeat: a.heartbeat,
                 max_cpu: a.max_cpu,
                 nice: a.nice,
                 keyframe_every: a.keyframe_every,
@@ -286,8 +292,8 @@ mod tests {
         assert_eq!(c.archive_bytes, 64 << 20);
         assert_eq!(c.rotate, Rotate::None);
         assert_eq!(c.sources, SourcesMode::Auto);
-        assert_eq!(c.event_interval, Duration::from_secs(2));
-        assert_eq!(c.event_full_walk, Duration::from_secs(10));
+        assert_eq!(c.event_interval, Duration::from_secs(5));
+        assert_eq!(c.event_full_walk, Duration::from_secs(30));
         let c = p(&[
             "record",
             "--out",

@@ -49,6 +49,9 @@ pub struct Config {
     pub rotate: Rotate,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// Time between two heartbeat lines on a terminal (`--heartbeat`; zero:
+    /// none).
+    pub heartbeat: Duration,
     /// CPU budget, percent of one core.
     pub max_cpu: Option<f64>,
     /// CPU nice value (`--nice`).
@@ -1020,9 +1023,6 @@ fn privileges() -> Privileges {
     }
 }
 
-/// Time between two heartbeat lines on a terminal.
-const HEARTBEAT: Duration = Duration::from_secs(10);
-
 /// Runs `record` or `once`; returns the exit status. Errors found before
 /// anything is written give [`EXIT_USAGE`] and leave nothing behind.
 pub fn run(cfg: Config) -> i32 {
@@ -1161,7 +1161,7 @@ pub fn run(cfg: Config) -> i32 {
                 .then(|| {
                     crate::operator::Heartbeat::start(
                         cfg.out.clone(),
-                        HEARTBEAT,
+                        cfg.heartbeat,
                         cap.as_ref().map(Capture::pid),
                         sources_line(&manifest.sources),
                     )
@@ -1565,6 +1565,7 @@ mod tests {
                 filter: None,
                 rotate: Rotate::None,
                 duration: None,
+                heartbeat: Duration::ZERO,
                 max_cpu: None,
                 nice: 19,
                 keyframe_every: 300,

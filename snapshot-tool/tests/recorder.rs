@@ -1069,3 +1069,45 @@ fn two_recorders_at_once() {
     let m = manifest(&out.0);
     assert_eq!(m.status.as_str(), "complete");
 }
+
+#[test]
+fn heartbeat_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: needs script (util-linux) for a terminal");
+        return;
+    }
+    let out = TempPath::new("heartbeat");
+    let cmd = format!(
+        "'{BIN}' record --out '{}' --interval 100ms --heartbeat 1s --duration 3s",
+        out.0.display()
+    );
+    let o = Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    let beats: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" snapshots (") && l.contains("; sources "))
+        .collect();
+    assert!(beats.len() >= 2, "no heartbeat on the terminal: {text}");
+    // Not on a pipe: the same run without a terminal has none.
+    let out2 = TempPath::new("heartbeat-pipe");
+    let o = Command::new(BIN)
+        .args(["record", "--out"])
+        .arg(&out2.0)
+        .args([
+            "--interval",
+            "100ms",
+            "--heartbeat",
+            "1s",
+            "--duration",
+            "2s",
+        ])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("; sources "), "{err}");
+}

@@ -96,6 +96,24 @@ pub struct FileReport {
     pub error: Option<String>,
 }
 
+impl FileReport {
+    /// A file about to be read: nothing counted yet.
+    fn new(path: &Path, format: &str, error: Option<String>) -> FileReport {
+        FileReport {
+            path: path.to_path_buf(),
+            format: format.to_string(),
+            link_types: Vec::new(),
+            packets: 0,
+            bytes: 0,
+            snaplen_cut: 0,
+            first_ns: None,
+            last_ns: None,
+            problems: 0,
+            error,
+        }
+    }
+}
+
 /// The kind of a [`Problem`]: a short stable name in reports (`kebab-case`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -425,18 +443,11 @@ impl<'o> Replayer<'o> {
     }
 
     fn unreadable(&mut self, path: &Path, offset: u64, what: String) {
-        self.files.push(FileReport {
-            path: path.to_path_buf(),
-            format: String::new(),
-            link_types: Vec::new(),
-            packets: 0,
-            bytes: 0,
-            snaplen_cut: 0,
-            first_ns: None,
-            last_ns: None,
-            problems: 0,
-            error: Some(format!("offset {offset}: {what}")),
-        });
+        self.files.push(FileReport::new(
+            path,
+            "",
+            Some(format!("offset {offset}: {what}")),
+        ));
         let idx = self.files.len() - 1;
         self.problem(
             idx,
@@ -456,18 +467,8 @@ impl<'o> Replayer<'o> {
             Err(e) => return self.unreadable(path, e.offset, e.what),
         };
         let idx = self.files.len();
-        self.files.push(FileReport {
-            path: path.to_path_buf(),
-            format: scan::format_name(buf).to_string(),
-            link_types: Vec::new(),
-            packets: 0,
-            bytes: 0,
-            snaplen_cut: 0,
-            first_ns: None,
-            last_ns: None,
-            problems: 0,
-            error: None,
-        });
+        self.files
+            .push(FileReport::new(path, scan::format_name(buf), None));
         let mut raw = Vec::with_capacity(BATCH);
         let mut scan_problems = Vec::new();
         let mut prev: Vec<Rec> = Vec::new();
