@@ -1,7 +1,7 @@
 //! Capture replay: files -> per-packet records -> flows.
 //!
-//! Each file is memory-mapped (see [`source`]) and walked by a cheap
-//! sequential [`scan::Scanner`] that only reads record headers. Records are
+//! Each file is memory-mapped (see `source`) and walked by a cheap
+//! sequential `scan::Scanner` that only reads record headers. Records are
 //! handed out in bounded batches; a batch's packets are decoded in parallel
 //! with rayon into compact `Copy` records while the previous batch is folded
 //! into the [`FlowTable`] on another core. Folding is strictly in file
@@ -9,9 +9,9 @@
 //! depend on the thread count, and memory holds at most two batches whatever
 //! the file size.
 
-pub mod guard;
-pub mod scan;
-pub mod source;
+pub(crate) mod guard;
+pub(crate) mod scan;
+pub(crate) mod source;
 
 use crate::decode::{self, DecodeError, Decoded, Layer};
 use crate::flow::{Flow, FlowTable, PacketFlow, PacketMark, PacketOrigin, SplitRules};
