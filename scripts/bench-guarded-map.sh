@@ -3,7 +3,7 @@
 # read pass as the peer: for changes to how capture files are read (the
 # SIGBUS-guarded map of src/capture/guard.rs was measured with it).
 #
-# The capture is the sample bundle's, its records repeated 1000 times with
+# The capture is the compatibility sample bundle's, its records repeated 1000 times with
 # timestamps shifted (about 1 GB, 1.4 M packets), written to bench-work/.
 # Needs python3, hyperfine and tcpdump.
 #
@@ -17,7 +17,7 @@ mkdir -p "$WORK"
 if [ ! -s "$CAP" ]; then
     python3 - "$CAP" <<'PY'
 import struct, sys
-src = open('testdata/sample-bundle/capture-20261128T165616Z.pcap', 'rb').read()
+src = open('testdata/compat/sample-bundle-v1-poll/capture-20261128T165616Z.pcap', 'rb').read()
 hdr, body = src[:24], src[24:]
 recs, i = [], 0
 while i + 16 <= len(body):

@@ -225,7 +225,10 @@ fn hash_inputs(
         .par_iter()
         .map(|(role, path, in_bundle)| {
             let mut unreadable = false;
-            let (sha256, bytes) = if hash {
+            // A stream (`--pcap <(zcat ...)`) can be read once, by the
+            // replay: it is not hashed.
+            let stream = !std::fs::metadata(path).is_ok_and(|m| m.is_file());
+            let (sha256, bytes) = if hash && !stream {
                 let read = |path: &Path| match progress {
                     Some(p) => procflow_format::hash::sha256_reader(
                         CountingReader {
@@ -456,12 +459,7 @@ fn html_warnings(replay: &Replay, diag: &SnapshotDiagnostics, ev: &Evidence) -> 
 /// printed apart, before the result line).
 fn evidence_status(bundle: &Bundle, ev: &Evidence) -> String {
     let m = &bundle.manifest;
-    let failed: Vec<&str> = ev
-        .status
-        .iter()
-        .filter(|s| s.state == "failed")
-        .map(|s| s.area.name())
-        .collect();
+    let failed = ev.failed_areas();
     format!(
         "Evidence: recorder {} ({} snapshots); {}",
         visible(m.status.as_str(), 40),

@@ -27,6 +27,23 @@
 //! recorder ended, capture drops and unreadable fds; [`hostile`] escapes
 //! bundle text for the terminal and for CSV; [`outdir`] writes reports
 //! without ever writing into a bundle, through a planted link, or half.
+//!
+//! ```
+//! use procflow::flow::SplitRules;
+//! use procflow::flows::{replay_flows, write_csv, FlowsConfig};
+//!
+//! // Replay a capture into flows and write them as the flows CSV.
+//! let cfg = FlowsConfig {
+//!     captures: vec![concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/pcaps/tcpdump_LINKTYPE_IPV4.pcap").into()],
+//!     threads: Some(1),
+//!     split: SplitRules::default(),
+//! };
+//! let replay = replay_flows(&cfg).expect("replay");
+//! let mut csv = Vec::new();
+//! write_csv(&mut csv, &replay.flows).expect("write");
+//! assert!(csv.starts_with(b"flow_id,proto,family,"));
+//! assert_eq!(csv.iter().filter(|&&b| b == b'\n').count(), replay.flows.len() + 1);
+//! ```
 
 pub mod analyze;
 pub mod annotate;

@@ -98,19 +98,7 @@ pub fn cut_flow(parent: &Flow, spans: &[OwnerSpan], packets: &[PacketMark]) -> V
         let Some(slot) = parts.get_mut(k) else {
             continue;
         };
-        let f = slot.get_or_insert_with(|| Flow {
-            first_seen_ns: p.ts_ns,
-            last_seen_ns: p.ts_ns,
-            packets_ab: 0,
-            packets_ba: 0,
-            bytes_ab: 0,
-            bytes_ba: 0,
-            ip_bytes_ab: 0,
-            ip_bytes_ba: 0,
-            tcp_flags_ab: 0,
-            tcp_flags_ba: 0,
-            ..parent.clone()
-        });
+        let f = slot.get_or_insert_with(|| parent.cleared(p.ts_ns));
         f.first_seen_ns = f.first_seen_ns.min(p.ts_ns);
         f.last_seen_ns = f.last_seen_ns.max(p.ts_ns);
         if p.ab {

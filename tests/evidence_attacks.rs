@@ -614,8 +614,18 @@ fn escape_sequences_in_every_printed_field() {
     assert_no_raw_controls("analyze summary", &err);
     assert_no_raw_controls("analyze summary stdout", &out);
     assert!(err.contains("\\x1b"), "{err}");
+    // A file name that is not UTF-8 at all.
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let n = std::ffi::OsStr::from_bytes(b"capture-\xff\x1b[2J.pcap");
+        std::fs::write(b.join(n), b"x").unwrap();
+    }
     let (code, out, err) = verify(&b);
     assert_eq!(code, Some(1));
+    assert!(
+        out.contains("not-listed: capture-\\xff\\x1b[2J.pcap"),
+        "{out}"
+    );
     assert_no_raw_controls("verify", &out);
     assert_no_raw_controls("verify stderr", &err);
     let (_, out, err) = run(procflow()
@@ -1042,5 +1052,82 @@ fn one_bad_header_mid_archive_keeps_later_snapshots() {
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("out/summary.json")).unwrap()).unwrap();
     assert_eq!(summary["time_ranges"]["last_snapshot_seq"], 85);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A real recorder killed with SIGKILL: `verify` says so.
+#[test]
+fn killed_recorder_for_real() {
+    let snap = Path::new(env!("CARGO_BIN_EXE_procflow")).with_file_name("procflow-snap");
+    if !snap.exists() {
+        return skip("procflow-snap is not built (cargo test --workspace builds it)");
+    }
+    let d = std::env::temp_dir().join(format!("pe-attack-{}-realkill", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let b = d.join("bundle");
+    let mut child = Command::new(&snap)
+        .args(["record", "--interval", "100ms", "--out"])
+        .arg(&b)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::fs::metadata(b.join("snapshots-000001.tar")).map_or(true, |m| m.len() < 4096) {
+        assert!(t.elapsed() < Duration::from_secs(20), "no snapshot written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("recorder-status: recorder status is \"recording\""),
+        "{out}"
+    );
+    assert!(out.contains("sha256sums-missing"), "{out}");
+    assert!(
+        out.contains("archive-not-closed: snapshots-000001.tar")
+            || out.contains("archive-cut: snapshots-000001.tar"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// File names need not be UTF-8 on the recorded host: they are read, named
+/// with their bytes visible on the terminal, and written lossily to JSON
+/// (this panicked in the JSON run report).
+#[test]
+fn non_utf8_file_names_do_not_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = scratch("nonutf8");
+    let b = d.join("bundle");
+    let odd = std::ffi::OsStr::from_bytes(b"capture-\xff\xfe.pcap");
+    std::fs::rename(b.join(SAMPLE_CAPTURE), b.join(odd)).unwrap();
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("not-listed: capture-\\xff\\xfe.pcap is in the bundle"),
+        "{err}"
+    );
+    assert!(err.contains("85 snapshots"), "{err}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("out/summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        summary["diagnostics"]["capture"]["files"][0]["packets"],
+        1422
+    );
+    let (code, _, err) = run(procflow()
+        .arg("flows")
+        .arg(b.join(odd))
+        .arg("--json")
+        .arg(d.join("f.json"))
+        .arg("--out")
+        .arg(d.join("f.csv")));
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("f.json")).unwrap()).unwrap();
+    assert!(v["files"][0]["path"].as_str().unwrap().contains('\u{fffd}'));
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -44,8 +44,10 @@ impl Rng {
     }
 }
 
+/// The sample bundle of periodic reads kept as a fixture: its capture and
+/// archive names are the constants above.
 fn sample() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/sample-bundle")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/compat/sample-bundle-v1-poll")
 }
 
 fn copy_sample(to: &Path) {

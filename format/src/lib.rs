@@ -21,6 +21,19 @@
 //!   over one civil-date algorithm.
 //! - [`procnet`]: /proc/net/{tcp,udp}{,6} rows parsed into typed sockets
 //!   with the recorded host byte order.
+//!
+//! ```
+//! use procflow_format::duration::parse_duration;
+//! use procflow_format::procnet::{parse_endpoint, ByteOrder};
+//! use procflow_format::time::rfc3339_ns;
+//!
+//! // One grammar for every duration option of both binaries.
+//! assert_eq!(parse_duration("10m").unwrap().as_secs(), 600);
+//! // 127.0.0.1:22 as a little-endian host prints it in /proc/net/tcp.
+//! let ep = parse_endpoint("0100007F:0016", ByteOrder::Little).unwrap();
+//! assert_eq!(ep.to_string(), "127.0.0.1:22");
+//! assert_eq!(rfc3339_ns(0), "1970-01-01T00:00:00.000000000Z");
+//! ```
 
 pub mod conntrack;
 pub mod delta;

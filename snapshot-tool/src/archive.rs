@@ -9,7 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A `Write` that buffers in memory until [`SnapshotBuffer::commit`].
 pub struct SnapshotBuffer {
@@ -45,7 +45,6 @@ impl SnapshotBuffer {
 /// One snapshot archive being written.
 pub struct ArchiveWriter {
     builder: tar::Builder<SnapshotBuffer>,
-    path: PathBuf,
     name: String,
     finished: bool,
 }
@@ -65,7 +64,6 @@ impl ArchiveWriter {
         });
         Ok(ArchiveWriter {
             builder,
-            path,
             name: name.to_string(),
             finished: false,
         })
@@ -119,11 +117,6 @@ impl ArchiveWriter {
         // in-memory buffer, which is discarded with it, never on disk.
         self.builder.get_mut().pending.clear();
         self.finished = true;
-    }
-
-    /// Path of the archive.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -76,11 +76,6 @@ pub fn reserve_manifest(dir: &Path) -> io::Result<()> {
     f.sync_all()
 }
 
-/// Removes the reserve (when recording stops).
-pub fn drop_manifest_reserve(dir: &Path) {
-    let _ = std::fs::remove_file(dir.join(format!("{MANIFEST_FILE}{TMP_SUFFIX}")));
-}
-
 /// Writes `SHA256SUMS` (`sha256sum -c` format: `HEX  NAME`) for every
 /// regular file in `dir` except itself and temporary files, in name order.
 pub fn write_sha256sums(dir: &Path, abort: &dyn Fn() -> bool) -> io::Result<()> {

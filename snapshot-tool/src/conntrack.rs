@@ -358,7 +358,8 @@ impl Conntrack {
             let mut by_ns: Vec<(u64, Vec<Event>)> = taken.by_ns.into_iter().collect();
             by_ns.sort_by_key(|x| x.0);
             for (ns, evs) in by_ns {
-                if evs.is_empty() || !netns_entries.iter().any(|e| e.inode == ns) {
+                // Also for a namespace gone since: its last entries' end.
+                if evs.is_empty() {
                     continue;
                 }
                 let mut text = String::new();

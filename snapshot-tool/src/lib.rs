@@ -1,28 +1,37 @@
-//! procflow-snap: the on-host recorder's library half.
+//! procflow-snap: the on-host recorder's library half. Its public API is
+//! small: [`record`] (`Config` and `run`, which the binary calls), the
+//! live /proc reader [`live`], tcpdump discovery and rotation in
+//! [`capture`], and the conntrack reader [`conntrack`] and system calls
+//! [`sys`] that the cost measurements in `examples/` use.
 //!
-//! [`layout`] describes the bundle format shared with the analyzer. The
-//! rest is the recorder, in the order a tick runs: [`live`] reads /proc
-//! through the pure parsers of [`procfs`], [`delta`] turns successive reads
-//! into keyframes and deltas, [`archive`] appends them to tar files that
-//! survive a cut at any byte, [`bundle`] writes the manifest and hashes,
-//! [`capture`] runs tcpdump beside it and [`record`] drives the loop;
-//! [`conntrack`] adds each namespace's connection-tracking table, read
-//! through [`netlink`]; [`operator`] locks `--out`, warns at start, prints
-//! the heartbeat and reads tcpdump's counters for the manifest.
-//! [`reader`] is the format's one reader, shared with the analyzer: it reads
-//! archives back (also cut ones) snapshot by snapshot and applies them to
-//! rebuild the tables and fd listing at each tick. The recorder binary
-//! itself never reads an archive.
+//! Inside, in the order a tick runs: `live` reads /proc through the pure
+//! parsers of [`procfs`], [`delta`] turns successive reads into keyframes
+//! and deltas, `archive` appends them to tar files that survive a cut at
+//! any byte, `bundle` writes the manifest and hashes, `capture` runs
+//! tcpdump beside it and `record` drives the loop; `conntrack` adds each
+//! namespace's connection-tracking table, read through `netlink`; `events`
+//! and `ksys` follow the kernel's event sources; `operator` locks `--out`,
+//! warns at start, prints the heartbeat and reads tcpdump's counters for
+//! the manifest. [`layout`] describes the bundle format shared with the
+//! analyzer; [`reader`] is the format's one reader: it reads archives back
+//! (also cut ones) snapshot by snapshot. The recorder binary itself never
+//! reads an archive.
+//!
+//! ```
+//! // The pids of /proc as the recorder lists them; this process is one.
+//! let pids = procflow_snap::live::Proc::live().list_pids().expect("read /proc");
+//! assert!(pids.contains(&std::process::id()));
+//! ```
 
-pub mod archive;
-pub mod bundle;
+pub(crate) mod archive;
+pub(crate) mod bundle;
 pub mod capture;
 pub mod conntrack;
-pub mod events;
-pub mod ksys;
+pub(crate) mod events;
+pub(crate) mod ksys;
 pub mod live;
-pub mod netlink;
-pub mod operator;
+pub(crate) mod netlink;
+pub(crate) mod operator;
 pub mod record;
 pub mod sys;
 

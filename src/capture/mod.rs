@@ -1,7 +1,7 @@
 //! Capture replay: files -> per-packet records -> flows.
 //!
-//! Each file is memory-mapped (see [`source`]) and walked by a cheap
-//! sequential [`scan::Scanner`] that only reads record headers. Records are
+//! Each file is memory-mapped (see `source`) and walked by a cheap
+//! sequential `scan::Scanner` that only reads record headers. Records are
 //! handed out in bounded batches; a batch's packets are decoded in parallel
 //! with rayon into compact `Copy` records while the previous batch is folded
 //! into the [`FlowTable`] on another core. Folding is strictly in file
@@ -9,9 +9,9 @@
 //! depend on the thread count, and memory holds at most two batches whatever
 //! the file size.
 
-pub mod guard;
-pub mod scan;
-pub mod source;
+pub(crate) mod guard;
+pub(crate) mod scan;
+pub(crate) mod source;
 
 use crate::decode::{self, DecodeError, Decoded, Layer};
 use crate::flow::{Flow, FlowTable, PacketFlow, PacketMark, PacketOrigin, SplitRules};
@@ -69,10 +69,17 @@ impl Default for ReplayOptions {
     }
 }
 
+/// A path as JSON text: lossy UTF-8 (a file name from a hostile host need
+/// not be UTF-8, and JSON strings must be).
+fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
+}
+
 /// What one input file contributed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileReport {
     /// The path as given.
+    #[serde(serialize_with = "lossy_path")]
     pub path: PathBuf,
     /// `pcap` or `pcapng`; empty when the file could not be read at all.
     pub format: String,
@@ -94,6 +101,24 @@ pub struct FileReport {
     pub problems: u64,
     /// Set when the file could not be read at all: why.
     pub error: Option<String>,
+}
+
+impl FileReport {
+    /// A file about to be read: nothing counted yet.
+    fn new(path: &Path, format: &str, error: Option<String>) -> FileReport {
+        FileReport {
+            path: path.to_path_buf(),
+            format: format.to_string(),
+            link_types: Vec::new(),
+            packets: 0,
+            bytes: 0,
+            snaplen_cut: 0,
+            first_ns: None,
+            last_ns: None,
+            problems: 0,
+            error,
+        }
+    }
 }
 
 /// The kind of a [`Problem`]: a short stable name in reports (`kebab-case`).
@@ -201,6 +226,7 @@ impl From<&DecodeError> for ProblemKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
     /// The file.
+    #[serde(serialize_with = "lossy_path")]
     pub file: PathBuf,
     /// 1-based packet number in the file (Wireshark's frame number), when
     /// the problem concerns one packet.
@@ -425,18 +451,11 @@ impl<'o> Replayer<'o> {
     }
 
     fn unreadable(&mut self, path: &Path, offset: u64, what: String) {
-        self.files.push(FileReport {
-            path: path.to_path_buf(),
-            format: String::new(),
-            link_types: Vec::new(),
-            packets: 0,
-            bytes: 0,
-            snaplen_cut: 0,
-            first_ns: None,
-            last_ns: None,
-            problems: 0,
-            error: Some(format!("offset {offset}: {what}")),
-        });
+        self.files.push(FileReport::new(
+            path,
+            "",
+            Some(format!("offset {offset}: {what}")),
+        ));
         let idx = self.files.len() - 1;
         self.problem(
             idx,
@@ -456,18 +475,8 @@ impl<'o> Replayer<'o> {
             Err(e) => return self.unreadable(path, e.offset, e.what),
         };
         let idx = self.files.len();
-        self.files.push(FileReport {
-            path: path.to_path_buf(),
-            format: scan::format_name(buf).to_string(),
-            link_types: Vec::new(),
-            packets: 0,
-            bytes: 0,
-            snaplen_cut: 0,
-            first_ns: None,
-            last_ns: None,
-            problems: 0,
-            error: None,
-        });
+        self.files
+            .push(FileReport::new(path, scan::format_name(buf), None));
         let mut raw = Vec::with_capacity(BATCH);
         let mut scan_problems = Vec::new();
         let mut prev: Vec<Rec> = Vec::new();

@@ -32,12 +32,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let verdict = if ev.ok {
         "intact: every check holds".to_string()
     } else {
-        let areas: Vec<&str> = ev
-            .status
-            .iter()
-            .filter(|s| s.state == "failed")
-            .map(|s| s.area.name())
-            .collect();
+        let areas = ev.failed_areas();
         format!(
             "NOT INTACT: {} finding(s) ({})",
             ev.findings.len(),

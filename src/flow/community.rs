@@ -55,30 +55,13 @@ mod tests {
 
     fn tcp_flow(a: &str, ap: u16, b: &str, bp: u16) -> Flow {
         let a_ip: IpAddr = a.parse().unwrap();
-        Flow {
-            id: 1,
-            proto: ipproto::TCP,
-            family: if a_ip.is_ipv4() {
-                Family::V4
-            } else {
-                Family::V6
-            },
-            a_ip,
-            a_port: Some(ap),
-            b_ip: b.parse().unwrap(),
-            b_port: Some(bp),
-            icmp: None,
-            first_seen_ns: 0,
-            last_seen_ns: 0,
-            packets_ab: 0,
-            packets_ba: 0,
-            bytes_ab: 0,
-            bytes_ba: 0,
-            ip_bytes_ab: 0,
-            ip_bytes_ba: 0,
-            tcp_flags_ab: 0,
-            tcp_flags_ba: 0,
-        }
+        let family = if a_ip.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        };
+        let b = (b.parse().unwrap(), Some(bp));
+        Flow::new(ipproto::TCP, family, (a_ip, Some(ap)), b, None, 0)
     }
 
     #[test]

@@ -73,6 +73,56 @@ pub struct Flow {
     pub tcp_flags_ba: u8,
 }
 
+impl Flow {
+    /// A flow from `a` (the initiator) to `b` whose first packet, not yet
+    /// counted, was seen at `ts_ns`; id 0 until flows are numbered.
+    pub fn new(
+        proto: u8,
+        family: Family,
+        a: (IpAddr, Option<u16>),
+        b: (IpAddr, Option<u16>),
+        icmp: Option<IcmpKey>,
+        ts_ns: i64,
+    ) -> Flow {
+        Flow {
+            id: 0,
+            proto,
+            family,
+            a_ip: a.0,
+            a_port: a.1,
+            b_ip: b.0,
+            b_port: b.1,
+            icmp,
+            first_seen_ns: ts_ns,
+            last_seen_ns: ts_ns,
+            packets_ab: 0,
+            packets_ba: 0,
+            bytes_ab: 0,
+            bytes_ba: 0,
+            ip_bytes_ab: 0,
+            ip_bytes_ba: 0,
+            tcp_flags_ab: 0,
+            tcp_flags_ba: 0,
+        }
+    }
+
+    /// The same conversation (id, protocol, endpoints, ICMP identity) with
+    /// nothing counted yet, first seen at `ts_ns`.
+    pub fn cleared(&self, ts_ns: i64) -> Flow {
+        Flow {
+            id: self.id,
+            ..Flow::new(
+                self.proto,
+                self.family,
+                (self.a_ip, self.a_port),
+                (self.b_ip, self.b_port),
+                self.icmp,
+                ts_ns,
+            )
+        }
+    }
+}
+
 /// TCP flags as letters in a fixed order, `S A F R P U E C` (SYN, ACK, FIN,
 /// RST, PSH, URG, ECE, CWR): a full handshake and close reads `SAF`.
 pub fn tcp_flags_text(flags: u8) -> String {

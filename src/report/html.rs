@@ -129,42 +129,6 @@ impl HtmlReport<'_> {
                 ])
             })
             .collect();
-        let flows: Vec<Value> = r
-            .rows
-            .iter()
-            .map(|row| {
-                let (lip, lport) = row.local();
-                let (rip, rport) = row.remote();
-                let [pin, pout, bin, bout, _, _] = row.counters();
-                let ep = |ip: std::net::IpAddr, port: Option<u16>| match (ip, port) {
-                    (std::net::IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
-                    (ip, Some(p)) => format!("{ip}:{p}"),
-                    (ip, None) => ip.to_string(),
-                };
-                json!([
-                    row.flow.id,
-                    proto_name(row.flow.proto),
-                    ep(lip, lport),
-                    ep(rip, rport),
-                    rfc3339_ns(row.flow.first_seen_ns),
-                    rfc3339_ns(row.flow.last_seen_ns),
-                    bout,
-                    bin,
-                    pin + pout,
-                    row.attribution.owner.map(|o| o.pid),
-                    visible(
-                        &row.process
-                            .as_ref()
-                            .map(|p| p.comm.clone())
-                            .unwrap_or_default(),
-                        64
-                    ),
-                    row.attribution.method.name(),
-                    confidence(&row.attribution),
-                    row.direction(),
-                ])
-            })
-            .collect();
         json!({
             "tool": format!("procflow {}", env!("CARGO_PKG_VERSION")),
             "bundle": visible(&h.bundle, 1024),
@@ -206,8 +170,65 @@ impl HtmlReport<'_> {
             "unattributed": o.unattributed.iter().map(|u| json!([u.reason.as_str(), u.flows, u.bytes])).collect::<Vec<_>>(),
             "methods": o.methods.iter().map(|m| json!([m.method, m.confidence, m.flows, m.bytes])).collect::<Vec<_>>(),
             "flow_columns": ["id", "proto", "local", "remote", "first_seen", "last_seen", "bytes_out", "bytes_in", "packets", "pid", "comm", "method", "confidence", "direction"],
-            "flows": flows,
         })
+    }
+}
+
+/// One row of the flow table, in `flow_columns` order.
+fn flow_row(row: &crate::report::ConnectionRow) -> impl serde::Serialize {
+    let (lip, lport) = row.local();
+    let (rip, rport) = row.remote();
+    let [pin, pout, bin, bout, _, _] = row.counters();
+    let ep = |ip: std::net::IpAddr, port: Option<u16>| match (ip, port) {
+        (std::net::IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
+        (ip, Some(p)) => format!("{ip}:{p}"),
+        (ip, None) => ip.to_string(),
+    };
+    (
+        row.flow.id,
+        proto_name(row.flow.proto),
+        ep(lip, lport),
+        ep(rip, rport),
+        rfc3339_ns(row.flow.first_seen_ns),
+        rfc3339_ns(row.flow.last_seen_ns),
+        bout,
+        bin,
+        pin + pout,
+        row.attribution.owner.map(|o| o.pid),
+        visible(row.process.as_ref().map_or("", |p| p.comm.as_str()), 64),
+        row.attribution.method.name(),
+        confidence(&row.attribution),
+        row.direction(),
+    )
+}
+
+/// A writer that turns every `<`, `>` and `&` into its JSON `\u` escape: run
+/// over JSON text, whose structure never uses them (they occur only inside
+/// strings, where the escape means the same), it makes the text safe
+/// inside an HTML `<script>` element. Multi-byte UTF-8 never contains these
+/// bytes, so the byte stream can be rewritten as it goes.
+struct ScriptSafe<'a>(&'a mut dyn Write);
+
+impl Write for ScriptSafe<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut start = 0;
+        for (i, b) in buf.iter().enumerate() {
+            let esc: &[u8] = match b {
+                b'<' => b"\\u003c",
+                b'>' => b"\\u003e",
+                b'&' => b"\\u0026",
+                _ => continue,
+            };
+            self.0.write_all(&buf[start..i])?;
+            self.0.write_all(esc)?;
+            start = i + 1;
+        }
+        self.0.write_all(&buf[start..])?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -235,7 +256,10 @@ impl ReportWriter for HtmlReport<'_> {
     }
 
     fn write(&self, out: &mut dyn Write) -> io::Result<()> {
-        let data = script_safe_json(&self.data());
+        // Everything but the flows as one small JSON object, then the flows
+        // streamed row by row into it (no tree of every flow in memory).
+        let head = script_safe_json(&self.data());
+        let head = head.strip_suffix('}').unwrap_or(&head);
         write!(
             out,
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
@@ -246,8 +270,18 @@ impl ReportWriter for HtmlReport<'_> {
              <noscript>This report draws its tables with JavaScript; the same data is in \
              connections.csv, processes.csv and summary.json.</noscript>\n\
              <main id=\"app\"></main>\n\
-             <script type=\"application/json\" id=\"procflow-data\">{data}</script>\n\
-             <script>\n{SCRIPT}</script>\n</body>\n</html>\n"
+             <script type=\"application/json\" id=\"procflow-data\">{head},\"flows\":["
+        )?;
+        let mut safe = ScriptSafe(out);
+        for (i, row) in self.0.report.rows.iter().enumerate() {
+            if i > 0 {
+                safe.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut safe, &flow_row(row))?;
+        }
+        write!(
+            out,
+            "]}}</script>\n<script>\n{SCRIPT}</script>\n</body>\n</html>\n"
         )
     }
 }
@@ -255,6 +289,17 @@ impl ReportWriter for HtmlReport<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_json_cannot_close_the_script() {
+        let mut v = Vec::new();
+        let mut w = ScriptSafe(&mut v);
+        serde_json::to_writer(&mut w, &("</script>", "a&b", 1)).unwrap();
+        let s = String::from_utf8(v).unwrap();
+        assert!(!s.contains('<') && !s.contains('>') && !s.contains('&'));
+        let back: (String, String, u32) = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, ("</script>".to_string(), "a&b".to_string(), 1));
+    }
 
     #[test]
     fn json_cannot_close_the_script() {

@@ -266,6 +266,52 @@ impl CtTimeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::timeline::tests::{build, Snap};
+    use procflow_format::layout::{SnapshotKind, TableStored};
+
+    const NS: u64 = 4026531840;
+    const MASQ: &str =
+        "tcp 10.77.0.2 198.18.0.2 58036 9001 198.18.0.2 198.18.0.1 9001 58036 0x19e 0 0 431999";
+
+    /// Bad lines and bad events are counted with their member and line,
+    /// the good ones kept; a delta removes by identity.
+    #[test]
+    fn tables_events_and_bad_lines() {
+        let later = MASQ.replace(" 431999", " 5");
+        let snaps = [
+            Snap::new(1, 0, SnapshotKind::Keyframe).table(
+                NS,
+                "conntrack",
+                TableStored::Full,
+                format!("{MASQ}\ntcp 1.2.3.4 \u{1b}[31m\n"),
+            ),
+            Snap::new(2, 1000, SnapshotKind::Delta).table(
+                NS,
+                "conntrack",
+                TableStored::Unchanged,
+                String::new(),
+            ),
+            Snap::new(3, 2000, SnapshotKind::Delta).table(
+                NS,
+                "conntrack",
+                TableStored::Delta,
+                format!("-{}\n", conntrack::row_identity(&later).unwrap()),
+            ),
+        ];
+        let (tl, d) = build(&snaps);
+        assert_eq!(d.bad_lines, 1, "{d:?}");
+        assert_eq!(d.bad_line_details[0].line, 2);
+        assert_eq!(tl.conntrack.records.len(), 1);
+        let r = &tl.conntrack.records[0];
+        assert_eq!(
+            (r.runs.len(), r.runs[0].first_seq, r.runs[0].last_seq),
+            (1, 1, 2)
+        );
+        let a = "198.18.0.1:58036".parse().unwrap();
+        let b = "198.18.0.2:9001".parse().unwrap();
+        assert_eq!(tl.conntrack.with_pair(6, b, a), &[0]);
+        assert!(tl.conntrack.with_pair(17, a, b).is_empty());
+    }
 
     fn run(a: i64, b: i64) -> Run {
         Run {
