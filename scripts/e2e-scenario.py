@@ -791,16 +791,6 @@ class Scenario:
             results.append((role, role, a))
         client("ipv6", "ipv6", PEER_IP6,
                ["--send", str(z["v6_send"]), "--recv", str(z["v6_recv"]), "--rate", str(z["v6_send"] // 2)])
-        # One long-lived process, many short connections / fresh sockets;
-        # IPv4 and IPv6.
-        for fam, host in (("v4", PEER_IP4), ("v6", PEER_IP6)):
-            a = Agent(self, sus, "tcp-seq-" + fam,
-                      ["tcp-seq", host, str(TCP_PORT), "--count", str(z["seq_n"]), "--hold", "0.1",
-                       "--send", str(z["seq_send"]), "--recv", str(z["seq_recv"])])
-            results.append(("tcp-seq", "tcp-seq-" + fam, a))
-            a = Agent(self, sus, "udp-fresh-" + fam,
-                      ["udp-fresh", host, str(UDP_PORT), "--count", str(z["fresh_n"]), "--every", "0.05"])
-            results.append(("udp-fresh", "udp-fresh-" + fam, a))
         # The same UDP 4-tuple used by two processes, REUSE_UDP_APART apart:
         # the first users now, the second ones below.
         reuse_first = []
@@ -822,6 +812,20 @@ class Scenario:
             short.append(client("short-lived", "short-%02d" % (i + 1), PEER_IP4,
                                 ["--send", str(z["short_send"]), "--recv", str(z["short_recv"]),
                                  "--rate", str(rate), "--delay", "0.1", "--hold", "0.1"]))
+
+        # One long-lived process, many short connections / fresh sockets;
+        # IPv4 and IPv6. Started once the short-lived processes are, so
+        # that their hundreds of sockets do not slow the snapshots those
+        # need (with periodic reads alone, a slow snapshot misses them).
+        time.sleep(0.6)
+        for fam, host in (("v4", PEER_IP4), ("v6", PEER_IP6)):
+            a = Agent(self, sus, "tcp-seq-" + fam,
+                      ["tcp-seq", host, str(TCP_PORT), "--count", str(z["seq_n"]), "--hold", "0.1",
+                       "--send", str(z["seq_send"]), "--recv", str(z["seq_recv"])])
+            results.append(("tcp-seq", "tcp-seq-" + fam, a))
+            a = Agent(self, sus, "udp-fresh-" + fam,
+                      ["udp-fresh", host, str(UDP_PORT), "--count", str(z["fresh_n"]), "--every", "0.05"])
+            results.append(("udp-fresh", "udp-fresh-" + fam, a))
 
         for _, _, a in results:
             if a is not same_a and a not in short:

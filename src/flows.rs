@@ -116,7 +116,7 @@ pub fn report_json(r: &Replay) -> serde_json::Value {
         .iter()
         .map(|f| {
             serde_json::json!({
-                "path": f.path,
+                "path": f.path.to_string_lossy(),
                 "format": f.format,
                 "link_types": f.link_types,
                 "packets": f.packets,

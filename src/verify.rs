@@ -262,7 +262,16 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
     match std::fs::read_dir(dir) {
         Ok(rd) => {
             for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
+                // A name that is not UTF-8 keeps its bytes visible
+                // (`\xff`) rather than U+FFFD.
+                let raw = e.file_name();
+                let name = match raw.to_str() {
+                    Some(n) => n.to_string(),
+                    None => {
+                        use std::os::unix::ffi::OsStrExt;
+                        crate::hostile::term_bytes(raw.as_bytes())
+                    }
+                };
                 let Ok(ft) = e.file_type() else { continue };
                 if ft.is_file() {
                     regular.insert(name);

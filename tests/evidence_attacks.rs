@@ -614,8 +614,18 @@ fn escape_sequences_in_every_printed_field() {
     assert_no_raw_controls("analyze summary", &err);
     assert_no_raw_controls("analyze summary stdout", &out);
     assert!(err.contains("\\x1b"), "{err}");
+    // A file name that is not UTF-8 at all.
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let n = std::ffi::OsStr::from_bytes(b"capture-\xff\x1b[2J.pcap");
+        std::fs::write(b.join(n), b"x").unwrap();
+    }
     let (code, out, err) = verify(&b);
     assert_eq!(code, Some(1));
+    assert!(
+        out.contains("not-listed: capture-\\xff\\x1b[2J.pcap"),
+        "{out}"
+    );
     assert_no_raw_controls("verify", &out);
     assert_no_raw_controls("verify stderr", &err);
     let (_, out, err) = run(procflow()
@@ -1082,5 +1092,42 @@ fn killed_recorder_for_real() {
             || out.contains("archive-cut: snapshots-000001.tar"),
         "{out}"
     );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// File names need not be UTF-8 on the recorded host: they are read, named
+/// with their bytes visible on the terminal, and written lossily to JSON
+/// (this panicked in the JSON run report).
+#[test]
+fn non_utf8_file_names_do_not_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = scratch("nonutf8");
+    let b = d.join("bundle");
+    let odd = std::ffi::OsStr::from_bytes(b"capture-\xff\xfe.pcap");
+    std::fs::rename(b.join(SAMPLE_CAPTURE), b.join(odd)).unwrap();
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("not-listed: capture-\\xff\\xfe.pcap is in the bundle"),
+        "{err}"
+    );
+    assert!(err.contains("85 snapshots"), "{err}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("out/summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        summary["diagnostics"]["capture"]["files"][0]["packets"],
+        1422
+    );
+    let (code, _, err) = run(procflow()
+        .arg("flows")
+        .arg(b.join(odd))
+        .arg("--json")
+        .arg(d.join("f.json"))
+        .arg("--out")
+        .arg(d.join("f.csv")));
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("f.json")).unwrap()).unwrap();
+    assert!(v["files"][0]["path"].as_str().unwrap().contains('\u{fffd}'));
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -69,10 +69,17 @@ impl Default for ReplayOptions {
     }
 }
 
+/// A path as JSON text: lossy UTF-8 (a file name from a hostile host need
+/// not be UTF-8, and JSON strings must be).
+fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
+}
+
 /// What one input file contributed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileReport {
     /// The path as given.
+    #[serde(serialize_with = "lossy_path")]
     pub path: PathBuf,
     /// `pcap` or `pcapng`; empty when the file could not be read at all.
     pub format: String,
@@ -219,6 +226,7 @@ impl From<&DecodeError> for ProblemKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
     /// The file.
+    #[serde(serialize_with = "lossy_path")]
     pub file: PathBuf,
     /// 1-based packet number in the file (Wireshark's frame number), when
     /// the problem concerns one packet.

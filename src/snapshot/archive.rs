@@ -173,14 +173,17 @@ impl Bundle {
             path: dir.to_path_buf(),
             source,
         })?;
-        let mut names: Vec<String> = Vec::new();
+        // (lossy text to classify, the name itself to open: a name that is
+        // not UTF-8 is still the file's).
+        let mut names: Vec<(String, std::ffi::OsString)> = Vec::new();
         for e in listing {
             let e = e.map_err(|source| BundleError::Io {
                 path: dir.to_path_buf(),
                 source,
             })?;
             if e.file_type().map(|t| t.is_file()).unwrap_or(false) {
-                names.push(e.file_name().to_string_lossy().into_owned());
+                let raw = e.file_name();
+                names.push((raw.to_string_lossy().into_owned(), raw));
             }
         }
         names.sort();
@@ -188,6 +191,7 @@ impl Bundle {
         // recorder leaves them in the directory only. Use both.
         let mut numbered: Vec<(u32, String)> = names
             .iter()
+            .map(|(n, _)| n)
             .chain(manifest.archives.iter())
             .filter_map(|n| parse_archive_name(n).map(|k| (k, n.clone())))
             .collect();
@@ -196,10 +200,10 @@ impl Bundle {
         let archives = numbered.into_iter().map(|(_, n)| dir.join(n)).collect();
         let captures = names
             .iter()
-            .filter(|n| {
+            .filter(|(n, _)| {
                 n.starts_with(CAPTURE_PREFIX) || n.ends_with(".pcap") || n.ends_with(".pcapng")
             })
-            .map(|n| dir.join(n))
+            .map(|(_, raw)| dir.join(raw))
             .collect();
         Ok(Bundle {
             dir: dir.to_path_buf(),
