@@ -1072,6 +1072,9 @@ fn a_tuple_used_by_two_processes_is_split_at_the_change_of_owner() {
         if name == "evented" {
             // Known only from its events: the comm they carried.
             assert_eq!(r2["comm"], "nslookup");
+            let procs = read_csv(&d.join(format!("{name}-report-1/processes.csv")));
+            let p51 = procs.iter().find(|p| p["pid"] == "51").unwrap();
+            assert_eq!(p51["comm"], "nslookup");
             assert_eq!(r2["confidence"], "high");
         }
     }

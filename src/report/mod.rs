@@ -520,6 +520,7 @@ impl<'a> ReportInput<'a> {
                 owner: r.attribution.owner,
                 method: r.attribution.method,
                 process: r.process.clone(),
+                event_comm: r.event_comm.clone(),
                 process_start: r.process_start.clone(),
                 entity_id: r.entity_id.clone(),
                 connections: 0,
@@ -555,6 +556,8 @@ pub struct ProcessRow {
     pub method: Method,
     /// Its record.
     pub process: Option<ProcessRecord>,
+    /// Its comm as its events gave it, when it has no record.
+    pub event_comm: Option<String>,
     /// RFC 3339 start.
     pub process_start: String,
     /// Entity id.

@@ -62,7 +62,10 @@ impl ProcessRow {
             ppid: p.map(|p| p.ppid),
             uid: p.map(|p| p.uid),
             comm: match self.owner {
-                Some(_) => p.map(|p| p.comm.clone()).unwrap_or_default(),
+                Some(_) => p
+                    .map(|p| p.comm.clone())
+                    .or_else(|| self.event_comm.clone())
+                    .unwrap_or_default(),
                 None => self.method.name(),
             },
             exe: p.and_then(|p| p.exe.as_deref()).map(Cow::Borrowed),
