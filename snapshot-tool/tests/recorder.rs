@@ -1111,3 +1111,56 @@ fn heartbeat_on_a_terminal() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!err.contains("; sources "), "{err}");
 }
+
+/// Without the privileges for the event sources (run as uid 65534 through
+/// setpriv), the recorder says in one line which sources it uses and why
+/// not the others, records the same in the manifest, and keeps recording.
+#[test]
+fn unprivileged_sources_are_named_and_recording_goes_on() {
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root to drop privileges with setpriv");
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: setpriv (util-linux) not installed");
+        return;
+    }
+    let dir = TempPath::new("nobody");
+    std::fs::create_dir_all(&dir.0).expect("dir");
+    // The binary and the bundle must be reachable by uid 65534.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let bin = dir.0.join("procflow-snap");
+    std::fs::copy(BIN, &bin).expect("copy binary");
+    let out = dir.0.join("bundle");
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["record", "--out"])
+        .arg(&out)
+        .args(["--duration", "1s"])
+        .output()
+        .expect("setpriv");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains(" sources: ")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    let m = manifest(&out);
+    assert_eq!(m.status.as_str(), "complete");
+    assert!(m.snapshots >= 1);
+    let tp = m
+        .sources
+        .iter()
+        .find(|s| s.name == "tracepoint:sock:inet_sock_set_state")
+        .expect("listed");
+    assert!(!tp.used, "{tp:?}");
+    let why = tp.detail.as_deref().expect("a reason");
+    assert!(
+        lines[0].contains(&format!("tracepoint:sock:inet_sock_set_state ({why})")),
+        "{err}"
+    );
+    assert!(m.sources.iter().any(|s| s.name == "proc-poll" && s.used));
+    // Periodic reads only: the fallback interval.
+    assert_eq!(m.options.interval_ms, 250);
+}
