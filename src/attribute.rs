@@ -383,6 +383,9 @@ pub enum Note {
     V4MappedSocket,
     /// The socket is in a namespace other than the capture's.
     OtherNamespace,
+    /// The flow's tuple was translated through a conntrack entry to the
+    /// socket's (a `*-nat` rule).
+    Nat(NatMatch),
     /// Both ends are local; attributed to the initiator's socket (`true`)
     /// or the responder's.
     BothLocal {
@@ -958,6 +961,9 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
                         }) => {
                             out.method = Method::Rule(rule);
                             out.nat = nat;
+                            if let Some(m) = nat {
+                                out.notes.push(Note::Nat(m));
+                            }
                             out.local_is_a = Some(o.local_is_a);
                             out.socket = socket;
                             out.event = event;

@@ -116,7 +116,22 @@ fn mutate_bytes(rng: &mut Rng, bytes: &mut Vec<u8>) -> String {
 
 /// One random change to the bundle in `dir`; returns what it did.
 fn mutate_bundle(rng: &mut Rng, dir: &Path) -> String {
-    match rng.below(5) {
+    match rng.below(6) {
+        5 => {
+            // A capture name of random bytes (no `/`, no NUL): not UTF-8,
+            // escape sequences, newlines.
+            use std::os::unix::ffi::OsStrExt;
+            let mut name = b"capture-".to_vec();
+            for _ in 0..1 + rng.below(12) {
+                let b = (rng.next() % 255) as u8 + 1;
+                name.push(if b == b'/' { b'_' } else { b });
+            }
+            let name = std::ffi::OsStr::from_bytes(&name).to_os_string();
+            if dir.join(CAPTURE).exists() {
+                let _ = std::fs::rename(dir.join(CAPTURE), dir.join(&name));
+            }
+            format!("capture renamed to {name:?}")
+        }
         0 | 1 => {
             let mut b = std::fs::read(dir.join(ARCHIVE)).unwrap();
             let what = mutate_bytes(rng, &mut b);
@@ -124,7 +139,9 @@ fn mutate_bundle(rng: &mut Rng, dir: &Path) -> String {
             format!("archive: {what}")
         }
         2 => {
-            let mut b = std::fs::read(dir.join(CAPTURE)).unwrap();
+            let Ok(mut b) = std::fs::read(dir.join(CAPTURE)) else {
+                return "capture already renamed".into();
+            };
             let what = mutate_bytes(rng, &mut b);
             std::fs::write(dir.join(CAPTURE), b).unwrap();
             format!("capture: {what}")

@@ -86,6 +86,17 @@ pub fn note_text(n: &Note) -> String {
         ),
         Note::V4MappedSocket => "ipv4-mapped socket".into(),
         Note::OtherNamespace => "socket in another network namespace".into(),
+        Note::Nat(m) => format!(
+            "translated by conntrack ({}{}): the socket holds {} -> {}",
+            m.kind.as_str(),
+            match m.kind {
+                procflow_format::conntrack::NatKind::Snat => ", masquerade",
+                procflow_format::conntrack::NatKind::Dnat => ", published port",
+                procflow_format::conntrack::NatKind::Both => "",
+            },
+            m.local,
+            m.remote
+        ),
         Note::BothLocal { initiator } => format!(
             "both ends local; attributed to the {}'s socket",
             if initiator { "initiator" } else { "responder" }

@@ -624,6 +624,17 @@ impl TimelineBuilder {
                     .push(i);
             }
         }
+        // An event's namespace uses its local address too: a container
+        // whose sockets all lived between two snapshots is still found by
+        // its address (traffic between containers seen on a bridge).
+        for e in &events {
+            if let Some(ns) = e.netns.filter(|_| !e.local.ip().is_unspecified()) {
+                netns_addrs.entry(ns).or_default().insert(e.local.ip());
+                netns_sorted.push(ns);
+            }
+        }
+        netns_sorted.sort_unstable();
+        netns_sorted.dedup();
         let processes = self.processes;
         let event_idents = self
             .event_idents
