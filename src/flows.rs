@@ -18,6 +18,8 @@ pub struct FlowsConfig {
     pub threads: Option<usize>,
     /// When one key starts a new flow.
     pub split: SplitRules,
+    /// Where to report the bytes replayed.
+    pub progress: Option<crate::progress::Progress>,
 }
 
 /// Replays the captures into flows. Unreadable files and bad packets are
@@ -26,9 +28,24 @@ pub fn replay_flows(cfg: &FlowsConfig) -> Result<Replay, CaptureError> {
     let opts = ReplayOptions {
         threads: cfg.threads,
         split: cfg.split,
+        progress: cfg.progress.clone(),
         ..ReplayOptions::default()
     };
-    capture::replay(&cfg.captures, &opts)
+    use crate::progress::{Event, Stage};
+    if let Some(p) = &cfg.progress {
+        let total = cfg
+            .captures
+            .iter()
+            .filter_map(|c| std::fs::metadata(c).ok())
+            .map(|m| m.len())
+            .sum();
+        p.event(Stage::Replay, Event::Start(total));
+    }
+    let r = capture::replay(&cfg.captures, &opts);
+    if let Some(p) = &cfg.progress {
+        p.event(Stage::Replay, Event::Finish);
+    }
+    r
 }
 
 /// Column names of the flows CSV, in order.

@@ -37,6 +37,7 @@
 //!     captures: vec![concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/pcaps/tcpdump_LINKTYPE_IPV4.pcap").into()],
 //!     threads: Some(1),
 //!     split: SplitRules::default(),
+//!     progress: None,
 //! };
 //! let replay = replay_flows(&cfg).expect("replay");
 //! let mut csv = Vec::new();

@@ -1,28 +1,21 @@
 //! The recorder's contact with the live system beyond plain file reads:
 //! clocks, uname, interface addresses, priorities, CPU time, signals.
 //!
-//! `unsafe` appears only here, each time around one libc call whose
-//! arguments are owned locals; the reason is written at each block.
+//! Clocks, uname, euid, clock ticks and CPU priority go through rustix;
+//! interface addresses, CPU time and kill through nix. What neither offers
+//! safely is by hand, each block with its reason: ioprio_set(2) (wrapped
+//! by neither) and the counting signal handler (see
+//! [`install_signal_handlers`]). `unsafe` appears only there.
 
 // The libc calls of the recorder live here (see above); unsafe is allowed in this module only.
 #![allow(unsafe_code)]
 
-use std::ffi::CStr;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use rustix::time::{clock_gettime, clock_gettime_dynamic, ClockId, DynamicClockId};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::layout::{ClockReading, HostAddress, TimeStamp};
 
-fn clock_ns(id: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec owned by this frame.
-    let rc = unsafe { libc::clock_gettime(id, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
+fn timespec_ns(ts: rustix::time::Timespec) -> i64 {
     ts.tv_sec
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.tv_nsec)
@@ -31,9 +24,9 @@ fn clock_ns(id: libc::clockid_t) -> i64 {
 /// Reads CLOCK_REALTIME, CLOCK_MONOTONIC and CLOCK_BOOTTIME, in that order.
 pub fn read_clocks() -> ClockReading {
     ClockReading {
-        realtime_ns: clock_ns(libc::CLOCK_REALTIME),
-        monotonic_ns: clock_ns(libc::CLOCK_MONOTONIC),
-        boottime_ns: clock_ns(libc::CLOCK_BOOTTIME),
+        realtime_ns: timespec_ns(clock_gettime(ClockId::Realtime)),
+        monotonic_ns: timespec_ns(clock_gettime(ClockId::Monotonic)),
+        boottime_ns: clock_gettime_dynamic(DynamicClockId::Boottime).map_or(0, timespec_ns),
     }
 }
 
@@ -58,97 +51,48 @@ pub struct Uname {
     pub machine: String,
 }
 
-fn field(chars: &[libc::c_char]) -> String {
-    let bytes: Vec<u8> = chars
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// Calls uname(2).
+/// uname(2), through rustix.
 pub fn uname() -> Uname {
-    // SAFETY: utsname is plain old data; zeroed is a valid value and uname
-    // only writes into the struct we own.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: see above; `u` is a valid writable utsname.
-    let rc = unsafe { libc::uname(&mut u) };
-    if rc != 0 {
-        return Uname {
-            nodename: String::new(),
-            release: String::new(),
-            version: String::new(),
-            machine: String::new(),
-        };
-    }
+    let u = rustix::system::uname();
+    let field = |c: &std::ffi::CStr| c.to_string_lossy().into_owned();
     Uname {
-        nodename: field(&u.nodename),
-        release: field(&u.release),
-        version: field(&u.version),
-        machine: field(&u.machine),
+        nodename: field(u.nodename()),
+        release: field(u.release()),
+        version: field(u.version()),
+        machine: field(u.machine()),
     }
 }
 
 /// Effective uid.
 pub fn euid() -> u32 {
-    // SAFETY: geteuid has no arguments and cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// sysconf(_SC_CLK_TCK).
 pub fn clk_tck() -> u64 {
-    // SAFETY: sysconf takes a constant and returns a value.
-    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if v > 0 {
-        v as u64
-    } else {
-        100
+    match rustix::param::clock_ticks_per_second() {
+        0 => 100,
+        v => v,
     }
 }
 
 /// Addresses of the interfaces of the caller's network namespace.
 pub fn host_addresses() -> Result<Vec<HostAddress>, std::io::Error> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes a list pointer into `head`; on success the
-    // list is walked read-only below and freed exactly once.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
     let mut out = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a non-null node of the list getifaddrs returned,
-        // valid until freeifaddrs; its fields are read, never kept.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+    for ifa in nix::ifaddrs::getifaddrs()? {
+        let Some(addr) = ifa.address else { continue };
+        let ip = if let Some(sin) = addr.as_sockaddr_in() {
+            sin.ip().to_string()
+        } else if let Some(sin6) = addr.as_sockaddr_in6() {
+            sin6.ip().to_string()
+        } else {
             continue;
-        }
-        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
-        // SAFETY: ifa_addr is non-null and points at a sockaddr whose
-        // sa_family tells its real type; we cast only to that type.
-        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-        let ip = match family {
-            libc::AF_INET => {
-                // SAFETY: family AF_INET means a sockaddr_in.
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).to_string()
-            }
-            libc::AF_INET6 => {
-                // SAFETY: family AF_INET6 means a sockaddr_in6.
-                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                Ipv6Addr::from(sin6.sin6_addr.s6_addr).to_string()
-            }
-            _ => continue,
         };
-        out.push(HostAddress { iface: name, ip });
+        out.push(HostAddress {
+            iface: ifa.interface_name,
+            ip,
+        });
     }
-    // SAFETY: `head` came from a successful getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
     Ok(out)
 }
 
@@ -158,9 +102,8 @@ pub fn host_addresses() -> Result<Vec<HostAddress>, std::io::Error> {
 /// recorder goes on at the priority it had).
 pub fn lower_priority(nice: i32) -> Vec<String> {
     let mut errs = Vec::new();
-    // SAFETY: setpriority takes plain integers; 0 = the calling process.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
-        errs.push(format!("setpriority: {}", std::io::Error::last_os_error()));
+    if let Err(e) = rustix::process::setpriority_process(None, nice) {
+        errs.push(format!("setpriority: {}", std::io::Error::from(e)));
     }
     const IOPRIO_WHO_PROCESS: libc::c_long = 1;
     const IOPRIO_CLASS_BE: libc::c_long = 2;
@@ -174,6 +117,7 @@ pub fn lower_priority(nice: i32) -> Vec<String> {
     } else {
         (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | 7
     };
+    // Neither rustix nor nix wraps ioprio_set(2): the raw system call.
     // SAFETY: ioprio_set takes plain integers; who = 0 is the caller.
     let rc = unsafe {
         libc::syscall(
@@ -191,14 +135,14 @@ pub fn lower_priority(nice: i32) -> Vec<String> {
 
 /// CPU time (user + system) used by the calling process so far, ns.
 pub fn self_cpu_ns() -> u64 {
-    // SAFETY: rusage is plain old data; getrusage writes into it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `ru` is a valid writable rusage owned by this frame.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let Ok(ru) = getrusage(UsageWho::RUSAGE_SELF) else {
         return 0;
-    }
-    let tv = |t: libc::timeval| (t.tv_sec as u64) * 1_000_000_000 + (t.tv_usec as u64) * 1_000;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    };
+    let tv = |t: nix::sys::time::TimeVal| {
+        (t.tv_sec() as u64) * 1_000_000_000 + (t.tv_usec() as u64) * 1_000
+    };
+    tv(ru.user_time()) + tv(ru.system_time())
 }
 
 /// Number of SIGINT/SIGTERM received since [`install_signal_handlers`].
@@ -211,6 +155,13 @@ extern "C" fn on_signal(_sig: libc::c_int) {
 
 /// Counts SIGINT and SIGTERM instead of dying on them; the main loop polls
 /// [`signals`]. SIGPIPE is ignored so a closed pipe is an error, not death.
+///
+/// Kept by hand: the second signal must be counted by the handler itself
+/// (the main thread may be blocked in fsync or in tcpdump's drain when it
+/// comes). signal-hook's safe API only sets a flag (which cannot count to
+/// two) or wakes a thread over a pipe (which coalesces signals that arrive
+/// together); its counting handler, `low_level::register`, is `unsafe`
+/// just like the one `sigaction` below.
 pub fn install_signal_handlers() -> Result<(), std::io::Error> {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: sigaction is plain old data; zeroed is valid (empty mask,
@@ -236,10 +187,8 @@ pub fn signals() -> usize {
 pub fn send_signal(pid: u32, sig: libc::c_int) -> Result<(), std::io::Error> {
     let pid = libc::pid_t::try_from(pid)
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: kill takes plain integers.
-    if unsafe { libc::kill(pid, sig) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let sig = nix::sys::signal::Signal::try_from(sig)?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)?;
     Ok(())
 }
 

@@ -77,6 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             idle_gap_ns: args.idle_gap,
             closed_tcp_gap_ns: args.closed_tcp_gap,
         },
+        progress: super::bars::terminal_progress(),
     };
     // Open the outputs first: a bad --out path should fail before the work.
     let to_stdout = args.out.as_ref().is_none_or(|p| p.as_os_str() == "-");
