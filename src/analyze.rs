@@ -185,8 +185,12 @@ pub struct AnalysisOutcome {
 
 /// The bundle's SHA256SUMS (`HEX  NAME` lines), if present.
 fn read_sha256sums(bundle: &Path) -> Option<HashMap<String, String>> {
-    let text =
-        std::fs::read_to_string(bundle.join(procflow_format::layout::SHA256SUMS_FILE)).ok()?;
+    let bytes = crate::hostile::read_small_file(
+        &bundle.join(procflow_format::layout::SHA256SUMS_FILE),
+        crate::hostile::SMALL_FILE_CAP,
+    )
+    .ok()?;
+    let text = String::from_utf8_lossy(&bytes);
     let mut m = HashMap::new();
     for line in text.lines() {
         if let Some((h, name)) = line.split_once(char::is_whitespace) {

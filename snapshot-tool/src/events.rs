@@ -758,9 +758,18 @@ impl EventSources {
                     _ => dec.fib.push(FibDecoder::new(&f, src)?),
                 }
                 let mut fds = Vec::new();
+                // Only TCP state changes and UDP route lookups are decoded:
+                // the kernel drops the others before they reach the ring
+                // (best effort: without the filter they are dropped here).
+                let filter = if src == SRC_SET_STATE {
+                    "protocol == 6"
+                } else {
+                    "proto == 17"
+                };
                 for &cpu in &cpus {
                     let fd = ksys::open_tracepoint(f.id, cpu, (RING_PAGES as u32 * 4096) / 4)
                         .map_err(|e| perf_why(&e))?;
+                    let _ = ksys::set_filter(&fd, filter);
                     fds.push((cpu, fd));
                 }
                 if fds.is_empty() {
