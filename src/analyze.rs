@@ -704,7 +704,19 @@ pub fn run_analysis(
         overview: &overview,
         bundle: cfg.bundle.display().to_string(),
         inputs: &inputs,
-        warnings: html_warnings(&replay, &diag, &evidence),
+        warnings: {
+            let mut w = html_warnings(&replay, &diag, &evidence);
+            if !annotation_check.disagree.is_empty() {
+                w.push(format!(
+                    "{} flow(s) where the capture's own process annotations name another pid than the snapshots (first: flow {}, capture pid {}, snapshots pid {}); the snapshots' owner is kept",
+                    annotation_check.disagree.len(),
+                    annotation_check.disagree[0].flow_id,
+                    annotation_check.disagree[0].annotated_pid,
+                    annotation_check.disagree[0].snapshot_pid
+                ));
+            }
+            w
+        },
     };
     let outputs = vec![
         write_report(&mut out, &ConnectionsCsv(&input))?,

@@ -1232,6 +1232,8 @@ fn capture_annotations_are_checked_against_the_snapshots() {
     assert!(dis
         .iter()
         .all(|x| x["annotated_pid"] == 99 && x["snapshot_pid"] == 10));
+    let html = std::fs::read_to_string(d.join("r-disagree/report.html")).unwrap();
+    assert!(html.contains("name another pid than the snapshots"));
     let _ = std::fs::remove_dir_all(&d);
 }
 
