@@ -997,6 +997,11 @@ fn run_thread(
                 i.exited
                     .is_none_or(|t| t.elapsed() < Duration::from_secs(3))
             });
+            if pids.map.len() > MAX_PENDING_CONNECTS {
+                // Without exit events (no connector) the cache only grows:
+                // start over, the facts are read again at the next event.
+                pids.map.clear();
+            }
         }
         local.unjoined += std::mem::take(&mut dec.unjoined);
         let busy = !local.events.is_empty()
