@@ -471,10 +471,15 @@ impl<'a> ReportInput<'a> {
                         .map(|i| i.comm.clone()),
                     _ => None,
                 };
-                let event_netns = a
-                    .event
-                    .and_then(|e| timeline.events.get(e.index))
-                    .and_then(|e| e.netns);
+                // An event without the namespace (its process was gone when
+                // the recorder handled it): the owner's record says it.
+                let event_netns = a.event.and_then(|e| {
+                    timeline
+                        .events
+                        .get(e.index)
+                        .and_then(|e| e.netns)
+                        .or_else(|| process.as_ref().map(|p| p.netns).filter(|&n| n != 0))
+                });
                 let (process_start, entity) = match a.owner {
                     // Without clk_tck a start time in ticks says no time.
                     Some(o) if manifest.host.clk_tck == 0 => (
