@@ -185,8 +185,12 @@ pub struct AnalysisOutcome {
 
 /// The bundle's SHA256SUMS (`HEX  NAME` lines), if present.
 fn read_sha256sums(bundle: &Path) -> Option<HashMap<String, String>> {
-    let text =
-        std::fs::read_to_string(bundle.join(procflow_format::layout::SHA256SUMS_FILE)).ok()?;
+    let bytes = crate::hostile::read_small_file(
+        &bundle.join(procflow_format::layout::SHA256SUMS_FILE),
+        crate::hostile::SMALL_FILE_CAP,
+    )
+    .ok()?;
+    let text = String::from_utf8_lossy(&bytes);
     let mut m = HashMap::new();
     for line in text.lines() {
         if let Some((h, name)) = line.split_once(char::is_whitespace) {
@@ -700,7 +704,19 @@ pub fn run_analysis(
         overview: &overview,
         bundle: cfg.bundle.display().to_string(),
         inputs: &inputs,
-        warnings: html_warnings(&replay, &diag, &evidence),
+        warnings: {
+            let mut w = html_warnings(&replay, &diag, &evidence);
+            if !annotation_check.disagree.is_empty() {
+                w.push(format!(
+                    "{} flow(s) where the capture's own process annotations name another pid than the snapshots (first: flow {}, capture pid {}, snapshots pid {}); the snapshots' owner is kept",
+                    annotation_check.disagree.len(),
+                    annotation_check.disagree[0].flow_id,
+                    annotation_check.disagree[0].annotated_pid,
+                    annotation_check.disagree[0].snapshot_pid
+                ));
+            }
+            w
+        },
     };
     let outputs = vec![
         write_report(&mut out, &ConnectionsCsv(&input))?,

@@ -107,6 +107,44 @@ pub fn csv_cell(s: &str, raw: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Reads a small bundle file (manifest, `SHA256SUMS`, `tcpdump.log`)
+/// whole, refusing what is not a regular file (a FIFO would block, a link
+/// to `/dev/zero` never end) and anything larger than `cap` bytes.
+pub fn read_small_file(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            "not a regular file (a link, FIFO or device); not read",
+        ));
+    }
+    if meta.len() > cap {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!(
+                "{} bytes, more than the {cap} such a file may hold",
+                meta.len()
+            ),
+        ));
+    }
+    let mut v = Vec::new();
+    std::fs::File::open(path)?
+        .take(cap.saturating_add(1))
+        .read_to_end(&mut v)?;
+    if v.len() as u64 > cap {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("grew past the {cap} bytes such a file may hold while being read"),
+        ));
+    }
+    Ok(v)
+}
+
+/// Largest `manifest.json`, `SHA256SUMS` or `tcpdump.log` read (the
+/// recorder writes a few KB; tcpdump's log grows by a line per rotation).
+pub const SMALL_FILE_CAP: u64 = 16 << 20;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +165,17 @@ mod tests {
         use std::os::unix::ffi::OsStrExt;
         let p = Path::new(std::ffi::OsStr::from_bytes(b"/tmp/x\x1b[2J\xff"));
         assert_eq!(term_path(p), r"/tmp/x\x1b[2J\xff");
+    }
+
+    #[test]
+    fn small_files_are_bounded() {
+        let e = read_small_file(Path::new("/dev/zero"), 10).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let p = std::env::temp_dir().join(format!("procflow-small-{}", std::process::id()));
+        std::fs::write(&p, b"0123456789ab").unwrap();
+        assert!(read_small_file(&p, 10).is_err());
+        assert_eq!(read_small_file(&p, 12).unwrap(), b"0123456789ab");
+        let _ = std::fs::remove_file(&p);
     }
 
     #[test]

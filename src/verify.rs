@@ -310,7 +310,10 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         .collect();
     // SHA256SUMS.
     let sums = if regular.contains(SHA256SUMS_FILE) {
-        match std::fs::read(dir.join(SHA256SUMS_FILE)) {
+        match crate::hostile::read_small_file(
+            &dir.join(SHA256SUMS_FILE),
+            crate::hostile::SMALL_FILE_CAP,
+        ) {
             Ok(b) => Some(parse_sums(&String::from_utf8_lossy(&b))),
             Err(e) => {
                 c.add(
@@ -524,13 +527,16 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                 source: "manifest",
                 counters,
             }),
-            None => std::fs::read(dir.join(TCPDUMP_LOG_FILE))
-                .ok()
-                .and_then(|b| parse_tcpdump_log(&String::from_utf8_lossy(&b)))
-                .map(|counters| Counters {
-                    source: "tcpdump.log",
-                    counters,
-                }),
+            None => crate::hostile::read_small_file(
+                &dir.join(TCPDUMP_LOG_FILE),
+                crate::hostile::SMALL_FILE_CAP,
+            )
+            .ok()
+            .and_then(|b| parse_tcpdump_log(&String::from_utf8_lossy(&b)))
+            .map(|counters| Counters {
+                source: "tcpdump.log",
+                counters,
+            }),
         };
         match &capture_counters {
             None => c.add(

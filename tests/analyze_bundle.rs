@@ -1069,6 +1069,46 @@ fn a_tuple_used_by_two_processes_is_split_at_the_change_of_owner() {
         assert!(r2["first_seen"].contains("23.100"), "{name}: {r2:?}");
         assert_eq!(sum(&rows, &["bytes_in", "bytes_out"]), total);
         assert!(r2["note"].contains("part 2 of 2"), "{:?}", r2["note"]);
+        // Annotated packets follow the cut: each goes to the part whose
+        // time holds it, with that part's owner.
+        let pcapng = d.join(format!("{name}.pcapng"));
+        let out = analyze(
+            &bundle,
+            &d.join(format!("{name}-report-pcapng")),
+            &["--quiet", "--pcapng", pcapng.to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut r =
+            pcap_file::pcapng::PcapNgReader::new(std::fs::File::open(&pcapng).unwrap()).unwrap();
+        let mut owners: BTreeMap<String, u64> = BTreeMap::new();
+        while let Some(block) = r.next_block() {
+            if let (pcap_file::pcapng::Block::EnhancedPacket(epb), _) = block.unwrap() {
+                for o in &epb.options {
+                    if let pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption::Common(
+                        pcap_file::pcapng::blocks::opt_common::CommonOption::Comment(c),
+                    ) = o
+                    {
+                        let pid = c.lines().next().unwrap_or("").to_string();
+                        let flow = c.lines().find(|l| l.starts_with("Flow: ")).unwrap_or("");
+                        *owners.entry(format!("{pid} {flow}")).or_default() += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            owners.get("PID: 50 Flow: 2"),
+            Some(&10),
+            "{name}: {owners:?}"
+        );
+        assert_eq!(
+            owners.get("PID: 51 Flow: 3"),
+            Some(&6),
+            "{name}: {owners:?}"
+        );
         if name == "evented" {
             // Known only from its events: the comm they carried.
             assert_eq!(r2["comm"], "nslookup");
@@ -1232,6 +1272,8 @@ fn capture_annotations_are_checked_against_the_snapshots() {
     assert!(dis
         .iter()
         .all(|x| x["annotated_pid"] == 99 && x["snapshot_pid"] == 10));
+    let html = std::fs::read_to_string(d.join("r-disagree/report.html")).unwrap();
+    assert!(html.contains("name another pid than the snapshots"));
     let _ = std::fs::remove_dir_all(&d);
 }
 

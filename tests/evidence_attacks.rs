@@ -1131,3 +1131,39 @@ fn non_utf8_file_names_do_not_panic() {
     assert!(v["files"][0]["path"].as_str().unwrap().contains('\u{fffd}'));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Bundle files that are links to devices or FIFOs are never read: a
+/// manifest linked to /dev/zero is refused at once, an archive that is a
+/// FIFO is skipped with a warning (it would block).
+#[test]
+fn device_and_fifo_bundle_files_are_not_read() {
+    let d = scratch("devices");
+    let b = d.join("bundle");
+    std::fs::rename(b.join("manifest.json"), d.join("manifest.json")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", b.join("manifest.json")).unwrap();
+    let t = Instant::now();
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    let (code, _, err) = verify(&b);
+    assert_eq!(code, Some(2), "{err}");
+    std::fs::remove_file(b.join("manifest.json")).unwrap();
+    std::fs::rename(d.join("manifest.json"), b.join("manifest.json")).unwrap();
+    // The archive the manifest names, replaced by a FIFO.
+    let tar = b.join("snapshots-000001.tar");
+    std::fs::rename(&tar, d.join("saved.tar")).unwrap();
+    let fifo = std::ffi::CString::new(tar.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let t = Instant::now();
+    let (code, _, err) = analyze(&b, &d.join("out2"), &[]);
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("snapshots-000001.tar: not a regular file (a link, FIFO or device); not read"),
+        "{err}"
+    );
+    assert!(err.contains("no complete snapshot"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -758,9 +758,18 @@ impl EventSources {
                     _ => dec.fib.push(FibDecoder::new(&f, src)?),
                 }
                 let mut fds = Vec::new();
+                // Only TCP state changes and UDP route lookups are decoded:
+                // the kernel drops the others before they reach the ring
+                // (best effort: without the filter they are dropped here).
+                let filter = if src == SRC_SET_STATE {
+                    "protocol == 6"
+                } else {
+                    "proto == 17"
+                };
                 for &cpu in &cpus {
                     let fd = ksys::open_tracepoint(f.id, cpu, (RING_PAGES as u32 * 4096) / 4)
                         .map_err(|e| perf_why(&e))?;
+                    let _ = ksys::set_filter(&fd, filter);
                     fds.push((cpu, fd));
                 }
                 if fds.is_empty() {
@@ -988,6 +997,11 @@ fn run_thread(
                 i.exited
                     .is_none_or(|t| t.elapsed() < Duration::from_secs(3))
             });
+            if pids.map.len() > MAX_PENDING_CONNECTS {
+                // Without exit events (no connector) the cache only grows:
+                // start over, the facts are read again at the next event.
+                pids.map.clear();
+            }
         }
         local.unjoined += std::mem::take(&mut dec.unjoined);
         let busy = !local.events.is_empty()

@@ -148,6 +148,19 @@ pub fn set_output(fd: &OwnedFd, ring_fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets a tracepoint filter (ftrace filter syntax, e.g. `proto == 17`) so
+/// the kernel drops non-matching hits before they reach the ring.
+pub fn set_filter(fd: &OwnedFd, filter: &str) -> io::Result<()> {
+    const PERF_EVENT_IOC_SET_FILTER: libc::c_ulong = 0x4008_2406;
+    let c = CString::new(filter).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: ioctl on an fd we own with a NUL-terminated string that
+    // outlives the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_SET_FILTER, c.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Enables a perf event.
 pub fn enable(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: ioctl on an fd we own, no argument.

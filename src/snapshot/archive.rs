@@ -107,25 +107,31 @@ impl Bundle {
             }
             _ => {}
         }
-        let text = std::fs::read_to_string(&manifest_path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound && dir.is_dir() {
-                // The usual mistake: a capture folder or a report folder
-                // given where a bundle was meant.
-                BundleError::Manifest {
-                    path: manifest_path.clone(),
-                    detail: format!(
-                        "{} has no {MANIFEST_FILE}; give the directory `procflow-snap record \
+        let text = crate::hostile::read_small_file(&manifest_path, crate::hostile::SMALL_FILE_CAP)
+            .and_then(|b| {
+                String::from_utf8(b).map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                })
+            })
+            .map_err(|source| {
+                if source.kind() == std::io::ErrorKind::NotFound && dir.is_dir() {
+                    // The usual mistake: a capture folder or a report folder
+                    // given where a bundle was meant.
+                    BundleError::Manifest {
+                        path: manifest_path.clone(),
+                        detail: format!(
+                            "{} has no {MANIFEST_FILE}; give the directory `procflow-snap record \
                          --out` wrote (captures alone go through `procflow flows`)",
-                        dir.display()
-                    ),
+                            dir.display()
+                        ),
+                    }
+                } else {
+                    BundleError::Io {
+                        path: manifest_path.clone(),
+                        source,
+                    }
                 }
-            } else {
-                BundleError::Io {
-                    path: manifest_path.clone(),
-                    source,
-                }
-            }
-        })?;
+            })?;
         // Look at format and version first so an unknown version is named as
         // such rather than as a field mismatch.
         let value: serde_json::Value =
@@ -227,6 +233,13 @@ impl Bundle {
             if !path.exists() {
                 diag.warn(format!(
                     "{}: listed in the manifest but absent; its snapshots are missing",
+                    path.display()
+                ));
+                continue;
+            }
+            if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+                diag.warn(format!(
+                    "{}: not a regular file (a link, FIFO or device); not read",
                     path.display()
                 ));
                 continue;
