@@ -21,20 +21,6 @@ fn csv(paths: &[PathBuf], threads: usize) -> Vec<u8> {
     out
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// A packet of the generated capture: timestamp (us) and Ethernet frame.
 type Pkt = (u64, Vec<u8>);
 
@@ -77,7 +63,7 @@ fn udp(sp: u16, dp: u16, len: usize) -> Vec<u8> {
 /// 4-tuple after FIN), UDP exchanges, ICMP echoes, fragmented UDP and ARP.
 /// Returns the packets in time order and the number of flows expected.
 fn generate() -> (Vec<Pkt>, usize) {
-    let mut rng = Rng(7);
+    let mut rng = fastrand::Rng::with_seed(7);
     let mut convs: Vec<Vec<Vec<u8>>> = Vec::new();
     let (c, s) = ([10, 1, 0, 1], [10, 2, 0, 1]);
     let mut flows = 0;
@@ -88,14 +74,14 @@ fn generate() -> (Vec<Pkt>, usize) {
         for _ in 0..if reuse { 2 } else { 1 } {
             v.push(ipv4(c, s, 6, 0, 0, &tcp(sp, 80, 0x02, 0)));
             v.push(ipv4(s, c, 6, 0, 0, &tcp(80, sp, 0x12, 0)));
-            for _ in 0..rng.below(30) {
+            for _ in 0..rng.u64(..30) {
                 v.push(ipv4(
                     s,
                     c,
                     6,
                     0,
                     0,
-                    &tcp(80, sp, 0x10, rng.below(1400) as usize),
+                    &tcp(80, sp, 0x10, rng.u64(..1400) as usize),
                 ));
                 v.push(ipv4(c, s, 6, 0, 0, &tcp(sp, 80, 0x10, 0)));
             }
@@ -108,7 +94,7 @@ fn generate() -> (Vec<Pkt>, usize) {
     }
     for i in 0..2000u16 {
         let mut v = Vec::new();
-        for _ in 0..1 + rng.below(4) {
+        for _ in 0..1 + rng.u64(..4) {
             v.push(ipv4(c, s, 17, 0, 0, &udp(40_000 + i, 53, 40)));
             v.push(ipv4(s, c, 17, 0, 0, &udp(53, 40_000 + i, 120)));
         }
@@ -155,10 +141,10 @@ fn generate() -> (Vec<Pkt>, usize) {
     let mut out = Vec::new();
     let mut ts = 1_700_000_000_000_000u64;
     while !cursors.is_empty() {
-        let k = rng.below(cursors.len().min(64) as u64) as usize;
+        let k = rng.u64(..cursors.len().min(64) as u64) as usize;
         let (ci, pos) = cursors[k];
         out.push((ts, convs[ci][pos].clone()));
-        ts += 1 + rng.below(500);
+        ts += 1 + rng.u64(..500);
         if pos + 1 == convs[ci].len() {
             cursors.remove(k);
         } else {
@@ -186,8 +172,8 @@ fn write_pcap(path: &Path, pkts: &[Pkt]) {
 
 #[test]
 fn generated_capture_same_output_for_any_thread_count_and_rotation() {
-    let dir = std::env::temp_dir().join(format!("procflow-threads-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let (pkts, want_flows) = generate();
     assert!(
         pkts.len() > 100_000,
@@ -238,7 +224,6 @@ fn generated_capture_same_output_for_any_thread_count_and_rotation() {
     );
     assert_eq!(r.non_ip[0].packets, 500);
     assert_eq!(r.undecodable, 0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

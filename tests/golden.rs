@@ -3,18 +3,18 @@
 //! `testdata/golden/`. Any change of output is a deliberate change of that
 //! folder, made with `scripts/update-golden.sh` and reviewed in the diff.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("procflow-golden-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("procflow-golden-")
+        .tempdir()
+        .unwrap()
 }
 
 fn assert_same(expected: &Path, actual: &Path) {
@@ -41,7 +41,8 @@ fn assert_same(expected: &Path, actual: &Path) {
 
 #[test]
 fn flows_outputs_match_golden() {
-    let dir = scratch("flows");
+    let tmp = scratch();
+    let dir = tmp.path();
     let mut checked = 0;
     for entry in std::fs::read_dir(root().join("testdata/pcaps")).unwrap() {
         let path = entry.unwrap().path();
@@ -77,7 +78,8 @@ fn flows_outputs_match_golden() {
 
 #[test]
 fn analyze_sample_bundle_matches_golden() {
-    let dir = scratch("analyze");
+    let tmp = scratch();
+    let dir = tmp.path();
     let out = dir.join("r");
     let status = Command::new(env!("CARGO_BIN_EXE_procflow"))
         .current_dir(root())

@@ -199,36 +199,27 @@ pub struct Scanner<'a> {
     done: bool,
 }
 
-fn rd16(b: &[u8], off: usize, be: bool) -> Option<u16> {
-    let s = b.get(off..off.checked_add(2)?)?;
-    let a = [s[0], s[1]];
-    Some(if be {
-        u16::from_be_bytes(a)
-    } else {
-        u16::from_le_bytes(a)
-    })
+/// `N` bytes at `off`, if the buffer holds them.
+fn at<const N: usize>(b: &[u8], off: usize) -> Option<[u8; N]> {
+    b.get(off..off.checked_add(N)?)?.try_into().ok()
 }
 
-fn rd32(b: &[u8], off: usize, be: bool) -> Option<u32> {
-    let s = b.get(off..off.checked_add(4)?)?;
-    let a = [s[0], s[1], s[2], s[3]];
-    Some(if be {
-        u32::from_be_bytes(a)
-    } else {
-        u32::from_le_bytes(a)
-    })
+/// `rdNN(buf, off, big_endian)`: an integer read in the file's byte order.
+macro_rules! reader {
+    ($name:ident, $t:ty) => {
+        fn $name(b: &[u8], off: usize, be: bool) -> Option<$t> {
+            let a = at(b, off)?;
+            Some(if be {
+                <$t>::from_be_bytes(a)
+            } else {
+                <$t>::from_le_bytes(a)
+            })
+        }
+    };
 }
-
-fn rd64(b: &[u8], off: usize, be: bool) -> Option<u64> {
-    let s = b.get(off..off.checked_add(8)?)?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(s);
-    Some(if be {
-        u64::from_be_bytes(a)
-    } else {
-        u64::from_le_bytes(a)
-    })
-}
+reader!(rd16, u16);
+reader!(rd32, u32);
+reader!(rd64, u64);
 
 const SHB: u32 = SECTION_HEADER_BLOCK;
 const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
@@ -247,6 +238,23 @@ fn duration_ns(d: std::time::Duration) -> Option<i64> {
 }
 
 impl<'a> Scanner<'a> {
+    /// Reports a problem after which the file is not read further.
+    fn give_up(
+        &mut self,
+        problems: &mut Vec<ScanProblem>,
+        at: (Option<u64>, usize),
+        kind: ProblemKind,
+        what: String,
+    ) {
+        problems.push(ScanProblem {
+            packet_index: at.0,
+            offset: at.1 as u64,
+            kind,
+            what,
+        });
+        self.done = true;
+    }
+
     /// Reads the file header. Fails when the bytes are not a capture this
     /// reader understands; the error names the offset and what was expected.
     pub fn open(buf: &'a [u8]) -> Result<Scanner<'a>, FatalError> {
@@ -468,14 +476,12 @@ impl<'a> Scanner<'a> {
         }
         let index = self.packets + 1;
         if left < rec_hdr {
-            problems.push(ScanProblem {
-                packet_index: Some(index),
-                offset: pos as u64,
-                kind: ProblemKind::TruncatedRecord,
-                what: format!("record header needs {rec_hdr} bytes, {left} left at end of file"),
-            });
-            self.done = true;
-            return;
+            return self.give_up(
+                problems,
+                (Some(index), pos),
+                ProblemKind::TruncatedRecord,
+                format!("record header needs {rec_hdr} bytes, {left} left at end of file"),
+            );
         }
         // pcap-file's `next_raw_packet`, not `next_packet`: the latter
         // rejects a record whose caplen exceeds the snaplen or its original
@@ -500,14 +506,12 @@ impl<'a> Scanner<'a> {
                     have,
                 ),
                 Err(e) => {
-                    problems.push(ScanProblem {
-                        packet_index: Some(index),
-                        offset: pos as u64,
-                        kind: ProblemKind::CorruptRecord,
-                        what: format!("{e}; reading stops here"),
-                    });
-                    self.done = true;
-                    return;
+                    return self.give_up(
+                        problems,
+                        (Some(index), pos),
+                        ProblemKind::CorruptRecord,
+                        format!("{e}; reading stops here"),
+                    );
                 }
             },
             None => (
@@ -522,28 +526,28 @@ impl<'a> Scanner<'a> {
         // pcap-file checks a caplen only against what is left of the input;
         // past the snaplen and libpcap's maximum the length field is corrupt.
         if caplen > snaplen.max(MAX_PLAUSIBLE_CAPLEN) {
-            problems.push(ScanProblem {
-                packet_index: Some(index),
-                offset: pos as u64,
-                kind: ProblemKind::CorruptRecord,
-                what: format!(
-                    "record claims {caplen} captured bytes, more than snaplen {snaplen} and the {MAX_PLAUSIBLE_CAPLEN}-byte maximum; file damaged, reading stops here"
-                ),
-            });
-            self.done = true;
-            return;
+            let what = format!(
+                "record claims {caplen} captured bytes, more than snaplen {snaplen} and the \
+                 {MAX_PLAUSIBLE_CAPLEN}-byte maximum; file damaged, reading stops here"
+            );
+            return self.give_up(
+                problems,
+                (Some(index), pos),
+                ProblemKind::CorruptRecord,
+                what,
+            );
         }
         if caplen as usize > data_left {
-            problems.push(ScanProblem {
-                packet_index: Some(index),
-                offset: pos as u64,
-                kind: ProblemKind::TruncatedRecord,
-                what: format!(
-                    "record claims {caplen} captured bytes, only {data_left} left in the file (cut while writing?)"
-                ),
-            });
-            self.done = true;
-            return;
+            let what = format!(
+                "record claims {caplen} captured bytes, only {data_left} left in the file \
+                 (cut while writing?)"
+            );
+            return self.give_up(
+                problems,
+                (Some(index), pos),
+                ProblemKind::TruncatedRecord,
+                what,
+            );
         }
         if caplen > orig_len {
             problems.push(ScanProblem {
