@@ -8,6 +8,7 @@
 pub mod connections_csv;
 pub mod connections_jsonl;
 pub mod html;
+pub mod overview;
 pub mod processes_csv;
 pub mod summary;
 
