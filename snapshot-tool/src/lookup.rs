@@ -22,6 +22,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::events::{Batch, Pids};
 use crate::ksys::{self, SockFilter};
@@ -39,6 +40,9 @@ const RECENT_TUPLES: usize = 16_384;
 const RECENT_OWNERS: usize = 8;
 /// Most processes whose fds one lookup reads.
 const MAX_PIDS_PER_LOOKUP: usize = 512;
+/// Time the fd searches may take per second (5 % of a core); past it,
+/// sockets are counted as not searched until the next second.
+const SEARCH_BUDGET: Duration = Duration::from_millis(50);
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -285,7 +289,8 @@ fn holds(pid: u32, inode: u64) -> bool {
 /// Counters of the lookup source over the recording.
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
-    /// Socket found but no process holding it (closed meanwhile).
+    /// Socket found but no process holding it (closed meanwhile), or not
+    /// searched (budget spent).
     no_pid: u64,
 }
 
@@ -300,6 +305,8 @@ struct Looker {
     pids: Pids,
     counts: Counts,
     self_pid: u32,
+    /// Start of the current budget second, and the search time spent in it.
+    budget: (Instant, Duration),
 }
 
 impl Looker {
@@ -331,11 +338,26 @@ impl Looker {
     /// The pid holding socket `inode`: the last owners first, then the
     /// processes of `uid`, newest pid first (a process that opens fresh
     /// sockets is more often a recent one), at most
-    /// [`MAX_PIDS_PER_LOOKUP`]; each fd directory is read until the socket.
+    /// [`MAX_PIDS_PER_LOOKUP`] and within [`SEARCH_BUDGET`]; each fd
+    /// directory is read until the socket.
     fn owner(&mut self, inode: u64, uid: u32) -> Option<u32> {
-        if let Some(&pid) = self.owners.iter().find(|&&p| holds(p, inode)) {
-            return Some(pid);
+        if self.budget.0.elapsed() >= Duration::from_secs(1) {
+            self.budget = (Instant::now(), Duration::ZERO);
         }
+        if self.budget.1 >= SEARCH_BUDGET {
+            return None;
+        }
+        let t0 = Instant::now();
+        let found = match self.owners.iter().find(|&&p| holds(p, inode)) {
+            Some(&pid) => Some(pid),
+            None => self.search(inode, uid),
+        };
+        self.budget.1 += t0.elapsed();
+        found
+    }
+
+    /// The part of [`Looker::owner`] beyond the last owners.
+    fn search(&mut self, inode: u64, uid: u32) -> Option<u32> {
         let mut pids = live::list_pids().ok()?;
         pids.sort_unstable_by(|a, b| b.cmp(a));
         let mut n = 0usize;
@@ -439,6 +461,7 @@ pub fn start(
         pids: Pids::new(),
         counts: Counts::default(),
         self_pid: std::process::id(),
+        budget: (Instant::now(), Duration::ZERO),
     };
     let t = std::thread::Builder::new()
         .name("lookup".into())

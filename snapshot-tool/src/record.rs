@@ -860,7 +860,7 @@ impl Recorder {
         add(b.unjoined, "TCP connects whose source port was never seen");
         add(
             b.unowned,
-            "sockets looked up whose process was not found (closed before its fds were read)",
+            "sockets looked up whose process was not found (closed before its fds were read, or the search budget of 50 ms per second was spent)",
         );
         self.event_losses.kernel += b.lost;
         self.event_losses.dropped += b.dropped;
