@@ -1261,7 +1261,8 @@ mod tests {
         }
     }
 
-    fn tcp(a: &str, b: &str, t0: i64, t1: i64) -> Flow {
+    /// A TCP flow between two `ip:port` strings from `t0` to `t1` ms (shared with the NAT tests).
+    pub(super) fn tcp(a: &str, b: &str, t0: i64, t1: i64) -> Flow {
         flow(ipproto::TCP, a, b, t0, t1)
     }
 

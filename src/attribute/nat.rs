@@ -154,10 +154,11 @@ fn canon(a: SocketAddr) -> SocketAddr {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::tcp;
     use super::super::{attribute, Method, Options};
     use super::*;
-    use crate::flow::{ipproto, Family, Flow};
-    use crate::snapshot::timeline::tests::{build, clock, row4, table, Snap};
+    use crate::flow::ipproto;
+    use crate::snapshot::timeline::tests::{build, row4, table, Snap};
     use procflow_format::layout::{SnapshotKind, TableStored};
 
     const HOST: u64 = 4026531840;
@@ -172,31 +173,6 @@ mod tests {
         HostContext {
             capture_netns: HOST,
             addresses: ["198.18.0.1".parse().unwrap()].into_iter().collect(),
-        }
-    }
-
-    fn tcp(a: &str, b: &str, t0: i64, t1: i64) -> Flow {
-        let a: SocketAddr = a.parse().unwrap();
-        let b: SocketAddr = b.parse().unwrap();
-        Flow {
-            id: 1,
-            proto: ipproto::TCP,
-            family: Family::V4,
-            a_ip: a.ip(),
-            a_port: Some(a.port()),
-            b_ip: b.ip(),
-            b_port: Some(b.port()),
-            icmp: None,
-            first_seen_ns: clock(t0).realtime_ns,
-            last_seen_ns: clock(t1).realtime_ns,
-            packets_ab: 1,
-            packets_ba: 1,
-            bytes_ab: 100,
-            bytes_ba: 100,
-            ip_bytes_ab: 86,
-            ip_bytes_ba: 86,
-            tcp_flags_ab: 0,
-            tcp_flags_ba: 0,
         }
     }
 

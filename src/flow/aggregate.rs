@@ -703,30 +703,24 @@ mod tests {
     #[test]
     fn fragmented_ping_is_one_flow() {
         let mut t = FlowTable::new(SplitRules::default());
-        let mut first = pkt(1, 0, 2, 0, 0);
-        first.proto = ipproto::ICMP;
-        first.icmp = Some(IcmpKey {
-            icmp_type: 8,
-            code: 0,
-            id: 77,
-        });
-        first.frag = Frag::First(9);
-        let mut later = first;
-        later.icmp = None;
-        later.frag = Frag::Later(9);
-        let mut reply = first;
-        std::mem::swap(&mut reply.src, &mut reply.dst);
-        reply.icmp = Some(IcmpKey {
-            icmp_type: 0,
-            code: 0,
-            id: 77,
-        });
-        reply.frag = Frag::First(10);
-        let mut reply_later = reply;
-        reply_later.icmp = None;
-        reply_later.frag = Frag::Later(10);
-        for p in [first, later, reply, reply_later] {
-            t.add(1, 1514, &p, O);
+        // An ICMP message of `icmp_type` in two fragments of IP id `ip_id`.
+        let fragments = |mut head: IpPacket, icmp_type, ip_id| {
+            head.proto = ipproto::ICMP;
+            head.icmp = Some(IcmpKey {
+                icmp_type,
+                code: 0,
+                id: 77,
+            });
+            head.frag = Frag::First(ip_id);
+            let mut later = head;
+            later.icmp = None;
+            later.frag = Frag::Later(ip_id);
+            [head, later]
+        };
+        let request = fragments(pkt(1, 0, 2, 0, 0), 8, 9);
+        let reply = fragments(pkt(2, 0, 1, 0, 0), 0, 10);
+        for p in request.iter().chain(&reply) {
+            t.add(1, 1514, p, O);
         }
         let (flows, orphans) = t.finish();
         assert!(orphans.is_empty());

@@ -103,7 +103,7 @@ impl Run {
 
 /// Appends snapshot `seq` to a list of runs: extends the last run when it
 /// ended at `seq - 1`, else starts a new one.
-fn see(runs: &mut Vec<Run>, seq: u64, t0: i64, t1: i64, state: u8) {
+pub(super) fn see(runs: &mut Vec<Run>, seq: u64, t0: i64, t1: i64, state: u8) {
     match runs.last_mut() {
         Some(r) if r.last_seq == seq => r.state = state,
         Some(r) if r.last_seq.checked_add(1) == Some(seq) => {
