@@ -254,6 +254,13 @@ mod tests {
         Cli::try_parse_from(&v).map(|c| c.into_config(&v))
     }
 
+    /// `record --out x` with `args` (split on white space).
+    fn rec(args: &str) -> Result<Config, clap::Error> {
+        let mut v = vec!["record", "--out", "x"];
+        v.extend(args.split_whitespace());
+        p(&v)
+    }
+
     fn err(args: &[&str]) -> String {
         p(args).expect_err("an error").to_string()
     }
@@ -294,29 +301,11 @@ mod tests {
         assert_eq!(c.sources, SourcesMode::Auto);
         assert_eq!(c.event_interval, Duration::from_secs(5));
         assert_eq!(c.event_full_walk, Duration::from_secs(30));
-        let c = p(&[
-            "record",
-            "--out",
-            "x",
-            "--interval",
-            "100ms",
-            "--full-walk",
-            "1s",
-        ])
-        .expect("explicit periods");
+        let c = rec("--interval 100ms --full-walk 1s").expect("explicit periods");
         assert_eq!(c.event_interval, Duration::from_millis(100));
         assert_eq!(c.event_full_walk, Duration::from_secs(1));
 
-        let c = p(&[
-            "record",
-            "--out",
-            "x",
-            "--sources",
-            "poll",
-            "--event-interval",
-            "1s",
-        ])
-        .expect("sources");
+        let c = rec("--sources poll --event-interval 1s").expect("sources");
         assert_eq!(c.sources, SourcesMode::Poll);
         assert_eq!(c.event_interval, Duration::from_secs(1));
         assert!(err(&["record", "--out", "x", "--sources", "bpf"]).contains("poll"));
@@ -335,18 +324,7 @@ mod tests {
         assert!(p(&["record", "--out", "x", "--keyframe-every", "0"]).is_err());
         assert!(p(&["record", "--out", "x", "--archive-mb", "0"]).is_err());
         assert!(p(&["record", "--out", "x", "--max-cpu", "101"]).is_err());
-        assert!(p(&[
-            "record",
-            "--out",
-            "x",
-            "--iface",
-            "lo",
-            "--rotate-mb",
-            "1",
-            "--rotate-seconds",
-            "1"
-        ])
-        .is_err());
+        assert!(rec("--iface lo --rotate-mb 1 --rotate-seconds 1").is_err());
         assert_eq!(
             p(&["--version"]).unwrap_err().kind(),
             ErrorKind::DisplayVersion
@@ -358,47 +336,15 @@ mod tests {
 
     #[test]
     fn durations_share_one_grammar() {
-        let c = p(&[
-            "record",
-            "--out",
-            "x",
-            "--duration",
-            "10m",
-            "--full-walk",
-            "1.5s",
-            "--interval",
-            "1",
-            "--iface",
-            "lo",
-            "--rotate-seconds",
-            "1h",
-        ])
-        .expect("durations");
+        let c = rec("--duration 10m --full-walk 1.5s --interval 1 --iface lo --rotate-seconds 1h")
+            .expect("durations");
         assert_eq!(c.duration, Some(Duration::from_secs(600)));
         assert_eq!(c.full_walk, Duration::from_millis(1500));
         assert_eq!(c.interval, Duration::from_secs(1));
         assert_eq!(c.rotate, Rotate::Seconds(3600));
-        let c = p(&[
-            "record",
-            "--out",
-            "x",
-            "--iface",
-            "lo",
-            "--rotate-seconds",
-            "30",
-        ])
-        .expect("bare seconds");
+        let c = rec("--iface lo --rotate-seconds 30").expect("bare seconds");
         assert_eq!(c.rotate, Rotate::Seconds(30));
-        assert!(p(&[
-            "record",
-            "--out",
-            "x",
-            "--iface",
-            "lo",
-            "--rotate-seconds",
-            "1.5s"
-        ])
-        .is_err());
+        assert!(rec("--iface lo --rotate-seconds 1.5s").is_err());
         assert!(p(&["record", "--out", "x", "--duration", "5 parsecs"]).is_err());
     }
 
