@@ -90,8 +90,8 @@ pub enum AnalyzeError {
     Capture(#[from] CaptureError),
     /// The report directory cannot be used: inside the bundle, report
     /// files there without `force`, cannot be created.
-    #[error("{0}")]
-    ReportDir(String),
+    #[error(transparent)]
+    ReportDir(#[from] crate::outdir::OutputError),
     /// `strict` was given and an evidence check failed: no report written.
     #[error(
         "{failed} evidence check(s) failed and --strict was given; no report written \
@@ -483,8 +483,7 @@ pub fn run_analysis(
     on_warning: &mut dyn FnMut(&str),
 ) -> Result<AnalysisOutcome, AnalyzeError> {
     let bundle = Bundle::open(&cfg.bundle)?;
-    let mut out = ReportDir::prepare(&cfg.out, &[&cfg.bundle], &REPORT_FILES, cfg.force)
-        .map_err(AnalyzeError::ReportDir)?;
+    let mut out = ReportDir::prepare(&cfg.out, &[&cfg.bundle], &REPORT_FILES, cfg.force)?;
     let mut captures = bundle.captures.clone();
     captures.extend(cfg.pcaps.iter().cloned());
     if captures.is_empty() {
@@ -741,7 +740,7 @@ pub fn run_analysis(
         evidence: serde_json::to_value(&evidence).unwrap_or(serde_json::Value::Null),
     };
     write_report(&mut out, &Summary(&summary_input))?;
-    out.commit().map_err(AnalyzeError::ReportDir)?;
+    out.commit()?;
     let pcapng = match pcapng_out {
         Some(out) => {
             let mut notes = NoteIndex::default();

@@ -325,7 +325,8 @@ impl PcapngOut {
         bundles: &[&Path],
         force: bool,
     ) -> Result<PcapngOut, String> {
-        let file = crate::outdir::SafeFile::create(path, "pcapng output", inputs, bundles, force)?;
+        let file = crate::outdir::SafeFile::create(path, "pcapng output", inputs, bundles, force)
+            .map_err(|e| e.with_causes())?;
         Ok(PcapngOut { file })
     }
 
@@ -347,7 +348,7 @@ impl PcapngOut {
         let f = bw
             .into_inner()
             .map_err(|e| format!("pcapng output: {}", e.error()))?;
-        self.file.commit(f)?;
+        self.file.commit(f).map_err(|e| e.with_causes())?;
         Ok(stats)
     }
 }

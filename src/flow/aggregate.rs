@@ -68,6 +68,19 @@ struct FragKey {
     id: u32,
 }
 
+impl FragKey {
+    /// The fragments of `pkt`'s datagram, IP identification `id`.
+    fn of(pkt: &IpPacket, id: u32) -> FragKey {
+        FragKey {
+            family: pkt.family,
+            proto: pkt.proto,
+            src: pkt.src,
+            dst: pkt.dst,
+            id,
+        }
+    }
+}
+
 fn addr_words(a: &[u8; 16]) -> (u64, u64) {
     let mut x = [0u8; 8];
     let mut y = [0u8; 8];
@@ -334,13 +347,7 @@ impl FlowTable {
         if keyed_by_transport {
             match pkt.frag {
                 Frag::Later(id) => {
-                    let fk = FragKey {
-                        family: pkt.family,
-                        proto: pkt.proto,
-                        src: pkt.src,
-                        dst: pkt.dst,
-                        id,
-                    };
+                    let fk = FragKey::of(&pkt, id);
                     match self.frags.get(&fk) {
                         Some(&(s, d, icmp, _)) => {
                             pkt.sport = s;
@@ -363,13 +370,7 @@ impl FlowTable {
                     }
                 }
                 Frag::First(id) => {
-                    let fk = FragKey {
-                        family: pkt.family,
-                        proto: pkt.proto,
-                        src: pkt.src,
-                        dst: pkt.dst,
-                        id,
-                    };
+                    let fk = FragKey::of(&pkt, id);
                     if self.frags.len() >= MAX_FRAGS {
                         self.frags
                             .retain(|_, v| ts_ns.saturating_sub(v.3) < FRAG_TIMEOUT_NS);
