@@ -7,6 +7,7 @@
 //! caller as warnings, as they are found, and recorded in `summary.json`.
 
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::io::{self, BufWriter};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -297,13 +298,48 @@ pub fn read_timeline(bundle: &Bundle) -> Result<(Timeline, SnapshotDiagnostics),
     Ok((builder.finish(), diag))
 }
 
+/// Writes independent reports into `dir` at once, one file each, on the
+/// current rayon pool; their hashes come back in the order given. The bytes
+/// of each file are those of writing it alone.
+fn write_reports(
+    dir: &mut ReportDir,
+    writers: &[&(dyn ReportWriter + Sync)],
+) -> Result<Vec<FileHash>, AnalyzeError> {
+    let mut files = Vec::with_capacity(writers.len());
+    for w in writers {
+        let file = dir
+            .create(w.file_name())
+            .map_err(|source| AnalyzeError::WriteReport {
+                path: dir.path().join(w.file_name()),
+                source,
+            })?;
+        files.push(file);
+    }
+    let at = dir.path().to_path_buf();
+    writers
+        .par_iter()
+        .zip(files)
+        .map(|(w, file)| write_into(&at, *w, file))
+        .collect()
+}
+
 fn write_report(dir: &mut ReportDir, w: &dyn ReportWriter) -> Result<FileHash, AnalyzeError> {
-    let path = dir.path().join(w.file_name());
+    let file = dir
+        .create(w.file_name())
+        .map_err(|source| AnalyzeError::WriteReport {
+            path: dir.path().join(w.file_name()),
+            source,
+        })?;
+    write_into(dir.path(), w, file)
+}
+
+/// Writes report `w` into `file` (created in `dir`), synced, and hashed.
+fn write_into(dir: &Path, w: &dyn ReportWriter, file: File) -> Result<FileHash, AnalyzeError> {
+    let path = dir.join(w.file_name());
     let err = |source: io::Error| AnalyzeError::WriteReport {
         path: path.clone(),
         source,
     };
-    let file = dir.create(w.file_name()).map_err(err)?;
     // Buffered before hashing: the writers emit many small pieces, and the
     // hash is then updated once per 64 KiB instead of once per piece.
     let mut out = BufWriter::with_capacity(1 << 16, HashingWriter::new(file));
@@ -716,12 +752,15 @@ pub fn run_analysis(
             w
         },
     };
-    let outputs = vec![
-        write_report(&mut out, &ConnectionsCsv(&input))?,
-        write_report(&mut out, &ConnectionsJsonl(&input))?,
-        write_report(&mut out, &ProcessesCsv(&input))?,
-        write_report(&mut out, &HtmlReport(&html_input))?,
-    ];
+    let outputs = write_reports(
+        &mut out,
+        &[
+            &ConnectionsCsv(&input),
+            &ConnectionsJsonl(&input),
+            &ProcessesCsv(&input),
+            &HtmlReport(&html_input),
+        ],
+    )?;
     let summary_input = SummaryInput {
         report: &input,
         bundle: cfg.bundle.display().to_string(),
