@@ -144,6 +144,18 @@ fn note_of(r: &Row) -> PacketNote {
     }
 }
 
+/// `e` and its causes, `: `-separated.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
 /// Carves. Runs on the current rayon pool.
 pub fn run_carve(cfg: &CarveConfig) -> Result<CarveOutcome, String> {
     let src = &cfg.source;
@@ -260,7 +272,8 @@ fn carve_from_reports(dir: &Path, cfg: &CarveConfig) -> Result<CarveOutcome, Str
         captures.push(p);
     }
     let bundle = PathBuf::from(summary["inputs"]["bundle"].as_str().unwrap_or(""));
-    let out = PcapngOut::prepare(&cfg.out, &captures, &[bundle.as_path()], cfg.force)?;
+    let out = PcapngOut::prepare(&cfg.out, &captures, &[bundle.as_path()], cfg.force)
+        .map_err(|e| with_causes(&e))?;
     let opts = ReplayOptions {
         threads: cfg.threads,
         track_packets: true,
@@ -288,12 +301,14 @@ fn carve_from_reports(dir: &Path, cfg: &CarveConfig) -> Result<CarveOutcome, Str
             notes.replayed_flows()
         ));
     }
-    let written = out.write(
-        &replay.files,
-        &replay.packet_flows,
-        &notes,
-        Selection::Flows(&ids),
-    )?;
+    let written = out
+        .write(
+            &replay.files,
+            &replay.packet_flows,
+            &notes,
+            Selection::Flows(&ids),
+        )
+        .map_err(|e| with_causes(&e))?;
     Ok(CarveOutcome {
         flows: ids.len(),
         expected_packets: expected,
