@@ -81,8 +81,8 @@ pub struct AnalyzeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzeError {
     /// The annotated pcapng cannot be written where asked.
-    #[error("{0}")]
-    Pcapng(String),
+    #[error(transparent)]
+    Pcapng(#[from] crate::annotate::PcapngError),
     /// The bundle cannot be opened or its archives cannot be read.
     #[error(transparent)]
     Bundle(#[from] BundleError),
@@ -528,10 +528,12 @@ pub fn run_analysis(
         });
     }
     let pcapng_out = match &cfg.pcapng {
-        Some(p) => Some(
-            PcapngOut::prepare(p, &captures, &[cfg.bundle.as_path()], cfg.force)
-                .map_err(AnalyzeError::Pcapng)?,
-        ),
+        Some(p) => Some(PcapngOut::prepare(
+            p,
+            &captures,
+            &[cfg.bundle.as_path()],
+            cfg.force,
+        )?),
         None => None,
     };
     let opts = ReplayOptions {
@@ -792,10 +794,7 @@ pub fn run_analysis(
                     PacketNote::of_row(r),
                 );
             }
-            Some(
-                out.write(&replay.files, &replay.packet_flows, &notes, Selection::All)
-                    .map_err(AnalyzeError::Pcapng)?,
-            )
+            Some(out.write(&replay.files, &replay.packet_flows, &notes, Selection::All)?)
         }
         None => None,
     };

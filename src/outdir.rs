@@ -214,21 +214,6 @@ pub enum OutputError {
     },
 }
 
-impl OutputError {
-    /// The message followed by its causes, `: `-separated, for callers that
-    /// report errors as one line of text.
-    pub fn with_causes(&self) -> String {
-        let mut s = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            s.push_str(": ");
-            s.push_str(&c.to_string());
-            cause = c.source();
-        }
-        s
-    }
-}
-
 /// Refuses `target` (a path that exists, or will be created) when it lies
 /// in one of `bundles` or in any directory holding a bundle manifest:
 /// every existing ancestor of its resolved path, itself included, is

@@ -995,6 +995,27 @@ pub enum OutDirError {
         #[source]
         source: io::Error,
     },
+    /// Cannot be opened to be locked.
+    #[error("{}: cannot open", dir.display())]
+    CannotOpen {
+        /// The output directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Another recorder holds its lock.
+    #[error("{}: another procflow-snap is recording into this directory", .0.display())]
+    Busy(PathBuf),
+    /// Cannot be locked.
+    #[error("{}: cannot lock", dir.display())]
+    CannotLock {
+        /// The output directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// `e` and its causes, `: `-separated, for a one-line message.
@@ -1193,7 +1214,7 @@ pub fn run(cfg: Config) -> i32 {
     let _lock = match crate::operator::lock_out_dir(&cfg.out) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("procflow-snap: {e}");
+            eprintln!("procflow-snap: {}", with_causes(&e));
             return EXIT_USAGE;
         }
     };
