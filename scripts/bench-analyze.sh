@@ -12,10 +12,18 @@
 # one. Needs root, iproute2, ethtool, tcpdump, iperf3, python3, hyperfine and
 # GNU time (/usr/bin/time).
 #
-# Usage: scripts/bench-analyze.sh [RUNS]
+# The binaries are in $CARGO_TARGET_DIR/release (default target/); SNAP
+# chooses another recorder (e.g. an older release's, for a bundle every
+# version can read whole). The namespaces and veth ends are named after
+# PREFIX (default `pf`), so two runs with different PREFIXes do not collide.
+# RECORD_ONLY=1 records the bundle (if absent) and stops.
+#
+# Usage: [PREFIX=pf] [SNAP=path] [RECORD_ONLY=1] scripts/bench-analyze.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
+TARGET=${CARGO_TARGET_DIR:-target}
+PREFIX=${PREFIX:-pf}
 WORK=bench-work
 BUNDLE=$WORK/analyze-bundle
 mkdir -p "$WORK"
@@ -25,11 +33,15 @@ for tool in ip ethtool tcpdump iperf3 python3 hyperfine; do
 done
 [ -x /usr/bin/time ] || { echo "bench-analyze: /usr/bin/time is required (apt-get install -y time)" >&2; exit 2; }
 
-cargo build --release --quiet --workspace
-BIN=target/release/procflow
-SNAP=target/release/procflow-snap
+# A given SNAP needs no build for RECORD_ONLY.
+if [ -z "${SNAP:-}" ] || [ "${RECORD_ONLY:-0}" != 1 ]; then
+    cargo build --release --quiet --workspace
+fi
+BIN=$TARGET/release/procflow
+SNAP=${SNAP:-$TARGET/release/procflow-snap}
 
-NS1="pfbana-a-$$" NS2="pfbana-b-$$" VA="pfaa$$" VB="pfab$$"
+NS1="${PREFIX}bana-a-$$" NS2="${PREFIX}bana-b-$$" VA="${PREFIX}aa$$" VB="${PREFIX}ab$$"
+[ ${#VA} -le 15 ] || { echo "bench-analyze: PREFIX too long for a veth name ($VA)" >&2; exit 2; }
 PIDS=()
 . scripts/bench-traffic.sh
 cleanup() { bench_cleanup; }
@@ -61,6 +73,7 @@ if [ ! -s "$BUNDLE/manifest.json" ]; then
     echo "bench-analyze: recording $BUNDLE" >&2
     record
 fi
+[ "${RECORD_ONLY:-0}" = 1 ] && exit 0
 CAPS=$(ls "$BUNDLE"/capture-*)
 SIZE=$(cat $CAPS | wc -c)
 echo "bundle: $BUNDLE, captures $SIZE bytes, archives $(cat "$BUNDLE"/snapshots-*.tar | wc -c) bytes"

@@ -10,10 +10,17 @@
 # bench-work/bench.pcap to record a new one. Needs root, iproute2, ethtool,
 # tcpdump, iperf3, python3, tshark, hyperfine and GNU time (/usr/bin/time).
 #
-# Usage: scripts/bench-flows.sh [RUNS]
+# The binary is $CARGO_TARGET_DIR/release/procflow (default target/). The
+# namespaces and veth ends are named after PREFIX (default `pf`), so two runs
+# with different PREFIXes do not collide. RECORD_ONLY=1 records the capture
+# (if absent) and stops.
+#
+# Usage: [PREFIX=pf] [RECORD_ONLY=1] scripts/bench-flows.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
+TARGET=${CARGO_TARGET_DIR:-target}
+PREFIX=${PREFIX:-pf}
 WORK=bench-work
 CAP=$WORK/bench.pcap
 HALF=$WORK/bench-half.pcap
@@ -26,7 +33,8 @@ done
 
 # Globals, not locals: the EXIT trap runs after record() has returned or
 # failed, and must still know what to remove.
-NS1="pfbench-a-$$" NS2="pfbench-b-$$" VA="pfba$$" VB="pfbb$$"
+NS1="${PREFIX}bench-a-$$" NS2="${PREFIX}bench-b-$$" VA="${PREFIX}ba$$" VB="${PREFIX}bb$$"
+[ ${#VA} -le 15 ] || { echo "bench-flows: PREFIX too long for a veth name ($VA)" >&2; exit 2; }
 PIDS=()
 . scripts/bench-traffic.sh
 cleanup() {
@@ -59,6 +67,7 @@ if [ ! -s "$CAP" ]; then
     echo "bench-flows: recording $CAP" >&2
     record
 fi
+[ "${RECORD_ONLY:-0}" = 1 ] && exit 0
 PACKETS=$(tcpdump -r "$CAP" -n 2>/dev/null | wc -l)
 SIZE=$(stat -c %s "$CAP")
 echo "capture: $CAP, $SIZE bytes, $PACKETS packets"
@@ -67,7 +76,7 @@ if [ ! -s "$HALF" ]; then
 fi
 
 cargo build --release --quiet
-BIN=target/release/procflow
+BIN=$TARGET/release/procflow
 FLOWS=$("$BIN" flows "$CAP" 2>/dev/null | tail -n +2 | wc -l)
 echo "flows: $FLOWS"
 

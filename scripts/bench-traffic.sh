@@ -4,7 +4,8 @@
 #
 # The caller sets NS1 NS2 (namespace names) and VA VB (veth ends), keeps the
 # pids of what it starts in the array PIDS, and calls bench_cleanup from its
-# EXIT trap. NS1 is the client side (10.21x.0.1), NS2 the server side.
+# EXIT trap. The callers derive the names from their PREFIX (default `pf`),
+# so parallel runs choose different PREFIXes. NS1 is the client side (10.21x.0.1), NS2 the server side.
 
 # Kills every process in PIDS and removes both namespaces.
 bench_cleanup() {

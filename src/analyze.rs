@@ -7,6 +7,7 @@
 //! caller as warnings, as they are found, and recorded in `summary.json`.
 
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::io::{self, BufWriter};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -80,8 +81,8 @@ pub struct AnalyzeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzeError {
     /// The annotated pcapng cannot be written where asked.
-    #[error("{0}")]
-    Pcapng(String),
+    #[error(transparent)]
+    Pcapng(#[from] crate::annotate::PcapngError),
     /// The bundle cannot be opened or its archives cannot be read.
     #[error(transparent)]
     Bundle(#[from] BundleError),
@@ -90,8 +91,8 @@ pub enum AnalyzeError {
     Capture(#[from] CaptureError),
     /// The report directory cannot be used: inside the bundle, report
     /// files there without `force`, cannot be created.
-    #[error("{0}")]
-    ReportDir(String),
+    #[error(transparent)]
+    ReportDir(#[from] crate::outdir::OutputError),
     /// `strict` was given and an evidence check failed: no report written.
     #[error(
         "{failed} evidence check(s) failed and --strict was given; no report written \
@@ -297,21 +298,55 @@ pub fn read_timeline(bundle: &Bundle) -> Result<(Timeline, SnapshotDiagnostics),
     Ok((builder.finish(), diag))
 }
 
+/// Writes independent reports into `dir` at once, one file each, on the
+/// current rayon pool; their hashes come back in the order given. The bytes
+/// of each file are those of writing it alone.
+fn write_reports(
+    dir: &mut ReportDir,
+    writers: &[&(dyn ReportWriter + Sync)],
+) -> Result<Vec<FileHash>, AnalyzeError> {
+    let mut files = Vec::with_capacity(writers.len());
+    for w in writers {
+        let file = dir
+            .create(w.file_name())
+            .map_err(|source| AnalyzeError::WriteReport {
+                path: dir.path().join(w.file_name()),
+                source,
+            })?;
+        files.push(file);
+    }
+    let at = dir.path().to_path_buf();
+    writers
+        .par_iter()
+        .zip(files)
+        .map(|(w, file)| write_into(&at, *w, file))
+        .collect()
+}
+
 fn write_report(dir: &mut ReportDir, w: &dyn ReportWriter) -> Result<FileHash, AnalyzeError> {
-    let path = dir.path().join(w.file_name());
+    let file = dir
+        .create(w.file_name())
+        .map_err(|source| AnalyzeError::WriteReport {
+            path: dir.path().join(w.file_name()),
+            source,
+        })?;
+    write_into(dir.path(), w, file)
+}
+
+/// Writes report `w` into `file` (created in `dir`), synced, and hashed.
+fn write_into(dir: &Path, w: &dyn ReportWriter, file: File) -> Result<FileHash, AnalyzeError> {
+    let path = dir.join(w.file_name());
     let err = |source: io::Error| AnalyzeError::WriteReport {
         path: path.clone(),
         source,
     };
-    let file = dir.create(w.file_name()).map_err(err)?;
-    let mut hw = HashingWriter::new(BufWriter::with_capacity(1 << 16, file));
-    w.write(&mut hw).map_err(err)?;
-    let (sha256, bytes, inner) = hw.finish().map_err(err)?;
-    inner
-        .into_inner()
-        .map_err(|e| err(e.into_error()))?
-        .sync_all()
-        .map_err(err)?;
+    // Buffered before hashing: the writers emit many small pieces, and the
+    // hash is then updated once per 64 KiB instead of once per piece.
+    let mut out = BufWriter::with_capacity(1 << 16, HashingWriter::new(file));
+    w.write(&mut out).map_err(err)?;
+    let hw = out.into_inner().map_err(|e| err(e.into_error()))?;
+    let (sha256, bytes, file) = hw.finish().map_err(err)?;
+    file.sync_all().map_err(err)?;
     Ok(FileHash {
         role: FileRole::Report,
         path: w.file_name().to_string(),
@@ -484,8 +519,7 @@ pub fn run_analysis(
     on_warning: &mut dyn FnMut(&str),
 ) -> Result<AnalysisOutcome, AnalyzeError> {
     let bundle = Bundle::open(&cfg.bundle)?;
-    let mut out = ReportDir::prepare(&cfg.out, &[&cfg.bundle], &REPORT_FILES, cfg.force)
-        .map_err(AnalyzeError::ReportDir)?;
+    let mut out = ReportDir::prepare(&cfg.out, &[&cfg.bundle], &REPORT_FILES, cfg.force)?;
     let mut captures = bundle.captures.clone();
     captures.extend(cfg.pcaps.iter().cloned());
     if captures.is_empty() {
@@ -494,10 +528,12 @@ pub fn run_analysis(
         });
     }
     let pcapng_out = match &cfg.pcapng {
-        Some(p) => Some(
-            PcapngOut::prepare(p, &captures, &[cfg.bundle.as_path()], cfg.force)
-                .map_err(AnalyzeError::Pcapng)?,
-        ),
+        Some(p) => Some(PcapngOut::prepare(
+            p,
+            &captures,
+            &[cfg.bundle.as_path()],
+            cfg.force,
+        )?),
         None => None,
     };
     let opts = ReplayOptions {
@@ -718,12 +754,15 @@ pub fn run_analysis(
             w
         },
     };
-    let outputs = vec![
-        write_report(&mut out, &ConnectionsCsv(&input))?,
-        write_report(&mut out, &ConnectionsJsonl(&input))?,
-        write_report(&mut out, &ProcessesCsv(&input))?,
-        write_report(&mut out, &HtmlReport(&html_input))?,
-    ];
+    let outputs = write_reports(
+        &mut out,
+        &[
+            &ConnectionsCsv(&input),
+            &ConnectionsJsonl(&input),
+            &ProcessesCsv(&input),
+            &HtmlReport(&html_input),
+        ],
+    )?;
     let summary_input = SummaryInput {
         report: &input,
         bundle: cfg.bundle.display().to_string(),
@@ -742,7 +781,7 @@ pub fn run_analysis(
         evidence: serde_json::to_value(&evidence).unwrap_or(serde_json::Value::Null),
     };
     write_report(&mut out, &Summary(&summary_input))?;
-    out.commit().map_err(AnalyzeError::ReportDir)?;
+    out.commit()?;
     let pcapng = match pcapng_out {
         Some(out) => {
             let mut notes = NoteIndex::default();
@@ -755,10 +794,7 @@ pub fn run_analysis(
                     PacketNote::of_row(r),
                 );
             }
-            Some(
-                out.write(&replay.files, &replay.packet_flows, &notes, Selection::All)
-                    .map_err(AnalyzeError::Pcapng)?,
-            )
+            Some(out.write(&replay.files, &replay.packet_flows, &notes, Selection::All)?)
         }
         None => None,
     };

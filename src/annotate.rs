@@ -310,6 +310,21 @@ fn write_file<W: Write>(
     Ok(u32::try_from(described).unwrap_or(u32::MAX))
 }
 
+/// Why the annotated pcapng was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum PcapngError {
+    /// Its location cannot be used, or the finished file cannot be put
+    /// in place.
+    #[error(transparent)]
+    Output(#[from] crate::outdir::OutputError),
+    /// [`PcapngOut::write`] was called on an output already written.
+    #[error("pcapng output already written")]
+    AlreadyWritten,
+    /// Writing the packets failed.
+    #[error("pcapng output")]
+    Write(#[source] io::Error),
+}
+
 /// [`write_pcapng`] into `path` through [`crate::outdir::SafeFile`]: refused
 /// inside a bundle, over an input, or over an existing file unless `force`;
 /// written beside it and renamed when complete.
@@ -324,7 +339,7 @@ impl PcapngOut {
         inputs: &[std::path::PathBuf],
         bundles: &[&Path],
         force: bool,
-    ) -> Result<PcapngOut, String> {
+    ) -> Result<PcapngOut, PcapngError> {
         let file = crate::outdir::SafeFile::create(path, "pcapng output", inputs, bundles, force)?;
         Ok(PcapngOut { file })
     }
@@ -336,17 +351,14 @@ impl PcapngOut {
         packet_flows: &[PacketFlow],
         notes: &NoteIndex,
         selection: Selection<'_>,
-    ) -> Result<WriteStats, String> {
-        let f = self
-            .file
-            .take()
-            .ok_or_else(|| "pcapng output already written".to_string())?;
+    ) -> Result<WriteStats, PcapngError> {
+        let f = self.file.take().ok_or(PcapngError::AlreadyWritten)?;
         let mut bw = io::BufWriter::with_capacity(1 << 20, f);
         let stats = write_pcapng(files, packet_flows, notes, selection, &mut bw)
-            .map_err(|e| format!("pcapng output: {e}"))?;
+            .map_err(PcapngError::Write)?;
         let f = bw
             .into_inner()
-            .map_err(|e| format!("pcapng output: {}", e.error()))?;
+            .map_err(|e| PcapngError::Write(e.into_error()))?;
         self.file.commit(f)?;
         Ok(stats)
     }

@@ -1261,7 +1261,8 @@ mod tests {
         }
     }
 
-    fn tcp(a: &str, b: &str, t0: i64, t1: i64) -> Flow {
+    /// A TCP flow between two `ip:port` strings from `t0` to `t1` ms (shared with the NAT tests).
+    pub(super) fn tcp(a: &str, b: &str, t0: i64, t1: i64) -> Flow {
         flow(ipproto::TCP, a, b, t0, t1)
     }
 
@@ -1751,36 +1752,27 @@ mod tests {
     /// nobody visible holds is `owner-unreadable`, not `no-owner`.
     #[test]
     fn unprivileged_bundle_says_owner_unreadable() {
-        let unknown_ns = crate::snapshot::timeline::tests::rec_ns(300, 77, 0);
-        let s = |seq, ms| {
-            Snap::new(seq, ms, K)
-                .table(
-                    NS,
-                    "tcp",
-                    FULL,
-                    table(&[row4("10.0.0.1:40001", "10.0.0.2:80", 1, 555)]),
-                )
-                .fds(&["!300 77 EACCES"])
-                .procs(std::slice::from_ref(&unknown_ns))
+        // Two keyframes: a socket whose only candidate owner (pid 300) has
+        // an unreadable fd directory and the namespace record `who`.
+        let run_with = |who: ProcessRecord| {
+            let s = |seq, ms| {
+                Snap::new(seq, ms, K)
+                    .table(
+                        NS,
+                        "tcp",
+                        FULL,
+                        table(&[row4("10.0.0.1:40001", "10.0.0.2:80", 1, 555)]),
+                    )
+                    .fds(&["!300 77 EACCES"])
+                    .procs(std::slice::from_ref(&who))
+            };
+            let (tl, _) = build(&[s(1, 0), s(2, 1000)]);
+            run(&tl, &tcp("10.0.0.1:40001", "10.0.0.2:80", 0, 500))
         };
-        let (tl, _) = build(&[s(1, 0), s(2, 1000)]);
-        let a = run(&tl, &tcp("10.0.0.1:40001", "10.0.0.2:80", 0, 500));
+        let a = run_with(crate::snapshot::timeline::tests::rec_ns(300, 77, 0));
         assert_eq!(a.method, Method::Unattributed(Reason::OwnerUnreadable));
         // A denied process known to live in another namespace cannot hide it.
-        let other = crate::snapshot::timeline::tests::rec_ns(300, 77, NS2);
-        let s = |seq, ms| {
-            Snap::new(seq, ms, K)
-                .table(
-                    NS,
-                    "tcp",
-                    FULL,
-                    table(&[row4("10.0.0.1:40001", "10.0.0.2:80", 1, 555)]),
-                )
-                .fds(&["!300 77 EACCES"])
-                .procs(std::slice::from_ref(&other))
-        };
-        let (tl, _) = build(&[s(1, 0), s(2, 1000)]);
-        let a = run(&tl, &tcp("10.0.0.1:40001", "10.0.0.2:80", 0, 500));
+        let a = run_with(crate::snapshot::timeline::tests::rec_ns(300, 77, NS2));
         assert_eq!(a.method, Method::Unattributed(Reason::NoOwner));
     }
 

@@ -10,6 +10,7 @@
 //! recorded, or carving stops.
 
 use std::collections::{HashMap, HashSet};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::annotate::{NoteIndex, PacketNote, PcapngOut, Selection, WriteStats};
@@ -57,16 +58,22 @@ pub struct CarveOutcome {
 
 type Row = HashMap<String, String>;
 
-fn read_rows(path: &Path) -> Result<Vec<Row>, String> {
-    let mut r = csv::Reader::from_path(path)
-        .map_err(|e| format!("{}: cannot read: {e}", term_path(path)))?;
+fn read_rows(path: &Path) -> Result<Vec<Row>, CarveError> {
+    let at = || path.to_path_buf();
+    let file =
+        std::fs::File::open(path).map_err(|source| CarveError::Read { path: at(), source })?;
+    let mut r = csv::Reader::from_reader(file);
     let headers = r
         .headers()
-        .map_err(|e| format!("{}: {e}", term_path(path)))?
+        .map_err(|source| CarveError::Csv { path: at(), source })?
         .clone();
     let mut rows = Vec::new();
     for (i, rec) in r.records().enumerate() {
-        let rec = rec.map_err(|e| format!("{} line {}: {e}", term_path(path), i + 2))?;
+        let rec = rec.map_err(|source| CarveError::CsvLine {
+            path: at(),
+            line: i + 2,
+            source,
+        })?;
         rows.push(
             headers
                 .iter()
@@ -144,21 +151,156 @@ fn note_of(r: &Row) -> PacketNote {
     }
 }
 
+/// Why carving failed. Messages name the file (escaped for the terminal);
+/// where the cause reads best mid-sentence it is part of the message.
+#[derive(Debug, thiserror::Error)]
+pub enum CarveError {
+    /// The source cannot be looked at.
+    #[error(
+        "{}: {error} (give a report directory written by `procflow analyze`, or a bundle)",
+        term_path(path)
+    )]
+    Source {
+        /// The source given.
+        path: PathBuf,
+        /// Why.
+        error: io::Error,
+    },
+    /// The source is a file.
+    #[error(
+        "{} is a file; carve reads a report directory written by `procflow analyze` \
+         (or a bundle directory)",
+        term_path(.0)
+    )]
+    SourceIsFile(PathBuf),
+    /// The bundle could not be analyzed.
+    #[error(transparent)]
+    Analyze(#[from] crate::analyze::AnalyzeError),
+    /// The directory is neither a report directory nor a bundle.
+    #[error(
+        "{} holds no connections.csv and summary.json: not a report directory of \
+         `procflow analyze`, nor a bundle (no manifest.json)",
+        term_path(.0)
+    )]
+    NotReports(PathBuf),
+    /// A report file cannot be read.
+    #[error("{}: cannot read", term_path(path))]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// connections.csv is not CSV.
+    #[error("{}", term_path(path))]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: csv::Error,
+    },
+    /// A line of connections.csv is not CSV.
+    #[error("{} line {line}", term_path(path))]
+    CsvLine {
+        /// The file.
+        path: PathBuf,
+        /// Line number, 1-based.
+        line: usize,
+        /// Why.
+        #[source]
+        source: csv::Error,
+    },
+    /// summary.json cannot be read.
+    #[error("{}", term_path(path))]
+    Summary {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// summary.json is not JSON.
+    #[error("{}: not JSON", term_path(path))]
+    SummaryNotJson {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// No flow matches the criteria.
+    #[error(
+        "no flow of {} matches {criteria}; processes.csv lists the owners",
+        term_path(connections)
+    )]
+    NoMatch {
+        /// connections.csv.
+        connections: PathBuf,
+        /// The criteria, as options.
+        criteria: String,
+    },
+    /// A capture named in the summary cannot be found.
+    #[error(
+        "capture {} named in {}: {error} (run carve from the directory analyze ran in, \
+         or give the bundle instead)",
+        term_path(capture),
+        term_path(summary)
+    )]
+    CaptureMissing {
+        /// The capture.
+        capture: PathBuf,
+        /// summary.json.
+        summary: PathBuf,
+        /// Why.
+        error: io::Error,
+    },
+    /// A capture changed size since the report.
+    #[error(
+        "capture {} is {size} bytes, the report says {reported}: it changed since the report \
+         was written",
+        term_path(capture)
+    )]
+    CaptureChanged {
+        /// The capture.
+        capture: PathBuf,
+        /// Its size now.
+        size: u64,
+        /// The size the report gives, as written there.
+        reported: String,
+    },
+    /// The captures cannot be replayed.
+    #[error(transparent)]
+    Replay(#[from] capture::CaptureError),
+    /// The captures are not those of the report.
+    #[error(
+        "the captures replay into {replayed} flows, {} stands for {reported}: not the captures \
+         of this report",
+        term_path(connections)
+    )]
+    OtherCaptures {
+        /// Flows replayed.
+        replayed: usize,
+        /// connections.csv.
+        connections: PathBuf,
+        /// Flows it stands for.
+        reported: usize,
+    },
+    /// The pcapng cannot be written.
+    #[error(transparent)]
+    Pcapng(#[from] crate::annotate::PcapngError),
+}
+
 /// Carves. Runs on the current rayon pool.
-pub fn run_carve(cfg: &CarveConfig) -> Result<CarveOutcome, String> {
+pub fn run_carve(cfg: &CarveConfig) -> Result<CarveOutcome, CarveError> {
     let src = &cfg.source;
-    let meta = std::fs::metadata(src).map_err(|e| {
-        format!(
-            "{}: {e} (give a report directory written by `procflow analyze`, or a bundle)",
-            term_path(src)
-        )
+    let meta = std::fs::metadata(src).map_err(|error| CarveError::Source {
+        path: src.clone(),
+        error,
     })?;
     if !meta.is_dir() {
-        return Err(format!(
-            "{} is a file; carve reads a report directory written by `procflow analyze` \
-             (or a bundle directory)",
-            term_path(src)
-        ));
+        return Err(CarveError::SourceIsFile(src.clone()));
     }
     let mut tmp = None;
     let report_dir = if src.join(procflow_format::layout::MANIFEST_FILE).exists() {
@@ -187,7 +329,7 @@ pub fn run_carve(cfg: &CarveConfig) -> Result<CarveOutcome, String> {
         let r = crate::analyze::run_analysis(&acfg, &mut |_| {});
         if let Err(e) = r {
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(e.to_string());
+            return Err(e.into());
         }
         dir
     } else {
@@ -200,28 +342,28 @@ pub fn run_carve(cfg: &CarveConfig) -> Result<CarveOutcome, String> {
     result
 }
 
-fn carve_from_reports(dir: &Path, cfg: &CarveConfig) -> Result<CarveOutcome, String> {
+fn carve_from_reports(dir: &Path, cfg: &CarveConfig) -> Result<CarveOutcome, CarveError> {
     let conn = dir.join("connections.csv");
     let sum = dir.join("summary.json");
     if !conn.exists() || !sum.exists() {
-        return Err(format!(
-            "{} holds no connections.csv and summary.json: not a report directory of \
-             `procflow analyze`, nor a bundle (no manifest.json)",
-            term_path(dir)
-        ));
+        return Err(CarveError::NotReports(dir.to_path_buf()));
     }
     let rows = read_rows(&conn)?;
-    let summary: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&sum).map_err(|e| format!("{}: {e}", term_path(&sum)))?,
-    )
-    .map_err(|e| format!("{}: not JSON: {e}", term_path(&sum)))?;
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&sum).map_err(|source| CarveError::Summary {
+            path: sum.clone(),
+            source,
+        })?)
+        .map_err(|source| CarveError::SummaryNotJson {
+            path: sum.clone(),
+            source,
+        })?;
     let selected: Vec<&Row> = rows.iter().filter(|r| matches(r, &cfg.criteria)).collect();
     if selected.is_empty() {
-        return Err(format!(
-            "no flow of {} matches {}; processes.csv lists the owners",
-            term_path(&conn),
-            describe(&cfg.criteria)
-        ));
+        return Err(CarveError::NoMatch {
+            connections: conn,
+            criteria: describe(&cfg.criteria),
+        });
     }
     let ids: HashSet<u64> = selected
         .iter()
@@ -241,21 +383,20 @@ fn carve_from_reports(dir: &Path, cfg: &CarveConfig) -> Result<CarveOutcome, Str
     let mut captures = Vec::new();
     for f in files.iter().filter(|f| f["role"] == "capture") {
         let p = PathBuf::from(f["path"].as_str().unwrap_or(""));
-        let size = std::fs::metadata(&p).map(|m| m.len()).map_err(|e| {
-            format!(
-                "capture {} named in {}: {e} (run carve from the directory analyze ran in, \
-                 or give the bundle instead)",
-                term_path(&p),
-                term_path(&sum)
-            )
-        })?;
+        let size =
+            std::fs::metadata(&p)
+                .map(|m| m.len())
+                .map_err(|error| CarveError::CaptureMissing {
+                    capture: p.clone(),
+                    summary: sum.clone(),
+                    error,
+                })?;
         if Some(size) != f["bytes"].as_u64() {
-            return Err(format!(
-                "capture {} is {size} bytes, the report says {}: it changed since the report \
-                 was written",
-                term_path(&p),
-                f["bytes"]
-            ));
+            return Err(CarveError::CaptureChanged {
+                capture: p,
+                size,
+                reported: f["bytes"].to_string(),
+            });
         }
         captures.push(p);
     }
@@ -266,7 +407,7 @@ fn carve_from_reports(dir: &Path, cfg: &CarveConfig) -> Result<CarveOutcome, Str
         track_packets: true,
         ..ReplayOptions::default()
     };
-    let replay = capture::replay(&captures, &opts).map_err(|e| e.to_string())?;
+    let replay = capture::replay(&captures, &opts)?;
     let mut notes = NoteIndex::default();
     for r in &rows {
         let ts = |k: &str| parse_rfc3339_ns(cell(r, k)).unwrap_or(i64::MIN);
@@ -281,12 +422,11 @@ fn carve_from_reports(dir: &Path, cfg: &CarveConfig) -> Result<CarveOutcome, Str
         }
     }
     if replay.flows.len() != notes.replayed_flows() {
-        return Err(format!(
-            "the captures replay into {} flows, {} stands for {}: not the captures of this report",
-            replay.flows.len(),
-            term_path(&conn),
-            notes.replayed_flows()
-        ));
+        return Err(CarveError::OtherCaptures {
+            replayed: replay.flows.len(),
+            connections: conn,
+            reported: notes.replayed_flows(),
+        });
     }
     let written = out.write(
         &replay.files,

@@ -868,6 +868,14 @@ mod tests {
         ));
     }
 
+    /// Decodes a raw IP packet, captured whole, that must decode to one.
+    fn raw_ip(p: &[u8]) -> IpPacket {
+        match decode(linktype::RAW, p, p.len() as u32) {
+            Decoded::Ip(d) => d,
+            other => panic!("not an IP packet: {other:?}"),
+        }
+    }
+
     #[test]
     fn ipv6_extension_headers_and_fragments() {
         // Hop-by-hop -> destination options -> fragment (first) -> UDP.
@@ -876,9 +884,7 @@ mod tests {
         p.extend_from_slice(&[44, 0, 0, 0, 0, 0, 0, 0]);
         p.extend_from_slice(&[17, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef]);
         p.extend_from_slice(&[0x12, 0x34, 0, 53, 0, 8, 0, 0]);
-        let Decoded::Ip(d) = decode(linktype::RAW, &p, p.len() as u32) else {
-            panic!()
-        };
+        let d = raw_ip(&p);
         assert_eq!(
             (d.proto, d.sport, d.dport, d.frag),
             (17, 0x1234, 53, Frag::First(0xdead_beef))
@@ -887,9 +893,7 @@ mod tests {
         let mut p = v6_hdr(44, 16);
         p.extend_from_slice(&[17, 0, 0x05, 0x00, 0xde, 0xad, 0xbe, 0xef]);
         p.extend_from_slice(&[0xAA; 8]);
-        let Decoded::Ip(d) = decode(linktype::RAW, &p, p.len() as u32) else {
-            panic!()
-        };
+        let d = raw_ip(&p);
         assert_eq!(
             (d.proto, d.sport, d.frag),
             (17, 0, Frag::Later(0xdead_beef))
@@ -902,9 +906,7 @@ mod tests {
             0x45, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
         ];
         p.extend_from_slice(&[8, 0, 0, 0, 0x12, 0x34, 0, 1]);
-        let Decoded::Ip(d) = decode(linktype::RAW, &p, 28) else {
-            panic!()
-        };
+        let d = raw_ip(&p);
         assert_eq!(
             d.icmp,
             Some(IcmpKey {
@@ -916,9 +918,7 @@ mod tests {
         // Destination unreachable has no identifier.
         p[20] = 3;
         p[21] = 3;
-        let Decoded::Ip(d) = decode(linktype::RAW, &p, 28) else {
-            panic!()
-        };
+        let d = raw_ip(&p);
         assert_eq!(
             d.icmp,
             Some(IcmpKey {
@@ -937,9 +937,7 @@ mod tests {
         p.extend_from_slice(&[0x94, 0x04, 0, 0]); // router alert
         p.extend_from_slice(&[0x04, 0xd2, 0x00, 0x50, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02]);
         p.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
-        let Decoded::Ip(d) = decode(linktype::RAW, &p, 44) else {
-            panic!()
-        };
+        let d = raw_ip(&p);
         assert_eq!((d.sport, d.dport, d.tcp_flags), (1234, 80, 0x02));
     }
 
@@ -953,9 +951,7 @@ mod tests {
         p.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
         p.extend_from_slice(&[17, 0, 0, 0, 0, 0, 0, 0]);
         p.extend_from_slice(&[0x12, 0x34, 0, 53, 0, 8, 0, 0]);
-        let Decoded::Ip(d) = decode(linktype::RAW, &p, p.len() as u32) else {
-            panic!()
-        };
+        let d = raw_ip(&p);
         assert_eq!(
             (d.proto, d.sport, d.dport, d.frag),
             (17, 0x1234, 53, Frag::None)
@@ -970,9 +966,7 @@ mod tests {
         p.extend_from_slice(&[60, 0, 0x05, 0x00, 0, 0, 0, 7]);
         p.extend_from_slice(&[17, 0, 0, 0, 0, 0, 0, 0]);
         p.extend_from_slice(&[0xAA; 8]);
-        let Decoded::Ip(d) = decode(linktype::RAW, &p, p.len() as u32) else {
-            panic!()
-        };
+        let d = raw_ip(&p);
         assert_eq!((d.proto, d.sport, d.frag), (60, 0, Frag::Later(7)));
     }
 }

@@ -88,6 +88,8 @@ pub fn write_csv<W: Write>(mut w: W, flows: &[Flow]) -> io::Result<()> {
                 String::new()
             }
         };
+        let [packets_ab, packets_ba, bytes_ab, bytes_ba, ip_bytes_ab, ip_bytes_ba] =
+            f.counters(false);
         writeln!(
             w,
             "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
@@ -100,12 +102,12 @@ pub fn write_csv<W: Write>(mut w: W, flows: &[Flow]) -> io::Result<()> {
             opt(f.b_port),
             rfc3339_ns(f.first_seen_ns),
             rfc3339_ns(f.last_seen_ns),
-            f.packets_ab,
-            f.packets_ba,
-            f.bytes_ab,
-            f.bytes_ba,
-            f.ip_bytes_ab,
-            f.ip_bytes_ba,
+            packets_ab,
+            packets_ba,
+            bytes_ab,
+            bytes_ba,
+            ip_bytes_ab,
+            ip_bytes_ba,
             flags(f.tcp_flags_ab),
             flags(f.tcp_flags_ba),
             f.icmp.map(|k| k.icmp_type.to_string()).unwrap_or_default(),

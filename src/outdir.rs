@@ -64,12 +64,162 @@ fn holds_bundle_manifest(dir: &Path) -> bool {
     text.contains(procflow_format::layout::FORMAT_NAME)
 }
 
+/// Why an output location cannot be used or written. Messages name the
+/// path (escaped for the terminal); an I/O failure is the source.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The target lies in one of the bundles given.
+    #[error(
+        "{} is inside the bundle {} (same directory as {}); the bundle is \
+         evidence and is never written to",
+        term_path(target),
+        term_path(bundle),
+        term_path(dir)
+    )]
+    InsideBundle {
+        /// Where output was to go.
+        target: PathBuf,
+        /// The bundle it lies in.
+        bundle: PathBuf,
+        /// The directory found to be the bundle.
+        dir: PathBuf,
+    },
+    /// The target lies in a directory holding a bundle manifest.
+    #[error(
+        "{} is inside {}, which holds a procflow bundle manifest; a bundle is \
+         evidence and is never written to",
+        term_path(target),
+        term_path(dir)
+    )]
+    InsideManifestDir {
+        /// Where output was to go.
+        target: PathBuf,
+        /// The directory holding the manifest.
+        dir: PathBuf,
+    },
+    /// `--out` names a file, not a directory.
+    #[error(
+        "--out {} is a file; --out names the directory the reports go into \
+         (created if absent)",
+        term_path(.0)
+    )]
+    OutIsFile(PathBuf),
+    /// `--out` cannot be created.
+    #[error("cannot create --out {}", term_path(out))]
+    CreateOut {
+        /// The report directory.
+        out: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A directory stands where a report file goes.
+    #[error("{} is a directory; a report file goes there", term_path(.0))]
+    ReportIsDir(PathBuf),
+    /// Report files are already there and `force` was not given.
+    #[error(
+        "{} already holds {}; choose another --out or pass --force to overwrite",
+        term_path(out),
+        names.join(", ")
+    )]
+    ReportsExist {
+        /// The report directory.
+        out: PathBuf,
+        /// The report files found there.
+        names: Vec<String>,
+    },
+    /// The private directory cannot be created.
+    #[error("cannot create a private directory in --out {}", term_path(out))]
+    PrivateDir {
+        /// The report directory.
+        out: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A finished report file cannot be renamed into place.
+    #[error("cannot move {} into place", term_path(path))]
+    MoveIntoPlace {
+        /// Its final path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// An output file (`what`, e.g. `pcapng output`) lies in a bundle.
+    #[error("{what}: {inner}")]
+    FileInBundle {
+        /// What the file is.
+        what: String,
+        /// Where it lies.
+        inner: Box<OutputError>,
+    },
+    /// An output file is one of the inputs.
+    #[error(
+        "{what} {} is one of the inputs; refusing to overwrite it",
+        term_path(path)
+    )]
+    IsInput {
+        /// What the file is.
+        what: String,
+        /// Its path.
+        path: PathBuf,
+    },
+    /// An output file is a directory.
+    #[error("{what} {} is a directory", term_path(path))]
+    IsDir {
+        /// What the file is.
+        what: String,
+        /// Its path.
+        path: PathBuf,
+    },
+    /// An output file exists and `force` was not given.
+    #[error("{what} {} exists; pass --force to overwrite it", term_path(path))]
+    Exists {
+        /// What the file is.
+        what: String,
+        /// Its path.
+        path: PathBuf,
+    },
+    /// A device or FIFO output cannot be opened.
+    #[error("cannot open {what} {}", term_path(path))]
+    Open {
+        /// What the file is.
+        what: String,
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The temporary file beside an output cannot be created.
+    #[error("cannot create {what} {}", term_path(path))]
+    Create {
+        /// What the file is.
+        what: String,
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// An output file cannot be synced or renamed into place.
+    #[error("cannot write {}", term_path(path))]
+    Write {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// Refuses `target` (a path that exists, or will be created) when it lies
 /// in one of `bundles` or in any directory holding a bundle manifest:
 /// every existing ancestor of its resolved path, itself included, is
 /// compared by device and inode, so symbolic links and bind mounts of a
 /// bundle are recognised.
-pub fn refuse_inside_bundle(target: &Path, bundles: &[&Path]) -> Result<(), String> {
+pub fn refuse_inside_bundle(target: &Path, bundles: &[&Path]) -> Result<(), OutputError> {
     let protected: Vec<(DevIno, &Path)> = bundles
         .iter()
         .filter_map(|b| dev_ino(b).map(|d| (d, *b)))
@@ -81,23 +231,19 @@ pub fn refuse_inside_bundle(target: &Path, bundles: &[&Path]) -> Result<(), Stri
     while let Some(dir) = cur {
         if let Some(di) = dev_ino(dir) {
             if let Some((_, b)) = protected.iter().find(|(d, _)| *d == di) {
-                return Err(format!(
-                    "{} is inside the bundle {} (same directory as {}); the bundle is \
-                     evidence and is never written to",
-                    term_path(target),
-                    term_path(b),
-                    term_path(dir)
-                ));
+                return Err(OutputError::InsideBundle {
+                    target: target.to_path_buf(),
+                    bundle: b.to_path_buf(),
+                    dir: dir.to_path_buf(),
+                });
             }
             if std::fs::metadata(dir).map(|m| m.is_dir()).unwrap_or(false)
                 && holds_bundle_manifest(dir)
             {
-                return Err(format!(
-                    "{} is inside {}, which holds a procflow bundle manifest; a bundle is \
-                     evidence and is never written to",
-                    term_path(target),
-                    term_path(dir)
-                ));
+                return Err(OutputError::InsideManifestDir {
+                    target: target.to_path_buf(),
+                    dir: dir.to_path_buf(),
+                });
             }
         }
         cur = dir.parent();
@@ -165,18 +311,16 @@ impl ReportDir {
         bundles: &[&Path],
         names: &[&str],
         force: bool,
-    ) -> Result<ReportDir, String> {
+    ) -> Result<ReportDir, OutputError> {
         refuse_inside_bundle(out, bundles)?;
         if std::fs::metadata(out).is_ok_and(|m| !m.is_dir()) {
-            return Err(format!(
-                "--out {} is a file; --out names the directory the reports go into \
-                 (created if absent)",
-                term_path(out)
-            ));
+            return Err(OutputError::OutIsFile(out.to_path_buf()));
         }
         let existed = std::fs::symlink_metadata(out).is_ok();
-        std::fs::create_dir_all(out)
-            .map_err(|e| format!("cannot create --out {}: {e}", term_path(out)))?;
+        std::fs::create_dir_all(out).map_err(|source| OutputError::CreateOut {
+            out: out.to_path_buf(),
+            source,
+        })?;
         let mut me = ReportDir {
             out: out.to_path_buf(),
             tmp: PathBuf::new(),
@@ -191,26 +335,20 @@ impl ReportDir {
         for n in names {
             if let Ok(m) = std::fs::symlink_metadata(out.join(n)) {
                 if m.is_dir() {
-                    return Err(format!(
-                        "{} is a directory; a report file goes there",
-                        term_path(&out.join(n))
-                    ));
+                    return Err(OutputError::ReportIsDir(out.join(n)));
                 }
-                existing.push(*n);
+                existing.push(n.to_string());
             }
         }
         if !force && !existing.is_empty() {
-            return Err(format!(
-                "{} already holds {}; choose another --out or pass --force to overwrite",
-                term_path(out),
-                existing.join(", ")
-            ));
+            return Err(OutputError::ReportsExist {
+                out: out.to_path_buf(),
+                names: existing,
+            });
         }
-        me.tmp = private_dir(out, PARTIAL_PREFIX).map_err(|e| {
-            format!(
-                "cannot create a private directory in --out {}: {e}",
-                term_path(out)
-            )
+        me.tmp = private_dir(out, PARTIAL_PREFIX).map_err(|source| OutputError::PrivateDir {
+            out: out.to_path_buf(),
+            source,
         })?;
         Ok(me)
     }
@@ -231,14 +369,12 @@ impl ReportDir {
     /// was there before is removed first, so no old complete-looking file
     /// survives a failure between the renames), then removes the private
     /// directory.
-    pub fn commit(mut self) -> Result<(), String> {
+    pub fn commit(mut self) -> Result<(), OutputError> {
         let bundles: Vec<&Path> = self.bundles.iter().map(PathBuf::as_path).collect();
         refuse_inside_bundle(&self.out, &bundles)?;
-        let err = |n: &str, e: io::Error| {
-            format!(
-                "cannot move {} into place: {e}",
-                term_path(&self.out.join(n))
-            )
+        let err = |n: &str, source| OutputError::MoveIntoPlace {
+            path: self.out.join(n),
+            source,
         };
         if let Some(last) = self.names.last() {
             match std::fs::remove_file(self.out.join(last)) {
@@ -293,14 +429,17 @@ impl SafeFile {
         inputs: &[PathBuf],
         bundles: &[&Path],
         force: bool,
-    ) -> Result<SafeFile, String> {
-        refuse_inside_bundle(path, bundles).map_err(|e| format!("{what}: {e}"))?;
+    ) -> Result<SafeFile, OutputError> {
+        refuse_inside_bundle(path, bundles).map_err(|e| OutputError::FileInBundle {
+            what: what.to_string(),
+            inner: Box::new(e),
+        })?;
         if let Some(di) = dev_ino(path) {
             if inputs.iter().any(|i| dev_ino(i) == Some(di)) {
-                return Err(format!(
-                    "{what} {} is one of the inputs; refusing to overwrite it",
-                    term_path(path)
-                ));
+                return Err(OutputError::IsInput {
+                    what: what.to_string(),
+                    path: path.to_path_buf(),
+                });
             }
         }
         // A device or a FIFO (`/dev/null`, `/dev/stdout`, a named pipe) is
@@ -313,7 +452,11 @@ impl SafeFile {
                 let file = OpenOptions::new()
                     .write(true)
                     .open(path)
-                    .map_err(|e| format!("cannot open {what} {}: {e}", term_path(path)))?;
+                    .map_err(|source| OutputError::Open {
+                        what: what.to_string(),
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
                 return Ok(SafeFile {
                     path: path.to_path_buf(),
                     tmp: PathBuf::new(),
@@ -324,13 +467,16 @@ impl SafeFile {
         }
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.is_dir() => {
-                return Err(format!("{what} {} is a directory", term_path(path)));
+                return Err(OutputError::IsDir {
+                    what: what.to_string(),
+                    path: path.to_path_buf(),
+                });
             }
             Ok(_) if !force => {
-                return Err(format!(
-                    "{what} {} exists; pass --force to overwrite it",
-                    term_path(path)
-                ));
+                return Err(OutputError::Exists {
+                    what: what.to_string(),
+                    path: path.to_path_buf(),
+                });
             }
             _ => {}
         }
@@ -349,7 +495,13 @@ impl SafeFile {
             match create_exclusive(&tmp) {
                 Ok(f) => break (tmp, f),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
-                Err(e) => return Err(format!("cannot create {what} {}: {e}", term_path(path))),
+                Err(source) => {
+                    return Err(OutputError::Create {
+                        what: what.to_string(),
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                }
             }
         };
         Ok(SafeFile {
@@ -368,8 +520,11 @@ impl SafeFile {
     }
 
     /// Syncs `file` and renames the temporary file over the final path.
-    pub fn commit(mut self, file: File) -> Result<(), String> {
-        let e = |e: io::Error| format!("cannot write {}: {e}", term_path(&self.path));
+    pub fn commit(mut self, file: File) -> Result<(), OutputError> {
+        let e = |source| OutputError::Write {
+            path: self.path.clone(),
+            source,
+        };
         if self.tmp.as_os_str().is_empty() {
             // Written in place (a device or a FIFO).
             self.committed = true;
@@ -451,11 +606,12 @@ mod tests {
         bundle(&b);
         std::os::unix::fs::symlink(&b, d.join("alias")).unwrap();
         let e = ReportDir::prepare(&d.join("alias/r"), &[&b], &["x"], false).unwrap_err();
-        assert!(e.contains("inside"), "{e}");
+        assert!(matches!(e, OutputError::InsideBundle { .. }), "{e}");
+        assert!(e.to_string().contains("inside"), "{e}");
         assert!(!b.join("r").exists());
         // Not named as the bundle, but holding a manifest: refused too.
         let e = ReportDir::prepare(&d.join("alias"), &[], &["x"], false).unwrap_err();
-        assert!(e.contains("bundle manifest"), "{e}");
+        assert!(e.to_string().contains("bundle manifest"), "{e}");
     }
 
     #[test]
@@ -474,9 +630,9 @@ mod tests {
         let d = scratch("force");
         std::fs::write(d.join("a"), "old").unwrap();
         let e = ReportDir::prepare(&d, &[], &["a"], false).unwrap_err();
-        assert!(e.contains("--force"), "{e}");
+        assert!(e.to_string().contains("--force"), "{e}");
         let e = SafeFile::create(&d.join("a"), "--out", &[], &[], false).unwrap_err();
-        assert!(e.contains("--force"), "{e}");
+        assert!(e.to_string().contains("--force"), "{e}");
         let mut s = SafeFile::create(&d.join("a"), "--out", &[], &[], true).unwrap();
         let mut f = s.take().unwrap();
         f.write_all(b"new").unwrap();

@@ -397,25 +397,33 @@ impl Event {
 mod tests {
     use super::*;
 
+    fn tuple(src: &str, dst: &str, l4: L4) -> Tuple {
+        Tuple {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            l4,
+        }
+    }
+
     fn masq() -> Entry {
         Entry {
             proto: 6,
-            orig: Tuple {
-                src: "10.77.0.2".parse().unwrap(),
-                dst: "198.18.0.2".parse().unwrap(),
-                l4: L4::Ports {
+            orig: tuple(
+                "10.77.0.2",
+                "198.18.0.2",
+                L4::Ports {
                     src: 58036,
                     dst: 9001,
                 },
-            },
-            reply: Tuple {
-                src: "198.18.0.2".parse().unwrap(),
-                dst: "198.18.0.1".parse().unwrap(),
-                l4: L4::Ports {
+            ),
+            reply: tuple(
+                "198.18.0.2",
+                "198.18.0.1",
+                L4::Ports {
                     src: 9001,
                     dst: 58036,
                 },
-            },
+            ),
             status: 0x19e,
             zone: 0,
             mark: 0,
@@ -435,24 +443,24 @@ mod tests {
         assert_eq!(e.nat(), Some(NatKind::Snat));
         let icmp = Entry {
             proto: 58,
-            orig: Tuple {
-                src: "fd00::2".parse().unwrap(),
-                dst: "2001:db8::1".parse().unwrap(),
-                l4: L4::Icmp {
+            orig: tuple(
+                "fd00::2",
+                "2001:db8::1",
+                L4::Icmp {
                     id: 7,
                     kind: 128,
                     code: 0,
                 },
-            },
-            reply: Tuple {
-                src: "2001:db8::1".parse().unwrap(),
-                dst: "fd00::2".parse().unwrap(),
-                l4: L4::Icmp {
+            ),
+            reply: tuple(
+                "2001:db8::1",
+                "fd00::2",
+                L4::Icmp {
                     id: 7,
                     kind: 129,
                     code: 0,
                 },
-            },
+            ),
             status: 0,
             zone: 3,
             mark: 9,

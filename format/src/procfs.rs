@@ -276,16 +276,25 @@ mod tests {
         assert_eq!(parse_ns_link(b"mnt:[4026531840]", "net"), None);
     }
 
+    /// A file of ../shared/testdata/proc-fixtures, or `None` (said on
+    /// stderr) when that corpus is absent.
+    fn fixture(name: &str) -> Option<String> {
+        let path = format!(
+            "{}/../../shared/testdata/proc-fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path);
+        if text.is_err() {
+            eprintln!("SKIPPED: {path} not present");
+        }
+        text.ok()
+    }
+
     #[test]
     fn fd_links_from_shared_fixtures() {
         // fd_listings.tsv: readlink targets transcribed from other projects'
         // fixtures; every `socket:[N]` target must give N, nothing else must.
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/testdata/proc-fixtures/fd_listings.tsv"
-        );
-        let Ok(text) = std::fs::read_to_string(path) else {
-            eprintln!("SKIPPED: {path} not present");
+        let Some(text) = fixture("fd_listings.tsv") else {
             return;
         };
         let mut sockets = 0;
@@ -348,12 +357,7 @@ mod tests {
     #[test]
     fn duplicated_rows_are_dropped() {
         // weaveworks/scope (Apache-2.0) fixture: the same row printed twice.
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/testdata/proc-fixtures/weaveworks-scope/procspy_tcp_duplicates.txt"
-        );
-        let Ok(text) = std::fs::read_to_string(path) else {
-            eprintln!("SKIPPED: {path} not present");
+        let Some(text) = fixture("weaveworks-scope/procspy_tcp_duplicates.txt") else {
             return;
         };
         let t = table_rows(&text);

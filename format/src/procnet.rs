@@ -252,22 +252,19 @@ mod tests {
 
     #[test]
     fn loopback_both_families_and_byte_orders() {
-        assert_eq!(
-            parse_endpoint("0100007F:0016", LE).unwrap(),
-            "127.0.0.1:22".parse().unwrap()
-        );
-        assert_eq!(
-            parse_endpoint("7F000001:0016", ByteOrder::Big).unwrap(),
-            "127.0.0.1:22".parse().unwrap()
-        );
-        assert_eq!(
-            parse_endpoint("00000000000000000000000001000000:0277", LE).unwrap(),
-            "[::1]:631".parse().unwrap()
-        );
-        assert_eq!(
-            parse_endpoint("00000000000000000000000000000001:0277", ByteOrder::Big).unwrap(),
-            "[::1]:631".parse().unwrap()
-        );
+        for (text, order, want) in [
+            ("0100007F:0016", LE, "127.0.0.1:22"),
+            ("7F000001:0016", ByteOrder::Big, "127.0.0.1:22"),
+            ("00000000000000000000000001000000:0277", LE, "[::1]:631"),
+            (
+                "00000000000000000000000000000001:0277",
+                ByteOrder::Big,
+                "[::1]:631",
+            ),
+        ] {
+            let want: SocketAddr = want.parse().unwrap();
+            assert_eq!(parse_endpoint(text, order).unwrap(), want, "{text}");
+        }
         let mapped = parse_endpoint("0000000000000000FFFF00000100007F:9E49", LE).unwrap();
         assert!(is_v4_mapped(mapped.ip()));
         assert_eq!(

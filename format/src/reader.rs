@@ -695,6 +695,30 @@ pub enum ProblemKind {
     KeyframeWithoutFds,
 }
 
+/// Parses member `name`, one JSON `T` a line (blank lines skipped), into
+/// `records`; a line that is not one is a problem naming `what`.
+fn json_lines<T: serde::de::DeserializeOwned>(
+    name: &str,
+    data: &[u8],
+    what: &str,
+    records: &mut Vec<T>,
+    problems: &mut Vec<Problem>,
+) {
+    for (i, line) in String::from_utf8_lossy(data).lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<T>(line) {
+            Ok(r) => records.push(r),
+            Err(e) => problems.push(Problem {
+                member: name.to_string(),
+                line: i + 1,
+                kind: ProblemKind::BadLine(format!("{what}: {e}")),
+            }),
+        }
+    }
+}
+
 /// A problem met while applying a snapshot; never fatal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -783,43 +807,24 @@ impl<K: RowKeeper> State<K> {
             }
             None => {}
         }
-        let procs = s
-            .members
-            .iter()
-            .find(|m| matches!(m.1, Member::Procs { .. }));
-        if let Some((name, _, data)) = procs {
-            for (i, line) in String::from_utf8_lossy(data).lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match serde_json::from_str::<ProcessRecord>(line) {
-                    Ok(p) => out.processes.push(p),
-                    Err(e) => out.problems.push(problem(
-                        name.clone(),
-                        i + 1,
-                        ProblemKind::BadLine(format!("process record: {e}")),
-                    )),
-                }
-            }
+        let member = |want: fn(&Member) -> bool| s.members.iter().find(|m| want(&m.1));
+        if let Some((name, _, data)) = member(|m| matches!(m, Member::Procs { .. })) {
+            json_lines(
+                name,
+                data,
+                "process record",
+                &mut out.processes,
+                &mut out.problems,
+            );
         }
-        let events = s
-            .members
-            .iter()
-            .find(|m| matches!(m.1, Member::Events { .. }));
-        if let Some((name, _, data)) = events {
-            for (i, line) in String::from_utf8_lossy(data).lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match serde_json::from_str::<EventRecord>(line) {
-                    Ok(e) => out.events.push(e),
-                    Err(e) => out.problems.push(problem(
-                        name.clone(),
-                        i + 1,
-                        ProblemKind::BadLine(format!("event record: {e}")),
-                    )),
-                }
-            }
+        if let Some((name, _, data)) = member(|m| matches!(m, Member::Events { .. })) {
+            json_lines(
+                name,
+                data,
+                "event record",
+                &mut out.events,
+                &mut out.problems,
+            );
         }
         self.last_seq = Some(seq);
         out.applied = true;

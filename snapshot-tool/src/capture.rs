@@ -127,6 +127,48 @@ pub struct Capture {
     pub info: CaptureInfo,
 }
 
+/// Why tcpdump could not be started; tcpdump's own words where it said any.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Its log file cannot be created.
+    #[error("{}: cannot create", path.display())]
+    CreateLog {
+        /// The log file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The tcpdump binary cannot be run.
+    #[error("{}: cannot start", path.display())]
+    Spawn {
+        /// The tcpdump binary.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The child came without the stderr pipe asked for.
+    #[error("tcpdump: no stderr pipe")]
+    NoStderr,
+    /// It did not say `listening on` in time.
+    #[error("tcpdump did not report `listening on` within {secs} s; it said: {said}")]
+    NotListening {
+        /// The time it had, seconds.
+        secs: u64,
+        /// What it printed, trimmed.
+        said: String,
+    },
+    /// It exited before listening.
+    #[error("tcpdump exited ({status}): {said}")]
+    Exited {
+        /// Its exit status as text.
+        status: String,
+        /// What it printed, trimmed.
+        said: String,
+    },
+}
+
 /// Starts tcpdump and waits (up to `timeout`) for it to print
 /// `listening on`. On failure the error holds tcpdump's own words.
 pub fn start(
@@ -137,13 +179,15 @@ pub fn start(
     rotate: Rotate,
     start_secs: i64,
     timeout: Duration,
-) -> Result<Capture, String> {
+) -> Result<Capture, StartError> {
     let as_root = crate::sys::euid() == 0;
     let args = tcpdump_args(dir, iface, filter, rotate, start_secs, as_root);
     let version = tcpdump_version(tcpdump);
     let log_path = dir.join(TCPDUMP_LOG_FILE);
-    let mut log = std::fs::File::create(&log_path)
-        .map_err(|e| format!("{}: cannot create: {e}", log_path.display()))?;
+    let mut log = std::fs::File::create(&log_path).map_err(|source| StartError::CreateLog {
+        path: log_path.clone(),
+        source,
+    })?;
     let mut cmd = Command::new(tcpdump);
     cmd.args(&args)
         .env("TZ", "UTC")
@@ -166,13 +210,14 @@ pub fn start(
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("{}: cannot start: {e}", tcpdump.display()))?;
+    let mut child = cmd.spawn().map_err(|source| StartError::Spawn {
+        path: tcpdump.to_path_buf(),
+        source,
+    })?;
     let Some(stderr) = child.stderr.take() else {
         let _ = child.kill();
         let _ = child.wait();
-        return Err("tcpdump: no stderr pipe".into());
+        return Err(StartError::NoStderr);
     };
     let (tx, rx) = mpsc::channel::<String>();
     let log_thread = std::thread::spawn(move || {
@@ -199,11 +244,10 @@ pub fn start(
             let _ = child.kill();
             let _ = child.wait();
             let _ = log_thread.join();
-            return Err(format!(
-                "tcpdump did not report `listening on` within {} s; it said: {}",
-                timeout.as_secs(),
-                said.trim()
-            ));
+            return Err(StartError::NotListening {
+                secs: timeout.as_secs(),
+                said: said.trim().to_string(),
+            });
         }
         match rx.recv_timeout(left.min(Duration::from_millis(100))) {
             Ok(l) => {
@@ -216,7 +260,10 @@ pub fn start(
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
                 let _ = log_thread.join();
-                return Err(format!("tcpdump exited ({status}): {}", said.trim()));
+                return Err(StartError::Exited {
+                    status,
+                    said: said.trim().to_string(),
+                });
             }
         }
     }

@@ -9,25 +9,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use procflow_format::duration::parse_duration;
 use procflow_snap::capture::Rotate;
-use procflow_snap::record::{Config, SourcesMode};
-
-/// Default time between snapshots. Measured (docs/recorder.md): 250 ms saw
-/// 99 % of 200 processes living 0.5 s with one TCP connection each, as
-/// 100 ms did, for half the CPU; 500 ms saw 85 %.
-const DEFAULT_INTERVAL: &str = "250ms";
-/// Default full fd walk period.
-const DEFAULT_FULL_WALK: &str = "2s";
-/// Default keyframe period, in snapshots.
-const DEFAULT_KEYFRAME_EVERY: u64 = 300;
-/// Default archive rotation size, MiB.
-const DEFAULT_ARCHIVE_MB: u64 = 64;
-/// Default CPU nice value: yield to the server being watched.
-const DEFAULT_NICE: i32 = 19;
-/// Default time between snapshots while tracepoints name socket owners
-/// (docs/recorder.md has the measurements).
-const DEFAULT_EVENT_INTERVAL: &str = "5s";
-/// Default full fd walk period while tracepoints name socket owners.
-const DEFAULT_EVENT_FULL_WALK: &str = "30s";
+use procflow_snap::record::{
+    Config, SourcesMode, DEFAULT_ARCHIVE_MB, DEFAULT_EVENT_FULL_WALK, DEFAULT_EVENT_INTERVAL,
+    DEFAULT_FULL_WALK, DEFAULT_INTERVAL, DEFAULT_KEYFRAME_EVERY, DEFAULT_NICE,
+};
 
 /// `--sources`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -191,29 +176,13 @@ impl Cli {
             .collect();
         match self.command {
             Command::Once(a) => Config {
-                out: a.out,
-                interval: parse_duration(DEFAULT_INTERVAL).unwrap_or_default(),
-                iface: None,
-                filter: None,
-                rotate: Rotate::None,
-                duration: None,
-                heartbeat: Duration::ZERO,
-                max_cpu: None,
-                nice: DEFAULT_NICE,
-                keyframe_every: DEFAULT_KEYFRAME_EVERY,
-                full_walk: parse_duration(DEFAULT_FULL_WALK).unwrap_or_default(),
-                archive_bytes: DEFAULT_ARCHIVE_MB * 1024 * 1024,
                 once: true,
-                sources: SourcesMode::Poll,
-                event_interval: parse_duration(DEFAULT_EVENT_INTERVAL).unwrap_or_default(),
-                event_full_walk: parse_duration(DEFAULT_EVENT_FULL_WALK).unwrap_or_default(),
                 argv,
+                ..Config::new(a.out)
             },
             Command::Record(a) => Config {
                 out: a.out,
-                interval: a
-                    .interval
-                    .unwrap_or_else(|| parse_duration(DEFAULT_INTERVAL).unwrap_or_default()),
+                interval: a.interval.unwrap_or(DEFAULT_INTERVAL),
                 iface: a.iface,
                 filter: a.filter,
                 rotate: match (a.rotate_seconds, a.rotate_mb) {
@@ -226,12 +195,8 @@ impl Cli {
                 max_cpu: a.max_cpu,
                 nice: a.nice,
                 keyframe_every: a.keyframe_every,
-                full_walk: a
-                    .full_walk
-                    .unwrap_or_else(|| parse_duration(DEFAULT_FULL_WALK).unwrap_or_default()),
-                event_full_walk: a
-                    .full_walk
-                    .unwrap_or_else(|| parse_duration(DEFAULT_EVENT_FULL_WALK).unwrap_or_default()),
+                full_walk: a.full_walk.unwrap_or(DEFAULT_FULL_WALK),
+                event_full_walk: a.full_walk.unwrap_or(DEFAULT_EVENT_FULL_WALK),
                 archive_bytes: a.archive_mb.saturating_mul(1024 * 1024),
                 once: false,
                 sources: match a.sources {
@@ -242,7 +207,7 @@ impl Cli {
                 event_interval: a
                     .event_interval
                     .or(a.interval)
-                    .unwrap_or_else(|| parse_duration(DEFAULT_EVENT_INTERVAL).unwrap_or_default()),
+                    .unwrap_or(DEFAULT_EVENT_INTERVAL),
                 argv,
             },
         }
@@ -259,6 +224,13 @@ mod tests {
         let mut v: Vec<OsString> = vec!["procflow-snap".into()];
         v.extend(args.iter().map(OsString::from));
         Cli::try_parse_from(&v).map(|c| c.into_config(&v))
+    }
+
+    /// `record --out x` with `args` (split on white space).
+    fn rec(args: &str) -> Result<Config, clap::Error> {
+        let mut v = vec!["record", "--out", "x"];
+        v.extend(args.split_whitespace());
+        p(&v)
     }
 
     fn err(args: &[&str]) -> String {
@@ -301,29 +273,11 @@ mod tests {
         assert_eq!(c.sources, SourcesMode::Auto);
         assert_eq!(c.event_interval, Duration::from_secs(5));
         assert_eq!(c.event_full_walk, Duration::from_secs(30));
-        let c = p(&[
-            "record",
-            "--out",
-            "x",
-            "--interval",
-            "100ms",
-            "--full-walk",
-            "1s",
-        ])
-        .expect("explicit periods");
+        let c = rec("--interval 100ms --full-walk 1s").expect("explicit periods");
         assert_eq!(c.event_interval, Duration::from_millis(100));
         assert_eq!(c.event_full_walk, Duration::from_secs(1));
 
-        let c = p(&[
-            "record",
-            "--out",
-            "x",
-            "--sources",
-            "poll",
-            "--event-interval",
-            "1s",
-        ])
-        .expect("sources");
+        let c = rec("--sources poll --event-interval 1s").expect("sources");
         assert_eq!(c.sources, SourcesMode::Poll);
         assert_eq!(c.event_interval, Duration::from_secs(1));
         assert!(err(&["record", "--out", "x", "--sources", "bpf"]).contains("poll"));
@@ -342,18 +296,7 @@ mod tests {
         assert!(p(&["record", "--out", "x", "--keyframe-every", "0"]).is_err());
         assert!(p(&["record", "--out", "x", "--archive-mb", "0"]).is_err());
         assert!(p(&["record", "--out", "x", "--max-cpu", "101"]).is_err());
-        assert!(p(&[
-            "record",
-            "--out",
-            "x",
-            "--iface",
-            "lo",
-            "--rotate-mb",
-            "1",
-            "--rotate-seconds",
-            "1"
-        ])
-        .is_err());
+        assert!(rec("--iface lo --rotate-mb 1 --rotate-seconds 1").is_err());
         assert_eq!(
             p(&["--version"]).unwrap_err().kind(),
             ErrorKind::DisplayVersion
@@ -365,47 +308,15 @@ mod tests {
 
     #[test]
     fn durations_share_one_grammar() {
-        let c = p(&[
-            "record",
-            "--out",
-            "x",
-            "--duration",
-            "10m",
-            "--full-walk",
-            "1.5s",
-            "--interval",
-            "1",
-            "--iface",
-            "lo",
-            "--rotate-seconds",
-            "1h",
-        ])
-        .expect("durations");
+        let c = rec("--duration 10m --full-walk 1.5s --interval 1 --iface lo --rotate-seconds 1h")
+            .expect("durations");
         assert_eq!(c.duration, Some(Duration::from_secs(600)));
         assert_eq!(c.full_walk, Duration::from_millis(1500));
         assert_eq!(c.interval, Duration::from_secs(1));
         assert_eq!(c.rotate, Rotate::Seconds(3600));
-        let c = p(&[
-            "record",
-            "--out",
-            "x",
-            "--iface",
-            "lo",
-            "--rotate-seconds",
-            "30",
-        ])
-        .expect("bare seconds");
+        let c = rec("--iface lo --rotate-seconds 30").expect("bare seconds");
         assert_eq!(c.rotate, Rotate::Seconds(30));
-        assert!(p(&[
-            "record",
-            "--out",
-            "x",
-            "--iface",
-            "lo",
-            "--rotate-seconds",
-            "1.5s"
-        ])
-        .is_err());
+        assert!(rec("--iface lo --rotate-seconds 1.5s").is_err());
         assert!(p(&["record", "--out", "x", "--duration", "5 parsecs"]).is_err());
     }
 

@@ -182,15 +182,7 @@ impl Conntrack {
     /// recorder never makes the kernel load it) and the table readable
     /// over ctnetlink. `events` also subscribes to NEW/DESTROY events.
     pub fn start(events: bool) -> Conntrack {
-        let mut c = Conntrack {
-            off: None,
-            tables: HashMap::new(),
-            failed: HashMap::new(),
-            events: None,
-            events_off: None,
-            entries: Vec::new(),
-            buf: Vec::new(),
-        };
+        let mut c = Conntrack::new(None);
         if !Path::new("/proc/sys/net/netfilter/nf_conntrack_max").exists() {
             c.off = Some(
                 "nf_conntrack is not loaded (no /proc/sys/net/netfilter/nf_conntrack_max): \
@@ -226,8 +218,13 @@ impl Conntrack {
     /// Conntrack not recorded, for `why` (e.g. a fixture /proc tree that
     /// is not the live kernel's).
     pub fn off(why: &str) -> Conntrack {
+        Conntrack::new(Some(why.to_string()))
+    }
+
+    /// Nothing read yet; `off` says why nothing will be.
+    fn new(off: Option<String>) -> Conntrack {
         Conntrack {
-            off: Some(why.to_string()),
+            off,
             tables: HashMap::new(),
             failed: HashMap::new(),
             events: None,

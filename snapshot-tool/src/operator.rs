@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::layout::{CaptureCounters, CAPTURE_PREFIX, TCPDUMP_LOG_FILE};
+use crate::record::OutDirError;
 
 /// Snapshots committed so far; the record loop bumps it, the heartbeat
 /// reads it.
@@ -26,28 +27,21 @@ pub fn snapshot_written() {
 /// as the returned file is open. A second recorder started on the same
 /// `--out` fails here instead of both passing the empty-directory check;
 /// the directory is checked again, empty, once the lock is held.
-pub fn lock_out_dir(dir: &Path) -> Result<File, String> {
-    let f = File::open(dir).map_err(|e| format!("{}: cannot open: {e}", dir.display()))?;
+pub fn lock_out_dir(dir: &Path) -> Result<File, OutDirError> {
+    let at = || dir.to_path_buf();
+    let f = File::open(dir).map_err(|source| OutDirError::CannotOpen { dir: at(), source })?;
     // std's try_lock is flock(LOCK_EX | LOCK_NB) on Linux.
     match f.try_lock() {
         Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(format!(
-                "{}: another procflow-snap is recording into this directory",
-                dir.display()
-            ))
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(format!("{}: cannot lock: {e}", dir.display()))
+        Err(std::fs::TryLockError::WouldBlock) => return Err(OutDirError::Busy(at())),
+        Err(std::fs::TryLockError::Error(source)) => {
+            return Err(OutDirError::CannotLock { dir: at(), source })
         }
     }
     let mut rd =
-        std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
+        std::fs::read_dir(dir).map_err(|source| OutDirError::CannotList { dir: at(), source })?;
     if rd.next().is_some() {
-        return Err(format!(
-            "{}: output directory is not empty (a bundle is never written over another)",
-            dir.display()
-        ));
+        return Err(OutDirError::NotEmpty(at()));
     }
     Ok(f)
 }
@@ -220,11 +214,12 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         let first = lock_out_dir(&d).unwrap();
         let e = lock_out_dir(&d).unwrap_err();
-        assert!(e.contains("another procflow-snap"), "{e}");
+        assert!(matches!(e, OutDirError::Busy(_)), "{e}");
+        assert!(e.to_string().contains("another procflow-snap"), "{e}");
         drop(first);
         std::fs::write(d.join("x"), "").unwrap();
         let e = lock_out_dir(&d).unwrap_err();
-        assert!(e.contains("not empty"), "{e}");
+        assert!(e.to_string().contains("not empty"), "{e}");
         let _ = std::fs::remove_dir_all(&d);
     }
 

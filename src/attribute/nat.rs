@@ -104,6 +104,14 @@ pub(super) fn try_nat(
             if nss.is_empty() {
                 nss = listening_namespace(tl, ctx, q, local);
             }
+            if nss.len() > 1 {
+                nss = behind(tl, r.netns, q, nss);
+            }
+            // With the namespace still ambiguous (two namespaces using the
+            // translated address, none proven behind this table), only a
+            // socket holding the exact translated tuple is evidence: a
+            // listener in one of them would be a guess.
+            let exact_only = nss.len() > 1;
             for ns in nss {
                 let tq = Query {
                     local,
@@ -112,6 +120,9 @@ pub(super) fn try_nat(
                     ..*q
                 };
                 for &inner_rule in inner(rule) {
+                    if exact_only && !matches!(inner_rule, Rule::Exact | Rule::ExactV4Mapped) {
+                        continue;
+                    }
                     match try_rule(tl, inner_rule, &tq) {
                         Some(f @ Found::Owned { .. }) => return Some((f, m)),
                         Some(f @ Found::Ownerless(..)) if ownerless.is_none() => {
@@ -124,6 +135,40 @@ pub(super) fn try_nat(
         }
     }
     ownerless
+}
+
+/// Of the candidate namespaces `nss` (several use the translated address:
+/// separate container networks with overlapping addresses, each behind its
+/// own NAT namespace), those proven to sit behind the table of namespace
+/// `table`: some translated entry of that table leads to a socket holding
+/// the exact translated tuple in them. All of `nss` when none is proven.
+fn behind(tl: &Timeline, table: u64, q: &Query, nss: Vec<u64>) -> Vec<u64> {
+    let mut linked: Vec<u64> = Vec::new();
+    for r in tl.conntrack.records.iter().filter(|r| r.netns == table) {
+        if r.entry.nat().is_none() {
+            continue;
+        }
+        for dir in [&r.entry.orig, &r.entry.reply] {
+            let (Some(a), Some(b)) = (dir.src_sock(), dir.dst_sock()) else {
+                continue;
+            };
+            for &i in tl.exact(q.transport, a, b) {
+                if let Some(s) = tl.sockets.get(i) {
+                    if nss.contains(&s.key.netns) && !linked.contains(&s.key.netns) {
+                        linked.push(s.key.netns);
+                    }
+                }
+            }
+        }
+        if linked.len() == nss.len() {
+            break;
+        }
+    }
+    if linked.is_empty() {
+        nss
+    } else {
+        nss.into_iter().filter(|n| linked.contains(n)).collect()
+    }
 }
 
 /// A container whose address no recorded socket shows (a server with
@@ -154,10 +199,11 @@ fn canon(a: SocketAddr) -> SocketAddr {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::tcp;
     use super::super::{attribute, Method, Options};
     use super::*;
-    use crate::flow::{ipproto, Family, Flow};
-    use crate::snapshot::timeline::tests::{build, clock, row4, table, Snap};
+    use crate::flow::ipproto;
+    use crate::snapshot::timeline::tests::{build, row4, table, Snap};
     use procflow_format::layout::{SnapshotKind, TableStored};
 
     const HOST: u64 = 4026531840;
@@ -172,31 +218,6 @@ mod tests {
         HostContext {
             capture_netns: HOST,
             addresses: ["198.18.0.1".parse().unwrap()].into_iter().collect(),
-        }
-    }
-
-    fn tcp(a: &str, b: &str, t0: i64, t1: i64) -> Flow {
-        let a: SocketAddr = a.parse().unwrap();
-        let b: SocketAddr = b.parse().unwrap();
-        Flow {
-            id: 1,
-            proto: ipproto::TCP,
-            family: Family::V4,
-            a_ip: a.ip(),
-            a_port: Some(a.port()),
-            b_ip: b.ip(),
-            b_port: Some(b.port()),
-            icmp: None,
-            first_seen_ns: clock(t0).realtime_ns,
-            last_seen_ns: clock(t1).realtime_ns,
-            packets_ab: 1,
-            packets_ba: 1,
-            bytes_ab: 100,
-            bytes_ba: 100,
-            ip_bytes_ab: 86,
-            ip_bytes_ba: 86,
-            tcp_flags_ab: 0,
-            tcp_flags_ba: 0,
         }
     }
 
@@ -302,5 +323,43 @@ mod tests {
         assert_eq!(a.method, Method::Rule(Rule::BoundNat));
         assert_eq!(a.owner.map(|o| o.pid), Some(10));
         assert_eq!(a.nat.map(|n| n.kind), Some(NatKind::Snat));
+    }
+
+    /// Two container networks using the same addresses (each behind its own
+    /// NAT namespace, or a recorder seeing two such labs): the listener is
+    /// taken only in the namespace proven behind the entry's table.
+    #[test]
+    fn overlapping_container_addresses_need_proof_of_which_is_behind() {
+        let mk = |seq, ms, link: bool| {
+            let ct = if link {
+                format!("{DNAT}\n{MASQ}\n")
+            } else {
+                format!("{DNAT}\n")
+            };
+            let mine = [
+                row4("0.0.0.0:80", "0.0.0.0:0", 0x0A, 101),
+                row4("10.77.0.2:58036", "198.18.0.2:9001", 1, 100),
+            ];
+            let theirs = [
+                row4("0.0.0.0:80", "0.0.0.0:0", 0x0A, 201),
+                row4("10.77.0.2:6000", "198.18.0.2:7", 1, 200),
+            ];
+            Snap::new(seq, ms, SnapshotKind::Keyframe)
+                .table(HOST, "tcp", TableStored::Full, table(&[]))
+                .table(HOST, "conntrack", TableStored::Full, ct)
+                .table(CONTAINER, "tcp", TableStored::Full, table(&mine))
+                .table(OTHER, "tcp", TableStored::Full, table(&theirs))
+                .fds(&["10 500 4026532500 100,101", "20 600 4026532600 200,201"])
+        };
+        let f = tcp("198.18.0.2:40000", "198.18.0.1:8088", 100, 900);
+        // The masquerade entry of the same table leads to CONTAINER's socket.
+        let (tl, _) = build(&[mk(1, 0, true), mk(2, 1000, true)]);
+        let a = attribute(&tl, &ctx(), &Options::default(), &f);
+        assert_eq!(a.method, Method::Rule(Rule::ListenNat));
+        assert_eq!(a.owner.map(|o| o.pid), Some(10));
+        // Nothing says which: no owner rather than a guess.
+        let (tl, _) = build(&[mk(1, 0, false), mk(2, 1000, false)]);
+        let a = attribute(&tl, &ctx(), &Options::default(), &f);
+        assert!(!a.method.is_attributed(), "{:?} {:?}", a.method, a.owner);
     }
 }

@@ -1,7 +1,6 @@
 //! `procflow carve REPORT_DIR_OR_BUNDLE (--pid N [--start T] | --comm NAME |
 //! --flow ID...) --out FILE.pcapng`: the command line of [`procflow::carve`].
 
-use anyhow::anyhow;
 use procflow::carve::{run_carve, CarveConfig, Criteria};
 use procflow::hostile::term_path;
 use std::path::PathBuf;
@@ -56,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         force: args.force,
         threads: args.threads.map(usize::from),
     };
-    let o = run_carve(&cfg).map_err(|e| anyhow!(e))?;
+    let o = run_carve(&cfg)?;
     eprintln!(
         "procflow carve: {} flow(s), {} packets ({} bytes) written to {}",
         o.flows,

@@ -52,7 +52,7 @@ fn safe_output(
     force: bool,
 ) -> anyhow::Result<(SafeFile, File)> {
     // A bundle is recognised by its manifest in any ancestor of `p`.
-    let mut sf = SafeFile::create(p, what, inputs, &[], force).map_err(anyhow::Error::msg)?;
+    let mut sf = SafeFile::create(p, what, inputs, &[], force)?;
     let f = sf
         .take()
         .ok_or_else(|| anyhow::anyhow!("cannot open {what}"))?;
@@ -64,7 +64,7 @@ fn finish_output(sf: SafeFile, w: BufWriter<File>) -> anyhow::Result<()> {
     let f = w
         .into_inner()
         .map_err(|e| anyhow::Error::new(e.into_error()))?;
-    sf.commit(f).map_err(anyhow::Error::msg)
+    Ok(sf.commit(f)?)
 }
 
 /// Runs `procflow flows`: exit 0, or 1 when some file could not be read at

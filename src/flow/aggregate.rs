@@ -68,6 +68,19 @@ struct FragKey {
     id: u32,
 }
 
+impl FragKey {
+    /// The fragments of `pkt`'s datagram, IP identification `id`.
+    fn of(pkt: &IpPacket, id: u32) -> FragKey {
+        FragKey {
+            family: pkt.family,
+            proto: pkt.proto,
+            src: pkt.src,
+            dst: pkt.dst,
+            id,
+        }
+    }
+}
+
 fn addr_words(a: &[u8; 16]) -> (u64, u64) {
     let mut x = [0u8; 8];
     let mut y = [0u8; 8];
@@ -334,13 +347,7 @@ impl FlowTable {
         if keyed_by_transport {
             match pkt.frag {
                 Frag::Later(id) => {
-                    let fk = FragKey {
-                        family: pkt.family,
-                        proto: pkt.proto,
-                        src: pkt.src,
-                        dst: pkt.dst,
-                        id,
-                    };
+                    let fk = FragKey::of(&pkt, id);
                     match self.frags.get(&fk) {
                         Some(&(s, d, icmp, _)) => {
                             pkt.sport = s;
@@ -363,13 +370,7 @@ impl FlowTable {
                     }
                 }
                 Frag::First(id) => {
-                    let fk = FragKey {
-                        family: pkt.family,
-                        proto: pkt.proto,
-                        src: pkt.src,
-                        dst: pkt.dst,
-                        id,
-                    };
+                    let fk = FragKey::of(&pkt, id);
                     if self.frags.len() >= MAX_FRAGS {
                         self.frags
                             .retain(|_, v| ts_ns.saturating_sub(v.3) < FRAG_TIMEOUT_NS);
@@ -703,30 +704,24 @@ mod tests {
     #[test]
     fn fragmented_ping_is_one_flow() {
         let mut t = FlowTable::new(SplitRules::default());
-        let mut first = pkt(1, 0, 2, 0, 0);
-        first.proto = ipproto::ICMP;
-        first.icmp = Some(IcmpKey {
-            icmp_type: 8,
-            code: 0,
-            id: 77,
-        });
-        first.frag = Frag::First(9);
-        let mut later = first;
-        later.icmp = None;
-        later.frag = Frag::Later(9);
-        let mut reply = first;
-        std::mem::swap(&mut reply.src, &mut reply.dst);
-        reply.icmp = Some(IcmpKey {
-            icmp_type: 0,
-            code: 0,
-            id: 77,
-        });
-        reply.frag = Frag::First(10);
-        let mut reply_later = reply;
-        reply_later.icmp = None;
-        reply_later.frag = Frag::Later(10);
-        for p in [first, later, reply, reply_later] {
-            t.add(1, 1514, &p, O);
+        // An ICMP message of `icmp_type` in two fragments of IP id `ip_id`.
+        let fragments = |mut head: IpPacket, icmp_type, ip_id| {
+            head.proto = ipproto::ICMP;
+            head.icmp = Some(IcmpKey {
+                icmp_type,
+                code: 0,
+                id: 77,
+            });
+            head.frag = Frag::First(ip_id);
+            let mut later = head;
+            later.icmp = None;
+            later.frag = Frag::Later(ip_id);
+            [head, later]
+        };
+        let request = fragments(pkt(1, 0, 2, 0, 0), 8, 9);
+        let reply = fragments(pkt(2, 0, 1, 0, 0), 0, 10);
+        for p in request.iter().chain(&reply) {
+            t.add(1, 1514, p, O);
         }
         let (flows, orphans) = t.finish();
         assert!(orphans.is_empty());

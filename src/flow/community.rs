@@ -78,19 +78,20 @@ mod tests {
     fn community_id_matches_suricata_ipv6() {
         // suricata-verify tests/community-id-ipv6 (eve.json expectations);
         // that test runs Suricata with `community-id-seed: 7`.
-        let f = tcp_flow(
-            "2600:1f13:f8:d400:3a6:303c:e011:18eb",
-            60202,
-            "2607:f8b0:400a:800::200e",
-            443,
-        );
-        assert_eq!(community_id(&f, 7), "1:ptJhMvufAbB5nLDNW77cB800wFM=");
-        let f = tcp_flow(
-            "2600:1f13:f8:d400:3a6:303c:e011:18eb",
-            33892,
-            "2001:4860:4860::8888",
-            443,
-        );
-        assert_eq!(community_id(&f, 7), "1:PGf+a0eBbs1OhuPtJmsF0Sm51v4=");
+        let client = "2600:1f13:f8:d400:3a6:303c:e011:18eb";
+        for (port, server, id) in [
+            (
+                60202,
+                "2607:f8b0:400a:800::200e",
+                "1:ptJhMvufAbB5nLDNW77cB800wFM=",
+            ),
+            (
+                33892,
+                "2001:4860:4860::8888",
+                "1:PGf+a0eBbs1OhuPtJmsF0Sm51v4=",
+            ),
+        ] {
+            assert_eq!(community_id(&tcp_flow(client, port, server, 443), 7), id);
+        }
     }
 }

@@ -106,6 +106,22 @@ impl Flow {
         }
     }
 
+    /// The six counters as (packets, bytes, IP bytes), each pair in the
+    /// order (towards the local end, from it): `a` to `b` first unless
+    /// `local_is_a`, in which case `b` to `a` first.
+    pub fn counters(&self, local_is_a: bool) -> [u64; 6] {
+        let (p, b, i) = (
+            (self.packets_ab, self.packets_ba),
+            (self.bytes_ab, self.bytes_ba),
+            (self.ip_bytes_ab, self.ip_bytes_ba),
+        );
+        if local_is_a {
+            [p.1, p.0, b.1, b.0, i.1, i.0]
+        } else {
+            [p.0, p.1, b.0, b.1, i.0, i.1]
+        }
+    }
+
     /// The same conversation (id, protocol, endpoints, ICMP identity) with
     /// nothing counted yet, first seen at `ts_ns`.
     pub fn cleared(&self, ts_ns: i64) -> Flow {

@@ -273,11 +273,16 @@ impl ReportWriter for HtmlReport<'_> {
              <script type=\"application/json\" id=\"procflow-data\">{head},\"flows\":["
         )?;
         let mut safe = ScriptSafe(out);
+        // Each row is serialized whole, then escaped in one pass: serde
+        // writes many small pieces, each a call through `dyn Write`.
+        let mut buf = Vec::new();
         for (i, row) in self.0.report.rows.iter().enumerate() {
+            buf.clear();
             if i > 0 {
-                safe.write_all(b",")?;
+                buf.push(b',');
             }
-            serde_json::to_writer(&mut safe, &flow_row(row))?;
+            serde_json::to_writer(&mut buf, &flow_row(row))?;
+            safe.write_all(&buf)?;
         }
         write!(
             out,

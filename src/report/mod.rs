@@ -296,26 +296,7 @@ impl ConnectionRow {
     /// (packets_in, packets_out, bytes_in, bytes_out, ip_bytes_in, ip_bytes_out)
     /// seen from the local end.
     pub fn counters(&self) -> [u64; 6] {
-        let f = &self.flow;
-        if self.local_is_a {
-            [
-                f.packets_ba,
-                f.packets_ab,
-                f.bytes_ba,
-                f.bytes_ab,
-                f.ip_bytes_ba,
-                f.ip_bytes_ab,
-            ]
-        } else {
-            [
-                f.packets_ab,
-                f.packets_ba,
-                f.bytes_ab,
-                f.bytes_ba,
-                f.ip_bytes_ab,
-                f.ip_bytes_ba,
-            ]
-        }
+        self.flow.counters(self.local_is_a)
     }
 
     /// `out` when the local end initiated, `in` when the remote did, empty

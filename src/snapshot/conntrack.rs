@@ -18,7 +18,7 @@ use procflow_format::delta::RowKeeper;
 use procflow_format::layout::Member;
 use procflow_format::reader::{ProblemKind, Snapshot, State};
 
-use super::timeline::Run;
+use super::timeline::{see, Run};
 use super::SnapshotDiagnostics;
 
 /// Rows of the conntrack table, parsed.
@@ -117,7 +117,7 @@ impl CtBuilder {
         for (ns, e) in present {
             let i = self.record(ns, &e);
             if let Some(r) = self.records.get_mut(i) {
-                see(&mut r.runs, seq, t0, t1);
+                see(&mut r.runs, seq, t0, t1, 0);
             }
         }
         let offset = meta
@@ -195,24 +195,6 @@ fn pair(proto: u8, t: &Tuple) -> Option<(u8, SocketAddr, SocketAddr)> {
     let s = SocketAddr::new(s.ip().to_canonical(), s.port());
     let d = SocketAddr::new(d.ip().to_canonical(), d.port());
     Some(if s <= d { (proto, s, d) } else { (proto, d, s) })
-}
-
-/// Extends the last run when it ended at the previous snapshot.
-fn see(runs: &mut Vec<Run>, seq: u64, t0: i64, t1: i64) {
-    match runs.last_mut() {
-        Some(r) if r.last_seq == seq => {}
-        Some(r) if r.last_seq.checked_add(1) == Some(seq) => {
-            r.end_ns = t1;
-            r.last_seq = seq;
-        }
-        _ => runs.push(Run {
-            start_ns: t0,
-            end_ns: t1,
-            first_seq: seq,
-            last_seq: seq,
-            state: 0,
-        }),
-    }
 }
 
 /// An event at `t`: a creation starts the first run that begins after it

@@ -103,7 +103,7 @@ impl Run {
 
 /// Appends snapshot `seq` to a list of runs: extends the last run when it
 /// ended at `seq - 1`, else starts a new one.
-fn see(runs: &mut Vec<Run>, seq: u64, t0: i64, t1: i64, state: u8) {
+pub(super) fn see(runs: &mut Vec<Run>, seq: u64, t0: i64, t1: i64, state: u8) {
     match runs.last_mut() {
         Some(r) if r.last_seq == seq => r.state = state,
         Some(r) if r.last_seq.checked_add(1) == Some(seq) => {
@@ -903,6 +903,13 @@ pub(crate) mod tests {
         pub events: Option<String>,
     }
 
+    /// One JSON record a line, as the recorder writes procs and events.
+    fn json_lines<T: serde::Serialize>(recs: &[T]) -> String {
+        recs.iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect()
+    }
+
     impl Snap {
         pub fn new(seq: u64, ms: i64, kind: SnapshotKind) -> Snap {
             Snap {
@@ -916,12 +923,7 @@ pub(crate) mod tests {
             }
         }
         pub fn events(mut self, evs: &[EventRecord]) -> Snap {
-            let mut s = String::new();
-            for e in evs {
-                s.push_str(&serde_json::to_string(e).unwrap());
-                s.push('\n');
-            }
-            self.events = Some(s);
+            self.events = Some(json_lines(evs));
             self
         }
         pub fn table(
@@ -939,12 +941,7 @@ pub(crate) mod tests {
             self
         }
         pub fn procs(mut self, recs: &[ProcessRecord]) -> Snap {
-            let mut s = String::new();
-            for r in recs {
-                s.push_str(&serde_json::to_string(r).unwrap());
-                s.push('\n');
-            }
-            self.procs = Some(s);
+            self.procs = Some(json_lines(recs));
             self
         }
         pub fn meta(&self) -> SnapshotMeta {
