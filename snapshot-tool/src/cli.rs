@@ -22,6 +22,10 @@ enum Sources {
     Auto,
     /// Periodic /proc reads only
     Poll,
+    /// The capture-triggered socket lookup instead of the tracepoints (as
+    /// on a host without them), with the proc connector and the periodic
+    /// /proc reads
+    Lookup,
 }
 
 const AFTER_HELP: &str = "\
@@ -121,7 +125,9 @@ struct RecordArgs {
     archive_mb: u64,
     /// Evidence sources: `auto` adds kernel events (TCP state-change and
     /// route-lookup tracepoints, the proc connector) where the host allows
-    /// them; `poll` uses the periodic /proc reads alone
+    /// them, and the capture-triggered socket lookup where the TCP
+    /// tracepoint is not available; `lookup` forces that lookup instead of
+    /// the tracepoints; `poll` uses the periodic /proc reads alone
     #[arg(long, value_name = "MODE", value_enum, default_value_t = Sources::Auto)]
     sources: Sources,
     /// Time between snapshots while tracepoints name socket owners as they
@@ -196,6 +202,7 @@ impl Cli {
                 sources: match a.sources {
                     Sources::Auto => SourcesMode::Auto,
                     Sources::Poll => SourcesMode::Poll,
+                    Sources::Lookup => SourcesMode::Lookup,
                 },
                 event_interval: a
                     .event_interval

@@ -530,10 +530,10 @@ impl Decoder {
 
 /// What the recorder knows of a pid named by an event.
 #[derive(Debug, Clone)]
-struct PidInfo {
-    start_time: u64,
-    netns: Option<u64>,
-    comm: String,
+pub(crate) struct PidInfo {
+    pub(crate) start_time: u64,
+    pub(crate) netns: Option<u64>,
+    pub(crate) comm: String,
     exited: Option<Instant>,
 }
 
@@ -554,15 +554,26 @@ pub struct Batch {
     pub connector_lost: u64,
     /// Connects never joined to a source port.
     pub unjoined: u64,
+    /// Sockets looked up whose holder was not found (closed before its
+    /// process' fds were read).
+    pub unowned: u64,
 }
 
 /// The per-pid facts cache, and the identities read for it.
-struct Pids {
+pub(crate) struct Pids {
     map: HashMap<u32, PidInfo>,
     buf: Vec<u8>,
 }
 
 impl Pids {
+    /// An empty cache.
+    pub(crate) fn new() -> Pids {
+        Pids {
+            map: HashMap::new(),
+            buf: Vec::with_capacity(8192),
+        }
+    }
+
     /// Reads a pid's stat, namespace and (when `record`) its identity.
     fn learn(&mut self, pid: u32, batch: &mut Batch) -> Option<&PidInfo> {
         let stat = live::read_stat(pid, &mut self.buf).ok()?;
@@ -586,7 +597,8 @@ impl Pids {
         self.map.get(&pid)
     }
 
-    fn get(&mut self, pid: u32, batch: &mut Batch) -> Option<PidInfo> {
+    /// The facts of `pid`, read (and its identity added to `batch`) at its first event.
+    pub(crate) fn get(&mut self, pid: u32, batch: &mut Batch) -> Option<PidInfo> {
         if let Some(i) = self.map.get(&pid) {
             return Some(i.clone());
         }
@@ -709,14 +721,21 @@ fn perf_why(e: &std::io::Error) -> String {
 pub struct EventSources {
     batch: Arc<Mutex<Batch>>,
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl EventSources {
     /// Starts every event source this host allows. Returns the running
     /// sources (`None` when none could start) and the status of each, in
     /// the order they are preferred.
-    pub fn start() -> (Option<EventSources>, Vec<SourceInfo>) {
+    ///
+    /// The capture-triggered lookup ([`crate::lookup`], on `iface`) starts
+    /// when the TCP state-change tracepoint cannot, or when `force_lookup`
+    /// is set, which also leaves the tracepoints off.
+    pub fn start(
+        force_lookup: bool,
+        iface: Option<&str>,
+    ) -> (Option<EventSources>, Vec<SourceInfo>) {
         let mut infos = Vec::new();
         let mut dec = Decoder {
             self_pid: std::process::id(),
@@ -727,7 +746,11 @@ impl EventSources {
 
         // Tracepoints: ids and formats from tracefs.
         let mut mounted = None;
-        let events_dir = tracefs_events(&mut mounted);
+        let events_dir = if force_lookup {
+            Err("switched off (--sources lookup)".to_string())
+        } else {
+            tracefs_events(&mut mounted)
+        };
         let mut formats: Vec<(&'static str, Result<TpFormat, String>)> = Vec::new();
         for (src, group, name) in [
             (SRC_SET_STATE, "sock", "inet_sock_set_state"),
@@ -847,32 +870,59 @@ impl EventSources {
                 None
             }
         };
-        if rings.is_empty() && conn.is_none() {
-            return (None, infos);
-        }
         let batch = Arc::new(Mutex::new(Batch::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (b, s) = (batch.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("events".into())
-            .spawn(move || run_thread(rings, extra, conn, dec, b, s));
-        match thread {
-            Ok(t) => (
-                Some(EventSources {
-                    batch,
-                    stop,
-                    thread: Some(t),
-                }),
-                infos,
-            ),
-            Err(e) => {
-                for i in infos.iter_mut().filter(|i| i.used) {
-                    i.used = false;
-                    i.detail = Some(format!("cannot start the reader thread: {e}"));
+        let mut threads = Vec::new();
+        let set_state = infos.iter().any(|i| i.used && i.name == SRC_SET_STATE);
+        let lookup = if set_state {
+            Err("not needed: tracepoints name socket owners".to_string())
+        } else {
+            crate::lookup::start(iface, batch.clone(), stop.clone())
+        };
+        infos.push(match lookup {
+            Ok((t, detail)) => {
+                threads.push(t);
+                SourceInfo {
+                    name: crate::lookup::SRC_LOOKUP.into(),
+                    used: true,
+                    detail: Some(detail),
                 }
-                (None, infos)
+            }
+            Err(e) => SourceInfo {
+                name: crate::lookup::SRC_LOOKUP.into(),
+                used: false,
+                detail: Some(e),
+            },
+        });
+        if !rings.is_empty() || conn.is_some() {
+            let (b, s) = (batch.clone(), stop.clone());
+            let thread = std::thread::Builder::new()
+                .name("events".into())
+                .spawn(move || run_thread(rings, extra, conn, dec, b, s));
+            match thread {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    for i in infos
+                        .iter_mut()
+                        .filter(|i| i.used && i.name != crate::lookup::SRC_LOOKUP)
+                    {
+                        i.used = false;
+                        i.detail = Some(format!("cannot start the reader thread: {e}"));
+                    }
+                }
             }
         }
+        if threads.is_empty() {
+            return (None, infos);
+        }
+        (
+            Some(EventSources {
+                batch,
+                stop,
+                threads,
+            }),
+            infos,
+        )
     }
 
     /// Takes what accumulated since the last call.
@@ -886,7 +936,7 @@ impl EventSources {
     /// Stops the reader thread, after one last drain of the rings.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -909,10 +959,7 @@ fn run_thread(
     batch: Arc<Mutex<Batch>>,
     stop: Arc<AtomicBool>,
 ) {
-    let mut pids = Pids {
-        map: HashMap::new(),
-        buf: Vec::with_capacity(8192),
-    };
+    let mut pids = Pids::new();
     let mut fds: Vec<i32> = rings.iter().map(|r| r.fd().as_raw_fd()).collect();
     if let Some(c) = &conn {
         fds.push(c.as_raw_fd());
@@ -1022,7 +1069,8 @@ fn run_thread(
     }
 }
 
-fn merge(into: &mut Batch, from: &mut Batch) {
+/// Moves what `from` holds into `into`, within the bounds.
+pub(crate) fn merge(into: &mut Batch, from: &mut Batch) {
     let room = MAX_PENDING_EVENTS.saturating_sub(into.events.len());
     let n = from.events.len();
     into.events.extend(from.events.drain(..n.min(room)));
@@ -1038,6 +1086,7 @@ fn merge(into: &mut Batch, from: &mut Batch) {
     into.dropped += std::mem::take(&mut from.dropped);
     into.connector_lost += std::mem::take(&mut from.connector_lost);
     into.unjoined += std::mem::take(&mut from.unjoined);
+    into.unowned += std::mem::take(&mut from.unowned);
 }
 
 #[cfg(test)]

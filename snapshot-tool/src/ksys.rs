@@ -311,34 +311,11 @@ const NLMSG_DONE: u16 = 3;
 
 /// Opens a netlink connector socket subscribed to process events.
 pub fn proc_connector() -> io::Result<OwnedFd> {
-    // SAFETY: socket(2) with integer arguments.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            libc::NETLINK_CONNECTOR,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh fd owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sockaddr_nl is plain old data; zeroed then filled.
-    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    sa.nl_groups = CN_IDX_PROC;
-    // SAFETY: `sa` is a valid sockaddr_nl of the size passed.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&sa as *const libc::sockaddr_nl).cast::<libc::sockaddr>(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = netlink_socket(
+        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        libc::NETLINK_CONNECTOR,
+        CN_IDX_PROC,
+    )?;
     // A bigger receive buffer rides out bursts of fork/exit.
     let size: libc::c_int = 4 << 20;
     // SAFETY: setsockopt with a pointer to an int owned by this frame.
@@ -404,4 +381,185 @@ pub fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
         };
     }
     Ok(Some(n as usize))
+}
+
+/// Opens a netlink socket of `protocol` (`ty` is `SOCK_RAW` or
+/// `SOCK_DGRAM`, flags included) and binds it to the multicast `groups`
+/// (0 for a request socket) in the calling thread's network namespace.
+pub fn netlink_socket(ty: libc::c_int, protocol: libc::c_int, groups: u32) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) with integer arguments.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, ty, protocol) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_nl is plain old data; zeroed then filled.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    sa.nl_groups = groups;
+    // SAFETY: `sa` is a valid sockaddr_nl of the size passed.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_nl).cast::<libc::sockaddr>(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Sets an integer or struct socket option; `what` names it in the error.
+fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, v: &T) -> io::Result<()> {
+    // SAFETY: `v` is a valid value of the size passed, owned by the caller.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (v as *const T).cast::<libc::c_void>(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One classic BPF instruction (`struct sock_filter`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockFilter {
+    /// Operation.
+    pub code: u16,
+    /// Jump offset if true.
+    pub jt: u8,
+    /// Jump offset if false.
+    pub jf: u8,
+    /// Operand.
+    pub k: u32,
+}
+
+/// Opens an `AF_PACKET`/`SOCK_DGRAM` socket (packets from their network
+/// header) on interface `ifindex` (0: every interface of the calling
+/// thread's namespace), with `filter` attached in the kernel before the
+/// socket is bound, so that nothing unfiltered is ever queued. Reads time
+/// out after 100 ms so that the reader can check for a stop.
+pub fn packet_socket(ifindex: u32, filter: &[SockFilter]) -> io::Result<OwnedFd> {
+    // Protocol 0: receives nothing until bound below.
+    // SAFETY: socket(2) with integer arguments.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let prog = libc::sock_fprog {
+        len: u16::try_from(filter.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // `prog` points into `filter`, alive for the call; the kernel copies it.
+    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)?;
+    let size: libc::c_int = 4 << 20;
+    let _ = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size)
+        .or_else(|_| setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &size));
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100_000,
+    };
+    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
+    // SAFETY: sockaddr_ll is plain old data; zeroed then filled.
+    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sa.sll_family = libc::AF_PACKET as u16;
+    sa.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sa.sll_ifindex = i32::try_from(ifindex).unwrap_or(0);
+    // SAFETY: `sa` is a valid sockaddr_ll of the size passed.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_ll).cast::<libc::sockaddr>(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Receives one packet into `buf` (at most its length: the rest of a
+/// longer packet is cut); `Ok(None)` on timeout. The second value is the
+/// packet's `skb->protocol` (the ethertype, host order).
+pub fn recv_packet(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, u16)>> {
+    // SAFETY: sockaddr_ll is plain old data; the kernel fills it.
+    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: `buf` is valid for writes of its length, `sa` of `len`.
+    let n = unsafe {
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast::<libc::c_void>(),
+            buf.len(),
+            libc::MSG_TRUNC,
+            (&mut sa as *mut libc::sockaddr_ll).cast::<libc::sockaddr>(),
+            &mut len,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some((
+        (n as usize).min(buf.len()),
+        u16::from_be(sa.sll_protocol),
+    )))
+}
+
+/// The index of interface `name` in the calling thread's namespace.
+pub fn if_index(name: &str) -> io::Result<u32> {
+    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a NUL-terminated string owned by this frame.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(i)
+}
+
+/// Sends `msg` on a netlink socket to the kernel and receives one answer
+/// datagram into `buf` (blocking); the answer's length.
+pub fn netlink_request(fd: &OwnedFd, msg: &[u8], buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `msg` is valid for reads of its length.
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast::<libc::c_void>(),
+            msg.len(),
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast::<libc::c_void>(),
+            buf.len(),
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }

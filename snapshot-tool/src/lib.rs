@@ -30,6 +30,7 @@ pub mod conntrack;
 pub(crate) mod events;
 pub(crate) mod ksys;
 pub mod live;
+pub(crate) mod lookup;
 pub(crate) mod netlink;
 pub(crate) mod operator;
 pub mod record;

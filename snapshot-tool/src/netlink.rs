@@ -14,7 +14,7 @@
 use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use procflow_format::conntrack::{Entry, EventKind, Tuple, L4};
 
@@ -71,28 +71,7 @@ impl Socket {
         if nonblocking {
             ty |= libc::SOCK_NONBLOCK;
         }
-        // SAFETY: plain syscall with integer arguments.
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, ty, NETLINK_NETFILTER) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by socket(2) and is owned by no one else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        addr.nl_groups = groups;
-        // SAFETY: `addr` is a valid sockaddr_nl owned by this frame, its size given.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                std::ptr::addr_of!(addr).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = crate::ksys::netlink_socket(ty, NETLINK_NETFILTER, groups)?;
         let s = Socket { fd, seq: 0 };
         // Event bursts (thousands of connections a second) need room; a
         // refusal only means the default size.

@@ -902,6 +902,10 @@ impl Recorder {
             "process events lost by the proc connector (ENOBUFS)",
         );
         add(b.unjoined, "TCP connects whose source port was never seen");
+        add(
+            b.unowned,
+            "sockets looked up whose process was not found (closed before its fds were read, or the search budget of 50 ms per second was spent)",
+        );
         self.event_losses.kernel += b.lost;
         self.event_losses.dropped += b.dropped;
         self.event_losses.connector += b.connector_lost;
@@ -1416,6 +1420,10 @@ pub enum SourcesMode {
     Auto,
     /// Periodic /proc reads only (the fallback, forced).
     Poll,
+    /// The capture-triggered lookup instead of the tracepoints (forced,
+    /// as on a host without them), with the proc connector and the
+    /// periodic /proc reads.
+    Lookup,
 }
 
 impl Recorder {
@@ -1423,8 +1431,9 @@ impl Recorder {
     /// status for the manifest, in order of preference.
     fn start_sources(&mut self, mode: SourcesMode) -> Vec<SourceInfo> {
         let mut infos = match mode {
-            SourcesMode::Auto if !self.cfg.once => {
-                let (running, infos) = EventSources::start();
+            SourcesMode::Auto | SourcesMode::Lookup if !self.cfg.once => {
+                let (running, infos) =
+                    EventSources::start(mode == SourcesMode::Lookup, self.cfg.iface.as_deref());
                 self.events = running;
                 infos
             }
@@ -1439,6 +1448,7 @@ impl Recorder {
                     events::SRC_FIB,
                     events::SRC_FIB6,
                     events::SRC_PROC_CONNECTOR,
+                    crate::lookup::SRC_LOOKUP,
                 ]
                 .iter()
                 .map(|n| SourceInfo {

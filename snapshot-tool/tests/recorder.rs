@@ -1164,3 +1164,148 @@ fn unprivileged_sources_are_named_and_recording_goes_on() {
     // Periodic reads only: the fallback interval.
     assert_eq!(m.options.interval_ms, 250);
 }
+
+/// `--sources lookup` (the capture-triggered lookup, forced as on a host
+/// without tracepoints): one long-lived process makes short sequential TCP
+/// connections (held 50 ms) and fresh-socket UDP queries (answered in
+/// 20 ms) to local servers; most of them have a `lookup` event with that
+/// pid, its start time, the tuple and the socket inode. A lookup races
+/// with the socket's close, so not all: docs/recorder.md has the
+/// measurements, also for sockets living less than a millisecond.
+#[test]
+fn capture_lookup_names_the_owner_of_new_flows() {
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: the lookup source needs root (packet socket)");
+        return;
+    }
+    if !Command::new("python3")
+        .arg("-c")
+        .arg("pass")
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("SKIPPED: lookup test needs python3 for its client");
+        return;
+    }
+    let out = TempPath::new("lookup");
+    let out_s = out.0.to_str().expect("utf-8 temp path");
+    let rec = start(&[
+        "record",
+        "--out",
+        out_s,
+        "--sources",
+        "lookup",
+        "--iface",
+        "lo",
+    ]);
+    wait_first_snapshot(&out.0);
+    let m = manifest(&out.0);
+    let lookup = m
+        .sources
+        .iter()
+        .find(|s| s.name == "capture-lookup")
+        .expect("the source is listed");
+    assert!(lookup.used, "{lookup:?}");
+    for s in m
+        .sources
+        .iter()
+        .filter(|s| s.name.starts_with("tracepoint:"))
+    {
+        assert!(!s.used, "{s:?}");
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let tcp_port = listener.local_addr().expect("addr").port();
+    let responder = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+    let udp_port = responder.local_addr().expect("addr").port();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let echo = std::thread::spawn(move || {
+        responder
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let mut buf = [0u8; 512];
+        while !stop2.load(Ordering::SeqCst) {
+            if let Ok((n, from)) = responder.recv_from(&mut buf) {
+                // A resolver answers in milliseconds, not microseconds.
+                std::thread::sleep(Duration::from_millis(20));
+                let _ = responder.send_to(&buf[..n], from);
+            }
+        }
+    });
+    const N: usize = 30;
+    let accepter = std::thread::spawn(move || {
+        for _ in 0..N {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut b = [0u8; 1];
+                let _ = std::io::Read::read(&mut s, &mut b);
+                let _ = std::io::Write::write_all(&mut s, b"y");
+            }
+        }
+    });
+    let code = format!(
+        "import socket, time\n\
+         for i in range({N}):\n\
+         \x20   s=socket.create_connection(('127.0.0.1',{tcp_port}))\n\
+         \x20   print('tcp', s.getsockname()[1], flush=True)\n\
+         \x20   s.sendall(b'x'); s.recv(1); time.sleep(0.05); s.close(); time.sleep(0.03)\n\
+         for i in range({N}):\n\
+         \x20   s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\n\
+         \x20   s.sendto(b'q',('127.0.0.1',{udp_port})); s.recvfrom(512)\n\
+         \x20   print('udp', s.getsockname()[1], flush=True)\n\
+         \x20   s.close(); time.sleep(0.03)\n"
+    );
+    let child = Command::new("python3")
+        .arg("-c")
+        .arg(code)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let pid = child.id();
+    let start_time = start_time_of(pid);
+    let o = child.wait_with_output().expect("client");
+    assert!(o.status.success());
+    accepter.join().expect("accept");
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&rec, libc::SIGTERM);
+    let (code, err) = wait_exit(rec, Duration::from_secs(30));
+    stop.store(true, Ordering::SeqCst);
+    echo.join().expect("echo");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("sources: ") && err.contains("capture-lookup"),
+        "{err}"
+    );
+
+    let (events, _) = events_and_procs(&out.0);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let mut found = [0usize; 2];
+    for line in stdout.lines() {
+        let (proto, port) = line.split_once(' ').expect("proto port");
+        let port: u16 = port.parse().expect("port");
+        let server = if proto == "tcp" { tcp_port } else { udp_port };
+        let hit = events.iter().any(|e| {
+            e.kind == "lookup"
+                && e.source == "capture-lookup"
+                && e.pid == pid
+                && e.proto == proto
+                && e.local_port == port
+                && e.remote_port == Some(server)
+                && e.remote_ip.as_deref() == Some("127.0.0.1")
+                && e.inode.is_some_and(|i| i != 0)
+                && e.start_time.is_some()
+                && e.start_time == start_time
+        });
+        found[usize::from(proto == "udp")] += usize::from(hit);
+    }
+    eprintln!(
+        "lookup events of the client: tcp {}/{N}, udp {}/{N}",
+        found[0], found[1]
+    );
+    // Measured: 30/30 and 30/30 in each of 3 runs on the shared 2-core
+    // machine (load 3); a lookup that loses the race with close(2) is not
+    // written, hence the margin.
+    assert!(found[0] * 10 >= N * 8, "tcp {}/{N}: {events:#?}", found[0]);
+    assert!(found[1] * 10 >= N * 8, "udp {}/{N}: {events:#?}", found[1]);
+}
