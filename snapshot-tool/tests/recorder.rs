@@ -1216,11 +1216,16 @@ fn capture_lookup_names_the_owner_of_new_flows() {
     }
 
     // IPv4 then IPv6, from the same process: (host, connections, queries).
-    const ROUNDS: [(&str, usize); 2] = [("127.0.0.1", 30), ("::1", 10)];
+    let mut rounds = vec![("127.0.0.1", 30usize)];
+    if TcpListener::bind("[::1]:0").is_ok() {
+        rounds.push(("::1", 10));
+    } else {
+        eprintln!("SKIPPED: the IPv6 round of the lookup test (no ::1 here)");
+    }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut servers = Vec::new();
     let mut ports = Vec::new();
-    for (host, n) in ROUNDS {
+    for &(host, n) in &rounds {
         let listener = TcpListener::bind((host, 0)).expect("listen");
         let responder = UdpSocket::bind((host, 0)).expect("udp bind");
         ports.push((
@@ -1252,7 +1257,7 @@ fn capture_lookup_names_the_owner_of_new_flows() {
         }));
     }
     let mut code = String::from("import socket, time\n");
-    for ((host, n), (tcp_port, udp_port)) in ROUNDS.iter().zip(&ports) {
+    for ((host, n), (tcp_port, udp_port)) in rounds.iter().zip(&ports) {
         let fam = if host.contains(':') {
             "AF_INET6"
         } else {
@@ -1295,7 +1300,7 @@ fn capture_lookup_names_the_owner_of_new_flows() {
 
     let (events, _) = events_and_procs(&out.0);
     let stdout = String::from_utf8_lossy(&o.stdout);
-    for ((host, n), (tcp_port, udp_port)) in ROUNDS.iter().zip(&ports) {
+    for ((host, n), (tcp_port, udp_port)) in rounds.iter().zip(&ports) {
         for (proto, server) in [("tcp", *tcp_port), ("udp", *udp_port)] {
             let prefix = format!("{proto} {host} ");
             let lines: Vec<u16> = stdout
