@@ -557,6 +557,9 @@ pub struct Batch {
     /// Sockets looked up whose holder was not found (closed before its
     /// process' fds were read).
     pub unowned: u64,
+    /// Packets the lookup's packet socket dropped (its queue was full):
+    /// their flows were not looked up.
+    pub packets_dropped: u64,
 }
 
 /// The per-pid facts cache, and the identities read for it.
@@ -1087,6 +1090,7 @@ pub(crate) fn merge(into: &mut Batch, from: &mut Batch) {
     into.connector_lost += std::mem::take(&mut from.connector_lost);
     into.unjoined += std::mem::take(&mut from.unjoined);
     into.unowned += std::mem::take(&mut from.unowned);
+    into.packets_dropped += std::mem::take(&mut from.packets_dropped);
 }
 
 #[cfg(test)]

@@ -563,3 +563,27 @@ pub fn netlink_request(fd: &OwnedFd, msg: &[u8], buf: &mut [u8]) -> io::Result<u
     }
     Ok(n as usize)
 }
+
+/// The packets a packet socket's queue dropped since the last call
+/// (`PACKET_STATISTICS`, which the kernel resets when read).
+pub fn packet_drops(fd: &OwnedFd) -> io::Result<u32> {
+    let mut st = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: `st` is a tpacket_stats owned by this frame, `len` its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats).cast::<libc::c_void>(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.tp_drops)
+}

@@ -485,7 +485,8 @@ pub fn start(
                     }
                 }
                 local.unowned += std::mem::take(&mut looker.counts.no_pid);
-                if !local.events.is_empty() || local.unowned > 0 {
+                local.packets_dropped += u64::from(ksys::packet_drops(&looker.pkt).unwrap_or(0));
+                if !local.events.is_empty() || local.unowned + local.packets_dropped > 0 {
                     if let Ok(mut b) = batch.lock() {
                         crate::events::merge(&mut b, &mut local);
                     }

@@ -218,36 +218,8 @@ impl Socket {
     }
 }
 
-/// Waits until one of `fds` is readable or `timeout_ms` passes; the
-/// indexes of the readable ones.
-pub fn poll_readable(fds: &[libc::c_int], timeout_ms: i32) -> io::Result<Vec<usize>> {
-    let mut p: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    if p.is_empty() {
-        std::thread::sleep(std::time::Duration::from_millis(timeout_ms.max(0) as u64));
-        return Ok(Vec::new());
-    }
-    // SAFETY: `p` is a vector of pollfd of the length given.
-    let rc = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(Vec::new());
-        }
-        return Err(e);
-    }
-    Ok(p.iter()
-        .enumerate()
-        .filter(|(_, x)| x.revents != 0)
-        .map(|(i, _)| i)
-        .collect())
-}
+/// Waits until one of the fds is readable (one copy, in `ksys`).
+pub use crate::ksys::poll_readable;
 
 /// One netlink message of a ctnetlink answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -903,6 +903,10 @@ impl Recorder {
         );
         add(b.unjoined, "TCP connects whose source port was never seen");
         add(
+            b.packets_dropped,
+            "packets dropped by the lookup's packet socket (queue full): their flows were not looked up",
+        );
+        add(
             b.unowned,
             "sockets looked up whose process was not found (closed before its fds were read, or the search budget of 50 ms per second was spent)",
         );
