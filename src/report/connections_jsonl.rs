@@ -127,10 +127,15 @@ impl ReportWriter for ConnectionsJsonl<'_> {
     }
 
     fn write(&self, out: &mut dyn Write) -> io::Result<()> {
+        // Each line is serialized whole, then written once: serde writes
+        // many small pieces, each a call through `dyn Write`.
+        let mut line = Vec::new();
         for r in &self.0.rows {
+            line.clear();
             let obj = Value::Object(row_object(self.0, r));
-            serde_json::to_writer(&mut *out, &obj)?;
-            out.write_all(b"\n")?;
+            serde_json::to_writer(&mut line, &obj)?;
+            line.push(b'\n');
+            out.write_all(&line)?;
         }
         Ok(())
     }
