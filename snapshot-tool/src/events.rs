@@ -421,6 +421,12 @@ impl Decoder {
         let Some((src, sport, dst, dport)) = ok else {
             return;
         };
+        if self.sent.len() >= MAX_PENDING_EVENTS {
+            // Cleared only when the record loop takes a batch: a flood of
+            // distinct tuples must not grow it without end. Forgetting only
+            // costs repeated lines, which the batch bound then drops.
+            self.sent.clear();
+        }
         if !self.sent.insert((s.pid, src, sport, dst, dport)) {
             return;
         }
@@ -1288,6 +1294,22 @@ mod tests {
         d.sample(&sample(201, 14, &r6), &mut out);
         assert_eq!(out[1].source, SRC_FIB6);
         assert_eq!(out[1].remote, Some(("::1".parse().unwrap(), 53)));
+        // A flood of distinct tuples within one interval stays bounded.
+        let mut flood = raw.clone();
+        for i in 0..(MAX_PENDING_EVENTS + 10) {
+            put(
+                &mut flood,
+                f.field("sport").unwrap(),
+                &((i % 60000) as u16 + 1).to_ne_bytes(),
+            );
+            put(
+                &mut flood,
+                f.field("dport").unwrap(),
+                &((i / 60000) as u16 + 1).to_ne_bytes(),
+            );
+            d.sample(&sample(202, 15, &flood), &mut Vec::new());
+        }
+        assert!(d.sent.len() <= MAX_PENDING_EVENTS, "{}", d.sent.len());
     }
 
     #[test]

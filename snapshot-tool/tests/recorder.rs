@@ -680,15 +680,24 @@ fn archives_rotate_and_each_stands_alone() {
     assert_eq!(total, m.snapshots);
 }
 
-#[test]
-fn unreadable_fds_are_recorded_as_denied() {
+/// Whether the recorder can be run as uid 65534 through setpriv (root and
+/// setpriv present); says `SKIPPED` with the reason when not.
+fn can_run_as_nobody() -> bool {
     // SAFETY: geteuid has no arguments.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: needs root to run the recorder as another user");
-        return;
+        eprintln!("SKIPPED: needs root to run the recorder as uid 65534 (setpriv)");
+        return false;
     }
     if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: needs setpriv (util-linux)");
+        eprintln!("SKIPPED: setpriv (util-linux) not installed");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn unreadable_fds_are_recorded_as_denied() {
+    if !can_run_as_nobody() {
         return;
     }
     let parent = TempPath::new("denied");
@@ -1117,13 +1126,7 @@ fn heartbeat_on_a_terminal() {
 /// not the others, records the same in the manifest, and keeps recording.
 #[test]
 fn unprivileged_sources_are_named_and_recording_goes_on() {
-    // SAFETY: geteuid has no arguments.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: needs root to drop privileges with setpriv");
-        return;
-    }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: setpriv (util-linux) not installed");
+    if !can_run_as_nobody() {
         return;
     }
     let dir = TempPath::new("nobody");
