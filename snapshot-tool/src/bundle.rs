@@ -136,6 +136,15 @@ impl ErrorSummary {
         *self.map.entry(key).or_insert(0) += e.count;
     }
 
+    /// How many errors of kind `what` were counted.
+    pub fn total(&self, what: &str) -> u64 {
+        self.map
+            .iter()
+            .filter(|((w, _, _), _)| w == what)
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
     /// The summary as manifest entries.
     pub fn to_vec(&self) -> Vec<RecordError> {
         self.map

@@ -370,11 +370,12 @@ impl Conntrack {
                 errs.push(RecordError {
                     what: "conntrack-events".into(),
                     path: None,
+                    // The number goes in `count`, so the manifest sums
+                    // the losses in one entry.
                     error: format!(
-                        "ENOBUFS: {} conntrack event batch(es) lost (kernel buffer overrun or over {MAX_EVENTS_PER_TICK} a tick)",
-                        taken.lost
+                        "ENOBUFS: conntrack event batches lost (kernel buffer overrun or over {MAX_EVENTS_PER_TICK} a tick)"
                     ),
-                    count: 1,
+                    count: taken.lost,
                 });
             }
         }

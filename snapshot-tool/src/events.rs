@@ -421,6 +421,12 @@ impl Decoder {
         let Some((src, sport, dst, dport)) = ok else {
             return;
         };
+        if self.sent.len() >= MAX_PENDING_EVENTS {
+            // Cleared only when the record loop takes a batch: a flood of
+            // distinct tuples must not grow it without end. Forgetting only
+            // costs repeated lines, which the batch bound then drops.
+            self.sent.clear();
+        }
         if !self.sent.insert((s.pid, src, sport, dst, dport)) {
             return;
         }
@@ -560,6 +566,9 @@ pub struct Batch {
     /// Packets the lookup's packet socket dropped (its queue was full):
     /// their flows were not looked up.
     pub packets_dropped: u64,
+    /// Receive errors on the lookup's packet socket (ENETDOWN when its
+    /// interface went down or away): lookups may have stopped.
+    pub packet_errors: u64,
 }
 
 /// The per-pid facts cache, and the identities read for it.
@@ -1091,6 +1100,7 @@ pub(crate) fn merge(into: &mut Batch, from: &mut Batch) {
     into.unjoined += std::mem::take(&mut from.unjoined);
     into.unowned += std::mem::take(&mut from.unowned);
     into.packets_dropped += std::mem::take(&mut from.packets_dropped);
+    into.packet_errors += std::mem::take(&mut from.packet_errors);
 }
 
 #[cfg(test)]
@@ -1288,6 +1298,22 @@ mod tests {
         d.sample(&sample(201, 14, &r6), &mut out);
         assert_eq!(out[1].source, SRC_FIB6);
         assert_eq!(out[1].remote, Some(("::1".parse().unwrap(), 53)));
+        // A flood of distinct tuples within one interval stays bounded.
+        let mut flood = raw.clone();
+        for i in 0..(MAX_PENDING_EVENTS + 10) {
+            put(
+                &mut flood,
+                f.field("sport").unwrap(),
+                &((i % 60000) as u16 + 1).to_ne_bytes(),
+            );
+            put(
+                &mut flood,
+                f.field("dport").unwrap(),
+                &((i / 60000) as u16 + 1).to_ne_bytes(),
+            );
+            d.sample(&sample(202, 15, &flood), &mut Vec::new());
+        }
+        assert!(d.sent.len() <= MAX_PENDING_EVENTS, "{}", d.sent.len());
     }
 
     #[test]

@@ -191,6 +191,9 @@ struct EventLosses {
     dropped: u64,
     connector: u64,
     unjoined: u64,
+    packets: u64,
+    unowned: u64,
+    packet_errors: u64,
 }
 
 /// What a tick adds to its snapshot besides the meta.
@@ -907,6 +910,10 @@ impl Recorder {
             "packets dropped by the lookup's packet socket (queue full): their flows were not looked up",
         );
         add(
+            b.packet_errors,
+            "receive errors on the lookup's packet socket (its interface went down or away?): lookups may have stopped",
+        );
+        add(
             b.unowned,
             "sockets looked up whose process was not found (closed before its fds were read, or the search budget of 50 ms per second was spent)",
         );
@@ -914,6 +921,9 @@ impl Recorder {
         self.event_losses.dropped += b.dropped;
         self.event_losses.connector += b.connector_lost;
         self.event_losses.unjoined += b.unjoined;
+        self.event_losses.packets += b.packets_dropped;
+        self.event_losses.unowned += b.unowned;
+        self.event_losses.packet_errors += b.packet_errors;
     }
 
     fn refresh_held(&mut self) {
@@ -1515,14 +1525,6 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
     if let Some(mut ev) = rec.events.take() {
         ev.stop();
     }
-    let l = rec.event_losses;
-    if l.kernel + l.dropped + l.connector > 0 {
-        eprintln!(
-            "procflow-snap: event evidence lost: {} sample(s) dropped by the kernel, {} by the recorder, {} process event(s) lost by the connector (see manifest errors)",
-            l.kernel, l.dropped, l.connector
-        );
-    }
-
     let second = || sys::signals() >= 2;
     let (mut status, mut code) = match &stop {
         Stop::Done => (RecorderStatus::Complete, EXIT_OK),
@@ -1582,6 +1584,11 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         info
     });
     m.capture_files = capture::capture_files(&rec.cfg.out);
+    let lost = evidence_lost(
+        &rec.event_losses,
+        rec.errors.total("conntrack-events"),
+        m.capture.as_ref().and_then(|c| c.counters.as_ref()),
+    );
     if !second() {
         // tcpdump closes its files without fsync.
         for f in m
@@ -1601,6 +1608,9 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
     m.status = status.clone();
     m.errors = rec.errors.to_vec();
     if let Err(e) = bundle::write_manifest(&rec.cfg.out, &m) {
+        if !lost.is_empty() {
+            eprintln!("procflow-snap: {lost}");
+        }
         eprintln!(
             "procflow-snap: {}: cannot write the final manifest: {e}",
             rec.cfg.out.join(layout::MANIFEST_FILE).display()
@@ -1615,6 +1625,9 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         return code;
     }
     if status == RecorderStatus::Killed {
+        if !lost.is_empty() {
+            eprintln!("procflow-snap: {lost}");
+        }
         return code;
     }
     let sums = bundle::write_sha256sums(&rec.cfg.out, &second);
@@ -1622,6 +1635,9 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         if second() {
             m.status = RecorderStatus::Killed;
             let _ = bundle::write_manifest(&rec.cfg.out, &m);
+            if !lost.is_empty() {
+                eprintln!("procflow-snap: {lost}");
+            }
             return EXIT_KILLED;
         }
         eprintln!(
@@ -1633,9 +1649,9 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         }
     }
     let _ = bundle::sync_dir(&rec.cfg.out);
-    // Say only what was written.
+    // Say only what was written, and what evidence was lost.
     eprintln!(
-        "procflow-snap: {}: {} snapshot(s) in {} archive(s), {} capture file(s); {}",
+        "procflow-snap: {}: {} snapshot(s) in {} archive(s), {} capture file(s); {}{}",
         m.status,
         m.snapshots,
         m.archives.len(),
@@ -1652,9 +1668,59 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
                 layout::MANIFEST_FILE,
                 layout::SHA256SUMS_FILE
             )
+        },
+        if lost.is_empty() {
+            String::new()
+        } else {
+            format!("; {lost}")
         }
     );
     code
+}
+
+/// The evidence lost over the recording, in words for the terminal (empty
+/// when nothing was lost): event losses, conntrack event batches lost,
+/// tcpdump's own drops.
+fn evidence_lost(
+    l: &EventLosses,
+    conntrack: u64,
+    tcpdump: Option<&layout::CaptureCounters>,
+) -> String {
+    let mut parts = Vec::new();
+    let mut say = |n: u64, what: &str| {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    };
+    say(l.kernel, "event sample(s) dropped by the kernel");
+    say(l.dropped, "event(s) dropped by the recorder");
+    say(l.connector, "process event(s) lost by the proc connector");
+    say(
+        l.unjoined,
+        "TCP connect(s) whose source port was never seen",
+    );
+    say(l.packets, "packet(s) dropped by the lookup's packet socket");
+    say(l.unowned, "looked-up socket(s) whose process was not found");
+    say(
+        l.packet_errors,
+        "receive error(s) on the lookup's packet socket",
+    );
+    say(conntrack, "conntrack event batch(es) lost");
+    if let Some(c) = tcpdump {
+        say(c.dropped_by_kernel, "packet(s) dropped by kernel (tcpdump)");
+        say(
+            c.dropped_by_interface.unwrap_or(0),
+            "packet(s) dropped by interface (tcpdump)",
+        );
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "EVIDENCE LOST: {} (see manifest errors and capture.counters)",
+            parts.join(", ")
+        )
+    }
 }
 
 #[cfg(test)]
@@ -1669,6 +1735,31 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     const NETNS: u64 = 4026531840;
+
+    #[test]
+    fn evidence_lost_names_every_loss_and_nothing_else() {
+        assert_eq!(evidence_lost(&EventLosses::default(), 0, None), "");
+        let l = EventLosses {
+            unjoined: 2,
+            packets: 3,
+            ..EventLosses::default()
+        };
+        let c = layout::CaptureCounters {
+            dropped_by_kernel: 7,
+            ..Default::default()
+        };
+        let text = evidence_lost(&l, 4, Some(&c));
+        assert!(text.starts_with("EVIDENCE LOST: "), "{text}");
+        for part in [
+            "2 TCP connect(s)",
+            "3 packet(s) dropped by the lookup",
+            "4 conntrack event batch(es)",
+            "7 packet(s) dropped by kernel (tcpdump)",
+        ] {
+            assert!(text.contains(part), "{part} missing in {text}");
+        }
+        assert!(!text.contains("by interface"), "{text}");
+    }
 
     struct Fixture {
         dir: PathBuf,
