@@ -1019,11 +1019,13 @@ fn run_thread(
             }
         }
         for r in rings.iter_mut() {
-            r.drain(&mut tmp, |rec| match parse_ring_record(rec) {
+            let skipped = r.drain(&mut tmp, |rec| match parse_ring_record(rec) {
                 Some(RingRecord::Sample(s)) => dec.sample(&s, &mut raw),
                 Some(RingRecord::Lost(n)) => local.lost += n,
                 _ => {}
             });
+            // A torn record cost the rest of the ring: at least one sample.
+            local.lost += u64::from(skipped);
         }
         for e in raw.drain(..) {
             let info = pids.get(e.pid, &mut local);
