@@ -6,7 +6,7 @@
 //! packets, bad /proc lines, a cut archive, a clock step) are handed to the
 //! caller as warnings, as they are found, and recorded in `summary.json`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::net::IpAddr;
@@ -184,22 +184,17 @@ pub struct AnalysisOutcome {
     pub evidence: Evidence,
 }
 
-/// The bundle's SHA256SUMS (`HEX  NAME` lines), if present.
-fn read_sha256sums(bundle: &Path) -> Option<HashMap<String, String>> {
+/// The bundle's SHA256SUMS (`HEX  NAME` lines), if present, read as the
+/// evidence checks read it (`verify::parse_sums`): a line they call
+/// malformed is not used here either, so the inputs' `recorded_hash` and
+/// the evidence status never disagree.
+fn read_sha256sums(bundle: &Path) -> Option<BTreeMap<String, String>> {
     let bytes = crate::hostile::read_small_file(
         &bundle.join(procflow_format::layout::SHA256SUMS_FILE),
         crate::hostile::SMALL_FILE_CAP,
     )
     .ok()?;
-    let text = String::from_utf8_lossy(&bytes);
-    let mut m = HashMap::new();
-    for line in text.lines() {
-        if let Some((h, name)) = line.split_once(char::is_whitespace) {
-            let name = name.trim_start().trim_start_matches('*');
-            m.insert(name.to_string(), h.to_ascii_lowercase());
-        }
-    }
-    Some(m)
+    Some(verify::parse_sums(&String::from_utf8_lossy(&bytes)).by_name)
 }
 
 /// Hashes the inputs in parallel, comparing bundle files to SHA256SUMS.

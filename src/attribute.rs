@@ -30,7 +30,7 @@ mod nat;
 
 pub use nat::NatMatch;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::flow::{ipproto, Family, Flow};
@@ -1134,26 +1134,30 @@ pub fn owner_spans(tl: &Timeline, ctx: &HostContext, f: &Flow, a: &Attribution) 
             }
         }
     }
-    let mut by_owner: BTreeMap<ProcKey, (i64, i64, i64, i64)> = BTreeMap::new();
+    // Evidence in time order; consecutive evidence of one owner is one
+    // span. An owner that comes back after another (A, B, A) has a span
+    // for each stretch: merged per owner, A's span would cover B's and
+    // the flow would stay one row of two owners.
+    seen.sort_by_key(|&(k, x, y, _, _)| (x, y, k));
+    let mut owners: Vec<(OwnerSpan, i64, i64)> = Vec::new();
     for (k, x, y, birth, death) in seen {
-        let e = by_owner.entry(k).or_insert((x, y, birth, death));
-        e.0 = e.0.min(x);
-        e.1 = e.1.max(y);
-        e.2 = e.2.min(birth);
-        e.3 = e.3.max(death);
+        match owners.last_mut() {
+            Some((s, b, d)) if s.owner == Some(k) => {
+                s.last_ns = s.last_ns.max(y);
+                *b = (*b).min(birth);
+                *d = (*d).max(death);
+            }
+            _ => owners.push((
+                OwnerSpan {
+                    owner: Some(k),
+                    first_ns: x,
+                    last_ns: y,
+                },
+                birth,
+                death,
+            )),
+        }
     }
-    let mut owners: Vec<(OwnerSpan, i64, i64)> = by_owner
-        .into_iter()
-        .map(|(owner, (first_ns, last_ns, birth, death))| {
-            let span = OwnerSpan {
-                owner: Some(owner),
-                first_ns,
-                last_ns,
-            };
-            (span, birth, death)
-        })
-        .collect();
-    owners.sort_by_key(|(s, _, _)| (s.first_ns, s.last_ns, s.owner));
     let mut spans: Vec<OwnerSpan> = Vec::new();
     if from_snapshots {
         // Stretches no socket seen could have carried: before the first
@@ -1745,6 +1749,30 @@ mod tests {
         assert_eq!(a.shared_with.len(), 2);
         assert_eq!(a.confidence(), Some(Confidence::Medium));
         assert!(a.notes.contains(&Note::EventOwners(2)));
+    }
+
+    /// An owner that comes back after another (A, then B, then A again on
+    /// one tuple during one flow) has one span per stretch, so the flow is
+    /// cut in three: no row mixes A's and B's packets.
+    #[test]
+    fn an_owner_coming_back_after_another_has_a_span_per_stretch() {
+        use crate::snapshot::timeline::tests::ev;
+        let evs: Vec<_> = [(100, 20), (150, 20), (400, 21), (700, 20)]
+            .iter()
+            .map(|&(ms, p)| {
+                let mut e = ev("send", ms, p, Some(1), "10.0.0.1:5000", "10.0.0.9:53");
+                e.proto = "udp".into();
+                e
+            })
+            .collect();
+        let (tl, _) = build(&[Snap::new(1, 0, K), Snap::new(2, 1000, K).events(&evs)]);
+        let f = flow(ipproto::UDP, "10.0.0.1:5000", "10.0.0.9:53", 50, 750);
+        let a = run(&tl, &f);
+        let spans = owner_spans(&tl, &ctx(), &f, &a);
+        let pids: Vec<Option<u32>> = spans.iter().map(|s| s.owner.map(|o| o.pid)).collect();
+        assert_eq!(pids, [Some(20), Some(21), Some(20)]);
+        assert_eq!(spans[0].last_ns, clock(150).realtime_ns);
+        assert_eq!(spans[2].first_ns, clock(700).realtime_ns);
     }
 
     /// Recorded without privileges: other users' fd directories and

@@ -179,12 +179,14 @@ pub fn archive_state(path: &Path) -> ArchiveState {
 
 /// One parsed `SHA256SUMS`: name -> hash, and its malformed lines.
 #[derive(Debug, Default)]
-struct Sums {
-    by_name: BTreeMap<String, String>,
+pub(crate) struct Sums {
+    /// Hash (lowercase hex) by file name, from the well-formed lines.
+    pub(crate) by_name: BTreeMap<String, String>,
     malformed: Vec<(usize, String)>,
 }
 
-fn parse_sums(text: &str) -> Sums {
+/// Parses `SHA256SUMS` text; malformed lines are kept apart, not used.
+pub(crate) fn parse_sums(text: &str) -> Sums {
     let mut s = Sums::default();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;

@@ -293,9 +293,9 @@ pub struct EventRecord {
     /// The source that saw it (a [`SourceInfo::name`]), e.g.
     /// `tracepoint:sock:inet_sock_set_state`.
     pub source: String,
-    /// What happened: `connect` (TCP active open), `accept`, `send` (UDP
+    /// What happened: `connect` (TCP active open), `listen`, `send` (UDP
     /// datagram), `close`, `lookup` (a socket looked up when its first
-    /// packet was seen), ...
+    /// packet was seen); docs/archive-format.md lists them.
     pub kind: String,
     /// CLOCK_MONOTONIC of the event, ns (convert with the snapshots'
     /// [`ClockReading`]s).

@@ -566,6 +566,9 @@ pub struct Batch {
     /// Packets the lookup's packet socket dropped (its queue was full):
     /// their flows were not looked up.
     pub packets_dropped: u64,
+    /// Receive errors on the lookup's packet socket (ENETDOWN when its
+    /// interface went down or away): lookups may have stopped.
+    pub packet_errors: u64,
 }
 
 /// The per-pid facts cache, and the identities read for it.
@@ -1016,11 +1019,13 @@ fn run_thread(
             }
         }
         for r in rings.iter_mut() {
-            r.drain(&mut tmp, |rec| match parse_ring_record(rec) {
+            let skipped = r.drain(&mut tmp, |rec| match parse_ring_record(rec) {
                 Some(RingRecord::Sample(s)) => dec.sample(&s, &mut raw),
                 Some(RingRecord::Lost(n)) => local.lost += n,
                 _ => {}
             });
+            // A torn record cost the rest of the ring: at least one sample.
+            local.lost += u64::from(skipped);
         }
         for e in raw.drain(..) {
             let info = pids.get(e.pid, &mut local);
@@ -1097,6 +1102,7 @@ pub(crate) fn merge(into: &mut Batch, from: &mut Batch) {
     into.unjoined += std::mem::take(&mut from.unjoined);
     into.unowned += std::mem::take(&mut from.unowned);
     into.packets_dropped += std::mem::take(&mut from.packets_dropped);
+    into.packet_errors += std::mem::take(&mut from.packet_errors);
 }
 
 #[cfg(test)]

@@ -227,7 +227,10 @@ impl PerfRing {
     /// Copies every complete record out of the ring (each record: its
     /// 8-byte header then its body) and hands it to `f`, then frees the
     /// space. Records that wrap around the end are reassembled in `tmp`.
-    pub fn drain(&mut self, tmp: &mut Vec<u8>, mut f: impl FnMut(&[u8])) {
+    /// Returns whether a corrupt or torn record made it skip the rest of
+    /// what the ring held (records lost, to be said).
+    pub fn drain(&mut self, tmp: &mut Vec<u8>, mut f: impl FnMut(&[u8])) -> bool {
+        let mut skipped = false;
         // SAFETY: DATA_HEAD/DATA_TAIL are 8-aligned u64 fields of the
         // metadata page, inside the mapping; the kernel writes data_head,
         // we write data_tail, both accessed as volatile with fences as the
@@ -250,6 +253,7 @@ impl PerfRing {
             if size < 8 || tail + size > head {
                 // Corrupt or torn: drop everything up to head.
                 tail = head;
+                skipped = true;
                 break;
             }
             let size = size as usize;
@@ -267,6 +271,7 @@ impl PerfRing {
         fence(Ordering::Release);
         // SAFETY: see the read of DATA_TAIL above.
         unsafe { std::ptr::write_volatile(self.base.add(DATA_TAIL).cast::<u64>(), tail) };
+        skipped
     }
 }
 
@@ -586,4 +591,70 @@ pub fn packet_drops(fd: &OwnedFd) -> io::Result<u32> {
         return Err(io::Error::last_os_error());
     }
     Ok(st.tp_drops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ring over an anonymous mapping laid out like a perf one: a
+    /// metadata page, then one data page.
+    fn ring() -> PerfRing {
+        let page = 4096;
+        // SAFETY: a fresh anonymous private mapping; the ring owns it and
+        // its Drop unmaps it once.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        PerfRing {
+            fd: OwnedFd::from(std::fs::File::open("/dev/null").expect("/dev/null")),
+            base: base.cast(),
+            map_len: 2 * page,
+            data_len: page,
+            page,
+        }
+    }
+
+    /// Writes `bytes` at data offset `at` and sets data_head to `head`.
+    fn put(r: &mut PerfRing, at: usize, bytes: &[u8], head: u64) {
+        // SAFETY: `at + bytes.len()` stays inside the data page of the
+        // mapping, and data_head is the u64 at DATA_HEAD of its first page.
+        unsafe {
+            let data = std::slice::from_raw_parts_mut(r.base.add(r.page), r.data_len);
+            data[at..at + bytes.len()].copy_from_slice(bytes);
+            std::ptr::write_volatile(r.base.add(DATA_HEAD).cast::<u64>(), head);
+        }
+    }
+
+    fn record(size: u16) -> Vec<u8> {
+        let mut v = vec![0u8; usize::from(size)];
+        v[0] = 9; // PERF_RECORD_SAMPLE
+        v[6..8].copy_from_slice(&size.to_ne_bytes());
+        v
+    }
+
+    #[test]
+    fn drain_hands_out_records_and_says_a_torn_one() {
+        let mut r = ring();
+        let mut tmp = Vec::new();
+        put(&mut r, 0, &[record(16), record(24)].concat(), 40);
+        let mut sizes = Vec::new();
+        assert!(!r.drain(&mut tmp, |rec| sizes.push(rec.len())));
+        assert_eq!(sizes, [16, 24]);
+        // A record claiming more than the ring holds: the rest is skipped,
+        // and said.
+        put(&mut r, 40, &record(64)[..8], 48);
+        let mut n = 0;
+        assert!(r.drain(&mut tmp, |_| n += 1));
+        assert_eq!(n, 0);
+        assert!(!r.drain(&mut tmp, |_| n += 1), "the tail moved to head");
+    }
 }

@@ -476,17 +476,31 @@ pub fn start(
             let mut local = Batch::default();
             while !stop.load(Ordering::SeqCst) {
                 // Reads time out every 100 ms: the stop flag is seen.
-                while let Ok(Some((n, ethertype))) = ksys::recv_packet(&looker.pkt, &mut pkt) {
-                    if let Some(t) = parse_packet(ethertype, &pkt[..n]) {
-                        looker.handle(t, &mut local, &mut nl);
-                    }
-                    if local.events.len() >= 64 {
-                        break;
+                loop {
+                    match ksys::recv_packet(&looker.pkt, &mut pkt) {
+                        Ok(Some((n, ethertype))) => {
+                            if let Some(t) = parse_packet(ethertype, &pkt[..n]) {
+                                looker.handle(t, &mut local, &mut nl);
+                            }
+                            if local.events.len() >= 64 {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            // Said in the snapshot's errors; no busy loop
+                            // on an error that repeats.
+                            local.packet_errors += 1;
+                            std::thread::sleep(Duration::from_millis(100));
+                            break;
+                        }
                     }
                 }
                 local.unowned += std::mem::take(&mut looker.counts.no_pid);
                 local.packets_dropped += u64::from(ksys::packet_drops(&looker.pkt).unwrap_or(0));
-                if !local.events.is_empty() || local.unowned + local.packets_dropped > 0 {
+                if !local.events.is_empty()
+                    || local.unowned + local.packets_dropped + local.packet_errors > 0
+                {
                     if let Ok(mut b) = batch.lock() {
                         crate::events::merge(&mut b, &mut local);
                     }

@@ -193,6 +193,7 @@ struct EventLosses {
     unjoined: u64,
     packets: u64,
     unowned: u64,
+    packet_errors: u64,
 }
 
 /// What a tick adds to its snapshot besides the meta.
@@ -909,6 +910,10 @@ impl Recorder {
             "packets dropped by the lookup's packet socket (queue full): their flows were not looked up",
         );
         add(
+            b.packet_errors,
+            "receive errors on the lookup's packet socket (its interface went down or away?): lookups may have stopped",
+        );
+        add(
             b.unowned,
             "sockets looked up whose process was not found (closed before its fds were read, or the search budget of 50 ms per second was spent)",
         );
@@ -918,6 +923,7 @@ impl Recorder {
         self.event_losses.unjoined += b.unjoined;
         self.event_losses.packets += b.packets_dropped;
         self.event_losses.unowned += b.unowned;
+        self.event_losses.packet_errors += b.packet_errors;
     }
 
     fn refresh_held(&mut self) {
@@ -1695,6 +1701,10 @@ fn evidence_lost(
     );
     say(l.packets, "packet(s) dropped by the lookup's packet socket");
     say(l.unowned, "looked-up socket(s) whose process was not found");
+    say(
+        l.packet_errors,
+        "receive error(s) on the lookup's packet socket",
+    );
     say(conntrack, "conntrack event batch(es) lost");
     if let Some(c) = tcpdump {
         say(c.dropped_by_kernel, "packet(s) dropped by kernel (tcpdump)");

@@ -863,6 +863,26 @@ fn start_time_of(pid: u32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
+/// Runs a python3 client to its end: its pid, its start time (read while
+/// it runs) and its standard output, trimmed. Panics if it fails.
+fn run_python(code: &str) -> (u32, Option<u64>, String) {
+    let child = Command::new("python3")
+        .arg("-c")
+        .arg(code)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let pid = child.id();
+    let start = start_time_of(pid);
+    let o = child.wait_with_output().expect("client");
+    assert!(o.status.success());
+    (
+        pid,
+        start,
+        String::from_utf8_lossy(&o.stdout).trim().to_string(),
+    )
+}
+
 /// Every event and process record of a bundle, through the format's reader.
 fn events_and_procs(dir: &Path) -> (Vec<layout::EventRecord>, Vec<layout::ProcessRecord>) {
     let mut state = procflow_format::reader::State::new(procflow_format::delta::RawRows);
@@ -937,23 +957,7 @@ fn events_name_short_lived_owners() {
         let _ = listener.accept();
     });
     // Each child does its one exchange and exits at once.
-    let run = |code: String| {
-        let child = Command::new("python3")
-            .arg("-c")
-            .arg(code)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let pid = child.id();
-        let start = start_time_of(pid);
-        let o = child.wait_with_output().expect("child");
-        assert!(o.status.success());
-        (
-            pid,
-            start,
-            String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        )
-    };
+    let run = |code: String| run_python(&code);
     let (tcp_pid, tcp_start, tcp_sport) = run(format!(
         "import socket\ns=socket.create_connection(('127.0.0.1',{tcp_port}))\nprint(s.getsockname()[1])\ns.close()"
     ));
@@ -1278,16 +1282,7 @@ fn capture_lookup_names_the_owner_of_new_flows() {
              \x20   s.close(); time.sleep(0.03)\n"
         ));
     }
-    let child = Command::new("python3")
-        .arg("-c")
-        .arg(code)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let pid = child.id();
-    let start_time = start_time_of(pid);
-    let o = child.wait_with_output().expect("client");
-    assert!(o.status.success());
+    let (pid, start_time, stdout) = run_python(&code);
     std::thread::sleep(Duration::from_millis(500));
     signal(&rec, libc::SIGTERM);
     let (code, err) = wait_exit(rec, Duration::from_secs(30));
@@ -1302,7 +1297,6 @@ fn capture_lookup_names_the_owner_of_new_flows() {
     );
 
     let (events, _) = events_and_procs(&out.0);
-    let stdout = String::from_utf8_lossy(&o.stdout);
     for ((host, n), (tcp_port, udp_port)) in rounds.iter().zip(&ports) {
         for (proto, server) in [("tcp", *tcp_port), ("udp", *udp_port)] {
             let prefix = format!("{proto} {host} ");

@@ -21,6 +21,11 @@ use serde::Serialize;
 /// At most this many bad lines are kept with their details; all are counted.
 pub const MAX_BAD_LINE_DETAILS: usize = 200;
 
+/// Warnings kept in [`SnapshotDiagnostics::warnings`]; the ones after are
+/// counted in one last sentence (a hostile archive can hold a million
+/// unknown members, each a warning on the terminal and in the reports).
+pub const MAX_WARNINGS: usize = 200;
+
 /// One /proc or listing line that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BadLine {
@@ -72,6 +77,9 @@ pub struct SnapshotDiagnostics {
     /// duplicated archive makes one warning, not one per snapshot.
     #[serde(skip)]
     pub out_of_order: Option<(String, u64, u64, u64, u64)>,
+    /// Warnings beyond [`MAX_WARNINGS`], counted in the last one.
+    #[serde(skip)]
+    pub warnings_not_kept: u64,
 }
 
 impl SnapshotDiagnostics {
@@ -91,7 +99,26 @@ impl SnapshotDiagnostics {
     /// Records a warning.
     pub fn warn(&mut self, text: String) {
         self.flush_out_of_order();
-        self.warnings.push(text);
+        self.push_warning(text);
+    }
+
+    /// Keeps a warning while there is room, else counts it in the last
+    /// sentence.
+    fn push_warning(&mut self, text: String) {
+        if self.warnings.len() < MAX_WARNINGS {
+            self.warnings.push(text);
+            return;
+        }
+        self.warnings_not_kept += 1;
+        let more = format!(
+            "{} more snapshot warning(s) not shown",
+            self.warnings_not_kept
+        );
+        if self.warnings_not_kept == 1 {
+            self.warnings.push(more);
+        } else if let Some(last) = self.warnings.last_mut() {
+            *last = more;
+        }
     }
 
     /// Notes a snapshot of `archive` skipped because it does not come after
@@ -111,7 +138,7 @@ impl SnapshotDiagnostics {
     /// Turns the pending run of out-of-order snapshots into one warning.
     pub fn flush_out_of_order(&mut self) {
         if let Some((archive, from, to, n, last)) = self.out_of_order.take() {
-            self.warnings.push(if n == 1 {
+            self.push_warning(if n == 1 {
                 format!("{archive}: snapshot {from} comes after snapshot {last}; skipped")
             } else {
                 format!(
@@ -120,5 +147,26 @@ impl SnapshotDiagnostics {
                 )
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod diag_tests {
+    use super::*;
+
+    /// A flood of warnings keeps the first ones and counts the rest in one
+    /// last sentence.
+    #[test]
+    fn warnings_are_bounded() {
+        let mut d = SnapshotDiagnostics::default();
+        for i in 0..MAX_WARNINGS + 1000 {
+            d.warn(format!("w{i}"));
+        }
+        assert_eq!(d.warnings.len(), MAX_WARNINGS + 1);
+        assert_eq!(d.warnings[0], "w0");
+        assert_eq!(
+            d.warnings.last().map(String::as_str),
+            Some("1000 more snapshot warning(s) not shown")
+        );
     }
 }
