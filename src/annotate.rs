@@ -276,6 +276,10 @@ pub fn write_pcapng(
     Ok(stats)
 }
 
+/// The last packet's flow: id, whether it is cut between owners, its
+/// report row and whether it is selected.
+type LastFlow<'a> = (u64, bool, Option<(u64, &'a PacketNote)>, bool);
+
 #[allow(clippy::too_many_arguments)]
 fn write_file<W: Write>(
     w: &mut PcapNgWriter<W>,
@@ -298,6 +302,7 @@ fn write_file<W: Write>(
     let mut problems = Vec::new();
     let mut described = 0usize;
     let mut at = 0usize;
+    let mut last: Option<LastFlow<'_>> = None;
     loop {
         scanner.next_batch(&mut recs, 8192, 4 << 20, &mut problems);
         problems.clear();
@@ -319,13 +324,23 @@ fn write_file<W: Write>(
             while at < flows.len() && flows[at].index < r.index {
                 at += 1;
             }
-            let row = flows
-                .get(at)
-                .filter(|p| p.index == r.index)
-                .and_then(|p| notes.lookup(p.flow_id, r.ts_ns));
-            let keep = match selection {
-                Selection::All => true,
-                Selection::Flows(set) => row.is_some_and(|(id, _)| set.contains(&id)),
+            let flow = flows.get(at).filter(|p| p.index == r.index);
+            // Row and selection are per flow: looked up again only when the
+            // flow changes, or for a flow cut between owners (by time).
+            let (row, keep) = match (flow, last) {
+                (Some(p), Some((id, false, row, keep))) if p.flow_id == id => (row, keep),
+                _ => {
+                    let row = flow.and_then(|p| notes.lookup(p.flow_id, r.ts_ns));
+                    let keep = match selection {
+                        Selection::All => true,
+                        Selection::Flows(set) => row.is_some_and(|(id, _)| set.contains(&id)),
+                    };
+                    last = flow.map(|p| {
+                        let split = notes.parts.contains_key(&p.flow_id);
+                        (p.flow_id, split, row, keep)
+                    });
+                    (row, keep)
+                }
             };
             if !keep {
                 continue;
