@@ -520,6 +520,32 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             format!("the recorder reported a write error: {}", e.error),
         );
     }
+    // Evidence the recorder itself lost: event samples dropped by the
+    // kernel or by the recorder, conntrack event batches (ENOBUFS). The
+    // recorder says these on its final line; the bundle says them here.
+    for e in m
+        .errors
+        .iter()
+        .filter(|e| e.what == "events" || e.what == "conntrack-events")
+    {
+        c.add(
+            Area::Recorder,
+            "recorder-lost-events",
+            Some(MANIFEST_FILE),
+            format!(
+                "the recorder lost evidence ({}): {} {}",
+                e.what, e.count, e.error
+            ),
+        );
+    }
+    for e in m.errors.iter().filter(|e| e.what == "capture") {
+        c.add(
+            Area::Capture,
+            "capture-exited",
+            Some(MANIFEST_FILE),
+            format!("the capture stopped before the recording: {}", e.error),
+        );
+    }
     // Capture counters.
     let mut capture_counters = None;
     if m.capture.is_some() {

@@ -52,8 +52,10 @@ fn procflow(args: &[&str], extra: &[&Path]) -> std::process::Output {
         .args(extra)
         .output()
         .unwrap();
+    // 3: done, but the evidence has findings (the sample bundle's recorder
+    // lost event samples, which analyze says aloud).
     assert!(
-        o.status.success(),
+        matches!(o.status.code(), Some(0 | 3)),
         "procflow {args:?}: {}",
         String::from_utf8_lossy(&o.stderr)
     );

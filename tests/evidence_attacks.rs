@@ -324,6 +324,35 @@ fn killed_recorder() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// Event samples the recorder lost (perf ring full, conntrack ENOBUFS):
+/// summed in the manifest's `errors`, said by verify and analyze.
+#[test]
+fn recorder_lost_events() {
+    let d = scratch("lostevents");
+    let b = d.join("bundle");
+    let m = std::fs::read_to_string(b.join("manifest.json")).unwrap();
+    let m = m.replace(
+        "\"errors\": []",
+        "\"errors\": [{\"what\": \"events\", \"path\": null, \"error\": \"samples dropped by the kernel (perf ring buffer full)\", \"count\": 716}]",
+    );
+    assert!(m.contains("716"));
+    std::fs::write(b.join("manifest.json"), m).unwrap();
+    resum(&b);
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("recorder-lost-events: the recorder lost evidence (events): 716 samples dropped by the kernel (perf ring buffer full)"),
+        "{out}"
+    );
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("recorder-lost-events"), "{err}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("out/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["evidence"]["ok"], false);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 #[test]
 fn capture_drops() {
     let d = scratch("drops");

@@ -32,7 +32,13 @@ fn analyze(out: &Path) {
         .arg(out)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // 3: done, but the evidence has findings (the sample bundle's recorder
+    // lost event samples, which analyze says aloud).
+    assert!(
+        matches!(o.status.code(), Some(0 | 3)),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]

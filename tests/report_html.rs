@@ -82,7 +82,13 @@ fn analyze_sample(dir: &Path) -> PathBuf {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // 3: done, but the evidence has findings (the sample bundle's recorder
+    // lost event samples, which analyze says aloud).
+    assert!(
+        matches!(o.status.code(), Some(0 | 3)),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     out
 }
 
