@@ -42,7 +42,7 @@ use pcap_file::{DataLink, Endianness};
 use crate::capture::scan::Scanner;
 use crate::capture::{source, FileReport};
 use crate::flow::PacketFlow;
-use crate::hostile::term;
+use crate::report::overview::visible;
 use crate::report::{confidence, ConnectionRow};
 
 /// pcapng `epb_processid_threadid` option code.
@@ -57,11 +57,42 @@ pub struct PacketNote {
     pub pid: Option<u32>,
 }
 
+/// The text of an owned flow's note, as found in a report row or a
+/// `connections.csv` line (hostile text: escaped and bounded by
+/// [`PacketNote::owned`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NoteFields<'a> {
+    /// Owner's pid.
+    pub pid: u32,
+    /// Owner's exe, else its comm.
+    pub cmd: &'a str,
+    /// Owner's command line, shell-quoted.
+    pub args: &'a str,
+    /// Owner's start (RFC 3339).
+    pub start: &'a str,
+    /// Attribution method.
+    pub method: &'a str,
+    /// Attribution confidence.
+    pub confidence: &'a str,
+    /// Report row's flow id.
+    pub flow: &'a str,
+    /// Other holders of the socket, `pid:start;...`, or empty.
+    pub shared_with: &'a str,
+}
+
+/// Longest `Cmd:`, `Args:` and `SharedWith:` values of a comment, in
+/// characters: a pcapng option holds at most 65535 bytes, and an escaped
+/// character takes at most 10.
+const CMD_CHARS: usize = 1024;
+const ARGS_CHARS: usize = 4096;
+const SHARED_CHARS: usize = 512;
+
 impl PacketNote {
     /// The note of a report row: ptcpdump's `PID:`/`Cmd:`/`Args:` lines
     /// and procflow's method, or the reason there is no owner.
     pub fn of_row(row: &ConnectionRow) -> PacketNote {
         let a = &row.attribution;
+        let flow = row.flow.id.to_string();
         match a.owner {
             Some(o) => {
                 let p = row.process.as_ref();
@@ -69,32 +100,53 @@ impl PacketNote {
                     .and_then(|p| p.exe.clone())
                     .or_else(|| p.map(|p| p.comm.clone()))
                     .unwrap_or_default();
-                let mut c = format!(
-                    "PID: {}\nCmd: {}\nArgs: {}\nProcessStart: {}\nMethod: {}\nConfidence: {}\nFlow: {}",
-                    o.pid,
-                    term(&cmd),
-                    term(&row.cmdline()),
-                    row.process_start,
-                    a.method.name(),
-                    confidence(a),
-                    row.flow.id
-                );
-                if !a.shared_with.is_empty() {
-                    c.push_str(&format!("\nSharedWith: {}", row.shared_with()));
-                }
-                PacketNote {
-                    comment: c,
-                    pid: Some(o.pid),
-                }
+                PacketNote::owned(&NoteFields {
+                    pid: o.pid,
+                    cmd: &cmd,
+                    args: &row.cmdline(),
+                    start: &row.process_start,
+                    method: &a.method.name(),
+                    confidence: confidence(a),
+                    flow: &flow,
+                    shared_with: &row.shared_with(),
+                })
             }
-            None => PacketNote {
-                comment: format!(
-                    "procflow: {}\nFlow: {}",
-                    a.method.name().replacen(':', " (", 1) + ")",
-                    row.flow.id
-                ),
-                pid: None,
-            },
+            None => PacketNote::unowned(&a.method.name(), &flow),
+        }
+    }
+
+    /// The note of an owned flow: every text field escaped for a terminal
+    /// (tshark prints comments) and the long ones bounded.
+    pub fn owned(f: &NoteFields<'_>) -> PacketNote {
+        let mut c = format!(
+            "PID: {}\nCmd: {}\nArgs: {}\nProcessStart: {}\nMethod: {}\nConfidence: {}\nFlow: {}",
+            f.pid,
+            visible(f.cmd, CMD_CHARS),
+            visible(f.args, ARGS_CHARS),
+            visible(f.start, 64),
+            visible(f.method, 256),
+            visible(f.confidence, 16),
+            visible(f.flow, 24),
+        );
+        if !f.shared_with.is_empty() {
+            c.push_str("\nSharedWith: ");
+            c.push_str(&visible(f.shared_with, SHARED_CHARS));
+        }
+        PacketNote {
+            comment: c,
+            pid: Some(f.pid),
+        }
+    }
+
+    /// The note of a flow without owner: `method` says why.
+    pub fn unowned(method: &str, flow: &str) -> PacketNote {
+        PacketNote {
+            comment: format!(
+                "procflow: {}\nFlow: {}",
+                visible(method, 256).replacen(':', " (", 1) + ")",
+                visible(flow, 24)
+            ),
+            pid: None,
         }
     }
 }
@@ -361,5 +413,33 @@ impl PcapngOut {
             .map_err(|e| PcapngError::Write(e.into_error()))?;
         self.file.commit(f)?;
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_note_is_escaped_and_fits_one_pcapng_option() {
+        let long = "\u{202e}".repeat(100_000);
+        let n = PacketNote::owned(&NoteFields {
+            pid: 7,
+            cmd: &long,
+            args: &long,
+            start: "\x1b[2J",
+            method: "socket_table",
+            confidence: "high",
+            flow: "3",
+            shared_with: &long,
+        });
+        assert!(
+            n.comment.len() <= usize::from(u16::MAX),
+            "{}",
+            n.comment.len()
+        );
+        assert!(!n.comment.contains('\u{202e}') && !n.comment.contains('\x1b'));
+        assert!(n.comment.starts_with("PID: 7\nCmd: \\u{202e}"));
+        assert_eq!(n.pid, Some(7));
     }
 }

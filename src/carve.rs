@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::annotate::{NoteIndex, PacketNote, PcapngOut, Selection, WriteStats};
+use crate::annotate::{NoteFields, NoteIndex, PacketNote, PcapngOut, Selection, WriteStats};
 use crate::capture::{self, ReplayOptions};
 use crate::hostile::term_path;
 
@@ -120,34 +120,20 @@ fn matches(r: &Row, c: &Criteria) -> bool {
 fn note_of(r: &Row) -> PacketNote {
     let flow = cell(r, "flow_id");
     match cell(r, "pid").parse::<u32>() {
-        Ok(pid) => {
-            let cmd = match cell(r, "exe") {
+        Ok(pid) => PacketNote::owned(&NoteFields {
+            pid,
+            cmd: match cell(r, "exe") {
                 "" => cell(r, "comm"),
                 e => e,
-            };
-            let mut c = format!(
-                "PID: {pid}\nCmd: {}\nArgs: {}\nProcessStart: {}\nMethod: {}\nConfidence: {}\nFlow: {flow}",
-                crate::hostile::term(cmd),
-                crate::hostile::term(cell(r, "cmdline")),
-                cell(r, "process_start"),
-                cell(r, "method"),
-                cell(r, "confidence"),
-            );
-            if !cell(r, "shared_with").is_empty() {
-                c.push_str(&format!("\nSharedWith: {}", cell(r, "shared_with")));
-            }
-            PacketNote {
-                comment: c,
-                pid: Some(pid),
-            }
-        }
-        Err(_) => PacketNote {
-            comment: format!(
-                "procflow: {}\nFlow: {flow}",
-                cell(r, "method").replacen(':', " (", 1) + ")"
-            ),
-            pid: None,
-        },
+            },
+            args: cell(r, "cmdline"),
+            start: cell(r, "process_start"),
+            method: cell(r, "method"),
+            confidence: cell(r, "confidence"),
+            flow,
+            shared_with: cell(r, "shared_with"),
+        }),
+        Err(_) => PacketNote::unowned(cell(r, "method"), flow),
     }
 }
 
