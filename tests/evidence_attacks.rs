@@ -93,6 +93,11 @@ fn resum(bundle: &Path) {
     std::fs::write(bundle.join("SHA256SUMS"), text).unwrap();
 }
 
+/// A JSON file the run wrote (summary.json, a manifest).
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
 fn run(cmd: &mut Command) -> (Option<i32>, String, String) {
     let o: Output = cmd.output().unwrap();
     (
@@ -188,8 +193,7 @@ fn tampered_capture() {
     let block = err.find("evidence status").unwrap();
     let result = err.find("procflow analyze:").unwrap();
     assert!(block < result, "{err}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.join("out/summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = json(&d.join("out/summary.json"));
     assert_eq!(summary["evidence"]["ok"], false);
     assert_eq!(summary["evidence"]["findings"][0]["check"], "hash-mismatch");
     assert_only_out_changed(&d, &before, "out");
@@ -347,8 +351,7 @@ fn recorder_lost_events() {
     let (code, _, err) = analyze(&b, &d.join("out"), &[]);
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("recorder-lost-events"), "{err}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.join("out/summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = json(&d.join("out/summary.json"));
     assert_eq!(summary["evidence"]["ok"], false);
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -376,8 +379,7 @@ fn capture_drops() {
         err.contains("capture-drops: tcpdump reports 755695 packets dropped by kernel"),
         "{err}"
     );
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.join("out/summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = json(&d.join("out/summary.json"));
     assert_eq!(
         summary["evidence"]["capture_counters"]["dropped_by_kernel"],
         755695
@@ -390,8 +392,7 @@ fn capture_drops() {
 fn non_root_recording() {
     let d = scratch("nonroot");
     let b = d.join("bundle");
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(b.join("manifest.json")).unwrap()).unwrap();
+    let mut m: serde_json::Value = json(&b.join("manifest.json"));
     m["privileges"]["euid"] = 1000.into();
     m["errors"] = serde_json::json!([{
         "what": "read-fd", "path": "/proc/*/fd",
@@ -900,8 +901,7 @@ fn fifo_symlink_and_directory_captures_are_named() {
 fn clk_tck_zero_is_said_and_leaves_start_times_empty() {
     let d = scratch("clktck");
     let b = d.join("bundle");
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(b.join("manifest.json")).unwrap()).unwrap();
+    let mut m: serde_json::Value = json(&b.join("manifest.json"));
     m["host"]["clk_tck"] = 0.into();
     std::fs::write(
         b.join("manifest.json"),
@@ -1078,8 +1078,7 @@ fn one_bad_header_mid_archive_keeps_later_snapshots() {
     );
     // Snapshot 40 is lost, the 45 after it are kept.
     assert!(err.contains("84 snapshots"), "{err}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.join("out/summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = json(&d.join("out/summary.json"));
     assert_eq!(summary["time_ranges"]["last_snapshot_seq"], 85);
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -1141,8 +1140,7 @@ fn non_utf8_file_names_do_not_panic() {
         "{err}"
     );
     assert!(err.contains("85 snapshots"), "{err}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.join("out/summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = json(&d.join("out/summary.json"));
     assert_eq!(
         summary["diagnostics"]["capture"]["files"][0]["packets"],
         1422
@@ -1155,8 +1153,7 @@ fn non_utf8_file_names_do_not_panic() {
         .arg("--out")
         .arg(d.join("f.csv")));
     assert_eq!(code, Some(0), "{err}");
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.join("f.json")).unwrap()).unwrap();
+    let v: serde_json::Value = json(&d.join("f.json"));
     assert!(v["files"][0]["path"].as_str().unwrap().contains('\u{fffd}'));
     let _ = std::fs::remove_dir_all(&d);
 }
