@@ -933,7 +933,16 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
         for o in &orients {
             let (local, remote) = if o.local_is_a { (a, b) } else { (b, a) };
             for &rule in tier.iter().filter(|r| rule_applies(**r, transport)) {
-                for &ns in &o.netns {
+                // A NAT rule finds the namespace of the translated tuple
+                // itself (`nat::try_nat` does not read `q.ns`): once per
+                // orientation, not again for each of its namespaces.
+                let nat_rule = matches!(rule.evidence(), Evidence::Nat(_));
+                let nss = if nat_rule {
+                    o.netns.get(..1).unwrap_or_default()
+                } else {
+                    &o.netns[..]
+                };
+                for &ns in nss {
                     let q = Query {
                         transport,
                         t0,
