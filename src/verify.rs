@@ -31,6 +31,11 @@ use procflow_format::layout::{
 use serde::Serialize;
 
 use crate::hostile::term;
+use crate::report::overview::visible;
+
+/// Most characters of a manifest error text a finding quotes (the manifest
+/// comes from the recorded host: a 16 MiB string stays out of the terminal).
+const ERROR_TEXT_MAX: usize = 256;
 
 /// The four areas of the evidence status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -517,7 +522,10 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             Area::Recorder,
             "recorder-write-error",
             Some(MANIFEST_FILE),
-            format!("the recorder reported a write error: {}", e.error),
+            format!(
+                "the recorder reported a write error: {}",
+                visible(&e.error, ERROR_TEXT_MAX)
+            ),
         );
     }
     // Evidence the recorder itself lost: event samples dropped by the
@@ -534,7 +542,9 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             Some(MANIFEST_FILE),
             format!(
                 "the recorder lost evidence ({}): {} {}",
-                e.what, e.count, e.error
+                visible(&e.what, 40),
+                e.count,
+                visible(&e.error, ERROR_TEXT_MAX)
             ),
         );
     }
@@ -543,7 +553,10 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             Area::Capture,
             "capture-exited",
             Some(MANIFEST_FILE),
-            format!("the capture stopped before the recording: {}", e.error),
+            format!(
+                "the capture stopped before the recording: {}",
+                visible(&e.error, ERROR_TEXT_MAX)
+            ),
         );
     }
     // Capture counters.
