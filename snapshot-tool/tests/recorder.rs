@@ -1536,8 +1536,8 @@ fn use_runs_name_the_sender_across_hand_offs() {
     // (python3's own start comes first, through wrappers on some hosts).
     let exec = tasks
         .iter()
-        .filter(|t| t.kind == layout::TaskKind::Exec && t.pid == exec_pid)
-        .last()
+        .rev()
+        .find(|t| t.kind == layout::TaskKind::Exec && t.pid == exec_pid)
         .unwrap_or_else(|| panic!("no exec by {exec_pid} in tasks.jsonl"));
 
     let (before, after): (Vec<_>, Vec<_>) = runs
