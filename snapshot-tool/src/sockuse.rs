@@ -394,14 +394,15 @@ impl Runs {
     }
 }
 
-/// Class of a TCP state for the one-line-per-(sk, tuple, class) rule.
+/// Class of a TCP state for the one-line-per-(sk, tuple, class) rule: a
+/// socket's tuple is written once while it is open (whatever state it is
+/// first seen complete in) and once at CLOSE, so a connection costs two
+/// lines per end.
 pub fn state_class(state: u64) -> u8 {
-    match state {
-        2 | 3 | 12 => 1, // SYN_SENT, SYN_RECV, NEW_SYN_RECV
-        1 => 2,          // ESTABLISHED
-        10 => 3,         // LISTEN
-        7 => 5,          // CLOSE
-        _ => 4,          // FIN_WAIT*, CLOSE_WAIT, LAST_ACK, CLOSING, TIME_WAIT
+    if state == 7 {
+        5
+    } else {
+        1
     }
 }
 
@@ -637,15 +638,16 @@ mod tests {
         let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
         let t: Tuple = (ip("10.0.0.1"), 4000, Some((ip("10.0.0.2"), 80)));
         let mut b = Bindings::default();
-        assert!(b.fresh(1, &t, state_class(1)));
-        assert!(!b.fresh(1, &t, state_class(1)));
-        assert!(b.fresh(1, &t, state_class(4)));
+        assert!(b.fresh(1, &t, state_class(3)), "SYN_RECV");
         assert!(
-            !b.fresh(1, &t, state_class(8)),
-            "FIN_WAIT1 and CLOSE_WAIT: one class"
+            !b.fresh(1, &t, state_class(1)),
+            "ESTABLISHED: same tuple, open"
         );
-        assert!(b.fresh(1, &t, state_class(7)));
-        assert!(b.fresh(1, &t, state_class(1)), "forgotten after CLOSE");
+        assert!(!b.fresh(1, &t, state_class(8)), "CLOSE_WAIT");
+        let other: Tuple = (ip("10.0.0.1"), 4001, Some((ip("10.0.0.2"), 80)));
+        assert!(b.fresh(1, &other, state_class(1)), "a new tuple is written");
+        assert!(b.fresh(1, &other, state_class(7)));
+        assert!(b.fresh(1, &other, state_class(1)), "forgotten after CLOSE");
         let u = UseSample {
             proto: 17,
             ..use_at(9, 3, 1_000, 10)
