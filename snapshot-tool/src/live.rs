@@ -196,6 +196,10 @@ fn process_record(
         netns,
         cgroup: None,
         container_id: None,
+        seen_ns: None,
+        exec_ns: None,
+        euid: None,
+        user: None,
     };
     let p = proc_.path(pid, "status");
     match read_into(&p, buf) {

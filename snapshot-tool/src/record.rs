@@ -1959,6 +1959,10 @@ mod tests {
             netns: NETNS,
             cgroup: None,
             container_id: None,
+            seen_ns: None,
+            exec_ns: None,
+            euid: None,
+            user: None,
         };
         let scan = rec.scan_processes(&mut Vec::new());
         let mut t = TickOut::default();

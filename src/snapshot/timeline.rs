@@ -1084,6 +1084,10 @@ pub(crate) mod tests {
             netns: NS,
             cgroup: None,
             container_id: None,
+            seen_ns: None,
+            exec_ns: None,
+            euid: None,
+            user: None,
         }
     }
 
