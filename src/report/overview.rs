@@ -276,6 +276,51 @@ impl Overview {
                     ep.0.unattributed_bytes += b;
                 }
             }
+            // Both ends local: the process at the other end, with its bytes
+            // (its out is this row's in) and this row's local end as its
+            // remote.
+            if let Some(o) = r.attribution.peer.as_ref().and_then(|p| p.owner) {
+                let [pin, pout, bin, bout, _, _] = r.peer_counters();
+                let rec = r.peer_process.as_ref();
+                let p = procs.entry(o).or_insert_with(|| {
+                    (
+                        ProcessSummary {
+                            key: o,
+                            process_start: if input.manifest.host.clk_tck == 0 {
+                                String::new()
+                            } else {
+                                super::rfc3339_ns(super::process_start_ns(
+                                    input.manifest,
+                                    o.start_time,
+                                ))
+                            },
+                            comm: rec.map(|p| p.comm.clone()).unwrap_or_default(),
+                            exe: rec.and_then(|p| p.exe.clone()).unwrap_or_default(),
+                            cmdline: rec
+                                .map(|p| super::shell_join(&p.cmdline))
+                                .unwrap_or_default(),
+                            bytes_out: 0,
+                            bytes_in: 0,
+                            packets_out: 0,
+                            packets_in: 0,
+                            flows: 0,
+                            remotes: 0,
+                            first_ns: f.first_seen_ns,
+                            last_ns: f.last_seen_ns,
+                        },
+                        BTreeSet::new(),
+                    )
+                });
+                let s = &mut p.0;
+                s.bytes_out += bout;
+                s.bytes_in += bin;
+                s.packets_out += pout;
+                s.packets_in += pin;
+                s.flows += 1;
+                s.first_ns = s.first_ns.min(f.first_seen_ns);
+                s.last_ns = s.last_ns.max(f.last_seen_ns);
+                p.1.insert(r.local());
+            }
         }
         let mut processes: Vec<ProcessSummary> = procs
             .into_values()
