@@ -220,25 +220,21 @@ fn use_parts(
     type Key = (Option<Who>, Option<Who>);
     /// A run and the time to read its owner's identity at.
     type At = Option<(Span, i64)>;
-    let mut keys: Vec<Key> = Vec::new();
+    let mut keys: std::collections::HashMap<Key, usize> = std::collections::HashMap::new();
     let mut parts: Vec<(Flow, At, At)> = Vec::new();
     for ((p, lo), po) in packets.iter().zip(&local_owner).zip(&peer_owner) {
         let key: Key = (
             lo.as_ref().map(|s| who(tl, s, p.ts_ns)),
             po.as_ref().map(|s| who(tl, s, p.ts_ns)),
         );
-        let k = match keys.iter().position(|x| *x == key) {
-            Some(k) => k,
-            None => {
-                keys.push(key);
-                parts.push((
-                    f.cleared(p.ts_ns),
-                    lo.map(|s| (s, p.ts_ns.clamp(s.first_ns, s.last_ns))),
-                    po.map(|s| (s, p.ts_ns.clamp(s.first_ns, s.last_ns))),
-                ));
-                keys.len() - 1
-            }
-        };
+        let k = *keys.entry(key).or_insert_with(|| {
+            parts.push((
+                f.cleared(p.ts_ns),
+                lo.map(|s| (s, p.ts_ns.clamp(s.first_ns, s.last_ns))),
+                po.map(|s| (s, p.ts_ns.clamp(s.first_ns, s.last_ns))),
+            ));
+            parts.len() - 1
+        });
         if let Some((part, _, _)) = parts.get_mut(k) {
             add(part, p);
         }

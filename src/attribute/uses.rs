@@ -56,13 +56,12 @@ impl EndUse {
     /// Every process with a run, with its bytes sent and read, ordered by
     /// bytes (most first), then pid.
     pub fn owners(&self) -> Vec<(ProcKey, u64)> {
-        let mut v: Vec<(ProcKey, u64)> = Vec::new();
+        let mut by: std::collections::HashMap<ProcKey, u64> = std::collections::HashMap::new();
         for s in self.send.iter().chain(&self.recv) {
-            match v.iter_mut().find(|(k, _)| *k == s.owner) {
-                Some((_, b)) => *b = b.saturating_add(s.bytes),
-                None => v.push((s.owner, s.bytes)),
-            }
+            let b = by.entry(s.owner).or_default();
+            *b = b.saturating_add(s.bytes);
         }
+        let mut v: Vec<(ProcKey, u64)> = by.into_iter().collect();
         v.sort_by_key(|(k, b)| (std::cmp::Reverse(*b), k.pid, k.start_time));
         v
     }
@@ -81,21 +80,37 @@ impl EndUse {
     /// or readers that interleaved with it (`owner` included), sorted by
     /// start time; empty when none did.
     pub fn concurrent(&self, owner: ProcKey) -> Vec<ProcKey> {
-        let mine: Vec<&Span> = self
+        // The owner's calls sorted by start, with the latest end so far:
+        // a span overlaps one of them when one that began before its end
+        // ends after its start (n log n, whatever the number of runs).
+        let mut mine: Vec<(i64, i64)> = self
             .send
             .iter()
             .chain(&self.recv)
             .filter(|s| s.owner == owner)
+            .map(|s| (s.first_ns, s.last_ns))
             .collect();
+        mine.sort_unstable();
+        let mut reach = i64::MIN;
+        let ends: Vec<i64> = mine
+            .iter()
+            .map(|&(_, l)| {
+                reach = reach.max(l);
+                reach
+            })
+            .collect();
+        let overlaps = |s: &Span| {
+            let j = mine.partition_point(|&(f, _)| f <= s.last_ns);
+            j.checked_sub(1)
+                .and_then(|k| ends.get(k))
+                .is_some_and(|&e| e >= s.first_ns)
+        };
         let mut v: Vec<ProcKey> = self
             .send
             .iter()
             .chain(&self.recv)
             .filter(|s| s.owner != owner)
-            .filter(|s| {
-                mine.iter()
-                    .any(|m| s.first_ns <= m.last_ns && m.first_ns <= s.last_ns)
-            })
+            .filter(|s| overlaps(s))
             .map(|s| s.owner)
             .collect();
         if v.is_empty() {
@@ -163,9 +178,9 @@ pub(crate) fn end_use(
             (overlap, std::cmp::Reverse(t.from_ns.abs_diff(t0)), t.sk)
         })?;
         let lo = best.from_ns.saturating_sub(BIND_SLACK_NS);
-        let keep = |r: &&UseRun| r.first_ns >= lo && r.first_ns <= best.until_ns;
-        send.extend(tl.uses.runs_of(best.sk, UseDir::Send).iter().filter(keep));
-        recv.extend(tl.uses.runs_of(best.sk, UseDir::Recv).iter().filter(keep));
+        let hi = best.until_ns;
+        send.extend(tl.uses.runs_between(best.sk, UseDir::Send, lo, hi));
+        recv.extend(tl.uses.runs_between(best.sk, UseDir::Recv, lo, hi));
     } else {
         let mut sks: Vec<(u64, i64, i64)> = cands
             .map(|t| (t.sk, t.from_ns.saturating_sub(BIND_SLACK_NS), t.until_ns))
@@ -173,11 +188,22 @@ pub(crate) fn end_use(
         sks.sort_unstable();
         sks.dedup();
         for (sk, lo, hi) in sks {
-            let keep = |r: &&UseRun| {
-                r.first_ns >= lo && r.first_ns <= hi && r.first_ns <= w1 && r.last_ns >= w0
-            };
-            send.extend(tl.uses.runs_of(sk, UseDir::Send).iter().filter(keep));
-            recv.extend(tl.uses.runs_of(sk, UseDir::Recv).iter().filter(keep));
+            // Runs last at most a flush period: those begun within the
+            // window (less a margin) are the candidates.
+            let (lo, hi) = (lo.max(w0.saturating_sub(USE_WINDOW_NS)), hi.min(w1));
+            let keep = |r: &&UseRun| r.last_ns >= w0;
+            send.extend(
+                tl.uses
+                    .runs_between(sk, UseDir::Send, lo, hi)
+                    .iter()
+                    .filter(keep),
+            );
+            recv.extend(
+                tl.uses
+                    .runs_between(sk, UseDir::Recv, lo, hi)
+                    .iter()
+                    .filter(keep),
+            );
         }
         send.sort_by_key(|r| (r.first_ns, r.order));
         recv.sort_by_key(|r| (r.first_ns, r.order));
@@ -233,11 +259,13 @@ fn by_offset(spans: &[Span], x: u64) -> Option<usize> {
 /// the send) the last one begun before `t`, else (read: bytes are read
 /// after they arrive) the first one ending after `t`, else the nearest.
 fn by_time(spans: &[Span], t: i64, sent: bool) -> Option<usize> {
-    if let Some(i) = spans.iter().position(|s| s.first_ns <= t && t <= s.last_ns) {
-        return Some(i);
+    // Spans are in call order (sorted by first call): binary search.
+    let i = spans.partition_point(|s| s.first_ns <= t);
+    let before = i.checked_sub(1);
+    if let Some(b) = before.filter(|&b| spans.get(b).is_some_and(|s| t <= s.last_ns)) {
+        return Some(b);
     }
-    let before = spans.iter().rposition(|s| s.first_ns <= t);
-    let after = spans.iter().position(|s| s.last_ns >= t);
+    let after = (i < spans.len()).then_some(i);
     if sent {
         before.or(after)
     } else {

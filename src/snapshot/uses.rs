@@ -280,6 +280,16 @@ impl UseIndex {
         self.runs.get(lo..hi).unwrap_or(&[])
     }
 
+    /// The runs of socket `sk` in direction `dir` whose first call lies in
+    /// `[lo, hi]`, in call order (a binary search: a socket with many runs
+    /// costs each flow only its own).
+    pub fn runs_between(&self, sk: u64, dir: UseDir, lo: i64, hi: i64) -> &[UseRun] {
+        let all = self.runs_of(sk, dir);
+        let a = all.partition_point(|r| r.first_ns < lo);
+        let b = all.partition_point(|r| r.first_ns <= hi);
+        all.get(a..b.max(a)).unwrap_or(&[])
+    }
+
     /// Tenancies of exactly this tuple (any time).
     pub fn tenancies_of(
         &self,
