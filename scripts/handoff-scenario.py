@@ -67,6 +67,8 @@ FORKSERVER_PORT = 7100  # host: ForkingTCPServer (dual stack)
 SSHD_PORT = 22222  # host: sshd
 HTTP_PORT = {"ipv4": 8123, "ipv6": 8124}  # host: python3 -m http.server on loopback
 CHUNK = 65536
+# Bytes/s the peer reads at: the senders' pace through TCP flow control.
+PEER_READ_RATE = 12_000_000
 ALL = ["fork", "scm", "exec", "revshell", "forkserver", "sshd", "short", "loopback", "natudp"]
 
 
@@ -114,13 +116,19 @@ def send_n(sock, n, pattern=b"x"):
     return n
 
 
-def recv_all(sock):
+def recv_all(sock, rate=0):
+    """Reads to EOF, at most `rate` bytes/s (0: no limit); bytes read."""
     n = 0
+    start = time.monotonic()
     while True:
         part = sock.recv(CHUNK)
         if not part:
             return n
         n += len(part)
+        if rate:
+            ahead = n / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
 
 
 def connect(host, port):
@@ -150,7 +158,9 @@ def agent_peer(_args):
 
     def serve(c, answer):
         with c:
-            n = recv_all(c)
+            # Paced by the reader (TCP flow control): the capture keeps up
+            # on a busy machine, whatever program sends.
+            n = recv_all(c, PEER_READ_RATE)
             if answer:
                 try:
                     c.sendall(struct.pack("!Q", n))
@@ -271,12 +281,16 @@ def agent_revshell_peer(args):
     time.sleep(0.3)
     c.sendall(b"head -c 2000000 /dev/zero\n")
     zeros = total = 0
+    start = time.monotonic()
     while zeros < 2_000_000:
         part = c.recv(CHUNK)
         if not part:
             break
         total += len(part)
         zeros += part.count(0)
+        ahead = total / PEER_READ_RATE - (time.monotonic() - start)
+        if ahead > 0:
+            time.sleep(ahead)
     time.sleep(0.3)
     c.sendall(b"exit\n")
     total += recv_all(c)
