@@ -59,6 +59,10 @@ fn proc_rec(pid: u32, start: u64, comm: &str, cmd: &[&str]) -> ProcessRecord {
         netns: NS,
         cgroup: None,
         container_id: None,
+        seen_ns: None,
+        exec_ns: None,
+        euid: None,
+        user: None,
     }
 }
 

@@ -129,6 +129,19 @@ pub fn events_member(seq: u64) -> String {
     format!("{}/events.jsonl", snapshot_dir(seq))
 }
 
+/// Member holding one JSON [`SockUseRecord`] per line: which process sent
+/// or read on which socket, and which socket is which tuple, between the
+/// previous snapshot and this one.
+pub fn sockuse_member(seq: u64) -> String {
+    format!("{}/sockuse.jsonl", snapshot_dir(seq))
+}
+
+/// Member holding one JSON [`TaskRecord`] per line: process forks, execs
+/// and exits between the previous snapshot and this one.
+pub fn tasks_member(seq: u64) -> String {
+    format!("{}/tasks.jsonl", snapshot_dir(seq))
+}
+
 /// Member holding the [`SnapshotMeta`]. It is always the last member of its
 /// snapshot: a snapshot whose `meta.json` is absent or cut is incomplete.
 pub fn meta_member(seq: u64) -> String {
@@ -172,6 +185,18 @@ pub enum Member {
         /// Snapshot sequence number.
         seq: u64,
     },
+    /// Per-socket send and receive runs and socket bindings since the
+    /// previous snapshot ([`SockUseRecord`]).
+    SockUse {
+        /// Snapshot sequence number.
+        seq: u64,
+    },
+    /// Process lifecycle records since the previous snapshot
+    /// ([`TaskRecord`]).
+    Tasks {
+        /// Snapshot sequence number.
+        seq: u64,
+    },
     /// The snapshot's metadata, its last member.
     Meta {
         /// Snapshot sequence number.
@@ -191,6 +216,8 @@ pub fn parse_member(name: &str) -> Option<Member> {
         "fds" => Some(Member::Fds { seq }),
         "procs.jsonl" => Some(Member::Procs { seq }),
         "events.jsonl" => Some(Member::Events { seq }),
+        "sockuse.jsonl" => Some(Member::SockUse { seq }),
+        "tasks.jsonl" => Some(Member::Tasks { seq }),
         "meta.json" => Some(Member::Meta { seq }),
         _ => {
             let rest = rest.strip_prefix("net/")?;
@@ -330,6 +357,226 @@ pub struct EventRecord {
     /// Socket inode, when the source knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inode: Option<u64>,
+}
+
+/// Kind of a [`SockUseRecord`]: a run of calls, or a socket's tuple.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SockUseKind {
+    /// A run of send or receive calls by one process on one socket.
+    Use,
+    /// A binding of a socket id to a tuple.
+    Sock,
+    /// A kind this build does not know (a newer recorder), kept as written;
+    /// readers skip such lines.
+    #[serde(untagged)]
+    Other(String),
+}
+
+/// Direction of a [`SockUseKind::Use`] run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UseDir {
+    /// sendmsg and friends: bytes the process wrote to the socket.
+    Send,
+    /// recvmsg and friends: bytes the process read from the socket.
+    Recv,
+}
+
+/// One line of `sockuse.jsonl` (docs/archive-format.md, "sockuse.jsonl").
+///
+/// A `use` line is a run of calls of one process on one socket in one
+/// direction; a `sock` line binds a socket id to its tuple from `mono_ns`
+/// on. Fields that do not apply to a kind are absent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SockUseRecord {
+    /// `use` or `sock`.
+    pub kind: SockUseKind,
+    /// The source that saw it, e.g. `tracepoint:sock:sock_send_length`,
+    /// `tracepoint:sock:inet_sock_set_state` or `udp-send-route`.
+    pub source: String,
+    /// Opaque socket id: 16 lowercase hex digits, a keyed hash (random key
+    /// per recording) of the kernel's socket address. Unique among live
+    /// sockets; may come back for a later socket once the first is freed.
+    pub sk: String,
+    /// `use`: `send` or `recv`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<UseDir>,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// `use`: address family, 4 or 6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<u8>,
+    /// `use`: thread group id of the calling task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// `use`: thread id of the run's first call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u32>,
+    /// `use`: field 22 of /proc/PID/stat when the process was first seen;
+    /// absent when it was already gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
+    /// `use`: comm of the process when first seen; absent likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// `use`: CLOCK_MONOTONIC ns of the run's first call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_ns: Option<i64>,
+    /// `use`: CLOCK_MONOTONIC ns of the run's last call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ns: Option<i64>,
+    /// `use`: number of calls with a positive return.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls: Option<u64>,
+    /// `use`: sum of their return values (bytes really sent or read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// `sock`: CLOCK_MONOTONIC ns when the binding was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mono_ns: Option<i64>,
+    /// `sock`: local address, as in [`EventRecord::local_ip`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_ip: Option<String>,
+    /// `sock`: local port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_port: Option<u16>,
+    /// `sock`: remote address; absent for a listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_ip: Option<String>,
+    /// `sock`: remote port; absent for a listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_port: Option<u16>,
+    /// `sock`: TCP state name after the change (`SYN_SENT`,
+    /// `ESTABLISHED`, `CLOSE`...), when the source is a state change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+impl SockUseRecord {
+    /// A `use` run with the fields every run has; the caller fills the
+    /// optional process fields.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        source: &str,
+        sk: String,
+        dir: UseDir,
+        proto: &str,
+        family: u8,
+        pid: u32,
+        tid: u32,
+        first_ns: i64,
+        last_ns: i64,
+        calls: u64,
+        bytes: u64,
+    ) -> SockUseRecord {
+        SockUseRecord {
+            kind: SockUseKind::Use,
+            source: source.to_string(),
+            sk,
+            dir: Some(dir),
+            proto: proto.to_string(),
+            family: Some(family),
+            pid: Some(pid),
+            tid: Some(tid),
+            start_time: None,
+            comm: None,
+            first_ns: Some(first_ns),
+            last_ns: Some(last_ns),
+            calls: Some(calls),
+            bytes: Some(bytes),
+            mono_ns: None,
+            local_ip: None,
+            local_port: None,
+            remote_ip: None,
+            remote_port: None,
+            state: None,
+        }
+    }
+
+    /// A `sock` binding of `sk` to a tuple at `mono_ns`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn binding(
+        source: &str,
+        sk: String,
+        mono_ns: i64,
+        proto: &str,
+        local: (String, u16),
+        remote: Option<(String, u16)>,
+        state: Option<&str>,
+    ) -> SockUseRecord {
+        let (remote_ip, remote_port) = match remote {
+            Some((ip, port)) => (Some(ip), Some(port)),
+            None => (None, None),
+        };
+        SockUseRecord {
+            kind: SockUseKind::Sock,
+            source: source.to_string(),
+            sk,
+            dir: None,
+            proto: proto.to_string(),
+            family: None,
+            pid: None,
+            tid: None,
+            start_time: None,
+            comm: None,
+            first_ns: None,
+            last_ns: None,
+            calls: None,
+            bytes: None,
+            mono_ns: Some(mono_ns),
+            local_ip: Some(local.0),
+            local_port: Some(local.1),
+            remote_ip,
+            remote_port,
+            state: state.map(str::to_string),
+        }
+    }
+}
+
+/// Kind of a [`TaskRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    /// A new process (not a new thread).
+    Fork,
+    /// A successful execve.
+    Exec,
+    /// A thread-group leader exited.
+    Exit,
+    /// A kind this build does not know, kept as written; readers skip it.
+    #[serde(untagged)]
+    Other(String),
+}
+
+/// One line of `tasks.jsonl`: a process fork, exec or exit seen by the
+/// scheduler tracepoints (which work in every network namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// `fork`, `exec` or `exit`.
+    pub kind: TaskKind,
+    /// The source, e.g. `tracepoint:sched:sched_process_exec`.
+    pub source: String,
+    /// CLOCK_MONOTONIC ns of the tracepoint hit (exact).
+    pub mono_ns: i64,
+    /// Thread group id of the task (fork: the parent's).
+    pub pid: u32,
+    /// Thread id of the task.
+    #[serde(default)]
+    pub tid: u32,
+    /// fork: thread group id of the parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_pid: Option<u32>,
+    /// fork: thread group id of the child (= its tid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_pid: Option<u32>,
+    /// exec: the file name as the tracepoint gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// exec: the pid before the exec (differs from `pid` when a
+    /// non-leader thread exec'd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_pid: Option<u32>,
 }
 
 /// A clock reading with its human form.
@@ -609,6 +856,20 @@ pub struct ProcessRecord {
     pub cgroup: Option<String>,
     /// Container id (64 hex digits) found in the cgroup path, if any.
     pub container_id: Option<String>,
+    /// CLOCK_MONOTONIC ns when this identity was read; absent in bundles
+    /// written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_ns: Option<i64>,
+    /// CLOCK_MONOTONIC ns of the exec this identity follows (from
+    /// `tasks.jsonl`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_ns: Option<i64>,
+    /// Effective uid (second `Uid:` value of /proc/PID/status), when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub euid: Option<u32>,
+    /// Name of `uid` in the host's /etc/passwd, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// Identity of a /proc/net table row: the fields that say *which* socket a
@@ -829,6 +1090,14 @@ mod tests {
             parse_member(&meta_member(123456789)),
             Some(Member::Meta { seq: 123456789 })
         );
+        assert_eq!(
+            parse_member(&sockuse_member(7)),
+            Some(Member::SockUse { seq: 7 })
+        );
+        assert_eq!(
+            parse_member(&tasks_member(7)),
+            Some(Member::Tasks { seq: 7 })
+        );
         assert_eq!(parse_member("snap/00000001/net/1/bogus"), None);
         assert_eq!(
             parse_member(&net_member(3, 9, "conntrack", false)),
@@ -847,6 +1116,65 @@ mod tests {
         assert_eq!(parse_member("snap/1/fds"), None);
         assert_eq!(parse_archive_name(&archive_name(3)), Some(3));
         assert_eq!(parse_archive_name("snapshots-3.tar"), None);
+    }
+
+    #[test]
+    fn sockuse_records_write_only_their_kinds_fields() {
+        let run = SockUseRecord::run(
+            "tracepoint:sock:sock_recv_length",
+            "0123456789abcdef".into(),
+            UseDir::Recv,
+            "udp",
+            6,
+            7,
+            8,
+            100,
+            150,
+            2,
+            60,
+        );
+        let json = serde_json::to_string(&run).unwrap();
+        assert!(json.starts_with(r#"{"kind":"use","#), "{json}");
+        assert!(json.contains(r#""dir":"recv""#) && !json.contains("local_ip"));
+        assert_eq!(serde_json::from_str::<SockUseRecord>(&json).unwrap(), run);
+        let bind = SockUseRecord::binding(
+            "udp-send-route",
+            "0123456789abcdef".into(),
+            99,
+            "udp",
+            ("10.0.0.1".into(), 5353),
+            None,
+            None,
+        );
+        let json = serde_json::to_string(&bind).unwrap();
+        assert!(!json.contains("remote") && !json.contains("dir") && !json.contains("state"));
+        assert_eq!(serde_json::from_str::<SockUseRecord>(&json).unwrap(), bind);
+        let t = TaskRecord {
+            kind: TaskKind::Exec,
+            source: "tracepoint:sched:sched_process_exec".into(),
+            mono_ns: 5,
+            pid: 3,
+            tid: 3,
+            parent_pid: None,
+            child_pid: None,
+            filename: Some("/bin/sh".into()),
+            old_pid: Some(3),
+        };
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(!json.contains("child_pid"));
+        assert_eq!(serde_json::from_str::<TaskRecord>(&json).unwrap(), t);
+    }
+
+    #[test]
+    fn process_records_without_the_new_fields_still_read() {
+        let old = r#"{"pid":1,"start_time":2,"ppid":0,"uid":0,"comm":"init","exe":null,"cmdline":[],"netns":3,"cgroup":null,"container_id":null}"#;
+        let p: ProcessRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (p.seen_ns, p.exec_ns, p.euid, &p.user),
+            (None, None, None, &None)
+        );
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(json, old, "absent new fields are not written");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::path::Path;
 use crate::delta::{apply_delta, apply_fds, FdState, FdStatus, RawRows, RowKeeper, TableState};
 use crate::layout::{
     fds_member, meta_member, net_member, parse_member, EventRecord, Member, ProcessRecord,
-    SnapshotKind, SnapshotMeta, TableStored,
+    SnapshotKind, SnapshotMeta, SockUseRecord, TableStored, TaskRecord,
 };
 
 /// One complete snapshot: its meta and its other members' bytes.
@@ -203,6 +203,8 @@ fn member_seq(m: &Member) -> u64 {
         | Member::Fds { seq }
         | Member::Procs { seq }
         | Member::Events { seq }
+        | Member::SockUse { seq }
+        | Member::Tasks { seq }
         | Member::ConntrackEvents { seq, .. }
         | Member::Meta { seq } => *seq,
     }
@@ -739,6 +741,12 @@ pub struct Applied {
     pub processes: Vec<ProcessRecord>,
     /// Its socket events, in member order.
     pub events: Vec<EventRecord>,
+    /// Its socket use runs and socket bindings (`sockuse.jsonl`), in
+    /// member order; empty for snapshots written without them.
+    pub sockuse: Vec<SockUseRecord>,
+    /// Its process lifecycle records (`tasks.jsonl`), in member order;
+    /// empty for snapshots written without them.
+    pub tasks: Vec<TaskRecord>,
     /// Its problems, tables first, then fds, then process records.
     pub problems: Vec<Problem>,
 }
@@ -825,6 +833,18 @@ impl<K: RowKeeper> State<K> {
                 &mut out.events,
                 &mut out.problems,
             );
+        }
+        if let Some((name, _, data)) = member(|m| matches!(m, Member::SockUse { .. })) {
+            json_lines(
+                name,
+                data,
+                "socket use record",
+                &mut out.sockuse,
+                &mut out.problems,
+            );
+        }
+        if let Some((name, _, data)) = member(|m| matches!(m, Member::Tasks { .. })) {
+            json_lines(name, data, "task record", &mut out.tasks, &mut out.problems);
         }
         self.last_seq = Some(seq);
         out.applied = true;
@@ -1119,6 +1139,65 @@ mod tests {
         r.apply(&snap(meta(4, Keyframe, &[("tcp", Unchanged)]), &[]));
         assert_eq!(r.problems.len(), 3, "{:?}", r.problems);
         assert!(r.state.fds.is_empty());
+    }
+
+    /// `sockuse.jsonl` and `tasks.jsonl` are read into the snapshot's
+    /// records; a snapshot without them (older bundles) reads as before,
+    /// a bad line is a problem naming its member and line, and unknown
+    /// kinds are kept for the reader to skip.
+    #[test]
+    fn sockuse_and_tasks_members_are_read_and_optional() {
+        use crate::layout::{sockuse_member, tasks_member, SockUseKind, TaskKind, UseDir};
+        let m = |seq| meta(seq, SnapshotKind::Keyframe, &[]);
+        let mut st = State::new(RawRows);
+        let old = st.apply(&snap(m(1), &[(fds_member(1), String::new())]));
+        assert!(old.applied && old.sockuse.is_empty() && old.tasks.is_empty());
+        assert!(old.problems.is_empty(), "{:?}", old.problems);
+        let uses = concat!(
+            r#"{"kind":"use","source":"tracepoint:sock:sock_send_length","sk":"00112233aabbccdd","dir":"send","proto":"tcp","family":4,"pid":10,"tid":11,"start_time":500,"comm":"curl","first_ns":100,"last_ns":200,"calls":3,"bytes":4096}"#,
+            "\n",
+            r#"{"kind":"sock","source":"tracepoint:sock:inet_sock_set_state","sk":"00112233aabbccdd","mono_ns":90,"proto":"tcp","local_ip":"10.0.0.1","local_port":40000,"remote_ip":"10.0.0.2","remote_port":80,"state":"SYN_SENT","future":1}"#,
+            "\n\n",
+            r#"{"kind":"splice","source":"x","sk":"0000000000000001","proto":"tcp"}"#,
+            "\n",
+            "{\"kind\":\"use\"}\n",
+        );
+        let tasks = concat!(
+            r#"{"kind":"fork","source":"tracepoint:sched:sched_process_fork","mono_ns":5,"pid":10,"tid":10,"parent_pid":10,"child_pid":12}"#,
+            "\n",
+            r#"{"kind":"exec","source":"tracepoint:sched:sched_process_exec","mono_ns":6,"pid":12,"tid":12,"filename":"/usr/bin/head","old_pid":12}"#,
+            "\n",
+            r#"{"kind":"exit","source":"tracepoint:sched:sched_process_exit","mono_ns":7,"pid":12}"#,
+            "\n",
+        );
+        let a = st.apply(&snap(
+            m(2),
+            &[
+                (fds_member(2), String::new()),
+                (sockuse_member(2), uses.into()),
+                (tasks_member(2), tasks.into()),
+            ],
+        ));
+        assert_eq!(a.sockuse.len(), 3);
+        let u = &a.sockuse[0];
+        assert_eq!(u.kind, SockUseKind::Use);
+        assert_eq!(u.dir, Some(UseDir::Send));
+        assert_eq!((u.pid, u.bytes, u.calls), (Some(10), Some(4096), Some(3)));
+        let b = &a.sockuse[1];
+        assert_eq!(b.kind, SockUseKind::Sock);
+        assert_eq!(b.remote_port, Some(80));
+        assert_eq!(b.state.as_deref(), Some("SYN_SENT"));
+        assert_eq!(a.sockuse[2].kind, SockUseKind::Other("splice".into()));
+        assert_eq!(a.problems.len(), 1, "{:?}", a.problems);
+        assert_eq!(
+            (a.problems[0].member.as_str(), a.problems[0].line),
+            ("snap/00000002/sockuse.jsonl", 5)
+        );
+        let kinds: Vec<_> = a.tasks.iter().map(|t| t.kind.clone()).collect();
+        assert_eq!(kinds, [TaskKind::Fork, TaskKind::Exec, TaskKind::Exit]);
+        assert_eq!(a.tasks[0].child_pid, Some(12));
+        assert_eq!(a.tasks[1].filename.as_deref(), Some("/usr/bin/head"));
+        assert_eq!(a.tasks[2].tid, 0);
     }
 
     /// The conntrack table is applied like the others, with its own row

@@ -26,6 +26,10 @@ enum Sources {
     /// on a host without them), with the proc connector and the periodic
     /// /proc reads
     Lookup,
+    /// Like `auto` without the per-call send/receive tracepoints (as on a
+    /// kernel before 6.3): forks and execs of socket holders trigger fd
+    /// walks instead
+    TracepointsNoUse,
 }
 
 const AFTER_HELP: &str = "\
@@ -123,11 +127,14 @@ struct RecordArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_ARCHIVE_MB,
           value_parser = clap::value_parser!(u64).range(1..))]
     archive_mb: u64,
-    /// Evidence sources: `auto` adds kernel events (TCP state-change and
-    /// route-lookup tracepoints, the proc connector) where the host allows
-    /// them, and the capture-triggered socket lookup where the TCP
-    /// tracepoint is not available; `lookup` forces that lookup instead of
-    /// the tracepoints; `poll` uses the periodic /proc reads alone
+    /// Evidence sources: `auto` adds kernel events (TCP state-change,
+    /// route-lookup, per-call send/receive and process fork/exec/exit
+    /// tracepoints; the proc connector where the exec tracepoint is
+    /// missing) where the host allows them, and the capture-triggered
+    /// socket lookup where the TCP tracepoint is not available;
+    /// `tracepoints-no-use` leaves the send/receive tracepoints off;
+    /// `lookup` forces that lookup instead of the tracepoints; `poll` uses
+    /// the periodic /proc reads alone
     #[arg(long, value_name = "MODE", value_enum, default_value_t = Sources::Auto)]
     sources: Sources,
     /// Time between snapshots while tracepoints name socket owners as they
@@ -203,6 +210,7 @@ impl Cli {
                     Sources::Auto => SourcesMode::Auto,
                     Sources::Poll => SourcesMode::Poll,
                     Sources::Lookup => SourcesMode::Lookup,
+                    Sources::TracepointsNoUse => SourcesMode::NoUse,
                 },
                 event_interval: a
                     .event_interval

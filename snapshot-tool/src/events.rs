@@ -11,8 +11,18 @@
 //!   the route lookup of every unconnected UDP `sendmsg` (and of a UDP
 //!   `connect`), in the sending process, with ports: this catches
 //!   resolver-style sockets that live a few milliseconds.
-//! - `proc-connector`: exec/fork/exit as they happen, so the identity of a
-//!   process living less than a tick is recorded at its exec.
+//! - `sock:sock_send_length` / `sock:sock_recv_length`: every send and
+//!   receive call in the calling task, filtered in the kernel to IPv4/IPv6
+//!   calls that moved bytes and reduced to runs in [`crate::sockuse`]; the
+//!   socket's tuple comes from `inet_sock_set_state` (every change with a
+//!   complete tuple, also in softirq) or, for UDP, from the route lookup of
+//!   the same thread just before.
+//! - `sched:sched_process_fork|exec|exit`: process lifecycle in every
+//!   network namespace, each on its own small ring that wakes the reader at
+//!   once, so the identity of a process living a few ms is read at its exec.
+//! - `proc-connector`: exec/fork/exit as they happen, the fallback when the
+//!   scheduler tracepoints cannot start (it only works in the initial
+//!   network namespace).
 //!
 //! Events are read by one thread through perf ring buffers and the
 //! connector socket (system calls in [`crate::ksys`]); the decoding here is
@@ -29,8 +39,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::ksys;
-use crate::layout::{EventRecord, ProcessRecord, SourceInfo};
+use crate::layout::{EventRecord, ProcessRecord, SockUseRecord, SourceInfo, TaskRecord, UseDir};
 use crate::live;
+use crate::sockuse::{
+    self, Bindings, LenDecoder, Runs, SchedDecoder, SchedEvent, SkIds, UseSample, Who,
+};
+
+/// A field of a tracepoint record (offset and size from its format).
+pub type TpField = Field;
 
 /// Source name of the periodic /proc reads.
 pub const SRC_POLL: &str = "proc-poll";
@@ -50,8 +66,23 @@ const MAX_PENDING_EVENTS: usize = 200_000;
 const MAX_PENDING_PROCS: usize = 50_000;
 /// Connects whose source port is not known yet, at most.
 const MAX_PENDING_CONNECTS: usize = 65_536;
-/// Data pages of each per-CPU ring buffer (256 KiB with 4 KiB pages).
+/// Data pages of each per-CPU ring buffer without the use tracepoints
+/// (256 KiB with 4 KiB pages).
 const RING_PAGES: usize = 64;
+/// Data pages of each per-CPU ring buffer with the use tracepoints (4 MiB):
+/// a sample is 64 bytes, so this holds 65 536 calls, 0.3 s of a CPU
+/// sending 200 000 small messages per second, while the reader drains
+/// every 20 ms or when a quarter is full (docs/recorder.md).
+const USE_RING_PAGES: usize = 1024;
+/// Data pages of each per-CPU ring of the scheduler tracepoints (64 KiB);
+/// these wake the reader at every sample.
+const SCHED_RING_PAGES: usize = 16;
+/// Most `sockuse.jsonl` and `tasks.jsonl` lines kept between two
+/// snapshots; beyond, they are counted as dropped.
+const MAX_PENDING_USES: usize = 400_000;
+/// A process's title (comm, cmdline, uids) is read again at its first
+/// call after this long.
+const TITLE_REREAD: Duration = Duration::from_secs(1);
 
 /// The fields of one tracepoint record, from its tracefs `format` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +102,7 @@ impl TpFormat {
             .map(|(_, o, s)| (*o, *s))
     }
 
-    fn need(&self, name: &str) -> Result<Field, String> {
+    pub(crate) fn need(&self, name: &str) -> Result<Field, String> {
         self.field(name)
             .map(|(offset, size)| Field { offset, size })
             .ok_or_else(|| format!("format has no field `{name}`"))
@@ -127,7 +158,7 @@ pub fn parse_format(text: &str) -> Result<TpFormat, String> {
 
 /// Where a field lies in a raw record.
 #[derive(Debug, Clone, Copy)]
-struct Field {
+pub struct Field {
     offset: usize,
     size: usize,
 }
@@ -135,7 +166,7 @@ struct Field {
 impl Field {
     /// The field as an unsigned integer (native byte order); `None` when the
     /// record is too short or the size is not 1, 2, 4 or 8.
-    fn uint(&self, raw: &[u8]) -> Option<u64> {
+    pub(crate) fn uint(&self, raw: &[u8]) -> Option<u64> {
         let b = raw.get(self.offset..self.offset.checked_add(self.size)?)?;
         Some(match self.size {
             1 => u64::from(b[0]),
@@ -379,6 +410,16 @@ pub struct Decoder {
     self_pid: u32,
     /// Connects never joined to a source port (expired or displaced).
     pub unjoined: u64,
+    /// Decoders of the send and receive tracepoints in use.
+    lens: Vec<LenDecoder>,
+    /// The calls decoded since the reader last took them.
+    uses: Vec<UseSample>,
+    /// Socket bindings decoded since the reader last took them.
+    binds: Vec<SockUseRecord>,
+    /// De-duplication of bindings, UDP route lookups per thread.
+    bindings: Bindings,
+    /// The keyed socket ids.
+    ids: SkIds,
 }
 
 impl Decoder {
@@ -394,6 +435,26 @@ impl Decoder {
             return;
         };
         let mono_ns = i64::try_from(s.time).unwrap_or(i64::MAX);
+        if let Some(d) = self.lens.iter().find(|d| d.id == ty) {
+            if let Some(u) = d.decode(s.raw, s.pid, s.tid, mono_ns) {
+                if let Some((ip, port, remote)) = self.bindings.udp_send(&u) {
+                    let tuple = (ip, port, remote);
+                    if self.bindings.fresh(u.sk, &tuple, 6) {
+                        self.binds.push(SockUseRecord::binding(
+                            sockuse::SRC_UDP_ROUTE,
+                            self.ids.id(u.sk),
+                            mono_ns,
+                            "udp",
+                            (ip.to_string(), port),
+                            remote.map(|(ip, p)| (ip.to_string(), p)),
+                            None,
+                        ));
+                    }
+                }
+                self.uses.push(u);
+            }
+            return;
+        }
         if let Some(d) = self.set_state.as_ref().filter(|d| d.id == ty) {
             if let Some(e) = d.decode(s.raw) {
                 self.set_state_event(&e, mono_ns, s, out);
@@ -421,6 +482,10 @@ impl Decoder {
         let Some((src, sport, dst, dport)) = ok else {
             return;
         };
+        if !self.lens.is_empty() {
+            self.bindings
+                .route(s.tid, mono_ns, (src, sport, Some((dst, dport))));
+        }
         if self.sent.len() >= MAX_PENDING_EVENTS {
             // Cleared only when the record loop takes a batch: a flood of
             // distinct tuples must not grow it without end. Forgetting only
@@ -453,6 +518,7 @@ impl Decoder {
         if e.protocol != 6 {
             return;
         }
+        self.binding(e, mono_ns);
         let owner_ctx = !e.in_irq && s.pid != 0;
         let ev = |kind: &'static str, mono_ns: i64, pid: u32, tid: u32, remote: bool| RawEvent {
             source: SRC_SET_STATE,
@@ -518,6 +584,37 @@ impl Decoder {
         }
     }
 
+    /// A `sock` line for a state change with a complete tuple, in any
+    /// context (softirq included: passive opens), once per (socket, tuple,
+    /// state class); only while the use tracepoints run.
+    fn binding(&mut self, e: &SetState, mono_ns: i64) {
+        if self.lens.is_empty() || e.sport == 0 {
+            return;
+        }
+        let listener = e.new == tcp::LISTEN || (e.old == tcp::LISTEN && e.new == tcp::CLOSE);
+        let remote = (e.dport != 0 && !e.daddr.is_unspecified()).then_some((e.daddr, e.dport));
+        if remote.is_none() && !listener {
+            return;
+        }
+        let remote = if listener { None } else { remote };
+        let tuple = (e.saddr, e.sport, remote);
+        if !self
+            .bindings
+            .fresh(e.skaddr, &tuple, sockuse::state_class(e.new))
+        {
+            return;
+        }
+        self.binds.push(SockUseRecord::binding(
+            SRC_SET_STATE,
+            self.ids.id(e.skaddr),
+            mono_ns,
+            "tcp",
+            (e.saddr.to_string(), e.sport),
+            remote.map(|(ip, p)| (ip.to_string(), p)),
+            Some(sockuse::state_name(e.new)),
+        ));
+    }
+
     fn remember_connect(&mut self, skaddr: u64, pid: u32) {
         if self.connected.len() >= MAX_PENDING_CONNECTS {
             // Forgetting only costs a redundant close line later.
@@ -541,6 +638,10 @@ pub(crate) struct PidInfo {
     pub(crate) netns: Option<u64>,
     pub(crate) comm: String,
     exited: Option<Instant>,
+    /// When the title was last read, and what it was (comm, cmdline,
+    /// uid, euid).
+    read_at: Instant,
+    title: (String, Vec<String>, u32, Option<u32>),
 }
 
 /// What accumulated since the record loop last took it.
@@ -552,6 +653,15 @@ pub struct Batch {
     pub procs: Vec<ProcessRecord>,
     /// Pids named by events (their fds are worth reading now).
     pub pids: BTreeSet<u32>,
+    /// `sockuse.jsonl` lines: ended runs and socket bindings.
+    pub sockuse: Vec<SockUseRecord>,
+    /// `tasks.jsonl` lines.
+    pub tasks: Vec<TaskRecord>,
+    /// Pids that forked or exec'd while the use tracepoints are off: the
+    /// fds of those holding sockets are read at the next snapshot.
+    pub fork_pids: BTreeSet<u32>,
+    /// The runs still open (ended into `sockuse` when the batch is taken).
+    pub(crate) open: Runs,
     /// Samples the kernel dropped (ring buffer full).
     pub lost: u64,
     /// Events or identities dropped because the batch was full.
@@ -575,23 +685,51 @@ pub struct Batch {
 pub(crate) struct Pids {
     map: HashMap<u32, PidInfo>,
     buf: Vec<u8>,
+    /// uid -> name from the host's /etc/passwd, read once.
+    users: HashMap<u32, String>,
+}
+
+/// uid -> user name from passwd text (first name of each uid wins).
+fn parse_passwd(text: &str) -> HashMap<u32, String> {
+    let mut m = HashMap::new();
+    for l in text.lines().take(100_000) {
+        let mut f = l.split(':');
+        let (Some(name), Some(_), Some(uid)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if let Ok(uid) = uid.parse::<u32>() {
+            if !name.is_empty() && name.len() <= 64 {
+                m.entry(uid).or_insert_with(|| name.to_string());
+            }
+        }
+    }
+    m
 }
 
 impl Pids {
     /// An empty cache.
     pub(crate) fn new() -> Pids {
+        let users = std::fs::read("/etc/passwd")
+            .map(|b| parse_passwd(&String::from_utf8_lossy(&b[..b.len().min(16 << 20)])))
+            .unwrap_or_default();
         Pids {
             map: HashMap::new(),
             buf: Vec::with_capacity(8192),
+            users,
         }
     }
 
-    /// Reads a pid's stat, namespace and (when `record`) its identity.
-    fn learn(&mut self, pid: u32, batch: &mut Batch) -> Option<&PidInfo> {
+    /// Reads a pid's stat, namespace and identity (added to `batch`);
+    /// `exec_ns` is the time of the exec it follows, when known.
+    fn learn(&mut self, pid: u32, batch: &mut Batch, exec_ns: Option<i64>) -> Option<&PidInfo> {
         let stat = live::read_stat(pid, &mut self.buf).ok()?;
         let netns = live::read_netns(&pid.to_string()).ok();
-        let (rec, _errs) = live::read_process_record(pid, &stat, netns.unwrap_or(0), &mut self.buf);
+        let (mut rec, _errs) =
+            live::read_process_record(pid, &stat, netns.unwrap_or(0), &mut self.buf);
+        rec.exec_ns = exec_ns;
+        rec.user = self.users.get(&rec.uid).cloned();
         let comm = rec.comm.clone();
+        let title = (rec.comm.clone(), rec.cmdline.clone(), rec.uid, rec.euid);
         if batch.procs.len() < MAX_PENDING_PROCS {
             batch.procs.push(rec);
         } else {
@@ -604,9 +742,49 @@ impl Pids {
                 netns,
                 comm,
                 exited: None,
+                read_at: Instant::now(),
+                title,
             },
         );
         self.map.get(&pid)
+    }
+
+    /// At a call by `pid`: when its title was last read more than
+    /// [`TITLE_REREAD`] ago, reads it again and records the identity anew
+    /// if comm, cmdline or uids changed (setproctitle, privilege drop).
+    fn refresh(&mut self, pid: u32, batch: &mut Batch) {
+        let Some(i) = self.map.get_mut(&pid) else {
+            return;
+        };
+        if i.exited.is_some() || i.read_at.elapsed() < TITLE_REREAD {
+            return;
+        }
+        i.read_at = Instant::now();
+        let Ok(stat) = live::read_stat(pid, &mut self.buf) else {
+            return;
+        };
+        if stat.start_time != i.start_time {
+            self.map.remove(&pid);
+            return;
+        }
+        let netns = i.netns;
+        let (mut rec, _errs) =
+            live::read_process_record(pid, &stat, netns.unwrap_or(0), &mut self.buf);
+        let title = (rec.comm.clone(), rec.cmdline.clone(), rec.uid, rec.euid);
+        let Some(i) = self.map.get_mut(&pid) else {
+            return;
+        };
+        if title == i.title || rec.cmdline.is_empty() {
+            return; // unchanged, or exiting (a zombie has no cmdline)
+        }
+        i.title = title;
+        i.comm = rec.comm.clone();
+        rec.user = self.users.get(&rec.uid).cloned();
+        if batch.procs.len() < MAX_PENDING_PROCS {
+            batch.procs.push(rec);
+        } else {
+            batch.dropped += 1;
+        }
     }
 
     /// The facts of `pid`, read (and its identity added to `batch`) at its first event.
@@ -614,7 +792,7 @@ impl Pids {
         if let Some(i) = self.map.get(&pid) {
             return Some(i.clone());
         }
-        self.learn(pid, batch).cloned()
+        self.learn(pid, batch, None).cloned()
     }
 }
 
@@ -742,23 +920,22 @@ impl EventSources {
     /// the order they are preferred.
     ///
     /// The capture-triggered lookup ([`crate::lookup`], on `iface`) starts
-    /// when the TCP state-change tracepoint cannot, or when `force_lookup`
-    /// is set, which also leaves the tracepoints off.
-    pub fn start(
-        force_lookup: bool,
-        iface: Option<&str>,
-    ) -> (Option<EventSources>, Vec<SourceInfo>) {
+    /// when the TCP state-change tracepoint cannot, or when
+    /// `opts.force_lookup` is set, which also leaves the tracepoints off.
+    pub fn start(opts: StartOpts, iface: Option<&str>) -> (Option<EventSources>, Vec<SourceInfo>) {
         let mut infos = Vec::new();
         let mut dec = Decoder {
             self_pid: std::process::id(),
             ..Decoder::default()
         };
+        let mut sched = SchedDecoder::default();
         let mut rings: Vec<ksys::PerfRing> = Vec::new();
+        let mut sched_rings: Vec<ksys::PerfRing> = Vec::new();
         let mut extra: Vec<OwnedFd> = Vec::new();
 
         // Tracepoints: ids and formats from tracefs.
         let mut mounted = None;
-        let events_dir = if force_lookup {
+        let events_dir = if opts.force_lookup {
             Err("switched off (--sources lookup)".to_string())
         } else {
             tracefs_events(&mut mounted)
@@ -768,9 +945,18 @@ impl EventSources {
             (SRC_SET_STATE, "sock", "inet_sock_set_state"),
             (SRC_FIB, "fib", "fib_table_lookup"),
             (SRC_FIB6, "fib6", "fib6_table_lookup"),
+            (sockuse::SRC_SEND, "sock", "sock_send_length"),
+            (sockuse::SRC_RECV, "sock", "sock_recv_length"),
+            (sockuse::SRC_FORK, "sched", "sched_process_fork"),
+            (sockuse::SRC_EXEC, "sched", "sched_process_exec"),
+            (sockuse::SRC_EXIT, "sched", "sched_process_exit"),
         ] {
+            let is_use = src == sockuse::SRC_SEND || src == sockuse::SRC_RECV;
             let f = match &events_dir {
                 Err(e) => Err(e.clone()),
+                Ok(_) if is_use && !opts.use_tracepoints => {
+                    Err("switched off (--sources tracepoints-no-use)".to_string())
+                }
                 Ok(dir) => {
                     let p = dir.join(group).join(name).join("format");
                     std::fs::read_to_string(&p)
@@ -785,60 +971,119 @@ impl EventSources {
         let cpus = parse_cpu_list(
             &std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default(),
         );
+        let use_on = opts.use_tracepoints
+            && formats
+                .iter()
+                .any(|(s, f)| *s == sockuse::SRC_SEND && f.is_ok());
+        let main_pages = if use_on { USE_RING_PAGES } else { RING_PAGES };
         let mut ring_of_cpu: HashMap<u32, usize> = HashMap::new();
+        let mut sched_ring_of_cpu: HashMap<u32, usize> = HashMap::new();
         for (src, f) in formats {
+            let is_sched = src.starts_with("tracepoint:sched:");
             let res = f.and_then(|f| {
-                match src {
-                    SRC_SET_STATE => dec.set_state = Some(SetStateDecoder::new(&f)?),
-                    _ => dec.fib.push(FibDecoder::new(&f, src)?),
-                }
-                let mut fds = Vec::new();
-                // Only TCP state changes and UDP route lookups are decoded:
-                // the kernel drops the others before they reach the ring
-                // (best effort: without the filter they are dropped here).
-                let filter = if src == SRC_SET_STATE {
-                    "protocol == 6"
-                } else {
-                    "proto == 17"
+                let filter = match src {
+                    SRC_SET_STATE => {
+                        dec.set_state = Some(SetStateDecoder::new(&f)?);
+                        Some("protocol == 6")
+                    }
+                    sockuse::SRC_SEND => {
+                        dec.lens.push(LenDecoder::new(&f, UseDir::Send)?);
+                        Some(sockuse::USE_FILTER)
+                    }
+                    sockuse::SRC_RECV => {
+                        dec.lens.push(LenDecoder::new(&f, UseDir::Recv)?);
+                        Some(sockuse::USE_FILTER)
+                    }
+                    sockuse::SRC_FORK => {
+                        sched.set_fork(&f)?;
+                        None
+                    }
+                    sockuse::SRC_EXEC => {
+                        sched.set_exec(&f)?;
+                        None
+                    }
+                    sockuse::SRC_EXIT => {
+                        sched.set_exit(&f)?;
+                        f.field("group_dead").map(|_| "group_dead == 1")
+                    }
+                    _ => {
+                        dec.fib.push(FibDecoder::new(&f, src)?);
+                        Some("proto == 17")
+                    }
                 };
+                let (pages, watermark) = if is_sched {
+                    (SCHED_RING_PAGES, 1)
+                } else {
+                    (main_pages, (main_pages as u32 * 4096) / 4)
+                };
+                let mut fds = Vec::new();
+                let mut filtered = true;
                 for &cpu in &cpus {
-                    let fd = ksys::open_tracepoint(f.id, cpu, (RING_PAGES as u32 * 4096) / 4)
-                        .map_err(|e| perf_why(&e))?;
-                    let _ = ksys::set_filter(&fd, filter);
+                    let fd =
+                        ksys::open_tracepoint(f.id, cpu, watermark).map_err(|e| perf_why(&e))?;
+                    // The kernel drops what does not match before it
+                    // reaches the ring (best effort: without the filter
+                    // the decoders drop it here).
+                    if let Some(flt) = filter {
+                        filtered &= ksys::set_filter(&fd, flt).is_ok();
+                    }
                     fds.push((cpu, fd));
                 }
                 if fds.is_empty() {
                     return Err("no online CPU found".to_string());
                 }
+                let (ring_list, by_cpu) = if is_sched {
+                    (&mut sched_rings, &mut sched_ring_of_cpu)
+                } else {
+                    (&mut rings, &mut ring_of_cpu)
+                };
                 for (cpu, fd) in fds {
-                    match ring_of_cpu.get(&cpu) {
+                    match by_cpu.get(&cpu) {
                         Some(&i) => {
-                            ksys::set_output(&fd, rings[i].fd()).map_err(|e| {
+                            ksys::set_output(&fd, ring_list[i].fd()).map_err(|e| {
                                 format!("SET_OUTPUT: {}", crate::sys::errno_name(&e))
                             })?;
                             extra.push(fd);
                         }
                         None => {
-                            let r = ksys::PerfRing::map(fd, RING_PAGES)
+                            let r = ksys::PerfRing::map(fd, pages)
                                 .map_err(|e| format!("mmap: {}", crate::sys::errno_name(&e)))?;
-                            ring_of_cpu.insert(cpu, rings.len());
-                            rings.push(r);
+                            by_cpu.insert(cpu, ring_list.len());
+                            ring_list.push(r);
                         }
                     }
                 }
-                Ok(())
+                let mut detail = format!(
+                    "perf ring buffer of {} KiB on {} CPU(s)",
+                    pages * 4,
+                    cpus.len()
+                );
+                if let Some(flt) = filter {
+                    detail.push_str(if filtered {
+                        ", kernel filter `"
+                    } else {
+                        ", kernel filter refused, filtered here: `"
+                    });
+                    detail.push_str(flt);
+                    detail.push('`');
+                }
+                Ok(detail)
             });
             match res {
-                Ok(()) => infos.push(SourceInfo {
+                Ok(detail) => infos.push(SourceInfo {
                     name: src.into(),
                     used: true,
-                    detail: Some(format!("perf ring buffer on {} CPU(s)", cpus.len())),
+                    detail: Some(detail),
                 }),
                 Err(e) => {
-                    if src == SRC_SET_STATE {
-                        dec.set_state = None;
-                    } else {
-                        dec.fib.retain(|d| d.source != src);
+                    match src {
+                        SRC_SET_STATE => dec.set_state = None,
+                        sockuse::SRC_SEND => dec.lens.retain(|d| d.dir != UseDir::Send),
+                        sockuse::SRC_RECV => dec.lens.retain(|d| d.dir != UseDir::Recv),
+                        sockuse::SRC_FORK => sched.fork = None,
+                        sockuse::SRC_EXEC => sched.exec = None,
+                        sockuse::SRC_EXIT => sched.exit = None,
+                        _ => dec.fib.retain(|d| d.source != src),
                     }
                     infos.push(SourceInfo {
                         name: src.into(),
@@ -850,7 +1095,12 @@ impl EventSources {
         }
         // Enable only now: everything opened is wired to its ring.
         let mut enable_err = None;
-        for fd in rings.iter().map(|r| r.fd()).chain(extra.iter()) {
+        for fd in rings
+            .iter()
+            .chain(sched_rings.iter())
+            .map(|r| r.fd())
+            .chain(extra.iter())
+        {
             if let Err(e) = ksys::enable(fd) {
                 enable_err = Some(format!("enable: {}", crate::sys::errno_name(&e)));
             }
@@ -861,27 +1111,58 @@ impl EventSources {
                 i.detail = Some(e.clone());
             }
             rings.clear();
+            sched_rings.clear();
             extra.clear();
+            dec.lens.clear();
+            sched = SchedDecoder::default();
         }
 
-        let conn = match ksys::proc_connector() {
-            Ok(fd) => {
-                infos.push(SourceInfo {
-                    name: SRC_PROC_CONNECTOR.into(),
-                    used: true,
-                    detail: Some("exec/fork/exit; identity read at exec".into()),
-                });
-                Some(fd)
-            }
-            Err(e) => {
-                infos.push(SourceInfo {
-                    name: SRC_PROC_CONNECTOR.into(),
-                    used: false,
-                    detail: Some(format!("netlink connector: {}", crate::sys::errno_name(&e))),
-                });
-                None
+        let exec_tp = sched.exec.is_some();
+        let conn = if exec_tp {
+            infos.push(SourceInfo {
+                name: SRC_PROC_CONNECTOR.into(),
+                used: false,
+                detail: Some(
+                    "not needed: the sched tracepoints see exec/fork/exit in every namespace"
+                        .into(),
+                ),
+            });
+            None
+        } else {
+            match ksys::proc_connector() {
+                Ok(fd) => {
+                    infos.push(SourceInfo {
+                        name: SRC_PROC_CONNECTOR.into(),
+                        used: true,
+                        detail: Some("exec/fork/exit; identity read at exec".into()),
+                    });
+                    Some(fd)
+                }
+                Err(e) => {
+                    infos.push(SourceInfo {
+                        name: SRC_PROC_CONNECTOR.into(),
+                        used: false,
+                        detail: Some(format!("netlink connector: {}", crate::sys::errno_name(&e))),
+                    });
+                    None
+                }
             }
         };
+        // Without per-call evidence, a fork or exec of a socket holder
+        // triggers a read of its fds instead.
+        let uses = !dec.lens.is_empty();
+        let walks = !uses && (sched.fork.is_some() || exec_tp || conn.is_some());
+        infos.push(SourceInfo {
+            name: sockuse::SRC_FORK_WALK.into(),
+            used: walks,
+            detail: Some(if uses {
+                "not needed: the send/receive tracepoints name who uses each socket".into()
+            } else if walks {
+                "the fds of processes holding sockets are read at the snapshot after each of their forks and execs".into()
+            } else {
+                "no fork/exec events (neither sched tracepoints nor proc connector)".into()
+            }),
+        });
         let batch = Arc::new(Mutex::new(Batch::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
@@ -906,11 +1187,20 @@ impl EventSources {
                 detail: Some(e),
             },
         });
-        if !rings.is_empty() || conn.is_some() {
+        if !rings.is_empty() || !sched_rings.is_empty() || conn.is_some() {
             let (b, s) = (batch.clone(), stop.clone());
+            let reader = Reader {
+                rings,
+                sched_rings,
+                _extra: extra,
+                conn,
+                dec,
+                sched,
+                walks,
+            };
             let thread = std::thread::Builder::new()
                 .name("events".into())
-                .spawn(move || run_thread(rings, extra, conn, dec, b, s));
+                .spawn(move || reader.run(b, s));
             match thread {
                 Ok(t) => threads.push(t),
                 Err(e) => {
@@ -937,12 +1227,17 @@ impl EventSources {
         )
     }
 
-    /// Takes what accumulated since the last call.
+    /// Takes what accumulated since the last call; the open runs end here
+    /// (a snapshot boundary).
     pub fn take(&self) -> Batch {
-        match self.batch.lock() {
-            Ok(mut b) => std::mem::take(&mut *b),
-            Err(p) => std::mem::take(&mut *p.into_inner()),
-        }
+        let mut b = match self.batch.lock() {
+            Ok(b) => b,
+            Err(p) => p.into_inner(),
+        };
+        let mut ended = Vec::new();
+        b.open.flush(&mut ended);
+        push_bounded(&mut b, ended);
+        std::mem::take(&mut *b)
     }
 
     /// Stops the reader thread, after one last drain of the rings.
@@ -960,125 +1255,277 @@ impl Drop for EventSources {
     }
 }
 
-/// The reader thread: drains the connector and the rings every 20 ms (or
-/// sooner when a ring passes its watermark), adds process facts, and
-/// appends to the shared batch.
-fn run_thread(
-    mut rings: Vec<ksys::PerfRing>,
+/// What [`EventSources::start`] may start.
+#[derive(Debug, Clone, Copy)]
+pub struct StartOpts {
+    /// The capture-triggered lookup instead of every tracepoint.
+    pub force_lookup: bool,
+    /// The send/receive tracepoints (off: `--sources tracepoints-no-use`).
+    pub use_tracepoints: bool,
+}
+
+/// Appends `sockuse` lines to the batch within its bound.
+fn push_bounded(b: &mut Batch, lines: Vec<SockUseRecord>) {
+    let room = MAX_PENDING_USES.saturating_sub(b.sockuse.len());
+    b.dropped += lines.len().saturating_sub(room) as u64;
+    b.sockuse.extend(lines.into_iter().take(room));
+}
+
+/// The reader thread's rings, decoders and mode.
+struct Reader {
+    rings: Vec<ksys::PerfRing>,
+    sched_rings: Vec<ksys::PerfRing>,
     _extra: Vec<OwnedFd>,
     conn: Option<OwnedFd>,
-    mut dec: Decoder,
-    batch: Arc<Mutex<Batch>>,
-    stop: Arc<AtomicBool>,
+    dec: Decoder,
+    sched: SchedDecoder,
+    /// Fork/exec-triggered fd walks (no use tracepoints).
+    walks: bool,
+}
+
+/// A process fork, exec or exit from the scheduler tracepoints: the task
+/// record, the identity read at once at exec, the pid cache kept right.
+fn sched_sample(
+    sched: &SchedDecoder,
+    s: &Sample<'_>,
+    self_pid: u32,
+    walks: bool,
+    pids: &mut Pids,
+    local: &mut Batch,
 ) {
-    let mut pids = Pids::new();
-    let mut fds: Vec<i32> = rings.iter().map(|r| r.fd().as_raw_fd()).collect();
-    if let Some(c) = &conn {
-        fds.push(c.as_raw_fd());
+    if s.pid == self_pid {
+        return;
     }
-    let mut tmp = Vec::new();
-    let mut nlbuf = vec![0u8; 64 * 1024];
-    let mut raw: Vec<RawEvent> = Vec::new();
-    let mut local = Batch::default();
-    let mut last_sweep = Instant::now();
+    let Some(ty) = s
+        .raw
+        .get(0..2)
+        .map(|b| u64::from(u16::from_ne_bytes([b[0], b[1]])))
+    else {
+        return;
+    };
+    let Some(e) = sched.decode(ty, s.raw, s.pid, s.tid) else {
+        return;
+    };
+    let mono_ns = i64::try_from(s.time).unwrap_or(i64::MAX);
+    match &e {
+        SchedEvent::Fork { parent, child } => {
+            // A new thread joins its creator's group: not written.
+            if Path::new(&format!("/proc/{parent}/task/{child}")).exists() {
+                return;
+            }
+            pids.map.remove(child);
+            if walks {
+                local.fork_pids.insert(*parent);
+                local.fork_pids.insert(*child);
+            }
+        }
+        SchedEvent::Exec { pid, .. } => {
+            pids.map.remove(pid);
+            pids.learn(*pid, local, Some(mono_ns));
+            if walks {
+                local.fork_pids.insert(*pid);
+            }
+        }
+        SchedEvent::Exit { last } => {
+            if *last {
+                if let Some(i) = pids.map.get_mut(&s.pid) {
+                    i.exited = Some(Instant::now());
+                }
+            }
+        }
+    }
+    if let Some(t) = sockuse::task_record(&e, mono_ns, s.pid, s.tid) {
+        if local.tasks.len() < MAX_PENDING_USES {
+            local.tasks.push(t);
+        } else {
+            local.dropped += 1;
+        }
+    }
+}
+
+impl Reader {
+    /// The reader thread: drains the process events at once (their rings
+    /// wake it at each sample), the socket rings every 20 ms or sooner when
+    /// one passes a quarter full, adds process facts, reduces calls to runs
+    /// and appends to the shared batch.
+    fn run(mut self, batch: Arc<Mutex<Batch>>, stop: Arc<AtomicBool>) {
+        let mut pids = Pids::new();
+        let mut fds: Vec<i32> = self
+            .sched_rings
+            .iter()
+            .chain(self.rings.iter())
+            .map(|r| r.fd().as_raw_fd())
+            .collect();
+        if let Some(c) = &self.conn {
+            fds.push(c.as_raw_fd());
+        }
+        let self_pid = self.dec.self_pid;
+        let mut tmp = Vec::new();
+        let mut nlbuf = vec![0u8; 64 * 1024];
+        let mut raw: Vec<RawEvent> = Vec::new();
+        let mut local = Batch::default();
+        let mut last_sweep = Instant::now();
+        loop {
+            let stopping = stop.load(Ordering::SeqCst);
+            let _ = ksys::poll_readable(&fds, if stopping { 0 } else { 20 });
+            // Process events first, so an exec is known before the socket
+            // events of the new image.
+            for r in self.sched_rings.iter_mut() {
+                let sched = &self.sched;
+                let walks = self.walks;
+                let skipped = r.drain(&mut tmp, |rec| match parse_ring_record(rec) {
+                    Some(RingRecord::Sample(s)) => {
+                        sched_sample(sched, &s, self_pid, walks, &mut pids, &mut local)
+                    }
+                    Some(RingRecord::Lost(n)) => local.lost += n,
+                    _ => {}
+                });
+                local.lost += u64::from(skipped);
+            }
+            if let Some(c) = &self.conn {
+                connector(c, &mut nlbuf, self.walks, &mut pids, &mut local);
+            }
+            for r in self.rings.iter_mut() {
+                let dec = &mut self.dec;
+                let skipped = r.drain(&mut tmp, |rec| match parse_ring_record(rec) {
+                    Some(RingRecord::Sample(s)) => dec.sample(&s, &mut raw),
+                    Some(RingRecord::Lost(n)) => local.lost += n,
+                    _ => {}
+                });
+                // A torn record cost the rest of the ring: at least one sample.
+                local.lost += u64::from(skipped);
+            }
+            for e in raw.drain(..) {
+                let info = pids.get(e.pid, &mut local);
+                local.pids.insert(e.pid);
+                if local.events.len() >= MAX_PENDING_EVENTS {
+                    local.dropped += 1;
+                    continue;
+                }
+                local.events.push(EventRecord {
+                    source: e.source.into(),
+                    kind: e.kind.into(),
+                    mono_ns: e.mono_ns,
+                    pid: e.pid,
+                    tid: e.tid,
+                    start_time: info.as_ref().map(|i| i.start_time),
+                    comm: info.as_ref().map(|i| i.comm.clone()),
+                    netns: info.as_ref().and_then(|i| i.netns),
+                    proto: e.proto.into(),
+                    local_ip: e.local.to_string(),
+                    local_port: e.local_port,
+                    remote_ip: e.remote.map(|(ip, _)| ip.to_string()),
+                    remote_port: e.remote.map(|(_, p)| p),
+                    inode: None,
+                });
+            }
+            // Titles first (outside the lock: /proc reads), then the runs.
+            let mut last_pid = 0;
+            for u in &self.dec.uses {
+                if u.pid != last_pid {
+                    last_pid = u.pid;
+                    if pids.map.contains_key(&u.pid) {
+                        pids.refresh(u.pid, &mut local);
+                    } else {
+                        pids.get(u.pid, &mut local);
+                    }
+                }
+            }
+            if last_sweep.elapsed() >= Duration::from_secs(1) {
+                last_sweep = Instant::now();
+                self.dec.expire(Duration::from_secs(30));
+                pids.map.retain(|_, i| {
+                    i.exited
+                        .is_none_or(|t| t.elapsed() < Duration::from_secs(3))
+                });
+                if pids.map.len() > MAX_PENDING_CONNECTS {
+                    // Without exit events the cache only grows: start
+                    // over, the facts are read again at the next event.
+                    pids.map.clear();
+                }
+            }
+            local.unjoined += std::mem::take(&mut self.dec.unjoined);
+            let busy = !local.events.is_empty()
+                || !local.procs.is_empty()
+                || !local.tasks.is_empty()
+                || !local.fork_pids.is_empty()
+                || !self.dec.uses.is_empty()
+                || !self.dec.binds.is_empty()
+                || local.lost + local.dropped + local.connector_lost + local.unjoined > 0;
+            if busy {
+                if let Ok(mut b) = batch.lock() {
+                    if b.events.is_empty()
+                        && b.procs.is_empty()
+                        && b.pids.is_empty()
+                        && b.sockuse.is_empty()
+                    {
+                        // The record loop took the last batch: a new interval.
+                        self.dec.sent.clear();
+                    }
+                    merge(&mut b, &mut local);
+                    let binds = std::mem::take(&mut self.dec.binds);
+                    push_bounded(&mut b, binds);
+                    let mut ended = Vec::new();
+                    let ids = &self.dec.ids;
+                    for u in &self.dec.uses {
+                        let who = match pids.map.get(&u.pid) {
+                            Some(i) => Who {
+                                start_time: Some(i.start_time),
+                                comm: Some(i.comm.clone()),
+                            },
+                            None => Who::default(),
+                        };
+                        b.open.add(u, &who, ids, &mut ended);
+                    }
+                    push_bounded(&mut b, ended);
+                }
+                self.dec.uses.clear();
+                self.dec.binds.clear();
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+}
+
+/// Reads the proc connector's pending datagrams: identity at exec, the
+/// pid cache kept right at fork and exit.
+fn connector(c: &OwnedFd, nlbuf: &mut [u8], walks: bool, pids: &mut Pids, local: &mut Batch) {
     loop {
-        let stopping = stop.load(Ordering::SeqCst);
-        let _ = ksys::poll_readable(&fds, if stopping { 0 } else { 20 });
-        // Process events first, so an exec is known before the socket
-        // events of the new image.
-        if let Some(c) = &conn {
-            loop {
-                match ksys::recv(c, &mut nlbuf) {
-                    Ok(Some(n)) => {
-                        for (what, tgid, pid) in parse_proc_events(&nlbuf[..n.min(nlbuf.len())]) {
-                            if tgid != pid && what != ProcEvent::Exec {
-                                continue; // a thread, not a process
+        match ksys::recv(c, nlbuf) {
+            Ok(Some(n)) => {
+                for (what, tgid, pid) in parse_proc_events(&nlbuf[..n.min(nlbuf.len())]) {
+                    if tgid != pid && what != ProcEvent::Exec {
+                        continue; // a thread, not a process
+                    }
+                    match what {
+                        ProcEvent::Fork => {
+                            pids.map.remove(&tgid);
+                            if walks {
+                                local.fork_pids.insert(tgid);
                             }
-                            match what {
-                                ProcEvent::Fork => {
-                                    pids.map.remove(&tgid);
-                                }
-                                ProcEvent::Exec => {
-                                    pids.map.remove(&tgid);
-                                    pids.learn(tgid, &mut local);
-                                }
-                                ProcEvent::Exit => {
-                                    if let Some(i) = pids.map.get_mut(&tgid) {
-                                        i.exited = Some(Instant::now());
-                                    }
-                                }
+                        }
+                        ProcEvent::Exec => {
+                            pids.map.remove(&tgid);
+                            pids.learn(tgid, local, None);
+                            if walks {
+                                local.fork_pids.insert(tgid);
+                            }
+                        }
+                        ProcEvent::Exit => {
+                            if let Some(i) = pids.map.get_mut(&tgid) {
+                                i.exited = Some(Instant::now());
                             }
                         }
                     }
-                    Ok(None) => break,
-                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                        local.connector_lost += 1;
-                    }
-                    Err(_) => break,
                 }
             }
-        }
-        for r in rings.iter_mut() {
-            let skipped = r.drain(&mut tmp, |rec| match parse_ring_record(rec) {
-                Some(RingRecord::Sample(s)) => dec.sample(&s, &mut raw),
-                Some(RingRecord::Lost(n)) => local.lost += n,
-                _ => {}
-            });
-            // A torn record cost the rest of the ring: at least one sample.
-            local.lost += u64::from(skipped);
-        }
-        for e in raw.drain(..) {
-            let info = pids.get(e.pid, &mut local);
-            local.pids.insert(e.pid);
-            if local.events.len() >= MAX_PENDING_EVENTS {
-                local.dropped += 1;
-                continue;
+            Ok(None) => break,
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                local.connector_lost += 1;
             }
-            local.events.push(EventRecord {
-                source: e.source.into(),
-                kind: e.kind.into(),
-                mono_ns: e.mono_ns,
-                pid: e.pid,
-                tid: e.tid,
-                start_time: info.as_ref().map(|i| i.start_time),
-                comm: info.as_ref().map(|i| i.comm.clone()),
-                netns: info.as_ref().and_then(|i| i.netns),
-                proto: e.proto.into(),
-                local_ip: e.local.to_string(),
-                local_port: e.local_port,
-                remote_ip: e.remote.map(|(ip, _)| ip.to_string()),
-                remote_port: e.remote.map(|(_, p)| p),
-                inode: None,
-            });
-        }
-        if last_sweep.elapsed() >= Duration::from_secs(1) {
-            last_sweep = Instant::now();
-            dec.expire(Duration::from_secs(30));
-            pids.map.retain(|_, i| {
-                i.exited
-                    .is_none_or(|t| t.elapsed() < Duration::from_secs(3))
-            });
-            if pids.map.len() > MAX_PENDING_CONNECTS {
-                // Without exit events (no connector) the cache only grows:
-                // start over, the facts are read again at the next event.
-                pids.map.clear();
-            }
-        }
-        local.unjoined += std::mem::take(&mut dec.unjoined);
-        let busy = !local.events.is_empty()
-            || !local.procs.is_empty()
-            || local.lost + local.dropped + local.connector_lost + local.unjoined > 0;
-        if busy {
-            if let Ok(mut b) = batch.lock() {
-                if b.events.is_empty() && b.procs.is_empty() && b.pids.is_empty() {
-                    // The record loop took the last batch: a new interval.
-                    dec.sent.clear();
-                }
-                merge(&mut b, &mut local);
-            }
-        }
-        if stopping {
-            return;
+            Err(_) => break,
         }
     }
 }
@@ -1095,7 +1542,15 @@ pub(crate) fn merge(into: &mut Batch, from: &mut Batch) {
     into.procs.extend(from.procs.drain(..n.min(room)));
     into.dropped += from.procs.len() as u64;
     from.procs.clear();
+    let room = MAX_PENDING_USES.saturating_sub(into.tasks.len());
+    let n = from.tasks.len();
+    into.tasks.extend(from.tasks.drain(..n.min(room)));
+    into.dropped += from.tasks.len() as u64;
+    from.tasks.clear();
+    let lines = std::mem::take(&mut from.sockuse);
+    push_bounded(into, lines);
     into.pids.append(&mut from.pids);
+    into.fork_pids.append(&mut from.fork_pids);
     into.lost += std::mem::take(&mut from.lost);
     into.dropped += std::mem::take(&mut from.dropped);
     into.connector_lost += std::mem::take(&mut from.connector_lost);

@@ -34,6 +34,7 @@ pub(crate) mod lookup;
 pub(crate) mod netlink;
 pub(crate) mod operator;
 pub mod record;
+pub(crate) mod sockuse;
 pub mod sys;
 
 /// The bundle format, shared with the analyzer (crate `procflow-format`).

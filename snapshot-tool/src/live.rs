@@ -196,11 +196,18 @@ fn process_record(
         netns,
         cgroup: None,
         container_id: None,
+        seen_ns: None,
+        exec_ns: None,
+        euid: None,
+        user: None,
     };
     let p = proc_.path(pid, "status");
     match read_into(&p, buf) {
         Ok(()) => match parse_status_uid(&String::from_utf8_lossy(buf)) {
-            Some(u) => rec.uid = u,
+            Some(u) => {
+                rec.uid = u;
+                rec.euid = parse_status_euid(&String::from_utf8_lossy(buf));
+            }
             None => errs.push((
                 p,
                 io::Error::new(io::ErrorKind::InvalidData, "no `Uid:` line"),
@@ -236,5 +243,16 @@ fn process_record(
         }
         Err(e) => errs.push((p, e)),
     }
+    if proc_.is_live() {
+        rec.seen_ns = Some(crate::sys::read_clocks().monotonic_ns);
+    }
     (rec, errs)
+}
+
+/// The effective uid: second value of the `Uid:` line of /proc/PID/status.
+fn parse_status_euid(text: &str) -> Option<u32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_ascii_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }

@@ -357,7 +357,15 @@ impl Recorder {
             &mut t.errs,
         );
         let net_done = sys::read_clocks();
-        let walk = self.walk_fds(seq, &scan, &net.new_inodes, &batch.pids, keyframe, &mut t);
+        // Forks and execs of socket holders (without per-call evidence)
+        // get their fds read now, so hand-offs show as holder changes.
+        let mut event_pids = batch.pids.clone();
+        event_pids.extend(batch.fork_pids.iter().filter(|p| {
+            self.fds
+                .get(p)
+                .is_some_and(|e| matches!(&e.status, FdStatus::Holds(v) if !v.is_empty()))
+        }));
+        let walk = self.walk_fds(seq, &scan, &net.new_inodes, &event_pids, keyframe, &mut t);
         self.identities(seq, &scan, &walk.reread, &batch.procs, &mut t);
         self.event_member(seq, &batch, &mut t);
         let after = sys::read_clocks();
@@ -676,10 +684,16 @@ impl Recorder {
         }
         for p in event_procs {
             let id = (p.pid, p.start_time);
-            let same = self
-                .known
-                .get(&p.pid)
-                .is_some_and(|k| k.stat.start_time == p.start_time && k.record == *p);
+            // The same identity read again (only its read time differs)
+            // is not repeated; an exec's record always is.
+            let same = p.exec_ns.is_none()
+                && self.known.get(&p.pid).is_some_and(|k| {
+                    let r = &k.record;
+                    k.stat.start_time == p.start_time
+                        && (&r.comm, &r.exe, &r.cmdline, r.uid, r.ppid)
+                            == (&p.comm, &p.exe, &p.cmdline, p.uid, p.ppid)
+                        && (r.euid.is_none() || r.euid == p.euid)
+                });
             if same && self.recorded.contains(&id) {
                 continue;
             }
@@ -713,6 +727,22 @@ impl Recorder {
             }
             t.members
                 .push((layout::events_member(seq), text.into_bytes()));
+        }
+        let lines = |recs: &mut dyn Iterator<Item = Result<String, serde_json::Error>>| {
+            let mut text = String::new();
+            for line in recs.flatten() {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            text.into_bytes()
+        };
+        if !batch.sockuse.is_empty() {
+            let text = lines(&mut batch.sockuse.iter().map(serde_json::to_string));
+            t.members.push((layout::sockuse_member(seq), text));
+        }
+        if !batch.tasks.is_empty() {
+            let text = lines(&mut batch.tasks.iter().map(serde_json::to_string));
+            t.members.push((layout::tasks_member(seq), text));
         }
         self.count_losses(batch, &mut t.errs);
     }
@@ -1438,6 +1468,9 @@ pub enum SourcesMode {
     /// as on a host without them), with the proc connector and the
     /// periodic /proc reads.
     Lookup,
+    /// Every source of `Auto` except the send/receive tracepoints (as on a
+    /// kernel before 6.3): fd walks triggered by forks and execs instead.
+    NoUse,
 }
 
 impl Recorder {
@@ -1445,9 +1478,12 @@ impl Recorder {
     /// status for the manifest, in order of preference.
     fn start_sources(&mut self, mode: SourcesMode) -> Vec<SourceInfo> {
         let mut infos = match mode {
-            SourcesMode::Auto | SourcesMode::Lookup if !self.cfg.once => {
-                let (running, infos) =
-                    EventSources::start(mode == SourcesMode::Lookup, self.cfg.iface.as_deref());
+            SourcesMode::Auto | SourcesMode::Lookup | SourcesMode::NoUse if !self.cfg.once => {
+                let opts = events::StartOpts {
+                    force_lookup: mode == SourcesMode::Lookup,
+                    use_tracepoints: mode != SourcesMode::NoUse,
+                };
+                let (running, infos) = EventSources::start(opts, self.cfg.iface.as_deref());
                 self.events = running;
                 infos
             }
@@ -1461,7 +1497,13 @@ impl Recorder {
                     events::SRC_SET_STATE,
                     events::SRC_FIB,
                     events::SRC_FIB6,
+                    crate::sockuse::SRC_SEND,
+                    crate::sockuse::SRC_RECV,
+                    crate::sockuse::SRC_FORK,
+                    crate::sockuse::SRC_EXEC,
+                    crate::sockuse::SRC_EXIT,
                     events::SRC_PROC_CONNECTOR,
+                    crate::sockuse::SRC_FORK_WALK,
                     crate::lookup::SRC_LOOKUP,
                 ]
                 .iter()
@@ -1959,6 +2001,10 @@ mod tests {
             netns: NETNS,
             cgroup: None,
             container_id: None,
+            seen_ns: None,
+            exec_ns: None,
+            euid: None,
+            user: None,
         };
         let scan = rec.scan_processes(&mut Vec::new());
         let mut t = TickOut::default();

@@ -38,6 +38,7 @@ pub struct NatMatch {
 fn inner(rule: Rule) -> &'static [Rule] {
     match rule {
         Rule::EventNat => &[
+            Rule::EventUse,
             Rule::EventConnect,
             Rule::EventAccept,
             Rule::LookupOnSyn,
