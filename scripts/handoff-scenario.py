@@ -68,7 +68,7 @@ SSHD_PORT = 22222  # host: sshd
 HTTP_PORT = {"ipv4": 8123, "ipv6": 8124}  # host: python3 -m http.server on loopback
 CHUNK = 65536
 # Bytes/s the peer reads at: the senders' pace through TCP flow control.
-PEER_READ_RATE = 12_000_000
+PEER_READ_RATE = 6_000_000
 ALL = ["fork", "scm", "exec", "revshell", "forkserver", "sshd", "short", "loopback", "natudp"]
 
 
