@@ -502,6 +502,37 @@ fn table(sc: &Score) -> String {
     s
 }
 
+/// The score summed per workload (the process name before its `/`).
+fn scenario_table(sc: &Score) -> String {
+    let mut by: BTreeMap<&str, (u64, u64, u64, u64, BTreeSet<&str>)> = BTreeMap::new();
+    for (name, t) in &sc.procs {
+        let w = name.split('/').next().unwrap_or(name);
+        let e = by.entry(w).or_default();
+        e.0 += t.seen;
+        e.1 += t.pid_right;
+        e.2 += t.right;
+        e.3 += t.wrong.values().sum::<u64>();
+        e.4.extend(t.confidence.keys().map(String::as_str));
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<18} {:>10} {:>8} {:>8} {:>10}  confidence",
+        "workload", "bytes", "pid %", "named %", "wrong B"
+    );
+    for (w, (seen, pid, named, wrong, conf)) in by {
+        let conf: Vec<&str> = conf.into_iter().collect();
+        let _ = writeln!(
+            s,
+            "{w:<18} {seen:>10} {:>7.2}% {:>7.2}% {wrong:>10}  {}",
+            pct(pid, seen),
+            pct(named, seen),
+            conf.join(",")
+        );
+    }
+    s
+}
+
 /// Packets tcpdump says the kernel dropped, from the bundle's `tcpdump.log`.
 fn capture_drops(bundle: &Path) -> u64 {
     std::fs::read_to_string(bundle.join("tcpdump.log"))
@@ -927,8 +958,9 @@ fn handoffs_are_attributed_live() {
     let drops = capture_drops(&work.join(&truth.bundles.main));
     let _ = writeln!(
         report,
-        "recorder defaults, bytes by process (capture: {drops} packets dropped by the kernel):\n{}",
-        table(&sc)
+        "recorder defaults, bytes by process (capture: {drops} packets dropped by the kernel):\n{}\nby workload:\n{}",
+        table(&sc),
+        scenario_table(&sc)
     );
     fails.extend(failures(&sc, drops));
     fails.extend(row_failures(&truth, &rows, &mut report));
@@ -949,8 +981,9 @@ fn handoffs_are_attributed_live() {
             let sc = score(&truth, &read_pcapng(&r.join("annotated.pcapng")));
             let _ = writeln!(
                 report,
-                "--sources {mode} (no per-send tracepoints), bytes by process:\n{}handed-off connections: {}, their bytes at confidence high: {}",
+                "--sources {mode} (no per-send tracepoints), bytes by process:\n{}\nby workload:\n{}handed-off connections: {}, their bytes at confidence high: {}",
                 table(&sc),
+                scenario_table(&sc),
                 sc.shared.len(),
                 sc.shared_high
             );
