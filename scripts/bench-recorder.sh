@@ -15,12 +15,25 @@
 #   procflow-snap record --out DIR --sources poll    (the fallback)
 #   nethogs -a -t -d 1 lo                            (-a: loopback allowed)
 # CPU is user+system from /usr/bin/time (the recorder's final hashing and
-# manifest included), as % of one core; MB/min is the bundle's size.
+# manifest included), as % of one core; MB/min is the bundle's size; lost
+# is the samples the kernel dropped (ring full), from manifest.errors.
+#
+# Then three traffic loads (snapshot-tool/examples/load_traffic.rs), each
+# run alone and then under `procflow-snap record` at its defaults, to
+# measure both the recorder's CPU and the traced workload's slowdown (the
+# kernel-side cost of the tracepoints is charged to the senders):
+#
+#   sends:     100 000 sends/s of 64 bytes across 50 loopback TCP sockets;
+#   sends-max: the same sockets, as fast as they go (sends/s with and
+#              without the recorder);
+#   bulk:      four TCP streams into a namespace over a veth pair (offloads
+#              off), as fast as they go (MB/s with and without).
 #
 # usage: scripts/bench-recorder.sh [extra procflow-snap record options]
 # env:   BIN (default: static release build), DURATION=30,
 #        STEADY_PROCS=200 STEADY_CONNS=20 CHURN_PROCS=150 CHURN_CONNS=20 CHURN=2,
-#        NETHOGS=0 to skip nethogs, POLL=0 to skip the --sources poll runs
+#        NETHOGS=0 to skip nethogs, POLL=0 to skip the --sources poll runs,
+#        SOCKET_LOADS=0 / TRAFFIC=0 to skip the socket / traffic loads
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-30}
@@ -59,8 +72,15 @@ recorder() {
   /usr/bin/time -f "%e %U %S %M" -o "$WORK/rec.time" \
     "$BIN" record --out "$WORK/bundle" --duration "${DURATION}s" "$@" 2>"$WORK/rec.err" || {
     cat "$WORK/rec.err"; exit 1; }
-  local el us sy rss bytes snaps events
+  local el us sy rss
   read -r el us sy rss < <(tail -n 1 "$WORK/rec.time")
+  report "$name" "$el" "$us" "$sy" "$rss"
+}
+
+# report NAME ELAPSED USER SYS RSS: one line about the bundle in $WORK/bundle.
+report() {
+  local name=$1 el=$2 us=$3 sy=$4 rss=$5
+  local bytes snaps events lost uses
   bytes=$(du -sb "$WORK/bundle" | cut -f1)
   snaps=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['snapshots'])" "$WORK/bundle/manifest.json")
   events=0
@@ -68,9 +88,17 @@ recorder() {
     n=$(tar -xOf "$t" --wildcards '*/events.jsonl' 2>/dev/null | wc -l || true)
     events=$((events + n))
   done
-  awk -v name="$name" -v e="$el" -v u="$us" -v s="$sy" -v b="$bytes" -v n="$snaps" -v r="$rss" -v ev="$events" 'BEGIN {
-    printf "  %-34s %6.2f %% of a core (user %.2f + sys %.2f s over %.1f s), %6.2f MB/min written, %d snapshots, %d events, max RSS %d KB\n",
-      name, (u+s)*100/e, u, s, e, b*60/e/1e6, n, ev, r }'
+  lost=$(python3 -c "import json,sys
+m = json.load(open(sys.argv[1]))
+print(sum(e['count'] for e in m['errors'] if e['what'] == 'events' and 'samples dropped' in e['error']))" "$WORK/bundle/manifest.json")
+  uses=0
+  for t in "$WORK"/bundle/snapshots-*.tar; do
+    n=$(tar -xOf "$t" --wildcards '*/sockuse.jsonl' 2>/dev/null | wc -l || true)
+    uses=$((uses + n))
+  done
+  awk -v name="$name" -v e="$el" -v u="$us" -v s="$sy" -v b="$bytes" -v n="$snaps" -v r="$rss" -v ev="$events" -v l="$lost" -v su="$uses" 'BEGIN {
+    printf "  %-34s %6.2f %% of a core (user %.2f + sys %.2f s over %.1f s), %6.2f MB/min written, %d snapshots, %d events, %d sockuse lines, %d samples lost, max RSS %d KB\n",
+      name, (u+s)*100/e, u, s, e, b*60/e/1e6, n, ev, su, l, r }'
   echo "$name $(awk -v e="$el" -v u="$us" -v s="$sy" 'BEGIN { printf "%.4f", (u+s)*100/e }')" >>"$WORK/cpu"
 }
 
@@ -126,5 +154,57 @@ scenario() {
 }
 
 echo "procflow-snap $("$BIN" --version | cut -d' ' -f2), kernel $(uname -r), $(nproc) CPU(s), ${DURATION} s per run"
-scenario steady "$STEADY_PROCS" "$STEADY_CONNS" 0 "$@"
-scenario churn "$CHURN_PROCS" "$CHURN_CONNS" "$CHURN" "$@"
+if [ "${SOCKET_LOADS:-1}" != 0 ]; then
+  scenario steady "$STEADY_PROCS" "$STEADY_CONNS" 0 "$@"
+  scenario churn "$CHURN_PROCS" "$CHURN_CONNS" "$CHURN" "$@"
+fi
+
+[ "${TRAFFIC:-1}" != 0 ] || exit 0
+LOADBIN=${LOADBIN:-${CARGO_TARGET_DIR:-target}/release/examples/load_traffic}
+[ -x "$LOADBIN" ] || cargo build --release -p procflow-snap --example load_traffic
+NS=pfbench$$
+VH=pfb$$h
+VN=pfb$$n
+NET=10.231.$(($$ % 250))
+cleanup_net() {
+  ip netns del "$NS" 2>/dev/null || true
+  ip link del "$VH" 2>/dev/null || true
+}
+trap 'cleanup_net; cleanup' EXIT
+ip netns add "$NS"
+ip link add "$VH" type veth peer name "$VN"
+ip link set "$VN" netns "$NS"
+ip addr add "$NET.1/30" dev "$VH"
+ip -n "$NS" addr add "$NET.2/30" dev "$VN"
+ip link set "$VH" up
+ip -n "$NS" link set "$VN" up
+ip -n "$NS" link set lo up
+ethtool -K "$VH" tso off gso off gro off >/dev/null 2>&1 || true
+ip netns exec "$NS" ethtool -K "$VN" tso off gso off gro off >/dev/null 2>&1 || true
+
+# traffic NAME LOAD...: the load alone, then under the recorder.
+traffic() {
+  local name=$1
+  shift
+  local alone with
+  alone=$("$@" | tail -n 1)
+  rm -rf "$WORK/bundle"
+  /usr/bin/time -f "%e %U %S %M" -o "$WORK/rec.time" \
+    "$BIN" record --out "$WORK/bundle" --duration "$((DURATION + 4))s" 2>"$WORK/rec.err" &
+  local rec=$!
+  sleep 2
+  with=$("$@" | tail -n 1)
+  wait "$rec" || { cat "$WORK/rec.err"; exit 1; }
+  local el us sy rss
+  read -r el us sy rss < <(tail -n 1 "$WORK/rec.time")
+  echo "$name: workload alone: $alone; under the recorder: $with (workload CPU per unit of work: $(awk -v a="${alone##* }" -v w="${with##* }" 'BEGIN { printf "%+.1f %%", (w-a)*100/a }'))"
+  report "procflow-snap (defaults)" "$el" "$us" "$sy" "$rss"
+}
+
+traffic sends "$LOADBIN" sends 100000 50 "$DURATION"
+traffic sends-max "$LOADBIN" sends 0 50 "$DURATION"
+ip netns exec "$NS" "$LOADBIN" sink "$NET.2:5201" $((4 * DURATION + 60)) &
+SINK=$!
+sleep 0.5
+traffic bulk "$LOADBIN" bulk "$NET.2:5201" 4 "$DURATION"
+kill "$SINK" 2>/dev/null || true

@@ -1881,7 +1881,7 @@ mod tests {
         let a = run(&tl, &f);
         assert_eq!(a.method, Method::Rule(Rule::EventConnect));
         assert_eq!(pid(&a), Some(10));
-        assert_eq!(a.confidence(), Some(Confidence::High));
+        assert_eq!(a.confidence(), Some(Confidence::Medium));
         // The TIME_WAIT row is still shown as the flow's socket.
         assert_eq!(a.socket.map(|s| s.inode), Some(0));
         assert_eq!(a.event.map(|e| e.gap_ns), Some(0));
@@ -2012,7 +2012,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), all.len());
         assert!(all.iter().all(|r| !r.doc().is_empty()));
-        assert_eq!(all.first(), Some(&Rule::EventConnect));
+        assert_eq!(all.first(), Some(&Rule::EventUse));
         // Every rule, the capture's own annotations, every reason.
         assert_eq!(Method::all().len(), all.len() + 1 + Reason::ALL.len());
     }

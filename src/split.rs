@@ -378,6 +378,9 @@ pub fn apply(
 }
 
 #[cfg(test)]
+mod use_scenarios;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::attribute::ProcKey;

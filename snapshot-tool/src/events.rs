@@ -687,6 +687,9 @@ pub(crate) struct Pids {
     buf: Vec<u8>,
     /// uid -> name from the host's /etc/passwd, read once.
     users: HashMap<u32, String>,
+    /// Time of each pid's last exec (also when its identity could not be
+    /// read): runs are cut there.
+    execs: HashMap<u32, i64>,
 }
 
 /// uid -> user name from passwd text (first name of each uid wins).
@@ -716,6 +719,7 @@ impl Pids {
             map: HashMap::new(),
             buf: Vec::with_capacity(8192),
             users,
+            execs: HashMap::new(),
         }
     }
 
@@ -1314,6 +1318,7 @@ fn sched_sample(
                 return;
             }
             pids.map.remove(child);
+            pids.execs.remove(child);
             if walks {
                 local.fork_pids.insert(*parent);
                 local.fork_pids.insert(*child);
@@ -1321,6 +1326,10 @@ fn sched_sample(
         }
         SchedEvent::Exec { pid, .. } => {
             pids.map.remove(pid);
+            if pids.execs.len() >= MAX_PENDING_CONNECTS {
+                pids.execs.clear();
+            }
+            pids.execs.insert(*pid, mono_ns);
             pids.learn(*pid, local, Some(mono_ns));
             if walks {
                 local.fork_pids.insert(*pid);
@@ -1368,20 +1377,6 @@ impl Reader {
         loop {
             let stopping = stop.load(Ordering::SeqCst);
             let _ = ksys::poll_readable(&fds, if stopping { 0 } else { 20 });
-            // Process events first, so an exec is known before the socket
-            // events of the new image.
-            for r in self.sched_rings.iter_mut() {
-                let sched = &self.sched;
-                let walks = self.walks;
-                let skipped = r.drain(&mut tmp, |rec| match parse_ring_record(rec) {
-                    Some(RingRecord::Sample(s)) => {
-                        sched_sample(sched, &s, self_pid, walks, &mut pids, &mut local)
-                    }
-                    Some(RingRecord::Lost(n)) => local.lost += n,
-                    _ => {}
-                });
-                local.lost += u64::from(skipped);
-            }
             if let Some(c) = &self.conn {
                 connector(c, &mut nlbuf, self.walks, &mut pids, &mut local);
             }
@@ -1393,6 +1388,21 @@ impl Reader {
                     _ => {}
                 });
                 // A torn record cost the rest of the ring: at least one sample.
+                local.lost += u64::from(skipped);
+            }
+            // Process events after the socket rings: every exec that came
+            // before a call just read is then known, so runs are cut at it
+            // (the exec's sample is written before the new image runs).
+            for r in self.sched_rings.iter_mut() {
+                let sched = &self.sched;
+                let walks = self.walks;
+                let skipped = r.drain(&mut tmp, |rec| match parse_ring_record(rec) {
+                    Some(RingRecord::Sample(s)) => {
+                        sched_sample(sched, &s, self_pid, walks, &mut pids, &mut local)
+                    }
+                    Some(RingRecord::Lost(n)) => local.lost += n,
+                    _ => {}
+                });
                 local.lost += u64::from(skipped);
             }
             for e in raw.drain(..) {
@@ -1468,14 +1478,16 @@ impl Reader {
                     let mut ended = Vec::new();
                     let ids = &self.dec.ids;
                     for u in &self.dec.uses {
-                        let who = match pids.map.get(&u.pid) {
+                        let info = pids.map.get(&u.pid);
+                        let exec_ns = pids.execs.get(&u.pid).copied();
+                        let who = || match info {
                             Some(i) => Who {
                                 start_time: Some(i.start_time),
                                 comm: Some(i.comm.clone()),
                             },
                             None => Who::default(),
                         };
-                        b.open.add(u, &who, ids, &mut ended);
+                        b.open.add(u, exec_ns, ids, &mut ended, who);
                     }
                     push_bounded(&mut b, ended);
                 }

@@ -320,12 +320,24 @@ pub struct Runs {
 }
 
 impl Runs {
-    /// Adds one call; a run it ends (another process, or older than the
-    /// flush period) is pushed to `out`.
-    pub fn add(&mut self, u: &UseSample, who: &Who, ids: &SkIds, out: &mut Vec<SockUseRecord>) {
+    /// Adds one call; a run it ends (another process, older than the
+    /// flush period, or begun before the process's last exec at
+    /// `exec_ns`) is pushed to `out`. `who` gives the facts of a new run.
+    pub fn add(
+        &mut self,
+        u: &UseSample,
+        exec_ns: Option<i64>,
+        ids: &SkIds,
+        out: &mut Vec<SockUseRecord>,
+        who: impl FnOnce() -> Who,
+    ) {
         let key = (u.sk, u.dir == UseDir::Send);
         if let Some(r) = self.open.get_mut(&key) {
-            if r.rec.pid == Some(u.pid) && u.time.saturating_sub(r.first_ns) <= FLUSH_NS {
+            let across_exec = exec_ns.is_some_and(|x| r.first_ns < x && x <= u.time);
+            if r.rec.pid == Some(u.pid)
+                && !across_exec
+                && u.time.saturating_sub(r.first_ns) <= FLUSH_NS
+            {
                 r.rec.last_ns = Some(r.rec.last_ns.unwrap_or(u.time).max(u.time));
                 r.rec.calls = Some(r.rec.calls.unwrap_or(0) + 1);
                 r.rec.bytes = Some(r.rec.bytes.unwrap_or(0).saturating_add(u.bytes));
@@ -356,6 +368,7 @@ impl Runs {
             1,
             u.bytes,
         );
+        let who = who();
         rec.start_time = who.start_time;
         rec.comm = who.comm.clone();
         self.open.insert(
@@ -381,14 +394,15 @@ impl Runs {
     }
 }
 
-/// Class of a TCP state for the one-line-per-(sk, tuple, class) rule.
+/// Class of a TCP state for the one-line-per-(sk, tuple, class) rule: a
+/// socket's tuple is written once while it is open (whatever state it is
+/// first seen complete in) and once at CLOSE, so a connection costs two
+/// lines per end.
 pub fn state_class(state: u64) -> u8 {
-    match state {
-        2 | 3 | 12 => 1, // SYN_SENT, SYN_RECV, NEW_SYN_RECV
-        1 => 2,          // ESTABLISHED
-        10 => 3,         // LISTEN
-        7 => 5,          // CLOSE
-        _ => 4,          // FIN_WAIT*, CLOSE_WAIT, LAST_ACK, CLOSING, TIME_WAIT
+    if state == 7 {
+        5
+    } else {
+        1
     }
 }
 
@@ -552,12 +566,14 @@ mod tests {
             start_time: Some(5),
             comm: Some("a".into()),
         };
-        runs.add(&use_at(1, 10, 0, 100), &who, &ids, &mut out);
-        runs.add(&use_at(1, 10, 10, 100), &who, &ids, &mut out);
-        runs.add(&use_at(2, 10, 20, 7), &who, &ids, &mut out);
+        runs.add(&use_at(1, 10, 0, 100), None, &ids, &mut out, || who.clone());
+        runs.add(&use_at(1, 10, 10, 100), None, &ids, &mut out, || {
+            who.clone()
+        });
+        runs.add(&use_at(2, 10, 20, 7), None, &ids, &mut out, || who.clone());
         assert!(out.is_empty());
         // Another process on socket 1 ends the first run.
-        runs.add(&use_at(1, 11, 30, 50), &Who::default(), &ids, &mut out);
+        runs.add(&use_at(1, 11, 30, 50), None, &ids, &mut out, Who::default);
         assert_eq!(out.len(), 1);
         let r = &out[0];
         assert_eq!(r.kind, SockUseKind::Use);
@@ -568,16 +584,52 @@ mod tests {
         assert_eq!(r.sk.len(), 16);
         assert_ne!(r.sk, format!("{:016x}", 1), "the id is not the address");
         // Past the flush period the same process starts a new run.
-        runs.add(&use_at(2, 10, 20 + FLUSH_NS + 1, 7), &who, &ids, &mut out);
+        runs.add(
+            &use_at(2, 10, 20 + FLUSH_NS + 1, 7),
+            None,
+            &ids,
+            &mut out,
+            || who.clone(),
+        );
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].bytes, Some(7));
+        // An exec of the process between two calls cuts the run; a call
+        // from before the exec (read late from another CPU) does not.
+        runs.add(
+            &use_at(3, 12, 100, 1),
+            Some(150),
+            &ids,
+            &mut out,
+            Who::default,
+        );
+        runs.add(
+            &use_at(3, 12, 120, 1),
+            Some(150),
+            &ids,
+            &mut out,
+            Who::default,
+        );
+        assert_eq!(out.len(), 2);
+        runs.add(
+            &use_at(3, 12, 160, 1),
+            Some(150),
+            &ids,
+            &mut out,
+            Who::default,
+        );
+        assert_eq!(out.len(), 3);
+        assert_eq!((out[2].pid, out[2].calls), (Some(12), Some(2)));
         out.clear();
         runs.flush(&mut out);
         assert!(runs.is_empty());
         let pids: Vec<_> = out.iter().map(|r| (r.pid, r.first_ns)).collect();
         assert_eq!(
             pids,
-            [(Some(11), Some(30)), (Some(10), Some(20 + FLUSH_NS + 1))]
+            [
+                (Some(11), Some(30)),
+                (Some(12), Some(160)),
+                (Some(10), Some(20 + FLUSH_NS + 1))
+            ]
         );
     }
 
@@ -586,15 +638,16 @@ mod tests {
         let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
         let t: Tuple = (ip("10.0.0.1"), 4000, Some((ip("10.0.0.2"), 80)));
         let mut b = Bindings::default();
-        assert!(b.fresh(1, &t, state_class(1)));
-        assert!(!b.fresh(1, &t, state_class(1)));
-        assert!(b.fresh(1, &t, state_class(4)));
+        assert!(b.fresh(1, &t, state_class(3)), "SYN_RECV");
         assert!(
-            !b.fresh(1, &t, state_class(8)),
-            "FIN_WAIT1 and CLOSE_WAIT: one class"
+            !b.fresh(1, &t, state_class(1)),
+            "ESTABLISHED: same tuple, open"
         );
-        assert!(b.fresh(1, &t, state_class(7)));
-        assert!(b.fresh(1, &t, state_class(1)), "forgotten after CLOSE");
+        assert!(!b.fresh(1, &t, state_class(8)), "CLOSE_WAIT");
+        let other: Tuple = (ip("10.0.0.1"), 4001, Some((ip("10.0.0.2"), 80)));
+        assert!(b.fresh(1, &other, state_class(1)), "a new tuple is written");
+        assert!(b.fresh(1, &other, state_class(7)));
+        assert!(b.fresh(1, &other, state_class(1)), "forgotten after CLOSE");
         let u = UseSample {
             proto: 17,
             ..use_at(9, 3, 1_000, 10)

@@ -256,7 +256,7 @@ mod tests {
         assert_eq!(n.local, "10.77.0.2:58036".parse().unwrap());
         assert_eq!(n.netns, HOST);
         assert_eq!(a.local_is_a, Some(true));
-        assert_eq!(a.confidence(), Some(super::super::Confidence::High));
+        assert_eq!(a.confidence(), Some(super::super::Confidence::Medium));
         // Without the mapping the flow has no socket.
         let tl = lab(&sock, false, "");
         let a = attribute(&tl, &ctx(), &Options::default(), &f);

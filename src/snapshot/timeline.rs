@@ -976,6 +976,7 @@ pub(crate) mod tests {
         pub fds: Option<String>,
         pub procs: Option<String>,
         pub events: Option<String>,
+        pub sockuse: Option<String>,
     }
 
     /// One JSON record a line, as the recorder writes procs and events.
@@ -995,7 +996,12 @@ pub(crate) mod tests {
                 fds: None,
                 procs: None,
                 events: None,
+                sockuse: None,
             }
+        }
+        pub fn sockuse(mut self, recs: &[procflow_format::layout::SockUseRecord]) -> Snap {
+            self.sockuse = Some(json_lines(recs));
+            self
         }
         pub fn events(mut self, evs: &[EventRecord]) -> Snap {
             self.events = Some(json_lines(evs));
@@ -1100,6 +1106,9 @@ pub(crate) mod tests {
             if let Some(e) = &self.events {
                 out.push((events_member(self.seq), e.clone()));
             }
+            if let Some(u) = &self.sockuse {
+                out.push((procflow_format::layout::sockuse_member(self.seq), u.clone()));
+            }
             out
         }
         pub fn input(&self) -> Snapshot {
@@ -1147,7 +1156,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn rec(pid: u32, start_time: u64, comm: &str) -> ProcessRecord {
+    pub fn rec(pid: u32, start_time: u64, comm: &str) -> ProcessRecord {
         ProcessRecord {
             pid,
             start_time,
