@@ -62,6 +62,7 @@ import time
 SINK_PORT = 5101  # peer: reads to EOF, answers 8 bytes (the count), closes
 DRAIN_PORT = 5102  # peer: reads to EOF, closes
 ECHO_PORT = 5103  # peer: UDP echo
+PIDSINK_PORT = 5104  # peer: reads a 12-byte header (sender's pid, index), then to EOF
 REVSHELL_PORT = {"ipv4": 4444, "ipv6": 4446}
 FORKSERVER_PORT = 7100  # host: ForkingTCPServer (dual stack)
 SSHD_PORT = 22222  # host: sshd
@@ -172,9 +173,34 @@ def agent_peer(_args):
             c, _ = ls.accept()
             threading.Thread(target=serve, args=(c, answer), daemon=True).start()
 
+    def pid_sink(c):
+        """The short-lived processes send their pid and index first: the
+        truth of who sent the connection's bytes, from the sender itself."""
+        with c:
+            hdr = b""
+            while len(hdr) < 12:
+                part = c.recv(12 - len(hdr))
+                if not part:
+                    return
+                hdr += part
+            pid, idx = int(hdr[:8]), int(hdr[8:])
+            n = 12 + recv_all(c)
+            host, peer = c.getpeername(), c.getsockname()
+            fam = "ipv6" if c.family == socket.AF_INET6 else "ipv4"
+            e = {"local_ip": plain(host[0]), "local_port": host[1], "remote_ip": plain(peer[0]),
+                 "remote_port": peer[1]}
+            truth(kind="seg", pid=pid, proc="short-%s/short-%02d" % (fam, idx), proto="tcp", dir="send",
+                  start=0, end=n, cmd="bash", args="short-lived-%d " % idx, identity=True, **e)
+
+    def pid_loop(ls):
+        while True:
+            c, _ = ls.accept()
+            threading.Thread(target=pid_sink, args=(c,), daemon=True).start()
+
     for fam in (socket.AF_INET, socket.AF_INET6):
         for port, answer in ((SINK_PORT, True), (DRAIN_PORT, False)):
             threading.Thread(target=loop, args=(listener(fam, port), answer), daemon=True).start()
+        threading.Thread(target=pid_loop, args=(listener(fam, PIDSINK_PORT),), daemon=True).start()
     for fam in (socket.AF_INET, socket.AF_INET6):
         u = socket.socket(fam, socket.SOCK_DGRAM)
         if fam == socket.AF_INET6:
@@ -346,31 +372,11 @@ def agent_forkserver_client(args):
         time.sleep(0.1)
 
 
-# The short-lived program: Python without site imports, socket only, so
-# that it lives 10-60 ms. Its truth line is written by hand (no json import).
-SHORT_CODE = r"""
-import os, socket, sys, time
-host, port, idx, proc, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-s = socket.create_connection((host, port))
-l, r = s.getsockname(), s.getpeername()
-time.sleep((idx * 7 % 30) / 1000.0)
-s.sendall(b"s" * 20000)
-s.shutdown(socket.SHUT_WR)
-got = 0
-while True:
-    d = s.recv(65536)
-    if not d:
-        break
-    got += len(d)
-s.close()
-base = ('"kind": "seg", "pid": %d, "proc": "%s/short-%02d", "proto": "tcp", "local_ip": "%s", '
-        '"local_port": %d, "remote_ip": "%s", "remote_port": %d, "cmd": "python", "args": "short-lived %d", '
-        '"identity": true' % (os.getpid(), proc, idx, l[0], l[1], r[0], r[1], idx))
-fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-os.write(fd, ('{%s, "dir": "send", "start": 0, "end": 20000}\n{%s, "dir": "recv", "start": 0, "end": %d}\n'
-              % (base, base, got)).encode())
-os.close(fd)
-"""
+# The short-lived program: a shell one-liner with builtins only (bash
+# starts in a few ms), so that it lives 10-60 ms: connect, send its pid and
+# index (the peer writes the truth from them), wait 10-49 ms, send 20 kB, exit.
+SHORT_CODE = ('exec 3<>"/dev/tcp/$1/$2"; printf %08d%04d $$ "$3" >&3; '
+              'read -t "0.0$((1 + RANDOM % 4))$((RANDOM % 10))" -u 3; printf %20000s "" >&3')
 
 
 def agent_short_launcher(args):
@@ -378,6 +384,7 @@ def agent_short_launcher(args):
     turn); prints how long each lived, fork to exit."""
     lives = [None] * args.count
     threads = []
+    bash = shutil.which("bash") or "/bin/bash"
 
     def watch(i, p, t):
         rc = p.wait()
@@ -385,10 +392,9 @@ def agent_short_launcher(args):
 
     for i in range(args.count):
         host = (args.host4, args.host6)[i % 2]
-        fam = ("ipv4", "ipv6")[i % 2]
         t = time.monotonic()
-        p = subprocess.Popen([sys.executable, "-S", "-c", SHORT_CODE, host, str(SINK_PORT), str(i + 1),
-                              "%s-%s" % (args.proc, fam), os.environ["HO_TRUTH"], "short-lived %d" % (i + 1)])
+        p = subprocess.Popen([bash, "--norc", "--noprofile", "-c", SHORT_CODE, "short-lived-%d" % (i + 1),
+                              host, str(PIDSINK_PORT), str(i + 1)])
         th = threading.Thread(target=watch, args=(i, p, t))
         th.start()
         threads.append(th)
