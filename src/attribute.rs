@@ -509,6 +509,10 @@ pub struct Attribution {
     pub ident_ns: Option<i64>,
     /// Both ends local: the process at the other end.
     pub peer: Option<Box<PeerEnd>>,
+    /// The namespace whose addresses led to the evidence, when neither a
+    /// socket nor the event names one (its process was gone before its
+    /// namespace was read).
+    pub netns_hint: Option<u64>,
 }
 
 /// What the per-send and per-read runs said about an attribution.
@@ -1054,6 +1058,7 @@ pub(crate) fn attribute_end(
         uses: None,
         ident_ns: None,
         peer: None,
+        netns_hint: None,
     };
     let transport = match f.proto {
         ipproto::TCP => Transport::Tcp,
@@ -1141,7 +1146,25 @@ pub(crate) fn attribute_end(
                             if mapped && rule != Rule::ExactV4Mapped {
                                 out.notes.push(Note::V4MappedSocket);
                             }
-                            if socket.map_or(ns, |m| m.netns) != ctx.capture_netns {
+                            // Only a namespace the addresses prove: the one
+                            // namespace using the translated address, or one
+                            // other than the capture's (tried first by default).
+                            let hint = match nat {
+                                Some(m) => {
+                                    let mut v = tl
+                                        .netns_list()
+                                        .iter()
+                                        .filter(|&&n| tl.netns_has_addr(n, m.local.ip()));
+                                    match (v.next(), v.next()) {
+                                        (Some(&n), None) => Some(n),
+                                        _ => None,
+                                    }
+                                }
+                                None => Some(ns).filter(|&n| n != ctx.capture_netns),
+                            };
+                            out.netns_hint = hint.filter(|&n| n != nat::UNKNOWN_NETNS);
+                            let used_ns = socket.map(|m| m.netns).or(out.netns_hint);
+                            if used_ns.unwrap_or(ns) != ctx.capture_netns {
                                 out.notes.push(Note::OtherNamespace);
                             }
                             if out.both_local {

@@ -364,6 +364,7 @@ impl ConnectionRow {
             .socket
             .map(|s| s.netns)
             .or(self.event_netns)
+            .or(self.attribution.netns_hint)
     }
 
     /// Socket state name of the matched socket.
