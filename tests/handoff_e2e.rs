@@ -741,8 +741,13 @@ fn loopback_failures(
             .unwrap_or(0);
         // A row names the process at its local end (`pid`) and, when both
         // ends are local, the one at the other end (`peer_pid`).
+        // Named: that pid, with the expected program (`comm` or `exe` for
+        // the local end, `peer_comm` for the other end).
+        let expect = e.cmd.as_deref().unwrap_or("");
         let names = |r: &BTreeMap<String, String>, pid: u32| {
-            num(r, "pid") == u64::from(pid) || num(r, "peer_pid") == u64::from(pid)
+            let has = |k: &str| r.get(k).is_some_and(|v| v.contains(expect));
+            (num(r, "pid") == u64::from(pid) && (has("comm") || has("exe")))
+                || (num(r, "peer_pid") == u64::from(pid) && has("peer_comm"))
         };
         let mine: u64 = flow
             .iter()
@@ -776,7 +781,7 @@ fn loopback_failures(
         }
         if (mine as f64) < MIN_PER_PROCESS * flow_bytes as f64 || flow_bytes == 0 {
             out.push(format!(
-                "{} (pid {}): named on {mine} of its connection's {flow_bytes} bytes",
+                "{} (pid {}): named (pid or peer_pid, as {expect:?}) on {mine} of its connection's {flow_bytes} bytes",
                 e.process, e.pid
             ));
         }
