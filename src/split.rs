@@ -218,8 +218,10 @@ fn use_parts(
         None => vec![None; packets.len()],
     };
     type Key = (Option<Who>, Option<Who>);
+    /// A run and the time to read its owner's identity at.
+    type At = Option<(Span, i64)>;
     let mut keys: Vec<Key> = Vec::new();
-    let mut parts: Vec<(Flow, Option<(Span, i64)>, Option<(Span, i64)>)> = Vec::new();
+    let mut parts: Vec<(Flow, At, At)> = Vec::new();
     for ((p, lo), po) in packets.iter().zip(&local_owner).zip(&peer_owner) {
         let key: Key = (
             lo.as_ref().map(|s| who(tl, s, p.ts_ns)),

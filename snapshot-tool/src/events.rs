@@ -80,6 +80,8 @@ const SCHED_RING_PAGES: usize = 16;
 /// Most `sockuse.jsonl` and `tasks.jsonl` lines kept between two
 /// snapshots; beyond, they are counted as dropped.
 const MAX_PENDING_USES: usize = 400_000;
+/// Nice value of the event reader thread.
+const READER_NICE: i32 = -10;
 /// A process's title (comm, cmdline, uids) is read again at its first
 /// call after this long.
 const TITLE_REREAD: Duration = Duration::from_secs(1);
@@ -1358,6 +1360,12 @@ impl Reader {
     /// one passes a quarter full, adds process facts, reduces calls to runs
     /// and appends to the shared batch.
     fn run(mut self, batch: Arc<Mutex<Batch>>, stop: Arc<AtomicBool>) {
+        // This thread must read an exec'd program's identity before a
+        // process of a few ms is gone, also on a saturated host: it runs
+        // above the default priority (on Linux the call applies to the
+        // calling thread only; the snapshot thread still lowers its own).
+        // Its CPU is what the events cost, at any priority. Best effort.
+        let _ = rustix::process::setpriority_process(None, READER_NICE);
         let mut pids = Pids::new();
         let mut fds: Vec<i32> = self
             .sched_rings

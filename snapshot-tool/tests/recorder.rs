@@ -1666,6 +1666,7 @@ fn short_processes_in_a_network_namespace_are_identified() {
         })
         .map(|p| (p.pid, p.start_time))
         .collect();
+    eprintln!("{} of 20 short processes identified", ids.len().min(20));
     assert_eq!(named, 20, "every duration has an identity");
     assert!(
         ids.len() >= 19,

@@ -593,46 +593,6 @@ impl<'a> ReportInput<'a> {
             }
             e.first_seen_ns = e.first_seen_ns.min(r.flow.first_seen_ns);
             e.last_seen_ns = e.last_seen_ns.max(r.flow.last_seen_ns);
-            // Both ends local: the other end's process, with its bytes.
-            let Some((peer, o)) = r
-                .attribution
-                .peer
-                .as_ref()
-                .and_then(|p| Some((p, p.owner?)))
-            else {
-                continue;
-            };
-            let e = by.entry((0u8, o.pid, o.start_time)).or_insert_with(|| {
-                let (process_start, entity) = if self.manifest.host.clk_tck == 0 {
-                    (
-                        String::new(),
-                        entity_id(&self.manifest.host.boot_id, o.pid, o.start_time),
-                    )
-                } else {
-                    (
-                        rfc3339_ns(process_start_ns(self.manifest, o.start_time)),
-                        entity_id(&self.manifest.host.boot_id, o.pid, o.start_time),
-                    )
-                };
-                ProcessRow {
-                    owner: Some(o),
-                    method: peer.method,
-                    process: r.peer_process.clone(),
-                    event_comm: None,
-                    process_start,
-                    entity_id: entity,
-                    connections: 0,
-                    counters: [0; 6],
-                    first_seen_ns: r.flow.first_seen_ns,
-                    last_seen_ns: r.flow.last_seen_ns,
-                }
-            });
-            e.connections += 1;
-            for (t, c) in e.counters.iter_mut().zip(r.peer_counters()) {
-                *t += c;
-            }
-            e.first_seen_ns = e.first_seen_ns.min(r.flow.first_seen_ns);
-            e.last_seen_ns = e.last_seen_ns.max(r.flow.last_seen_ns);
         }
         let mut rows: Vec<((u8, u32, u64), ProcessRow)> = by.into_iter().collect();
         // The map's key order (pid, start; reason) breaks byte ties.

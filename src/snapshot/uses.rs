@@ -119,7 +119,7 @@ impl UseBuilder {
             self.unusable += 1;
             return;
         };
-        if !self.sources.iter().any(|s| *s == r.source) && self.sources.len() < 64 {
+        if !self.sources.contains(&r.source) && self.sources.len() < 64 {
             self.sources.push(r.source.clone());
         }
         match &r.kind {

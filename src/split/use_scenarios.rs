@@ -630,7 +630,8 @@ fn loopback_server_that_hands_off_is_cut_by_the_peer_end() {
         w.inbound(1_250 + 300 * i64::from(k), k * SEG);
     }
     let rows = analyze(&lab.timeline(), vec![w.flow(1, c, s)], vec![(1, w.pk)]);
-    let ends: Vec<(Option<u32>, Option<u32>, (u64, u64))> = rows
+    type Ends = (Option<u32>, Option<u32>, (u64, u64));
+    let ends: Vec<Ends> = rows
         .iter()
         .map(|(f, a)| {
             (
