@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use procflow_format::duration::parse_duration;
-use procflow_snap::capture::Rotate;
+use procflow_snap::capture::{Method, Rotate};
 use procflow_snap::record::{
     Config, SourcesMode, DEFAULT_ARCHIVE_MB, DEFAULT_EVENT_FULL_WALK, DEFAULT_EVENT_INTERVAL,
     DEFAULT_FULL_WALK, DEFAULT_INTERVAL, DEFAULT_KEYFRAME_EVERY, DEFAULT_NICE,
@@ -68,6 +68,15 @@ struct OnceArgs {
     out: PathBuf,
 }
 
+/// `--capture`: who captures packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CaptureHow {
+    /// The recorder itself (AF_PACKET)
+    Native,
+    /// tcpdump, run beside the recorder
+    Tcpdump,
+}
+
 #[derive(Debug, Args)]
 struct RecordArgs {
     /// Bundle directory: created if absent, must be empty
@@ -77,12 +86,17 @@ struct RecordArgs {
     /// socket owners: --event-interval]
     #[arg(long, value_name = "DUR", value_parser = interval)]
     interval: Option<Duration>,
-    /// Also capture on IFACE with tcpdump, into DIR
+    /// Also capture packets on IFACE (or `any`), into DIR
     #[arg(long, value_name = "IFACE")]
     iface: Option<String>,
-    /// tcpdump filter expression
+    /// Capture filter, in tcpdump's syntax (the common subset: host, net,
+    /// port, portrange, protocols, vlan, less, greater, and/or/not)
     #[arg(long, value_name = "BPF", requires = "iface")]
     filter: Option<String>,
+    /// Who captures: the recorder itself (`native`: AF_PACKET, nothing
+    /// needed on the host) or tcpdump run beside it (`tcpdump`)
+    #[arg(long, value_name = "HOW", requires = "iface", value_enum, default_value_t = CaptureHow::Native)]
+    capture: CaptureHow,
     /// New capture file every N seconds (a duration of whole seconds; 0: no rotation)
     #[arg(long, value_name = "N", requires = "iface", value_parser = whole_seconds)]
     rotate_seconds: Option<u64>,
@@ -185,6 +199,10 @@ impl Cli {
                 interval: a.interval.unwrap_or(DEFAULT_INTERVAL),
                 iface: a.iface,
                 filter: a.filter,
+                capture: match a.capture {
+                    CaptureHow::Native => Method::Native,
+                    CaptureHow::Tcpdump => Method::Tcpdump,
+                },
                 rotate: match (a.rotate_seconds, a.rotate_mb) {
                     (Some(s), _) if s > 0 => Rotate::Seconds(s),
                     (_, Some(m)) if m > 0 => Rotate::Megabytes(m),
