@@ -13,7 +13,10 @@
 # Needs root, iproute2, ethtool, tcpdump, iperf3. Namespace and veth names
 # carry PREFIX (default `pfcap`) and the script's pid.
 #
-# Usage: [PREFIX=pfcap] [SECONDS_PER_LOAD=10] scripts/bench-capture.sh
+# The captures are written under WORK_DIR (default /tmp; /dev/shm takes the
+# disk out of the measurement).
+#
+# Usage: [PREFIX=pfcap] [SECONDS_PER_LOAD=10] [WORK_DIR=/tmp] scripts/bench-capture.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX=${PREFIX:-pfcap}
@@ -30,7 +33,7 @@ NS1=$PREFIX-a-$$
 NS2=$PREFIX-b-$$
 VA=${PREFIX:0:4}a$$
 VB=${PREFIX:0:4}b$$
-WORK=$(mktemp -d /tmp/bench-capture.XXXXXX)
+WORK=$(mktemp -d "${WORK_DIR:-/tmp}/bench-capture.XXXXXX")
 PIDS=()
 # shellcheck source=scripts/bench-traffic.sh
 . scripts/bench-traffic.sh
@@ -115,6 +118,6 @@ print("  iperf3: " + " | ".join(l.strip() for l in sent if "sender" in l or "rec
 PY
 }
 
-echo "bench-capture: kernel $(uname -r), $(nproc) CPU(s); recorder $("$SNAP" --version)"
+echo "bench-capture: kernel $(uname -r), $(nproc) CPU(s), load average $(cut -d" " -f1-3 /proc/loadavg); recorder $("$SNAP" --version)"
 run_load "bulk TCP ~1 Gbit/s" -b 1G -l 128K
 run_load "small UDP ~200k packets/s" -u -l 64 -b 102M

@@ -315,6 +315,12 @@ mod tests {
         assert!(p(&["record", "--out", "x", "--archive-mb", "0"]).is_err());
         assert!(p(&["record", "--out", "x", "--max-cpu", "101"]).is_err());
         assert!(rec("--iface lo --rotate-mb 1 --rotate-seconds 1").is_err());
+        // The recorder captures itself unless tcpdump is asked for.
+        assert_eq!(rec("--iface lo").expect("iface").capture, Method::Native);
+        let c = rec("--iface lo --capture tcpdump").expect("tcpdump");
+        assert_eq!(c.capture, Method::Tcpdump);
+        assert!(rec("--iface lo --capture pcap").is_err());
+        assert!(rec("--capture tcpdump").is_err(), "--capture needs --iface");
         assert_eq!(
             p(&["--version"]).unwrap_err().kind(),
             ErrorKind::DisplayVersion

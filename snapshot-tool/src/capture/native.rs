@@ -26,7 +26,7 @@ pub const SNAPLEN: u32 = 262_144;
 /// Ring block size.
 const BLOCK_BYTES: u32 = 1 << 20;
 /// Ring blocks.
-const BLOCKS: u32 = 32;
+const BLOCKS: u32 = 64;
 /// A block is handed over when full or after this many ms.
 const RETIRE_MS: u32 = 100;
 
