@@ -33,7 +33,8 @@ DUR is a number with a unit: 500ms, 2s, 5m, 1h (a bare number is seconds).
 
 Exit status:
   0 stopped as asked; 1 error while recording; 2 bad usage or failed
-  pre-check (nothing written); 3 disk full (everything written is kept);
+  pre-check (nothing written); 3 disk full (everything written is kept)
+  or packets missing from the capture (the last line says EVIDENCE LOST);
   130 forced by a second signal.
 
 Shell completions and man pages: procflow-snap completions SHELL,
