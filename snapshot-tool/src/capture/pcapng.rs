@@ -309,4 +309,33 @@ mod tests {
         assert_eq!(kinds, vec![SHB, IDB, EPB, ISB]);
         let _ = std::fs::remove_dir_all(&d);
     }
+
+    /// A write that fails (`/dev/full` answers every write with ENOSPC)
+    /// counts every buffered packet as lost and reports the error.
+    #[test]
+    fn a_failed_write_counts_the_packets_lost() {
+        let Ok(file) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            eprintln!("SKIPPED: no /dev/full");
+            return;
+        };
+        let mut w = Writer {
+            file,
+            path: PathBuf::from("/dev/full"),
+            buf: Vec::new(),
+            committed: 0,
+            packets: 0,
+            packets_in_buf: 0,
+        };
+        w.interface(LINK_ETHERNET, 65535, "lo");
+        for i in 0..3 {
+            w.packet(0, i, &[&[0u8; 60]], 60, FLAG_INBOUND);
+        }
+        let f = w.flush().unwrap_err();
+        assert_eq!(f.packets_lost, 3);
+        assert_eq!(f.error.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!((w.packets, w.committed, w.size()), (0, 0, 0));
+        // The next packets go to a fresh buffer: counted once each.
+        w.packet(0, 9, &[&[0u8; 60]], 60, FLAG_OUTBOUND);
+        assert_eq!(w.discard(), 1);
+    }
 }
