@@ -56,6 +56,7 @@ record() {
     local rec=$!
     PIDS+=("$rec")
     for _ in $(seq 50); do
+        grep -q "capture on " "$WORK/analyze-record.log" 2>/dev/null && break
         grep -q "listening on" "$BUNDLE.tmp/tcpdump.log" 2>/dev/null && break
         sleep 0.2
     done

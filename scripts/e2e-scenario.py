@@ -664,21 +664,27 @@ class Scenario:
             stdout=self.recorder_log,
             stderr=self.recorder_log,
         )
-        # Traffic must not start before tcpdump listens: wait for its
-        # "listening on" line (the recorder keeps tcpdump's stderr in the bundle).
+        # Traffic must not start before the capture runs: wait for the
+        # recorder's "recording into ... capture on IFACE" line (its own
+        # capture is running then), or for tcpdump's "listening on" line
+        # (with --capture tcpdump the recorder keeps tcpdump's stderr in the
+        # bundle).
         tlog = os.path.join(self.bundle, "tcpdump.log")
         deadline = time.monotonic() + 15
         while True:
             if self.recorder.poll() is not None:
                 raise ScenarioError("recorder exited early with %d (see %s)" % (self.recorder.returncode, log_path))
-            try:
-                with open(tlog) as f:
-                    if "listening on" in f.read():
-                        break
-            except OSError:
-                pass
+            ready = False
+            for path, needle in ((tlog, "listening on"), (log_path, "capture on ")):
+                try:
+                    with open(path) as f:
+                        ready = ready or needle in f.read()
+                except OSError:
+                    pass
+            if ready:
+                break
             if time.monotonic() > deadline:
-                raise ScenarioError("tcpdump did not report listening within 15 s (%s)" % tlog)
+                raise ScenarioError("the capture did not start within 15 s (%s, %s)" % (tlog, log_path))
             time.sleep(0.05)
         if args.recorder_nice is not None:
             self.renice_recorder(args.recorder_nice)

@@ -410,20 +410,10 @@ fn check_evidence(
             });
         }
     }
-    if let Some(c) = &ev.capture_counters {
-        let read: u64 = in_bundle.iter().map(|f| f.packets).sum();
-        if read < c.counters.captured {
-            ev.add(Finding {
-                area: Area::Capture,
-                check: "capture-packets-missing",
-                file: None,
-                detail: format!(
-                    "tcpdump captured {} packets but the bundle's capture files hold {read}: \
-                     capture data is missing",
-                    c.counters.captured
-                ),
-            });
-        }
+    let read: u64 = in_bundle.iter().map(|f| f.packets).sum();
+    if let Some(f) = verify::packet_shortfall(&bundle.manifest, ev.capture_counters.as_ref(), read)
+    {
+        ev.add(f);
     }
     ev
 }

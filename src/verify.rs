@@ -590,13 +590,17 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             ),
             Some(k) => {
                 let t = &k.counters;
+                let who = match m.capture.as_ref().and_then(|c| c.method.as_deref()) {
+                    Some("af-packet") => "the recorder's capture",
+                    _ => "tcpdump",
+                };
                 if t.dropped_by_kernel > 0 {
                     c.add(
                         Area::Capture,
                         "capture-drops",
                         Some(k.source),
                         format!(
-                            "tcpdump reports {} packets dropped by kernel of {} received by \
+                            "{who} reports {} packets dropped by kernel of {} received by \
                              filter ({:.1} %): the capture misses traffic",
                             t.dropped_by_kernel,
                             t.received_by_filter,
@@ -720,6 +724,86 @@ fn area_ok(
             ),
         ),
     }
+}
+
+/// Packet records in each capture file, read the way the analyzer reads
+/// them (a cut last record is not counted). Returns the sum and one
+/// `capture-unreadable` finding per file that cannot be read at all.
+pub fn count_capture_packets(paths: &[std::path::PathBuf]) -> (u64, Vec<Finding>) {
+    use crate::capture::scan::Scanner;
+    let mut total = 0u64;
+    let mut findings = Vec::new();
+    let mut recs = Vec::new();
+    let mut problems = Vec::new();
+    for p in paths {
+        let name = p
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let unreadable = |what: String| Finding {
+            area: Area::Integrity,
+            check: "capture-unreadable",
+            file: Some(name.clone()),
+            detail: format!("{name} cannot be read as a capture: {what}"),
+        };
+        let src = match crate::capture::source::Source::open(p) {
+            Ok(s) => s,
+            Err(e) => {
+                findings.push(unreadable(e.to_string()));
+                continue;
+            }
+        };
+        if src.bytes().is_empty() {
+            continue;
+        }
+        let mut sc = match Scanner::open(src.bytes()) {
+            Ok(s) => s,
+            Err(e) => {
+                findings.push(unreadable(format!("at byte {}: {}", e.offset, e.what)));
+                continue;
+            }
+        };
+        while !sc.is_done() {
+            // Problems are the analyzer's to report; only records count here.
+            sc.next_batch(&mut recs, 32_768, 4 << 20, &mut problems);
+            problems.clear();
+        }
+        total += sc.packets;
+    }
+    (total, findings)
+}
+
+/// The packets the capture files hold against the packets the capture
+/// took: the recorder's own count (`captured`: packets it took from the
+/// kernel, all of which belong in the files) or tcpdump's (`N packets
+/// captured`). Fewer in the files is a `capture-packets-missing` finding
+/// that says how many, and what the recorder knew of it.
+pub fn packet_shortfall(
+    m: &Manifest,
+    counters: Option<&Counters>,
+    in_files: u64,
+) -> Option<Finding> {
+    let c = counters?;
+    let took = c.counters.captured;
+    if in_files >= took {
+        return None;
+    }
+    let who = match m.capture.as_ref().and_then(|c| c.native.as_ref()) {
+        Some(n) => format!(
+            "the recorder took {took} packets from the kernel (it wrote {}, lost {} to {} failed \
+             write(s))",
+            n.packets_written, n.packets_lost_writing, n.write_errors
+        ),
+        None => format!("tcpdump captured {took} packets"),
+    };
+    Some(Finding {
+        area: Area::Capture,
+        check: "capture-packets-missing",
+        file: None,
+        detail: format!(
+            "{who} but the bundle's capture files hold {in_files}: {} packets are missing",
+            took - in_files
+        ),
+    })
 }
 
 impl Evidence {

@@ -664,27 +664,76 @@ pub struct RecordOptions {
     pub nice: Option<i32>,
 }
 
-/// How the recorder ran tcpdump.
+/// How the recorder captured packets: itself (`method` `af-packet`) or
+/// by running tcpdump (`method` `tcpdump`, or absent in bundles written
+/// before the recorder captured itself).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaptureInfo {
-    /// Path of the tcpdump binary used.
+    /// `af-packet` (the recorder's own capture) or `tcpdump`; absent in
+    /// older bundles, which all used tcpdump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Path of the tcpdump binary used (tcpdump only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tcpdump_path: String,
-    /// First line of `tcpdump --version`.
+    /// First line of `tcpdump --version` (tcpdump only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tcpdump_version: String,
-    /// Full argument vector it was started with.
+    /// Full argument vector tcpdump was started with (tcpdump only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub argv: Vec<String>,
     /// Interface captured on.
     pub iface: String,
     /// BPF filter, if any.
     pub filter: Option<String>,
-    /// tcpdump's exit status as text, filled when recording stops.
+    /// How the capture ended, as text, filled when recording stops
+    /// (tcpdump's exit status, or the recorder's first capture write error).
     pub exit: Option<String>,
-    /// tcpdump's own packet counters, as it printed them when it stopped
-    /// (summed over the whole capture, every rotated file included); absent
-    /// when tcpdump did not print them (killed) and in bundles written
-    /// before the field existed.
+    /// Packet counters for the whole capture, every rotated file included:
+    /// tcpdump's own as it printed them when it stopped, or the recorder's
+    /// (`captured` = packets the recorder took from the kernel, which the
+    /// files must hold); absent when tcpdump did not print them (killed)
+    /// and in bundles written before the field existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counters: Option<CaptureCounters>,
+    /// The recorder's own capture counters (method `af-packet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<NativeCounters>,
+}
+
+/// The counters of the recorder's own capture, for the whole recording.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeCounters {
+    /// Packets taken from the kernel's ring (outgoing copies on loopback,
+    /// which are seen twice, not counted).
+    pub packets_received: u64,
+    /// Packets written to the capture files.
+    pub packets_written: u64,
+    /// Bytes written to the capture files.
+    pub bytes_written: u64,
+    /// Packets the filter accepted, as the kernel counts them
+    /// (`PACKET_STATISTICS` `tp_packets`, drops included).
+    pub kernel_received: u64,
+    /// Packets the kernel dropped because the ring was full
+    /// (`tp_drops`).
+    pub kernel_drops: u64,
+    /// Times the ring was full (`tp_freeze_q_cnt`).
+    pub ring_freezes: u64,
+    /// Ring blocks the kernel marked as handed over after a loss
+    /// (`TP_STATUS_LOSING`).
+    pub losing_blocks: u64,
+    /// Failed writes to the capture files.
+    pub write_errors: u64,
+    /// Packets received but not written because a write failed.
+    pub packets_lost_writing: u64,
+}
+
+impl NativeCounters {
+    /// Packets that are not in the capture files: dropped by the kernel or
+    /// lost writing.
+    pub fn lost(&self) -> u64 {
+        self.kernel_drops + self.packets_lost_writing
+    }
 }
 
 /// The counters tcpdump prints when it stops.

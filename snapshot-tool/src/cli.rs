@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use procflow_format::duration::parse_duration;
-use procflow_snap::capture::Rotate;
+use procflow_snap::capture::{Method, Rotate};
 use procflow_snap::record::{
     Config, SourcesMode, DEFAULT_ARCHIVE_MB, DEFAULT_EVENT_FULL_WALK, DEFAULT_EVENT_INTERVAL,
     DEFAULT_FULL_WALK, DEFAULT_INTERVAL, DEFAULT_KEYFRAME_EVERY, DEFAULT_NICE,
@@ -37,7 +37,8 @@ DUR is a number with a unit: 500ms, 2s, 5m, 1h (a bare number is seconds).
 
 Exit status:
   0 stopped as asked; 1 error while recording; 2 bad usage or failed
-  pre-check (nothing written); 3 disk full (everything written is kept);
+  pre-check (nothing written); 3 disk full (everything written is kept)
+  or packets missing from the capture (the last line says EVIDENCE LOST);
   130 forced by a second signal.
 
 Shell completions and man pages: procflow-snap completions SHELL,
@@ -72,6 +73,15 @@ struct OnceArgs {
     out: PathBuf,
 }
 
+/// `--capture`: who captures packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CaptureHow {
+    /// The recorder itself (AF_PACKET)
+    Native,
+    /// tcpdump, run beside the recorder
+    Tcpdump,
+}
+
 #[derive(Debug, Args)]
 struct RecordArgs {
     /// Bundle directory: created if absent, must be empty
@@ -81,12 +91,17 @@ struct RecordArgs {
     /// socket owners: --event-interval]
     #[arg(long, value_name = "DUR", value_parser = interval)]
     interval: Option<Duration>,
-    /// Also capture on IFACE with tcpdump, into DIR
+    /// Also capture packets on IFACE (or `any`), into DIR
     #[arg(long, value_name = "IFACE")]
     iface: Option<String>,
-    /// tcpdump filter expression
+    /// Capture filter, in tcpdump's syntax (the common subset: host, net,
+    /// port, portrange, protocols, vlan, less, greater, and/or/not)
     #[arg(long, value_name = "BPF", requires = "iface")]
     filter: Option<String>,
+    /// Who captures: the recorder itself (`native`: AF_PACKET, nothing
+    /// needed on the host) or tcpdump run beside it (`tcpdump`)
+    #[arg(long, value_name = "HOW", requires = "iface", value_enum, default_value_t = CaptureHow::Native)]
+    capture: CaptureHow,
     /// New capture file every N seconds (a duration of whole seconds; 0: no rotation)
     #[arg(long, value_name = "N", requires = "iface", value_parser = whole_seconds)]
     rotate_seconds: Option<u64>,
@@ -192,6 +207,10 @@ impl Cli {
                 interval: a.interval.unwrap_or(DEFAULT_INTERVAL),
                 iface: a.iface,
                 filter: a.filter,
+                capture: match a.capture {
+                    CaptureHow::Native => Method::Native,
+                    CaptureHow::Tcpdump => Method::Tcpdump,
+                },
                 rotate: match (a.rotate_seconds, a.rotate_mb) {
                     (Some(s), _) if s > 0 => Rotate::Seconds(s),
                     (_, Some(m)) if m > 0 => Rotate::Megabytes(m),
@@ -305,6 +324,12 @@ mod tests {
         assert!(p(&["record", "--out", "x", "--archive-mb", "0"]).is_err());
         assert!(p(&["record", "--out", "x", "--max-cpu", "101"]).is_err());
         assert!(rec("--iface lo --rotate-mb 1 --rotate-seconds 1").is_err());
+        // The recorder captures itself unless tcpdump is asked for.
+        assert_eq!(rec("--iface lo").expect("iface").capture, Method::Native);
+        let c = rec("--iface lo --capture tcpdump").expect("tcpdump");
+        assert_eq!(c.capture, Method::Tcpdump);
+        assert!(rec("--iface lo --capture pcap").is_err());
+        assert!(rec("--capture tcpdump").is_err(), "--capture needs --iface");
         assert_eq!(
             p(&["--version"]).unwrap_err().kind(),
             ErrorKind::DisplayVersion

@@ -1,14 +1,14 @@
 //! procflow-snap: the on-host recorder's library half. Its public API is
 //! small: [`record`] (`Config` and `run`, which the binary calls), the
-//! live /proc reader [`live`], tcpdump discovery and rotation in
-//! [`capture`], and the conntrack reader [`conntrack`] and system calls
+//! live /proc reader [`live`], the packet capture (its own `AF_PACKET`
+//! ring, or tcpdump) in [`capture`], and the conntrack reader [`conntrack`] and system calls
 //! [`sys`] that the cost measurements in `examples/` use.
 //!
 //! Inside, in the order a tick runs: `live` reads /proc through the pure
 //! parsers of [`procfs`], [`delta`] turns successive reads into keyframes
 //! and deltas, `archive` appends them to tar files that survive a cut at
-//! any byte, `bundle` writes the manifest and hashes, `capture` runs
-//! tcpdump beside it and `record` drives the loop; `conntrack` adds each
+//! any byte, `bundle` writes the manifest and hashes, `capture` records
+//! the packets (or runs tcpdump beside it) and `record` drives the loop; `conntrack` adds each
 //! namespace's connection-tracking table, read through `netlink`; `events`
 //! and `ksys` follow the kernel's event sources; `operator` locks `--out`,
 //! warns at start, prints the heartbeat and reads tcpdump's counters for

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::archive::ArchiveWriter;
 use crate::bundle::{self, ErrorSummary};
-use crate::capture::{self, Capture, Rotate};
+use crate::capture::{self, Method, Rotate, Running};
 use crate::delta::{self, FdEntry, FdState, FdStatus};
 use crate::events::{self, Batch, EventSources};
 use crate::layout::{
@@ -41,10 +41,12 @@ pub struct Config {
     pub out: PathBuf,
     /// Target time between snapshots.
     pub interval: Duration,
-    /// Interface to capture on, if the recorder runs tcpdump.
+    /// Interface to capture on, if the recorder captures.
     pub iface: Option<String>,
-    /// BPF filter for tcpdump.
+    /// Capture filter (tcpdump syntax).
     pub filter: Option<String>,
+    /// Which capture runs (`--capture`).
+    pub capture: Method,
     /// Capture file rotation.
     pub rotate: Rotate,
     /// Stop after this long.
@@ -102,6 +104,7 @@ impl Config {
             interval: DEFAULT_INTERVAL,
             iface: None,
             filter: None,
+            capture: Method::Native,
             rotate: Rotate::None,
             duration: None,
             heartbeat: Duration::ZERO,
@@ -1238,6 +1241,7 @@ pub fn run(cfg: Config) -> i32 {
                 return EXIT_USAGE;
             }
             match capture::find_tcpdump() {
+                _ if cfg.capture == Method::Native => None,
                 Some(p) => Some(p),
                 None => {
                     eprintln!(
@@ -1269,24 +1273,34 @@ pub fn run(cfg: Config) -> i32 {
     let started = sys::timestamp();
 
     // The capture starts before the first snapshot so that it covers it.
-    let mut cap: Option<Capture> = None;
-    if let (Some(tcpdump), Some(iface)) = (&tcpdump, &cfg.iface) {
+    let mut cap: Option<Running> = None;
+    if let Some(iface) = &cfg.iface {
         let start_secs = started.clocks.realtime_ns.div_euclid(1_000_000_000);
-        match capture::start(
-            tcpdump,
-            &cfg.out,
-            iface,
-            cfg.filter.as_deref(),
-            cfg.rotate,
-            start_secs,
-            Duration::from_secs(10),
-        ) {
+        let started = match &tcpdump {
+            Some(tcpdump) => capture::start(
+                tcpdump,
+                &cfg.out,
+                iface,
+                cfg.filter.as_deref(),
+                cfg.rotate,
+                start_secs,
+                Duration::from_secs(10),
+            )
+            .map(Running::Tcpdump)
+            .map_err(|e| with_causes(&e)),
+            None => capture::start_native(
+                &cfg.out,
+                iface,
+                cfg.filter.as_deref(),
+                cfg.rotate,
+                start_secs,
+            )
+            .map_err(|e| with_causes(&e)),
+        };
+        match started {
             Ok(c) => cap = Some(c),
             Err(e) => {
-                eprintln!(
-                    "procflow-snap: capture on {iface} failed to start: {}",
-                    with_causes(&e)
-                );
+                eprintln!("procflow-snap: capture on {iface} failed to start: {e}");
                 // Leave nothing behind: the recording never started.
                 for f in capture::capture_files(&cfg.out) {
                     let _ = std::fs::remove_file(cfg.out.join(f));
@@ -1333,7 +1347,7 @@ pub fn run(cfg: Config) -> i32 {
             archive_max_bytes: cfg.archive_bytes,
             nice: Some(cfg.nice),
         },
-        capture: cap.as_ref().map(|c| c.info.clone()),
+        capture: cap.as_ref().map(|c| c.info().clone()),
         started,
         ended: None,
         status: RecorderStatus::Recording,
@@ -1352,8 +1366,11 @@ pub fn run(cfg: Config) -> i32 {
                     "procflow-snap: recording into {} every {} ms{}; Ctrl-C to stop",
                     cfg.out.display(),
                     rec.interval().as_millis(),
-                    cap.as_ref()
-                        .map_or(String::new(), |c| format!(", tcpdump on {}", c.info.iface))
+                    cap.as_ref().map_or(String::new(), |c| format!(
+                        ", {} capture on {}",
+                        c.info().method.as_deref().unwrap_or("tcpdump"),
+                        c.info().iface
+                    ))
                 );
             }
             for w in crate::operator::startup_warnings(manifest.privileges.euid, Path::new("/proc"))
@@ -1365,7 +1382,7 @@ pub fn run(cfg: Config) -> i32 {
                     crate::operator::Heartbeat::start(
                         cfg.out.clone(),
                         cfg.heartbeat,
-                        cap.as_ref().map(Capture::pid),
+                        cap.as_ref().and_then(Running::tcpdump_pid),
                         sources_line(&manifest.sources),
                     )
                 })
@@ -1387,7 +1404,7 @@ fn manifest_while_recording(dir: &Path, m: &Manifest) -> io::Result<()> {
 }
 
 /// Ticks until a signal, the duration, or a write error.
-fn record_loop(rec: &mut Recorder, manifest: &mut Manifest, cap: &mut Option<Capture>) -> Stop {
+fn record_loop(rec: &mut Recorder, manifest: &mut Manifest, cap: &mut Option<Running>) -> Stop {
     let t0 = Instant::now();
     let deadline = rec.cfg.duration.map(|d| t0 + d);
     let mut capture_reported = false;
@@ -1413,13 +1430,23 @@ fn record_loop(rec: &mut Recorder, manifest: &mut Manifest, cap: &mut Option<Cap
         }
         if let Some(c) = cap.as_mut() {
             if !capture_reported {
-                if let Some(status) = c.exited() {
+                if let Some((msg, disk_full)) = c.failed() {
                     capture_reported = true;
-                    eprintln!("procflow-snap: tcpdump exited during the recording: {status}");
+                    if matches!(c, Running::Native { .. }) {
+                        // The capture can no longer write: stop, keeping
+                        // what is written, with the loss stated.
+                        let msg = format!("capture file: {msg}");
+                        return if disk_full {
+                            Stop::DiskFull(msg)
+                        } else {
+                            Stop::Error(msg)
+                        };
+                    }
+                    eprintln!("procflow-snap: {msg}");
                     rec.errors.add(&RecordError {
                         what: "capture".into(),
                         path: None,
-                        error: format!("tcpdump exited during the recording: {status}"),
+                        error: msg,
                         count: 1,
                     });
                 }
@@ -1563,7 +1590,7 @@ fn sources_line(s: &[SourceInfo]) -> String {
 
 /// Stops the capture, closes the archive, writes the final manifest and
 /// hashes. A second signal cuts this short with status `killed`.
-fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: Stop) -> i32 {
+fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Running>, stop: Stop) -> i32 {
     if let Some(mut ev) = rec.events.take() {
         ev.stop();
     }
@@ -1588,9 +1615,9 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         }),
         Stop::Done => {}
     }
-    if let Some(c) = cap.as_mut() {
-        c.stop(Duration::from_secs(5), &second);
-    }
+    let cap_info = cap
+        .as_mut()
+        .map(|c| c.stop(&rec.cfg.out, Duration::from_secs(5), &second));
     if second() {
         status = RecorderStatus::Killed;
         code = EXIT_KILLED;
@@ -1620,17 +1647,18 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
             }
         }
     }
-    m.capture = cap.as_ref().map(|c| {
-        let mut info = c.info.clone();
-        info.counters = crate::operator::capture_counters(&rec.cfg.out);
-        info
-    });
+    m.capture = cap_info;
     m.capture_files = capture::capture_files(&rec.cfg.out);
     let lost = evidence_lost(
         &rec.event_losses,
         rec.errors.total("conntrack-events"),
-        m.capture.as_ref().and_then(|c| c.counters.as_ref()),
+        m.capture.as_ref(),
     );
+    if capture_lost(m.capture.as_ref()) && code == EXIT_OK {
+        // Packets the capture should hold are missing: say so in the
+        // exit status too.
+        code = EXIT_DISK_FULL;
+    }
     if !second() {
         // tcpdump closes its files without fsync.
         for f in m
@@ -1720,14 +1748,22 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
     code
 }
 
+/// Whether packets are missing from the capture: dropped by the kernel
+/// (the recorder's ring or tcpdump's) or lost writing.
+fn capture_lost(c: Option<&layout::CaptureInfo>) -> bool {
+    let Some(c) = c else { return false };
+    if let Some(n) = &c.native {
+        return n.lost() > 0 || n.ring_freezes > 0 || n.write_errors > 0;
+    }
+    c.counters
+        .as_ref()
+        .is_some_and(|k| k.dropped_by_kernel > 0 || k.dropped_by_interface.unwrap_or(0) > 0)
+}
+
 /// The evidence lost over the recording, in words for the terminal (empty
 /// when nothing was lost): event losses, conntrack event batches lost,
-/// tcpdump's own drops.
-fn evidence_lost(
-    l: &EventLosses,
-    conntrack: u64,
-    tcpdump: Option<&layout::CaptureCounters>,
-) -> String {
+/// the capture's drops and write losses.
+fn evidence_lost(l: &EventLosses, conntrack: u64, capture: Option<&layout::CaptureInfo>) -> String {
     let mut parts = Vec::new();
     let mut say = |n: u64, what: &str| {
         if n > 0 {
@@ -1748,12 +1784,27 @@ fn evidence_lost(
         "receive error(s) on the lookup's packet socket",
     );
     say(conntrack, "conntrack event batch(es) lost");
-    if let Some(c) = tcpdump {
-        say(c.dropped_by_kernel, "packet(s) dropped by kernel (tcpdump)");
-        say(
-            c.dropped_by_interface.unwrap_or(0),
-            "packet(s) dropped by interface (tcpdump)",
-        );
+    match capture.map(|c| (&c.native, &c.counters)) {
+        Some((Some(n), _)) => {
+            say(
+                n.kernel_drops,
+                "packet(s) dropped by the kernel (capture ring full)",
+            );
+            say(n.ring_freezes, "capture ring overrun(s)");
+            say(
+                n.packets_lost_writing,
+                "captured packet(s) not written (write failed)",
+            );
+            say(n.write_errors, "capture write failure(s)");
+        }
+        Some((None, Some(c))) => {
+            say(c.dropped_by_kernel, "packet(s) dropped by kernel (tcpdump)");
+            say(
+                c.dropped_by_interface.unwrap_or(0),
+                "packet(s) dropped by interface (tcpdump)",
+            );
+        }
+        _ => {}
     }
     if parts.is_empty() {
         String::new()
@@ -1786,10 +1837,21 @@ mod tests {
             packets: 3,
             ..EventLosses::default()
         };
-        let c = layout::CaptureCounters {
-            dropped_by_kernel: 7,
-            ..Default::default()
+        let mut c = layout::CaptureInfo {
+            method: None,
+            tcpdump_path: "/usr/bin/tcpdump".into(),
+            tcpdump_version: String::new(),
+            argv: Vec::new(),
+            iface: "eth0".into(),
+            filter: None,
+            exit: None,
+            counters: Some(layout::CaptureCounters {
+                dropped_by_kernel: 7,
+                ..Default::default()
+            }),
+            native: None,
         };
+        assert!(capture_lost(Some(&c)));
         let text = evidence_lost(&l, 4, Some(&c));
         assert!(text.starts_with("EVIDENCE LOST: "), "{text}");
         for part in [
@@ -1801,6 +1863,22 @@ mod tests {
             assert!(text.contains(part), "{part} missing in {text}");
         }
         assert!(!text.contains("by interface"), "{text}");
+        // The recorder's own capture: its counters, not tcpdump's.
+        c.native = Some(layout::NativeCounters {
+            packets_lost_writing: 5,
+            write_errors: 1,
+            ..Default::default()
+        });
+        let text = evidence_lost(&EventLosses::default(), 0, Some(&c));
+        assert!(
+            text.contains("5 captured packet(s) not written (write failed)")
+                && text.contains("1 capture write failure(s)")
+                && !text.contains("tcpdump"),
+            "{text}"
+        );
+        assert!(capture_lost(Some(&c)));
+        c.native = Some(layout::NativeCounters::default());
+        assert!(!capture_lost(Some(&c)));
     }
 
     struct Fixture {

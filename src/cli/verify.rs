@@ -28,7 +28,17 @@ pub const EXIT_FINDINGS: u8 = 1;
 /// not, 2 when the directory is not a readable bundle.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bundle = Bundle::open(&args.bundle)?;
-    let ev = verify::check(&bundle.dir, &bundle.manifest, &Known::default());
+    let mut ev = verify::check(&bundle.dir, &bundle.manifest, &Known::default());
+    // The packets in the capture files, against the capture's own count.
+    let (in_files, unreadable) = verify::count_capture_packets(&bundle.captures);
+    for f in unreadable {
+        ev.add(f);
+    }
+    if let Some(f) =
+        verify::packet_shortfall(&bundle.manifest, ev.capture_counters.as_ref(), in_files)
+    {
+        ev.add(f);
+    }
     let verdict = if ev.ok {
         "intact: every check holds".to_string()
     } else {

@@ -1,5 +1,12 @@
-//! Running tcpdump beside the recorder: start it, wait until it listens,
-//! keep its stderr in `tcpdump.log`, stop it cleanly.
+//! The packet capture of `record --iface`: the recorder's own
+//! ([`native`]: an `AF_PACKET` ring, filters compiled by [`filter`],
+//! pcapng written by [`pcapng`]), or tcpdump run beside it
+//! (`--capture tcpdump`): start it, wait until it listens, keep its stderr
+//! in `tcpdump.log`, stop it cleanly. [`Running`] is either.
+
+pub mod filter;
+pub mod native;
+pub mod pcapng;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
@@ -120,6 +127,7 @@ pub fn tcpdump_args(
 pub const DRAIN: Duration = Duration::from_millis(1300);
 
 /// A running tcpdump.
+#[derive(Debug)]
 pub struct Capture {
     child: Child,
     log_thread: Option<std::thread::JoinHandle<()>>,
@@ -273,6 +281,8 @@ pub fn start(
         child,
         log_thread: Some(log_thread),
         info: CaptureInfo {
+            method: Some("tcpdump".into()),
+            native: None,
             tcpdump_path: tcpdump.to_string_lossy().into_owned(),
             tcpdump_version: version,
             argv,
@@ -339,6 +349,105 @@ impl Capture {
         self.info.exit = Some(status.clone());
         status
     }
+}
+
+/// Which capture `--iface` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// The recorder's own (`AF_PACKET`); needs nothing on the host.
+    Native,
+    /// tcpdump run beside the recorder (the fallback, asked for).
+    Tcpdump,
+}
+
+/// A running capture of either kind.
+#[derive(Debug)]
+pub enum Running {
+    /// The recorder's own.
+    Native {
+        /// The capture.
+        cap: native::NativeCapture,
+        /// What goes into the manifest.
+        info: CaptureInfo,
+    },
+    /// tcpdump.
+    Tcpdump(Capture),
+}
+
+impl Running {
+    /// What the manifest says of it so far.
+    pub fn info(&self) -> &CaptureInfo {
+        match self {
+            Running::Native { info, .. } => info,
+            Running::Tcpdump(c) => &c.info,
+        }
+    }
+
+    /// tcpdump's pid (for its counters on SIGUSR1).
+    pub fn tcpdump_pid(&self) -> Option<u32> {
+        match self {
+            Running::Native { .. } => None,
+            Running::Tcpdump(c) => Some(c.pid()),
+        }
+    }
+
+    /// Why the capture stopped on its own, if it did; `true` when the disk
+    /// is full.
+    pub fn failed(&mut self) -> Option<(String, bool)> {
+        match self {
+            Running::Native { cap, .. } => cap.failure(),
+            Running::Tcpdump(c) => c
+                .exited()
+                .map(|s| (format!("tcpdump exited during the recording: {s}"), false)),
+        }
+    }
+
+    /// Stops it and returns the final manifest entry (counters filled).
+    pub fn stop(&mut self, out: &Path, grace: Duration, abort: &dyn Fn() -> bool) -> CaptureInfo {
+        match self {
+            Running::Native { cap, info } => {
+                let (counters, native) = cap.stop();
+                info.counters = Some(counters);
+                info.native = Some(native);
+                info.exit = Some(match cap.failure() {
+                    Some((e, _)) => format!("stopped writing: {e}"),
+                    None => "stopped".into(),
+                });
+                info.clone()
+            }
+            Running::Tcpdump(c) => {
+                c.stop(grace, abort);
+                let mut info = c.info.clone();
+                info.counters = crate::operator::capture_counters(out);
+                info
+            }
+        }
+    }
+}
+
+/// Starts the recorder's own capture.
+pub fn start_native(
+    dir: &Path,
+    iface: &str,
+    filter: Option<&str>,
+    rotate: Rotate,
+    start_secs: i64,
+) -> Result<Running, native::StartError> {
+    let cap = native::start(dir, iface, filter, rotate, start_secs)?;
+    Ok(Running::Native {
+        cap,
+        info: CaptureInfo {
+            method: Some("af-packet".into()),
+            tcpdump_path: String::new(),
+            tcpdump_version: String::new(),
+            argv: Vec::new(),
+            iface: iface.to_string(),
+            filter: filter.map(str::to_string),
+            exit: None,
+            counters: None,
+            native: None,
+        },
+    })
 }
 
 /// Capture files in `dir`, in name order (tcpdump's names sort by time;
