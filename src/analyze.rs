@@ -394,22 +394,22 @@ fn check_evidence(
         };
         known.archives.insert(n, state);
     }
-    let mut ev = verify::check(&bundle.dir, &bundle.manifest, &known);
     let in_bundle: Vec<&crate::capture::FileReport> = replay
         .files
         .iter()
         .filter(|f| bundle.captures.contains(&f.path))
         .collect();
     for f in &in_bundle {
-        if let Some(e) = &f.error {
-            ev.add(Finding {
-                area: Area::Integrity,
-                check: "capture-unreadable",
-                file: Some(name_of(&f.path)),
-                detail: format!("{} cannot be read as a capture: {e}", name_of(&f.path)),
-            });
-        }
+        let st = match (&f.damage, &f.error) {
+            (None, Some(e)) => Err(e.clone()),
+            (damage, _) => Ok(crate::capture::Structure {
+                packets: f.packets,
+                damage: damage.clone(),
+            }),
+        };
+        known.captures.insert(name_of(&f.path), st);
     }
+    let mut ev = verify::check(&bundle.dir, &bundle.manifest, &known);
     if let Some(c) = &ev.capture_counters {
         let read: u64 = in_bundle.iter().map(|f| f.packets).sum();
         if read < c.counters.captured {

@@ -23,13 +23,14 @@ use std::io::BufReader;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
-use procflow_format::hash::sha256_file;
+use procflow_format::hash::{bundle_digest, sha256_file};
 use procflow_format::layout::{
     parse_archive_name, CaptureCounters, Manifest, RecorderStatus, CAPTURE_PREFIX, MANIFEST_FILE,
     SHA256SUMS_FILE, TCPDUMP_LOG_FILE,
 };
 use serde::Serialize;
 
+use crate::capture::{Damage, ProblemKind, Structure};
 use crate::hostile::term;
 use crate::report::overview::visible;
 
@@ -118,6 +119,16 @@ pub struct Evidence {
     /// fd directories the recorder could not read (summed from the
     /// manifest's `read-fd` errors).
     pub unreadable_fd_dirs: u64,
+    /// The bundle digest: SHA-256 of `SHA256SUMS` as it is (which names
+    /// and hashes every file), lowercase hex; `None` without a readable
+    /// `SHA256SUMS`. The recorder prints it when it stops; a digest noted
+    /// then and compared now shows a bundle rewritten since, hashes and
+    /// all.
+    pub digest: Option<String>,
+    /// Packet records in the bundle's capture files, read before any
+    /// damage.
+    #[serde(skip)]
+    pub capture_packets: u64,
 }
 
 /// How one archive ended, as its reader saw it.
@@ -150,6 +161,13 @@ pub struct Known {
     /// How each archive ended, by file name; archives absent here are read
     /// by the checks.
     pub archives: HashMap<String, ArchiveState>,
+    /// How each capture file of the bundle reads, by file name (`analyze`
+    /// knows from its replay); captures absent here are walked by the
+    /// checks ([`crate::capture::structure`]).
+    pub captures: HashMap<String, Result<Structure, String>>,
+    /// The bundle digest noted when the bundle was collected (`verify
+    /// --expect`): any other digest is a finding.
+    pub expect: Option<String>,
 }
 
 /// Reads an archive through the format's reader only to see how it ends.
@@ -315,13 +333,17 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         .chain(m.capture_files.iter())
         .map(String::as_str)
         .collect();
-    // SHA256SUMS.
+    // SHA256SUMS, and the bundle digest over it.
+    let mut digest: Option<String> = None;
     let sums = if regular.contains(SHA256SUMS_FILE) {
         match crate::hostile::read_small_file(
             &dir.join(SHA256SUMS_FILE),
             crate::hostile::SMALL_FILE_CAP,
         ) {
-            Ok(b) => Some(parse_sums(&String::from_utf8_lossy(&b))),
+            Ok(b) => {
+                digest = Some(bundle_digest(&b));
+                Some(parse_sums(&String::from_utf8_lossy(&b)))
+            }
             Err(e) => {
                 c.add(
                     Area::Integrity,
@@ -360,6 +382,32 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                 Some(SHA256SUMS_FILE),
                 format!("{SHA256SUMS_FILE} lists no file"),
             );
+        }
+    }
+    if let Some(want) = &known.expect {
+        let want = want.trim().to_ascii_lowercase();
+        match &digest {
+            Some(d) if *d == want => {}
+            Some(d) => c.add(
+                Area::Integrity,
+                "digest-mismatch",
+                Some(SHA256SUMS_FILE),
+                format!(
+                    "bundle digest {d} is not the digest noted at collection, {}: the bundle \
+                     was rewritten since (files and hashes alike)",
+                    visible(&want, 80)
+                ),
+            ),
+            None => c.add(
+                Area::Integrity,
+                "digest-mismatch",
+                Some(SHA256SUMS_FILE),
+                format!(
+                    "the bundle digest cannot be computed without {SHA256SUMS_FILE}; the \
+                     digest noted at collection was {}",
+                    visible(&want, 80)
+                ),
+            ),
         }
     }
     // Missing files: listed in SHA256SUMS or named by the manifest.
@@ -490,6 +538,60 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                 "unreadable-file",
                 Some(name),
                 format!("{name} cannot be read: {e}"),
+            ),
+        }
+    }
+    // Captures whole: every record complete and sound. Hashes say a file
+    // is as the recorder wrote it; this says what it holds can be read,
+    // also when the file was cut and SHA256SUMS written again after.
+    let capture_names: Vec<&str> = regular
+        .iter()
+        .filter(|n| is_capture_name(n))
+        .map(String::as_str)
+        .collect();
+    let structures: Vec<(&str, Result<Structure, String>)> = capture_names
+        .par_iter()
+        .map(|n| {
+            let st = known
+                .captures
+                .get(*n)
+                .cloned()
+                .unwrap_or_else(|| crate::capture::structure(&dir.join(n)));
+            (*n, st)
+        })
+        .collect();
+    let mut capture_packets: u64 = 0;
+    for (name, st) in structures {
+        match st {
+            Ok(Structure { packets, damage }) => {
+                capture_packets = capture_packets.saturating_add(packets);
+                if let Some(Damage { offset, kind, what }) = damage {
+                    let check = match kind {
+                        ProblemKind::TruncatedRecord
+                        | ProblemKind::TruncatedBlock
+                        | ProblemKind::ReadFailed => "capture-cut",
+                        _ => "capture-damaged",
+                    };
+                    c.add(
+                        Area::Integrity,
+                        check,
+                        Some(name),
+                        format!(
+                            "{name} is damaged at byte offset {offset} after {packets} readable \
+                             packet(s): {} ({kind})",
+                            visible(&what, ERROR_TEXT_MAX)
+                        ),
+                    );
+                }
+            }
+            Err(e) => c.add(
+                Area::Integrity,
+                "capture-unreadable",
+                Some(name),
+                format!(
+                    "{name} cannot be read as a capture: {}",
+                    visible(&e, ERROR_TEXT_MAX)
+                ),
             ),
         }
     }
@@ -667,6 +769,8 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         hashes,
         capture_counters,
         unreadable_fd_dirs: unreadable,
+        digest,
+        capture_packets,
     }
 }
 
@@ -693,7 +797,7 @@ fn area_ok(
         Area::Integrity => (
             "ok",
             format!(
-                "{} files match {SHA256SUMS_FILE}; every file present, archives whole",
+                "{} files match {SHA256SUMS_FILE}; every file present, archives and captures whole",
                 hashes.len()
             ),
         ),
@@ -769,7 +873,19 @@ impl Evidence {
                 out.push(format!("procflow:     {}: {}", f.check, term(&f.detail)));
             }
         }
+        out.push(format!("procflow:   {}", self.digest_line()));
         out
+    }
+
+    /// The bundle digest line: `bundle digest: sha256:HEX`, or why there is
+    /// none.
+    pub fn digest_line(&self) -> String {
+        match &self.digest {
+            Some(d) => {
+                format!("bundle digest: sha256:{d} (compare with the one noted at collection)")
+            }
+            None => format!("bundle digest: none ({SHA256SUMS_FILE} missing or unreadable)"),
+        }
     }
 }
 

@@ -1193,3 +1193,162 @@ fn device_and_fifo_bundle_files_are_not_read() {
     assert!(err.contains("no complete snapshot"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// The bundle digest `procflow verify` prints (`sha256:HEX`).
+fn printed_digest(out: &str) -> String {
+    let at = out.find("bundle digest: sha256:").expect("a digest line") + 22;
+    out[at..at + 64].to_string()
+}
+
+/// A capture cut short (as a disk filling up leaves it) with SHA256SUMS
+/// written again over it: the hashes match, the capture's content does
+/// not hold, and the check fails on it, not merely warns.
+#[test]
+fn custody_cut_capture_with_rehashed_sums_fails() {
+    let d = scratch("cutcap");
+    let b = d.join("bundle");
+    let cap = std::fs::read(b.join(SAMPLE_CAPTURE)).unwrap();
+    // Cut in the middle of a record.
+    let cut = cap.len() / 2 + 7;
+    std::fs::write(b.join(SAMPLE_CAPTURE), &cap[..cut]).unwrap();
+    resum(&b);
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "integrity FAIL        capture-cut: {SAMPLE_CAPTURE} is damaged at byte offset"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("(truncated-record)"), "{out}");
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("capture-cut:"), "{err}");
+    let summary = json(&d.join("out/summary.json"));
+    assert_eq!(summary["evidence"]["ok"], false);
+    // A bad tar (a byte of a header changed) with sums written again: a
+    // failed check too.
+    let d2 = scratch("badtar");
+    let b2 = d2.join("bundle");
+    let tar_path = b2.join("snapshots-000001.tar");
+    let mut bytes = std::fs::read(&tar_path).unwrap();
+    let (_, at, _) = members(&tar_path)[5].clone();
+    bytes[at as usize + 100] ^= 0x55;
+    std::fs::write(&tar_path, &bytes).unwrap();
+    resum(&b2);
+    let (code, out, _) = verify(&b2);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("integrity FAIL        archive-cut"), "{out}");
+    let _ = std::fs::remove_dir_all(&d);
+    let _ = std::fs::remove_dir_all(&d2);
+}
+
+/// A forged bundle: addresses rewritten in the capture, the manifest
+/// edited, SHA256SUMS computed again. Every hash matches; only the digest
+/// noted at collection tells, and `--expect` fails on it.
+#[test]
+fn custody_expect_catches_a_forged_bundle() {
+    let d = scratch("forged");
+    let b = d.join("bundle");
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(0), "{out}");
+    let noted = printed_digest(&out);
+    // The digest is SHA-256 of SHA256SUMS.
+    assert_eq!(
+        noted,
+        sha_hex(&std::fs::read(b.join("SHA256SUMS")).unwrap())
+    );
+    let (code, out, _) = run(procflow()
+        .arg("verify")
+        .arg("--expect")
+        .arg(format!("sha256:{noted}"))
+        .arg(&b));
+    assert_eq!(code, Some(0), "{out}");
+    // Forge: rewrite 10.203.0.2 as 10.203.0.9 in the capture (checksums
+    // are not checked by anyone), edit the manifest, resum.
+    let mut cap = std::fs::read(b.join(SAMPLE_CAPTURE)).unwrap();
+    let from = [10u8, 203, 0, 2];
+    let mut n = 0;
+    for i in 0..cap.len().saturating_sub(4) {
+        if cap[i..i + 4] == from {
+            cap[i + 3] = 9;
+            n += 1;
+        }
+    }
+    assert!(n > 0, "the sample talks to 10.203.0.2");
+    std::fs::write(b.join(SAMPLE_CAPTURE), &cap).unwrap();
+    let m = std::fs::read_to_string(b.join("manifest.json")).unwrap();
+    std::fs::write(
+        b.join("manifest.json"),
+        m.replace("\"complete\"", "\"complete\" "),
+    )
+    .unwrap();
+    resum(&b);
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(0), "without --expect the forgery holds: {out}");
+    assert_ne!(printed_digest(&out), noted);
+    let (code, out, _) = run(procflow().arg("verify").arg("--expect").arg(&noted).arg(&b));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "integrity FAIL        digest-mismatch: bundle digest {} is not the digest noted at collection, {noted}",
+            printed_digest(&out)
+        )),
+        "{out}"
+    );
+    let (code, out, _) = run(procflow()
+        .arg("verify")
+        .arg("--json")
+        .arg("--expect")
+        .arg(&noted)
+        .arg(&b));
+    assert_eq!(code, Some(1), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["findings"][0]["check"], "digest-mismatch");
+    assert_eq!(v["expected_digest"], noted.as_str());
+    assert_ne!(v["digest"], noted.as_str());
+    // A digest that is not one is a usage error.
+    let (code, _, err) = run(procflow().arg("verify").arg("--expect").arg("abc").arg(&b));
+    assert_eq!(code, Some(2), "{err}");
+    // analyze prints the digest in its evidence block and records it.
+    let now = printed_digest(&verify(&b).1);
+    let (_, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert!(
+        err.contains(&format!("procflow:   bundle digest: sha256:{now}")),
+        "{err}"
+    );
+    let summary = json(&d.join("out/summary.json"));
+    assert_eq!(
+        summary["evidence"]["digest"],
+        sha_hex(&std::fs::read(b.join("SHA256SUMS")).unwrap()).as_str()
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// `verify --json` prints a JSON result also when the manifest cannot be
+/// parsed: exit 2, `ok: false`, the error, and the digest.
+#[test]
+fn verify_json_on_unparseable_manifest() {
+    let d = scratch("badmanifest");
+    let b = d.join("bundle");
+    std::fs::write(
+        b.join("manifest.json"),
+        b"{\"format\": \"procflow-bundle\", oops",
+    )
+    .unwrap();
+    let (code, out, err) = run(procflow().arg("verify").arg("--json").arg(&b));
+    assert_eq!(code, Some(2), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["error"].as_str().unwrap().contains("manifest.json"),
+        "{out}"
+    );
+    assert_eq!(
+        v["digest"],
+        sha_hex(&std::fs::read(b.join("SHA256SUMS")).unwrap()).as_str()
+    );
+    assert!(err.contains("procflow: error:"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
