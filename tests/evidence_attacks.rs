@@ -1352,3 +1352,120 @@ fn verify_json_on_unparseable_manifest() {
     assert!(err.contains("procflow: error:"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// The recorder binary next to `procflow`, or a skip (`cargo test
+/// --workspace` builds it; under CI its absence fails).
+fn snap_bin() -> Option<PathBuf> {
+    let snap = Path::new(env!("CARGO_BIN_EXE_procflow")).with_file_name("procflow-snap");
+    if snap.exists() {
+        return Some(snap);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "procflow-snap is not built next to procflow"
+    );
+    skip("procflow-snap is not built (cargo test --workspace builds it)");
+    None
+}
+
+/// Starts `procflow-snap record` into `b` with `extra` and waits for its
+/// first snapshot.
+fn start_recorder(snap: &Path, b: &Path, extra: &[&str]) -> std::process::Child {
+    let child = Command::new(snap)
+        .args([
+            "record",
+            "--interval",
+            "100ms",
+            "--sources",
+            "poll",
+            "--out",
+        ])
+        .arg(b)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::fs::metadata(b.join("snapshots-000001.tar")).map_or(true, |m| m.len() < 4096) {
+        assert!(t.elapsed() < Duration::from_secs(20), "no snapshot written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: kill(2) on the pid of a child not yet waited for.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, sig);
+    }
+}
+
+/// A real recording with `--custody-log`: the last line names the digest,
+/// the log holds it with host, time, version and out dir, and `verify
+/// --expect` with it holds.
+#[test]
+fn custody_log_of_a_real_recording() {
+    let Some(snap) = snap_bin() else { return };
+    let d = std::env::temp_dir().join(format!("pe-attack-{}-custodylog", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let b = d.join("bundle");
+    let log = d.join("custody.log");
+    let child = start_recorder(&snap, &b, &["--custody-log", log.to_str().unwrap()]);
+    signal(&child, libc::SIGINT);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let last = err.lines().last().unwrap();
+    let digest = sha_hex(&std::fs::read(b.join("SHA256SUMS")).unwrap());
+    assert!(
+        last.starts_with(&format!("procflow-snap: bundle digest: sha256:{digest}")),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(v["digest"], format!("sha256:{digest}").as_str());
+    assert_eq!(v["status"], "complete");
+    assert_eq!(v["out"], b.to_str().unwrap());
+    assert_eq!(v["tool"], "procflow-snap");
+    assert!(!v["host"].as_str().unwrap().is_empty());
+    assert!(v["time"].as_str().unwrap().ends_with('Z'));
+    let (code, out, _) = run(procflow()
+        .arg("verify")
+        .arg("--expect")
+        .arg(&digest)
+        .arg(&b));
+    assert_eq!(code, Some(0), "{out}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Two signals (a forced stop) still end with a final line saying what
+/// was kept, and exit 130. (SIGINT then SIGTERM, which the recorder counts
+/// alike: two SIGINTs sent at once would merge into one pending signal.)
+#[test]
+fn forced_stop_prints_a_final_line() {
+    let Some(snap) = snap_bin() else { return };
+    let d = std::env::temp_dir().join(format!("pe-attack-{}-forced", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let b = d.join("bundle");
+    let log = d.join("custody.log");
+    let child = start_recorder(&snap, &b, &["--custody-log", log.to_str().unwrap()]);
+    signal(&child, libc::SIGINT);
+    signal(&child, libc::SIGTERM);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("procflow-snap: killed: forced stop (second signal):")
+            && last.contains("no bundle digest"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(v["status"], "killed");
+    assert_eq!(v["digest"], serde_json::Value::Null);
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -66,6 +66,10 @@ struct OnceArgs {
     /// Bundle directory: created if absent, must be empty
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Append the bundle digest (SHA-256 of SHA256SUMS), host, time, tool
+    /// version and --out to FILE when done (keep it on other media)
+    #[arg(long, value_name = "FILE")]
+    custody_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +77,11 @@ struct RecordArgs {
     /// Bundle directory: created if absent, must be empty
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Append the bundle digest (SHA-256 of SHA256SUMS), host, time, tool
+    /// version and --out to FILE when recording stops (keep it on other
+    /// media)
+    #[arg(long, value_name = "FILE")]
+    custody_log: Option<PathBuf>,
     /// Time between snapshots [default: 250ms; while tracepoints name
     /// socket owners: --event-interval]
     #[arg(long, value_name = "DUR", value_parser = interval)]
@@ -178,6 +187,7 @@ impl Cli {
             Command::Once(a) => Config {
                 once: true,
                 argv,
+                custody_log: a.custody_log,
                 ..Config::new(a.out)
             },
             Command::Record(a) => Config {
@@ -209,6 +219,7 @@ impl Cli {
                     .or(a.interval)
                     .unwrap_or(DEFAULT_EVENT_INTERVAL),
                 argv,
+                custody_log: a.custody_log,
             },
         }
     }

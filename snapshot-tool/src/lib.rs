@@ -27,6 +27,7 @@ pub(crate) mod archive;
 pub(crate) mod bundle;
 pub mod capture;
 pub mod conntrack;
+pub mod custody;
 pub(crate) mod events;
 pub(crate) mod ksys;
 pub mod live;

@@ -73,6 +73,9 @@ pub struct Config {
     pub event_full_walk: Duration,
     /// The command line, for the manifest.
     pub argv: Vec<String>,
+    /// Where to append the custody record when recording stops
+    /// (`--custody-log`).
+    pub custody_log: Option<PathBuf>,
 }
 
 /// Default time between snapshots. Measured (docs/recorder.md): 250 ms saw
@@ -115,6 +118,7 @@ impl Config {
             event_interval: DEFAULT_EVENT_INTERVAL,
             event_full_walk: DEFAULT_EVENT_FULL_WALK,
             argv: Vec::new(),
+            custody_log: None,
         }
     }
 }
@@ -1219,6 +1223,16 @@ pub fn run(cfg: Config) -> i32 {
         }
         None => None,
     };
+    let custody = match &cfg.custody_log {
+        Some(p) => match crate::custody::CustodyLog::open(p, &cfg.out) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("procflow-snap: {}", with_causes(&e));
+                return EXIT_USAGE;
+            }
+        },
+        None => None,
+    };
     if let Err(e) = sys::install_signal_handlers() {
         eprintln!("procflow-snap: cannot install signal handlers: {e}");
         return EXIT_USAGE;
@@ -1344,7 +1358,7 @@ pub fn run(cfg: Config) -> i32 {
         }
         Err(e) => write_stop("writing manifest.json", &e),
     };
-    finish(rec, manifest, cap, stop)
+    finish(rec, manifest, cap, stop, custody)
 }
 
 /// Writes the manifest and reserves room for the next one.
@@ -1521,7 +1535,13 @@ fn sources_line(s: &[SourceInfo]) -> String {
 
 /// Stops the capture, closes the archive, writes the final manifest and
 /// hashes. A second signal cuts this short with status `killed`.
-fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: Stop) -> i32 {
+fn finish(
+    mut rec: Recorder,
+    mut m: Manifest,
+    mut cap: Option<Capture>,
+    stop: Stop,
+    mut custody: Option<crate::custody::CustodyLog>,
+) -> i32 {
     if let Some(mut ev) = rec.events.take() {
         ev.stop();
     }
@@ -1628,6 +1648,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
         if !lost.is_empty() {
             eprintln!("procflow-snap: {lost}");
         }
+        forced_final_line(&m, &rec.cfg.out, custody.as_mut());
         return code;
     }
     let sums = bundle::write_sha256sums(&rec.cfg.out, &second);
@@ -1638,6 +1659,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
             if !lost.is_empty() {
                 eprintln!("procflow-snap: {lost}");
             }
+            forced_final_line(&m, &rec.cfg.out, custody.as_mut());
             return EXIT_KILLED;
         }
         eprintln!(
@@ -1675,7 +1697,67 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Capture>, stop: St
             format!("; {lost}")
         }
     );
+    let digest = sums.ok();
+    if let Some(log) = custody.as_mut() {
+        if let Err(e) = log.append(&custody_record(&m, &rec.cfg.out, digest.as_deref())) {
+            eprintln!(
+                "procflow-snap: {}: cannot append the custody record: {e}",
+                log.path().display()
+            );
+            if code == EXIT_OK {
+                code = EXIT_ERROR;
+            }
+        }
+    }
+    // The last line: what a responder notes at collection.
+    match &digest {
+        Some(d) => eprintln!(
+            "procflow-snap: bundle digest: sha256:{d} (note it: `procflow verify --expect` \
+             checks the bundle against it){}",
+            custody.as_ref().map_or(String::new(), |l| format!(
+                "; appended to {}",
+                l.path().display()
+            ))
+        ),
+        None => eprintln!(
+            "procflow-snap: no bundle digest: {} was not written",
+            layout::SHA256SUMS_FILE
+        ),
+    }
     code
+}
+
+/// The custody record of the recording `m` describes.
+fn custody_record(m: &Manifest, out: &Path, digest: Option<&str>) -> crate::custody::CustodyRecord {
+    let now = sys::timestamp().clocks.realtime_ns;
+    crate::custody::CustodyRecord {
+        time: procflow_format::time::rfc3339_ns(now),
+        host: m.host.hostname.clone(),
+        boot_id: m.host.boot_id.clone(),
+        tool: m.tool.name.clone(),
+        version: m.tool.version.clone(),
+        out: out.to_string_lossy().into_owned(),
+        status: m.status.as_str().to_string(),
+        digest: digest.map(|d| format!("sha256:{d}")),
+    }
+}
+
+/// The final line of a forced stop (second signal): what was kept and
+/// that there is no digest; the custody log says so too.
+fn forced_final_line(m: &Manifest, out: &Path, custody: Option<&mut crate::custody::CustodyLog>) {
+    if let Some(log) = custody {
+        let _ = log.append(&custody_record(m, out, None));
+    }
+    eprintln!(
+        "procflow-snap: {}: forced stop (second signal): {} snapshot(s) in {} archive(s), {} \
+         capture file(s); {} written, {} NOT written, no bundle digest",
+        m.status,
+        m.snapshots,
+        m.archives.len(),
+        m.capture_files.len(),
+        layout::MANIFEST_FILE,
+        layout::SHA256SUMS_FILE
+    );
 }
 
 /// The evidence lost over the recording, in words for the terminal (empty
