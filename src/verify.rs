@@ -125,10 +125,90 @@ pub struct Evidence {
     /// then and compared now shows a bundle rewritten since, hashes and
     /// all.
     pub digest: Option<String>,
+    /// What the recorder deleted while recording (`--max-size`,
+    /// `--keep`): information, not a failure, when the options asked for
+    /// it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<Deleted>,
     /// Packet records in the bundle's capture files, read before any
     /// damage.
     #[serde(skip)]
     pub capture_packets: u64,
+}
+
+/// What the recorder deleted while recording, summed from the manifest's
+/// `deleted` list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deleted {
+    /// Files deleted.
+    pub files: u64,
+    /// Capture files among them.
+    pub captures: u64,
+    /// Snapshot archives among them.
+    pub archives: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Earliest time they covered, ns since the epoch.
+    pub first_ns: i64,
+    /// Latest time they covered, ns since the epoch.
+    pub last_ns: i64,
+    /// The limits that asked for it (`--max-size 8000000 bytes`,
+    /// `--keep 600 s`); empty when none did.
+    pub asked: String,
+}
+
+impl Deleted {
+    /// From the manifest; `None` when nothing was deleted.
+    pub fn of(m: &Manifest) -> Option<Deleted> {
+        if m.deleted.is_empty() {
+            return None;
+        }
+        let mut d = Deleted {
+            files: 0,
+            captures: 0,
+            archives: 0,
+            bytes: 0,
+            first_ns: i64::MAX,
+            last_ns: i64::MIN,
+            asked: String::new(),
+        };
+        for e in &m.deleted {
+            let n = e.files.max(1);
+            d.files = d.files.saturating_add(n);
+            match e.kind.as_str() {
+                "capture" => d.captures = d.captures.saturating_add(n),
+                "archive" => d.archives = d.archives.saturating_add(n),
+                _ => {}
+            }
+            d.bytes = d.bytes.saturating_add(e.bytes);
+            d.first_ns = d.first_ns.min(e.first_ns);
+            d.last_ns = d.last_ns.max(e.last_ns);
+        }
+        let mut asked = Vec::new();
+        if let Some(b) = m.options.max_size_bytes {
+            asked.push(format!("--max-size {b} bytes"));
+        }
+        if let Some(k) = m.options.keep_ms {
+            asked.push(format!("--keep {} s", k / 1000));
+        }
+        d.asked = asked.join(", ");
+        Some(d)
+    }
+
+    /// One line for the terminal.
+    pub fn line(&self) -> String {
+        format!(
+            "deleted as {}: {} older file(s) ({} capture, {} archive; {} bytes) covering {} .. {}; \
+             the bundle no longer holds them (manifest `deleted`)",
+            if self.asked.is_empty() { "nothing asked" } else { &self.asked },
+            self.files,
+            self.captures,
+            self.archives,
+            self.bytes,
+            crate::time::rfc3339_ns(self.first_ns),
+            crate::time::rfc3339_ns(self.last_ns)
+        )
+    }
 }
 
 /// How one archive ended, as its reader saw it.
@@ -595,6 +675,20 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             ),
         }
     }
+    // Deletions: information when the options asked for them.
+    let deleted = Deleted::of(m);
+    if let Some(d) = deleted.as_ref().filter(|d| d.asked.is_empty()) {
+        c.add(
+            Area::Integrity,
+            "deleted-unasked",
+            Some(MANIFEST_FILE),
+            format!(
+                "the manifest lists {} deleted file(s) but no --max-size or --keep asked for \
+                 deletion",
+                d.files
+            ),
+        );
+    }
     // Recorder.
     if m.status != RecorderStatus::Complete {
         let why = match m.status {
@@ -770,6 +864,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         capture_counters,
         unreadable_fd_dirs: unreadable,
         digest,
+        deleted,
         capture_packets,
     }
 }
@@ -872,6 +967,9 @@ impl Evidence {
             for f in self.findings.iter().filter(|f| f.area == s.area) {
                 out.push(format!("procflow:     {}: {}", f.check, term(&f.detail)));
             }
+        }
+        if let Some(d) = &self.deleted {
+            out.push(format!("procflow:   {}", d.line()));
         }
         out.push(format!("procflow:   {}", self.digest_line()));
         out

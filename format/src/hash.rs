@@ -22,7 +22,12 @@ pub fn hex(bytes: &[u8]) -> String {
 /// appends it to its custody log) when it stops; `procflow verify
 /// --expect` compares it.
 pub fn bundle_digest(sha256sums: &[u8]) -> String {
-    hex(&Sha256::digest(sha256sums))
+    sha256_hex(sha256sums)
+}
+
+/// Hex SHA-256 of bytes in memory.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 /// Hex SHA-256 and length of everything `r` yields. `abort` is polled

@@ -35,6 +35,7 @@ pub(crate) mod lookup;
 pub(crate) mod netlink;
 pub(crate) mod operator;
 pub mod record;
+pub mod ring;
 pub mod sys;
 
 /// The bundle format, shared with the analyzer (crate `procflow-format`).

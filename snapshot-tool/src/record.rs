@@ -76,6 +76,9 @@ pub struct Config {
     /// Where to append the custody record when recording stops
     /// (`--custody-log`).
     pub custody_log: Option<PathBuf>,
+    /// Always-on recording: delete the oldest capture files and archives
+    /// to stay within these (`--max-size`, `--keep`); see [`crate::ring`].
+    pub ring: crate::ring::Limits,
 }
 
 /// Default time between snapshots. Measured (docs/recorder.md): 250 ms saw
@@ -119,6 +122,7 @@ impl Config {
             event_full_walk: DEFAULT_EVENT_FULL_WALK,
             argv: Vec::new(),
             custody_log: None,
+            ring: crate::ring::Limits::default(),
         }
     }
 }
@@ -165,6 +169,11 @@ pub struct Recorder {
     recorded: HashSet<(u32, u64)>,
     archive: Option<ArchiveWriter>,
     archive_fresh: bool,
+    /// When the open archive was opened (archives rotate by time under
+    /// `--keep`).
+    archive_opened: Instant,
+    /// The ring of `--max-size` / `--keep`, when asked.
+    ring: Option<crate::ring::Ring>,
     archive_no: u32,
     archives: Vec<String>,
     seq: u64,
@@ -271,6 +280,7 @@ impl Recorder {
     /// A recorder reading the /proc tree `proc` (a fixture in tests).
     fn with_proc(cfg: Config, proc: live::Proc) -> Recorder {
         let cfg_once = cfg.once;
+        let ring = (cfg.ring.is_set() && !cfg_once).then(|| crate::ring::Ring::new(cfg.ring));
         let self_pid = std::process::id();
         // A fixture tree has no `self`: only its own pids' namespaces.
         let self_netns = proc.read_netns_of("self").unwrap_or(0);
@@ -286,6 +296,8 @@ impl Recorder {
             recorded: HashSet::new(),
             archive: None,
             archive_fresh: true,
+            archive_opened: Instant::now(),
+            ring,
             archive_no: 0,
             archives: Vec::new(),
             seq: 0,
@@ -314,6 +326,7 @@ impl Recorder {
         self.archive = Some(w);
         self.archives.push(name);
         self.archive_fresh = true;
+        self.archive_opened = Instant::now();
         self.recorded.clear();
         Ok(())
     }
@@ -755,7 +768,9 @@ impl Recorder {
             self.since_keyframe += 1;
         }
         self.archive_fresh = false;
-        if archive.committed_bytes() >= self.cfg.archive_bytes && !self.cfg.once {
+        let aged = crate::ring::archive_every(&self.cfg.ring)
+            .is_some_and(|d| self.archive_opened.elapsed() >= d);
+        if (archive.committed_bytes() >= self.cfg.archive_bytes || aged) && !self.cfg.once {
             self.close_archive()?;
         }
         Ok(())
@@ -1199,7 +1214,19 @@ fn privileges() -> Privileges {
 
 /// Runs `record` or `once`; returns the exit status. Errors found before
 /// anything is written give [`EXIT_USAGE`] and leave nothing behind.
-pub fn run(cfg: Config) -> i32 {
+pub fn run(mut cfg: Config) -> i32 {
+    if cfg.ring.is_set() && !cfg.once {
+        // A ring deletes whole files: both kinds must rotate well within
+        // the limits.
+        cfg.archive_bytes = crate::ring::archive_bytes(&cfg.ring, cfg.archive_bytes);
+        if cfg.rotate == Rotate::None {
+            cfg.rotate = match (cfg.ring.max_bytes, cfg.ring.keep) {
+                (Some(m), _) => Rotate::Megabytes((m / crate::ring::SHARE / 1_000_000).max(1)),
+                (None, Some(k)) => Rotate::Seconds((k.as_secs() / crate::ring::SHARE).max(1)),
+                (None, None) => Rotate::None,
+            };
+        }
+    }
     // Checks first: nothing is created before all of them pass.
     if let Err(e) = check_out_dir(&cfg.out) {
         eprintln!("procflow-snap: {}", with_causes(&e));
@@ -1316,6 +1343,11 @@ pub fn run(cfg: Config) -> i32 {
             max_cpu_percent: cfg.max_cpu,
             archive_max_bytes: cfg.archive_bytes,
             nice: Some(cfg.nice),
+            max_size_bytes: cfg.ring.max_bytes,
+            keep_ms: cfg
+                .ring
+                .keep
+                .map(|k| u64::try_from(k.as_millis()).unwrap_or(u64::MAX)),
         },
         capture: cap.as_ref().map(|c| c.info.clone()),
         started,
@@ -1326,6 +1358,7 @@ pub fn run(cfg: Config) -> i32 {
         snapshots: 0,
         errors: rec.errors.to_vec(),
         sources,
+        deleted: Vec::new(),
     };
     let stop = match manifest_while_recording(&cfg.out, &manifest) {
         Ok(()) => {
@@ -1395,6 +1428,9 @@ fn record_loop(rec: &mut Recorder, manifest: &mut Manifest, cap: &mut Option<Cap
                 return write_stop("writing manifest.json", &e);
             }
         }
+        if let Err(stop) = rec.keep_ring(manifest, true) {
+            return stop;
+        }
         if let Some(c) = cap.as_mut() {
             if !capture_reported {
                 if let Some(status) = c.exited() {
@@ -1438,6 +1474,40 @@ fn record_loop(rec: &mut Recorder, manifest: &mut Manifest, cap: &mut Option<Cap
             }
             std::thread::sleep(nap);
         }
+    }
+}
+
+impl Recorder {
+    /// Deletes what the ring's limits ask and records each deletion in
+    /// the manifest, written again at once: the bundle always says what
+    /// it no longer holds.
+    fn keep_ring(&mut self, m: &mut Manifest, write: bool) -> Result<(), Stop> {
+        let Some(ring) = self.ring.as_mut() else {
+            return Ok(());
+        };
+        let writing = self.archive.as_ref().map(|a| a.name().to_string());
+        let now = sys::timestamp().clocks.realtime_ns;
+        let o = ring.enforce(&self.cfg.out, writing.as_deref(), now);
+        for e in o.errors {
+            if e.contains("--max-size") {
+                eprintln!("procflow-snap: warning: {e}");
+            }
+            self.errors.add(&crate::ring::error_entry(e));
+        }
+        if o.deleted.is_empty() {
+            return Ok(());
+        }
+        self.archives
+            .retain(|a| !o.deleted.iter().any(|d| d.name == *a));
+        crate::ring::record(&mut m.deleted, o.deleted);
+        m.archives = self.archives.clone();
+        m.snapshots = self.written;
+        m.errors = self.errors.to_vec();
+        if !write {
+            return Ok(());
+        }
+        manifest_while_recording(&self.cfg.out, m)
+            .map_err(|e| write_stop("writing manifest.json", &e))
     }
 }
 
@@ -1598,6 +1668,11 @@ fn finish(
             }
         }
     }
+    if !second() {
+        // The capture wrote on while it drained: the limits hold for the
+        // bundle as it is left.
+        let _ = rec.keep_ring(&mut m, false);
+    }
     m.capture = cap.as_ref().map(|c| {
         let mut info = c.info.clone();
         info.counters = crate::operator::capture_counters(&rec.cfg.out);
@@ -1673,11 +1748,19 @@ fn finish(
     let _ = bundle::sync_dir(&rec.cfg.out);
     // Say only what was written, and what evidence was lost.
     eprintln!(
-        "procflow-snap: {}: {} snapshot(s) in {} archive(s), {} capture file(s); {}{}",
+        "procflow-snap: {}: {} snapshot(s) in {} archive(s), {} capture file(s){}; {}{}",
         m.status,
         m.snapshots,
         m.archives.len(),
         m.capture_files.len(),
+        if m.deleted.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} older file(s) deleted as --max-size/--keep asked, listed in the manifest)",
+                m.deleted.len()
+            )
+        },
         if sums.is_ok() {
             format!(
                 "{} and {} written",

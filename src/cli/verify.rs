@@ -105,6 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "files": ev.hashes,
             "digest": ev.digest,
             "expected_digest": args.expect,
+            "deleted": ev.deleted,
         });
         println!(
             "{}",
@@ -123,6 +124,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 f.check,
                 term(&f.detail)
             );
+        }
+        if let Some(d) = &ev.deleted {
+            println!("{}", d.line());
         }
         println!("{}", ev.digest_line());
         println!("{}: {verdict}", term_path(&args.bundle));
