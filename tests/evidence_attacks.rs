@@ -1469,3 +1469,31 @@ fn forced_stop_prints_a_final_line() {
     assert_eq!(v["digest"], serde_json::Value::Null);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// report.html allows its one script by hash, not `'unsafe-inline'`: a
+/// script a bundle smuggled into the page would not run.
+#[test]
+fn report_csp_allows_the_script_by_hash_only() {
+    use base64::Engine;
+    let d = scratch("csp");
+    let (code, _, err) = analyze(&d.join("bundle"), &d.join("out"), &[]);
+    assert!(matches!(code, Some(0 | 3)), "{err}");
+    let html = std::fs::read_to_string(d.join("out/report.html")).unwrap();
+    let at = html.find("Content-Security-Policy\" content=\"").unwrap() + 34;
+    let csp = &html[at..at + html[at..].find('"').unwrap()];
+    let script_src = csp
+        .split(';')
+        .map(str::trim)
+        .find(|p| p.starts_with("script-src"))
+        .unwrap();
+    assert!(!script_src.contains("unsafe-inline"), "{csp}");
+    // The hash is of the executable script's text.
+    let open = "<script>";
+    let start = html.find(open).unwrap() + open.len();
+    let end = start + html[start..].find("</script>").unwrap();
+    let hash = base64::engine::general_purpose::STANDARD
+        .encode(sha2::Sha256::digest(html[start..end].as_bytes()));
+    assert_eq!(script_src, format!("script-src 'sha256-{hash}'"), "{csp}");
+    assert_eq!(html.matches(open).count(), 1, "one executable script");
+    let _ = std::fs::remove_dir_all(&d);
+}
