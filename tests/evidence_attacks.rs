@@ -1497,3 +1497,66 @@ fn report_csp_allows_the_script_by_hash_only() {
     assert_eq!(html.matches(open).count(), 1, "one executable script");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Invisible Unicode in process names and paths: line and paragraph
+/// separators (U+2028/2029), zero-width characters and tag characters are
+/// escaped in CSV cells and on the terminal, like control characters.
+#[test]
+fn invisible_unicode_is_escaped_in_csv_and_on_the_terminal() {
+    let d = scratch("invisible");
+    let b = d.join("bundle");
+    // JSON escapes in the member text: the archive holds the raw chars.
+    let comm = "py\\u2028th\\u200bon\\udb40\\udc41";
+    rewrite_archive(&b, |name, data| {
+        if !name.ends_with("procs.jsonl") {
+            return Some(data);
+        }
+        let text = String::from_utf8(data).unwrap();
+        Some(
+            text.replace("\"comm\":\"python3\"", &format!("\"comm\":\"{comm}\""))
+                .replace(
+                    "\"exe\":\"/root/.pyenv/versions/3.11.7/bin/python3.11\"",
+                    "\"exe\":\"/usr/bin/\\u2029\\ufeffpython\"",
+                )
+                .into_bytes(),
+        )
+    });
+    resum(&b);
+    let o = procflow()
+        .arg("analyze")
+        .arg(&b)
+        .arg("--out")
+        .arg(d.join("out"))
+        .args(["--threads", "2"])
+        .output()
+        .unwrap();
+    let term = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let raw = ['\u{2028}', '\u{2029}', '\u{200b}', '\u{feff}', '\u{e0041}'];
+    let check = |what: &str, s: &str| {
+        for c in raw {
+            assert!(!s.contains(c), "{what} holds a raw U+{:04X}", c as u32);
+        }
+    };
+    check("the terminal", &term);
+    // The summary table shortens the name; the exe column is whole.
+    assert!(term.contains("py\\u{2028}th\\u{"), "{term}");
+    assert!(term.contains("/usr/bin/\\u{2029}\\u{feff}python"), "{term}");
+    for f in ["connections.csv", "processes.csv"] {
+        let text = std::fs::read_to_string(d.join("out").join(f)).unwrap();
+        check(f, &text);
+        assert!(text.contains("py\\u{2028}th\\u{200b}on\\u{e0041}"), "{f}");
+    }
+    let text = std::fs::read_to_string(d.join("out/processes.csv")).unwrap();
+    assert!(text.contains("/usr/bin/\\u{2029}\\u{feff}python"), "{text}");
+    // JSON keeps the exact text.
+    let jsonl = std::fs::read_to_string(d.join("out/connections.jsonl")).unwrap();
+    assert!(
+        jsonl.contains("py\u{2028}th\u{200b}on\u{e0041}"),
+        "exact in JSON"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
