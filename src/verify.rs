@@ -335,6 +335,30 @@ pub fn parse_tcpdump_log(text: &str) -> Option<CaptureCounters> {
     CaptureCounters::from_tcpdump_log(text)
 }
 
+/// Lines of tcpdump's log that name one of its counters but whose count is
+/// not a number (`-5 packets dropped by kernel`): (line number, text).
+pub fn unreadable_counter_lines(text: &str) -> Vec<(usize, String)> {
+    const PHRASES: [&str; 4] = [
+        "captured",
+        "received by filter",
+        "dropped by kernel",
+        "dropped by interface",
+    ];
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let Some((num, rest)) = line.trim().split_once(' ') else {
+            continue;
+        };
+        let rest = rest
+            .trim_start_matches("packets ")
+            .trim_start_matches("packet ");
+        if PHRASES.contains(&rest) && num.parse::<u64>().is_err() {
+            out.push((i + 1, line.to_string()));
+        }
+    }
+    out
+}
+
 /// Whether a directory entry name is one of the bundle's captures.
 pub fn is_capture_name(n: &str) -> bool {
     n.starts_with(CAPTURE_PREFIX) || n.ends_with(".pcap") || n.ends_with(".pcapng")
@@ -811,6 +835,29 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             }
         }
     }
+    // Counter lines of tcpdump.log that say a count but not as a number
+    // (`-5 packets dropped by kernel`): unknown, not zero.
+    if regular.contains(TCPDUMP_LOG_FILE) {
+        if let Ok(b) = crate::hostile::read_small_file(
+            &dir.join(TCPDUMP_LOG_FILE),
+            crate::hostile::SMALL_FILE_CAP,
+        ) {
+            let bad = unreadable_counter_lines(&String::from_utf8_lossy(&b));
+            if let Some((line, text)) = bad.first() {
+                c.add(
+                    Area::Capture,
+                    "capture-counters-unreadable",
+                    Some(TCPDUMP_LOG_FILE),
+                    format!(
+                        "{} counter line(s) of {TCPDUMP_LOG_FILE} hold no count, first line \
+                         {line}: {:?}: those counters are unknown, not zero",
+                        bad.len(),
+                        visible(text, 120)
+                    ),
+                );
+            }
+        }
+    }
     // fds.
     let unreadable: u64 = m
         .errors
@@ -1001,6 +1048,9 @@ mod tests {
         );
         assert_eq!(c.dropped_by_interface, None);
         assert!(parse_tcpdump_log("tcpdump: listening\n").is_none());
+        let bad =
+            unreadable_counter_lines("3 packets captured\n-5 packets dropped by kernel\nx y\n");
+        assert_eq!(bad, vec![(2, "-5 packets dropped by kernel".to_string())]);
     }
 
     #[test]

@@ -1560,3 +1560,100 @@ fn invisible_unicode_is_escaped_in_csv_and_on_the_terminal() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Damage that used to end "all checks hold" with exit 0 now fails the
+/// evidence check (exit 3 from analyze, 1 from verify where it can see
+/// it): snapshots skipped for a bad meta.json or an out-of-order seq, a
+/// realtime clock step of 292 years, drop counters that are no number.
+#[test]
+fn damage_that_exited_0_fails_the_evidence_check() {
+    // A meta.json that is not JSON: the snapshot is skipped.
+    let d = scratch("badmeta");
+    let b = d.join("bundle");
+    rewrite_archive(&b, |name, data| {
+        Some(if name == "snap/00000010/meta.json" {
+            b"{oops".to_vec()
+        } else {
+            data
+        })
+    });
+    resum(&b);
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("snapshots-skipped: 1 complete snapshot(s) could not be applied"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+
+    // Out of order: snapshot 20's meta says seq 5.
+    let d = scratch("order");
+    let b = d.join("bundle");
+    rewrite_archive(&b, |name, data| {
+        if name != "snap/00000020/meta.json" {
+            return Some(data);
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&data).unwrap();
+        v["seq"] = 5.into();
+        Some(serde_json::to_vec(&v).unwrap())
+    });
+    resum(&b);
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("snapshots-skipped:"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+
+    // A realtime clock step of 292 years between two snapshots.
+    let d = scratch("clockstep");
+    let b = d.join("bundle");
+    rewrite_archive(&b, |name, data| {
+        let seq: u64 = match name
+            .strip_prefix("snap/")
+            .and_then(|r| r.strip_suffix("/meta.json"))
+        {
+            Some(n) => n.parse().unwrap(),
+            None => return Some(data),
+        };
+        if seq != 50 {
+            return Some(data);
+        }
+        // One snapshot 292 years back (and the next one back again).
+        let mut v: serde_json::Value = serde_json::from_slice(&data).unwrap();
+        for k in ["before", "after"] {
+            let r = v[k]["realtime_ns"].as_i64().unwrap();
+            v[k]["realtime_ns"] = (r - 9_200_000_000_000_000_000).into();
+        }
+        Some(serde_json::to_vec(&v).unwrap())
+    });
+    resum(&b);
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("clock-step: the realtime clock stepped by"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+
+    // Drop counters that are no number: unknown, not zero.
+    let d = scratch("counters");
+    let b = d.join("bundle");
+    let log = std::fs::read_to_string(b.join("tcpdump.log")).unwrap();
+    std::fs::write(
+        b.join("tcpdump.log"),
+        log.replace(
+            "0 packets dropped by kernel",
+            "-5 packets dropped by kernel",
+        ),
+    )
+    .unwrap();
+    resum(&b);
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("capture-counters-unreadable: 1 counter line(s) of tcpdump.log hold no count, first line 4"),
+        "{out}"
+    );
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
