@@ -172,8 +172,9 @@ pub struct Recorder {
     /// When the open archive was opened (archives rotate by time under
     /// `--keep`).
     archive_opened: Instant,
-    /// The ring of `--max-size` / `--keep`, when asked.
-    ring: Option<crate::ring::Ring>,
+    /// The ring of `--max-size` / `--keep`, when asked: its own thread,
+    /// started with the recording.
+    ring: Option<crate::ring::Runner>,
     archive_no: u32,
     archives: Vec<String>,
     seq: u64,
@@ -280,7 +281,6 @@ impl Recorder {
     /// A recorder reading the /proc tree `proc` (a fixture in tests).
     fn with_proc(cfg: Config, proc: live::Proc) -> Recorder {
         let cfg_once = cfg.once;
-        let ring = (cfg.ring.is_set() && !cfg_once).then(|| crate::ring::Ring::new(cfg.ring));
         let self_pid = std::process::id();
         // A fixture tree has no `self`: only its own pids' namespaces.
         let self_netns = proc.read_netns_of("self").unwrap_or(0);
@@ -297,7 +297,7 @@ impl Recorder {
             archive: None,
             archive_fresh: true,
             archive_opened: Instant::now(),
-            ring,
+            ring: None,
             archive_no: 0,
             archives: Vec::new(),
             seq: 0,
@@ -321,6 +321,9 @@ impl Recorder {
     fn open_next_archive(&mut self) -> Result<(), Stop> {
         self.archive_no += 1;
         let name = layout::archive_name(self.archive_no);
+        if let Some(r) = &self.ring {
+            r.writing(Some(&name));
+        }
         let w = ArchiveWriter::create(&self.cfg.out, &name)
             .map_err(|e| write_stop(&format!("creating {name}"), &e))?;
         self.archive = Some(w);
@@ -1312,6 +1315,13 @@ pub fn run(mut cfg: Config) -> i32 {
     }
 
     let mut rec = Recorder::new(cfg.clone());
+    if cfg.ring.is_set() && !cfg.once {
+        rec.ring = Some(crate::ring::Runner::start(
+            &cfg.out,
+            crate::ring::Ring::new(cfg.ring),
+            realtime_now,
+        ));
+    }
     let mut sources = rec.start_sources(cfg.sources);
     // Before proc-poll, the last: the connection-tracking table and events.
     sources.insert(sources.len().saturating_sub(1), rec.conntrack.source());
@@ -1482,12 +1492,14 @@ impl Recorder {
     /// the manifest, written again at once: the bundle always says what
     /// it no longer holds.
     fn keep_ring(&mut self, m: &mut Manifest, write: bool) -> Result<(), Stop> {
-        let Some(ring) = self.ring.as_mut() else {
-            return Ok(());
+        let o = match (write, self.ring.as_ref()) {
+            (_, None) => return Ok(()),
+            (true, Some(r)) => r.take(),
+            (false, Some(_)) => match self.ring.take() {
+                Some(r) => r.finish(realtime_now()),
+                None => return Ok(()),
+            },
         };
-        let writing = self.archive.as_ref().map(|a| a.name().to_string());
-        let now = sys::timestamp().clocks.realtime_ns;
-        let o = ring.enforce(&self.cfg.out, writing.as_deref(), now);
         for e in o.errors {
             if e.contains("--max-size") {
                 eprintln!("procflow-snap: warning: {e}");
@@ -1509,6 +1521,11 @@ impl Recorder {
         manifest_while_recording(&self.cfg.out, m)
             .map_err(|e| write_stop("writing manifest.json", &e))
     }
+}
+
+/// CLOCK_REALTIME now, ns (the ring's clock).
+fn realtime_now() -> i64 {
+    sys::timestamp().clocks.realtime_ns
 }
 
 /// Which evidence sources to try.

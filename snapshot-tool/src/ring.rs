@@ -71,7 +71,7 @@ fn capture_order(names: &mut [String]) {
 }
 
 /// What [`Ring::enforce`] did.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Outcome {
     /// Files deleted, oldest first.
     pub deleted: Vec<DeletedFile>,
@@ -206,6 +206,126 @@ impl Ring {
         }
         out.bytes = total;
         out
+    }
+}
+
+/// What the ring thread shares with the recorder.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The archive being written (set before it is created).
+    writing: Option<String>,
+    /// Deletions not yet in the manifest.
+    outcome: Outcome,
+    /// The ring, handed back when the thread stops.
+    ring: Option<Ring>,
+}
+
+/// The ring run on its own thread, every [`PERIOD`]: a tick of the
+/// recorder can take seconds on a starved host (it runs at nice 19), and
+/// the capture keeps writing meanwhile. The recorder tells it which
+/// archive it writes and takes its deletions into the manifest after each
+/// tick ([`Runner::take`]).
+#[derive(Debug)]
+pub struct Runner {
+    shared: std::sync::Arc<std::sync::Mutex<Shared>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    dir: std::path::PathBuf,
+}
+
+/// Time between two looks of the ring thread at the bundle.
+pub const PERIOD: Duration = Duration::from_millis(200);
+
+impl Runner {
+    /// Starts the ring thread on `dir`; `now` reads CLOCK_REALTIME in ns.
+    pub fn start(dir: &Path, ring: Ring, now: fn() -> i64) -> Runner {
+        use std::sync::atomic::Ordering;
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(Shared {
+            ring: Some(ring),
+            ..Shared::default()
+        }));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let shared = shared.clone();
+            let stop = stop.clone();
+            let dir = dir.to_path_buf();
+            std::thread::Builder::new()
+                .name("ring".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        Runner::once(&shared, &dir, now());
+                        std::thread::sleep(PERIOD);
+                    }
+                })
+                .ok()
+        };
+        Runner {
+            shared,
+            stop,
+            thread,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn once(shared: &std::sync::Mutex<Shared>, dir: &Path, now_ns: i64) {
+        let Ok(mut g) = shared.lock() else { return };
+        let writing = g.writing.clone();
+        let Some(mut ring) = g.ring.take() else {
+            return;
+        };
+        drop(g);
+        let o = ring.enforce(dir, writing.as_deref(), now_ns);
+        if let Ok(mut g) = shared.lock() {
+            g.ring = Some(ring);
+            g.outcome.deleted.extend(o.deleted);
+            g.outcome.errors.extend(o.errors);
+            g.outcome.bytes = o.bytes;
+        }
+    }
+
+    /// Names the archive about to be created (before it exists), or none.
+    /// Waits while the ring is looking, so a new archive is never taken
+    /// for a finished one.
+    pub fn writing(&self, name: Option<&str>) {
+        if let Ok(mut g) = self.shared.lock() {
+            g.writing = name.map(str::to_string);
+        }
+        // A look in progress holds the ring, not the lock: wait for it
+        // (bounded: a look that never ends must not stop the recording).
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_secs(10)
+            && self
+                .shared
+                .lock()
+                .map(|g| g.ring.is_none())
+                .unwrap_or(false)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The deletions and errors since the last call.
+    pub fn take(&self) -> Outcome {
+        self.shared
+            .lock()
+            .map(|mut g| std::mem::take(&mut g.outcome))
+            .unwrap_or_default()
+    }
+
+    /// Stops the thread, takes one last look (`writing`: none, everything
+    /// is finished but the newest capture file) and returns what is not
+    /// yet in the manifest.
+    pub fn finish(mut self, now_ns: i64) -> Outcome {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Ok(mut g) = self.shared.lock() {
+            g.writing = None;
+        }
+        Runner::once(&self.shared, &self.dir, now_ns);
+        self.take()
     }
 }
 
