@@ -351,6 +351,10 @@ fn write_into(dir: &Path, w: &dyn ReportWriter, file: File) -> Result<FileHash, 
     })
 }
 
+/// A realtime clock step this large between two snapshots fails the
+/// evidence check (smaller ones, as NTP makes, are warnings): one hour.
+pub const CLOCK_STEP_FAILS_NS: u64 = 3_600_000_000_000;
+
 /// Runs the evidence checks with what the analysis already knows: the
 /// hashes computed while replaying, how each archive ended, which capture
 /// files could not be read, and how many packets they held.
@@ -360,6 +364,7 @@ fn check_evidence(
     diag: &SnapshotDiagnostics,
     replay: &Replay,
     hash: bool,
+    clock_step: Option<(i64, u64)>,
 ) -> Evidence {
     let name_of = |p: &Path| {
         p.file_name()
@@ -394,21 +399,46 @@ fn check_evidence(
         };
         known.archives.insert(n, state);
     }
-    let mut ev = verify::check(&bundle.dir, &bundle.manifest, &known);
     let in_bundle: Vec<&crate::capture::FileReport> = replay
         .files
         .iter()
         .filter(|f| bundle.captures.contains(&f.path))
         .collect();
     for f in &in_bundle {
-        if let Some(e) = &f.error {
-            ev.add(Finding {
-                area: Area::Integrity,
-                check: "capture-unreadable",
-                file: Some(name_of(&f.path)),
-                detail: format!("{} cannot be read as a capture: {e}", name_of(&f.path)),
-            });
-        }
+        let st = match (&f.damage, &f.error) {
+            (None, Some(e)) => Err(e.clone()),
+            (damage, _) => Ok(crate::capture::Structure {
+                packets: f.packets,
+                damage: damage.clone(),
+            }),
+        };
+        known.captures.insert(name_of(&f.path), st);
+    }
+    let mut ev = verify::check(&bundle.dir, &bundle.manifest, &known);
+    if diag.skipped_snapshots > 0 {
+        ev.add(Finding {
+            area: Area::Integrity,
+            check: "snapshots-skipped",
+            file: None,
+            detail: format!(
+                "{} complete snapshot(s) could not be applied (invalid or mismatched meta.json, \
+                 no meta.json, out of order); first: {}",
+                diag.skipped_snapshots,
+                visible(diag.first_skipped.as_deref().unwrap_or(""), 300)
+            ),
+        });
+    }
+    if let Some((step, seq)) = clock_step.filter(|(s, _)| s.unsigned_abs() >= CLOCK_STEP_FAILS_NS) {
+        ev.add(Finding {
+            area: Area::Recorder,
+            check: "clock-step",
+            file: None,
+            detail: format!(
+                "the realtime clock stepped by {:.3} s before snapshot {seq}, more than an \
+                 hour: the times of the bundle cannot be trusted near it",
+                step as f64 / 1e9
+            ),
+        });
     }
     let read: u64 = in_bundle.iter().map(|f| f.packets).sum();
     if let Some(f) = verify::packet_shortfall(&bundle.manifest, ev.capture_counters.as_ref(), read)
@@ -629,7 +659,14 @@ pub fn run_analysis(
             ));
         }
     }
-    let evidence = check_evidence(&bundle, &inputs, &diag, &replay, cfg.hash);
+    let evidence = check_evidence(
+        &bundle,
+        &inputs,
+        &diag,
+        &replay,
+        cfg.hash,
+        timeline.largest_clock_step(),
+    );
     if cfg.strict && !evidence.ok {
         return Err(AnalyzeError::EvidenceRefused {
             failed: evidence.findings.len(),

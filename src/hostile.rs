@@ -6,8 +6,10 @@
 //! recorded host. Three sinks, three rules:
 //!
 //! - **Terminal** ([`term`], [`term_bytes`], [`term_path`]): control
-//!   characters (C0, DEL, C1), Unicode bidirectional overrides and bytes
-//!   that are not UTF-8 are shown as visible escapes (`\x1b`, `\u{202e}`),
+//!   characters (C0, DEL, C1), Unicode bidirectional controls, line and
+//!   paragraph separators (U+2028/2029), zero-width and other invisible
+//!   format characters, tag characters (U+E0000-E007F) and bytes that
+//!   are not UTF-8 are shown as visible escapes (`\x1b`, `\u{202e}`),
 //!   so no escape sequence can retitle, clear or rewrite the terminal.
 //! - **CSV** ([`csv_cell`]): a cell that begins with `=`, `+`, `-`, `@`,
 //!   TAB or CR is prefixed with `'` (OWASP's CSV-injection rule: a
@@ -21,10 +23,26 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// Whether `c` must not reach a terminal or a CSV cell as is.
+/// Whether `c` must not reach a terminal or a CSV cell as is: control
+/// characters, bidirectional controls, and characters that are invisible
+/// or break lines where nothing shows it.
 fn dangerous(c: char) -> bool {
     c.is_control() // C0, DEL, C1
-        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
+        || matches!(
+            c,
+            // Bidirectional marks, embeddings, overrides and isolates.
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            // Line and paragraph separators: a new line to some viewers.
+            | '\u{2028}' | '\u{2029}'
+            // Zero-width and invisible format characters: soft hyphen,
+            // Mongolian vowel separator, zero-width space/non-joiner/
+            // joiner, word joiner and invisible operators, BOM,
+            // interlinear annotation marks.
+            | '\u{00ad}' | '\u{180e}' | '\u{200b}'..='\u{200d}' | '\u{2060}'..='\u{2065}'
+            | '\u{feff}' | '\u{fff9}'..='\u{fffb}'
+            // Tag characters: invisible text riding on visible text.
+            | '\u{e0000}'..='\u{e007f}'
+        )
 }
 
 fn escape_char(out: &mut String, c: char) {

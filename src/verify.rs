@@ -23,13 +23,14 @@ use std::io::BufReader;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
-use procflow_format::hash::sha256_file;
+use procflow_format::hash::{bundle_digest, sha256_file};
 use procflow_format::layout::{
     parse_archive_name, CaptureCounters, Manifest, RecorderStatus, CAPTURE_PREFIX, MANIFEST_FILE,
     SHA256SUMS_FILE, TCPDUMP_LOG_FILE,
 };
 use serde::Serialize;
 
+use crate::capture::{Damage, ProblemKind, Structure};
 use crate::hostile::term;
 use crate::report::overview::visible;
 
@@ -118,6 +119,96 @@ pub struct Evidence {
     /// fd directories the recorder could not read (summed from the
     /// manifest's `read-fd` errors).
     pub unreadable_fd_dirs: u64,
+    /// The bundle digest: SHA-256 of `SHA256SUMS` as it is (which names
+    /// and hashes every file), lowercase hex; `None` without a readable
+    /// `SHA256SUMS`. The recorder prints it when it stops; a digest noted
+    /// then and compared now shows a bundle rewritten since, hashes and
+    /// all.
+    pub digest: Option<String>,
+    /// What the recorder deleted while recording (`--max-size`,
+    /// `--keep`): information, not a failure, when the options asked for
+    /// it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<Deleted>,
+    /// Packet records in the bundle's capture files, read before any
+    /// damage.
+    #[serde(skip)]
+    pub capture_packets: u64,
+}
+
+/// What the recorder deleted while recording, summed from the manifest's
+/// `deleted` list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deleted {
+    /// Files deleted.
+    pub files: u64,
+    /// Capture files among them.
+    pub captures: u64,
+    /// Snapshot archives among them.
+    pub archives: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Earliest time they covered, ns since the epoch.
+    pub first_ns: i64,
+    /// Latest time they covered, ns since the epoch.
+    pub last_ns: i64,
+    /// The limits that asked for it (`--max-size 8000000 bytes`,
+    /// `--keep 600 s`); empty when none did.
+    pub asked: String,
+}
+
+impl Deleted {
+    /// From the manifest; `None` when nothing was deleted.
+    pub fn of(m: &Manifest) -> Option<Deleted> {
+        if m.deleted.is_empty() {
+            return None;
+        }
+        let mut d = Deleted {
+            files: 0,
+            captures: 0,
+            archives: 0,
+            bytes: 0,
+            first_ns: i64::MAX,
+            last_ns: i64::MIN,
+            asked: String::new(),
+        };
+        for e in &m.deleted {
+            let n = e.files.max(1);
+            d.files = d.files.saturating_add(n);
+            match e.kind.as_str() {
+                "capture" => d.captures = d.captures.saturating_add(n),
+                "archive" => d.archives = d.archives.saturating_add(n),
+                _ => {}
+            }
+            d.bytes = d.bytes.saturating_add(e.bytes);
+            d.first_ns = d.first_ns.min(e.first_ns);
+            d.last_ns = d.last_ns.max(e.last_ns);
+        }
+        let mut asked = Vec::new();
+        if let Some(b) = m.options.max_size_bytes {
+            asked.push(format!("--max-size {b} bytes"));
+        }
+        if let Some(k) = m.options.keep_ms {
+            asked.push(format!("--keep {} s", k / 1000));
+        }
+        d.asked = asked.join(", ");
+        Some(d)
+    }
+
+    /// One line for the terminal.
+    pub fn line(&self) -> String {
+        format!(
+            "deleted as {}: {} older file(s) ({} capture, {} archive; {} bytes) covering {} .. {}; \
+             the bundle no longer holds them (manifest `deleted`)",
+            if self.asked.is_empty() { "nothing asked" } else { &self.asked },
+            self.files,
+            self.captures,
+            self.archives,
+            self.bytes,
+            crate::time::rfc3339_ns(self.first_ns),
+            crate::time::rfc3339_ns(self.last_ns)
+        )
+    }
 }
 
 /// How one archive ended, as its reader saw it.
@@ -150,6 +241,13 @@ pub struct Known {
     /// How each archive ended, by file name; archives absent here are read
     /// by the checks.
     pub archives: HashMap<String, ArchiveState>,
+    /// How each capture file of the bundle reads, by file name (`analyze`
+    /// knows from its replay); captures absent here are walked by the
+    /// checks ([`crate::capture::structure`]).
+    pub captures: HashMap<String, Result<Structure, String>>,
+    /// The bundle digest noted when the bundle was collected (`verify
+    /// --expect`): any other digest is a finding.
+    pub expect: Option<String>,
 }
 
 /// Reads an archive through the format's reader only to see how it ends.
@@ -237,6 +335,30 @@ pub fn parse_tcpdump_log(text: &str) -> Option<CaptureCounters> {
     CaptureCounters::from_tcpdump_log(text)
 }
 
+/// Lines of tcpdump's log that name one of its counters but whose count is
+/// not a number (`-5 packets dropped by kernel`): (line number, text).
+pub fn unreadable_counter_lines(text: &str) -> Vec<(usize, String)> {
+    const PHRASES: [&str; 4] = [
+        "captured",
+        "received by filter",
+        "dropped by kernel",
+        "dropped by interface",
+    ];
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let Some((num, rest)) = line.trim().split_once(' ') else {
+            continue;
+        };
+        let rest = rest
+            .trim_start_matches("packets ")
+            .trim_start_matches("packet ");
+        if PHRASES.contains(&rest) && num.parse::<u64>().is_err() {
+            out.push((i + 1, line.to_string()));
+        }
+    }
+    out
+}
+
 /// Whether a directory entry name is one of the bundle's captures.
 pub fn is_capture_name(n: &str) -> bool {
     n.starts_with(CAPTURE_PREFIX) || n.ends_with(".pcap") || n.ends_with(".pcapng")
@@ -315,13 +437,17 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         .chain(m.capture_files.iter())
         .map(String::as_str)
         .collect();
-    // SHA256SUMS.
+    // SHA256SUMS, and the bundle digest over it.
+    let mut digest: Option<String> = None;
     let sums = if regular.contains(SHA256SUMS_FILE) {
         match crate::hostile::read_small_file(
             &dir.join(SHA256SUMS_FILE),
             crate::hostile::SMALL_FILE_CAP,
         ) {
-            Ok(b) => Some(parse_sums(&String::from_utf8_lossy(&b))),
+            Ok(b) => {
+                digest = Some(bundle_digest(&b));
+                Some(parse_sums(&String::from_utf8_lossy(&b)))
+            }
             Err(e) => {
                 c.add(
                     Area::Integrity,
@@ -360,6 +486,32 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                 Some(SHA256SUMS_FILE),
                 format!("{SHA256SUMS_FILE} lists no file"),
             );
+        }
+    }
+    if let Some(want) = &known.expect {
+        let want = want.trim().to_ascii_lowercase();
+        match &digest {
+            Some(d) if *d == want => {}
+            Some(d) => c.add(
+                Area::Integrity,
+                "digest-mismatch",
+                Some(SHA256SUMS_FILE),
+                format!(
+                    "bundle digest {d} is not the digest noted at collection, {}: the bundle \
+                     was rewritten since (files and hashes alike)",
+                    visible(&want, 80)
+                ),
+            ),
+            None => c.add(
+                Area::Integrity,
+                "digest-mismatch",
+                Some(SHA256SUMS_FILE),
+                format!(
+                    "the bundle digest cannot be computed without {SHA256SUMS_FILE}; the \
+                     digest noted at collection was {}",
+                    visible(&want, 80)
+                ),
+            ),
         }
     }
     // Missing files: listed in SHA256SUMS or named by the manifest.
@@ -493,6 +645,74 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             ),
         }
     }
+    // Captures whole: every record complete and sound. Hashes say a file
+    // is as the recorder wrote it; this says what it holds can be read,
+    // also when the file was cut and SHA256SUMS written again after.
+    let capture_names: Vec<&str> = regular
+        .iter()
+        .filter(|n| is_capture_name(n))
+        .map(String::as_str)
+        .collect();
+    let structures: Vec<(&str, Result<Structure, String>)> = capture_names
+        .par_iter()
+        .map(|n| {
+            let st = known
+                .captures
+                .get(*n)
+                .cloned()
+                .unwrap_or_else(|| crate::capture::structure(&dir.join(n)));
+            (*n, st)
+        })
+        .collect();
+    let mut capture_packets: u64 = 0;
+    for (name, st) in structures {
+        match st {
+            Ok(Structure { packets, damage }) => {
+                capture_packets = capture_packets.saturating_add(packets);
+                if let Some(Damage { offset, kind, what }) = damage {
+                    let check = match kind {
+                        ProblemKind::TruncatedRecord
+                        | ProblemKind::TruncatedBlock
+                        | ProblemKind::ReadFailed => "capture-cut",
+                        _ => "capture-damaged",
+                    };
+                    c.add(
+                        Area::Integrity,
+                        check,
+                        Some(name),
+                        format!(
+                            "{name} is damaged at byte offset {offset} after {packets} readable \
+                             packet(s): {} ({kind})",
+                            visible(&what, ERROR_TEXT_MAX)
+                        ),
+                    );
+                }
+            }
+            Err(e) => c.add(
+                Area::Integrity,
+                "capture-unreadable",
+                Some(name),
+                format!(
+                    "{name} cannot be read as a capture: {}",
+                    visible(&e, ERROR_TEXT_MAX)
+                ),
+            ),
+        }
+    }
+    // Deletions: information when the options asked for them.
+    let deleted = Deleted::of(m);
+    if let Some(d) = deleted.as_ref().filter(|d| d.asked.is_empty()) {
+        c.add(
+            Area::Integrity,
+            "deleted-unasked",
+            Some(MANIFEST_FILE),
+            format!(
+                "the manifest lists {} deleted file(s) but no --max-size or --keep asked for \
+                 deletion",
+                d.files
+            ),
+        );
+    }
     // Recorder.
     if m.status != RecorderStatus::Complete {
         let why = match m.status {
@@ -619,6 +839,29 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             }
         }
     }
+    // Counter lines of tcpdump.log that say a count but not as a number
+    // (`-5 packets dropped by kernel`): unknown, not zero.
+    if regular.contains(TCPDUMP_LOG_FILE) {
+        if let Ok(b) = crate::hostile::read_small_file(
+            &dir.join(TCPDUMP_LOG_FILE),
+            crate::hostile::SMALL_FILE_CAP,
+        ) {
+            let bad = unreadable_counter_lines(&String::from_utf8_lossy(&b));
+            if let Some((line, text)) = bad.first() {
+                c.add(
+                    Area::Capture,
+                    "capture-counters-unreadable",
+                    Some(TCPDUMP_LOG_FILE),
+                    format!(
+                        "{} counter line(s) of {TCPDUMP_LOG_FILE} hold no count, first line \
+                         {line}: {:?}: those counters are unknown, not zero",
+                        bad.len(),
+                        visible(text, 120)
+                    ),
+                );
+            }
+        }
+    }
     // fds.
     let unreadable: u64 = m
         .errors
@@ -671,6 +914,9 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         hashes,
         capture_counters,
         unreadable_fd_dirs: unreadable,
+        digest,
+        deleted,
+        capture_packets,
     }
 }
 
@@ -697,7 +943,7 @@ fn area_ok(
         Area::Integrity => (
             "ok",
             format!(
-                "{} files match {SHA256SUMS_FILE}; every file present, archives whole",
+                "{} files match {SHA256SUMS_FILE}; every file present, archives and captures whole",
                 hashes.len()
             ),
         ),
@@ -853,7 +1099,22 @@ impl Evidence {
                 out.push(format!("procflow:     {}: {}", f.check, term(&f.detail)));
             }
         }
+        if let Some(d) = &self.deleted {
+            out.push(format!("procflow:   {}", d.line()));
+        }
+        out.push(format!("procflow:   {}", self.digest_line()));
         out
+    }
+
+    /// The bundle digest line: `bundle digest: sha256:HEX`, or why there is
+    /// none.
+    pub fn digest_line(&self) -> String {
+        match &self.digest {
+            Some(d) => {
+                format!("bundle digest: sha256:{d} (compare with the one noted at collection)")
+            }
+            None => format!("bundle digest: none ({SHA256SUMS_FILE} missing or unreadable)"),
+        }
     }
 }
 
@@ -871,6 +1132,9 @@ mod tests {
         );
         assert_eq!(c.dropped_by_interface, None);
         assert!(parse_tcpdump_log("tcpdump: listening\n").is_none());
+        let bad =
+            unreadable_counter_lines("3 packets captured\n-5 packets dropped by kernel\nx y\n");
+        assert_eq!(bad, vec![(2, "-5 packets dropped by kernel".to_string())]);
     }
 
     #[test]

@@ -112,6 +112,8 @@ fn manifest(format_version: u32) -> Manifest {
             full_walk_ms: 2000,
             max_cpu_percent: None,
             archive_max_bytes: 64 << 20,
+            max_size_bytes: None,
+            keep_ms: None,
         },
         capture: None,
         started: ts(0),
@@ -122,6 +124,7 @@ fn manifest(format_version: u32) -> Manifest {
         snapshots: 5,
         errors: vec![],
         sources: vec![],
+        deleted: vec![],
     }
 }
 

@@ -1193,3 +1193,467 @@ fn device_and_fifo_bundle_files_are_not_read() {
     assert!(err.contains("no complete snapshot"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// The bundle digest `procflow verify` prints (`sha256:HEX`).
+fn printed_digest(out: &str) -> String {
+    let at = out.find("bundle digest: sha256:").expect("a digest line") + 22;
+    out[at..at + 64].to_string()
+}
+
+/// A capture cut short (as a disk filling up leaves it) with SHA256SUMS
+/// written again over it: the hashes match, the capture's content does
+/// not hold, and the check fails on it, not merely warns.
+#[test]
+fn custody_cut_capture_with_rehashed_sums_fails() {
+    let d = scratch("cutcap");
+    let b = d.join("bundle");
+    let cap = std::fs::read(b.join(SAMPLE_CAPTURE)).unwrap();
+    // Cut in the middle of a record.
+    let cut = cap.len() / 2 + 7;
+    std::fs::write(b.join(SAMPLE_CAPTURE), &cap[..cut]).unwrap();
+    resum(&b);
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "integrity FAIL        capture-cut: {SAMPLE_CAPTURE} is damaged at byte offset"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("(truncated-record)"), "{out}");
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("capture-cut:"), "{err}");
+    let summary = json(&d.join("out/summary.json"));
+    assert_eq!(summary["evidence"]["ok"], false);
+    // A bad tar (a byte of a header changed) with sums written again: a
+    // failed check too.
+    let d2 = scratch("badtar");
+    let b2 = d2.join("bundle");
+    let tar_path = b2.join("snapshots-000001.tar");
+    let mut bytes = std::fs::read(&tar_path).unwrap();
+    let (_, at, _) = members(&tar_path)[5].clone();
+    bytes[at as usize + 100] ^= 0x55;
+    std::fs::write(&tar_path, &bytes).unwrap();
+    resum(&b2);
+    let (code, out, _) = verify(&b2);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("integrity FAIL        archive-cut"), "{out}");
+    let _ = std::fs::remove_dir_all(&d);
+    let _ = std::fs::remove_dir_all(&d2);
+}
+
+/// A forged bundle: addresses rewritten in the capture, the manifest
+/// edited, SHA256SUMS computed again. Every hash matches; only the digest
+/// noted at collection tells, and `--expect` fails on it.
+#[test]
+fn custody_expect_catches_a_forged_bundle() {
+    let d = scratch("forged");
+    let b = d.join("bundle");
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(0), "{out}");
+    let noted = printed_digest(&out);
+    // The digest is SHA-256 of SHA256SUMS.
+    assert_eq!(
+        noted,
+        sha_hex(&std::fs::read(b.join("SHA256SUMS")).unwrap())
+    );
+    let (code, out, _) = run(procflow()
+        .arg("verify")
+        .arg("--expect")
+        .arg(format!("sha256:{noted}"))
+        .arg(&b));
+    assert_eq!(code, Some(0), "{out}");
+    // Forge: rewrite 10.203.0.2 as 10.203.0.9 in the capture (checksums
+    // are not checked by anyone), edit the manifest, resum.
+    let mut cap = std::fs::read(b.join(SAMPLE_CAPTURE)).unwrap();
+    let from = [10u8, 203, 0, 2];
+    let mut n = 0;
+    for i in 0..cap.len().saturating_sub(4) {
+        if cap[i..i + 4] == from {
+            cap[i + 3] = 9;
+            n += 1;
+        }
+    }
+    assert!(n > 0, "the sample talks to 10.203.0.2");
+    std::fs::write(b.join(SAMPLE_CAPTURE), &cap).unwrap();
+    let m = std::fs::read_to_string(b.join("manifest.json")).unwrap();
+    std::fs::write(
+        b.join("manifest.json"),
+        m.replace("\"complete\"", "\"complete\" "),
+    )
+    .unwrap();
+    resum(&b);
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(0), "without --expect the forgery holds: {out}");
+    assert_ne!(printed_digest(&out), noted);
+    let (code, out, _) = run(procflow().arg("verify").arg("--expect").arg(&noted).arg(&b));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "integrity FAIL        digest-mismatch: bundle digest {} is not the digest noted at collection, {noted}",
+            printed_digest(&out)
+        )),
+        "{out}"
+    );
+    let (code, out, _) = run(procflow()
+        .arg("verify")
+        .arg("--json")
+        .arg("--expect")
+        .arg(&noted)
+        .arg(&b));
+    assert_eq!(code, Some(1), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["findings"][0]["check"], "digest-mismatch");
+    assert_eq!(v["expected_digest"], noted.as_str());
+    assert_ne!(v["digest"], noted.as_str());
+    // A digest that is not one is a usage error.
+    let (code, _, err) = run(procflow().arg("verify").arg("--expect").arg("abc").arg(&b));
+    assert_eq!(code, Some(2), "{err}");
+    // analyze prints the digest in its evidence block and records it.
+    let now = printed_digest(&verify(&b).1);
+    let (_, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert!(
+        err.contains(&format!("procflow:   bundle digest: sha256:{now}")),
+        "{err}"
+    );
+    let summary = json(&d.join("out/summary.json"));
+    assert_eq!(
+        summary["evidence"]["digest"],
+        sha_hex(&std::fs::read(b.join("SHA256SUMS")).unwrap()).as_str()
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// `verify --json` prints a JSON result also when the manifest cannot be
+/// parsed: exit 2, `ok: false`, the error, and the digest.
+#[test]
+fn verify_json_on_unparseable_manifest() {
+    let d = scratch("badmanifest");
+    let b = d.join("bundle");
+    std::fs::write(
+        b.join("manifest.json"),
+        b"{\"format\": \"procflow-bundle\", oops",
+    )
+    .unwrap();
+    let (code, out, err) = run(procflow().arg("verify").arg("--json").arg(&b));
+    assert_eq!(code, Some(2), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["error"].as_str().unwrap().contains("manifest.json"),
+        "{out}"
+    );
+    assert_eq!(
+        v["digest"],
+        sha_hex(&std::fs::read(b.join("SHA256SUMS")).unwrap()).as_str()
+    );
+    assert!(err.contains("procflow: error:"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The recorder binary next to `procflow`, or a skip (`cargo test
+/// --workspace` builds it; under CI its absence fails).
+fn snap_bin() -> Option<PathBuf> {
+    let snap = Path::new(env!("CARGO_BIN_EXE_procflow")).with_file_name("procflow-snap");
+    if snap.exists() {
+        return Some(snap);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "procflow-snap is not built next to procflow"
+    );
+    skip("procflow-snap is not built (cargo test --workspace builds it)");
+    None
+}
+
+/// Starts `procflow-snap record` into `b` with `extra` and waits for its
+/// first snapshot.
+fn start_recorder(snap: &Path, b: &Path, extra: &[&str]) -> std::process::Child {
+    let child = Command::new(snap)
+        .args([
+            "record",
+            "--interval",
+            "100ms",
+            "--sources",
+            "poll",
+            "--out",
+        ])
+        .arg(b)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::fs::metadata(b.join("snapshots-000001.tar")).map_or(true, |m| m.len() < 4096) {
+        assert!(t.elapsed() < Duration::from_secs(20), "no snapshot written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: kill(2) on the pid of a child not yet waited for.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, sig);
+    }
+}
+
+/// A real recording with `--custody-log`: the last line names the digest,
+/// the log holds it with host, time, version and out dir, and `verify
+/// --expect` with it holds.
+#[test]
+fn custody_log_of_a_real_recording() {
+    let Some(snap) = snap_bin() else { return };
+    let d = std::env::temp_dir().join(format!("pe-attack-{}-custodylog", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let b = d.join("bundle");
+    let log = d.join("custody.log");
+    let child = start_recorder(&snap, &b, &["--custody-log", log.to_str().unwrap()]);
+    signal(&child, libc::SIGINT);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let last = err.lines().last().unwrap();
+    let digest = sha_hex(&std::fs::read(b.join("SHA256SUMS")).unwrap());
+    assert!(
+        last.starts_with(&format!("procflow-snap: bundle digest: sha256:{digest}")),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(v["digest"], format!("sha256:{digest}").as_str());
+    assert_eq!(v["status"], "complete");
+    assert_eq!(v["out"], b.to_str().unwrap());
+    assert_eq!(v["tool"], "procflow-snap");
+    assert!(!v["host"].as_str().unwrap().is_empty());
+    assert!(v["time"].as_str().unwrap().ends_with('Z'));
+    let (code, out, _) = run(procflow()
+        .arg("verify")
+        .arg("--expect")
+        .arg(&digest)
+        .arg(&b));
+    assert_eq!(code, Some(0), "{out}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Two signals (a forced stop) still end with a final line saying what
+/// was kept, and exit 130. (SIGINT then SIGTERM, which the recorder counts
+/// alike: two SIGINTs sent at once would merge into one pending signal.)
+#[test]
+fn forced_stop_prints_a_final_line() {
+    let Some(snap) = snap_bin() else { return };
+    let d = std::env::temp_dir().join(format!("pe-attack-{}-forced", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let b = d.join("bundle");
+    let log = d.join("custody.log");
+    let child = start_recorder(&snap, &b, &["--custody-log", log.to_str().unwrap()]);
+    signal(&child, libc::SIGINT);
+    signal(&child, libc::SIGTERM);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("procflow-snap: killed: forced stop (second signal):")
+            && last.contains("no bundle digest"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(v["status"], "killed");
+    assert_eq!(v["digest"], serde_json::Value::Null);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// report.html allows its one script by hash, not `'unsafe-inline'`: a
+/// script a bundle smuggled into the page would not run.
+#[test]
+fn report_csp_allows_the_script_by_hash_only() {
+    use base64::Engine;
+    let d = scratch("csp");
+    let (code, _, err) = analyze(&d.join("bundle"), &d.join("out"), &[]);
+    assert!(matches!(code, Some(0 | 3)), "{err}");
+    let html = std::fs::read_to_string(d.join("out/report.html")).unwrap();
+    let at = html.find("Content-Security-Policy\" content=\"").unwrap() + 34;
+    let csp = &html[at..at + html[at..].find('"').unwrap()];
+    let script_src = csp
+        .split(';')
+        .map(str::trim)
+        .find(|p| p.starts_with("script-src"))
+        .unwrap();
+    assert!(!script_src.contains("unsafe-inline"), "{csp}");
+    // The hash is of the executable script's text.
+    let open = "<script>";
+    let start = html.find(open).unwrap() + open.len();
+    let end = start + html[start..].find("</script>").unwrap();
+    let hash = base64::engine::general_purpose::STANDARD
+        .encode(sha2::Sha256::digest(html[start..end].as_bytes()));
+    assert_eq!(script_src, format!("script-src 'sha256-{hash}'"), "{csp}");
+    assert_eq!(html.matches(open).count(), 1, "one executable script");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Invisible Unicode in process names and paths: line and paragraph
+/// separators (U+2028/2029), zero-width characters and tag characters are
+/// escaped in CSV cells and on the terminal, like control characters.
+#[test]
+fn invisible_unicode_is_escaped_in_csv_and_on_the_terminal() {
+    let d = scratch("invisible");
+    let b = d.join("bundle");
+    // JSON escapes in the member text: the archive holds the raw chars.
+    let comm = "py\\u2028th\\u200bon\\udb40\\udc41";
+    rewrite_archive(&b, |name, data| {
+        if !name.ends_with("procs.jsonl") {
+            return Some(data);
+        }
+        let text = String::from_utf8(data).unwrap();
+        Some(
+            text.replace("\"comm\":\"python3\"", &format!("\"comm\":\"{comm}\""))
+                .replace(
+                    "\"exe\":\"/root/.pyenv/versions/3.11.7/bin/python3.11\"",
+                    "\"exe\":\"/usr/bin/\\u2029\\ufeffpython\"",
+                )
+                .into_bytes(),
+        )
+    });
+    resum(&b);
+    let o = procflow()
+        .arg("analyze")
+        .arg(&b)
+        .arg("--out")
+        .arg(d.join("out"))
+        .args(["--threads", "2"])
+        .output()
+        .unwrap();
+    let term = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let raw = ['\u{2028}', '\u{2029}', '\u{200b}', '\u{feff}', '\u{e0041}'];
+    let check = |what: &str, s: &str| {
+        for c in raw {
+            assert!(!s.contains(c), "{what} holds a raw U+{:04X}", c as u32);
+        }
+    };
+    check("the terminal", &term);
+    // The summary table shortens the name; the exe column is whole.
+    assert!(term.contains("py\\u{2028}th\\u{"), "{term}");
+    assert!(term.contains("/usr/bin/\\u{2029}\\u{feff}python"), "{term}");
+    for f in ["connections.csv", "processes.csv"] {
+        let text = std::fs::read_to_string(d.join("out").join(f)).unwrap();
+        check(f, &text);
+        assert!(text.contains("py\\u{2028}th\\u{200b}on\\u{e0041}"), "{f}");
+    }
+    let text = std::fs::read_to_string(d.join("out/processes.csv")).unwrap();
+    assert!(text.contains("/usr/bin/\\u{2029}\\u{feff}python"), "{text}");
+    // JSON keeps the exact text.
+    let jsonl = std::fs::read_to_string(d.join("out/connections.jsonl")).unwrap();
+    assert!(
+        jsonl.contains("py\u{2028}th\u{200b}on\u{e0041}"),
+        "exact in JSON"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Damage that used to end "all checks hold" with exit 0 now fails the
+/// evidence check (exit 3 from analyze, 1 from verify where it can see
+/// it): snapshots skipped for a bad meta.json or an out-of-order seq, a
+/// realtime clock step of 292 years, drop counters that are no number.
+#[test]
+fn damage_that_exited_0_fails_the_evidence_check() {
+    // A meta.json that is not JSON: the snapshot is skipped.
+    let d = scratch("badmeta");
+    let b = d.join("bundle");
+    rewrite_archive(&b, |name, data| {
+        Some(if name == "snap/00000010/meta.json" {
+            b"{oops".to_vec()
+        } else {
+            data
+        })
+    });
+    resum(&b);
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("snapshots-skipped: 1 complete snapshot(s) could not be applied"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+
+    // Out of order: snapshot 20's meta says seq 5.
+    let d = scratch("order");
+    let b = d.join("bundle");
+    rewrite_archive(&b, |name, data| {
+        if name != "snap/00000020/meta.json" {
+            return Some(data);
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&data).unwrap();
+        v["seq"] = 5.into();
+        Some(serde_json::to_vec(&v).unwrap())
+    });
+    resum(&b);
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("snapshots-skipped:"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+
+    // A realtime clock step of 292 years between two snapshots.
+    let d = scratch("clockstep");
+    let b = d.join("bundle");
+    rewrite_archive(&b, |name, data| {
+        let seq: u64 = match name
+            .strip_prefix("snap/")
+            .and_then(|r| r.strip_suffix("/meta.json"))
+        {
+            Some(n) => n.parse().unwrap(),
+            None => return Some(data),
+        };
+        if seq != 50 {
+            return Some(data);
+        }
+        // One snapshot 292 years back (and the next one back again).
+        let mut v: serde_json::Value = serde_json::from_slice(&data).unwrap();
+        for k in ["before", "after"] {
+            let r = v[k]["realtime_ns"].as_i64().unwrap();
+            v[k]["realtime_ns"] = (r - 9_200_000_000_000_000_000).into();
+        }
+        Some(serde_json::to_vec(&v).unwrap())
+    });
+    resum(&b);
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("clock-step: the realtime clock stepped by"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+
+    // Drop counters that are no number: unknown, not zero.
+    let d = scratch("counters");
+    let b = d.join("bundle");
+    let log = std::fs::read_to_string(b.join("tcpdump.log")).unwrap();
+    std::fs::write(
+        b.join("tcpdump.log"),
+        log.replace(
+            "0 packets dropped by kernel",
+            "-5 packets dropped by kernel",
+        ),
+    )
+    .unwrap();
+    resum(&b);
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("capture-counters-unreadable: 1 counter line(s) of tcpdump.log hold no count, first line 4"),
+        "{out}"
+    );
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -17,6 +17,19 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// The bundle digest: hex SHA-256 of the bytes of `SHA256SUMS`, which
+/// names and hashes every file of the bundle. The recorder prints it (and
+/// appends it to its custody log) when it stops; `procflow verify
+/// --expect` compares it.
+pub fn bundle_digest(sha256sums: &[u8]) -> String {
+    sha256_hex(sha256sums)
+}
+
+/// Hex SHA-256 of bytes in memory.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 /// Hex SHA-256 and length of everything `r` yields. `abort` is polled
 /// before every megabyte; when it says so the read stops with
 /// [`io::ErrorKind::Interrupted`] (a second signal must not wait for a large

@@ -295,6 +295,53 @@ pub struct Manifest {
     /// written before sources were recorded (periodic /proc reads only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceInfo>,
+    /// Files the recorder deleted while recording, oldest first, as
+    /// `--max-size` / `--keep` asked (a ring): what the bundle no longer
+    /// holds. Absent when nothing was deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<DeletedFile>,
+}
+
+/// A capture file or snapshot archive the recorder deleted while
+/// recording, to stay within `--max-size` or `--keep`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedFile {
+    /// Its name in the bundle.
+    pub name: String,
+    /// `capture` or `archive`.
+    pub kind: String,
+    /// When the recorder first saw the file, CLOCK_REALTIME ns (about when
+    /// it was created).
+    pub first_ns: i64,
+    /// Its last modification, CLOCK_REALTIME ns (about its last packet or
+    /// snapshot).
+    pub last_ns: i64,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its SHA-256 (lowercase hex), computed just before deletion.
+    pub sha256: String,
+    /// When it was deleted, CLOCK_REALTIME ns.
+    pub deleted_ns: i64,
+    /// Which limit deleted it: `max-size` or `keep`.
+    pub reason: String,
+    /// How many files the entry stands for: 1, or more once the oldest
+    /// entries were folded together to keep the list bounded (then `name`
+    /// is the first of them, `through` the last, the time range and size
+    /// cover them all, and `sha256` is the SHA-256 of their `sha256sum`
+    /// lines, `HEX  NAME\n`, oldest first, folded in the same way).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub files: u64,
+    /// The last file folded into this entry (see `files`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<String>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 /// One evidence source of the recorder and what became of it.
@@ -662,6 +709,14 @@ pub struct RecordOptions {
     /// absent in bundles written before the option existed.
     #[serde(default)]
     pub nice: Option<i32>,
+    /// `--max-size`: the bundle is kept under this many bytes by deleting
+    /// its oldest capture files and archives ([`Manifest::deleted`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size_bytes: Option<u64>,
+    /// `--keep`: capture files and archives older than this many
+    /// milliseconds are deleted ([`Manifest::deleted`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_ms: Option<u64>,
 }
 
 /// How the recorder captured packets: itself (`method` `af-packet`) or

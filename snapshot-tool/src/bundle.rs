@@ -78,7 +78,8 @@ pub fn reserve_manifest(dir: &Path) -> io::Result<()> {
 
 /// Writes `SHA256SUMS` (`sha256sum -c` format: `HEX  NAME`) for every
 /// regular file in `dir` except itself and temporary files, in name order.
-pub fn write_sha256sums(dir: &Path, abort: &dyn Fn() -> bool) -> io::Result<()> {
+/// Returns the bundle digest (SHA-256 of what was written, hex).
+pub fn write_sha256sums(dir: &Path, abort: &dyn Fn() -> bool) -> io::Result<String> {
     let mut names: Vec<String> = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
@@ -97,7 +98,8 @@ pub fn write_sha256sums(dir: &Path, abort: &dyn Fn() -> bool) -> io::Result<()> 
         let (h, _) = sha256_reader(File::open(dir.join(n))?, abort)?;
         out.push_str(&format!("{h}  {n}\n"));
     }
-    write_atomic(dir, SHA256SUMS_FILE, out.as_bytes())
+    write_atomic(dir, SHA256SUMS_FILE, out.as_bytes())?;
+    Ok(procflow_format::hash::bundle_digest(out.as_bytes()))
 }
 
 /// Errors summarized by (what, path family, error): `/proc/1234/fd`

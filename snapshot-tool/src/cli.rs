@@ -71,6 +71,10 @@ struct OnceArgs {
     /// Bundle directory: created if absent, must be empty
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Append the bundle digest (SHA-256 of SHA256SUMS), host, time, tool
+    /// version and --out to FILE when done (keep it on other media)
+    #[arg(long, value_name = "FILE")]
+    custody_log: Option<PathBuf>,
 }
 
 /// `--capture`: who captures packets.
@@ -87,6 +91,11 @@ struct RecordArgs {
     /// Bundle directory: created if absent, must be empty
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Append the bundle digest (SHA-256 of SHA256SUMS), host, time, tool
+    /// version and --out to FILE when recording stops (keep it on other
+    /// media)
+    #[arg(long, value_name = "FILE")]
+    custody_log: Option<PathBuf>,
     /// Time between snapshots [default: 250ms; while tracepoints name
     /// socket owners: --event-interval]
     #[arg(long, value_name = "DUR", value_parser = interval)]
@@ -116,6 +125,15 @@ struct RecordArgs {
     /// Stop after DUR
     #[arg(long, value_name = "DUR", value_parser = duration)]
     duration: Option<Duration>,
+    /// Always-on recording: keep the bundle under SIZE (e.g. 500MB, 2GB,
+    /// 1GiB; a bare number is bytes) by deleting its oldest capture files
+    /// and archives, together; each deletion is listed in the manifest
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    max_size: Option<u64>,
+    /// Always-on recording: delete capture files and archives that ended
+    /// more than DUR ago; each deletion is listed in the manifest
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    keep: Option<Duration>,
     /// On a terminal, print a status line (snapshots, bytes, tcpdump's
     /// counters, sources) every DUR; 0 turns it off
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = duration)]
@@ -181,6 +199,36 @@ fn whole_seconds(s: &str) -> Result<u64, String> {
     Ok(d.as_secs())
 }
 
+/// A size: a number with an optional unit, kB/MB/GB/TB (powers of 1000)
+/// or KiB/MiB/GiB/TiB (powers of 1024); a bare number is bytes.
+fn size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return Err(format!("{s:?}: expected a size such as 500MB, 2GB or 1GiB")),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a size such as 500MB, 2GB or 1GiB"))?;
+    let bytes = n * mult as f64;
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("{s:?}: out of range"));
+    }
+    Ok(bytes as u64)
+}
+
 fn percent(s: &str) -> Result<f64, String> {
     s.parse()
         .ok()
@@ -200,6 +248,7 @@ impl Cli {
             Command::Once(a) => Config {
                 once: true,
                 argv,
+                custody_log: a.custody_log,
                 ..Config::new(a.out)
             },
             Command::Record(a) => Config {
@@ -236,6 +285,11 @@ impl Cli {
                     .or(a.interval)
                     .unwrap_or(DEFAULT_EVENT_INTERVAL),
                 argv,
+                custody_log: a.custody_log,
+                ring: procflow_snap::ring::Limits {
+                    max_bytes: a.max_size,
+                    keep: a.keep,
+                },
             },
         }
     }
@@ -337,6 +391,28 @@ mod tests {
         for help in [&["--help"][..], &["-h"], &["help"], &["record", "--help"]] {
             assert_eq!(p(help).unwrap_err().kind(), ErrorKind::DisplayHelp);
         }
+    }
+
+    #[test]
+    fn ring_limits() {
+        let c = rec("--max-size 20MB --keep 10m").expect("ring");
+        assert_eq!(c.ring.max_bytes, Some(20_000_000));
+        assert_eq!(c.ring.keep, Some(Duration::from_secs(600)));
+        assert_eq!(
+            rec("--max-size 1GiB").unwrap().ring.max_bytes,
+            Some(1 << 30)
+        );
+        assert_eq!(rec("--max-size 1.5kB").unwrap().ring.max_bytes, Some(1500));
+        assert_eq!(rec("--max-size 4096").unwrap().ring.max_bytes, Some(4096));
+        for bad in [
+            "--max-size 0",
+            "--max-size 5parsecs",
+            "--max-size -1",
+            "--keep x",
+        ] {
+            assert!(rec(bad).is_err(), "{bad}");
+        }
+        assert!(!rec("").unwrap().ring.is_set());
     }
 
     #[test]

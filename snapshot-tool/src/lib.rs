@@ -27,6 +27,7 @@ pub(crate) mod archive;
 pub(crate) mod bundle;
 pub mod capture;
 pub mod conntrack;
+pub mod custody;
 pub(crate) mod events;
 pub(crate) mod ksys;
 pub mod live;
@@ -34,6 +35,7 @@ pub(crate) mod lookup;
 pub(crate) mod netlink;
 pub(crate) mod operator;
 pub mod record;
+pub mod ring;
 pub(crate) mod sockuse;
 pub mod sys;
 

@@ -75,6 +75,12 @@ pub struct Config {
     pub event_full_walk: Duration,
     /// The command line, for the manifest.
     pub argv: Vec<String>,
+    /// Where to append the custody record when recording stops
+    /// (`--custody-log`).
+    pub custody_log: Option<PathBuf>,
+    /// Always-on recording: delete the oldest capture files and archives
+    /// to stay within these (`--max-size`, `--keep`); see [`crate::ring`].
+    pub ring: crate::ring::Limits,
 }
 
 /// Default time between snapshots. Measured (docs/recorder.md): 250 ms saw
@@ -118,6 +124,8 @@ impl Config {
             event_interval: DEFAULT_EVENT_INTERVAL,
             event_full_walk: DEFAULT_EVENT_FULL_WALK,
             argv: Vec::new(),
+            custody_log: None,
+            ring: crate::ring::Limits::default(),
         }
     }
 }
@@ -164,6 +172,12 @@ pub struct Recorder {
     recorded: HashSet<(u32, u64)>,
     archive: Option<ArchiveWriter>,
     archive_fresh: bool,
+    /// When the open archive was opened (archives rotate by time under
+    /// `--keep`).
+    archive_opened: Instant,
+    /// The ring of `--max-size` / `--keep`, when asked: its own thread,
+    /// started with the recording.
+    ring: Option<crate::ring::Runner>,
     archive_no: u32,
     archives: Vec<String>,
     seq: u64,
@@ -285,6 +299,8 @@ impl Recorder {
             recorded: HashSet::new(),
             archive: None,
             archive_fresh: true,
+            archive_opened: Instant::now(),
+            ring: None,
             archive_no: 0,
             archives: Vec::new(),
             seq: 0,
@@ -308,11 +324,15 @@ impl Recorder {
     fn open_next_archive(&mut self) -> Result<(), Stop> {
         self.archive_no += 1;
         let name = layout::archive_name(self.archive_no);
+        if let Some(r) = &self.ring {
+            r.writing(Some(&name));
+        }
         let w = ArchiveWriter::create(&self.cfg.out, &name)
             .map_err(|e| write_stop(&format!("creating {name}"), &e))?;
         self.archive = Some(w);
         self.archives.push(name);
         self.archive_fresh = true;
+        self.archive_opened = Instant::now();
         self.recorded.clear();
         Ok(())
     }
@@ -784,7 +804,9 @@ impl Recorder {
             self.since_keyframe += 1;
         }
         self.archive_fresh = false;
-        if archive.committed_bytes() >= self.cfg.archive_bytes && !self.cfg.once {
+        let aged = crate::ring::archive_every(&self.cfg.ring)
+            .is_some_and(|d| self.archive_opened.elapsed() >= d);
+        if (archive.committed_bytes() >= self.cfg.archive_bytes || aged) && !self.cfg.once {
             self.close_archive()?;
         }
         Ok(())
@@ -1228,7 +1250,19 @@ fn privileges() -> Privileges {
 
 /// Runs `record` or `once`; returns the exit status. Errors found before
 /// anything is written give [`EXIT_USAGE`] and leave nothing behind.
-pub fn run(cfg: Config) -> i32 {
+pub fn run(mut cfg: Config) -> i32 {
+    if cfg.ring.is_set() && !cfg.once {
+        // A ring deletes whole files: both kinds must rotate well within
+        // the limits.
+        cfg.archive_bytes = crate::ring::archive_bytes(&cfg.ring, cfg.archive_bytes);
+        if cfg.rotate == Rotate::None {
+            cfg.rotate = match (cfg.ring.max_bytes, cfg.ring.keep) {
+                (Some(m), _) => Rotate::Megabytes((m / crate::ring::SHARE / 1_000_000).max(1)),
+                (None, Some(k)) => Rotate::Seconds((k.as_secs() / crate::ring::SHARE).max(1)),
+                (None, None) => Rotate::None,
+            };
+        }
+    }
     // Checks first: nothing is created before all of them pass.
     if let Err(e) = check_out_dir(&cfg.out) {
         eprintln!("procflow-snap: {}", with_causes(&e));
@@ -1251,6 +1285,16 @@ pub fn run(cfg: Config) -> i32 {
                 }
             }
         }
+        None => None,
+    };
+    let custody = match &cfg.custody_log {
+        Some(p) => match crate::custody::CustodyLog::open(p, &cfg.out) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("procflow-snap: {}", with_causes(&e));
+                return EXIT_USAGE;
+            }
+        },
         None => None,
     };
     if let Err(e) = sys::install_signal_handlers() {
@@ -1315,6 +1359,13 @@ pub fn run(cfg: Config) -> i32 {
     }
 
     let mut rec = Recorder::new(cfg.clone());
+    if cfg.ring.is_set() && !cfg.once {
+        rec.ring = Some(crate::ring::Runner::start(
+            &cfg.out,
+            crate::ring::Ring::new(cfg.ring),
+            realtime_now,
+        ));
+    }
     let mut sources = rec.start_sources(cfg.sources);
     // Before proc-poll, the last: the connection-tracking table and events.
     sources.insert(sources.len().saturating_sub(1), rec.conntrack.source());
@@ -1346,6 +1397,11 @@ pub fn run(cfg: Config) -> i32 {
             max_cpu_percent: cfg.max_cpu,
             archive_max_bytes: cfg.archive_bytes,
             nice: Some(cfg.nice),
+            max_size_bytes: cfg.ring.max_bytes,
+            keep_ms: cfg
+                .ring
+                .keep
+                .map(|k| u64::try_from(k.as_millis()).unwrap_or(u64::MAX)),
         },
         capture: cap.as_ref().map(|c| c.info().clone()),
         started,
@@ -1356,6 +1412,7 @@ pub fn run(cfg: Config) -> i32 {
         snapshots: 0,
         errors: rec.errors.to_vec(),
         sources,
+        deleted: Vec::new(),
     };
     let stop = match manifest_while_recording(&cfg.out, &manifest) {
         Ok(()) => {
@@ -1391,7 +1448,7 @@ pub fn run(cfg: Config) -> i32 {
         }
         Err(e) => write_stop("writing manifest.json", &e),
     };
-    finish(rec, manifest, cap, stop)
+    finish(rec, manifest, cap, stop, custody)
 }
 
 /// Writes the manifest and reserves room for the next one.
@@ -1427,6 +1484,9 @@ fn record_loop(rec: &mut Recorder, manifest: &mut Manifest, cap: &mut Option<Run
             if let Err(e) = manifest_while_recording(&rec.cfg.out, manifest) {
                 return write_stop("writing manifest.json", &e);
             }
+        }
+        if let Err(stop) = rec.keep_ring(manifest, true) {
+            return stop;
         }
         if let Some(c) = cap.as_mut() {
             if !capture_reported {
@@ -1482,6 +1542,47 @@ fn record_loop(rec: &mut Recorder, manifest: &mut Manifest, cap: &mut Option<Run
             std::thread::sleep(nap);
         }
     }
+}
+
+impl Recorder {
+    /// Deletes what the ring's limits ask and records each deletion in
+    /// the manifest, written again at once: the bundle always says what
+    /// it no longer holds.
+    fn keep_ring(&mut self, m: &mut Manifest, write: bool) -> Result<(), Stop> {
+        let o = match (write, self.ring.as_ref()) {
+            (_, None) => return Ok(()),
+            (true, Some(r)) => r.take(),
+            (false, Some(_)) => match self.ring.take() {
+                Some(r) => r.finish(realtime_now()),
+                None => return Ok(()),
+            },
+        };
+        for e in o.errors {
+            if e.contains("--max-size") {
+                eprintln!("procflow-snap: warning: {e}");
+            }
+            self.errors.add(&crate::ring::error_entry(e));
+        }
+        if o.deleted.is_empty() {
+            return Ok(());
+        }
+        self.archives
+            .retain(|a| !o.deleted.iter().any(|d| d.name == *a));
+        crate::ring::record(&mut m.deleted, o.deleted);
+        m.archives = self.archives.clone();
+        m.snapshots = self.written;
+        m.errors = self.errors.to_vec();
+        if !write {
+            return Ok(());
+        }
+        manifest_while_recording(&self.cfg.out, m)
+            .map_err(|e| write_stop("writing manifest.json", &e))
+    }
+}
+
+/// CLOCK_REALTIME now, ns (the ring's clock).
+fn realtime_now() -> i64 {
+    sys::timestamp().clocks.realtime_ns
 }
 
 /// Which evidence sources to try.
@@ -1590,7 +1691,13 @@ fn sources_line(s: &[SourceInfo]) -> String {
 
 /// Stops the capture, closes the archive, writes the final manifest and
 /// hashes. A second signal cuts this short with status `killed`.
-fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Running>, stop: Stop) -> i32 {
+fn finish(
+    mut rec: Recorder,
+    mut m: Manifest,
+    mut cap: Option<Running>,
+    stop: Stop,
+    mut custody: Option<crate::custody::CustodyLog>,
+) -> i32 {
     if let Some(mut ev) = rec.events.take() {
         ev.stop();
     }
@@ -1647,6 +1754,11 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Running>, stop: St
             }
         }
     }
+    if !second() {
+        // The capture wrote on while it drained: the limits hold for the
+        // bundle as it is left.
+        let _ = rec.keep_ring(&mut m, false);
+    }
     m.capture = cap_info;
     m.capture_files = capture::capture_files(&rec.cfg.out);
     let lost = evidence_lost(
@@ -1698,6 +1810,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Running>, stop: St
         if !lost.is_empty() {
             eprintln!("procflow-snap: {lost}");
         }
+        forced_final_line(&m, &rec.cfg.out, custody.as_mut());
         return code;
     }
     let sums = bundle::write_sha256sums(&rec.cfg.out, &second);
@@ -1708,6 +1821,7 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Running>, stop: St
             if !lost.is_empty() {
                 eprintln!("procflow-snap: {lost}");
             }
+            forced_final_line(&m, &rec.cfg.out, custody.as_mut());
             return EXIT_KILLED;
         }
         eprintln!(
@@ -1721,11 +1835,19 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Running>, stop: St
     let _ = bundle::sync_dir(&rec.cfg.out);
     // Say only what was written, and what evidence was lost.
     eprintln!(
-        "procflow-snap: {}: {} snapshot(s) in {} archive(s), {} capture file(s); {}{}",
+        "procflow-snap: {}: {} snapshot(s) in {} archive(s), {} capture file(s){}; {}{}",
         m.status,
         m.snapshots,
         m.archives.len(),
         m.capture_files.len(),
+        if m.deleted.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} older file(s) deleted as --max-size/--keep asked, listed in the manifest)",
+                m.deleted.len()
+            )
+        },
         if sums.is_ok() {
             format!(
                 "{} and {} written",
@@ -1745,6 +1867,33 @@ fn finish(mut rec: Recorder, mut m: Manifest, mut cap: Option<Running>, stop: St
             format!("; {lost}")
         }
     );
+    let digest = sums.ok();
+    if let Some(log) = custody.as_mut() {
+        if let Err(e) = log.append(&custody_record(&m, &rec.cfg.out, digest.as_deref())) {
+            eprintln!(
+                "procflow-snap: {}: cannot append the custody record: {e}",
+                log.path().display()
+            );
+            if code == EXIT_OK {
+                code = EXIT_ERROR;
+            }
+        }
+    }
+    // The last line: what a responder notes at collection.
+    match &digest {
+        Some(d) => eprintln!(
+            "procflow-snap: bundle digest: sha256:{d} (note it: `procflow verify --expect` \
+             checks the bundle against it){}",
+            custody.as_ref().map_or(String::new(), |l| format!(
+                "; appended to {}",
+                l.path().display()
+            ))
+        ),
+        None => eprintln!(
+            "procflow-snap: no bundle digest: {} was not written",
+            layout::SHA256SUMS_FILE
+        ),
+    }
     code
 }
 
@@ -1758,6 +1907,39 @@ fn capture_lost(c: Option<&layout::CaptureInfo>) -> bool {
     c.counters
         .as_ref()
         .is_some_and(|k| k.dropped_by_kernel > 0 || k.dropped_by_interface.unwrap_or(0) > 0)
+}
+
+/// The custody record of the recording `m` describes.
+fn custody_record(m: &Manifest, out: &Path, digest: Option<&str>) -> crate::custody::CustodyRecord {
+    let now = sys::timestamp().clocks.realtime_ns;
+    crate::custody::CustodyRecord {
+        time: procflow_format::time::rfc3339_ns(now),
+        host: m.host.hostname.clone(),
+        boot_id: m.host.boot_id.clone(),
+        tool: m.tool.name.clone(),
+        version: m.tool.version.clone(),
+        out: out.to_string_lossy().into_owned(),
+        status: m.status.as_str().to_string(),
+        digest: digest.map(|d| format!("sha256:{d}")),
+    }
+}
+
+/// The final line of a forced stop (second signal): what was kept and
+/// that there is no digest; the custody log says so too.
+fn forced_final_line(m: &Manifest, out: &Path, custody: Option<&mut crate::custody::CustodyLog>) {
+    if let Some(log) = custody {
+        let _ = log.append(&custody_record(m, out, None));
+    }
+    eprintln!(
+        "procflow-snap: {}: forced stop (second signal): {} snapshot(s) in {} archive(s), {} \
+         capture file(s); {} written, {} NOT written, no bundle digest",
+        m.status,
+        m.snapshots,
+        m.archives.len(),
+        m.capture_files.len(),
+        layout::MANIFEST_FILE,
+        layout::SHA256SUMS_FILE
+    );
 }
 
 /// The evidence lost over the recording, in words for the terminal (empty

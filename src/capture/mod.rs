@@ -101,6 +101,107 @@ pub struct FileReport {
     pub problems: u64,
     /// Set when the file could not be read at all: why.
     pub error: Option<String>,
+    /// The first damage to the file's structure (a record or block cut
+    /// short or impossible, reading failed part way): its offset, kind and
+    /// what was found. Content damage, which the evidence checks fail on.
+    #[serde(skip)]
+    pub damage: Option<Damage>,
+}
+
+/// Damage to a capture file's structure: what the evidence checks fail on
+/// (a bad packet inside a sound record is not damage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Byte offset of the record or block at fault.
+    pub offset: u64,
+    /// Its kind: `truncated-record`, `corrupt-block`, `read-failed`...
+    pub kind: ProblemKind,
+    /// What was found there.
+    pub what: String,
+}
+
+impl ProblemKind {
+    /// Whether the problem is damage to the file's structure rather than
+    /// to one packet's content.
+    pub fn is_structural(self) -> bool {
+        matches!(
+            self,
+            ProblemKind::ReadFailed
+                | ProblemKind::TruncatedRecord
+                | ProblemKind::CorruptRecord
+                | ProblemKind::TruncatedBlock
+                | ProblemKind::CorruptBlock
+                | ProblemKind::Resync
+                | ProblemKind::UnsupportedSection
+        )
+    }
+}
+
+/// How one capture file reads, record by record: its packet count and its
+/// first structural damage. Reads the record headers only (no decoding),
+/// through the same scanner and map as replay; memory stays bounded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Structure {
+    /// Packet records read before any damage stopped reading.
+    pub packets: u64,
+    /// The first damage, if any.
+    pub damage: Option<Damage>,
+}
+
+/// Walks the capture file at `path` (see [`Structure`]); `Err` when it
+/// cannot be opened or is no capture at all.
+pub fn structure(path: &Path) -> Result<Structure, String> {
+    let mut src = source::Source::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut scanner =
+        Scanner::open(src.bytes()).map_err(|e| format!("offset {}: {}", e.offset, e.what))?;
+    let mut raw = Vec::with_capacity(BATCH);
+    let mut problems = Vec::new();
+    let mut damage: Option<Damage> = None;
+    let mut mapped_from = 0;
+    loop {
+        if src.is_mapped() && scanner.position().saturating_sub(mapped_from) >= 64 << 20 {
+            let detached = scanner.rebind(&[]);
+            src.remap();
+            scanner = detached.rebind(src.bytes());
+            mapped_from = scanner.position();
+        }
+        let before = scanner.position();
+        scanner.next_batch(&mut raw, BATCH, BATCH_BYTES, &mut problems);
+        if let Some((at, now)) = src.failed_at() {
+            let kept = raw
+                .iter()
+                .filter(|r| (r.data_off as u64).saturating_add(u64::from(r.caplen)) > at)
+                .count() as u64;
+            return Ok(Structure {
+                packets: scanner.packets.saturating_sub(kept),
+                damage: damage.or(Some(Damage {
+                    offset: at,
+                    kind: ProblemKind::ReadFailed,
+                    what: format!(
+                        "reading failed at byte offset {at}{} (truncated while read, or an I/O \
+                         error on the device)",
+                        now.map_or(String::new(), |n| format!(", the file now has {n} bytes"))
+                    ),
+                })),
+            });
+        }
+        for p in problems.drain(..) {
+            if damage.is_none() && p.kind.is_structural() {
+                damage = Some(Damage {
+                    offset: p.offset,
+                    kind: p.kind,
+                    what: p.what,
+                });
+            }
+        }
+        if scanner.is_done() || (raw.is_empty() && scanner.position() == before) {
+            break;
+        }
+    }
+    Ok(Structure {
+        packets: scanner.packets,
+        damage,
+    })
 }
 
 impl FileReport {
@@ -117,6 +218,7 @@ impl FileReport {
             last_ns: None,
             problems: 0,
             error,
+            damage: None,
         }
     }
 }
@@ -436,6 +538,13 @@ impl<'o> Replayer<'o> {
             return;
         };
         f.problems += 1;
+        if f.damage.is_none() && p.kind.is_structural() && p.kind != ProblemKind::UnreadableFile {
+            f.damage = Some(Damage {
+                offset: p.offset,
+                kind: p.kind,
+                what: p.what.clone(),
+            });
+        }
         if f.problems <= self.opts.max_problems_per_file as u64 {
             self.problems.push((
                 file_idx,
@@ -482,6 +591,7 @@ impl<'o> Replayer<'o> {
         let mut prev: Vec<Rec> = Vec::new();
         let mut next: Vec<Rec> = Vec::with_capacity(BATCH);
         let mut mapped_from = 0;
+        let mut read_failed_dropped = 0u64;
         loop {
             if src.is_mapped()
                 && scanner.position().saturating_sub(mapped_from) >= self.opts.remap_every
@@ -510,9 +620,17 @@ impl<'o> Replayer<'o> {
             );
             if let Some((at, now)) = src.failed_at() {
                 // What was just read may be zeros standing in for bytes the
-                // file no longer has: dropped, and the file ends here.
-                // (The batch before it was folded during this round.)
+                // file no longer has: the packets wholly before the failed
+                // offset are the file's and are kept (folded now, after the
+                // batch before them, which was folded during this round);
+                // those from there on are dropped, and the file ends here.
                 scan_problems.clear();
+                next.retain(|r| {
+                    (r.raw.data_off as u64).saturating_add(u64::from(r.raw.caplen)) <= at
+                });
+                self.fold(idx, &next);
+                let dropped = raw.len().saturating_sub(next.len()) as u64;
+                read_failed_dropped = dropped;
                 next.clear();
                 let what = format!(
                     "the file changed while being read: reading failed at byte offset {at}{} \
@@ -557,7 +675,7 @@ impl<'o> Replayer<'o> {
         }
         let f = &mut self.files[idx];
         f.link_types = scanner.link_types.iter().copied().collect();
-        f.packets = scanner.packets;
+        f.packets = scanner.packets.saturating_sub(read_failed_dropped);
         self.undecodable += scanner.unreadable_packets;
     }
 

@@ -6,6 +6,8 @@ use anyhow::Context;
 use procflow::hostile::{term, term_path};
 use procflow::snapshot::archive::Bundle;
 use procflow::verify::{self, Known};
+use procflow_format::hash::bundle_digest;
+use procflow_format::layout::SHA256SUMS_FILE;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,16 +21,68 @@ pub struct Args {
     /// standard output instead of lines.
     #[arg(long)]
     pub json: bool,
+    /// The bundle digest noted when the bundle was collected (printed by
+    /// `procflow-snap` when it stopped, and in its custody log): any other
+    /// digest is a finding. `sha256:` prefix optional.
+    #[arg(long, value_name = "DIGEST", value_parser = digest_arg)]
+    pub expect: Option<String>,
+}
+
+/// `--expect`: 64 hex digits, optionally after `sha256:`.
+fn digest_arg(s: &str) -> Result<String, String> {
+    let h = s.trim();
+    let h = h.strip_prefix("sha256:").unwrap_or(h);
+    if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(h.to_ascii_lowercase())
+    } else {
+        Err("expected a bundle digest: 64 hex digits, optionally after `sha256:`".into())
+    }
 }
 
 /// Exit status when some check does not hold.
 pub const EXIT_FINDINGS: u8 = 1;
+/// Exit status when the directory is not a readable bundle (no manifest,
+/// or one that cannot be parsed).
+pub const EXIT_NOT_A_BUNDLE: u8 = 2;
 
 /// Runs `procflow verify`: exit 0 when every check holds, 1 when some does
 /// not, 2 when the directory is not a readable bundle.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let bundle = Bundle::open(&args.bundle)?;
-    let mut ev = verify::check(&bundle.dir, &bundle.manifest, &Known::default());
+    let bundle = match Bundle::open(&args.bundle) {
+        Ok(b) => b,
+        Err(e) if args.json => {
+            // Machines get a result on standard output whatever happened:
+            // the error, and the digest when SHA256SUMS can be read.
+            let digest = procflow::hostile::read_small_file(
+                &args.bundle.join(SHA256SUMS_FILE),
+                procflow::hostile::SMALL_FILE_CAP,
+            )
+            .ok()
+            .map(|b| bundle_digest(&b));
+            let error = format!("{e:#}");
+            let v = serde_json::json!({
+                "bundle": args.bundle.to_string_lossy(),
+                "ok": false,
+                "verdict": format!("NOT A READABLE BUNDLE: {error}"),
+                "error": error,
+                "digest": digest,
+                "status": [],
+                "findings": [],
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).context("cannot format the result")?
+            );
+            eprintln!("procflow: error: {}", term(&error));
+            return Ok(ExitCode::from(EXIT_NOT_A_BUNDLE));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let known = Known {
+        expect: args.expect.clone(),
+        ..Known::default()
+    };
+    let mut ev = verify::check(&bundle.dir, &bundle.manifest, &known);
     // The packets in the capture files, against the capture's own count.
     let (in_files, unreadable) = verify::count_capture_packets(&bundle.captures);
     for f in unreadable {
@@ -59,6 +113,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "capture_counters": ev.capture_counters,
             "unreadable_fd_dirs": ev.unreadable_fd_dirs,
             "files": ev.hashes,
+            "digest": ev.digest,
+            "expected_digest": args.expect,
+            "deleted": ev.deleted,
         });
         println!(
             "{}",
@@ -78,6 +135,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 term(&f.detail)
             );
         }
+        if let Some(d) = &ev.deleted {
+            println!("{}", d.line());
+        }
+        println!("{}", ev.digest_line());
         println!("{}: {verdict}", term_path(&args.bundle));
     }
     Ok(if ev.ok {

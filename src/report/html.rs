@@ -256,6 +256,24 @@ pub fn script_safe_json(v: &Value) -> String {
     out
 }
 
+/// The script element's text, exactly as written: what its CSP hash covers.
+fn script_text() -> String {
+    format!("\n{SCRIPT}")
+}
+
+/// The CSP source allowing the report's one script by its hash
+/// (`sha256-BASE64`): no other inline script runs, whatever a bundle
+/// smuggles into the page.
+fn script_hash() -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(script_text().as_bytes());
+    format!(
+        "sha256-{}",
+        base64::engine::general_purpose::STANDARD.encode(h)
+    )
+}
+
 impl ReportWriter for HtmlReport<'_> {
     fn file_name(&self) -> &'static str {
         "report.html"
@@ -270,13 +288,14 @@ impl ReportWriter for HtmlReport<'_> {
             out,
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
              <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; \
-             style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">\n\
+             style-src 'unsafe-inline'; script-src '{}'; img-src data:\">\n\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
              <title>procflow report</title>\n<style>\n{STYLE}</style>\n</head>\n<body>\n\
              <noscript>This report draws its tables with JavaScript; the same data is in \
              connections.csv, processes.csv and summary.json.</noscript>\n\
              <main id=\"app\"></main>\n\
-             <script type=\"application/json\" id=\"procflow-data\">{head},\"flows\":["
+             <script type=\"application/json\" id=\"procflow-data\">{head},\"flows\":[",
+            script_hash()
         )?;
         let mut safe = ScriptSafe(out);
         // Each row is serialized whole, then escaped in one pass: serde
@@ -292,7 +311,8 @@ impl ReportWriter for HtmlReport<'_> {
         }
         write!(
             out,
-            "]}}</script>\n<script>\n{SCRIPT}</script>\n</body>\n</html>\n"
+            "]}}</script>\n<script>{}</script>\n</body>\n</html>\n",
+            script_text()
         )
     }
 }

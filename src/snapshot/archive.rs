@@ -298,25 +298,33 @@ pub fn read_archive<R: Read>(
              skipped with the snapshots they touch, reading resumed at the next valid member"
         )),
         ArchiveEvent::Incomplete(i) => match i.why {
-            WhyIncomplete::NextSnapshotBegan { next_seq } => diag.warn(format!(
-                "{name}: snapshot {} at byte offset {} has no meta.json before \
-                 snapshot {next_seq} starts; skipped",
-                i.seq, i.offset
-            )),
-            WhyIncomplete::MetaSeqMismatch { member, says } => diag.warn(format!(
-                "{name}: {member} says seq {says}; snapshot skipped"
-            )),
+            WhyIncomplete::NextSnapshotBegan { next_seq } => {
+                let text = format!(
+                    "{name}: snapshot {} at byte offset {} has no meta.json before \
+                     snapshot {next_seq} starts; skipped",
+                    i.seq, i.offset
+                );
+                diag.skipped(|| text.clone());
+                diag.warn(text);
+            }
+            WhyIncomplete::MetaSeqMismatch { member, says } => {
+                let text = format!("{name}: {member} says seq {says}; snapshot skipped");
+                diag.skipped(|| text.clone());
+                diag.warn(text);
+            }
             WhyIncomplete::MetaInvalid {
                 member,
                 line,
                 error,
             } => {
                 diag.bad_line(name, &member, line, format!("meta.json: {error}"));
-                diag.warn(format!(
+                let text = format!(
                     "{name}: {member} is not a valid snapshot meta ({error}); \
                      snapshot {} skipped",
                     i.seq
-                ));
+                );
+                diag.skipped(|| text.clone());
+                diag.warn(text);
             }
             // Reported once, as the archive's cut or damage.
             WhyIncomplete::ArchiveEnds | WhyIncomplete::Damaged { .. } => {}

@@ -83,6 +83,14 @@ pub struct SnapshotDiagnostics {
     /// Warnings beyond [`MAX_WARNINGS`], counted in the last one.
     #[serde(skip)]
     pub warnings_not_kept: u64,
+    /// Complete snapshots not applied: a `meta.json` that is invalid or
+    /// names another seq, a snapshot without `meta.json`, out of order.
+    /// Content damage: the evidence checks fail on it.
+    #[serde(skip)]
+    pub skipped_snapshots: u64,
+    /// The first skipped snapshot, in words.
+    #[serde(skip)]
+    pub first_skipped: Option<String>,
 }
 
 impl SnapshotDiagnostics {
@@ -124,9 +132,18 @@ impl SnapshotDiagnostics {
         }
     }
 
+    /// Counts a snapshot not applied, keeping the first reason.
+    pub fn skipped(&mut self, what: impl FnOnce() -> String) {
+        self.skipped_snapshots += 1;
+        if self.first_skipped.is_none() {
+            self.first_skipped = Some(what());
+        }
+    }
+
     /// Notes a snapshot of `archive` skipped because it does not come after
     /// `last`, the last one applied; consecutive ones make one warning.
     pub fn out_of_order(&mut self, archive: &str, seq: u64, last: u64) {
+        self.skipped(|| format!("{archive}: snapshot {seq} comes after snapshot {last}"));
         if let Some((a, _, to, n, _)) = &mut self.out_of_order {
             if a == archive {
                 *to = seq;
