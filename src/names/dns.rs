@@ -103,12 +103,18 @@ pub fn parse_response(msg: &[u8]) -> Option<Response> {
     }
     let qd = r.u16()?;
     let an = r.u16()?;
-    if qd != 1 {
+    if qd > 1 {
         return None;
     }
     r.take(4)?; // NS and AR counts: not read
-    let (question, next) = name(msg, 12)?;
-    let mut pos = next.checked_add(4)?; // QTYPE, QCLASS
+                // Multicast DNS announcements carry no question: the owner of their
+                // first address record stands for it.
+    let (mut question, mut pos) = if qd == 1 {
+        let (q, next) = name(msg, 12)?;
+        (q, next.checked_add(4)?) // QTYPE, QCLASS
+    } else {
+        (String::new(), 12)
+    };
     msg.get(..pos)?;
     let mut cnames: Vec<(String, String)> = Vec::new();
     let mut addrs: Vec<(String, IpAddr, u32)> = Vec::new();
@@ -128,11 +134,13 @@ pub fn parse_response(msg: &[u8]) -> Option<Response> {
             break;
         };
         pos = rd_at + rdlen;
+        // mDNS uses the top bit of the class as the cache-flush flag.
+        let class = class & 0x7fff;
+        // RFC 2181: a TTL with the top bit set is taken as 0.
+        let ttl = if ttl > i32::MAX as u32 { 0 } else { ttl };
         if class != 1 {
             continue;
         }
-        // RFC 2181: a TTL with the top bit set is taken as 0.
-        let ttl = if ttl > i32::MAX as u32 { 0 } else { ttl };
         match (ty, rdlen) {
             (1, 4) => addrs.push((
                 owner,
@@ -151,6 +159,9 @@ pub fn parse_response(msg: &[u8]) -> Option<Response> {
             }
             _ => {}
         }
+    }
+    if qd == 0 {
+        question = addrs.first().map(|a| a.0.clone()).unwrap_or_default();
     }
     let mut chain = vec![question.clone()];
     while chain.len() <= MAX_CHAIN {

@@ -51,7 +51,8 @@ pub fn parse(stream: &[u8]) -> Parse<Request> {
     let mut parts = request.split(|&b| b == b' ').filter(|p| !p.is_empty());
     let method = parts.next().unwrap_or_default();
     let target = parts.next().unwrap_or_default();
-    if !parts.next().is_some_and(|v| v.starts_with(b"HTTP/1.")) {
+    // The version is the last word (some clients put more between).
+    if !parts.last().is_some_and(|v| v.starts_with(b"HTTP/1.")) {
         return Parse::No;
     }
     if method == b"CONNECT" {
@@ -114,6 +115,10 @@ mod tests {
         assert_eq!(
             parse(b"CONNECT files.example:443 HTTP/1.1\r\nHost: files.example:443\r\n\r\n"),
             Parse::Done(Request::Connect(b"files.example:443".to_vec()))
+        );
+        assert_eq!(
+            parse(b"CONNECT mail.example:25 / HTTP/1.0\r\n\r\n"),
+            Parse::Done(Request::Connect(b"mail.example:25".to_vec()))
         );
         assert_eq!(parse(b"GET / HTTP/1.1\r\nHo"), Parse::NeedMore);
         assert_eq!(parse(b"GE"), Parse::NeedMore);

@@ -215,7 +215,13 @@ pub struct Names {
 /// packet with payload.
 #[inline]
 pub fn wanted(p: &IpPacket, nth_in_direction: u64) -> bool {
-    nth_in_direction <= FIRST_PACKETS || p.sport == 53 || p.dport == 53
+    nth_in_direction <= FIRST_PACKETS || is_dns_port(p.sport) || is_dns_port(p.dport)
+}
+
+/// DNS (53) and multicast DNS (5353).
+#[inline]
+fn is_dns_port(port: u16) -> bool {
+    port == 53 || port == 5353
 }
 
 fn assemble(segs: &mut [(u32, Vec<u8>)]) -> Vec<u8> {
@@ -251,7 +257,7 @@ impl Collector {
         payload: &[u8],
         nth: u64,
     ) {
-        let dns = p.sport == 53 || p.dport == 53;
+        let dns = is_dns_port(p.sport) || is_dns_port(p.dport);
         match p.proto {
             ipproto::UDP if dns => self.dns_udp(flow, ts_ns, p, payload),
             ipproto::TCP if dns => self.dns_tcp(flow, ts_ns, p, payload),
@@ -290,8 +296,8 @@ impl Collector {
 
     fn dns_udp(&mut self, flow: u32, ts_ns: i64, p: &IpPacket, msg: &[u8]) {
         match dns::header(msg) {
-            Some((id, true)) if p.dport == 53 => self.query(flow, ts_ns, id),
-            Some((_, false)) if p.sport == 53 => {
+            Some((id, true)) if is_dns_port(p.dport) => self.query(flow, ts_ns, id),
+            Some((_, false)) if is_dns_port(p.sport) => {
                 if let Some(r) = dns::parse_response(msg) {
                     self.answer(flow, ts_ns, r);
                 }
