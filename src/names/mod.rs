@@ -855,3 +855,90 @@ mod tests {
         assert!(names.name_for(&f, 8, true, &[]).is_none());
     }
 }
+
+/// Most distinct JA4 values listed for one process.
+pub const MAX_JA4_PER_PROCESS: usize = 16;
+
+/// What naming the rows found (summary.json `names`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RowStats {
+    /// Rows with a remote name, by source.
+    pub named: std::collections::BTreeMap<&'static str, u64>,
+    /// Rows with a JA4.
+    pub ja4: u64,
+    /// Rows whose sources disagree (`remote_name_other`).
+    pub conflicts: u64,
+    /// The first of them: (flow id, name, other).
+    pub first_conflict: Option<(u64, String, String)>,
+    /// Rows whose name came from a DNS answer sent to a known process.
+    pub resolved_by_known_process: u64,
+    /// The extraction counters.
+    #[serde(flatten)]
+    pub extraction: Stats,
+}
+
+/// Names every row: its remote name (the client's evidence names the
+/// responder only), the resolving process from the DNS flow's own
+/// attribution, and the counters.
+pub fn annotate_rows(
+    rows: &mut [crate::report::ConnectionRow],
+    names: &Names,
+    hosts: &[(IpAddr, String)],
+) -> RowStats {
+    let mut st = RowStats {
+        extraction: names.stats.clone(),
+        ..RowStats::default()
+    };
+    for r in rows.iter_mut() {
+        let id = r.attribution.parent_flow_id.unwrap_or(r.flow.id);
+        r.name = names.name_for(&r.flow, id, r.local_is_a, hosts);
+    }
+    // The process that sent each DNS flow's query: its owner at the
+    // query time (a cut flow: the part holding that time).
+    let mut resolver: HashMap<u64, (u32, String)> = HashMap::new();
+    let wanted: std::collections::HashMap<u64, i64> = rows
+        .iter()
+        .filter_map(|r| r.name.as_ref().and_then(|n| n.dns))
+        .collect();
+    for r in rows.iter() {
+        let id = r.attribution.parent_flow_id.unwrap_or(r.flow.id);
+        let Some(&t) = wanted.get(&id) else {
+            continue;
+        };
+        let Some(o) = r.attribution.owner else {
+            continue;
+        };
+        let covers = r.flow.first_seen_ns <= t && t <= r.flow.last_seen_ns;
+        if covers || !resolver.contains_key(&id) {
+            let comm = r
+                .process
+                .as_ref()
+                .map(|p| p.comm.clone())
+                .or_else(|| r.event_comm.clone())
+                .unwrap_or_default();
+            resolver.insert(id, (o.pid, comm));
+        }
+    }
+    for r in rows.iter_mut() {
+        let Some(n) = r.name.as_mut() else {
+            continue;
+        };
+        if let Some((pid, comm)) = n.dns.and_then(|(d, _)| resolver.get(&d)) {
+            n.resolved_by_pid = Some(*pid);
+            n.resolved_by_comm = Some(comm.clone());
+            st.resolved_by_known_process += 1;
+        }
+        if let Some(s) = n.source {
+            *st.named.entry(s.as_str()).or_default() += 1;
+        }
+        if n.ja4.is_some() {
+            st.ja4 += 1;
+        }
+        if !n.other.is_empty() {
+            st.conflicts += 1;
+            st.first_conflict
+                .get_or_insert_with(|| (r.flow.id, n.name.clone(), n.other.clone()));
+        }
+    }
+    st
+}
