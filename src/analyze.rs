@@ -709,7 +709,7 @@ pub fn run_analysis(
     let name_stats = replay
         .names
         .as_ref()
-        .map(|n| crate::names::annotate_rows(&mut input.rows, n, &[]));
+        .map(|n| crate::names::annotate_rows(&mut input.rows, n));
     let conflict_warning = name_stats.as_ref().and_then(|st| {
         st.first_conflict.as_ref().map(|(id, name, other)| {
             format!(

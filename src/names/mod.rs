@@ -55,8 +55,6 @@ pub enum Source {
     HttpHost,
     /// A DNS answer for the address.
     Dns,
-    /// A namespace's `/etc/hosts`.
-    HostsFile,
 }
 
 impl Source {
@@ -68,7 +66,6 @@ impl Source {
             Source::HttpConnect => "http-connect",
             Source::HttpHost => "http-host",
             Source::Dns => "dns",
-            Source::HostsFile => "hosts-file",
         }
     }
 }
@@ -650,22 +647,6 @@ pub struct FlowName {
     pub resolved_by_comm: Option<String>,
 }
 
-/// The names of `/etc/hosts` text: (address, first name) pairs.
-pub fn parse_hosts(text: &str) -> Vec<(IpAddr, String)> {
-    let mut out = Vec::new();
-    for line in text.lines().take(100_000) {
-        let line = line.split('#').next().unwrap_or("");
-        let mut f = line.split_whitespace();
-        let (Some(a), Some(n)) = (f.next(), f.next()) else {
-            continue;
-        };
-        if let Ok(ip) = a.parse::<IpAddr>() {
-            out.push((ip, clean_name(n.as_bytes())));
-        }
-    }
-    out
-}
-
 impl Names {
     /// The latest answer for `addr` seen before `t_ns` that is still valid.
     pub fn dns_for(&self, addr: IpAddr, t_ns: i64) -> Option<&Answer> {
@@ -683,13 +664,7 @@ impl Names {
     /// The name of a flow whose remote end is `b` (the responder) when
     /// `remote_is_b`, else `a`: the client's evidence names only the
     /// responder. `evidence_id` is the flow's id before any split.
-    pub fn name_for(
-        &self,
-        flow: &Flow,
-        evidence_id: u64,
-        remote_is_b: bool,
-        hosts: &[(IpAddr, String)],
-    ) -> Option<FlowName> {
+    pub fn name_for(&self, flow: &Flow, evidence_id: u64, remote_is_b: bool) -> Option<FlowName> {
         let ev = self.evidence.get(&evidence_id);
         let remote = if remote_is_b { flow.b_ip } else { flow.a_ip };
         let answer = self.dns_for(remote, flow.first_seen_ns);
@@ -708,9 +683,6 @@ impl Names {
         }
         if let Some(a) = answer {
             cands.push((Source::Dns, &a.question));
-        }
-        if let Some((_, n)) = hosts.iter().find(|(ip, _)| *ip == remote) {
-            cands.push((Source::HostsFile, n));
         }
         let ja4 = ev.and_then(|e| e.ja4.clone());
         if cands.is_empty() && ja4.is_none() {
@@ -843,7 +815,7 @@ mod tests {
             None,
             10,
         );
-        let n = names.name_for(&f, 7, true, &[]).unwrap();
+        let n = names.name_for(&f, 7, true).unwrap();
         assert_eq!(
             (n.name.as_str(), n.source),
             ("site.example:80", Some(Source::HttpConnect))
@@ -852,7 +824,7 @@ mod tests {
         assert_eq!(n.other, "");
         // Past TTL + grace the answer no longer names the address.
         f.first_seen_ns = 5 + GRACE_NS + 1;
-        assert!(names.name_for(&f, 8, true, &[]).is_none());
+        assert!(names.name_for(&f, 8, true).is_none());
     }
 }
 
@@ -880,18 +852,14 @@ pub struct RowStats {
 /// Names every row: its remote name (the client's evidence names the
 /// responder only), the resolving process from the DNS flow's own
 /// attribution, and the counters.
-pub fn annotate_rows(
-    rows: &mut [crate::report::ConnectionRow],
-    names: &Names,
-    hosts: &[(IpAddr, String)],
-) -> RowStats {
+pub fn annotate_rows(rows: &mut [crate::report::ConnectionRow], names: &Names) -> RowStats {
     let mut st = RowStats {
         extraction: names.stats.clone(),
         ..RowStats::default()
     };
     for r in rows.iter_mut() {
         let id = r.attribution.parent_flow_id.unwrap_or(r.flow.id);
-        r.name = names.name_for(&r.flow, id, r.local_is_a, hosts);
+        r.name = names.name_for(&r.flow, id, r.local_is_a);
     }
     // The process that sent each DNS flow's query: its owner at the
     // query time (a cut flow: the part holding that time).
