@@ -52,7 +52,7 @@ pub fn parse(stream: &[u8]) -> Parse<Request> {
     let method = parts.next().unwrap_or_default();
     let target = parts.next().unwrap_or_default();
     // The version is the last word (some clients put more between).
-    if !parts.last().is_some_and(|v| v.starts_with(b"HTTP/1.")) {
+    if !parts.next_back().is_some_and(|v| v.starts_with(b"HTTP/1.")) {
         return Parse::No;
     }
     if method == b"CONNECT" {

@@ -169,12 +169,18 @@ enum Kind {
     Http,
 }
 
-/// An incomplete ClientHello or request: segments by offset from its
-/// first byte.
+/// Segments by offset from the first byte of what they hold.
+type Segments = Vec<(u32, Vec<u8>)>;
+
+/// A QUIC flow's Initial keys, the DCID they came from, CRYPTO frames.
+type QuicPending = (quic::Keys, Vec<u8>, Vec<(u64, Vec<u8>)>);
+
+/// An incomplete ClientHello or request: its kind, the sequence number of
+/// its first byte, its segments.
 #[derive(Debug, Default)]
 struct Pending {
-    tcp: Option<(Kind, u32, Vec<(u32, Vec<u8>)>)>,
-    quic: Option<(quic::Keys, Vec<u8>, Vec<(u64, Vec<u8>)>)>,
+    tcp: Option<(Kind, u32, Segments)>,
+    quic: Option<QuicPending>,
     dns_tcp: Option<DnsTcp>,
     bytes: usize,
 }
@@ -356,14 +362,11 @@ impl Collector {
             }
         }
         let mut msgs = Vec::new();
-        loop {
-            let Some(len) = st
-                .buf
-                .get(..2)
-                .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
-            else {
-                break;
-            };
+        while let Some(len) = st
+            .buf
+            .get(..2)
+            .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+        {
             let Some(m) = st.buf.get(2..2 + len) else {
                 break;
             };
@@ -479,11 +482,10 @@ impl Collector {
 
     /// `Some(true)`: parsed; `Some(false)`: not this; `None`: need more.
     fn parse(&self, kind: Kind, bytes: &[u8]) -> Option<bool> {
-        let r = match kind {
+        match kind {
             Kind::Tls => matches_parse(&tls::parse_records(bytes)),
             Kind::Http => matches_parse(&http::parse(bytes)),
-        };
-        r
+        }
     }
 
     fn finish_parse(&mut self, flow: u32, kind: Kind, bytes: &[u8]) {
@@ -609,7 +611,7 @@ impl Collector {
                     .map(|f| f.first_seen_ns);
             }
         }
-        answers.sort_by(|x, y| (x.addr, x.ts_ns).cmp(&(y.addr, y.ts_ns)));
+        answers.sort_by_key(|a| (a.addr, a.ts_ns));
         Names {
             evidence,
             answers,
@@ -763,7 +765,7 @@ mod tests {
         let t = ipproto::TCP;
         c.observe(0, 1, true, &pkt(t, 40000, 443, 1000), x, 3);
         c.observe(0, 2, true, &pkt(t, 40000, 443, 1030), z, 4);
-        assert!(c.evidence.get(&0).is_none());
+        assert!(!c.evidence.contains_key(&0));
         c.observe(0, 3, true, &pkt(t, 40000, 443, 1010), y, 5);
         let e = c.evidence.get(&0).unwrap();
         assert_eq!(e.tls_sni.as_deref(), Some("split.example"));

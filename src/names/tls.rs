@@ -133,7 +133,7 @@ pub fn parse_handshake(hs: &[u8]) -> Parse<ClientHello> {
     let Some(len) = r.u24() else {
         return Parse::NeedMore;
     };
-    if len > MAX_HELLO || len < 38 {
+    if !(38..=MAX_HELLO).contains(&len) {
         return Parse::No;
     }
     let Some(body) = r.take(len) else {
