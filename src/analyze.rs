@@ -555,6 +555,7 @@ pub fn run_analysis(
         threads: cfg.threads,
         track_packets: pcapng_out.is_some(),
         progress: cfg.progress.clone(),
+        names: true,
         ..ReplayOptions::default()
     };
     let size = |ps: &[PathBuf]| -> u64 {
@@ -690,6 +691,7 @@ pub fn run_analysis(
                 .filter_map(|c| replay.flows.get(c.index).cloned())
                 .collect(),
             progress: None,
+            names: false,
             ..opts.clone()
         };
         let packets = capture::replay(&captures, &again)?.packets;
@@ -730,6 +732,25 @@ pub fn run_analysis(
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
     let mut input = ReportInput::new(&bundle.manifest, &timeline, &flows, &attributions, &cid);
     input.csv_raw = cfg.csv_raw;
+    // Names of the remote ends, from the capture (docs/names.md).
+    let name_stats = replay
+        .names
+        .as_ref()
+        .map(|n| crate::names::annotate_rows(&mut input.rows, n));
+    let conflict_warning = name_stats.as_ref().and_then(|st| {
+        st.first_conflict.as_ref().map(|(id, name, other)| {
+            format!(
+                "{} flow(s) whose remote name sources disagree (first: flow {id}, {} but {}); \
+                 both are kept in remote_name and remote_name_other",
+                st.conflicts,
+                crate::hostile::term(name),
+                crate::hostile::term(other)
+            )
+        })
+    });
+    if let Some(w) = &conflict_warning {
+        on_warning(w);
+    }
     if bundle.manifest.host.clk_tck == 0 {
         on_warning(
             "the manifest says host.clk_tck is 0: process start times (clock ticks) cannot be \
@@ -764,6 +785,7 @@ pub fn run_analysis(
         inputs: &inputs,
         warnings: {
             let mut w = html_warnings(&replay, &diag, &evidence);
+            w.extend(conflict_warning.clone());
             if !annotation_check.disagree.is_empty() {
                 w.push(format!(
                     "{} flow(s) where the capture's own process annotations name another pid than the snapshots (first: flow {}, capture pid {}, snapshots pid {}); the snapshots' owner is kept",
@@ -793,6 +815,9 @@ pub fn run_analysis(
             let mut v = crate::flows::report_json(&replay);
             if annotation_check.flows > 0 {
                 v["annotation_check"] = serde_json::json!(annotation_check);
+            }
+            if let Some(st) = &name_stats {
+                v["names"] = serde_json::json!(st);
             }
             v
         },

@@ -96,7 +96,7 @@ impl PacketNote {
     pub fn of_row(row: &ConnectionRow) -> PacketNote {
         let a = &row.attribution;
         let flow = row.flow.id.to_string();
-        match a.owner {
+        let mut note = match a.owner {
             Some(o) => {
                 let p = row.process.as_ref();
                 let cmd = p
@@ -116,6 +116,35 @@ impl PacketNote {
                 })
             }
             None => PacketNote::unowned(&a.method.name(), &flow),
+        };
+        if let Some(n) = &row.name {
+            note.add_names(n);
+        }
+        note
+    }
+
+    /// Appends the remote end's name, the resolving process and the JA4
+    /// (`docs/names.md`), escaped and bounded.
+    pub fn add_names(&mut self, n: &crate::names::FlowName) {
+        let c = &mut self.comment;
+        if let Some(src) = n.source {
+            c.push_str(&format!(
+                "\nRemoteName: {} ({})",
+                visible(&n.name, 256),
+                src.as_str()
+            ));
+        }
+        if !n.other.is_empty() {
+            c.push_str(&format!("\nRemoteNameAlso: {}", visible(&n.other, 512)));
+        }
+        if let Some(pid) = n.resolved_by_pid {
+            c.push_str(&format!(
+                "\nResolvedBy: {} ({pid})",
+                visible(n.resolved_by_comm.as_deref().unwrap_or(""), 64)
+            ));
+        }
+        if let Some(j) = &n.ja4 {
+            c.push_str(&format!("\nJA4: {}", visible(j, 64)));
         }
     }
 

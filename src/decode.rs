@@ -28,6 +28,8 @@ pub mod linktype {
     pub const NULL: u16 = 0;
     /// Ethernet II / 802.3.
     pub const ETHERNET: u16 = 1;
+    /// PPP (RFC 1661), with or without the HDLC address and control bytes.
+    pub const PPP: u16 = 9;
     /// Raw IP as some old BSDs numbered it.
     pub const RAW_12: u16 = 12;
     /// Raw IP as OpenBSD numbered it.
@@ -49,7 +51,16 @@ pub mod linktype {
     pub fn is_supported(lt: u16) -> bool {
         matches!(
             lt,
-            NULL | ETHERNET | RAW_12 | RAW_14 | RAW | LOOP | LINUX_SLL | IPV4 | IPV6 | LINUX_SLL2
+            NULL | ETHERNET
+                | PPP
+                | RAW_12
+                | RAW_14
+                | RAW
+                | LOOP
+                | LINUX_SLL
+                | IPV4
+                | IPV6
+                | LINUX_SLL2
         )
     }
 }
@@ -245,6 +256,7 @@ pub fn decode(link: u16, frame: &[u8], orig_len: u32) -> Decoded {
         linktype::IPV6 => ip_expect(frame, 0, 6, orig_len),
         linktype::NULL | linktype::LOOP => loopback(link, frame, orig_len),
         linktype::LINUX_SLL => linux_sll(frame, orig_len),
+        linktype::PPP => ppp(frame, orig_len),
         // etherparse reads cooked v1 headers only: the v2 header (protocol
         // first, 20 bytes) is read here.
         linktype::LINUX_SLL2 => match (u16_at(frame, 0), frame.len() >= 20) {
@@ -326,6 +338,32 @@ fn mpls(frame: &[u8], mut off: usize, orig_len: u32) -> Decoded {
         }
     }
     Decoded::Error(DecodeError::MplsNoBottom)
+}
+
+/// PPP, read by hand (etherparse does not know it): the optional HDLC
+/// address and control bytes (`ff 03`), then the protocol, one byte when
+/// compressed (odd first byte), else two. IPv4 (0x21) and IPv6 (0x57) are
+/// decoded; other protocols (LCP, IPCP...) are counted as non-IP under
+/// their PPP protocol number.
+fn ppp(frame: &[u8], orig_len: u32) -> Decoded {
+    let off = if frame.starts_with(&[0xff, 0x03]) {
+        2
+    } else {
+        0
+    };
+    let (proto, hdr) = match frame.get(off) {
+        Some(&b) if b & 1 == 1 => (u16::from(b), 1),
+        Some(_) => match u16_at(frame, off) {
+            Some(p) => (p, 2),
+            None => return Decoded::Error(truncated(Layer::Link, 0, off + 2, frame)),
+        },
+        None => return Decoded::Error(truncated(Layer::Link, 0, off + 2, frame)),
+    };
+    match proto {
+        0x21 => ip_expect(frame, off + hdr, 4, orig_len),
+        0x57 => ip_expect(frame, off + hdr, 6, orig_len),
+        p => Decoded::NonIp(p),
+    }
 }
 
 /// BSD NULL/LOOP headers, read by hand: etherparse does not know them.
@@ -452,6 +490,8 @@ fn ipv4(frame: &[u8], off: usize) -> Result<IpPacket, DecodeError> {
         icmp: None,
         ip_len: ip_len as u32,
         frag,
+        payload_off: 0,
+        payload_len: 0,
     };
     if !matches!(frag, Frag::Later(_)) {
         // Bounded by the total length: Ethernet padding after the datagram
@@ -549,6 +589,8 @@ fn ipv6(frame: &[u8], off: usize, orig_len: u32) -> Result<IpPacket, DecodeError
         icmp: None,
         ip_len: ip_len as u32,
         frag,
+        payload_off: 0,
+        payload_len: 0,
     };
     if !matches!(frag, Frag::Later(_)) {
         let t = s.get(pos..end.max(pos)).unwrap_or(&[]);
@@ -625,6 +667,11 @@ fn transport(p: &mut IpPacket, t: &[u8], at: usize, claimed: usize) -> Result<()
     match p.proto {
         ipproto::TCP => {
             if let Ok(tcp) = TcpHeaderSlice::from_slice(t) {
+                let hl = tcp.slice().len();
+                if t.len() > hl {
+                    p.payload_off = (at + hl) as u32;
+                    p.payload_len = (t.len() - hl) as u32;
+                }
                 p.sport = tcp.source_port();
                 p.dport = tcp.destination_port();
                 p.tcp_flags = [
@@ -656,6 +703,12 @@ fn transport(p: &mut IpPacket, t: &[u8], at: usize, claimed: usize) -> Result<()
         }
         ipproto::UDP => {
             if let Ok(udp) = UdpHeaderSlice::from_slice(t) {
+                // The payload within the UDP length, when it is sane.
+                let ul = usize::from(udp.length()).clamp(8, t.len().max(8));
+                if ul > 8 {
+                    p.payload_off = (at + 8) as u32;
+                    p.payload_len = (ul.min(t.len()) - 8) as u32;
+                }
                 p.sport = udp.source_port();
                 p.dport = udp.destination_port();
                 return Ok(());
@@ -820,6 +873,29 @@ mod tests {
         h.extend_from_slice(&[0; 11]);
         h.push(2);
         h
+    }
+
+    #[test]
+    fn ppp_with_and_without_hdlc_bytes() {
+        for hdr in [&[0xff, 0x03, 0x00, 0x21][..], &[0x00, 0x21], &[0x21]] {
+            let mut f = hdr.to_vec();
+            f.extend_from_slice(&v4_udp());
+            assert!(
+                matches!(
+                    decode(linktype::PPP, &f, f.len() as u32),
+                    Decoded::Ip(IpPacket { dport: 53, .. })
+                ),
+                "{hdr:?}"
+            );
+        }
+        assert_eq!(
+            decode(linktype::PPP, &[0xff, 0x03, 0xc0, 0x21, 1], 5),
+            Decoded::NonIp(0xc021)
+        );
+        assert!(matches!(
+            decode(linktype::PPP, &[0xff, 0x03], 2),
+            Decoded::Error(_)
+        ));
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub mod decode;
 pub mod flow;
 pub mod flows;
 pub mod hostile;
+pub mod names;
 pub mod outdir;
 pub mod packet;
 pub mod progress;

@@ -109,6 +109,10 @@ pub struct IpPacket {
     pub ip_len: u32,
     /// Fragment position.
     pub frag: Frag,
+    /// Frame offset of the TCP/UDP payload (0 when there is none).
+    pub payload_off: u32,
+    /// Captured bytes of the TCP/UDP payload, within the IP length.
+    pub payload_len: u32,
 }
 
 impl IpPacket {

@@ -44,8 +44,11 @@ fn fixtures() -> Vec<PathBuf> {
 }
 
 fn check(name: &str, bytes: &[u8]) -> Replay {
+    // Name extraction on: damaged ClientHellos, Initials and DNS messages
+    // must not panic either.
     let opts = ReplayOptions {
         threads: Some(2),
+        names: true,
         ..ReplayOptions::default()
     };
     let r = replay_bytes(Path::new(name), bytes, &opts);

@@ -53,6 +53,10 @@ pub struct ReplayOptions {
     /// Flows whose packets are kept in [`Replay::packets`] (every flow of
     /// the same protocol and endpoints), to cut them in time.
     pub keep_packets_of: Vec<Flow>,
+    /// Read remote endpoint names (DNS, TLS/QUIC SNI, HTTP) and JA4 from
+    /// the first packets of each flow into [`Replay::names`]
+    /// (`docs/names.md`).
+    pub names: bool,
 }
 
 impl Default for ReplayOptions {
@@ -65,6 +69,7 @@ impl Default for ReplayOptions {
             track_packets: false,
             progress: None,
             keep_packets_of: Vec::new(),
+            names: false,
         }
     }
 }
@@ -402,6 +407,9 @@ pub struct Replay {
     /// The packets of the flows of [`ReplayOptions::keep_packets_of`], by
     /// flow id, in capture order.
     pub packets: BTreeMap<u64, Vec<PacketMark>>,
+    /// With [`ReplayOptions::names`]: what the packets say about the
+    /// remote endpoints' names.
+    pub names: Option<crate::names::Names>,
 }
 
 impl Replay {
@@ -504,6 +512,7 @@ struct Replayer<'o> {
     problem_counts: BTreeMap<String, u64>,
     non_ip: BTreeMap<u16, (u64, u64)>,
     undecodable: u64,
+    names: Option<crate::names::Collector>,
 }
 
 impl<'o> Replayer<'o> {
@@ -526,6 +535,7 @@ impl<'o> Replayer<'o> {
             problem_counts: BTreeMap::new(),
             non_ip: BTreeMap::new(),
             undecodable: 0,
+            names: opts.names.then(crate::names::Collector::new),
         }
     }
 
@@ -606,7 +616,7 @@ impl<'o> Replayer<'o> {
             // Fold the previous batch (in order, on this thread) while the
             // pool scans and decodes the next one.
             rayon::join(
-                || self.fold(idx, &prev),
+                || self.fold(idx, &prev, buf),
                 || {
                     scanner.next_batch(&mut raw, BATCH, BATCH_BYTES, &mut scan_problems);
                     raw.par_iter()
@@ -628,7 +638,7 @@ impl<'o> Replayer<'o> {
                 next.retain(|r| {
                     (r.raw.data_off as u64).saturating_add(u64::from(r.raw.caplen)) <= at
                 });
-                self.fold(idx, &next);
+                self.fold(idx, &next, buf);
                 let dropped = raw.len().saturating_sub(next.len()) as u64;
                 read_failed_dropped = dropped;
                 next.clear();
@@ -679,7 +689,7 @@ impl<'o> Replayer<'o> {
         self.undecodable += scanner.unreadable_packets;
     }
 
-    fn fold(&mut self, idx: usize, recs: &[Rec]) {
+    fn fold(&mut self, idx: usize, recs: &[Rec], buf: &[u8]) {
         for rec in recs {
             let r = &rec.raw;
             {
@@ -698,7 +708,18 @@ impl<'o> Replayer<'o> {
                         index: r.index,
                         offset: r.rec_off,
                     };
-                    self.table.add(r.ts_ns, r.orig_len, &p, origin);
+                    let slot = self.table.add(r.ts_ns, r.orig_len, &p, origin);
+                    // Names: only packets with payload among the first of
+                    // their direction, or DNS; the rest pays this test.
+                    if let (Some(names), Some(slot)) = (&mut self.names, slot) {
+                        if p.payload_len > 0 && crate::names::wanted(&p, slot.nth) {
+                            let at = r.data_off.saturating_add(p.payload_off as usize);
+                            if let Some(pl) = buf.get(at..at.saturating_add(p.payload_len as usize))
+                            {
+                                names.observe(slot.state, r.ts_ns, slot.from_a, &p, pl, slot.nth);
+                            }
+                        }
+                    }
                 }
                 Decoded::NonIp(et) => {
                     let e = self.non_ip.entry(et).or_default();
@@ -732,7 +753,10 @@ impl<'o> Replayer<'o> {
     fn finish(self) -> Replay {
         let mut me = self;
         let table = std::mem::replace(&mut me.table, FlowTable::new(me.opts.split));
-        let (flows, orphans, packets, packet_flows) = table.finish_all();
+        let collector = me.names.take();
+        let (flows, orphans, packets, packet_flows, id_of) =
+            table.finish_with_ids(collector.is_some());
+        let names = collector.map(|c| c.finish(&id_of, &flows));
         for o in orphans {
             me.undecodable += 1;
             me.problem(
@@ -766,6 +790,7 @@ impl<'o> Replayer<'o> {
             packet_flows,
             packets,
             annotations,
+            names,
         }
     }
 }

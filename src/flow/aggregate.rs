@@ -226,6 +226,18 @@ pub struct FlowTable {
     track_only: Option<HashSet<(u32, u64)>>,
 }
 
+/// Where [`FlowTable::add`] put a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// The flow's state index (mapped to its id by
+    /// [`FlowTable::finish_with_ids`]).
+    pub state: u32,
+    /// Sent by the flow's initiator.
+    pub from_a: bool,
+    /// The packet's number in its direction, from 1.
+    pub nth: u64,
+}
+
 /// The flow a packet was folded into (see [`FlowTable::track_packets`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PacketFlow {
@@ -344,7 +356,15 @@ impl FlowTable {
     }
 
     /// Adds one packet of frame length `orig_len` captured at `ts_ns`.
-    pub fn add(&mut self, ts_ns: i64, orig_len: u32, pkt: &IpPacket, origin: PacketOrigin) {
+    /// Returns where it went ([`Slot`]), unless it is a later fragment
+    /// waiting for its first.
+    pub fn add(
+        &mut self,
+        ts_ns: i64,
+        orig_len: u32,
+        pkt: &IpPacket,
+        origin: PacketOrigin,
+    ) -> Option<Slot> {
         let mut pkt = *pkt;
         // Later fragments lack what the first one carries in its transport
         // header: ports, or the ICMP type/code/id.
@@ -371,7 +391,7 @@ impl FlowTable {
                             if self.pending_count > MAX_PENDING {
                                 self.flush_pending();
                             }
-                            return;
+                            return None;
                         }
                     }
                 }
@@ -383,7 +403,7 @@ impl FlowTable {
                     }
                     self.frags
                         .insert(fk, (pkt.sport, pkt.dport, pkt.icmp, ts_ns));
-                    self.fold(ts_ns, orig_len, &pkt, origin);
+                    let slot = self.fold(ts_ns, orig_len, &pkt, origin);
                     if let Some(waiting) = self.pending.remove(&fk) {
                         self.pending_count -= waiting.len();
                         for mut w in waiting {
@@ -393,12 +413,12 @@ impl FlowTable {
                             self.fold(w.ts_ns, w.orig_len, &w.pkt, w.origin);
                         }
                     }
-                    return;
+                    return Some(slot);
                 }
                 Frag::None => {}
             }
         }
-        self.fold(ts_ns, orig_len, &pkt, origin);
+        Some(self.fold(ts_ns, orig_len, &pkt, origin))
     }
 
     fn flush_pending(&mut self) {
@@ -418,7 +438,7 @@ impl FlowTable {
         self.pending_count = 0;
     }
 
-    fn fold(&mut self, ts_ns: i64, orig_len: u32, p: &IpPacket, origin: PacketOrigin) {
+    fn fold(&mut self, ts_ns: i64, orig_len: u32, p: &IpPacket, origin: PacketOrigin) -> Slot {
         let v6 = p.family == Family::V6;
         let (sport, dport) = if p.has_ports() {
             (p.sport, p.dport)
@@ -504,19 +524,27 @@ impl FlowTable {
         let f = &mut s.flow;
         f.first_seen_ns = f.first_seen_ns.min(ts_ns);
         f.last_seen_ns = f.last_seen_ns.max(ts_ns);
-        if src == s.a {
+        let from_a = src == s.a;
+        let nth = if from_a {
             f.packets_ab += 1;
             f.bytes_ab += u64::from(orig_len);
             f.ip_bytes_ab += u64::from(p.ip_len);
             f.tcp_flags_ab |= p.tcp_flags;
+            f.packets_ab
         } else {
             f.packets_ba += 1;
             f.bytes_ba += u64::from(orig_len);
             f.ip_bytes_ba += u64::from(p.ip_len);
             f.tcp_flags_ba |= p.tcp_flags;
-        }
+            f.packets_ba
+        };
         if is_tcp && p.tcp_flags & (tcpflag::FIN | tcpflag::RST) != 0 {
             s.closed = true;
+        }
+        Slot {
+            state: idx as u32,
+            from_a,
+            nth,
         }
     }
 
@@ -551,12 +579,29 @@ impl FlowTable {
     /// Everything: flows, orphans, watched packets, the flow of every packet.
     #[allow(clippy::type_complexity)]
     pub fn finish_all(
-        mut self,
+        self,
     ) -> (
         Vec<Flow>,
         Vec<OrphanFragment>,
         BTreeMap<u64, Vec<PacketMark>>,
         Vec<PacketFlow>,
+    ) {
+        let (flows, orphans, logs, packets, _) = self.finish_with_ids(false);
+        (flows, orphans, logs, packets)
+    }
+
+    /// [`FlowTable::finish_all`], plus the flow id of every [`Slot::state`]
+    /// when `ids` (empty otherwise).
+    #[allow(clippy::type_complexity)]
+    pub fn finish_with_ids(
+        mut self,
+        ids: bool,
+    ) -> (
+        Vec<Flow>,
+        Vec<OrphanFragment>,
+        BTreeMap<u64, Vec<PacketMark>>,
+        Vec<PacketFlow>,
+        Vec<u64>,
     ) {
         self.flush_pending();
         let track = self.track.take();
@@ -586,8 +631,9 @@ impl FlowTable {
                 })
                 .then(x.seq.cmp(&y.seq))
         });
-        let mut id_of = vec![0u64; if track.is_some() { states.len() } else { 0 }];
-        if track.is_some() {
+        let want_ids = ids || track.is_some();
+        let mut id_of = vec![0u64; if want_ids { states.len() } else { 0 }];
+        if want_ids {
             for (i, s) in states.iter().enumerate() {
                 id_of[s.seq as usize] = i as u64 + 1;
             }
@@ -614,7 +660,7 @@ impl FlowTable {
             })
             .collect();
         packets.sort_unstable();
-        (flows, self.orphans, logs, packets)
+        (flows, self.orphans, logs, packets, id_of)
     }
 }
 
@@ -642,6 +688,9 @@ mod tests {
             icmp: None,
             ip_len: 40,
             frag: Frag::None,
+            payload_off: 0,
+            payload_len: 0,
+            tcp_seq: 0,
         }
     }
 

@@ -14,7 +14,9 @@ mod community;
 use std::net::IpAddr;
 
 pub use crate::packet::{ipproto, tcpflag, Family, IcmpKey};
-pub use aggregate::{FlowTable, OrphanFragment, PacketFlow, PacketMark, PacketOrigin, SplitRules};
+pub use aggregate::{
+    FlowTable, OrphanFragment, PacketFlow, PacketMark, PacketOrigin, Slot, SplitRules,
+};
 pub use community::community_id;
 
 /// Name of an IP protocol as written in reports: `tcp`, `udp`, `icmp`,

@@ -111,6 +111,31 @@ pub fn row_object(input: &ReportInput<'_>, r: &ConnectionRow) -> Map<String, Val
     put("procflow.direction", json!(r.direction()));
     put("procflow.note", json!(super::notes_text(a)));
     put("procflow.parent_flow_id", json!(a.parent_flow_id));
+    if let Some(n) = &r.name {
+        // ECS: the name belongs to the end it names.
+        let end = if r.local_is_a {
+            "destination"
+        } else {
+            "source"
+        };
+        if !n.name.is_empty() {
+            put(&format!("{end}.domain"), json!(n.name));
+        }
+        put("tls.client.server_name", json!(n.server_name));
+        put("tls.client.ja4", json!(n.ja4));
+        put("procflow.remote_name", json!(n.name));
+        put(
+            "procflow.remote_name_source",
+            json!(n.source.map(|s| s.as_str())),
+        );
+        put("procflow.remote_name_other", json!(n.other));
+        put("procflow.resolved_by.pid", json!(n.resolved_by_pid));
+        put("procflow.resolved_by.name", json!(n.resolved_by_comm));
+        put(
+            "procflow.resolved_at",
+            json!(n.dns.map(|(_, t)| super::rfc3339_ns(t))),
+        );
+    }
     if let Some(n) = a.nat {
         put("procflow.nat", json!(n.kind.as_str()));
         put("procflow.nat_local.ip", json!(n.local.ip().to_string()));

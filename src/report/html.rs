@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use super::summary::FileHash;
 use super::{confidence, ReportInput, ReportWriter};
 use crate::flow::proto_name;
-use crate::overview::{visible, LaneKind, Overview};
+use crate::overview::{visible, LaneKind, Overview, MAX_ENDPOINT_NAMES};
 use crate::time::rfc3339_ns;
 
 /// Time bins of the timeline picture.
@@ -65,6 +65,18 @@ impl HtmlReport<'_> {
         let o = h.overview;
         let m = r.manifest;
         let tl = o.timeline(r, TIMELINE_BINS, TIMELINE_LANES);
+        // The remote names each process's flows went to, for the lane
+        // tooltips.
+        let mut lane_names: std::collections::HashMap<crate::attribute::ProcKey, Vec<&str>> =
+            std::collections::HashMap::new();
+        for row in &r.rows {
+            if let (Some(o), Some(n)) = (row.attribution.owner, row.name.as_ref()) {
+                let v = lane_names.entry(o).or_default();
+                if !n.name.is_empty() && v.len() < 6 && !v.contains(&n.name.as_str()) {
+                    v.push(n.name.as_str());
+                }
+            }
+        }
         let lanes: Vec<Value> = tl
             .lanes
             .iter()
@@ -74,9 +86,22 @@ impl HtmlReport<'_> {
                     LaneKind::Other => ("other", None),
                     LaneKind::Unattributed => ("unattributed", None),
                 };
+                let names = match l.kind {
+                    LaneKind::Process(k) => lane_names
+                        .get(&k)
+                        .map(|v| {
+                            v.iter()
+                                .map(|n| visible(n, 80))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        })
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
                 json!({
                     "kind": kind,
                     "pid": pid,
+                    "names": names,
                     "label": visible(&l.label, 60),
                     "total": l.total,
                     "bytes": l.bytes.iter().map(|v| v.round() as u64).collect::<Vec<_>>(),
@@ -126,6 +151,7 @@ impl HtmlReport<'_> {
                             String::new()
                         },
                     e.unattributed_bytes,
+                    e.names_text(MAX_ENDPOINT_NAMES),
                 ])
             })
             .collect();
@@ -170,13 +196,13 @@ impl HtmlReport<'_> {
             "unattributed": o.unattributed.iter().map(|u| json!([u.reason.as_str(), u.flows, u.bytes])).collect::<Vec<_>>(),
             "methods": o.methods.iter().map(|m| json!([m.method, m.confidence, m.flows, m.bytes])).collect::<Vec<_>>(),
             "local_pairs": o.local_pairs.iter().take(50).map(|p| json!([p.owner.pid, visible(&p.comm, 64), p.bytes_out, p.bytes_in, p.peer.pid, visible(&p.peer_comm, 64), p.flows])).collect::<Vec<_>>(),
-            "flow_columns": ["id", "proto", "local", "remote", "first_seen", "last_seen", "bytes_out", "bytes_in", "packets", "pid", "comm", "method", "confidence", "direction", "peer"],
+            "flow_columns": ["id", "proto", "local", "remote", "first_seen", "last_seen", "bytes_out", "bytes_in", "packets", "pid", "comm", "method", "confidence", "direction", "peer", "remote_name", "ja4"],
         })
     }
 }
 
 /// One row of the flow table, in `flow_columns` order.
-fn flow_row(row: &crate::report::ConnectionRow) -> impl serde::Serialize {
+fn flow_row(row: &crate::report::ConnectionRow) -> serde_json::Value {
     let (lip, lport) = row.local();
     let (rip, rport) = row.remote();
     let [pin, pout, bin, bout, _, _] = row.counters();
@@ -185,7 +211,8 @@ fn flow_row(row: &crate::report::ConnectionRow) -> impl serde::Serialize {
         (ip, Some(p)) => format!("{ip}:{p}"),
         (ip, None) => ip.to_string(),
     };
-    (
+    // More columns than serde's tuples hold: a JSON array.
+    json!([
         row.flow.id,
         proto_name(row.flow.proto),
         ep(lip, lport),
@@ -205,7 +232,20 @@ fn flow_row(row: &crate::report::ConnectionRow) -> impl serde::Serialize {
             Some(o) => format!("{} {}", o.pid, visible(row.peer_comm().unwrap_or(""), 64)),
             None => p.method.name(),
         }),
-    )
+        row.name.as_ref().map_or(String::new(), |n| match n.source {
+            Some(src) if n.other.is_empty() => {
+                format!("{} ({})", visible(&n.name, 256), src.as_str())
+            }
+            Some(src) => format!(
+                "{} ({}; also {})",
+                visible(&n.name, 256),
+                src.as_str(),
+                visible(&n.other, 256)
+            ),
+            None => String::new(),
+        }),
+        row.name.as_ref().and_then(|n| n.ja4.clone()),
+    ])
 }
 
 /// A writer that turns every `<`, `>` and `&` into its JSON `\u` escape: run

@@ -206,6 +206,14 @@ pub struct ConnectionCsvRow<'a> {
     pub(crate) peer_cmdline: String,
     pub(crate) peer_method: String,
     pub(crate) peer_confidence: &'a str,
+    // Names of the remote end (docs/names.md), kept together.
+    pub(crate) remote_name: Option<Cow<'a, str>>,
+    pub(crate) remote_name_source: Option<&'static str>,
+    pub(crate) remote_name_other: Option<Cow<'a, str>>,
+    pub(crate) resolved_by_pid: Option<u32>,
+    pub(crate) resolved_by_comm: Option<Cow<'a, str>>,
+    pub(crate) resolved_at: Option<String>,
+    pub(crate) ja4: Option<&'a str>,
 }
 
 impl ConnectionCsvRow<'_> {
@@ -220,6 +228,9 @@ impl ConnectionCsvRow<'_> {
             self.container_id = self.container_id.map(|c| csv_text(c));
             self.peer_comm = self.peer_comm.map(|c| csv_text(c));
             self.peer_cmdline = csv_text(Cow::Owned(self.peer_cmdline)).into_owned();
+            self.remote_name = self.remote_name.map(|c| csv_text(c));
+            self.remote_name_other = self.remote_name_other.map(|c| csv_text(c));
+            self.resolved_by_comm = self.resolved_by_comm.map(|c| csv_text(c));
         }
         self
     }
@@ -297,6 +308,9 @@ pub struct ConnectionRow {
     /// Both ends local: the record of the process at the other end, as it
     /// was when it sent or read these bytes.
     pub peer_process: Option<ProcessRecord>,
+    /// The remote end's name and the flow's JA4, from the capture
+    /// (`docs/names.md`); filled by [`crate::names::annotate_rows`].
+    pub name: Option<crate::names::FlowName>,
 }
 
 impl ConnectionRow {
@@ -448,6 +462,33 @@ impl ConnectionRow {
                 .as_ref()
                 .and_then(|p| p.confidence())
                 .map_or("", |c| c.as_str()),
+            remote_name: self
+                .name
+                .as_ref()
+                .filter(|n| !n.name.is_empty())
+                .map(|n| Cow::Borrowed(n.name.as_str())),
+            remote_name_source: self
+                .name
+                .as_ref()
+                .and_then(|n| n.source)
+                .map(|s| s.as_str()),
+            remote_name_other: self
+                .name
+                .as_ref()
+                .filter(|n| !n.other.is_empty())
+                .map(|n| Cow::Borrowed(n.other.as_str())),
+            resolved_by_pid: self.name.as_ref().and_then(|n| n.resolved_by_pid),
+            resolved_by_comm: self
+                .name
+                .as_ref()
+                .and_then(|n| n.resolved_by_comm.as_deref())
+                .map(Cow::Borrowed),
+            resolved_at: self
+                .name
+                .as_ref()
+                .and_then(|n| n.dns)
+                .map(|(_, t)| rfc3339_ns(t)),
+            ja4: self.name.as_ref().and_then(|n| n.ja4.as_deref()),
         }
     }
 
@@ -550,6 +591,7 @@ impl<'a> ReportInput<'a> {
                     event_netns,
                     event_comm,
                     peer_process,
+                    name: None,
                 }
             })
             .collect();
@@ -586,7 +628,13 @@ impl<'a> ReportInput<'a> {
                 counters: [0; 6],
                 first_seen_ns: r.flow.first_seen_ns,
                 last_seen_ns: r.flow.last_seen_ns,
+                ja4: Vec::new(),
             });
+            if let Some(j) = r.name.as_ref().and_then(|n| n.ja4.as_ref()) {
+                if !e.ja4.contains(j) && e.ja4.len() < crate::names::MAX_JA4_PER_PROCESS {
+                    e.ja4.push(j.clone());
+                }
+            }
             e.connections += 1;
             for (t, c) in e.counters.iter_mut().zip(r.counters()) {
                 *t += c;
@@ -629,6 +677,9 @@ pub struct ProcessRow {
     pub first_seen_ns: i64,
     /// Latest flow end, ns.
     pub last_seen_ns: i64,
+    /// Distinct JA4 fingerprints of its flows, in order of first use
+    /// (at most [`crate::names::MAX_JA4_PER_PROCESS`]).
+    pub ja4: Vec<String>,
 }
 
 /// Writes `bytes` to `out`; the writer that also hashes.
@@ -698,7 +749,9 @@ mod tests {
              socket_state,inode,socket_uid,entity_id,community_id,ip_bytes_in,ip_bytes_out,\
              duration_ms,process_start_ticks,container_id,icmp_type,icmp_code,both_local,note,parent_flow_id,\
              nat,nat_local_ip,nat_local_port,nat_remote_ip,nat_remote_port,\
-             peer_pid,peer_process_start_ticks,peer_comm,peer_cmdline,peer_method,peer_confidence\n"
+             peer_pid,peer_process_start_ticks,peer_comm,peer_cmdline,peer_method,peer_confidence,\
+             remote_name,remote_name_source,remote_name_other,resolved_by_pid,\
+             resolved_by_comm,resolved_at,ja4\n"
         );
         let mut out = Vec::new();
         write_csv_rows(&mut out, Vec::<processes_csv::ProcessCsvRow>::new()).unwrap();
@@ -706,7 +759,7 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "pid,process_start,ppid,uid,comm,exe,cmdline,connections,packets_in,packets_out,\
              bytes_in,bytes_out,first_seen,last_seen,process_start_ticks,entity_id,\
-             ip_bytes_in,ip_bytes_out,container_id\n"
+             ip_bytes_in,ip_bytes_out,container_id,ja4\n"
         );
     }
 

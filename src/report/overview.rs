@@ -73,9 +73,35 @@ pub struct EndpointSummary {
     pub processes: Vec<(u32, String, u64)>,
     /// Bytes of its flows no process was found for.
     pub unattributed_bytes: u64,
+    /// Names its flows gave it (`docs/names.md`), with their source, in
+    /// order of first flow; at most [`MAX_ENDPOINT_NAMES`], the rest
+    /// counted in `more_names`.
+    pub names: Vec<(String, &'static str)>,
+    /// Distinct names past [`MAX_ENDPOINT_NAMES`] (a proxy's many
+    /// `CONNECT` targets).
+    pub more_names: u64,
 }
 
+/// Names kept per endpoint in the overview.
+pub const MAX_ENDPOINT_NAMES: usize = 8;
+
 impl EndpointSummary {
+    /// Its names as `name (source)`, comma-joined, at most `n`, escaped
+    /// for a terminal.
+    pub fn names_text(&self, n: usize) -> String {
+        let mut v: Vec<String> = self
+            .names
+            .iter()
+            .take(n)
+            .map(|(name, src)| format!("{} ({src})", visible(name, 60)))
+            .collect();
+        let more = (self.names.len().saturating_sub(n)) as u64 + self.more_names;
+        if more > 0 {
+            v.push(format!("+{more} more"));
+        }
+        v.join(", ")
+    }
+
     /// Bytes both ways.
     pub fn bytes(&self) -> u64 {
         self.bytes_out + self.bytes_in
@@ -243,10 +269,22 @@ impl Overview {
                         flows: 0,
                         processes: Vec::new(),
                         unattributed_bytes: 0,
+                        names: Vec::new(),
+                        more_names: 0,
                     },
                     HashMap::new(),
                 )
             });
+            if let Some(n) = r.name.as_ref().filter(|n| !n.name.is_empty()) {
+                let src = n.source.map_or("", |s| s.as_str());
+                if !ep.0.names.iter().any(|(x, _)| *x == n.name) {
+                    if ep.0.names.len() < MAX_ENDPOINT_NAMES {
+                        ep.0.names.push((n.name.clone(), src));
+                    } else {
+                        ep.0.more_names += 1;
+                    }
+                }
+            }
             ep.0.bytes_out += bout;
             ep.0.bytes_in += bin;
             ep.0.flows += 1;
@@ -566,6 +604,9 @@ impl Overview {
                     e.flows,
                     who.join(", ")
                 );
+                if !e.names.is_empty() {
+                    let _ = writeln!(s, "         = {}", e.names_text(3));
+                }
             }
             if self.endpoints.len() > top {
                 let _ = writeln!(

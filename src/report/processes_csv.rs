@@ -35,6 +35,7 @@ pub struct ProcessCsvRow<'a> {
     pub(crate) ip_bytes_in: u64,
     pub(crate) ip_bytes_out: u64,
     pub(crate) container_id: Option<Cow<'a, str>>,
+    pub(crate) ja4: String,
 }
 
 impl ProcessCsvRow<'_> {
@@ -82,6 +83,7 @@ impl ProcessRow {
             ip_bytes_in: ipin,
             ip_bytes_out: ipout,
             container_id: p.and_then(|p| p.container_id.as_deref()).map(Cow::Borrowed),
+            ja4: self.ja4.join(";"),
         }
     }
 }

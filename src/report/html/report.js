@@ -90,7 +90,7 @@
   T.lanes.forEach(function (l, i) {
     var y = top + i * (LH + GAP);
     var g = svg('g', { 'class': 'lane', 'data-kind': l.kind, 'data-pid': l.pid === null ? '' : l.pid, transform: 'translate(0,' + y + ')' });
-    g.appendChild(svg('title', {}, [l.label + ': ' + bytes(l.total)]));
+    g.appendChild(svg('title', {}, [l.label + ': ' + bytes(l.total) + (l.names ? '\nto ' + l.names : '')]));
     g.appendChild(svg('text', { x: 4, y: LH / 2 + 4 }, [l.label.length > 30 ? l.label.slice(0, 29) + '\u2026' : l.label]));
     g.appendChild(svg('rect', { x: LW, y: 0, width: PW, height: LH, fill: '#f5f7f9' }));
     var max = Math.max.apply(null, l.bytes.concat([1]));
@@ -134,8 +134,8 @@
       [true, false, true, true, true, false, true]));
   }
   app.appendChild(el('h2', {}, ['Top remote endpoints']));
-  app.appendChild(table(['proto', 'endpoint', 'out', 'in', 'flows', 'processes', 'unattributed'],
-    D.endpoints.slice(0, 50).map(function (e) { return [e[0], e[1], bytes(e[2]), bytes(e[3]), e[4], e[5], e[6] ? bytes(e[6]) : '']; }),
+  app.appendChild(table(['proto', 'endpoint', 'out', 'in', 'flows', 'processes', 'unattributed', 'names'],
+    D.endpoints.slice(0, 50).map(function (e) { return [e[0], e[1], bytes(e[2]), bytes(e[3]), e[4], e[5], e[6] ? bytes(e[6]) : '', e[7]]; }),
     [false, 0, true, true, true, false, true]));
   app.appendChild(el('h2', {}, ['Unattributed traffic by reason']));
   app.appendChild(D.unattributed.length ? table(['reason', 'flows', 'bytes'],
