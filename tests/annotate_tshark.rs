@@ -4,6 +4,8 @@
 //! capture holds exactly the process's `packets_in + packets_out`. Needs
 //! tshark (installed by `.ci/run`); says SKIPPED without it.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -79,7 +81,7 @@ fn csv_rows(path: &Path) -> Vec<HashMap<String, String>> {
 #[test]
 fn annotated_capture_round_trips_through_tshark() {
     if !have_tshark() {
-        eprintln!("SKIPPED: tshark not installed (apt-get install tshark)");
+        common::missing("tshark not installed (apt-get install tshark)");
         return;
     }
     let dir = scratch("round");
@@ -145,7 +147,7 @@ fn annotated_capture_round_trips_through_tshark() {
 #[test]
 fn carve_writes_exactly_the_process_packets() {
     if !have_tshark() {
-        eprintln!("SKIPPED: tshark not installed (apt-get install tshark)");
+        common::missing("tshark not installed (apt-get install tshark)");
         return;
     }
     let dir = scratch("carve");

@@ -11,6 +11,8 @@
 // Test setup calls libc::geteuid.
 #![allow(unsafe_code)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -142,7 +144,7 @@ fn is_root() -> bool {
 }
 
 fn skip(why: &str) {
-    eprintln!("SKIPPED: {why}");
+    common::missing(why);
 }
 
 #[test]
@@ -807,7 +809,9 @@ fn truncate_during_read() {
         o.status
     );
     if !truncated {
-        return skip("the replay finished before the file could be truncated");
+        // A race lost, not a missing facility: the check did not run.
+        eprintln!("SKIPPED: the replay finished before the file could be truncated");
+        return;
     }
     match o.status.code() {
         Some(1) => assert!(

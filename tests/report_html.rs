@@ -3,6 +3,8 @@
 //! the sample bundle, and the screenshot is not blank. Needs Debian's
 //! `chromium` (installed by `.ci/run`); says SKIPPED without it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -116,7 +118,7 @@ fn report_is_self_contained() {
 #[test]
 fn chromium_renders_report() {
     let Some(browser) = chromium() else {
-        eprintln!("SKIPPED: chromium not installed (apt-get install chromium)");
+        common::missing("chromium not installed (apt-get install chromium)");
         return;
     };
     let dir = scratch("render");
