@@ -129,8 +129,9 @@ struct RecordArgs {
     /// Stop after DUR
     #[arg(long, value_name = "DUR", value_parser = duration)]
     duration: Option<Duration>,
-    /// On a terminal, print a status line (snapshots, bytes, tcpdump's
-    /// counters, sources) every DUR; 0 turns it off
+    /// On a terminal, print a status line (snapshots, bytes, packets
+    /// captured and dropped, events archived and lost) every DUR; 0 turns
+    /// it off
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = duration)]
     heartbeat: Duration,
     /// Stretch the interval to keep own CPU under PERCENT of a core

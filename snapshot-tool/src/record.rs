@@ -917,6 +917,10 @@ impl Recorder {
             b.unowned,
             "sockets looked up whose process was not found (closed before its fds were read, or the search budget of 50 ms per second was spent)",
         );
+        crate::operator::events_counted(
+            b.events.len() as u64,
+            b.lost + b.dropped + b.connector_lost,
+        );
         self.event_losses.kernel += b.lost;
         self.event_losses.dropped += b.dropped;
         self.event_losses.connector += b.connector_lost;
@@ -1336,7 +1340,10 @@ pub fn run(cfg: Config) -> i32 {
                         cfg.out.clone(),
                         cfg.heartbeat,
                         cap.as_ref().map(Capture::pid),
-                        sources_line(&manifest.sources),
+                        manifest
+                            .sources
+                            .iter()
+                            .any(|s| s.used && s.name != events::SRC_POLL),
                     )
                 })
                 .flatten();

@@ -1109,9 +1109,26 @@ fn heartbeat_on_a_terminal() {
     assert_eq!(o.status.code(), Some(0), "{text}");
     let beats: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains(" snapshots (") && l.contains("; sources "))
+        .filter(|l| l.contains("s: ") && l.contains(" snapshots ("))
         .collect();
     assert!(beats.len() >= 2, "no heartbeat on the terminal: {text}");
+    for b in &beats {
+        // The counters, each once; the source list only in the start line.
+        assert!(!b.contains("sources"), "{b}");
+        assert_eq!(b.matches("snapshots").count(), 1, "{b}");
+        assert!(b.matches("events ").count() <= 1, "{b}");
+    }
+    // With event sources in use (as root, where the host allows them) the
+    // events archived and lost are counted.
+    let used = text
+        .lines()
+        .find_map(|l| l.split_once("procflow-snap: sources: "))
+        .map(|(_, rest)| rest.split(';').next().unwrap_or("").to_string())
+        .unwrap_or_default();
+    let events = used.split(", ").any(|s| !s.is_empty() && s != "proc-poll");
+    for b in &beats {
+        assert_eq!(b.contains(" archived, "), events, "sources {used:?}: {b}");
+    }
     // Not on a pipe: the same run without a terminal has none.
     let out2 = TempPath::new("heartbeat-pipe");
     let o = Command::new(BIN)
@@ -1128,7 +1145,7 @@ fn heartbeat_on_a_terminal() {
         .output()
         .expect("run");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("; sources "), "{err}");
+    assert!(!err.contains(" snapshots ("), "{err}");
 }
 
 /// Without the privileges for the event sources (run as uid 65534 through
