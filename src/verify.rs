@@ -597,10 +597,11 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                         Some(k.source),
                         format!(
                             "tcpdump reports {} packets dropped by kernel of {} received by \
-                             filter ({:.1} %): the capture misses traffic",
+                             filter ({:.1} %): the capture misses traffic{}",
                             t.dropped_by_kernel,
                             t.received_by_filter,
-                            pct(t.dropped_by_kernel, t.received_by_filter)
+                            pct(t.dropped_by_kernel, t.received_by_filter),
+                            iface_any_note(m.capture.as_ref().map(|c| c.iface.as_str()), t)
                         ),
                     );
                 }
@@ -670,6 +671,24 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
     }
 }
 
+/// Why "received by filter" exceeds "captured" on `--iface any`: the
+/// kernel's filter sees a loopback packet twice (sent, then received) and
+/// libpcap keeps only the received copy, so the difference is not a loss.
+/// Empty unless the capture ran on `any` and the counts differ.
+fn iface_any_note(iface: Option<&str>, c: &CaptureCounters) -> String {
+    let extra = c
+        .received_by_filter
+        .saturating_sub(c.captured.saturating_add(c.dropped_by_kernel));
+    if iface != Some("any") || extra == 0 {
+        return String::new();
+    }
+    format!(
+        "; on --iface any the filter sees each loopback packet twice (sent and received) \
+         and the capture keeps it once, so {extra} more received than captured are \
+         loopback duplicates, not losses"
+    )
+}
+
 fn pct(a: u64, b: u64) -> f64 {
     if b == 0 {
         100.0
@@ -707,8 +726,11 @@ fn area_ok(
             Some(k) => (
                 "ok",
                 format!(
-                    "{} packets captured, {} received by filter, 0 dropped by kernel ({})",
-                    k.counters.captured, k.counters.received_by_filter, k.source
+                    "{} packets captured, {} received by filter, 0 dropped by kernel ({}){}",
+                    k.counters.captured,
+                    k.counters.received_by_filter,
+                    k.source,
+                    iface_any_note(m.capture.as_ref().map(|c| c.iface.as_str()), &k.counters)
                 ),
             ),
         },
@@ -787,6 +809,24 @@ mod tests {
         );
         assert_eq!(c.dropped_by_interface, None);
         assert!(parse_tcpdump_log("tcpdump: listening\n").is_none());
+    }
+
+    #[test]
+    fn iface_any_difference_is_explained() {
+        let c = parse_tcpdump_log(
+            "264 packets captured\n325 packets received by filter\n0 packets dropped by kernel\n",
+        )
+        .unwrap();
+        let n = iface_any_note(Some("any"), &c);
+        assert!(n.contains("61 more received than captured"), "{n}");
+        assert!(n.contains("loopback"), "{n}");
+        assert_eq!(iface_any_note(Some("eth0"), &c), "");
+        assert_eq!(iface_any_note(None, &c), "");
+        let same = parse_tcpdump_log(
+            "3 packets captured\n3 packets received by filter\n0 packets dropped by kernel\n",
+        )
+        .unwrap();
+        assert_eq!(iface_any_note(Some("any"), &same), "");
     }
 
     #[test]
