@@ -211,3 +211,27 @@ fn carve_writes_exactly_the_process_packets() {
     assert!(!dir.join("none.pcapng").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A selection that matches nothing names what the user gave (never the
+/// temporary analysis carve made of a bundle, deleted by then) and what
+/// does exist: the busiest owners and where the whole list is.
+#[test]
+fn carve_without_a_match_names_what_exists() {
+    let d = scratch("nomatch");
+    let bundle = root().join("testdata/sample-bundle");
+    let o = Command::new(env!("CARGO_BIN_EXE_procflow"))
+        .arg("carve")
+        .arg(&bundle)
+        .args(["--pid", "99999", "--out"])
+        .arg(d.join("x.pcapng"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("sample-bundle matches --pid 99999"), "{err}");
+    assert!(!err.contains("procflow-carve-"), "a temporary path: {err}");
+    assert!(err.contains("--pid 72 (python3)"), "{err}");
+    assert!(err.contains("26 process(es)"), "{err}");
+    assert!(!d.join("x.pcapng").exists());
+    let _ = std::fs::remove_dir_all(&d);
+}
