@@ -66,18 +66,68 @@ impl Area {
     }
 }
 
-/// One thing that does not hold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One thing that does not hold. Serialized with its [`Finding::message`]
+/// as `message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     /// Area it belongs to.
     pub area: Area,
     /// Stable name of the check, e.g. `hash-mismatch`.
     pub check: &'static str,
     /// The bundle file concerned, if one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// What was found, one sentence (exact bundle text; escape to print).
     pub detail: String,
+}
+
+impl Finding {
+    /// The finding as it is worded everywhere (the terminal's evidence
+    /// status, `verify`, `summary.json`'s `message`, report.html): the
+    /// check's name, then the sentence saying what was found. Exact bundle
+    /// text: escape it to print.
+    pub fn message(&self) -> String {
+        format!("{}: {}", self.check, self.detail)
+    }
+}
+
+impl Serialize for Finding {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Finding", 5)?;
+        st.serialize_field("area", &self.area)?;
+        st.serialize_field("check", self.check)?;
+        if let Some(f) = &self.file {
+            st.serialize_field("file", f)?;
+        } else {
+            st.skip_field("file")?;
+        }
+        st.serialize_field("detail", &self.detail)?;
+        st.serialize_field("message", &self.message())?;
+        st.end()
+    }
+}
+
+/// Recorder errors of the manifest that a finding already words (`write`,
+/// lost `events` and `conntrack-events`, `capture`, `read-fd`): report.html
+/// shows those through the finding, the others with
+/// [`recorder_error_sentence`].
+pub const RECORDER_ERRORS_IN_FINDINGS: [&str; 5] =
+    ["write", "events", "conntrack-events", "capture", "read-fd"];
+
+/// A recorder error of the manifest in one sentence (bounded, exact bundle
+/// text: escape it to print): `the recorder reported 3 read-proc error(s)
+/// at /proc/4242/fd: ENOENT`.
+pub fn recorder_error_sentence(e: &procflow_format::layout::RecordError) -> String {
+    format!(
+        "the recorder reported {} {} error(s){}: {}",
+        e.count,
+        visible(&e.what, 40),
+        e.path
+            .as_deref()
+            .map(|p| format!(" at {}", visible(p, 256)))
+            .unwrap_or_default(),
+        visible(&e.error, ERROR_TEXT_MAX)
+    )
 }
 
 /// The state of one area.
@@ -788,7 +838,7 @@ impl Evidence {
                 term(&s.detail)
             ));
             for f in self.findings.iter().filter(|f| f.area == s.area) {
-                out.push(format!("procflow:     {}: {}", f.check, term(&f.detail)));
+                out.push(format!("procflow:     {}", term(&f.message())));
             }
         }
         out

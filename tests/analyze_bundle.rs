@@ -1230,7 +1230,12 @@ fn capture_annotations_are_checked_against_the_snapshots() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         (
             read_csv(&out.join("connections.csv")),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
+            // The summary (stdout) and the warnings (stderr).
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
             serde_json::from_slice::<serde_json::Value>(
                 &std::fs::read(out.join("summary.json")).unwrap(),
             )
