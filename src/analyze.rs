@@ -473,13 +473,10 @@ fn capture_range(r: &Replay) -> Option<(i64, i64)> {
     Some((first, last))
 }
 
-/// Diagnostics shown in report.html's evidence block.
-fn html_warnings(replay: &Replay, diag: &SnapshotDiagnostics, ev: &Evidence) -> Vec<String> {
-    let mut w: Vec<String> = ev
-        .findings
-        .iter()
-        .map(|f| format!("evidence: {}: {}", f.check, f.detail))
-        .collect();
+/// Diagnostics shown in report.html's evidence block, after the evidence
+/// findings (which the page takes from the evidence itself).
+fn html_warnings(replay: &Replay, diag: &SnapshotDiagnostics) -> Vec<String> {
+    let mut w: Vec<String> = Vec::new();
     for f in &replay.files {
         if let Some(e) = &f.error {
             w.push(format!("{}: unreadable: {e}", f.path.display()));
@@ -783,8 +780,9 @@ pub fn run_analysis(
         overview: &overview,
         bundle: cfg.bundle.display().to_string(),
         inputs: &inputs,
+        evidence: &evidence,
         warnings: {
-            let mut w = html_warnings(&replay, &diag, &evidence);
+            let mut w = html_warnings(&replay, &diag);
             w.extend(conflict_warning.clone());
             if !annotation_check.disagree.is_empty() {
                 w.push(format!(

@@ -86,6 +86,51 @@ fn read_rows(path: &Path) -> Result<Vec<Row>, CarveError> {
 }
 
 /// A CSV cell as written, without the spreadsheet-formula guard.
+/// What exists instead, for a selection that matched nothing: the owners
+/// with the most bytes (`pid comm`, escaped), how many there are, and where
+/// the whole list is (the report's processes.csv; a bundle's is written by
+/// `procflow analyze`, carve's own analysis is temporary).
+fn owners_text(rows: &[Row], from_bundle: bool) -> String {
+    const SHOWN: usize = 8;
+    let mut by: HashMap<(String, String), u64> = HashMap::new();
+    for r in rows {
+        let pid = cell(r, "pid");
+        if pid.is_empty() {
+            continue;
+        }
+        let b: u64 = cell(r, "bytes_in").parse().unwrap_or(0);
+        let b2: u64 = cell(r, "bytes_out").parse().unwrap_or(0);
+        *by.entry((pid.to_string(), cell(r, "comm").to_string()))
+            .or_default() += b.saturating_add(b2);
+    }
+    if by.is_empty() {
+        return format!("none of its {} flow(s) has an owner", rows.len());
+    }
+    let mut v: Vec<_> = by.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let names: Vec<String> = v
+        .iter()
+        .take(SHOWN)
+        .map(|((pid, comm), _)| format!("{pid} ({})", crate::overview::visible(comm, 16)))
+        .collect();
+    let more = v.len().saturating_sub(SHOWN);
+    format!(
+        "its flows are owned by {} process(es), most bytes first: --pid {}{}{}",
+        v.len(),
+        names.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        },
+        if from_bundle {
+            " (`procflow analyze` writes the whole list to processes.csv)"
+        } else {
+            " (all of them in processes.csv beside connections.csv)"
+        }
+    )
+}
+
 fn cell<'a>(r: &'a Row, k: &str) -> &'a str {
     let v = r.get(k).map(String::as_str).unwrap_or("");
     v.strip_prefix('\'').unwrap_or(v)
@@ -226,15 +271,15 @@ pub enum CarveError {
         source: serde_json::Error,
     },
     /// No flow matches the criteria.
-    #[error(
-        "no flow of {} matches {criteria}; processes.csv lists the owners",
-        term_path(connections)
-    )]
+    #[error("no flow of {} matches {criteria}; {owners}", term_path(given))]
     NoMatch {
-        /// connections.csv.
-        connections: PathBuf,
+        /// The report directory or bundle given.
+        given: PathBuf,
         /// The criteria, as options.
         criteria: String,
+        /// What does exist: the busiest owners (escaped), and where the
+        /// whole list is.
+        owners: String,
     },
     /// A capture named in the summary cannot be found.
     #[error(
@@ -330,14 +375,18 @@ pub fn run_carve(cfg: &CarveConfig) -> Result<CarveOutcome, CarveError> {
     } else {
         src.clone()
     };
-    let result = carve_from_reports(&report_dir, cfg);
+    let result = carve_from_reports(&report_dir, cfg, tmp.is_some());
     if let Some(t) = tmp {
         let _ = std::fs::remove_dir_all(t);
     }
     result
 }
 
-fn carve_from_reports(dir: &Path, cfg: &CarveConfig) -> Result<CarveOutcome, CarveError> {
+fn carve_from_reports(
+    dir: &Path,
+    cfg: &CarveConfig,
+    from_bundle: bool,
+) -> Result<CarveOutcome, CarveError> {
     let conn = dir.join("connections.csv");
     let sum = dir.join("summary.json");
     if !conn.exists() || !sum.exists() {
@@ -356,8 +405,9 @@ fn carve_from_reports(dir: &Path, cfg: &CarveConfig) -> Result<CarveOutcome, Car
     let selected: Vec<&Row> = rows.iter().filter(|r| matches(r, &cfg.criteria)).collect();
     if selected.is_empty() {
         return Err(CarveError::NoMatch {
-            connections: conn,
+            given: cfg.source.clone(),
             criteria: describe(&cfg.criteria),
+            owners: owners_text(&rows, from_bundle),
         });
     }
     let ids: HashSet<u64> = selected

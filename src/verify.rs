@@ -67,18 +67,68 @@ impl Area {
     }
 }
 
-/// One thing that does not hold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One thing that does not hold. Serialized with its [`Finding::message`]
+/// as `message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     /// Area it belongs to.
     pub area: Area,
     /// Stable name of the check, e.g. `hash-mismatch`.
     pub check: &'static str,
     /// The bundle file concerned, if one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// What was found, one sentence (exact bundle text; escape to print).
     pub detail: String,
+}
+
+impl Finding {
+    /// The finding as it is worded everywhere (the terminal's evidence
+    /// status, `verify`, `summary.json`'s `message`, report.html): the
+    /// check's name, then the sentence saying what was found. Exact bundle
+    /// text: escape it to print.
+    pub fn message(&self) -> String {
+        format!("{}: {}", self.check, self.detail)
+    }
+}
+
+impl Serialize for Finding {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Finding", 5)?;
+        st.serialize_field("area", &self.area)?;
+        st.serialize_field("check", self.check)?;
+        if let Some(f) = &self.file {
+            st.serialize_field("file", f)?;
+        } else {
+            st.skip_field("file")?;
+        }
+        st.serialize_field("detail", &self.detail)?;
+        st.serialize_field("message", &self.message())?;
+        st.end()
+    }
+}
+
+/// Recorder errors of the manifest that a finding already words (`write`,
+/// lost `events` and `conntrack-events`, `capture`, `read-fd`): report.html
+/// shows those through the finding, the others with
+/// [`recorder_error_sentence`].
+pub const RECORDER_ERRORS_IN_FINDINGS: [&str; 5] =
+    ["write", "events", "conntrack-events", "capture", "read-fd"];
+
+/// A recorder error of the manifest in one sentence (bounded, exact bundle
+/// text: escape it to print): `the recorder reported 3 read-proc error(s)
+/// at /proc/4242/fd: ENOENT`.
+pub fn recorder_error_sentence(e: &procflow_format::layout::RecordError) -> String {
+    format!(
+        "the recorder reported {} {} error(s){}: {}",
+        e.count,
+        visible(&e.what, 40),
+        e.path
+            .as_deref()
+            .map(|p| format!(" at {}", visible(p, 256)))
+            .unwrap_or_default(),
+        visible(&e.error, ERROR_TEXT_MAX)
+    )
 }
 
 /// The state of one area.
@@ -821,10 +871,11 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                         Some(k.source),
                         format!(
                             "{who} reports {} packets dropped by kernel of {} received by \
-                             filter ({:.1} %): the capture misses traffic",
+                             filter ({:.1} %): the capture misses traffic{}",
                             t.dropped_by_kernel,
                             t.received_by_filter,
-                            pct(t.dropped_by_kernel, t.received_by_filter)
+                            pct(t.dropped_by_kernel, t.received_by_filter),
+                            iface_any_note(m.capture.as_ref().map(|c| c.iface.as_str()), t)
                         ),
                     );
                 }
@@ -920,6 +971,24 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
     }
 }
 
+/// Why "received by filter" exceeds "captured" on `--iface any`: the
+/// kernel's filter sees a loopback packet twice (sent, then received) and
+/// libpcap keeps only the received copy, so the difference is not a loss.
+/// Empty unless the capture ran on `any` and the counts differ.
+fn iface_any_note(iface: Option<&str>, c: &CaptureCounters) -> String {
+    let extra = c
+        .received_by_filter
+        .saturating_sub(c.captured.saturating_add(c.dropped_by_kernel));
+    if iface != Some("any") || extra == 0 {
+        return String::new();
+    }
+    format!(
+        "; on --iface any the filter sees each loopback packet twice (sent and received) \
+         and the capture keeps it once, so {extra} more received than captured are \
+         loopback duplicates, not losses"
+    )
+}
+
 fn pct(a: u64, b: u64) -> f64 {
     if b == 0 {
         100.0
@@ -957,8 +1026,11 @@ fn area_ok(
             Some(k) => (
                 "ok",
                 format!(
-                    "{} packets captured, {} received by filter, 0 dropped by kernel ({})",
-                    k.counters.captured, k.counters.received_by_filter, k.source
+                    "{} packets captured, {} received by filter, 0 dropped by kernel ({}){}",
+                    k.counters.captured,
+                    k.counters.received_by_filter,
+                    k.source,
+                    iface_any_note(m.capture.as_ref().map(|c| c.iface.as_str()), &k.counters)
                 ),
             ),
         },
@@ -1096,7 +1168,7 @@ impl Evidence {
                 term(&s.detail)
             ));
             for f in self.findings.iter().filter(|f| f.area == s.area) {
-                out.push(format!("procflow:     {}: {}", f.check, term(&f.detail)));
+                out.push(format!("procflow:     {}", term(&f.message())));
             }
         }
         if let Some(d) = &self.deleted {
@@ -1135,6 +1207,24 @@ mod tests {
         let bad =
             unreadable_counter_lines("3 packets captured\n-5 packets dropped by kernel\nx y\n");
         assert_eq!(bad, vec![(2, "-5 packets dropped by kernel".to_string())]);
+    }
+
+    #[test]
+    fn iface_any_difference_is_explained() {
+        let c = parse_tcpdump_log(
+            "264 packets captured\n325 packets received by filter\n0 packets dropped by kernel\n",
+        )
+        .unwrap();
+        let n = iface_any_note(Some("any"), &c);
+        assert!(n.contains("61 more received than captured"), "{n}");
+        assert!(n.contains("loopback"), "{n}");
+        assert_eq!(iface_any_note(Some("eth0"), &c), "");
+        assert_eq!(iface_any_note(None, &c), "");
+        let same = parse_tcpdump_log(
+            "3 packets captured\n3 packets received by filter\n0 packets dropped by kernel\n",
+        )
+        .unwrap();
+        assert_eq!(iface_any_note(Some("any"), &same), "");
     }
 
     #[test]

@@ -657,10 +657,14 @@ fn attributes_every_rule_and_reason() {
         assert_eq!(o["bytes"], bytes.len() as u64);
     }
     assert_eq!(summary["outputs"].as_array().unwrap().len(), 4);
-    // The terminal summary names the busiest process and the evidence.
-    assert!(stderr.contains("Top processes by bytes:"), "{stderr}");
-    assert!(stderr.contains("Unattributed bytes by reason:"), "{stderr}");
-    assert!(stderr.contains("Evidence: recorder"), "{stderr}");
+    // The summary, on standard output (pageable, savable), names the
+    // busiest process and the evidence; standard error keeps diagnostics.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Top processes by bytes:"), "{stdout}");
+    assert!(stdout.contains("Unattributed bytes by reason:"), "{stdout}");
+    assert!(stdout.contains("Evidence: recorder"), "{stdout}");
+    assert!(stdout.contains("procflow analyze: "), "{stdout}");
+    assert!(!stderr.contains("Top processes by bytes:"), "{stderr}");
     // Progress bars only on a terminal: none here.
     assert!(
         !stderr.contains('\u{1b}') && !stderr.contains("replay ["),
@@ -1238,7 +1242,12 @@ fn capture_annotations_are_checked_against_the_snapshots() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         (
             read_csv(&out.join("connections.csv")),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
+            // The summary (stdout) and the warnings (stderr).
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
             serde_json::from_slice::<serde_json::Value>(
                 &std::fs::read(out.join("summary.json")).unwrap(),
             )
@@ -1385,13 +1394,16 @@ fn hostile_process_names_are_escaped_in_the_summary_and_the_page() {
     let o = analyze(&b, &out, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("Top processes by bytes:"), "{stderr}");
-    assert!(
-        !stderr.contains('\u{1b}') && !stderr.contains('\u{7}'),
-        "raw control characters on the terminal: {stderr:?}"
-    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("Top processes by bytes:"), "{stdout}");
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "raw control characters on the terminal: {text:?}"
+        );
+    }
     // Escaped, and cut to the column width.
-    assert!(stderr.contains(r"cu\x1b]0;owned"), "{stderr}");
+    assert!(stdout.contains(r"cu\x1b]0;owned"), "{stdout}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(!html.contains('\u{1b}') && !html.contains('\u{7}'));
     assert!(

@@ -4,6 +4,8 @@
 //! capture holds exactly the process's `packets_in + packets_out`. Needs
 //! tshark (installed by `.ci/run`); says SKIPPED without it.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -79,7 +81,7 @@ fn csv_rows(path: &Path) -> Vec<HashMap<String, String>> {
 #[test]
 fn annotated_capture_round_trips_through_tshark() {
     if !have_tshark() {
-        eprintln!("SKIPPED: tshark not installed (apt-get install tshark)");
+        common::missing("tshark not installed (apt-get install tshark)");
         return;
     }
     let dir = scratch("round");
@@ -145,7 +147,7 @@ fn annotated_capture_round_trips_through_tshark() {
 #[test]
 fn carve_writes_exactly_the_process_packets() {
     if !have_tshark() {
-        eprintln!("SKIPPED: tshark not installed (apt-get install tshark)");
+        common::missing("tshark not installed (apt-get install tshark)");
         return;
     }
     let dir = scratch("carve");
@@ -208,4 +210,28 @@ fn carve_writes_exactly_the_process_packets() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("no flow of"));
     assert!(!dir.join("none.pcapng").exists());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A selection that matches nothing names what the user gave (never the
+/// temporary analysis carve made of a bundle, deleted by then) and what
+/// does exist: the busiest owners and where the whole list is.
+#[test]
+fn carve_without_a_match_names_what_exists() {
+    let d = scratch("nomatch");
+    let bundle = root().join("testdata/sample-bundle");
+    let o = Command::new(env!("CARGO_BIN_EXE_procflow"))
+        .arg("carve")
+        .arg(&bundle)
+        .args(["--pid", "99999", "--out"])
+        .arg(d.join("x.pcapng"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("sample-bundle matches --pid 99999"), "{err}");
+    assert!(!err.contains("procflow-carve-"), "a temporary path: {err}");
+    assert!(err.contains("--pid 72 (python3)"), "{err}");
+    assert!(err.contains("26 process(es)"), "{err}");
+    assert!(!d.join("x.pcapng").exists());
+    let _ = std::fs::remove_dir_all(&d);
 }

@@ -35,7 +35,10 @@ fn procflow_snap() -> PathBuf {
     dir.join("procflow-snap")
 }
 
-fn check(bin: &Path, name: &str, subcommands: &[&str], man_args: &[&str]) {
+/// Completions for every shell, then `man --out DIR` (one syntax for both
+/// binaries), then `man --help` and a bare `man --out`: help on stdout and
+/// a usage error, and no directory named `--help` or `--out` written.
+fn check(bin: &Path, name: &str, subcommands: &[&str]) {
     for shell in ["bash", "zsh", "fish"] {
         let o = Command::new(bin)
             .args(["completions", shell])
@@ -62,7 +65,11 @@ fn check(bin: &Path, name: &str, subcommands: &[&str], man_args: &[&str]) {
     }
     let dir = std::env::temp_dir().join(format!("procflow-man-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let o = Command::new(bin).args(man_args).arg(&dir).output().unwrap();
+    let o = Command::new(bin)
+        .args(["man", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for page in
         std::iter::once(name.to_string()).chain(subcommands.iter().map(|s| format!("{name}-{s}")))
@@ -72,6 +79,32 @@ fn check(bin: &Path, name: &str, subcommands: &[&str], man_args: &[&str]) {
         assert!(text.contains(".TH"), "{} is not a man page", p.display());
     }
     let _ = std::fs::remove_dir_all(&dir);
+
+    let cwd = std::env::temp_dir().join(format!("procflow-mancwd-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&cwd).unwrap();
+    let help = Command::new(bin)
+        .args(["man", "--help"])
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    assert!(help.status.success(), "{name} man --help: {help:?}");
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("--out <DIR>"),
+        "{name} man --help printed no help: {help:?}"
+    );
+    let bare = Command::new(bin)
+        .args(["man", "--out"])
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    assert_eq!(bare.status.code(), Some(2), "{name} man --out: {bare:?}");
+    let left: Vec<_> = std::fs::read_dir(&cwd).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "{name} man wrote into {}: {left:?}",
+        cwd.display()
+    );
+    let _ = std::fs::remove_dir_all(&cwd);
 }
 
 #[test]
@@ -80,16 +113,10 @@ fn procflow_completions_and_man_pages() {
         Path::new(env!("CARGO_BIN_EXE_procflow")),
         "procflow",
         &["flows", "analyze", "carve", "sockets"],
-        &["man", "--out"],
     );
 }
 
 #[test]
 fn procflow_snap_completions_and_man_pages() {
-    check(
-        &procflow_snap(),
-        "procflow-snap",
-        &["record", "once"],
-        &["man"],
-    );
+    check(&procflow_snap(), "procflow-snap", &["record", "once"]);
 }

@@ -4,6 +4,8 @@
 //! hosts in one query. Needs the `duckdb` Python package (installed by
 //! `.ci/run`); says SKIPPED without it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -44,7 +46,7 @@ fn analyze(out: &Path) {
 #[test]
 fn fleet_reports_load_into_duckdb_with_types() {
     if !have_duckdb() {
-        eprintln!("SKIPPED: the duckdb Python package is not installed (pip install duckdb)");
+        common::missing("the duckdb Python package is not installed (pip install duckdb)");
         return;
     }
     let dir = std::env::temp_dir().join(format!("procflow-fleet-{}", std::process::id()));

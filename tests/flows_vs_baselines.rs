@@ -3,6 +3,8 @@
 //! IP-layer bytes (our `ip_bytes_*`), Suricata flow events count frame bytes
 //! (our `bytes_*`). Originator and responder must match our `a` and `b`.
 
+mod common;
+
 use procflow::capture::{replay, ReplayOptions};
 use std::path::Path;
 
@@ -10,7 +12,7 @@ use std::path::Path;
 fn flows_match_zeek_and_suricata_baselines() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/pcaps");
     let Ok(tsv) = std::fs::read_to_string(dir.join("expected_flows.tsv")) else {
-        eprintln!("SKIPPED: ../shared/testdata not present");
+        common::missing("../shared/testdata not present");
         return;
     };
     let mut checked = 0;

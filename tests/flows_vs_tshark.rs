@@ -5,6 +5,8 @@
 //! docs/flows-csv.md); a listed divergence that disappears fails the test too,
 //! so the list stays true.
 
+mod common;
+
 use procflow::capture::{replay, ReplayOptions};
 use procflow::flow::{Family, Flow};
 use std::collections::BTreeMap;
@@ -235,11 +237,11 @@ fn parse_tshark(out: &str) -> BTreeMap<String, TsharkTable> {
 #[test]
 fn conversations_match_tshark() {
     let Some(dir) = testdata() else {
-        eprintln!("SKIPPED: ../shared/testdata not present");
+        common::missing("../shared/testdata not present");
         return;
     };
     if Command::new("tshark").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: tshark not installed");
+        common::missing("tshark not installed");
         return;
     }
     let mut names: Vec<String> = std::fs::read_dir(&dir)

@@ -2,6 +2,8 @@
 //! `procflow analyze` on the sample bundle must produce exactly the bytes in
 //! `testdata/golden/`. Any change of output is a deliberate change of that
 //! folder, made with `scripts/update-golden.sh` and reviewed in the diff.
+//! Each run's exit status is part of its output: it must be the one in
+//! `testdata/golden/exit-codes.tsv`.
 
 use std::path::Path;
 use std::process::Command;
@@ -15,6 +17,22 @@ fn scratch() -> tempfile::TempDir {
         .prefix("procflow-golden-")
         .tempdir()
         .unwrap()
+}
+
+/// The exit status recorded for `name` in `testdata/golden/exit-codes.tsv`.
+fn expected_exit(name: &str) -> i32 {
+    let path = root().join("testdata/golden/exit-codes.tsv");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, c)| c.trim().parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no exit status for {name} in {}: run scripts/update-golden.sh",
+                path.display()
+            )
+        })
 }
 
 fn assert_same(expected: &Path, actual: &Path) {
@@ -70,7 +88,12 @@ fn flows_outputs_match_golden() {
         );
         assert_same(&want_csv, &csv);
         assert_same(&golden.join(format!("{name}.json")), &json);
-        let _ = status;
+        assert_eq!(
+            status.status.code(),
+            Some(expected_exit(&name)),
+            "procflow flows {name}: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
         checked += 1;
     }
     assert!(checked >= 20, "only {checked} captures checked");
@@ -96,6 +119,12 @@ fn analyze_sample_bundle_matches_golden() {
     assert!(
         out.join("summary.json").exists(),
         "analyze wrote no summary: {status:?}"
+    );
+    assert_eq!(
+        status.status.code(),
+        Some(expected_exit("analyze:sample-bundle")),
+        "procflow analyze: {}",
+        String::from_utf8_lossy(&status.stderr)
     );
     let golden = root().join("testdata/golden/analyze");
     let mut checked = 0;

@@ -3,6 +3,8 @@
 //! the sample bundle, and the screenshot is not blank. Needs Debian's
 //! `chromium` (installed by `.ci/run`); says SKIPPED without it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -113,10 +115,58 @@ fn report_is_self_contained() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The embedded data of the page.
+fn page_data(html: &str) -> serde_json::Value {
+    let start = html
+        .find("id=\"procflow-data\">")
+        .expect("the data element")
+        + "id=\"procflow-data\">".len();
+    let end = start + html[start..].find("</script>").expect("its end");
+    serde_json::from_str(&html[start..end]).expect("the data is JSON")
+}
+
+/// Each evidence finding is worded once: the page, summary.json and the
+/// terminal's evidence status carry the same sentence; the verdict is the
+/// terminal's; recorder errors a finding words are not repeated as JSON.
+#[test]
+fn page_words_findings_as_the_terminal_does() {
+    let dir = scratch("words");
+    let out = dir.join("r");
+    let o = Command::new(env!("CARGO_BIN_EXE_procflow"))
+        .current_dir(root())
+        .args(["analyze", "testdata/sample-bundle", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let data = page_data(&std::fs::read_to_string(out.join("report.html")).unwrap());
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let in_page = data["evidence"]["findings"].as_array().unwrap();
+    let in_summary = summary["evidence"]["findings"].as_array().unwrap();
+    assert_eq!(in_page.len(), 1);
+    assert_eq!(in_page.len(), in_summary.len());
+    for (p, s) in in_page.iter().zip(in_summary) {
+        let m = p["message"].as_str().unwrap();
+        assert_eq!(Some(m), s["message"].as_str());
+        assert!(stderr.contains(&format!("procflow:     {m}")), "{stderr}");
+    }
+    assert_eq!(data["evidence"]["ok"], false);
+    assert_eq!(data["evidence"]["failed"], serde_json::json!(["recorder"]));
+    assert!(stdout.contains("FAILED: recorder"), "{stdout}");
+    // The lost events are the finding; not again as a raw recorder error.
+    assert_eq!(data["recorder"]["errors"], serde_json::json!([]));
+    // Every flow of the sample fits in the page.
+    assert_eq!(data["totals"]["flows_in_page"], data["totals"]["flows"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn chromium_renders_report() {
     let Some(browser) = chromium() else {
-        eprintln!("SKIPPED: chromium not installed (apt-get install chromium)");
+        common::missing("chromium not installed (apt-get install chromium)");
         return;
     };
     let dir = scratch("render");
@@ -161,6 +211,17 @@ fn chromium_renders_report() {
         - 1;
     let pages = flows.div_ceil(100);
     assert!(dom.contains(&format!("{flows} of {flows} flows, page 1 of {pages}")));
+    // The evidence as the terminal words it: the verdict and the recorder
+    // badge follow the failed check; findings are sentences, not JSON.
+    assert!(dom.contains("FAILED: recorder"), "verdict badge");
+    assert!(
+        dom.contains("complete \u{2014} check failed"),
+        "recorder badge"
+    );
+    assert!(dom.contains(
+        "recorder-lost-events: the recorder lost evidence (events): 716 samples dropped"
+    ));
+    assert!(!dom.contains("{&quot;what&quot;") && !dom.contains("{\"what\""));
     // Not blank: far larger than the screenshot of an empty page.
     let blank = dir.join("blank.html");
     std::fs::write(&blank, "<!DOCTYPE html><html><body></body></html>").unwrap();

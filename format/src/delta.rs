@@ -491,12 +491,14 @@ mod tests {
     use super::*;
     use crate::procfs::table_rows;
 
+    /// A fixture file relative to the repository root; fails under CI
+    /// when absent.
     fn fixture(rel: &str) -> Option<String> {
-        let path = format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../{rel}", env!("CARGO_MANIFEST_DIR"));
         match std::fs::read_to_string(&path) {
             Ok(t) => Some(t),
             Err(e) => {
-                eprintln!("SKIPPED: {path}: {e}");
+                crate::test_common::missing(&format!("{path}: {e}"));
                 None
             }
         }
@@ -504,7 +506,9 @@ mod tests {
 
     /// Builds a sequence of tables by removing and re-adding rows of a real
     /// table, then checks keyframe + deltas give exactly each tick's set.
-    fn check_sequence(text: &str) {
+    /// Returns the number of rows of the table, so callers can assert a
+    /// fixture really held some.
+    fn check_sequence(text: &str) -> usize {
         let base = table_rows(text);
         let header = base.header.unwrap_or("  sl  local_address");
         let rows: Vec<&str> = base.rows.iter().map(|r| r.1).collect();
@@ -554,35 +558,48 @@ mod tests {
             diff(&identity_set(table_rows(&again)), &table_rows(&again)),
             ""
         );
+        rows.len()
     }
 
     #[test]
     fn delta_reconstructs_shared_fixtures() {
+        let Some(root) = crate::test_common::shared_testdata() else {
+            return;
+        };
+        let mut checked = Vec::new();
         for rel in [
-            "../../shared/testdata/proc-fixtures/prometheus-procfs/proc/net/tcp",
-            "../../shared/testdata/proc-fixtures/prometheus-procfs/proc/net/tcp6",
-            "../../shared/testdata/proc-fixtures/jc/net_tcp",
-            "../../shared/testdata/proc-fixtures/jc/net_tcp6",
-            "../../shared/testdata/proc-fixtures/nethogs/proc_net_tcp",
-            "../../shared/testdata/proc-fixtures/nethogs/proc_net_udp",
-            "../../shared/testdata/proc-fixtures/dissect-target/proc/net/udp6",
+            "prometheus-procfs/proc/net/tcp",
+            "prometheus-procfs/proc/net/tcp6",
+            "jc/net_tcp",
+            "jc/net_tcp6",
+            "nethogs/proc_net_tcp",
+            "nethogs/proc_net_udp",
+            "dissect-target/proc/net/udp6",
         ] {
-            if let Some(t) = fixture(rel) {
-                check_sequence(&t);
-            }
+            let path = root.join("proc-fixtures").join(rel);
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let rows = check_sequence(&text);
+            assert!(rows > 0, "{rel}: no socket rows");
+            checked.push(rel);
         }
+        assert_eq!(checked.len(), 7);
     }
 
     #[test]
     fn delta_reconstructs_local_fixtures() {
+        let mut rows = 0;
         for t in ["tcp", "tcp6", "udp", "udp6", "raw", "raw6", "icmp"] {
-            if let Some(text) = fixture(&format!("testdata/proc/{t}")) {
-                if table_rows(&text).rows.is_empty() {
-                    continue;
-                }
-                check_sequence(&text);
+            let Some(text) = fixture(&format!("snapshot-tool/testdata/proc/{t}")) else {
+                return;
+            };
+            if table_rows(&text).rows.is_empty() {
+                continue;
             }
+            rows += check_sequence(&text);
         }
+        // tcp and udp of the recording host are never empty.
+        assert!(rows >= 2, "only {rows} rows in the local fixtures");
     }
 
     #[test]

@@ -44,3 +44,9 @@ pub mod procfs;
 pub mod procnet;
 pub mod reader;
 pub mod time;
+
+/// What a unit test does when its fixture is missing (shared with the
+/// integration tests).
+#[cfg(test)]
+#[path = "../../tests/common/mod.rs"]
+mod test_common;

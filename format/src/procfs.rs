@@ -285,7 +285,7 @@ mod tests {
         );
         let text = std::fs::read_to_string(&path);
         if text.is_err() {
-            eprintln!("SKIPPED: {path} not present");
+            crate::test_common::missing(&format!("{path} not present"));
         }
         text.ok()
     }

@@ -240,12 +240,14 @@ mod tests {
 
     const LE: ByteOrder = ByteOrder::Little;
 
+    /// The third-party /proc fixtures next to the repository
+    /// (`../shared/testdata/proc-fixtures`); fails under CI when absent.
     fn fixtures() -> Option<PathBuf> {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/proc-fixtures");
+        let p = crate::test_common::shared_testdata()?.join("proc-fixtures");
         if p.is_dir() {
             Some(p)
         } else {
-            eprintln!("SKIPPED: ../shared/testdata/proc-fixtures is absent");
+            crate::test_common::missing(&format!("{} is absent", p.display()));
             None
         }
     }

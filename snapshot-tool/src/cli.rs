@@ -42,7 +42,7 @@ Exit status:
   130 forced by a second signal.
 
 Shell completions and man pages: procflow-snap completions SHELL,
-procflow-snap man DIR.";
+procflow-snap man --out DIR.";
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -64,6 +64,38 @@ enum Command {
     Record(RecordArgs),
     /// One full snapshot, manifest and SHA256SUMS (triage)
     Once(OnceArgs),
+    /// Print the shell completion script for SHELL (install:
+    /// `procflow-snap completions bash > /etc/bash_completion.d/procflow-snap`)
+    Completions(CompletionsArgs),
+    /// Write the man pages (install: `procflow-snap man --out
+    /// /usr/local/share/man/man1`)
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompletionsArgs {
+    /// bash, zsh, fish, elvish or powershell
+    #[arg(value_name = "SHELL")]
+    shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+struct ManArgs {
+    /// Directory for the pages (`procflow-snap.1`, `procflow-snap-record.1`,
+    /// ...), created if absent
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Run {
+    /// Record (or take one snapshot) with this configuration.
+    Record(Box<Config>),
+    /// Print the completion script for this shell.
+    Completions(clap_complete::Shell),
+    /// Write the man pages into this directory.
+    Man(PathBuf),
 }
 
 #[derive(Debug, Args)]
@@ -134,8 +166,9 @@ struct RecordArgs {
     /// more than DUR ago; each deletion is listed in the manifest
     #[arg(long, value_name = "DUR", value_parser = duration)]
     keep: Option<Duration>,
-    /// On a terminal, print a status line (snapshots, bytes, tcpdump's
-    /// counters, sources) every DUR; 0 turns it off
+    /// On a terminal, print a status line (snapshots, bytes, packets
+    /// captured and dropped, events archived and lost) every DUR; 0 turns
+    /// it off
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = duration)]
     heartbeat: Duration,
     /// Stretch the interval to keep own CPU under PERCENT of a core
@@ -237,14 +270,16 @@ fn percent(s: &str) -> Result<f64, String> {
 }
 
 impl Cli {
-    /// The recorder's configuration; `argv` is the whole command line, kept
-    /// in the manifest.
-    pub fn into_config(self, argv: &[OsString]) -> Config {
+    /// What to run; for a recording, the recorder's configuration, with
+    /// `argv`, the whole command line, kept in the manifest.
+    pub fn into_run(self, argv: &[OsString]) -> Run {
         let argv = argv
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        match self.command {
+        Run::Record(Box::new(match self.command {
+            Command::Completions(a) => return Run::Completions(a.shell),
+            Command::Man(a) => return Run::Man(a.out),
             Command::Once(a) => Config {
                 once: true,
                 argv,
@@ -291,7 +326,7 @@ impl Cli {
                     keep: a.keep,
                 },
             },
-        }
+        }))
     }
 }
 
@@ -304,7 +339,10 @@ mod tests {
     fn p(args: &[&str]) -> Result<Config, clap::Error> {
         let mut v: Vec<OsString> = vec!["procflow-snap".into()];
         v.extend(args.iter().map(OsString::from));
-        Cli::try_parse_from(&v).map(|c| c.into_config(&v))
+        Cli::try_parse_from(&v).map(|c| match c.into_run(&v) {
+            Run::Record(c) => *c,
+            other => panic!("not a recording: {other:?}"),
+        })
     }
 
     /// `record --out x` with `args` (split on white space).
@@ -438,7 +476,38 @@ mod tests {
             "--out".into(),
             raw.clone(),
         ];
-        let c = Cli::try_parse_from(&v).expect("parses").into_config(&v);
+        let Run::Record(c) = Cli::try_parse_from(&v).expect("parses").into_run(&v) else {
+            panic!("a recording");
+        };
         assert_eq!(c.out.as_os_str(), raw.as_os_str());
+    }
+
+    fn run(args: &[&str]) -> Result<Run, clap::Error> {
+        let mut v: Vec<OsString> = vec!["procflow-snap".into()];
+        v.extend(args.iter().map(OsString::from));
+        Cli::try_parse_from(&v).map(|c| c.into_run(&v))
+    }
+
+    /// `man` takes `--out DIR` as `procflow man` does; `--help` is help,
+    /// never a directory name.
+    #[test]
+    fn man_and_completions_share_the_analyzer_syntax() {
+        match run(&["man", "--out", "/tmp/m"]).expect("man --out") {
+            Run::Man(d) => assert_eq!(d, PathBuf::from("/tmp/m")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            run(&["man", "--help"]).unwrap_err().kind(),
+            ErrorKind::DisplayHelp
+        );
+        assert!(run(&["man"]).is_err());
+        assert!(run(&["man", "dir"]).is_err());
+        assert!(run(&["man", "--out"]).is_err());
+        assert!(matches!(
+            run(&["completions", "bash"]).expect("completions"),
+            Run::Completions(clap_complete::Shell::Bash)
+        ));
+        assert!(run(&["completions", "--help"]).is_err());
+        assert!(run(&["completions", "tcsh"]).is_err());
     }
 }

@@ -18,9 +18,22 @@ use crate::record::OutDirError;
 /// reads it.
 pub static SNAPSHOTS: AtomicU64 = AtomicU64::new(0);
 
+/// Owner events written into the archives so far (for the heartbeat).
+pub static EVENTS: AtomicU64 = AtomicU64::new(0);
+
+/// Event evidence lost so far: kernel samples dropped, events the recorder
+/// dropped, proc connector losses (for the heartbeat).
+pub static EVENTS_LOST: AtomicU64 = AtomicU64::new(0);
+
 /// Notes one more snapshot committed to an archive.
 pub fn snapshot_written() {
     SNAPSHOTS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Notes `written` events archived and `lost` events lost.
+pub fn events_counted(written: u64, lost: u64) {
+    EVENTS.fetch_add(written, Ordering::Relaxed);
+    EVENTS_LOST.fetch_add(lost, Ordering::Relaxed);
 }
 
 /// Takes an exclusive lock (`flock`) on the output directory, held as long
@@ -118,10 +131,12 @@ fn bytes_text(n: u64) -> String {
     }
 }
 
-/// The heartbeat line: elapsed time, snapshots, bytes written, tcpdump's
-/// counters when known, the sources in use.
-pub fn heartbeat_line(out: &Path, elapsed: Duration, sources: &str) -> String {
-    let (mut capture, mut archives) = (0u64, 0u64);
+/// The heartbeat line: elapsed time, snapshots and bytes written, the
+/// capture's packets and drops (tcpdump's counters, when it printed them),
+/// and the events archived and lost (when event sources are in use). The
+/// sources themselves are printed once, at start.
+pub fn heartbeat_line(out: &Path, elapsed: Duration, events: bool) -> String {
+    let (mut capture, mut archives, mut captured) = (0u64, 0u64, false);
     if let Ok(rd) = std::fs::read_dir(out) {
         for e in rd.flatten() {
             let n = e.file_name();
@@ -129,25 +144,39 @@ pub fn heartbeat_line(out: &Path, elapsed: Duration, sources: &str) -> String {
             let len = e.metadata().map(|m| m.len()).unwrap_or(0);
             if n.starts_with(CAPTURE_PREFIX) {
                 capture += len;
+                captured = true;
             } else if crate::layout::parse_archive_name(&n).is_some() {
                 archives += len;
             }
         }
     }
-    let drops = match capture_counters(out) {
-        Some(c) => format!(
-            ", tcpdump {} captured / {} dropped by kernel",
-            c.captured, c.dropped_by_kernel
-        ),
-        None => String::new(),
-    };
-    format!(
-        "procflow-snap: {}s: {} snapshots ({}), capture {}{drops}; sources {sources}",
+    let mut line = format!(
+        "procflow-snap: {}s: {} snapshots ({})",
         elapsed.as_secs(),
         SNAPSHOTS.load(Ordering::Relaxed),
         bytes_text(archives),
-        bytes_text(capture),
-    )
+    );
+    match capture_counters(out) {
+        Some(c) => line.push_str(&format!(
+            "; packets {} captured, {} dropped by kernel ({})",
+            c.captured,
+            c.dropped_by_kernel,
+            bytes_text(capture)
+        )),
+        None if captured => line.push_str(&format!(
+            "; capture {} (packet counters not yet printed by tcpdump)",
+            bytes_text(capture)
+        )),
+        None => {}
+    }
+    if events {
+        line.push_str(&format!(
+            "; events {} archived, {} lost",
+            EVENTS.load(Ordering::Relaxed),
+            EVENTS_LOST.load(Ordering::Relaxed)
+        ));
+    }
+    line
 }
 
 impl Heartbeat {
@@ -159,7 +188,7 @@ impl Heartbeat {
         out: PathBuf,
         every: Duration,
         tcpdump: Option<u32>,
-        sources: String,
+        events: bool,
     ) -> Option<Heartbeat> {
         if !io::stderr().is_terminal() || every.is_zero() {
             return None;
@@ -183,7 +212,7 @@ impl Heartbeat {
                         let _ = crate::sys::send_signal(pid, libc::SIGUSR1);
                         std::thread::sleep(Duration::from_millis(100));
                     }
-                    eprintln!("{}", heartbeat_line(&out, t0.elapsed(), &sources));
+                    eprintln!("{}", heartbeat_line(&out, t0.elapsed(), events));
                 }
             })
             .ok()?;
@@ -238,8 +267,23 @@ mod tests {
             (c.captured, c.received_by_filter, c.dropped_by_kernel),
             (10, 12, 2)
         );
-        assert!(heartbeat_line(&d, Duration::from_secs(5), "proc-poll")
-            .contains("tcpdump 10 captured / 2 dropped by kernel"));
+        let line = heartbeat_line(&d, Duration::from_secs(5), false);
+        assert!(
+            line.contains("packets 10 captured, 2 dropped by kernel"),
+            "{line}"
+        );
+        assert!(
+            !line.contains("events") && !line.contains("sources"),
+            "{line}"
+        );
+        events_counted(7, 1);
+        let line = heartbeat_line(&d, Duration::from_secs(5), true);
+        assert!(line.contains("events "), "{line}");
+        assert!(
+            line.contains(" archived, ") && line.contains(" lost"),
+            "{line}"
+        );
+        assert_eq!(line.matches("procflow-snap").count(), 1, "{line}");
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -972,6 +972,10 @@ impl Recorder {
             b.unowned,
             "sockets looked up whose process was not found (closed before its fds were read, or the search budget of 50 ms per second was spent)",
         );
+        crate::operator::events_counted(
+            b.events.len() as u64,
+            b.lost + b.dropped + b.connector_lost,
+        );
         self.event_losses.kernel += b.lost;
         self.event_losses.dropped += b.dropped;
         self.event_losses.connector += b.connector_lost;
@@ -1440,7 +1444,10 @@ pub fn run(mut cfg: Config) -> i32 {
                         cfg.out.clone(),
                         cfg.heartbeat,
                         cap.as_ref().and_then(Running::tcpdump_pid),
-                        sources_line(&manifest.sources),
+                        manifest
+                            .sources
+                            .iter()
+                            .any(|s| s.used && s.name != events::SRC_POLL),
                     )
                 })
                 .flatten();

@@ -1,6 +1,8 @@
 //! `procflow analyze BUNDLE [--pcap FILE...] --out REPORT_DIR [--threads N]
 //! [--max-gap DUR] [--force] [--no-hash] [--quiet]`: the command line of
-//! [`procflow::analyze`], with its warnings and one closing line on stderr.
+//! [`procflow::analyze`]. The answer (the summary and one closing line) goes
+//! to standard output, so it can be paged or saved; warnings, progress and
+//! the evidence status go to standard error.
 
 use anyhow::Context;
 use procflow::analyze::{run_analysis, AnalyzeConfig, AnalyzeError};
@@ -38,8 +40,8 @@ pub struct Args {
     /// says `"sha256": null` and `"recorded_hash": "not-checked"`.
     #[arg(long)]
     pub no_hash: bool,
-    /// Print only warnings and the one-line result, not the summary of top
-    /// processes and endpoints (for scripts).
+    /// Print only warnings and the one-line result (on standard output),
+    /// not the summary of top processes and endpoints (for scripts).
     #[arg(long, short)]
     pub quiet: bool,
     /// Also write every replayed packet, unchanged, to this pcapng file,
@@ -102,12 +104,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
+    // The answer on standard output, written once: a closed pipe (`| head`)
+    // is the reader's choice, not an error.
+    let mut answer = String::new();
     if !args.quiet {
-        eprint!("\n{}\n", o.terminal_summary);
+        answer.push_str(&o.terminal_summary);
+        answer.push('\n');
     }
     if let (Some(p), Some(s)) = (&cfg.pcapng, &o.pcapng) {
-        eprintln!(
-            "procflow analyze: {} packets ({} with an owner) written to {}",
+        answer += &format!(
+            "procflow analyze: {} packets ({} with an owner) written to {}\n",
             s.packets,
             s.attributed,
             procflow::hostile::term_path(p)
@@ -116,8 +122,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for line in o.evidence.status_block() {
         eprintln!("{line}");
     }
-    eprintln!(
-        "procflow analyze: {} flows, {} snapshots, {} sockets; {} of {} bytes ({:.1}%) attributed; reports in {} (open report.html)",
+    answer += &format!(
+        "procflow analyze: {} flows, {} snapshots, {} sockets; {} of {} bytes ({:.1}%) attributed; reports in {} (open report.html)\n",
         o.flows,
         o.snapshots,
         o.sockets,
@@ -126,6 +132,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if o.bytes == 0 { 100.0 } else { o.attributed_bytes as f64 * 100.0 / o.bytes as f64 },
         procflow::hostile::term_path(&cfg.out)
     );
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        match out.write_all(answer.as_bytes()).and_then(|()| out.flush()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(anyhow::Error::new(e).context("writing to standard output"))
+            }
+            _ => {}
+        }
+    }
     Ok(if !o.evidence.ok {
         ExitCode::from(EXIT_EVIDENCE)
     } else if o.capture_unreadable {

@@ -128,12 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         for f in &ev.findings {
-            println!(
-                "{:<9} FAIL        {}: {}",
-                f.area.name(),
-                f.check,
-                term(&f.detail)
-            );
+            println!("{:<9} FAIL        {}", f.area.name(), term(&f.message()));
         }
         if let Some(d) = &ev.deleted {
             println!("{}", d.line());

@@ -9,9 +9,12 @@
 //! endpoints, unattributed traffic by reason, methods by confidence, and a
 //! sortable, filterable, paged table of every flow.
 //!
-//! Size: the picture is aggregated into time bins, so only the flow table
-//! grows with the number of flows (about 150 bytes per flow); the table
-//! renders one page at a time.
+//! Size: the picture is aggregated into time bins and the tables into the
+//! top processes and endpoints; the flow table carries the
+//! [`MAX_PAGE_FLOWS`] flows with the most bytes (about 150 bytes each) and
+//! says how many there are in all, linking to connections.csv and
+//! connections.jsonl for the rest. The page's size is so bounded whatever
+//! the capture holds; the table renders one page at a time.
 //!
 //! Safety: bundle strings are shown with [`visible`] (control and bidi
 //! characters escaped) and inserted with `textContent` only; every `<`,
@@ -32,6 +35,9 @@ use crate::time::rfc3339_ns;
 pub const TIMELINE_BINS: usize = 240;
 /// Processes given a timeline lane of their own.
 pub const TIMELINE_LANES: usize = 40;
+/// Flows the page's table carries: those with the most bytes (all flows
+/// are in connections.csv and connections.jsonl).
+pub const MAX_PAGE_FLOWS: usize = 10_000;
 
 /// What the page needs besides the rows.
 pub struct HtmlInput<'a> {
@@ -43,6 +49,9 @@ pub struct HtmlInput<'a> {
     pub bundle: String,
     /// Input files and their hashes.
     pub inputs: &'a [FileHash],
+    /// The evidence checks: the page's verdict, badges and findings are
+    /// those of the terminal.
+    pub evidence: &'a crate::verify::Evidence,
     /// Diagnostics worth a reader's attention (already worded).
     pub warnings: Vec<String>,
 }
@@ -166,7 +175,27 @@ impl HtmlReport<'_> {
                 "started": serde_json::to_value(&m.started).unwrap_or(Value::Null),
                 "ended": serde_json::to_value(&m.ended).unwrap_or(Value::Null),
                 "snapshots": m.snapshots,
-                "errors": m.errors.iter().map(|e| visible(&serde_json::to_string(e).unwrap_or_default(), 512)).collect::<Vec<_>>(),
+                // Errors a finding already words are shown once, as that
+                // finding; the others as sentences.
+                "errors": m.errors.iter()
+                    .filter(|e| !crate::verify::RECORDER_ERRORS_IN_FINDINGS.contains(&e.what.as_str()))
+                    .take(100)
+                    .map(|e| visible(&crate::verify::recorder_error_sentence(e), 1024))
+                    .collect::<Vec<_>>(),
+            },
+            "evidence": {
+                "ok": h.evidence.ok,
+                "failed": h.evidence.failed_areas(),
+                "status": h.evidence.status.iter().map(|s| json!({
+                    "area": s.area.name(),
+                    "state": s.state,
+                    "detail": visible(&s.detail, 1024),
+                })).collect::<Vec<_>>(),
+                "findings": h.evidence.findings.iter().take(200).map(|f| json!({
+                    "area": f.area.name(),
+                    "message": visible(&f.message(), 1024),
+                })).collect::<Vec<_>>(),
+                "more_findings": h.evidence.findings.len().saturating_sub(200),
             },
             "inputs": h.inputs.iter().map(|f| json!({
                 "role": f.role,
@@ -178,6 +207,7 @@ impl HtmlReport<'_> {
             "warnings": h.warnings.iter().map(|w| visible(w, 1024)).collect::<Vec<_>>(),
             "totals": {
                 "flows": o.flows,
+                "flows_in_page": (o.flows as usize).min(MAX_PAGE_FLOWS),
                 "bytes": o.bytes,
                 "attributed_bytes": o.attributed_bytes,
                 "processes": o.processes.len(),
@@ -199,6 +229,31 @@ impl HtmlReport<'_> {
             "flow_columns": ["id", "proto", "local", "remote", "first_seen", "last_seen", "bytes_out", "bytes_in", "packets", "pid", "comm", "method", "confidence", "direction", "peer", "remote_name", "ja4"],
         })
     }
+}
+
+/// The indexes of the flows the page carries: the [`MAX_PAGE_FLOWS`] with
+/// the most bytes (ties: the earlier flow), in report order.
+fn page_flows(rows: &[crate::report::ConnectionRow]) -> Vec<usize> {
+    let bytes: Vec<u64> = rows
+        .iter()
+        .map(|r| r.flow.bytes_ab.saturating_add(r.flow.bytes_ba))
+        .collect();
+    top_indexes(&bytes, MAX_PAGE_FLOWS)
+}
+
+/// The indexes of the `n` largest values (ties: the lower index), in
+/// index order.
+fn top_indexes(values: &[u64], n: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    if n == 0 {
+        return Vec::new();
+    }
+    if idx.len() > n {
+        idx.select_nth_unstable_by(n - 1, |&a, &b| values[b].cmp(&values[a]).then(a.cmp(&b)));
+        idx.truncate(n);
+        idx.sort_unstable();
+    }
+    idx
 }
 
 /// One row of the flow table, in `flow_columns` order.
@@ -341,7 +396,8 @@ impl ReportWriter for HtmlReport<'_> {
         // Each row is serialized whole, then escaped in one pass: serde
         // writes many small pieces, each a call through `dyn Write`.
         let mut buf = Vec::new();
-        for (i, row) in self.0.report.rows.iter().enumerate() {
+        let rows = &self.0.report.rows;
+        for (i, row) in page_flows(rows).into_iter().map(|i| &rows[i]).enumerate() {
             buf.clear();
             if i > 0 {
                 buf.push(b',');
@@ -370,6 +426,15 @@ mod tests {
         assert!(!s.contains('<') && !s.contains('>') && !s.contains('&'));
         let back: (String, String, u32) = serde_json::from_str(&s).unwrap();
         assert_eq!(back, ("</script>".to_string(), "a&b".to_string(), 1));
+    }
+
+    #[test]
+    fn page_keeps_the_busiest_flows_in_report_order() {
+        assert_eq!(top_indexes(&[5, 1, 9, 5, 0, 7], 3), vec![0, 2, 5]);
+        // Ties go to the earlier flow.
+        assert_eq!(top_indexes(&[5, 5, 5, 5], 2), vec![0, 1]);
+        assert_eq!(top_indexes(&[3, 1], 10), vec![0, 1]);
+        assert!(top_indexes(&[3, 1], 0).is_empty());
     }
 
     #[test]

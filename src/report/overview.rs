@@ -523,12 +523,12 @@ impl Overview {
             let _ = writeln!(s, "\nTop processes by bytes:");
             let _ = writeln!(
                 s,
-                "  {:>7}  {:<15}  {:>9}  {:>9}  {:>5}  {:>7}  {:<12}  {:<12}  {:<24}  exe",
-                "pid", "comm", "out", "in", "flows", "remotes", "first", "last", "start"
+                "  {:>7}  {:<15}  {:>9}  {:>9}  {:>5}  {:>7}  {:<12}  {:<12}  {:<21}  {:<40}  cmdline",
+                "pid", "comm", "out", "in", "flows", "remotes", "first", "last", "start", "exe"
             );
             for p in self.processes.iter().take(top) {
                 let line = format!(
-                    "  {:>7}  {:<15}  {:>9}  {:>9}  {:>5}  {:>7}  {:<12}  {:<12}  {:<24}  {}",
+                    "  {:>7}  {:<15}  {:>9}  {:>9}  {:>5}  {:>7}  {:<12}  {:<12}  {:<21}  {:<40}  {}",
                     p.key.pid,
                     visible(&p.comm, 15),
                     human_bytes(p.bytes_out),
@@ -538,8 +538,10 @@ impl Overview {
                     clock(p.first_ns),
                     clock(p.last_ns),
                     short_start(&p.process_start),
-                    visible(&p.exe, 60),
+                    visible_path(&p.exe, 40),
+                    visible_cmdline(&p.cmdline, 70),
                 );
+                let line = line.trim_end();
                 let _ = writeln!(s, "{line}");
             }
             if self.processes.len() > top {
@@ -663,6 +665,89 @@ fn short_start(s: &str) -> String {
     }
 }
 
+/// An executable path made safe like [`visible`] and cut in the middle, not
+/// at its end, to at most `max` characters: the file name, the part a
+/// reader needs, is kept (`/root/.pyenv/…/bin/python3.11`); a file name
+/// longer than that keeps its last characters.
+pub fn visible_path(s: &str, max: usize) -> String {
+    let t = crate::hostile::term(s);
+    let chars: Vec<char> = t.chars().collect();
+    if chars.len() <= max || max < 2 {
+        return cut_end(&t, max);
+    }
+    let slash = chars.iter().rposition(|&c| c == '/');
+    let mut tail_len = match slash {
+        // Keep `/name` and at least the first character of the path.
+        Some(i) if chars.len() - i + 2 <= max => chars.len() - i,
+        _ => max - 1,
+    };
+    // Also the directories just above it, while they take at most half.
+    while let Some(i) = chars[..chars.len() - tail_len]
+        .iter()
+        .rposition(|&c| c == '/')
+        .filter(|&i| i > 0 && chars.len() - i <= max / 2)
+    {
+        tail_len = chars.len() - i;
+    }
+    let head_len = max - 1 - tail_len;
+    let head: String = chars[..head_len].iter().collect();
+    let tail: String = chars[chars.len() - tail_len..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+/// A command line (words separated by spaces, as [`crate::report::ConnectionRow::cmdline`]
+/// quotes them) made safe like [`visible`] and cut in the middle to at most
+/// `max` characters, keeping the program and as many of the last arguments
+/// as fit: `python3 -m pip … download requests`.
+pub fn visible_cmdline(s: &str, max: usize) -> String {
+    let t = crate::hostile::term(s);
+    if t.chars().count() <= max {
+        return t.into_owned();
+    }
+    let words: Vec<&str> = t.split(' ').collect();
+    // The program's path gives up its middle first: a third of the room.
+    let program = visible_path(words[0], (max / 3).max(12).min(max.saturating_sub(2)));
+    let mut room = max.saturating_sub(program.chars().count() + 2);
+    let mut tail: Vec<&str> = Vec::new();
+    for w in words[1..].iter().rev() {
+        let n = w.chars().count() + 1;
+        if n > room {
+            break;
+        }
+        room -= n;
+        tail.push(w);
+    }
+    // Fill what is left with the words after the program.
+    let mut head: Vec<&str> = Vec::new();
+    for w in &words[1..words.len() - tail.len()] {
+        let n = w.chars().count() + 1;
+        if n > room {
+            break;
+        }
+        room -= n;
+        head.push(w);
+    }
+    tail.reverse();
+    let mut out = program;
+    for w in head {
+        out.push(' ');
+        out.push_str(w);
+    }
+    out.push_str(" …");
+    for w in tail {
+        out.push(' ');
+        out.push_str(w);
+    }
+    out
+}
+
+fn cut_end(t: &str, max: usize) -> String {
+    match t.char_indices().nth(max) {
+        None => t.to_string(),
+        Some((at, _)) => format!("{}…", &t[..at]),
+    }
+}
+
 /// A string from the bundle made safe and bounded for a terminal or a
 /// page: escaped by [`crate::hostile::term`] (control and bidirectional
 /// characters shown as `\x1b`, `\u{202e}`), then cut to `max` characters
@@ -686,6 +771,44 @@ mod tests {
         assert_eq!(visible("x\u{202e}y", 20), "x\\u{202e}y");
         assert_eq!(visible("abcdef", 3), "abc…");
         assert_eq!(visible("abc", 3), "abc");
+    }
+
+    #[test]
+    fn paths_keep_their_file_name() {
+        let exe = "/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/bin/cargo";
+        let v = visible_path(exe, 40);
+        assert_eq!(v.chars().count(), 40, "{v}");
+        assert!(
+            v.starts_with("/root/.rustup/") && v.ends_with("…/bin/cargo"),
+            "{v}"
+        );
+        assert_eq!(visible_path("/usr/bin/curl", 40), "/usr/bin/curl");
+        // A file name longer than the column keeps its end.
+        let v = visible_path(&format!("/x/{}", "a".repeat(50)), 10);
+        assert_eq!(v, format!("…{}", "a".repeat(9)));
+        assert_eq!(visible_path("/a/b\x1bc", 40), "/a/b\\x1bc");
+    }
+
+    #[test]
+    fn command_lines_keep_program_and_last_arguments() {
+        let c = "/usr/bin/python3 -m pip download --no-deps --dest /tmp/pip-dl-1234567 requests==2.31.0";
+        let v = visible_cmdline(c, 50);
+        assert!(v.chars().count() <= 50, "{v}");
+        assert!(v.starts_with("/usr/bin/python3 "), "{v}");
+        assert!(v.ends_with(" requests==2.31.0"), "{v}");
+        assert!(v.contains(" … "), "{v}");
+        assert_eq!(visible_cmdline("curl -s x", 50), "curl -s x");
+        // Rows of one program differ by their last arguments, which stay.
+        let a = visible_cmdline(
+            "python3 /srv/scenario/client.py --port 5001 --role bulk-a",
+            40,
+        );
+        let b = visible_cmdline(
+            "python3 /srv/scenario/client.py --port 5001 --role bulk-b",
+            40,
+        );
+        assert_ne!(a, b);
+        assert!(a.chars().count() <= 40 && a.ends_with("bulk-a"), "{a}");
     }
 
     #[test]

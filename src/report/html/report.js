@@ -36,12 +36,31 @@
   function when(t) { return t === null ? 'never (no end recorded)' : (t.utc || JSON.stringify(t)); }
   function clock(iso) { return iso ? iso.slice(11, 23) : ''; }
   function clockMs(ms) { return new Date(ms).toISOString().slice(11, 23); }
+  // A path or address that may break only after '/' or ':' (never
+  // mid-word): text nodes with <wbr> between them.
+  function path(s) {
+    var span = el('span', { 'class': 'path' });
+    String(s === null || s === undefined ? '' : s).split(/(?<=[\/:])/).forEach(function (part, i) {
+      if (i) span.appendChild(el('wbr'));
+      span.appendChild(document.createTextNode(part));
+    });
+    return span;
+  }
+  // RFC 3339 without trailing zeros of the fraction (a process start is
+  // known to the clock tick: .07, not .070000000).
+  function iso(t) {
+    if (!t) return '';
+    return String(t).replace(/(\.\d*?)0+Z$/, '$1Z').replace(/\.Z$/, 'Z');
+  }
   function table(cols, rows, numeric) {
     var head = el('tr', {}, cols.map(function (c, i) { return el('th', { 'class': numeric[i] ? 'n' : null }, [c]); }));
     var body = el('tbody', {}, rows.map(function (r) {
-      return el('tr', {}, r.map(function (v, i) { return el('td', { 'class': numeric[i] ? 'n' : (numeric[i] === 0 ? 'mono' : null) }, [v]); }));
+      return el('tr', {}, r.map(function (v, i) {
+        return el('td', { 'class': numeric[i] ? 'n' : (numeric[i] === 0 ? 'mono' : null) },
+          [numeric[i] === 0 && typeof v !== 'object' ? path(v) : v]);
+      }));
     }));
-    return el('table', {}, [el('thead', {}, [head]), body]);
+    return el('div', { 'class': 'scroll' }, [el('table', {}, [el('thead', {}, [head]), body])]);
   }
 
   // Header and key figures.
@@ -54,19 +73,36 @@
     ['processes', t.processes], ['remote endpoints', t.endpoints], ['traffic', (t.first || '') + ' \u2192 ' + clock(t.last)]
   ].map(function (k) { return el('div', { 'class': 'kpi' }, [el('b', {}, [k[1]]), el('span', {}, [k[0]])]); })));
 
-  // Evidence.
+  // Evidence: the verdict, badges and findings of the terminal's evidence
+  // status (the same checks, worded once).
   var ev = el('section', { id: 'evidence' }, [el('h2', {}, ['Evidence'])]);
-  var rec = D.recorder;
-  var clean = rec.status === 'complete' || rec.status === 'stopped';
-  var hashBad = D.inputs.some(function (f) { return f.recorded_hash === 'mismatch'; });
+  var rec = D.recorder, E = D.evidence;
+  function areaState(name) {
+    for (var i = 0; i < E.status.length; i++) if (E.status[i].area === name) return E.status[i].state;
+    return 'not-checked';
+  }
+  function badge(state, text) {
+    return el('span', { 'class': 'badge ' + (state === 'ok' ? 'ok' : (state === 'failed' ? 'bad' : 'warn')) }, [text]);
+  }
+  var recState = areaState('recorder');
+  var hashState = areaState('integrity');
   ev.appendChild(el('p', {}, [
-    'Recorder: ', el('span', { 'class': 'badge ' + (clean ? 'ok' : 'bad') }, [rec.status]),
+    'Verdict: ', badge(E.ok ? 'ok' : 'failed', E.ok ? 'all checks hold' : 'FAILED: ' + E.failed.join(', ')),
+    ' Recorder: ', badge(recState, rec.status + (recState === 'failed' ? ' \u2014 check failed' : '')),
     ' procflow-snap ' + rec.version + ', ' + rec.snapshots + ' snapshots, started ' +
-      when(rec.started) + ', ended ' + when(rec.ended) + '. Input hashes: ',
-    el('span', { 'class': 'badge ' + (hashBad ? 'bad' : 'ok') }, [hashBad ? 'MISMATCH' : 'no mismatch'])
+      when(rec.started) + ', ended ' + when(rec.ended) + '. Inputs: ',
+    badge(hashState, hashState === 'ok' ? 'hashes match' : (hashState === 'failed' ? 'integrity check failed' : 'hashes not checked'))
   ]));
+  ev.appendChild(table(['area', 'state', 'detail'], E.status.map(function (a) {
+    return [a.area, badge(a.state, a.state), a.detail];
+  }), [false, false, false]));
+  if (E.findings.length) {
+    ev.appendChild(el('h3', {}, ['Findings']));
+    ev.appendChild(el('ul', { 'class': 'findings' }, E.findings.map(function (f) { return el('li', {}, [f.message]); })));
+    if (E.more_findings) ev.appendChild(el('p', { 'class': 'sub' }, [E.more_findings + ' more in summary.json (evidence.findings)']));
+  }
   if (rec.errors.length) {
-    ev.appendChild(el('ul', { 'class': 'warnings' }, rec.errors.map(function (e) { return el('li', {}, ['recorder: ' + e]); })));
+    ev.appendChild(el('ul', { 'class': 'warnings' }, rec.errors.map(function (e) { return el('li', {}, [e]); })));
   }
   if (D.warnings.length) {
     ev.appendChild(el('ul', { 'class': 'warnings' }, D.warnings.map(function (w) { return el('li', {}, [w]); })));
@@ -124,7 +160,7 @@
   app.appendChild(el('h2', {}, ['Top processes by bytes']));
   app.appendChild(table(['pid', 'comm', 'out', 'in', 'flows', 'remotes', 'first', 'last', 'start', 'exe', 'cmdline'],
     D.processes.slice(0, 50).map(function (p) {
-      return [p[0], p[2], bytes(p[5]), bytes(p[6]), p[7], p[8], clock(p[9]), clock(p[10]), p[1], p[3], p[4]];
+      return [p[0], p[2], bytes(p[5]), bytes(p[6]), p[7], p[8], clock(p[9]), clock(p[10]), iso(p[1]), p[3], p[4]];
     }), [true, false, true, true, true, true, false, false, false, 0, 0]));
   if (D.processes.length > 50) app.appendChild(el('p', { 'class': 'sub' }, [(D.processes.length - 50) + ' more in processes.csv']));
   if (D.local_pairs && D.local_pairs.length) {
@@ -148,6 +184,11 @@
   var C = D.flow_columns, F = D.flows, view = F.slice(), page = 0, sortCol = 0, sortDir = 1;
   var numericCol = C.map(function (c) { return ['id', 'bytes_out', 'bytes_in', 'packets', 'pid'].indexOf(c) >= 0; });
   app.appendChild(el('h2', { id: 'flows' }, ['Flows']));
+  app.appendChild(el('p', { 'class': 'sub' }, t.flows > F.length ? [
+    'This page carries the ' + F.length + ' flows with the most bytes, of ' + t.flows + ' in all; every flow is in ',
+    el('a', { href: 'connections.csv' }, ['connections.csv']), ' and ', el('a', { href: 'connections.jsonl' }, ['connections.jsonl']), '.'
+  ] : ['Every flow (' + t.flows + '); also in ', el('a', { href: 'connections.csv' }, ['connections.csv']), ' and ',
+    el('a', { href: 'connections.jsonl' }, ['connections.jsonl']), '.']));
   var q = el('input', { type: 'search', placeholder: 'filter: text, pid:N, method:NAME, proto:udp' });
   var info = el('span', { 'class': 'sub' });
   var prev = el('button', { type: 'button' }, ['\u2190 previous']);
@@ -161,7 +202,7 @@
     return th;
   });
   var tbody = el('tbody');
-  app.appendChild(el('table', { id: 'flow-table' }, [el('thead', {}, [el('tr', {}, heads)]), tbody]));
+  app.appendChild(el('div', { 'class': 'scroll' }, [el('table', { id: 'flow-table' }, [el('thead', {}, [el('tr', {}, heads)]), tbody])]));
   var texts = null;
   function rowText(i) {
     if (!texts) texts = F.map(function (r) { return r.join(' ').toLowerCase(); });
@@ -200,11 +241,11 @@
     view.slice(page * PAGE, page * PAGE + PAGE).forEach(function (r) {
       tbody.appendChild(el('tr', {}, r.map(function (v, i) {
         var c = C[i];
-        var shown = (c === 'first_seen' || c === 'last_seen') ? clock(v) : v;
-        return el('td', { 'class': numericCol[i] ? 'n' : null, title: c === 'first_seen' || c === 'last_seen' ? v : null }, [shown]);
+        var shown = (c === 'first_seen' || c === 'last_seen') ? clock(v) : ((c === 'local' || c === 'remote') ? path(v) : v);
+        return el('td', { 'class': numericCol[i] ? 'n' : ((c === 'local' || c === 'remote') ? 'mono' : null), title: c === 'first_seen' || c === 'last_seen' ? v : null }, [shown]);
       })));
     });
-    info.textContent = view.length + ' of ' + F.length + ' flows, page ' + (page + 1) + ' of ' + pages;
+    info.textContent = view.length + ' of ' + F.length + ' flows' + (t.flows > F.length ? ' (of ' + t.flows + ' in all)' : '') + ', page ' + (page + 1) + ' of ' + pages;
     prev.disabled = page === 0;
     next.disabled = page >= pages - 1;
   }
