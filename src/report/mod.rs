@@ -114,6 +114,13 @@ pub fn note_text(n: &Note) -> String {
             "the process changed program (execve) at {}; named by the program it became",
             rfc3339_ns(t_ns)
         ),
+        Note::AuditSession { auid, ses } => {
+            let id = |v: Option<u32>| v.map_or("unset".to_string(), |v| v.to_string());
+            format!("audit login uid {} session {}", id(auid), id(ses))
+        }
+        Note::OtherEvidence { pid, rule } => {
+            format!("{} names another pid, {pid}; the stronger evidence is kept", rule.name())
+        }
         Note::SplitPart { part, parts } => {
             format!("part {part} of {parts} of a flow whose socket changed owner")
         }
