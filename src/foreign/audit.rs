@@ -540,6 +540,18 @@ fn finish(p: Partial, log: &mut AuditLog) {
             return;
         }
     };
+    let success = f.get("success").is_some_and(|s| s == "yes");
+    let exit = f.get("exit").and_then(|e| exit_value(e));
+    let started = match call {
+        Call::Connect => connect_started(success, exit),
+        _ => success,
+    };
+    if !started {
+        // A failed accept returns no address; a failed connect or bind
+        // sent nothing.
+        log.problems.failed += 1;
+        return;
+    }
     let Some(sa) = p.sockaddr else {
         log.problems.without_sockaddr += 1;
         return;
@@ -555,16 +567,6 @@ fn finish(p: Partial, log: &mut AuditLog) {
         }
         return;
     };
-    let success = f.get("success").is_some_and(|s| s == "yes");
-    let exit = f.get("exit").and_then(|e| exit_value(e));
-    let started = match call {
-        Call::Connect => connect_started(success, exit),
-        _ => success,
-    };
-    if !started {
-        log.problems.failed += 1;
-        return;
-    }
     let Some(pid) = f.get("pid").and_then(|x| x.parse().ok()) else {
         log.problems.without_sockaddr += 1;
         return;

@@ -480,17 +480,19 @@ pub fn join(
     tl.event_sources = vec!["auditd".into()];
     // UAC processes: (pid → start ticks) per collection.
     let mut uac_key: Vec<HashMap<u32, ProcKey>> = Vec::new();
-    let mut btimes = Vec::new();
+    let btime = boot_time(uacs);
     for c in uacs {
         let mut keys = HashMap::new();
         for p in c.processes.values() {
+            // Without stat.txt, the start ticks from ps' start time.
+            let ticks = p.start_ticks.or_else(|| {
+                let s = p.start_secs? - btime?;
+                u64::try_from(s).ok().map(|s| s * 100)
+            });
             let key = ProcKey {
                 pid: p.pid,
-                start_time: p.start_ticks.unwrap_or(0),
+                start_time: ticks.unwrap_or(0),
             };
-            if let (Some(t), Some(s)) = (p.start_ticks, p.start_secs) {
-                btimes.push(s - i64::try_from(t / 100).unwrap_or(0));
-            }
             keys.insert(p.pid, key);
             tl.processes
                 .entry((key.pid, key.start_time))
@@ -707,10 +709,6 @@ pub fn join(
             });
         }
     }
-    // Process start times need boot time and clk_tck: estimated from ps
-    // lstart against stat ticks (USER_HZ 100) by the caller via `btime`.
-    btimes.sort_unstable();
-    let _ = btimes;
 
     // Audit assignments: one flow per call, one call per flow, nearest first.
     let mut audit_cand: HashMap<usize, Cand> = HashMap::new();
@@ -1040,8 +1038,9 @@ pub fn join(
                 });
             }
         }
-        for c in &cands {
-            *explained.entry(source_of(c.rule).into()).or_default() += 1;
+        let sources: BTreeSet<&str> = cands.iter().map(|c| source_of(c.rule)).collect();
+        for s in sources {
+            *explained.entry(s.into()).or_default() += 1;
         }
         let Some(best) = cands.iter().max_by_key(|c| c.rank()).cloned() else {
             if let Some(m) = ownerless {
@@ -1087,7 +1086,10 @@ pub fn join(
             source: name,
             paths: vec![c.path.display().to_string()],
             start_ns: w.map(|x| x.0 * SEC + off),
-            end_ns: w.map(|x| (x.1 + 1) * SEC + off),
+            end_ns: w.map(|x| {
+                let fd_last = c.processes.values().filter_map(|p| p.fd_time).max();
+                (x.1.max(fd_last.unwrap_or(x.1)) + 1) * SEC + off
+            }),
             pids: c.processes.len(),
             sockets: c.sockets.len(),
             flows_explained: explained.get("uac").copied().unwrap_or(0),

@@ -524,6 +524,13 @@ pub fn run_correlate(
         &cid,
     );
     input.csv_raw = cfg.csv_raw;
+    // A process known only from audit records has no start time: none is
+    // shown (its key's 0 would read as the boot time).
+    for r in &mut input.rows {
+        if r.attribution.owner.is_some_and(|o| o.start_time == 0) {
+            r.process_start.clear();
+        }
+    }
     let overview = Overview::new(&input);
     let clocks: Vec<String> = joined.clocks.iter().map(|c| c.text.clone()).collect();
     let coverage: Vec<String> = joined
