@@ -239,6 +239,9 @@ fn ctime(secs: i64) -> String {
     format!("{wd} {mon} {day:>2} {} {}", &rfc[11..19], &rfc[..4])
 }
 
+/// Edits one archive member: (name, data) to new data, `None` drops it.
+type EditMember = dyn Fn(&str, Vec<u8>) -> Option<Vec<u8>>;
+
 /// The UAC archive's members, each passed through `edit(name, data)`
 /// (`None` drops it), written again as .tar.gz; `mtime_shift` added to
 /// every member time.
@@ -247,7 +250,7 @@ fn rewrite_archive(
     dst: &Path,
     mtime_shift: u64,
     extra: &[(tar::Header, Vec<u8>)],
-    edit: &dyn Fn(&str, Vec<u8>) -> Option<Vec<u8>>,
+    edit: &EditMember,
 ) {
     let f = std::fs::File::open(src).unwrap();
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));

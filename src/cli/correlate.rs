@@ -62,9 +62,10 @@ fn parse_offset(s: &str) -> Result<(String, i64), String> {
     let (src, d) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected SOURCE=DUR, e.g. audit=-90s"))?;
-    if !matches!(src, "uac" | "audit")
-        && !(src.starts_with("uac") && src[3..].parse::<u32>().is_ok())
-    {
+    let numbered_uac = src
+        .strip_prefix("uac")
+        .is_some_and(|n| n.parse::<u32>().is_ok());
+    if !(matches!(src, "uac" | "audit") || numbered_uac) {
         return Err(format!("{src:?}: the source is `uac` (or uacN) or `audit`"));
     }
     let (sign, d) = match d.as_bytes().first() {

@@ -300,7 +300,7 @@ fn interpreted_time(s: &str) -> Option<i64> {
 
 /// Whether `s` is an even number of hex digits (a hex-encoded value).
 fn is_hex(s: &str) -> bool {
-    !s.is_empty() && s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit())
+    !s.is_empty() && s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn unhex(s: &str) -> Vec<u8> {

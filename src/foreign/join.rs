@@ -945,8 +945,9 @@ pub fn join(
             let k = sock_uac[si];
             let run = s.runs[0];
             let sip = s.key.local.ip().to_canonical();
-            let addr_ok = sip == local.ip()
-                || (sip.is_unspecified() && (local.is_ipv4() || sip.is_ipv6() || true));
+            // 0.0.0.0 takes IPv4 only; `::` both (unless IPV6_V6ONLY).
+            let addr_ok =
+                sip == local.ip() || (sip.is_unspecified() && (local.is_ipv4() || sip.is_ipv6()));
             if !addr_ok {
                 continue;
             }
