@@ -664,8 +664,11 @@ fn parse(path: &Path, members: Vec<Member>, mut problems: UacProblems) -> UacCol
             }
         }
         if let Some(m) = files.get("cmdline.txt") {
+            // As the kernel gives it (NUL-separated) or as UAC writes it
+            // (one argument a line).
+            let sep = if m.data.contains(&0) { '\0' } else { '\n' };
             let args: Vec<String> = String::from_utf8_lossy(&m.data)
-                .split(['\0', '\n'])
+                .split(sep)
                 .map(str::to_string)
                 .collect();
             let mut args = args;
