@@ -324,6 +324,15 @@ pub fn join(
         }
     }
     if hosts.is_empty() {
+        if let Some(a) = audit {
+            let n = infer_hosts_from_connects(flows, a, opts.offsets.get("audit").copied());
+            if !n.is_empty() {
+                hosts.extend(n);
+                from.push("the capture side of audited connects".into());
+            }
+        }
+    }
+    if hosts.is_empty() {
         out.warnings.push(
             "no evidence says which addresses are the host's (no UAC ip addr output or socket \
              table, no audit bind of a specific address): give --host-ip; every flow is \
@@ -546,6 +555,48 @@ pub fn join(
                         first_seq: 0,
                         last_seq: 0,
                         state: s.state,
+                    },
+                    uac: k,
+                });
+            }
+        }
+        // Tuples ss listed without a process and no table row has (read at
+        // another moment): seen, owner unknown.
+        for (t, local, remote, state) in &c.listed_tuples {
+            let known = c.sockets.iter().any(|s| {
+                s.transport == *t
+                    && canon(s.local) == canon(*local)
+                    && canon(s.remote) == canon(*remote)
+            });
+            let key = SocketKey {
+                netns: k as u64,
+                transport: *t,
+                local: *local,
+                remote: *remote,
+                inode: 0,
+            };
+            if !known && seen.insert(key) {
+                let st = match state.as_str() {
+                    "TIME-WAIT" => 0x06,
+                    "ESTAB" => 0x01,
+                    "LISTEN" => STATE_LISTEN,
+                    "FIN-WAIT-1" => 0x04,
+                    "FIN-WAIT-2" => 0x05,
+                    "CLOSE-WAIT" => 0x08,
+                    "LAST-ACK" => 0x09,
+                    "SYN-SENT" => 0x02,
+                    "SYN-RECV" => 0x03,
+                    _ => 0x07,
+                };
+                pend.push(Pending {
+                    key,
+                    uid: u32::MAX,
+                    run: Run {
+                        start_ns: w0,
+                        end_ns: w1,
+                        first_seq: 0,
+                        last_seq: 0,
+                        state: st,
                     },
                     uac: k,
                 });
@@ -1133,6 +1184,52 @@ pub fn join(
     out.timeline = tl;
     out.attributions = attributions;
     out
+}
+
+/// Host addresses from audited connects alone: with every initiator taken
+/// as a possible host, the audit clock is estimated, and the initiator
+/// address of each flow whose first packet is within 50 ms of a corrected
+/// connect to its responder is a vote; addresses with at least 3 votes and
+/// a third of all votes are the host's.
+fn infer_hosts_from_connects(flows: &[Flow], a: &AuditLog, given: Option<i64>) -> Vec<IpAddr> {
+    let mut by_remote: HashMap<SocketAddr, Vec<usize>> = HashMap::new();
+    for (i, f) in flows.iter().enumerate() {
+        if transport(f).is_some() && opened_by_a(f) {
+            if let Some(b) = f.b_port.map(|p| SocketAddr::new(f.b_ip.to_canonical(), p)) {
+                by_remote.entry(b).or_default().push(i);
+            }
+        }
+    }
+    let off = match given {
+        Some(o) => o,
+        None => match estimate_audit(&a.events, &by_remote, flows) {
+            Some((m, _, n)) if n >= 3 => m,
+            _ => return Vec::new(),
+        },
+    };
+    let mut votes: HashMap<IpAddr, usize> = HashMap::new();
+    for e in a.events.iter().filter(|e| e.call == Call::Connect) {
+        let t = e.t_ns.saturating_add(off);
+        let near = by_remote
+            .get(&e.addr)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .map(|&i| &flows[i])
+            .filter(|f| (f.first_seen_ns - t).abs() <= WINDOW_NS)
+            .min_by_key(|f| (f.first_seen_ns - t).abs());
+        if let Some(f) = near {
+            *votes.entry(f.a_ip.to_canonical()).or_default() += 1;
+        }
+    }
+    let total: usize = votes.values().sum();
+    let mut v: Vec<IpAddr> = votes
+        .into_iter()
+        .filter(|&(_, n)| n >= 3 && n * 3 >= total)
+        .map(|(ip, _)| ip)
+        .collect();
+    v.sort();
+    v
 }
 
 /// `uac` or `audit`: the source of a foreign rule.

@@ -76,6 +76,10 @@ pub struct ListedOwner {
     pub inode: Option<u64>,
 }
 
+/// A tuple `ss` listed without a process: transport, local, remote, state
+/// name as printed.
+pub type ListedTuple = (Transport, SocketAddr, SocketAddr, String);
+
 /// What the collection says about one process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UacProcess {
@@ -148,6 +152,9 @@ pub struct UacCollection {
     pub holders: HashMap<u64, Vec<(u32, u32)>>,
     /// Owners named by ss/netstat/lsof.
     pub listed: Vec<ListedOwner>,
+    /// Tuples `ss` listed without a process (TIME-WAIT, orphans): state
+    /// name as printed.
+    pub listed_tuples: Vec<ListedTuple>,
     /// Processes by pid.
     pub processes: BTreeMap<u32, UacProcess>,
     /// The host's addresses (`ip addr`, `ifconfig`).
@@ -538,7 +545,13 @@ fn parse(path: &Path, members: Vec<Member>, mut problems: UacProblems) -> UacCol
                     "network/ss_-uanp.txt" => Some(Transport::Udp),
                     _ => None,
                 };
-                parse_ss(&text(m), default, &m.rel, &mut c.listed, &mut problems);
+                parse_ss(
+                    &text(m),
+                    default,
+                    &m.rel,
+                    (&mut c.listed, &mut c.listed_tuples),
+                    &mut problems,
+                );
             }
             "network/netstat_-anp.txt" => {
                 if !have_log {
@@ -824,7 +837,7 @@ fn parse_ss(
     text: &str,
     default: Option<Transport>,
     member: &str,
-    out: &mut Vec<ListedOwner>,
+    (out, tuples): (&mut Vec<ListedOwner>, &mut Vec<ListedTuple>),
     problems: &mut UacProblems,
 ) {
     for (i, l) in text.lines().enumerate() {
@@ -847,7 +860,12 @@ fn parse_ss(
             continue;
         };
         let users = f.get(k + 5..).map(|x| x.join(" ")).unwrap_or_default();
-        for (name, pid) in ss_users(&users) {
+        let owners = ss_users(&users);
+        if owners.is_empty() && tuples.len() < 1_000_000 {
+            let state = f.get(k).map_or("", |s| *s);
+            tuples.push((transport, local, remote, state.chars().take(16).collect()));
+        }
+        for (name, pid) in owners {
             out.push(ListedOwner {
                 transport,
                 local,
@@ -976,7 +994,7 @@ mod tests {
              tcp   ESTAB     0      0      [2001:db8::1]:50176 [2001:db8::2]:9001  users:((\"python3\",pid=15488,fd=3))\n",
             None,
             "ss",
-            &mut out,
+            (&mut out, &mut Vec::new()),
             &mut p,
         );
         assert_eq!(out.len(), 4);
