@@ -560,14 +560,15 @@ pub fn join(
                 });
             }
         }
+        let in_tables: HashSet<(Transport, SocketAddr, SocketAddr)> = c
+            .sockets
+            .iter()
+            .map(|s| (s.transport, canon(s.local), canon(s.remote)))
+            .collect();
         // Tuples ss listed without a process and no table row has (read at
         // another moment): seen, owner unknown.
         for (t, local, remote, state) in &c.listed_tuples {
-            let known = c.sockets.iter().any(|s| {
-                s.transport == *t
-                    && canon(s.local) == canon(*local)
-                    && canon(s.remote) == canon(*remote)
-            });
+            let known = in_tables.contains(&(*t, canon(*local), canon(*remote)));
             let key = SocketKey {
                 netns: k as u64,
                 transport: *t,
@@ -604,11 +605,7 @@ pub fn join(
         }
         // Tuples only a listing showed (no table row).
         for l in &c.listed {
-            let known = c.sockets.iter().any(|s| {
-                s.transport == l.transport
-                    && canon(s.local) == canon(l.local)
-                    && canon(s.remote) == canon(l.remote)
-            });
+            let known = in_tables.contains(&(l.transport, canon(l.local), canon(l.remote)));
             let key = SocketKey {
                 netns: k as u64,
                 transport: l.transport,
@@ -651,6 +648,21 @@ pub fn join(
             runs: vec![p.run],
         });
     }
+    let mut run_of_inode: HashMap<(u64, u64), Run> = HashMap::new();
+    for s in &tl.sockets {
+        if let Some(r) = s.runs.first() {
+            run_of_inode.entry((s.key.netns, s.key.inode)).or_insert(*r);
+        }
+    }
+    // Listed owners by (collection, transport, local, remote).
+    let mut listed_by: HashMap<(usize, Transport, SocketAddr, SocketAddr), u32> = HashMap::new();
+    for (k, c) in uacs.iter().enumerate() {
+        for l in &c.listed {
+            listed_by
+                .entry((k, l.transport, canon(l.local), canon(l.remote)))
+                .or_insert(l.pid);
+        }
+    }
     for (k, c) in uacs.iter().enumerate() {
         for (inode, hs) in &c.holders {
             for &(pid, _) in hs {
@@ -658,11 +670,7 @@ pub fn join(
                     .get(&pid)
                     .copied()
                     .unwrap_or(ProcKey { pid, start_time: 0 });
-                let run = tl
-                    .sockets
-                    .iter()
-                    .find(|s| s.key.inode == *inode && s.key.netns == k as u64)
-                    .and_then(|s| s.runs.first().copied());
+                let run = run_of_inode.get(&(k as u64, *inode)).copied();
                 if let Some(run) = run {
                     tl.holders.entry(*inode).or_default().push(Holder {
                         pid,
@@ -923,18 +931,11 @@ pub fn join(
             };
             if holders.is_empty() {
                 // A listing may still name the pid (weaker).
-                let listed: Vec<&super::uac::ListedOwner> = uacs[k]
-                    .listed
-                    .iter()
-                    .filter(|l| {
-                        l.transport == t && canon(l.local) == local && canon(l.remote) == remote
-                    })
-                    .collect();
-                if let Some(l) = listed.first() {
-                    let key = uac_key[k].get(&l.pid).copied().unwrap_or(ProcKey {
-                        pid: l.pid,
-                        start_time: 0,
-                    });
+                if let Some(&pid) = listed_by.get(&(k, t, local, remote)) {
+                    let key = uac_key[k]
+                        .get(&pid)
+                        .copied()
+                        .unwrap_or(ProcKey { pid, start_time: 0 });
                     cands.push(Cand {
                         rule: Rule::UacSs,
                         owner: key,
@@ -1026,15 +1027,9 @@ pub fn join(
                 Some(&(pid, _)) if s.key.inode != 0 => (rule, Some(pid)),
                 _ => (
                     Rule::UacSs,
-                    uacs[k]
-                        .listed
-                        .iter()
-                        .find(|l| {
-                            l.transport == t
-                                && canon(l.local) == canon(s.key.local)
-                                && l.remote.ip().is_unspecified()
-                        })
-                        .map(|l| l.pid),
+                    listed_by
+                        .get(&(k, t, canon(s.key.local), canon(s.key.remote)))
+                        .copied(),
                 ),
             };
             if let Some(pid) = pid {
