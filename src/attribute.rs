@@ -68,17 +68,25 @@ pub enum Reason {
     OutsideRecording,
     /// Neither endpoint is an address of the host or of a recorded namespace.
     NotLocal,
+    /// Foreign evidence: neither endpoint is an address of the host the
+    /// evidence was collected on (a sensor's capture holds many hosts).
+    NotThisHost,
+    /// Foreign evidence: the flow was not alive at a collection instant,
+    /// no audit record names its endpoints, no listener its port.
+    OutsideEvidence,
 }
 
 impl Reason {
     /// Every reason, in report order.
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 8] = [
         Reason::NoSocket,
         Reason::NoOwner,
         Reason::OwnerUnreadable,
         Reason::NotTcpUdp,
         Reason::OutsideRecording,
         Reason::NotLocal,
+        Reason::NotThisHost,
+        Reason::OutsideEvidence,
     ];
 
     /// Name as written after `unattributed:`.
@@ -90,6 +98,8 @@ impl Reason {
             Reason::NotTcpUdp => "not-tcp-udp",
             Reason::OutsideRecording => "outside-recording",
             Reason::NotLocal => "not-local",
+            Reason::NotThisHost => "not-this-host",
+            Reason::OutsideEvidence => "outside-evidence",
         }
     }
 }
@@ -137,6 +147,22 @@ pub enum Rule {
     /// As `ExactNat`, an unconnected UDP socket bound to the translated
     /// local port.
     BoundNat,
+    /// Foreign evidence (`procflow correlate`): a UAC collection's socket
+    /// table row with the flow's tuple, held by a pid's fd listing.
+    UacFd,
+    /// Foreign: a UAC LISTEN socket on the flow's local port, held by a pid.
+    UacListen,
+    /// Foreign: a UAC unconnected UDP socket on the flow's local port.
+    UacUdpBound,
+    /// Foreign: `ss -anp` / `netstat -anp` / `lsof -i` output names a pid
+    /// for the flow's tuple (or its listener).
+    UacSs,
+    /// Foreign: an audited `connect` to the flow's remote address.
+    AuditConnect,
+    /// Foreign: an audited `accept`/`accept4` returning the flow's peer.
+    AuditAccept,
+    /// Foreign: an audited `bind` of the flow's local port.
+    AuditBind,
 }
 
 /// Where a rule looks for its evidence.
@@ -156,6 +182,9 @@ enum Evidence {
     /// The wire tuple translated through a conntrack entry, then looked up
     /// as the rule's inner evidence (events, 4-tuple or listener).
     Nat(NatVia),
+    /// Evidence collected by other tools (`crate::foreign`), never looked
+    /// up in a bundle's timeline.
+    Foreign,
 }
 
 /// What a NAT rule looks up once the tuple is translated.
@@ -195,6 +224,19 @@ pub const RULES: &[&[Rule]] = &[
     &[Rule::UdpBound, Rule::UdpBoundWildcard],
 ];
 
+/// The rules of foreign evidence (`procflow correlate`, module
+/// `crate::foreign`), in the order that breaks ties between candidates of
+/// equal confidence. They are not tried on a bundle's timeline.
+pub const FOREIGN_RULES: &[Rule] = &[
+    Rule::UacFd,
+    Rule::AuditAccept,
+    Rule::AuditConnect,
+    Rule::UacListen,
+    Rule::UacUdpBound,
+    Rule::UacSs,
+    Rule::AuditBind,
+];
+
 /// How much to trust an attribution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Confidence {
@@ -225,7 +267,10 @@ const SIGHTING_NEAR_NS: i64 = 5_000_000_000;
 impl Rule {
     /// Every rule, in the order tried.
     pub fn all() -> impl Iterator<Item = Rule> {
-        RULES.iter().flat_map(|t| t.iter().copied())
+        RULES
+            .iter()
+            .flat_map(|t| t.iter().copied())
+            .chain(FOREIGN_RULES.iter().copied())
     }
 
     /// The `method` column value.
@@ -247,6 +292,13 @@ impl Rule {
             Rule::ExactNat => "exact-nat",
             Rule::ListenNat => "listen-nat",
             Rule::BoundNat => "udp-bound-nat",
+            Rule::UacFd => "uac-fd",
+            Rule::UacListen => "uac-listen",
+            Rule::UacUdpBound => "uac-udp-bound",
+            Rule::UacSs => "uac-ss",
+            Rule::AuditConnect => "audit-connect",
+            Rule::AuditAccept => "audit-accept",
+            Rule::AuditBind => "audit-bind",
         }
     }
 
@@ -268,6 +320,13 @@ impl Rule {
             Rule::ExactNat => Evidence::Nat(NatVia::Tuple),
             Rule::ListenNat => Evidence::Nat(NatVia::Listener),
             Rule::BoundNat => Evidence::Nat(NatVia::Bound),
+            Rule::UacFd
+            | Rule::UacListen
+            | Rule::UacUdpBound
+            | Rule::UacSs
+            | Rule::AuditConnect
+            | Rule::AuditAccept
+            | Rule::AuditBind => Evidence::Foreign,
         }
     }
 
@@ -287,6 +346,22 @@ impl Rule {
     /// and larger gaps: `low`.
     pub fn confidence(self, gap_ns: i64) -> Confidence {
         let near = gap_ns <= SIGHTING_NEAR_NS;
+        // Foreign evidence: a one-instant collection proves only flows
+        // alive at its instant; an audit record is one call, stamped at
+        // its entry (docs/foreign-evidence.md).
+        match self {
+            Rule::UacFd if gap_ns == 0 => return Confidence::High,
+            Rule::UacListen | Rule::UacUdpBound | Rule::UacSs if gap_ns == 0 => {
+                return Confidence::Medium
+            }
+            Rule::AuditConnect | Rule::AuditAccept if gap_ns <= EVENT_NEAR_NS => {
+                return Confidence::High
+            }
+            Rule::AuditConnect if near => return Confidence::Medium,
+            Rule::AuditAccept if gap_ns <= DEFAULT_MAX_GAP_NS => return Confidence::Medium,
+            _ if self.evidence() == Evidence::Foreign => return Confidence::Low,
+            _ => {}
+        }
         match self.evidence() {
             Evidence::Use => Confidence::High,
             Evidence::Event(EventKind::Close) if near => Confidence::Medium,
@@ -332,6 +407,13 @@ impl Rule {
             Rule::ExactNat => "no socket holds the wire tuple; translated through the conntrack entry of the flow's time (masquerade, published port), a socket with the translated tuple, in the namespace that holds it (a container's)",
             Rule::ListenNat => "as exact-nat, a TCP LISTEN socket on the translated local address and port (a container's server behind a published port)",
             Rule::BoundNat => "as exact-nat, an unconnected UDP socket bound to the translated local address and port (a container's UDP service or client behind NAT)",
+            Rule::UacFd => "a UAC collection's socket table row with the flow's tuple, its inode held by the pid's fd listing: high when the flow was alive at the collection instant, else low (one instant says nothing before or after it)",
+            Rule::UacListen => "a UAC collection's TCP LISTEN socket on the flow's local port, held by the pid: the listener accepted the inbound connection (medium at the collection instant, else low)",
+            Rule::UacUdpBound => "a UAC collection's unconnected UDP socket on the flow's local port, held by the pid (medium at the collection instant, else low)",
+            Rule::UacSs => "no fd listing names the socket; ss -anp, netstat -anp or lsof -i output of a UAC collection names the pid for the flow's tuple or listener (medium at the collection instant, else low)",
+            Rule::AuditConnect => "an audited connect() by the pid to the flow's remote address and port; the record has no local port, so the flow is the one whose first packet to that address is nearest the call (clock offset applied), one flow per call",
+            Rule::AuditAccept => "an audited accept()/accept4() by the pid that returned the flow's peer address and port, nearest the flow's first packet (stamped at the call's entry: a blocking accept waits)",
+            Rule::AuditBind => "an audited bind() by the pid of the flow's local port, the latest before the flow (low: the record says neither TCP nor UDP, nor when the socket closed)",
         }
     }
 }
@@ -377,6 +459,8 @@ impl Method {
             Method::Unattributed(Reason::NotTcpUdp) => "not TCP or UDP (ICMP and others): no socket table can own it",
             Method::Unattributed(Reason::OutsideRecording) => "the flow lies entirely outside the snapshots' time range",
             Method::Unattributed(Reason::NotLocal) => "neither endpoint is an address of the host or of a recorded namespace",
+            Method::Unattributed(Reason::NotThisHost) => "neither endpoint is an address of the host the evidence was collected on (procflow correlate)",
+            Method::Unattributed(Reason::OutsideEvidence) => "not alive at the collection instant, no audit record of its endpoints, no listener on its port (procflow correlate)",
         }
     }
 
@@ -437,6 +521,21 @@ pub enum Note {
     /// socket at the same time as the owner; the row holds only the
     /// owner's bytes.
     Interleaved(usize),
+    /// Foreign evidence: the audit record's login uid and session.
+    AuditSession {
+        /// `auid` (`None`: unset).
+        auid: Option<u32>,
+        /// `ses` (`None`: unset).
+        ses: Option<u32>,
+    },
+    /// Foreign evidence: another source names another pid for this flow
+    /// (the owner is the stronger evidence's).
+    OtherEvidence {
+        /// The other pid.
+        pid: u32,
+        /// The other source's method.
+        rule: Rule,
+    },
     /// This row is part `part` (1-based) of `parts` of a flow whose socket
     /// changed owner during its lifetime.
     SplitPart {
@@ -720,7 +819,7 @@ fn socket_accepts(ev: Evidence, s: &Socket, ns: u64, local: SocketAddr) -> bool 
         Evidence::Bound { wildcard } => {
             s.key.transport == Transport::Udp && if wildcard { wildcard_addr } else { same_addr }
         }
-        Evidence::Use | Evidence::Event(_) | Evidence::Nat(_) => false,
+        Evidence::Use | Evidence::Event(_) | Evidence::Nat(_) | Evidence::Foreign => false,
     }
 }
 
@@ -1004,6 +1103,7 @@ fn rule_evidence_applies(ev: Evidence, transport: Transport) -> bool {
         Evidence::Listener { .. } | Evidence::Nat(NatVia::Listener) => transport == Transport::Tcp,
         Evidence::Bound { .. } | Evidence::Nat(NatVia::Bound) => transport == Transport::Udp,
         Evidence::Use | Evidence::Event(_) | Evidence::Tuple { .. } | Evidence::Nat(_) => true,
+        Evidence::Foreign => false,
     }
 }
 

@@ -55,6 +55,7 @@ pub mod carve;
 pub mod decode;
 pub mod flow;
 pub mod flows;
+pub mod foreign;
 pub mod hostile;
 pub mod names;
 pub mod outdir;

@@ -25,6 +25,10 @@ enum Command {
     /// its socket (reports: connections.csv, connections.jsonl,
     /// processes.csv, summary.json).
     Analyze(cli::analyze::Args),
+    /// Attribute a capture taken on the network with evidence other tools
+    /// collected on the host: a UAC collection, audit logs (no bundle
+    /// needed).
+    Correlate(cli::correlate::Args),
     /// Write the packets of one process (or of chosen flows) into their own
     /// pcapng, each annotated with its owner.
     Carve(cli::carve::Args),
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Command::Flows(args) => cli::flows::run(args),
         Command::Analyze(args) => cli::analyze::run(args),
         Command::Carve(args) => cli::carve::run(args),
+        Command::Correlate(args) => cli::correlate::run(args),
         Command::Sockets(args) => cli::sockets::run(args),
         Command::Completions(args) => cli::docs::completions(Cli::command(), args),
         Command::Man(args) => cli::docs::man(Cli::command(), args),

@@ -1125,6 +1125,43 @@ pub fn packet_shortfall(
 }
 
 impl Evidence {
+    /// The status of inputs that are not a bundle (a capture with UAC
+    /// collections and audit logs): no recorder, no capture counters, no
+    /// fd walks to check; each damaged input is an integrity finding.
+    pub fn foreign(damaged: &[String]) -> Evidence {
+        let mut ev = Evidence {
+            ok: true,
+            status: Area::ALL
+                .iter()
+                .map(|&area| AreaStatus {
+                    area,
+                    state: if area == Area::Integrity { "ok" } else { "not-checked" },
+                    detail: if area == Area::Integrity {
+                        "every input read whole".to_string()
+                    } else {
+                        "not a recorder bundle".to_string()
+                    },
+                })
+                .collect(),
+            findings: Vec::new(),
+            hashes: BTreeMap::new(),
+            capture_counters: None,
+            unreadable_fd_dirs: 0,
+            digest: None,
+            deleted: None,
+            capture_packets: 0,
+        };
+        for d in damaged {
+            ev.add(Finding {
+                area: Area::Integrity,
+                check: "evidence-damaged",
+                file: None,
+                detail: d.clone(),
+            });
+        }
+        ev
+    }
+
     /// Names of the areas whose status is `failed`, in [`Area::ALL`] order.
     pub fn failed_areas(&self) -> Vec<&'static str> {
         self.status

@@ -6,6 +6,7 @@
 pub mod analyze;
 pub mod bars;
 pub mod carve;
+pub mod correlate;
 pub mod docs;
 pub mod flows;
 pub mod sockets;

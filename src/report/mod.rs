@@ -128,6 +128,13 @@ pub fn note_text(n: &Note) -> String {
         Note::Interleaved(k) => format!(
             "{k} processes sent or read on this socket at the same time; this row holds only this one's bytes"
         ),
+        Note::AuditSession { auid, ses } => {
+            let id = |v: Option<u32>| v.map_or("unset".to_string(), |v| v.to_string());
+            format!("audit login uid {} session {}", id(auid), id(ses))
+        }
+        Note::OtherEvidence { pid, rule } => {
+            format!("{} names another pid, {pid}; the stronger evidence is kept", rule.name())
+        }
         Note::SplitPart { part, parts } => {
             format!("part {part} of {parts} of a flow whose socket changed owner")
         }

@@ -24,6 +24,9 @@ pub enum FileRole {
     Capture,
     /// A report file written by this analysis.
     Report,
+    /// Evidence other tools collected (`procflow correlate`): a UAC
+    /// archive or file, an audit log.
+    Evidence,
 }
 
 /// How a bundle file's hash compares with the bundle's `SHA256SUMS`.
