@@ -1135,7 +1135,11 @@ impl Evidence {
                 .iter()
                 .map(|&area| AreaStatus {
                     area,
-                    state: if area == Area::Integrity { "ok" } else { "not-checked" },
+                    state: if area == Area::Integrity {
+                        "ok"
+                    } else {
+                        "not-checked"
+                    },
                     detail: if area == Area::Integrity {
                         "every input read whole".to_string()
                     } else {

@@ -1496,7 +1496,7 @@ fn report_csp_allows_the_script_by_hash_only() {
     let start = html.find(open).unwrap() + open.len();
     let end = start + html[start..].find("</script>").unwrap();
     let hash = base64::engine::general_purpose::STANDARD
-        .encode(sha2::Sha256::digest(html[start..end].as_bytes()));
+        .encode(sha2::Sha256::digest(&html.as_bytes()[start..end]));
     assert_eq!(script_src, format!("script-src 'sha256-{hash}'"), "{csp}");
     assert_eq!(html.matches(open).count(), 1, "one executable script");
     let _ = std::fs::remove_dir_all(&d);

@@ -690,7 +690,6 @@ mod tests {
             frag: Frag::None,
             payload_off: 0,
             payload_len: 0,
-            tcp_seq: 0,
         }
     }
 

@@ -750,6 +750,8 @@ mod tests {
             payload_off: 0,
             payload_len: 0,
             tcp_seq: seq,
+            tcp_ack: 0,
+            tcp_payload: 0,
         }
     }
 
