@@ -373,7 +373,16 @@ fn disk_full_during_capture_is_evidence_lost() {
     let (code, err) = code_err;
     assert_eq!(code, 3, "stderr: {err}");
     assert!(err.contains("disk full"), "{err}");
-    let last = err.lines().last().unwrap_or("");
+    // The final status line; the bundle digest line follows it.
+    let last = err
+        .lines()
+        .rev()
+        .find(|l| !l.contains("bundle digest"))
+        .unwrap_or("");
+    assert!(
+        err.lines().last().unwrap_or("").contains("bundle digest"),
+        "{err}"
+    );
     assert!(last.contains("EVIDENCE LOST"), "last line: {last}\n{err}");
     assert!(last.contains("not written (write failed)"), "{last}");
     // What was written is readable, and verify states the shortfall.
