@@ -684,18 +684,25 @@ class Scenario:
         p = subprocess.Popen(["ip", "netns", "exec", self.ns["h"]] + cmd, stdout=logf, stderr=logf)
         self.recorders.append(p)
         deadline = time.monotonic() + 20
+        # Traffic must not start before the capture runs: the recorder's
+        # "capture on IFACE" line (its own capture), or tcpdump's "listening
+        # on" line in the bundle (with --capture tcpdump).
         tlog = os.path.join(bundle, "tcpdump.log")
+        rlog = os.path.join(self.logdir, name + ".recorder.stderr")
         while True:
             if p.poll() is not None:
                 raise ScenarioError("recorder %s exited early with %d" % (name, p.returncode))
-            try:
-                with open(tlog) as f:
-                    if "listening on" in f.read():
-                        break
-            except OSError:
-                pass
+            ready = False
+            for path, needle in ((tlog, "listening on"), (rlog, "capture on ")):
+                try:
+                    with open(path) as f:
+                        ready = ready or needle in f.read()
+                except OSError:
+                    pass
+            if ready:
+                break
             if time.monotonic() > deadline:
-                raise ScenarioError("recorder %s: tcpdump not listening within 20 s" % name)
+                raise ScenarioError("recorder %s: the capture did not start within 20 s" % name)
             time.sleep(0.05)
         if self.args.recorder_nice is not None:
             self.renice(p.pid, self.args.recorder_nice)

@@ -533,14 +533,21 @@ fn scenario_table(sc: &Score) -> String {
     s
 }
 
-/// Packets tcpdump says the kernel dropped, from the bundle's `tcpdump.log`.
+/// Packets the capture is known to have missed: the kernel's drops, ring
+/// overruns and packets lost writing, as the recorder's manifest states them
+/// (its own capture's counters, or tcpdump's with `--capture tcpdump`).
 fn capture_drops(bundle: &Path) -> u64 {
-    std::fs::read_to_string(bundle.join("tcpdump.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.strip_suffix(" packets dropped by kernel"))
-        .filter_map(|n| n.trim().parse::<u64>().ok())
-        .sum()
+    let Ok(text) = std::fs::read_to_string(bundle.join("manifest.json")) else {
+        return 0;
+    };
+    let Ok(m) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return 0;
+    };
+    let c = &m["capture"];
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    n(&c["counters"]["dropped_by_kernel"])
+        + n(&c["counters"]["dropped_by_interface"])
+        + n(&c["native"]["packets_lost_writing"])
 }
 
 /// Every way a score falls short, one line each. `drops`: packets the
