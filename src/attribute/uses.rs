@@ -177,7 +177,13 @@ pub(crate) fn end_use(
             let overlap = t.until_ns.min(t1).saturating_sub(t.from_ns.max(t0));
             (overlap, std::cmp::Reverse(t.from_ns.abs_diff(t0)), t.sk)
         })?;
-        let lo = best.from_ns.saturating_sub(BIND_SLACK_NS);
+        // The slack before the binding never reaches back into an earlier
+        // socket that had the same id: its runs are that socket's.
+        let lo = best.from_ns.saturating_sub(BIND_SLACK_NS).max(
+            tl.uses
+                .previous_end(best.sk, best.from_ns)
+                .unwrap_or(i64::MIN),
+        );
         let hi = best.until_ns;
         send.extend(tl.uses.runs_between(best.sk, UseDir::Send, lo, hi));
         recv.extend(tl.uses.runs_between(best.sk, UseDir::Recv, lo, hi));

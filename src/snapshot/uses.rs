@@ -290,6 +290,21 @@ impl UseIndex {
         all.get(a..b.max(a)).unwrap_or(&[])
     }
 
+    /// When the last tenancy of socket id `sk` that ended by `from_ns`
+    /// ended: the id was freed then and given to the socket whose tenancy
+    /// starts at `from_ns`, so runs before it are the earlier socket's.
+    pub fn previous_end(&self, sk: u64, from_ns: i64) -> Option<i64> {
+        let a = self.tenancies.partition_point(|t| t.sk < sk);
+        let b = self.tenancies.partition_point(|t| t.sk <= sk);
+        self.tenancies
+            .get(a..b.max(a))
+            .unwrap_or(&[])
+            .iter()
+            .filter(|t| t.until_ns <= from_ns)
+            .map(|t| t.until_ns)
+            .max()
+    }
+
     /// Tenancies of exactly this tuple (any time).
     pub fn tenancies_of(
         &self,
@@ -384,5 +399,35 @@ pub(crate) mod tests {
         let runs = idx.runs_of(1, UseDir::Send);
         assert_eq!(runs.iter().map(|r| r.pid).collect::<Vec<_>>(), [8, 7]);
         assert!(idx.runs_of(1, UseDir::Recv).is_empty());
+    }
+
+    #[test]
+    fn a_reused_id_starts_after_the_earlier_socket_closed() {
+        let mut b = UseBuilder::default();
+        // Socket id 01 holds a server connection that closes at 53, then
+        // (freed and reallocated) a client connection bound at 60.
+        b.record(
+            0,
+            &bind("01", 48, "tcp", "10.0.0.1:6000", "10.0.0.2:5000", None),
+        );
+        b.record(
+            0,
+            &bind(
+                "01",
+                53,
+                "tcp",
+                "10.0.0.1:6000",
+                "10.0.0.2:5000",
+                Some("CLOSE"),
+            ),
+        );
+        b.record(
+            0,
+            &bind("01", 60, "tcp", "10.0.0.1:4000", "10.0.0.2:80", None),
+        );
+        let idx = b.finish(|_| None);
+        assert_eq!(idx.previous_end(1, 60), Some(53));
+        assert_eq!(idx.previous_end(1, 48), None);
+        assert_eq!(idx.previous_end(2, 60), None);
     }
 }
