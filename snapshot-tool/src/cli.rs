@@ -399,6 +399,8 @@ mod tests {
         let c = rec("--sources poll --event-interval 1s").expect("sources");
         assert_eq!(c.sources, SourcesMode::Poll);
         assert_eq!(c.event_interval, Duration::from_secs(1));
+        let c = rec("--sources tracepoints-no-use").expect("sources");
+        assert_eq!(c.sources, SourcesMode::NoUse);
         assert!(err(&["record", "--out", "x", "--sources", "bpf"]).contains("poll"));
 
         let c = p(&["record", "--out", "x", "--nice", "-5"]).expect("negative nice");

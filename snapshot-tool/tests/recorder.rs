@@ -1588,6 +1588,65 @@ fn use_runs_name_the_sender_across_hand_offs() {
     assert_eq!(new.cmdline[1..], ["-c", EXEC_SENDER], "{new:?}");
 }
 
+/// `--sources tracepoints-no-use` leaves the per-call tracepoints off and
+/// says so; forks and execs are still recorded and trigger fd walks of
+/// socket holders instead (`fd-walk-on-fork-exec`).
+#[test]
+fn without_use_tracepoints_fork_exec_walks_are_used() {
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("the tracepoints need root");
+        return;
+    }
+    let out = TempPath::new("nouse");
+    let out_s = out.0.to_str().expect("utf-8 temp path");
+    let rec = start(&[
+        "record",
+        "--out",
+        out_s,
+        "--sources",
+        "tracepoints-no-use",
+        "--event-interval",
+        "300ms",
+    ]);
+    wait_first_snapshot(&out.0);
+    let m = manifest(&out.0);
+    let source = |name: &str| {
+        m.sources
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} not listed: {:?}", m.sources))
+            .clone()
+    };
+    let fork = source("tracepoint:sched:sched_process_fork");
+    if !fork.used {
+        skip(&format!("sched tracepoints unavailable: {:?}", fork.detail));
+        return;
+    }
+    for name in [
+        "tracepoint:sock:sock_send_length",
+        "tracepoint:sock:sock_recv_length",
+    ] {
+        let s = source(name);
+        assert!(!s.used, "{s:?}");
+        assert!(s
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("tracepoints-no-use")));
+    }
+    assert!(source("fd-walk-on-fork-exec").used);
+    let (pid, _, _) = run_python("import socket\ns = socket.socket()\nprint(1)");
+    std::thread::sleep(Duration::from_millis(700));
+    signal(&rec, libc::SIGTERM);
+    let (code, err) = wait_exit(rec, Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+    let (uses, tasks, _) = uses_tasks_procs(&out.0);
+    assert!(uses.is_empty(), "{uses:?}");
+    assert!(tasks
+        .iter()
+        .any(|t| t.kind == layout::TaskKind::Exec && t.pid == pid));
+}
+
 /// Processes living 10-60 ms, started inside a network namespace while the
 /// recorder runs in that namespace (where the proc connector is refused),
 /// get their identity from the exec tracepoint: at least 19 of 20.
