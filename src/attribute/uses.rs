@@ -21,6 +21,9 @@ use crate::snapshot::uses::{UseDir, UseRun};
 /// Runs this close to a flow's lifetime are of the flow (a send just
 /// before the SYN is captured, a read just after the last packet).
 pub(crate) const USE_WINDOW_NS: i64 = 1_000_000_000;
+/// How far the capture's timestamps and the calls' converted times may
+/// disagree.
+const CLOCK_SLACK_NS: i64 = 2_000_000;
 /// A run may begin this long before its socket's binding was recorded (the
 /// binding of a datagram socket is seen within its first send).
 const BIND_SLACK_NS: i64 = 10_000_000;
@@ -177,13 +180,10 @@ pub(crate) fn end_use(
             let overlap = t.until_ns.min(t1).saturating_sub(t.from_ns.max(t0));
             (overlap, std::cmp::Reverse(t.from_ns.abs_diff(t0)), t.sk)
         })?;
-        // The slack before the binding never reaches back into an earlier
-        // socket that had the same id: its runs are that socket's.
-        let lo = best.from_ns.saturating_sub(BIND_SLACK_NS).max(
-            tl.uses
-                .previous_end(best.sk, best.from_ns)
-                .unwrap_or(i64::MIN),
-        );
+        // A TCP socket's state changes (same clock as its calls) come
+        // before any call on it: a run begun earlier is of an earlier
+        // socket that had the same id.
+        let lo = best.from_ns;
         let hi = best.until_ns;
         send.extend(tl.uses.runs_between(best.sk, UseDir::Send, lo, hi));
         recv.extend(tl.uses.runs_between(best.sk, UseDir::Recv, lo, hi));
@@ -196,8 +196,11 @@ pub(crate) fn end_use(
         for (sk, lo, hi) in sks {
             // Runs last at most a flush period: those begun within the
             // window (less a margin) are the candidates.
-            let (lo, hi) = (lo.max(w0.saturating_sub(USE_WINDOW_NS)), hi.min(w1));
-            let keep = |r: &&UseRun| r.last_ns >= w0;
+            // A run may have begun on an earlier socket of the same id (a
+            // run is not cut when the id is reused by the same process): it
+            // counts when it overlaps the tenancy and the window.
+            let keep = |r: &&UseRun| r.last_ns >= w0.max(lo);
+            let (lo, hi) = (lo.max(w0).saturating_sub(USE_WINDOW_NS), hi.min(w1));
             send.extend(
                 tl.uses
                     .runs_between(sk, UseDir::Send, lo, hi)
@@ -273,7 +276,20 @@ fn by_time(spans: &[Span], t: i64, sent: bool) -> Option<usize> {
     }
     let after = (i < spans.len()).then_some(i);
     if sent {
-        before.or(after)
+        // The capture's clock and the calls' (monotonic plus a snapshot's
+        // offset) differ by a few µs: a packet stamped just before a run
+        // that begins right after it, long after the previous run ended,
+        // is that run's.
+        let near_next = after
+            .and_then(|a| spans.get(a))
+            .filter(|n| n.first_ns.saturating_sub(t) <= CLOCK_SLACK_NS);
+        let prev_gap = before
+            .and_then(|b| spans.get(b))
+            .map_or(i64::MAX, |p| t.saturating_sub(p.last_ns));
+        match near_next {
+            Some(n) if n.first_ns.saturating_sub(t) < prev_gap => after,
+            _ => before.or(after),
+        }
     } else {
         after.or(before)
     }
@@ -432,5 +448,10 @@ mod tests {
             .collect();
         // Sent after the first run: its; after the second: its; read later.
         assert_eq!(o, [1, 2, 3]);
+        // A datagram stamped 10 µs before the run that sent it (the two
+        // clocks differ), long after the previous run: the next run's.
+        let spans = [span(1, 0, 1_000, 0, 1), span(2, 5_000_000, 5_000_000, 1, 1)];
+        assert_eq!(by_time(&spans, 4_990_000, true), Some(1));
+        assert_eq!(by_time(&spans, 2_500_000, true), Some(0));
     }
 }
