@@ -78,6 +78,9 @@ pub struct NoteFields<'a> {
     pub flow: &'a str,
     /// Other holders of the socket, `pid:start;...`, or empty.
     pub shared_with: &'a str,
+    /// Both ends local: the process at the other end (`pid comm`), or
+    /// empty.
+    pub peer: &'a str,
 }
 
 /// Longest `Cmd:`, `Args:` and `SharedWith:` values of a comment, in
@@ -109,6 +112,7 @@ impl PacketNote {
                     confidence: confidence(a),
                     flow: &flow,
                     shared_with: &row.shared_with(),
+                    peer: &peer_text(row),
                 })
             }
             None => PacketNote::unowned(&a.method.name(), &flow),
@@ -132,6 +136,10 @@ impl PacketNote {
             c.push_str("\nSharedWith: ");
             c.push_str(&visible(f.shared_with, SHARED_CHARS));
         }
+        if !f.peer.is_empty() {
+            c.push_str("\nPeer: ");
+            c.push_str(&visible(f.peer, CMD_CHARS));
+        }
         PacketNote {
             comment: c,
             pid: Some(f.pid),
@@ -148,6 +156,24 @@ impl PacketNote {
             ),
             pid: None,
         }
+    }
+}
+
+/// Both ends local: `PID comm (method, confidence)` of the process at the
+/// other end; empty otherwise.
+fn peer_text(row: &ConnectionRow) -> String {
+    let Some(p) = row.attribution.peer.as_ref() else {
+        return String::new();
+    };
+    match p.owner {
+        Some(o) => format!(
+            "{} {} ({}, {})",
+            o.pid,
+            row.peer_comm().unwrap_or(""),
+            p.method.name(),
+            p.confidence().map_or("", |c| c.as_str())
+        ),
+        None => p.method.name(),
     }
 }
 
@@ -447,6 +473,7 @@ mod tests {
             confidence: "high",
             flow: "3",
             shared_with: &long,
+            peer: &long,
         });
         assert!(
             n.comment.len() <= usize::from(u16::MAX),

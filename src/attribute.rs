@@ -8,7 +8,10 @@
 //! flow's [`Method`] (for traffic between two local sockets, both ends are
 //! tried within each tier of rules, the initiator first):
 //!
-//! 1. recorder events with the flow's endpoints (`event-connect`,
+//! 1. the recorder's per-send and per-read runs on the socket bound to the
+//!    flow's tuple (`event-use`, module `uses`), which also place each
+//!    packet with the process that sent or read its bytes (`crate::split`);
+//!    recorder events with the flow's endpoints (`event-connect`,
 //!    `event-accept`, `lookup-on-syn`, `event-send`, `event-close`), taken in
 //!    the owning process' context;
 //! 2. `exact`, `exact-v4mapped`: a snapshot socket with the flow's 4-tuple;
@@ -27,6 +30,7 @@
 //! Remarks are returned as [`Note`]s; the report words them.
 
 mod nat;
+pub(crate) mod uses;
 
 pub use nat::NatMatch;
 
@@ -95,6 +99,9 @@ impl Reason {
 /// owner is reported as the flow's `method` ([`Rule::name`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Rule {
+    /// Send or receive calls on the socket bound to the flow's tuple, in
+    /// the calling process' context: who sent or read the bytes.
+    EventUse,
     /// A TCP connect event of the flow's 4-tuple, in the connecting
     /// process' context.
     EventConnect,
@@ -135,6 +142,8 @@ pub enum Rule {
 /// Where a rule looks for its evidence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Evidence {
+    /// Send and receive runs of the socket bound to the flow's tuple.
+    Use,
     /// Socket events of this kind with the flow's endpoints.
     Event(EventKind),
     /// Snapshot sockets with the flow's 4-tuple (`mapped`: held as
@@ -168,6 +177,7 @@ enum NatVia {
 /// and its evidence in `Rule::evidence`.
 pub const RULES: &[&[Rule]] = &[
     &[
+        Rule::EventUse,
         Rule::EventConnect,
         Rule::EventAccept,
         Rule::LookupOnSyn,
@@ -221,6 +231,7 @@ impl Rule {
     /// The `method` column value.
     pub fn name(self) -> &'static str {
         match self {
+            Rule::EventUse => "event-use",
             Rule::EventConnect => "event-connect",
             Rule::EventAccept => "event-accept",
             Rule::LookupOnSyn => "lookup-on-syn",
@@ -241,6 +252,7 @@ impl Rule {
 
     fn evidence(self) -> Evidence {
         match self {
+            Rule::EventUse => Evidence::Use,
             Rule::EventConnect => Evidence::Event(EventKind::Connect),
             Rule::EventAccept => Evidence::Event(EventKind::Accept),
             Rule::LookupOnSyn => Evidence::Event(EventKind::Lookup),
@@ -259,9 +271,10 @@ impl Rule {
         }
     }
 
-    /// Whether the rule's evidence is a recorder event.
+    /// Whether the rule's evidence is a recorder event (a socket event or
+    /// a run of send or receive calls).
     pub fn is_event(self) -> bool {
-        matches!(self.evidence(), Evidence::Event(_))
+        matches!(self.evidence(), Evidence::Event(_) | Evidence::Use)
     }
 
     /// Confidence of an owner found by this rule at `gap_ns` from the flow.
@@ -275,6 +288,7 @@ impl Rule {
     pub fn confidence(self, gap_ns: i64) -> Confidence {
         let near = gap_ns <= SIGHTING_NEAR_NS;
         match self.evidence() {
+            Evidence::Use => Confidence::High,
             Evidence::Event(EventKind::Close) if near => Confidence::Medium,
             Evidence::Event(_) if gap_ns <= EVENT_NEAR_NS => Confidence::High,
             Evidence::Nat(NatVia::Event) if gap_ns <= EVENT_NEAR_NS => Confidence::High,
@@ -302,6 +316,7 @@ impl Rule {
     /// One-sentence description (also written into summary.json).
     pub fn doc(self) -> &'static str {
         match self {
+            Rule::EventUse => "send or receive calls on the socket bound to the flow's local and remote address and port, taken in the calling process' context: each packet goes to the process whose calls sent or read its bytes (TCP: by sequence number from the SYN; else by time)",
             Rule::EventConnect => "a TCP connect event of the flow's local and remote address and port, taken in the connecting process' context (tracepoint), nearest in time to the flow",
             Rule::EventAccept => "an accept event of the flow's local and remote address and port, naming the accepting process",
             Rule::LookupOnSyn => "the flow's socket looked up (sock_diag, then the fds of candidate processes) when its first packet was seen",
@@ -408,6 +423,20 @@ pub enum Note {
         /// When the new program was first recorded.
         t_ns: i64,
     },
+    /// No send or read call names the owner: only who held, opened or
+    /// closed the socket (`bundle_has_uses`: the bundle holds per-send
+    /// evidence, just none for this flow).
+    HolderOnly {
+        /// Whether the bundle has any send or receive run.
+        bundle_has_uses: bool,
+    },
+    /// Send and receive calls on the flow's socket name this many
+    /// processes, and the flow could not be cut between them.
+    UseOwners(usize),
+    /// This many processes (the owner included) sent or read on the
+    /// socket at the same time as the owner; the row holds only the
+    /// owner's bytes.
+    Interleaved(usize),
     /// This row is part `part` (1-based) of `parts` of a flow whose socket
     /// changed owner during its lifetime.
     SplitPart {
@@ -472,6 +501,59 @@ pub struct Attribution {
     pub parent_flow_id: Option<u64>,
     /// For a NAT rule: the translation used (socket tuple, kind, entry).
     pub nat: Option<NatMatch>,
+    /// When send or receive calls named the owner.
+    pub uses: Option<UseMatch>,
+    /// When to read the owner's identity (program, command line): the
+    /// time of its sends or reads in this row (realtime ns); `None`: the
+    /// flow's first packet.
+    pub ident_ns: Option<i64>,
+    /// Both ends local: the process at the other end.
+    pub peer: Option<Box<PeerEnd>>,
+    /// The namespace whose addresses led to the evidence, when neither a
+    /// socket nor the event names one (its process was gone before its
+    /// namespace was read).
+    pub netns_hint: Option<u64>,
+}
+
+/// What the per-send and per-read runs said about an attribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UseMatch {
+    /// Processes with runs on the socket during the flow (or the part).
+    pub owners: usize,
+    /// The row is a part holding exactly the bytes its owner sent or read.
+    pub placed: bool,
+    /// First send or read call of the owner on the socket (realtime ns).
+    pub since_ns: i64,
+}
+
+/// The process at the other end of traffic between two local sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerEnd {
+    /// The rule that found it, or why none did.
+    pub method: Method,
+    /// Its owner.
+    pub owner: Option<ProcKey>,
+    /// Per-send evidence, when it named the owner.
+    pub uses: Option<UseMatch>,
+    /// When to read the owner's identity (realtime ns).
+    pub ident_ns: Option<i64>,
+    /// Every process with runs (or holdings) at that end, when several.
+    pub shared_with: Vec<ProcKey>,
+}
+
+impl PeerEnd {
+    /// Confidence of the peer's owner, as for the row's
+    /// ([`Attribution::confidence`]).
+    pub fn confidence(&self) -> Option<Confidence> {
+        let Method::Rule(rule) = self.method else {
+            return None;
+        };
+        Some(match self.uses {
+            Some(u) if u.owners <= 1 || u.placed => Confidence::High,
+            Some(_) => Confidence::Medium,
+            None => rule.confidence(0).min(Confidence::Medium),
+        })
+    }
 }
 
 /// The event a flow was matched to.
@@ -495,10 +577,13 @@ impl Attribution {
         Some(self.nat.map_or(g, |n| g.max(n.gap_ns)))
     }
 
-    /// How much to trust the owner: the rule's confidence at its gap
-    /// ([`Rule::confidence`]), at most `medium` when several processes held
-    /// the socket or sent on the tuple (any of them may have sent the
-    /// bytes). `None` when unattributed.
+    /// How much to trust the owner. Send or receive calls naming the
+    /// owner: `high` (`medium` when they name several processes and the
+    /// flow could not be cut between them). Any other evidence says who
+    /// held or opened the socket, not who sent through it: the rule's
+    /// confidence at its gap ([`Rule::confidence`]), at most `medium`.
+    /// The capture's own per-packet annotations are per-packet evidence
+    /// too. `None` when unattributed.
     pub fn confidence(&self) -> Option<Confidence> {
         if self.method == Method::CaptureAnnotation {
             return Some(if self.socket.is_some() {
@@ -510,12 +595,14 @@ impl Attribution {
         let Method::Rule(rule) = self.method else {
             return None;
         };
-        let c = rule.confidence(self.gap_ns()?);
-        Some(if self.shared_with.is_empty() {
-            c
-        } else {
-            c.min(Confidence::Medium)
-        })
+        if let Some(u) = self.uses {
+            return Some(if u.owners <= 1 || u.placed {
+                Confidence::High
+            } else {
+                Confidence::Medium
+            });
+        }
+        Some(rule.confidence(self.gap_ns()?).min(Confidence::Medium))
     }
 }
 
@@ -633,7 +720,7 @@ fn socket_accepts(ev: Evidence, s: &Socket, ns: u64, local: SocketAddr) -> bool 
         Evidence::Bound { wildcard } => {
             s.key.transport == Transport::Udp && if wildcard { wildcard_addr } else { same_addr }
         }
-        Evidence::Event(_) | Evidence::Nat(_) => false,
+        Evidence::Use | Evidence::Event(_) | Evidence::Nat(_) => false,
     }
 }
 
@@ -770,6 +857,7 @@ enum Found {
         socket: Option<SocketMatch>,
         event: Option<EventMatch>,
         event_owners: usize,
+        uses: Option<UseMatch>,
     },
     /// A socket without a known owner.
     Ownerless(SocketMatch, Reason),
@@ -814,6 +902,32 @@ fn socket_match(index: usize, s: &Socket, run: &Run, q: &Query) -> SocketMatch {
 /// Applies one rule.
 fn try_rule(tl: &Timeline, rule: Rule, q: &Query) -> Option<Found> {
     match rule.evidence() {
+        Evidence::Use => {
+            let end = uses::end_use(tl, q.transport, q.local, q.remote, q.t0, q.t1)?;
+            let owners = end.owners();
+            let (owner, _) = *owners.first()?;
+            let mut shared: Vec<ProcKey> = owners.iter().map(|o| o.0).collect();
+            shared.sort_by_key(|k| (k.start_time, k.pid));
+            if shared.len() < 2 {
+                shared.clear();
+            }
+            let socket = [false, true].into_iter().find_map(|mapped| {
+                nearest_socket(tl, Evidence::Tuple { mapped }, q)
+                    .map(|(i, s, r)| socket_match(i, s, r, q))
+            });
+            Some(Found::Owned {
+                owner,
+                shared,
+                socket,
+                event: None,
+                event_owners: 0,
+                uses: Some(UseMatch {
+                    owners: owners.len(),
+                    placed: false,
+                    since_ns: end.first_call(owner).unwrap_or(q.t0),
+                }),
+            })
+        }
         Evidence::Event(kind) => {
             let evs = tl.events_for(q.transport, q.local.port(), q.remote);
             let fits = |i: &usize| tl.events.get(*i).filter(|e| event_fits(e, q.ns, q.local));
@@ -857,6 +971,7 @@ fn try_rule(tl: &Timeline, rule: Rule, q: &Query) -> Option<Found> {
                 socket,
                 event: Some(EventMatch { index, gap_ns }),
                 event_owners,
+                uses: None,
             })
         }
         ev => {
@@ -869,6 +984,7 @@ fn try_rule(tl: &Timeline, rule: Rule, q: &Query) -> Option<Found> {
                     socket: Some(m),
                     event: None,
                     event_owners: 0,
+                    uses: None,
                 },
                 Ownership::NoHolder => Found::Ownerless(m, Reason::NoOwner),
                 Ownership::Unreadable => Found::Ownerless(m, Reason::OwnerUnreadable),
@@ -887,20 +1003,50 @@ fn rule_evidence_applies(ev: Evidence, transport: Transport) -> bool {
     match ev {
         Evidence::Listener { .. } | Evidence::Nat(NatVia::Listener) => transport == Transport::Tcp,
         Evidence::Bound { .. } | Evidence::Nat(NatVia::Bound) => transport == Transport::Udp,
-        Evidence::Event(_) | Evidence::Tuple { .. } | Evidence::Nat(_) => true,
+        Evidence::Use | Evidence::Event(_) | Evidence::Tuple { .. } | Evidence::Nat(_) => true,
     }
 }
 
-/// Attributes one flow.
+/// Attributes one flow. When both ends are local, the process at the
+/// other end is attributed too ([`Attribution::peer`]).
 pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> Attribution {
+    let mut out = attribute_end(tl, ctx, opts, f, None);
+    if let (true, Some(local_is_a)) = (out.both_local, out.local_is_a) {
+        if out.method.is_attributed() {
+            let p = attribute_end(tl, ctx, opts, f, Some(!local_is_a));
+            out.peer = Some(Box::new(PeerEnd {
+                method: p.method,
+                owner: p.owner,
+                uses: p.uses,
+                ident_ns: p.ident_ns,
+                shared_with: p.shared_with,
+            }));
+        }
+    }
+    out
+}
+
+/// Attributes one end of a flow: `only` = `Some(true)` the `a` end,
+/// `Some(false)` the `b` end, `None` whichever the rules find first.
+pub(crate) fn attribute_end(
+    tl: &Timeline,
+    ctx: &HostContext,
+    opts: &Options,
+    f: &Flow,
+    only: Option<bool>,
+) -> Attribution {
     let (t0, t1) = (f.first_seen_ns, f.last_seen_ns.max(f.first_seen_ns));
-    let orients = orientations(tl, ctx, f);
+    let mut orients = orientations(tl, ctx, f);
+    let both = orients.len() == 2
+        && orients
+            .iter()
+            .all(|o| o.netns.first() == Some(&ctx.capture_netns));
+    if let Some(a) = only {
+        orients.retain(|o| o.local_is_a == a);
+    }
     let mut out = Attribution {
         local_is_a: orients.first().map(|o| o.local_is_a),
-        both_local: orients.len() == 2
-            && orients
-                .iter()
-                .all(|o| o.netns.first() == Some(&ctx.capture_netns)),
+        both_local: both,
         method: Method::Unattributed(Reason::NoSocket),
         socket: None,
         event: None,
@@ -909,6 +1055,10 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
         notes: Vec::new(),
         parent_flow_id: None,
         nat: None,
+        uses: None,
+        ident_ns: None,
+        peer: None,
+        netns_hint: None,
     };
     let transport = match f.proto {
         ipproto::TCP => Transport::Tcp,
@@ -967,8 +1117,11 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
                             socket,
                             event,
                             event_owners,
+                            uses,
                         }) => {
                             out.method = Method::Rule(rule);
+                            out.uses = uses;
+                            out.ident_ns = uses.map(|u| u.since_ns);
                             out.nat = nat;
                             if let Some(m) = nat {
                                 out.notes.push(Note::Nat(m));
@@ -977,7 +1130,9 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
                             out.socket = socket;
                             out.event = event;
                             out.owner = Some(owner);
-                            if event_owners >= 2 {
+                            if let Some(u) = uses.filter(|u| u.owners >= 2) {
+                                out.notes.push(Note::UseOwners(u.owners));
+                            } else if event_owners >= 2 {
                                 out.notes.push(Note::EventOwners(event_owners));
                             } else if !shared.is_empty() {
                                 out.notes.push(Note::Shared(shared.len()));
@@ -991,7 +1146,25 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
                             if mapped && rule != Rule::ExactV4Mapped {
                                 out.notes.push(Note::V4MappedSocket);
                             }
-                            if socket.map_or(ns, |m| m.netns) != ctx.capture_netns {
+                            // Only a namespace the addresses prove: the one
+                            // namespace using the translated address, or one
+                            // other than the capture's (tried first by default).
+                            let hint = match nat {
+                                Some(m) => {
+                                    let mut v = tl
+                                        .netns_list()
+                                        .iter()
+                                        .filter(|&&n| tl.netns_has_addr(n, m.local.ip()));
+                                    match (v.next(), v.next()) {
+                                        (Some(&n), None) => Some(n),
+                                        _ => None,
+                                    }
+                                }
+                                None => Some(ns).filter(|&n| n != ctx.capture_netns),
+                            };
+                            out.netns_hint = hint.filter(|&n| n != nat::UNKNOWN_NETNS);
+                            let used_ns = socket.map(|m| m.netns).or(out.netns_hint);
+                            if used_ns.unwrap_or(ns) != ctx.capture_netns {
                                 out.notes.push(Note::OtherNamespace);
                             }
                             if out.both_local {
@@ -1005,10 +1178,18 @@ pub fn attribute(tl: &Timeline, ctx: &HostContext, opts: &Options, f: &Flow) -> 
                                     reason: *r,
                                 });
                             }
+                            if uses.is_none() {
+                                out.notes.push(Note::HolderOnly {
+                                    bundle_has_uses: !tl.uses.is_empty(),
+                                });
+                            }
                             if let Some(c) = tl
                                 .exec_changes
                                 .get(&(owner.pid, owner.start_time))
                                 .and_then(|v| v.last())
+                                .filter(|_| {
+                                    !tl.identities.contains_key(&(owner.pid, owner.start_time))
+                                })
                             {
                                 out.notes.push(Note::ExecChanged { t_ns: c.t_ns });
                             }
@@ -1723,7 +1904,7 @@ mod tests {
         let a = run(&tl, &f);
         assert_eq!(a.method, Method::Rule(Rule::EventConnect));
         assert_eq!(pid(&a), Some(10));
-        assert_eq!(a.confidence(), Some(Confidence::High));
+        assert_eq!(a.confidence(), Some(Confidence::Medium));
         // The TIME_WAIT row is still shown as the flow's socket.
         assert_eq!(a.socket.map(|s| s.inode), Some(0));
         assert_eq!(a.event.map(|e| e.gap_ns), Some(0));
@@ -1854,7 +2035,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), all.len());
         assert!(all.iter().all(|r| !r.doc().is_empty()));
-        assert_eq!(all.first(), Some(&Rule::EventConnect));
+        assert_eq!(all.first(), Some(&Rule::EventUse));
         // Every rule, the capture's own annotations, every reason.
         assert_eq!(Method::all().len(), all.len() + 1 + Reason::ALL.len());
     }

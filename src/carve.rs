@@ -119,6 +119,14 @@ fn matches(r: &Row, c: &Criteria) -> bool {
 /// The note of a `connections.csv` row, as [`PacketNote::of_row`] makes it.
 fn note_of(r: &Row) -> PacketNote {
     let flow = cell(r, "flow_id");
+    let peer = match (cell(r, "peer_pid"), cell(r, "peer_method")) {
+        ("", m) => m.to_string(),
+        (pid, m) => format!(
+            "{pid} {} ({m}, {})",
+            cell(r, "peer_comm"),
+            cell(r, "peer_confidence")
+        ),
+    };
     match cell(r, "pid").parse::<u32>() {
         Ok(pid) => PacketNote::owned(&NoteFields {
             pid,
@@ -132,6 +140,7 @@ fn note_of(r: &Row) -> PacketNote {
             confidence: cell(r, "confidence"),
             flow,
             shared_with: cell(r, "shared_with"),
+            peer: &peer,
         }),
         Err(_) => PacketNote::unowned(cell(r, "method"), flow),
     }

@@ -446,6 +446,9 @@ fn ipv4(frame: &[u8], off: usize) -> Result<IpPacket, DecodeError> {
         sport: 0,
         dport: 0,
         tcp_flags: 0,
+        tcp_seq: 0,
+        tcp_ack: 0,
+        tcp_payload: 0,
         icmp: None,
         ip_len: ip_len as u32,
         frag,
@@ -455,7 +458,7 @@ fn ipv4(frame: &[u8], off: usize) -> Result<IpPacket, DecodeError> {
         // is not transport data.
         let end = s.len().min(ip_len.max(ihl));
         let t = s.get(ihl..end).unwrap_or(&[]);
-        transport(&mut p, t, off + ihl)?;
+        transport(&mut p, t, off + ihl, ip_len.saturating_sub(ihl))?;
     }
     Ok(p)
 }
@@ -540,13 +543,16 @@ fn ipv6(frame: &[u8], off: usize, orig_len: u32) -> Result<IpPacket, DecodeError
         sport: 0,
         dport: 0,
         tcp_flags: 0,
+        tcp_seq: 0,
+        tcp_ack: 0,
+        tcp_payload: 0,
         icmp: None,
         ip_len: ip_len as u32,
         frag,
     };
     if !matches!(frag, Frag::Later(_)) {
         let t = s.get(pos..end.max(pos)).unwrap_or(&[]);
-        transport(&mut p, t, off + pos)?;
+        transport(&mut p, t, off + pos, ip_len.saturating_sub(pos))?;
     }
     Ok(p)
 }
@@ -607,7 +613,9 @@ fn walk_ext_by_hand(
 /// starts at frame offset `at` (for error messages). etherparse's header
 /// slices need the whole header; a snaplen cut inside one still leaves the
 /// ports (and the ICMP type) readable, so those are then read by hand.
-fn transport(p: &mut IpPacket, t: &[u8], at: usize) -> Result<(), DecodeError> {
+/// `claimed` is the transport length the IP header states (for the TCP
+/// payload length: the capture may hold less).
+fn transport(p: &mut IpPacket, t: &[u8], at: usize, claimed: usize) -> Result<(), DecodeError> {
     let short = |layer, need| DecodeError::Truncated {
         layer,
         at: at as u32,
@@ -631,6 +639,10 @@ fn transport(p: &mut IpPacket, t: &[u8], at: usize) -> Result<(), DecodeError> {
                 ]
                 .iter()
                 .fold(0, |acc, &b| (acc << 1) | u8::from(b));
+                p.tcp_seq = tcp.sequence_number();
+                p.tcp_ack = tcp.acknowledgment_number();
+                let hdr = usize::from(tcp.data_offset()) * 4;
+                p.tcp_payload = u32::try_from(claimed.saturating_sub(hdr)).unwrap_or(u32::MAX);
                 return Ok(());
             }
             let (Some(s), Some(d)) = (u16_at(t, 0), u16_at(t, 2)) else {

@@ -95,6 +95,13 @@ pub struct IpPacket {
     pub dport: u16,
     /// TCP flag byte (CWR..FIN), 0 for other protocols.
     pub tcp_flags: u8,
+    /// TCP sequence number, 0 for other protocols or a header cut short.
+    pub tcp_seq: u32,
+    /// TCP acknowledgment number, as `tcp_seq`.
+    pub tcp_ack: u32,
+    /// TCP payload length as the IP header states it (IP length minus the
+    /// IP and TCP headers), 0 for other protocols.
+    pub tcp_payload: u32,
     /// ICMP/ICMPv6 type, code and echo identifier.
     pub icmp: Option<IcmpKey>,
     /// Length from the IP header on, as the IP header states it (IPv4 total

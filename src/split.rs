@@ -14,23 +14,92 @@
 //! the last evidence of one owner and the first of the next. Each part is
 //! attributed on its own and names its parent flow.
 //!
+//! With per-send and per-read evidence (`event-use`) the cut is by bytes,
+//! not by time: every packet goes to the process whose calls sent or read
+//! its bytes (`attribute::uses::place`), and each distinct owner (pid,
+//! start time and the program it was running then), at each local end,
+//! gets one part holding exactly its packets.
+//!
 //! Part ids follow the largest flow id, in the order of their parents, so
 //! the ids of unsplit flows stay those of `procflow flows` and every id is
 //! the same for any thread count.
 
 use std::collections::BTreeMap;
 
-use crate::attribute::{self, Attribution, HostContext, Note, Options, OwnerSpan};
-use crate::flow::{Flow, PacketMark};
-use crate::snapshot::timeline::Timeline;
+use std::net::SocketAddr;
+
+use crate::attribute::uses::{self, EndUse, Span};
+use crate::attribute::{
+    self, Attribution, HostContext, Method, Note, Options, OwnerSpan, PeerEnd, ProcKey, Rule,
+    UseMatch,
+};
+use crate::flow::{ipproto, Flow, PacketMark};
+use crate::snapshot::timeline::{Timeline, Transport};
 
 /// A flow to cut: its index in the flow list and its owners in time order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cut {
     /// Index of the flow in the list given to [`plan`].
     pub index: usize,
-    /// Owners one after the other, without overlap.
+    /// Owners one after the other, without overlap (empty for a cut by
+    /// use evidence).
     pub spans: Vec<OwnerSpan>,
+    /// Cut by the bytes each process sent or read, not by time.
+    pub by_use: bool,
+}
+
+/// The send and receive runs of both local ends of an attributed flow:
+/// the row's end (through the NAT translation when there was one) and,
+/// when both ends are local, the other.
+fn flow_uses(tl: &Timeline, f: &Flow, a: &Attribution) -> Option<(EndUse, Option<EndUse>)> {
+    let transport = match f.proto {
+        ipproto::TCP => Transport::Tcp,
+        ipproto::UDP => Transport::Udp,
+        _ => return None,
+    };
+    let (local_is_a, a_port, b_port) = (a.local_is_a?, f.a_port?, f.b_port?);
+    let fa = SocketAddr::new(f.a_ip, a_port);
+    let fb = SocketAddr::new(f.b_ip, b_port);
+    let (local, remote) = if local_is_a { (fa, fb) } else { (fb, fa) };
+    let (t0, t1) = (f.first_seen_ns, f.last_seen_ns.max(f.first_seen_ns));
+    let (ll, lr) = a.nat.map_or((local, remote), |n| (n.local, n.remote));
+    let mine = a
+        .uses
+        .and_then(|_| uses::end_use(tl, transport, ll, lr, t0, t1))
+        .unwrap_or_default();
+    let peer = a
+        .peer
+        .as_ref()
+        .filter(|p| p.uses.is_some())
+        .and_then(|_| uses::end_use(tl, transport, remote, local, t0, t1));
+    (!mine.send.is_empty() || !mine.recv.is_empty() || peer.is_some()).then_some((mine, peer))
+}
+
+/// Who a span names: the process and the identity (program) it had at
+/// time `t` (clamped to the span's calls).
+type Who = (ProcKey, Option<i64>);
+
+fn who(tl: &Timeline, s: &Span, t: i64) -> Who {
+    let t = t.clamp(s.first_ns, s.last_ns);
+    (
+        s.owner,
+        tl.identity_since(s.owner.pid, s.owner.start_time, t),
+    )
+}
+
+/// Whether the runs of `end` name more than one process or program.
+fn several(tl: &Timeline, end: &EndUse) -> bool {
+    let mut first: Option<Who> = None;
+    for s in end.send.iter().chain(&end.recv) {
+        for w in [who(tl, s, s.first_ns), who(tl, s, s.last_ns)] {
+            match first {
+                None => first = Some(w),
+                Some(x) if x != w => return true,
+                Some(_) => {}
+            }
+        }
+    }
+    false
 }
 
 /// The flows whose evidence shows two or more owners one after the other.
@@ -46,8 +115,20 @@ pub fn plan(
         .zip(attributions.par_iter())
         .enumerate()
         .filter_map(|(index, (f, a))| {
+            if let Some((mine, peer)) = flow_uses(tl, f, a) {
+                let cut = several(tl, &mine) || peer.as_ref().is_some_and(|p| several(tl, p));
+                return cut.then_some(Cut {
+                    index,
+                    spans: Vec::new(),
+                    by_use: true,
+                });
+            }
             let spans = attribute::owner_spans(tl, ctx, f, a);
-            (spans.len() >= 2).then_some(Cut { index, spans })
+            (spans.len() >= 2).then_some(Cut {
+                index,
+                spans,
+                by_use: false,
+            })
         })
         .collect()
 }
@@ -99,21 +180,128 @@ pub fn cut_flow(parent: &Flow, spans: &[OwnerSpan], packets: &[PacketMark]) -> V
             continue;
         };
         let f = slot.get_or_insert_with(|| parent.cleared(p.ts_ns));
-        f.first_seen_ns = f.first_seen_ns.min(p.ts_ns);
-        f.last_seen_ns = f.last_seen_ns.max(p.ts_ns);
-        if p.ab {
-            f.packets_ab += 1;
-            f.bytes_ab += u64::from(p.bytes);
-            f.ip_bytes_ab += u64::from(p.ip_bytes);
-            f.tcp_flags_ab |= p.tcp_flags;
-        } else {
-            f.packets_ba += 1;
-            f.bytes_ba += u64::from(p.bytes);
-            f.ip_bytes_ba += u64::from(p.ip_bytes);
-            f.tcp_flags_ba |= p.tcp_flags;
-        }
+        add(f, p);
     }
     parts.into_iter().flatten().collect()
+}
+
+/// A flow cut by use evidence: one part per distinct (owner at this end,
+/// owner at the other local end), each with exactly the packets whose
+/// bytes those processes sent or read, in order of first packet, with its
+/// attribution. Fewer than two parts: the flow stays whole.
+fn use_parts(
+    tl: &Timeline,
+    f: &Flow,
+    a: &Attribution,
+    packets: &[PacketMark],
+) -> Vec<(Flow, Attribution)> {
+    let Some((mine, peer)) = flow_uses(tl, f, a) else {
+        return Vec::new();
+    };
+    let Some(local_is_a) = a.local_is_a else {
+        return Vec::new();
+    };
+    let transport = if f.proto == ipproto::TCP {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
+    let from_local = |p: &PacketMark| p.ab == local_is_a;
+    let has_mine = !mine.send.is_empty() || !mine.recv.is_empty();
+    let local_owner = if has_mine {
+        uses::place(&mine, packets, transport, from_local)
+    } else {
+        vec![None; packets.len()]
+    };
+    let peer_owner = match &peer {
+        Some(p) => uses::place(p, packets, transport, |x| !from_local(x)),
+        None => vec![None; packets.len()],
+    };
+    type Key = (Option<Who>, Option<Who>);
+    /// A run and the time to read its owner's identity at.
+    type At = Option<(Span, i64)>;
+    let mut keys: Vec<Key> = Vec::new();
+    let mut parts: Vec<(Flow, At, At)> = Vec::new();
+    for ((p, lo), po) in packets.iter().zip(&local_owner).zip(&peer_owner) {
+        let key: Key = (
+            lo.as_ref().map(|s| who(tl, s, p.ts_ns)),
+            po.as_ref().map(|s| who(tl, s, p.ts_ns)),
+        );
+        let k = match keys.iter().position(|x| *x == key) {
+            Some(k) => k,
+            None => {
+                keys.push(key);
+                parts.push((
+                    f.cleared(p.ts_ns),
+                    lo.map(|s| (s, p.ts_ns.clamp(s.first_ns, s.last_ns))),
+                    po.map(|s| (s, p.ts_ns.clamp(s.first_ns, s.last_ns))),
+                ));
+                keys.len() - 1
+            }
+        };
+        if let Some((part, _, _)) = parts.get_mut(k) {
+            add(part, p);
+        }
+    }
+    if parts.len() < 2 {
+        return Vec::new();
+    }
+    parts
+        .into_iter()
+        .map(|(part, lo, po)| {
+            let mut pa = a.clone();
+            pa.notes.retain(|n| {
+                !matches!(
+                    n,
+                    Note::Shared(_) | Note::EventOwners(_) | Note::UseOwners(_)
+                )
+            });
+            if let Some((s, t)) = lo {
+                pa.owner = Some(s.owner);
+                pa.ident_ns = Some(t);
+                pa.uses = Some(UseMatch {
+                    owners: 1,
+                    placed: true,
+                    since_ns: t,
+                });
+                pa.shared_with = mine.concurrent(s.owner);
+                if pa.shared_with.len() >= 2 {
+                    pa.notes.push(Note::Interleaved(pa.shared_with.len()));
+                }
+            }
+            if let (Some((s, t)), Some(pe)) = (po, &peer) {
+                pa.peer = Some(Box::new(PeerEnd {
+                    method: Method::Rule(Rule::EventUse),
+                    owner: Some(s.owner),
+                    uses: Some(UseMatch {
+                        owners: 1,
+                        placed: true,
+                        since_ns: t,
+                    }),
+                    ident_ns: Some(t),
+                    shared_with: pe.concurrent(s.owner),
+                }));
+            }
+            (part, pa)
+        })
+        .collect()
+}
+
+/// Adds packet `p` to the counters and times of `f`.
+fn add(f: &mut Flow, p: &PacketMark) {
+    f.first_seen_ns = f.first_seen_ns.min(p.ts_ns);
+    f.last_seen_ns = f.last_seen_ns.max(p.ts_ns);
+    if p.ab {
+        f.packets_ab += 1;
+        f.bytes_ab += u64::from(p.bytes);
+        f.ip_bytes_ab += u64::from(p.ip_bytes);
+        f.tcp_flags_ab |= p.tcp_flags;
+    } else {
+        f.packets_ba += 1;
+        f.bytes_ba += u64::from(p.bytes);
+        f.ip_bytes_ba += u64::from(p.ip_bytes);
+        f.tcp_flags_ba |= p.tcp_flags;
+    }
 }
 
 /// Whether `packets` are exactly the packets of `f` (the second replay
@@ -145,8 +333,28 @@ pub fn apply(
     let mut out_f = Vec::with_capacity(flows.len() + cuts.len());
     let mut out_a = Vec::with_capacity(flows.len() + cuts.len());
     for (i, (f, a)) in flows.into_iter().zip(attributions).enumerate() {
+        if let (Some(c), Some(p)) = (by_index.get(&i), packets.get(&f.id)) {
+            if c.by_use && same_flow(&f, p) {
+                let parts = use_parts(tl, &f, &a, p);
+                if parts.len() >= 2 {
+                    let n = parts.len();
+                    for (k, (mut part, mut pa)) in parts.into_iter().enumerate() {
+                        part.id = next_id;
+                        next_id += 1;
+                        pa.parent_flow_id = Some(f.id);
+                        pa.notes.push(Note::SplitPart {
+                            part: k + 1,
+                            parts: n,
+                        });
+                        out_f.push(part);
+                        out_a.push(pa);
+                    }
+                    continue;
+                }
+            }
+        }
         let parts = match (by_index.get(&i), packets.get(&f.id)) {
-            (Some(c), Some(p)) if same_flow(&f, p) => cut_flow(&f, &c.spans, p),
+            (Some(c), Some(p)) if !c.by_use && same_flow(&f, p) => cut_flow(&f, &c.spans, p),
             _ => Vec::new(),
         };
         if parts.len() < 2 {
@@ -172,6 +380,9 @@ pub fn apply(
 }
 
 #[cfg(test)]
+mod use_scenarios;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::attribute::ProcKey;
@@ -183,6 +394,9 @@ mod tests {
             bytes: 100,
             ip_bytes: 86,
             tcp_flags: 0,
+            tcp_seq: 0,
+            tcp_ack: 0,
+            tcp_payload: 0,
         }
     }
 

@@ -549,7 +549,10 @@ fn attributes_every_rule_and_reason() {
     assert_eq!(curl["cmdline"], "curl -s 'https://example.com/a b'");
     assert_eq!(curl["direction"], "out");
     assert_eq!(curl["time_gap_ms"], "0");
-    assert_eq!(curl["confidence"], "high");
+    // A holder seen during the flow, but no send call recorded: at most
+    // medium, and the note says why.
+    assert_eq!(curl["confidence"], "medium");
+    assert!(curl["note"].contains("holder evidence only"), "{curl:?}");
     assert_eq!(curl["packets_out"], "2");
     assert_eq!(curl["packets_in"], "2");
     // btime 1699990000 + 5000 ticks / 100 Hz.
@@ -1119,7 +1122,9 @@ fn a_tuple_used_by_two_processes_is_split_at_the_change_of_owner() {
             let procs = read_csv(&d.join(format!("{name}-report-1/processes.csv")));
             let p51 = procs.iter().find(|p| p["pid"] == "51").unwrap();
             assert_eq!(p51["comm"], "nslookup");
-            assert_eq!(r2["confidence"], "high");
+            // A send event names who opened the socket, not who sent
+            // every datagram: medium without per-send runs.
+            assert_eq!(r2["confidence"], "medium");
         }
     }
     // The first user's socket never seen: the second one's socket cannot

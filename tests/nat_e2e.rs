@@ -65,6 +65,33 @@ elif role == "send":
         s.close()
         if i + 1 < count:
             time.sleep(0.2)
+elif role == "udpecho":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", int(sys.argv[2])))
+    while True:
+        d, a = s.recvfrom(4096)
+        s.sendto(d, a)
+elif role == "query":
+    # Resolver-like queries: a fresh socket for each, sent by a child
+    # process that exits at once (gone before the recorder can read it).
+    import os
+    host, port, count = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    pids = []
+    for i in range(count):
+        pid = os.fork()
+        if pid == 0:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(2)
+            s.sendto(b"q" * 200, (host, port))
+            try:
+                s.recvfrom(4096)
+            except socket.timeout:
+                pass
+            os._exit(0)
+        os.waitpid(pid, 0)
+        pids.append(str(pid))
+        time.sleep(0.03)
+    print(" ".join(pids), flush=True)
 "#;
 
 fn have(cmd: &str) -> bool {
@@ -204,7 +231,7 @@ impl Lab {
         ]);
         let rules = format!(
             "table ip pnnat{id} {{\n\
-             chain post {{ type nat hook postrouting priority 100; oifname \"{up}\" masquerade; }}\n\
+             chain post {{ type nat hook postrouting priority 100; oifname \"{up}\" meta l4proto udp masquerade to :30000-39999; oifname \"{up}\" masquerade; }}\n\
              chain pre {{ type nat hook prerouting priority -100; iifname \"{up}\" tcp dport 8088 dnat to 10.77.0.2:80; }}\n\
              }}\n"
         );
@@ -423,6 +450,7 @@ fn lab_run(variant: u32, extra: &[&str]) {
     // Servers first: the peer's sink, the container's published server.
     let w = work.clone();
     lab.agent(&p, &w, &["sink", "9001"]);
+    lab.agent(&p, &w, &["udpecho", "5353"]);
     let server = lab.agent(&c, &w, &["sink", "80"]);
     let bundle = work.join("bundle");
     let bridge_pcap = work.join("bridge.pcap");
@@ -477,6 +505,14 @@ fn lab_run(variant: u32, extra: &[&str]) {
     lab.wait(client);
     lab.wait(uploader);
     lab.wait(neighbour);
+    // Container queries over UDP, a fresh socket each, their source ports
+    // remapped by masquerade.
+    let querier = lab.agent(&c, &w, &["query", "198.18.0.2", "5353", "40"]);
+    let queriers: Vec<u64> = lab
+        .wait(querier)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
     // A short-lived container process: lives well under one tick.
     std::thread::sleep(Duration::from_millis(300));
     let short = lab.agent(&c, &w, &["send", "198.18.0.2", "9001", "300000", "0"]);
@@ -546,6 +582,12 @@ fn lab_run(variant: u32, extra: &[&str]) {
         .filter(on_uplink)
         .filter(|r| r["local_port"] == "8088")
         .collect();
+    let query_rows: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r["proto"] == "udp")
+        .filter(on_uplink)
+        .filter(|r| r["remote_port"] == "5353")
+        .collect();
     let bridge_rows: Vec<&Row> = tcp
         .iter()
         .copied()
@@ -603,6 +645,26 @@ fn lab_run(variant: u32, extra: &[&str]) {
         ns_c,
         300_000,
     );
+    // Each query's bytes to the child that sent it (the rows' pids are
+    // among the children's), in the container's namespace when one is
+    // named (a child gone before the recorder read its namespace, whose
+    // event matched the wire tuple through its unbound address, has none).
+    let q_total: u64 = query_rows.iter().map(|r| bytes(r)).sum();
+    let q_good: u64 = query_rows
+        .iter()
+        .filter(|r| queriers.contains(&num(r, "pid")))
+        .filter(|r| r["netns"].is_empty() || num(r, "netns") == ns_c)
+        .map(|r| bytes(r))
+        .sum();
+    summary.push_str(&format!(
+        "container UDP queries (masquerade, remapped ports; {} children): {q_good} of {q_total} bytes attributed\n  {}\n",
+        queriers.len(),
+        describe(&query_rows)
+    ));
+    let c5 = (
+        q_total >= 40 * 2 * 242 && queriers.len() == 40,
+        q_good as f64 >= 0.99 * q_total as f64,
+    );
     eprintln!(
         "NAT lab, recorder options {extra:?} ({:.1} s):\n{summary}",
         started.elapsed().as_secs_f64()
@@ -610,8 +672,10 @@ fn lab_run(variant: u32, extra: &[&str]) {
     assert!(c1.0 && c1.1, "container client:\n{summary}");
     assert!(c2.0 && c2.1, "container server:\n{summary}");
     assert!(c3.0 && c3.1, "bridge traffic:\n{summary}");
+    assert!(c5.0, "UDP queries not captured:\n{summary}");
     if has_events {
         assert!(c4.0 && c4.1, "short-lived client:\n{summary}");
+        assert!(c5.1, "container UDP queries:\n{summary}");
     } else {
         // Without events a process living under one tick leaves only its
         // socket's TIME_WAIT row: found through NAT, without owner.

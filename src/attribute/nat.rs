@@ -34,10 +34,16 @@ pub struct NatMatch {
     pub gap_ns: i64,
 }
 
+/// The namespace of a query whose namespace is unknown: no namespace has
+/// inode 0, so only evidence without a namespace (events of processes gone
+/// before it was read, send runs) fits it.
+pub(super) const UNKNOWN_NETNS: u64 = 0;
+
 /// The rules tried on the translated tuple for each NAT rule.
 fn inner(rule: Rule) -> &'static [Rule] {
     match rule {
         Rule::EventNat => &[
+            Rule::EventUse,
             Rule::EventConnect,
             Rule::EventAccept,
             Rule::LookupOnSyn,
@@ -103,6 +109,14 @@ pub(super) fn try_nat(
             let mut nss = namespaces_for(tl, ctx, local.ip(), host);
             if nss.is_empty() {
                 nss = listening_namespace(tl, ctx, q, local);
+            }
+            if nss.is_empty() && rule == Rule::EventNat {
+                // No socket or event shows the translated address in a
+                // known namespace: every process that used it was gone
+                // before the recorder could read its namespace (a fresh
+                // process per query). Events of the translated tuple that
+                // carry no namespace, and send runs, still name it.
+                nss = vec![UNKNOWN_NETNS];
             }
             if nss.len() > 1 {
                 nss = behind(tl, r.netns, q, nss);
@@ -255,7 +269,7 @@ mod tests {
         assert_eq!(n.local, "10.77.0.2:58036".parse().unwrap());
         assert_eq!(n.netns, HOST);
         assert_eq!(a.local_is_a, Some(true));
-        assert_eq!(a.confidence(), Some(super::super::Confidence::High));
+        assert_eq!(a.confidence(), Some(super::super::Confidence::Medium));
         // Without the mapping the flow has no socket.
         let tl = lab(&sock, false, "");
         let a = attribute(&tl, &ctx(), &Options::default(), &f);
@@ -323,6 +337,36 @@ mod tests {
         assert_eq!(a.method, Method::Rule(Rule::BoundNat));
         assert_eq!(a.owner.map(|o| o.pid), Some(10));
         assert_eq!(a.nat.map(|n| n.kind), Some(NatKind::Snat));
+    }
+
+    /// A fresh process per query: each is gone before the recorder reads
+    /// its namespace, so no socket or event ties the container's address to
+    /// a namespace. The send event of the translated tuple (masquerade
+    /// remapped the source port) still names the process.
+    #[test]
+    fn udp_sender_gone_before_its_namespace_was_read() {
+        use crate::snapshot::timeline::tests::ev;
+        let ct = "udp 10.77.0.2 9.9.9.9 41000 53 9.9.9.9 198.18.0.1 53 30001 0x19e 0 0 30";
+        let mut send = ev("send", 150, 10, None, "10.77.0.2:41000", "9.9.9.9:53");
+        send.proto = "udp".into();
+        send.netns = None;
+        send.comm = None;
+        let mk = |seq, ms, evs: &[procflow_format::layout::EventRecord]| {
+            Snap::new(seq, ms, SnapshotKind::Keyframe)
+                .table(HOST, "tcp", TableStored::Full, table(&[]))
+                .table(HOST, "conntrack", TableStored::Full, format!("{ct}\n"))
+                .fds(&[])
+                .events(evs)
+        };
+        let (tl, _) = build(&[mk(1, 0, &[]), mk(2, 1000, &[send])]);
+        let mut f = tcp("198.18.0.1:30001", "9.9.9.9:53", 100, 200);
+        f.proto = ipproto::UDP;
+        let a = attribute(&tl, &ctx(), &Options::default(), &f);
+        assert_eq!(a.method, Method::Rule(Rule::EventNat), "{:?}", a.notes);
+        assert_eq!(a.owner.map(|o| o.pid), Some(10));
+        assert_eq!(a.nat.map(|n| n.local.port()), Some(41000));
+        // No namespace is proven: none is claimed.
+        assert_eq!(a.netns_hint, None);
     }
 
     /// Two container networks using the same addresses (each behind its own

@@ -198,6 +198,12 @@ pub struct PacketMark {
     pub ip_bytes: u32,
     /// TCP flags (0 for other protocols).
     pub tcp_flags: u8,
+    /// TCP sequence number (0 for other protocols).
+    pub tcp_seq: u32,
+    /// TCP acknowledgment number (0 for other protocols).
+    pub tcp_ack: u32,
+    /// TCP payload length (0 for other protocols).
+    pub tcp_payload: u32,
 }
 
 /// Folds decoded packets into flows. Packets must be added in capture order;
@@ -490,6 +496,9 @@ impl FlowTable {
                 bytes: orig_len,
                 ip_bytes: p.ip_len,
                 tcp_flags: p.tcp_flags,
+                tcp_seq: p.tcp_seq,
+                tcp_ack: p.tcp_ack,
+                tcp_payload: p.tcp_payload,
             });
         }
         let f = &mut s.flow;
@@ -627,6 +636,9 @@ mod tests {
             sport: sp,
             dport: dp,
             tcp_flags: flags,
+            tcp_seq: 0,
+            tcp_ack: 0,
+            tcp_payload: 0,
             icmp: None,
             ip_len: 40,
             frag: Frag::None,

@@ -9,7 +9,7 @@ use std::io::{self, Write};
 
 use serde_json::{json, Map, Value};
 
-use super::{confidence, ConnectionRow, ReportInput, ReportWriter};
+use super::{confidence, shell_join, ConnectionRow, ReportInput, ReportWriter};
 use crate::flow::proto_name;
 
 /// Writer of `connections.jsonl`.
@@ -117,6 +117,30 @@ pub fn row_object(input: &ReportInput<'_>, r: &ConnectionRow) -> Map<String, Val
         put("procflow.nat_local.port", json!(n.local.port()));
         put("procflow.nat_remote.ip", json!(n.remote.ip().to_string()));
         put("procflow.nat_remote.port", json!(n.remote.port()));
+    }
+    if let Some(p) = &a.peer {
+        // Both ends local: the process at the other end.
+        put("procflow.peer.method", json!(p.method.name()));
+        put(
+            "procflow.peer.confidence",
+            json!(p.confidence().map(|c| c.as_str())),
+        );
+        if let Some(o) = p.owner {
+            put("procflow.peer.process.pid", json!(o.pid));
+            put("procflow.peer.process.start_ticks", json!(o.start_time));
+        }
+        if let Some(pp) = &r.peer_process {
+            put("procflow.peer.process.name", json!(pp.comm));
+            put(
+                "procflow.peer.process.command_line",
+                json!(shell_join(&pp.cmdline)),
+            );
+        }
+        let [pin, pout, bin, bout, _, _] = r.peer_counters();
+        put("procflow.peer.packets_in", json!(pin));
+        put("procflow.peer.packets_out", json!(pout));
+        put("procflow.peer.bytes_in", json!(bin));
+        put("procflow.peer.bytes_out", json!(bout));
     }
     m
 }

@@ -169,7 +169,8 @@ impl HtmlReport<'_> {
             "endpoints": endpoints,
             "unattributed": o.unattributed.iter().map(|u| json!([u.reason.as_str(), u.flows, u.bytes])).collect::<Vec<_>>(),
             "methods": o.methods.iter().map(|m| json!([m.method, m.confidence, m.flows, m.bytes])).collect::<Vec<_>>(),
-            "flow_columns": ["id", "proto", "local", "remote", "first_seen", "last_seen", "bytes_out", "bytes_in", "packets", "pid", "comm", "method", "confidence", "direction"],
+            "local_pairs": o.local_pairs.iter().take(50).map(|p| json!([p.owner.pid, visible(&p.comm, 64), p.bytes_out, p.bytes_in, p.peer.pid, visible(&p.peer_comm, 64), p.flows])).collect::<Vec<_>>(),
+            "flow_columns": ["id", "proto", "local", "remote", "first_seen", "last_seen", "bytes_out", "bytes_in", "packets", "pid", "comm", "method", "confidence", "direction", "peer"],
         })
     }
 }
@@ -199,6 +200,11 @@ fn flow_row(row: &crate::report::ConnectionRow) -> impl serde::Serialize {
         row.attribution.method.name(),
         confidence(&row.attribution),
         row.direction(),
+        // Both ends local: the process at the other end.
+        row.attribution.peer.as_ref().map(|p| match p.owner {
+            Some(o) => format!("{} {}", o.pid, visible(row.peer_comm().unwrap_or(""), 64)),
+            None => p.method.name(),
+        }),
     )
 }
 

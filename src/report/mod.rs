@@ -114,6 +114,20 @@ pub fn note_text(n: &Note) -> String {
             "the process changed program (execve) at {}; named by the program it became",
             rfc3339_ns(t_ns)
         ),
+        Note::HolderOnly { bundle_has_uses } => format!(
+            "holder evidence only: {}; the owner held or opened the socket, another process holding it may have sent the bytes",
+            if bundle_has_uses {
+                "no send or read call on this socket was recorded"
+            } else {
+                "the bundle holds no per-send evidence"
+            }
+        ),
+        Note::UseOwners(k) => format!(
+            "send and read calls on this socket name {k} processes; owner is the one with the most bytes"
+        ),
+        Note::Interleaved(k) => format!(
+            "{k} processes sent or read on this socket at the same time; this row holds only this one's bytes"
+        ),
         Note::SplitPart { part, parts } => {
             format!("part {part} of {parts} of a flow whose socket changed owner")
         }
@@ -186,6 +200,12 @@ pub struct ConnectionCsvRow<'a> {
     pub(crate) nat_local_port: Option<u16>,
     pub(crate) nat_remote_ip: Option<String>,
     pub(crate) nat_remote_port: Option<u16>,
+    pub(crate) peer_pid: Option<u32>,
+    pub(crate) peer_process_start_ticks: Option<u64>,
+    pub(crate) peer_comm: Option<Cow<'a, str>>,
+    pub(crate) peer_cmdline: String,
+    pub(crate) peer_method: String,
+    pub(crate) peer_confidence: &'a str,
 }
 
 impl ConnectionCsvRow<'_> {
@@ -198,6 +218,8 @@ impl ConnectionCsvRow<'_> {
             self.exe = self.exe.map(|c| csv_text(c));
             self.cmdline = csv_text(Cow::Owned(self.cmdline)).into_owned();
             self.container_id = self.container_id.map(|c| csv_text(c));
+            self.peer_comm = self.peer_comm.map(|c| csv_text(c));
+            self.peer_cmdline = csv_text(Cow::Owned(self.peer_cmdline)).into_owned();
         }
         self
     }
@@ -272,6 +294,9 @@ pub struct ConnectionRow {
     /// The owner's comm as its events gave it, when no process record of
     /// it was written (the process was gone before the next snapshot).
     pub event_comm: Option<String>,
+    /// Both ends local: the record of the process at the other end, as it
+    /// was when it sent or read these bytes.
+    pub peer_process: Option<ProcessRecord>,
 }
 
 impl ConnectionRow {
@@ -339,6 +364,7 @@ impl ConnectionRow {
             .socket
             .map(|s| s.netns)
             .or(self.event_netns)
+            .or(self.attribution.netns_hint)
     }
 
     /// Socket state name of the matched socket.
@@ -408,7 +434,33 @@ impl ConnectionRow {
             nat_local_port: a.nat.map(|n| n.local.port()),
             nat_remote_ip: a.nat.map(|n| n.remote.ip().to_string()),
             nat_remote_port: a.nat.map(|n| n.remote.port()),
+            peer_pid: a.peer.as_ref().and_then(|p| p.owner).map(|o| o.pid),
+            peer_process_start_ticks: a.peer.as_ref().and_then(|p| p.owner).map(|o| o.start_time),
+            peer_comm: self.peer_comm().map(Cow::Borrowed),
+            peer_cmdline: self
+                .peer_process
+                .as_ref()
+                .map(|p| shell_join(&p.cmdline))
+                .unwrap_or_default(),
+            peer_method: a.peer.as_ref().map(|p| p.method.name()).unwrap_or_default(),
+            peer_confidence: a
+                .peer
+                .as_ref()
+                .and_then(|p| p.confidence())
+                .map_or("", |c| c.as_str()),
         }
+    }
+
+    /// Both ends local: the comm of the process at the other end.
+    pub fn peer_comm(&self) -> Option<&str> {
+        self.peer_process.as_ref().map(|p| p.comm.as_str())
+    }
+
+    /// Packet and byte counters seen from the other local end: its `in`
+    /// is this row's `out`.
+    pub fn peer_counters(&self) -> [u64; 6] {
+        let [pin, pout, bin, bout, ipin, ipout] = self.counters();
+        [pout, pin, bout, bin, ipout, ipin]
     }
 }
 
@@ -442,9 +494,17 @@ impl<'a> ReportInput<'a> {
             .par_iter()
             .zip(attributions.par_iter())
             .map(|(f, a)| {
+                // The owner as it was when it sent or read these bytes (an
+                // exec or a new title changes it), else at the first packet.
+                let at = a.ident_ns.unwrap_or(f.first_seen_ns);
                 let process = a
                     .owner
-                    .and_then(|o| timeline.processes.get(&(o.pid, o.start_time)).cloned());
+                    .and_then(|o| timeline.identity_at(o.pid, o.start_time, at).cloned());
+                let peer_process = a.peer.as_ref().and_then(|p| {
+                    let o = p.owner?;
+                    let at = p.ident_ns.unwrap_or(f.first_seen_ns);
+                    timeline.identity_at(o.pid, o.start_time, at).cloned()
+                });
                 // A process known only from events: the comm they carried.
                 let event_comm = match (&process, a.owner) {
                     (None, Some(o)) => timeline
@@ -489,6 +549,7 @@ impl<'a> ReportInput<'a> {
                     socket_uid,
                     event_netns,
                     event_comm,
+                    peer_process,
                 }
             })
             .collect();
@@ -636,7 +697,8 @@ mod tests {
              comm,exe,cmdline,netns,method,time_gap_ms,shared_with,direction,confidence,\
              socket_state,inode,socket_uid,entity_id,community_id,ip_bytes_in,ip_bytes_out,\
              duration_ms,process_start_ticks,container_id,icmp_type,icmp_code,both_local,note,parent_flow_id,\
-             nat,nat_local_ip,nat_local_port,nat_remote_ip,nat_remote_port\n"
+             nat,nat_local_ip,nat_local_port,nat_remote_ip,nat_remote_port,\
+             peer_pid,peer_process_start_ticks,peer_comm,peer_cmdline,peer_method,peer_confidence\n"
         );
         let mut out = Vec::new();
         write_csv_rows(&mut out, Vec::<processes_csv::ProcessCsvRow>::new()).unwrap();

@@ -175,6 +175,29 @@ pub struct Overview {
     pub attributed_bytes: u64,
     /// First and last packet of all flows, ns.
     pub range: Option<(i64, i64)>,
+    /// Traffic between two local sockets, per pair of processes, most
+    /// bytes first.
+    pub local_pairs: Vec<LocalPair>,
+}
+
+/// Traffic between two processes of the recorded host (loopback, or two
+/// of its namespaces): the row's owner and the process at the other end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalPair {
+    /// The rows' owner (the end the rows are written from).
+    pub owner: ProcKey,
+    /// Its comm.
+    pub comm: String,
+    /// The process at the other end.
+    pub peer: ProcKey,
+    /// Its comm.
+    pub peer_comm: String,
+    /// Bytes the owner sent (the peer received).
+    pub bytes_out: u64,
+    /// Bytes the peer sent (the owner received).
+    pub bytes_in: u64,
+    /// Flows (rows).
+    pub flows: u64,
 }
 
 fn row_bytes(r: &ConnectionRow) -> u64 {
@@ -192,6 +215,7 @@ impl Overview {
         let mut eps: HashMap<EpKey, (EndpointSummary, ByPid)> = HashMap::new();
         let mut reasons: BTreeMap<Reason, (u64, u64)> = BTreeMap::new();
         let mut methods: BTreeMap<(Method, &'static str), (u64, u64)> = BTreeMap::new();
+        let mut pairs: BTreeMap<(ProcKey, ProcKey), LocalPair> = BTreeMap::new();
         let (mut bytes, mut attributed_bytes) = (0u64, 0u64);
         let mut range: Option<(i64, i64)> = None;
         for r in rows {
@@ -276,6 +300,28 @@ impl Overview {
                     ep.0.unattributed_bytes += b;
                 }
             }
+            // Both ends local: the pair of processes, each with its bytes.
+            if let (Some(o), Some(po)) = (
+                r.attribution.owner,
+                r.attribution.peer.as_ref().and_then(|p| p.owner),
+            ) {
+                let e = pairs.entry((o, po)).or_insert_with(|| LocalPair {
+                    owner: o,
+                    comm: r
+                        .process
+                        .as_ref()
+                        .map(|p| p.comm.clone())
+                        .unwrap_or_default(),
+                    peer: po,
+                    peer_comm: r.peer_comm().unwrap_or_default().to_string(),
+                    bytes_out: 0,
+                    bytes_in: 0,
+                    flows: 0,
+                });
+                e.bytes_out += bout;
+                e.bytes_in += bin;
+                e.flows += 1;
+            }
         }
         let mut processes: Vec<ProcessSummary> = procs
             .into_values()
@@ -333,6 +379,15 @@ impl Overview {
             bytes,
             attributed_bytes,
             range,
+            local_pairs: {
+                let mut v: Vec<LocalPair> = pairs.into_values().collect();
+                v.sort_by(|a, b| {
+                    (b.bytes_out + b.bytes_in)
+                        .cmp(&(a.bytes_out + a.bytes_in))
+                        .then((a.owner, a.peer).cmp(&(b.owner, b.peer)))
+                });
+                v
+            },
         }
     }
 
@@ -454,6 +509,32 @@ impl Overview {
                     s,
                     "  ... {} more in processes.csv",
                     self.processes.len() - top
+                );
+            }
+        }
+        if !self.local_pairs.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nBoth ends on this host (process -> process at the other end):"
+            );
+            for p in self.local_pairs.iter().take(top) {
+                let line = format!(
+                    "  {:>7} {:<15} {:>9} ->  <- {:>9}  {:>7} {:<15}  {} flow(s)",
+                    p.owner.pid,
+                    visible(&p.comm, 15),
+                    human_bytes(p.bytes_out),
+                    human_bytes(p.bytes_in),
+                    p.peer.pid,
+                    visible(&p.peer_comm, 15),
+                    p.flows
+                );
+                let _ = writeln!(s, "{line}");
+            }
+            if self.local_pairs.len() > top {
+                let _ = writeln!(
+                    s,
+                    "  ... {} more pairs (peer_* columns of connections.csv)",
+                    self.local_pairs.len() - top
                 );
             }
         }

@@ -8,6 +8,8 @@
 //! - [`timeline`]: the state reconstructed snapshot by snapshot (applied by
 //!   `procflow_format::reader::State`) and folded into time intervals per
 //!   socket and per (inode, process).
+//! - [`uses`]: who sent and read on which socket, and which socket id
+//!   held which tuple when (`sockuse.jsonl`).
 //! - [`conntrack`]: the conntrack entries of every namespace and when they
 //!   existed, indexed by direction, for flows seen after NAT.
 
@@ -15,6 +17,7 @@ pub mod archive;
 pub mod conntrack;
 pub use procflow_format::procnet;
 pub mod timeline;
+pub mod uses;
 
 use serde::Serialize;
 

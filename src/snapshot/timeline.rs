@@ -308,6 +308,8 @@ pub struct TimelineBuilder {
     event_idents: HashMap<(u32, u64), EventIdent>,
     unusable_events: u64,
     conntrack: super::conntrack::CtBuilder,
+    uses: super::uses::UseBuilder,
+    identities: HashMap<(u32, u64), Vec<(i64, ProcessRecord)>>,
 }
 
 impl TimelineBuilder {
@@ -329,6 +331,8 @@ impl TimelineBuilder {
             event_idents: HashMap::new(),
             unusable_events: 0,
             conntrack: Default::default(),
+            uses: Default::default(),
+            identities: HashMap::new(),
         }
     }
 
@@ -349,14 +353,18 @@ impl TimelineBuilder {
             return;
         }
         let t_ns = snap.meta.before.realtime_ns;
-        for p in applied.processes {
-            self.process_record(t_ns, p);
-        }
         let offset = snap
             .meta
             .before
             .realtime_ns
             .saturating_sub(snap.meta.before.monotonic_ns);
+        for p in applied.processes {
+            self.identity(offset, &p);
+            self.process_record(t_ns, p);
+        }
+        for r in &applied.sockuse {
+            self.uses.record(offset, r);
+        }
         for e in &applied.events {
             self.event(snap.meta.seq, offset, e);
         }
@@ -389,6 +397,31 @@ impl TimelineBuilder {
                 *old = p;
             }
         }
+    }
+
+    /// Keeps a process record that says when it was read (`seen_ns`) or
+    /// which exec it follows (`exec_ns`) in the process' identity history:
+    /// the identity in force at a time is the latest record from before it.
+    /// A record read while the process was exiting adds nothing.
+    fn identity(&mut self, offset: i64, p: &ProcessRecord) {
+        let Some(mono) = p.exec_ns.or(p.seen_ns) else {
+            return;
+        };
+        let from = mono.saturating_add(offset);
+        let h = self.identities.entry((p.pid, p.start_time)).or_default();
+        let pos = h.partition_point(|(t, _)| *t <= from);
+        let before = pos.checked_sub(1).and_then(|i| h.get(i));
+        if before.is_some_and(|(_, old)| degraded(old, p)) {
+            return;
+        }
+        // The same identity read again adds nothing either.
+        let same = |old: &ProcessRecord| {
+            old.comm == p.comm && old.exe == p.exe && old.cmdline == p.cmdline && old.uid == p.uid
+        };
+        if before.is_some_and(|(_, old)| same(old)) {
+            return;
+        }
+        h.insert(pos, (from, p.clone()));
     }
 
     /// Keeps one socket event, its time converted to realtime with the
@@ -635,6 +668,19 @@ impl TimelineBuilder {
         }
         netns_sorted.sort_unstable();
         netns_sorted.dedup();
+        let uses = {
+            let by_pid = &by_pid;
+            self.uses
+                .finish(|pid| match by_pid.get(&pid).map(Vec::as_slice) {
+                    Some([st]) => Some(*st),
+                    _ => None,
+                })
+        };
+        let identities = self
+            .identities
+            .into_iter()
+            .filter(|(_, h)| h.len() > 1)
+            .collect();
         let processes = self.processes;
         let event_idents = self
             .event_idents
@@ -642,6 +688,8 @@ impl TimelineBuilder {
             .filter(|(k, _)| !processes.contains_key(k))
             .collect();
         Timeline {
+            uses,
+            identities,
             conntrack: self.conntrack.finish(),
             events,
             event_index,
@@ -751,6 +799,12 @@ pub struct Timeline {
     pub exec_changes: HashMap<(u32, u64), Vec<ExecChange>>,
     /// Conntrack entries of every namespace, for flows seen after NAT.
     pub conntrack: super::conntrack::CtTimeline,
+    /// Who sent and read on which socket (`sockuse.jsonl`).
+    pub uses: super::uses::UseIndex,
+    /// Processes recorded as more than one identity with the time each
+    /// took effect (realtime ns: the exec, else when it was read), in time
+    /// order: the program and title of a process as a function of time.
+    pub identities: HashMap<(u32, u64), Vec<(i64, ProcessRecord)>>,
     event_index: HashMap<(Transport, u16, SocketAddr), Vec<usize>>,
     exact: HashMap<(Transport, SocketAddr, SocketAddr), Vec<usize>>,
     bound: HashMap<(Transport, u16), Vec<usize>>,
@@ -817,6 +871,27 @@ impl Timeline {
             .get(j)
             .map_or(i64::MAX, |s| s.after.realtime_ns);
         (birth, death)
+    }
+
+    /// The identity of process (pid, start time) at realtime `t_ns`: the
+    /// latest identity that took effect at or before it, else the first
+    /// one; without a history, its one (most complete) process record.
+    pub fn identity_at(&self, pid: u32, start_time: u64, t_ns: i64) -> Option<&ProcessRecord> {
+        match self.identities.get(&(pid, start_time)) {
+            Some(h) if !h.is_empty() => {
+                let i = h.partition_point(|(t, _)| *t <= t_ns);
+                h.get(i.saturating_sub(1)).map(|(_, p)| p)
+            }
+            _ => self.processes.get(&(pid, start_time)),
+        }
+    }
+
+    /// When the identity in force at `t_ns` took effect (see
+    /// [`Timeline::identity_at`]); `None` without a history.
+    pub fn identity_since(&self, pid: u32, start_time: u64, t_ns: i64) -> Option<i64> {
+        let h = self.identities.get(&(pid, start_time))?;
+        let i = h.partition_point(|(t, _)| *t <= t_ns);
+        h.get(i.saturating_sub(1)).map(|(t, _)| *t)
     }
 
     /// Realtime range covered by the snapshots: first `before` to last
@@ -901,6 +976,7 @@ pub(crate) mod tests {
         pub fds: Option<String>,
         pub procs: Option<String>,
         pub events: Option<String>,
+        pub sockuse: Option<String>,
     }
 
     /// One JSON record a line, as the recorder writes procs and events.
@@ -920,7 +996,12 @@ pub(crate) mod tests {
                 fds: None,
                 procs: None,
                 events: None,
+                sockuse: None,
             }
+        }
+        pub fn sockuse(mut self, recs: &[procflow_format::layout::SockUseRecord]) -> Snap {
+            self.sockuse = Some(json_lines(recs));
+            self
         }
         pub fn events(mut self, evs: &[EventRecord]) -> Snap {
             self.events = Some(json_lines(evs));
@@ -1025,6 +1106,9 @@ pub(crate) mod tests {
             if let Some(e) = &self.events {
                 out.push((events_member(self.seq), e.clone()));
             }
+            if let Some(u) = &self.sockuse {
+                out.push((procflow_format::layout::sockuse_member(self.seq), u.clone()));
+            }
             out
         }
         pub fn input(&self) -> Snapshot {
@@ -1072,7 +1156,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn rec(pid: u32, start_time: u64, comm: &str) -> ProcessRecord {
+    pub fn rec(pid: u32, start_time: u64, comm: &str) -> ProcessRecord {
         ProcessRecord {
             pid,
             start_time,

@@ -127,6 +127,12 @@
       return [p[0], p[2], bytes(p[5]), bytes(p[6]), p[7], p[8], clock(p[9]), clock(p[10]), p[1], p[3], p[4]];
     }), [true, false, true, true, true, true, false, false, false, 0, 0]));
   if (D.processes.length > 50) app.appendChild(el('p', { 'class': 'sub' }, [(D.processes.length - 50) + ' more in processes.csv']));
+  if (D.local_pairs && D.local_pairs.length) {
+    app.appendChild(el('h2', {}, ['Both ends on this host']));
+    app.appendChild(table(['pid', 'comm', 'out', 'in', 'peer pid', 'peer comm', 'flows'],
+      D.local_pairs.map(function (p) { return [p[0], p[1], bytes(p[2]), bytes(p[3]), p[4], p[5], p[6]]; }),
+      [true, false, true, true, true, false, true]));
+  }
   app.appendChild(el('h2', {}, ['Top remote endpoints']));
   app.appendChild(table(['proto', 'endpoint', 'out', 'in', 'flows', 'processes', 'unattributed'],
     D.endpoints.slice(0, 50).map(function (e) { return [e[0], e[1], bytes(e[2]), bytes(e[3]), e[4], e[5], e[6] ? bytes(e[6]) : '']; }),
