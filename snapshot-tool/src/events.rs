@@ -857,6 +857,38 @@ impl Pids {
         Self::push(batch, rec);
     }
 
+    /// A child that exited before its identity was read at its fork (a
+    /// zombie shows no exe nor command line) was still its parent's
+    /// program: it takes those from the parent, read now.
+    fn inherit(&mut self, child: u32, parent: u32) {
+        let Some(rec) = self.map.get(&child).and_then(|i| i.pending.as_ref()) else {
+            return;
+        };
+        if rec.exe.is_some() && !rec.cmdline.is_empty() {
+            return;
+        }
+        let netns = rec.netns;
+        let Ok(stat) = live::read_stat(parent, &mut self.buf) else {
+            return;
+        };
+        let (from, _errs) = live::read_process_record(parent, &stat, netns, &mut self.buf);
+        let Some(i) = self.map.get_mut(&child) else {
+            return;
+        };
+        let Some(rec) = i.pending.as_mut() else {
+            return;
+        };
+        if from.exe.is_none() || from.cmdline.is_empty() {
+            return;
+        }
+        rec.exe = from.exe;
+        rec.cmdline = from.cmdline;
+        rec.uid = from.uid;
+        rec.euid = from.euid;
+        rec.user = self.users.get(&rec.uid).cloned();
+        i.title = (rec.comm.clone(), rec.cmdline.clone(), rec.uid, rec.euid);
+    }
+
     /// The facts of `pid`, read (and its identity added to `batch`) at its
     /// first event; an identity kept since its fork is added then.
     pub(crate) fn get(&mut self, pid: u32, batch: &mut Batch) -> Option<PidInfo> {
@@ -1396,6 +1428,7 @@ fn sched_sample(
                 // program. Written at its first call or event, so a child
                 // that never execs and lives a few ms is named too.
                 pids.learn(*child, local, None, true);
+                pids.inherit(*child, *parent);
             }
             if walks {
                 local.fork_pids.insert(*parent);
