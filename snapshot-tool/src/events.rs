@@ -89,6 +89,12 @@ const TITLE_REREAD: Duration = Duration::from_secs(1);
 /// read again at its calls at most this often, and at the first call of
 /// each (process, socket) pair.
 const TITLE_CHECK: Duration = Duration::from_millis(50);
+/// A call after a pause of the process this long (ns) is checked too, at
+/// most every [`TITLE_CHECK_MIN`]: a title changes between bursts of I/O
+/// (sshd's session sets it while it starts the command, then relays).
+const TITLE_GAP_NS: i64 = 10_000_000;
+/// Least time between two command-line reads of one process.
+const TITLE_CHECK_MIN: Duration = Duration::from_millis(10);
 
 /// The fields of one tracepoint record, from its tracefs `format` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -654,6 +660,8 @@ pub(crate) struct PidInfo {
     title: (String, Vec<String>, u32, Option<u32>),
     /// When the command line alone was last read.
     checked_at: Instant,
+    /// CLOCK_MONOTONIC ns of the latest call seen (as far as checked).
+    last_call_ns: i64,
     /// An identity read at the process's fork, written at its first call
     /// or event (a forked child that never execs has no other record, and
     /// may be gone, or a zombie without command line, by its first call).
@@ -795,19 +803,21 @@ impl Pids {
                 read_at: now,
                 title,
                 checked_at: now,
+                last_call_ns: i64::MIN,
                 pending,
             },
         );
         self.map.get(&pid)
     }
 
-    /// At a call by `pid` (the first on its socket when `new_pair`):
-    /// writes an identity kept since its fork; reads its command line
-    /// again when last read [`TITLE_CHECK`] ago or more, or on a new pair,
+    /// At a call by `pid` at `call_ns` (the first on its socket when
+    /// `new_pair`): writes an identity kept since its fork; reads its
+    /// command line again when last read [`TITLE_CHECK`] ago or more, on a
+    /// new pair, or after a pause of its calls,
     /// and its whole identity when that changed or was last read
     /// [`TITLE_REREAD`] ago or more; records the identity anew if comm,
     /// cmdline or uids changed (setproctitle, privilege drop).
-    fn refresh(&mut self, pid: u32, new_pair: bool, batch: &mut Batch) {
+    fn refresh(&mut self, pid: u32, new_pair: bool, call_ns: i64, batch: &mut Batch) {
         let Some(i) = self.map.get_mut(&pid) else {
             return;
         };
@@ -818,9 +828,14 @@ impl Pids {
             return;
         }
         let now = Instant::now();
+        let after_pause =
+            i.last_call_ns != i64::MIN && call_ns.saturating_sub(i.last_call_ns) >= TITLE_GAP_NS;
+        i.last_call_ns = i.last_call_ns.max(call_ns);
         let full = now.duration_since(i.read_at) >= TITLE_REREAD;
         if !full {
-            if !new_pair && now.duration_since(i.checked_at) < TITLE_CHECK {
+            let since = now.duration_since(i.checked_at);
+            let due = since >= TITLE_CHECK || (after_pause && since >= TITLE_CHECK_MIN);
+            if !new_pair && !due {
                 return;
             }
             i.checked_at = now;
@@ -1547,16 +1562,19 @@ impl Reader {
                 });
             }
             // Titles first (outside the lock: /proc reads), then the runs.
-            let mut last = (0, 0);
+            let mut last = (0, 0, i64::MIN);
             for u in &self.dec.uses {
-                if (u.pid, u.sk) != last {
-                    last = (u.pid, u.sk);
-                    let new_pair = pids.new_pair(u.pid, u.sk);
-                    if pids.map.contains_key(&u.pid) {
-                        pids.refresh(u.pid, new_pair, &mut local);
-                    } else {
-                        pids.get(u.pid, &mut local);
-                    }
+                let pause = u.time.saturating_sub(last.2) >= TITLE_GAP_NS;
+                if (u.pid, u.sk) == (last.0, last.1) && !pause {
+                    last.2 = last.2.max(u.time);
+                    continue;
+                }
+                let new_pair = (u.pid, u.sk) != (last.0, last.1) && pids.new_pair(u.pid, u.sk);
+                last = (u.pid, u.sk, u.time);
+                if pids.map.contains_key(&u.pid) {
+                    pids.refresh(u.pid, new_pair, u.time, &mut local);
+                } else {
+                    pids.get(u.pid, &mut local);
                 }
             }
             if last_sweep.elapsed() >= Duration::from_secs(1) {
