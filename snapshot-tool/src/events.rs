@@ -92,7 +92,7 @@ const TITLE_CHECK: Duration = Duration::from_millis(50);
 /// A call after a pause of the process this long (ns) is checked too, at
 /// most every [`TITLE_CHECK_MIN`]: a title changes between bursts of I/O
 /// (sshd's session sets it while it starts the command, then relays).
-const TITLE_GAP_NS: i64 = 10_000_000;
+const TITLE_GAP_NS: i64 = 2_000_000;
 /// Least time between two command-line reads of one process.
 const TITLE_CHECK_MIN: Duration = Duration::from_millis(10);
 
@@ -818,12 +818,12 @@ impl Pids {
     /// [`TITLE_REREAD`] ago or more; records the identity anew if comm,
     /// cmdline or uids changed (setproctitle, privilege drop).
     fn refresh(&mut self, pid: u32, new_pair: bool, call_ns: i64, batch: &mut Batch) {
+        if self.settle(pid, batch) {
+            return;
+        }
         let Some(i) = self.map.get_mut(&pid) else {
             return;
         };
-        if let Some(rec) = i.pending.take() {
-            Self::push(batch, *rec);
-        }
         if i.exited.is_some() {
             return;
         }
@@ -872,6 +872,39 @@ impl Pids {
         Self::push(batch, rec);
     }
 
+    /// At the first call or event of a process read at its fork: its
+    /// identity read now (a forked child often changes uid or title before
+    /// its first call: sshd's session), or, when it is gone or a zombie,
+    /// the one read at the fork. False if there was none pending.
+    fn settle(&mut self, pid: u32, batch: &mut Batch) -> bool {
+        let Some(i) = self.map.get_mut(&pid) else {
+            return false;
+        };
+        let Some(forked) = i.pending.take() else {
+            return false;
+        };
+        let (start, netns) = (i.start_time, i.netns);
+        let now = live::read_stat(pid, &mut self.buf)
+            .ok()
+            .filter(|st| st.start_time == start)
+            .map(|st| live::read_process_record(pid, &st, netns.unwrap_or(0), &mut self.buf).0)
+            .filter(|r| r.exe.is_some() && !r.cmdline.is_empty());
+        let Some(mut rec) = now else {
+            Self::push(batch, *forked);
+            return true;
+        };
+        rec.user = self.users.get(&rec.uid).cloned();
+        if let Some(i) = self.map.get_mut(&pid) {
+            let t = Instant::now();
+            i.title = (rec.comm.clone(), rec.cmdline.clone(), rec.uid, rec.euid);
+            i.comm = rec.comm.clone();
+            i.read_at = t;
+            i.checked_at = t;
+        }
+        Self::push(batch, rec);
+        true
+    }
+
     /// A child that exited before its identity was read at its fork (a
     /// zombie shows no exe nor command line) was still its parent's
     /// program: it takes those from the parent, read now.
@@ -907,11 +940,9 @@ impl Pids {
     /// The facts of `pid`, read (and its identity added to `batch`) at its
     /// first event; an identity kept since its fork is added then.
     pub(crate) fn get(&mut self, pid: u32, batch: &mut Batch) -> Option<PidInfo> {
-        if let Some(i) = self.map.get_mut(&pid) {
-            if let Some(rec) = i.pending.take() {
-                Self::push(batch, *rec);
-            }
-            return Some(i.clone());
+        if self.map.contains_key(&pid) {
+            self.settle(pid, batch);
+            return self.map.get(&pid).cloned();
         }
         self.learn(pid, batch, None, false).cloned()
     }
