@@ -153,10 +153,14 @@ pub fn container_id(cgroup: &str) -> Option<String> {
     found
 }
 
-/// /proc/PID/cmdline split at NUL bytes (lossy UTF-8). A trailing NUL does
-/// not make an empty last argument.
+/// /proc/PID/cmdline split at NUL bytes (lossy UTF-8). Trailing NULs make
+/// no empty last arguments: a process that rewrote its title in place
+/// (setproctitle, as sshd does) leaves the rest of its old argument area
+/// zeroed, and the kernel returns all of it. Empty arguments between two
+/// others are kept.
 pub fn split_cmdline(raw: &[u8]) -> Vec<String> {
-    let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
+    let end = raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let raw = &raw[..end];
     if raw.is_empty() {
         return Vec::new();
     }
@@ -351,6 +355,10 @@ mod tests {
         );
         assert_eq!(split_cmdline(b""), Vec::<String>::new());
         assert_eq!(split_cmdline(b"a\0\0b\0"), ["a", "", "b"]);
+        // sshd's title over its zeroed argument area.
+        assert_eq!(split_cmdline(b"sshd: u@notty\0\0\0\0\0"), ["sshd: u@notty"]);
+        assert_eq!(split_cmdline(b"a\0\0b\0\0\0"), ["a", "", "b"]);
+        assert_eq!(split_cmdline(b"\0\0\0"), Vec::<String>::new());
         assert_eq!(split_cmdline(b"\xff\0"), ["\u{fffd}"]);
     }
 

@@ -82,9 +82,19 @@ const SCHED_RING_PAGES: usize = 16;
 const MAX_PENDING_USES: usize = 400_000;
 /// Nice value of the event reader thread.
 const READER_NICE: i32 = -10;
-/// A process's title (comm, cmdline, uids) is read again at its first
-/// call after this long.
+/// A process's whole identity (comm, cmdline, uids) is read again at its
+/// first call after this long.
 const TITLE_REREAD: Duration = Duration::from_secs(1);
+/// Its command line alone (one small read: setproctitle shows there) is
+/// read again at its calls at most this often, and at the first call of
+/// each (process, socket) pair.
+const TITLE_CHECK: Duration = Duration::from_millis(50);
+/// A call after a pause of the process this long (ns) is checked too, at
+/// most every [`TITLE_CHECK_MIN`]: a title changes between bursts of I/O
+/// (sshd's session sets it while it starts the command, then relays).
+const TITLE_GAP_NS: i64 = 2_000_000;
+/// Least time between two command-line reads of one process.
+const TITLE_CHECK_MIN: Duration = Duration::from_millis(10);
 
 /// The fields of one tracepoint record, from its tracefs `format` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -418,6 +428,8 @@ pub struct Decoder {
     uses: Vec<UseSample>,
     /// Socket bindings decoded since the reader last took them.
     binds: Vec<SockUseRecord>,
+    /// (kernel address, time) of each of those bindings: runs are cut there.
+    bound: Vec<(u64, i64)>,
     /// De-duplication of bindings, UDP route lookups per thread.
     bindings: Bindings,
     /// The keyed socket ids.
@@ -442,6 +454,7 @@ impl Decoder {
                 if let Some((ip, port, remote)) = self.bindings.udp_send(&u) {
                     let tuple = (ip, port, remote);
                     if self.bindings.fresh(u.sk, &tuple, 6) {
+                        self.bound.push((u.sk, mono_ns));
                         self.binds.push(SockUseRecord::binding(
                             sockuse::SRC_UDP_ROUTE,
                             self.ids.id(u.sk),
@@ -606,6 +619,7 @@ impl Decoder {
         {
             return;
         }
+        self.bound.push((e.skaddr, mono_ns));
         self.binds.push(SockUseRecord::binding(
             SRC_SET_STATE,
             self.ids.id(e.skaddr),
@@ -640,10 +654,18 @@ pub(crate) struct PidInfo {
     pub(crate) netns: Option<u64>,
     pub(crate) comm: String,
     exited: Option<Instant>,
-    /// When the title was last read, and what it was (comm, cmdline,
-    /// uid, euid).
+    /// When the whole identity was last read, and the title it had
+    /// (comm, cmdline, uid, euid).
     read_at: Instant,
     title: (String, Vec<String>, u32, Option<u32>),
+    /// When the command line alone was last read.
+    checked_at: Instant,
+    /// CLOCK_MONOTONIC ns of the latest call seen (as far as checked).
+    last_call_ns: i64,
+    /// An identity read at the process's fork, written at its first call
+    /// or event (a forked child that never execs has no other record, and
+    /// may be gone, or a zombie without command line, by its first call).
+    pending: Option<Box<ProcessRecord>>,
 }
 
 /// What accumulated since the record loop last took it.
@@ -692,6 +714,8 @@ pub(crate) struct Pids {
     /// Time of each pid's last exec (also when its identity could not be
     /// read): runs are cut there.
     execs: HashMap<u32, i64>,
+    /// (pid, socket) pairs seen calling: the title is checked at each new one.
+    pairs: HashSet<(u32, u64)>,
 }
 
 /// uid -> user name from passwd text (first name of each uid wins).
@@ -722,12 +746,38 @@ impl Pids {
             buf: Vec::with_capacity(8192),
             users,
             execs: HashMap::new(),
+            pairs: HashSet::new(),
         }
     }
 
-    /// Reads a pid's stat, namespace and identity (added to `batch`);
-    /// `exec_ns` is the time of the exec it follows, when known.
-    fn learn(&mut self, pid: u32, batch: &mut Batch, exec_ns: Option<i64>) -> Option<&PidInfo> {
+    /// Whether `pid` calls on `sk` for the first time (remembered).
+    fn new_pair(&mut self, pid: u32, sk: u64) -> bool {
+        if self.pairs.len() >= MAX_PENDING_CONNECTS {
+            // Forgetting only costs one more title check per pair.
+            self.pairs.clear();
+        }
+        self.pairs.insert((pid, sk))
+    }
+
+    /// Pushes an identity to the batch, within its bound.
+    fn push(batch: &mut Batch, rec: ProcessRecord) {
+        if batch.procs.len() < MAX_PENDING_PROCS {
+            batch.procs.push(rec);
+        } else {
+            batch.dropped += 1;
+        }
+    }
+
+    /// Reads a pid's stat, namespace and identity (added to `batch`, or
+    /// kept until its first call or event when `defer`); `exec_ns` is the
+    /// time of the exec it follows, when known.
+    fn learn(
+        &mut self,
+        pid: u32,
+        batch: &mut Batch,
+        exec_ns: Option<i64>,
+        defer: bool,
+    ) -> Option<&PidInfo> {
         let stat = live::read_stat(pid, &mut self.buf).ok()?;
         let netns = live::read_netns(&pid.to_string()).ok();
         let (mut rec, _errs) =
@@ -736,11 +786,13 @@ impl Pids {
         rec.user = self.users.get(&rec.uid).cloned();
         let comm = rec.comm.clone();
         let title = (rec.comm.clone(), rec.cmdline.clone(), rec.uid, rec.euid);
-        if batch.procs.len() < MAX_PENDING_PROCS {
-            batch.procs.push(rec);
+        let pending = if defer {
+            Some(Box::new(rec))
         } else {
-            batch.dropped += 1;
-        }
+            Self::push(batch, rec);
+            None
+        };
+        let now = Instant::now();
         self.map.insert(
             pid,
             PidInfo {
@@ -748,24 +800,55 @@ impl Pids {
                 netns,
                 comm,
                 exited: None,
-                read_at: Instant::now(),
+                read_at: now,
                 title,
+                checked_at: now,
+                last_call_ns: i64::MIN,
+                pending,
             },
         );
         self.map.get(&pid)
     }
 
-    /// At a call by `pid`: when its title was last read more than
-    /// [`TITLE_REREAD`] ago, reads it again and records the identity anew
-    /// if comm, cmdline or uids changed (setproctitle, privilege drop).
-    fn refresh(&mut self, pid: u32, batch: &mut Batch) {
+    /// At a call by `pid` at `call_ns` (the first on its socket when
+    /// `new_pair`): writes an identity kept since its fork; reads its
+    /// command line again when last read [`TITLE_CHECK`] ago or more, on a
+    /// new pair, or after a pause of its calls,
+    /// and its whole identity when that changed or was last read
+    /// [`TITLE_REREAD`] ago or more; records the identity anew if comm,
+    /// cmdline or uids changed (setproctitle, privilege drop).
+    fn refresh(&mut self, pid: u32, new_pair: bool, call_ns: i64, batch: &mut Batch) {
+        if self.settle(pid, batch) {
+            return;
+        }
         let Some(i) = self.map.get_mut(&pid) else {
             return;
         };
-        if i.exited.is_some() || i.read_at.elapsed() < TITLE_REREAD {
+        if i.exited.is_some() {
             return;
         }
-        i.read_at = Instant::now();
+        let now = Instant::now();
+        let after_pause =
+            i.last_call_ns != i64::MIN && call_ns.saturating_sub(i.last_call_ns) >= TITLE_GAP_NS;
+        i.last_call_ns = i.last_call_ns.max(call_ns);
+        let full = now.duration_since(i.read_at) >= TITLE_REREAD;
+        if !full {
+            let since = now.duration_since(i.checked_at);
+            let due = since >= TITLE_CHECK || (after_pause && since >= TITLE_CHECK_MIN);
+            if !new_pair && !due {
+                return;
+            }
+            i.checked_at = now;
+            if live::read_into(&format!("/proc/{pid}/cmdline"), &mut self.buf).is_err() {
+                return;
+            }
+            let cmdline = crate::procfs::split_cmdline(&self.buf);
+            if cmdline.is_empty() || cmdline == i.title.1 {
+                return;
+            }
+        }
+        i.read_at = now;
+        i.checked_at = now;
         let Ok(stat) = live::read_stat(pid, &mut self.buf) else {
             return;
         };
@@ -786,19 +869,82 @@ impl Pids {
         i.title = title;
         i.comm = rec.comm.clone();
         rec.user = self.users.get(&rec.uid).cloned();
-        if batch.procs.len() < MAX_PENDING_PROCS {
-            batch.procs.push(rec);
-        } else {
-            batch.dropped += 1;
-        }
+        Self::push(batch, rec);
     }
 
-    /// The facts of `pid`, read (and its identity added to `batch`) at its first event.
-    pub(crate) fn get(&mut self, pid: u32, batch: &mut Batch) -> Option<PidInfo> {
-        if let Some(i) = self.map.get(&pid) {
-            return Some(i.clone());
+    /// At the first call or event of a process read at its fork: its
+    /// identity read now (a forked child often changes uid or title before
+    /// its first call: sshd's session), or, when it is gone or a zombie,
+    /// the one read at the fork. False if there was none pending.
+    fn settle(&mut self, pid: u32, batch: &mut Batch) -> bool {
+        let Some(i) = self.map.get_mut(&pid) else {
+            return false;
+        };
+        let Some(forked) = i.pending.take() else {
+            return false;
+        };
+        let (start, netns) = (i.start_time, i.netns);
+        let now = live::read_stat(pid, &mut self.buf)
+            .ok()
+            .filter(|st| st.start_time == start)
+            .map(|st| live::read_process_record(pid, &st, netns.unwrap_or(0), &mut self.buf).0)
+            .filter(|r| r.exe.is_some() && !r.cmdline.is_empty());
+        let Some(mut rec) = now else {
+            Self::push(batch, *forked);
+            return true;
+        };
+        rec.user = self.users.get(&rec.uid).cloned();
+        if let Some(i) = self.map.get_mut(&pid) {
+            let t = Instant::now();
+            i.title = (rec.comm.clone(), rec.cmdline.clone(), rec.uid, rec.euid);
+            i.comm = rec.comm.clone();
+            i.read_at = t;
+            i.checked_at = t;
         }
-        self.learn(pid, batch, None).cloned()
+        Self::push(batch, rec);
+        true
+    }
+
+    /// A child that exited before its identity was read at its fork (a
+    /// zombie shows no exe nor command line) was still its parent's
+    /// program: it takes those from the parent, read now.
+    fn inherit(&mut self, child: u32, parent: u32) {
+        let Some(rec) = self.map.get(&child).and_then(|i| i.pending.as_ref()) else {
+            return;
+        };
+        if rec.exe.is_some() && !rec.cmdline.is_empty() {
+            return;
+        }
+        let netns = rec.netns;
+        let Ok(stat) = live::read_stat(parent, &mut self.buf) else {
+            return;
+        };
+        let (from, _errs) = live::read_process_record(parent, &stat, netns, &mut self.buf);
+        let Some(i) = self.map.get_mut(&child) else {
+            return;
+        };
+        let Some(rec) = i.pending.as_mut() else {
+            return;
+        };
+        if from.exe.is_none() || from.cmdline.is_empty() {
+            return;
+        }
+        rec.exe = from.exe;
+        rec.cmdline = from.cmdline;
+        rec.uid = from.uid;
+        rec.euid = from.euid;
+        rec.user = self.users.get(&rec.uid).cloned();
+        i.title = (rec.comm.clone(), rec.cmdline.clone(), rec.uid, rec.euid);
+    }
+
+    /// The facts of `pid`, read (and its identity added to `batch`) at its
+    /// first event; an identity kept since its fork is added then.
+    pub(crate) fn get(&mut self, pid: u32, batch: &mut Batch) -> Option<PidInfo> {
+        if self.map.contains_key(&pid) {
+            self.settle(pid, batch);
+            return self.map.get(&pid).cloned();
+        }
+        self.learn(pid, batch, None, false).cloned()
     }
 }
 
@@ -1319,8 +1465,17 @@ fn sched_sample(
             if Path::new(&format!("/proc/{parent}/task/{child}")).exists() {
                 return;
             }
-            pids.map.remove(child);
-            pids.execs.remove(child);
+            // The child's exec may have been read first (from another
+            // CPU's ring): what it learned stays.
+            if pids.execs.get(child).is_none_or(|&t| t < mono_ns) {
+                pids.map.remove(child);
+                pids.execs.remove(child);
+                // Its identity now, while it surely lives: the parent's
+                // program. Written at its first call or event, so a child
+                // that never execs and lives a few ms is named too.
+                pids.learn(*child, local, None, true);
+                pids.inherit(*child, *parent);
+            }
             if walks {
                 local.fork_pids.insert(*parent);
                 local.fork_pids.insert(*child);
@@ -1332,7 +1487,7 @@ fn sched_sample(
                 pids.execs.clear();
             }
             pids.execs.insert(*pid, mono_ns);
-            pids.learn(*pid, local, Some(mono_ns));
+            pids.learn(*pid, local, Some(mono_ns), false);
             if walks {
                 local.fork_pids.insert(*pid);
             }
@@ -1438,15 +1593,19 @@ impl Reader {
                 });
             }
             // Titles first (outside the lock: /proc reads), then the runs.
-            let mut last_pid = 0;
+            let mut last = (0, 0, i64::MIN);
             for u in &self.dec.uses {
-                if u.pid != last_pid {
-                    last_pid = u.pid;
-                    if pids.map.contains_key(&u.pid) {
-                        pids.refresh(u.pid, &mut local);
-                    } else {
-                        pids.get(u.pid, &mut local);
-                    }
+                let pause = u.time.saturating_sub(last.2) >= TITLE_GAP_NS;
+                if (u.pid, u.sk) == (last.0, last.1) && !pause {
+                    last.2 = last.2.max(u.time);
+                    continue;
+                }
+                let new_pair = (u.pid, u.sk) != (last.0, last.1) && pids.new_pair(u.pid, u.sk);
+                last = (u.pid, u.sk, u.time);
+                if pids.map.contains_key(&u.pid) {
+                    pids.refresh(u.pid, new_pair, u.time, &mut local);
+                } else {
+                    pids.get(u.pid, &mut local);
                 }
             }
             if last_sweep.elapsed() >= Duration::from_secs(1) {
@@ -1483,6 +1642,9 @@ impl Reader {
                     merge(&mut b, &mut local);
                     let binds = std::mem::take(&mut self.dec.binds);
                     push_bounded(&mut b, binds);
+                    for (sk, t) in self.dec.bound.drain(..) {
+                        b.open.bound(sk, t);
+                    }
                     let mut ended = Vec::new();
                     let ids = &self.dec.ids;
                     for u in &self.dec.uses {
@@ -1501,6 +1663,7 @@ impl Reader {
                 }
                 self.dec.uses.clear();
                 self.dec.binds.clear();
+                self.dec.bound.clear();
             }
             if stopping {
                 return;
@@ -1528,7 +1691,7 @@ fn connector(c: &OwnedFd, nlbuf: &mut [u8], walks: bool, pids: &mut Pids, local:
                         }
                         ProcEvent::Exec => {
                             pids.map.remove(&tgid);
-                            pids.learn(tgid, local, None);
+                            pids.learn(tgid, local, None, false);
                             if walks {
                                 local.fork_pids.insert(tgid);
                             }

@@ -283,17 +283,35 @@ pub fn task_record(e: &SchedEvent, mono_ns: i64, pid: u32, tid: u32) -> Option<T
     Some(r)
 }
 
-/// The opaque socket ids: a keyed hash (SipHash, random key per recording)
-/// of the kernel address, so no kernel address reaches the bundle.
+/// The opaque socket ids: a keyed permutation of the kernel address (a
+/// four-round Feistel network whose round function is SipHash with a
+/// random key per recording), so no kernel address reaches the bundle and
+/// two live sockets, which have two addresses, never share an id.
 #[derive(Debug, Clone, Default)]
 pub struct SkIds {
     key: RandomState,
 }
 
 impl SkIds {
+    /// Rounds of the Feistel network (four make a pseudo-random permutation).
+    const ROUNDS: u32 = 4;
+
+    fn round(&self, i: u32, half: u32) -> u32 {
+        self.key.hash_one((i, half)) as u32
+    }
+
+    /// The permuted value of `sk`: a bijection of u64.
+    fn permute(&self, sk: u64) -> u64 {
+        let (mut l, mut r) = ((sk >> 32) as u32, sk as u32);
+        for i in 0..Self::ROUNDS {
+            (l, r) = (r, l ^ self.round(i, r));
+        }
+        (u64::from(l) << 32) | u64::from(r)
+    }
+
     /// The 16-hex-digit id of `sk`.
     pub fn id(&self, sk: u64) -> String {
-        format!("{:016x}", self.key.hash_one(sk))
+        format!("{:016x}", self.permute(sk))
     }
 }
 
@@ -313,16 +331,34 @@ struct Run {
     first_ns: i64,
 }
 
-/// The open runs, keyed by (socket, direction).
+/// The open runs, keyed by (socket, direction), and when each socket was
+/// last bound anew.
 #[derive(Debug, Default)]
 pub struct Runs {
     open: HashMap<(u64, bool), Run>,
+    /// Time of the last `sock` line written per socket (another tuple, or
+    /// CLOSE): a freed socket's address can come back for a new socket, so
+    /// a run never spans such a line.
+    bound: HashMap<u64, i64>,
 }
 
 impl Runs {
+    /// A `sock` line of `sk` at `mono_ns` was written: a later call on
+    /// `sk` starts a new run.
+    pub fn bound(&mut self, sk: u64, mono_ns: i64) {
+        if self.bound.len() >= MAX_BOUND {
+            // Forgetting costs only the cut of a run open across a reuse.
+            self.bound.retain(|k, _| {
+                self.open.contains_key(&(*k, true)) || self.open.contains_key(&(*k, false))
+            });
+        }
+        let t = self.bound.entry(sk).or_insert(mono_ns);
+        *t = (*t).max(mono_ns);
+    }
+
     /// Adds one call; a run it ends (another process, older than the
-    /// flush period, or begun before the process's last exec at
-    /// `exec_ns`) is pushed to `out`. `who` gives the facts of a new run.
+    /// flush period, begun before the process's last exec at `exec_ns`,
+    /// or before the socket's last binding) is pushed to `out`. `who` gives the facts of a new run.
     pub fn add(
         &mut self,
         u: &UseSample,
@@ -333,9 +369,10 @@ impl Runs {
     ) {
         let key = (u.sk, u.dir == UseDir::Send);
         if let Some(r) = self.open.get_mut(&key) {
-            let across_exec = exec_ns.is_some_and(|x| r.first_ns < x && x <= u.time);
+            let across = |x: Option<i64>| x.is_some_and(|x| r.first_ns < x && x <= u.time);
             if r.rec.pid == Some(u.pid)
-                && !across_exec
+                && !across(exec_ns)
+                && !across(self.bound.get(&u.sk).copied())
                 && u.time.saturating_sub(r.first_ns) <= FLUSH_NS
             {
                 r.rec.last_ns = Some(r.rec.last_ns.unwrap_or(u.time).max(u.time));
@@ -631,6 +668,60 @@ mod tests {
                 (Some(10), Some(20 + FLUSH_NS + 1))
             ]
         );
+    }
+
+    #[test]
+    fn socket_ids_are_a_keyed_permutation() {
+        let ids = SkIds::default();
+        // Undoing the Feistel rounds gives the address back: the map is a
+        // bijection, so two live sockets never share an id.
+        let invert = |v: u64| {
+            let (mut l, mut r) = ((v >> 32) as u32, v as u32);
+            for i in (0..SkIds::ROUNDS).rev() {
+                (l, r) = (r ^ ids.round(i, l), l);
+            }
+            (u64::from(l) << 32) | u64::from(r)
+        };
+        let mut seen = std::collections::HashSet::new();
+        // Slab neighbours: addresses of sockets differ in a few low bits.
+        for k in 0..20_000u64 {
+            let sk = 0xffff_8880_1234_0000 + k * 64;
+            let id = ids.permute(sk);
+            assert_eq!(invert(id), sk);
+            assert!(seen.insert(id), "two addresses, one id");
+            assert_eq!(ids.id(sk), format!("{id:016x}"));
+        }
+        assert_ne!(ids.id(1), SkIds::default().id(1), "keyed per recording");
+    }
+
+    #[test]
+    fn a_run_never_spans_a_new_binding_of_its_socket() {
+        let ids = SkIds::default();
+        let mut runs = Runs::default();
+        let mut out = Vec::new();
+        // One process, one socket address: a connection, its CLOSE at 50,
+        // a new connection at the same address bound at 60.
+        runs.add(&use_at(1, 10, 0, 100), None, &ids, &mut out, Who::default);
+        runs.add(&use_at(1, 10, 40, 100), None, &ids, &mut out, Who::default);
+        runs.bound(1, 50);
+        runs.bound(1, 60);
+        // A call read late from another CPU, from before the CLOSE, stays.
+        runs.add(&use_at(1, 10, 45, 1), None, &ids, &mut out, Who::default);
+        assert!(out.is_empty());
+        runs.add(&use_at(1, 10, 70, 7), None, &ids, &mut out, Who::default);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].bytes, out[0].last_ns), (Some(201), Some(45)));
+        runs.add(&use_at(1, 10, 80, 7), None, &ids, &mut out, Who::default);
+        runs.flush(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[1].first_ns, out[1].bytes), (Some(70), Some(14)));
+        // An older binding time does not move the cut back.
+        runs.bound(1, 55);
+        runs.add(&use_at(1, 10, 90, 1), None, &ids, &mut out, Who::default);
+        runs.add(&use_at(1, 10, 95, 1), None, &ids, &mut out, Who::default);
+        runs.flush(&mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].calls, Some(2));
     }
 
     #[test]

@@ -1764,3 +1764,111 @@ fn short_processes_in_a_network_namespace_are_identified() {
             .collect::<Vec<_>>()
     );
 }
+
+/// A sender that retitles itself while it sends (it zeroes its argument
+/// area and writes the title at its start, as setproctitle does; its comm
+/// stays) gets an identity record with the new title a few reader rounds
+/// after, not a second later, without the zeroed rest as empty arguments;
+/// its forked child, which never execs and exits as soon as it has sent,
+/// has an identity record with the command line (read at the fork).
+#[test]
+fn titles_are_read_while_sending_and_forked_children_are_named() {
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("per-call tracepoints need root (perf_event_open, tracefs)");
+        return;
+    }
+    if Command::new("python3")
+        .arg("-c")
+        .arg("import ctypes")
+        .status()
+        .is_err()
+    {
+        skip("the retitling sender is a python3 script");
+        return;
+    }
+    let out = TempPath::new("retitle");
+    let out_s = out.0.to_str().expect("utf-8 temp path");
+    let rec = start(&["record", "--out", out_s, "--event-interval", "500ms"]);
+    wait_first_snapshot(&out.0);
+    let m = manifest(&out.0);
+    for name in [
+        "tracepoint:sock:sock_send_length",
+        "tracepoint:sched:sched_process_fork",
+    ] {
+        let s = m.sources.iter().find(|s| s.name == name).expect("listed");
+        if !s.used {
+            skip(&format!("{name} unavailable here: {:?}", s.detail));
+            return;
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let server = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            let Ok(mut c) = c else { break };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c, &mut std::io::sink());
+            });
+        }
+    });
+    let (parent, _, o) = run_python(&format!(
+        "import ctypes, os, socket, time\n\
+         f = open('/proc/self/stat').read().rsplit(')', 1)[1].split()\n\
+         a0, a1 = int(f[45]), int(f[46])\n\
+         s = socket.create_connection(('127.0.0.1', {server}))\n\
+         s.sendall(b'a' * 100000)\n\
+         time.sleep(0.1)\n\
+         ctypes.memset(a0, 0, a1 - a0)\n\
+         ctypes.memmove(a0, b'retitled-sender', 15)\n\
+         t = time.clock_gettime_ns(time.CLOCK_MONOTONIC)\n\
+         for i in range(60):\n\
+         \x20   s.sendall(b'b' * 10000)\n\
+         \x20   time.sleep(0.005)\n\
+         pid = os.fork()\n\
+         if pid == 0:\n\
+         \x20   s.sendall(b'c' * 50000)\n\
+         \x20   os._exit(0)\n\
+         time.sleep(0.5)\n\
+         os.waitpid(pid, 0)\n\
+         print(t, pid)\n"
+    ));
+    let v: Vec<i64> = o
+        .split_whitespace()
+        .map(|w| w.parse().expect("number"))
+        .collect();
+    let (retitled, child) = (v[0], v[1] as u32);
+    std::thread::sleep(Duration::from_millis(700));
+    signal(&rec, libc::SIGTERM);
+    let (code, err) = wait_exit(rec, Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+    let (_, _, procs) = uses_tasks_procs(&out.0);
+    let ours: Vec<_> = procs
+        .iter()
+        .filter(|p| p.pid == parent || p.pid == child)
+        .collect();
+    assert!(
+        ours.iter()
+            .all(|p| p.cmdline.last().is_none_or(|a| !a.is_empty())),
+        "trailing empty arguments: {ours:#?}"
+    );
+    let title = ["retitled-sender"];
+    let new = ours
+        .iter()
+        .filter(|p| p.pid == parent && p.cmdline == title)
+        .filter_map(|p| p.seen_ns)
+        .min()
+        .unwrap_or_else(|| panic!("no record of the new title: {ours:#?}"));
+    // It was sending every 5 ms for 300 ms after the change; the title is
+    // checked every 50 ms of calls.
+    assert!(
+        new >= retitled && new - retitled < 300_000_000,
+        "new title read {} ms after the change: {ours:#?}",
+        (new - retitled) / 1_000_000
+    );
+    assert!(
+        ours.iter()
+            .any(|p| p.pid == child && p.cmdline == title && p.exe.is_some()),
+        "no identity of the forked child {child}: {ours:#?}"
+    );
+}
