@@ -36,6 +36,11 @@ const DIVERGENCES: &[(&str, &str, &str)] = &[
         "tshark also counts the IPv4 packet carried inside OpenFlow messages",
     ),
     (
+        "zeek_dns-edns-ecs.pcap",
+        "UDP",
+        "tshark counts a fragmented DNS response once, procflow every fragment",
+    ),
+    (
         "suricata_defrag-eth-vlan-ipv4-tcp-syn.pcap",
         "TCP",
         "tshark counts a fragmented segment once, procflow every fragment",
