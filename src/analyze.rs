@@ -572,7 +572,7 @@ pub fn run_analysis(
             )
         },
     );
-    let replay = replay?;
+    let mut replay = replay?;
     let (timeline, diag) = timeline?;
     let inputs = hashes?;
     for p in &replay.problems {
@@ -651,13 +651,18 @@ pub fn run_analysis(
     // Ownership at packet time: flows whose socket changed owner are cut,
     // from their packets read again.
     let cuts = split::plan(&timeline, &ctx, &replay.flows, &attributions);
+    // The capture's part of summary.json, while the replay still holds its
+    // flows: they are moved on from here, not copied (at a million flows
+    // every copy is hundreds of MB).
+    let replay_json = crate::flows::report_json(&replay);
+    let replay_flows = std::mem::take(&mut replay.flows);
     let (flows, mut attributions) = if cuts.is_empty() {
-        (replay.flows.clone(), attributions)
+        (replay_flows, attributions)
     } else {
         let again = ReplayOptions {
             keep_packets_of: cuts
                 .iter()
-                .filter_map(|c| replay.flows.get(c.index).cloned())
+                .filter_map(|c| replay_flows.get(c.index).cloned())
                 .collect(),
             progress: None,
             ..opts.clone()
@@ -667,7 +672,7 @@ pub fn run_analysis(
             &timeline,
             &ctx,
             &aopts,
-            replay.flows.clone(),
+            replay_flows,
             attributions,
             &cuts,
             &packets,
@@ -698,7 +703,7 @@ pub fn run_analysis(
         ));
     }
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
-    let mut input = ReportInput::new(&bundle.manifest, &timeline, &flows, &attributions, &cid);
+    let mut input = ReportInput::new(&bundle.manifest, &timeline, flows, attributions, &cid);
     input.csv_raw = cfg.csv_raw;
     if bundle.manifest.host.clk_tck == 0 {
         on_warning(
@@ -761,7 +766,7 @@ pub fn run_analysis(
         bundle: cfg.bundle.display().to_string(),
         inputs: inputs.clone(),
         capture: {
-            let mut v = crate::flows::report_json(&replay);
+            let mut v = replay_json;
             if annotation_check.flows > 0 {
                 v["annotation_check"] = serde_json::json!(annotation_check);
             }

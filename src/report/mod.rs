@@ -257,8 +257,9 @@ pub struct ConnectionRow {
     /// Whether the local end is the initiator (`a`); true when no end is
     /// local (the initiator is then put in the local columns).
     pub local_is_a: bool,
-    /// The owner's record, if the recorder saw it.
-    pub process: Option<ProcessRecord>,
+    /// The owner's record, if the recorder saw it: shared by every row of
+    /// that process, never copied per row.
+    pub process: Option<std::sync::Arc<ProcessRecord>>,
     /// Owner's start time, RFC 3339.
     pub process_start: String,
     /// Owner's entity id.
@@ -429,22 +430,30 @@ pub struct ReportInput<'a> {
 pub type CommunityIdFn = dyn Fn(&Flow) -> String + Sync;
 
 impl<'a> ReportInput<'a> {
-    /// Builds the rows (in parallel; the result is in flow order).
+    /// Builds the rows (in parallel; the result is in flow order). The
+    /// flows and attributions are moved into the rows, not copied.
     pub fn new(
         manifest: &'a Manifest,
         timeline: &'a Timeline,
-        flows: &[Flow],
-        attributions: &[Attribution],
+        flows: Vec<Flow>,
+        attributions: Vec<Attribution>,
         community_id: &CommunityIdFn,
     ) -> ReportInput<'a> {
         use rayon::prelude::*;
+        // One shared record per process (a handful), not one copy per row.
+        let records: std::collections::HashMap<(u32, u64), std::sync::Arc<ProcessRecord>> =
+            timeline
+                .processes
+                .iter()
+                .map(|(k, v)| (*k, std::sync::Arc::new(v.clone())))
+                .collect();
         let rows = flows
-            .par_iter()
-            .zip(attributions.par_iter())
+            .into_par_iter()
+            .zip(attributions.into_par_iter())
             .map(|(f, a)| {
                 let process = a
                     .owner
-                    .and_then(|o| timeline.processes.get(&(o.pid, o.start_time)).cloned());
+                    .and_then(|o| records.get(&(o.pid, o.start_time)).cloned());
                 // A process known only from events: the comm they carried.
                 let event_comm = match (&process, a.owner) {
                     (None, Some(o)) => timeline
@@ -478,14 +487,15 @@ impl<'a> ReportInput<'a> {
                     .socket
                     .and_then(|s| timeline.sockets.get(s.index))
                     .map(|s| s.uid);
+                let community_id = community_id(&f);
                 ConnectionRow {
-                    flow: f.clone(),
-                    attribution: a.clone(),
+                    flow: f,
                     local_is_a: a.local_is_a.unwrap_or(true),
+                    attribution: a,
                     process,
                     process_start,
                     entity_id: entity,
-                    community_id: community_id(f),
+                    community_id,
                     socket_uid,
                     event_netns,
                     event_comm,
@@ -553,7 +563,7 @@ pub struct ProcessRow {
     /// For reason rows, the `unattributed:REASON` method.
     pub method: Method,
     /// Its record.
-    pub process: Option<ProcessRecord>,
+    pub process: Option<std::sync::Arc<ProcessRecord>>,
     /// Its comm as its events gave it, when it has no record.
     pub event_comm: Option<String>,
     /// RFC 3339 start.

@@ -161,8 +161,11 @@ pub struct Lane {
 pub struct Overview {
     /// Every process owning a flow, most bytes first (then pid, start).
     pub processes: Vec<ProcessSummary>,
-    /// Every remote endpoint, most bytes first (then address, port).
+    /// The [`MAX_ENDPOINTS`] remote endpoints with the most bytes, most
+    /// first (then address, port); all of them are in connections.csv.
     pub endpoints: Vec<EndpointSummary>,
+    /// Remote endpoints in all.
+    pub endpoint_count: usize,
     /// Unattributed traffic per reason, most bytes first.
     pub unattributed: Vec<ReasonSummary>,
     /// Flows and bytes per method and confidence, in method order.
@@ -177,6 +180,21 @@ pub struct Overview {
     pub range: Option<(i64, i64)>,
 }
 
+/// Remote endpoints summed in full ([`Overview::endpoints`]); the others
+/// are counted.
+pub const MAX_ENDPOINTS: usize = 1000;
+
+/// One endpoint's sums while the rows are read.
+#[derive(Default)]
+struct EpAcc {
+    bytes_out: u64,
+    bytes_in: u64,
+    flows: u64,
+    unattributed_bytes: u64,
+    /// (pid, bytes) of the processes that talked to it.
+    by_pid: Vec<(u32, u64)>,
+}
+
 fn row_bytes(r: &ConnectionRow) -> u64 {
     r.flow.bytes_ab + r.flow.bytes_ba
 }
@@ -187,9 +205,11 @@ impl Overview {
         let rows = &input.rows;
         type Remotes = BTreeSet<(IpAddr, Option<u16>)>;
         type EpKey = (u8, IpAddr, Option<u16>);
-        type ByPid = HashMap<u32, (String, u64)>;
         let mut procs: HashMap<ProcKey, (ProcessSummary, Remotes)> = HashMap::new();
-        let mut eps: HashMap<EpKey, (EndpointSummary, ByPid)> = HashMap::new();
+        // Compact per-endpoint sums (a million endpoints at scale): the
+        // full summaries are built for the busiest ones only.
+        let mut eps: HashMap<EpKey, EpAcc> = HashMap::new();
+        let mut comms: HashMap<u32, String> = HashMap::new();
         let mut reasons: BTreeMap<Reason, (u64, u64)> = BTreeMap::new();
         let mut methods: BTreeMap<(Method, &'static str), (u64, u64)> = BTreeMap::new();
         let (mut bytes, mut attributed_bytes) = (0u64, 0u64);
@@ -208,33 +228,23 @@ impl Overview {
             m.0 += 1;
             m.1 += b;
             let (rip, rport) = r.remote();
-            let ep = eps.entry((f.proto, rip, rport)).or_insert_with(|| {
-                (
-                    EndpointSummary {
-                        proto: proto_name(f.proto),
-                        ip: rip,
-                        port: rport,
-                        bytes_out: 0,
-                        bytes_in: 0,
-                        flows: 0,
-                        processes: Vec::new(),
-                        unattributed_bytes: 0,
-                    },
-                    HashMap::new(),
-                )
-            });
-            ep.0.bytes_out += bout;
-            ep.0.bytes_in += bin;
-            ep.0.flows += 1;
+            let ep = eps.entry((f.proto, rip, rport)).or_default();
+            ep.bytes_out += bout;
+            ep.bytes_in += bin;
+            ep.flows += 1;
             match (r.attribution.owner, r.attribution.method) {
                 (Some(owner), _) => {
                     attributed_bytes += b;
                     let comm = r.process.as_ref().map(|p| p.comm.clone());
-                    let e = ep.1.entry(owner.pid).or_insert_with(|| (String::new(), 0));
                     if let Some(c) = &comm {
-                        e.0 = c.clone();
+                        if comms.get(&owner.pid) != Some(c) {
+                            comms.insert(owner.pid, c.clone());
+                        }
                     }
-                    e.1 += b;
+                    match ep.by_pid.iter_mut().find(|(p, _)| *p == owner.pid) {
+                        Some(e) => e.1 += b,
+                        None => ep.by_pid.push((owner.pid, b)),
+                    }
                     let p = procs.entry(owner).or_insert_with(|| {
                         let rec = r.process.as_ref();
                         (
@@ -267,13 +277,13 @@ impl Overview {
                     p.1.insert((rip, rport));
                 }
                 (None, Method::Unattributed(reason)) => {
-                    ep.0.unattributed_bytes += b;
+                    ep.unattributed_bytes += b;
                     let e = reasons.entry(reason).or_default();
                     e.0 += 1;
                     e.1 += b;
                 }
                 (None, _) => {
-                    ep.0.unattributed_bytes += b;
+                    ep.unattributed_bytes += b;
                 }
             }
         }
@@ -290,23 +300,43 @@ impl Overview {
                 .then(a.key.pid.cmp(&b.key.pid))
                 .then(a.key.start_time.cmp(&b.key.start_time))
         });
-        let mut endpoints: Vec<EndpointSummary> = eps
-            .into_values()
-            .map(|(mut e, by_pid)| {
-                let mut v: Vec<(u32, String, u64)> =
-                    by_pid.into_iter().map(|(p, (c, b))| (p, c, b)).collect();
+        let endpoint_count = eps.len();
+        let order = |a: &(EpKey, EpAcc), b: &(EpKey, EpAcc)| {
+            let (ka, ea) = a;
+            let (kb, eb) = b;
+            (eb.bytes_out + eb.bytes_in)
+                .cmp(&(ea.bytes_out + ea.bytes_in))
+                .then(ka.1.cmp(&kb.1))
+                .then(ka.2.cmp(&kb.2))
+                .then_with(|| proto_name(ka.0).cmp(&proto_name(kb.0)))
+        };
+        let mut all: Vec<(EpKey, EpAcc)> = eps.into_iter().collect();
+        if all.len() > MAX_ENDPOINTS {
+            all.select_nth_unstable_by(MAX_ENDPOINTS - 1, order);
+            all.truncate(MAX_ENDPOINTS);
+        }
+        all.sort_by(order);
+        let endpoints: Vec<EndpointSummary> = all
+            .into_iter()
+            .map(|((proto, ip, port), e)| {
+                let mut v: Vec<(u32, String, u64)> = e
+                    .by_pid
+                    .into_iter()
+                    .map(|(p, b)| (p, comms.get(&p).cloned().unwrap_or_default(), b))
+                    .collect();
                 v.sort_by(|x, y| y.2.cmp(&x.2).then(x.0.cmp(&y.0)));
-                e.processes = v;
-                e
+                EndpointSummary {
+                    proto: proto_name(proto),
+                    ip,
+                    port,
+                    bytes_out: e.bytes_out,
+                    bytes_in: e.bytes_in,
+                    flows: e.flows,
+                    processes: v,
+                    unattributed_bytes: e.unattributed_bytes,
+                }
             })
             .collect();
-        endpoints.sort_by(|a, b| {
-            b.bytes()
-                .cmp(&a.bytes())
-                .then(a.ip.cmp(&b.ip))
-                .then(a.port.cmp(&b.port))
-                .then(a.proto.cmp(&b.proto))
-        });
         let mut unattributed: Vec<ReasonSummary> = reasons
             .into_iter()
             .map(|(reason, (flows, bytes))| ReasonSummary {
@@ -319,6 +349,7 @@ impl Overview {
         Overview {
             processes,
             endpoints,
+            endpoint_count,
             unattributed,
             methods: methods
                 .into_iter()
@@ -488,11 +519,11 @@ impl Overview {
                     who.join(", ")
                 );
             }
-            if self.endpoints.len() > top {
+            if self.endpoint_count > top {
                 let _ = writeln!(
                     s,
                     "  ... {} more in connections.csv",
-                    self.endpoints.len() - top
+                    self.endpoint_count - top
                 );
             }
         }
