@@ -6,7 +6,7 @@
 //! packets, bad /proc lines, a cut archive, a clock step) are handed to the
 //! caller as warnings, as they are found, and recorded in `summary.json`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::net::IpAddr;
@@ -783,13 +783,31 @@ pub fn run_analysis(
     let pcapng = match pcapng_out {
         Some(out) => {
             let mut notes = NoteIndex::default();
+            // Each pid's recorded processes (start, comm), to name an
+            // owner's parent: the latest one started before the owner.
+            let mut by_pid: HashMap<u32, Vec<(u64, &str)>> = HashMap::new();
+            for ((pid, start), p) in &timeline.processes {
+                by_pid
+                    .entry(*pid)
+                    .or_default()
+                    .push((*start, p.comm.as_str()));
+            }
+            let parent_comm = |r: &crate::report::ConnectionRow| -> Option<&str> {
+                let p = r.process.as_ref()?;
+                by_pid
+                    .get(&p.ppid)?
+                    .iter()
+                    .filter(|(s, _)| *s <= p.start_time)
+                    .max_by_key(|(s, _)| *s)
+                    .map(|(_, c)| *c)
+            };
             for r in &input.rows {
                 notes.add(
                     r.flow.id,
                     r.attribution.parent_flow_id,
                     r.flow.first_seen_ns,
                     r.flow.last_seen_ns,
-                    PacketNote::of_row(r),
+                    PacketNote::of_row(r, parent_comm(r)),
                 );
             }
             Some(out.write(&replay.files, &replay.packet_flows, &notes, Selection::All)?)

@@ -177,6 +177,10 @@ fn note_of(r: &Row) -> PacketNote {
             confidence: cell(r, "confidence"),
             flow,
             shared_with: cell(r, "shared_with"),
+            // connections.csv has no parent or cgroup column.
+            parent: "",
+            container: cell(r, "container_id"),
+            cgroup: "",
         }),
         Err(_) => PacketNote::unowned(cell(r, "method"), flow),
     }
