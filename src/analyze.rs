@@ -6,7 +6,7 @@
 //! packets, bad /proc lines, a cut archive, a clock step) are handed to the
 //! caller as warnings, as they are found, and recorded in `summary.json`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::net::IpAddr;
@@ -593,7 +593,7 @@ pub fn run_analysis(
             )
         },
     );
-    let replay = replay?;
+    let mut replay = replay?;
     let (timeline, diag) = timeline?;
     let inputs = hashes?;
     for p in &replay.problems {
@@ -679,13 +679,18 @@ pub fn run_analysis(
     // Ownership at packet time: flows whose socket changed owner are cut,
     // from their packets read again.
     let cuts = split::plan(&timeline, &ctx, &replay.flows, &attributions);
+    // The capture's part of summary.json, while the replay still holds its
+    // flows: they are moved on from here, not copied (at a million flows
+    // every copy is hundreds of MB).
+    let replay_json = crate::flows::report_json(&replay);
+    let replay_flows = std::mem::take(&mut replay.flows);
     let (flows, mut attributions) = if cuts.is_empty() {
-        (replay.flows.clone(), attributions)
+        (replay_flows, attributions)
     } else {
         let again = ReplayOptions {
             keep_packets_of: cuts
                 .iter()
-                .filter_map(|c| replay.flows.get(c.index).cloned())
+                .filter_map(|c| replay_flows.get(c.index).cloned())
                 .collect(),
             progress: None,
             names: false,
@@ -696,7 +701,7 @@ pub fn run_analysis(
             &timeline,
             &ctx,
             &aopts,
-            replay.flows.clone(),
+            replay_flows,
             attributions,
             &cuts,
             &packets,
@@ -727,7 +732,7 @@ pub fn run_analysis(
         ));
     }
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
-    let mut input = ReportInput::new(&bundle.manifest, &timeline, &flows, &attributions, &cid);
+    let mut input = ReportInput::new(&bundle.manifest, &timeline, flows, attributions, &cid);
     input.csv_raw = cfg.csv_raw;
     // Names of the remote ends, from the capture (docs/names.md).
     let name_stats = replay
@@ -810,7 +815,7 @@ pub fn run_analysis(
         bundle: cfg.bundle.display().to_string(),
         inputs: inputs.clone(),
         capture: {
-            let mut v = crate::flows::report_json(&replay);
+            let mut v = replay_json;
             if annotation_check.flows > 0 {
                 v["annotation_check"] = serde_json::json!(annotation_check);
             }
@@ -830,13 +835,31 @@ pub fn run_analysis(
     let pcapng = match pcapng_out {
         Some(out) => {
             let mut notes = NoteIndex::default();
+            // Each pid's recorded processes (start, comm), to name an
+            // owner's parent: the latest one started before the owner.
+            let mut by_pid: HashMap<u32, Vec<(u64, &str)>> = HashMap::new();
+            for ((pid, start), p) in &timeline.processes {
+                by_pid
+                    .entry(*pid)
+                    .or_default()
+                    .push((*start, p.comm.as_str()));
+            }
+            let parent_comm = |r: &crate::report::ConnectionRow| -> Option<&str> {
+                let p = r.process.as_ref()?;
+                by_pid
+                    .get(&p.ppid)?
+                    .iter()
+                    .filter(|(s, _)| *s <= p.start_time)
+                    .max_by_key(|(s, _)| *s)
+                    .map(|(_, c)| *c)
+            };
             for r in &input.rows {
                 notes.add(
                     r.flow.id,
                     r.attribution.parent_flow_id,
                     r.flow.first_seen_ns,
                     r.flow.last_seen_ns,
-                    PacketNote::of_row(r),
+                    PacketNote::of_row(r, parent_comm(r)),
                 );
             }
             Some(out.write(&replay.files, &replay.packet_flows, &notes, Selection::All)?)

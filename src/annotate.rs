@@ -14,7 +14,9 @@
 //! Args: curl -s https://example.com
 //! ```
 //!
-//! followed by `ProcessStart:`, `Method:`, `Confidence:` and `Flow:` lines,
+//! followed by `ProcessStart:`, `Method:`, `Confidence:` and `Flow:` lines
+//! (then `SharedWith:`, `Parent:` with the parent's pid and comm,
+//! `Container:` and `Cgroup:` where recorded),
 //! and the `epb_processid_threadid` option (code 8: the pid, thread id 0 =
 //! unknown). A packet without an owner carries `procflow: unattributed
 //! (REASON)`, a packet in no flow (not IP, undecodable) says so. Strings
@@ -81,6 +83,13 @@ pub struct NoteFields<'a> {
     /// Both ends local: the process at the other end (`pid comm`), or
     /// empty.
     pub peer: &'a str,
+    /// The owner's parent, `PPID (comm)` or `PPID` when its record is
+    /// missing, or empty when not recorded.
+    pub parent: &'a str,
+    /// The owner's container id, or empty.
+    pub container: &'a str,
+    /// The owner's cgroup (first line of /proc/PID/cgroup), or empty.
+    pub cgroup: &'a str,
 }
 
 /// Longest `Cmd:`, `Args:` and `SharedWith:` values of a comment, in
@@ -92,8 +101,9 @@ const SHARED_CHARS: usize = 512;
 
 impl PacketNote {
     /// The note of a report row: ptcpdump's `PID:`/`Cmd:`/`Args:` lines
-    /// and procflow's method, or the reason there is no owner.
-    pub fn of_row(row: &ConnectionRow) -> PacketNote {
+    /// and procflow's method, or the reason there is no owner. `parent_comm`
+    /// is the comm of the owner's parent process when it was recorded.
+    pub fn of_row(row: &ConnectionRow, parent_comm: Option<&str>) -> PacketNote {
         let a = &row.attribution;
         let flow = row.flow.id.to_string();
         let mut note = match a.owner {
@@ -113,6 +123,15 @@ impl PacketNote {
                     flow: &flow,
                     shared_with: &row.shared_with(),
                     peer: &peer_text(row),
+                    parent: &p
+                        .filter(|p| p.ppid != 0)
+                        .map(|p| match parent_comm {
+                            Some(c) => format!("{} ({c})", p.ppid),
+                            None => p.ppid.to_string(),
+                        })
+                        .unwrap_or_default(),
+                    container: p.and_then(|p| p.container_id.as_deref()).unwrap_or(""),
+                    cgroup: p.and_then(|p| p.cgroup.as_deref()).unwrap_or(""),
                 })
             }
             None => PacketNote::unowned(&a.method.name(), &flow),
@@ -168,6 +187,18 @@ impl PacketNote {
         if !f.peer.is_empty() {
             c.push_str("\nPeer: ");
             c.push_str(&visible(f.peer, CMD_CHARS));
+        }
+        for (key, value, max) in [
+            ("Parent", f.parent, 64),
+            ("Container", f.container, 128),
+            ("Cgroup", f.cgroup, SHARED_CHARS),
+        ] {
+            if !value.is_empty() {
+                c.push('\n');
+                c.push_str(key);
+                c.push_str(": ");
+                c.push_str(&visible(value, max));
+            }
         }
         PacketNote {
             comment: c,
@@ -503,6 +534,9 @@ mod tests {
             flow: "3",
             shared_with: &long,
             peer: &long,
+            parent: "1 (systemd\n)",
+            container: &long,
+            cgroup: &long,
         });
         assert!(
             n.comment.len() <= usize::from(u16::MAX),
@@ -511,6 +545,29 @@ mod tests {
         );
         assert!(!n.comment.contains('\u{202e}') && !n.comment.contains('\x1b'));
         assert!(n.comment.starts_with("PID: 7\nCmd: \\u{202e}"));
+        assert!(
+            n.comment.contains("\nParent: 1 (systemd\\x0a)\n"),
+            "{}",
+            n.comment
+        );
+        assert!(n.comment.contains("\nContainer: \\u{202e}"));
+        assert!(n.comment.contains("\nCgroup: \\u{202e}"));
         assert_eq!(n.pid, Some(7));
+        // Nothing recorded, no line.
+        let n = PacketNote::owned(&NoteFields {
+            pid: 8,
+            cmd: "curl",
+            args: "curl x",
+            start: "",
+            method: "exact",
+            confidence: "high",
+            flow: "1",
+            shared_with: "",
+            peer: "",
+            parent: "",
+            container: "",
+            cgroup: "",
+        });
+        assert!(!n.comment.contains("Parent:") && !n.comment.contains("Cgroup:"));
     }
 }

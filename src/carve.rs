@@ -186,6 +186,10 @@ fn note_of(r: &Row) -> PacketNote {
             flow,
             shared_with: cell(r, "shared_with"),
             peer: &peer,
+            // connections.csv has no parent or cgroup column.
+            parent: "",
+            container: cell(r, "container_id"),
+            cgroup: "",
         }),
         Err(_) => PacketNote::unowned(cell(r, "method"), flow),
     }

@@ -134,6 +134,8 @@ fn annotated_capture_round_trips_through_tshark() {
                     i + 1
                 );
                 assert!(c.contains("\nArgs: ") && c.contains("\nMethod: "));
+                // The parent as recorded (every sample process has one).
+                assert!(c.contains("\nParent: "), "frame {}: {c:?}", i + 1);
                 with_pid += 1;
             }
             Some(_) => assert!(c.starts_with("procflow: unattributed ("), "{c:?}"),

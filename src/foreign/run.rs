@@ -516,11 +516,13 @@ pub fn run_correlate(
     }
     let manifest = stand_in_manifest(&inp.uacs, &joined, argv);
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
+    // The rows own their flows and attributions; replay's flows still
+    // count in summary.json and the closing line.
     let mut input = ReportInput::new(
         &manifest,
         &joined.timeline,
-        &replay.flows,
-        &joined.attributions,
+        replay.flows.clone(),
+        joined.attributions.clone(),
         &cid,
     );
     input.csv_raw = cfg.csv_raw;

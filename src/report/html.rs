@@ -211,7 +211,7 @@ impl HtmlReport<'_> {
                 "bytes": o.bytes,
                 "attributed_bytes": o.attributed_bytes,
                 "processes": o.processes.len(),
-                "endpoints": o.endpoints.len(),
+                "endpoints": o.endpoint_count,
                 "first": o.range.map(|(a, _)| rfc3339_ns(a)),
                 "last": o.range.map(|(_, z)| rfc3339_ns(z)),
             },

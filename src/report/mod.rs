@@ -297,8 +297,9 @@ pub struct ConnectionRow {
     /// Whether the local end is the initiator (`a`); true when no end is
     /// local (the initiator is then put in the local columns).
     pub local_is_a: bool,
-    /// The owner's record, if the recorder saw it.
-    pub process: Option<ProcessRecord>,
+    /// The owner's record, if the recorder saw it: shared by every row of
+    /// that process, never copied per row.
+    pub process: Option<std::sync::Arc<ProcessRecord>>,
     /// Owner's start time, RFC 3339.
     pub process_start: String,
     /// Owner's entity id.
@@ -314,7 +315,7 @@ pub struct ConnectionRow {
     pub event_comm: Option<String>,
     /// Both ends local: the record of the process at the other end, as it
     /// was when it sent or read these bytes.
-    pub peer_process: Option<ProcessRecord>,
+    pub peer_process: Option<std::sync::Arc<ProcessRecord>>,
     /// The remote end's name and the flow's JA4, from the capture
     /// (`docs/names.md`); filled by [`crate::names::annotate_rows`].
     pub name: Option<crate::names::FlowName>,
@@ -529,29 +530,49 @@ pub struct ReportInput<'a> {
 pub type CommunityIdFn = dyn Fn(&Flow) -> String + Sync;
 
 impl<'a> ReportInput<'a> {
-    /// Builds the rows (in parallel; the result is in flow order).
+    /// Builds the rows (in parallel; the result is in flow order). The
+    /// flows and attributions are moved into the rows, not copied.
     pub fn new(
         manifest: &'a Manifest,
         timeline: &'a Timeline,
-        flows: &[Flow],
-        attributions: &[Attribution],
+        flows: Vec<Flow>,
+        attributions: Vec<Attribution>,
         community_id: &CommunityIdFn,
     ) -> ReportInput<'a> {
         use rayon::prelude::*;
+        // One shared copy of each process record (and of each identity a
+        // process had over time), not one copy per row: rows find theirs
+        // by the address of the timeline's record.
+        let records: std::collections::HashMap<usize, std::sync::Arc<ProcessRecord>> = timeline
+            .processes
+            .values()
+            .chain(timeline.identities.values().flatten().map(|(_, p)| p))
+            .map(|p| {
+                (
+                    p as *const ProcessRecord as usize,
+                    std::sync::Arc::new(p.clone()),
+                )
+            })
+            .collect();
+        let shared =
+            |p: &ProcessRecord| records.get(&(p as *const ProcessRecord as usize)).cloned();
         let rows = flows
-            .par_iter()
-            .zip(attributions.par_iter())
+            .into_par_iter()
+            .zip(attributions.into_par_iter())
             .map(|(f, a)| {
                 // The owner as it was when it sent or read these bytes (an
                 // exec or a new title changes it), else at the first packet.
                 let at = a.ident_ns.unwrap_or(f.first_seen_ns);
                 let process = a
                     .owner
-                    .and_then(|o| timeline.identity_at(o.pid, o.start_time, at).cloned());
+                    .and_then(|o| timeline.identity_at(o.pid, o.start_time, at))
+                    .and_then(|p| shared(p));
                 let peer_process = a.peer.as_ref().and_then(|p| {
                     let o = p.owner?;
                     let at = p.ident_ns.unwrap_or(f.first_seen_ns);
-                    timeline.identity_at(o.pid, o.start_time, at).cloned()
+                    timeline
+                        .identity_at(o.pid, o.start_time, at)
+                        .and_then(|p| shared(p))
                 });
                 // A process known only from events: the comm they carried.
                 let event_comm = match (&process, a.owner) {
@@ -586,14 +607,15 @@ impl<'a> ReportInput<'a> {
                     .socket
                     .and_then(|s| timeline.sockets.get(s.index))
                     .map(|s| s.uid);
+                let community_id = community_id(&f);
                 ConnectionRow {
-                    flow: f.clone(),
-                    attribution: a.clone(),
+                    flow: f,
                     local_is_a: a.local_is_a.unwrap_or(true),
+                    attribution: a,
                     process,
                     process_start,
                     entity_id: entity,
-                    community_id: community_id(f),
+                    community_id,
                     socket_uid,
                     event_netns,
                     event_comm,
@@ -669,7 +691,7 @@ pub struct ProcessRow {
     /// For reason rows, the `unattributed:REASON` method.
     pub method: Method,
     /// Its record.
-    pub process: Option<ProcessRecord>,
+    pub process: Option<std::sync::Arc<ProcessRecord>>,
     /// Its comm as its events gave it, when it has no record.
     pub event_comm: Option<String>,
     /// RFC 3339 start.

@@ -187,8 +187,11 @@ pub struct Lane {
 pub struct Overview {
     /// Every process owning a flow, most bytes first (then pid, start).
     pub processes: Vec<ProcessSummary>,
-    /// Every remote endpoint, most bytes first (then address, port).
+    /// The [`MAX_ENDPOINTS`] remote endpoints with the most bytes, most
+    /// first (then address, port); all of them are in connections.csv.
     pub endpoints: Vec<EndpointSummary>,
+    /// Remote endpoints in all.
+    pub endpoint_count: usize,
     /// Unattributed traffic per reason, most bytes first.
     pub unattributed: Vec<ReasonSummary>,
     /// Flows and bytes per method and confidence, in method order.
@@ -226,6 +229,25 @@ pub struct LocalPair {
     pub flows: u64,
 }
 
+/// Remote endpoints summed in full ([`Overview::endpoints`]); the others
+/// are counted.
+pub const MAX_ENDPOINTS: usize = 1000;
+
+/// One endpoint's sums while the rows are read.
+#[derive(Default)]
+struct EpAcc {
+    bytes_out: u64,
+    bytes_in: u64,
+    flows: u64,
+    unattributed_bytes: u64,
+    /// (pid, bytes) of the processes that talked to it.
+    by_pid: Vec<(u32, u64)>,
+    /// Its remote names with their source, at most [`MAX_ENDPOINT_NAMES`].
+    names: Vec<(String, &'static str)>,
+    /// Distinct names past those.
+    more_names: u64,
+}
+
 fn row_bytes(r: &ConnectionRow) -> u64 {
     r.flow.bytes_ab + r.flow.bytes_ba
 }
@@ -236,9 +258,11 @@ impl Overview {
         let rows = &input.rows;
         type Remotes = BTreeSet<(IpAddr, Option<u16>)>;
         type EpKey = (u8, IpAddr, Option<u16>);
-        type ByPid = HashMap<u32, (String, u64)>;
         let mut procs: HashMap<ProcKey, (ProcessSummary, Remotes)> = HashMap::new();
-        let mut eps: HashMap<EpKey, (EndpointSummary, ByPid)> = HashMap::new();
+        // Compact per-endpoint sums (a million endpoints at scale): the
+        // full summaries are built for the busiest ones only.
+        let mut eps: HashMap<EpKey, EpAcc> = HashMap::new();
+        let mut comms: HashMap<u32, String> = HashMap::new();
         let mut reasons: BTreeMap<Reason, (u64, u64)> = BTreeMap::new();
         let mut methods: BTreeMap<(Method, &'static str), (u64, u64)> = BTreeMap::new();
         let mut pairs: BTreeMap<(ProcKey, ProcKey), LocalPair> = BTreeMap::new();
@@ -258,45 +282,33 @@ impl Overview {
             m.0 += 1;
             m.1 += b;
             let (rip, rport) = r.remote();
-            let ep = eps.entry((f.proto, rip, rport)).or_insert_with(|| {
-                (
-                    EndpointSummary {
-                        proto: proto_name(f.proto),
-                        ip: rip,
-                        port: rport,
-                        bytes_out: 0,
-                        bytes_in: 0,
-                        flows: 0,
-                        processes: Vec::new(),
-                        unattributed_bytes: 0,
-                        names: Vec::new(),
-                        more_names: 0,
-                    },
-                    HashMap::new(),
-                )
-            });
+            let ep = eps.entry((f.proto, rip, rport)).or_default();
             if let Some(n) = r.name.as_ref().filter(|n| !n.name.is_empty()) {
                 let src = n.source.map_or("", |s| s.as_str());
-                if !ep.0.names.iter().any(|(x, _)| *x == n.name) {
-                    if ep.0.names.len() < MAX_ENDPOINT_NAMES {
-                        ep.0.names.push((n.name.clone(), src));
+                if !ep.names.iter().any(|(x, _)| *x == n.name) {
+                    if ep.names.len() < MAX_ENDPOINT_NAMES {
+                        ep.names.push((n.name.clone(), src));
                     } else {
-                        ep.0.more_names += 1;
+                        ep.more_names += 1;
                     }
                 }
             }
-            ep.0.bytes_out += bout;
-            ep.0.bytes_in += bin;
-            ep.0.flows += 1;
+            ep.bytes_out += bout;
+            ep.bytes_in += bin;
+            ep.flows += 1;
             match (r.attribution.owner, r.attribution.method) {
                 (Some(owner), _) => {
                     attributed_bytes += b;
                     let comm = r.process.as_ref().map(|p| p.comm.clone());
-                    let e = ep.1.entry(owner.pid).or_insert_with(|| (String::new(), 0));
                     if let Some(c) = &comm {
-                        e.0 = c.clone();
+                        if comms.get(&owner.pid) != Some(c) {
+                            comms.insert(owner.pid, c.clone());
+                        }
                     }
-                    e.1 += b;
+                    match ep.by_pid.iter_mut().find(|(p, _)| *p == owner.pid) {
+                        Some(e) => e.1 += b,
+                        None => ep.by_pid.push((owner.pid, b)),
+                    }
                     let p = procs.entry(owner).or_insert_with(|| {
                         let rec = r.process.as_ref();
                         (
@@ -329,13 +341,13 @@ impl Overview {
                     p.1.insert((rip, rport));
                 }
                 (None, Method::Unattributed(reason)) => {
-                    ep.0.unattributed_bytes += b;
+                    ep.unattributed_bytes += b;
                     let e = reasons.entry(reason).or_default();
                     e.0 += 1;
                     e.1 += b;
                 }
                 (None, _) => {
-                    ep.0.unattributed_bytes += b;
+                    ep.unattributed_bytes += b;
                 }
             }
             // Both ends local: the pair of processes, each with its bytes.
@@ -374,23 +386,45 @@ impl Overview {
                 .then(a.key.pid.cmp(&b.key.pid))
                 .then(a.key.start_time.cmp(&b.key.start_time))
         });
-        let mut endpoints: Vec<EndpointSummary> = eps
-            .into_values()
-            .map(|(mut e, by_pid)| {
-                let mut v: Vec<(u32, String, u64)> =
-                    by_pid.into_iter().map(|(p, (c, b))| (p, c, b)).collect();
+        let endpoint_count = eps.len();
+        let order = |a: &(EpKey, EpAcc), b: &(EpKey, EpAcc)| {
+            let (ka, ea) = a;
+            let (kb, eb) = b;
+            (eb.bytes_out + eb.bytes_in)
+                .cmp(&(ea.bytes_out + ea.bytes_in))
+                .then(ka.1.cmp(&kb.1))
+                .then(ka.2.cmp(&kb.2))
+                .then_with(|| proto_name(ka.0).cmp(&proto_name(kb.0)))
+        };
+        let mut all: Vec<(EpKey, EpAcc)> = eps.into_iter().collect();
+        if all.len() > MAX_ENDPOINTS {
+            all.select_nth_unstable_by(MAX_ENDPOINTS - 1, order);
+            all.truncate(MAX_ENDPOINTS);
+        }
+        all.sort_by(order);
+        let endpoints: Vec<EndpointSummary> = all
+            .into_iter()
+            .map(|((proto, ip, port), e)| {
+                let mut v: Vec<(u32, String, u64)> = e
+                    .by_pid
+                    .into_iter()
+                    .map(|(p, b)| (p, comms.get(&p).cloned().unwrap_or_default(), b))
+                    .collect();
                 v.sort_by(|x, y| y.2.cmp(&x.2).then(x.0.cmp(&y.0)));
-                e.processes = v;
-                e
+                EndpointSummary {
+                    proto: proto_name(proto),
+                    ip,
+                    port,
+                    bytes_out: e.bytes_out,
+                    bytes_in: e.bytes_in,
+                    flows: e.flows,
+                    processes: v,
+                    unattributed_bytes: e.unattributed_bytes,
+                    names: e.names,
+                    more_names: e.more_names,
+                }
             })
             .collect();
-        endpoints.sort_by(|a, b| {
-            b.bytes()
-                .cmp(&a.bytes())
-                .then(a.ip.cmp(&b.ip))
-                .then(a.port.cmp(&b.port))
-                .then(a.proto.cmp(&b.proto))
-        });
         let mut unattributed: Vec<ReasonSummary> = reasons
             .into_iter()
             .map(|(reason, (flows, bytes))| ReasonSummary {
@@ -403,6 +437,7 @@ impl Overview {
         Overview {
             processes,
             endpoints,
+            endpoint_count,
             unattributed,
             methods: methods
                 .into_iter()
@@ -610,11 +645,11 @@ impl Overview {
                     let _ = writeln!(s, "         = {}", e.names_text(3));
                 }
             }
-            if self.endpoints.len() > top {
+            if self.endpoint_count > top {
                 let _ = writeln!(
                     s,
                     "  ... {} more in connections.csv",
-                    self.endpoints.len() - top
+                    self.endpoint_count - top
                 );
             }
         }
