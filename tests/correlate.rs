@@ -563,3 +563,26 @@ fn unknown_evidence_and_bundles_are_clear_errors() {
     assert_eq!(code, 2);
     assert!(err.contains("procflow analyze"), "{err}");
 }
+
+#[test]
+fn without_fd_listings_the_listings_name_the_owners() {
+    let Some(d) = dataset() else { return };
+    let tmp = scratch("nofd");
+    let archive = tmp.path().join("nofd.tar.gz");
+    rewrite_archive(&d.join(ARCHIVE), &archive, 0, &[], &|name, data| {
+        (!name.ends_with("/fd.txt")).then_some(data)
+    });
+    let out = tmp.path().join("r");
+    let (code, err) = correlate(&d, &[archive], &out, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("no fd listings"), "{err}");
+    let s = score(&d, &out, false, false);
+    assert_eq!(s.wrong_bytes, 0, "{:#?}", s.wrong);
+    // The six sockets with a pid in ss/netstat/lsof: uac-ss, medium.
+    let text = std::fs::read_to_string(out.join("connections.csv")).unwrap();
+    let ss = text
+        .lines()
+        .filter(|l| l.contains(",uac-ss,") && l.contains(",medium,"))
+        .count();
+    assert_eq!(ss, 6, "{text}");
+}

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::EvidenceError;
 
@@ -119,7 +119,6 @@ struct Partial {
     sockaddr: Option<Option<SocketAddr>>,
     sockaddr_family: Option<String>,
     proctitle: Vec<String>,
-    interpreted: bool,
 }
 
 /// Reads audit log files (each raw, `ausearch -i` output, or gzip of one)
@@ -189,7 +188,6 @@ pub fn read(files: &[(PathBuf, bool)]) -> Result<AuditLog, EvidenceError> {
                     Partial {
                         t_ns: rec.t_ns,
                         serial: rec.serial,
-                        interpreted: rec.interpreted,
                         ..Partial::default()
                     },
                 );
@@ -571,7 +569,6 @@ fn finish(p: Partial, log: &mut AuditLog) {
         log.problems.without_sockaddr += 1;
         return;
     };
-    let _ = p.interpreted;
     log.events.push(AuditEvent {
         t_ns: p.t_ns,
         serial: p.serial,
@@ -589,12 +586,6 @@ fn finish(p: Partial, log: &mut AuditLog) {
         proctitle: p.proctitle,
         addr: SocketAddr::new(addr.ip().to_canonical(), addr.port()),
     });
-}
-
-/// Whether `path` is an audit log, for [`super::detect`]'s callers that
-/// walk a folder.
-pub fn is_log(path: &Path) -> bool {
-    matches!(super::detect(path), Ok(super::Kind::AuditLog { .. }))
 }
 
 #[cfg(test)]
