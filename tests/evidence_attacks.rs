@@ -1657,3 +1657,40 @@ fn damage_that_exited_0_fails_the_evidence_check() {
     assert_eq!(code, Some(3), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Two damaged tar headers (of the first member and of snapshot 40's):
+/// each is skipped with the snapshot it belongs to and reading resumes
+/// after it, as docs/archive-format.md says; the second is not taken for
+/// the end of the archive.
+#[test]
+fn two_bad_tar_headers_keep_the_rest() {
+    let d = scratch("twoheaders");
+    let b = d.join("bundle");
+    let tar_path = b.join("snapshots-000001.tar");
+    let m = members(&tar_path);
+    let first = m[0].1;
+    let (_, at40, _) = m
+        .iter()
+        .find(|(n, _, _)| n.starts_with("snap/00000040/"))
+        .unwrap()
+        .clone();
+    let mut bytes = std::fs::read(&tar_path).unwrap();
+    bytes[first as usize + 3] ^= 0x20;
+    bytes[at40 as usize + 3] ^= 0x20;
+    std::fs::write(&tar_path, &bytes).unwrap();
+    resum(&b);
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    // Snapshots 1 and 40 are lost, the 83 others kept.
+    assert!(err.contains("83 snapshots"), "{err}");
+    assert!(
+        err.contains(&format!("damaged at byte offset {first}")),
+        "{err}"
+    );
+    let summary: serde_json::Value = json(&d.join("out/summary.json"));
+    assert_eq!(summary["time_ranges"]["last_snapshot_seq"], 85);
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("2 damaged part(s) skipped"), "{out}");
+    let _ = std::fs::remove_dir_all(&d);
+}

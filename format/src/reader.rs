@@ -171,6 +171,27 @@ struct Counting<R> {
     n: u64,
 }
 
+/// A reader that yields `prefix` (from `pos`) before `inner`: the header
+/// block found by resynchronisation, then the rest of the archive.
+struct Prefixed<R> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: R,
+}
+
+impl<R: Read> Read for Prefixed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let rest = self.prefix.get(self.pos..).unwrap_or(&[]);
+        if rest.is_empty() {
+            return self.inner.read(buf);
+        }
+        let k = rest.len().min(buf.len());
+        buf[..k].copy_from_slice(&rest[..k]);
+        self.pos += k;
+        Ok(k)
+    }
+}
+
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let k = self.inner.read(buf)?;
@@ -457,55 +478,73 @@ pub fn read_snapshots<R: Read>(
                 ));
                 return Ok(finish_at(walk, counting, cut, damaged));
             }
-            let Some((block, skipped)) = find_header(&mut counting.inner) else {
-                cut = Some((offset, format!("unreadable tar header: {what}")));
-                return Ok(finish_at(walk, counting, cut, damaged));
+            // Every damaged header is skipped in turn: reading resumes at
+            // the next valid header each time. Each round consumes at least
+            // one block, so the file bounds their number.
+            let mut src = Prefixed {
+                prefix: Vec::new(),
+                pos: 0,
+                inner: &mut counting.inner,
             };
-            let resume = consumed.saturating_add(skipped);
-            damaged.push(DamagedSpan {
-                offset,
-                resumed_at: resume,
-                what: format!("unreadable tar header: {what}"),
-            });
-            walk.skip_next_seq = true;
-            if let Some(p) = walk.pending.take() {
-                walk.skip_seq = Some(p.seq);
-                (walk.on)(p.incomplete(WhyIncomplete::Damaged {
+            let (mut offset, mut what, mut consumed) = (offset, what, consumed);
+            loop {
+                let Some((block, skipped)) = find_header(&mut src) else {
+                    cut = Some((offset, format!("unreadable tar header: {what}")));
+                    return Ok(finish(walk, consumed, cut, damaged, false));
+                };
+                let resume = consumed.saturating_add(skipped);
+                damaged.push(DamagedSpan {
                     offset,
                     resumed_at: resume,
-                }));
-            }
-            (walk.on)(ArchiveEvent::Damaged {
-                offset,
-                resumed_at: resume,
-                what: format!("unreadable tar header: {what}"),
-            });
-            walk.good_end = resume;
-            base = resume;
-            let rest: Box<dyn Read + '_> =
-                Box::new(std::io::Cursor::new(block.to_vec()).chain(&mut counting.inner));
-            // The rest is read through a fresh tar reader; what it
-            // consumes is counted from `base`.
-            let mut inner_ar = tar::Archive::new(Counting { inner: rest, n: 0 });
-            let end = walk.segment(&mut inner_ar, base);
-            let inner = inner_ar.into_inner();
-            let n = inner.n;
-            let mut tail = inner.inner;
-            match end {
-                SegmentEnd::Clean => {
-                    let trailer = trailer_present(&mut tail);
-                    drop(tail);
-                    counting.n = base.saturating_add(n);
-                    return Ok(finish(walk, counting.n, cut, damaged, trailer));
+                    what: format!("unreadable tar header: {what}"),
+                });
+                walk.skip_next_seq = true;
+                if let Some(p) = walk.pending.take() {
+                    walk.skip_seq = Some(p.seq);
+                    (walk.on)(p.incomplete(WhyIncomplete::Damaged {
+                        offset,
+                        resumed_at: resume,
+                    }));
                 }
-                SegmentEnd::Cut(o, w) | SegmentEnd::BadHeader(o, w) => {
-                    // A second damaged header: give up at it (one
-                    // resynchronisation per archive keeps this simple
-                    // and bounded; the rest is reported as cut).
-                    drop(tail);
-                    counting.n = base.saturating_add(n);
-                    cut = Some((o, w));
-                    return Ok(finish(walk, counting.n, cut, damaged, false));
+                (walk.on)(ArchiveEvent::Damaged {
+                    offset,
+                    resumed_at: resume,
+                    what: format!("unreadable tar header: {what}"),
+                });
+                walk.good_end = resume;
+                base = resume;
+                src.prefix = block.to_vec();
+                src.pos = 0;
+                // The rest is read through a fresh tar reader; what it
+                // consumes is counted from `base`.
+                let mut inner_ar = tar::Archive::new(Counting {
+                    inner: &mut src,
+                    n: 0,
+                });
+                let end = walk.segment(&mut inner_ar, base);
+                consumed = base.saturating_add(inner_ar.into_inner().n);
+                match end {
+                    SegmentEnd::Clean => {
+                        let trailer = trailer_present(&mut src);
+                        return Ok(finish(walk, consumed, cut, damaged, trailer));
+                    }
+                    SegmentEnd::Cut(o, w) => {
+                        cut = Some((o, w));
+                        return Ok(finish(walk, consumed, cut, damaged, false));
+                    }
+                    SegmentEnd::BadHeader(o, w) => {
+                        if consumed < walk.good_end && walk.pending.is_none() {
+                            cut = Some((
+                                consumed,
+                                "archive ends inside the padding of its last member; its \
+                                 data is complete"
+                                    .into(),
+                            ));
+                            return Ok(finish(walk, consumed, cut, damaged, false));
+                        }
+                        offset = o;
+                        what = w;
+                    }
                 }
             }
         }
