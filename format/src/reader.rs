@@ -743,18 +743,33 @@ fn json_lines<T: serde::de::DeserializeOwned>(
     records: &mut Vec<T>,
     problems: &mut Vec<Problem>,
 ) {
+    let mut listed = 0usize;
+    let mut more = 0u64;
     for (i, line) in String::from_utf8_lossy(data).lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         match serde_json::from_str::<T>(line) {
             Ok(r) => records.push(r),
-            Err(e) => problems.push(Problem {
-                member: name.to_string(),
-                line: i + 1,
-                kind: ProblemKind::BadLine(format!("{what}: {e}")),
-            }),
+            Err(_) if listed >= crate::delta::MAX_PROBLEMS_PER_MEMBER => more += 1,
+            Err(e) => {
+                listed += 1;
+                problems.push(Problem {
+                    member: name.to_string(),
+                    line: i + 1,
+                    kind: ProblemKind::BadLine(format!("{what}: {e}")),
+                    more: 0,
+                });
+            }
         }
+    }
+    if more > 0 {
+        problems.push(Problem {
+            member: name.to_string(),
+            line: 0,
+            kind: ProblemKind::BadLine(format!("{what}: more unusable lines, not listed")),
+            more,
+        });
     }
 }
 
@@ -767,6 +782,9 @@ pub struct Problem {
     pub line: usize,
     /// What is wrong.
     pub kind: ProblemKind,
+    /// Unusable lines of the member past the ones listed, counted without
+    /// details (0 but in the last entry of a member with many).
+    pub more: u64,
 }
 
 /// What applying one snapshot gave, besides the new state.
@@ -819,7 +837,12 @@ impl<K: RowKeeper> State<K> {
     pub fn apply(&mut self, s: &Snapshot) -> Applied {
         let seq = s.meta.seq;
         let mut out = Applied::default();
-        let problem = |member: String, line, kind| Problem { member, line, kind };
+        let problem = |member: String, line, kind| Problem {
+            member,
+            line,
+            kind,
+            more: 0,
+        };
         if let Some(last) = self.last_seq.filter(|&l| seq <= l) {
             let p = problem(meta_member(seq), 0, ProblemKind::OutOfOrder { last });
             out.problems.push(p);
@@ -835,8 +858,12 @@ impl<K: RowKeeper> State<K> {
             Some((name, _, data)) => {
                 let text = String::from_utf8_lossy(data);
                 for p in apply_fds(&mut self.fds, &text, keyframe) {
+                    let more = p.more;
                     let kind = line_kind(p.mismatch, p.what);
-                    out.problems.push(problem(name.clone(), p.line, kind));
+                    out.problems.push(Problem {
+                        more,
+                        ..problem(name.clone(), p.line, kind)
+                    });
                 }
             }
             None if keyframe => {
@@ -893,13 +920,15 @@ impl<K: RowKeeper> State<K> {
                 let key = (ns.inode, t.table.clone());
                 let full = t.stored != TableStored::Delta;
                 let name = net_member(seq, ns.inode, &t.table, full);
-                let mut problem = |line, kind| {
+                let mut problem_more = |line, kind, more| {
                     problems.push(Problem {
                         member: name.clone(),
                         line,
                         kind,
+                        more,
                     })
                 };
+                let mut problem = |line, kind| problem_more(line, kind, 0);
                 let (netns, table, stored) = (ns.inode, t.table.clone(), t.stored);
                 if keyframe && matches!(stored, TableStored::Delta | TableStored::Unchanged) {
                     let kind = ProblemKind::NotSelfContained {
@@ -951,7 +980,7 @@ impl<K: RowKeeper> State<K> {
                     (st, p)
                 };
                 for p in line_problems {
-                    problem(p.line, line_kind(p.mismatch, p.what));
+                    problem_more(p.line, line_kind(p.mismatch, p.what), p.more);
                 }
                 next.insert(key, st);
             }
