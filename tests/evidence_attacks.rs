@@ -1492,7 +1492,7 @@ fn report_csp_allows_the_script_by_hash_only() {
     let start = html.find(open).unwrap() + open.len();
     let end = start + html[start..].find("</script>").unwrap();
     let hash = base64::engine::general_purpose::STANDARD
-        .encode(sha2::Sha256::digest(html[start..end].as_bytes()));
+        .encode(sha2::Sha256::digest(&html.as_bytes()[start..end]));
     assert_eq!(script_src, format!("script-src 'sha256-{hash}'"), "{csp}");
     assert_eq!(html.matches(open).count(), 1, "one executable script");
     let _ = std::fs::remove_dir_all(&d);
@@ -1696,7 +1696,8 @@ fn two_bad_tar_headers_keep_the_rest() {
 }
 
 /// Runs `cmd` and returns (exit code, stderr, peak RSS in bytes), the RSS
-/// of that child alone (wait4).
+/// of that child alone (wait4, which also reaps it).
+#[allow(clippy::zombie_processes)]
 fn run_measured(cmd: &mut Command) -> (Option<i32>, String, u64) {
     let mut child = cmd
         .stdout(Stdio::null())

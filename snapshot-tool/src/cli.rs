@@ -56,7 +56,7 @@ pub struct Cli {
 enum Command {
     /// Snapshot /proc every interval until SIGINT/SIGTERM or --duration
     #[command(after_help = AFTER_HELP)]
-    Record(RecordArgs),
+    Record(Box<RecordArgs>),
     /// One full snapshot, manifest and SHA256SUMS (triage)
     Once(OnceArgs),
 }
