@@ -1661,3 +1661,105 @@ fn damage_that_exited_0_fails_the_evidence_check() {
     assert_eq!(code, Some(3), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Two damaged tar headers (of the first member and of snapshot 40's):
+/// each is skipped with the snapshot it belongs to and reading resumes
+/// after it, as docs/archive-format.md says; the second is not taken for
+/// the end of the archive.
+#[test]
+fn two_bad_tar_headers_keep_the_rest() {
+    let d = scratch("twoheaders");
+    let b = d.join("bundle");
+    let tar_path = b.join("snapshots-000001.tar");
+    let m = members(&tar_path);
+    let first = m[0].1;
+    let (_, at40, _) = m
+        .iter()
+        .find(|(n, _, _)| n.starts_with("snap/00000040/"))
+        .unwrap()
+        .clone();
+    let mut bytes = std::fs::read(&tar_path).unwrap();
+    bytes[first as usize + 3] ^= 0x20;
+    bytes[at40 as usize + 3] ^= 0x20;
+    std::fs::write(&tar_path, &bytes).unwrap();
+    resum(&b);
+    let (code, _, err) = analyze(&b, &d.join("out"), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    // Snapshots 1 and 40 are lost, the 83 others kept.
+    assert!(err.contains("83 snapshots"), "{err}");
+    assert!(
+        err.contains(&format!("damaged at byte offset {first}")),
+        "{err}"
+    );
+    let summary: serde_json::Value = json(&d.join("out/summary.json"));
+    assert_eq!(summary["time_ranges"]["last_snapshot_seq"], 85);
+    let (code, out, _) = verify(&b);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("2 damaged part(s) skipped"), "{out}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Runs `cmd` and returns (exit code, stderr, peak RSS in bytes), the RSS
+/// of that child alone (wait4, which also reaps it).
+#[allow(clippy::zombie_processes)]
+fn run_measured(cmd: &mut Command) -> (Option<i32>, String, u64) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on the pid of a child not yet waited for.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
+    assert!(pid > 0, "wait4 failed");
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, err, u64::try_from(ru.ru_maxrss).unwrap_or(0) * 1024)
+}
+
+/// 20 MB of unusable lines in a member (fds, procs.jsonl, a table): they
+/// are counted with the first ones kept, and the analysis stays within
+/// 256 MB of memory (it took 2.2 GB for the fds case).
+#[test]
+fn junk_lines_are_counted_in_bounded_memory() {
+    const LIMIT: u64 = 256 << 20;
+    for member in ["snap/00000001/fds", "snap/00000001/procs.jsonl"] {
+        let d = scratch(&format!("junk-{}", member.replace('/', "-")));
+        let b = d.join("bundle");
+        let junk = b"x\n".repeat(10 << 20);
+        rewrite_archive(&b, |name, mut data| {
+            if name == member {
+                data.extend_from_slice(&junk);
+            }
+            Some(data)
+        });
+        resum(&b);
+        let (code, err, rss) = run_measured(
+            procflow()
+                .arg("analyze")
+                .arg(&b)
+                .arg("--out")
+                .arg(d.join("out"))
+                .args(["--quiet", "--threads", "2"]),
+        );
+        eprintln!(
+            "{member}: 20 MB of junk lines, analyze peak RSS {} MB",
+            rss >> 20
+        );
+        assert!(matches!(code, Some(0 | 3)), "{err}");
+        assert!(rss <= LIMIT, "{member}: {} MB", rss >> 20);
+        // Every junk line counted.
+        let summary = json(&d.join("out/summary.json"));
+        let text = summary.to_string();
+        assert!(text.contains("10485"), "bad lines not counted: {err}");
+        // `procflow sockets` reads the same member within bounds too.
+        let (code, err, rss) = run_measured(procflow().arg("sockets").arg(&b));
+        eprintln!("{member}: sockets peak RSS {} MB", rss >> 20);
+        assert!(matches!(code, Some(0 | 1 | 3)), "{err}");
+        assert!(rss <= LIMIT, "sockets {member}: {} MB", rss >> 20);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -110,7 +110,7 @@ impl<R> TableState<R> {
                 continue;
             }
             if let Err(what) = st.add(keeper, table, line) {
-                problems.push(ApplyProblem::unusable(i + 1, what));
+                push_bounded(&mut problems, ApplyProblem::unusable(i + 1, what));
             }
         }
         (st, problems)
@@ -233,6 +233,36 @@ pub struct ApplyProblem {
     /// often the echo of an earlier unusable line, so a reader counting
     /// unusable lines need not count it again.
     pub mismatch: bool,
+    /// Unusable lines past the first [`MAX_PROBLEMS_PER_MEMBER`] that this
+    /// entry, the last, stands for without their details (0 otherwise): a
+    /// member of junk lines costs a count, not a list.
+    pub more: u64,
+}
+
+/// Problems listed with details per member; the unusable lines past them
+/// are counted in the last entry ([`ApplyProblem::more`]), the mismatches
+/// past them dropped (echoes of unusable lines).
+pub const MAX_PROBLEMS_PER_MEMBER: usize = 100;
+
+/// Adds `p` to `problems`, keeping at most [`MAX_PROBLEMS_PER_MEMBER`]
+/// with details and counting the unusable lines past them.
+pub fn push_bounded(problems: &mut Vec<ApplyProblem>, p: ApplyProblem) {
+    if problems.len() < MAX_PROBLEMS_PER_MEMBER {
+        problems.push(p);
+        return;
+    }
+    if p.mismatch {
+        return;
+    }
+    match problems.last_mut() {
+        Some(last) if last.line == 0 && last.more > 0 => last.more += 1,
+        _ => problems.push(ApplyProblem {
+            line: 0,
+            what: "more unusable lines, not listed".into(),
+            mismatch: false,
+            more: 1,
+        }),
+    }
 }
 
 impl ApplyProblem {
@@ -241,6 +271,7 @@ impl ApplyProblem {
             line,
             what: what.into(),
             mismatch: false,
+            more: 0,
         }
     }
 
@@ -249,6 +280,7 @@ impl ApplyProblem {
             line,
             what,
             mismatch: true,
+            more: 0,
         }
     }
 }
@@ -268,28 +300,34 @@ pub fn apply_delta<K: RowKeeper>(
         }
         match parse_delta_line(line) {
             Some(DeltaLine::Remove(id)) if !identity_well_formed(table, id) => {
-                problems.push(ApplyProblem::unusable(
-                    i + 1,
-                    "malformed removal: expected `-LOCAL REMOTE STATE UID INODE`",
-                ));
+                push_bounded(
+                    &mut problems,
+                    ApplyProblem::unusable(
+                        i + 1,
+                        "malformed removal: expected `-LOCAL REMOTE STATE UID INODE`",
+                    ),
+                );
             }
             Some(DeltaLine::Remove(id)) => {
                 if state.rows.remove(id).is_none() {
-                    problems.push(ApplyProblem::mismatch(
-                        i + 1,
-                        format!("removal of a row not in the state: {id}"),
-                    ));
+                    push_bounded(
+                        &mut problems,
+                        ApplyProblem::mismatch(
+                            i + 1,
+                            format!("removal of a row not in the state: {id}"),
+                        ),
+                    );
                 }
             }
             Some(DeltaLine::Add(row)) => {
                 if let Err(what) = state.add(keeper, table, row) {
-                    problems.push(ApplyProblem::unusable(i + 1, what));
+                    push_bounded(&mut problems, ApplyProblem::unusable(i + 1, what));
                 }
             }
-            None => problems.push(ApplyProblem::unusable(
-                i + 1,
-                "delta line starts with neither `+` nor `-`",
-            )),
+            None => push_bounded(
+                &mut problems,
+                ApplyProblem::unusable(i + 1, "delta line starts with neither `+` nor `-`"),
+            ),
         }
     }
     problems
@@ -417,13 +455,16 @@ pub fn apply_fds<M: Default>(
         match FdLine::parse(line) {
             Some(l) => {
                 if let Some(what) = apply_fd_line(state, l) {
-                    problems.push(ApplyProblem::mismatch(i + 1, what));
+                    push_bounded(&mut problems, ApplyProblem::mismatch(i + 1, what));
                 }
             }
-            None => problems.push(ApplyProblem::unusable(
-                i + 1,
-                "expected `PID START NETNS INODES`, `-PID START` or `!PID START ERROR`",
-            )),
+            None => push_bounded(
+                &mut problems,
+                ApplyProblem::unusable(
+                    i + 1,
+                    "expected `PID START NETNS INODES`, `-PID START` or `!PID START ERROR`",
+                ),
+            ),
         }
     }
     problems

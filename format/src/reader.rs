@@ -171,6 +171,27 @@ struct Counting<R> {
     n: u64,
 }
 
+/// A reader that yields `prefix` (from `pos`) before `inner`: the header
+/// block found by resynchronisation, then the rest of the archive.
+struct Prefixed<R> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: R,
+}
+
+impl<R: Read> Read for Prefixed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let rest = self.prefix.get(self.pos..).unwrap_or(&[]);
+        if rest.is_empty() {
+            return self.inner.read(buf);
+        }
+        let k = rest.len().min(buf.len());
+        buf[..k].copy_from_slice(&rest[..k]);
+        self.pos += k;
+        Ok(k)
+    }
+}
+
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let k = self.inner.read(buf)?;
@@ -459,55 +480,73 @@ pub fn read_snapshots<R: Read>(
                 ));
                 return Ok(finish_at(walk, counting, cut, damaged));
             }
-            let Some((block, skipped)) = find_header(&mut counting.inner) else {
-                cut = Some((offset, format!("unreadable tar header: {what}")));
-                return Ok(finish_at(walk, counting, cut, damaged));
+            // Every damaged header is skipped in turn: reading resumes at
+            // the next valid header each time. Each round consumes at least
+            // one block, so the file bounds their number.
+            let mut src = Prefixed {
+                prefix: Vec::new(),
+                pos: 0,
+                inner: &mut counting.inner,
             };
-            let resume = consumed.saturating_add(skipped);
-            damaged.push(DamagedSpan {
-                offset,
-                resumed_at: resume,
-                what: format!("unreadable tar header: {what}"),
-            });
-            walk.skip_next_seq = true;
-            if let Some(p) = walk.pending.take() {
-                walk.skip_seq = Some(p.seq);
-                (walk.on)(p.incomplete(WhyIncomplete::Damaged {
+            let (mut offset, mut what, mut consumed) = (offset, what, consumed);
+            loop {
+                let Some((block, skipped)) = find_header(&mut src) else {
+                    cut = Some((offset, format!("unreadable tar header: {what}")));
+                    return Ok(finish(walk, consumed, cut, damaged, false));
+                };
+                let resume = consumed.saturating_add(skipped);
+                damaged.push(DamagedSpan {
                     offset,
                     resumed_at: resume,
-                }));
-            }
-            (walk.on)(ArchiveEvent::Damaged {
-                offset,
-                resumed_at: resume,
-                what: format!("unreadable tar header: {what}"),
-            });
-            walk.good_end = resume;
-            base = resume;
-            let rest: Box<dyn Read + '_> =
-                Box::new(std::io::Cursor::new(block.to_vec()).chain(&mut counting.inner));
-            // The rest is read through a fresh tar reader; what it
-            // consumes is counted from `base`.
-            let mut inner_ar = tar::Archive::new(Counting { inner: rest, n: 0 });
-            let end = walk.segment(&mut inner_ar, base);
-            let inner = inner_ar.into_inner();
-            let n = inner.n;
-            let mut tail = inner.inner;
-            match end {
-                SegmentEnd::Clean => {
-                    let trailer = trailer_present(&mut tail);
-                    drop(tail);
-                    counting.n = base.saturating_add(n);
-                    return Ok(finish(walk, counting.n, cut, damaged, trailer));
+                    what: format!("unreadable tar header: {what}"),
+                });
+                walk.skip_next_seq = true;
+                if let Some(p) = walk.pending.take() {
+                    walk.skip_seq = Some(p.seq);
+                    (walk.on)(p.incomplete(WhyIncomplete::Damaged {
+                        offset,
+                        resumed_at: resume,
+                    }));
                 }
-                SegmentEnd::Cut(o, w) | SegmentEnd::BadHeader(o, w) => {
-                    // A second damaged header: give up at it (one
-                    // resynchronisation per archive keeps this simple
-                    // and bounded; the rest is reported as cut).
-                    drop(tail);
-                    counting.n = base.saturating_add(n);
-                    cut = Some((o, w));
-                    return Ok(finish(walk, counting.n, cut, damaged, false));
+                (walk.on)(ArchiveEvent::Damaged {
+                    offset,
+                    resumed_at: resume,
+                    what: format!("unreadable tar header: {what}"),
+                });
+                walk.good_end = resume;
+                base = resume;
+                src.prefix = block.to_vec();
+                src.pos = 0;
+                // The rest is read through a fresh tar reader; what it
+                // consumes is counted from `base`.
+                let mut inner_ar = tar::Archive::new(Counting {
+                    inner: &mut src,
+                    n: 0,
+                });
+                let end = walk.segment(&mut inner_ar, base);
+                consumed = base.saturating_add(inner_ar.into_inner().n);
+                match end {
+                    SegmentEnd::Clean => {
+                        let trailer = trailer_present(&mut src);
+                        return Ok(finish(walk, consumed, cut, damaged, trailer));
+                    }
+                    SegmentEnd::Cut(o, w) => {
+                        cut = Some((o, w));
+                        return Ok(finish(walk, consumed, cut, damaged, false));
+                    }
+                    SegmentEnd::BadHeader(o, w) => {
+                        if consumed < walk.good_end && walk.pending.is_none() {
+                            cut = Some((
+                                consumed,
+                                "archive ends inside the padding of its last member; its \
+                                 data is complete"
+                                    .into(),
+                            ));
+                            return Ok(finish(walk, consumed, cut, damaged, false));
+                        }
+                        offset = o;
+                        what = w;
+                    }
                 }
             }
         }
@@ -706,18 +745,33 @@ fn json_lines<T: serde::de::DeserializeOwned>(
     records: &mut Vec<T>,
     problems: &mut Vec<Problem>,
 ) {
+    let mut listed = 0usize;
+    let mut more = 0u64;
     for (i, line) in String::from_utf8_lossy(data).lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         match serde_json::from_str::<T>(line) {
             Ok(r) => records.push(r),
-            Err(e) => problems.push(Problem {
-                member: name.to_string(),
-                line: i + 1,
-                kind: ProblemKind::BadLine(format!("{what}: {e}")),
-            }),
+            Err(_) if listed >= crate::delta::MAX_PROBLEMS_PER_MEMBER => more += 1,
+            Err(e) => {
+                listed += 1;
+                problems.push(Problem {
+                    member: name.to_string(),
+                    line: i + 1,
+                    kind: ProblemKind::BadLine(format!("{what}: {e}")),
+                    more: 0,
+                });
+            }
         }
+    }
+    if more > 0 {
+        problems.push(Problem {
+            member: name.to_string(),
+            line: 0,
+            kind: ProblemKind::BadLine(format!("{what}: more unusable lines, not listed")),
+            more,
+        });
     }
 }
 
@@ -730,6 +784,9 @@ pub struct Problem {
     pub line: usize,
     /// What is wrong.
     pub kind: ProblemKind,
+    /// Unusable lines of the member past the ones listed, counted without
+    /// details (0 but in the last entry of a member with many).
+    pub more: u64,
 }
 
 /// What applying one snapshot gave, besides the new state.
@@ -788,7 +845,12 @@ impl<K: RowKeeper> State<K> {
     pub fn apply(&mut self, s: &Snapshot) -> Applied {
         let seq = s.meta.seq;
         let mut out = Applied::default();
-        let problem = |member: String, line, kind| Problem { member, line, kind };
+        let problem = |member: String, line, kind| Problem {
+            member,
+            line,
+            kind,
+            more: 0,
+        };
         if let Some(last) = self.last_seq.filter(|&l| seq <= l) {
             let p = problem(meta_member(seq), 0, ProblemKind::OutOfOrder { last });
             out.problems.push(p);
@@ -804,8 +866,12 @@ impl<K: RowKeeper> State<K> {
             Some((name, _, data)) => {
                 let text = String::from_utf8_lossy(data);
                 for p in apply_fds(&mut self.fds, &text, keyframe) {
+                    let more = p.more;
                     let kind = line_kind(p.mismatch, p.what);
-                    out.problems.push(problem(name.clone(), p.line, kind));
+                    out.problems.push(Problem {
+                        more,
+                        ..problem(name.clone(), p.line, kind)
+                    });
                 }
             }
             None if keyframe => {
@@ -874,13 +940,15 @@ impl<K: RowKeeper> State<K> {
                 let key = (ns.inode, t.table.clone());
                 let full = t.stored != TableStored::Delta;
                 let name = net_member(seq, ns.inode, &t.table, full);
-                let mut problem = |line, kind| {
+                let mut problem_more = |line, kind, more| {
                     problems.push(Problem {
                         member: name.clone(),
                         line,
                         kind,
+                        more,
                     })
                 };
+                let mut problem = |line, kind| problem_more(line, kind, 0);
                 let (netns, table, stored) = (ns.inode, t.table.clone(), t.stored);
                 if keyframe && matches!(stored, TableStored::Delta | TableStored::Unchanged) {
                     let kind = ProblemKind::NotSelfContained {
@@ -932,7 +1000,7 @@ impl<K: RowKeeper> State<K> {
                     (st, p)
                 };
                 for p in line_problems {
-                    problem(p.line, line_kind(p.mismatch, p.what));
+                    problem_more(p.line, line_kind(p.mismatch, p.what), p.more);
                 }
                 next.insert(key, st);
             }

@@ -173,12 +173,13 @@ pub fn structure(path: &Path) -> Result<Structure, String> {
         let before = scanner.position();
         scanner.next_batch(&mut raw, BATCH, BATCH_BYTES, &mut problems);
         if let Some((at, now)) = src.failed_at() {
-            let kept = raw
+            let limit = now.map_or(at, |n| n.min(at));
+            let past = raw
                 .iter()
-                .filter(|r| (r.data_off as u64).saturating_add(u64::from(r.caplen)) > at)
+                .filter(|r| (r.data_off as u64).saturating_add(u64::from(r.caplen)) > limit)
                 .count() as u64;
             return Ok(Structure {
-                packets: scanner.packets.saturating_sub(kept),
+                packets: scanner.packets.saturating_sub(past),
                 damage: damage.or(Some(Damage {
                     offset: at,
                     kind: ProblemKind::ReadFailed,
@@ -635,8 +636,11 @@ impl<'o> Replayer<'o> {
                 // batch before them, which was folded during this round);
                 // those from there on are dropped, and the file ends here.
                 scan_problems.clear();
+                // (Past the file's current end the map reads zeros without
+                // a fault: the limit is the smaller of the two.)
+                let limit = now.map_or(at, |n| n.min(at));
                 next.retain(|r| {
-                    (r.raw.data_off as u64).saturating_add(u64::from(r.raw.caplen)) <= at
+                    (r.raw.data_off as u64).saturating_add(u64::from(r.raw.caplen)) <= limit
                 });
                 self.fold(idx, &next, buf);
                 let dropped = raw.len().saturating_sub(next.len()) as u64;
@@ -846,4 +850,61 @@ fn decode_raw(buf: &[u8], r: &RawRec) -> Decoded {
         });
     };
     decode::decode(r.link, frame, r.orig_len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read failure part way through a mapped capture (here the file
+    /// shrinks under the map, as an I/O error on the device does through
+    /// the guard) keeps the packets wholly before the failed offset: their
+    /// flows are counted, the file says where reading failed, and its
+    /// structure names the damage.
+    #[test]
+    fn io_error_mid_capture_keeps_readable_start() {
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/compat/sample-bundle-v1-poll/capture-20261128T165616Z.pcap");
+        let bytes = std::fs::read(&sample).unwrap();
+        let whole = replay_bytes(&sample, &bytes, &ReplayOptions::default());
+        let p = std::env::temp_dir().join(format!("procflow-ioerr-{}.pcap", std::process::id()));
+        std::fs::write(&p, &bytes).unwrap();
+        let mut src = source::Source::open(&p).unwrap();
+        let cut = bytes.len() as u64 / 2;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let opts = ReplayOptions::default();
+        let mut r = Replayer::new(&opts);
+        r.file(&p, &mut src);
+        let got = r.finish();
+        drop(src);
+        let f = &got.files[0];
+        assert!(
+            f.error.as_deref().unwrap_or("").contains("reading failed"),
+            "{f:?}"
+        );
+        assert!(f.packets > 0 && f.packets < whole.files[0].packets, "{f:?}");
+        assert!(!got.flows.is_empty(), "the readable start gave no flow");
+        assert_eq!(
+            f.damage.as_ref().map(|d| d.kind),
+            Some(ProblemKind::ReadFailed)
+        );
+        // A truncated copy of the same bytes reads the same packets.
+        let copy = replay_bytes(&p, &bytes[..cut as usize], &ReplayOptions::default());
+        assert_eq!(copy.files[0].packets, f.packets);
+        let s = structure(&p).unwrap();
+        assert_eq!(s.packets, f.packets);
+        assert!(
+            matches!(
+                s.damage.map(|d| d.kind),
+                Some(ProblemKind::TruncatedRecord | ProblemKind::CorruptRecord)
+            ),
+            "the cut file ends inside a record"
+        );
+        let _ = std::fs::remove_file(&p);
+    }
 }

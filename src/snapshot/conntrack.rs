@@ -101,6 +101,9 @@ impl CtBuilder {
     pub fn apply(&mut self, archive: &str, snap: &Snapshot, diag: &mut SnapshotDiagnostics) {
         for p in self.state.apply_tables_only(snap) {
             match p.kind {
+                ProblemKind::BadLine(_) if p.more > 0 => {
+                    diag.bad_lines = diag.bad_lines.saturating_add(p.more);
+                }
                 ProblemKind::BadLine(reason) => diag.bad_line(archive, &p.member, p.line, reason),
                 ProblemKind::Mismatch(_) => {}
                 other => diag.warn(format!("{archive}: {}: {other:?}", p.member)),

@@ -720,6 +720,12 @@ fn report(archive: &str, seq: u64, p: Problem, diag: &mut SnapshotDiagnostics) {
         TableStored::Missing => "missing",
     };
     let text = match p.kind {
+        ProblemKind::BadLine(reason) if p.more > 0 => {
+            // The unusable lines past the listed ones: counted only.
+            diag.bad_lines = diag.bad_lines.saturating_add(p.more);
+            let _ = reason;
+            return;
+        }
         ProblemKind::BadLine(reason) => {
             diag.bad_line(archive, &p.member, p.line, reason);
             return;
