@@ -566,13 +566,13 @@ impl<'a> ReportInput<'a> {
                 let process = a
                     .owner
                     .and_then(|o| timeline.identity_at(o.pid, o.start_time, at))
-                    .and_then(|p| shared(p));
+                    .and_then(&shared);
                 let peer_process = a.peer.as_ref().and_then(|p| {
                     let o = p.owner?;
                     let at = p.ident_ns.unwrap_or(f.first_seen_ns);
                     timeline
                         .identity_at(o.pid, o.start_time, at)
-                        .and_then(|p| shared(p))
+                        .and_then(&shared)
                 });
                 // A process known only from events: the comm they carried.
                 let event_comm = match (&process, a.owner) {
