@@ -634,6 +634,21 @@ fn compat_bundle_of_periodic_reads_is_attributed() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The sample bundle as the recorder wrote it with connect/close and
+/// route-lookup events but before per-send evidence, sched events and its
+/// own capture (tcpdump wrote its capture; it lost 716 event samples, said
+/// as evidence) still analyzes and is attributed as it was.
+#[test]
+fn compat_bundle_of_connect_events_is_attributed() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bundle = root.join("testdata/compat/sample-bundle-v2-events");
+    let truth = root.join("testdata/compat/sample-bundle-v2-events.truth.json");
+    assert_eq!(bundle_mode(&bundle), Mode::Events);
+    let dir = scratch_dir("compat-v2");
+    analyze_and_check(&bundle, &truth, &dir.join("report"), "", Mode::Events);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Why the live scenario cannot run here, if it cannot.
 fn live_prerequisites_missing() -> Option<String> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
