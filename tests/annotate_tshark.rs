@@ -94,7 +94,7 @@ fn annotated_capture_round_trips_through_tshark() {
     let input = std::fs::read_dir(root().join("testdata/sample-bundle"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "pcap"))
+        .find(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
         .unwrap();
     let cols = ["frame.time_epoch", "frame.len", "frame.cap_len"];
     let want = fields(&input, &cols);
@@ -232,7 +232,7 @@ fn carve_without_a_match_names_what_exists() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("sample-bundle matches --pid 99999"), "{err}");
     assert!(!err.contains("procflow-carve-"), "a temporary path: {err}");
-    assert!(err.contains("--pid 72 (python3)"), "{err}");
+    assert!(err.contains("--pid 70 (python3)"), "{err}");
     assert!(err.contains("26 process(es)"), "{err}");
     assert!(!d.join("x.pcapng").exists());
     let _ = std::fs::remove_dir_all(&d);
