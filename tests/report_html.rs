@@ -77,14 +77,19 @@ fn render(browser: &Path, page: &Path, dir: &Path) -> (String, String, Vec<u8>) 
 /// Analyzes the sample bundle of periodic reads (`testdata/compat/`): its 28
 /// flows fit the flow table's first page, which the checks below read.
 fn analyze_sample(dir: &Path) -> PathBuf {
-    let out = dir.join("r");
+    analyze_bundle(dir, "testdata/sample-bundle", "r")
+}
+
+/// Analyzes `bundle` (relative to the repository) into `dir/name`.
+fn analyze_bundle(dir: &Path, bundle: &str, name: &str) -> PathBuf {
+    let out = dir.join(name);
     let o = Command::new(env!("CARGO_BIN_EXE_procflow"))
         .current_dir(root())
-        .args(["analyze", "testdata/sample-bundle", "--quiet", "--out"])
+        .args(["analyze", bundle, "--quiet", "--out"])
         .arg(&out)
         .output()
         .unwrap();
-    // 3: done, but the evidence has findings (the sample bundle's recorder
+    // 3: done, but the evidence has findings (the compat bundle's recorder
     // lost event samples, which analyze says aloud).
     assert!(
         matches!(o.status.code(), Some(0 | 3)),
@@ -134,7 +139,13 @@ fn page_words_findings_as_the_terminal_does() {
     let out = dir.join("r");
     let o = Command::new(env!("CARGO_BIN_EXE_procflow"))
         .current_dir(root())
-        .args(["analyze", "testdata/sample-bundle", "--out"])
+        // The sample before per-send evidence: its recorder lost event
+        // samples, a finding.
+        .args([
+            "analyze",
+            "testdata/compat/sample-bundle-v2-events",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
@@ -213,15 +224,22 @@ fn chromium_renders_report() {
     assert!(dom.contains(&format!("{flows} of {flows} flows, page 1 of {pages}")));
     // The evidence as the terminal words it: the verdict and the recorder
     // badge follow the failed check; findings are sentences, not JSON.
-    assert!(dom.contains("FAILED: recorder"), "verdict badge");
+    // The sample's evidence holds: the terminal's verdict.
+    assert!(dom.contains("all checks hold"), "verdict badge");
+    assert!(!dom.contains("check failed"), "recorder badge");
+    // A bundle with a finding: the verdict and the recorder badge follow
+    // the failed check; findings are sentences, not JSON.
+    let failed = analyze_bundle(&dir, "testdata/compat/sample-bundle-v2-events", "r2");
+    let (fdom, _, _) = render(&browser, &failed.join("report.html"), &dir);
+    assert!(fdom.contains("FAILED: recorder"), "verdict badge");
     assert!(
-        dom.contains("complete \u{2014} check failed"),
+        fdom.contains("complete \u{2014} check failed"),
         "recorder badge"
     );
-    assert!(dom.contains(
+    assert!(fdom.contains(
         "recorder-lost-events: the recorder lost evidence (events): 716 samples dropped"
     ));
-    assert!(!dom.contains("{&quot;what&quot;") && !dom.contains("{\"what\""));
+    assert!(!fdom.contains("{&quot;what&quot;") && !fdom.contains("{\"what\""));
     // Not blank: far larger than the screenshot of an empty page.
     let blank = dir.join("blank.html");
     std::fs::write(&blank, "<!DOCTYPE html><html><body></body></html>").unwrap();
