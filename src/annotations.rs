@@ -76,6 +76,10 @@ pub fn apply(
         match a.owner {
             Some(o) if o.pid == ann.pid => {
                 a.method = Method::CaptureAnnotation;
+                // The capture's per-packet names are more than holder
+                // evidence.
+                a.notes
+                    .retain(|n| !matches!(n, crate::attribute::Note::HolderOnly { .. }));
                 check.agree += 1;
             }
             Some(o) => check.disagree.push(Disagreement {

@@ -190,8 +190,11 @@ pub(crate) fn end_use(
         for (sk, lo, hi) in sks {
             // Runs last at most a flush period: those begun within the
             // window (less a margin) are the candidates.
-            let (lo, hi) = (lo.max(w0.saturating_sub(USE_WINDOW_NS)), hi.min(w1));
-            let keep = |r: &&UseRun| r.last_ns >= w0;
+            // A run may have begun on an earlier socket of the same id (a
+            // run is not cut when the id is reused by the same process): it
+            // counts when it overlaps the tenancy and the window.
+            let keep = |r: &&UseRun| r.last_ns >= w0.max(lo);
+            let (lo, hi) = (lo.max(w0).saturating_sub(USE_WINDOW_NS), hi.min(w1));
             send.extend(
                 tl.uses
                     .runs_between(sk, UseDir::Send, lo, hi)

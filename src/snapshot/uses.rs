@@ -195,6 +195,7 @@ impl UseBuilder {
             // tuple are one tenancy (the states of one connection).
             let mut j = i;
             let mut open: Option<Tenancy> = None;
+            let first_of_id = tenancies.len();
             while let Some(c) = bindings.get(j).filter(|c| c.sk == b.sk) {
                 let same = open.is_some_and(|t| {
                     Some(t.remote) == c.remote && t.local == c.local && t.transport == c.transport
@@ -203,9 +204,16 @@ impl UseBuilder {
                     if let Some(mut t) = open.take() {
                         // TCP ids are exclusive: another tuple ends the
                         // tenancy. An unconnected UDP socket sends to several
-                        // peers: its tenancies stay open.
+                        // peers: its tenancies stay open, unless the local
+                        // port changed (a socket keeps its port: the id was
+                        // freed and reused by a new socket).
                         if t.transport == Transport::Tcp {
                             t.until_ns = c.t_ns;
+                        } else if t.local.port() != c.local.port() {
+                            t.until_ns = c.t_ns;
+                            for u in tenancies.iter_mut().skip(first_of_id) {
+                                u.until_ns = u.until_ns.min(c.t_ns);
+                            }
                         }
                         tenancies.push(t);
                     }
@@ -290,20 +298,39 @@ impl UseIndex {
         all.get(a..b.max(a)).unwrap_or(&[])
     }
 
-    /// Tenancies of exactly this tuple (any time).
+    /// Tenancies of this tuple (any time), also those bound with an
+    /// unspecified local address on the same port (an unbound datagram
+    /// socket's binding names the port the send chose, not the address).
     pub fn tenancies_of(
         &self,
         t: Transport,
         local: SocketAddr,
         remote: SocketAddr,
     ) -> impl Iterator<Item = &Tenancy> {
-        let local = SocketAddr::new(local.ip().to_canonical(), local.port());
+        let ip = local.ip().to_canonical();
         let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
-        self.by_tuple
-            .get(&(t, local, remote))
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-            .iter()
+        let any: IpAddr = if ip.is_ipv4() {
+            IpAddr::from([0u8; 4])
+        } else {
+            IpAddr::from([0u16; 8])
+        };
+        let mut locals = vec![SocketAddr::new(ip, local.port())];
+        if !ip.is_unspecified() {
+            locals.push(SocketAddr::new(any, local.port()));
+            if ip.is_ipv4() {
+                // A dual-stack socket bound to `::`.
+                locals.push(SocketAddr::new(IpAddr::from([0u16; 8]), local.port()));
+            }
+        }
+        locals
+            .into_iter()
+            .flat_map(move |l| {
+                self.by_tuple
+                    .get(&(t, l, remote))
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
+                    .iter()
+            })
             .filter_map(|&i| self.tenancies.get(i))
     }
 }
@@ -384,5 +411,28 @@ pub(crate) mod tests {
         let runs = idx.runs_of(1, UseDir::Send);
         assert_eq!(runs.iter().map(|r| r.pid).collect::<Vec<_>>(), [8, 7]);
         assert!(idx.runs_of(1, UseDir::Recv).is_empty());
+        assert_eq!(idx.runs_between(1, UseDir::Send, 26, 40).len(), 1);
+    }
+
+    #[test]
+    fn an_unbound_datagram_socket_is_found_by_port_and_its_reused_id_ends_it() {
+        let mut b = UseBuilder::default();
+        let dns = "10.0.0.9:53";
+        b.record(0, &bind("02", 10, "udp", "0.0.0.0:5000", dns, None));
+        b.record(
+            0,
+            &bind("02", 20, "udp", "0.0.0.0:5000", "10.0.0.8:53", None),
+        );
+        b.record(0, &bind("02", 30, "udp", "0.0.0.0:6000", dns, None));
+        let idx = b.finish(|_| None);
+        let find = |port: u16| -> Vec<(i64, i64)> {
+            let l = SocketAddr::new("10.0.0.1".parse().unwrap(), port);
+            idx.tenancies_of(Transport::Udp, l, dns.parse().unwrap())
+                .map(|t| (t.from_ns, t.until_ns))
+                .collect()
+        };
+        // Another peer keeps it open; another port (a new socket) ends it.
+        assert_eq!(find(5000), [(10, 30)]);
+        assert_eq!(find(6000), [(30, i64::MAX)]);
     }
 }
