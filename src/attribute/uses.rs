@@ -21,6 +21,9 @@ use crate::snapshot::uses::{UseDir, UseRun};
 /// Runs this close to a flow's lifetime are of the flow (a send just
 /// before the SYN is captured, a read just after the last packet).
 pub(crate) const USE_WINDOW_NS: i64 = 1_000_000_000;
+/// How far the capture's timestamps and the calls' converted times may
+/// disagree.
+const CLOCK_SLACK_NS: i64 = 2_000_000;
 /// A run may begin this long before its socket's binding was recorded (the
 /// binding of a datagram socket is seen within its first send).
 const BIND_SLACK_NS: i64 = 10_000_000;
@@ -270,7 +273,20 @@ fn by_time(spans: &[Span], t: i64, sent: bool) -> Option<usize> {
     }
     let after = (i < spans.len()).then_some(i);
     if sent {
-        before.or(after)
+        // The capture's clock and the calls' (monotonic plus a snapshot's
+        // offset) differ by a few µs: a packet stamped just before a run
+        // that begins right after it, long after the previous run ended,
+        // is that run's.
+        let near_next = after
+            .and_then(|a| spans.get(a))
+            .filter(|n| n.first_ns.saturating_sub(t) <= CLOCK_SLACK_NS);
+        let prev_gap = before
+            .and_then(|b| spans.get(b))
+            .map_or(i64::MAX, |p| t.saturating_sub(p.last_ns));
+        match near_next {
+            Some(n) if n.first_ns.saturating_sub(t) < prev_gap => after,
+            _ => before.or(after),
+        }
     } else {
         after.or(before)
     }
@@ -429,5 +445,10 @@ mod tests {
             .collect();
         // Sent after the first run: its; after the second: its; read later.
         assert_eq!(o, [1, 2, 3]);
+        // A datagram stamped 10 µs before the run that sent it (the two
+        // clocks differ), long after the previous run: the next run's.
+        let spans = [span(1, 0, 1_000, 0, 1), span(2, 5_000_000, 5_000_000, 1, 1)];
+        assert_eq!(by_time(&spans, 4_990_000, true), Some(1));
+        assert_eq!(by_time(&spans, 2_500_000, true), Some(0));
     }
 }
