@@ -180,7 +180,10 @@ pub(crate) fn end_use(
             let overlap = t.until_ns.min(t1).saturating_sub(t.from_ns.max(t0));
             (overlap, std::cmp::Reverse(t.from_ns.abs_diff(t0)), t.sk)
         })?;
-        let lo = best.from_ns.saturating_sub(BIND_SLACK_NS);
+        // A TCP socket's state changes (same clock as its calls) come
+        // before any call on it: a run begun earlier is of an earlier
+        // socket that had the same id.
+        let lo = best.from_ns;
         let hi = best.until_ns;
         send.extend(tl.uses.runs_between(best.sk, UseDir::Send, lo, hi));
         recv.extend(tl.uses.runs_between(best.sk, UseDir::Recv, lo, hi));
