@@ -789,3 +789,59 @@ fn a_reused_socket_id_gives_no_datagram_to_the_next_process() {
         "{rows:#?}"
     );
 }
+
+#[test]
+fn a_sender_in_one_of_two_namespaces_with_its_address_names_its_own() {
+    // Two container networks use 10.77.0.3 (namespaces A and B); the
+    // capture (on a bridge of the host) shows a connection of B's process,
+    // whose socket lived between two snapshots. Its sends name it; its
+    // namespace is its own, not the first one holding the address.
+    const A: u64 = 4026532400;
+    const B: u64 = 4026532500;
+    let (l, r) = ("10.77.0.3:43622", "10.77.0.2:80");
+    let mk = |seq, ms| {
+        let a = [row4("10.77.0.3:43626", "10.77.0.2:80", 1, 300)];
+        let b = [row4("10.77.0.3:41000", "10.77.0.2:9000", 1, 400)];
+        let mut s = Snap::new(seq, ms, SnapshotKind::Keyframe)
+            .table(NS, "tcp", TableStored::Full, table(&[]))
+            .table(A, "tcp", TableStored::Full, table(&a))
+            .table(B, "tcp", TableStored::Full, table(&b))
+            .fds(&["20 200 4026532400 300", "11 100 4026532500 400"]);
+        if seq == 2 {
+            s = s
+                .procs(&[
+                    crate::snapshot::timeline::tests::rec_ns(20, 200, A),
+                    crate::snapshot::timeline::tests::rec_ns(11, 100, B),
+                ])
+                .sockuse(&[
+                    bind("b1", mono(400), "tcp", l, r, Some("SYN_SENT")),
+                    used(
+                        "b1",
+                        UseDir::Send,
+                        11,
+                        100,
+                        1_000,
+                        9_000,
+                        8 * u64::from(SEG),
+                    ),
+                ]);
+        }
+        s
+    };
+    let (tl, d) = build(&[mk(1, 0), mk(2, 50)]);
+    assert_eq!(d.bad_lines, 0, "{d:?}");
+    let mut w = Wire::new(500, 1_000_000, 7_000, true);
+    for k in 0..8 {
+        w.out(1_500 + 500 * i64::from(k), k * SEG);
+    }
+    let f = w.flow(1, l, r);
+    let a = attribute_all(&tl, &ctx(), &Options::default(), &[f]);
+    let a = &a[0];
+    assert_eq!(
+        a.method,
+        crate::attribute::Method::Rule(Rule::EventUse),
+        "{a:?}"
+    );
+    assert_eq!(a.owner.map(|o| o.pid), Some(11));
+    assert_eq!(a.netns_hint, Some(B), "{a:?}");
+}
