@@ -688,14 +688,18 @@ class Scenario:
         while True:
             if p.poll() is not None:
                 raise ScenarioError("recorder %s exited early with %d" % (name, p.returncode))
+            # The recorder's own capture creates its first pcapng file once
+            # its socket is bound; `--capture tcpdump` says `listening on`.
             try:
+                if any(f.startswith("capture-") and f.endswith(".pcapng") for f in os.listdir(bundle)):
+                    break
                 with open(tlog) as f:
                     if "listening on" in f.read():
                         break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise ScenarioError("recorder %s: tcpdump not listening within 20 s" % name)
+                raise ScenarioError("recorder %s: capture not started within 20 s" % name)
             time.sleep(0.05)
         if self.args.recorder_nice is not None:
             self.renice(p.pid, self.args.recorder_nice)
