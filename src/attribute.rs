@@ -1249,18 +1249,33 @@ pub(crate) fn attribute_end(
                             // Only a namespace the addresses prove: the one
                             // namespace using the translated address, or one
                             // other than the capture's (tried first by default).
+                            // A process proven to send or read on the socket
+                            // made it in its own namespace: that one, when the
+                            // addresses allow it (overlapping container
+                            // networks put an address in several).
+                            let owner_ns = uses
+                                .and_then(|u| {
+                                    tl.identity_at(owner.pid, owner.start_time, u.since_ns)
+                                })
+                                .map(|p| p.netns)
+                                .filter(|&n| n != 0);
                             let hint = match nat {
                                 Some(m) => {
-                                    let mut v = tl
+                                    let v: Vec<u64> = tl
                                         .netns_list()
                                         .iter()
-                                        .filter(|&&n| tl.netns_has_addr(n, m.local.ip()));
-                                    match (v.next(), v.next()) {
-                                        (Some(&n), None) => Some(n),
+                                        .copied()
+                                        .filter(|&n| tl.netns_has_addr(n, m.local.ip()))
+                                        .collect();
+                                    match (owner_ns.filter(|n| v.contains(n)), v.as_slice()) {
+                                        (Some(n), _) | (None, &[n]) => Some(n),
                                         _ => None,
                                     }
                                 }
-                                None => Some(ns).filter(|&n| n != ctx.capture_netns),
+                                None => {
+                                    let n = owner_ns.filter(|n| o.netns.contains(n)).unwrap_or(ns);
+                                    Some(n).filter(|&n| n != ctx.capture_netns)
+                                }
                             };
                             out.netns_hint = hint.filter(|&n| n != nat::UNKNOWN_NETNS);
                             let used_ns = socket.map(|m| m.netns).or(out.netns_hint);

@@ -437,6 +437,26 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Writes the binding of UDP socket `sk` to `tuple` made by its send at
+    /// `mono_ns`, unless already written.
+    fn udp_binding(&mut self, sk: u64, mono_ns: i64, tuple: sockuse::Tuple) {
+        if !self.bindings.fresh(sk, &tuple, 6) {
+            return;
+        }
+        let (ip, port, remote) = tuple;
+        // A new binding of the id cuts its runs there.
+        self.bound.push((sk, mono_ns));
+        self.binds.push(SockUseRecord::binding(
+            sockuse::SRC_UDP_ROUTE,
+            self.ids.id(sk),
+            mono_ns,
+            "udp",
+            (ip.to_string(), port),
+            remote.map(|(ip, p)| (ip.to_string(), p)),
+            None,
+        ));
+    }
+
     fn sample(&mut self, s: &Sample<'_>, out: &mut Vec<RawEvent>) {
         if s.pid == self.self_pid {
             return;
@@ -451,20 +471,8 @@ impl Decoder {
         let mono_ns = i64::try_from(s.time).unwrap_or(i64::MAX);
         if let Some(d) = self.lens.iter().find(|d| d.id == ty) {
             if let Some(u) = d.decode(s.raw, s.pid, s.tid, mono_ns) {
-                if let Some((ip, port, remote)) = self.bindings.udp_send(&u) {
-                    let tuple = (ip, port, remote);
-                    if self.bindings.fresh(u.sk, &tuple, 6) {
-                        self.bound.push((u.sk, mono_ns));
-                        self.binds.push(SockUseRecord::binding(
-                            sockuse::SRC_UDP_ROUTE,
-                            self.ids.id(u.sk),
-                            mono_ns,
-                            "udp",
-                            (ip.to_string(), port),
-                            remote.map(|(ip, p)| (ip.to_string(), p)),
-                            None,
-                        ));
-                    }
+                if let Some(tuple) = self.bindings.udp_send(&u) {
+                    self.udp_binding(u.sk, mono_ns, tuple);
                 }
                 self.uses.push(u);
             }
@@ -497,9 +505,12 @@ impl Decoder {
         let Some((src, sport, dst, dport)) = ok else {
             return;
         };
+        let source = d.source;
         if !self.lens.is_empty() {
-            self.bindings
-                .route(s.tid, mono_ns, (src, sport, Some((dst, dport))));
+            let tuple = (src, sport, Some((dst, dport)));
+            if let Some((sk, sent)) = self.bindings.route(s.tid, mono_ns, tuple) {
+                self.udp_binding(sk, sent, tuple);
+            }
         }
         if self.sent.len() >= MAX_PENDING_EVENTS {
             // Cleared only when the record loop takes a batch: a flood of
@@ -511,7 +522,7 @@ impl Decoder {
             return;
         }
         out.push(RawEvent {
-            source: d.source,
+            source,
             kind: "send",
             mono_ns,
             pid: s.pid,

@@ -467,10 +467,15 @@ pub type Tuple = (std::net::IpAddr, u16, Option<(std::net::IpAddr, u16)>);
 
 /// The last binding written per socket, to write each (sk, tuple, class)
 /// once; and the last UDP route lookup per thread, to pair with its send.
+/// The samples are read ring by ring (one ring per CPU), not in time order:
+/// a thread that moved to another CPU between its route lookup and its send
+/// can have its send read first, so the last unpaired UDP send per thread
+/// waits for a route lookup made before it.
 #[derive(Debug, Default)]
 pub struct Bindings {
     last: HashMap<u64, (Tuple, u8)>,
     routes: HashMap<u32, (i64, Tuple)>,
+    sends: HashMap<u32, (i64, u64)>,
 }
 
 impl Bindings {
@@ -496,22 +501,44 @@ impl Bindings {
         true
     }
 
-    /// Remembers a UDP route lookup of thread `tid`.
-    pub fn route(&mut self, tid: u32, time: i64, tuple: Tuple) {
+    /// A UDP route lookup of thread `tid`: the (socket, time) of the
+    /// thread's send already read that it came just before (both consumed),
+    /// else remembered for the thread's next send.
+    pub fn route(&mut self, tid: u32, time: i64, tuple: Tuple) -> Option<(u64, i64)> {
+        if let Some(&(sent, sk)) = self.sends.get(&tid) {
+            if time <= sent && sent - time <= ROUTE_PAIR_NS {
+                self.sends.remove(&tid);
+                return Some((sk, sent));
+            }
+        }
         if self.routes.len() >= MAX_BOUND {
             self.routes.clear();
         }
         self.routes.insert(tid, (time, tuple));
+        None
     }
 
     /// The binding a UDP send implies: the thread's last route lookup, if
-    /// it came just before; consumed once.
+    /// it came just before; consumed once. Without one, the send waits for
+    /// a route lookup read later (see [`Bindings::route`]).
     pub fn udp_send(&mut self, u: &UseSample) -> Option<Tuple> {
         if u.dir != UseDir::Send || u.proto != 17 {
             return None;
         }
-        let (t, tuple) = self.routes.remove(&u.tid)?;
-        (t <= u.time && u.time - t <= ROUTE_PAIR_NS).then_some(tuple)
+        match self.routes.remove(&u.tid) {
+            Some((t, tuple)) if t <= u.time && u.time - t <= ROUTE_PAIR_NS => Some(tuple),
+            other => {
+                if let Some((t, tuple)) = other.filter(|(t, _)| *t > u.time) {
+                    // A later lookup, read first: it is for a later send.
+                    self.routes.insert(u.tid, (t, tuple));
+                }
+                if self.sends.len() >= MAX_BOUND {
+                    self.sends.clear();
+                }
+                self.sends.insert(u.tid, (u.time, u.sk));
+                None
+            }
+        }
     }
 }
 
@@ -749,8 +776,33 @@ mod tests {
         assert_eq!(b.udp_send(&u), None, "consumed");
         b.route(3, 1_000 - ROUTE_PAIR_NS - 1, t);
         assert_eq!(b.udp_send(&u), None, "too old");
+        assert_eq!(b.route(3, 900, t), Some((u.sk, 1_000)), "the send waited");
         b.route(3, 900, t);
         assert_eq!(b.udp_send(&UseSample { proto: 6, ..u }), None, "tcp");
+    }
+
+    #[test]
+    fn a_udp_send_read_before_its_route_lookup_is_still_bound() {
+        // The thread moved to another CPU between its route lookup and its
+        // send, whose ring was read first.
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let t: Tuple = (ip("10.0.0.1"), 4000, Some((ip("10.0.0.2"), 53)));
+        let mut b = Bindings::default();
+        let u = UseSample {
+            proto: 17,
+            ..use_at(9, 3, 1_000, 10)
+        };
+        assert_eq!(b.udp_send(&u), None);
+        assert_eq!(b.route(4, 990, t), None, "another thread's lookup");
+        assert_eq!(b.route(3, 1_001, t), None, "a lookup after the send");
+        assert_eq!(b.route(3, 990, t), Some((u.sk, 1_000)));
+        assert_eq!(b.route(3, 990, t), None, "paired once");
+        // A later lookup read before an earlier send stays for its own send.
+        let mut b = Bindings::default();
+        assert_eq!(b.route(3, 2_000, t), None);
+        assert_eq!(b.udp_send(&u), None);
+        let later = UseSample { time: 2_010, ..u };
+        assert_eq!(b.udp_send(&later), Some(t));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use procflow_format::conntrack::{NatKind, Tuple};
 
 use super::{namespaces_for, try_rule, Found, HostContext, Query, Rule};
 use crate::snapshot::conntrack::CtRecord;
-use crate::snapshot::timeline::Timeline;
+use crate::snapshot::timeline::{Timeline, Transport};
 
 /// How a flow was translated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +119,7 @@ pub(super) fn try_nat(
                 nss = vec![UNKNOWN_NETNS];
             }
             if nss.len() > 1 {
-                nss = behind(tl, r.netns, q, nss);
+                nss = behind(tl, r.netns, nss);
             }
             // With the namespace still ambiguous (two namespaces using the
             // translated address, none proven behind this table), only a
@@ -154,19 +154,27 @@ pub(super) fn try_nat(
 /// Of the candidate namespaces `nss` (several use the translated address:
 /// separate container networks with overlapping addresses, each behind its
 /// own NAT namespace), those proven to sit behind the table of namespace
-/// `table`: some translated entry of that table leads to a socket holding
-/// the exact translated tuple in them. All of `nss` when none is proven.
-fn behind(tl: &Timeline, table: u64, q: &Query, nss: Vec<u64>) -> Vec<u64> {
+/// `table`: some translated entry of that table, of any protocol, leads to
+/// a socket holding the exact translated tuple in them. A namespace sits
+/// behind a NAT for all its traffic: its TCP connections, seen in the
+/// snapshots, prove it also for datagram sockets that lived between two
+/// snapshots. All of `nss` when none is proven.
+fn behind(tl: &Timeline, table: u64, nss: Vec<u64>) -> Vec<u64> {
     let mut linked: Vec<u64> = Vec::new();
     for r in tl.conntrack.records.iter().filter(|r| r.netns == table) {
         if r.entry.nat().is_none() {
             continue;
         }
+        let transport = match r.entry.proto {
+            crate::flow::ipproto::TCP => Transport::Tcp,
+            crate::flow::ipproto::UDP => Transport::Udp,
+            _ => continue,
+        };
         for dir in [&r.entry.orig, &r.entry.reply] {
             let (Some(a), Some(b)) = (dir.src_sock(), dir.dst_sock()) else {
                 continue;
             };
-            for &i in tl.exact(q.transport, a, b) {
+            for &i in tl.exact(transport, a, b) {
                 if let Some(s) = tl.sockets.get(i) {
                     if nss.contains(&s.key.netns) && !linked.contains(&s.key.netns) {
                         linked.push(s.key.netns);
@@ -253,6 +261,47 @@ mod tests {
         let (tl, d) = build(&[mk(1, 0), mk(2, 1000)]);
         assert_eq!(d.bad_lines, 0, "{d:?}");
         tl
+    }
+
+    #[test]
+    fn a_tcp_connection_proves_the_namespace_behind_the_nat_for_udp() {
+        // Two namespaces use 10.77.0.2 (overlapping container networks);
+        // the host's table translates a TCP connection of the container's
+        // and a datagram exchange of a socket no snapshot saw. The TCP
+        // entry places the container behind this NAT, for UDP too.
+        let udp =
+            "udp 10.77.0.2 198.18.0.2 44078 5353 198.18.0.2 198.18.0.1 5353 33338 0x198 0 0 30";
+        let mk = |seq, ms| {
+            Snap::new(seq, ms, SnapshotKind::Keyframe)
+                .table(HOST, "tcp", TableStored::Full, table(&[]))
+                .table(
+                    HOST,
+                    "conntrack",
+                    TableStored::Full,
+                    format!("{MASQ}\n{udp}\n"),
+                )
+                .table(
+                    CONTAINER,
+                    "tcp",
+                    TableStored::Full,
+                    table(&[row4("10.77.0.2:58036", "198.18.0.2:9001", 1, 100)]),
+                )
+                .table(
+                    OTHER,
+                    "tcp",
+                    TableStored::Full,
+                    table(&[row4("10.77.0.2:41000", "10.77.0.3:80", 1, 200)]),
+                )
+                .fds(&["10 500 4026532500 100", "20 600 4026532600 200"])
+        };
+        let (tl, d) = build(&[mk(1, 0), mk(2, 1000)]);
+        assert_eq!(d.bad_lines, 0, "{d:?}");
+        assert_eq!(behind(&tl, HOST, vec![CONTAINER, OTHER]), [CONTAINER]);
+        // No entry of the table leads to either: both stay.
+        assert_eq!(
+            behind(&tl, OTHER, vec![CONTAINER, OTHER]),
+            [CONTAINER, OTHER]
+        );
     }
 
     #[test]

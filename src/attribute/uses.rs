@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use super::ProcKey;
 use crate::flow::{tcpflag, PacketMark};
 use crate::snapshot::timeline::{Timeline, Transport};
-use crate::snapshot::uses::{UseDir, UseRun};
+use crate::snapshot::uses::{Tenancy, UseDir, UseRun};
 
 /// Runs this close to a flow's lifetime are of the flow (a send just
 /// before the SYN is captured, a read just after the last packet).
@@ -164,6 +164,15 @@ pub(crate) fn end_use(
     if tl.uses.is_empty() {
         return None;
     }
+    // The last instant a call can be of a tenancy: its end is the next
+    // socket's first binding, made at that socket's first call.
+    let last_of = |t: &Tenancy| {
+        if t.until_ns == i64::MAX {
+            i64::MAX
+        } else {
+            t.until_ns.saturating_sub(1)
+        }
+    };
     let (w0, w1) = (
         t0.saturating_sub(USE_WINDOW_NS),
         t1.saturating_add(USE_WINDOW_NS),
@@ -171,7 +180,7 @@ pub(crate) fn end_use(
     let cands = tl
         .uses
         .tenancies_of(transport, local, remote)
-        .filter(|t| t.from_ns.saturating_sub(BIND_SLACK_NS) <= w1 && t.until_ns >= w0);
+        .filter(|t| t.from_ns.saturating_sub(BIND_SLACK_NS) <= w1 && t.until_ns > w0);
     let mut send: Vec<&UseRun> = Vec::new();
     let mut recv: Vec<&UseRun> = Vec::new();
     let stream = transport == Transport::Tcp;
@@ -183,13 +192,20 @@ pub(crate) fn end_use(
         // A TCP socket's state changes (same clock as its calls) come
         // before any call on it: a run begun earlier is of an earlier
         // socket that had the same id.
-        let lo = best.from_ns;
-        let hi = best.until_ns;
+        let lo = best.from_ns.max(best.since_ns);
+        let hi = last_of(best);
         send.extend(tl.uses.runs_between(best.sk, UseDir::Send, lo, hi));
         recv.extend(tl.uses.runs_between(best.sk, UseDir::Recv, lo, hi));
     } else {
+        // A run of the tuple's socket may begin a little before its
+        // binding was seen, but not before the id's previous socket ended,
+        // and not at or after the id passed to the next one: a reused id's
+        // calls are another socket's, often another process'.
         let mut sks: Vec<(u64, i64, i64)> = cands
-            .map(|t| (t.sk, t.from_ns.saturating_sub(BIND_SLACK_NS), t.until_ns))
+            .map(|t| {
+                let lo = t.from_ns.saturating_sub(BIND_SLACK_NS).max(t.since_ns);
+                (t.sk, lo, last_of(t))
+            })
             .collect();
         sks.sort_unstable();
         sks.dedup();

@@ -63,8 +63,13 @@ pub struct Tenancy {
     /// Realtime ns of its first binding.
     pub from_ns: i64,
     /// Realtime ns when it ended (`CLOSE`, or the id bound to another
-    /// tuple); `i64::MAX` when never seen to end.
+    /// tuple); `i64::MAX` when never seen to end. Exclusive: a call at
+    /// this time is of the next socket of the id.
     pub until_ns: i64,
+    /// Realtime ns when the previous socket of the same id was last seen
+    /// to end (`i64::MIN` when none was): no call before it is of this
+    /// socket, whatever the slack allowed before its first binding.
+    pub since_ns: i64,
 }
 
 /// A `sock` binding as read, before folding.
@@ -196,6 +201,8 @@ impl UseBuilder {
             let mut j = i;
             let mut open: Option<Tenancy> = None;
             let first_of_id = tenancies.len();
+            // When the id last passed to a new socket.
+            let mut boundary = i64::MIN;
             while let Some(c) = bindings.get(j).filter(|c| c.sk == b.sk) {
                 let same = open.is_some_and(|t| {
                     Some(t.remote) == c.remote && t.local == c.local && t.transport == c.transport
@@ -209,8 +216,10 @@ impl UseBuilder {
                         // freed and reused by a new socket).
                         if t.transport == Transport::Tcp {
                             t.until_ns = c.t_ns;
+                            boundary = c.t_ns;
                         } else if t.local.port() != c.local.port() {
                             t.until_ns = c.t_ns;
+                            boundary = c.t_ns;
                             for u in tenancies.iter_mut().skip(first_of_id) {
                                 u.until_ns = u.until_ns.min(c.t_ns);
                             }
@@ -225,6 +234,7 @@ impl UseBuilder {
                             remote,
                             from_ns: c.t_ns,
                             until_ns: i64::MAX,
+                            since_ns: boundary,
                         });
                     }
                 }
@@ -233,6 +243,7 @@ impl UseBuilder {
                         t.until_ns = c.t_ns;
                         tenancies.push(t);
                     }
+                    boundary = c.t_ns;
                 }
                 j += 1;
             }

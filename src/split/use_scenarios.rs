@@ -703,3 +703,145 @@ fn udp_without_sequence_numbers_is_placed_by_time() {
         .collect();
     assert_eq!(s, [(Some(10), 2), (Some(11), 2)]);
 }
+
+/// A UDP flow from `l` to `r` of datagrams at (`t` µs, outgoing).
+fn udp_flow(id: u64, l: &str, r: &str, at: &[(i64, bool)]) -> (Flow, Vec<PacketMark>) {
+    let pk: Vec<PacketMark> = at
+        .iter()
+        .map(|&(t, out)| PacketMark {
+            ts_ns: rt(t),
+            ab: out,
+            bytes: 82,
+            ip_bytes: 68,
+            tcp_flags: 0,
+            tcp_seq: 0,
+            tcp_ack: 0,
+            tcp_payload: 0,
+        })
+        .collect();
+    let a: SocketAddr = l.parse().unwrap();
+    let b: SocketAddr = r.parse().unwrap();
+    let mut f = Flow::new(
+        ipproto::UDP,
+        Family::V4,
+        (a.ip(), Some(a.port())),
+        (b.ip(), Some(b.port())),
+        None,
+        pk[0].ts_ns,
+    );
+    f.id = id;
+    for p in &pk {
+        super::add(&mut f, p);
+    }
+    (f, pk)
+}
+
+#[test]
+fn a_reused_socket_id_gives_no_datagram_to_the_next_process() {
+    // Two lookups, one fresh socket each, by two processes 4 ms apart: the
+    // kernel hands the second socket the first one's id. The recorder binds
+    // a datagram socket at its first send, so the second socket's binding
+    // and first call share a time, and the first process' calls end within
+    // the slack allowed before a binding.
+    let dns = "10.0.0.9:53";
+    let (l1, l2) = ("10.0.0.1:5353", "10.0.0.1:6000");
+    let mut lab = Lab::new();
+    lab.procs = vec![rec(10, 100, "curl"), rec(11, 200, "curl")];
+    for (l, pid, st, t) in [(l1, 10, 100, 1_000), (l2, 11, 200, 5_000)] {
+        let mut b = bind("0a", mono(t), "udp", l, dns, None);
+        b.source = "udp-send-route".into();
+        lab.uses.push(b);
+        let send = run(
+            "0a",
+            UseDir::Send,
+            "udp",
+            pid,
+            st,
+            mono(t),
+            mono(t + 20),
+            64,
+        );
+        let recv = run(
+            "0a",
+            UseDir::Recv,
+            "udp",
+            pid,
+            st,
+            mono(t + 400),
+            mono(t + 500),
+            80,
+        );
+        lab.uses.extend([send, recv]);
+    }
+    let (f1, p1) = udp_flow(1, l1, dns, &[(1_010, true), (1_450, false)]);
+    let (f2, p2) = udp_flow(2, l2, dns, &[(5_010, true), (5_450, false)]);
+    let rows = analyze(&lab.timeline(), vec![f1, f2], vec![(1, p1), (2, p2)]);
+    let s: Vec<(u64, Option<u32>, Option<Confidence>)> = rows
+        .iter()
+        .map(|(f, a)| (f.id, a.owner.map(|o| o.pid), a.confidence()))
+        .collect();
+    assert_eq!(
+        s,
+        [
+            (1, Some(10), Some(Confidence::High)),
+            (2, Some(11), Some(Confidence::High))
+        ],
+        "{rows:#?}"
+    );
+}
+
+#[test]
+fn a_sender_in_one_of_two_namespaces_with_its_address_names_its_own() {
+    // Two container networks use 10.77.0.3 (namespaces A and B); the
+    // capture (on a bridge of the host) shows a connection of B's process,
+    // whose socket lived between two snapshots. Its sends name it; its
+    // namespace is its own, not the first one holding the address.
+    const A: u64 = 4026532400;
+    const B: u64 = 4026532500;
+    let (l, r) = ("10.77.0.3:43622", "10.77.0.2:80");
+    let mk = |seq, ms| {
+        let a = [row4("10.77.0.3:43626", "10.77.0.2:80", 1, 300)];
+        let b = [row4("10.77.0.3:41000", "10.77.0.2:9000", 1, 400)];
+        let mut s = Snap::new(seq, ms, SnapshotKind::Keyframe)
+            .table(NS, "tcp", TableStored::Full, table(&[]))
+            .table(A, "tcp", TableStored::Full, table(&a))
+            .table(B, "tcp", TableStored::Full, table(&b))
+            .fds(&["20 200 4026532400 300", "11 100 4026532500 400"]);
+        if seq == 2 {
+            s = s
+                .procs(&[
+                    crate::snapshot::timeline::tests::rec_ns(20, 200, A),
+                    crate::snapshot::timeline::tests::rec_ns(11, 100, B),
+                ])
+                .sockuse(&[
+                    bind("b1", mono(400), "tcp", l, r, Some("SYN_SENT")),
+                    used(
+                        "b1",
+                        UseDir::Send,
+                        11,
+                        100,
+                        1_000,
+                        9_000,
+                        8 * u64::from(SEG),
+                    ),
+                ]);
+        }
+        s
+    };
+    let (tl, d) = build(&[mk(1, 0), mk(2, 50)]);
+    assert_eq!(d.bad_lines, 0, "{d:?}");
+    let mut w = Wire::new(500, 1_000_000, 7_000, true);
+    for k in 0..8 {
+        w.out(1_500 + 500 * i64::from(k), k * SEG);
+    }
+    let f = w.flow(1, l, r);
+    let a = attribute_all(&tl, &ctx(), &Options::default(), &[f]);
+    let a = &a[0];
+    assert_eq!(
+        a.method,
+        crate::attribute::Method::Rule(Rule::EventUse),
+        "{a:?}"
+    );
+    assert_eq!(a.owner.map(|o| o.pid), Some(11));
+    assert_eq!(a.netns_hint, Some(B), "{a:?}");
+}
