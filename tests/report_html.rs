@@ -225,8 +225,14 @@ fn chromium_renders_report() {
     // The evidence as the terminal words it: the verdict and the recorder
     // badge follow the failed check; findings are sentences, not JSON.
     // The sample's evidence holds: the terminal's verdict.
-    assert!(dom.contains("all checks hold"), "verdict badge");
-    assert!(!dom.contains("check failed"), "recorder badge");
+    assert!(
+        dom.contains("<span class=\"badge ok\">all checks hold</span>"),
+        "verdict badge"
+    );
+    assert!(
+        dom.contains("<span class=\"badge ok\">complete</span>"),
+        "recorder badge"
+    );
     // A bundle with a finding: the verdict and the recorder badge follow
     // the failed check; findings are sentences, not JSON.
     let failed = analyze_bundle(&dir, "testdata/compat/sample-bundle-v2-events", "r2");
