@@ -25,6 +25,24 @@ pub static EVENTS: AtomicU64 = AtomicU64::new(0);
 /// dropped, proc connector losses (for the heartbeat).
 pub static EVENTS_LOST: AtomicU64 = AtomicU64::new(0);
 
+/// Packets the recorder's own capture took so far (for the heartbeat).
+pub static CAPTURE_PACKETS: AtomicU64 = AtomicU64::new(0);
+
+/// Packets the recorder's own capture lost so far: dropped by the kernel or
+/// not written (for the heartbeat).
+pub static CAPTURE_LOST: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the recorder's own capture runs (its counters above are then the
+/// heartbeat's; tcpdump's come from its log).
+pub static CAPTURE_NATIVE: AtomicBool = AtomicBool::new(false);
+
+/// The recorder's own capture's counters so far, for the heartbeat.
+pub fn capture_progress(packets: u64, lost: u64) {
+    CAPTURE_PACKETS.store(packets, Ordering::Relaxed);
+    CAPTURE_LOST.store(lost, Ordering::Relaxed);
+    CAPTURE_NATIVE.store(true, Ordering::Relaxed);
+}
+
 /// Notes one more snapshot committed to an archive.
 pub fn snapshot_written() {
     SNAPSHOTS.fetch_add(1, Ordering::Relaxed);
@@ -135,7 +153,12 @@ fn bytes_text(n: u64) -> String {
 /// capture's packets and drops (tcpdump's counters, when it printed them),
 /// and the events archived and lost (when event sources are in use). The
 /// sources themselves are printed once, at start.
-pub fn heartbeat_line(out: &Path, elapsed: Duration, events: bool) -> String {
+pub fn heartbeat_line(
+    out: &Path,
+    elapsed: Duration,
+    events: bool,
+    native: Option<(u64, u64)>,
+) -> String {
     let (mut capture, mut archives, mut captured) = (0u64, 0u64, false);
     if let Ok(rd) = std::fs::read_dir(out) {
         for e in rd.flatten() {
@@ -156,18 +179,22 @@ pub fn heartbeat_line(out: &Path, elapsed: Duration, events: bool) -> String {
         SNAPSHOTS.load(Ordering::Relaxed),
         bytes_text(archives),
     );
-    match capture_counters(out) {
-        Some(c) => line.push_str(&format!(
+    match (native, capture_counters(out)) {
+        (Some((packets, lost)), _) => line.push_str(&format!(
+            "; packets {packets} captured, {lost} lost ({})",
+            bytes_text(capture)
+        )),
+        (None, Some(c)) => line.push_str(&format!(
             "; packets {} captured, {} dropped by kernel ({})",
             c.captured,
             c.dropped_by_kernel,
             bytes_text(capture)
         )),
-        None if captured => line.push_str(&format!(
+        (None, None) if captured => line.push_str(&format!(
             "; capture {} (packet counters not yet printed by tcpdump)",
             bytes_text(capture)
         )),
-        None => {}
+        (None, None) => {}
     }
     if events {
         line.push_str(&format!(
@@ -212,7 +239,13 @@ impl Heartbeat {
                         let _ = crate::sys::send_signal(pid, libc::SIGUSR1);
                         std::thread::sleep(Duration::from_millis(100));
                     }
-                    eprintln!("{}", heartbeat_line(&out, t0.elapsed(), events));
+                    let native = CAPTURE_NATIVE.load(Ordering::Relaxed).then(|| {
+                        (
+                            CAPTURE_PACKETS.load(Ordering::Relaxed),
+                            CAPTURE_LOST.load(Ordering::Relaxed),
+                        )
+                    });
+                    eprintln!("{}", heartbeat_line(&out, t0.elapsed(), events, native));
                 }
             })
             .ok()?;
@@ -267,17 +300,21 @@ mod tests {
             (c.captured, c.received_by_filter, c.dropped_by_kernel),
             (10, 12, 2)
         );
-        let line = heartbeat_line(&d, Duration::from_secs(5), false);
+        let line = heartbeat_line(&d, Duration::from_secs(5), false, None);
         assert!(
             line.contains("packets 10 captured, 2 dropped by kernel"),
             "{line}"
         );
+        // The recorder's own capture: its counters, not tcpdump's log.
+        let line = heartbeat_line(&d, Duration::from_secs(5), false, Some((30, 4)));
+        assert!(line.contains("packets 30 captured, 4 lost"), "{line}");
+        assert!(!line.contains("dropped by kernel"), "{line}");
         assert!(
             !line.contains("events") && !line.contains("sources"),
             "{line}"
         );
         events_counted(7, 1);
-        let line = heartbeat_line(&d, Duration::from_secs(5), true);
+        let line = heartbeat_line(&d, Duration::from_secs(5), true, None);
         assert!(line.contains("events "), "{line}");
         assert!(
             line.contains(" archived, ") && line.contains(" lost"),
