@@ -4,35 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
 
-/// The `procflow-snap` binary of this build, built beside `procflow`.
+/// The `procflow-snap` binary of this build ([`common::procflow_snap`]).
 fn procflow_snap() -> PathBuf {
-    let procflow = Path::new(env!("CARGO_BIN_EXE_procflow"));
-    let dir = procflow.parent().unwrap();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(root())
-        .args(["build", "--quiet", "-p", "procflow-snap"]);
-    match dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => {}
-        Some("release") => {
-            cmd.arg("--release");
-        }
-        Some(profile) => {
-            cmd.args(["--profile", profile]);
-        }
-    }
-    if let Some(target_dir) = dir.parent() {
-        cmd.env("CARGO_TARGET_DIR", target_dir);
-    }
-    assert!(
-        cmd.status().unwrap().success(),
-        "cargo build -p procflow-snap"
-    );
-    dir.join("procflow-snap")
+    common::procflow_snap(Path::new(env!("CARGO_BIN_EXE_procflow")))
 }
 
 /// Completions for every shell, then `man --out DIR` (one syntax for both

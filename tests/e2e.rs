@@ -675,46 +675,9 @@ fn live_prerequisites_missing() -> Option<String> {
     None
 }
 
-/// The `procflow-snap` binary of this build, built first when missing.
-///
-/// Cargo only exposes the binaries of the package under test to its
-/// integration tests, so the recorder is found beside `procflow` in the same
-/// target directory; `cargo build -p procflow-snap` with the same profile
-/// makes sure it is there and current (a no-op when it is).
+/// The `procflow-snap` binary of this build ([`common::procflow_snap`]).
 fn procflow_snap() -> PathBuf {
-    let procflow = Path::new(env!("CARGO_BIN_EXE_procflow"));
-    let dir = procflow.parent().expect("procflow binary has a directory");
-    let snap = dir.join(format!("procflow-snap{}", std::env::consts::EXE_SUFFIX));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "--quiet", "-p", "procflow-snap"]);
-    match dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => {}
-        Some("release") => {
-            cmd.arg("--release");
-        }
-        Some(profile) => {
-            cmd.args(["--profile", profile]);
-        }
-        None => {}
-    }
-    // Build into the directory procflow came from, wherever the target dir is.
-    if let Some(target_dir) = dir.parent() {
-        if target_dir.file_name().is_some() {
-            cmd.env("CARGO_TARGET_DIR", target_dir);
-        }
-    }
-    let status = cmd
-        .status()
-        .expect("cannot run cargo to build procflow-snap");
-    assert!(status.success(), "cargo build -p procflow-snap failed");
-    assert!(
-        snap.is_file(),
-        "{} missing after building it",
-        snap.display()
-    );
-    snap
+    common::procflow_snap(Path::new(env!("CARGO_BIN_EXE_procflow")))
 }
 
 /// Runs the scenario with `recorder_args` in a new scratch directory and

@@ -40,6 +40,8 @@ use pcap_file::pcapng::blocks::opt_common::CommonOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use serde::Deserialize;
 
+mod common;
+
 /// Share of all known bytes that must go to the right process.
 const MIN_OVERALL: f64 = 0.995;
 /// Share of each process' bytes that must go to it.
@@ -874,35 +876,9 @@ fn missing_facility() -> Option<String> {
     None
 }
 
-/// The `procflow-snap` of this build (see tests/e2e.rs: built with the
-/// same profile into the same target directory).
+/// The `procflow-snap` binary of this build ([`common::procflow_snap`]).
 fn procflow_snap() -> PathBuf {
-    let procflow = Path::new(env!("CARGO_BIN_EXE_procflow"));
-    let dir = procflow.parent().expect("procflow binary has a directory");
-    let snap = dir.join(format!("procflow-snap{}", std::env::consts::EXE_SUFFIX));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "--quiet", "-p", "procflow-snap"]);
-    match dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => {}
-        Some("release") => {
-            cmd.arg("--release");
-        }
-        Some(profile) => {
-            cmd.args(["--profile", profile]);
-        }
-    }
-    if let Some(target_dir) = dir.parent() {
-        if target_dir.file_name().is_some() {
-            cmd.env("CARGO_TARGET_DIR", target_dir);
-        }
-    }
-    let status = cmd
-        .status()
-        .expect("cannot run cargo to build procflow-snap");
-    assert!(status.success(), "cargo build -p procflow-snap failed");
-    snap
+    common::procflow_snap(Path::new(env!("CARGO_BIN_EXE_procflow")))
 }
 
 /// The `--sources` value that keeps every source but the per-send and

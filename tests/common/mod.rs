@@ -40,3 +40,43 @@ pub fn shared_testdata() -> Option<std::path::PathBuf> {
     missing("../shared/testdata (third-party captures and /proc fixtures) is not present");
     None
 }
+
+/// The `procflow-snap` binary beside `procflow` (the binary under test),
+/// built first. Cargo only exposes the binaries of the package under test
+/// to its integration tests, so the recorder is found in the same target
+/// directory; `cargo build -p procflow-snap` with the same profile makes
+/// sure it is there and current (a no-op when it is).
+pub fn procflow_snap(procflow: &std::path::Path) -> std::path::PathBuf {
+    let dir = procflow.parent().expect("procflow binary has a directory");
+    let snap = dir.join(format!("procflow-snap{}", std::env::consts::EXE_SUFFIX));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--quiet", "-p", "procflow-snap"]);
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(profile) => {
+            cmd.args(["--profile", profile]);
+        }
+        None => {}
+    }
+    // Build into the directory procflow came from, wherever the target dir is.
+    if let Some(target_dir) = dir.parent() {
+        if target_dir.file_name().is_some() {
+            cmd.env("CARGO_TARGET_DIR", target_dir);
+        }
+    }
+    let status = cmd
+        .status()
+        .expect("cannot run cargo to build procflow-snap");
+    assert!(status.success(), "cargo build -p procflow-snap failed");
+    assert!(
+        snap.is_file(),
+        "{} missing after building it",
+        snap.display()
+    );
+    snap
+}
