@@ -330,18 +330,21 @@ fn write_report(dir: &mut ReportDir, w: &dyn ReportWriter) -> Result<FileHash, A
 
 /// Writes report `w` into `file` (created in `dir`), synced, and hashed.
 fn write_into(dir: &Path, w: &dyn ReportWriter, file: File) -> Result<FileHash, AnalyzeError> {
-    let path = dir.join(w.file_name());
-    let err = |source: io::Error| AnalyzeError::WriteReport {
-        path: path.clone(),
+    hash_into(w, file).map_err(|source| AnalyzeError::WriteReport {
+        path: dir.join(w.file_name()),
         source,
-    };
+    })
+}
+
+/// Writes report `w` into `file`, synced, and returns its hash and size.
+pub(crate) fn hash_into(w: &dyn ReportWriter, file: File) -> io::Result<FileHash> {
     // Buffered before hashing: the writers emit many small pieces, and the
     // hash is then updated once per 64 KiB instead of once per piece.
     let mut out = BufWriter::with_capacity(1 << 16, HashingWriter::new(file));
-    w.write(&mut out).map_err(err)?;
-    let hw = out.into_inner().map_err(|e| err(e.into_error()))?;
-    let (sha256, bytes, file) = hw.finish().map_err(err)?;
-    file.sync_all().map_err(err)?;
+    w.write(&mut out)?;
+    let hw = out.into_inner().map_err(|e| e.into_error())?;
+    let (sha256, bytes, file) = hw.finish()?;
+    file.sync_all()?;
     Ok(FileHash {
         role: FileRole::Report,
         path: w.file_name().to_string(),

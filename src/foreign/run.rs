@@ -3,7 +3,7 @@
 //! section in `summary.json`).
 
 use std::collections::BTreeMap;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -20,7 +20,7 @@ use crate::report::connections_jsonl::ConnectionsJsonl;
 use crate::report::html::{HtmlInput, HtmlReport};
 use crate::report::processes_csv::ProcessesCsv;
 use crate::report::summary::{FileHash, FileRole, Summary, SummaryInput};
-use crate::report::{HashingWriter, ReportInput, ReportWriter};
+use crate::report::{ReportInput, ReportWriter};
 use crate::snapshot::SnapshotDiagnostics;
 
 use super::audit::{self, AuditLog};
@@ -288,23 +288,10 @@ fn stand_in_manifest(uacs: &[UacCollection], j: &Joined, argv: &[String]) -> Man
 
 fn write_one(dir: &mut ReportDir, w: &dyn ReportWriter) -> Result<FileHash, CorrelateError> {
     let path = dir.path().join(w.file_name());
-    let err = |source: io::Error| CorrelateError::WriteReport {
-        path: path.clone(),
-        source,
-    };
-    let file = dir.create(w.file_name()).map_err(err)?;
-    let mut out = BufWriter::with_capacity(1 << 16, HashingWriter::new(file));
-    w.write(&mut out).map_err(err)?;
-    let hw = out.into_inner().map_err(|e| err(e.into_error()))?;
-    let (sha256, bytes, file) = hw.finish().map_err(err)?;
-    file.sync_all().map_err(err)?;
-    Ok(FileHash {
-        role: FileRole::Report,
-        path: w.file_name().to_string(),
-        bytes,
-        sha256: Some(sha256),
-        recorded_hash: None,
-    })
+    let file = dir
+        .create(w.file_name())
+        .and_then(|f| crate::analyze::hash_into(w, f));
+    file.map_err(|source| CorrelateError::WriteReport { path, source })
 }
 
 /// `summary.json` with the `foreign` section.
