@@ -599,7 +599,8 @@ pub struct Attribution {
     /// id of that flow (as `procflow flows` numbers it).
     pub parent_flow_id: Option<u64>,
     /// For a NAT rule: the translation used (socket tuple, kind, entry).
-    pub nat: Option<NatMatch>,
+    /// Boxed: few flows have one, and an attribution is kept per flow.
+    pub nat: Option<Box<NatMatch>>,
     /// When send or receive calls named the owner.
     pub uses: Option<UseMatch>,
     /// When to read the owner's identity (program, command line): the
@@ -673,7 +674,7 @@ impl Attribution {
             _ => return None,
         };
         // Through NAT the mapping must have been seen too.
-        Some(self.nat.map_or(g, |n| g.max(n.gap_ns)))
+        Some(self.nat.as_deref().map_or(g, |n| g.max(n.gap_ns)))
     }
 
     /// How much to trust the owner. Send or receive calls naming the
@@ -1222,7 +1223,7 @@ pub(crate) fn attribute_end(
                             out.method = Method::Rule(rule);
                             out.uses = uses;
                             out.ident_ns = uses.map(|u| u.since_ns);
-                            out.nat = nat;
+                            out.nat = nat.map(Box::new);
                             if let Some(m) = nat {
                                 out.notes.push(Note::Nat(m));
                             }

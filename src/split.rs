@@ -62,7 +62,10 @@ fn flow_uses(tl: &Timeline, f: &Flow, a: &Attribution) -> Option<(EndUse, Option
     let fb = SocketAddr::new(f.b_ip, b_port);
     let (local, remote) = if local_is_a { (fa, fb) } else { (fb, fa) };
     let (t0, t1) = (f.first_seen_ns, f.last_seen_ns.max(f.first_seen_ns));
-    let (ll, lr) = a.nat.map_or((local, remote), |n| (n.local, n.remote));
+    let (ll, lr) = a
+        .nat
+        .as_deref()
+        .map_or((local, remote), |n| (n.local, n.remote));
     let mine = a
         .uses
         .and_then(|_| uses::end_use(tl, transport, ll, lr, t0, t1))
@@ -326,52 +329,89 @@ pub fn apply(
 ) -> (Vec<Flow>, Vec<Attribution>) {
     let mut next_id = flows.iter().map(|f| f.id).max().unwrap_or(0) + 1;
     let by_index: BTreeMap<usize, &Cut> = cuts.iter().map(|c| (c.index, c)).collect();
-    let mut out_f = Vec::with_capacity(flows.len() + cuts.len());
-    let mut out_a = Vec::with_capacity(flows.len() + cuts.len());
-    for (i, (f, a)) in flows.into_iter().zip(attributions).enumerate() {
-        if let (Some(c), Some(p)) = (by_index.get(&i), packets.get(&f.id)) {
-            if c.by_use && same_flow(&f, p) {
-                let parts = use_parts(tl, &f, &a, p);
-                if parts.len() >= 2 {
-                    let n = parts.len();
-                    for (k, (mut part, mut pa)) in parts.into_iter().enumerate() {
-                        part.id = next_id;
-                        next_id += 1;
-                        pa.parent_flow_id = Some(f.id);
-                        pa.notes.push(Note::SplitPart {
-                            part: k + 1,
-                            parts: n,
-                        });
-                        out_f.push(part);
-                        out_a.push(pa);
-                    }
-                    continue;
+    // The parts of each flow that is cut, in flow order (their ids follow
+    // that order).
+    let mut replaced: BTreeMap<usize, Vec<(Flow, Attribution)>> = BTreeMap::new();
+    for (&i, c) in &by_index {
+        let (Some(f), Some(a)) = (flows.get(i), attributions.get(i)) else {
+            continue;
+        };
+        let Some(p) = packets.get(&f.id) else {
+            continue;
+        };
+        if !same_flow(f, p) {
+            continue;
+        }
+        let mut out = Vec::new();
+        if c.by_use {
+            let parts = use_parts(tl, f, a, p);
+            let n = parts.len();
+            if n >= 2 {
+                for (k, (mut part, mut pa)) in parts.into_iter().enumerate() {
+                    part.id = next_id;
+                    next_id += 1;
+                    pa.parent_flow_id = Some(f.id);
+                    pa.notes.push(Note::SplitPart {
+                        part: k + 1,
+                        parts: n,
+                    });
+                    out.push((part, pa));
+                }
+            }
+        } else {
+            let parts = cut_flow(f, &c.spans, p);
+            let n = parts.len();
+            if n >= 2 {
+                for (k, mut part) in parts.into_iter().enumerate() {
+                    part.id = next_id;
+                    next_id += 1;
+                    let mut pa = attribute::attribute(tl, ctx, opts, &part);
+                    pa.parent_flow_id = Some(f.id);
+                    pa.notes.push(Note::SplitPart {
+                        part: k + 1,
+                        parts: n,
+                    });
+                    out.push((part, pa));
                 }
             }
         }
-        let parts = match (by_index.get(&i), packets.get(&f.id)) {
-            (Some(c), Some(p)) if !c.by_use && same_flow(&f, p) => cut_flow(&f, &c.spans, p),
-            _ => Vec::new(),
-        };
-        if parts.len() < 2 {
-            out_f.push(f);
-            out_a.push(a);
-            continue;
-        }
-        let n = parts.len();
-        for (k, mut part) in parts.into_iter().enumerate() {
-            part.id = next_id;
-            next_id += 1;
-            let mut pa = attribute::attribute(tl, ctx, opts, &part);
-            pa.parent_flow_id = Some(f.id);
-            pa.notes.push(Note::SplitPart {
-                part: k + 1,
-                parts: n,
-            });
-            out_f.push(part);
-            out_a.push(pa);
+        if !out.is_empty() {
+            replaced.insert(i, out);
         }
     }
+    let (mut flows, mut attributions) = (flows, attributions);
+    let n = flows.len().min(attributions.len());
+    flows.truncate(n);
+    attributions.truncate(n);
+    if replaced.is_empty() {
+        return (flows, attributions);
+    }
+    // Rebuilt from the end, the inputs shrinking as the output grows: at a
+    // million flows, both side by side would double the peak.
+    let extra: usize = replaced.values().map(|v| v.len() - 1).sum();
+    let mut out_f = Vec::with_capacity(n + extra);
+    let mut out_a = Vec::with_capacity(n + extra);
+    while let (Some(f), Some(a)) = (flows.pop(), attributions.pop()) {
+        let i = flows.len();
+        match replaced.remove(&i) {
+            Some(parts) => {
+                for (pf, pa) in parts.into_iter().rev() {
+                    out_f.push(pf);
+                    out_a.push(pa);
+                }
+            }
+            None => {
+                out_f.push(f);
+                out_a.push(a);
+            }
+        }
+        if i % (1 << 16) == 0 {
+            flows.shrink_to_fit();
+            attributions.shrink_to_fit();
+        }
+    }
+    out_f.reverse();
+    out_a.reverse();
     (out_f, out_a)
 }
 

@@ -313,7 +313,7 @@ mod tests {
         assert_eq!(a.method, Method::Rule(Rule::ExactNat));
         assert_eq!(a.owner.map(|o| o.pid), Some(10));
         assert_eq!(a.socket.map(|s| s.netns), Some(CONTAINER));
-        let n = a.nat.unwrap();
+        let n = *a.nat.clone().unwrap();
         assert_eq!(n.kind, NatKind::Snat);
         assert_eq!(n.local, "10.77.0.2:58036".parse().unwrap());
         assert_eq!(n.netns, HOST);
@@ -342,7 +342,7 @@ mod tests {
         let a = attribute(&tl, &ctx(), &Options::default(), &f);
         assert_eq!(a.method, Method::Rule(Rule::ExactNat));
         assert_eq!(a.owner.map(|o| o.pid), Some(10));
-        assert_eq!(a.nat.unwrap().kind, NatKind::Dnat);
+        assert_eq!(a.nat.as_deref().unwrap().kind, NatKind::Dnat);
         assert_eq!(a.local_is_a, Some(false));
         // Only the listener seen, address known from another socket.
         let sock = [
@@ -385,7 +385,7 @@ mod tests {
         let a = attribute(&tl, &ctx(), &Options::default(), &f);
         assert_eq!(a.method, Method::Rule(Rule::BoundNat));
         assert_eq!(a.owner.map(|o| o.pid), Some(10));
-        assert_eq!(a.nat.map(|n| n.kind), Some(NatKind::Snat));
+        assert_eq!(a.nat.as_deref().map(|n| n.kind), Some(NatKind::Snat));
     }
 
     /// A fresh process per query: each is gone before the recorder reads
@@ -413,7 +413,7 @@ mod tests {
         let a = attribute(&tl, &ctx(), &Options::default(), &f);
         assert_eq!(a.method, Method::Rule(Rule::EventNat), "{:?}", a.notes);
         assert_eq!(a.owner.map(|o| o.pid), Some(10));
-        assert_eq!(a.nat.map(|n| n.local.port()), Some(41000));
+        assert_eq!(a.nat.as_deref().map(|n| n.local.port()), Some(41000));
         // No namespace is proven: none is claimed.
         assert_eq!(a.netns_hint, None);
     }

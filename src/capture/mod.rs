@@ -18,9 +18,10 @@ use crate::flow::{Flow, FlowTable, PacketFlow, PacketMark, PacketOrigin, SplitRu
 use rayon::prelude::*;
 use scan::{RawRec, ScanProblem, Scanner};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// Most packets per batch: enough to amortise the rayon fan-out, few
@@ -50,8 +51,10 @@ pub struct ReplayOptions {
     pub track_packets: bool,
     /// Where to report the bytes read ([`crate::progress::Stage::Replay`]).
     pub progress: Option<crate::progress::Progress>,
-    /// Flows whose packets are kept in [`Replay::packets`] (every flow of
-    /// the same protocol and endpoints), to cut them in time.
+    /// Flows whose packets are kept in [`Replay::packets`], to cut them in
+    /// time. When set, the replay reads those flows only: [`Replay::flows`]
+    /// holds them (and any other flow of the same protocol and endpoints),
+    /// and [`Replay::packets`] is keyed by the ids the given flows carry.
     pub keep_packets_of: Vec<Flow>,
     /// Read remote endpoint names (DNS, TLS/QUIC SNI, HTTP) and JA4 from
     /// the first packets of each flow into [`Replay::names`]
@@ -475,6 +478,28 @@ pub fn replay(paths: &[PathBuf], opts: &ReplayOptions) -> Result<Replay, Capture
     }))
 }
 
+/// The packets of a replay that read the kept flows only, keyed by the ids
+/// those flows had in the full replay (matched on protocol, endpoints and
+/// first packet time); packets of flows not asked for are dropped.
+fn kept_ids(
+    kept: &[Flow],
+    flows: &[Flow],
+    packets: BTreeMap<u64, Vec<PacketMark>>,
+) -> BTreeMap<u64, Vec<PacketMark>> {
+    type Ident = (u8, IpAddr, Option<u16>, IpAddr, Option<u16>, i64);
+    let ident =
+        |f: &Flow| -> Ident { (f.proto, f.a_ip, f.a_port, f.b_ip, f.b_port, f.first_seen_ns) };
+    let wanted: HashMap<Ident, u64> = kept.iter().map(|f| (ident(f), f.id)).collect();
+    let here: HashMap<u64, u64> = flows
+        .iter()
+        .filter_map(|f| wanted.get(&ident(f)).map(|&id| (f.id, id)))
+        .collect();
+    packets
+        .into_iter()
+        .filter_map(|(id, log)| here.get(&id).map(|&orig| (orig, log)))
+        .collect()
+}
+
 /// Replays one capture held in memory (the file name is only used in
 /// reports). Runs on the current rayon pool; used by fuzzing and tests.
 pub fn replay_bytes(name: &Path, bytes: &[u8], opts: &ReplayOptions) -> Replay {
@@ -528,6 +553,7 @@ impl<'o> Replayer<'o> {
             table: {
                 if !opts.keep_packets_of.is_empty() {
                     table.watch(&opts.keep_packets_of);
+                    table.watch_only();
                 }
                 table
             },
@@ -761,6 +787,11 @@ impl<'o> Replayer<'o> {
         let (flows, orphans, packets, packet_flows, id_of) =
             table.finish_with_ids(collector.is_some());
         let names = collector.map(|c| c.finish(&id_of, &flows));
+        let packets = if me.opts.keep_packets_of.is_empty() {
+            packets
+        } else {
+            kept_ids(&me.opts.keep_packets_of, &flows, packets)
+        };
         for o in orphans {
             me.undecodable += 1;
             me.problem(

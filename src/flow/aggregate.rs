@@ -220,6 +220,8 @@ pub struct FlowTable {
     orphans: Vec<OrphanFragment>,
     /// Keys whose packets are kept ([`FlowTable::watch`]).
     watch: HashSet<Key, FastState>,
+    /// Only the watched keys are folded ([`FlowTable::watch_only`]).
+    watch_only: bool,
     /// When tracking: (file, packet index, state) of every folded packet.
     track: Option<Vec<(u32, u64, u32)>>,
     /// When only some packets are tracked: their (file, packet index).
@@ -293,6 +295,7 @@ impl FlowTable {
             track: None,
             track_only: None,
             watch: HashSet::with_hasher(FastState::new()),
+            watch_only: false,
         }
     }
 
@@ -323,6 +326,12 @@ impl FlowTable {
                 icmp: f.icmp.map(|k| icmp_canonical(v6, k)).unwrap_or((0, 0, 0)),
             });
         }
+    }
+
+    /// Folds only the packets of the watched keys ([`FlowTable::watch`]):
+    /// the table then holds those flows alone, numbered among themselves.
+    pub fn watch_only(&mut self) {
+        self.watch_only = true;
     }
 
     /// Remembers which flow every packet goes into, for
@@ -413,12 +422,12 @@ impl FlowTable {
                             self.fold(w.ts_ns, w.orig_len, &w.pkt, w.origin);
                         }
                     }
-                    return Some(slot);
+                    return slot;
                 }
                 Frag::None => {}
             }
         }
-        Some(self.fold(ts_ns, orig_len, &pkt, origin))
+        self.fold(ts_ns, orig_len, &pkt, origin)
     }
 
     fn flush_pending(&mut self) {
@@ -438,7 +447,13 @@ impl FlowTable {
         self.pending_count = 0;
     }
 
-    fn fold(&mut self, ts_ns: i64, orig_len: u32, p: &IpPacket, origin: PacketOrigin) -> Slot {
+    fn fold(
+        &mut self,
+        ts_ns: i64,
+        orig_len: u32,
+        p: &IpPacket,
+        origin: PacketOrigin,
+    ) -> Option<Slot> {
         let v6 = p.family == Family::V6;
         let (sport, dport) = if p.has_ports() {
             (p.sport, p.dport)
@@ -457,6 +472,9 @@ impl FlowTable {
             hi_port: hi.1,
             icmp: p.icmp.map(|k| icmp_canonical(v6, k)).unwrap_or((0, 0, 0)),
         };
+        if self.watch_only && !self.watch.contains(&key) {
+            return None;
+        }
         let is_tcp = p.proto == ipproto::TCP;
         let syn_only = is_tcp && p.tcp_flags & (tcpflag::SYN | tcpflag::ACK) == tcpflag::SYN;
         let existing = self.current.get(&key).copied().filter(|&i| {
@@ -541,11 +559,11 @@ impl FlowTable {
         if is_tcp && p.tcp_flags & (tcpflag::FIN | tcpflag::RST) != 0 {
             s.closed = true;
         }
-        Slot {
+        Some(Slot {
             state: idx as u32,
             from_a,
             nth,
-        }
+        })
     }
 
     /// Ends aggregation: flows numbered from 1 in order of (first_seen, key,

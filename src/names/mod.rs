@@ -863,7 +863,7 @@ pub fn annotate_rows(rows: &mut [crate::report::ConnectionRow], names: &Names) -
     };
     for r in rows.iter_mut() {
         let id = r.attribution.parent_flow_id.unwrap_or(r.flow.id);
-        r.name = names.name_for(&r.flow, id, r.local_is_a);
+        r.name = names.name_for(&r.flow, id, r.local_is_a).map(Box::new);
     }
     // The process that sent each DNS flow's query: its owner at the
     // query time (a cut flow: the part holding that time).

@@ -136,7 +136,7 @@ pub fn row_object(input: &ReportInput<'_>, r: &ConnectionRow) -> Map<String, Val
             json!(n.dns.map(|(_, t)| super::rfc3339_ns(t))),
         );
     }
-    if let Some(n) = a.nat {
+    if let Some(n) = a.nat.as_deref() {
         put("procflow.nat", json!(n.kind.as_str()));
         put("procflow.nat_local.ip", json!(n.local.ip().to_string()));
         put("procflow.nat_local.port", json!(n.local.port()));

@@ -318,7 +318,8 @@ pub struct ConnectionRow {
     pub peer_process: Option<std::sync::Arc<ProcessRecord>>,
     /// The remote end's name and the flow's JA4, from the capture
     /// (`docs/names.md`); filled by [`crate::names::annotate_rows`].
-    pub name: Option<crate::names::FlowName>,
+    /// Boxed: most flows have none, and a row is kept per flow.
+    pub name: Option<Box<crate::names::FlowName>>,
 }
 
 impl ConnectionRow {
@@ -451,11 +452,11 @@ impl ConnectionRow {
             both_local: a.both_local,
             note: notes_text(a),
             parent_flow_id: a.parent_flow_id,
-            nat: a.nat.map(|n| n.kind.as_str()),
-            nat_local_ip: a.nat.map(|n| n.local.ip().to_string()),
-            nat_local_port: a.nat.map(|n| n.local.port()),
-            nat_remote_ip: a.nat.map(|n| n.remote.ip().to_string()),
-            nat_remote_port: a.nat.map(|n| n.remote.port()),
+            nat: a.nat.as_deref().map(|n| n.kind.as_str()),
+            nat_local_ip: a.nat.as_deref().map(|n| n.local.ip().to_string()),
+            nat_local_port: a.nat.as_deref().map(|n| n.local.port()),
+            nat_remote_ip: a.nat.as_deref().map(|n| n.remote.ip().to_string()),
+            nat_remote_port: a.nat.as_deref().map(|n| n.remote.port()),
             peer_pid: a.peer.as_ref().and_then(|p| p.owner).map(|o| o.pid),
             peer_process_start_ticks: a.peer.as_ref().and_then(|p| p.owner).map(|o| o.start_time),
             peer_comm: self.peer_comm().map(Cow::Borrowed),
@@ -556,74 +557,87 @@ impl<'a> ReportInput<'a> {
             .collect();
         let shared =
             |p: &ProcessRecord| records.get(&(p as *const ProcessRecord as usize)).cloned();
-        let rows = flows
-            .into_par_iter()
-            .zip(attributions.into_par_iter())
-            .map(|(f, a)| {
-                // The owner as it was when it sent or read these bytes (an
-                // exec or a new title changes it), else at the first packet.
-                let at = a.ident_ns.unwrap_or(f.first_seen_ns);
-                let process = a
-                    .owner
-                    .and_then(|o| timeline.identity_at(o.pid, o.start_time, at))
-                    .and_then(&shared);
-                let peer_process = a.peer.as_ref().and_then(|p| {
-                    let o = p.owner?;
-                    let at = p.ident_ns.unwrap_or(f.first_seen_ns);
-                    timeline
-                        .identity_at(o.pid, o.start_time, at)
-                        .and_then(&shared)
-                });
-                // A process known only from events: the comm they carried.
-                let event_comm = match (&process, a.owner) {
-                    (None, Some(o)) => timeline
-                        .event_idents
-                        .get(&(o.pid, o.start_time))
-                        .map(|i| i.comm.clone()),
-                    _ => None,
-                };
-                // An event without the namespace (its process was gone when
-                // the recorder handled it): the owner's record says it.
-                let event_netns = a.event.and_then(|e| {
-                    timeline
-                        .events
-                        .get(e.index)
-                        .and_then(|e| e.netns)
-                        .or_else(|| process.as_ref().map(|p| p.netns).filter(|&n| n != 0))
-                });
-                let (process_start, entity) = match a.owner {
-                    // Without clk_tck a start time in ticks says no time.
-                    Some(o) if manifest.host.clk_tck == 0 => (
-                        String::new(),
-                        entity_id(&manifest.host.boot_id, o.pid, o.start_time),
-                    ),
-                    Some(o) => (
-                        rfc3339_ns(process_start_ns(manifest, o.start_time)),
-                        entity_id(&manifest.host.boot_id, o.pid, o.start_time),
-                    ),
-                    None => (String::new(), String::new()),
-                };
-                let socket_uid = a
-                    .socket
-                    .and_then(|s| timeline.sockets.get(s.index))
-                    .map(|s| s.uid);
-                let community_id = community_id(&f);
-                ConnectionRow {
-                    flow: f,
-                    local_is_a: a.local_is_a.unwrap_or(true),
-                    attribution: a,
-                    process,
-                    process_start,
-                    entity_id: entity,
-                    community_id,
-                    socket_uid,
-                    event_netns,
-                    event_comm,
-                    peer_process,
-                    name: None,
-                }
-            })
-            .collect();
+        let row = |(f, a): (Flow, Attribution)| {
+            // The owner as it was when it sent or read these bytes (an
+            // exec or a new title changes it), else at the first packet.
+            let at = a.ident_ns.unwrap_or(f.first_seen_ns);
+            let process = a
+                .owner
+                .and_then(|o| timeline.identity_at(o.pid, o.start_time, at))
+                .and_then(&shared);
+            let peer_process = a.peer.as_ref().and_then(|p| {
+                let o = p.owner?;
+                let at = p.ident_ns.unwrap_or(f.first_seen_ns);
+                timeline
+                    .identity_at(o.pid, o.start_time, at)
+                    .and_then(&shared)
+            });
+            // A process known only from events: the comm they carried.
+            let event_comm = match (&process, a.owner) {
+                (None, Some(o)) => timeline
+                    .event_idents
+                    .get(&(o.pid, o.start_time))
+                    .map(|i| i.comm.clone()),
+                _ => None,
+            };
+            // An event without the namespace (its process was gone when
+            // the recorder handled it): the owner's record says it.
+            let event_netns = a.event.and_then(|e| {
+                timeline
+                    .events
+                    .get(e.index)
+                    .and_then(|e| e.netns)
+                    .or_else(|| process.as_ref().map(|p| p.netns).filter(|&n| n != 0))
+            });
+            let (process_start, entity) = match a.owner {
+                // Without clk_tck a start time in ticks says no time.
+                Some(o) if manifest.host.clk_tck == 0 => (
+                    String::new(),
+                    entity_id(&manifest.host.boot_id, o.pid, o.start_time),
+                ),
+                Some(o) => (
+                    rfc3339_ns(process_start_ns(manifest, o.start_time)),
+                    entity_id(&manifest.host.boot_id, o.pid, o.start_time),
+                ),
+                None => (String::new(), String::new()),
+            };
+            let socket_uid = a
+                .socket
+                .and_then(|s| timeline.sockets.get(s.index))
+                .map(|s| s.uid);
+            let community_id = community_id(&f);
+            ConnectionRow {
+                flow: f,
+                local_is_a: a.local_is_a.unwrap_or(true),
+                attribution: a,
+                process,
+                process_start,
+                entity_id: entity,
+                community_id,
+                socket_uid,
+                event_netns,
+                event_comm,
+                peer_process,
+                name: None,
+            }
+        };
+        // Rows are built a slice at a time from the end of the flows, each
+        // slice's flows and attributions freed as its rows are made: at a
+        // million flows, the inputs and the rows side by side would double
+        // the peak. The rows come out last first and are turned round.
+        const SLICE: usize = 1 << 16;
+        let (mut flows, mut attributions) = (flows, attributions);
+        let mut rows: Vec<ConnectionRow> = Vec::with_capacity(flows.len());
+        while !flows.is_empty() {
+            let at = flows.len().saturating_sub(SLICE);
+            let fs = flows.split_off(at);
+            let ats = attributions.split_off(at.min(attributions.len()));
+            flows.shrink_to_fit();
+            attributions.shrink_to_fit();
+            let part: Vec<ConnectionRow> = fs.into_par_iter().zip(ats).map(&row).collect();
+            rows.extend(part.into_iter().rev());
+        }
+        rows.reverse();
         ReportInput {
             manifest,
             timeline,

@@ -233,13 +233,19 @@ pub struct LocalPair {
 /// are counted.
 pub const MAX_ENDPOINTS: usize = 1000;
 
-/// One endpoint's sums while the rows are read.
-#[derive(Default)]
-struct EpAcc {
+/// One endpoint's sums while the rows are read: a million endpoints at
+/// scale, so only numbers here.
+#[derive(Default, Clone, Copy)]
+struct EpSum {
     bytes_out: u64,
     bytes_in: u64,
     flows: u64,
     unattributed_bytes: u64,
+}
+
+/// What a busiest endpoint gets besides its sums, from a second pass.
+#[derive(Default)]
+struct EpMore {
     /// (pid, bytes) of the processes that talked to it.
     by_pid: Vec<(u32, u64)>,
     /// Its remote names with their source, at most [`MAX_ENDPOINT_NAMES`].
@@ -260,8 +266,9 @@ impl Overview {
         type EpKey = (u8, IpAddr, Option<u16>);
         let mut procs: HashMap<ProcKey, (ProcessSummary, Remotes)> = HashMap::new();
         // Compact per-endpoint sums (a million endpoints at scale): the
-        // full summaries are built for the busiest ones only.
-        let mut eps: HashMap<EpKey, EpAcc> = HashMap::new();
+        // full summaries are built for the busiest ones only, in a second
+        // pass over the rows.
+        let mut eps: HashMap<EpKey, EpSum> = HashMap::new();
         let mut comms: HashMap<u32, String> = HashMap::new();
         let mut reasons: BTreeMap<Reason, (u64, u64)> = BTreeMap::new();
         let mut methods: BTreeMap<(Method, &'static str), (u64, u64)> = BTreeMap::new();
@@ -283,16 +290,6 @@ impl Overview {
             m.1 += b;
             let (rip, rport) = r.remote();
             let ep = eps.entry((f.proto, rip, rport)).or_default();
-            if let Some(n) = r.name.as_ref().filter(|n| !n.name.is_empty()) {
-                let src = n.source.map_or("", |s| s.as_str());
-                if !ep.names.iter().any(|(x, _)| *x == n.name) {
-                    if ep.names.len() < MAX_ENDPOINT_NAMES {
-                        ep.names.push((n.name.clone(), src));
-                    } else {
-                        ep.more_names += 1;
-                    }
-                }
-            }
             ep.bytes_out += bout;
             ep.bytes_in += bin;
             ep.flows += 1;
@@ -304,10 +301,6 @@ impl Overview {
                         if comms.get(&owner.pid) != Some(c) {
                             comms.insert(owner.pid, c.clone());
                         }
-                    }
-                    match ep.by_pid.iter_mut().find(|(p, _)| *p == owner.pid) {
-                        Some(e) => e.1 += b,
-                        None => ep.by_pid.push((owner.pid, b)),
                     }
                     let p = procs.entry(owner).or_insert_with(|| {
                         let rec = r.process.as_ref();
@@ -387,7 +380,7 @@ impl Overview {
                 .then(a.key.start_time.cmp(&b.key.start_time))
         });
         let endpoint_count = eps.len();
-        let order = |a: &(EpKey, EpAcc), b: &(EpKey, EpAcc)| {
+        let order = |a: &(EpKey, EpSum), b: &(EpKey, EpSum)| {
             let (ka, ea) = a;
             let (kb, eb) = b;
             (eb.bytes_out + eb.bytes_in)
@@ -396,16 +389,45 @@ impl Overview {
                 .then(ka.2.cmp(&kb.2))
                 .then_with(|| proto_name(ka.0).cmp(&proto_name(kb.0)))
         };
-        let mut all: Vec<(EpKey, EpAcc)> = eps.into_iter().collect();
+        let mut all: Vec<(EpKey, EpSum)> = eps.into_iter().collect();
         if all.len() > MAX_ENDPOINTS {
             all.select_nth_unstable_by(MAX_ENDPOINTS - 1, order);
             all.truncate(MAX_ENDPOINTS);
+            all.shrink_to_fit();
         }
         all.sort_by(order);
+        // The busiest endpoints' processes and names, in row order.
+        let mut more: HashMap<EpKey, EpMore> =
+            all.iter().map(|(k, _)| (*k, EpMore::default())).collect();
+        for r in rows {
+            let (rip, rport) = r.remote();
+            let Some(ep) = more.get_mut(&(r.flow.proto, rip, rport)) else {
+                continue;
+            };
+            if let Some(n) = r.name.as_ref().filter(|n| !n.name.is_empty()) {
+                let src = n.source.map_or("", |s| s.as_str());
+                if !ep.names.iter().any(|(x, _)| *x == n.name) {
+                    if ep.names.len() < MAX_ENDPOINT_NAMES {
+                        ep.names.push((n.name.clone(), src));
+                    } else {
+                        ep.more_names += 1;
+                    }
+                }
+            }
+            if let Some(owner) = r.attribution.owner {
+                let b = row_bytes(r);
+                match ep.by_pid.iter_mut().find(|(p, _)| *p == owner.pid) {
+                    Some(e) => e.1 += b,
+                    None => ep.by_pid.push((owner.pid, b)),
+                }
+            }
+        }
         let endpoints: Vec<EndpointSummary> = all
             .into_iter()
-            .map(|((proto, ip, port), e)| {
-                let mut v: Vec<(u32, String, u64)> = e
+            .map(|(key, e)| {
+                let (proto, ip, port) = key;
+                let m = more.remove(&key).unwrap_or_default();
+                let mut v: Vec<(u32, String, u64)> = m
                     .by_pid
                     .into_iter()
                     .map(|(p, b)| (p, comms.get(&p).cloned().unwrap_or_default(), b))
@@ -420,8 +442,8 @@ impl Overview {
                     flows: e.flows,
                     processes: v,
                     unattributed_bytes: e.unattributed_bytes,
-                    names: e.names,
-                    more_names: e.more_names,
+                    names: m.names,
+                    more_names: m.more_names,
                 }
             })
             .collect();
