@@ -4,15 +4,21 @@
 # host to N different remote address:port pairs, inside its recording
 # time). Prints wall time, peak RSS (/usr/bin/time -v) and the size of
 # every report file.
-# Usage: scripts/bench-scale.sh [FLOWS] [extra analyze options...]
+# Usage: [KEEP=DIR] scripts/bench-scale.sh [FLOWS] [extra analyze options...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-1000000}"
 shift || true
 cargo build --release --bin procflow >/dev/null 2>&1
 bin="${CARGO_TARGET_DIR:-target}/release/procflow"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# KEEP=DIR keeps the capture and the reports there.
+if [ -n "${KEEP:-}" ]; then
+    tmp=$KEEP
+    mkdir -p "$tmp"
+else
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+fi
 t0=$(python3 -c 'import json,datetime,sys; m=json.load(open("testdata/sample-bundle/manifest.json")); s=m["started"]; s=s.get("utc", s) if isinstance(s, dict) else s; print(int(datetime.datetime.fromisoformat(s[:19]).replace(tzinfo=datetime.timezone.utc).timestamp()) + 1)')
 python3 - "$n" "$tmp/udp.pcap" "$t0" <<'PY'
 import struct, sys
@@ -38,3 +44,10 @@ grep -E "Elapsed \(wall|Maximum resident" "$tmp/time.log" | sed 's/^\s*/  /'
 flows=$(($(wc -l < "$tmp/r/connections.csv") - 1))
 echo "flows in connections.csv: $flows"
 ls -l "$tmp/r" | awk 'NR>1 {printf "  %-18s %12d bytes\n", $9, $5}'
+# How the page responds at that size (headless Chromium through the
+# DevTools protocol; needs chromium and Node 20+).
+if command -v chromium >/dev/null && command -v node >/dev/null; then
+    node --experimental-websocket scripts/report-interactivity.mjs "$tmp/r/report.html" 3
+else
+    echo "report.html interactivity: SKIPPED (needs chromium and node)"
+fi
