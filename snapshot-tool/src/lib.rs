@@ -24,6 +24,7 @@
 //! ```
 
 pub(crate) mod archive;
+pub(crate) mod batch;
 pub(crate) mod bundle;
 pub mod capture;
 pub mod conntrack;
@@ -38,6 +39,7 @@ pub mod record;
 pub mod ring;
 pub(crate) mod sockuse;
 pub mod sys;
+pub(crate) mod tracefmt;
 
 /// The bundle format, shared with the analyzer (crate `procflow-format`).
 pub use procflow_format::{delta, layout, procfs, reader};

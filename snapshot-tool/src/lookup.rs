@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::events::{Batch, Pids};
+use crate::batch::{merge, Batch, Pids};
 use crate::ksys::{self, SockFilter};
 use crate::layout::EventRecord;
 use crate::live;
@@ -502,7 +502,7 @@ pub fn start(
                     || local.unowned + local.packets_dropped + local.packet_errors > 0
                 {
                     if let Ok(mut b) = batch.lock() {
-                        crate::events::merge(&mut b, &mut local);
+                        merge(&mut b, &mut local);
                     }
                 }
             }

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::archive::ArchiveWriter;
+use crate::batch::Batch;
 use crate::bundle::{self, ErrorSummary};
 use crate::capture::{self, Method, Rotate, Running};
 use crate::delta::{self, FdEntry, FdState, FdStatus};
-use crate::events::{self, Batch, EventSources};
+use crate::events::{self, EventSources};
 use crate::layout::{
     self, ByteOrder, FdWalk, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord,
     RecordError, RecordOptions, RecorderStatus, SnapshotKind, SnapshotMeta, SourceInfo, TableEntry,
