@@ -10,9 +10,8 @@
 //! any byte, `bundle` writes the manifest and hashes, `capture` records
 //! the packets (or runs tcpdump beside it) and `record` drives the loop; `conntrack` adds each
 //! namespace's connection-tracking table, read through `netlink`; `events`
-//! and `ksys` follow the kernel's event sources; `operator` locks `--out`,
-//! warns at start, prints the heartbeat and reads tcpdump's counters for
-//! the manifest. [`layout`] describes the bundle format shared with the
+//! and `ksys` follow the kernel's event sources; `outdir` checks and locks
+//! `--out`; `operator` warns at start and prints the heartbeat. [`layout`] describes the bundle format shared with the
 //! analyzer; [`reader`] is the format's one reader: it reads archives back
 //! (also cut ones) snapshot by snapshot. The recorder binary itself never
 //! reads an archive.
@@ -35,6 +34,7 @@ pub mod live;
 pub(crate) mod lookup;
 pub(crate) mod netlink;
 pub(crate) mod operator;
+pub(crate) mod outdir;
 pub mod record;
 pub mod ring;
 pub(crate) mod sockuse;

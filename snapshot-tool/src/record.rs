@@ -1010,92 +1010,6 @@ fn cap_errors(mut errs: Vec<RecordError>) -> Vec<RecordError> {
     errs
 }
 
-/// Why the output directory cannot take a bundle. The message names the
-/// directory; an I/O failure is the source.
-#[derive(Debug, thiserror::Error)]
-pub enum OutDirError {
-    /// Absent, and its parent is not a directory.
-    #[error(
-        "{}: output directory cannot be created: {} is not a directory",
-        dir.display(),
-        parent.display()
-    )]
-    ParentNotDir {
-        /// The output directory.
-        dir: PathBuf,
-        /// Its parent.
-        parent: PathBuf,
-    },
-    /// Absent, and its parent is not writable.
-    #[error("{}: output directory cannot be created in {}", dir.display(), parent.display())]
-    ParentNotWritable {
-        /// The output directory.
-        dir: PathBuf,
-        /// Its parent.
-        parent: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// Cannot be looked at.
-    #[error("{}", dir.display())]
-    Unreadable {
-        /// The output directory.
-        dir: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// A file stands there.
-    #[error("{}: exists and is not a directory", .0.display())]
-    NotADirectory(PathBuf),
-    /// Cannot be listed.
-    #[error("{}: cannot list", dir.display())]
-    CannotList {
-        /// The output directory.
-        dir: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// Holds something already.
-    #[error(
-        "{}: output directory is not empty (a bundle is never written over another)",
-        .0.display()
-    )]
-    NotEmpty(PathBuf),
-    /// Not writable.
-    #[error("{}: not writable", dir.display())]
-    NotWritable {
-        /// The output directory.
-        dir: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// Cannot be opened to be locked.
-    #[error("{}: cannot open", dir.display())]
-    CannotOpen {
-        /// The output directory.
-        dir: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// Another recorder holds its lock.
-    #[error("{}: another procflow-snap is recording into this directory", .0.display())]
-    Busy(PathBuf),
-    /// Cannot be locked.
-    #[error("{}: cannot lock", dir.display())]
-    CannotLock {
-        /// The output directory.
-        dir: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-}
-
 /// `e` and its causes, `: `-separated, for a one-line message.
 pub fn with_causes(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -1106,54 +1020,6 @@ pub fn with_causes(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     s
-}
-
-/// Checks the output directory: absent (will be created), or an empty
-/// writable directory.
-pub fn check_out_dir(dir: &Path) -> Result<(), OutDirError> {
-    let at = || dir.to_path_buf();
-    match std::fs::metadata(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let parent = dir
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            if !parent.is_dir() {
-                return Err(OutDirError::ParentNotDir {
-                    dir: at(),
-                    parent: parent.to_path_buf(),
-                });
-            }
-            writable(parent).map_err(|source| OutDirError::ParentNotWritable {
-                dir: at(),
-                parent: parent.to_path_buf(),
-                source,
-            })
-        }
-        Err(source) => Err(OutDirError::Unreadable { dir: at(), source }),
-        Ok(m) if !m.is_dir() => Err(OutDirError::NotADirectory(at())),
-        Ok(_) => {
-            let mut rd = std::fs::read_dir(dir)
-                .map_err(|source| OutDirError::CannotList { dir: at(), source })?;
-            if rd.next().is_some() {
-                return Err(OutDirError::NotEmpty(at()));
-            }
-            writable(dir).map_err(|source| OutDirError::NotWritable { dir: at(), source })
-        }
-    }
-}
-
-// access(2) has no std equivalent; the one unsafe call is below.
-#[allow(unsafe_code)]
-fn writable(dir: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `c` is a valid NUL-terminated path owned by this frame.
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Checks that `iface` exists in the recorder's namespace. `any` is
@@ -1269,7 +1135,7 @@ pub fn run(mut cfg: Config) -> i32 {
         }
     }
     // Checks first: nothing is created before all of them pass.
-    if let Err(e) = check_out_dir(&cfg.out) {
+    if let Err(e) = crate::outdir::check_out_dir(&cfg.out) {
         eprintln!("procflow-snap: {}", with_causes(&e));
         return EXIT_USAGE;
     }
@@ -1312,7 +1178,7 @@ pub fn run(mut cfg: Config) -> i32 {
         return EXIT_USAGE;
     }
     // Held until the end: a second recorder on the same --out stops here.
-    let _lock = match crate::operator::lock_out_dir(&cfg.out) {
+    let _lock = match crate::outdir::lock_out_dir(&cfg.out) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("procflow-snap: {}", with_causes(&e));

@@ -15,7 +15,34 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::layout::{CaptureInfo, CAPTURE_PREFIX, TCPDUMP_LOG_FILE};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::layout::{CaptureCounters, CaptureInfo, CAPTURE_PREFIX, TCPDUMP_LOG_FILE};
+
+/// Packets the recorder's own capture took so far (for the heartbeat).
+pub static CAPTURE_PACKETS: AtomicU64 = AtomicU64::new(0);
+
+/// Packets the recorder's own capture lost so far: dropped by the kernel or
+/// not written (for the heartbeat).
+pub static CAPTURE_LOST: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the recorder's own capture runs (its counters above are then the
+/// heartbeat's; tcpdump's come from its log).
+pub static CAPTURE_NATIVE: AtomicBool = AtomicBool::new(false);
+
+/// The recorder's own capture's counters so far, for the heartbeat.
+pub fn capture_progress(packets: u64, lost: u64) {
+    CAPTURE_PACKETS.store(packets, Ordering::Relaxed);
+    CAPTURE_LOST.store(lost, Ordering::Relaxed);
+    CAPTURE_NATIVE.store(true, Ordering::Relaxed);
+}
+
+/// tcpdump's counters as it printed them in `tcpdump.log` (the last of
+/// each), for the manifest.
+pub fn capture_counters(out: &Path) -> Option<CaptureCounters> {
+    let text = std::fs::read(out.join(TCPDUMP_LOG_FILE)).ok()?;
+    CaptureCounters::from_tcpdump_log(&String::from_utf8_lossy(&text))
+}
 
 /// How capture files rotate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,7 +445,7 @@ impl Running {
             Running::Tcpdump(c) => {
                 c.stop(grace, abort);
                 let mut info = c.info.clone();
-                info.counters = crate::operator::capture_counters(out);
+                info.counters = capture_counters(out);
                 info
             }
         }

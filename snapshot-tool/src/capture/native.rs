@@ -554,7 +554,7 @@ impl Loop<'_> {
 
     fn sync_counters(&mut self) {
         let written: u64 = self.files.w.as_ref().map_or(0, |w| w.packets);
-        crate::operator::capture_progress(self.c.packets_received, self.c.lost());
+        super::capture_progress(self.c.packets_received, self.c.lost());
         if let Ok(mut s) = self.shared.lock() {
             s.c = self.c.clone();
             s.c.packets_written += written;
