@@ -1082,7 +1082,7 @@ impl Reader {
         // above the default priority (on Linux the call applies to the
         // calling thread only; the snapshot thread still lowers its own).
         // Its CPU is what the events cost, at any priority. Best effort.
-        let _ = rustix::process::setpriority_process(None, READER_NICE);
+        let _ = ksys::process::set_thread_nice(READER_NICE);
         let mut pids = Pids::new();
         let mut fds: Vec<i32> = self
             .sched_rings

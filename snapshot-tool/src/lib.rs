@@ -22,6 +22,9 @@
 //! assert!(pids.contains(&std::process::id()));
 //! ```
 
+// `unsafe` only in `ksys` (allowed there by name).
+#![deny(unsafe_code)]
+
 pub(crate) mod archive;
 pub(crate) mod batch;
 pub(crate) mod bundle;
@@ -29,6 +32,10 @@ pub mod capture;
 pub mod conntrack;
 pub mod custody;
 pub(crate) mod events;
+// Every system call the standard library lacks, each `unsafe` block
+// justified there; nowhere else.
+#[allow(unsafe_code)]
+#[deny(clippy::undocumented_unsafe_blocks)]
 pub(crate) mod ksys;
 pub mod live;
 pub(crate) mod lookup;

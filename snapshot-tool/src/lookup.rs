@@ -470,7 +470,7 @@ pub fn start(
             // it: Linux applies the priority to the calling thread) runs
             // at nice 0 when allowed, whatever the recorder's --nice. Its
             // work is bounded by the number of new flows.
-            let _ = rustix::process::setpriority_process(None, 0);
+            let _ = ksys::process::set_thread_nice(0);
             let mut pkt = vec![0u8; SNAPLEN as usize];
             let mut nl = vec![0u8; 8192];
             let mut local = Batch::default();

@@ -3,13 +3,8 @@
 //! `IPCTNL_MSG_CT_GET` + `NLM_F_DUMP` and followed through the
 //! `NFNLGRP_CONNTRACK_NEW` / `_DESTROY` multicast groups.
 //!
-//! The socket calls are libc calls the standard library does not offer;
-//! each `unsafe` block wraps one call whose pointer arguments are owned
-//! locals or buffers of the stated length. Message parsing
-//! ([`parse_messages`]) is pure code over bytes, tested on its own.
-
-// The netlink socket calls are libc calls (see above); unsafe is allowed in this module only.
-#![allow(unsafe_code)]
+//! The socket calls are in `ksys`. Message parsing ([`parse_messages`])
+//! is pure code over bytes, tested on its own.
 
 use std::fs::File;
 use std::io;
@@ -17,6 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use procflow_format::conntrack::{Entry, EventKind, Tuple, L4};
+
+use crate::ksys;
 
 const NETLINK_NETFILTER: libc::c_int = 12;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
@@ -71,42 +68,15 @@ impl Socket {
         if nonblocking {
             ty |= libc::SOCK_NONBLOCK;
         }
-        let fd = crate::ksys::netlink_socket(ty, NETLINK_NETFILTER, groups)?;
+        let fd = ksys::netlink_socket(ty, NETLINK_NETFILTER, groups)?;
         let s = Socket { fd, seq: 0 };
         // Event bursts (thousands of connections a second) need room; a
         // refusal only means the default size.
         let size: libc::c_int = if groups != 0 { 8 << 20 } else { 1 << 20 };
-        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-            // SAFETY: `size` is a c_int owned by this frame, its size given.
-            let rc = unsafe {
-                libc::setsockopt(
-                    s.fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    std::ptr::addr_of!(size).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc == 0 {
-                break;
-            }
-        }
+        ksys::sock::set_rcvbuf(&s.fd, size);
         if !nonblocking {
             // A dump never waits more than 2 s for the kernel's answer.
-            let tv = libc::timeval {
-                tv_sec: 2,
-                tv_usec: 0,
-            };
-            // SAFETY: `tv` is a timeval owned by this frame, its size given.
-            unsafe {
-                libc::setsockopt(
-                    s.fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    std::ptr::addr_of!(tv).cast(),
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-                );
-            }
+            let _ = ksys::sock::set_recv_timeout(&s.fd, 2);
         }
         Ok(s)
     }
@@ -117,12 +87,8 @@ impl Socket {
     pub fn open_in(pid: u32, groups: u32, nonblocking: bool) -> io::Result<Socket> {
         let ns = File::open(format!("/proc/{pid}/ns/net"))?;
         std::thread::spawn(move || {
-            // SAFETY: `ns` is an open namespace file owned by this closure;
-            // setns affects only the calling thread, which ends right after.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            // Only this short-lived thread changes namespace.
+            ksys::netlink::enter_netns(&ns)?;
             Socket::open(groups, nonblocking)
         })
         .join()
@@ -144,12 +110,7 @@ impl Socket {
         req[6..8].copy_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
         req[8..12].copy_from_slice(&self.seq.to_ne_bytes());
         // nfgenmsg: family AF_UNSPEC (every family), version 0, res_id 0.
-        // SAFETY: `req` is a local buffer of the length given.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        ksys::netlink::send(&self.fd, &req)
     }
 
     /// The number of entries of the namespace's table
@@ -209,12 +170,7 @@ impl Socket {
     /// One recv(2) into `buf` (grown to 64 KiB); the byte count.
     pub fn recv(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         buf.resize(64 * 1024, 0);
-        // SAFETY: `buf` is a writable buffer of the length given.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(usize::try_from(n).unwrap_or(0))
+        ksys::netlink::recv_blocking(&self.fd, buf)
     }
 }
 

@@ -127,17 +127,9 @@ pub fn check_out_dir(dir: &Path) -> Result<(), OutDirError> {
     }
 }
 
-// access(2) has no std equivalent; the one unsafe call is below.
-#[allow(unsafe_code)]
+/// Whether files can be created in `dir` (access(2) `W_OK | X_OK`).
 fn writable(dir: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `c` is a valid NUL-terminated path owned by this frame.
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    crate::ksys::fs::access_writable(dir)
 }
 
 /// Takes an exclusive lock (`flock`) on the output directory, held as long

@@ -232,19 +232,9 @@ pub fn start(
         // Own process group: a Ctrl-C at the terminal reaches only the
         // recorder, which then stops tcpdump after its last snapshot.
         .process_group(0);
-    // SAFETY: the closure runs in the child between fork and exec and only
-    // calls prctl, which is async-signal-safe. If the recorder dies (even by
-    // SIGKILL), the kernel sends tcpdump SIGINT, so it flushes and exits
-    // instead of capturing forever.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // If the recorder dies (even by SIGKILL), the kernel sends tcpdump
+    // SIGINT, so it flushes and exits instead of capturing forever.
+    crate::ksys::process::parent_death_signal(&mut cmd, libc::SIGINT);
     let mut child = cmd.spawn().map_err(|source| StartError::Spawn {
         path: tcpdump.to_path_buf(),
         source,
