@@ -44,6 +44,7 @@ use crate::batch::{
 };
 use crate::ksys;
 use crate::layout::{EventRecord, SockUseRecord, SourceInfo, UseDir};
+use crate::nlmsg::NlReader;
 use crate::sockuse::{self, Bindings, LenDecoder, SchedDecoder, SchedEvent, SkIds, UseSample, Who};
 use crate::tracefmt::{parse_format, Field, TpFormat};
 
@@ -521,21 +522,13 @@ impl Decoder {
 /// exec and exit; other events are skipped.
 pub fn parse_proc_events(buf: &[u8]) -> Vec<(ProcEvent, u32, u32)> {
     let mut out = Vec::new();
-    let mut at = 0usize;
-    while let Some(h) = buf.get(at..at + 16) {
-        let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        if len < 16 {
-            break;
-        }
-        let Some(msg) = buf.get(at..at + len) else {
-            break;
-        };
-        // nlmsghdr (16), cn_msg (20), proc_event: what, cpu, timestamp (16),
-        // then the event data.
+    for m in NlReader::new(buf) {
+        // After nlmsghdr: cn_msg (20), proc_event: what, cpu, timestamp
+        // (16), then the event data.
         let u32_at = |o: usize| -> Option<u32> {
-            Some(u32::from_ne_bytes(msg.get(o..o + 4)?.try_into().ok()?))
+            Some(u32::from_ne_bytes(m.body.get(o..o + 4)?.try_into().ok()?))
         };
-        let base = 36;
+        let base = 20;
         if let Some(what) = u32_at(base) {
             let d = base + 16;
             let ev = match what {
@@ -552,7 +545,6 @@ pub fn parse_proc_events(buf: &[u8]) -> Vec<(ProcEvent, u32, u32)> {
             };
             out.extend(ev);
         }
-        at += (len + 3) & !3;
     }
     out
 }

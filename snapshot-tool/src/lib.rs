@@ -40,6 +40,7 @@ pub(crate) mod ksys;
 pub mod live;
 pub(crate) mod lookup;
 pub(crate) mod netlink;
+pub(crate) mod nlmsg;
 pub(crate) mod operator;
 pub(crate) mod outdir;
 pub mod record;

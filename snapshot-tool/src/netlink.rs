@@ -14,6 +14,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use procflow_format::conntrack::{Entry, EventKind, Tuple, L4};
 
 use crate::ksys;
+use crate::nlmsg::{attrs, NlReader, NlWriter, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST};
 
 const NETLINK_NETFILTER: libc::c_int = 12;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
@@ -22,10 +23,6 @@ const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
 const IPCTNL_MSG_CT_GET_STATS: u16 = 5;
 const CTA_STATS_GLOBAL_ENTRIES: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
 /// Multicast group bits: `1 << (NFNLGRP_CONNTRACK_NEW - 1)` and
 /// `1 << (NFNLGRP_CONNTRACK_DESTROY - 1)`.
 pub const GROUPS_NEW_DESTROY: u32 = 0x1 | 0x4;
@@ -103,13 +100,11 @@ impl Socket {
     /// Sends a ctnetlink request of type `msg` with `flags`, no attributes.
     fn request(&mut self, msg: u16, flags: u16) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
-        let mut req = [0u8; 20];
-        req[0..4].copy_from_slice(&20u32.to_ne_bytes());
         let ty = (NFNL_SUBSYS_CTNETLINK << 8) | msg;
-        req[4..6].copy_from_slice(&ty.to_ne_bytes());
-        req[6..8].copy_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
-        req[8..12].copy_from_slice(&self.seq.to_ne_bytes());
+        let mut req = NlWriter::new(ty, NLM_F_REQUEST | flags, self.seq, 0);
         // nfgenmsg: family AF_UNSPEC (every family), version 0, res_id 0.
+        req.put(&[0; 4]);
+        let req = req.finish();
         ksys::netlink::send(&self.fd, &req)
     }
 
@@ -199,33 +194,21 @@ pub fn parse_messages(
     seq: Option<u32>,
     mut on: impl FnMut(Message),
 ) -> io::Result<i32> {
-    let mut off = 0usize;
     let mut errno = 0;
-    while off + 16 <= bytes.len() {
-        let len = u32::from_ne_bytes(bytes[off..off + 4].try_into().unwrap_or([0; 4])) as usize;
-        if len < 16 || off + len > bytes.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("ctnetlink: message length {len} at byte {off} does not fit"),
-            ));
-        }
-        let ty = u16::from_ne_bytes([bytes[off + 4], bytes[off + 5]]);
-        let mseq = u32::from_ne_bytes(bytes[off + 8..off + 12].try_into().unwrap_or([0; 4]));
-        let body = &bytes[off + 16..off + len];
-        off += align4(len);
-        if seq.is_some_and(|s| s != mseq) {
+    let mut msgs = NlReader::new(bytes);
+    for m in msgs.by_ref() {
+        let (ty, body) = (m.ty, m.body);
+        if seq.is_some_and(|s| s != m.seq) {
             continue;
         }
         match ty {
             NLMSG_DONE => on(Message::Done),
             NLMSG_ERROR => {
-                let e = body
-                    .get(0..4)
-                    .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap_or([0; 4])));
+                let e = m.errno();
                 if e != 0 {
-                    errno = e.saturating_neg();
+                    errno = e;
                 }
-                on(Message::Error(e.saturating_neg()));
+                on(Message::Error(e));
             }
             t if t >> 8 == NFNL_SUBSYS_CTNETLINK => {
                 let kind = match t & 0xff {
@@ -249,29 +232,13 @@ pub fn parse_messages(
             _ => {}
         }
     }
+    if let Some((off, len)) = msgs.bad() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("ctnetlink: message length {len} at byte {off} does not fit"),
+        ));
+    }
     Ok(errno)
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// Iterates the attributes of `b` as (type without flags, payload).
-fn attrs(b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut off = 0usize;
-    std::iter::from_fn(move || {
-        if off + 4 > b.len() {
-            return None;
-        }
-        let len = u16::from_ne_bytes([b[off], b[off + 1]]) as usize;
-        let ty = u16::from_ne_bytes([b[off + 2], b[off + 3]]) & 0x3fff;
-        if len < 4 || off + len > b.len() {
-            return None;
-        }
-        let payload = &b[off + 4..off + len];
-        off += align4(len);
-        Some((ty, payload))
-    })
 }
 
 fn be16(b: &[u8]) -> Option<u16> {

@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::sock::setsockopt;
+use crate::nlmsg::{NlWriter, NLMSG_DONE};
 
 /// Opens a netlink socket of `protocol` (`ty` is `SOCK_RAW` or
 /// `SOCK_DGRAM`, flags included) and binds it to the multicast `groups`
@@ -40,7 +41,6 @@ pub fn netlink_socket(ty: libc::c_int, protocol: libc::c_int, groups: u32) -> io
 const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
 const PROC_CN_MCAST_LISTEN: u32 = 1;
-const NLMSG_DONE: u16 = 3;
 
 /// Opens a netlink connector socket subscribed to process events.
 pub fn proc_connector() -> io::Result<OwnedFd> {
@@ -52,20 +52,16 @@ pub fn proc_connector() -> io::Result<OwnedFd> {
     // A bigger receive buffer rides out bursts of fork/exit.
     let size: libc::c_int = 4 << 20;
     let _ = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size);
-    // nlmsghdr (16) + cn_msg (20) + op (4).
-    let mut msg = Vec::with_capacity(40);
-    msg.extend_from_slice(&40u32.to_ne_bytes());
-    msg.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
-    msg.extend_from_slice(&0u16.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes());
-    msg.extend_from_slice(&std::process::id().to_ne_bytes());
-    msg.extend_from_slice(&CN_IDX_PROC.to_ne_bytes());
-    msg.extend_from_slice(&CN_VAL_PROC.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes());
-    msg.extend_from_slice(&4u16.to_ne_bytes());
-    msg.extend_from_slice(&0u16.to_ne_bytes());
-    msg.extend_from_slice(&PROC_CN_MCAST_LISTEN.to_ne_bytes());
+    // nlmsghdr (16) + cn_msg (20: idx, val, seq, ack, len, flags) + op (4).
+    let mut msg = NlWriter::new(NLMSG_DONE, 0, 0, std::process::id());
+    msg.put(&CN_IDX_PROC.to_ne_bytes())
+        .put(&CN_VAL_PROC.to_ne_bytes())
+        .put(&0u32.to_ne_bytes())
+        .put(&0u32.to_ne_bytes())
+        .put(&4u16.to_ne_bytes())
+        .put(&0u16.to_ne_bytes())
+        .put(&PROC_CN_MCAST_LISTEN.to_ne_bytes());
+    let msg = msg.finish();
     // SAFETY: sockaddr_nl zeroed = the kernel (pid 0).
     let mut to: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
