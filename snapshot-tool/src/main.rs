@@ -24,16 +24,18 @@ const EXIT_KILLED: i32 = 130;
 fn main() {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let code = match cli::Cli::parse_from(&argv).into_run(&argv) {
-        cli::Run::Record(cfg) => match procflow_snap::record::run(*cfg, &mut say_notice) {
-            Outcome::Refused(why) => {
-                eprintln!("procflow-snap: {why}");
-                EXIT_USAGE
+        cli::Run::Record(cfg) => {
+            match procflow_snap::record::run(*cfg, std::sync::Arc::new(say_notice)) {
+                Outcome::Refused(why) => {
+                    eprintln!("procflow-snap: {why}");
+                    EXIT_USAGE
+                }
+                Outcome::Recorded(f) => {
+                    say_finished(&f);
+                    exit_status(&f)
+                }
             }
-            Outcome::Recorded(f) => {
-                say_finished(&f);
-                exit_status(&f)
-            }
-        },
+        }
         cli::Run::Completions(shell) => {
             let mut cmd = cli::Cli::command();
             // Into memory first: a closed pipe is an exit status, not a panic.
@@ -81,6 +83,7 @@ fn say_notice(n: Notice) {
         ),
         Notice::Warning(w) => eprintln!("procflow-snap: warning: {w}"),
         Notice::CaptureFailed(msg) => eprintln!("procflow-snap: {msg}"),
+        Notice::Heartbeat(line) => eprintln!("{line}"),
     }
 }
 

@@ -1,4 +1,5 @@
-//! What the operator is told: the warnings at start (not root, fd
+//! What the operator is told (worded here, printed by the binary): the
+//! warnings at start (not root, fd
 //! directories that cannot be read), the heartbeat line while recording
 //! on a terminal, and tcpdump's own counters for the manifest.
 
@@ -161,11 +162,13 @@ impl Heartbeat {
     /// otherwise: logs and pipes get only the start and end lines). With a
     /// tcpdump pid, tcpdump is asked for its counters (SIGUSR1, which it
     /// answers on Linux by printing them to its log) before each line.
+    /// Each line goes to `say` (the binary prints it).
     pub fn start(
         out: PathBuf,
         every: Duration,
         tcpdump: Option<u32>,
         events: bool,
+        say: Box<dyn Fn(String) + Send>,
     ) -> Option<Heartbeat> {
         if !io::stderr().is_terminal() || every.is_zero() {
             return None;
@@ -195,7 +198,7 @@ impl Heartbeat {
                             CAPTURE_LOST.load(Ordering::Relaxed),
                         )
                     });
-                    eprintln!("{}", heartbeat_line(&out, t0.elapsed(), events, native));
+                    say(heartbeat_line(&out, t0.elapsed(), events, native));
                 }
             })
             .ok()?;

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
@@ -44,7 +45,14 @@ pub enum Notice {
     /// tcpdump said it failed; recording goes on without it (in the
     /// manifest's errors too).
     CaptureFailed(String),
+    /// The heartbeat line, every `--heartbeat` while recording when
+    /// standard error is a terminal (from the heartbeat thread).
+    Heartbeat(String),
 }
+
+/// Where the recorder sends its [`Notice`]s; shared with the heartbeat
+/// thread.
+pub type NoticeSink = Arc<dyn Fn(Notice) + Send + Sync>;
 
 /// How a recording ended: refused before it began, or recorded.
 #[derive(Debug)]
@@ -179,7 +187,7 @@ struct Prepared {
 
 /// Records as `cfg` says: every stage in turn; `notice` hears what the
 /// operator must know while it runs.
-pub fn run(cfg: Config, notice: &mut dyn FnMut(Notice)) -> Outcome {
+pub fn run(cfg: Config, notice: NoticeSink) -> Outcome {
     let prepared = match prepare(cfg) {
         Ok(p) => p,
         Err(why) => return Outcome::Refused(why),
@@ -227,10 +235,14 @@ pub fn run(cfg: Config, notice: &mut dyn FnMut(Notice)) -> Outcome {
                             .sources
                             .iter()
                             .any(|s| s.used && s.name != events::SRC_POLL),
+                        {
+                            let n = Arc::clone(&notice);
+                            Box::new(move |line| n(Notice::Heartbeat(line)))
+                        },
                     )
                 })
                 .flatten();
-            record_loop(&mut rec, &mut manifest, &mut cap, notice)
+            record_loop(&mut rec, &mut manifest, &mut cap, &*notice)
         }
         Err(e) => write_stop("writing manifest.json", &e),
     };
@@ -395,7 +407,7 @@ fn record_loop(
     rec: &mut Recorder,
     manifest: &mut Manifest,
     cap: &mut Option<Running>,
-    notice: &mut dyn FnMut(Notice),
+    notice: &dyn Fn(Notice),
 ) -> Stop {
     let t0 = Instant::now();
     let deadline = rec.cfg.duration.map(|d| t0 + d);
