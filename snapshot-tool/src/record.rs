@@ -24,7 +24,9 @@ use crate::sys;
 
 mod session;
 
-pub use session::{run, Custody, EvidenceLost, Finished, Loss, Notice, Outcome, Sealed, WriteStop};
+pub use session::{
+    run, Custody, EvidenceLost, Finished, Loss, Notice, NoticeSink, Outcome, Sealed, WriteStop,
+};
 
 /// Most errors listed in one snapshot's meta; the rest are summed into one.
 const MAX_META_ERRORS: usize = 200;
@@ -173,6 +175,8 @@ pub struct Recorder {
     /// The ring of `--max-size` / `--keep`, when asked: its own thread,
     /// started with the recording.
     ring: Option<crate::ring::Runner>,
+    /// Where warnings met while recording go (the binary prints them).
+    notice: Option<NoticeSink>,
     archive_no: u32,
     archives: Vec<String>,
     seq: u64,
@@ -296,6 +300,7 @@ impl Recorder {
             archive_fresh: true,
             archive_opened: Instant::now(),
             ring: None,
+            notice: None,
             archive_no: 0,
             archives: Vec::new(),
             seq: 0,
@@ -1128,7 +1133,9 @@ impl Recorder {
         };
         for e in o.errors {
             if e.contains("--max-size") {
-                eprintln!("procflow-snap: warning: {e}");
+                if let Some(say) = &self.notice {
+                    say(Notice::Warning(e.clone()));
+                }
             }
             self.errors.add(&crate::ring::error_entry(e));
         }

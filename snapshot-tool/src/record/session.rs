@@ -204,6 +204,7 @@ pub fn run(cfg: Config, notice: NoticeSink) -> Outcome {
         ..
     } = prepared;
     let (mut rec, mut manifest) = begin(cfg, started, cap.as_ref());
+    rec.notice = Some(Arc::clone(&notice));
     let mut cap = cap;
     let stop = match manifest_while_recording(&rec.cfg.out, &manifest) {
         Ok(()) => {
