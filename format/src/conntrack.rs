@@ -30,7 +30,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 /// Name of the conntrack table among a namespace's tables
-/// ([`crate::layout::NetnsEntry::tables`]).
+/// (a key of `NetnsEntry::tables` in module `layout`, which builds on
+/// this one).
 pub const TABLE: &str = "conntrack";
 
 /// `IPS_SEEN_REPLY`: packets were seen in both directions.

@@ -1,6 +1,6 @@
 //! Keyframes and deltas: how the recorder computes them and how a reader
 //! applies them to one table or one fd listing (whole snapshots are applied
-//! by [`crate::reader::State`]). Both directions live here so that "delta of
+//! by the reader's `State`, in module `reader`). Both directions live here so that "delta of
 //! A→B applied to A gives B" is tested in one place.
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,8 +12,8 @@ use crate::procfs::{FastSet, TableRows};
 
 /// How a reader keeps what it applies: which tables, what a raw row
 /// becomes, and what it notes beside each fd entry. The application itself
-/// (which rows go, which stay) is the same for every reader; see
-/// [`crate::reader::State`].
+/// (which rows go, which stay) is the same for every reader; see the
+/// reader's `State` (module `reader`, which builds on this one).
 pub trait RowKeeper {
     /// What one table row is kept as.
     type Row;

@@ -24,10 +24,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::events::{Batch, Pids};
+use crate::batch::{merge, Batch, Pids};
 use crate::ksys::{self, SockFilter};
 use crate::layout::EventRecord;
 use crate::live;
+use crate::nlmsg::{NlReader, NlWriter, NLMSG_ERROR, NLM_F_REQUEST};
 
 /// Source name of the capture-triggered lookup.
 pub const SRC_LOOKUP: &str = "capture-lookup";
@@ -48,8 +49,6 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const NETLINK_SOCK_DIAG: libc::c_int = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
 
 /// The kernel filter: IPv4 or IPv6 (no extension headers), not a later
 /// fragment; TCP with SYN set, or UDP. Accepted packets are cut to
@@ -171,30 +170,22 @@ fn ip_words(ip: IpAddr) -> [u8; 16] {
 /// `inet_diag_sockid` has source `a` and destination `b` (nlmsghdr +
 /// `inet_diag_req_v2`, 72 bytes).
 pub fn diag_request(seq: u32, proto: u8, a: (IpAddr, u16), b: (IpAddr, u16)) -> Vec<u8> {
-    let mut m = Vec::with_capacity(72);
-    m.extend_from_slice(&72u32.to_ne_bytes());
-    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    m.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
+    let mut m = NlWriter::new(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, seq, 0);
     let family = if a.0.is_ipv4() {
         libc::AF_INET
     } else {
         libc::AF_INET6
     };
-    m.push(family as u8);
-    m.push(proto);
-    m.push(0); // idiag_ext
-    m.push(0);
-    m.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
-    m.extend_from_slice(&a.1.to_be_bytes());
-    m.extend_from_slice(&b.1.to_be_bytes());
-    m.extend_from_slice(&ip_words(a.0));
-    m.extend_from_slice(&ip_words(b.0));
-    m.extend_from_slice(&0u32.to_ne_bytes()); // any interface
-    m.extend_from_slice(&u32::MAX.to_ne_bytes()); // INET_DIAG_NOCOOKIE
-    m.extend_from_slice(&u32::MAX.to_ne_bytes());
-    m
+    m.put(&[family as u8, proto, 0, 0]) // idiag_ext, pad
+        .put(&u32::MAX.to_ne_bytes()) // every state
+        .put(&a.1.to_be_bytes())
+        .put(&b.1.to_be_bytes())
+        .put(&ip_words(a.0))
+        .put(&ip_words(b.0))
+        .put(&0u32.to_ne_bytes()) // any interface
+        .put(&u32::MAX.to_ne_bytes()) // INET_DIAG_NOCOOKIE
+        .put(&u32::MAX.to_ne_bytes());
+    m.finish()
 }
 
 /// What a sock_diag answer says.
@@ -214,26 +205,17 @@ pub enum DiagAnswer {
 
 /// Reads the first answer of sequence `seq` in `b`; `None` if there is none.
 pub fn parse_diag_answer(b: &[u8], seq: u32) -> Option<DiagAnswer> {
-    let mut off = 0usize;
-    while let Some(h) = b.get(off..off + 16) {
-        let len = u32::from_ne_bytes(h[0..4].try_into().ok()?) as usize;
-        if len < 16 {
-            return None;
-        }
-        let ty = u16::from_ne_bytes([h[4], h[5]]);
-        let mseq = u32::from_ne_bytes(h[8..12].try_into().ok()?);
-        let body = b.get(off + 16..off + len)?;
-        off += (len + 3) & !3;
-        if mseq != seq {
+    for m in NlReader::new(b) {
+        if m.seq != seq {
             continue;
         }
-        if ty == NLMSG_ERROR {
-            let e = i32::from_ne_bytes(body.get(0..4)?.try_into().ok()?);
+        if m.ty == NLMSG_ERROR {
+            let e = i32::from_ne_bytes(m.body.get(0..4)?.try_into().ok()?);
             return Some(DiagAnswer::Error(e.saturating_neg()));
         }
-        if ty == SOCK_DIAG_BY_FAMILY {
-            let uid = u32::from_ne_bytes(body.get(64..68)?.try_into().ok()?);
-            let inode = u32::from_ne_bytes(body.get(68..72)?.try_into().ok()?);
+        if m.ty == SOCK_DIAG_BY_FAMILY {
+            let uid = u32::from_ne_bytes(m.body.get(64..68)?.try_into().ok()?);
+            let inode = u32::from_ne_bytes(m.body.get(68..72)?.try_into().ok()?);
             return Some(DiagAnswer::Found {
                 uid,
                 inode: u64::from(inode),
@@ -470,7 +452,7 @@ pub fn start(
             // it: Linux applies the priority to the calling thread) runs
             // at nice 0 when allowed, whatever the recorder's --nice. Its
             // work is bounded by the number of new flows.
-            let _ = rustix::process::setpriority_process(None, 0);
+            let _ = ksys::process::set_thread_nice(0);
             let mut pkt = vec![0u8; SNAPLEN as usize];
             let mut nl = vec![0u8; 8192];
             let mut local = Batch::default();
@@ -502,7 +484,7 @@ pub fn start(
                     || local.unowned + local.packets_dropped + local.packet_errors > 0
                 {
                     if let Ok(mut b) = batch.lock() {
-                        crate::events::merge(&mut b, &mut local);
+                        merge(&mut b, &mut local);
                     }
                 }
             }

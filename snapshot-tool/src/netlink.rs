@@ -3,13 +3,8 @@
 //! `IPCTNL_MSG_CT_GET` + `NLM_F_DUMP` and followed through the
 //! `NFNLGRP_CONNTRACK_NEW` / `_DESTROY` multicast groups.
 //!
-//! The socket calls are libc calls the standard library does not offer;
-//! each `unsafe` block wraps one call whose pointer arguments are owned
-//! locals or buffers of the stated length. Message parsing
-//! ([`parse_messages`]) is pure code over bytes, tested on its own.
-
-// The netlink socket calls are libc calls (see above); unsafe is allowed in this module only.
-#![allow(unsafe_code)]
+//! The socket calls are in `ksys`. Message parsing ([`parse_messages`])
+//! is pure code over bytes, tested on its own.
 
 use std::fs::File;
 use std::io;
@@ -18,6 +13,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use procflow_format::conntrack::{Entry, EventKind, Tuple, L4};
 
+use crate::ksys;
+use crate::nlmsg::{attrs, NlReader, NlWriter, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST};
+
 const NETLINK_NETFILTER: libc::c_int = 12;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
@@ -25,10 +23,6 @@ const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
 const IPCTNL_MSG_CT_GET_STATS: u16 = 5;
 const CTA_STATS_GLOBAL_ENTRIES: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
 /// Multicast group bits: `1 << (NFNLGRP_CONNTRACK_NEW - 1)` and
 /// `1 << (NFNLGRP_CONNTRACK_DESTROY - 1)`.
 pub const GROUPS_NEW_DESTROY: u32 = 0x1 | 0x4;
@@ -71,42 +65,15 @@ impl Socket {
         if nonblocking {
             ty |= libc::SOCK_NONBLOCK;
         }
-        let fd = crate::ksys::netlink_socket(ty, NETLINK_NETFILTER, groups)?;
+        let fd = ksys::netlink_socket(ty, NETLINK_NETFILTER, groups)?;
         let s = Socket { fd, seq: 0 };
         // Event bursts (thousands of connections a second) need room; a
         // refusal only means the default size.
         let size: libc::c_int = if groups != 0 { 8 << 20 } else { 1 << 20 };
-        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-            // SAFETY: `size` is a c_int owned by this frame, its size given.
-            let rc = unsafe {
-                libc::setsockopt(
-                    s.fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    std::ptr::addr_of!(size).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc == 0 {
-                break;
-            }
-        }
+        ksys::sock::set_rcvbuf(&s.fd, size);
         if !nonblocking {
             // A dump never waits more than 2 s for the kernel's answer.
-            let tv = libc::timeval {
-                tv_sec: 2,
-                tv_usec: 0,
-            };
-            // SAFETY: `tv` is a timeval owned by this frame, its size given.
-            unsafe {
-                libc::setsockopt(
-                    s.fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    std::ptr::addr_of!(tv).cast(),
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-                );
-            }
+            let _ = ksys::sock::set_recv_timeout(&s.fd, 2);
         }
         Ok(s)
     }
@@ -117,12 +84,8 @@ impl Socket {
     pub fn open_in(pid: u32, groups: u32, nonblocking: bool) -> io::Result<Socket> {
         let ns = File::open(format!("/proc/{pid}/ns/net"))?;
         std::thread::spawn(move || {
-            // SAFETY: `ns` is an open namespace file owned by this closure;
-            // setns affects only the calling thread, which ends right after.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            // Only this short-lived thread changes namespace.
+            ksys::netlink::enter_netns(&ns)?;
             Socket::open(groups, nonblocking)
         })
         .join()
@@ -137,19 +100,12 @@ impl Socket {
     /// Sends a ctnetlink request of type `msg` with `flags`, no attributes.
     fn request(&mut self, msg: u16, flags: u16) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
-        let mut req = [0u8; 20];
-        req[0..4].copy_from_slice(&20u32.to_ne_bytes());
         let ty = (NFNL_SUBSYS_CTNETLINK << 8) | msg;
-        req[4..6].copy_from_slice(&ty.to_ne_bytes());
-        req[6..8].copy_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
-        req[8..12].copy_from_slice(&self.seq.to_ne_bytes());
+        let mut req = NlWriter::new(ty, NLM_F_REQUEST | flags, self.seq, 0);
         // nfgenmsg: family AF_UNSPEC (every family), version 0, res_id 0.
-        // SAFETY: `req` is a local buffer of the length given.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        req.put(&[0; 4]);
+        let req = req.finish();
+        ksys::netlink::send(&self.fd, &req)
     }
 
     /// The number of entries of the namespace's table
@@ -209,12 +165,7 @@ impl Socket {
     /// One recv(2) into `buf` (grown to 64 KiB); the byte count.
     pub fn recv(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         buf.resize(64 * 1024, 0);
-        // SAFETY: `buf` is a writable buffer of the length given.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(usize::try_from(n).unwrap_or(0))
+        ksys::netlink::recv_blocking(&self.fd, buf)
     }
 }
 
@@ -243,33 +194,21 @@ pub fn parse_messages(
     seq: Option<u32>,
     mut on: impl FnMut(Message),
 ) -> io::Result<i32> {
-    let mut off = 0usize;
     let mut errno = 0;
-    while off + 16 <= bytes.len() {
-        let len = u32::from_ne_bytes(bytes[off..off + 4].try_into().unwrap_or([0; 4])) as usize;
-        if len < 16 || off + len > bytes.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("ctnetlink: message length {len} at byte {off} does not fit"),
-            ));
-        }
-        let ty = u16::from_ne_bytes([bytes[off + 4], bytes[off + 5]]);
-        let mseq = u32::from_ne_bytes(bytes[off + 8..off + 12].try_into().unwrap_or([0; 4]));
-        let body = &bytes[off + 16..off + len];
-        off += align4(len);
-        if seq.is_some_and(|s| s != mseq) {
+    let mut msgs = NlReader::new(bytes);
+    for m in msgs.by_ref() {
+        let (ty, body) = (m.ty, m.body);
+        if seq.is_some_and(|s| s != m.seq) {
             continue;
         }
         match ty {
             NLMSG_DONE => on(Message::Done),
             NLMSG_ERROR => {
-                let e = body
-                    .get(0..4)
-                    .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap_or([0; 4])));
+                let e = m.errno();
                 if e != 0 {
-                    errno = e.saturating_neg();
+                    errno = e;
                 }
-                on(Message::Error(e.saturating_neg()));
+                on(Message::Error(e));
             }
             t if t >> 8 == NFNL_SUBSYS_CTNETLINK => {
                 let kind = match t & 0xff {
@@ -293,29 +232,13 @@ pub fn parse_messages(
             _ => {}
         }
     }
+    if let Some((off, len)) = msgs.bad() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("ctnetlink: message length {len} at byte {off} does not fit"),
+        ));
+    }
     Ok(errno)
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// Iterates the attributes of `b` as (type without flags, payload).
-fn attrs(b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut off = 0usize;
-    std::iter::from_fn(move || {
-        if off + 4 > b.len() {
-            return None;
-        }
-        let len = u16::from_ne_bytes([b[off], b[off + 1]]) as usize;
-        let ty = u16::from_ne_bytes([b[off + 2], b[off + 3]]) & 0x3fff;
-        if len < 4 || off + len > b.len() {
-            return None;
-        }
-        let payload = &b[off + 4..off + len];
-        off += align4(len);
-        Some((ty, payload))
-    })
 }
 
 fn be16(b: &[u8]) -> Option<u16> {

@@ -1,9 +1,8 @@
-//! What the operator is told and what keeps two recorders apart: the
-//! exclusive lock on `--out`, the warnings at start (not root, fd
+//! What the operator is told (worded here, printed by the binary): the
+//! warnings at start (not root, fd
 //! directories that cannot be read), the heartbeat line while recording
 //! on a terminal, and tcpdump's own counters for the manifest.
 
-use std::fs::File;
 use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,8 +10,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::layout::{CaptureCounters, CAPTURE_PREFIX, TCPDUMP_LOG_FILE};
-use crate::record::OutDirError;
+use crate::capture::{capture_counters, CAPTURE_LOST, CAPTURE_NATIVE, CAPTURE_PACKETS};
+use crate::layout::CAPTURE_PREFIX;
 
 /// Snapshots committed so far; the record loop bumps it, the heartbeat
 /// reads it.
@@ -25,24 +24,6 @@ pub static EVENTS: AtomicU64 = AtomicU64::new(0);
 /// dropped, proc connector losses (for the heartbeat).
 pub static EVENTS_LOST: AtomicU64 = AtomicU64::new(0);
 
-/// Packets the recorder's own capture took so far (for the heartbeat).
-pub static CAPTURE_PACKETS: AtomicU64 = AtomicU64::new(0);
-
-/// Packets the recorder's own capture lost so far: dropped by the kernel or
-/// not written (for the heartbeat).
-pub static CAPTURE_LOST: AtomicU64 = AtomicU64::new(0);
-
-/// Whether the recorder's own capture runs (its counters above are then the
-/// heartbeat's; tcpdump's come from its log).
-pub static CAPTURE_NATIVE: AtomicBool = AtomicBool::new(false);
-
-/// The recorder's own capture's counters so far, for the heartbeat.
-pub fn capture_progress(packets: u64, lost: u64) {
-    CAPTURE_PACKETS.store(packets, Ordering::Relaxed);
-    CAPTURE_LOST.store(lost, Ordering::Relaxed);
-    CAPTURE_NATIVE.store(true, Ordering::Relaxed);
-}
-
 /// Notes one more snapshot committed to an archive.
 pub fn snapshot_written() {
     SNAPSHOTS.fetch_add(1, Ordering::Relaxed);
@@ -52,29 +33,6 @@ pub fn snapshot_written() {
 pub fn events_counted(written: u64, lost: u64) {
     EVENTS.fetch_add(written, Ordering::Relaxed);
     EVENTS_LOST.fetch_add(lost, Ordering::Relaxed);
-}
-
-/// Takes an exclusive lock (`flock`) on the output directory, held as long
-/// as the returned file is open. A second recorder started on the same
-/// `--out` fails here instead of both passing the empty-directory check;
-/// the directory is checked again, empty, once the lock is held.
-pub fn lock_out_dir(dir: &Path) -> Result<File, OutDirError> {
-    let at = || dir.to_path_buf();
-    let f = File::open(dir).map_err(|source| OutDirError::CannotOpen { dir: at(), source })?;
-    // std's try_lock is flock(LOCK_EX | LOCK_NB) on Linux.
-    match f.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => return Err(OutDirError::Busy(at())),
-        Err(std::fs::TryLockError::Error(source)) => {
-            return Err(OutDirError::CannotLock { dir: at(), source })
-        }
-    }
-    let mut rd =
-        std::fs::read_dir(dir).map_err(|source| OutDirError::CannotList { dir: at(), source })?;
-    if rd.next().is_some() {
-        return Err(OutDirError::NotEmpty(at()));
-    }
-    Ok(f)
 }
 
 /// Fd directories of other processes this recorder cannot read, out of
@@ -122,13 +80,6 @@ pub fn startup_warnings(euid: u32, proc_root: &Path) -> Vec<String> {
         ));
     }
     w
-}
-
-/// tcpdump's counters as it printed them in `tcpdump.log` (the last of
-/// each), for the manifest.
-pub fn capture_counters(out: &Path) -> Option<CaptureCounters> {
-    let text = std::fs::read(out.join(TCPDUMP_LOG_FILE)).ok()?;
-    CaptureCounters::from_tcpdump_log(&String::from_utf8_lossy(&text))
 }
 
 /// The heartbeat thread: one line every `every` on standard error while
@@ -211,11 +162,13 @@ impl Heartbeat {
     /// otherwise: logs and pipes get only the start and end lines). With a
     /// tcpdump pid, tcpdump is asked for its counters (SIGUSR1, which it
     /// answers on Linux by printing them to its log) before each line.
+    /// Each line goes to `say` (the binary prints it).
     pub fn start(
         out: PathBuf,
         every: Duration,
         tcpdump: Option<u32>,
         events: bool,
+        say: Box<dyn Fn(String) + Send>,
     ) -> Option<Heartbeat> {
         if !io::stderr().is_terminal() || every.is_zero() {
             return None;
@@ -245,7 +198,7 @@ impl Heartbeat {
                             CAPTURE_LOST.load(Ordering::Relaxed),
                         )
                     });
-                    eprintln!("{}", heartbeat_line(&out, t0.elapsed(), events, native));
+                    say(heartbeat_line(&out, t0.elapsed(), events, native));
                 }
             })
             .ok()?;
@@ -268,22 +221,7 @@ impl Drop for Heartbeat {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn second_lock_is_refused() {
-        let d = std::env::temp_dir().join(format!("procflow-lock-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        let first = lock_out_dir(&d).unwrap();
-        let e = lock_out_dir(&d).unwrap_err();
-        assert!(matches!(e, OutDirError::Busy(_)), "{e}");
-        assert!(e.to_string().contains("another procflow-snap"), "{e}");
-        drop(first);
-        std::fs::write(d.join("x"), "").unwrap();
-        let e = lock_out_dir(&d).unwrap_err();
-        assert!(e.to_string().contains("not empty"), "{e}");
-        let _ = std::fs::remove_dir_all(&d);
-    }
+    use crate::layout::TCPDUMP_LOG_FILE;
 
     #[test]
     fn counters_from_the_log() {

@@ -1,5 +1,7 @@
 //! The recorder: one snapshot per tick, change-driven, appended to tar
-//! archives; the bundle's manifest and hashes around it.
+//! archives; the bundle's manifest and hashes around it. A recording's
+//! stages, from the checks to the sealed bundle, and the values that say
+//! how it ended, are in `session` ([`run`], [`Outcome`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
@@ -7,29 +9,24 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::archive::ArchiveWriter;
+use crate::batch::Batch;
 use crate::bundle::{self, ErrorSummary};
-use crate::capture::{self, Method, Rotate, Running};
+use crate::capture::{Method, Rotate};
 use crate::delta::{self, FdEntry, FdState, FdStatus};
-use crate::events::{self, Batch, EventSources};
+use crate::events::{self, EventSources};
 use crate::layout::{
     self, ByteOrder, FdWalk, HostInfo, Manifest, NetnsEntry, Privileges, ProcessRecord,
-    RecordError, RecordOptions, RecorderStatus, SnapshotKind, SnapshotMeta, SourceInfo, TableEntry,
-    TableStored, ToolInfo, NET_TABLES,
+    RecordError, SnapshotKind, SnapshotMeta, SourceInfo, TableEntry, TableStored, NET_TABLES,
 };
 use crate::live;
 use crate::procfs::{self, StatFields};
 use crate::sys;
 
-/// Exit status: recording stopped as asked.
-pub const EXIT_OK: i32 = 0;
-/// Exit status: bad usage or a check before recording failed.
-pub const EXIT_USAGE: i32 = 2;
-/// Exit status: the disk filled up; everything written is kept.
-pub const EXIT_DISK_FULL: i32 = 3;
-/// Exit status: another error stopped the recording.
-pub const EXIT_ERROR: i32 = 1;
-/// Exit status: a second signal forced the exit.
-pub const EXIT_KILLED: i32 = 130;
+mod session;
+
+pub use session::{
+    run, Custody, EvidenceLost, Finished, Loss, Notice, NoticeSink, Outcome, Sealed, WriteStop,
+};
 
 /// Most errors listed in one snapshot's meta; the rest are summed into one.
 const MAX_META_ERRORS: usize = 200;
@@ -178,6 +175,8 @@ pub struct Recorder {
     /// The ring of `--max-size` / `--keep`, when asked: its own thread,
     /// started with the recording.
     ring: Option<crate::ring::Runner>,
+    /// Where warnings met while recording go (the binary prints them).
+    notice: Option<NoticeSink>,
     archive_no: u32,
     archives: Vec<String>,
     seq: u64,
@@ -301,6 +300,7 @@ impl Recorder {
             archive_fresh: true,
             archive_opened: Instant::now(),
             ring: None,
+            notice: None,
             archive_no: 0,
             archives: Vec::new(),
             seq: 0,
@@ -1009,92 +1009,6 @@ fn cap_errors(mut errs: Vec<RecordError>) -> Vec<RecordError> {
     errs
 }
 
-/// Why the output directory cannot take a bundle. The message names the
-/// directory; an I/O failure is the source.
-#[derive(Debug, thiserror::Error)]
-pub enum OutDirError {
-    /// Absent, and its parent is not a directory.
-    #[error(
-        "{}: output directory cannot be created: {} is not a directory",
-        dir.display(),
-        parent.display()
-    )]
-    ParentNotDir {
-        /// The output directory.
-        dir: PathBuf,
-        /// Its parent.
-        parent: PathBuf,
-    },
-    /// Absent, and its parent is not writable.
-    #[error("{}: output directory cannot be created in {}", dir.display(), parent.display())]
-    ParentNotWritable {
-        /// The output directory.
-        dir: PathBuf,
-        /// Its parent.
-        parent: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// Cannot be looked at.
-    #[error("{}", dir.display())]
-    Unreadable {
-        /// The output directory.
-        dir: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// A file stands there.
-    #[error("{}: exists and is not a directory", .0.display())]
-    NotADirectory(PathBuf),
-    /// Cannot be listed.
-    #[error("{}: cannot list", dir.display())]
-    CannotList {
-        /// The output directory.
-        dir: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// Holds something already.
-    #[error(
-        "{}: output directory is not empty (a bundle is never written over another)",
-        .0.display()
-    )]
-    NotEmpty(PathBuf),
-    /// Not writable.
-    #[error("{}: not writable", dir.display())]
-    NotWritable {
-        /// The output directory.
-        dir: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// Cannot be opened to be locked.
-    #[error("{}: cannot open", dir.display())]
-    CannotOpen {
-        /// The output directory.
-        dir: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// Another recorder holds its lock.
-    #[error("{}: another procflow-snap is recording into this directory", .0.display())]
-    Busy(PathBuf),
-    /// Cannot be locked.
-    #[error("{}: cannot lock", dir.display())]
-    CannotLock {
-        /// The output directory.
-        dir: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-}
-
 /// `e` and its causes, `: `-separated, for a one-line message.
 pub fn with_causes(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -1105,54 +1019,6 @@ pub fn with_causes(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     s
-}
-
-/// Checks the output directory: absent (will be created), or an empty
-/// writable directory.
-pub fn check_out_dir(dir: &Path) -> Result<(), OutDirError> {
-    let at = || dir.to_path_buf();
-    match std::fs::metadata(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let parent = dir
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            if !parent.is_dir() {
-                return Err(OutDirError::ParentNotDir {
-                    dir: at(),
-                    parent: parent.to_path_buf(),
-                });
-            }
-            writable(parent).map_err(|source| OutDirError::ParentNotWritable {
-                dir: at(),
-                parent: parent.to_path_buf(),
-                source,
-            })
-        }
-        Err(source) => Err(OutDirError::Unreadable { dir: at(), source }),
-        Ok(m) if !m.is_dir() => Err(OutDirError::NotADirectory(at())),
-        Ok(_) => {
-            let mut rd = std::fs::read_dir(dir)
-                .map_err(|source| OutDirError::CannotList { dir: at(), source })?;
-            if rd.next().is_some() {
-                return Err(OutDirError::NotEmpty(at()));
-            }
-            writable(dir).map_err(|source| OutDirError::NotWritable { dir: at(), source })
-        }
-    }
-}
-
-// access(2) has no std equivalent; the one unsafe call is below.
-#[allow(unsafe_code)]
-fn writable(dir: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `c` is a valid NUL-terminated path owned by this frame.
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Checks that `iface` exists in the recorder's namespace. `any` is
@@ -1252,305 +1118,6 @@ fn privileges() -> Privileges {
     }
 }
 
-/// Runs `record` or `once`; returns the exit status. Errors found before
-/// anything is written give [`EXIT_USAGE`] and leave nothing behind.
-pub fn run(mut cfg: Config) -> i32 {
-    if cfg.ring.is_set() && !cfg.once {
-        // A ring deletes whole files: both kinds must rotate well within
-        // the limits.
-        cfg.archive_bytes = crate::ring::archive_bytes(&cfg.ring, cfg.archive_bytes);
-        if cfg.rotate == Rotate::None {
-            cfg.rotate = match (cfg.ring.max_bytes, cfg.ring.keep) {
-                (Some(m), _) => Rotate::Megabytes((m / crate::ring::SHARE / 1_000_000).max(1)),
-                (None, Some(k)) => Rotate::Seconds((k.as_secs() / crate::ring::SHARE).max(1)),
-                (None, None) => Rotate::None,
-            };
-        }
-    }
-    // Checks first: nothing is created before all of them pass.
-    if let Err(e) = check_out_dir(&cfg.out) {
-        eprintln!("procflow-snap: {}", with_causes(&e));
-        return EXIT_USAGE;
-    }
-    let tcpdump = match &cfg.iface {
-        Some(iface) => {
-            if let Err(e) = check_iface(iface) {
-                eprintln!("procflow-snap: {e}");
-                return EXIT_USAGE;
-            }
-            match capture::find_tcpdump() {
-                _ if cfg.capture == Method::Native => None,
-                Some(p) => Some(p),
-                None => {
-                    eprintln!(
-                        "procflow-snap: --iface needs tcpdump, which is not in PATH, /usr/sbin or /sbin"
-                    );
-                    return EXIT_USAGE;
-                }
-            }
-        }
-        None => None,
-    };
-    let custody = match &cfg.custody_log {
-        Some(p) => match crate::custody::CustodyLog::open(p, &cfg.out) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                eprintln!("procflow-snap: {}", with_causes(&e));
-                return EXIT_USAGE;
-            }
-        },
-        None => None,
-    };
-    if let Err(e) = sys::install_signal_handlers() {
-        eprintln!("procflow-snap: cannot install signal handlers: {e}");
-        return EXIT_USAGE;
-    }
-    let created = !cfg.out.exists();
-    if let Err(e) = std::fs::create_dir_all(&cfg.out) {
-        eprintln!("procflow-snap: {}: cannot create: {e}", cfg.out.display());
-        return EXIT_USAGE;
-    }
-    // Held until the end: a second recorder on the same --out stops here.
-    let _lock = match crate::operator::lock_out_dir(&cfg.out) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("procflow-snap: {}", with_causes(&e));
-            return EXIT_USAGE;
-        }
-    };
-    let started = sys::timestamp();
-
-    // The capture starts before the first snapshot so that it covers it.
-    let mut cap: Option<Running> = None;
-    if let Some(iface) = &cfg.iface {
-        let start_secs = started.clocks.realtime_ns.div_euclid(1_000_000_000);
-        let started = match &tcpdump {
-            Some(tcpdump) => capture::start(
-                tcpdump,
-                &cfg.out,
-                iface,
-                cfg.filter.as_deref(),
-                cfg.rotate,
-                start_secs,
-                Duration::from_secs(10),
-            )
-            .map(Running::Tcpdump)
-            .map_err(|e| with_causes(&e)),
-            None => capture::start_native(
-                &cfg.out,
-                iface,
-                cfg.filter.as_deref(),
-                cfg.rotate,
-                start_secs,
-            )
-            .map_err(|e| with_causes(&e)),
-        };
-        match started {
-            Ok(c) => cap = Some(c),
-            Err(e) => {
-                eprintln!("procflow-snap: capture on {iface} failed to start: {e}");
-                // Leave nothing behind: the recording never started.
-                for f in capture::capture_files(&cfg.out) {
-                    let _ = std::fs::remove_file(cfg.out.join(f));
-                }
-                let _ = std::fs::remove_file(cfg.out.join(layout::TCPDUMP_LOG_FILE));
-                if created {
-                    let _ = std::fs::remove_dir(&cfg.out);
-                }
-                return EXIT_USAGE;
-            }
-        }
-    }
-
-    let mut rec = Recorder::new(cfg.clone());
-    if cfg.ring.is_set() && !cfg.once {
-        rec.ring = Some(crate::ring::Runner::start(
-            &cfg.out,
-            crate::ring::Ring::new(cfg.ring),
-            realtime_now,
-        ));
-    }
-    let mut sources = rec.start_sources(cfg.sources);
-    // Before proc-poll, the last: the connection-tracking table and events.
-    sources.insert(sources.len().saturating_sub(1), rec.conntrack.source());
-    let mut errors = ErrorSummary::default();
-    let host = host_info(rec.self_netns, &mut errors);
-    for e in sys::lower_priority(cfg.nice) {
-        errors.add(&RecordError {
-            what: "priority".into(),
-            path: None,
-            error: e,
-            count: 1,
-        });
-    }
-    rec.errors = errors;
-    let mut manifest = Manifest {
-        format: layout::FORMAT_NAME.into(),
-        format_version: layout::FORMAT_VERSION,
-        tool: ToolInfo {
-            name: "procflow-snap".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            argv: cfg.argv.clone(),
-        },
-        host,
-        privileges: privileges(),
-        options: RecordOptions {
-            interval_ms: u64::try_from(rec.interval().as_millis()).unwrap_or(u64::MAX),
-            keyframe_every: cfg.keyframe_every,
-            full_walk_ms: u64::try_from(rec.full_walk().as_millis()).unwrap_or(u64::MAX),
-            max_cpu_percent: cfg.max_cpu,
-            archive_max_bytes: cfg.archive_bytes,
-            nice: Some(cfg.nice),
-            max_size_bytes: cfg.ring.max_bytes,
-            keep_ms: cfg
-                .ring
-                .keep
-                .map(|k| u64::try_from(k.as_millis()).unwrap_or(u64::MAX)),
-        },
-        capture: cap.as_ref().map(|c| c.info().clone()),
-        started,
-        ended: None,
-        status: RecorderStatus::Recording,
-        archives: vec![layout::archive_name(1)],
-        capture_files: Vec::new(),
-        snapshots: 0,
-        errors: rec.errors.to_vec(),
-        sources,
-        deleted: Vec::new(),
-    };
-    let stop = match manifest_while_recording(&cfg.out, &manifest) {
-        Ok(()) => {
-            if !cfg.once {
-                eprintln!("procflow-snap: {}", sources_line(&manifest.sources));
-                // One line so the operator knows it runs and how to stop it.
-                eprintln!(
-                    "procflow-snap: recording into {} every {} ms{}; Ctrl-C to stop",
-                    cfg.out.display(),
-                    rec.interval().as_millis(),
-                    cap.as_ref().map_or(String::new(), |c| format!(
-                        ", {} capture on {}",
-                        c.info().method.as_deref().unwrap_or("tcpdump"),
-                        c.info().iface
-                    ))
-                );
-            }
-            for w in crate::operator::startup_warnings(manifest.privileges.euid, Path::new("/proc"))
-            {
-                eprintln!("procflow-snap: warning: {w}");
-            }
-            let _heartbeat = (!cfg.once)
-                .then(|| {
-                    crate::operator::Heartbeat::start(
-                        cfg.out.clone(),
-                        cfg.heartbeat,
-                        cap.as_ref().and_then(Running::tcpdump_pid),
-                        manifest
-                            .sources
-                            .iter()
-                            .any(|s| s.used && s.name != events::SRC_POLL),
-                    )
-                })
-                .flatten();
-            record_loop(&mut rec, &mut manifest, &mut cap)
-        }
-        Err(e) => write_stop("writing manifest.json", &e),
-    };
-    finish(rec, manifest, cap, stop, custody)
-}
-
-/// Writes the manifest and reserves room for the next one.
-fn manifest_while_recording(dir: &Path, m: &Manifest) -> io::Result<()> {
-    bundle::write_manifest(dir, m)?;
-    // Best effort; if it fails the disk is already full and the next
-    // write reports it.
-    let _ = bundle::reserve_manifest(dir);
-    Ok(())
-}
-
-/// Ticks until a signal, the duration, or a write error.
-fn record_loop(rec: &mut Recorder, manifest: &mut Manifest, cap: &mut Option<Running>) -> Stop {
-    let t0 = Instant::now();
-    let deadline = rec.cfg.duration.map(|d| t0 + d);
-    let mut capture_reported = false;
-    loop {
-        let tick_start = Instant::now();
-        let cpu0 = sys::self_cpu_ns();
-        let n_archives = rec.archives.len();
-        if let Err(stop) = rec.tick() {
-            return stop;
-        }
-        if rec.cfg.once {
-            return Stop::Done;
-        }
-        if rec.archives.len() != n_archives {
-            // Rotation (the next archive is opened by the next tick, so no
-            // archive is ever empty): the manifest names every archive as
-            // soon as it holds a snapshot.
-            manifest.archives = rec.archives.clone();
-            manifest.snapshots = rec.written;
-            if let Err(e) = manifest_while_recording(&rec.cfg.out, manifest) {
-                return write_stop("writing manifest.json", &e);
-            }
-        }
-        if let Err(stop) = rec.keep_ring(manifest, true) {
-            return stop;
-        }
-        if let Some(c) = cap.as_mut() {
-            if !capture_reported {
-                if let Some((msg, disk_full)) = c.failed() {
-                    capture_reported = true;
-                    if matches!(c, Running::Native { .. }) {
-                        // The capture can no longer write: stop, keeping
-                        // what is written, with the loss stated.
-                        let msg = format!("capture file: {msg}");
-                        return if disk_full {
-                            Stop::DiskFull(msg)
-                        } else {
-                            Stop::Error(msg)
-                        };
-                    }
-                    eprintln!("procflow-snap: {msg}");
-                    rec.errors.add(&RecordError {
-                        what: "capture".into(),
-                        path: None,
-                        error: msg,
-                        count: 1,
-                    });
-                }
-            }
-        }
-        let work = tick_start.elapsed();
-        let mut wait = rec.interval().saturating_sub(work);
-        if let Some(pct) = rec.cfg.max_cpu.filter(|p| *p > 0.0) {
-            // Stretch the period so that cpu / period stays under the budget.
-            let cpu = Duration::from_nanos(sys::self_cpu_ns().saturating_sub(cpu0));
-            let period = cpu.mul_f64(100.0 / pct);
-            wait = wait.max(period.saturating_sub(work));
-        }
-        let wake = Instant::now() + wait;
-        loop {
-            let now = Instant::now();
-            if sys::signals() > 0 || deadline.is_some_and(|d| now >= d) {
-                // Events seen since the last snapshot go into a last one.
-                if rec.events.is_some() && sys::signals() < 2 {
-                    if let Err(stop) = rec.tick() {
-                        return stop;
-                    }
-                }
-                return Stop::Done;
-            }
-            if now >= wake {
-                break;
-            }
-            let mut nap = (wake - now).min(Duration::from_millis(50));
-            if let Some(d) = deadline {
-                nap = nap.min(d.saturating_duration_since(now));
-            }
-            std::thread::sleep(nap);
-        }
-    }
-}
-
 impl Recorder {
     /// Deletes what the ring's limits ask and records each deletion in
     /// the manifest, written again at once: the bundle always says what
@@ -1566,7 +1133,9 @@ impl Recorder {
         };
         for e in o.errors {
             if e.contains("--max-size") {
-                eprintln!("procflow-snap: warning: {e}");
+                if let Some(say) = &self.notice {
+                    say(Notice::Warning(e.clone()));
+                }
             }
             self.errors.add(&crate::ring::error_entry(e));
         }
@@ -1585,6 +1154,15 @@ impl Recorder {
         manifest_while_recording(&self.cfg.out, m)
             .map_err(|e| write_stop("writing manifest.json", &e))
     }
+}
+
+/// Writes the manifest and reserves room for the next one.
+fn manifest_while_recording(dir: &Path, m: &Manifest) -> io::Result<()> {
+    bundle::write_manifest(dir, m)?;
+    // Best effort; if it fails the disk is already full and the next
+    // write reports it.
+    let _ = bundle::reserve_manifest(dir);
+    Ok(())
 }
 
 /// CLOCK_REALTIME now, ns (the ring's clock).
@@ -1676,335 +1254,6 @@ impl Recorder {
     }
 }
 
-/// The one start line naming the sources in use and why not the others.
-fn sources_line(s: &[SourceInfo]) -> String {
-    let used: Vec<&str> = s
-        .iter()
-        .filter(|i| i.used)
-        .map(|i| i.name.as_str())
-        .collect();
-    let not: Vec<String> = s
-        .iter()
-        .filter(|i| !i.used)
-        .map(|i| format!("{} ({})", i.name, i.detail.as_deref().unwrap_or("?")))
-        .collect();
-    let mut line = format!("sources: {}", used.join(", "));
-    if !not.is_empty() {
-        line.push_str("; not used: ");
-        line.push_str(&not.join("; "));
-    }
-    line
-}
-
-/// Stops the capture, closes the archive, writes the final manifest and
-/// hashes. A second signal cuts this short with status `killed`.
-fn finish(
-    mut rec: Recorder,
-    mut m: Manifest,
-    mut cap: Option<Running>,
-    stop: Stop,
-    mut custody: Option<crate::custody::CustodyLog>,
-) -> i32 {
-    if let Some(mut ev) = rec.events.take() {
-        ev.stop();
-    }
-    let second = || sys::signals() >= 2;
-    let (mut status, mut code) = match &stop {
-        Stop::Done => (RecorderStatus::Complete, EXIT_OK),
-        Stop::DiskFull(msg) => {
-            eprintln!("procflow-snap: disk full, recording stopped: {msg}; everything written before is kept");
-            (RecorderStatus::DiskFull, EXIT_DISK_FULL)
-        }
-        Stop::Error(msg) => {
-            eprintln!("procflow-snap: recording stopped by an error: {msg}");
-            (RecorderStatus::Error, EXIT_ERROR)
-        }
-    };
-    match &stop {
-        Stop::DiskFull(msg) | Stop::Error(msg) => rec.errors.add(&RecordError {
-            what: "write".into(),
-            path: None,
-            error: msg.clone(),
-            count: 1,
-        }),
-        Stop::Done => {}
-    }
-    let cap_info = cap
-        .as_mut()
-        .map(|c| c.stop(&rec.cfg.out, Duration::from_secs(5), &second));
-    if second() {
-        status = RecorderStatus::Killed;
-        code = EXIT_KILLED;
-    }
-    match &stop {
-        Stop::Done if !second() => {
-            if let Err(Stop::DiskFull(msg) | Stop::Error(msg)) = rec.close_archive() {
-                eprintln!("procflow-snap: {msg}");
-                rec.errors.add(&RecordError {
-                    what: "write".into(),
-                    path: None,
-                    error: msg,
-                    count: 1,
-                });
-                status = RecorderStatus::Error;
-                code = EXIT_ERROR;
-            }
-        }
-        // After a failed write, or when forced: no trailer, the archive is
-        // read up to its last complete snapshot.
-        _ => {
-            if let Some(mut a) = rec.archive.take() {
-                if !matches!(stop, Stop::DiskFull(_)) {
-                    let _ = a.sync();
-                }
-                a.abandon();
-            }
-        }
-    }
-    if !second() {
-        // The capture wrote on while it drained: the limits hold for the
-        // bundle as it is left.
-        let _ = rec.keep_ring(&mut m, false);
-    }
-    m.capture = cap_info;
-    m.capture_files = capture::capture_files(&rec.cfg.out);
-    let lost = evidence_lost(
-        &rec.event_losses,
-        rec.errors.total("conntrack-events"),
-        m.capture.as_ref(),
-    );
-    if capture_lost(m.capture.as_ref()) && code == EXIT_OK {
-        // Packets the capture should hold are missing: say so in the
-        // exit status too.
-        code = EXIT_DISK_FULL;
-    }
-    if !second() {
-        // tcpdump closes its files without fsync.
-        for f in m
-            .capture_files
-            .iter()
-            .map(String::as_str)
-            .chain([layout::TCPDUMP_LOG_FILE])
-        {
-            if let Ok(file) = std::fs::File::open(rec.cfg.out.join(f)) {
-                let _ = file.sync_all();
-            }
-        }
-    }
-    m.archives = rec.archives.clone();
-    m.snapshots = rec.written;
-    m.ended = Some(sys::timestamp());
-    m.status = status.clone();
-    m.errors = rec.errors.to_vec();
-    if let Err(e) = bundle::write_manifest(&rec.cfg.out, &m) {
-        if !lost.is_empty() {
-            eprintln!("procflow-snap: {lost}");
-        }
-        eprintln!(
-            "procflow-snap: {}: cannot write the final manifest: {e}",
-            rec.cfg.out.join(layout::MANIFEST_FILE).display()
-        );
-        if code == EXIT_OK {
-            code = if sys::is_disk_full(&e) {
-                EXIT_DISK_FULL
-            } else {
-                EXIT_ERROR
-            };
-        }
-        return code;
-    }
-    if status == RecorderStatus::Killed {
-        if !lost.is_empty() {
-            eprintln!("procflow-snap: {lost}");
-        }
-        forced_final_line(&m, &rec.cfg.out, custody.as_mut());
-        return code;
-    }
-    let sums = bundle::write_sha256sums(&rec.cfg.out, &second);
-    if let Err(e) = sums.as_ref() {
-        if second() {
-            m.status = RecorderStatus::Killed;
-            let _ = bundle::write_manifest(&rec.cfg.out, &m);
-            if !lost.is_empty() {
-                eprintln!("procflow-snap: {lost}");
-            }
-            forced_final_line(&m, &rec.cfg.out, custody.as_mut());
-            return EXIT_KILLED;
-        }
-        eprintln!(
-            "procflow-snap: {}: cannot write: {e}",
-            rec.cfg.out.join(layout::SHA256SUMS_FILE).display()
-        );
-        if code == EXIT_OK {
-            code = EXIT_ERROR;
-        }
-    }
-    let _ = bundle::sync_dir(&rec.cfg.out);
-    // Say only what was written, and what evidence was lost.
-    eprintln!(
-        "procflow-snap: {}: {} snapshot(s) in {} archive(s), {} capture file(s){}; {}{}",
-        m.status,
-        m.snapshots,
-        m.archives.len(),
-        m.capture_files.len(),
-        if m.deleted.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " ({} older file(s) deleted as --max-size/--keep asked, listed in the manifest)",
-                m.deleted.len()
-            )
-        },
-        if sums.is_ok() {
-            format!(
-                "{} and {} written",
-                layout::MANIFEST_FILE,
-                layout::SHA256SUMS_FILE
-            )
-        } else {
-            format!(
-                "{} written, {} NOT written",
-                layout::MANIFEST_FILE,
-                layout::SHA256SUMS_FILE
-            )
-        },
-        if lost.is_empty() {
-            String::new()
-        } else {
-            format!("; {lost}")
-        }
-    );
-    let digest = sums.ok();
-    if let Some(log) = custody.as_mut() {
-        if let Err(e) = log.append(&custody_record(&m, &rec.cfg.out, digest.as_deref())) {
-            eprintln!(
-                "procflow-snap: {}: cannot append the custody record: {e}",
-                log.path().display()
-            );
-            if code == EXIT_OK {
-                code = EXIT_ERROR;
-            }
-        }
-    }
-    // The last line: what a responder notes at collection.
-    match &digest {
-        Some(d) => eprintln!(
-            "procflow-snap: bundle digest: sha256:{d} (note it: `procflow verify --expect` \
-             checks the bundle against it){}",
-            custody.as_ref().map_or(String::new(), |l| format!(
-                "; appended to {}",
-                l.path().display()
-            ))
-        ),
-        None => eprintln!(
-            "procflow-snap: no bundle digest: {} was not written",
-            layout::SHA256SUMS_FILE
-        ),
-    }
-    code
-}
-
-/// Whether packets are missing from the capture: dropped by the kernel
-/// (the recorder's ring or tcpdump's) or lost writing.
-fn capture_lost(c: Option<&layout::CaptureInfo>) -> bool {
-    let Some(c) = c else { return false };
-    if let Some(n) = &c.native {
-        return n.lost() > 0 || n.ring_freezes > 0 || n.write_errors > 0;
-    }
-    c.counters
-        .as_ref()
-        .is_some_and(|k| k.dropped_by_kernel > 0 || k.dropped_by_interface.unwrap_or(0) > 0)
-}
-
-/// The custody record of the recording `m` describes.
-fn custody_record(m: &Manifest, out: &Path, digest: Option<&str>) -> crate::custody::CustodyRecord {
-    let now = sys::timestamp().clocks.realtime_ns;
-    crate::custody::CustodyRecord {
-        time: procflow_format::time::rfc3339_ns(now),
-        host: m.host.hostname.clone(),
-        boot_id: m.host.boot_id.clone(),
-        tool: m.tool.name.clone(),
-        version: m.tool.version.clone(),
-        out: out.to_string_lossy().into_owned(),
-        status: m.status.as_str().to_string(),
-        digest: digest.map(|d| format!("sha256:{d}")),
-    }
-}
-
-/// The final line of a forced stop (second signal): what was kept and
-/// that there is no digest; the custody log says so too.
-fn forced_final_line(m: &Manifest, out: &Path, custody: Option<&mut crate::custody::CustodyLog>) {
-    if let Some(log) = custody {
-        let _ = log.append(&custody_record(m, out, None));
-    }
-    eprintln!(
-        "procflow-snap: {}: forced stop (second signal): {} snapshot(s) in {} archive(s), {} \
-         capture file(s); {} written, {} NOT written, no bundle digest",
-        m.status,
-        m.snapshots,
-        m.archives.len(),
-        m.capture_files.len(),
-        layout::MANIFEST_FILE,
-        layout::SHA256SUMS_FILE
-    );
-}
-
-/// The evidence lost over the recording, in words for the terminal (empty
-/// when nothing was lost): event losses, conntrack event batches lost,
-/// the capture's drops and write losses.
-fn evidence_lost(l: &EventLosses, conntrack: u64, capture: Option<&layout::CaptureInfo>) -> String {
-    let mut parts = Vec::new();
-    let mut say = |n: u64, what: &str| {
-        if n > 0 {
-            parts.push(format!("{n} {what}"));
-        }
-    };
-    say(l.kernel, "event sample(s) dropped by the kernel");
-    say(l.dropped, "event(s) dropped by the recorder");
-    say(l.connector, "process event(s) lost by the proc connector");
-    say(
-        l.unjoined,
-        "TCP connect(s) whose source port was never seen",
-    );
-    say(l.packets, "packet(s) dropped by the lookup's packet socket");
-    say(l.unowned, "looked-up socket(s) whose process was not found");
-    say(
-        l.packet_errors,
-        "receive error(s) on the lookup's packet socket",
-    );
-    say(conntrack, "conntrack event batch(es) lost");
-    match capture.map(|c| (&c.native, &c.counters)) {
-        Some((Some(n), _)) => {
-            say(
-                n.kernel_drops,
-                "packet(s) dropped by the kernel (capture ring full)",
-            );
-            say(n.ring_freezes, "capture ring overrun(s)");
-            say(
-                n.packets_lost_writing,
-                "captured packet(s) not written (write failed)",
-            );
-            say(n.write_errors, "capture write failure(s)");
-        }
-        Some((None, Some(c))) => {
-            say(c.dropped_by_kernel, "packet(s) dropped by kernel (tcpdump)");
-            say(
-                c.dropped_by_interface.unwrap_or(0),
-                "packet(s) dropped by interface (tcpdump)",
-            );
-        }
-        _ => {}
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "EVIDENCE LOST: {} (see manifest errors and capture.counters)",
-            parts.join(", ")
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! The tick's phases on fixture /proc trees: a temporary directory laid
@@ -2017,58 +1266,6 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     const NETNS: u64 = 4026531840;
-
-    #[test]
-    fn evidence_lost_names_every_loss_and_nothing_else() {
-        assert_eq!(evidence_lost(&EventLosses::default(), 0, None), "");
-        let l = EventLosses {
-            unjoined: 2,
-            packets: 3,
-            ..EventLosses::default()
-        };
-        let mut c = layout::CaptureInfo {
-            method: None,
-            tcpdump_path: "/usr/bin/tcpdump".into(),
-            tcpdump_version: String::new(),
-            argv: Vec::new(),
-            iface: "eth0".into(),
-            filter: None,
-            exit: None,
-            counters: Some(layout::CaptureCounters {
-                dropped_by_kernel: 7,
-                ..Default::default()
-            }),
-            native: None,
-        };
-        assert!(capture_lost(Some(&c)));
-        let text = evidence_lost(&l, 4, Some(&c));
-        assert!(text.starts_with("EVIDENCE LOST: "), "{text}");
-        for part in [
-            "2 TCP connect(s)",
-            "3 packet(s) dropped by the lookup",
-            "4 conntrack event batch(es)",
-            "7 packet(s) dropped by kernel (tcpdump)",
-        ] {
-            assert!(text.contains(part), "{part} missing in {text}");
-        }
-        assert!(!text.contains("by interface"), "{text}");
-        // The recorder's own capture: its counters, not tcpdump's.
-        c.native = Some(layout::NativeCounters {
-            packets_lost_writing: 5,
-            write_errors: 1,
-            ..Default::default()
-        });
-        let text = evidence_lost(&EventLosses::default(), 0, Some(&c));
-        assert!(
-            text.contains("5 captured packet(s) not written (write failed)")
-                && text.contains("1 capture write failure(s)")
-                && !text.contains("tcpdump"),
-            "{text}"
-        );
-        assert!(capture_lost(Some(&c)));
-        c.native = Some(layout::NativeCounters::default());
-        assert!(!capture_lost(Some(&c)));
-    }
 
     struct Fixture {
         dir: PathBuf,

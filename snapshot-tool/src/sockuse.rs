@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 
-use crate::events::{TpField, TpFormat};
 use crate::layout::{SockUseRecord, TaskKind, TaskRecord, UseDir};
+use crate::tracefmt::{Field as TpField, TpFormat};
 
 /// Source name of the send tracepoint.
 pub const SRC_SEND: &str = "tracepoint:sock:sock_send_length";
@@ -545,8 +545,8 @@ impl Bindings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::parse_format;
     use crate::layout::SockUseKind;
+    use crate::tracefmt::parse_format;
 
     const SEND_FORMAT: &str = include_str!("../testdata/tracefs/sock_send_length.format");
     const EXEC_FORMAT: &str = include_str!("../testdata/tracefs/sched_process_exec.format");

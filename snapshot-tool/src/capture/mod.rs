@@ -15,7 +15,34 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::layout::{CaptureInfo, CAPTURE_PREFIX, TCPDUMP_LOG_FILE};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::layout::{CaptureCounters, CaptureInfo, CAPTURE_PREFIX, TCPDUMP_LOG_FILE};
+
+/// Packets the recorder's own capture took so far (for the heartbeat).
+pub static CAPTURE_PACKETS: AtomicU64 = AtomicU64::new(0);
+
+/// Packets the recorder's own capture lost so far: dropped by the kernel or
+/// not written (for the heartbeat).
+pub static CAPTURE_LOST: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the recorder's own capture runs (its counters above are then the
+/// heartbeat's; tcpdump's come from its log).
+pub static CAPTURE_NATIVE: AtomicBool = AtomicBool::new(false);
+
+/// The recorder's own capture's counters so far, for the heartbeat.
+pub fn capture_progress(packets: u64, lost: u64) {
+    CAPTURE_PACKETS.store(packets, Ordering::Relaxed);
+    CAPTURE_LOST.store(lost, Ordering::Relaxed);
+    CAPTURE_NATIVE.store(true, Ordering::Relaxed);
+}
+
+/// tcpdump's counters as it printed them in `tcpdump.log` (the last of
+/// each), for the manifest.
+pub fn capture_counters(out: &Path) -> Option<CaptureCounters> {
+    let text = std::fs::read(out.join(TCPDUMP_LOG_FILE)).ok()?;
+    CaptureCounters::from_tcpdump_log(&String::from_utf8_lossy(&text))
+}
 
 /// How capture files rotate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,19 +232,9 @@ pub fn start(
         // Own process group: a Ctrl-C at the terminal reaches only the
         // recorder, which then stops tcpdump after its last snapshot.
         .process_group(0);
-    // SAFETY: the closure runs in the child between fork and exec and only
-    // calls prctl, which is async-signal-safe. If the recorder dies (even by
-    // SIGKILL), the kernel sends tcpdump SIGINT, so it flushes and exits
-    // instead of capturing forever.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // If the recorder dies (even by SIGKILL), the kernel sends tcpdump
+    // SIGINT, so it flushes and exits instead of capturing forever.
+    crate::ksys::process::parent_death_signal(&mut cmd, libc::SIGINT);
     let mut child = cmd.spawn().map_err(|source| StartError::Spawn {
         path: tcpdump.to_path_buf(),
         source,
@@ -418,7 +435,7 @@ impl Running {
             Running::Tcpdump(c) => {
                 c.stop(grace, abort);
                 let mut info = c.info.clone();
-                info.counters = crate::operator::capture_counters(out);
+                info.counters = capture_counters(out);
                 info
             }
         }

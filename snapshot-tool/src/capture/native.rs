@@ -4,14 +4,9 @@
 //! nanosecond timestamps and each packet's direction, and every loss
 //! counted (docs/recorder.md, "The packet capture").
 
-// The socket, its ring and its options are system calls on raw memory;
-// each unsafe block says why it holds. Unsafe is allowed in the capture
-// module only for this and tcpdump's pre_exec.
-#![allow(unsafe_code)]
-
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::filter::{self, Insn, Link};
 use super::pcapng::{self, Stats, Writer};
 use super::Rotate;
+use crate::ksys::packet::{self as kpacket, RingShape, RxRing, SockFilter};
 use crate::layout::{CaptureCounters, NativeCounters, CAPTURE_PREFIX};
 
 /// Bytes kept of each packet (tcpdump's default).
@@ -50,13 +46,6 @@ pub enum StartError {
     },
 }
 
-fn sys_err(what: &str) -> StartError {
-    StartError::Sys {
-        what: what.to_string(),
-        source: std::io::Error::last_os_error(),
-    }
-}
-
 /// Counters shared between the capture thread and the recorder.
 #[derive(Debug, Default, Clone)]
 struct Shared {
@@ -74,61 +63,6 @@ pub struct NativeCapture {
     thread: Option<JoinHandle<()>>,
 }
 
-/// The receive ring, mapped.
-struct Ring {
-    base: *mut u8,
-    len: usize,
-}
-
-// SAFETY: the mapping is owned by the ring and used by one thread at a
-// time (moved into the capture thread).
-unsafe impl Send for Ring {}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        // SAFETY: base/len are the mapping made in `open`, unmapped once.
-        unsafe {
-            libc::munmap(self.base.cast(), self.len);
-        }
-    }
-}
-
-impl Ring {
-    /// The status word of block `i`.
-    fn status(&self, i: u32) -> *mut u32 {
-        // SAFETY: i < BLOCKS, so the offset stays inside the mapping; the
-        // status word is at byte 8 of the block descriptor, aligned.
-        unsafe { self.base.add((i * BLOCK_BYTES) as usize + 8).cast::<u32>() }
-    }
-
-    /// Block `i` when the kernel has handed it to user space.
-    fn user_block(&self, i: u32) -> Option<&[u8]> {
-        // SAFETY: aligned word inside the mapping; volatile because the
-        // kernel writes it.
-        let st = unsafe { std::ptr::read_volatile(self.status(i)) };
-        if st & libc::TP_STATUS_USER == 0 {
-            return None;
-        }
-        fence(Ordering::Acquire);
-        // SAFETY: the kernel does not touch a block it handed over until it
-        // is given back (`release`), so reading it as bytes is sound until
-        // then; the slice does not outlive that call in `drain`.
-        Some(unsafe {
-            std::slice::from_raw_parts(
-                self.base.add((i * BLOCK_BYTES) as usize),
-                BLOCK_BYTES as usize,
-            )
-        })
-    }
-
-    /// Gives block `i` back to the kernel.
-    fn release(&self, i: u32) {
-        fence(Ordering::Release);
-        // SAFETY: aligned status word inside the mapping.
-        unsafe { std::ptr::write_volatile(self.status(i), libc::TP_STATUS_KERNEL) };
-    }
-}
-
 fn u16_at(b: &[u8], o: usize) -> u16 {
     b.get(o..o + 2)
         .map_or(0, |s| u16::from_ne_bytes([s[0], s[1]]))
@@ -138,59 +72,8 @@ fn u32_at(b: &[u8], o: usize) -> u32 {
         .map_or(0, |s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
 }
 
-fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, v: &T, what: &str) -> Result<(), StartError> {
-    // SAFETY: v points to a live T of the given size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (v as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(sys_err(what));
-    }
-    Ok(())
-}
-
-/// The socket's `PACKET_STATISTICS` since the last read (the kernel
-/// resets them on each read): packets (drops included), drops, freezes.
-fn read_stats(fd: &OwnedFd) -> Option<(u64, u64, u64)> {
-    // SAFETY: zero is a valid tpacket_stats_v3.
-    let mut st: libc::tpacket_stats_v3 = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
-    // SAFETY: st and len are live and sized as told.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_PACKET,
-            libc::PACKET_STATISTICS,
-            (&mut st as *mut libc::tpacket_stats_v3).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then(|| {
-        (
-            u64::from(st.tp_packets),
-            u64::from(st.tp_drops),
-            u64::from(st.tp_freeze_q_cnt),
-        )
-    })
-}
-
 fn if_name(index: i32) -> String {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(index as libc::c_uint, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return format!("ifindex{index}");
-    }
-    // SAFETY: on success buf holds a NUL-terminated name.
-    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
+    kpacket::if_name(index).unwrap_or_else(|| format!("ifindex{index}"))
 }
 
 /// The link type of a named interface (`/sys/class/net/IFACE/type`).
@@ -207,15 +90,14 @@ fn arphrd_of_index(index: i32) -> Option<u16> {
 }
 
 fn ifindex(iface: &str) -> Result<i32, StartError> {
-    let c = std::ffi::CString::new(iface).map_err(|_| StartError::Sys {
-        what: format!("interface {iface:?}"),
-        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    let i = kpacket::if_index(iface).map_err(|source| StartError::Sys {
+        what: if source.raw_os_error().is_none() {
+            format!("interface {iface:?}")
+        } else {
+            format!("interface {iface}")
+        },
+        source,
     })?;
-    // SAFETY: c is a NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        return Err(sys_err(&format!("interface {iface}")));
-    }
     Ok(i as i32)
 }
 
@@ -230,112 +112,38 @@ enum Mode {
 
 /// Opens the socket, attaches the filter, maps the ring and binds: the
 /// socket receives nothing until the filter is in place.
-fn open(iface: &str, prog: &[Insn], mode: Mode, index: i32) -> Result<(OwnedFd, Ring), StartError> {
-    let ty = match mode {
-        Mode::Ethernet => libc::SOCK_RAW,
-        Mode::Cooked => libc::SOCK_DGRAM,
-    };
-    // SAFETY: plain socket(2); protocol 0: no packet until bind.
-    let raw = unsafe { libc::socket(libc::AF_PACKET, ty | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(sys_err("socket(AF_PACKET)"));
-    }
-    // SAFETY: raw is a fresh descriptor owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let filt: Vec<libc::sock_filter> = prog
+fn open(iface: &str, prog: &[Insn], mode: Mode, index: i32) -> Result<RxRing, StartError> {
+    let filt: Vec<SockFilter> = prog
         .iter()
-        .map(|i| libc::sock_filter {
+        .map(|i| SockFilter {
             code: i.code,
             jt: i.jt,
             jf: i.jf,
             k: i.k,
         })
         .collect();
-    let fprog = libc::sock_fprog {
-        len: filt.len() as u16,
-        filter: filt.as_ptr().cast_mut(),
+    let shape = RingShape {
+        block_bytes: BLOCK_BYTES,
+        blocks: BLOCKS,
+        retire_ms: RETIRE_MS,
     };
-    setsockopt(
-        &fd,
-        libc::SOL_SOCKET,
-        libc::SO_ATTACH_FILTER,
-        &fprog,
-        "SO_ATTACH_FILTER",
-    )?;
-    let v3: libc::c_int = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
-    setsockopt(
-        &fd,
-        libc::SOL_PACKET,
-        libc::PACKET_VERSION,
-        &v3,
-        "PACKET_VERSION TPACKET_V3",
-    )?;
-    let req = libc::tpacket_req3 {
-        tp_block_size: BLOCK_BYTES,
-        tp_block_nr: BLOCKS,
-        tp_frame_size: 2048,
-        tp_frame_nr: BLOCK_BYTES / 2048 * BLOCKS,
-        tp_retire_blk_tov: RETIRE_MS,
-        tp_sizeof_priv: 0,
-        tp_feature_req_word: 0,
-    };
-    setsockopt(
-        &fd,
-        libc::SOL_PACKET,
-        libc::PACKET_RX_RING,
-        &req,
-        "PACKET_RX_RING",
-    )?;
-    if index > 0 && arphrd_of_index(index) == Some(ARPHRD_LOOPBACK) {
-        // Loopback shows every packet twice, going out and coming in: keep
-        // the copy coming in (as libpcap does), so the kernel's counters
-        // count each packet once. Kernels before 4.20 lack the option; the
-        // outgoing copies are then skipped when read.
-        let one: libc::c_int = 1;
-        let _ = setsockopt(
-            &fd,
-            libc::SOL_PACKET,
-            libc::PACKET_IGNORE_OUTGOING,
-            &one,
-            "PACKET_IGNORE_OUTGOING",
-        );
-    }
-    let len = (BLOCK_BYTES * BLOCKS) as usize;
-    // SAFETY: maps the ring the kernel just allocated for this socket.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return Err(sys_err("mmap of the receive ring"));
-    }
-    let ring = Ring {
-        base: base.cast(),
-        len,
-    };
-    // SAFETY: zero is a valid sockaddr_ll.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-    sll.sll_ifindex = index;
-    // SAFETY: sll is a live sockaddr_ll of the size given.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&sll as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(sys_err(&format!("bind to {iface}")));
-    }
-    Ok((fd, ring))
+    // Loopback shows every packet twice, going out and coming in: keep the
+    // copy coming in (as libpcap does), so the kernel's counters count each
+    // packet once. Kernels before 4.20 lack the option; the outgoing copies
+    // are then skipped when read.
+    let ignore_outgoing = index > 0 && arphrd_of_index(index) == Some(ARPHRD_LOOPBACK);
+    RxRing::open(
+        iface,
+        index,
+        mode == Mode::Cooked,
+        &filt,
+        shape,
+        ignore_outgoing,
+    )
+    .map_err(|e| StartError::Sys {
+        what: e.what,
+        source: e.source,
+    })
 }
 
 /// The files of a capture and the interfaces described in the current one.
@@ -470,7 +278,7 @@ pub fn start(
         Mode::Cooked => Link::Cooked,
     };
     let prog = filter::compile(filter_text.unwrap_or(""), link, SNAPLEN)?;
-    let (fd, ring) = open(iface, &prog, mode, index)?;
+    let ring = open(iface, &prog, mode, index)?;
     let mut files = Files {
         dir: dir.to_path_buf(),
         rotate,
@@ -506,7 +314,7 @@ pub fn start(
     let (stop2, shared2) = (Arc::clone(&stop), Arc::clone(&shared));
     let thread = std::thread::Builder::new()
         .name("capture".into())
-        .spawn(move || run(fd, ring, files, &stop2, &shared2))
+        .spawn(move || run(ring, files, &stop2, &shared2))
         .map_err(|source| StartError::Sys {
             what: "capture thread".into(),
             source,
@@ -554,7 +362,7 @@ impl Loop<'_> {
 
     fn sync_counters(&mut self) {
         let written: u64 = self.files.w.as_ref().map_or(0, |w| w.packets);
-        crate::operator::capture_progress(self.c.packets_received, self.c.lost());
+        super::capture_progress(self.c.packets_received, self.c.lost());
         if let Ok(mut s) = self.shared.lock() {
             s.c = self.c.clone();
             s.c.packets_written += written;
@@ -713,8 +521,8 @@ impl Loop<'_> {
         }
     }
 
-    fn stats(&mut self, fd: &OwnedFd) {
-        if let Some((p, d, f)) = read_stats(fd) {
+    fn stats(&mut self, ring: &RxRing) {
+        if let Some((p, d, f)) = ring.stats() {
             self.c.kernel_received += p;
             self.c.kernel_drops += d;
             self.c.ring_freezes += f;
@@ -722,7 +530,7 @@ impl Loop<'_> {
     }
 }
 
-fn run(fd: OwnedFd, ring: Ring, files: Files, stop: &AtomicBool, shared: &Mutex<Shared>) {
+fn run(mut ring: RxRing, files: Files, stop: &AtomicBool, shared: &Mutex<Shared>) {
     let mut l = Loop {
         files,
         c: NativeCounters::default(),
@@ -733,13 +541,8 @@ fn run(fd: OwnedFd, ring: Ring, files: Files, stop: &AtomicBool, shared: &Mutex<
     let mut last_flush = Instant::now();
     let mut stop_at: Option<Instant> = None;
     loop {
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN | libc::POLLERR,
-            revents: 0,
-        };
-        // SAFETY: one live pollfd.
-        unsafe { libc::poll(&mut pfd, 1, 50) };
+        // Woken by a block handed over, or after 50 ms.
+        let _ = crate::ksys::poll_readable(&[ring.fd().as_raw_fd()], 50);
         while let Some(b) = ring.user_block(cur) {
             l.block(b);
             ring.release(cur);
@@ -747,7 +550,7 @@ fn run(fd: OwnedFd, ring: Ring, files: Files, stop: &AtomicBool, shared: &Mutex<
         }
         if last_flush.elapsed() >= Duration::from_secs(1) {
             last_flush = Instant::now();
-            l.stats(&fd);
+            l.stats(&ring);
             l.flush();
             if !l.failed && l.files.due() {
                 l.rotate();
@@ -769,11 +572,10 @@ fn run(fd: OwnedFd, ring: Ring, files: Files, stop: &AtomicBool, shared: &Mutex<
         ring.release(cur);
         cur = (cur + 1) % BLOCKS;
     }
-    l.stats(&fd);
+    l.stats(&ring);
     l.close();
     l.sync_counters_final();
     drop(ring);
-    drop(fd);
 }
 
 impl Loop<'_> {
