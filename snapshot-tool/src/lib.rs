@@ -33,6 +33,7 @@ pub(crate) mod ksys;
 pub mod live;
 pub(crate) mod lookup;
 pub(crate) mod netlink;
+pub(crate) mod nsfiles;
 pub(crate) mod operator;
 pub mod record;
 pub mod ring;
