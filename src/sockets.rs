@@ -102,6 +102,9 @@ fn same_process(a: (u32, u64), b: (u32, u64)) -> bool {
     a.0 == b.0 && (a.1 == b.1 || a.1 == 0 || b.1 == 0)
 }
 
+/// One process's calls on a socket: (pid, start time), first, last.
+type Part = (Option<(u32, u64)>, i64, i64);
+
 /// Every socket the events and the socket-use records saw, one entry per
 /// process and life of a tuple (a close ends it), in time order.
 fn event_sockets(tl: &Timeline) -> Vec<EvSock> {
@@ -178,8 +181,7 @@ fn event_sockets(tl: &Timeline) -> Vec<EvSock> {
             }
         }
         let closed = t.until_ns != i64::MAX;
-        let mut parts: Vec<(Option<(u32, u64)>, i64, i64)> =
-            per.into_iter().map(|(k, a, b)| (Some(k), a, b)).collect();
+        let mut parts: Vec<Part> = per.into_iter().map(|(k, a, b)| (Some(k), a, b)).collect();
         if parts.is_empty() {
             parts.push((None, t.from_ns, t.from_ns));
         }
@@ -247,8 +249,8 @@ fn event_sockets(tl: &Timeline) -> Vec<EvSock> {
 /// chose, by one process, at overlapping times.
 fn merge_wildcards(v: Vec<EvSock>) -> Vec<EvSock> {
     let mut out: Vec<EvSock> = Vec::with_capacity(v.len());
-    let mut by: HashMap<(Transport, u16, Option<SocketAddr>, Option<u32>), Vec<usize>> =
-        HashMap::new();
+    type Key = (Transport, u16, Option<SocketAddr>, Option<u32>);
+    let mut by: HashMap<Key, Vec<usize>> = HashMap::new();
     for s in v {
         let key = (s.transport, s.local.port(), s.remote, s.owner.map(|o| o.0));
         let hit = by.get(&key).and_then(|is| {
