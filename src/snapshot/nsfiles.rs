@@ -35,7 +35,7 @@ pub struct HostsFile {
     pub entries: u64,
     /// Lines that are neither blank, a comment, nor `ADDRESS NAME...`.
     pub bad_lines: u64,
-    /// Entries not kept past [`MAX_HOSTS_ENTRIES`].
+    /// Entries not kept past the bound on addresses (100,000).
     pub dropped: u64,
 }
 
