@@ -738,10 +738,14 @@ pub fn run_analysis(
     let mut input = ReportInput::new(&bundle.manifest, &timeline, flows, attributions, &cid);
     input.csv_raw = cfg.csv_raw;
     // Names of the remote ends, from the capture (docs/names.md).
-    let name_stats = replay
-        .names
-        .as_ref()
-        .map(|n| crate::names::annotate_rows(&mut input.rows, n));
+    let name_stats = replay.names.as_ref().map(|n| {
+        crate::names::annotate_rows(
+            &mut input.rows,
+            n,
+            &timeline.nsfiles,
+            bundle.manifest.host.netns,
+        )
+    });
     let conflict_warning = name_stats.as_ref().and_then(|st| {
         st.first_conflict.as_ref().map(|(id, name, other)| {
             format!(
@@ -754,6 +758,19 @@ pub fn run_analysis(
         })
     });
     if let Some(w) = &conflict_warning {
+        on_warning(w);
+    }
+    let resolver_warning = name_stats.as_ref().and_then(|st| {
+        st.first_unlisted_dns_server.map(|(id, server, ns)| {
+            format!(
+                "{} DNS flow(s) got answers from a server that no recorded resolv.conf of the \
+                 asking namespace names (first: flow {id}, server {server}, namespace {ns}): \
+                 a program with its own resolver, or a hijacked resolution",
+                st.dns_servers_not_in_resolv_conf
+            )
+        })
+    });
+    if let Some(w) = &resolver_warning {
         on_warning(w);
     }
     if bundle.manifest.host.clk_tck == 0 {
@@ -792,6 +809,7 @@ pub fn run_analysis(
         warnings: {
             let mut w = html_warnings(&replay, &diag);
             w.extend(conflict_warning.clone());
+            w.extend(resolver_warning.clone());
             if !annotation_check.disagree.is_empty() {
                 w.push(format!(
                     "{} flow(s) where the capture's own process annotations name another pid than the snapshots (first: flow {}, capture pid {}, snapshots pid {}); the snapshots' owner is kept",

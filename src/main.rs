@@ -33,7 +33,9 @@ enum Command {
     /// pcapng, each annotated with its owner.
     Carve(cli::carve::Args),
     /// The sockets the recorder saw at one moment (default: the last
-    /// snapshot), like `ss -tanp`; any bundle, also `procflow-snap once`.
+    /// snapshot), like `ss -tanp`, those only its events saw included; or
+    /// one pid's sockets over the whole recording (`--pid` without
+    /// `--at`); any bundle, also `procflow-snap once`.
     Sockets(cli::sockets::Args),
     /// Print the shell completion script for SHELL (install:
     /// `procflow completions bash > /etc/bash_completion.d/procflow`).

@@ -2,11 +2,13 @@
 //!
 //! Lab (network namespaces named with `pnn` and the test's pid): a client
 //! side `pnnhID` and a peer `pnnpID` joined by a veth pair (10.99.0.1 and
-//! 10.99.0.2/24). The peer runs a small DNS server (every `*.names.test`
+//! 10.99.0.2/24, and 10.99.0.3 on the peer too). The peer runs a small DNS server (every `*.names.test`
 //! name resolves to it), an HTTP server, a TLS server with a self-signed
 //! certificate and an HTTP proxy that answers `CONNECT`. `ip netns exec`
-//! gives the client side its own resolv.conf (`/etc/netns/pnnhID/`, made
-//! and removed by the test) naming the peer as its resolver.
+//! gives the client side its own resolv.conf and hosts file
+//! (`/etc/netns/pnnhID/`, made and removed by the test): the resolver is
+//! the peer, and `files.names.test` is 10.99.0.3, which no DNS answer
+//! names.
 //!
 //! `procflow-snap record` runs on the client side while, there:
 //! - `curl http://web.names.test:8080/` (name from the `Host:` header),
@@ -15,6 +17,11 @@
 //!   (the `CONNECT` target),
 //! - a python client connecting to `raw.names.test:9000` and sending bytes
 //!   that name nothing (the DNS answer names it),
+//! - `curl -H 'Host:' http://files.names.test:8080/`: resolved from the
+//!   hosts file, a request without `Host:`, so only the archived hosts
+//!   file names it (`hosts-file`),
+//! - a python client asking 10.99.0.3 directly (its own resolver, which
+//!   the namespace's resolv.conf does not name: a finding),
 //!
 //! `procflow analyze` must give each of these flows the right
 //! `remote_name` and `remote_name_source`, and the flows named by DNS the
@@ -37,9 +44,9 @@ import socket, ssl, struct, sys, threading, http.server, socketserver
 ip = sys.argv[1]
 cert, key = sys.argv[2], sys.argv[3]
 
-def dns():
+def dns(bind):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("0.0.0.0", 53))
+    s.bind((bind, 53))
     while True:
         q, addr = s.recvfrom(512)
         if len(q) < 12:
@@ -137,10 +144,25 @@ def sink():
             pass
         c.close()
 
-for f in (dns, web, tls, proxy, sink):
+for f in (web, tls, proxy, sink):
     threading.Thread(target=f, daemon=True).start()
+# One server per address, each answering from its own.
+for a in (ip, "10.99.0.3"):
+    threading.Thread(target=dns, args=(a,), daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()
+"#;
+
+/// A DNS client of its own: asks `own.names.test` of the server given.
+const OWN_RESOLVER: &str = r#"
+import socket, struct, sys
+q = struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(l)]) + l.encode() for l in "own.names.test".split(".")) + b"\0"
+q += struct.pack("!HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(q, (sys.argv[1], 53))
+print(len(s.recv(512)), flush=True)
 "#;
 
 /// A client that resolves a name and sends bytes naming nothing.
@@ -221,6 +243,7 @@ impl Lab {
         ]);
         sh(&["ip", "-n", &h, "addr", "add", "10.99.0.1/24", "dev", "vh"]);
         sh(&["ip", "-n", &p, "addr", "add", "10.99.0.2/24", "dev", "vp"]);
+        sh(&["ip", "-n", &p, "addr", "add", "10.99.0.3/24", "dev", "vp"]);
         for (n, dev) in [(&h, "vh"), (&p, "vp")] {
             sh(&["ip", "-n", n, "link", "set", dev, "up"]);
             let _ = Command::new("ip")
@@ -236,6 +259,11 @@ impl Lab {
             "nameserver 10.99.0.2\noptions attempts:2 timeout:2\n",
         )
         .expect("resolv.conf");
+        std::fs::write(
+            lab.etc().join("hosts"),
+            "127.0.0.1 localhost\n10.99.0.3 files.names.test files\n",
+        )
+        .expect("hosts");
         lab
     }
 
@@ -325,6 +353,7 @@ fn live_names_from_dns_sni_host_and_connect() {
     let w = |f: &str| work.join(f).to_str().expect("path").to_string();
     std::fs::write(work.join("peer.py"), PEER).expect("peer.py");
     std::fs::write(work.join("raw.py"), RAW_CLIENT).expect("raw.py");
+    std::fs::write(work.join("own.py"), OWN_RESOLVER).expect("own.py");
     sh(&[
         "openssl",
         "req",
@@ -400,6 +429,11 @@ fn live_names_from_dns_sni_host_and_connect() {
     assert!(inner.contains("hello inner.names.test"), "{inner}");
     let raw = lab.spawn(&h, &["python3", &w("raw.py"), "raw.names.test"]);
     let raw_out = lab.wait(raw);
+    // Resolved from the hosts file; the request carries no Host header.
+    let (files_pid, files) = curl(&mut lab, &["-H", "Host:", "http://files.names.test:8080/"]);
+    assert!(files.starts_with("hello"), "{files}");
+    let own = lab.spawn(&h, &["python3", &w("own.py"), "10.99.0.3"]);
+    lab.wait(own);
     std::thread::sleep(Duration::from_millis(800));
     let _ = Command::new("kill")
         .args(["-INT", &recorder.to_string()])
@@ -488,6 +522,70 @@ fn live_names_from_dns_sni_host_and_connect() {
         );
         assert_eq!(r["remote_name_other"], "", "port {port}: {context}");
     }
+    // Nothing in the capture names 10.99.0.3: the namespace's hosts file,
+    // as the recorder archived it, does.
+    let f = one("8080", files_pid, "files.names.test", "hosts-file");
+    assert_eq!(f["remote_ip"], "10.99.0.3", "{context}");
+    assert_eq!(f["resolved_by_pid"], "", "{context}");
+    // The archived files are in the bundle.
+    let mut archived = String::new();
+    for e in std::fs::read_dir(&bundle).expect("bundle") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "tar") {
+            let l = Command::new("tar")
+                .arg("-tf")
+                .arg(&p)
+                .output()
+                .expect("tar");
+            archived.push_str(&String::from_utf8_lossy(&l.stdout));
+        }
+    }
+    let hosts_members: Vec<&str> = archived
+        .lines()
+        .filter(|l| l.contains("/nsfiles/") && l.ends_with("/hosts"))
+        .collect();
+    assert!(archived.lines().any(|l| l.ends_with("/resolv.conf")));
+    assert!(archived.lines().any(|l| l.ends_with("/nsfiles.jsonl")));
+    let content = Command::new("tar")
+        .arg("-xOf")
+        .arg(bundle.join("snapshots-000001.tar"))
+        .args(&hosts_members)
+        .output()
+        .expect("tar -xO");
+    assert!(
+        String::from_utf8_lossy(&content.stdout).contains("10.99.0.3 files.names.test"),
+        "no archived hosts file names files.names.test: {hosts_members:?}"
+    );
+    // Each namespace's resolvers in summary.json; the client namespace's
+    // is the peer, and the answer 10.99.0.3 gave is a finding.
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(report.join("summary.json")).expect("summary.json"),
+    )
+    .expect("summary json");
+    let pairs = summary["namespace_files"]["pairs"]
+        .as_array()
+        .expect("namespace_files.pairs");
+    assert!(
+        pairs.iter().any(
+            |p| p["nameservers"] == serde_json::json!(["10.99.0.2"]) && p["hosts_entries"] == 2
+        ),
+        "{pairs:?}"
+    );
+    let names = &summary["diagnostics"]["capture"]["names"];
+    assert_eq!(
+        names["named"]["hosts-file"].as_u64().map(|n| n >= 1),
+        Some(true),
+        "{names}"
+    );
+    assert_eq!(names["dns_servers_not_in_resolv_conf"], 1, "{names}");
+    assert_eq!(
+        names["first_unlisted_dns_server"][1], "10.99.0.3",
+        "{names}"
+    );
+    assert!(
+        stderr.contains("no recorded resolv.conf of the asking namespace names"),
+        "{stderr}"
+    );
     // The DNS flows themselves are the curls' and python's.
     let jsonl = std::fs::read_to_string(report.join("connections.jsonl")).expect("jsonl");
     assert!(jsonl.contains("\"destination.domain\":\"tls.names.test\""));

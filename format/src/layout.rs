@@ -142,6 +142,24 @@ pub fn tasks_member(seq: u64) -> String {
     format!("{}/tasks.jsonl", snapshot_dir(seq))
 }
 
+/// Member holding one JSON [`NsFileRecord`] per line: which files of
+/// `/etc` (hosts, resolv.conf) each (network, mount) namespace pair saw,
+/// and which process is in which pair.
+pub fn nsfiles_member(seq: u64) -> String {
+    format!("{}/nsfiles.jsonl", snapshot_dir(seq))
+}
+
+/// Files of `/etc` the recorder archives per (network, mount) namespace
+/// pair ([`nsfile_member`]).
+pub const NS_FILES: [&str; 2] = ["hosts", "resolv.conf"];
+
+/// Member holding the bytes of `/etc/NAME` (one of [`NS_FILES`]) as the
+/// processes of network namespace `netns` and mount namespace `mntns` saw
+/// it.
+pub fn nsfile_member(seq: u64, netns: u64, mntns: u64, name: &str) -> String {
+    format!("{}/nsfiles/{netns}-{mntns}/{name}", snapshot_dir(seq))
+}
+
 /// Member holding the [`SnapshotMeta`]. It is always the last member of its
 /// snapshot: a snapshot whose `meta.json` is absent or cut is incomplete.
 pub fn meta_member(seq: u64) -> String {
@@ -197,6 +215,23 @@ pub enum Member {
         /// Snapshot sequence number.
         seq: u64,
     },
+    /// Records about the archived `/etc` files of each namespace pair
+    /// ([`NsFileRecord`]).
+    NsFiles {
+        /// Snapshot sequence number.
+        seq: u64,
+    },
+    /// The bytes of one archived `/etc` file ([`nsfile_member`]).
+    NsFile {
+        /// Snapshot sequence number.
+        seq: u64,
+        /// Network namespace inode.
+        netns: u64,
+        /// Mount namespace inode.
+        mntns: u64,
+        /// One of [`NS_FILES`].
+        name: String,
+    },
     /// The snapshot's metadata, its last member.
     Meta {
         /// Snapshot sequence number.
@@ -219,6 +254,18 @@ pub fn parse_member(name: &str) -> Option<Member> {
         "sockuse.jsonl" => Some(Member::SockUse { seq }),
         "tasks.jsonl" => Some(Member::Tasks { seq }),
         "meta.json" => Some(Member::Meta { seq }),
+        "nsfiles.jsonl" => Some(Member::NsFiles { seq }),
+        _ if rest.starts_with("nsfiles/") => {
+            let (pair, name) = rest.strip_prefix("nsfiles/")?.split_once('/')?;
+            let (netns, mntns) = pair.split_once('-')?;
+            let name = NS_FILES.iter().find(|n| **n == name)?;
+            Some(Member::NsFile {
+                seq,
+                netns: netns.parse().ok()?,
+                mntns: mntns.parse().ok()?,
+                name: name.to_string(),
+            })
+        }
         _ => {
             let rest = rest.strip_prefix("net/")?;
             let (ns, table) = rest.split_once('/')?;
@@ -625,6 +672,56 @@ pub struct TaskRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_pid: Option<u32>,
 }
+
+/// One line of `nsfiles.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum NsFileRecord {
+    /// `/etc/NAME` of a (network, mount) namespace pair: archived in
+    /// [`nsfile_member`] of the same snapshot (`stored` bytes), or why not.
+    File {
+        /// Network namespace inode.
+        netns: u64,
+        /// Mount namespace inode.
+        mntns: u64,
+        /// One of [`NS_FILES`].
+        name: String,
+        /// The process it was read through (`/proc/PID/root/etc/NAME`).
+        pid: u32,
+        /// Size in bytes (fstat), when opened.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+        /// Modification time, CLOCK_REALTIME ns, when opened.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtime_ns: Option<i64>,
+        /// Bytes archived (at most [`NS_FILE_MAX`]); 0 when not read.
+        #[serde(default)]
+        stored: u64,
+        /// The file was longer than what was archived.
+        #[serde(default)]
+        truncated: bool,
+        /// Why it was not archived: `missing` (no such file), or the
+        /// error (`ELOOP: ...` for a symbolic link leading out of the
+        /// process's root, `not a regular file`, `EACCES: ...`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A process and its namespace pair, when first seen, when its pair
+    /// changed, and at keyframes.
+    Process {
+        /// Process id.
+        pid: u32,
+        /// Its start time (clock ticks since boot).
+        start_time: u64,
+        /// Network namespace inode.
+        netns: u64,
+        /// Mount namespace inode.
+        mntns: u64,
+    },
+}
+
+/// Most bytes of one `/etc` file archived per namespace pair.
+pub const NS_FILE_MAX: u64 = 1 << 20;
 
 /// A clock reading with its human form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1202,6 +1299,22 @@ mod tests {
             parse_member(&tasks_member(7)),
             Some(Member::Tasks { seq: 7 })
         );
+        assert_eq!(
+            parse_member(&nsfiles_member(7)),
+            Some(Member::NsFiles { seq: 7 })
+        );
+        assert_eq!(
+            parse_member(&nsfile_member(7, 11, 12, "resolv.conf")),
+            Some(Member::NsFile {
+                seq: 7,
+                netns: 11,
+                mntns: 12,
+                name: "resolv.conf".into()
+            })
+        );
+        assert_eq!(parse_member("snap/00000001/nsfiles/1-2/passwd"), None);
+        assert_eq!(parse_member("snap/00000001/nsfiles/1/hosts"), None);
+        assert_eq!(parse_member("snap/00000001/nsfiles/1-x/hosts"), None);
         assert_eq!(parse_member("snap/00000001/net/1/bogus"), None);
         assert_eq!(
             parse_member(&net_member(3, 9, "conntrack", false)),

@@ -227,6 +227,8 @@ fn member_seq(m: &Member) -> u64 {
         | Member::SockUse { seq }
         | Member::Tasks { seq }
         | Member::ConntrackEvents { seq, .. }
+        | Member::NsFiles { seq }
+        | Member::NsFile { seq, .. }
         | Member::Meta { seq } => *seq,
     }
 }

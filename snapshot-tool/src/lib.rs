@@ -47,6 +47,7 @@ pub mod live;
 pub(crate) mod lookup;
 pub(crate) mod netlink;
 pub(crate) mod nlmsg;
+pub(crate) mod nsfiles;
 pub(crate) mod operator;
 pub(crate) mod outdir;
 pub mod record;

@@ -195,6 +195,8 @@ pub struct Recorder {
     /// Event evidence lost over the recording.
     event_losses: EventLosses,
     conntrack: crate::conntrack::Conntrack,
+    /// Each namespace's /etc/hosts and /etc/resolv.conf.
+    nsfiles: crate::nsfiles::NsFiles,
     /// The /proc tree read.
     proc: live::Proc,
 }
@@ -317,6 +319,7 @@ impl Recorder {
             } else {
                 crate::conntrack::Conntrack::off("not the live /proc")
             },
+            nsfiles: crate::nsfiles::NsFiles::default(),
             proc,
         }
     }
@@ -391,6 +394,12 @@ impl Recorder {
         let walk = self.walk_fds(seq, &scan, &net.new_inodes, &event_pids, keyframe, &mut t);
         self.identities(seq, &scan, &walk.reread, &batch.procs, &mut t);
         self.event_member(seq, &batch, &mut t);
+        let procs = self
+            .known
+            .iter()
+            .map(|(&p, k)| (p, k.stat.start_time, k.netns));
+        self.nsfiles
+            .tick(&self.proc, seq, keyframe, procs, &mut t.members);
         let after = sys::read_clocks();
         let meta = SnapshotMeta {
             seq,

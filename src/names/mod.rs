@@ -55,6 +55,9 @@ pub enum Source {
     HttpHost,
     /// A DNS answer for the address.
     Dns,
+    /// The hosts file of the namespace the flow's socket lives in, as the
+    /// recorder archived it.
+    HostsFile,
 }
 
 impl Source {
@@ -66,6 +69,7 @@ impl Source {
             Source::HttpConnect => "http-connect",
             Source::HttpHost => "http-host",
             Source::Dns => "dns",
+            Source::HostsFile => "hosts-file",
         }
     }
 }
@@ -848,15 +852,46 @@ pub struct RowStats {
     pub first_conflict: Option<(u64, String, String)>,
     /// Rows whose name came from a DNS answer sent to a known process.
     pub resolved_by_known_process: u64,
+    /// DNS flows whose answers came from a server that no resolv.conf of
+    /// the asking namespace names (only where resolv.conf was recorded and
+    /// names no loopback resolver).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dns_servers_not_in_resolv_conf: u64,
+    /// The first of them: (flow id, server, network namespace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_unlisted_dns_server: Option<(u64, IpAddr, u64)>,
     /// The extraction counters.
     #[serde(flatten)]
     pub extraction: Stats,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The network namespace a row's socket lives in: the matched socket's,
+/// the event's, the namespace whose addresses led to the evidence, the
+/// owner's, else the capture's.
+pub fn row_netns(r: &crate::report::ConnectionRow, capture_netns: u64) -> u64 {
+    r.attribution
+        .socket
+        .map(|s| s.netns)
+        .or(r.event_netns)
+        .or(r.attribution.netns_hint)
+        .or(r.process.as_ref().map(|p| p.netns).filter(|&n| n != 0))
+        .unwrap_or(capture_netns)
+}
+
 /// Names every row: its remote name (the client's evidence names the
-/// responder only), the resolving process from the DNS flow's own
-/// attribution, and the counters.
-pub fn annotate_rows(rows: &mut [crate::report::ConnectionRow], names: &Names) -> RowStats {
+/// responder only; the namespace's hosts file where nothing in the capture
+/// names it), the resolving process from the DNS flow's own attribution,
+/// and the counters. `capture_netns` is the recorder's namespace.
+pub fn annotate_rows(
+    rows: &mut [crate::report::ConnectionRow],
+    names: &Names,
+    nsfiles: &crate::snapshot::nsfiles::NsFiles,
+    capture_netns: u64,
+) -> RowStats {
     let mut st = RowStats {
         extraction: names.stats.clone(),
         ..RowStats::default()
@@ -864,6 +899,34 @@ pub fn annotate_rows(rows: &mut [crate::report::ConnectionRow], names: &Names) -
     for r in rows.iter_mut() {
         let id = r.attribution.parent_flow_id.unwrap_or(r.flow.id);
         r.name = names.name_for(&r.flow, id, r.local_is_a).map(Box::new);
+        if nsfiles.is_empty() || r.name.as_ref().is_some_and(|n| n.source.is_some()) {
+            continue;
+        }
+        let owner = r.attribution.owner.map(|o| (o.pid, o.start_time));
+        let ns = row_netns(r, capture_netns);
+        if let Some(h) = nsfiles.hosts_name(ns, owner, r.remote().0, r.flow.first_seen_ns) {
+            let n = r.name.get_or_insert_with(Box::default);
+            n.name = h.to_string();
+            n.source = Some(Source::HostsFile);
+        }
+    }
+    // DNS flows answered by a server the asking namespace's resolv.conf
+    // does not name.
+    if !nsfiles.resolv.is_empty() {
+        let dns_flows: std::collections::HashSet<u64> =
+            names.answers.iter().map(|a| a.dns_flow).collect();
+        for r in rows.iter() {
+            let id = r.attribution.parent_flow_id.unwrap_or(r.flow.id);
+            let (server, port) = r.remote();
+            if port != Some(53) || !dns_flows.contains(&id) {
+                continue;
+            }
+            let ns = row_netns(r, capture_netns);
+            if nsfiles.names_resolver(ns, server) == Some(false) {
+                st.dns_servers_not_in_resolv_conf += 1;
+                st.first_unlisted_dns_server.get_or_insert((id, server, ns));
+            }
+        }
     }
     // The process that sent each DNS flow's query: its owner at the
     // query time (a cut flow: the part holding that time).

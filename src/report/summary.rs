@@ -148,7 +148,7 @@ impl Summary<'_> {
             .iter()
             .filter(|p| p.owner.is_some())
             .count();
-        json!({
+        let mut v = json!({
             "tool": { "name": "procflow", "version": env!("CARGO_PKG_VERSION") },
             "options": { "max_gap_ms": s.max_gap_ns / 1_000_000 },
             "inputs": { "bundle": s.bundle, "files": s.inputs },
@@ -193,7 +193,15 @@ impl Summary<'_> {
                 "clock": clock,
             },
             "outputs": s.outputs,
-        })
+        });
+        // Each namespace's resolvers and hosts file, where recorded.
+        if !tl.nsfiles.is_empty() {
+            v["namespace_files"] = json!({
+                "counts": tl.nsfiles.stats,
+                "pairs": tl.nsfiles.resolvers(),
+            });
+        }
+        v
     }
 }
 

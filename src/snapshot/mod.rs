@@ -10,11 +10,13 @@
 //!   socket and per (inode, process).
 //! - [`uses`]: who sent and read on which socket, and which socket id
 //!   held which tuple when (`sockuse.jsonl`).
+//! - [`nsfiles`]: each namespace's `/etc/hosts` and `/etc/resolv.conf`.
 //! - [`conntrack`]: the conntrack entries of every namespace and when they
 //!   existed, indexed by direction, for flows seen after NAT.
 
 pub mod archive;
 pub mod conntrack;
+pub mod nsfiles;
 pub use procflow_format::procnet;
 pub mod timeline;
 pub mod uses;

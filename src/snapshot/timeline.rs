@@ -308,6 +308,7 @@ pub struct TimelineBuilder {
     event_idents: HashMap<(u32, u64), EventIdent>,
     unusable_events: u64,
     conntrack: super::conntrack::CtBuilder,
+    nsfiles: super::nsfiles::NsFilesBuilder,
     uses: super::uses::UseBuilder,
     identities: HashMap<(u32, u64), Vec<(i64, ProcessRecord)>>,
 }
@@ -331,6 +332,7 @@ impl TimelineBuilder {
             event_idents: HashMap::new(),
             unusable_events: 0,
             conntrack: Default::default(),
+            nsfiles: Default::default(),
             uses: Default::default(),
             identities: HashMap::new(),
         }
@@ -369,6 +371,7 @@ impl TimelineBuilder {
             self.event(snap.meta.seq, offset, e);
         }
         self.conntrack.apply(archive, snap, diag);
+        self.nsfiles.apply(archive, snap, diag);
         self.extend(&snap.meta);
     }
 
@@ -691,6 +694,7 @@ impl TimelineBuilder {
             uses,
             identities,
             conntrack: self.conntrack.finish(),
+            nsfiles: self.nsfiles.finish(),
             events,
             event_index,
             event_sources: self.event_sources,
@@ -805,6 +809,8 @@ pub struct Timeline {
     pub exec_changes: HashMap<(u32, u64), Vec<ExecChange>>,
     /// Conntrack entries of every namespace, for flows seen after NAT.
     pub conntrack: super::conntrack::CtTimeline,
+    /// Each namespace's /etc/hosts and /etc/resolv.conf, when recorded.
+    pub nsfiles: super::nsfiles::NsFiles,
     /// Who sent and read on which socket (`sockuse.jsonl`).
     pub uses: super::uses::UseIndex,
     /// Processes recorded as more than one identity with the time each
