@@ -402,7 +402,13 @@ fn containers_behind_nat_periodic_reads_only() {
     lab_run(2, &["--sources", "poll"]);
 }
 
+/// One lab at a time: both variants build the same addresses (in their own
+/// namespaces), and each recorder reads every process of the machine, so
+/// two labs side by side would see each other's look-alike connections.
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn lab_run(variant: u32, extra: &[&str]) {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(why) = skip_reason() {
         common::missing(&format!(
             "NAT end-to-end test needs root, ip, nft, tcpdump, ethtool and python3 ({why})"
