@@ -24,6 +24,7 @@
 //! ```
 
 pub(crate) mod archive;
+pub(crate) mod bpfuse;
 pub(crate) mod bundle;
 pub mod capture;
 pub mod conntrack;

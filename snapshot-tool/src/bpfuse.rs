@@ -1,0 +1,498 @@
+//! Who sends and reads, reduced to runs in the kernel: the eBPF program of
+//! `snapshot-tool/bpf/sockuse.bpf.c` on the `sock_send_length` /
+//! `sock_recv_length` tracepoints (docs/recorder.md, "perf tracepoints or
+//! eBPF").
+//!
+//! A TCP call costs its caller a map lookup and two atomic adds; the
+//! program writes a record to its ring buffer only when a run ends and the
+//! next begins (another process, 1 s old, an exec, TCP_CLOSE, a snapshot),
+//! with the ended run's counters. This module loads the embedded object
+//! (aya, no clang needed at build time), turns those records into the same
+//! `use` lines as the perf path of [`crate::sockuse`], and ends the runs
+//! still open at each snapshot from a read of the program's map. UDP calls
+//! come through one record per call and go through the user-space run
+//! reduction as before: their binding is made by pairing each send with its
+//! thread's route lookup.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use aya::maps::{Array, HashMap as BpfHash, MapData, RingBuf};
+use aya::programs::TracePoint;
+use aya::Ebpf;
+
+use crate::ksys;
+use crate::layout::{SockUseRecord, UseDir};
+use crate::sockuse::{SkIds, UseSample, Who, SRC_RECV, SRC_SEND};
+
+/// Name of this source in `manifest.sources`.
+pub const SRC_EBPF: &str = "ebpf-use";
+
+/// The compiled program (built by `snapshot-tool/bpf/build.sh`).
+static OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/sockuse.bpf.o");
+
+/// The programs, by function name, and the tracepoints they attach to.
+const PROGRAMS: [(&str, &str, &str); 4] = [
+    ("sock_send", "sock", "sock_send_length"),
+    ("sock_recv", "sock", "sock_recv_length"),
+    ("sock_state", "sock", "inet_sock_set_state"),
+    ("process_exec", "sched", "sched_process_exec"),
+];
+
+/// Size of one ring record (`struct rec`).
+const REC_LEN: usize = 72;
+/// Record kinds (`K_*` in the C source).
+const K_CUT: u32 = 1;
+const K_NOTE: u32 = 2;
+const K_UDP: u32 = 3;
+const K_CLOSE: u32 = 4;
+/// Slots of the `conf` array.
+const CONF_EPOCH: u32 = 0;
+const CONF_SELF: u32 = 1;
+const CONF_LOST_RING: u32 = 2;
+const CONF_LOST_MAP: u32 = 3;
+/// Most runs whose process facts are remembered (one per open run).
+const MAX_WHO: usize = 262_144;
+
+/// A map value (`struct run`): seq, owner, first, last, bytes, calls,
+/// base_bytes, base_calls, epoch, note, family.
+type RunValue = [u64; 11];
+
+/// The loaded programs: attached while this lives.
+pub struct Kernel {
+    _ebpf: Ebpf,
+    _hooks: Vec<OwnedFd>,
+}
+
+/// The program's ring buffer, read by the events thread.
+pub struct Ring {
+    ring: RingBuf<MapData>,
+}
+
+/// One decoded ring record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelRecord {
+    /// A run ended (`old`, if it had calls) and, unless at TCP_CLOSE, the
+    /// next began with the call of (`pid`, `tid`) at `time`.
+    Cut {
+        /// Socket address with bit 0 set for sends.
+        key: u64,
+        /// 4 or 6.
+        family: u8,
+        /// The ended run: (tgid << 32 | tid, first, last, bytes, calls).
+        old: Option<(u64, i64, i64, u64, u64)>,
+        /// The new run's first call: tgid << 32 | tid, 0 at TCP_CLOSE.
+        owner: u64,
+        /// CLOCK_MONOTONIC ns of that call (or of the close).
+        time: i64,
+    },
+    /// The run's process called again (its title is worth a check).
+    Note {
+        /// Socket address with bit 0 set for sends.
+        key: u64,
+        /// tgid << 32 | tid.
+        owner: u64,
+        /// CLOCK_MONOTONIC ns.
+        time: i64,
+    },
+    /// One UDP call, as the perf path samples it.
+    Call(UseSample),
+}
+
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[o..o + 8]);
+    u64::from_ne_bytes(a)
+}
+
+fn ns(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn dir_of(key: u64) -> UseDir {
+    if key & 1 == 1 {
+        UseDir::Send
+    } else {
+        UseDir::Recv
+    }
+}
+
+/// Decodes one ring record; `None` for a short or unknown one.
+pub fn decode(b: &[u8]) -> Option<KernelRecord> {
+    if b.len() < REC_LEN {
+        return None;
+    }
+    let key = u64_at(b, 0);
+    let kind = u32::from_ne_bytes([b[8], b[9], b[10], b[11]]);
+    let family = match u16::from_ne_bytes([b[12], b[13]]) {
+        4 => 4,
+        6 => 6,
+        _ => return None,
+    };
+    let (old_owner, old_first, old_last) = (u64_at(b, 16), u64_at(b, 24), u64_at(b, 32));
+    let (old_bytes, old_calls) = (u64_at(b, 40), u64_at(b, 48));
+    let (owner, time) = (u64_at(b, 56), ns(u64_at(b, 64)));
+    match kind {
+        K_CUT | K_CLOSE => Some(KernelRecord::Cut {
+            key,
+            family,
+            old: (old_owner != 0 && old_calls > 0).then_some((
+                old_owner,
+                ns(old_first),
+                ns(old_last),
+                old_bytes,
+                old_calls,
+            )),
+            owner: if kind == K_CUT { owner } else { 0 },
+            time,
+        }),
+        K_NOTE => Some(KernelRecord::Note { key, owner, time }),
+        K_UDP => Some(KernelRecord::Call(UseSample {
+            sk: key & !1,
+            dir: dir_of(key),
+            proto: 17,
+            family,
+            pid: (owner >> 32) as u32,
+            tid: owner as u32,
+            time,
+            bytes: old_bytes,
+        })),
+        _ => None,
+    }
+}
+
+impl Ring {
+    /// The fd to poll.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.ring.as_fd()
+    }
+
+    /// Decodes every record ready; returns how many were not understood.
+    pub fn drain(&mut self, out: &mut Vec<KernelRecord>) -> u64 {
+        let mut bad = 0;
+        while let Some(item) = self.ring.next() {
+            match decode(&item) {
+                Some(r) => out.push(r),
+                None => bad += 1,
+            }
+        }
+        bad
+    }
+}
+
+/// The kernel runs as the recorder tracks them: the process facts of each
+/// open run (read when it began), what the last snapshot already wrote of
+/// each, and the program's map and settings.
+pub struct Runs {
+    map: BpfHash<MapData, u64, RunValue>,
+    conf: Array<MapData, u64>,
+    epoch: u64,
+    lost_seen: u64,
+    /// (key, first call) -> facts of the process when the run began.
+    who: HashMap<(u64, i64), Who>,
+    /// key -> (first, bytes, calls, last) of the run the last snapshot
+    /// wrote while it was still open.
+    flushed: HashMap<u64, (i64, u64, u64, i64)>,
+}
+
+/// A `use` line of a run of `key`.
+#[allow(clippy::too_many_arguments)]
+fn run_line(
+    ids: &SkIds,
+    key: u64,
+    family: u8,
+    owner: u64,
+    first: i64,
+    last: i64,
+    calls: u64,
+    bytes: u64,
+    who: Option<&Who>,
+) -> SockUseRecord {
+    let dir = dir_of(key);
+    let source = match dir {
+        UseDir::Send => SRC_SEND,
+        UseDir::Recv => SRC_RECV,
+    };
+    let mut rec = SockUseRecord::run(
+        source,
+        ids.id(key & !1),
+        dir,
+        "tcp",
+        family,
+        (owner >> 32) as u32,
+        owner as u32,
+        first,
+        last,
+        calls,
+        bytes,
+    );
+    if let Some(w) = who {
+        rec.start_time = w.start_time;
+        rec.comm = w.comm.clone();
+    }
+    rec
+}
+
+impl Runs {
+    /// A run began at `time` with the call of `owner`; `who` is its
+    /// process now.
+    pub fn begin(&mut self, key: u64, time: i64, who: Who) {
+        if self.who.len() >= MAX_WHO {
+            // Forgetting costs only the comm of runs open across.
+            self.who.clear();
+        }
+        self.who.insert((key, time), who);
+    }
+
+    /// A run the program ended: its line, less what a snapshot already
+    /// wrote of it; `now` gives the facts of a run whose start was not seen.
+    pub fn ended(
+        &mut self,
+        ids: &SkIds,
+        key: u64,
+        family: u8,
+        old: (u64, i64, i64, u64, u64),
+        now: impl FnOnce(u32) -> Who,
+        out: &mut Vec<SockUseRecord>,
+    ) {
+        let (owner, first, last, bytes, calls) = old;
+        let who = self
+            .who
+            .remove(&(key, first))
+            .unwrap_or_else(|| now((owner >> 32) as u32));
+        let (mut first, mut bytes, mut calls) = (first, bytes, calls);
+        if let Some(&(f, b, c, l)) = self.flushed.get(&key) {
+            if f == first {
+                self.flushed.remove(&key);
+                if calls <= c {
+                    return;
+                }
+                // The calls after the snapshot's read: their first call
+                // came after the last one written.
+                (first, bytes, calls) = (l.max(first), bytes.saturating_sub(b), calls - c);
+            }
+        }
+        out.push(run_line(
+            ids,
+            key,
+            family,
+            owner,
+            first,
+            last,
+            calls,
+            bytes,
+            Some(&who),
+        ));
+    }
+
+    /// A snapshot: the runs still open are written as they stand and the
+    /// program starts new ones at their next call. Returns the records
+    /// the program lost (ring or map full) since the last call.
+    pub fn flush(&mut self, ids: &SkIds, out: &mut Vec<SockUseRecord>) -> u64 {
+        self.epoch += 1;
+        let _ = self.conf.set(CONF_EPOCH, self.epoch, 0);
+        let mut flushed = HashMap::new();
+        let mut who = HashMap::new();
+        let mut open: Vec<(i64, SockUseRecord)> = Vec::new();
+        for (key, v) in self.map.iter().flatten() {
+            let [_, owner, first, last, bytes, calls, base_bytes, base_calls, epoch, _, family] = v;
+            let (first, last) = (ns(first), ns(last));
+            let calls = calls.saturating_sub(base_calls);
+            let bytes = bytes.saturating_sub(base_bytes);
+            if let Some(w) = self.who.remove(&(key, first)) {
+                who.insert((key, first), w);
+            }
+            // Begun after the new epoch: the next snapshot's.
+            if owner == 0 || calls == 0 || epoch == self.epoch {
+                continue;
+            }
+            let family = if family == 6 { 6 } else { 4 };
+            let (from, b0, c0) = match self.flushed.get(&key) {
+                Some(&(f, b, c, l)) if f == first => (l.max(first), b, c),
+                _ => (first, 0, 0),
+            };
+            flushed.insert(key, (first, bytes, calls, last));
+            if calls <= c0 {
+                continue;
+            }
+            open.push((
+                from,
+                run_line(
+                    ids,
+                    key,
+                    family,
+                    owner,
+                    from,
+                    last,
+                    calls - c0,
+                    bytes.saturating_sub(b0),
+                    who.get(&(key, first)),
+                ),
+            ));
+        }
+        open.sort_by_key(|(t, _)| *t);
+        out.extend(open.into_iter().map(|(_, r)| r));
+        self.flushed = flushed;
+        // Facts of runs that ended since (their record not read yet) stay.
+        who.extend(self.who.drain());
+        self.who = who;
+        let lost = [CONF_LOST_RING, CONF_LOST_MAP]
+            .iter()
+            .map(|i| self.conf.get(i, 0).unwrap_or(0))
+            .sum::<u64>();
+        let new = lost.saturating_sub(self.lost_seen);
+        self.lost_seen = lost;
+        new
+    }
+}
+
+/// Loads and attaches the programs (tracepoint ids from `events_dir`, the
+/// tracefs `events` directory). `self_pid`'s own calls are skipped.
+pub fn load(events_dir: &Path, self_pid: u32) -> Result<(Kernel, Ring, Runs), String> {
+    let mut ebpf = Ebpf::load(OBJECT).map_err(|e| format!("loading the BPF object: {e}"))?;
+    let mut conf: Array<MapData, u64> = ebpf
+        .take_map("conf")
+        .ok_or("no conf map")?
+        .try_into()
+        .map_err(|e| format!("conf map: {e}"))?;
+    conf.set(CONF_SELF, u64::from(self_pid), 0)
+        .map_err(|e| format!("conf map: {e}"))?;
+    let ring: RingBuf<MapData> = ebpf
+        .take_map("events")
+        .ok_or("no events map")?
+        .try_into()
+        .map_err(|e| format!("ring buffer: {e}"))?;
+    let map: BpfHash<MapData, u64, RunValue> = ebpf
+        .take_map("runs")
+        .ok_or("no runs map")?
+        .try_into()
+        .map_err(|e| format!("runs map: {e}"))?;
+    let mut hooks = Vec::new();
+    for (prog, group, name) in PROGRAMS {
+        let id_path = events_dir.join(group).join(name).join("id");
+        let id: u64 = std::fs::read_to_string(&id_path)
+            .map_err(|e| format!("{}: {}", id_path.display(), crate::sys::errno_name(&e)))?
+            .trim()
+            .parse()
+            .map_err(|_| format!("{}: not a number", id_path.display()))?;
+        let p: &mut TracePoint = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| format!("no program {prog}"))?
+            .try_into()
+            .map_err(|e| format!("{prog}: {e}"))?;
+        p.load().map_err(|e| verifier_why(prog, &e))?;
+        let fd = p.fd().map_err(|e| format!("{prog}: {e}"))?;
+        let hook = ksys::open_tracepoint_counter(id)
+            .map_err(|e| format!("{group}:{name}: {}", crate::sys::errno_name(&e)))?;
+        ksys::set_bpf(&hook, fd.as_fd())
+            .map_err(|e| format!("attaching {prog}: {}", crate::sys::errno_name(&e)))?;
+        hooks.push(hook);
+    }
+    for h in &hooks {
+        ksys::enable(h).map_err(|e| format!("enable: {}", crate::sys::errno_name(&e)))?;
+    }
+    Ok((
+        Kernel {
+            _ebpf: ebpf,
+            _hooks: hooks,
+        },
+        Ring { ring },
+        Runs {
+            map,
+            conf,
+            epoch: 0,
+            lost_seen: 0,
+            who: HashMap::new(),
+            flushed: HashMap::new(),
+        },
+    ))
+}
+
+/// A load error, with the verifier's last lines when it refused.
+fn verifier_why(prog: &str, e: &aya::programs::ProgramError) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            format!(
+                "{prog}: {}; verifier: {}",
+                crate::sys::errno_name(io_error),
+                tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+            )
+        }
+        other => format!("{prog}: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(kind: u32, key: u64, family: u16, old: [u64; 5], owner: u64, time: u64) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&key.to_ne_bytes());
+        b.extend_from_slice(&kind.to_ne_bytes());
+        b.extend_from_slice(&family.to_ne_bytes());
+        b.extend_from_slice(&6u16.to_ne_bytes());
+        for v in old {
+            b.extend_from_slice(&v.to_ne_bytes());
+        }
+        b.extend_from_slice(&owner.to_ne_bytes());
+        b.extend_from_slice(&time.to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn ring_records_decode() {
+        let owner = (10u64 << 32) | 11;
+        let r = rec(K_CUT, 0x1001, 4, [owner, 5, 9, 300, 3], 12 << 32 | 12, 20);
+        assert_eq!(r.len(), REC_LEN);
+        assert_eq!(
+            decode(&r),
+            Some(KernelRecord::Cut {
+                key: 0x1001,
+                family: 4,
+                old: Some((owner, 5, 9, 300, 3)),
+                owner: 12 << 32 | 12,
+                time: 20
+            })
+        );
+        // The first run of a socket: nothing ended.
+        let r = rec(K_CUT, 0x1000, 6, [0, 0, 0, 0, 0], owner, 1);
+        assert!(matches!(
+            decode(&r),
+            Some(KernelRecord::Cut { old: None, .. })
+        ));
+        let r = rec(K_CLOSE, 0x1000, 6, [owner, 1, 2, 3, 1], 77, 3);
+        assert!(matches!(
+            decode(&r),
+            Some(KernelRecord::Cut {
+                owner: 0,
+                old: Some(_),
+                ..
+            })
+        ));
+        let r = rec(K_UDP, 0x2001, 4, [0, 0, 0, 512, 1], owner, 7);
+        let Some(KernelRecord::Call(u)) = decode(&r) else {
+            panic!("udp call");
+        };
+        assert_eq!(
+            (u.sk, u.dir, u.proto, u.pid, u.tid, u.bytes, u.time),
+            (0x2000, UseDir::Send, 17, 10, 11, 512, 7)
+        );
+        assert_eq!(decode(&r[..40]), None, "short");
+        assert_eq!(decode(&rec(9, 1, 4, [0; 5], 1, 1)), None, "unknown kind");
+        assert_eq!(decode(&rec(K_NOTE, 1, 3, [0; 5], 1, 1)), None, "bad family");
+    }
+
+    #[test]
+    fn the_object_is_embedded() {
+        // An ELF object for BPF (EM_BPF = 247), little-endian 64-bit.
+        assert_eq!(&OBJECT[..4], b"\x7fELF");
+        assert_eq!(u16::from_le_bytes([OBJECT[18], OBJECT[19]]), 247);
+    }
+}
