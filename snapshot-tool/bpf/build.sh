@@ -11,5 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 OUT=${1:-sockuse.bpf.o}
 case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
-"${CLANG:-clang}" -O2 -g -target bpf -mcpu=v3 -c sockuse.bpf.c -o "$OUT"
+"${CLANG:-clang}" -O2 -g -target bpf -mcpu=v3 -fdebug-prefix-map="$PWD"=. \
+  -c sockuse.bpf.c -o "$OUT"
 "${STRIP:-llvm-strip}" -g "$OUT"

@@ -52,6 +52,8 @@ const CONF_EPOCH: u32 = 0;
 const CONF_SELF: u32 = 1;
 const CONF_LOST_RING: u32 = 2;
 const CONF_LOST_MAP: u32 = 3;
+/// A map entry idle this long (ns), its run written, is removed.
+const IDLE_NS: i64 = 60_000_000_000;
 /// Most runs whose process facts are remembered (one per open run).
 const MAX_WHO: usize = 262_144;
 
@@ -181,14 +183,22 @@ impl Ring {
     }
 }
 
-/// The kernel runs as the recorder tracks them: the process facts of each
-/// open run (read when it began), what the last snapshot already wrote of
-/// each, and the program's map and settings.
+/// The program's map and settings, and the runs as the recorder tracks
+/// them.
 pub struct Runs {
     map: BpfHash<MapData, u64, RunValue>,
     conf: Array<MapData, u64>,
-    epoch: u64,
     lost_seen: u64,
+    track: Tracker,
+}
+
+/// The kernel runs as the recorder tracks them: the process facts of each
+/// open run (read when it began) and what the last snapshot already wrote
+/// of each.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    /// The snapshot epoch the program compares (a run never spans two).
+    epoch: u64,
     /// (key, first call) -> facts of the process when the run began.
     who: HashMap<(u64, i64), Who>,
     /// key -> (first, bytes, calls, last) of the run the last snapshot
@@ -235,6 +245,68 @@ fn run_line(
 }
 
 impl Runs {
+    /// A run began at `time` with the call of `owner`; `who` is its
+    /// process now.
+    pub fn begin(&mut self, key: u64, time: i64, who: Who) {
+        self.track.begin(key, time, who);
+    }
+
+    /// A run the program ended (see [`Tracker::ended`]).
+    pub fn ended(
+        &mut self,
+        ids: &SkIds,
+        key: u64,
+        family: u8,
+        old: (u64, i64, i64, u64, u64),
+        now: impl FnOnce(u32) -> Who,
+        out: &mut Vec<SockUseRecord>,
+    ) {
+        self.track.ended(ids, key, family, old, now, out);
+    }
+
+    /// A snapshot: the runs still open are written as they stand and the
+    /// program starts new ones at their next call. Returns the records
+    /// the program lost (ring or map full) since the last call.
+    pub fn flush(&mut self, ids: &SkIds, out: &mut Vec<SockUseRecord>) -> u64 {
+        self.track.epoch += 1;
+        let _ = self.conf.set(CONF_EPOCH, self.track.epoch, 0);
+        let values: Vec<(u64, RunValue)> = self.map.iter().flatten().collect();
+        self.track.flush(ids, values.iter().copied(), out);
+        // Entries of sockets idle for a minute whose run is written: a
+        // socket that called again after its TCP_CLOSE (the rest of its
+        // receive queue) has no later close to remove it.
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let now = now.tv_sec as i64 * 1_000_000_000 + now.tv_nsec as i64;
+        for (key, v) in &values {
+            if ns(v[3]) < now - IDLE_NS
+                && self
+                    .track
+                    .written(*key, ns(v[2]), v[5].saturating_sub(v[7]))
+            {
+                let _ = self.map.remove(key);
+            }
+        }
+        let lost = [CONF_LOST_RING, CONF_LOST_MAP]
+            .iter()
+            .map(|i| self.conf.get(i, 0).unwrap_or(0))
+            .sum::<u64>();
+        let new = lost.saturating_sub(self.lost_seen);
+        self.lost_seen = lost;
+        new
+    }
+}
+
+impl Tracker {
+    /// Whether the run of `key` begun at `first` with `calls` calls so far
+    /// was written whole (by the last snapshot, or it has no call).
+    fn written(&self, key: u64, first: i64, calls: u64) -> bool {
+        calls == 0
+            || self
+                .flushed
+                .get(&key)
+                .is_some_and(|f| f.0 == first && f.2 >= calls)
+    }
+
     /// A run began at `time` with the call of `owner`; `who` is its
     /// process now.
     pub fn begin(&mut self, key: u64, time: i64, who: Who) {
@@ -286,23 +358,21 @@ impl Runs {
         ));
     }
 
-    /// A snapshot: the runs still open are written as they stand and the
-    /// program starts new ones at their next call. Returns the records
-    /// the program lost (ring or map full) since the last call.
-    pub fn flush(&mut self, ids: &SkIds, out: &mut Vec<SockUseRecord>) -> u64 {
-        self.epoch += 1;
-        let _ = self.conf.set(CONF_EPOCH, self.epoch, 0);
+    /// A snapshot, the epoch already bumped: the runs of the map's
+    /// `values` still open are written as they stand.
+    pub fn flush(
+        &mut self,
+        ids: &SkIds,
+        values: impl Iterator<Item = (u64, RunValue)>,
+        out: &mut Vec<SockUseRecord>,
+    ) {
         let mut flushed = HashMap::new();
-        let mut who = HashMap::new();
         let mut open: Vec<(i64, SockUseRecord)> = Vec::new();
-        for (key, v) in self.map.iter().flatten() {
+        for (key, v) in values {
             let [_, owner, first, last, bytes, calls, base_bytes, base_calls, epoch, _, family] = v;
             let (first, last) = (ns(first), ns(last));
             let calls = calls.saturating_sub(base_calls);
             let bytes = bytes.saturating_sub(base_bytes);
-            if let Some(w) = self.who.remove(&(key, first)) {
-                who.insert((key, first), w);
-            }
             // Begun after the new epoch: the next snapshot's.
             if owner == 0 || calls == 0 || epoch == self.epoch {
                 continue;
@@ -327,23 +397,13 @@ impl Runs {
                     last,
                     calls - c0,
                     bytes.saturating_sub(b0),
-                    who.get(&(key, first)),
+                    self.who.get(&(key, first)),
                 ),
             ));
         }
         open.sort_by_key(|(t, _)| *t);
         out.extend(open.into_iter().map(|(_, r)| r));
         self.flushed = flushed;
-        // Facts of runs that ended since (their record not read yet) stay.
-        who.extend(self.who.drain());
-        self.who = who;
-        let lost = [CONF_LOST_RING, CONF_LOST_MAP]
-            .iter()
-            .map(|i| self.conf.get(i, 0).unwrap_or(0))
-            .sum::<u64>();
-        let new = lost.saturating_sub(self.lost_seen);
-        self.lost_seen = lost;
-        new
     }
 }
 
@@ -401,10 +461,8 @@ pub fn load(events_dir: &Path, self_pid: u32) -> Result<(Kernel, Ring, Runs), St
         Runs {
             map,
             conf,
-            epoch: 0,
             lost_seen: 0,
-            who: HashMap::new(),
-            flushed: HashMap::new(),
+            track: Tracker::default(),
         },
     ))
 }
@@ -487,6 +545,130 @@ mod tests {
         assert_eq!(decode(&r[..40]), None, "short");
         assert_eq!(decode(&rec(9, 1, 4, [0; 5], 1, 1)), None, "unknown kind");
         assert_eq!(decode(&rec(K_NOTE, 1, 3, [0; 5], 1, 1)), None, "bad family");
+    }
+
+    fn who(comm: &str) -> Who {
+        Who {
+            start_time: Some(1),
+            comm: Some(comm.into()),
+        }
+    }
+
+    /// A map value: owner, first, last, cumulative bytes and calls, the
+    /// run's base, its epoch.
+    fn value(
+        owner: u64,
+        first: u64,
+        last: u64,
+        cum: (u64, u64),
+        base: (u64, u64),
+        epoch: u64,
+    ) -> RunValue {
+        [
+            0, owner, first, last, cum.0, cum.1, base.0, base.1, epoch, 0, 4,
+        ]
+    }
+
+    #[test]
+    fn kernel_runs_become_use_lines_once_across_snapshots() {
+        let ids = SkIds::default();
+        let mut t = Tracker::default();
+        let mut out = Vec::new();
+        let a = (10u64 << 32) | 11;
+        let b = (20u64 << 32) | 20;
+        // Process 10 begins a run on send key 0x1001 at 100.
+        t.begin(0x1001, 100, who("a"));
+        // Process 20 calls at 300: the run 100..250 of 3 calls, 30 bytes ends.
+        t.ended(
+            &ids,
+            0x1001,
+            4,
+            (a, 100, 250, 30, 3),
+            |_| who("late"),
+            &mut out,
+        );
+        t.begin(0x1001, 300, who("b"));
+        assert_eq!(out.len(), 1);
+        let r = &out[0];
+        assert_eq!(
+            (r.pid, r.tid, r.first_ns, r.last_ns, r.calls, r.bytes),
+            (Some(10), Some(11), Some(100), Some(250), Some(3), Some(30))
+        );
+        assert_eq!(
+            (r.comm.as_deref(), r.dir, r.proto.as_str()),
+            (Some("a"), Some(UseDir::Send), "tcp")
+        );
+        assert_eq!(r.sk, ids.id(0x1000), "the id of the socket, not of the key");
+        // A snapshot while process 20's run is open: 2 calls, 8 bytes so
+        // far (cumulative 38 / 5 since the socket's first call).
+        t.epoch += 1;
+        let vals = vec![
+            (0x1001, value(b, 300, 400, (38, 5), (30, 3), 0)),
+            // Begun after the epoch bump: the next snapshot's.
+            (0x2001, value(b, 500, 500, (1, 1), (0, 0), 1)),
+            // No call since its last run ended.
+            (0x3000, value(a, 50, 60, (9, 2), (9, 2), 0)),
+        ];
+        t.flush(&ids, vals.into_iter(), &mut out);
+        assert_eq!(out.len(), 2);
+        let r = &out[1];
+        assert_eq!(
+            (
+                r.pid,
+                r.first_ns,
+                r.last_ns,
+                r.calls,
+                r.bytes,
+                r.comm.as_deref()
+            ),
+            (Some(20), Some(300), Some(400), Some(2), Some(8), Some("b"))
+        );
+        // The next call (epoch changed) ends that run in the kernel with
+        // one more call made before it saw the new epoch: only that call
+        // is written again.
+        t.ended(
+            &ids,
+            0x1001,
+            4,
+            (b, 300, 410, 12, 3),
+            |_| who("late"),
+            &mut out,
+        );
+        assert_eq!(out.len(), 3);
+        let r = &out[2];
+        assert_eq!(
+            (r.first_ns, r.last_ns, r.calls, r.bytes),
+            (Some(400), Some(410), Some(1), Some(4))
+        );
+        // A run written whole by a snapshot is not written again.
+        t.epoch += 1;
+        t.begin(0x4000, 700, who("a"));
+        t.flush(
+            &ids,
+            [(0x4000, value(a, 700, 720, (5, 2), (0, 0), 1))].into_iter(),
+            &mut out,
+        );
+        assert_eq!(out.len(), 4);
+        t.ended(
+            &ids,
+            0x4000,
+            4,
+            (a, 700, 720, 5, 2),
+            |_| who("late"),
+            &mut out,
+        );
+        assert_eq!(out.len(), 4);
+        // A run whose beginning was not seen takes the process's facts now.
+        t.ended(
+            &ids,
+            0x5000,
+            6,
+            (a, 900, 950, 7, 1),
+            |_| who("late"),
+            &mut out,
+        );
+        assert_eq!(out[4].comm.as_deref(), Some("late"));
+        assert_eq!((out[4].family, out[4].dir), (Some(6), Some(UseDir::Recv)));
     }
 
     #[test]
