@@ -20,7 +20,7 @@ use std::path::Path;
 
 use aya::maps::{Array, HashMap as BpfHash, MapData, RingBuf};
 use aya::programs::TracePoint;
-use aya::Ebpf;
+use aya::{Ebpf, EbpfLoader};
 
 use crate::ksys;
 use crate::layout::{SockUseRecord, UseDir};
@@ -410,7 +410,12 @@ impl Tracker {
 /// Loads and attaches the programs (tracepoint ids from `events_dir`, the
 /// tracefs `events` directory). `self_pid`'s own calls are skipped.
 pub fn load(events_dir: &Path, self_pid: u32) -> Result<(Kernel, Ring, Runs), String> {
-    let mut ebpf = Ebpf::load(OBJECT).map_err(|e| format!("loading the BPF object: {e}"))?;
+    // No CO-RE relocation to make: the kernel's BTF (megabytes to parse)
+    // is not read.
+    let mut ebpf = EbpfLoader::new()
+        .btf(None)
+        .load(OBJECT)
+        .map_err(|e| format!("loading the BPF object: {e}"))?;
     let mut conf: Array<MapData, u64> = ebpf
         .take_map("conf")
         .ok_or("no conf map")?
