@@ -121,12 +121,13 @@ struct bpf_map_def SEC("maps") execs = {
 };
 
 // 0: snapshot epoch (written by the recorder), 1: the recorder's tgid,
-// 2: records lost (ring full), 3: runs lost (map full).
+// 2: records lost (ring full), 3: runs lost (map full), 4: time of the
+// latest exec of any process.
 struct bpf_map_def SEC("maps") conf = {
     .type = BPF_MAP_TYPE_ARRAY,
     .key_size = 4,
     .value_size = 8,
-    .max_entries = 4,
+    .max_entries = 5,
     .map_flags = 0,
 };
 
@@ -243,7 +244,10 @@ INLINE int on_call(struct len_ctx *ctx, __u64 send) {
     __u64 first = v->first;
     __u64 prev = v->last;
     int cut = owner == 0 || (__u32)(owner >> 32) != tgid || now - first > RUN_NS || v->epoch != epoch;
-    if (!cut) {
+    // The per-process exec time is looked up only when some process
+    // exec'd since the run began (an array read, not a hash lookup, on
+    // most calls).
+    if (!cut && conf_get(4) > first) {
         __u64 *x = bpf_map_lookup_elem(&execs, &tgid);
         cut = x && *x > first;
     }
@@ -354,6 +358,10 @@ int process_exec(void *ctx) {
     __u32 tgid = bpf_get_current_pid_tgid() >> 32;
     __u64 now = bpf_ktime_get_ns();
     bpf_map_update_elem(&execs, &tgid, &now, BPF_ANY);
+    __u32 k = 4;
+    __u64 *last = bpf_map_lookup_elem(&conf, &k);
+    if (last)
+        *last = now;
     return 1;
 }
 
