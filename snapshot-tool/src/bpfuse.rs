@@ -201,6 +201,9 @@ pub struct Tracker {
     epoch: u64,
     /// (key, first call) -> facts of the process when the run began.
     who: HashMap<(u64, i64), Who>,
+    /// pid -> the facts last given for a run of it: for a run a snapshot
+    /// writes before the record of its beginning was read.
+    by_pid: HashMap<u32, Who>,
     /// key -> (first, bytes, calls, last) of the run the last snapshot
     /// wrote while it was still open.
     flushed: HashMap<u64, (i64, u64, u64, i64)>,
@@ -245,10 +248,9 @@ fn run_line(
 }
 
 impl Runs {
-    /// A run began at `time` with the call of `owner`; `who` is its
-    /// process now.
-    pub fn begin(&mut self, key: u64, time: i64, who: Who) {
-        self.track.begin(key, time, who);
+    /// A run of `pid` began at `time`; `who` is its process now.
+    pub fn begin(&mut self, key: u64, time: i64, pid: u32, who: Who) {
+        self.track.begin(key, time, pid, who);
     }
 
     /// A run the program ended (see [`Tracker::ended`]).
@@ -307,12 +309,17 @@ impl Tracker {
                 .is_some_and(|f| f.0 == first && f.2 >= calls)
     }
 
-    /// A run began at `time` with the call of `owner`; `who` is its
-    /// process now.
-    pub fn begin(&mut self, key: u64, time: i64, who: Who) {
+    /// A run of `pid` began at `time`; `who` is its process now.
+    pub fn begin(&mut self, key: u64, time: i64, pid: u32, who: Who) {
         if self.who.len() >= MAX_WHO {
             // Forgetting costs only the comm of runs open across.
             self.who.clear();
+        }
+        if self.by_pid.len() >= MAX_WHO {
+            self.by_pid.clear();
+        }
+        if who.start_time.is_some() {
+            self.by_pid.insert(pid, who.clone());
         }
         self.who.insert((key, time), who);
     }
@@ -397,7 +404,9 @@ impl Tracker {
                     last,
                     calls - c0,
                     bytes.saturating_sub(b0),
-                    self.who.get(&(key, first)),
+                    self.who
+                        .get(&(key, first))
+                        .or_else(|| self.by_pid.get(&((owner >> 32) as u32))),
                 ),
             ));
         }
@@ -582,7 +591,7 @@ mod tests {
         let a = (10u64 << 32) | 11;
         let b = (20u64 << 32) | 20;
         // Process 10 begins a run on send key 0x1001 at 100.
-        t.begin(0x1001, 100, who("a"));
+        t.begin(0x1001, 100, 10, who("a"));
         // Process 20 calls at 300: the run 100..250 of 3 calls, 30 bytes ends.
         t.ended(
             &ids,
@@ -592,7 +601,7 @@ mod tests {
             |_| who("late"),
             &mut out,
         );
-        t.begin(0x1001, 300, who("b"));
+        t.begin(0x1001, 300, 20, who("b"));
         assert_eq!(out.len(), 1);
         let r = &out[0];
         assert_eq!(
@@ -647,7 +656,7 @@ mod tests {
         );
         // A run written whole by a snapshot is not written again.
         t.epoch += 1;
-        t.begin(0x4000, 700, who("a"));
+        t.begin(0x4000, 700, 10, who("a"));
         t.flush(
             &ids,
             [(0x4000, value(a, 700, 720, (5, 2), (0, 0), 1))].into_iter(),
@@ -663,6 +672,17 @@ mod tests {
             &mut out,
         );
         assert_eq!(out.len(), 4);
+        // A snapshot before the record of a run's beginning was read: the
+        // facts last given for its pid.
+        t.epoch += 1;
+        t.flush(
+            &ids,
+            [(0x6001, value(b, 800, 810, (3, 1), (0, 0), 2))].into_iter(),
+            &mut out,
+        );
+        assert_eq!(out.len(), 5);
+        assert_eq!((out[4].pid, out[4].comm.as_deref()), (Some(20), Some("b")));
+        out.pop();
         // A run whose beginning was not seen takes the process's facts now.
         t.ended(
             &ids,

@@ -1824,7 +1824,8 @@ impl Reader {
                                 k.ended(ids, key, family, old, who, &mut ended);
                             }
                             if owner != 0 {
-                                k.begin(key, time, who((owner >> 32) as u32));
+                                let pid = (owner >> 32) as u32;
+                                k.begin(key, time, pid, who(pid));
                             }
                         }
                     }
