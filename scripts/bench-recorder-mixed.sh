@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Mixed loopback load for procflow-snap, with and without the per-call
-# send/receive tracepoints (`--sources tracepoints-no-use`), one after the
-# other: 100 processes x 20 connections each reopening one per second (100
+# Mixed loopback load for procflow-snap, with the per-call evidence counted
+# by the eBPF program (defaults), sampled by the perf tracepoints
+# (`--sources tracepoints-perf-use`) and off (`--sources
+# tracepoints-no-use`), one after the other: 100 processes x 20 connections each reopening one per second (100
 # new connections/s) and sending a byte a second, 20 000 sends/s of 64 bytes
 # on 20 sockets, one bulk stream, and 40 short python3 clients (one
 # connection, 5 000 bytes, exit). Prints the recorder's CPU (% of one core),
 # MB/min written, the sockuse.jsonl and tasks.jsonl lines and bytes, the
 # samples lost, and the workload's rates and CPU per unit of work.
 #
-# usage: scripts/bench-recorder-mixed.sh   (root; env BIN, LOADBIN, DURATION=20)
+# usage: scripts/bench-recorder-mixed.sh   (root; env BIN, LOADBIN, DURATION=20,
+#        MODES="defaults tracepoints-perf-use tracepoints-no-use")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-20}
@@ -36,9 +38,9 @@ sleep 0.3
 lines() { # MEMBER: "lines bytes" of that member over the bundle's archives
   for t in "$W"/b/snapshots-*.tar; do tar -xOf "$t" --wildcards "*/$1" 2>/dev/null || true; done | wc -lc
 }
-for mode in defaults tracepoints-no-use; do
+for mode in ${MODES:-defaults tracepoints-perf-use tracepoints-no-use}; do
   args=()
-  [ "$mode" = defaults ] || args=(--sources tracepoints-no-use)
+  [ "$mode" = defaults ] || args=(--sources "$mode")
   rm -rf "$W/b"
   /usr/bin/time -f "%e %U %S %M" -o "$W/t" "$BIN" record --out "$W/b" \
     --duration "$((DURATION + 4))s" "${args[@]}" 2>/dev/null &

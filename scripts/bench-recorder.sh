@@ -30,6 +30,9 @@
 #              off), as fast as they go (MB/s with and without).
 #
 # usage: scripts/bench-recorder.sh [extra procflow-snap record options]
+#        (passed to every recording, traffic loads included; e.g.
+#        `--sources tracepoints-perf-use` for the perf path of the per-call
+#        evidence instead of the eBPF program)
 # env:   BIN (default: static release build), DURATION=30,
 #        STEADY_PROCS=200 STEADY_CONNS=20 CHURN_PROCS=150 CHURN_CONNS=20 CHURN=2,
 #        NETHOGS=0 to skip nethogs, POLL=0 to skip the --sources poll runs,
@@ -182,6 +185,7 @@ ip -n "$NS" link set lo up
 ethtool -K "$VH" tso off gso off gro off >/dev/null 2>&1 || true
 ip netns exec "$NS" ethtool -K "$VN" tso off gso off gro off >/dev/null 2>&1 || true
 
+REC_OPTS=("$@")
 # traffic NAME LOAD...: the load alone, then under the recorder.
 traffic() {
   local name=$1
@@ -190,7 +194,7 @@ traffic() {
   alone=$("$@" | tail -n 1)
   rm -rf "$WORK/bundle"
   /usr/bin/time -f "%e %U %S %M" -o "$WORK/rec.time" \
-    "$BIN" record --out "$WORK/bundle" --duration "$((DURATION + 4))s" 2>"$WORK/rec.err" &
+    "$BIN" record --out "$WORK/bundle" --duration "$((DURATION + 4))s" "${REC_OPTS[@]}" 2>"$WORK/rec.err" &
   local rec=$!
   sleep 2
   with=$("$@" | tail -n 1)

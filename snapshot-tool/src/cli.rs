@@ -30,6 +30,9 @@ enum Sources {
     /// kernel before 6.3): forks and execs of socket holders trigger fd
     /// walks instead
     TracepointsNoUse,
+    /// Like `auto`, the send/receive calls sampled by the perf tracepoints
+    /// instead of reduced to runs in the kernel by the eBPF program
+    TracepointsPerfUse,
 }
 
 const AFTER_HELP: &str = "\
@@ -199,6 +202,8 @@ struct RecordArgs {
     /// missing) where the host allows them, and the capture-triggered
     /// socket lookup where the TCP tracepoint is not available;
     /// `tracepoints-no-use` leaves the send/receive tracepoints off;
+    /// `tracepoints-perf-use` samples them with perf instead of the eBPF
+    /// program that reduces them to runs in the kernel;
     /// `lookup` forces that lookup instead of the tracepoints; `poll` uses
     /// the periodic /proc reads alone
     #[arg(long, value_name = "MODE", value_enum, default_value_t = Sources::Auto)]
@@ -314,6 +319,7 @@ impl Cli {
                     Sources::Poll => SourcesMode::Poll,
                     Sources::Lookup => SourcesMode::Lookup,
                     Sources::TracepointsNoUse => SourcesMode::NoUse,
+                    Sources::TracepointsPerfUse => SourcesMode::PerfUse,
                 },
                 event_interval: a
                     .event_interval
@@ -401,6 +407,8 @@ mod tests {
         assert_eq!(c.event_interval, Duration::from_secs(1));
         let c = rec("--sources tracepoints-no-use").expect("sources");
         assert_eq!(c.sources, SourcesMode::NoUse);
+        let c = rec("--sources tracepoints-perf-use").expect("sources");
+        assert_eq!(c.sources, SourcesMode::PerfUse);
         assert!(err(&["record", "--out", "x", "--sources", "bpf"]).contains("poll"));
 
         let c = p(&["record", "--out", "x", "--nice", "-5"]).expect("negative nice");

@@ -42,6 +42,7 @@ use crate::batch::{
     merge, push_bounded, Batch, Pids, MAX_PENDING_CONNECTS, MAX_PENDING_EVENTS, MAX_PENDING_USES,
     TITLE_GAP_NS,
 };
+use crate::bpfuse::{self, KernelRecord};
 use crate::ksys;
 use crate::layout::{EventRecord, SockUseRecord, SourceInfo, UseDir};
 use crate::nlmsg::NlReader;
@@ -294,9 +295,26 @@ pub struct Decoder {
     bindings: Bindings,
     /// The keyed socket ids.
     ids: SkIds,
+    /// The send/receive calls come from the eBPF program instead of `lens`.
+    kernel_uses: bool,
 }
 
 impl Decoder {
+    /// Whether per-call evidence runs (perf tracepoints or eBPF).
+    fn uses_on(&self) -> bool {
+        !self.lens.is_empty() || self.kernel_uses
+    }
+
+    /// One send or receive call counted in user space (the perf path, and
+    /// UDP calls of the eBPF path): a UDP send binds its socket to its
+    /// thread's route lookup.
+    fn use_sample(&mut self, u: UseSample) {
+        if let Some(tuple) = self.bindings.udp_send(&u) {
+            self.udp_binding(u.sk, u.time, tuple);
+        }
+        self.uses.push(u);
+    }
+
     /// Writes the binding of UDP socket `sk` to `tuple` made by its send at
     /// `mono_ns`, unless already written.
     fn udp_binding(&mut self, sk: u64, mono_ns: i64, tuple: sockuse::Tuple) {
@@ -331,10 +349,7 @@ impl Decoder {
         let mono_ns = i64::try_from(s.time).unwrap_or(i64::MAX);
         if let Some(d) = self.lens.iter().find(|d| d.id == ty) {
             if let Some(u) = d.decode(s.raw, s.pid, s.tid, mono_ns) {
-                if let Some(tuple) = self.bindings.udp_send(&u) {
-                    self.udp_binding(u.sk, mono_ns, tuple);
-                }
-                self.uses.push(u);
+                self.use_sample(u);
             }
             return;
         }
@@ -366,7 +381,7 @@ impl Decoder {
             return;
         };
         let source = d.source;
-        if !self.lens.is_empty() {
+        if self.uses_on() {
             let tuple = (src, sport, Some((dst, dport)));
             if let Some((sk, sent)) = self.bindings.route(s.tid, mono_ns, tuple) {
                 self.udp_binding(sk, sent, tuple);
@@ -474,7 +489,7 @@ impl Decoder {
     /// context (softirq included: passive opens), once per (socket, tuple,
     /// state class); only while the use tracepoints run.
     fn binding(&mut self, e: &SetState, mono_ns: i64) {
-        if self.lens.is_empty() || e.sport == 0 {
+        if !self.uses_on() || e.sport == 0 {
             return;
         }
         let listener = e.new == tcp::LISTEN || (e.old == tcp::LISTEN && e.new == tcp::CLOSE);
@@ -625,6 +640,12 @@ pub struct EventSources {
     batch: Arc<Mutex<Batch>>,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// The runs the eBPF program keeps, ended at each snapshot.
+    kruns: Option<Arc<Mutex<bpfuse::Runs>>>,
+    ids: SkIds,
+    /// The eBPF programs, attached while this lives (dropped after the
+    /// reader thread stopped).
+    _kernel: Option<bpfuse::Kernel>,
 }
 
 impl EventSources {
@@ -678,6 +699,58 @@ impl EventSources {
                 }
             };
             formats.push((src, f));
+        }
+        // The send/receive calls: reduced to runs in the kernel by the eBPF
+        // program where it loads, else sampled by the perf tracepoints.
+        let use_formats = formats
+            .iter()
+            .filter(|(s, f)| (*s == sockuse::SRC_SEND || *s == sockuse::SRC_RECV) && f.is_ok())
+            .count();
+        let loaded = if !opts.use_tracepoints {
+            Err("switched off (--sources tracepoints-no-use)".to_string())
+        } else if !opts.ebpf {
+            Err("switched off (--sources tracepoints-perf-use)".to_string())
+        } else if use_formats < 2 {
+            Err("the send/receive tracepoints are missing".to_string())
+        } else {
+            match &events_dir {
+                Ok(dir) => bpfuse::load(dir, dec.self_pid),
+                Err(e) => Err(e.clone()),
+            }
+        };
+        let mut kernel = None;
+        match loaded {
+            Ok(k) => {
+                formats.retain(|(s, _)| *s != sockuse::SRC_SEND && *s != sockuse::SRC_RECV);
+                for name in [sockuse::SRC_SEND, sockuse::SRC_RECV] {
+                    infos.push(SourceInfo {
+                        name: name.into(),
+                        used: true,
+                        detail: Some(format!(
+                            "counted by the eBPF program ({})",
+                            bpfuse::SRC_EBPF
+                        )),
+                    });
+                }
+                infos.push(SourceInfo {
+                    name: bpfuse::SRC_EBPF.into(),
+                    used: true,
+                    detail: Some(
+                        "TCP calls reduced to runs in the kernel, UDP calls passed one by one; ring buffer of 8 MiB".into(),
+                    ),
+                });
+                dec.kernel_uses = true;
+                kernel = Some(k);
+            }
+            Err(e) => infos.push(SourceInfo {
+                name: bpfuse::SRC_EBPF.into(),
+                used: false,
+                detail: Some(if opts.use_tracepoints && use_formats == 2 && opts.ebpf {
+                    format!("{e}; the perf tracepoints are used instead")
+                } else {
+                    e
+                }),
+            }),
         }
         unmount(mounted);
 
@@ -827,6 +900,8 @@ impl EventSources {
             sched_rings.clear();
             extra.clear();
             dec.lens.clear();
+            dec.kernel_uses = false;
+            kernel = None;
             sched = SchedDecoder::default();
         }
 
@@ -863,7 +938,7 @@ impl EventSources {
         };
         // Without per-call evidence, a fork or exec of a socket holder
         // triggers a read of its fds instead.
-        let uses = !dec.lens.is_empty();
+        let uses = dec.uses_on();
         let walks = !uses && (sched.fork.is_some() || exec_tp || conn.is_some());
         infos.push(SourceInfo {
             name: sockuse::SRC_FORK_WALK.into(),
@@ -900,7 +975,12 @@ impl EventSources {
                 detail: Some(e),
             },
         });
-        if !rings.is_empty() || !sched_rings.is_empty() || conn.is_some() {
+        let ids = dec.ids.clone();
+        let (kernel, kring, kruns) = match kernel {
+            Some((k, ring, runs)) => (Some(k), Some(ring), Some(Arc::new(Mutex::new(runs)))),
+            None => (None, None, None),
+        };
+        if !rings.is_empty() || !sched_rings.is_empty() || conn.is_some() || kring.is_some() {
             let (b, s) = (batch.clone(), stop.clone());
             let reader = Reader {
                 rings,
@@ -910,6 +990,8 @@ impl EventSources {
                 dec,
                 sched,
                 walks,
+                kring,
+                kruns: kruns.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name("events".into())
@@ -935,6 +1017,9 @@ impl EventSources {
                 batch,
                 stop,
                 threads,
+                kruns,
+                ids,
+                _kernel: kernel,
             }),
             infos,
         )
@@ -949,6 +1034,13 @@ impl EventSources {
         };
         let mut ended = Vec::new();
         b.open.flush(&mut ended);
+        if let Some(k) = &self.kruns {
+            let mut k = match k.lock() {
+                Ok(k) => k,
+                Err(p) => p.into_inner(),
+            };
+            b.lost += k.flush(&self.ids, &mut ended);
+        }
         push_bounded(&mut b, ended);
         std::mem::take(&mut *b)
     }
@@ -975,6 +1067,9 @@ pub struct StartOpts {
     pub force_lookup: bool,
     /// The send/receive tracepoints (off: `--sources tracepoints-no-use`).
     pub use_tracepoints: bool,
+    /// Those calls reduced in the kernel by the eBPF program where it
+    /// loads (off: `--sources tracepoints-perf-use`).
+    pub ebpf: bool,
 }
 
 /// The reader thread's rings, decoders and mode.
@@ -987,6 +1082,9 @@ struct Reader {
     sched: SchedDecoder,
     /// Fork/exec-triggered fd walks (no use tracepoints).
     walks: bool,
+    /// The eBPF program's ring buffer and runs.
+    kring: Option<bpfuse::Ring>,
+    kruns: Option<Arc<Mutex<bpfuse::Runs>>>,
 }
 
 /// A process fork, exec or exit from the scheduler tracepoints: the task
@@ -1085,6 +1183,11 @@ impl Reader {
         if let Some(c) = &self.conn {
             fds.push(c.as_raw_fd());
         }
+        if let Some(k) = &self.kring {
+            fds.push(k.fd().as_raw_fd());
+        }
+        let mut krecs: Vec<KernelRecord> = Vec::new();
+        let mut touches: Vec<(u32, u64, i64)> = Vec::new();
         let self_pid = self.dec.self_pid;
         let mut tmp = Vec::new();
         let mut nlbuf = vec![0u8; 64 * 1024];
@@ -1122,6 +1225,28 @@ impl Reader {
                 });
                 local.lost += u64::from(skipped);
             }
+            // The eBPF program's records, also after the process events.
+            if let Some(k) = &mut self.kring {
+                local.lost += k.drain(&mut krecs);
+                krecs.retain(|r| match *r {
+                    KernelRecord::Call(u) => {
+                        self.dec.use_sample(u);
+                        false
+                    }
+                    KernelRecord::Note { key, owner, time } => {
+                        touches.push(((owner >> 32) as u32, key & !1, time));
+                        false
+                    }
+                    KernelRecord::Cut {
+                        key, owner, time, ..
+                    } => {
+                        if owner != 0 {
+                            touches.push(((owner >> 32) as u32, key & !1, time));
+                        }
+                        true
+                    }
+                });
+            }
             for e in raw.drain(..) {
                 let info = pids.get(e.pid, &mut local);
                 local.pids.insert(e.pid);
@@ -1148,18 +1273,19 @@ impl Reader {
             }
             // Titles first (outside the lock: /proc reads), then the runs.
             let mut last = (0, 0, i64::MIN);
-            for u in &self.dec.uses {
-                let pause = u.time.saturating_sub(last.2) >= TITLE_GAP_NS;
-                if (u.pid, u.sk) == (last.0, last.1) && !pause {
-                    last.2 = last.2.max(u.time);
+            let calls = self.dec.uses.iter().map(|u| (u.pid, u.sk, u.time));
+            for (pid, sk, time) in calls.chain(touches.drain(..)) {
+                let pause = time.saturating_sub(last.2) >= TITLE_GAP_NS;
+                if (pid, sk) == (last.0, last.1) && !pause {
+                    last.2 = last.2.max(time);
                     continue;
                 }
-                let new_pair = (u.pid, u.sk) != (last.0, last.1) && pids.new_pair(u.pid, u.sk);
-                last = (u.pid, u.sk, u.time);
-                if pids.map.contains_key(&u.pid) {
-                    pids.refresh(u.pid, new_pair, u.time, &mut local);
+                let new_pair = (pid, sk) != (last.0, last.1) && pids.new_pair(pid, sk);
+                last = (pid, sk, time);
+                if pids.map.contains_key(&pid) {
+                    pids.refresh(pid, new_pair, time, &mut local);
                 } else {
-                    pids.get(u.pid, &mut local);
+                    pids.get(pid, &mut local);
                 }
             }
             if last_sweep.elapsed() >= Duration::from_secs(1) {
@@ -1182,6 +1308,7 @@ impl Reader {
                 || !local.fork_pids.is_empty()
                 || !self.dec.uses.is_empty()
                 || !self.dec.binds.is_empty()
+                || !krecs.is_empty()
                 || local.lost + local.dropped + local.connector_lost + local.unjoined > 0;
             if busy {
                 if let Ok(mut b) = batch.lock() {
@@ -1213,8 +1340,41 @@ impl Reader {
                         };
                         b.open.add(u, exec_ns, ids, &mut ended, who);
                     }
+                    if let Some(k) = &self.kruns {
+                        let mut k = match k.lock() {
+                            Ok(k) => k,
+                            Err(p) => p.into_inner(),
+                        };
+                        let who = |pid: u32| match pids.map.get(&pid) {
+                            Some(i) => Who {
+                                start_time: Some(i.start_time),
+                                comm: Some(i.comm.clone()),
+                            },
+                            None => Who::default(),
+                        };
+                        for r in krecs.drain(..) {
+                            let KernelRecord::Cut {
+                                key,
+                                family,
+                                old,
+                                owner,
+                                time,
+                            } = r
+                            else {
+                                continue;
+                            };
+                            if let Some(old) = old {
+                                k.ended(ids, key, family, old, who, &mut ended);
+                            }
+                            if owner != 0 {
+                                let pid = (owner >> 32) as u32;
+                                k.begin(key, time, pid, who(pid));
+                            }
+                        }
+                    }
                     push_bounded(&mut b, ended);
                 }
+                krecs.clear();
                 self.dec.uses.clear();
                 self.dec.binds.clear();
                 self.dec.bound.clear();

@@ -30,5 +30,7 @@ pub mod sock;
 pub use fs::{mount_tracefs, umount};
 pub use netlink::{netlink_request, netlink_socket, proc_connector};
 pub use packet::{if_index, packet_drops, packet_socket, recv_packet, SockFilter};
-pub use perf::{enable, open_tracepoint, set_filter, set_output, PerfRing};
+pub use perf::{
+    enable, open_tracepoint, open_tracepoint_counter, set_bpf, set_filter, set_output, PerfRing,
+};
 pub use sock::{poll_readable, recv};

@@ -33,6 +33,7 @@
 
 pub(crate) mod archive;
 pub(crate) mod batch;
+pub(crate) mod bpfuse;
 pub(crate) mod bundle;
 pub mod capture;
 pub mod conntrack;

@@ -1193,6 +1193,9 @@ pub enum SourcesMode {
     /// Every source of `Auto` except the send/receive tracepoints (as on a
     /// kernel before 6.3): fd walks triggered by forks and execs instead.
     NoUse,
+    /// Every source of `Auto`, the send/receive calls sampled by the perf
+    /// tracepoints even where the eBPF program would load.
+    PerfUse,
 }
 
 impl Recorder {
@@ -1200,10 +1203,13 @@ impl Recorder {
     /// status for the manifest, in order of preference.
     fn start_sources(&mut self, mode: SourcesMode) -> Vec<SourceInfo> {
         let mut infos = match mode {
-            SourcesMode::Auto | SourcesMode::Lookup | SourcesMode::NoUse if !self.cfg.once => {
+            SourcesMode::Auto | SourcesMode::Lookup | SourcesMode::NoUse | SourcesMode::PerfUse
+                if !self.cfg.once =>
+            {
                 let opts = events::StartOpts {
                     force_lookup: mode == SourcesMode::Lookup,
                     use_tracepoints: mode != SourcesMode::NoUse,
+                    ebpf: mode != SourcesMode::PerfUse,
                 };
                 let (running, infos) = EventSources::start(opts, self.cfg.iface.as_deref());
                 self.events = running;
@@ -1221,6 +1227,7 @@ impl Recorder {
                     events::SRC_FIB6,
                     crate::sockuse::SRC_SEND,
                     crate::sockuse::SRC_RECV,
+                    crate::bpfuse::SRC_EBPF,
                     crate::sockuse::SRC_FORK,
                     crate::sockuse::SRC_EXEC,
                     crate::sockuse::SRC_EXIT,

@@ -1452,6 +1452,20 @@ const EXEC_SENDER: &str =
 /// exec is in `tasks.jsonl` with the new program's identity read at once.
 #[test]
 fn use_runs_name_the_sender_across_hand_offs() {
+    hand_off_runs(&[], true);
+}
+
+/// The same through the perf tracepoints (`--sources
+/// tracepoints-perf-use`): the same runs, sampled call by call.
+#[test]
+fn use_runs_name_the_sender_across_hand_offs_with_perf_tracepoints() {
+    hand_off_runs(&["--sources", "tracepoints-perf-use"], false);
+}
+
+/// The hand-off checks, recorded with `extra` options; `ebpf`: whether
+/// the runs must come from the eBPF program (`ebpf-use`) or from the perf
+/// tracepoints.
+fn hand_off_runs(extra: &[&str], ebpf: bool) {
     // SAFETY: geteuid has no arguments.
     if unsafe { libc::geteuid() } != 0 {
         skip("per-call tracepoints need root (perf_event_open, tracefs)");
@@ -1468,7 +1482,9 @@ fn use_runs_name_the_sender_across_hand_offs() {
     }
     let out = TempPath::new("handoff");
     let out_s = out.0.to_str().expect("utf-8 temp path");
-    let rec = start(&["record", "--out", out_s, "--event-interval", "500ms"]);
+    let mut args = vec!["record", "--out", out_s, "--event-interval", "500ms"];
+    args.extend_from_slice(extra);
+    let rec = start(&args);
     wait_first_snapshot(&out.0);
     let m = manifest(&out.0);
     for name in [
@@ -1481,6 +1497,19 @@ fn use_runs_name_the_sender_across_hand_offs() {
             return;
         }
     }
+    let e = m
+        .sources
+        .iter()
+        .find(|s| s.name == "ebpf-use")
+        .expect("ebpf-use listed");
+    if ebpf && !e.used {
+        skip(&format!(
+            "the eBPF program does not load here: {:?}",
+            e.detail
+        ));
+        return;
+    }
+    assert_eq!(e.used, ebpf, "{e:?}");
     // A sink reading every connection to its end.
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
     let server = listener.local_addr().expect("addr").port();

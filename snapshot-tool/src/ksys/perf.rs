@@ -85,6 +85,47 @@ pub fn open_tracepoint(id: u64, cpu: u32, watermark: u32) -> io::Result<OwnedFd>
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Opens tracepoint `id` as a counting event (no samples, no ring) on CPU
+/// 0 for all processes, disabled: the hook a BPF program is attached to
+/// with [`set_bpf`] (the program then runs on every CPU).
+pub fn open_tracepoint_counter(id: u64) -> io::Result<OwnedFd> {
+    let attr = PerfEventAttr {
+        type_: PERF_TYPE_TRACEPOINT,
+        size: std::mem::size_of::<PerfEventAttr>() as u32,
+        config: id,
+        flags: FLAG_DISABLED,
+        ..PerfEventAttr::default()
+    };
+    // SAFETY: as in `open_tracepoint`: a fully initialized attr, integer
+    // arguments (pid -1 = every process, CPU 0, group -1 = none).
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            -1 as libc::pid_t,
+            0 as libc::c_int,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Attaches the loaded BPF program `prog` to the tracepoint event `fd`.
+pub fn set_bpf(fd: &OwnedFd, prog: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
+    // SAFETY: ioctl on an fd we own with an integer argument (the
+    // program's fd, borrowed for the call).
+    if unsafe { libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Sends the samples of `fd` into the ring buffer of `ring_fd` (same CPU).
 pub fn set_output(fd: &OwnedFd, ring_fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: ioctl on an fd we own with an integer argument.
