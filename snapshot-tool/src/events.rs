@@ -916,6 +916,52 @@ impl Pids {
         true
     }
 
+    /// A process often sets its title just before it forks (sshd's session
+    /// sets `sshd: USER@notty`, then forks the command whose output it
+    /// relays): the child's copy of the command line, read at the fork, is
+    /// the parent's title at that instant. When it differs from the title
+    /// last recorded for the parent and the parent still shows it, the
+    /// parent's identity is recorded as of the fork's time (`fork_ns`),
+    /// not of this read, so its calls since the fork carry the new title.
+    fn retitled_at_fork(&mut self, parent: u32, child: u32, fork_ns: i64, batch: &mut Batch) {
+        let Some(title) = self
+            .map
+            .get(&child)
+            .and_then(|c| c.pending.as_ref())
+            .map(|r| r.cmdline.clone())
+        else {
+            return;
+        };
+        let Some(p) = self.map.get(&parent) else {
+            return;
+        };
+        if title.is_empty() || p.exited.is_some() || p.pending.is_some() || p.title.1 == title {
+            return;
+        }
+        let (start, netns) = (p.start_time, p.netns);
+        let Ok(stat) = live::read_stat(parent, &mut self.buf) else {
+            return;
+        };
+        if stat.start_time != start {
+            return;
+        }
+        let (mut rec, _errs) =
+            live::read_process_record(parent, &stat, netns.unwrap_or(0), &mut self.buf);
+        if rec.cmdline != title {
+            return; // retitled again since, or the child's read came late
+        }
+        rec.seen_ns = Some(rec.seen_ns.map_or(fork_ns, |t| t.min(fork_ns)));
+        rec.user = self.users.get(&rec.uid).cloned();
+        if let Some(p) = self.map.get_mut(&parent) {
+            let now = Instant::now();
+            p.title = (rec.comm.clone(), rec.cmdline.clone(), rec.uid, rec.euid);
+            p.comm = rec.comm.clone();
+            p.read_at = now;
+            p.checked_at = now;
+        }
+        Self::push(batch, rec);
+    }
+
     /// A child that exited before its identity was read at its fork (a
     /// zombie shows no exe nor command line) was still its parent's
     /// program: it takes those from the parent, read now.
@@ -1486,6 +1532,7 @@ fn sched_sample(
                 // that never execs and lives a few ms is named too.
                 pids.learn(*child, local, None, true);
                 pids.inherit(*child, *parent);
+                pids.retitled_at_fork(*parent, *child, mono_ns, local);
             }
             if walks {
                 local.fork_pids.insert(*parent);
@@ -1603,6 +1650,11 @@ impl Reader {
                     inode: None,
                 });
             }
+            // The rings are drained one after another: calls of one socket
+            // made on two CPUs arrive out of time order, and a run laid
+            // end to end must see them in order (a shell's prompt before
+            // and after its child's output would become one run).
+            self.dec.uses.sort_by_key(|u| u.time);
             // Titles first (outside the lock: /proc reads), then the runs.
             let mut last = (0, 0, i64::MIN);
             for u in &self.dec.uses {
