@@ -687,8 +687,8 @@ pub fn run_analysis(
     // every copy is hundreds of MB).
     let replay_json = crate::flows::report_json(&replay);
     let replay_flows = std::mem::take(&mut replay.flows);
-    let (flows, mut attributions) = if cuts.is_empty() {
-        (replay_flows, attributions)
+    let (flows, mut attributions, packet_parts) = if cuts.is_empty() {
+        (replay_flows, attributions, split::PacketParts::new())
     } else {
         let again = ReplayOptions {
             keep_packets_of: cuts
@@ -874,6 +874,7 @@ pub fn run_analysis(
                     .max_by_key(|(s, _)| *s)
                     .map(|(_, c)| *c)
             };
+            notes.set_packet_parts(packet_parts);
             for r in &input.rows {
                 notes.add(
                     r.flow.id,

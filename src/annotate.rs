@@ -247,12 +247,17 @@ pub fn no_flow_note() -> PacketNote {
 
 /// The notes of every report row, found by a packet's replayed flow id and
 /// time: a flow cut between owners (`parent_flow_id`) gives its packets to
-/// the part whose time range holds them.
+/// the part whose time range holds them, and a flow cut by the bytes each
+/// process sent or read to the part its packet was placed in (its parts
+/// interleave in time).
 #[derive(Debug, Clone, Default)]
 pub struct NoteIndex {
     by_id: HashMap<u64, PacketNote>,
     /// Parent flow id -> its parts (first_seen, last_seen, id), in time order.
     parts: HashMap<u64, Vec<(i64, i64, u64)>>,
+    /// Parent flow id -> the part of each of its packets, as stretches
+    /// ((file, packet number) of the first packet, part id), in order.
+    packet_parts: crate::split::PacketParts,
 }
 
 impl NoteIndex {
@@ -267,6 +272,12 @@ impl NoteIndex {
         }
     }
 
+    /// The part each packet of the flows cut by use evidence went to
+    /// (`split::apply`).
+    pub fn set_packet_parts(&mut self, parts: crate::split::PacketParts) {
+        self.packet_parts = parts;
+    }
+
     /// Number of replayed flows the rows stand for (parts count once, as
     /// their parent).
     pub fn replayed_flows(&self) -> usize {
@@ -275,15 +286,20 @@ impl NoteIndex {
     }
 
     /// The report row (id and note) of a packet of replayed flow `id` at
-    /// `ts_ns`.
-    pub fn lookup(&self, id: u64, ts_ns: i64) -> Option<(u64, &PacketNote)> {
-        let id = match self.parts.get(&id) {
-            Some(parts) => {
+    /// `ts_ns`, packet number `at.1` of file `at.0`.
+    pub fn lookup(&self, id: u64, ts_ns: i64, at: (u32, u64)) -> Option<(u64, &PacketNote)> {
+        let placed = self.packet_parts.get(&id).and_then(|v| {
+            let i = v.partition_point(|(first, _)| *first <= at);
+            v.get(i.checked_sub(1)?).map(|(_, part)| *part)
+        });
+        let id = match (placed, self.parts.get(&id)) {
+            (Some(part), _) => part,
+            (None, Some(parts)) => {
                 let i = parts.partition_point(|p| p.0 <= ts_ns);
                 // The last part begun by then; before the first, the first.
                 parts.get(i.saturating_sub(1)).map(|p| p.2)?
             }
-            None => id,
+            (None, None) => id,
         };
         self.by_id.get(&id).map(|n| (id, n))
     }
@@ -416,7 +432,8 @@ fn write_file<W: Write>(
             let (row, keep) = match (flow, last) {
                 (Some(p), Some((id, false, row, keep))) if p.flow_id == id => (row, keep),
                 _ => {
-                    let row = flow.and_then(|p| notes.lookup(p.flow_id, r.ts_ns));
+                    let row =
+                        flow.and_then(|p| notes.lookup(p.flow_id, r.ts_ns, (p.file, p.index)));
                     let keep = match selection {
                         Selection::All => true,
                         Selection::Flows(set) => row.is_some_and(|(id, _)| set.contains(&id)),
@@ -520,6 +537,35 @@ impl PcapngOut {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_cut_by_use_are_found_by_packet_not_by_time() {
+        let note = |pid| PacketNote {
+            comment: format!("PID: {pid}"),
+            pid: Some(pid),
+        };
+        let mut n = NoteIndex::default();
+        // Flow 7 cut into a shell's part (10, the whole connection) and its
+        // child's (11, inside it in time); flow 8 cut by time.
+        n.add(10, Some(7), 100, 900, note(1));
+        n.add(11, Some(7), 300, 500, note(2));
+        n.add(20, Some(8), 100, 400, note(3));
+        n.add(21, Some(8), 500, 900, note(4));
+        let mut pp = crate::split::PacketParts::new();
+        pp.insert(7, vec![((0, 1), 10), ((0, 4), 11), ((1, 2), 10)]);
+        n.set_packet_parts(pp);
+        let pid = |id, ts, at| n.lookup(id, ts, at).and_then(|(_, x)| x.pid);
+        assert_eq!(pid(7, 100, (0, 1)), Some(1));
+        assert_eq!(pid(7, 300, (0, 4)), Some(2));
+        assert_eq!(pid(7, 500, (0, 9)), Some(2));
+        // The shell's last bytes, after its child began: the shell's.
+        assert_eq!(pid(7, 800, (1, 2)), Some(1));
+        assert_eq!(pid(7, 900, (1, 7)), Some(1));
+        // By time where no packet parts were given.
+        assert_eq!(pid(8, 450, (0, 3)), Some(3));
+        assert_eq!(pid(8, 600, (0, 4)), Some(4));
+        assert_eq!(n.replayed_flows(), 2);
+    }
 
     #[test]
     fn owned_note_is_escaped_and_fits_one_pcapng_option() {

@@ -197,12 +197,12 @@ fn use_parts(
     f: &Flow,
     a: &Attribution,
     packets: &[PacketMark],
-) -> Vec<(Flow, Attribution)> {
+) -> (Vec<(Flow, Attribution)>, Vec<usize>) {
     let Some((mine, peer)) = flow_uses(tl, f, a) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let Some(local_is_a) = a.local_is_a else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let transport = if f.proto == ipproto::TCP {
         Transport::Tcp
@@ -225,6 +225,8 @@ fn use_parts(
     type At = Option<(Span, i64)>;
     let mut keys: std::collections::HashMap<Key, usize> = std::collections::HashMap::new();
     let mut parts: Vec<(Flow, At, At)> = Vec::new();
+    // The part of each packet.
+    let mut of_packet: Vec<usize> = Vec::with_capacity(packets.len());
     for ((p, lo), po) in packets.iter().zip(&local_owner).zip(&peer_owner) {
         let key: Key = (
             lo.as_ref().map(|s| who(tl, s, p.ts_ns)),
@@ -241,11 +243,12 @@ fn use_parts(
         if let Some((part, _, _)) = parts.get_mut(k) {
             add(part, p);
         }
+        of_packet.push(k);
     }
     if parts.len() < 2 {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
-    parts
+    let parts = parts
         .into_iter()
         .map(|(part, lo, po)| {
             let mut pa = a.clone();
@@ -283,7 +286,8 @@ fn use_parts(
             }
             (part, pa)
         })
-        .collect()
+        .collect();
+    (parts, of_packet)
 }
 
 /// Adds packet `p` to the counters and times of `f`.
@@ -314,10 +318,32 @@ fn same_flow(f: &Flow, packets: &[PacketMark]) -> bool {
         && first == Some(f.first_seen_ns)
 }
 
+/// Which part each packet of a flow cut by use evidence went to, by the
+/// parent's id: the packet (file in processing order, packet number) that
+/// begins each stretch of packets of one part, with that part's id, in
+/// packet order. The parts of such a flow interleave in time (a shell's
+/// prompt before and after its child's output), so a packet's part cannot
+/// be told from its time.
+pub type PacketParts = BTreeMap<u64, Vec<((u32, u64), u64)>>;
+
+/// The stretches of `packets` (each with its part's index in `of_packet`)
+/// as [`PacketParts`] entries, the part of index `k` having id `base + k`.
+fn stretches(packets: &[PacketMark], of_packet: &[usize], base: u64) -> Vec<((u32, u64), u64)> {
+    let mut v: Vec<((u32, u64), u64)> = packets
+        .iter()
+        .zip(of_packet)
+        .map(|(p, &k)| ((p.file, p.index), base.saturating_add(k as u64)))
+        .collect();
+    v.sort_unstable();
+    v.dedup_by(|cur, prev| cur.1 == prev.1);
+    v
+}
+
 /// Replaces each planned flow by its parts, each attributed on its own,
 /// in the parent's place. `packets` holds the packets of the planned flows
 /// by flow id (a flow without its packets, or whose packets do not add up
-/// to it, stays whole). Returns the flows and attributions in report order.
+/// to it, stays whole). Returns the flows and attributions in report order,
+/// and the part of each packet of the flows cut by use evidence.
 pub fn apply(
     tl: &Timeline,
     ctx: &HostContext,
@@ -326,7 +352,8 @@ pub fn apply(
     attributions: Vec<Attribution>,
     cuts: &[Cut],
     packets: &BTreeMap<u64, Vec<PacketMark>>,
-) -> (Vec<Flow>, Vec<Attribution>) {
+) -> (Vec<Flow>, Vec<Attribution>, PacketParts) {
+    let mut packet_parts = PacketParts::new();
     let mut next_id = flows.iter().map(|f| f.id).max().unwrap_or(0) + 1;
     let by_index: BTreeMap<usize, &Cut> = cuts.iter().map(|c| (c.index, c)).collect();
     // The parts of each flow that is cut, in flow order (their ids follow
@@ -344,9 +371,10 @@ pub fn apply(
         }
         let mut out = Vec::new();
         if c.by_use {
-            let parts = use_parts(tl, f, a, p);
+            let (parts, of_packet) = use_parts(tl, f, a, p);
             let n = parts.len();
             if n >= 2 {
+                packet_parts.insert(f.id, stretches(p, &of_packet, next_id));
                 for (k, (mut part, mut pa)) in parts.into_iter().enumerate() {
                     part.id = next_id;
                     next_id += 1;
@@ -384,7 +412,7 @@ pub fn apply(
     flows.truncate(n);
     attributions.truncate(n);
     if replaced.is_empty() {
-        return (flows, attributions);
+        return (flows, attributions, packet_parts);
     }
     // Rebuilt from the end, the inputs shrinking as the output grows: at a
     // million flows, both side by side would double the peak.
@@ -412,7 +440,7 @@ pub fn apply(
     }
     out_f.reverse();
     out_a.reverse();
-    (out_f, out_a)
+    (out_f, out_a, packet_parts)
 }
 
 #[cfg(test)]
@@ -433,6 +461,8 @@ mod tests {
             tcp_seq: 0,
             tcp_ack: 0,
             tcp_payload: 0,
+            file: 0,
+            index: 0,
         }
     }
 

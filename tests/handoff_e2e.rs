@@ -552,15 +552,6 @@ fn capture_drops(bundle: &Path) -> u64 {
         + n(&c["native"]["packets_lost_writing"])
 }
 
-/// The gap still open (docs/e2e.md): a reverse shell's own last bytes,
-/// its prompt and `exit` written after its child command exited (a few
-/// dozen bytes), given to the child. Only that shape is let through: the
-/// shell's own few bytes, at most 64 of them to another process; a child's
-/// bytes given to the shell, or more than that, still fail.
-fn known_gap(name: &str, t: &Tally) -> bool {
-    name.starts_with("revshell-") && t.truth < 4096 && t.wrong.values().sum::<u64>() <= 64
-}
-
 /// Every way a score falls short, one line each. `drops`: packets the
 /// capture is known to miss (tcpdump's kernel drops, reported loudly by
 /// the recorder and the analyzer): a process' bytes missing from the
@@ -959,20 +950,7 @@ fn handoffs_are_attributed_live() {
         table(&sc),
         scenario_table(&sc)
     );
-    // The one gap still open is reported, not asserted: see `known_gap`.
-    let gaps: Vec<String> = sc
-        .procs
-        .iter()
-        .filter(|(n, t)| known_gap(n, t))
-        .map(|(n, _)| format!("{n} "))
-        .collect();
-    for f in failures(&sc, drops) {
-        if gaps.iter().any(|g| f.starts_with(g.as_str())) {
-            let _ = writeln!(report, "KNOWN GAP (reported, not asserted): {f}");
-        } else {
-            fails.push(f);
-        }
-    }
+    fails.extend(failures(&sc, drops));
     fails.extend(row_failures(&truth, &rows, &mut report));
 
     // Loopback: a recorder on `lo`, both ends.

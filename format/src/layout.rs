@@ -1057,8 +1057,9 @@ pub struct ProcessRecord {
     pub cgroup: Option<String>,
     /// Container id (64 hex digits) found in the cgroup path, if any.
     pub container_id: Option<String>,
-    /// CLOCK_MONOTONIC ns when this identity was read; absent in bundles
-    /// written before it was recorded.
+    /// CLOCK_MONOTONIC ns when this identity was read (for a title proven
+    /// at a fork, the fork's time); absent in bundles written before it
+    /// was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seen_ns: Option<i64>,
     /// CLOCK_MONOTONIC ns of the exec this identity follows (from

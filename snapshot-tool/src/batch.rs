@@ -294,6 +294,58 @@ impl Pids {
         true
     }
 
+    /// A process often sets its title just before it forks (sshd's session
+    /// sets `sshd: USER@notty`, then forks the command whose output it
+    /// relays): the child's copy of the command line, read at the fork, is
+    /// the parent's title at that instant. When it differs from the title
+    /// last recorded for the parent and the parent still shows it, the
+    /// parent's identity is recorded as of the fork's time (`fork_ns`),
+    /// not of this read, so its calls since the fork carry the new title.
+    pub(crate) fn retitled_at_fork(
+        &mut self,
+        parent: u32,
+        child: u32,
+        fork_ns: i64,
+        batch: &mut Batch,
+    ) {
+        let Some(title) = self
+            .map
+            .get(&child)
+            .and_then(|c| c.pending.as_ref())
+            .map(|r| r.cmdline.clone())
+        else {
+            return;
+        };
+        let Some(p) = self.map.get(&parent) else {
+            return;
+        };
+        if title.is_empty() || p.exited.is_some() || p.pending.is_some() || p.title.1 == title {
+            return;
+        }
+        let (start, netns) = (p.start_time, p.netns);
+        let Ok(stat) = live::read_stat(parent, &mut self.buf) else {
+            return;
+        };
+        if stat.start_time != start {
+            return;
+        }
+        let (mut rec, _errs) =
+            live::read_process_record(parent, &stat, netns.unwrap_or(0), &mut self.buf);
+        if rec.cmdline != title {
+            return; // retitled again since, or the child's read came late
+        }
+        rec.seen_ns = Some(rec.seen_ns.map_or(fork_ns, |t| t.min(fork_ns)));
+        rec.user = self.users.get(&rec.uid).cloned();
+        if let Some(p) = self.map.get_mut(&parent) {
+            let now = Instant::now();
+            p.title = (rec.comm.clone(), rec.cmdline.clone(), rec.uid, rec.euid);
+            p.comm = rec.comm.clone();
+            p.read_at = now;
+            p.checked_at = now;
+        }
+        Self::push(batch, rec);
+    }
+
     /// A child that exited before its identity was read at its fork (a
     /// zombie shows no exe nor command line) was still its parent's
     /// program: it takes those from the parent, read now.

@@ -1127,6 +1127,7 @@ fn sched_sample(
                 // that never execs and lives a few ms is named too.
                 pids.learn(*child, local, None, true);
                 pids.inherit(*child, *parent);
+                pids.retitled_at_fork(*parent, *child, mono_ns, local);
             }
             if walks {
                 local.fork_pids.insert(*parent);
@@ -1271,6 +1272,11 @@ impl Reader {
                     inode: None,
                 });
             }
+            // The rings are drained one after another: calls of one socket
+            // made on two CPUs arrive out of time order, and a run laid
+            // end to end must see them in order (a shell's prompt before
+            // and after its child's output would become one run).
+            self.dec.uses.sort_by_key(|u| u.time);
             // Titles first (outside the lock: /proc reads), then the runs.
             let mut last = (0, 0, i64::MIN);
             let calls = self.dec.uses.iter().map(|u| (u.pid, u.sk, u.time));

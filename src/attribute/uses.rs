@@ -407,6 +407,8 @@ mod tests {
             tcp_seq: seq,
             tcp_ack: 0,
             tcp_payload: len,
+            file: 0,
+            index: 0,
         }
     }
 

@@ -204,6 +204,10 @@ pub struct PacketMark {
     pub tcp_ack: u32,
     /// TCP payload length (0 for other protocols).
     pub tcp_payload: u32,
+    /// Index of its file in processing order (as [`PacketFlow::file`]).
+    pub file: u32,
+    /// 1-based packet number in its file (as [`PacketFlow::index`]).
+    pub index: u64,
 }
 
 /// Folds decoded packets into flows. Packets must be added in capture order;
@@ -537,6 +541,8 @@ impl FlowTable {
                 tcp_seq: p.tcp_seq,
                 tcp_ack: p.tcp_ack,
                 tcp_payload: p.tcp_payload,
+                file: origin.file,
+                index: origin.index,
             });
         }
         let f = &mut s.flow;

@@ -1,12 +1,12 @@
 //! Hand-offs and shared sockets, from synthetic bundles: attribution, the
 //! plan and the cut together, as `procflow analyze` runs them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use procflow_format::layout::{ProcessRecord, SnapshotKind, SockUseRecord, TableStored, UseDir};
 
-use super::{apply, plan};
+use super::{apply, plan, PacketParts};
 use crate::attribute::{
     attribute_all, Attribution, Confidence, HostContext, Method, Note, Options, Rule,
 };
@@ -122,6 +122,8 @@ impl Wire {
             tcp_seq: seq,
             tcp_ack: 0,
             tcp_payload: len,
+            file: 0,
+            index: self.pk.len() as u64 + 1,
         });
     }
 
@@ -172,12 +174,21 @@ fn analyze(
     flows: Vec<Flow>,
     pk: Vec<(u64, Vec<PacketMark>)>,
 ) -> Vec<(Flow, Attribution)> {
+    analyze_parts(tl, flows, pk).0
+}
+
+/// [`analyze`], and the part of each packet of the flows cut by use.
+fn analyze_parts(
+    tl: &Timeline,
+    flows: Vec<Flow>,
+    pk: Vec<(u64, Vec<PacketMark>)>,
+) -> (Vec<(Flow, Attribution)>, PacketParts) {
     let opts = Options::default();
     let a = attribute_all(tl, &ctx(), &opts, &flows);
     let cuts = plan(tl, &ctx(), &flows, &a);
     let packets: BTreeMap<u64, Vec<PacketMark>> = pk.into_iter().collect();
-    let (f, a) = apply(tl, &ctx(), &opts, flows, a, &cuts, &packets);
-    f.into_iter().zip(a).collect()
+    let (f, a, parts) = apply(tl, &ctx(), &opts, flows, a, &cuts, &packets);
+    (f.into_iter().zip(a).collect(), parts)
 }
 
 /// Payload bytes a row's local end sent and received.
@@ -400,6 +411,68 @@ fn reverse_shell_child_writes_through_the_inherited_socket() {
             (Some(11), 6000, 0, Some(Confidence::High)),
         ]
     );
+}
+
+#[test]
+fn a_shells_bytes_after_its_child_exited_stay_the_shells_packet_by_packet() {
+    // bash writes a prompt, its child `head` writes the output, then bash
+    // reads `exit` and writes again: bash's part spans head's in time, so
+    // each packet's part is the one its bytes were placed in, not the last
+    // part begun before it.
+    let mut lab = Lab::new();
+    lab.rows.push(row4(LOCAL, PEER, 1, 500));
+    lab.fds1.push("10 100 4026531840 500".into());
+    lab.fds2.push("10 100 4026531840 500".into());
+    lab.fds2.push("11 200 4026531840 500".into());
+    lab.procs = vec![rec(10, 100, "bash"), rec(11, 200, "head")];
+    lab.events
+        .push(ev("connect", 0, 10, Some(100), LOCAL, PEER));
+    lab.uses
+        .push(bind("c5", mono(400), "tcp", LOCAL, PEER, Some("SYN_SENT")));
+    let seg = u64::from(SEG);
+    lab.uses
+        .push(used("c5", UseDir::Send, 10, 100, 900, 900, seg));
+    lab.uses
+        .push(used("c5", UseDir::Recv, 10, 100, 1_600, 12_100, 2 * seg));
+    lab.uses
+        .push(used("c5", UseDir::Send, 11, 200, 2_000, 9_000, 6 * seg));
+    lab.uses
+        .push(used("c5", UseDir::Send, 10, 100, 12_200, 12_200, seg));
+    let mut w = Wire::new(500, 3, 77, true);
+    w.out(1_000, 0);
+    w.inbound(1_500, 0);
+    for k in 0..6u32 {
+        w.out(2_500 + 1_000 * i64::from(k), (k + 1) * SEG);
+    }
+    w.inbound(12_000, SEG);
+    w.out(12_300, 7 * SEG);
+    let pk = w.pk.clone();
+    let (rows, parts) = analyze_parts(
+        &lab.timeline(),
+        vec![w.flow(1, LOCAL, PEER)],
+        vec![(1, w.pk)],
+    );
+    assert_eq!(
+        summary(&rows),
+        [
+            (Some(10), 2000, 2000, Some(Confidence::High)),
+            (Some(11), 6000, 0, Some(Confidence::High)),
+        ]
+    );
+    let pid_of: HashMap<u64, u32> = rows
+        .iter()
+        .map(|(f, a)| (f.id, a.owner.map_or(0, |o| o.pid)))
+        .collect();
+    let stretches = parts.get(&1).expect("flow 1 cut by use");
+    let owner = |p: &PacketMark| {
+        let i = stretches.partition_point(|(at, _)| *at <= (p.file, p.index));
+        pid_of[&stretches[i - 1].1]
+    };
+    let data: Vec<u32> = pk.iter().filter(|p| p.tcp_payload > 0).map(owner).collect();
+    assert_eq!(data, [10, 10, 11, 11, 11, 11, 11, 11, 10, 10]);
+    // Every packet in exactly one part: the parts' packets add up.
+    let n: u64 = rows.iter().map(|(f, _)| f.packets_ab + f.packets_ba).sum();
+    assert_eq!(n, pk.len() as u64);
 }
 
 #[test]
@@ -680,6 +753,8 @@ fn udp_without_sequence_numbers_is_placed_by_time() {
             tcp_seq: 0,
             tcp_ack: 0,
             tcp_payload: 0,
+            file: 0,
+            index: 0,
         });
     }
     let a: SocketAddr = l.parse().unwrap();
@@ -717,6 +792,8 @@ fn udp_flow(id: u64, l: &str, r: &str, at: &[(i64, bool)]) -> (Flow, Vec<PacketM
             tcp_seq: 0,
             tcp_ack: 0,
             tcp_payload: 0,
+            file: 0,
+            index: 0,
         })
         .collect();
     let a: SocketAddr = l.parse().unwrap();
