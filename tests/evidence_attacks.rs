@@ -1764,3 +1764,107 @@ fn junk_lines_are_counted_in_bounded_memory() {
         let _ = std::fs::remove_dir_all(&d);
     }
 }
+
+/// A 1 MB command line (Linux allows about 2 MB) on the two processes that
+/// own 90 of the re-recorded sample's flows: each report row repeats at
+/// most 4 KB of it with the SHA-256 of the whole line, and `processes.csv`
+/// holds it whole once per process, so the reports stay near the
+/// bundle's size (they were 303 MB for a 4 MB bundle).
+#[test]
+fn long_command_lines_are_stored_once() {
+    let d = std::env::temp_dir().join(format!("pe-attack-{}-cmdline", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let b = d.join("bundle");
+    std::fs::create_dir_all(&b).unwrap();
+    for e in std::fs::read_dir(root().join("testdata/sample-bundle")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), b.join(e.file_name())).unwrap();
+    }
+    let arg = "A".repeat(1 << 20);
+    let long = vec!["python3".to_string(), "-c".to_string(), arg.clone()];
+    let whole = format!("python3 -c {arg}");
+    let mut records = 0;
+    rewrite_archive(&b, |name, data| {
+        if !name.ends_with("procs.jsonl") {
+            return Some(data);
+        }
+        let mut text = String::new();
+        for line in String::from_utf8(data).unwrap().lines() {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if matches!(v["pid"].as_u64(), Some(127 | 131)) {
+                v["cmdline"] = serde_json::json!(long);
+                records += 1;
+            }
+            text.push_str(&v.to_string());
+            text.push('\n');
+        }
+        Some(text.into_bytes())
+    });
+    assert!(records >= 2, "the sample's processes 127 and 131 are gone");
+    resum(&b);
+    let bundle_size: u64 = std::fs::read_dir(&b)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let out = d.join("out");
+    let (code, _, err) = analyze(&b, &out, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let reports: u64 = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    eprintln!(
+        "bundle {} KB, reports {} KB",
+        bundle_size >> 10,
+        reports >> 10
+    );
+    assert!(reports < 10 << 20, "reports of {reports} bytes");
+
+    let sha = sha_hex(whole.as_bytes());
+    // connections.csv: the cut line and the hash of the whole one.
+    let mut rows = 0;
+    let mut csv = csv::Reader::from_path(out.join("connections.csv")).unwrap();
+    let head = csv.headers().unwrap().clone();
+    let col = |n: &str| head.iter().position(|h| h == n).unwrap();
+    let (pid, cmdline, hash) = (col("pid"), col("cmdline"), col("cmdline_sha256"));
+    for r in csv.records() {
+        let r = r.unwrap();
+        if matches!(&r[pid], "127" | "131") {
+            rows += 1;
+            assert!(r[cmdline].len() <= 4096 + 3, "{}", r[cmdline].len());
+            assert!(r[cmdline].starts_with("python3 -c AAAA") && r[cmdline].ends_with('…'));
+            assert_eq!(&r[hash], sha);
+        } else {
+            assert_eq!(&r[hash], "", "a whole line has no hash");
+        }
+    }
+    assert!(rows >= 50, "{rows} rows of the two processes");
+    // connections.jsonl: the same, with the number of arguments.
+    let jsonl = std::fs::read_to_string(out.join("connections.jsonl")).unwrap();
+    let cut: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| matches!(v["process.pid"].as_u64(), Some(127 | 131)))
+        .collect();
+    assert_eq!(cut.len(), rows);
+    for v in &cut {
+        assert_eq!(v["procflow.command_line_sha256"], sha.as_str());
+        assert_eq!(v["process.args_count"], 3);
+        assert!(v["process.command_line"].as_str().unwrap().len() <= 4096 + 3);
+    }
+    // processes.csv: the whole line, once per process, matching the hash.
+    let mut csv = csv::Reader::from_path(out.join("processes.csv")).unwrap();
+    let head = csv.headers().unwrap().clone();
+    let col = |n: &str| head.iter().position(|h| h == n).unwrap();
+    let (pid, cmdline) = (col("pid"), col("cmdline"));
+    let mut whole_rows = 0;
+    for r in csv.records() {
+        let r = r.unwrap();
+        if matches!(&r[pid], "127" | "131") {
+            whole_rows += 1;
+            assert_eq!(sha_hex(r[cmdline].as_bytes()), sha);
+        }
+    }
+    assert_eq!(whole_rows, 2);
+    let _ = std::fs::remove_dir_all(&d);
+}
