@@ -32,7 +32,7 @@ use serde::Serialize;
 
 use crate::capture::{Damage, ProblemKind, Structure};
 use crate::hostile::term;
-use crate::report::overview::visible;
+use crate::hostile::visible;
 
 /// Most characters of a manifest error text a finding quotes (the manifest
 /// comes from the recorded host: a 16 MiB string stays out of the terminal).
