@@ -1868,3 +1868,132 @@ fn long_command_lines_are_stored_once() {
     assert_eq!(whole_rows, 2);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Starts `procflow flows /dev/stdin` with `stdin` as its input.
+fn flows_from(stdin: Stdio) -> std::process::Child {
+    procflow()
+        .args(["flows", "/dev/stdin", "--threads", "2"])
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// An I/O error in the middle of a capture read as a stream (standard
+/// input a pseudo-terminal whose other side hung up: `read` fails with
+/// EIO, no root needed) keeps
+/// the packets before it, as a copy cut at the same byte does, and says
+/// where reading failed (it was "0 flows").
+#[test]
+fn io_error_mid_stream_keeps_the_readable_start() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let cap = std::fs::read(root().join(SAMPLE).join(SAMPLE_CAPTURE)).unwrap();
+    let cut = 500_000;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty with valid out-pointers and no name, termios or size.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        skip("no pseudo-terminal could be opened (openpty)");
+        return;
+    }
+    // SAFETY: two descriptors openpty just returned, owned from here on;
+    // raw mode on the terminal side passes bytes through unchanged, and
+    // close-on-exec keeps the terminal side out of the child.
+    let (master, slave) = unsafe {
+        for fd in [master, slave] {
+            let mut t: libc::termios = std::mem::zeroed();
+            assert_eq!(libc::tcgetattr(fd, &mut t), 0);
+            libc::cfmakeraw(&mut t);
+            assert_eq!(libc::tcsetattr(fd, libc::TCSANOW, &t), 0);
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+        (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave))
+    };
+    let child = flows_from(Stdio::from(master));
+    let head = cap[..cut].to_vec();
+    let writer = std::thread::spawn(move || {
+        let mut t = std::fs::File::from(slave);
+        t.write_all(&head).unwrap();
+        // Hang up: the reader gets what is buffered, then EIO.
+        drop(t);
+    });
+    let o = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let d = scratch("eio");
+    let cut_copy = d.join("cut.pcap");
+    std::fs::write(&cut_copy, &cap[..cut]).unwrap();
+    let (_, from_copy, _) = run(procflow().arg("flows").arg(&cut_copy));
+    let flows = String::from_utf8_lossy(&o.stdout);
+    assert!(from_copy.lines().count() > 10, "{from_copy}");
+    assert_eq!(flows, from_copy, "{err}");
+    assert!(
+        err.contains(&format!(
+            "the stream ended at byte offset {cut}: reading failed:"
+        )),
+        "{err}"
+    );
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// `flows` reading an endless pipe stops at once on SIGTERM: the stream is
+/// copied only a bounded way ahead of the reader and what was read is
+/// given back, so the process holds no gigabytes of copy for the kernel to
+/// free on its way out (it took 0.25 s after one second of input, 0.5 s
+/// after three, growing with the time).
+#[test]
+fn endless_pipe_stops_promptly_on_sigterm() {
+    let cap = std::fs::read(root().join(SAMPLE).join(SAMPLE_CAPTURE)).unwrap();
+    let mut child = flows_from(Stdio::piped());
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let body = cap[24..].repeat(8);
+        if stdin.write_all(&cap).is_err() {
+            return;
+        }
+        while stdin.write_all(&body).is_ok() {}
+    });
+    // Two seconds of input (gigabytes), watching the copy's disk use.
+    let mut most_blocks = 0u64;
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", child.id())) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let deleted = std::fs::read_link(fd.path())
+                .is_ok_and(|l| l.to_string_lossy().ends_with("(deleted)"));
+            if let (true, Ok(m)) = (deleted, std::fs::metadata(fd.path())) {
+                most_blocks = most_blocks.max(std::os::unix::fs::MetadataExt::blocks(&m));
+            }
+        }
+    }
+    let t = Instant::now();
+    signal(&child, libc::SIGTERM);
+    let status = child.wait().unwrap();
+    let took = t.elapsed();
+    writer.join().unwrap();
+    eprintln!(
+        "stream copy at most {} MB on disk; exit {:.3} s after SIGTERM",
+        most_blocks * 512 >> 20,
+        took.as_secs_f64()
+    );
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGTERM)
+    );
+    assert!(most_blocks > 0, "no copy of the stream seen");
+    assert!(most_blocks * 512 <= 256 << 20, "{} blocks", most_blocks);
+    assert!(took < Duration::from_millis(200), "{took:?}");
+}
