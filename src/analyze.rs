@@ -422,7 +422,7 @@ fn check_evidence(
     if diag.skipped_snapshots > 0 {
         ev.add(Finding {
             area: Area::Integrity,
-            check: "snapshots-skipped",
+            check: crate::verify::Check::SnapshotsSkipped,
             file: None,
             detail: format!(
                 "{} complete snapshot(s) could not be applied (invalid or mismatched meta.json, \
@@ -435,7 +435,7 @@ fn check_evidence(
     if let Some((step, seq)) = clock_step.filter(|(s, _)| s.unsigned_abs() >= CLOCK_STEP_FAILS_NS) {
         ev.add(Finding {
             area: Area::Recorder,
-            check: "clock-step",
+            check: crate::verify::Check::ClockStep,
             file: None,
             detail: format!(
                 "the realtime clock stepped by {:.3} s before snapshot {seq}, more than an \

@@ -67,14 +67,121 @@ impl Area {
     }
 }
 
+/// Each check of the evidence, by its stable name (`Check::name`, the
+/// `check` of a finding in `verify --json` and `summary.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Check {
+    /// `archive-cut`.
+    ArchiveCut,
+    /// `archive-not-closed`.
+    ArchiveNotClosed,
+    /// `capture-counters-missing`.
+    CaptureCountersMissing,
+    /// `capture-counters-unreadable`.
+    CaptureCountersUnreadable,
+    /// `capture-cut`.
+    CaptureCut,
+    /// `capture-damaged`.
+    CaptureDamaged,
+    /// `capture-drops`.
+    CaptureDrops,
+    /// `capture-exited`.
+    CaptureExited,
+    /// `capture-packets-missing`.
+    CapturePacketsMissing,
+    /// `capture-unreadable`.
+    CaptureUnreadable,
+    /// `clock-step`.
+    ClockStep,
+    /// `deleted-unasked`.
+    DeletedUnasked,
+    /// `digest-mismatch`.
+    DigestMismatch,
+    /// `evidence-damaged`.
+    EvidenceDamaged,
+    /// `file-missing`.
+    FileMissing,
+    /// `hash-mismatch`.
+    HashMismatch,
+    /// `not-a-regular-file`.
+    NotARegularFile,
+    /// `not-in-manifest`.
+    NotInManifest,
+    /// `not-listed`.
+    NotListed,
+    /// `not-root`.
+    NotRoot,
+    /// `recorder-lost-events`.
+    RecorderLostEvents,
+    /// `recorder-status`.
+    RecorderStatus,
+    /// `recorder-write-error`.
+    RecorderWriteError,
+    /// `sha256sums-empty`.
+    Sha256SumsEmpty,
+    /// `sha256sums-malformed`.
+    Sha256SumsMalformed,
+    /// `sha256sums-missing`.
+    Sha256SumsMissing,
+    /// `sha256sums-unreadable`.
+    Sha256SumsUnreadable,
+    /// `snapshots-skipped`.
+    SnapshotsSkipped,
+    /// `unreadable-bundle`.
+    UnreadableBundle,
+    /// `unreadable-fds`.
+    UnreadableFds,
+    /// `unreadable-file`.
+    UnreadableFile,
+}
+
+impl Check {
+    /// The stable name, e.g. `hash-mismatch`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::ArchiveCut => "archive-cut",
+            Check::ArchiveNotClosed => "archive-not-closed",
+            Check::CaptureCountersMissing => "capture-counters-missing",
+            Check::CaptureCountersUnreadable => "capture-counters-unreadable",
+            Check::CaptureCut => "capture-cut",
+            Check::CaptureDamaged => "capture-damaged",
+            Check::CaptureDrops => "capture-drops",
+            Check::CaptureExited => "capture-exited",
+            Check::CapturePacketsMissing => "capture-packets-missing",
+            Check::CaptureUnreadable => "capture-unreadable",
+            Check::ClockStep => "clock-step",
+            Check::DeletedUnasked => "deleted-unasked",
+            Check::DigestMismatch => "digest-mismatch",
+            Check::EvidenceDamaged => "evidence-damaged",
+            Check::FileMissing => "file-missing",
+            Check::HashMismatch => "hash-mismatch",
+            Check::NotARegularFile => "not-a-regular-file",
+            Check::NotInManifest => "not-in-manifest",
+            Check::NotListed => "not-listed",
+            Check::NotRoot => "not-root",
+            Check::RecorderLostEvents => "recorder-lost-events",
+            Check::RecorderStatus => "recorder-status",
+            Check::RecorderWriteError => "recorder-write-error",
+            Check::Sha256SumsEmpty => "sha256sums-empty",
+            Check::Sha256SumsMalformed => "sha256sums-malformed",
+            Check::Sha256SumsMissing => "sha256sums-missing",
+            Check::Sha256SumsUnreadable => "sha256sums-unreadable",
+            Check::SnapshotsSkipped => "snapshots-skipped",
+            Check::UnreadableBundle => "unreadable-bundle",
+            Check::UnreadableFds => "unreadable-fds",
+            Check::UnreadableFile => "unreadable-file",
+        }
+    }
+}
+
 /// One thing that does not hold. Serialized with its [`Finding::message`]
 /// as `message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     /// Area it belongs to.
     pub area: Area,
-    /// Stable name of the check, e.g. `hash-mismatch`.
-    pub check: &'static str,
+    /// The check, e.g. [`Check::HashMismatch`].
+    pub check: Check,
     /// The bundle file concerned, if one.
     pub file: Option<String>,
     /// What was found, one sentence (exact bundle text; escape to print).
@@ -87,7 +194,7 @@ impl Finding {
     /// check's name, then the sentence saying what was found. Exact bundle
     /// text: escape it to print.
     pub fn message(&self) -> String {
-        format!("{}: {}", self.check, self.detail)
+        format!("{}: {}", self.check.name(), self.detail)
     }
 }
 
@@ -96,7 +203,7 @@ impl Serialize for Finding {
         use serde::ser::SerializeStruct;
         let mut st = s.serialize_struct("Finding", 5)?;
         st.serialize_field("area", &self.area)?;
-        st.serialize_field("check", self.check)?;
+        st.serialize_field("check", self.check.name())?;
         if let Some(f) = &self.file {
             st.serialize_field("file", f)?;
         } else {
@@ -419,7 +526,7 @@ struct Checker {
 }
 
 impl Checker {
-    fn add(&mut self, area: Area, check: &'static str, file: Option<&str>, detail: String) {
+    fn add(&mut self, area: Area, check: Check, file: Option<&str>, detail: String) {
         self.findings.push(Finding {
             area,
             check,
@@ -466,7 +573,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                     };
                     c.add(
                         Area::Integrity,
-                        "not-a-regular-file",
+                        Check::NotARegularFile,
                         Some(&name),
                         format!("{name} is {kind}; it is not read as part of the bundle"),
                     );
@@ -475,7 +582,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         }
         Err(e) => c.add(
             Area::Integrity,
-            "unreadable-bundle",
+            Check::UnreadableBundle,
             None,
             format!("the bundle directory cannot be listed: {e}"),
         ),
@@ -501,7 +608,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             Err(e) => {
                 c.add(
                     Area::Integrity,
-                    "sha256sums-unreadable",
+                    Check::Sha256SumsUnreadable,
                     Some(SHA256SUMS_FILE),
                     format!("{SHA256SUMS_FILE} cannot be read: {e}"),
                 );
@@ -511,7 +618,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
     } else {
         c.add(
             Area::Integrity,
-            "sha256sums-missing",
+            Check::Sha256SumsMissing,
             Some(SHA256SUMS_FILE),
             format!(
                 "{SHA256SUMS_FILE} is missing: no file of the bundle can be checked against \
@@ -524,7 +631,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         for (line, what) in &s.malformed {
             c.add(
                 Area::Integrity,
-                "sha256sums-malformed",
+                Check::Sha256SumsMalformed,
                 Some(SHA256SUMS_FILE),
                 format!("{SHA256SUMS_FILE} line {line}: {what}"),
             );
@@ -532,7 +639,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         if s.by_name.is_empty() {
             c.add(
                 Area::Integrity,
-                "sha256sums-empty",
+                Check::Sha256SumsEmpty,
                 Some(SHA256SUMS_FILE),
                 format!("{SHA256SUMS_FILE} lists no file"),
             );
@@ -544,7 +651,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             Some(d) if *d == want => {}
             Some(d) => c.add(
                 Area::Integrity,
-                "digest-mismatch",
+                Check::DigestMismatch,
                 Some(SHA256SUMS_FILE),
                 format!(
                     "bundle digest {d} is not the digest noted at collection, {}: the bundle \
@@ -554,7 +661,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             ),
             None => c.add(
                 Area::Integrity,
-                "digest-mismatch",
+                Check::DigestMismatch,
                 Some(SHA256SUMS_FILE),
                 format!(
                     "the bundle digest cannot be computed without {SHA256SUMS_FILE}; the \
@@ -580,7 +687,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         };
         c.add(
             Area::Integrity,
-            "file-missing",
+            Check::FileMissing,
             Some(name),
             format!("{name} is {by} but absent from the bundle"),
         );
@@ -594,7 +701,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         if sums.is_some() && !listed.contains(name.as_str()) {
             c.add(
                 Area::Integrity,
-                "not-listed",
+                Check::NotListed,
                 Some(name),
                 format!("{name} is in the bundle but not listed in {SHA256SUMS_FILE}"),
             );
@@ -604,7 +711,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         {
             c.add(
                 Area::Integrity,
-                "not-in-manifest",
+                Check::NotInManifest,
                 Some(name),
                 format!("{name} is in the bundle but the manifest does not name it"),
             );
@@ -632,7 +739,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                     if s.by_name.get(&name) != Some(&h) {
                         c.add(
                             Area::Integrity,
-                            "hash-mismatch",
+                            Check::HashMismatch,
                             Some(&name),
                             format!(
                                 "{name}: SHA-256 {h} differs from {} recorded in {SHA256SUMS_FILE}: \
@@ -645,7 +752,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                 }
                 Err(e) => c.add(
                     Area::Integrity,
-                    "unreadable-file",
+                    Check::UnreadableFile,
                     Some(&name),
                     format!("{name} cannot be read: {e}"),
                 ),
@@ -674,7 +781,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             ArchiveState::Whole => {}
             ArchiveState::NoTrailer => c.add(
                 Area::Integrity,
-                "archive-not-closed",
+                Check::ArchiveNotClosed,
                 Some(name),
                 format!(
                     "{name} has no tar trailer: the recorder never closed it (every snapshot in \
@@ -683,13 +790,13 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             ),
             ArchiveState::Cut { offset, what } => c.add(
                 Area::Integrity,
-                "archive-cut",
+                Check::ArchiveCut,
                 Some(name),
                 format!("{name} is cut at byte offset {offset}: {what}"),
             ),
             ArchiveState::Unreadable(e) => c.add(
                 Area::Integrity,
-                "unreadable-file",
+                Check::UnreadableFile,
                 Some(name),
                 format!("{name} cannot be read: {e}"),
             ),
@@ -723,8 +830,8 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                     let check = match kind {
                         ProblemKind::TruncatedRecord
                         | ProblemKind::TruncatedBlock
-                        | ProblemKind::ReadFailed => "capture-cut",
-                        _ => "capture-damaged",
+                        | ProblemKind::ReadFailed => Check::CaptureCut,
+                        _ => Check::CaptureDamaged,
                     };
                     c.add(
                         Area::Integrity,
@@ -740,7 +847,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             }
             Err(e) => c.add(
                 Area::Integrity,
-                "capture-unreadable",
+                Check::CaptureUnreadable,
                 Some(name),
                 format!(
                     "{name} cannot be read as a capture: {}",
@@ -754,7 +861,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
     if let Some(d) = deleted.as_ref().filter(|d| d.asked.is_empty()) {
         c.add(
             Area::Integrity,
-            "deleted-unasked",
+            Check::DeletedUnasked,
             Some(MANIFEST_FILE),
             format!(
                 "the manifest lists {} deleted file(s) but no --max-size or --keep asked for \
@@ -779,7 +886,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         };
         c.add(
             Area::Recorder,
-            "recorder-status",
+            Check::RecorderStatus,
             Some(MANIFEST_FILE),
             format!(
                 "recorder status is {:?}, not \"complete\": {why}",
@@ -790,7 +897,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
     for e in m.errors.iter().filter(|e| e.what == "write") {
         c.add(
             Area::Recorder,
-            "recorder-write-error",
+            Check::RecorderWriteError,
             Some(MANIFEST_FILE),
             format!(
                 "the recorder reported a write error: {}",
@@ -808,7 +915,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
     {
         c.add(
             Area::Recorder,
-            "recorder-lost-events",
+            Check::RecorderLostEvents,
             Some(MANIFEST_FILE),
             format!(
                 "the recorder lost evidence ({}): {} {}",
@@ -821,7 +928,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
     for e in m.errors.iter().filter(|e| e.what == "capture") {
         c.add(
             Area::Capture,
-            "capture-exited",
+            Check::CaptureExited,
             Some(MANIFEST_FILE),
             format!(
                 "the capture stopped before the recording: {}",
@@ -852,7 +959,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         match &capture_counters {
             None => c.add(
                 Area::Capture,
-                "capture-counters-missing",
+                Check::CaptureCountersMissing,
                 Some(TCPDUMP_LOG_FILE),
                 "tcpdump's packet counters are in neither the manifest nor tcpdump.log \
                  (tcpdump did not stop cleanly): drops are unknown"
@@ -867,7 +974,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                 if t.dropped_by_kernel > 0 {
                     c.add(
                         Area::Capture,
-                        "capture-drops",
+                        Check::CaptureDrops,
                         Some(k.source),
                         format!(
                             "{who} reports {} packets dropped by kernel of {} received by \
@@ -882,7 +989,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                 if let Some(d) = t.dropped_by_interface.filter(|&d| d > 0) {
                     c.add(
                         Area::Capture,
-                        "capture-drops",
+                        Check::CaptureDrops,
                         Some(k.source),
                         format!("tcpdump reports {d} packets dropped by interface"),
                     );
@@ -901,7 +1008,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             if let Some((line, text)) = bad.first() {
                 c.add(
                     Area::Capture,
-                    "capture-counters-unreadable",
+                    Check::CaptureCountersUnreadable,
                     Some(TCPDUMP_LOG_FILE),
                     format!(
                         "{} counter line(s) of {TCPDUMP_LOG_FILE} hold no count, first line \
@@ -923,7 +1030,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
     if m.privileges.euid != 0 {
         c.add(
             Area::Fds,
-            "not-root",
+            Check::NotRoot,
             Some(MANIFEST_FILE),
             format!(
                 "the recorder ran as uid {}, not root: other users' sockets have no visible owner",
@@ -934,7 +1041,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
     if unreadable > 0 {
         c.add(
             Area::Fds,
-            "unreadable-fds",
+            Check::UnreadableFds,
             Some(MANIFEST_FILE),
             format!(
                 "{unreadable} fd directory read(s) failed (e.g. EACCES): the owners of those \
@@ -1059,7 +1166,7 @@ pub fn count_capture_packets(paths: &[std::path::PathBuf]) -> (u64, Vec<Finding>
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let unreadable = |what: String| Finding {
             area: Area::Integrity,
-            check: "capture-unreadable",
+            check: Check::CaptureUnreadable,
             file: Some(name.clone()),
             detail: format!("{name} cannot be read as a capture: {what}"),
         };
@@ -1115,7 +1222,7 @@ pub fn packet_shortfall(
     };
     Some(Finding {
         area: Area::Capture,
-        check: "capture-packets-missing",
+        check: Check::CapturePacketsMissing,
         file: None,
         detail: format!(
             "{who} but the bundle's capture files hold {in_files}: {} packets are missing",
@@ -1158,7 +1265,7 @@ impl Evidence {
         for d in damaged {
             ev.add(Finding {
                 area: Area::Integrity,
-                check: "evidence-damaged",
+                check: Check::EvidenceDamaged,
                 file: None,
                 detail: d.clone(),
             });
