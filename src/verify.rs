@@ -536,12 +536,71 @@ impl Checker {
     }
 }
 
-/// Runs every check on the bundle in `dir` whose manifest is `m`.
+/// Runs every check on the bundle in `dir` whose manifest is `m`: one
+/// function per [`Area`], each adding its findings.
 pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
-    use rayon::prelude::*;
     let mut c = Checker {
         findings: Vec::new(),
     };
+    let Integrity {
+        regular,
+        hashes,
+        digest,
+        deleted,
+        capture_packets,
+    } = check_integrity(&mut c, dir, m, known);
+    check_recorder(&mut c, m);
+    let capture_counters = check_capture(&mut c, dir, m, &regular);
+    let unreadable = check_fds(&mut c, m);
+    let status = Area::ALL
+        .iter()
+        .map(|&a| {
+            let n = c.findings.iter().filter(|f| f.area == a).count();
+            let (state, detail) = if n > 0 {
+                ("failed", format!("{n} finding(s)"))
+            } else {
+                area_ok(a, &hashes, known.no_hash, m, &capture_counters)
+            };
+            AreaStatus {
+                area: a,
+                state,
+                detail,
+            }
+        })
+        .collect::<Vec<_>>();
+    Evidence {
+        ok: c.findings.is_empty(),
+        status,
+        findings: c.findings,
+        hashes,
+        capture_counters,
+        unreadable_fd_dirs: unreadable,
+        digest,
+        deleted,
+        capture_packets,
+    }
+}
+
+/// What the integrity checks found that the other areas and the evidence
+/// use.
+struct Integrity {
+    /// The bundle's regular files.
+    regular: BTreeSet<String>,
+    /// SHA-256 of each file listed in SHA256SUMS and present.
+    hashes: BTreeMap<String, String>,
+    /// The bundle digest (SHA-256 of SHA256SUMS), when it could be read.
+    digest: Option<String>,
+    /// Files the recorder deleted (a ring of files).
+    deleted: Option<Deleted>,
+    /// Packets read in the capture files.
+    capture_packets: u64,
+}
+
+/// [`Area::Integrity`]: the directory, SHA256SUMS and the bundle digest,
+/// missing and unlisted files, hashes, archives and captures whole,
+/// deletions.
+fn check_integrity(c: &mut Checker, dir: &Path, m: &Manifest, known: &Known) -> Integrity {
+    use rayon::prelude::*;
     // The directory: regular files, and names that should be files but
     // are not.
     let mut regular: BTreeSet<String> = BTreeSet::new();
@@ -870,6 +929,18 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             ),
         );
     }
+    Integrity {
+        regular,
+        hashes,
+        digest,
+        deleted,
+        capture_packets,
+    }
+}
+
+/// [`Area::Recorder`]: how the recorder ended, its write errors, the
+/// evidence it lost itself.
+fn check_recorder(c: &mut Checker, m: &Manifest) {
     // Recorder.
     if m.status != RecorderStatus::Complete {
         let why = match m.status {
@@ -936,6 +1007,16 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             ),
         );
     }
+}
+
+/// [`Area::Capture`]: the capture's counters (manifest, else tcpdump.log),
+/// drops, counter lines that hold no count.
+fn check_capture(
+    c: &mut Checker,
+    dir: &Path,
+    m: &Manifest,
+    regular: &BTreeSet<String>,
+) -> Option<Counters> {
     // Capture counters.
     let mut capture_counters = None;
     if m.capture.is_some() {
@@ -1020,6 +1101,12 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             }
         }
     }
+    capture_counters
+}
+
+/// [`Area::Fds`]: privileges and unreadable fd directories; the number of
+/// failed fd directory reads.
+fn check_fds(c: &mut Checker, m: &Manifest) -> u64 {
     // fds.
     let unreadable: u64 = m
         .errors
@@ -1049,33 +1136,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             ),
         );
     }
-    let status = Area::ALL
-        .iter()
-        .map(|&a| {
-            let n = c.findings.iter().filter(|f| f.area == a).count();
-            let (state, detail) = if n > 0 {
-                ("failed", format!("{n} finding(s)"))
-            } else {
-                area_ok(a, &hashes, known.no_hash, m, &capture_counters)
-            };
-            AreaStatus {
-                area: a,
-                state,
-                detail,
-            }
-        })
-        .collect::<Vec<_>>();
-    Evidence {
-        ok: c.findings.is_empty(),
-        status,
-        findings: c.findings,
-        hashes,
-        capture_counters,
-        unreadable_fd_dirs: unreadable,
-        digest,
-        deleted,
-        capture_packets,
-    }
+    unreadable
 }
 
 /// Why "received by filter" exceeds "captured" on `--iface any`: the
