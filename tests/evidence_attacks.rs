@@ -1986,7 +1986,7 @@ fn endless_pipe_stops_promptly_on_sigterm() {
     writer.join().unwrap();
     eprintln!(
         "stream copy at most {} MB on disk; exit {:.3} s after SIGTERM",
-        most_blocks * 512 >> 20,
+        (most_blocks * 512) >> 20,
         took.as_secs_f64()
     );
     assert_eq!(
