@@ -527,6 +527,115 @@ fn evidence_status(bundle: &Bundle, ev: &Evidence) -> String {
     )
 }
 
+/// The inputs read side by side: the capture replayed, the snapshot
+/// timeline built, the input files hashed (each with its progress).
+#[allow(clippy::type_complexity)]
+fn read_inputs(
+    cfg: &AnalyzeConfig,
+    bundle: &Bundle,
+    captures: &[PathBuf],
+    opts: &ReplayOptions,
+) -> (
+    Result<Replay, CaptureError>,
+    Result<(Timeline, SnapshotDiagnostics), BundleError>,
+    Result<Vec<FileHash>, AnalyzeError>,
+) {
+    let size = |ps: &[PathBuf]| -> u64 {
+        ps.iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    if let Some(p) = &cfg.progress {
+        p.event(Stage::Replay, Event::Start(size(captures)));
+        if cfg.hash {
+            let mut all = vec![bundle.manifest_path.clone()];
+            all.extend(bundle.archives.iter().cloned());
+            all.extend(captures.iter().cloned());
+            p.event(Stage::Hash, Event::Start(size(&all)));
+        }
+    }
+    // Replay, the timeline and the input hashes are independent: run them
+    // side by side.
+    let (replay, (timeline, hashes)) = rayon::join(
+        || {
+            let r = capture::replay(captures, opts);
+            if let Some(p) = &cfg.progress {
+                p.event(Stage::Replay, Event::Finish);
+            }
+            r
+        },
+        || {
+            rayon::join(
+                || read_timeline(bundle),
+                || {
+                    let h = hash_inputs(bundle, &cfg.pcaps, cfg.hash, cfg.progress.as_ref());
+                    if let (Some(p), true) = (&cfg.progress, cfg.hash) {
+                        p.event(Stage::Hash, Event::Finish);
+                    }
+                    h
+                },
+            )
+        },
+    );
+    (replay, timeline, hashes)
+}
+
+/// Warnings about what was read: damaged packets and files, cut archives,
+/// the snapshots' warnings, unusable /proc lines.
+fn warn_inputs(replay: &Replay, diag: &SnapshotDiagnostics, on_warning: &mut dyn FnMut(&str)) {
+    for p in &replay.problems {
+        on_warning(&p.to_string());
+    }
+    for c in &diag.cut_archives {
+        on_warning(&format!(
+            "{}: archive cut at byte offset {} of {} ({}); read up to {}",
+            c.archive,
+            c.offset,
+            c.size,
+            c.reason,
+            c.last_complete_seq
+                .map_or("no complete snapshot".to_string(), |s| format!(
+                    "snapshot {s}"
+                ))
+        ));
+    }
+    for w in &diag.warnings {
+        on_warning(&w.to_string());
+    }
+    if diag.bad_lines > 0 {
+        let first = diag.bad_line_details.first();
+        on_warning(&format!(
+            "{} unusable /proc or listing line(s){}",
+            diag.bad_lines,
+            first.map_or(String::new(), |b| format!(
+                ", first: {} {} line {}: {}",
+                b.archive, b.member, b.line, b.reason
+            ))
+        ));
+    }
+}
+
+/// Warnings about the timeline: socket events it could not use, a
+/// realtime clock step.
+fn warn_timeline(timeline: &Timeline, on_warning: &mut dyn FnMut(&str)) {
+    if timeline.unusable_events > 0 {
+        on_warning(&format!(
+            "{} socket event(s) of a kind, protocol or address this analyzer cannot use were skipped",
+            timeline.unusable_events
+        ));
+    }
+    if let Some((step, seq)) = timeline.largest_clock_step() {
+        if step.unsigned_abs() >= 100_000_000 {
+            on_warning(&format!(
+                "the realtime clock stepped by {:.3} s before snapshot {seq}; \
+                 times near it may be off by that much",
+                step as f64 / 1e9
+            ));
+        }
+    }
+}
+
 /// Runs the analysis: reports written into `cfg.out`. Warnings (problems
 /// that do not prevent a result) go to `on_warning` as they are found, one
 /// sentence each. Runs on the current rayon pool.
@@ -559,77 +668,11 @@ pub fn run_analysis(
         names: true,
         ..ReplayOptions::default()
     };
-    let size = |ps: &[PathBuf]| -> u64 {
-        ps.iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum()
-    };
-    if let Some(p) = &cfg.progress {
-        p.event(Stage::Replay, Event::Start(size(&captures)));
-        if cfg.hash {
-            let mut all = vec![bundle.manifest_path.clone()];
-            all.extend(bundle.archives.iter().cloned());
-            all.extend(captures.iter().cloned());
-            p.event(Stage::Hash, Event::Start(size(&all)));
-        }
-    }
-    // Replay, the timeline and the input hashes are independent: run them
-    // side by side.
-    let (replay, (timeline, hashes)) = rayon::join(
-        || {
-            let r = capture::replay(&captures, &opts);
-            if let Some(p) = &cfg.progress {
-                p.event(Stage::Replay, Event::Finish);
-            }
-            r
-        },
-        || {
-            rayon::join(
-                || read_timeline(&bundle),
-                || {
-                    let h = hash_inputs(&bundle, &cfg.pcaps, cfg.hash, cfg.progress.as_ref());
-                    if let (Some(p), true) = (&cfg.progress, cfg.hash) {
-                        p.event(Stage::Hash, Event::Finish);
-                    }
-                    h
-                },
-            )
-        },
-    );
+    let (replay, timeline, hashes) = read_inputs(cfg, &bundle, &captures, &opts);
     let mut replay = replay?;
     let (timeline, diag) = timeline?;
     let inputs = hashes?;
-    for p in &replay.problems {
-        on_warning(&p.to_string());
-    }
-    for c in &diag.cut_archives {
-        on_warning(&format!(
-            "{}: archive cut at byte offset {} of {} ({}); read up to {}",
-            c.archive,
-            c.offset,
-            c.size,
-            c.reason,
-            c.last_complete_seq
-                .map_or("no complete snapshot".to_string(), |s| format!(
-                    "snapshot {s}"
-                ))
-        ));
-    }
-    for w in &diag.warnings {
-        on_warning(&w.to_string());
-    }
-    if diag.bad_lines > 0 {
-        let first = diag.bad_line_details.first();
-        on_warning(&format!(
-            "{} unusable /proc or listing line(s){}",
-            diag.bad_lines,
-            first.map_or(String::new(), |b| format!(
-                ", first: {} {} line {}: {}",
-                b.archive, b.member, b.line, b.reason
-            ))
-        ));
-    }
+    warn_inputs(&replay, &diag, on_warning);
     let Some((s0, s1)) = timeline.time_range() else {
         return Err(AnalyzeError::NoSnapshot {
             bundle: cfg.bundle.clone(),
@@ -646,21 +689,7 @@ pub fn run_analysis(
     } else {
         on_warning("the captures hold no IP flow");
     }
-    if timeline.unusable_events > 0 {
-        on_warning(&format!(
-            "{} socket event(s) of a kind, protocol or address this analyzer cannot use were skipped",
-            timeline.unusable_events
-        ));
-    }
-    if let Some((step, seq)) = timeline.largest_clock_step() {
-        if step.unsigned_abs() >= 100_000_000 {
-            on_warning(&format!(
-                "the realtime clock stepped by {:.3} s before snapshot {seq}; \
-                 times near it may be off by that much",
-                step as f64 / 1e9
-            ));
-        }
-    }
+    warn_timeline(&timeline, on_warning);
     let evidence = check_evidence(
         &bundle,
         &inputs,
