@@ -527,6 +527,156 @@ fn evidence_status(bundle: &Bundle, ev: &Evidence) -> String {
     )
 }
 
+/// Attribution: each flow to its owner, then the flows whose socket
+/// changed owner cut at the change, from their packets read again. Also
+/// the capture's part of `summary.json`, taken before the flows move on.
+#[allow(clippy::type_complexity)]
+fn attribute_flows(
+    cfg: &AnalyzeConfig,
+    bundle: &Bundle,
+    timeline: &Timeline,
+    replay: &mut Replay,
+    captures: &[PathBuf],
+    opts: &ReplayOptions,
+) -> Result<
+    (
+        serde_json::Value,
+        Vec<crate::flow::Flow>,
+        Vec<attribute::Attribution>,
+    ),
+    AnalyzeError,
+> {
+    let ctx = host_context(bundle);
+    let aopts = Options {
+        max_gap_ns: cfg.max_gap_ns,
+    };
+    let attributions = attribute::attribute_all(timeline, &ctx, &aopts, &replay.flows);
+    // Ownership at packet time: flows whose socket changed owner are cut,
+    // from their packets read again.
+    let cuts = split::plan(timeline, &ctx, &replay.flows, &attributions);
+    // The capture's part of summary.json, while the replay still holds its
+    // flows: they are moved on from here, not copied (at a million flows
+    // every copy is hundreds of MB).
+    let replay_json = crate::flows::report_json(replay);
+    let replay_flows = std::mem::take(&mut replay.flows);
+    let (flows, attributions) = if cuts.is_empty() {
+        (replay_flows, attributions)
+    } else {
+        let again = ReplayOptions {
+            keep_packets_of: cuts
+                .iter()
+                .filter_map(|c| replay_flows.get(c.index).cloned())
+                .collect(),
+            progress: None,
+            names: false,
+            ..opts.clone()
+        };
+        let packets = capture::replay(captures, &again)?.packets;
+        split::apply(
+            timeline,
+            &ctx,
+            &aopts,
+            replay_flows,
+            attributions,
+            &cuts,
+            &packets,
+        )
+    };
+    Ok((replay_json, flows, attributions))
+}
+
+/// Warnings of the capture's own process annotations that disagree with
+/// the snapshots (the first 20, then how many more).
+fn warn_annotations(
+    annotation_check: &crate::annotations::AnnotationCheck,
+    on_warning: &mut dyn FnMut(&str),
+) {
+    for d in annotation_check.disagree.iter().take(20) {
+        on_warning(&format!(
+            "flow {}: the capture's annotation names pid {} ({}), the snapshots pid {}; the snapshots' owner is kept",
+            d.flow_id,
+            d.annotated_pid,
+            crate::hostile::term(&d.annotated_cmd),
+            d.snapshot_pid
+        ));
+    }
+    if annotation_check.disagree.len() > 20 {
+        on_warning(&format!(
+            "{} more flows where the capture's annotation and the snapshots disagree (summary.json)",
+            annotation_check.disagree.len() - 20
+        ));
+    }
+}
+
+/// Warnings about the report rows: process start times that cannot be
+/// told, owners without a process record.
+fn warn_rows(bundle: &Bundle, input: &ReportInput<'_>, on_warning: &mut dyn FnMut(&str)) {
+    if bundle.manifest.host.clk_tck == 0 {
+        on_warning(
+            "the manifest says host.clk_tck is 0: process start times (clock ticks) cannot be \
+             turned into times; process_start is left empty",
+        );
+    }
+    // An owner named by an fd listing with no process record: its pid is
+    // known, its name and command line are not.
+    let mut nameless: Vec<u32> = input
+        .rows
+        .iter()
+        .filter(|r| r.process.is_none() && r.event_comm.is_none())
+        .filter_map(|r| r.attribution.owner.map(|o| o.pid))
+        .collect();
+    nameless.sort_unstable();
+    nameless.dedup();
+    if !nameless.is_empty() {
+        let shown: Vec<String> = nameless.iter().take(10).map(u32::to_string).collect();
+        on_warning(&format!(
+            "{} owner pid(s) have no process record in the bundle (no comm, exe or command \
+             line): {}{}",
+            nameless.len(),
+            shown.join(", "),
+            if nameless.len() > 10 { ", ..." } else { "" }
+        ));
+    }
+}
+
+/// The annotated pcapng: every replayed packet with its owner's note.
+fn write_annotated(
+    out: PcapngOut,
+    timeline: &Timeline,
+    input: &ReportInput<'_>,
+    replay: &Replay,
+) -> Result<crate::annotate::WriteStats, AnalyzeError> {
+    let mut notes = NoteIndex::default();
+    // Each pid's recorded processes (start, comm), to name an
+    // owner's parent: the latest one started before the owner.
+    let mut by_pid: HashMap<u32, Vec<(u64, &str)>> = HashMap::new();
+    for ((pid, start), p) in &timeline.processes {
+        by_pid
+            .entry(*pid)
+            .or_default()
+            .push((*start, p.comm.as_str()));
+    }
+    let parent_comm = |r: &crate::report::ConnectionRow| -> Option<&str> {
+        let p = r.process.as_ref()?;
+        by_pid
+            .get(&p.ppid)?
+            .iter()
+            .filter(|(s, _)| *s <= p.start_time)
+            .max_by_key(|(s, _)| *s)
+            .map(|(_, c)| *c)
+    };
+    for r in &input.rows {
+        notes.add(
+            r.flow.id,
+            r.attribution.parent_flow_id,
+            r.flow.first_seen_ns,
+            r.flow.last_seen_ns,
+            PacketNote::of_row(r, parent_comm(r)),
+        );
+    }
+    Ok(out.write(&replay.files, &replay.packet_flows, &notes, Selection::All)?)
+}
+
 /// The inputs read side by side: the capture replayed, the snapshot
 /// timeline built, the input files hashed (each with its progress).
 #[allow(clippy::type_complexity)]
@@ -704,42 +854,8 @@ pub fn run_analysis(
             evidence: Box::new(evidence),
         });
     }
-    let ctx = host_context(&bundle);
-    let aopts = Options {
-        max_gap_ns: cfg.max_gap_ns,
-    };
-    let attributions = attribute::attribute_all(&timeline, &ctx, &aopts, &replay.flows);
-    // Ownership at packet time: flows whose socket changed owner are cut,
-    // from their packets read again.
-    let cuts = split::plan(&timeline, &ctx, &replay.flows, &attributions);
-    // The capture's part of summary.json, while the replay still holds its
-    // flows: they are moved on from here, not copied (at a million flows
-    // every copy is hundreds of MB).
-    let replay_json = crate::flows::report_json(&replay);
-    let replay_flows = std::mem::take(&mut replay.flows);
-    let (flows, mut attributions) = if cuts.is_empty() {
-        (replay_flows, attributions)
-    } else {
-        let again = ReplayOptions {
-            keep_packets_of: cuts
-                .iter()
-                .filter_map(|c| replay_flows.get(c.index).cloned())
-                .collect(),
-            progress: None,
-            names: false,
-            ..opts.clone()
-        };
-        let packets = capture::replay(&captures, &again)?.packets;
-        split::apply(
-            &timeline,
-            &ctx,
-            &aopts,
-            replay_flows,
-            attributions,
-            &cuts,
-            &packets,
-        )
-    };
+    let (replay_json, flows, mut attributions) =
+        attribute_flows(cfg, &bundle, &timeline, &mut replay, &captures, &opts)?;
     // The capture's own process annotations (ptcpdump), checked against
     // the snapshots.
     let annotation_check = crate::annotations::apply(
@@ -749,21 +865,7 @@ pub fn run_analysis(
         &flows,
         &mut attributions,
     );
-    for d in annotation_check.disagree.iter().take(20) {
-        on_warning(&format!(
-            "flow {}: the capture's annotation names pid {} ({}), the snapshots pid {}; the snapshots' owner is kept",
-            d.flow_id,
-            d.annotated_pid,
-            crate::hostile::term(&d.annotated_cmd),
-            d.snapshot_pid
-        ));
-    }
-    if annotation_check.disagree.len() > 20 {
-        on_warning(&format!(
-            "{} more flows where the capture's annotation and the snapshots disagree (summary.json)",
-            annotation_check.disagree.len() - 20
-        ));
-    }
+    warn_annotations(&annotation_check, on_warning);
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
     let mut input = ReportInput::new(&bundle.manifest, &timeline, flows, attributions, &cid);
     input.csv_raw = cfg.csv_raw;
@@ -786,32 +888,7 @@ pub fn run_analysis(
     if let Some(w) = &conflict_warning {
         on_warning(w);
     }
-    if bundle.manifest.host.clk_tck == 0 {
-        on_warning(
-            "the manifest says host.clk_tck is 0: process start times (clock ticks) cannot be \
-             turned into times; process_start is left empty",
-        );
-    }
-    // An owner named by an fd listing with no process record: its pid is
-    // known, its name and command line are not.
-    let mut nameless: Vec<u32> = input
-        .rows
-        .iter()
-        .filter(|r| r.process.is_none() && r.event_comm.is_none())
-        .filter_map(|r| r.attribution.owner.map(|o| o.pid))
-        .collect();
-    nameless.sort_unstable();
-    nameless.dedup();
-    if !nameless.is_empty() {
-        let shown: Vec<String> = nameless.iter().take(10).map(u32::to_string).collect();
-        on_warning(&format!(
-            "{} owner pid(s) have no process record in the bundle (no comm, exe or command \
-             line): {}{}",
-            nameless.len(),
-            shown.join(", "),
-            if nameless.len() > 10 { ", ..." } else { "" }
-        ));
-    }
+    warn_rows(&bundle, &input, on_warning);
     let overview = Overview::new(&input);
     let html_input = HtmlInput {
         report: &input,
@@ -866,37 +943,7 @@ pub fn run_analysis(
     write_report(&mut out, &Summary(&summary_input))?;
     out.commit()?;
     let pcapng = match pcapng_out {
-        Some(out) => {
-            let mut notes = NoteIndex::default();
-            // Each pid's recorded processes (start, comm), to name an
-            // owner's parent: the latest one started before the owner.
-            let mut by_pid: HashMap<u32, Vec<(u64, &str)>> = HashMap::new();
-            for ((pid, start), p) in &timeline.processes {
-                by_pid
-                    .entry(*pid)
-                    .or_default()
-                    .push((*start, p.comm.as_str()));
-            }
-            let parent_comm = |r: &crate::report::ConnectionRow| -> Option<&str> {
-                let p = r.process.as_ref()?;
-                by_pid
-                    .get(&p.ppid)?
-                    .iter()
-                    .filter(|(s, _)| *s <= p.start_time)
-                    .max_by_key(|(s, _)| *s)
-                    .map(|(_, c)| *c)
-            };
-            for r in &input.rows {
-                notes.add(
-                    r.flow.id,
-                    r.attribution.parent_flow_id,
-                    r.flow.first_seen_ns,
-                    r.flow.last_seen_ns,
-                    PacketNote::of_row(r, parent_comm(r)),
-                );
-            }
-            Some(out.write(&replay.files, &replay.packet_flows, &notes, Selection::All)?)
-        }
+        Some(out) => Some(write_annotated(out, &timeline, &input, &replay)?),
         None => None,
     };
     let total: u64 = input
