@@ -95,7 +95,9 @@ pub fn row_args(args: &[String]) -> (Vec<Cow<'_, str>>, bool) {
     let mut room = ROW_CMDLINE_MAX;
     for a in args {
         if a.len() > room {
-            out.push(row_text(a, room));
+            if room > 0 {
+                out.push(row_text(a, room));
+            }
             return (out, true);
         }
         room -= a.len();
