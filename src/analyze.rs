@@ -19,8 +19,9 @@ use crate::annotate::{NoteIndex, PacketNote, PcapngOut, Selection};
 use crate::attribute::{self, HostContext, Options};
 use crate::capture::{self, CaptureError, Replay, ReplayOptions};
 use crate::flow::community_id;
+use crate::hostile::visible;
 use crate::outdir::ReportDir;
-use crate::overview::{visible, Overview};
+use crate::overview::Overview;
 use crate::progress::{CountingReader, Event, Progress, Stage};
 use crate::report::connections_csv::ConnectionsCsv;
 use crate::report::connections_jsonl::ConnectionsJsonl;
@@ -421,7 +422,7 @@ fn check_evidence(
     if diag.skipped_snapshots > 0 {
         ev.add(Finding {
             area: Area::Integrity,
-            check: "snapshots-skipped",
+            check: crate::verify::Check::SnapshotsSkipped,
             file: None,
             detail: format!(
                 "{} complete snapshot(s) could not be applied (invalid or mismatched meta.json, \
@@ -434,7 +435,7 @@ fn check_evidence(
     if let Some((step, seq)) = clock_step.filter(|(s, _)| s.unsigned_abs() >= CLOCK_STEP_FAILS_NS) {
         ev.add(Finding {
             area: Area::Recorder,
-            check: "clock-step",
+            check: crate::verify::Check::ClockStep,
             file: None,
             detail: format!(
                 "the realtime clock stepped by {:.3} s before snapshot {seq}, more than an \
@@ -526,6 +527,268 @@ fn evidence_status(bundle: &Bundle, ev: &Evidence) -> String {
     )
 }
 
+/// Attribution: each flow to its owner, then the flows whose socket
+/// changed owner cut at the change, from their packets read again. Also
+/// the capture's part of `summary.json`, taken before the flows move on.
+#[allow(clippy::type_complexity)]
+fn attribute_flows(
+    cfg: &AnalyzeConfig,
+    bundle: &Bundle,
+    timeline: &Timeline,
+    replay: &mut Replay,
+    captures: &[PathBuf],
+    opts: &ReplayOptions,
+) -> Result<
+    (
+        serde_json::Value,
+        Vec<crate::flow::Flow>,
+        Vec<attribute::Attribution>,
+        split::PacketParts,
+    ),
+    AnalyzeError,
+> {
+    let ctx = host_context(bundle);
+    let aopts = Options {
+        max_gap_ns: cfg.max_gap_ns,
+    };
+    let attributions = attribute::attribute_all(timeline, &ctx, &aopts, &replay.flows);
+    // Ownership at packet time: flows whose socket changed owner are cut,
+    // from their packets read again.
+    let cuts = split::plan(timeline, &ctx, &replay.flows, &attributions);
+    // The capture's part of summary.json, while the replay still holds its
+    // flows: they are moved on from here, not copied (at a million flows
+    // every copy is hundreds of MB).
+    let replay_json = crate::flows::report_json(replay);
+    let replay_flows = std::mem::take(&mut replay.flows);
+    let (flows, attributions, packet_parts) = if cuts.is_empty() {
+        (replay_flows, attributions, split::PacketParts::new())
+    } else {
+        let again = ReplayOptions {
+            keep_packets_of: cuts
+                .iter()
+                .filter_map(|c| replay_flows.get(c.index).cloned())
+                .collect(),
+            progress: None,
+            names: false,
+            ..opts.clone()
+        };
+        let packets = capture::replay(captures, &again)?.packets;
+        split::apply(
+            timeline,
+            &ctx,
+            &aopts,
+            replay_flows,
+            attributions,
+            &cuts,
+            &packets,
+        )
+    };
+    Ok((replay_json, flows, attributions, packet_parts))
+}
+
+/// Warnings of the capture's own process annotations that disagree with
+/// the snapshots (the first 20, then how many more).
+fn warn_annotations(
+    annotation_check: &crate::annotations::AnnotationCheck,
+    on_warning: &mut dyn FnMut(&str),
+) {
+    for d in annotation_check.disagree.iter().take(20) {
+        on_warning(&format!(
+            "flow {}: the capture's annotation names pid {} ({}), the snapshots pid {}; the snapshots' owner is kept",
+            d.flow_id,
+            d.annotated_pid,
+            crate::hostile::term(&d.annotated_cmd),
+            d.snapshot_pid
+        ));
+    }
+    if annotation_check.disagree.len() > 20 {
+        on_warning(&format!(
+            "{} more flows where the capture's annotation and the snapshots disagree (summary.json)",
+            annotation_check.disagree.len() - 20
+        ));
+    }
+}
+
+/// Warnings about the report rows: process start times that cannot be
+/// told, owners without a process record.
+fn warn_rows(bundle: &Bundle, input: &ReportInput<'_>, on_warning: &mut dyn FnMut(&str)) {
+    if bundle.manifest.host.clk_tck == 0 {
+        on_warning(
+            "the manifest says host.clk_tck is 0: process start times (clock ticks) cannot be \
+             turned into times; process_start is left empty",
+        );
+    }
+    // An owner named by an fd listing with no process record: its pid is
+    // known, its name and command line are not.
+    let mut nameless: Vec<u32> = input
+        .rows
+        .iter()
+        .filter(|r| r.process.is_none() && r.event_comm.is_none())
+        .filter_map(|r| r.attribution.owner.map(|o| o.pid))
+        .collect();
+    nameless.sort_unstable();
+    nameless.dedup();
+    if !nameless.is_empty() {
+        let shown: Vec<String> = nameless.iter().take(10).map(u32::to_string).collect();
+        on_warning(&format!(
+            "{} owner pid(s) have no process record in the bundle (no comm, exe or command \
+             line): {}{}",
+            nameless.len(),
+            shown.join(", "),
+            if nameless.len() > 10 { ", ..." } else { "" }
+        ));
+    }
+}
+
+/// The annotated pcapng: every replayed packet with its owner's note.
+fn write_annotated(
+    out: PcapngOut,
+    timeline: &Timeline,
+    input: &ReportInput<'_>,
+    replay: &Replay,
+    packet_parts: split::PacketParts,
+) -> Result<crate::annotate::WriteStats, AnalyzeError> {
+    let mut notes = NoteIndex::default();
+    // Each pid's recorded processes (start, comm), to name an
+    // owner's parent: the latest one started before the owner.
+    let mut by_pid: HashMap<u32, Vec<(u64, &str)>> = HashMap::new();
+    for ((pid, start), p) in &timeline.processes {
+        by_pid
+            .entry(*pid)
+            .or_default()
+            .push((*start, p.comm.as_str()));
+    }
+    let parent_comm = |r: &crate::report::ConnectionRow| -> Option<&str> {
+        let p = r.process.as_ref()?;
+        by_pid
+            .get(&p.ppid)?
+            .iter()
+            .filter(|(s, _)| *s <= p.start_time)
+            .max_by_key(|(s, _)| *s)
+            .map(|(_, c)| *c)
+    };
+    notes.set_packet_parts(packet_parts);
+    for r in &input.rows {
+        notes.add(
+            r.flow.id,
+            r.attribution.parent_flow_id,
+            r.flow.first_seen_ns,
+            r.flow.last_seen_ns,
+            PacketNote::of_row(r, parent_comm(r)),
+        );
+    }
+    Ok(out.write(&replay.files, &replay.packet_flows, &notes, Selection::All)?)
+}
+
+/// The inputs read side by side: the capture replayed, the snapshot
+/// timeline built, the input files hashed (each with its progress).
+#[allow(clippy::type_complexity)]
+fn read_inputs(
+    cfg: &AnalyzeConfig,
+    bundle: &Bundle,
+    captures: &[PathBuf],
+    opts: &ReplayOptions,
+) -> (
+    Result<Replay, CaptureError>,
+    Result<(Timeline, SnapshotDiagnostics), BundleError>,
+    Result<Vec<FileHash>, AnalyzeError>,
+) {
+    let size = |ps: &[PathBuf]| -> u64 {
+        ps.iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    if let Some(p) = &cfg.progress {
+        p.event(Stage::Replay, Event::Start(size(captures)));
+        if cfg.hash {
+            let mut all = vec![bundle.manifest_path.clone()];
+            all.extend(bundle.archives.iter().cloned());
+            all.extend(captures.iter().cloned());
+            p.event(Stage::Hash, Event::Start(size(&all)));
+        }
+    }
+    // Replay, the timeline and the input hashes are independent: run them
+    // side by side.
+    let (replay, (timeline, hashes)) = rayon::join(
+        || {
+            let r = capture::replay(captures, opts);
+            if let Some(p) = &cfg.progress {
+                p.event(Stage::Replay, Event::Finish);
+            }
+            r
+        },
+        || {
+            rayon::join(
+                || read_timeline(bundle),
+                || {
+                    let h = hash_inputs(bundle, &cfg.pcaps, cfg.hash, cfg.progress.as_ref());
+                    if let (Some(p), true) = (&cfg.progress, cfg.hash) {
+                        p.event(Stage::Hash, Event::Finish);
+                    }
+                    h
+                },
+            )
+        },
+    );
+    (replay, timeline, hashes)
+}
+
+/// Warnings about what was read: damaged packets and files, cut archives,
+/// the snapshots' warnings, unusable /proc lines.
+fn warn_inputs(replay: &Replay, diag: &SnapshotDiagnostics, on_warning: &mut dyn FnMut(&str)) {
+    for p in &replay.problems {
+        on_warning(&p.to_string());
+    }
+    for c in &diag.cut_archives {
+        on_warning(&format!(
+            "{}: archive cut at byte offset {} of {} ({}); read up to {}",
+            c.archive,
+            c.offset,
+            c.size,
+            c.reason,
+            c.last_complete_seq
+                .map_or("no complete snapshot".to_string(), |s| format!(
+                    "snapshot {s}"
+                ))
+        ));
+    }
+    for w in &diag.warnings {
+        on_warning(&w.to_string());
+    }
+    if diag.bad_lines > 0 {
+        let first = diag.bad_line_details.first();
+        on_warning(&format!(
+            "{} unusable /proc or listing line(s){}",
+            diag.bad_lines,
+            first.map_or(String::new(), |b| format!(
+                ", first: {} {} line {}: {}",
+                b.archive, b.member, b.line, b.reason
+            ))
+        ));
+    }
+}
+
+/// Warnings about the timeline: socket events it could not use, a
+/// realtime clock step.
+fn warn_timeline(timeline: &Timeline, on_warning: &mut dyn FnMut(&str)) {
+    if timeline.unusable_events > 0 {
+        on_warning(&format!(
+            "{} socket event(s) of a kind, protocol or address this analyzer cannot use were skipped",
+            timeline.unusable_events
+        ));
+    }
+    if let Some((step, seq)) = timeline.largest_clock_step() {
+        if step.unsigned_abs() >= 100_000_000 {
+            on_warning(&format!(
+                "the realtime clock stepped by {:.3} s before snapshot {seq}; \
+                 times near it may be off by that much",
+                step as f64 / 1e9
+            ));
+        }
+    }
+}
+
 /// Runs the analysis: reports written into `cfg.out`. Warnings (problems
 /// that do not prevent a result) go to `on_warning` as they are found, one
 /// sentence each. Runs on the current rayon pool.
@@ -558,77 +821,11 @@ pub fn run_analysis(
         names: true,
         ..ReplayOptions::default()
     };
-    let size = |ps: &[PathBuf]| -> u64 {
-        ps.iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum()
-    };
-    if let Some(p) = &cfg.progress {
-        p.event(Stage::Replay, Event::Start(size(&captures)));
-        if cfg.hash {
-            let mut all = vec![bundle.manifest_path.clone()];
-            all.extend(bundle.archives.iter().cloned());
-            all.extend(captures.iter().cloned());
-            p.event(Stage::Hash, Event::Start(size(&all)));
-        }
-    }
-    // Replay, the timeline and the input hashes are independent: run them
-    // side by side.
-    let (replay, (timeline, hashes)) = rayon::join(
-        || {
-            let r = capture::replay(&captures, &opts);
-            if let Some(p) = &cfg.progress {
-                p.event(Stage::Replay, Event::Finish);
-            }
-            r
-        },
-        || {
-            rayon::join(
-                || read_timeline(&bundle),
-                || {
-                    let h = hash_inputs(&bundle, &cfg.pcaps, cfg.hash, cfg.progress.as_ref());
-                    if let (Some(p), true) = (&cfg.progress, cfg.hash) {
-                        p.event(Stage::Hash, Event::Finish);
-                    }
-                    h
-                },
-            )
-        },
-    );
+    let (replay, timeline, hashes) = read_inputs(cfg, &bundle, &captures, &opts);
     let mut replay = replay?;
     let (timeline, diag) = timeline?;
     let inputs = hashes?;
-    for p in &replay.problems {
-        on_warning(&p.to_string());
-    }
-    for c in &diag.cut_archives {
-        on_warning(&format!(
-            "{}: archive cut at byte offset {} of {} ({}); read up to {}",
-            c.archive,
-            c.offset,
-            c.size,
-            c.reason,
-            c.last_complete_seq
-                .map_or("no complete snapshot".to_string(), |s| format!(
-                    "snapshot {s}"
-                ))
-        ));
-    }
-    for w in &diag.warnings {
-        on_warning(&w.to_string());
-    }
-    if diag.bad_lines > 0 {
-        let first = diag.bad_line_details.first();
-        on_warning(&format!(
-            "{} unusable /proc or listing line(s){}",
-            diag.bad_lines,
-            first.map_or(String::new(), |b| format!(
-                ", first: {} {} line {}: {}",
-                b.archive, b.member, b.line, b.reason
-            ))
-        ));
-    }
+    warn_inputs(&replay, &diag, on_warning);
     let Some((s0, s1)) = timeline.time_range() else {
         return Err(AnalyzeError::NoSnapshot {
             bundle: cfg.bundle.clone(),
@@ -645,21 +842,7 @@ pub fn run_analysis(
     } else {
         on_warning("the captures hold no IP flow");
     }
-    if timeline.unusable_events > 0 {
-        on_warning(&format!(
-            "{} socket event(s) of a kind, protocol or address this analyzer cannot use were skipped",
-            timeline.unusable_events
-        ));
-    }
-    if let Some((step, seq)) = timeline.largest_clock_step() {
-        if step.unsigned_abs() >= 100_000_000 {
-            on_warning(&format!(
-                "the realtime clock stepped by {:.3} s before snapshot {seq}; \
-                 times near it may be off by that much",
-                step as f64 / 1e9
-            ));
-        }
-    }
+    warn_timeline(&timeline, on_warning);
     let evidence = check_evidence(
         &bundle,
         &inputs,
@@ -674,42 +857,8 @@ pub fn run_analysis(
             evidence: Box::new(evidence),
         });
     }
-    let ctx = host_context(&bundle);
-    let aopts = Options {
-        max_gap_ns: cfg.max_gap_ns,
-    };
-    let attributions = attribute::attribute_all(&timeline, &ctx, &aopts, &replay.flows);
-    // Ownership at packet time: flows whose socket changed owner are cut,
-    // from their packets read again.
-    let cuts = split::plan(&timeline, &ctx, &replay.flows, &attributions);
-    // The capture's part of summary.json, while the replay still holds its
-    // flows: they are moved on from here, not copied (at a million flows
-    // every copy is hundreds of MB).
-    let replay_json = crate::flows::report_json(&replay);
-    let replay_flows = std::mem::take(&mut replay.flows);
-    let (flows, mut attributions, packet_parts) = if cuts.is_empty() {
-        (replay_flows, attributions, split::PacketParts::new())
-    } else {
-        let again = ReplayOptions {
-            keep_packets_of: cuts
-                .iter()
-                .filter_map(|c| replay_flows.get(c.index).cloned())
-                .collect(),
-            progress: None,
-            names: false,
-            ..opts.clone()
-        };
-        let packets = capture::replay(&captures, &again)?.packets;
-        split::apply(
-            &timeline,
-            &ctx,
-            &aopts,
-            replay_flows,
-            attributions,
-            &cuts,
-            &packets,
-        )
-    };
+    let (replay_json, flows, mut attributions, packet_parts) =
+        attribute_flows(cfg, &bundle, &timeline, &mut replay, &captures, &opts)?;
     // The capture's own process annotations (ptcpdump), checked against
     // the snapshots.
     let annotation_check = crate::annotations::apply(
@@ -719,21 +868,7 @@ pub fn run_analysis(
         &flows,
         &mut attributions,
     );
-    for d in annotation_check.disagree.iter().take(20) {
-        on_warning(&format!(
-            "flow {}: the capture's annotation names pid {} ({}), the snapshots pid {}; the snapshots' owner is kept",
-            d.flow_id,
-            d.annotated_pid,
-            crate::hostile::term(&d.annotated_cmd),
-            d.snapshot_pid
-        ));
-    }
-    if annotation_check.disagree.len() > 20 {
-        on_warning(&format!(
-            "{} more flows where the capture's annotation and the snapshots disagree (summary.json)",
-            annotation_check.disagree.len() - 20
-        ));
-    }
+    warn_annotations(&annotation_check, on_warning);
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
     let mut input = ReportInput::new(&bundle.manifest, &timeline, flows, attributions, &cid);
     input.csv_raw = cfg.csv_raw;
@@ -773,32 +908,7 @@ pub fn run_analysis(
     if let Some(w) = &resolver_warning {
         on_warning(w);
     }
-    if bundle.manifest.host.clk_tck == 0 {
-        on_warning(
-            "the manifest says host.clk_tck is 0: process start times (clock ticks) cannot be \
-             turned into times; process_start is left empty",
-        );
-    }
-    // An owner named by an fd listing with no process record: its pid is
-    // known, its name and command line are not.
-    let mut nameless: Vec<u32> = input
-        .rows
-        .iter()
-        .filter(|r| r.process.is_none() && r.event_comm.is_none())
-        .filter_map(|r| r.attribution.owner.map(|o| o.pid))
-        .collect();
-    nameless.sort_unstable();
-    nameless.dedup();
-    if !nameless.is_empty() {
-        let shown: Vec<String> = nameless.iter().take(10).map(u32::to_string).collect();
-        on_warning(&format!(
-            "{} owner pid(s) have no process record in the bundle (no comm, exe or command \
-             line): {}{}",
-            nameless.len(),
-            shown.join(", "),
-            if nameless.len() > 10 { ", ..." } else { "" }
-        ));
-    }
+    warn_rows(&bundle, &input, on_warning);
     let overview = Overview::new(&input);
     let html_input = HtmlInput {
         report: &input,
@@ -854,38 +964,13 @@ pub fn run_analysis(
     write_report(&mut out, &Summary(&summary_input))?;
     out.commit()?;
     let pcapng = match pcapng_out {
-        Some(out) => {
-            let mut notes = NoteIndex::default();
-            // Each pid's recorded processes (start, comm), to name an
-            // owner's parent: the latest one started before the owner.
-            let mut by_pid: HashMap<u32, Vec<(u64, &str)>> = HashMap::new();
-            for ((pid, start), p) in &timeline.processes {
-                by_pid
-                    .entry(*pid)
-                    .or_default()
-                    .push((*start, p.comm.as_str()));
-            }
-            let parent_comm = |r: &crate::report::ConnectionRow| -> Option<&str> {
-                let p = r.process.as_ref()?;
-                by_pid
-                    .get(&p.ppid)?
-                    .iter()
-                    .filter(|(s, _)| *s <= p.start_time)
-                    .max_by_key(|(s, _)| *s)
-                    .map(|(_, c)| *c)
-            };
-            notes.set_packet_parts(packet_parts);
-            for r in &input.rows {
-                notes.add(
-                    r.flow.id,
-                    r.attribution.parent_flow_id,
-                    r.flow.first_seen_ns,
-                    r.flow.last_seen_ns,
-                    PacketNote::of_row(r, parent_comm(r)),
-                );
-            }
-            Some(out.write(&replay.files, &replay.packet_flows, &notes, Selection::All)?)
-        }
+        Some(out) => Some(write_annotated(
+            out,
+            &timeline,
+            &input,
+            &replay,
+            packet_parts,
+        )?),
         None => None,
     };
     let total: u64 = input

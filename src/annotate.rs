@@ -44,7 +44,7 @@ use pcap_file::{DataLink, Endianness};
 use crate::capture::scan::Scanner;
 use crate::capture::{source, FileReport};
 use crate::flow::PacketFlow;
-use crate::report::overview::visible;
+use crate::hostile::visible;
 use crate::report::{confidence, ConnectionRow};
 
 /// pcapng `epb_processid_threadid` option code.

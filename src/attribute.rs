@@ -1,6 +1,7 @@
 //! Attribution: each flow joined to the socket that carried it and to the
 //! process that held that socket at the time. Per flow; a flow whose
-//! socket changed owner during its lifetime is split first (`crate::split`).
+//! socket changed owner during its lifetime is split first (the `split` module,
+//! which builds on this one).
 //!
 //! The rules are data: [`RULES`] lists them in the order tried, each a
 //! [`Rule`] whose evidence, name, description and confidence are defined
@@ -10,7 +11,7 @@
 //!
 //! 1. the recorder's per-send and per-read runs on the socket bound to the
 //!    flow's tuple (`event-use`, module `uses`), which also place each
-//!    packet with the process that sent or read its bytes (`crate::split`);
+//!    packet with the process that sent or read its bytes (module `split`);
 //!    recorder events with the flow's endpoints (`event-connect`,
 //!    `event-accept`, `lookup-on-syn`, `event-send`, `event-close`), taken in
 //!    the owning process' context;
@@ -182,7 +183,7 @@ enum Evidence {
     /// The wire tuple translated through a conntrack entry, then looked up
     /// as the rule's inner evidence (events, 4-tuple or listener).
     Nat(NatVia),
-    /// Evidence collected by other tools (`crate::foreign`), never looked
+    /// Evidence collected by other tools (module `foreign`), never looked
     /// up in a bundle's timeline.
     Foreign,
 }
@@ -225,7 +226,7 @@ pub const RULES: &[&[Rule]] = &[
 ];
 
 /// The rules of foreign evidence (`procflow correlate`, module
-/// `crate::foreign`), in the order that breaks ties between candidates of
+/// `foreign`), in the order that breaks ties between candidates of
 /// equal confidence. They are not tried on a bundle's timeline.
 pub const FOREIGN_RULES: &[Rule] = &[
     Rule::UacFd,
@@ -2034,7 +2035,7 @@ mod tests {
     }
 
     /// Two processes with events on one tuple during one flow (not split:
-    /// that is `crate::split`'s work): the nearest one owns it, both are named, confidence is at most medium.
+    /// that is the `split` module's work): the nearest one owns it, both are named, confidence is at most medium.
     #[test]
     fn events_of_two_processes_during_a_flow_are_named() {
         use crate::snapshot::timeline::tests::ev;

@@ -111,7 +111,7 @@ fn owners_text(rows: &[Row], from_bundle: bool) -> String {
     let names: Vec<String> = v
         .iter()
         .take(SHOWN)
-        .map(|((pid, comm), _)| format!("{pid} ({})", crate::overview::visible(comm, 16)))
+        .map(|((pid, comm), _)| format!("{pid} ({})", crate::hostile::visible(comm, 16)))
         .collect();
     let more = v.len().saturating_sub(SHOWN);
     format!(

@@ -163,6 +163,101 @@ pub fn read_small_file(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
 /// recorder writes a few KB; tcpdump's log grows by a line per rotation).
 pub const SMALL_FILE_CAP: u64 = 16 << 20;
 
+/// An executable path made safe like [`visible`] and cut in the middle, not
+/// at its end, to at most `max` characters: the file name, the part a
+/// reader needs, is kept (`/root/.pyenv/…/bin/python3.11`); a file name
+/// longer than that keeps its last characters.
+pub fn visible_path(s: &str, max: usize) -> String {
+    let t = term(s);
+    let chars: Vec<char> = t.chars().collect();
+    if chars.len() <= max || max < 2 {
+        return cut_end(&t, max);
+    }
+    let slash = chars.iter().rposition(|&c| c == '/');
+    let mut tail_len = match slash {
+        // Keep `/name` and at least the first character of the path.
+        Some(i) if chars.len() - i + 2 <= max => chars.len() - i,
+        _ => max - 1,
+    };
+    // Also the directories just above it, while they take at most half.
+    while let Some(i) = chars[..chars.len() - tail_len]
+        .iter()
+        .rposition(|&c| c == '/')
+        .filter(|&i| i > 0 && chars.len() - i <= max / 2)
+    {
+        tail_len = chars.len() - i;
+    }
+    let head_len = max - 1 - tail_len;
+    let head: String = chars[..head_len].iter().collect();
+    let tail: String = chars[chars.len() - tail_len..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+/// A command line (words separated by spaces, as a report's
+/// `cmdline` quotes them) made safe like [`visible`] and cut in the middle to at most
+/// `max` characters, keeping the program and as many of the last arguments
+/// as fit: `python3 -m pip … download requests`.
+pub fn visible_cmdline(s: &str, max: usize) -> String {
+    let t = term(s);
+    if t.chars().count() <= max {
+        return t.into_owned();
+    }
+    let words: Vec<&str> = t.split(' ').collect();
+    // The program's path gives up its middle first: a third of the room.
+    let program = visible_path(words[0], (max / 3).max(12).min(max.saturating_sub(2)));
+    let mut room = max.saturating_sub(program.chars().count() + 2);
+    let mut tail: Vec<&str> = Vec::new();
+    for w in words[1..].iter().rev() {
+        let n = w.chars().count() + 1;
+        if n > room {
+            break;
+        }
+        room -= n;
+        tail.push(w);
+    }
+    // Fill what is left with the words after the program.
+    let mut head: Vec<&str> = Vec::new();
+    for w in &words[1..words.len() - tail.len()] {
+        let n = w.chars().count() + 1;
+        if n > room {
+            break;
+        }
+        room -= n;
+        head.push(w);
+    }
+    tail.reverse();
+    let mut out = program;
+    for w in head {
+        out.push(' ');
+        out.push_str(w);
+    }
+    out.push_str(" …");
+    for w in tail {
+        out.push(' ');
+        out.push_str(w);
+    }
+    out
+}
+
+fn cut_end(t: &str, max: usize) -> String {
+    match t.char_indices().nth(max) {
+        None => t.to_string(),
+        Some((at, _)) => format!("{}…", &t[..at]),
+    }
+}
+
+/// A string from the bundle made safe and bounded for a terminal or a
+/// page: escaped by [`term`] (control and bidirectional
+/// characters shown as `\x1b`, `\u{202e}`), then cut to `max` characters
+/// with a trailing `…`.
+pub fn visible(s: &str, max: usize) -> String {
+    let t = term(s);
+    match t.char_indices().nth(max) {
+        None => t.into_owned(),
+        Some((at, _)) => format!("{}…", &t[..at]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,7 +32,7 @@ use serde::Serialize;
 
 use crate::capture::{Damage, ProblemKind, Structure};
 use crate::hostile::term;
-use crate::report::overview::visible;
+use crate::hostile::visible;
 
 /// Most characters of a manifest error text a finding quotes (the manifest
 /// comes from the recorded host: a 16 MiB string stays out of the terminal).
@@ -67,14 +67,121 @@ impl Area {
     }
 }
 
+/// Each check of the evidence, by its stable name (`Check::name`, the
+/// `check` of a finding in `verify --json` and `summary.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Check {
+    /// `archive-cut`.
+    ArchiveCut,
+    /// `archive-not-closed`.
+    ArchiveNotClosed,
+    /// `capture-counters-missing`.
+    CaptureCountersMissing,
+    /// `capture-counters-unreadable`.
+    CaptureCountersUnreadable,
+    /// `capture-cut`.
+    CaptureCut,
+    /// `capture-damaged`.
+    CaptureDamaged,
+    /// `capture-drops`.
+    CaptureDrops,
+    /// `capture-exited`.
+    CaptureExited,
+    /// `capture-packets-missing`.
+    CapturePacketsMissing,
+    /// `capture-unreadable`.
+    CaptureUnreadable,
+    /// `clock-step`.
+    ClockStep,
+    /// `deleted-unasked`.
+    DeletedUnasked,
+    /// `digest-mismatch`.
+    DigestMismatch,
+    /// `evidence-damaged`.
+    EvidenceDamaged,
+    /// `file-missing`.
+    FileMissing,
+    /// `hash-mismatch`.
+    HashMismatch,
+    /// `not-a-regular-file`.
+    NotARegularFile,
+    /// `not-in-manifest`.
+    NotInManifest,
+    /// `not-listed`.
+    NotListed,
+    /// `not-root`.
+    NotRoot,
+    /// `recorder-lost-events`.
+    RecorderLostEvents,
+    /// `recorder-status`.
+    RecorderStatus,
+    /// `recorder-write-error`.
+    RecorderWriteError,
+    /// `sha256sums-empty`.
+    Sha256SumsEmpty,
+    /// `sha256sums-malformed`.
+    Sha256SumsMalformed,
+    /// `sha256sums-missing`.
+    Sha256SumsMissing,
+    /// `sha256sums-unreadable`.
+    Sha256SumsUnreadable,
+    /// `snapshots-skipped`.
+    SnapshotsSkipped,
+    /// `unreadable-bundle`.
+    UnreadableBundle,
+    /// `unreadable-fds`.
+    UnreadableFds,
+    /// `unreadable-file`.
+    UnreadableFile,
+}
+
+impl Check {
+    /// The stable name, e.g. `hash-mismatch`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::ArchiveCut => "archive-cut",
+            Check::ArchiveNotClosed => "archive-not-closed",
+            Check::CaptureCountersMissing => "capture-counters-missing",
+            Check::CaptureCountersUnreadable => "capture-counters-unreadable",
+            Check::CaptureCut => "capture-cut",
+            Check::CaptureDamaged => "capture-damaged",
+            Check::CaptureDrops => "capture-drops",
+            Check::CaptureExited => "capture-exited",
+            Check::CapturePacketsMissing => "capture-packets-missing",
+            Check::CaptureUnreadable => "capture-unreadable",
+            Check::ClockStep => "clock-step",
+            Check::DeletedUnasked => "deleted-unasked",
+            Check::DigestMismatch => "digest-mismatch",
+            Check::EvidenceDamaged => "evidence-damaged",
+            Check::FileMissing => "file-missing",
+            Check::HashMismatch => "hash-mismatch",
+            Check::NotARegularFile => "not-a-regular-file",
+            Check::NotInManifest => "not-in-manifest",
+            Check::NotListed => "not-listed",
+            Check::NotRoot => "not-root",
+            Check::RecorderLostEvents => "recorder-lost-events",
+            Check::RecorderStatus => "recorder-status",
+            Check::RecorderWriteError => "recorder-write-error",
+            Check::Sha256SumsEmpty => "sha256sums-empty",
+            Check::Sha256SumsMalformed => "sha256sums-malformed",
+            Check::Sha256SumsMissing => "sha256sums-missing",
+            Check::Sha256SumsUnreadable => "sha256sums-unreadable",
+            Check::SnapshotsSkipped => "snapshots-skipped",
+            Check::UnreadableBundle => "unreadable-bundle",
+            Check::UnreadableFds => "unreadable-fds",
+            Check::UnreadableFile => "unreadable-file",
+        }
+    }
+}
+
 /// One thing that does not hold. Serialized with its [`Finding::message`]
 /// as `message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     /// Area it belongs to.
     pub area: Area,
-    /// Stable name of the check, e.g. `hash-mismatch`.
-    pub check: &'static str,
+    /// The check, e.g. [`Check::HashMismatch`].
+    pub check: Check,
     /// The bundle file concerned, if one.
     pub file: Option<String>,
     /// What was found, one sentence (exact bundle text; escape to print).
@@ -87,7 +194,7 @@ impl Finding {
     /// check's name, then the sentence saying what was found. Exact bundle
     /// text: escape it to print.
     pub fn message(&self) -> String {
-        format!("{}: {}", self.check, self.detail)
+        format!("{}: {}", self.check.name(), self.detail)
     }
 }
 
@@ -96,7 +203,7 @@ impl Serialize for Finding {
         use serde::ser::SerializeStruct;
         let mut st = s.serialize_struct("Finding", 5)?;
         st.serialize_field("area", &self.area)?;
-        st.serialize_field("check", self.check)?;
+        st.serialize_field("check", self.check.name())?;
         if let Some(f) = &self.file {
             st.serialize_field("file", f)?;
         } else {
@@ -419,7 +526,7 @@ struct Checker {
 }
 
 impl Checker {
-    fn add(&mut self, area: Area, check: &'static str, file: Option<&str>, detail: String) {
+    fn add(&mut self, area: Area, check: Check, file: Option<&str>, detail: String) {
         self.findings.push(Finding {
             area,
             check,
@@ -429,12 +536,71 @@ impl Checker {
     }
 }
 
-/// Runs every check on the bundle in `dir` whose manifest is `m`.
+/// Runs every check on the bundle in `dir` whose manifest is `m`: one
+/// function per [`Area`], each adding its findings.
 pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
-    use rayon::prelude::*;
     let mut c = Checker {
         findings: Vec::new(),
     };
+    let Integrity {
+        regular,
+        hashes,
+        digest,
+        deleted,
+        capture_packets,
+    } = check_integrity(&mut c, dir, m, known);
+    check_recorder(&mut c, m);
+    let capture_counters = check_capture(&mut c, dir, m, &regular);
+    let unreadable = check_fds(&mut c, m);
+    let status = Area::ALL
+        .iter()
+        .map(|&a| {
+            let n = c.findings.iter().filter(|f| f.area == a).count();
+            let (state, detail) = if n > 0 {
+                ("failed", format!("{n} finding(s)"))
+            } else {
+                area_ok(a, &hashes, known.no_hash, m, &capture_counters)
+            };
+            AreaStatus {
+                area: a,
+                state,
+                detail,
+            }
+        })
+        .collect::<Vec<_>>();
+    Evidence {
+        ok: c.findings.is_empty(),
+        status,
+        findings: c.findings,
+        hashes,
+        capture_counters,
+        unreadable_fd_dirs: unreadable,
+        digest,
+        deleted,
+        capture_packets,
+    }
+}
+
+/// What the integrity checks found that the other areas and the evidence
+/// use.
+struct Integrity {
+    /// The bundle's regular files.
+    regular: BTreeSet<String>,
+    /// SHA-256 of each file listed in SHA256SUMS and present.
+    hashes: BTreeMap<String, String>,
+    /// The bundle digest (SHA-256 of SHA256SUMS), when it could be read.
+    digest: Option<String>,
+    /// Files the recorder deleted (a ring of files).
+    deleted: Option<Deleted>,
+    /// Packets read in the capture files.
+    capture_packets: u64,
+}
+
+/// [`Area::Integrity`]: the directory, SHA256SUMS and the bundle digest,
+/// missing and unlisted files, hashes, archives and captures whole,
+/// deletions.
+fn check_integrity(c: &mut Checker, dir: &Path, m: &Manifest, known: &Known) -> Integrity {
+    use rayon::prelude::*;
     // The directory: regular files, and names that should be files but
     // are not.
     let mut regular: BTreeSet<String> = BTreeSet::new();
@@ -466,7 +632,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                     };
                     c.add(
                         Area::Integrity,
-                        "not-a-regular-file",
+                        Check::NotARegularFile,
                         Some(&name),
                         format!("{name} is {kind}; it is not read as part of the bundle"),
                     );
@@ -475,7 +641,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         }
         Err(e) => c.add(
             Area::Integrity,
-            "unreadable-bundle",
+            Check::UnreadableBundle,
             None,
             format!("the bundle directory cannot be listed: {e}"),
         ),
@@ -501,7 +667,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             Err(e) => {
                 c.add(
                     Area::Integrity,
-                    "sha256sums-unreadable",
+                    Check::Sha256SumsUnreadable,
                     Some(SHA256SUMS_FILE),
                     format!("{SHA256SUMS_FILE} cannot be read: {e}"),
                 );
@@ -511,7 +677,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
     } else {
         c.add(
             Area::Integrity,
-            "sha256sums-missing",
+            Check::Sha256SumsMissing,
             Some(SHA256SUMS_FILE),
             format!(
                 "{SHA256SUMS_FILE} is missing: no file of the bundle can be checked against \
@@ -524,7 +690,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         for (line, what) in &s.malformed {
             c.add(
                 Area::Integrity,
-                "sha256sums-malformed",
+                Check::Sha256SumsMalformed,
                 Some(SHA256SUMS_FILE),
                 format!("{SHA256SUMS_FILE} line {line}: {what}"),
             );
@@ -532,7 +698,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         if s.by_name.is_empty() {
             c.add(
                 Area::Integrity,
-                "sha256sums-empty",
+                Check::Sha256SumsEmpty,
                 Some(SHA256SUMS_FILE),
                 format!("{SHA256SUMS_FILE} lists no file"),
             );
@@ -544,7 +710,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             Some(d) if *d == want => {}
             Some(d) => c.add(
                 Area::Integrity,
-                "digest-mismatch",
+                Check::DigestMismatch,
                 Some(SHA256SUMS_FILE),
                 format!(
                     "bundle digest {d} is not the digest noted at collection, {}: the bundle \
@@ -554,7 +720,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             ),
             None => c.add(
                 Area::Integrity,
-                "digest-mismatch",
+                Check::DigestMismatch,
                 Some(SHA256SUMS_FILE),
                 format!(
                     "the bundle digest cannot be computed without {SHA256SUMS_FILE}; the \
@@ -580,7 +746,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         };
         c.add(
             Area::Integrity,
-            "file-missing",
+            Check::FileMissing,
             Some(name),
             format!("{name} is {by} but absent from the bundle"),
         );
@@ -594,7 +760,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         if sums.is_some() && !listed.contains(name.as_str()) {
             c.add(
                 Area::Integrity,
-                "not-listed",
+                Check::NotListed,
                 Some(name),
                 format!("{name} is in the bundle but not listed in {SHA256SUMS_FILE}"),
             );
@@ -604,7 +770,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         {
             c.add(
                 Area::Integrity,
-                "not-in-manifest",
+                Check::NotInManifest,
                 Some(name),
                 format!("{name} is in the bundle but the manifest does not name it"),
             );
@@ -632,7 +798,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                     if s.by_name.get(&name) != Some(&h) {
                         c.add(
                             Area::Integrity,
-                            "hash-mismatch",
+                            Check::HashMismatch,
                             Some(&name),
                             format!(
                                 "{name}: SHA-256 {h} differs from {} recorded in {SHA256SUMS_FILE}: \
@@ -645,7 +811,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                 }
                 Err(e) => c.add(
                     Area::Integrity,
-                    "unreadable-file",
+                    Check::UnreadableFile,
                     Some(&name),
                     format!("{name} cannot be read: {e}"),
                 ),
@@ -674,7 +840,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             ArchiveState::Whole => {}
             ArchiveState::NoTrailer => c.add(
                 Area::Integrity,
-                "archive-not-closed",
+                Check::ArchiveNotClosed,
                 Some(name),
                 format!(
                     "{name} has no tar trailer: the recorder never closed it (every snapshot in \
@@ -683,13 +849,13 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             ),
             ArchiveState::Cut { offset, what } => c.add(
                 Area::Integrity,
-                "archive-cut",
+                Check::ArchiveCut,
                 Some(name),
                 format!("{name} is cut at byte offset {offset}: {what}"),
             ),
             ArchiveState::Unreadable(e) => c.add(
                 Area::Integrity,
-                "unreadable-file",
+                Check::UnreadableFile,
                 Some(name),
                 format!("{name} cannot be read: {e}"),
             ),
@@ -723,8 +889,8 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                     let check = match kind {
                         ProblemKind::TruncatedRecord
                         | ProblemKind::TruncatedBlock
-                        | ProblemKind::ReadFailed => "capture-cut",
-                        _ => "capture-damaged",
+                        | ProblemKind::ReadFailed => Check::CaptureCut,
+                        _ => Check::CaptureDamaged,
                     };
                     c.add(
                         Area::Integrity,
@@ -740,7 +906,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             }
             Err(e) => c.add(
                 Area::Integrity,
-                "capture-unreadable",
+                Check::CaptureUnreadable,
                 Some(name),
                 format!(
                     "{name} cannot be read as a capture: {}",
@@ -754,7 +920,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
     if let Some(d) = deleted.as_ref().filter(|d| d.asked.is_empty()) {
         c.add(
             Area::Integrity,
-            "deleted-unasked",
+            Check::DeletedUnasked,
             Some(MANIFEST_FILE),
             format!(
                 "the manifest lists {} deleted file(s) but no --max-size or --keep asked for \
@@ -763,6 +929,18 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             ),
         );
     }
+    Integrity {
+        regular,
+        hashes,
+        digest,
+        deleted,
+        capture_packets,
+    }
+}
+
+/// [`Area::Recorder`]: how the recorder ended, its write errors, the
+/// evidence it lost itself.
+fn check_recorder(c: &mut Checker, m: &Manifest) {
     // Recorder.
     if m.status != RecorderStatus::Complete {
         let why = match m.status {
@@ -779,7 +957,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         };
         c.add(
             Area::Recorder,
-            "recorder-status",
+            Check::RecorderStatus,
             Some(MANIFEST_FILE),
             format!(
                 "recorder status is {:?}, not \"complete\": {why}",
@@ -790,7 +968,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
     for e in m.errors.iter().filter(|e| e.what == "write") {
         c.add(
             Area::Recorder,
-            "recorder-write-error",
+            Check::RecorderWriteError,
             Some(MANIFEST_FILE),
             format!(
                 "the recorder reported a write error: {}",
@@ -808,7 +986,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
     {
         c.add(
             Area::Recorder,
-            "recorder-lost-events",
+            Check::RecorderLostEvents,
             Some(MANIFEST_FILE),
             format!(
                 "the recorder lost evidence ({}): {} {}",
@@ -821,7 +999,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
     for e in m.errors.iter().filter(|e| e.what == "capture") {
         c.add(
             Area::Capture,
-            "capture-exited",
+            Check::CaptureExited,
             Some(MANIFEST_FILE),
             format!(
                 "the capture stopped before the recording: {}",
@@ -829,6 +1007,16 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             ),
         );
     }
+}
+
+/// [`Area::Capture`]: the capture's counters (manifest, else tcpdump.log),
+/// drops, counter lines that hold no count.
+fn check_capture(
+    c: &mut Checker,
+    dir: &Path,
+    m: &Manifest,
+    regular: &BTreeSet<String>,
+) -> Option<Counters> {
     // Capture counters.
     let mut capture_counters = None;
     if m.capture.is_some() {
@@ -852,7 +1040,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
         match &capture_counters {
             None => c.add(
                 Area::Capture,
-                "capture-counters-missing",
+                Check::CaptureCountersMissing,
                 Some(TCPDUMP_LOG_FILE),
                 "tcpdump's packet counters are in neither the manifest nor tcpdump.log \
                  (tcpdump did not stop cleanly): drops are unknown"
@@ -867,7 +1055,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                 if t.dropped_by_kernel > 0 {
                     c.add(
                         Area::Capture,
-                        "capture-drops",
+                        Check::CaptureDrops,
                         Some(k.source),
                         format!(
                             "{who} reports {} packets dropped by kernel of {} received by \
@@ -882,7 +1070,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
                 if let Some(d) = t.dropped_by_interface.filter(|&d| d > 0) {
                     c.add(
                         Area::Capture,
-                        "capture-drops",
+                        Check::CaptureDrops,
                         Some(k.source),
                         format!("tcpdump reports {d} packets dropped by interface"),
                     );
@@ -901,7 +1089,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             if let Some((line, text)) = bad.first() {
                 c.add(
                     Area::Capture,
-                    "capture-counters-unreadable",
+                    Check::CaptureCountersUnreadable,
                     Some(TCPDUMP_LOG_FILE),
                     format!(
                         "{} counter line(s) of {TCPDUMP_LOG_FILE} hold no count, first line \
@@ -913,6 +1101,12 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             }
         }
     }
+    capture_counters
+}
+
+/// [`Area::Fds`]: privileges and unreadable fd directories; the number of
+/// failed fd directory reads.
+fn check_fds(c: &mut Checker, m: &Manifest) -> u64 {
     // fds.
     let unreadable: u64 = m
         .errors
@@ -923,7 +1117,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
     if m.privileges.euid != 0 {
         c.add(
             Area::Fds,
-            "not-root",
+            Check::NotRoot,
             Some(MANIFEST_FILE),
             format!(
                 "the recorder ran as uid {}, not root: other users' sockets have no visible owner",
@@ -934,7 +1128,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
     if unreadable > 0 {
         c.add(
             Area::Fds,
-            "unreadable-fds",
+            Check::UnreadableFds,
             Some(MANIFEST_FILE),
             format!(
                 "{unreadable} fd directory read(s) failed (e.g. EACCES): the owners of those \
@@ -942,33 +1136,7 @@ pub fn check(dir: &Path, m: &Manifest, known: &Known) -> Evidence {
             ),
         );
     }
-    let status = Area::ALL
-        .iter()
-        .map(|&a| {
-            let n = c.findings.iter().filter(|f| f.area == a).count();
-            let (state, detail) = if n > 0 {
-                ("failed", format!("{n} finding(s)"))
-            } else {
-                area_ok(a, &hashes, known.no_hash, m, &capture_counters)
-            };
-            AreaStatus {
-                area: a,
-                state,
-                detail,
-            }
-        })
-        .collect::<Vec<_>>();
-    Evidence {
-        ok: c.findings.is_empty(),
-        status,
-        findings: c.findings,
-        hashes,
-        capture_counters,
-        unreadable_fd_dirs: unreadable,
-        digest,
-        deleted,
-        capture_packets,
-    }
+    unreadable
 }
 
 /// Why "received by filter" exceeds "captured" on `--iface any`: the
@@ -1059,7 +1227,7 @@ pub fn count_capture_packets(paths: &[std::path::PathBuf]) -> (u64, Vec<Finding>
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let unreadable = |what: String| Finding {
             area: Area::Integrity,
-            check: "capture-unreadable",
+            check: Check::CaptureUnreadable,
             file: Some(name.clone()),
             detail: format!("{name} cannot be read as a capture: {what}"),
         };
@@ -1115,7 +1283,7 @@ pub fn packet_shortfall(
     };
     Some(Finding {
         area: Area::Capture,
-        check: "capture-packets-missing",
+        check: Check::CapturePacketsMissing,
         file: None,
         detail: format!(
             "{who} but the bundle's capture files hold {in_files}: {} packets are missing",
@@ -1158,7 +1326,7 @@ impl Evidence {
         for d in damaged {
             ev.add(Finding {
                 area: Area::Integrity,
-                check: "evidence-damaged",
+                check: Check::EvidenceDamaged,
                 file: None,
                 detail: d.clone(),
             });

@@ -1764,3 +1764,236 @@ fn junk_lines_are_counted_in_bounded_memory() {
         let _ = std::fs::remove_dir_all(&d);
     }
 }
+
+/// A 1 MB command line (Linux allows about 2 MB) on the two processes that
+/// own 90 of the re-recorded sample's flows: each report row repeats at
+/// most 4 KB of it with the SHA-256 of the whole line, and `processes.csv`
+/// holds it whole once per process, so the reports stay near the
+/// bundle's size (they were 303 MB for a 4 MB bundle).
+#[test]
+fn long_command_lines_are_stored_once() {
+    let d = std::env::temp_dir().join(format!("pe-attack-{}-cmdline", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let b = d.join("bundle");
+    std::fs::create_dir_all(&b).unwrap();
+    for e in std::fs::read_dir(root().join("testdata/sample-bundle")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), b.join(e.file_name())).unwrap();
+    }
+    let arg = "A".repeat(1 << 20);
+    let long = vec!["python3".to_string(), "-c".to_string(), arg.clone()];
+    let whole = format!("python3 -c {arg}");
+    let mut records = 0;
+    rewrite_archive(&b, |name, data| {
+        if !name.ends_with("procs.jsonl") {
+            return Some(data);
+        }
+        let mut text = String::new();
+        for line in String::from_utf8(data).unwrap().lines() {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if matches!(v["pid"].as_u64(), Some(127 | 131)) {
+                v["cmdline"] = serde_json::json!(long);
+                records += 1;
+            }
+            text.push_str(&v.to_string());
+            text.push('\n');
+        }
+        Some(text.into_bytes())
+    });
+    assert!(records >= 2, "the sample's processes 127 and 131 are gone");
+    resum(&b);
+    let bundle_size: u64 = std::fs::read_dir(&b)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let out = d.join("out");
+    let (code, _, err) = analyze(&b, &out, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let reports: u64 = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    eprintln!(
+        "bundle {} KB, reports {} KB",
+        bundle_size >> 10,
+        reports >> 10
+    );
+    assert!(reports < 10 << 20, "reports of {reports} bytes");
+
+    let sha = sha_hex(whole.as_bytes());
+    // connections.csv: the cut line and the hash of the whole one.
+    let mut rows = 0;
+    let mut csv = csv::Reader::from_path(out.join("connections.csv")).unwrap();
+    let head = csv.headers().unwrap().clone();
+    let col = |n: &str| head.iter().position(|h| h == n).unwrap();
+    let (pid, cmdline, hash) = (col("pid"), col("cmdline"), col("cmdline_sha256"));
+    for r in csv.records() {
+        let r = r.unwrap();
+        if matches!(&r[pid], "127" | "131") {
+            rows += 1;
+            assert!(r[cmdline].len() <= 4096 + 3, "{}", r[cmdline].len());
+            assert!(r[cmdline].starts_with("python3 -c AAAA") && r[cmdline].ends_with('…'));
+            assert_eq!(&r[hash], sha);
+        } else {
+            assert_eq!(&r[hash], "", "a whole line has no hash");
+        }
+    }
+    assert!(rows >= 50, "{rows} rows of the two processes");
+    // connections.jsonl: the same, with the number of arguments.
+    let jsonl = std::fs::read_to_string(out.join("connections.jsonl")).unwrap();
+    let cut: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| matches!(v["process.pid"].as_u64(), Some(127 | 131)))
+        .collect();
+    assert_eq!(cut.len(), rows);
+    for v in &cut {
+        assert_eq!(v["procflow.command_line_sha256"], sha.as_str());
+        assert_eq!(v["process.args_count"], 3);
+        assert!(v["process.command_line"].as_str().unwrap().len() <= 4096 + 3);
+    }
+    // processes.csv: the whole line, once per process, matching the hash.
+    let mut csv = csv::Reader::from_path(out.join("processes.csv")).unwrap();
+    let head = csv.headers().unwrap().clone();
+    let col = |n: &str| head.iter().position(|h| h == n).unwrap();
+    let (pid, cmdline) = (col("pid"), col("cmdline"));
+    let mut whole_rows = 0;
+    for r in csv.records() {
+        let r = r.unwrap();
+        if matches!(&r[pid], "127" | "131") {
+            whole_rows += 1;
+            assert_eq!(sha_hex(r[cmdline].as_bytes()), sha);
+        }
+    }
+    assert_eq!(whole_rows, 2);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Starts `procflow flows /dev/stdin` with `stdin` as its input.
+fn flows_from(stdin: Stdio) -> std::process::Child {
+    procflow()
+        .args(["flows", "/dev/stdin", "--threads", "2"])
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// An I/O error in the middle of a capture read as a stream (standard
+/// input a pseudo-terminal whose other side hung up: `read` fails with
+/// EIO, no root needed) keeps
+/// the packets before it, as a copy cut at the same byte does, and says
+/// where reading failed (it was "0 flows").
+#[test]
+fn io_error_mid_stream_keeps_the_readable_start() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let cap = std::fs::read(root().join(SAMPLE).join(SAMPLE_CAPTURE)).unwrap();
+    let cut = 500_000;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty with valid out-pointers and no name, termios or size.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        skip("no pseudo-terminal could be opened (openpty)");
+        return;
+    }
+    // SAFETY: two descriptors openpty just returned, owned from here on;
+    // raw mode on the terminal side passes bytes through unchanged, and
+    // close-on-exec keeps the terminal side out of the child.
+    let (master, slave) = unsafe {
+        for fd in [master, slave] {
+            let mut t: libc::termios = std::mem::zeroed();
+            assert_eq!(libc::tcgetattr(fd, &mut t), 0);
+            libc::cfmakeraw(&mut t);
+            assert_eq!(libc::tcsetattr(fd, libc::TCSANOW, &t), 0);
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+        (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave))
+    };
+    let child = flows_from(Stdio::from(master));
+    let head = cap[..cut].to_vec();
+    let writer = std::thread::spawn(move || {
+        let mut t = std::fs::File::from(slave);
+        t.write_all(&head).unwrap();
+        // Hang up: the reader gets what is buffered, then EIO.
+        drop(t);
+    });
+    let o = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let d = scratch("eio");
+    let cut_copy = d.join("cut.pcap");
+    std::fs::write(&cut_copy, &cap[..cut]).unwrap();
+    let (_, from_copy, _) = run(procflow().arg("flows").arg(&cut_copy));
+    let flows = String::from_utf8_lossy(&o.stdout);
+    assert!(from_copy.lines().count() > 10, "{from_copy}");
+    assert_eq!(flows, from_copy, "{err}");
+    assert!(
+        err.contains(&format!(
+            "the stream ended at byte offset {cut}: reading failed:"
+        )),
+        "{err}"
+    );
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// `flows` reading an endless pipe stops at once on SIGTERM: the stream is
+/// copied only a bounded way ahead of the reader and what was read is
+/// given back, so the process holds no gigabytes of copy for the kernel to
+/// free on its way out (it took 0.25 s after one second of input, 0.5 s
+/// after three, growing with the time).
+#[test]
+fn endless_pipe_stops_promptly_on_sigterm() {
+    let cap = std::fs::read(root().join(SAMPLE).join(SAMPLE_CAPTURE)).unwrap();
+    let mut child = flows_from(Stdio::piped());
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let body = cap[24..].repeat(8);
+        if stdin.write_all(&cap).is_err() {
+            return;
+        }
+        while stdin.write_all(&body).is_ok() {}
+    });
+    // Two seconds of input (gigabytes), watching the copy's disk use.
+    let mut most_blocks = 0u64;
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", child.id())) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let deleted = std::fs::read_link(fd.path())
+                .is_ok_and(|l| l.to_string_lossy().ends_with("(deleted)"));
+            if let (true, Ok(m)) = (deleted, std::fs::metadata(fd.path())) {
+                most_blocks = most_blocks.max(std::os::unix::fs::MetadataExt::blocks(&m));
+            }
+        }
+    }
+    let t = Instant::now();
+    signal(&child, libc::SIGTERM);
+    let status = child.wait().unwrap();
+    let took = t.elapsed();
+    writer.join().unwrap();
+    eprintln!(
+        "stream copy at most {} MB on disk; exit {:.3} s after SIGTERM",
+        (most_blocks * 512) >> 20,
+        took.as_secs_f64()
+    );
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGTERM)
+    );
+    assert!(most_blocks > 0, "no copy of the stream seen");
+    assert!(most_blocks * 512 <= 256 << 20, "{} blocks", most_blocks);
+    assert!(took < Duration::from_millis(200), "{took:?}");
+}

@@ -456,7 +456,7 @@ pub fn replay(paths: &[PathBuf], opts: &ReplayOptions) -> Result<Replay, Capture
         let mut order: Vec<(Option<i64>, usize)> = Vec::new();
         for (i, p) in paths.iter().enumerate() {
             let regular = std::fs::metadata(p).is_ok_and(|m| m.is_file());
-            let s = source::Source::open(p);
+            let s = source::Source::open_streaming(p);
             let ts = s.as_ref().ok().and_then(|s| first_ts(s.bytes()));
             kept.push(if regular { None } else { Some(s) });
             order.push((ts, i));
@@ -467,7 +467,7 @@ pub fn replay(paths: &[PathBuf], opts: &ReplayOptions) -> Result<Replay, Capture
             let path = &paths[i];
             let opened = match kept.get_mut(i).and_then(Option::take) {
                 Some(s) => s,
-                None => source::Source::open(path),
+                None => source::Source::open_streaming(path),
             };
             match opened {
                 Ok(mut s) => r.file(path, &mut s),
@@ -629,7 +629,18 @@ impl<'o> Replayer<'o> {
         let mut next: Vec<Rec> = Vec::with_capacity(BATCH);
         let mut mapped_from = 0;
         let mut read_failed_dropped = 0u64;
+        // Start of the batch in `prev`: nothing before it is read again.
+        let mut prev_from = 0u64;
         loop {
+            // A stream: copied ahead of the scanner, and what is behind the
+            // batch still to fold given back.
+            let ahead = (scanner.position() + BATCH_BYTES) as u64;
+            if src.wants(ahead) {
+                let detached = scanner.rebind(&[]);
+                src.fill(ahead);
+                scanner = detached.rebind(src.bytes());
+            }
+            src.release(prev_from);
             if src.is_mapped()
                 && scanner.position().saturating_sub(mapped_from) >= self.opts.remap_every
             {
@@ -709,9 +720,28 @@ impl<'o> Replayer<'o> {
                 self.annotations.push((idx as u32, a));
             }
             std::mem::swap(&mut prev, &mut next);
+            prev_from = scanned_from as u64;
             if raw.is_empty() {
                 break;
             }
+        }
+        if let Some((at, what)) = src.stream_error() {
+            // The stream ended on an error: what came before it is read.
+            let what = format!(
+                "the stream ended at byte offset {at}: {what}; the packets before it are read"
+            );
+            if let Some(f) = self.files.get_mut(idx) {
+                f.error = Some(format!("offset {at}: {what}"));
+            }
+            self.problem(
+                idx,
+                ScanProblem {
+                    packet_index: None,
+                    offset: at,
+                    kind: ProblemKind::ReadFailed,
+                    what,
+                },
+            );
         }
         let f = &mut self.files[idx];
         f.link_types = scanner.link_types.iter().copied().collect();

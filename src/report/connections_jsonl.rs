@@ -9,7 +9,10 @@ use std::io::{self, Write};
 
 use serde_json::{json, Map, Value};
 
-use super::{confidence, shell_join, ConnectionRow, ReportInput, ReportWriter};
+use super::{
+    confidence, row_args, row_cmdline, row_text, ConnectionRow, ReportInput, ReportWriter,
+    ROW_TEXT_MAX,
+};
 use crate::flow::proto_name;
 
 /// Writer of `connections.jsonl`.
@@ -34,9 +37,10 @@ pub fn row_object(input: &ReportInput<'_>, r: &ConnectionRow) -> Map<String, Val
             m.insert(k.to_string(), v);
         }
     };
+    let text = |s: &str| row_text(s, ROW_TEXT_MAX).into_owned();
     let who = match (a.owner, &r.process, &r.event_comm) {
-        (Some(o), Some(p), _) => format!("{}[{}]", p.comm, o.pid),
-        (Some(o), None, Some(c)) => format!("{c}[{}]", o.pid),
+        (Some(o), Some(p), _) => format!("{}[{}]", text(&p.comm), o.pid),
+        (Some(o), None, Some(c)) => format!("{}[{}]", text(c), o.pid),
         (Some(o), None, None) => format!("pid {}", o.pid),
         (None, _, _) => "no process".to_string(),
     };
@@ -87,14 +91,22 @@ pub fn row_object(input: &ReportInput<'_>, r: &ConnectionRow) -> Map<String, Val
         if let Some(p) = &r.process {
             put("process.ppid", json!(p.ppid));
             put("process.parent.pid", json!(p.ppid));
-            put("process.name", json!(p.comm));
-            put("process.executable", json!(p.exe));
-            put("process.command_line", json!(r.cmdline()));
-            put("process.args", json!(p.cmdline));
+            put("process.name", json!(text(&p.comm)));
+            put("process.executable", json!(p.exe.as_deref().map(text)));
+            // A long command line is cut (docs/report-schema.md): the
+            // hash and the count of arguments say so.
+            let (line, sha256) = row_cmdline(&p.cmdline);
+            put("process.command_line", json!(line));
+            let (args, cut) = row_args(&p.cmdline);
+            put("process.args", json!(args));
+            if cut {
+                put("process.args_count", json!(p.cmdline.len()));
+            }
+            put("procflow.command_line_sha256", json!(sha256));
             put("user.id", json!(p.uid.to_string()));
-            put("container.id", json!(p.container_id));
+            put("container.id", json!(p.container_id.as_deref().map(text)));
         } else if let Some(c) = &r.event_comm {
-            put("process.name", json!(c));
+            put("process.name", json!(text(c)));
         }
     }
     put("host.name", json!(input.manifest.host.hostname));
@@ -130,7 +142,10 @@ pub fn row_object(input: &ReportInput<'_>, r: &ConnectionRow) -> Map<String, Val
         );
         put("procflow.remote_name_other", json!(n.other));
         put("procflow.resolved_by.pid", json!(n.resolved_by_pid));
-        put("procflow.resolved_by.name", json!(n.resolved_by_comm));
+        put(
+            "procflow.resolved_by.name",
+            json!(n.resolved_by_comm.as_deref().map(text)),
+        );
         put(
             "procflow.resolved_at",
             json!(n.dns.map(|(_, t)| super::rfc3339_ns(t))),
@@ -155,11 +170,10 @@ pub fn row_object(input: &ReportInput<'_>, r: &ConnectionRow) -> Map<String, Val
             put("procflow.peer.process.start_ticks", json!(o.start_time));
         }
         if let Some(pp) = &r.peer_process {
-            put("procflow.peer.process.name", json!(pp.comm));
-            put(
-                "procflow.peer.process.command_line",
-                json!(shell_join(&pp.cmdline)),
-            );
+            put("procflow.peer.process.name", json!(text(&pp.comm)));
+            let (line, sha256) = row_cmdline(&pp.cmdline);
+            put("procflow.peer.process.command_line", json!(line));
+            put("procflow.peer.process.command_line_sha256", json!(sha256));
         }
         let [pin, pout, bin, bout, _, _] = r.peer_counters();
         put("procflow.peer.packets_in", json!(pin));

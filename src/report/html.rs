@@ -28,7 +28,8 @@ use serde_json::{json, Value};
 use super::summary::FileHash;
 use super::{confidence, ReportInput, ReportWriter};
 use crate::flow::proto_name;
-use crate::overview::{visible, LaneKind, Overview, MAX_ENDPOINT_NAMES};
+use crate::hostile::visible;
+use crate::overview::{LaneKind, Overview, MAX_ENDPOINT_NAMES};
 use crate::time::rfc3339_ns;
 
 /// Time bins of the timeline picture.

@@ -52,6 +52,60 @@ pub fn shell_join(args: &[String]) -> String {
     args.iter().map(quote).collect::<Vec<_>>().join(" ")
 }
 
+/// Longest command line a report row repeats, in bytes: a longer one
+/// (Linux allows about 2 MB) is cut on a row, with the SHA-256 of the whole
+/// line beside it; `processes.csv` holds it whole, once per process.
+pub const ROW_CMDLINE_MAX: usize = 4096;
+
+/// Longest other per-process text a report row repeats (comm, exe,
+/// container id), in bytes: longer than any a kernel gives (a path is at
+/// most 4096 bytes, a comm 15), so only a crafted bundle reaches it.
+pub const ROW_TEXT_MAX: usize = 4096;
+
+/// `s` as a report row repeats it: whole when at most `max` bytes, else its
+/// first bytes (cut on a character boundary) and `…`.
+pub fn row_text(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &s[..end]))
+}
+
+/// A command line as a report row repeats it: the shell-quoted line
+/// ([`shell_join`]), cut by [`row_text`] to [`ROW_CMDLINE_MAX`] bytes, and
+/// the SHA-256 (hex) of the whole line when it was cut.
+pub fn row_cmdline(args: &[String]) -> (String, Option<String>) {
+    let whole = shell_join(args);
+    match row_text(&whole, ROW_CMDLINE_MAX) {
+        Cow::Borrowed(_) => (whole, None),
+        Cow::Owned(cut) => (cut, Some(hex(&Sha256::digest(whole.as_bytes())))),
+    }
+}
+
+/// The arguments as a report row repeats them: whole when their text
+/// totals at most [`ROW_CMDLINE_MAX`] bytes, else the first ones within
+/// it, the last of them cut by [`row_text`]; and whether any was left out
+/// or cut.
+pub fn row_args(args: &[String]) -> (Vec<Cow<'_, str>>, bool) {
+    let mut out = Vec::new();
+    let mut room = ROW_CMDLINE_MAX;
+    for a in args {
+        if a.len() > room {
+            if room > 0 {
+                out.push(row_text(a, room));
+            }
+            return (out, true);
+        }
+        room -= a.len();
+        out.push(Cow::Borrowed(a.as_str()));
+    }
+    (out, false)
+}
+
 /// ECS `process.entity_id`: the first 16 bytes, in hex, of
 /// SHA-256(`boot_id|pid|start_time`), so a reused pid is a different entity.
 pub fn entity_id(boot_id: &str, pid: u32, start_time: u64) -> String {
@@ -221,6 +275,9 @@ pub struct ConnectionCsvRow<'a> {
     pub(crate) resolved_by_comm: Option<Cow<'a, str>>,
     pub(crate) resolved_at: Option<String>,
     pub(crate) ja4: Option<&'a str>,
+    // Set when `cmdline` / `peer_cmdline` was cut ([`row_cmdline`]).
+    pub(crate) cmdline_sha256: Option<String>,
+    pub(crate) peer_cmdline_sha256: Option<String>,
 }
 
 impl ConnectionCsvRow<'_> {
@@ -322,6 +379,11 @@ pub struct ConnectionRow {
     pub name: Option<Box<crate::names::FlowName>>,
 }
 
+/// [`row_text`] bounded by [`ROW_TEXT_MAX`].
+fn text(s: &str) -> Cow<'_, str> {
+    row_text(s, ROW_TEXT_MAX)
+}
+
 impl ConnectionRow {
     /// Local endpoint (ip, port).
     pub fn local(&self) -> (IpAddr, Option<u16>) {
@@ -407,6 +469,12 @@ impl ConnectionRow {
         let [pin, pout, bin, bout, ipin, ipout] = self.counters();
         let p = self.process.as_ref();
         let owner = a.owner;
+        let (cmdline, cmdline_sha256) = p.map(|p| row_cmdline(&p.cmdline)).unwrap_or_default();
+        let (peer_cmdline, peer_cmdline_sha256) = self
+            .peer_process
+            .as_ref()
+            .map(|p| row_cmdline(&p.cmdline))
+            .unwrap_or_default();
         ConnectionCsvRow {
             flow_id: f.id,
             proto: proto_name(f.proto),
@@ -428,9 +496,9 @@ impl ConnectionRow {
             comm: p
                 .map(|p| p.comm.as_str())
                 .or(self.event_comm.as_deref())
-                .map(Cow::Borrowed),
-            exe: p.and_then(|p| p.exe.as_deref()).map(Cow::Borrowed),
-            cmdline: self.cmdline(),
+                .map(text),
+            exe: p.and_then(|p| p.exe.as_deref()).map(text),
+            cmdline,
             netns: self.netns(),
             method: a.method.name(),
             time_gap_ms: self.time_gap_ms(),
@@ -446,7 +514,7 @@ impl ConnectionRow {
             ip_bytes_out: ipout,
             duration_ms: f.last_seen_ns.saturating_sub(f.first_seen_ns) / 1_000_000,
             process_start_ticks: owner.map(|o| o.start_time),
-            container_id: p.and_then(|p| p.container_id.as_deref()).map(Cow::Borrowed),
+            container_id: p.and_then(|p| p.container_id.as_deref()).map(text),
             icmp_type: f.icmp.map(|i| i.icmp_type),
             icmp_code: f.icmp.map(|i| i.code),
             both_local: a.both_local,
@@ -459,12 +527,8 @@ impl ConnectionRow {
             nat_remote_port: a.nat.as_deref().map(|n| n.remote.port()),
             peer_pid: a.peer.as_ref().and_then(|p| p.owner).map(|o| o.pid),
             peer_process_start_ticks: a.peer.as_ref().and_then(|p| p.owner).map(|o| o.start_time),
-            peer_comm: self.peer_comm().map(Cow::Borrowed),
-            peer_cmdline: self
-                .peer_process
-                .as_ref()
-                .map(|p| shell_join(&p.cmdline))
-                .unwrap_or_default(),
+            peer_comm: self.peer_comm().map(text),
+            peer_cmdline,
             peer_method: a.peer.as_ref().map(|p| p.method.name()).unwrap_or_default(),
             peer_confidence: a
                 .peer
@@ -491,13 +555,15 @@ impl ConnectionRow {
                 .name
                 .as_ref()
                 .and_then(|n| n.resolved_by_comm.as_deref())
-                .map(Cow::Borrowed),
+                .map(text),
             resolved_at: self
                 .name
                 .as_ref()
                 .and_then(|n| n.dns)
                 .map(|(_, t)| rfc3339_ns(t)),
             ja4: self.name.as_ref().and_then(|n| n.ja4.as_deref()),
+            cmdline_sha256,
+            peer_cmdline_sha256,
         }
     }
 
@@ -794,7 +860,7 @@ mod tests {
              nat,nat_local_ip,nat_local_port,nat_remote_ip,nat_remote_port,\
              peer_pid,peer_process_start_ticks,peer_comm,peer_cmdline,peer_method,peer_confidence,\
              remote_name,remote_name_source,remote_name_other,resolved_by_pid,\
-             resolved_by_comm,resolved_at,ja4\n"
+             resolved_by_comm,resolved_at,ja4,cmdline_sha256,peer_cmdline_sha256\n"
         );
         let mut out = Vec::new();
         write_csv_rows(&mut out, Vec::<processes_csv::ProcessCsvRow>::new()).unwrap();
@@ -804,6 +870,35 @@ mod tests {
              bytes_in,bytes_out,first_seen,last_seen,process_start_ticks,entity_id,\
              ip_bytes_in,ip_bytes_out,container_id,ja4\n"
         );
+    }
+
+    #[test]
+    fn a_long_command_line_is_cut_on_a_row_with_the_hash_of_the_whole() {
+        let short = vec!["curl".to_string(), "-s".to_string()];
+        assert_eq!(row_cmdline(&short), ("curl -s".to_string(), None));
+        assert_eq!(
+            row_args(&short),
+            (vec![Cow::from("curl"), Cow::from("-s")], false)
+        );
+        // A multi-byte character across the bound is not split.
+        let long = vec!["python3".to_string(), "é".repeat(ROW_CMDLINE_MAX)];
+        let whole = shell_join(&long);
+        let (text, hash) = row_cmdline(&long);
+        assert!(text.len() <= ROW_CMDLINE_MAX + '…'.len_utf8());
+        assert!(text.ends_with('…'));
+        assert!(whole.starts_with(text.trim_end_matches('…')));
+        assert_eq!(hash.unwrap(), hex(&Sha256::digest(whole.as_bytes())));
+        let (args, cut) = row_args(&long);
+        assert!(cut);
+        assert_eq!(args[0], "python3");
+        assert!(args[1].len() <= ROW_CMDLINE_MAX - 7 + '…'.len_utf8());
+        // Arguments past the bound are left out.
+        let many = vec!["x".repeat(ROW_CMDLINE_MAX), "y".to_string()];
+        let (args, cut) = row_args(&many);
+        assert!(cut);
+        assert_eq!(args.len(), 1);
+        assert_eq!(row_text("abc", 2), "ab…");
+        assert_eq!(row_text("abc", 3), "abc");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! every recorded namespace, with the times it was seen (snapshots) or
 //! created and destroyed (events), and an index from each of its two
 //! directions to the entry. The NAT rule of the join
-//! (`crate::attribute`'s `nat` module) translates a flow's wire tuple
+//! (the attribution's `nat` module, above this one) translates a flow's wire tuple
 //! through it.
 //!
 //! The table is applied by the format's reader (`conntrack` is a table of
