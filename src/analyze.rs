@@ -35,6 +35,7 @@ use crate::snapshot::SnapshotDiagnostics;
 use crate::split;
 use crate::time::rfc3339_ns;
 use crate::verify::{self, ArchiveState, Area, Evidence, Finding, Known};
+use crate::warning::{Warning, MAX_ANNOTATION_WARNINGS};
 
 /// Names of the files `analyze` writes, summary last.
 pub const REPORT_FILES: [&str; 5] = [
@@ -477,39 +478,6 @@ fn capture_range(r: &Replay) -> Option<(i64, i64)> {
     Some((first, last))
 }
 
-/// Diagnostics shown in report.html's evidence block, after the evidence
-/// findings (which the page takes from the evidence itself).
-fn html_warnings(replay: &Replay, diag: &SnapshotDiagnostics) -> Vec<String> {
-    let mut w: Vec<String> = Vec::new();
-    for f in &replay.files {
-        if let Some(e) = &f.error {
-            w.push(format!("{}: unreadable: {e}", f.path.display()));
-        }
-    }
-    if !replay.problem_counts.is_empty() {
-        let kinds: Vec<String> = replay
-            .problem_counts
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
-        w.push(format!("capture problems: {}", kinds.join(", ")));
-    }
-    for c in &diag.cut_archives {
-        w.push(format!(
-            "{}: archive cut at byte offset {} of {} ({})",
-            c.archive, c.offset, c.size, c.reason
-        ));
-    }
-    w.extend(diag.warnings.iter().cloned());
-    if diag.bad_lines > 0 {
-        w.push(format!(
-            "{} unusable /proc or listing line(s)",
-            diag.bad_lines
-        ));
-    }
-    w
-}
-
 /// The evidence line of the terminal summary (the full status block is
 /// printed apart, before the result line).
 fn evidence_status(bundle: &Bundle, ev: &Evidence) -> String {
@@ -587,36 +555,57 @@ fn attribute_flows(
 }
 
 /// Warnings of the capture's own process annotations that disagree with
-/// the snapshots (the first 20, then how many more).
+/// the snapshots (the first [`MAX_ANNOTATION_WARNINGS`], then how many
+/// more).
 fn warn_annotations(
     annotation_check: &crate::annotations::AnnotationCheck,
-    on_warning: &mut dyn FnMut(&str),
+    warn: &mut dyn FnMut(Warning),
 ) {
-    for d in annotation_check.disagree.iter().take(20) {
-        on_warning(&format!(
-            "flow {}: the capture's annotation names pid {} ({}), the snapshots pid {}; the snapshots' owner is kept",
-            d.flow_id,
-            d.annotated_pid,
-            crate::hostile::term(&d.annotated_cmd),
-            d.snapshot_pid
+    for d in annotation_check
+        .disagree
+        .iter()
+        .take(MAX_ANNOTATION_WARNINGS)
+    {
+        warn(Warning::AnnotationDisagrees {
+            flow_id: d.flow_id,
+            annotated_pid: d.annotated_pid,
+            annotated_cmd: d.annotated_cmd.clone(),
+            snapshot_pid: d.snapshot_pid,
+        });
+    }
+    if annotation_check.disagree.len() > MAX_ANNOTATION_WARNINGS {
+        warn(Warning::MoreAnnotationDisagreements(
+            annotation_check.disagree.len() - MAX_ANNOTATION_WARNINGS,
         ));
     }
-    if annotation_check.disagree.len() > 20 {
-        on_warning(&format!(
-            "{} more flows where the capture's annotation and the snapshots disagree (summary.json)",
-            annotation_check.disagree.len() - 20
-        ));
+}
+
+/// Warnings about the remote names: sources that disagree, DNS answers
+/// from a server no resolv.conf names.
+fn warn_names(st: &crate::names::RowStats, warn: &mut dyn FnMut(Warning)) {
+    if let Some((flow_id, name, other)) = &st.first_conflict {
+        warn(Warning::NameConflicts {
+            flows: st.conflicts,
+            flow_id: *flow_id,
+            name: name.clone(),
+            other: other.clone(),
+        });
+    }
+    if let Some((flow_id, server, netns)) = st.first_unlisted_dns_server {
+        warn(Warning::UnlistedDnsServer {
+            flows: st.dns_servers_not_in_resolv_conf,
+            flow_id,
+            server,
+            netns,
+        });
     }
 }
 
 /// Warnings about the report rows: process start times that cannot be
 /// told, owners without a process record.
-fn warn_rows(bundle: &Bundle, input: &ReportInput<'_>, on_warning: &mut dyn FnMut(&str)) {
+fn warn_rows(bundle: &Bundle, input: &ReportInput<'_>, warn: &mut dyn FnMut(Warning)) {
     if bundle.manifest.host.clk_tck == 0 {
-        on_warning(
-            "the manifest says host.clk_tck is 0: process start times (clock ticks) cannot be \
-             turned into times; process_start is left empty",
-        );
+        warn(Warning::ClkTckZero);
     }
     // An owner named by an fd listing with no process record: its pid is
     // known, its name and command line are not.
@@ -629,14 +618,7 @@ fn warn_rows(bundle: &Bundle, input: &ReportInput<'_>, on_warning: &mut dyn FnMu
     nameless.sort_unstable();
     nameless.dedup();
     if !nameless.is_empty() {
-        let shown: Vec<String> = nameless.iter().take(10).map(u32::to_string).collect();
-        on_warning(&format!(
-            "{} owner pid(s) have no process record in the bundle (no comm, exe or command \
-             line): {}{}",
-            nameless.len(),
-            shown.join(", "),
-            if nameless.len() > 10 { ", ..." } else { "" }
-        ));
+        warn(Warning::OwnersWithoutProcess(nameless));
     }
 }
 
@@ -734,64 +716,47 @@ fn read_inputs(
     (replay, timeline, hashes)
 }
 
-/// Warnings about what was read: damaged packets and files, cut archives,
-/// the snapshots' warnings, unusable /proc lines.
-fn warn_inputs(replay: &Replay, diag: &SnapshotDiagnostics, on_warning: &mut dyn FnMut(&str)) {
+/// Warnings about what was read: damaged packets and files (and all of
+/// them counted per kind), cut archives, the snapshots' warnings, unusable
+/// /proc lines.
+fn warn_inputs(replay: &Replay, diag: &SnapshotDiagnostics, warn: &mut dyn FnMut(Warning)) {
     for p in &replay.problems {
-        on_warning(&p.to_string());
+        warn(Warning::CaptureProblem(p.clone()));
+    }
+    if !replay.problem_counts.is_empty() {
+        warn(Warning::CaptureProblemCounts(replay.problem_counts.clone()));
     }
     for c in &diag.cut_archives {
-        on_warning(&format!(
-            "{}: archive cut at byte offset {} of {} ({}); read up to {}",
-            c.archive,
-            c.offset,
-            c.size,
-            c.reason,
-            c.last_complete_seq
-                .map_or("no complete snapshot".to_string(), |s| format!(
-                    "snapshot {s}"
-                ))
-        ));
+        warn(Warning::ArchiveCut(c.clone()));
     }
     for w in &diag.warnings {
-        on_warning(&w.to_string());
+        warn(Warning::Snapshot(w.clone()));
     }
     if diag.bad_lines > 0 {
-        let first = diag.bad_line_details.first();
-        on_warning(&format!(
-            "{} unusable /proc or listing line(s){}",
-            diag.bad_lines,
-            first.map_or(String::new(), |b| format!(
-                ", first: {} {} line {}: {}",
-                b.archive, b.member, b.line, b.reason
-            ))
-        ));
+        warn(Warning::BadLines {
+            count: diag.bad_lines,
+            first: diag.bad_line_details.first().cloned(),
+        });
     }
 }
 
 /// Warnings about the timeline: socket events it could not use, a
 /// realtime clock step.
-fn warn_timeline(timeline: &Timeline, on_warning: &mut dyn FnMut(&str)) {
+fn warn_timeline(timeline: &Timeline, warn: &mut dyn FnMut(Warning)) {
     if timeline.unusable_events > 0 {
-        on_warning(&format!(
-            "{} socket event(s) of a kind, protocol or address this analyzer cannot use were skipped",
-            timeline.unusable_events
-        ));
+        warn(Warning::UnusableEvents(timeline.unusable_events));
     }
-    if let Some((step, seq)) = timeline.largest_clock_step() {
-        if step.unsigned_abs() >= 100_000_000 {
-            on_warning(&format!(
-                "the realtime clock stepped by {:.3} s before snapshot {seq}; \
-                 times near it may be off by that much",
-                step as f64 / 1e9
-            ));
+    if let Some((step_ns, seq)) = timeline.largest_clock_step() {
+        if step_ns.unsigned_abs() >= 100_000_000 {
+            warn(Warning::ClockStep { step_ns, seq });
         }
     }
 }
 
 /// Runs the analysis: reports written into `cfg.out`. Warnings (problems
 /// that do not prevent a result) go to `on_warning` as they are found, one
-/// sentence each. Runs on the current rayon pool.
+/// sentence each ([`Warning::message`]); report.html and `summary.json`
+/// show the same ones. Runs on the current rayon pool.
 pub fn run_analysis(
     cfg: &AnalyzeConfig,
     on_warning: &mut dyn FnMut(&str),
@@ -825,7 +790,13 @@ pub fn run_analysis(
     let mut replay = replay?;
     let (timeline, diag) = timeline?;
     let inputs = hashes?;
-    warn_inputs(&replay, &diag, on_warning);
+    // Every warning: to the caller as found, and kept for the reports.
+    let mut warnings: Vec<Warning> = Vec::new();
+    let mut warn = |w: Warning| {
+        on_warning(&w.message());
+        warnings.push(w);
+    };
+    warn_inputs(&replay, &diag, &mut warn);
     let Some((s0, s1)) = timeline.time_range() else {
         return Err(AnalyzeError::NoSnapshot {
             bundle: cfg.bundle.clone(),
@@ -840,9 +811,9 @@ pub fn run_analysis(
             });
         }
     } else {
-        on_warning("the captures hold no IP flow");
+        warn(Warning::NoIpFlow);
     }
-    warn_timeline(&timeline, on_warning);
+    warn_timeline(&timeline, &mut warn);
     let evidence = check_evidence(
         &bundle,
         &inputs,
@@ -868,7 +839,7 @@ pub fn run_analysis(
         &flows,
         &mut attributions,
     );
-    warn_annotations(&annotation_check, on_warning);
+    warn_annotations(&annotation_check, &mut warn);
     let cid = |f: &crate::flow::Flow| community_id(f, 0);
     let mut input = ReportInput::new(&bundle.manifest, &timeline, flows, attributions, &cid);
     input.csv_raw = cfg.csv_raw;
@@ -881,34 +852,10 @@ pub fn run_analysis(
             bundle.manifest.host.netns,
         )
     });
-    let conflict_warning = name_stats.as_ref().and_then(|st| {
-        st.first_conflict.as_ref().map(|(id, name, other)| {
-            format!(
-                "{} flow(s) whose remote name sources disagree (first: flow {id}, {} but {}); \
-                 both are kept in remote_name and remote_name_other",
-                st.conflicts,
-                crate::hostile::term(name),
-                crate::hostile::term(other)
-            )
-        })
-    });
-    if let Some(w) = &conflict_warning {
-        on_warning(w);
+    if let Some(st) = &name_stats {
+        warn_names(st, &mut warn);
     }
-    let resolver_warning = name_stats.as_ref().and_then(|st| {
-        st.first_unlisted_dns_server.map(|(id, server, ns)| {
-            format!(
-                "{} DNS flow(s) got answers from a server that no recorded resolv.conf of the \
-                 asking namespace names (first: flow {id}, server {server}, namespace {ns}): \
-                 a program with its own resolver, or a hijacked resolution",
-                st.dns_servers_not_in_resolv_conf
-            )
-        })
-    });
-    if let Some(w) = &resolver_warning {
-        on_warning(w);
-    }
-    warn_rows(&bundle, &input, on_warning);
+    warn_rows(&bundle, &input, &mut warn);
     let overview = Overview::new(&input);
     let html_input = HtmlInput {
         report: &input,
@@ -916,21 +863,7 @@ pub fn run_analysis(
         bundle: cfg.bundle.display().to_string(),
         inputs: &inputs,
         evidence: &evidence,
-        warnings: {
-            let mut w = html_warnings(&replay, &diag);
-            w.extend(conflict_warning.clone());
-            w.extend(resolver_warning.clone());
-            if !annotation_check.disagree.is_empty() {
-                w.push(format!(
-                    "{} flow(s) where the capture's own process annotations name another pid than the snapshots (first: flow {}, capture pid {}, snapshots pid {}); the snapshots' owner is kept",
-                    annotation_check.disagree.len(),
-                    annotation_check.disagree[0].flow_id,
-                    annotation_check.disagree[0].annotated_pid,
-                    annotation_check.disagree[0].snapshot_pid
-                ));
-            }
-            w
-        },
+        warnings: warnings.iter().map(Warning::report_message).collect(),
     };
     let outputs = write_reports(
         &mut out,
@@ -960,6 +893,7 @@ pub fn run_analysis(
         max_gap_ns: cfg.max_gap_ns,
         outputs,
         evidence: serde_json::to_value(&evidence).unwrap_or(serde_json::Value::Null),
+        warnings: Some(&warnings),
     };
     write_report(&mut out, &Summary(&summary_input))?;
     out.commit()?;

@@ -68,3 +68,4 @@ pub mod sockets;
 pub mod split;
 pub mod time;
 pub mod verify;
+pub mod warning;

@@ -499,6 +499,41 @@ fn sum(rows: &Rows, cols: &[&str]) -> u64 {
         .sum()
 }
 
+/// Every warning printed on the terminal is in `summary.json`'s
+/// `warnings`, in the same order and words, and in report.html's data;
+/// returns the summary's warnings as (kind, message).
+fn warnings_agree(stderr: &str, report: &Path) -> Vec<(String, String)> {
+    let terminal: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("procflow: warning: "))
+        .collect();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("summary.json")).unwrap()).unwrap();
+    let warnings: Vec<(String, String)> = summary["warnings"]
+        .as_array()
+        .expect("summary.json has a warnings array")
+        .iter()
+        .map(|w| {
+            (
+                w["kind"].as_str().unwrap().to_string(),
+                w["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let messages: Vec<&str> = warnings.iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(terminal, messages, "{stderr}");
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    for m in &messages {
+        let quoted = serde_json::to_string(m)
+            .unwrap()
+            .replace('<', "\\u003c")
+            .replace('>', "\\u003e")
+            .replace('&', "\\u0026");
+        assert!(html.contains(&quoted), "{quoted} not in report.html");
+    }
+    warnings
+}
+
 #[test]
 fn attributes_every_rule_and_reason() {
     let d = tmp("rules");
@@ -651,6 +686,11 @@ fn attributes_every_rule_and_reason() {
     assert_eq!(bad["member"], net_member(4, NS, "tcp", false));
     assert_eq!(bad["line"], 3);
     assert!(stderr.contains("1 unusable /proc"), "{stderr}");
+    let kinds: Vec<String> = warnings_agree(&stderr, &d.join("report"))
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(kinds.contains(&"proc-bad-lines".to_string()), "{kinds:?}");
     // Output hashes are those of the files.
     for o in summary["outputs"].as_array().unwrap() {
         let bytes = std::fs::read(d.join("report").join(o["path"].as_str().unwrap())).unwrap();
@@ -758,6 +798,11 @@ fn cut_archive_is_read_up_to_its_last_complete_snapshot() {
         "{stderr}"
     );
     assert!(stderr.contains("read up to snapshot 4"), "{stderr}");
+    let kinds: Vec<String> = warnings_agree(&stderr, &d.join("report"))
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(kinds.contains(&"archive-cut".to_string()), "{kinds:?}");
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("report/summary.json")).unwrap()).unwrap();
     let cut = &summary["diagnostics"]["cut_archives"][0];
@@ -1293,8 +1338,23 @@ fn capture_annotations_are_checked_against_the_snapshots() {
     assert!(dis
         .iter()
         .all(|x| x["annotated_pid"] == 99 && x["snapshot_pid"] == 10));
+    // The same warning, in the same words, in summary.json and report.html.
+    let w: Vec<&str> = summary["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["kind"] == "annotation-disagrees")
+        .map(|w| w["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(w.len(), curl.len().min(20), "{w:?}");
+    for m in &w {
+        assert!(
+            stderr.contains(&format!("procflow: warning: {m}\n")),
+            "{m}\n{stderr}"
+        );
+    }
     let html = std::fs::read_to_string(d.join("r-disagree/report.html")).unwrap();
-    assert!(html.contains("name another pid than the snapshots"));
+    assert!(html.contains("annotation names pid 99"));
     let _ = std::fs::remove_dir_all(&d);
 }
 

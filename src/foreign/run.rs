@@ -607,6 +607,7 @@ pub fn run_correlate(
         max_gap_ns: cfg.max_gap_ns,
         outputs,
         evidence: json!({ "ok": damaged.is_empty(), "findings": damaged }),
+        warnings: None,
     };
     let foreign = json!({
         "host_addresses": joined.host_addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),

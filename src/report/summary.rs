@@ -88,6 +88,9 @@ pub struct SummaryInput<'a> {
     pub outputs: Vec<FileHash>,
     /// The evidence checks ([`crate::verify::Evidence`]).
     pub evidence: Value,
+    /// The warnings of `analyze`, as the terminal showed them (`None`: no
+    /// `warnings` key, as for `correlate`, whose notes are in `foreign`).
+    pub warnings: Option<&'a [crate::warning::Warning]>,
 }
 
 fn range(r: Option<(i64, i64)>) -> Value {
@@ -194,6 +197,9 @@ impl Summary<'_> {
             },
             "outputs": s.outputs,
         });
+        if let Some(w) = s.warnings {
+            v["warnings"] = w.iter().map(crate::warning::Warning::to_json).collect();
+        }
         // Each namespace's resolvers and hosts file, where recorded.
         if !tl.nsfiles.is_empty() {
             v["namespace_files"] = json!({
