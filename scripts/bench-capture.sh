@@ -16,7 +16,11 @@
 # The captures are written under WORK_DIR (default /tmp; /dev/shm takes the
 # disk out of the measurement).
 #
-# Usage: [PREFIX=pfcap] [SECONDS_PER_LOAD=10] [WORK_DIR=/tmp] scripts/bench-capture.sh
+# The small UDP load comes from SENDERS iperf3 processes at once (default 2;
+# each asks for 102 Mbit/s of 64-byte datagrams), since one iperf3 process
+# is one thread and reaches about 130k packets/s on a 2-vCPU VM.
+#
+# Usage: [PREFIX=pfcap] [SECONDS_PER_LOAD=10] [WORK_DIR=/tmp] [SENDERS=2] scripts/bench-capture.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX=${PREFIX:-pfcap}
@@ -44,8 +48,13 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 bench_netns_up 10.215.0.1 10.215.0.2
-ip netns exec "$NS2" iperf3 -s -p 5201 >/dev/null 2>&1 &
-PIDS+=("$!")
+# One iperf3 server per sender: an iperf3 process is one thread, which
+# caps the packet rate of one sender (SENDERS for the small UDP load).
+SENDERS=${SENDERS:-2}
+for k in $(seq 1 "$SENDERS"); do
+    ip netns exec "$NS2" iperf3 -s -p $((5200 + k)) >/dev/null 2>&1 &
+    PIDS+=("$!")
+done
 sleep 0.5
 
 # CPU ticks (utime + stime) of a process, or of one of its threads by name.
@@ -87,7 +96,15 @@ run_load() {
     td_pid=$(pgrep -P "$td" -x tcpdump || echo "$td")
     local c0 t0 r0
     c0=$(ticks "$cap_stat"); t0=$(ticks /proc/"$td_pid"/stat); r0=$(ticks /proc/"$rec_pid"/stat)
-    ip netns exec "$NS1" iperf3 -c 10.215.0.2 -p 5201 -t "$SECS" "$@" >"$out/iperf3.txt"
+    local senders=1
+    if [ "$label" != "${label#small}" ]; then senders=$SENDERS; fi
+    local k clients=()
+    for k in $(seq 1 "$senders"); do
+        ip netns exec "$NS1" iperf3 -c 10.215.0.2 -p $((5200 + k)) -t "$SECS" "$@" >"$out/iperf3-$k.txt" &
+        clients+=("$!")
+    done
+    wait "${clients[@]}"
+    cat "$out"/iperf3-*.txt >"$out/iperf3.txt"
     local c1 t1 r1
     c1=$(ticks "$cap_stat"); t1=$(ticks /proc/"$td_pid"/stat); r1=$(ticks /proc/"$rec_pid"/stat)
     sleep 1.5
