@@ -440,22 +440,13 @@ pub fn sockets_of_pid(tl: &Timeline, pid: u32) -> Vec<SocketRow> {
             continue;
         };
         let keys: BTreeSet<(u32, u64)> = mine.iter().map(|h| (h.pid, h.start_time)).collect();
-        rows.push(SocketRow {
-            netid: match s.key.transport {
-                Transport::Tcp => "tcp",
-                Transport::Udp => "udp",
-            },
-            state: socket_state_name(s.key.transport, run.state),
-            local: s.key.local,
-            remote: s.key.remote,
-            netns: s.key.netns,
-            inode: s.key.inode,
-            uid: Some(s.uid),
-            owners: owners_of(tl, &keys),
-            source: "snapshot".into(),
-            first_ns: first.max(s.runs.first().map_or(first, |r| r.start_ns)),
-            last_ns: last.min(s.runs.last().map_or(last, |r| r.end_ns)),
-        });
+        rows.push(snapshot_row(
+            s,
+            run.state,
+            owners_of(tl, &keys),
+            first.max(s.runs.first().map_or(first, |r| r.start_ns)),
+            last.min(s.runs.last().map_or(last, |r| r.end_ns)),
+        ));
     }
     for s in event_sockets(tl) {
         if s.owner.is_none_or(|o| o.0 != pid) {
@@ -499,6 +490,33 @@ pub fn pick_snapshot(tl: &Timeline, at_ns: Option<i64>) -> Option<&SnapTime> {
     }
 }
 
+/// The row of a socket the snapshots hold, in state `state` (a
+/// `/proc/net` state number), seen from `first_ns` to `last_ns`.
+fn snapshot_row(
+    s: &crate::snapshot::timeline::Socket,
+    state: u8,
+    owners: Vec<Owner>,
+    first_ns: i64,
+    last_ns: i64,
+) -> SocketRow {
+    SocketRow {
+        netid: match s.key.transport {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        },
+        state: socket_state_name(s.key.transport, state),
+        local: s.key.local,
+        remote: s.key.remote,
+        netns: s.key.netns,
+        inode: s.key.inode,
+        uid: Some(s.uid),
+        owners,
+        source: "snapshot".into(),
+        first_ns,
+        last_ns,
+    }
+}
+
 /// The sockets present in snapshot `seq`, optionally only those held by
 /// `pid`, sorted like `ss` (netid, state, local, remote, inode).
 pub fn sockets_at(tl: &Timeline, seq: u64, pid: Option<u32>) -> Vec<SocketRow> {
@@ -532,22 +550,13 @@ pub fn sockets_at(tl: &Timeline, seq: u64, pid: Option<u32>) -> Vec<SocketRow> {
                 continue;
             }
         }
-        rows.push(SocketRow {
-            netid: match s.key.transport {
-                Transport::Tcp => "tcp",
-                Transport::Udp => "udp",
-            },
-            state: socket_state_name(s.key.transport, run.state),
-            local: s.key.local,
-            remote: s.key.remote,
-            netns: s.key.netns,
-            inode: s.key.inode,
-            uid: Some(s.uid),
+        rows.push(snapshot_row(
+            s,
+            run.state,
             owners,
-            source: "snapshot".into(),
-            first_ns: s.runs.first().map_or(run.start_ns, |r| r.start_ns),
-            last_ns: s.runs.last().map_or(run.end_ns, |r| r.end_ns),
-        });
+            s.runs.first().map_or(run.start_ns, |r| r.start_ns),
+            s.runs.last().map_or(run.end_ns, |r| r.end_ns),
+        ));
     }
     sort_rows(&mut rows);
     rows

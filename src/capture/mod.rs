@@ -596,6 +596,23 @@ impl<'o> Replayer<'o> {
         }
     }
 
+    /// File `idx` could not be read past byte `at`: the file's error and a
+    /// `read-failed` problem, worded by `what`.
+    fn read_failed(&mut self, idx: usize, at: u64, what: String) {
+        if let Some(f) = self.files.get_mut(idx) {
+            f.error = Some(format!("offset {at}: {what}"));
+        }
+        self.problem(
+            idx,
+            ScanProblem {
+                packet_index: None,
+                offset: at,
+                kind: ProblemKind::ReadFailed,
+                what,
+            },
+        );
+    }
+
     fn unreadable(&mut self, path: &Path, offset: u64, what: String) {
         self.files.push(FileReport::new(
             path,
@@ -689,18 +706,7 @@ impl<'o> Replayer<'o> {
                      not read",
                     now.map_or(String::new(), |n| format!(", the file now has {n} bytes"))
                 );
-                if let Some(f) = self.files.get_mut(idx) {
-                    f.error = Some(format!("offset {at}: {what}"));
-                }
-                self.problem(
-                    idx,
-                    ScanProblem {
-                        packet_index: None,
-                        offset: at,
-                        kind: ProblemKind::ReadFailed,
-                        what,
-                    },
-                );
+                self.read_failed(idx, at, what);
                 break;
             }
             for p in scan_problems.drain(..) {
@@ -730,18 +736,7 @@ impl<'o> Replayer<'o> {
             let what = format!(
                 "the stream ended at byte offset {at}: {what}; the packets before it are read"
             );
-            if let Some(f) = self.files.get_mut(idx) {
-                f.error = Some(format!("offset {at}: {what}"));
-            }
-            self.problem(
-                idx,
-                ScanProblem {
-                    packet_index: None,
-                    offset: at,
-                    kind: ProblemKind::ReadFailed,
-                    what,
-                },
-            );
+            self.read_failed(idx, at, what);
         }
         let f = &mut self.files[idx];
         f.link_types = scanner.link_types.iter().copied().collect();
