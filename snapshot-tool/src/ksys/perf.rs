@@ -51,6 +51,29 @@ const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
 const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
 const PERF_EVENT_IOC_SET_OUTPUT: libc::c_ulong = 0x2405;
 
+/// perf_event_open(2) of `attr` for every process on `cpu`, in no group,
+/// closed on exec.
+fn perf_event_open(attr: &PerfEventAttr, cpu: u32) -> io::Result<OwnedFd> {
+    // SAFETY: `attr` is a fully initialized perf_event_attr whose `size`
+    // says how much of it the kernel may read; the other arguments are
+    // integers (pid -1 = every process, group -1 = none).
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr as *const PerfEventAttr,
+            -1 as libc::pid_t,
+            cpu as libc::c_int,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// Opens tracepoint `id` on `cpu` for all processes, disabled, sampling
 /// every hit with TID, TIME (CLOCK_MONOTONIC), CPU and RAW.
 pub fn open_tracepoint(id: u64, cpu: u32, watermark: u32) -> io::Result<OwnedFd> {
@@ -65,24 +88,7 @@ pub fn open_tracepoint(id: u64, cpu: u32, watermark: u32) -> io::Result<OwnedFd>
         clockid: libc::CLOCK_MONOTONIC,
         ..PerfEventAttr::default()
     };
-    // SAFETY: `attr` is a fully initialized perf_event_attr whose `size`
-    // says how much of it the kernel may read; the other arguments are
-    // integers (pid -1 = every process, group -1 = none).
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
-            -1 as libc::pid_t,
-            cpu as libc::c_int,
-            -1 as libc::c_int,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a fresh fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    perf_event_open(&attr, cpu)
 }
 
 /// Opens tracepoint `id` as a counting event (no samples, no ring) on CPU
@@ -96,23 +102,7 @@ pub fn open_tracepoint_counter(id: u64) -> io::Result<OwnedFd> {
         flags: FLAG_DISABLED,
         ..PerfEventAttr::default()
     };
-    // SAFETY: as in `open_tracepoint`: a fully initialized attr, integer
-    // arguments (pid -1 = every process, CPU 0, group -1 = none).
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
-            -1 as libc::pid_t,
-            0 as libc::c_int,
-            -1 as libc::c_int,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a fresh fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    perf_event_open(&attr, 0)
 }
 
 /// Attaches the loaded BPF program `prog` to the tracepoint event `fd`.
