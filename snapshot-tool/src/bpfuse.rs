@@ -415,9 +415,33 @@ impl Tracker {
     }
 }
 
+/// How many pid namespaces deep the process of this `/proc/PID/status`
+/// text is (its `NSpid` line: one pid per level, 1 in the initial
+/// namespace); `None` without that line (kernels before 4.1).
+fn pid_ns_depth(status: &str) -> Option<usize> {
+    let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
+    Some(line["NSpid:".len()..].split_whitespace().count())
+}
+
 /// Loads and attaches the programs (tracepoint ids from `events_dir`, the
 /// tracefs `events` directory). `self_pid`'s own calls are skipped.
 pub fn load(events_dir: &Path, self_pid: u32) -> Result<(Kernel, Ring, Runs), String> {
+    // The program names tasks by their pids in the initial pid namespace;
+    // the recorder reads /proc, and its samples name pids, in its own. In
+    // a pid namespace of its own the two would disagree: the perf
+    // tracepoints (whose samples the kernel gives in the reader's
+    // namespace) are used instead.
+    if let Some(depth) =
+        pid_ns_depth(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
+    {
+        if depth > 1 {
+            return Err(
+                "the recorder runs in a pid namespace of its own (the program would see the \
+                 host's pids)"
+                    .into(),
+            );
+        }
+    }
     // No CO-RE relocation to make: the kernel's BTF (megabytes to parse)
     // is not read.
     let mut ebpf = EbpfLoader::new()
@@ -501,6 +525,14 @@ fn verifier_why(prog: &str, e: &aya::programs::ProgramError) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn pid_namespace_depth_from_status() {
+        assert_eq!(pid_ns_depth("Name:\tx\nNSpid:\t4242\n"), Some(1));
+        assert_eq!(pid_ns_depth("NSpid:\t20552\t70\n"), Some(2));
+        assert_eq!(pid_ns_depth("Name:\tx\n"), None);
+    }
+
     use super::*;
 
     fn rec(kind: u32, key: u64, family: u16, old: [u64; 5], owner: u64, time: u64) -> Vec<u8> {
