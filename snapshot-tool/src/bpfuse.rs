@@ -415,12 +415,20 @@ impl Tracker {
     }
 }
 
-/// How many pid namespaces deep the process of this `/proc/PID/status`
-/// text is (its `NSpid` line: one pid per level, 1 in the initial
-/// namespace); `None` without that line (kernels before 4.1).
-fn pid_ns_depth(status: &str) -> Option<usize> {
-    let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
-    Some(line["NSpid:".len()..].split_whitespace().count())
+/// The inode of the initial pid namespace (`PROC_PID_INIT_INO`, fixed in
+/// the kernel): `/proc/self/ns/pid` of a process outside any pid namespace
+/// reads `pid:[4026531836]`, whatever /proc is mounted.
+const INIT_PID_NS: u64 = 0xEFFF_FFFC;
+
+/// Whether this `/proc/self/ns/pid` link target names a pid namespace
+/// other than the initial one; `None` when it does not parse.
+fn in_child_pid_ns(link: &str) -> Option<bool> {
+    let ino: u64 = link
+        .strip_prefix("pid:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()?;
+    Some(ino != INIT_PID_NS)
 }
 
 /// Loads and attaches the programs (tracepoint ids from `events_dir`, the
@@ -431,16 +439,13 @@ pub fn load(events_dir: &Path, self_pid: u32) -> Result<(Kernel, Ring, Runs), St
     // a pid namespace of its own the two would disagree: the perf
     // tracepoints (whose samples the kernel gives in the reader's
     // namespace) are used instead.
-    if let Some(depth) =
-        pid_ns_depth(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
-    {
-        if depth > 1 {
-            return Err(
-                "the recorder runs in a pid namespace of its own (the program would see the \
-                 host's pids)"
-                    .into(),
-            );
-        }
+    let link = std::fs::read_link("/proc/self/ns/pid").unwrap_or_default();
+    if in_child_pid_ns(&link.to_string_lossy()) == Some(true) {
+        return Err(
+            "the recorder runs in a pid namespace of its own (the program would see the \
+             host's pids)"
+                .into(),
+        );
     }
     // No CO-RE relocation to make: the kernel's BTF (megabytes to parse)
     // is not read.
@@ -527,10 +532,10 @@ fn verifier_why(prog: &str, e: &aya::programs::ProgramError) -> String {
 mod tests {
 
     #[test]
-    fn pid_namespace_depth_from_status() {
-        assert_eq!(pid_ns_depth("Name:\tx\nNSpid:\t4242\n"), Some(1));
-        assert_eq!(pid_ns_depth("NSpid:\t20552\t70\n"), Some(2));
-        assert_eq!(pid_ns_depth("Name:\tx\n"), None);
+    fn child_pid_namespace_from_its_link() {
+        assert_eq!(in_child_pid_ns("pid:[4026531836]"), Some(false));
+        assert_eq!(in_child_pid_ns("pid:[4026532305]"), Some(true));
+        assert_eq!(in_child_pid_ns("net:[4026531840]"), None);
     }
 
     use super::*;
