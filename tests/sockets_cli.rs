@@ -153,36 +153,36 @@ fn paths_that_are_not_bundles_are_named() {
 }
 
 /// The sample bundle's pid 95 connected to the server (10.203.0.2:5001)
-/// from port 52108 at 22:18:30.009 and was gone by 22:18:30.36: between
-/// snapshot 1 (22:18:29.1) and snapshot 2 (22:18:34.1), so no snapshot
+/// from port 57614 at 01:27:43.519 and was gone by 01:27:43.87: between
+/// snapshot 1 (01:27:42.6) and snapshot 2 (01:27:47.7), so no snapshot
 /// holds it. Only the events and the socket-use records saw it.
 #[test]
 fn sockets_known_only_from_events_between_snapshots() {
     let b = "testdata/sample-bundle";
-    let o = procflow(&["sockets", b, "--at", "2026-12-05T22:18:30.2Z", "--csv"]);
+    let o = procflow(&["sockets", b, "--at", "2026-12-06T01:27:43.7Z", "--csv"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
     let header = text.lines().next().unwrap();
     assert!(header.ends_with(",source,first_seen,last_seen"), "{header}");
     let row = text
         .lines()
-        .find(|l| l.contains(",10.203.0.1,52108,10.203.0.2,5001,"))
-        .unwrap_or_else(|| panic!("pid 95's connection missing at 22:18:30.2:\n{text}"));
+        .find(|l| l.contains(",10.203.0.1,57614,10.203.0.2,5001,"))
+        .unwrap_or_else(|| panic!("pid 95's connection missing at 01:27:43.7:\n{text}"));
     assert!(row.contains(",95,python3,events+sockuse,"), "{row}");
-    assert!(row.starts_with("1,2026-12-05T22:18:29.1"), "{row}");
+    assert!(row.starts_with("1,2026-12-06T01:27:42.6"), "{row}");
     // Snapshot 1's own rows are still there, said to be the snapshot's.
     assert!(
         text.contains(",tcp,LISTEN,0.0.0.0,5001,") && text.contains(",snapshot,"),
         "{text}"
     );
-    // Closed by 22:18:30.5: not open then.
-    let later = procflow(&["sockets", b, "--at", "2026-12-05T22:18:30.5Z", "--csv"]);
+    // Closed by 01:27:44.0: not open then.
+    let later = procflow(&["sockets", b, "--at", "2026-12-06T01:27:44.0Z", "--csv"]);
     let later = String::from_utf8(later.stdout).unwrap();
-    assert!(!later.contains(",10.203.0.1,52108,"), "{later}");
+    assert!(!later.contains(",10.203.0.1,57614,"), "{later}");
     // Before it connected: not yet.
-    let before = procflow(&["sockets", b, "--at", "2026-12-05T22:18:29.9Z", "--csv"]);
+    let before = procflow(&["sockets", b, "--at", "2026-12-06T01:27:43.4Z", "--csv"]);
     let before = String::from_utf8(before.stdout).unwrap();
-    assert!(!before.contains(",10.203.0.1,52108,"), "{before}");
+    assert!(!before.contains(",10.203.0.1,57614,"), "{before}");
 
     // The whole recording of pid 95: that socket, with its times.
     let o = procflow(&["sockets", b, "--pid", "95", "--json"]);
@@ -191,29 +191,29 @@ fn sockets_known_only_from_events_between_snapshots() {
     let socks = v["sockets"].as_array().unwrap();
     assert_eq!(socks.len(), 1, "{v:#}");
     let s = &socks[0];
-    assert_eq!(s["local"], "10.203.0.1:52108");
+    assert_eq!(s["local"], "10.203.0.1:57614");
     assert_eq!(s["remote"], "10.203.0.2:5001");
     assert_eq!(s["source"], "events+sockuse");
     assert_eq!(s["owners"][0]["pid"], 95);
-    // 2026-12-05T22:18:30.0 .. 30.4 (the flow's first and last packet are
-    // 30.009 and 30.360).
+    // 2026-12-06T01:27:43.5 .. 43.9 (the socket's first and last event or
+    // call, 43.519 and 43.870).
     let (first, last) = (
         s["first_ns"].as_i64().unwrap(),
         s["last_ns"].as_i64().unwrap(),
     );
     assert!(
-        (1_796_509_110_000_000_000..=1_796_509_110_010_000_000).contains(&first),
+        (1_796_520_463_510_000_000..=1_796_520_463_520_000_000).contains(&first),
         "{first}"
     );
     assert!(
-        (1_796_509_110_350_000_000..=1_796_509_110_400_000_000).contains(&last),
+        (1_796_520_463_860_000_000..=1_796_520_463_900_000_000).contains(&last),
         "{last}"
     );
     let t = procflow(&["sockets", b, "--pid", "95"]);
     let t = String::from_utf8(t.stdout).unwrap();
     assert!(t.starts_with("# pid 95 over the whole recording"), "{t}");
     assert!(
-        t.contains("First seen") && t.contains("2026-12-05T22:18:30.0"),
+        t.contains("First seen") && t.contains("2026-12-06T01:27:43.5"),
         "{t}"
     );
     // A pid holding sockets in snapshots too: the server, with its
@@ -222,7 +222,7 @@ fn sockets_known_only_from_events_between_snapshots() {
     let s = procflow(&["sockets", b, "--pid", "57", "--csv"]);
     let s = String::from_utf8(s.stdout).unwrap();
     assert!(s.contains(",tcp,LISTEN,0.0.0.0,5001,"), "{s}");
-    assert!(s.contains(",10.203.0.2,5001,10.203.0.1,52108,"), "{s}");
+    assert!(s.contains(",10.203.0.2,5001,10.203.0.1,57614,"), "{s}");
 
     // A pid the recording does not know: said, not just "0 socket(s)".
     let o = procflow(&["sockets", b, "--pid", "99999"]);
@@ -248,17 +248,17 @@ fn sockets_from_hostile_events() {
     let bundle = dir.join("b");
     std::fs::create_dir_all(&bundle).unwrap();
     let src = root().join("testdata/sample-bundle");
-    for f in ["manifest.json", "capture-20261205T221829Z.pcapng"] {
+    for f in ["manifest.json", "capture-20261206T012742Z.pcapng"] {
         std::fs::copy(src.join(f), bundle.join(f)).unwrap();
     }
     let hostile = [
-        // 22:18:29.624 and 29.824 (pid 72's connect at mono 7451.683 s
-        // is 22:18:29.507).
-        r#"{"source":"tracepoint:sock:inet_sock_set_state","kind":"connect","mono_ns":7451800000000,"pid":4242,"tid":4242,"start_time":1,"comm":"\u001b[31mevil\u0007","netns":4026532241,"proto":"tcp","local_ip":"10.203.0.1","local_port":41000,"remote_ip":"10.203.0.2","remote_port":5001}"#,
-        r#"{"source":"tracepoint:sock:inet_sock_set_state","kind":"close","mono_ns":7452000000000,"pid":4242,"tid":4242,"start_time":1,"comm":"\u001b[31mevil\u0007","netns":4026532241,"proto":"tcp","local_ip":"10.203.0.1","local_port":41000,"remote_ip":"10.203.0.2","remote_port":5001}"#,
+        // 01:27:43.124 and 43.324 (snapshot 1 was taken at mono
+        // 18804.813 s, 01:27:42.637).
+        r#"{"source":"tracepoint:sock:inet_sock_set_state","kind":"connect","mono_ns":18805300000000,"pid":4242,"tid":4242,"start_time":1,"comm":"\u001b[31mevil\u0007","netns":4026532371,"proto":"tcp","local_ip":"10.203.0.1","local_port":41000,"remote_ip":"10.203.0.2","remote_port":5001}"#,
+        r#"{"source":"tracepoint:sock:inet_sock_set_state","kind":"close","mono_ns":18805500000000,"pid":4242,"tid":4242,"start_time":1,"comm":"\u001b[31mevil\u0007","netns":4026532371,"proto":"tcp","local_ip":"10.203.0.1","local_port":41000,"remote_ip":"10.203.0.2","remote_port":5001}"#,
         "not json at all \u{1b}[2J",
         r#"{"kind":"connect"}"#,
-        r#"{"source":"x","kind":"connect","mono_ns":7451800000000,"pid":4243,"tid":4243,"comm":"a","proto":"tcp","local_ip":"999.1.1.1","local_port":70000,"remote_ip":"10.203.0.2","remote_port":5001}"#,
+        r#"{"source":"x","kind":"connect","mono_ns":18805300000000,"pid":4243,"tid":4243,"comm":"a","proto":"tcp","local_ip":"999.1.1.1","local_port":70000,"remote_ip":"10.203.0.2","remote_port":5001}"#,
         r#"{"source":"x","kind":"teleport","mono_ns":-9223372036854775808,"pid":4244,"tid":4244,"comm":"b","proto":"sctp","local_ip":"10.203.0.1","local_port":1,"remote_ip":"10.203.0.2","remote_port":2}"#,
     ]
     .join("\n");
@@ -282,7 +282,7 @@ fn sockets_from_hostile_events() {
     b.finish().unwrap();
     drop(b);
     let bs = bundle.to_str().unwrap();
-    let o = procflow(&["sockets", bs, "--at", "2026-12-05T22:18:29.7Z"]);
+    let o = procflow(&["sockets", bs, "--at", "2026-12-06T01:27:43.2Z"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(
@@ -298,7 +298,7 @@ fn sockets_from_hostile_events() {
         !text.contains("999.1.1.1") && !text.contains("sctp"),
         "{text}"
     );
-    let o = procflow(&["sockets", bs, "--at", "2026-12-05T22:18:29.9Z"]);
+    let o = procflow(&["sockets", bs, "--at", "2026-12-06T01:27:43.4Z"]);
     assert!(!String::from_utf8(o.stdout)
         .unwrap()
         .contains("10.203.0.1:41000"));
@@ -307,6 +307,6 @@ fn sockets_from_hostile_events() {
     let csv = String::from_utf8(o.stdout).unwrap();
     assert_eq!(csv.lines().count(), 2, "{csv}");
     assert!(!csv.contains('\u{1b}'), "{csv:?}");
-    assert!(csv.contains(",events,2026-12-05T22:18:29.6"), "{csv}");
+    assert!(csv.contains(",events,2026-12-06T01:27:43.1"), "{csv}");
     let _ = std::fs::remove_dir_all(&dir);
 }
