@@ -22,19 +22,32 @@ pub(crate) const MAX_PENDING_CONNECTS: usize = 65_536;
 /// snapshots; beyond, they are counted as dropped.
 pub(crate) const MAX_PENDING_USES: usize = 400_000;
 
-/// A process's whole identity (comm, cmdline, uids) is read again at its
-/// first call after this long.
-const TITLE_REREAD: Duration = Duration::from_secs(1);
-/// Its command line alone (one small read: setproctitle shows there) is
-/// read again at its calls at most this often, and at the first call of
-/// each (process, socket) pair.
-const TITLE_CHECK: Duration = Duration::from_millis(50);
-/// A call after a pause of the process this long (ns) is checked too, at
-/// most every [`TITLE_CHECK_MIN`]: a title changes between bursts of I/O
-/// (sshd's session sets it while it starts the command, then relays).
-pub(crate) const TITLE_GAP_NS: i64 = 2_000_000;
+/// How often a process's title is checked at its calls follows how long it
+/// has kept it: a title set a moment ago (a forked server's child, sshd's
+/// session) may change again soon, one kept for a minute rarely does. The
+/// command line (one small read: setproctitle shows there) is read again
+/// at a call once `age / TITLE_BACKOFF` has passed since the last read,
+/// within [`TITLE_CHECK_MIN`, `TITLE_CHECK_MAX`], and the whole identity
+/// (comm, uids too) within [`TITLE_REREAD_MIN`, `TITLE_REREAD_MAX`]; so a
+/// busy server that keeps its title costs a few reads a second in all,
+/// not a few per process.
+const TITLE_BACKOFF: u32 = 16;
 /// Least time between two command-line reads of one process.
 const TITLE_CHECK_MIN: Duration = Duration::from_millis(10);
+/// Most time between two command-line reads of a calling process.
+const TITLE_CHECK_MAX: Duration = Duration::from_secs(2);
+/// Least and most time between two whole-identity reads of a calling
+/// process.
+const TITLE_REREAD_MIN: Duration = Duration::from_secs(1);
+const TITLE_REREAD_MAX: Duration = Duration::from_secs(10);
+/// While a title is younger than this, a call after a pause of the process
+/// ([`TITLE_GAP_NS`]) or on a socket new to it is checked too, at most
+/// every [`TITLE_CHECK_MIN`]: a title changes between bursts of I/O (sshd's
+/// session sets it while it starts the command, then relays).
+const TITLE_YOUNG: Duration = Duration::from_secs(1);
+/// A pause of a process's calls this long (ns) makes its next call worth a
+/// check while its title is young.
+pub(crate) const TITLE_GAP_NS: i64 = 2_000_000;
 
 /// What the recorder knows of a pid named by an event.
 #[derive(Debug, Clone)]
@@ -49,6 +62,8 @@ pub(crate) struct PidInfo {
     title: (String, Vec<String>, u32, Option<u32>),
     /// When the command line alone was last read.
     checked_at: Instant,
+    /// When the title was first read or last seen changed.
+    titled_at: Instant,
     /// CLOCK_MONOTONIC ns of the latest call seen (as far as checked).
     last_call_ns: i64,
     /// An identity read at the process's fork, written at its first call
@@ -182,6 +197,20 @@ impl Pids {
             None
         };
         let now = Instant::now();
+        // A title first seen now is as old as the process when no exec
+        // (or fork: a fresh start time) is known to have set it since: a
+        // server running for an hour is checked at its backoff's bound at
+        // once, not after the recorder has watched it for minutes.
+        let titled_at = if exec_ns.is_some() {
+            now
+        } else {
+            let boot_ns = crate::ksys::process::clock_ns(libc::CLOCK_BOOTTIME).unwrap_or(0);
+            let started_ns = stat
+                .start_time
+                .saturating_mul(1_000_000_000 / crate::sys::clk_tck().max(1));
+            let age = Duration::from_nanos((boot_ns.max(0) as u64).saturating_sub(started_ns));
+            now.checked_sub(age).unwrap_or(now)
+        };
         self.map.insert(
             pid,
             PidInfo {
@@ -192,6 +221,7 @@ impl Pids {
                 read_at: now,
                 title,
                 checked_at: now,
+                titled_at,
                 last_call_ns: i64::MIN,
                 pending,
             },
@@ -201,11 +231,11 @@ impl Pids {
 
     /// At a call by `pid` at `call_ns` (the first on its socket when
     /// `new_pair`): writes an identity kept since its fork; reads its
-    /// command line again when last read [`TITLE_CHECK`] ago or more, on a
-    /// new pair, or after a pause of its calls,
-    /// and its whole identity when that changed or was last read
-    /// [`TITLE_REREAD`] ago or more; records the identity anew if comm,
-    /// cmdline or uids changed (setproctitle, privilege drop).
+    /// command line again when due (see [`TITLE_BACKOFF`]; on a new pair or
+    /// after a pause of its calls as well while its title is young), and
+    /// its whole identity when that changed or is due; records the
+    /// identity anew if comm, cmdline or uids changed (setproctitle,
+    /// privilege drop).
     pub(crate) fn refresh(&mut self, pid: u32, new_pair: bool, call_ns: i64, batch: &mut Batch) {
         if self.settle(pid, batch) {
             return;
@@ -220,11 +250,15 @@ impl Pids {
         let after_pause =
             i.last_call_ns != i64::MIN && call_ns.saturating_sub(i.last_call_ns) >= TITLE_GAP_NS;
         i.last_call_ns = i.last_call_ns.max(call_ns);
-        let full = now.duration_since(i.read_at) >= TITLE_REREAD;
+        let age = now.duration_since(i.titled_at);
+        let full = now.duration_since(i.read_at)
+            >= (age / TITLE_BACKOFF).clamp(TITLE_REREAD_MIN, TITLE_REREAD_MAX);
         if !full {
             let since = now.duration_since(i.checked_at);
-            let due = since >= TITLE_CHECK || (after_pause && since >= TITLE_CHECK_MIN);
-            if !new_pair && !due {
+            let young = age < TITLE_YOUNG && (new_pair || after_pause);
+            let due = since >= (age / TITLE_BACKOFF).clamp(TITLE_CHECK_MIN, TITLE_CHECK_MAX)
+                || (young && since >= TITLE_CHECK_MIN);
+            if !due {
                 return;
             }
             i.checked_at = now;
@@ -256,6 +290,7 @@ impl Pids {
             return; // unchanged, or exiting (a zombie has no cmdline)
         }
         i.title = title;
+        i.titled_at = now;
         i.comm = rec.comm.clone();
         rec.user = self.users.get(&rec.uid).cloned();
         Self::push(batch, rec);
@@ -289,6 +324,7 @@ impl Pids {
             i.comm = rec.comm.clone();
             i.read_at = t;
             i.checked_at = t;
+            i.titled_at = t;
         }
         Self::push(batch, rec);
         true
@@ -342,6 +378,7 @@ impl Pids {
             p.comm = rec.comm.clone();
             p.read_at = now;
             p.checked_at = now;
+            p.titled_at = now;
         }
         Self::push(batch, rec);
     }

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use aya::maps::{Array, HashMap as BpfHash, MapData, RingBuf};
+use aya::maps::{Array, HashMap as BpfHash, IterableMap, MapData, RingBuf};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
 
@@ -272,7 +272,12 @@ impl Runs {
     pub fn flush(&mut self, ids: &SkIds, out: &mut Vec<SockUseRecord>) -> u64 {
         self.track.epoch += 1;
         let _ = self.conf.set(CONF_EPOCH, self.track.epoch, 0);
-        let values: Vec<(u64, RunValue)> = self.map.iter().flatten().collect();
+        // One system call per 4,096 entries; key by key (two calls each)
+        // only if the kernel lacks batch reads.
+        let mut values: Vec<(u64, RunValue)> = Vec::new();
+        if ksys::bpf::hash_lookup_all(self.map.map().fd().as_fd(), &mut values).is_err() {
+            values = self.map.iter().flatten().collect();
+        }
         self.track.flush(ids, values.iter().copied(), out);
         // Entries of sockets idle for a minute whose run is written: a
         // socket that called again after its TCP_CLOSE (the rest of its

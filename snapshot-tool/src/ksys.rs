@@ -2,6 +2,7 @@
 //! standard library does not offer, on the one syscall crate (`libc`).
 //!
 //! - [`perf`]: `perf_event_open` on tracepoints and their ring buffers;
+//! - [`bpf`]: whole-map reads of the eBPF program's hash map;
 //! - [`netlink`]: netlink sockets (proc connector, sock_diag, ctnetlink),
 //!   in this or another network namespace;
 //! - [`packet`]: `AF_PACKET` sockets, the capture's `TPACKET_V3` ring,
@@ -20,6 +21,7 @@
 //! (`events`, `sockuse`, `lookup`, `conntrack`, `capture`), and netlink
 //! messages are built and read by `nlmsg`.
 
+pub mod bpf;
 pub mod fs;
 pub mod netlink;
 pub mod packet;

@@ -18,11 +18,27 @@ use crate::procfs::{
 pub fn read_into(path: &str, buf: &mut Vec<u8>) -> io::Result<()> {
     buf.clear();
     let mut f = std::fs::File::open(path)?;
-    if buf.capacity() < 64 * 1024 {
-        buf.reserve(64 * 1024);
+    // Plain reads until end of file: `read_to_end` would first ask the
+    // size (fstat) and position (lseek), two system calls per file that a
+    // /proc file answers with 0 anyway. A /proc file hands out at most a
+    // page per read, so a window of that order is zeroed each time.
+    const WINDOW: usize = 16 * 1024;
+    loop {
+        let at = buf.len();
+        buf.resize(at + WINDOW, 0);
+        match f.read(&mut buf[at..]) {
+            Ok(0) => {
+                buf.truncate(at);
+                return Ok(());
+            }
+            Ok(n) => buf.truncate(at + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(at),
+            Err(e) => {
+                buf.truncate(at);
+                return Err(e);
+            }
+        }
     }
-    f.read_to_end(buf)?;
-    Ok(())
 }
 
 /// A /proc tree: the live one, or a fixture copy of one for tests. Paths
