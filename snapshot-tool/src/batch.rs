@@ -27,19 +27,22 @@ pub(crate) const MAX_PENDING_USES: usize = 400_000;
 /// session) may change again soon, one kept for a minute rarely does. The
 /// command line (one small read: setproctitle shows there) is read again
 /// at a call once `age / TITLE_BACKOFF` has passed since the last read,
-/// within [`TITLE_CHECK_MIN`, `TITLE_CHECK_MAX`], and the whole identity
-/// (comm, uids too) within [`TITLE_REREAD_MIN`, `TITLE_REREAD_MAX`]; so a
-/// busy server that keeps its title costs a few reads a second in all,
-/// not a few per process.
+/// within [`TITLE_CHECK_MIN`, `TITLE_CHECK_MAX`], and the status (comm and
+/// uids: a rename, a privilege drop; a larger read) once `age /
+/// STATUS_BACKOFF` has, within [`TITLE_REREAD_MIN`, `TITLE_REREAD_MAX`];
+/// the whole identity is read only when one of them changed. A busy server
+/// that keeps its title thus costs a few small reads a second in all, not
+/// a few per process.
 const TITLE_BACKOFF: u32 = 16;
+/// See [`TITLE_BACKOFF`].
+const STATUS_BACKOFF: u32 = 4;
 /// Least time between two command-line reads of one process.
 const TITLE_CHECK_MIN: Duration = Duration::from_millis(10);
 /// Most time between two command-line reads of a calling process.
-const TITLE_CHECK_MAX: Duration = Duration::from_secs(2);
-/// Least and most time between two whole-identity reads of a calling
-/// process.
-const TITLE_REREAD_MIN: Duration = Duration::from_secs(1);
-const TITLE_REREAD_MAX: Duration = Duration::from_secs(10);
+const TITLE_CHECK_MAX: Duration = Duration::from_secs(5);
+/// Least and most time between two status reads of a calling process.
+const TITLE_REREAD_MIN: Duration = Duration::from_secs(5);
+const TITLE_REREAD_MAX: Duration = Duration::from_secs(60);
 /// While a title is younger than this, a call after a pause of the process
 /// ([`TITLE_GAP_NS`]) or on a socket new to it is checked too, at most
 /// every [`TITLE_CHECK_MIN`]: a title changes between bursts of I/O (sshd's
@@ -56,14 +59,17 @@ pub(crate) struct PidInfo {
     pub(crate) netns: Option<u64>,
     pub(crate) comm: String,
     pub(crate) exited: Option<Instant>,
-    /// When the whole identity was last read, and the title it had
-    /// (comm, cmdline, uid, euid).
+    /// When the status (comm, uids) was last read, and the title the
+    /// process had at the last whole read (comm, cmdline, uid, euid).
     read_at: Instant,
     title: (String, Vec<String>, u32, Option<u32>),
     /// When the command line alone was last read.
     checked_at: Instant,
     /// When the title was first read or last seen changed.
     titled_at: Instant,
+    /// The `Name:` and `Uid:` lines of the status at the last read of it
+    /// (empty: not read yet).
+    status_key: Vec<u8>,
     /// CLOCK_MONOTONIC ns of the latest call seen (as far as checked).
     last_call_ns: i64,
     /// An identity read at the process's fork, written at its first call
@@ -98,6 +104,8 @@ pub struct Batch {
     pub connector_lost: u64,
     /// Connects never joined to a source port.
     pub unjoined: u64,
+    /// TCP state changes the kernel reported (any socket).
+    pub tcp_changes: u64,
     /// Sockets looked up whose holder was not found (closed before its
     /// process' fds were read).
     pub unowned: u64,
@@ -137,6 +145,19 @@ fn parse_passwd(text: &str) -> HashMap<u32, String> {
         }
     }
     m
+}
+
+/// The lines of a /proc/PID/status that name the process's comm and uids:
+/// what a rename or a privilege drop changes.
+fn status_key(status: &[u8]) -> Vec<u8> {
+    let mut key = Vec::new();
+    for l in status.split(|&b| b == b'\n') {
+        if l.starts_with(b"Name:") || l.starts_with(b"Uid:") {
+            key.extend_from_slice(l);
+            key.push(b'\n');
+        }
+    }
+    key
 }
 
 impl Pids {
@@ -222,6 +243,7 @@ impl Pids {
                 title,
                 checked_at: now,
                 titled_at,
+                status_key: Vec::new(),
                 last_call_ns: i64::MIN,
                 pending,
             },
@@ -251,25 +273,45 @@ impl Pids {
             i.last_call_ns != i64::MIN && call_ns.saturating_sub(i.last_call_ns) >= TITLE_GAP_NS;
         i.last_call_ns = i.last_call_ns.max(call_ns);
         let age = now.duration_since(i.titled_at);
-        let full = now.duration_since(i.read_at)
-            >= (age / TITLE_BACKOFF).clamp(TITLE_REREAD_MIN, TITLE_REREAD_MAX);
-        if !full {
-            let since = now.duration_since(i.checked_at);
-            let young = age < TITLE_YOUNG && (new_pair || after_pause);
-            let due = since >= (age / TITLE_BACKOFF).clamp(TITLE_CHECK_MIN, TITLE_CHECK_MAX)
-                || (young && since >= TITLE_CHECK_MIN);
-            if !due {
+        if now.duration_since(i.read_at)
+            >= (age / STATUS_BACKOFF).clamp(TITLE_REREAD_MIN, TITLE_REREAD_MAX)
+        {
+            i.read_at = now;
+            if live::read_into(&format!("/proc/{pid}/status"), &mut self.buf).is_err() {
                 return;
             }
-            i.checked_at = now;
-            if live::read_into(&format!("/proc/{pid}/cmdline"), &mut self.buf).is_err() {
-                return;
-            }
-            let cmdline = crate::procfs::split_cmdline(&self.buf);
-            if cmdline.is_empty() || cmdline == i.title.1 {
-                return;
+            // The first status read is compared through a whole read
+            // too: the process may have changed since it was learnt.
+            let key = status_key(&self.buf);
+            if key != i.status_key {
+                i.status_key = key;
+                return self.reread(pid, now, batch);
             }
         }
+        let since = now.duration_since(i.checked_at);
+        let young = age < TITLE_YOUNG && (new_pair || after_pause);
+        let due = since >= (age / TITLE_BACKOFF).clamp(TITLE_CHECK_MIN, TITLE_CHECK_MAX)
+            || (young && since >= TITLE_CHECK_MIN);
+        if !due {
+            return;
+        }
+        i.checked_at = now;
+        if live::read_into(&format!("/proc/{pid}/cmdline"), &mut self.buf).is_err() {
+            return;
+        }
+        let cmdline = crate::procfs::split_cmdline(&self.buf);
+        if cmdline.is_empty() || cmdline == i.title.1 {
+            return;
+        }
+        self.reread(pid, now, batch);
+    }
+
+    /// Reads the whole identity of `pid` again after its comm, uids or
+    /// command line changed, and records it if its title did.
+    fn reread(&mut self, pid: u32, now: Instant, batch: &mut Batch) {
+        let Some(i) = self.map.get_mut(&pid) else {
+            return;
+        };
         i.read_at = now;
         i.checked_at = now;
         let Ok(stat) = live::read_stat(pid, &mut self.buf) else {
@@ -458,6 +500,7 @@ pub(crate) fn merge(into: &mut Batch, from: &mut Batch) {
     into.dropped += std::mem::take(&mut from.dropped);
     into.connector_lost += std::mem::take(&mut from.connector_lost);
     into.unjoined += std::mem::take(&mut from.unjoined);
+    into.tcp_changes += std::mem::take(&mut from.tcp_changes);
     into.unowned += std::mem::take(&mut from.unowned);
     into.packets_dropped += std::mem::take(&mut from.packets_dropped);
     into.packet_errors += std::mem::take(&mut from.packet_errors);

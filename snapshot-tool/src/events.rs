@@ -283,6 +283,10 @@ pub struct Decoder {
     self_pid: u32,
     /// Connects never joined to a source port (expired or displaced).
     pub unjoined: u64,
+    /// TCP state changes decoded (any socket, any namespace) since the
+    /// reader last took them: the snapshot re-reads the TCP tables only
+    /// after one.
+    pub tcp_changes: u64,
     /// Decoders of the send and receive tracepoints in use.
     lens: Vec<LenDecoder>,
     /// The calls decoded since the reader last took them.
@@ -419,6 +423,7 @@ impl Decoder {
         if e.protocol != 6 {
             return;
         }
+        self.tcp_changes += 1;
         self.binding(e, mono_ns);
         let owner_ctx = !e.in_irq && s.pid != 0;
         let ev = |kind: &'static str, mono_ns: i64, pid: u32, tid: u32, remote: bool| RawEvent {
@@ -1308,6 +1313,7 @@ impl Reader {
                 }
             }
             local.unjoined += std::mem::take(&mut self.dec.unjoined);
+            local.tcp_changes += std::mem::take(&mut self.dec.tcp_changes);
             let busy = !local.events.is_empty()
                 || !local.procs.is_empty()
                 || !local.tasks.is_empty()
@@ -1315,7 +1321,8 @@ impl Reader {
                 || !self.dec.uses.is_empty()
                 || !self.dec.binds.is_empty()
                 || !krecs.is_empty()
-                || local.lost + local.dropped + local.connector_lost + local.unjoined > 0;
+                || local.lost + local.dropped + local.connector_lost + local.unjoined > 0
+                || local.tcp_changes > 0;
             if busy {
                 if let Ok(mut b) = batch.lock() {
                     if b.events.is_empty()

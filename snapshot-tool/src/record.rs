@@ -185,6 +185,8 @@ pub struct Recorder {
     written: u64,
     since_keyframe: u64,
     last_full_walk: Option<Instant>,
+    /// When the TCP tables of every namespace were last read.
+    last_tcp_read: Option<Instant>,
     errors: ErrorSummary,
     buf: Vec<u8>,
     /// The running event sources, if any could start.
@@ -192,6 +194,9 @@ pub struct Recorder {
     /// Whether a tracepoint source names socket owners, so the periodic
     /// reads can stretch.
     socket_events: bool,
+    /// Whether `inet_sock_set_state` reports every TCP state change, so an
+    /// unchanged TCP table need not be read again.
+    tcp_state_events: bool,
     /// Event evidence lost over the recording.
     event_losses: EventLosses,
     conntrack: crate::conntrack::Conntrack,
@@ -309,10 +314,12 @@ impl Recorder {
             written: 0,
             since_keyframe: 0,
             last_full_walk: None,
+            last_tcp_read: None,
             errors: ErrorSummary::default(),
             buf: Vec::with_capacity(256 * 1024),
             events: None,
             socket_events: false,
+            tcp_state_events: false,
             event_losses: EventLosses::default(),
             conntrack: if proc.is_live() {
                 crate::conntrack::Conntrack::start(!cfg_once)
@@ -370,7 +377,21 @@ impl Recorder {
         let before = sys::read_clocks();
         let scan = self.scan_processes(&mut t.errs);
         let ns_pids = self.namespaces(&scan.pids);
-        let net = self.read_tables(seq, &ns_pids, keyframe, &mut t);
+        // No TCP socket changed state since the TCP tables were last read
+        // (the kernel reports every change, none was lost): their rows are
+        // the same sockets, so they are not read again, up to the full
+        // walk's period (a TIME_WAIT row leaves without a state change).
+        let tcp_quiet = self.tcp_state_events
+            && batch.tcp_changes == 0
+            && batch.lost == 0
+            && !keyframe
+            && self
+                .last_tcp_read
+                .is_some_and(|t| t.elapsed() < self.full_walk());
+        if !tcp_quiet {
+            self.last_tcp_read = Some(Instant::now());
+        }
+        let net = self.read_tables(seq, &ns_pids, keyframe, tcp_quiet, &mut t);
         let mut netns_entries = net.netns;
         let ct = &mut self.conntrack;
         ct.tick(
@@ -471,11 +492,13 @@ impl Recorder {
 
     /// Phase 3, the /proc/net tables of every namespace: raw at keyframes
     /// and for new tables, as deltas otherwise, nothing when unchanged.
+    /// With `tcp_quiet`, TCP tables already known are not read (unchanged).
     fn read_tables(
         &mut self,
         seq: u64,
         ns_pids: &BTreeMap<u64, Vec<u32>>,
         keyframe: bool,
+        tcp_quiet: bool,
         t: &mut TickOut,
     ) -> NetRead {
         let mut out = NetRead::default();
@@ -485,6 +508,14 @@ impl Recorder {
             let mut tables = Vec::with_capacity(NET_TABLES.len());
             for table in NET_TABLES {
                 let key = (ns, table);
+                if tcp_quiet && table.starts_with("tcp") && self.tables.contains_key(&key) {
+                    seen_keys.insert(key);
+                    tables.push(TableEntry {
+                        table: table.to_string(),
+                        stored: TableStored::Unchanged,
+                    });
+                    continue;
+                }
                 let mut read_ok = false;
                 while let Some(&pid) = cands.get(cand_i) {
                     let path = self.proc.path(pid, &format!("net/{table}"));
@@ -1248,10 +1279,19 @@ impl Recorder {
             && infos
                 .iter()
                 .any(|i| i.used && i.name.starts_with("tracepoint:"));
+        self.tcp_state_events = self.socket_events
+            && infos
+                .iter()
+                .any(|i| i.used && i.name == events::SRC_SET_STATE);
         let poll = if self.socket_events {
             format!(
-                "/proc/net tables every {} ms, full fd walk every {} ms, fds of pids named by events at each snapshot (stretched: tracepoints name socket owners)",
+                "/proc/net tables every {} ms{}, full fd walk every {} ms, fds of pids named by events at each snapshot (stretched: tracepoints name socket owners)",
                 self.interval().as_millis(),
+                if self.tcp_state_events {
+                    " (TCP tables only after a TCP state change, else at the full walk)"
+                } else {
+                    ""
+                },
                 self.full_walk().as_millis()
             )
         } else {
@@ -1388,7 +1428,7 @@ mod tests {
         let ns = rec.namespaces(&scan.pids);
         assert_eq!(ns.get(&NETNS), Some(&vec![100, 200]));
         let mut t = TickOut::default();
-        let net = rec.read_tables(1, &ns, true, &mut t);
+        let net = rec.read_tables(1, &ns, true, false, &mut t);
         assert_eq!(net.netns.len(), 1);
         let stored: Vec<(String, TableStored)> = net.netns[0]
             .tables
@@ -1400,12 +1440,36 @@ mod tests {
         assert!(net.new_inodes.contains(&30413));
         // Unchanged bytes: no member, no parse.
         let mut t2 = TickOut::default();
-        let net2 = rec.read_tables(2, &ns, false, &mut t2);
+        let net2 = rec.read_tables(2, &ns, false, false, &mut t2);
         assert!(net2.netns[0]
             .tables
             .iter()
             .all(|e| matches!(e.stored, TableStored::Unchanged | TableStored::Missing)));
         assert!(t2.members.is_empty());
+        // No TCP state change reported: the TCP tables are not read again
+        // (a row added behind the kernel's back is not seen), the others
+        // are; once a change is reported, the row is read.
+        let tcp = fx.proc().join("100/net/tcp");
+        let mut text = std::fs::read_to_string(&tcp).expect("tcp");
+        text.push_str("  99: 0100007F:9C40 0100007F:0277 01 00000000:00000000 00:00000000 00000000  1000        0 777002 1 0000000000000000 20 4 30 10 -1\n");
+        std::fs::write(&tcp, text).expect("write");
+        std::fs::write(fx.proc().join("100/net/udp"), "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n").expect("udp");
+        let mut t3 = TickOut::default();
+        let net3 = rec.read_tables(3, &ns, false, true, &mut t3);
+        let stored: Vec<TableStored> = net3.netns[0].tables.iter().map(|e| e.stored).collect();
+        assert_eq!(
+            &stored[..3],
+            &[
+                TableStored::Unchanged,
+                TableStored::Unchanged,
+                TableStored::Delta
+            ]
+        );
+        assert!(!net3.new_inodes.contains(&777002));
+        let mut t4 = TickOut::default();
+        let net4 = rec.read_tables(4, &ns, false, false, &mut t4);
+        assert_eq!(net4.netns[0].tables[0].stored, TableStored::Delta);
+        assert!(net4.new_inodes.contains(&777002));
         // A pid whose stat vanished is not learned; its error is not one.
         std::fs::remove_file(fx.proc().join("200/stat")).expect("rm");
         rec.known.remove(&200);

@@ -71,7 +71,12 @@ pub fn hash_lookup_all<const N: usize>(
         let got = (attr.count as usize).min(chunk);
         match err.as_ref().and_then(io::Error::raw_os_error) {
             None | Some(libc::ENOENT) => {
-                out.extend(keys[..got].iter().copied().zip(values[..got].iter().copied()));
+                out.extend(
+                    keys[..got]
+                        .iter()
+                        .copied()
+                        .zip(values[..got].iter().copied()),
+                );
                 if err.is_some() {
                     return Ok(()); // ENOENT: no more buckets
                 }
