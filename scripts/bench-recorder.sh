@@ -36,7 +36,9 @@
 # env:   BIN (default: static release build), DURATION=30,
 #        STEADY_PROCS=200 STEADY_CONNS=20 CHURN_PROCS=150 CHURN_CONNS=20 CHURN=2,
 #        NETHOGS=0 to skip nethogs, POLL=0 to skip the --sources poll runs,
-#        SOCKET_LOADS=0 / TRAFFIC=0 to skip the socket / traffic loads
+#        SOCKET_LOADS=0 / TRAFFIC=0 to skip the socket / traffic loads,
+#        SOCKET_LOADS="steady" (or "churn") for one of the two,
+#        REPEAT=N to record each socket load N times in a row
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-30}
@@ -131,8 +133,15 @@ scenario() {
   local name=$1 procs=$2 conns=$3 churn=$4
   shift 4
   rm -f "$WORK/ready" "$WORK/cpu"
-  local runs=2
-  [ "${POLL:-1}" = 0 ] || runs=3
+  # The connections of an earlier load linger in TIME_WAIT for 60 s: wait
+  # until they are gone, so that every run reads the same tables.
+  local tw_wait=0
+  while [ "$(awk '$4 == "06"' /proc/net/tcp /proc/net/tcp6 | wc -l)" -gt 100 ] && [ $tw_wait -lt 75 ]; do
+    sleep 1
+    tw_wait=$((tw_wait + 1))
+  done
+  local runs=$((1 + ${REPEAT:-1}))
+  [ "${POLL:-1}" = 0 ] || runs=$((runs + 1))
   setsid python3 scripts/load-sockets.py hold --procs "$procs" --conns "$conns" --churn "$churn" \
     --seconds $((runs * DURATION + 60)) --ready "$WORK/ready" &
   LOAD=$!
@@ -148,7 +157,10 @@ scenario() {
   nproc_total=$(ls -d /proc/[0-9]* | wc -l)
   tcp_rows=$(($(wc -l </proc/net/tcp) - 1))
   echo "$name: $procs processes x $conns connections, $((procs * churn)) new connections/s; $nproc_total processes, $tcp_rows rows in /proc/net/tcp at start"
-  recorder "procflow-snap (defaults)" "$@"
+  local i
+  for i in $(seq 1 "${REPEAT:-1}"); do
+    recorder "procflow-snap (defaults)" "$@"
+  done
   [ "${POLL:-1}" = 0 ] || recorder "procflow-snap --sources poll" --sources poll "$@"
   nethogs_run
   awk '$1 == "nethogs" { nh = $2 } $1 == "procflow-snap" && !d { d = $NF } END {
@@ -157,9 +169,14 @@ scenario() {
 }
 
 echo "procflow-snap $("$BIN" --version | cut -d' ' -f2), kernel $(uname -r), $(nproc) CPU(s), ${DURATION} s per run"
-if [ "${SOCKET_LOADS:-1}" != 0 ]; then
-  scenario steady "$STEADY_PROCS" "$STEADY_CONNS" 0 "$@"
-  scenario churn "$CHURN_PROCS" "$CHURN_CONNS" "$CHURN" "$@"
+SOCKET_LOADS=${SOCKET_LOADS:-steady churn}
+if [ "$SOCKET_LOADS" != 0 ]; then
+  case " $SOCKET_LOADS " in *" steady "*)
+    scenario steady "$STEADY_PROCS" "$STEADY_CONNS" 0 "$@" ;;
+  esac
+  case " $SOCKET_LOADS " in *" churn "*)
+    scenario churn "$CHURN_PROCS" "$CHURN_CONNS" "$CHURN" "$@" ;;
+  esac
 fi
 
 [ "${TRAFFIC:-1}" != 0 ] || exit 0

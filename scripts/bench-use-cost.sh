@@ -9,7 +9,18 @@
 # kernel-side cost of the tracepoints lands there) and messages/s, and the
 # recorder's own CPU.
 #
-# usage: scripts/bench-use-cost.sh   (root; env BIN, LOADBIN, ROUNDS=5, SECONDS_PER=5)
+# With PIN=1 (the default on a host of two or more CPUs) the load runs on
+# the last CPU and the recorder on the first, so that the recorder's own
+# work does not take the load's CPU: what remains on the load's CPU is the
+# per-call cost charged to it.
+#
+# LOAD=bulk measures four bulk TCP streams instead (`load_traffic bulk`,
+# 128 KiB writes as fast as they go) into a sink in a network namespace
+# over a veth pair with offloads off: MB/s and the sender's CPU per KB.
+#
+# usage: scripts/bench-use-cost.sh   (root; env BIN, LOADBIN, ROUNDS=5,
+#        SECONDS_PER=5, PIN=1, LOAD=sends|bulk, MODES="none
+#        tracepoints-no-use tracepoints-perf-use defaults")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/procflow-snap}
@@ -19,8 +30,51 @@ SECS=${SECONDS_PER:-5}
 [ -x "$BIN" ] || cargo build --release -p procflow-snap
 [ -x "$LOADBIN" ] || cargo build --release -p procflow-snap --example load_traffic
 W=$(mktemp -d /tmp/procflow-usecost.XXXXXX)
-trap 'rm -rf "$W"' EXIT
-MODES="none tracepoints-no-use tracepoints-perf-use defaults"
+LOAD=${LOAD:-sends}
+NS=pfcost$$
+VH=pfc$$h
+VN=pfc$$n
+SINK=
+cleanup() {
+  [ -z "$SINK" ] || kill "$SINK" 2>/dev/null || true
+  if [ "$LOAD" = bulk ]; then
+    ip netns del "$NS" 2>/dev/null || true
+    ip link del "$VH" 2>/dev/null || true
+  fi
+  rm -rf "$W"
+}
+trap cleanup EXIT
+case "$LOAD" in
+  sends) LOADCMD=("$LOADBIN" sends 0 50 "$SECS") ;;
+  bulk)
+    NET=10.232.$(($$ % 250))
+    ip netns add "$NS"
+    ip link add "$VH" type veth peer name "$VN"
+    ip link set "$VN" netns "$NS"
+    ip addr add "$NET.1/30" dev "$VH"
+    ip -n "$NS" addr add "$NET.2/30" dev "$VN"
+    ip link set "$VH" up
+    ip -n "$NS" link set "$VN" up
+    ip -n "$NS" link set lo up
+    ethtool -K "$VH" tso off gso off gro off >/dev/null 2>&1 || true
+    ip netns exec "$NS" ethtool -K "$VN" tso off gso off gro off >/dev/null 2>&1 || true
+    ip netns exec "$NS" "$LOADBIN" sink "$NET.2:5201" 100000 >/dev/null &
+    SINK=$!
+    sleep 0.5
+    LOADCMD=("$LOADBIN" bulk "$NET.2:5201" 4 "$SECS")
+    ;;
+  *) echo "LOAD is sends or bulk" >&2; exit 2 ;;
+esac
+MODES=${MODES:-"none tracepoints-no-use tracepoints-perf-use defaults"}
+NCPU=$(nproc)
+PIN=${PIN:-1}
+LOADPIN=()
+RECPIN=()
+if [ "$PIN" = 1 ] && [ "$NCPU" -ge 2 ]; then
+  LOADPIN=(taskset -c "$((NCPU - 1))")
+  RECPIN=(taskset -c 0)
+  echo "load pinned to CPU $((NCPU - 1)), recorder to CPU 0"
+fi
 for r in $(seq 1 "$ROUNDS"); do
   for mode in $MODES; do
     R=
@@ -28,13 +82,13 @@ for r in $(seq 1 "$ROUNDS"); do
       args=()
       [ "$mode" = defaults ] || args=(--sources "$mode")
       rm -rf "$W/b"
-      /usr/bin/time -f "%e %U %S" -o "$W/t" "$BIN" record --out "$W/b" \
+      /usr/bin/time -f "%e %U %S" -o "$W/t" "${RECPIN[@]}" "$BIN" record --out "$W/b" \
         --duration "$((SECS + 3))s" "${args[@]}" 2>/dev/null &
       R=$!
       sleep 1.5
     fi
     # "sends/s N, CPU ns/send M"
-    line=$("$LOADBIN" sends 0 50 "$SECS" | tail -n 1)
+    line=$("${LOADPIN[@]}" "${LOADCMD[@]}" | tail -n 1)
     rec=-
     if [ -n "$R" ]; then
       wait "$R"
@@ -49,7 +103,7 @@ print(sum(e['count'] for e in m['errors'] if e['what'] == 'events' and 'samples 
     echo "round $r $mode: $line; recorder CPU % / samples lost: $rec"
   done
 done
-echo "mode: median CPU ns per message, median messages/s, recorder CPU % of a core (median)"
+echo "mode: median CPU ns per message (per KB for bulk), median messages/s (MB/s for bulk), recorder CPU % of a core (median)"
 for mode in $MODES; do
   awk -v m="$mode" '$1 == m { ns[n] = $3; rate[n] = $2; rc[n] = $4 + 0; n++ }
     function med(a, n,   i, j, t) { for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t } return a[int(n / 2)] }

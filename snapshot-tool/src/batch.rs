@@ -33,7 +33,7 @@ pub(crate) const MAX_PENDING_USES: usize = 400_000;
 /// the whole identity is read only when one of them changed. A busy server
 /// that keeps its title thus costs a few small reads a second in all, not
 /// a few per process.
-const TITLE_BACKOFF: u32 = 16;
+const TITLE_BACKOFF: u32 = 8;
 /// See [`TITLE_BACKOFF`].
 const STATUS_BACKOFF: u32 = 4;
 /// Least time between two command-line reads of one process.
