@@ -186,21 +186,9 @@ NS=pfbench$$
 VH=pfb$$h
 VN=pfb$$n
 NET=10.231.$(($$ % 250))
-cleanup_net() {
-  ip netns del "$NS" 2>/dev/null || true
-  ip link del "$VH" 2>/dev/null || true
-}
-trap 'cleanup_net; cleanup' EXIT
-ip netns add "$NS"
-ip link add "$VH" type veth peer name "$VN"
-ip link set "$VN" netns "$NS"
-ip addr add "$NET.1/30" dev "$VH"
-ip -n "$NS" addr add "$NET.2/30" dev "$VN"
-ip link set "$VH" up
-ip -n "$NS" link set "$VN" up
-ip -n "$NS" link set lo up
-ethtool -K "$VH" tso off gso off gro off >/dev/null 2>&1 || true
-ip netns exec "$NS" ethtool -K "$VN" tso off gso off gro off >/dev/null 2>&1 || true
+. scripts/veth-lab.sh
+trap 'veth_lab_del "$NS" "$VH"; cleanup' EXIT
+veth_lab "$NS" "$VH" "$VN" "$NET"
 
 REC_OPTS=("$@")
 # traffic NAME LOAD...: the load alone, then under the recorder.

@@ -37,10 +37,7 @@ VN=pfc$$n
 SINK=
 cleanup() {
   [ -z "$SINK" ] || kill "$SINK" 2>/dev/null || true
-  if [ "$LOAD" = bulk ]; then
-    ip netns del "$NS" 2>/dev/null || true
-    ip link del "$VH" 2>/dev/null || true
-  fi
+  [ "$LOAD" != bulk ] || veth_lab_del "$NS" "$VH"
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -48,16 +45,8 @@ case "$LOAD" in
   sends) LOADCMD=("$LOADBIN" sends 0 50 "$SECS") ;;
   bulk)
     NET=10.232.$(($$ % 250))
-    ip netns add "$NS"
-    ip link add "$VH" type veth peer name "$VN"
-    ip link set "$VN" netns "$NS"
-    ip addr add "$NET.1/30" dev "$VH"
-    ip -n "$NS" addr add "$NET.2/30" dev "$VN"
-    ip link set "$VH" up
-    ip -n "$NS" link set "$VN" up
-    ip -n "$NS" link set lo up
-    ethtool -K "$VH" tso off gso off gro off >/dev/null 2>&1 || true
-    ip netns exec "$NS" ethtool -K "$VN" tso off gso off gro off >/dev/null 2>&1 || true
+    . scripts/veth-lab.sh
+    veth_lab "$NS" "$VH" "$VN" "$NET"
     ip netns exec "$NS" "$LOADBIN" sink "$NET.2:5201" 100000 >/dev/null &
     SINK=$!
     sleep 0.5
@@ -105,7 +94,7 @@ print(sum(e['count'] for e in m['errors'] if e['what'] == 'events' and 'samples 
 done
 echo "mode: median CPU ns per message (per KB for bulk), median messages/s (MB/s for bulk), recorder CPU % of a core (median)"
 for mode in $MODES; do
-  awk -v m="$mode" '$1 == m { ns[n] = $3; rate[n] = $2; rc[n] = $4 + 0; n++ }
+  awk -v m="$mode" 'BEGIN { n = 0 } $1 == m { ns[n] = $3; rate[n] = $2; rc[n] = $4 + 0; n++ }
     function med(a, n,   i, j, t) { for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t } return a[int(n / 2)] }
     END { printf "  %-22s %8.0f ns  %8.0f /s  %s\n", m, med(ns, n), med(rate, n), (m == "none" ? "-" : sprintf("%.2f %%", med(rc, n))) }' "$W/res"
 done
