@@ -147,6 +147,20 @@ fn parse_passwd(text: &str) -> HashMap<u32, String> {
     m
 }
 
+/// Whether a calling process's command line is due for a check: its title
+/// is `age` old, it was last checked `since` ago, and this call is on a
+/// socket new to it or follows a pause (`prompt`).
+fn cmdline_due(age: Duration, since: Duration, prompt: bool) -> bool {
+    since >= (age / TITLE_BACKOFF).clamp(TITLE_CHECK_MIN, TITLE_CHECK_MAX)
+        || (prompt && age < TITLE_YOUNG && since >= TITLE_CHECK_MIN)
+}
+
+/// Whether a calling process's status (comm, uids) is due for a read: its
+/// title is `age` old, its status was last read `since` ago.
+fn status_due(age: Duration, since: Duration) -> bool {
+    since >= (age / STATUS_BACKOFF).clamp(TITLE_REREAD_MIN, TITLE_REREAD_MAX)
+}
+
 /// The lines of a /proc/PID/status that name the process's comm and uids:
 /// what a rename or a privilege drop changes.
 fn status_key(status: &[u8]) -> Vec<u8> {
@@ -273,9 +287,7 @@ impl Pids {
             i.last_call_ns != i64::MIN && call_ns.saturating_sub(i.last_call_ns) >= TITLE_GAP_NS;
         i.last_call_ns = i.last_call_ns.max(call_ns);
         let age = now.duration_since(i.titled_at);
-        if now.duration_since(i.read_at)
-            >= (age / STATUS_BACKOFF).clamp(TITLE_REREAD_MIN, TITLE_REREAD_MAX)
-        {
+        if status_due(age, now.duration_since(i.read_at)) {
             i.read_at = now;
             if live::read_into(&format!("/proc/{pid}/status"), &mut self.buf).is_err() {
                 return;
@@ -288,11 +300,11 @@ impl Pids {
                 return self.reread(pid, now, batch);
             }
         }
-        let since = now.duration_since(i.checked_at);
-        let young = age < TITLE_YOUNG && (new_pair || after_pause);
-        let due = since >= (age / TITLE_BACKOFF).clamp(TITLE_CHECK_MIN, TITLE_CHECK_MAX)
-            || (young && since >= TITLE_CHECK_MIN);
-        if !due {
+        if !cmdline_due(
+            age,
+            now.duration_since(i.checked_at),
+            new_pair || after_pause,
+        ) {
             return;
         }
         i.checked_at = now;
@@ -504,4 +516,52 @@ pub(crate) fn merge(into: &mut Batch, from: &mut Batch) {
     into.unowned += std::mem::take(&mut from.unowned);
     into.packets_dropped += std::mem::take(&mut from.packets_dropped);
     into.packet_errors += std::mem::take(&mut from.packet_errors);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn young_titles_are_checked_promptly_old_ones_back_off() {
+        // Set a moment ago (sshd's session, a forked server's child): a
+        // new socket or a pause makes the next call a check, 10 ms apart.
+        assert!(cmdline_due(200 * MS, 10 * MS, true));
+        assert!(!cmdline_due(200 * MS, 9 * MS, true));
+        assert!(!cmdline_due(200 * MS, 20 * MS, false));
+        assert!(cmdline_due(200 * MS, 25 * MS, false));
+        // Kept for 16 s: every 2 s, pauses or not.
+        assert!(!cmdline_due(16 * S, S, true));
+        assert!(cmdline_due(16 * S, 2 * S, false));
+        // Kept for an hour: every 5 s at the most.
+        assert!(!cmdline_due(3600 * S, 4 * S, true));
+        assert!(cmdline_due(3600 * S, 5 * S, false));
+    }
+
+    #[test]
+    fn status_reads_back_off_between_5_and_60_s() {
+        assert!(!status_due(MS, 4 * S));
+        assert!(status_due(MS, 5 * S));
+        assert!(!status_due(100 * S, 24 * S));
+        assert!(status_due(100 * S, 25 * S));
+        assert!(!status_due(3600 * S, 59 * S));
+        assert!(status_due(3600 * S, 60 * S));
+    }
+
+    #[test]
+    fn status_key_is_the_name_and_uid_lines() {
+        let a = b"Name:\tsshd\nUmask:\t0022\nState:\tS\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nVmRSS:\t100 kB\n";
+        let b = b"Name:\tsshd\nUmask:\t0022\nState:\tR\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nVmRSS:\t900 kB\n";
+        let c = b"Name:\tsshd\nUmask:\t0022\nState:\tR\nUid:\t1000\t1000\t1000\t1000\nGid:\t0\t0\t0\t0\n";
+        assert_eq!(status_key(a), b"Name:\tsshd\nUid:\t0\t0\t0\t0\n".to_vec());
+        assert_eq!(
+            status_key(a),
+            status_key(b),
+            "state and memory do not count"
+        );
+        assert_ne!(status_key(a), status_key(c), "a privilege drop does");
+    }
 }
