@@ -78,6 +78,17 @@ pub(crate) struct PidInfo {
     pending: Option<Box<ProcessRecord>>,
 }
 
+impl PidInfo {
+    /// `rec`, read at `now`, is the process's title from now on.
+    fn titled(&mut self, rec: &ProcessRecord, now: Instant) {
+        self.title = (rec.comm.clone(), rec.cmdline.clone(), rec.uid, rec.euid);
+        self.comm = rec.comm.clone();
+        self.read_at = now;
+        self.checked_at = now;
+        self.titled_at = now;
+    }
+}
+
 /// What accumulated since the record loop last took it.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -343,9 +354,7 @@ impl Pids {
         if title == i.title || rec.cmdline.is_empty() {
             return; // unchanged, or exiting (a zombie has no cmdline)
         }
-        i.title = title;
-        i.titled_at = now;
-        i.comm = rec.comm.clone();
+        i.titled(&rec, now);
         rec.user = self.users.get(&rec.uid).cloned();
         Self::push(batch, rec);
     }
@@ -373,12 +382,7 @@ impl Pids {
         };
         rec.user = self.users.get(&rec.uid).cloned();
         if let Some(i) = self.map.get_mut(&pid) {
-            let t = Instant::now();
-            i.title = (rec.comm.clone(), rec.cmdline.clone(), rec.uid, rec.euid);
-            i.comm = rec.comm.clone();
-            i.read_at = t;
-            i.checked_at = t;
-            i.titled_at = t;
+            i.titled(&rec, Instant::now());
         }
         Self::push(batch, rec);
         true
@@ -427,12 +431,7 @@ impl Pids {
         rec.seen_ns = Some(rec.seen_ns.map_or(fork_ns, |t| t.min(fork_ns)));
         rec.user = self.users.get(&rec.uid).cloned();
         if let Some(p) = self.map.get_mut(&parent) {
-            let now = Instant::now();
-            p.title = (rec.comm.clone(), rec.cmdline.clone(), rec.uid, rec.euid);
-            p.comm = rec.comm.clone();
-            p.read_at = now;
-            p.checked_at = now;
-            p.titled_at = now;
+            p.titled(&rec, Instant::now());
         }
         Self::push(batch, rec);
     }
