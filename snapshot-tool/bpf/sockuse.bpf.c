@@ -3,22 +3,29 @@
 // Who sends and reads on which socket, reduced to runs in the kernel
 // (docs/recorder.md, "Who sends and reads: the per-call tracepoints").
 //
-// Attached (through a counting perf event, not a sampling one) to
-// sock:sock_send_length and sock:sock_recv_length. A TCP call
-// costs the caller a map lookup and two atomic adds; a record reaches the
-// ring buffer only when a run of one process on one (socket, direction)
-// ends and the next begins: another process calls, the run is older than
-// RUN_NS, its process exec'd, the socket reached TCP_CLOSE, or the
-// recorder took a snapshot (it bumps the epoch). A few "note" records
-// (at most one per 10 ms per socket and direction) let the recorder read
-// the caller's title while it sends. UDP calls are passed through one
-// record per call: their binding comes from pairing each send with its
-// thread's route lookup, which the recorder does as before.
+// BTF-typed tracepoint programs (tp_btf) on sock:sock_send_length and
+// sock:sock_recv_length: the kernel calls them with the tracepoint's
+// arguments (the socket, the call's result, its flags) and builds no
+// record for them. Each TCP socket's runs live in socket-local storage,
+// reached from the socket itself, not in a hash map. A TCP call costs its
+// caller that lookup and two atomic adds; a record reaches the ring buffer
+// only when a run of one process on one (socket, direction) ends and the
+// next begins: another process calls, the run is older than RUN_NS, its
+// process exec'd, the socket reached TCP_CLOSE, or the recorder took a
+// snapshot (it bumps the epoch). A few "note" records (at most one per
+// 10 ms per socket and direction) let the recorder read the caller's title
+// while it sends. UDP calls are passed through one record per call: their
+// binding comes from pairing each send with its thread's route lookup,
+// which the recorder does as before. Socket-local storage has no key walk
+// from user space: a TCP socket iterator writes the runs of one network
+// namespace's sockets for the recorder's snapshots, and every record names
+// its socket's namespace so that the recorder knows which to read.
 //
-// Self-contained (no kernel headers, no vmlinux.h): the tracepoint
-// records' layouts are those of the tracefs format files, which have not
-// changed since the tracepoints were added (Linux 6.3). Built by
-// snapshot-tool/bpf/build.sh; the object is committed next to this file.
+// Self-contained (no kernel headers, no vmlinux.h): the few kernel struct
+// fields read are declared below with preserve_access_index, and the
+// loader relocates their offsets against the running kernel's BTF
+// (CO-RE). Built by snapshot-tool/bpf/build.sh; the object is committed
+// next to this file.
 
 typedef unsigned char __u8;
 typedef unsigned short __u16;
@@ -28,37 +35,36 @@ typedef int __s32;
 
 #define SEC(name) __attribute__((section(name), used))
 #define INLINE static inline __attribute__((always_inline))
+#define CORE __attribute__((preserve_access_index))
+
+// BTF-defined maps (section ".maps"), as libbpf spells them.
+#define __uint(name, val) int(*name)[val]
+#define __type(name, val) typeof(val) *name
 
 // Helper ids from include/uapi/linux/bpf.h (stable ABI).
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value,
                                    __u64 flags) = (void *)2;
-static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
+static long (*bpf_seq_write)(void *m, const void *data, __u32 len) = (void *)127;
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
 static __u64 (*bpf_ringbuf_query)(void *ringbuf, __u64 flags) = (void *)134;
+static void *(*bpf_sk_storage_get)(void *map, void *sk, void *value, __u64 flags) = (void *)107;
+static long (*bpf_sk_storage_delete)(void *map, void *sk) = (void *)108;
+static void *(*bpf_skc_to_tcp_sock)(void *sk) = (void *)137;
 
-#define BPF_MAP_TYPE_HASH 1
 #define BPF_MAP_TYPE_ARRAY 2
 #define BPF_MAP_TYPE_LRU_HASH 9
+#define BPF_MAP_TYPE_SK_STORAGE 24
 #define BPF_MAP_TYPE_RINGBUF 27
 #define BPF_F_NO_PREALLOC 1
-#define BPF_NOEXIST 1
 #define BPF_ANY 0
 #define BPF_RB_NO_WAKEUP 1
 #define BPF_RB_FORCE_WAKEUP 2
 #define BPF_RB_AVAIL_DATA 0
-
-// Legacy map definitions (section "maps"), read by the loader.
-struct bpf_map_def {
-    __u32 type;
-    __u32 key_size;
-    __u32 value_size;
-    __u32 max_entries;
-    __u32 map_flags;
-};
+#define BPF_SK_STORAGE_GET_F_CREATE 1
 
 #define RING_BYTES (8 << 20)
 #define RUN_NS 1000000000ULL
@@ -72,10 +78,47 @@ struct bpf_map_def {
 #define K_UDP 3   // one UDP call, passed through
 #define K_CLOSE 4 // the old run ended at TCP_CLOSE, no new one
 
-// Per (socket, direction): the open run and the counters. Key: the
-// socket's address with bit 0 set for sends (a struct sock is at least
-// 8-byte aligned).
+// The kernel fields read (relocated at load time).
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+struct ns_common {
+    unsigned int inum;
+};
+
+struct net {
+    struct ns_common ns;
+};
+
+typedef struct {
+    struct net *net;
+} possible_net_t;
+
+struct sock_common {
+    unsigned short skc_family;
+    volatile unsigned char skc_state;
+    possible_net_t skc_net;
+};
+
+struct sock {
+    struct sock_common __sk_common;
+    unsigned short sk_protocol;
+};
+#pragma clang attribute pop
+
+// The TCP iterator's context: fixed offsets, checked by the verifier.
+struct seq_file;
+
+struct bpf_iter_meta {
+    struct seq_file *seq;
+};
+
+struct bpf_iter__tcp {
+    struct bpf_iter_meta *meta;
+    struct sock_common *sk_common;
+};
+
+// One (socket, direction): the open run and the counters.
 struct run {
+    __u64 key;        // the socket's address, bit 0 set for sends; 0: unused
     __u64 seq;        // bumped by whoever ends the run (compare-and-swap)
     __u64 owner;      // tgid << 32 | tid of the run's first call; 0: none
     __u64 first;      // CLOCK_MONOTONIC ns of the run's first call
@@ -87,6 +130,12 @@ struct run {
     __u64 epoch;      // the recorder's snapshot epoch when the run began
     __u64 note;       // time of the last note record
     __u64 family;     // 4 or 6
+    __u64 netns;      // inode of the socket's network namespace
+};
+
+// A socket's storage: its reads (0) and its sends (1).
+struct sk_runs {
+    struct run dir[2];
 };
 
 struct rec {
@@ -101,71 +150,39 @@ struct rec {
     __u64 old_calls;
     __u64 owner;
     __u64 time;
+    __u32 netns;
+    __u32 pad;
 };
 
-struct bpf_map_def SEC("maps") runs = {
-    .type = BPF_MAP_TYPE_HASH,
-    .key_size = 8,
-    .value_size = sizeof(struct run),
-    .max_entries = 262144,
-    .map_flags = BPF_F_NO_PREALLOC,
-};
+struct {
+    __uint(type, BPF_MAP_TYPE_SK_STORAGE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, int);
+    __type(value, struct sk_runs);
+} runs SEC(".maps");
 
 // tgid -> time of its last exec.
-struct bpf_map_def SEC("maps") execs = {
-    .type = BPF_MAP_TYPE_LRU_HASH,
-    .key_size = 4,
-    .value_size = 8,
-    .max_entries = 65536,
-    .map_flags = 0,
-};
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, __u32);
+    __type(value, __u64);
+} execs SEC(".maps");
 
 // 0: snapshot epoch (written by the recorder), 1: the recorder's tgid,
-// 2: records lost (ring full), 3: runs lost (map full), 4: time of the
+// 2: records lost (ring full), 3: runs lost (no storage), 4: time of the
 // latest exec of any process.
-struct bpf_map_def SEC("maps") conf = {
-    .type = BPF_MAP_TYPE_ARRAY,
-    .key_size = 4,
-    .value_size = 8,
-    .max_entries = 5,
-    .map_flags = 0,
-};
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 5);
+    __type(key, __u32);
+    __type(value, __u64);
+} conf SEC(".maps");
 
-struct bpf_map_def SEC("maps") events = {
-    .type = BPF_MAP_TYPE_RINGBUF,
-    .key_size = 0,
-    .value_size = 0,
-    .max_entries = RING_BYTES,
-    .map_flags = 0,
-};
-
-// sock:sock_send_length / sock_recv_length record. The kernel overwrites
-// the first 8 bytes (the common fields) with a pointer before it runs a
-// BPF program: they are not read. The calls run in process context (the
-// socket's sendmsg/recvmsg), never in an interrupt.
-struct len_ctx {
-    __u16 common_type;
-    __u8 common_flags;
-    __u8 common_preempt_count;
-    __s32 common_pid;
-    __u64 sk;
-    __u16 family;
-    __u16 protocol;
-    __s32 ret;
-    __s32 flags;
-};
-
-// sock:inet_sock_set_state record (the fields used).
-struct state_ctx {
-    __u64 common;
-    __u64 skaddr;
-    __s32 oldstate;
-    __s32 newstate;
-    __u16 sport;
-    __u16 dport;
-    __u16 family;
-    __u16 protocol;
-};
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, RING_BYTES);
+} events SEC(".maps");
 
 INLINE __u64 conf_get(__u32 i) {
     __u64 *v = bpf_map_lookup_elem(&conf, &i);
@@ -183,6 +200,15 @@ INLINE __u64 wake_flags(void) {
                                                                           : BPF_RB_NO_WAKEUP;
 }
 
+// Stores the address of `sk`, with `bit` or'ed in, at `*dst`. A typed
+// socket pointer admits no bit operation: it is stored as it is (allowed
+// to a privileged program), read back as a number, then or'ed.
+INLINE void put_key(volatile __u64 *dst, struct sock *sk, __u64 bit) {
+    *dst = (__u64)sk;
+    asm volatile("" ::: "memory");
+    *dst = *dst | bit;
+}
+
 // Fills the old run's part of a record from `v` (caller won the seq).
 INLINE void old_run(struct rec *r, struct run *v, __u64 bytes, __u64 calls) {
     r->old_owner = calls > v->base_calls ? v->owner : 0;
@@ -192,53 +218,80 @@ INLINE void old_run(struct rec *r, struct run *v, __u64 bytes, __u64 calls) {
     r->old_calls = calls - v->base_calls;
 }
 
-INLINE int on_call(struct len_ctx *ctx, __u64 send) {
-    __u16 family = ctx->family;
-    if ((family != 2 && family != 10) || ctx->ret <= 0)
-        return 1;
-    if (!send && (ctx->flags & 2))
-        return 1; // MSG_PEEK
-    __u16 proto = ctx->protocol;
+INLINE int on_call(struct sock *sk, int ret, int flags, __u64 send) {
+    if (!sk || ret <= 0)
+        return 0;
+    __u16 family = sk->__sk_common.skc_family;
+    if (family != 2 && family != 10)
+        return 0;
+    if (!send && (flags & 2))
+        return 0; // MSG_PEEK
+    __u16 proto = sk->sk_protocol;
     if (proto != 6 && proto != 17)
-        return 1;
+        return 0;
     __u64 pt = bpf_get_current_pid_tgid();
     __u32 tgid = pt >> 32;
     if (tgid == 0 || tgid == (__u32)conf_get(1))
-        return 1;
+        return 0;
     __u64 now = bpf_ktime_get_ns();
-    __u64 key = ctx->sk | send;
-    __u64 ret = (__u64)ctx->ret;
     if (proto == 17) {
         struct rec *r = bpf_ringbuf_reserve(&events, sizeof(struct rec), 0);
         if (!r) {
             count_lost(2);
-            return 1;
+            return 0;
         }
-        r->key = key;
+        put_key(&r->key, sk, send);
         r->kind = K_UDP;
         r->family = family == 2 ? 4 : 6;
         r->proto = 17;
         r->old_owner = 0;
         r->old_first = 0;
         r->old_last = 0;
-        r->old_bytes = ret;
+        r->old_bytes = (__u64)ret;
         r->old_calls = 1;
         r->owner = pt;
         r->time = now;
+        r->netns = sk->__sk_common.skc_net.net->ns.inum;
+        r->pad = 0;
         bpf_ringbuf_submit(r, wake_flags());
-        return 1;
+        return 0;
     }
-    struct run *v = bpf_map_lookup_elem(&runs, &key);
-    if (!v) {
-        struct run z = {};
-        z.family = family == 2 ? 4 : 6;
-        bpf_map_update_elem(&runs, &key, &z, BPF_NOEXIST);
-        v = bpf_map_lookup_elem(&runs, &key);
-        if (!v) {
-            count_lost(3);
-            return 1;
+    if (sk->__sk_common.skc_state == 7) {
+        // A read after TCP_CLOSE (the rest of the receive queue): a run
+        // of one call, written at once; no storage for a closed socket.
+        struct rec *r = bpf_ringbuf_reserve(&events, sizeof(struct rec), 0);
+        if (!r) {
+            count_lost(2);
+            return 0;
         }
+        put_key(&r->key, sk, send);
+        r->kind = K_CLOSE;
+        r->family = family == 2 ? 4 : 6;
+        r->proto = 6;
+        r->old_owner = pt;
+        r->old_first = now;
+        r->old_last = now;
+        r->old_bytes = (__u64)ret;
+        r->old_calls = 1;
+        r->owner = 0;
+        r->time = now;
+        r->netns = sk->__sk_common.skc_net.net->ns.inum;
+        r->pad = 0;
+        bpf_ringbuf_submit(r, wake_flags());
+        return 0;
     }
+    struct sk_runs *s = bpf_sk_storage_get(&runs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+    if (!s) {
+        count_lost(3);
+        return 0;
+    }
+    struct run *v = &s->dir[send];
+    if (v->key == 0) {
+        v->family = family == 2 ? 4 : 6;
+        v->netns = sk->__sk_common.skc_net.net->ns.inum;
+        put_key(&v->key, sk, send);
+    }
+    __u64 key = v->key;
     __u64 epoch = conf_get(0);
     __u64 owner = v->owner;
     __u64 first = v->first;
@@ -260,11 +313,13 @@ INLINE int on_call(struct len_ctx *ctx, __u64 send) {
             if (r) {
                 r->key = key;
                 r->kind = K_CUT;
-                r->family = family == 2 ? 4 : 6;
+                r->family = v->family;
                 r->proto = 6;
                 old_run(r, v, bytes, calls);
                 r->owner = pt;
                 r->time = now;
+                r->netns = v->netns;
+                r->pad = 0;
                 bpf_ringbuf_submit(r, wake_flags());
             } else {
                 count_lost(2);
@@ -283,7 +338,7 @@ INLINE int on_call(struct len_ctx *ctx, __u64 send) {
         if (r) {
             r->key = key;
             r->kind = K_NOTE;
-            r->family = family == 2 ? 4 : 6;
+            r->family = v->family;
             r->proto = 6;
             r->old_owner = 0;
             r->old_first = 0;
@@ -292,67 +347,73 @@ INLINE int on_call(struct len_ctx *ctx, __u64 send) {
             r->old_calls = 0;
             r->owner = pt;
             r->time = now;
+            r->netns = v->netns;
+            r->pad = 0;
             bpf_ringbuf_submit(r, wake_flags());
         }
         // A lost note costs only a title check.
     }
-    __sync_fetch_and_add(&v->bytes, ret);
+    __sync_fetch_and_add(&v->bytes, (__u64)ret);
     __sync_fetch_and_add(&v->calls, 1);
     if (now > v->last)
         v->last = now;
-    return 1;
+    return 0;
 }
 
-// Every program returns 1: the tracepoint's perf samples, if another tool
-// asked for them, are still written (0 would suppress them for everyone).
+// tp_btf programs get the tracepoint's arguments as an array of u64:
+// sock_{send,recv}_length(struct sock *sk, int ret, int flags).
 
-SEC("tracepoint/sock/sock_send_length")
-int sock_send(struct len_ctx *ctx) { return on_call(ctx, 1); }
+SEC("tp_btf/sock_send_length")
+int sock_send(__u64 *ctx) { return on_call((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], 1); }
 
-SEC("tracepoint/sock/sock_recv_length")
-int sock_recv(struct len_ctx *ctx) { return on_call(ctx, 0); }
+SEC("tp_btf/sock_recv_length")
+int sock_recv(__u64 *ctx) { return on_call((struct sock *)ctx[0], (int)ctx[1], (int)ctx[2], 0); }
 
-INLINE void close_dir(__u64 key, __u16 family, __u64 now) {
-    struct run *v = bpf_map_lookup_elem(&runs, &key);
-    if (!v)
-        return;
+INLINE void close_dir(struct run *v, __u64 now) {
     __u64 seq = v->seq;
-    if (__sync_val_compare_and_swap(&v->seq, seq, seq + 1) == seq) {
-        __u64 bytes = v->bytes;
-        __u64 calls = v->calls;
-        if (calls > v->base_calls) {
-            struct rec *r = bpf_ringbuf_reserve(&events, sizeof(struct rec), 0);
-            if (r) {
-                r->key = key;
-                r->kind = K_CLOSE;
-                r->family = family == 2 ? 4 : 6;
-                r->proto = 6;
-                old_run(r, v, bytes, calls);
-                r->owner = 0;
-                r->time = now;
-                bpf_ringbuf_submit(r, wake_flags());
-            } else {
-                count_lost(2);
-            }
-        }
+    if (v->key == 0 || __sync_val_compare_and_swap(&v->seq, seq, seq + 1) != seq)
+        return;
+    __u64 bytes = v->bytes;
+    __u64 calls = v->calls;
+    if (calls <= v->base_calls)
+        return;
+    struct rec *r = bpf_ringbuf_reserve(&events, sizeof(struct rec), 0);
+    if (!r) {
+        count_lost(2);
+        return;
     }
-    bpf_map_delete_elem(&runs, &key);
+    r->key = v->key;
+    r->kind = K_CLOSE;
+    r->family = v->family;
+    r->proto = 6;
+    old_run(r, v, bytes, calls);
+    r->owner = 0;
+    r->time = now;
+    r->netns = v->netns;
+    r->pad = 0;
+    bpf_ringbuf_submit(r, wake_flags());
 }
 
-// A TCP socket reaching CLOSE ends its runs: its address may come back for
-// a new socket, and a run never spans two sockets.
-SEC("tracepoint/sock/inet_sock_set_state")
-int sock_state(struct state_ctx *ctx) {
-    if (ctx->protocol != 6 || ctx->newstate != 7)
-        return 1;
+// A TCP socket reaching CLOSE ends its runs, and its storage goes: a run
+// never spans two connections (a socket may connect again after CLOSE).
+// inet_sock_set_state(const struct sock *sk, int oldstate, int newstate).
+SEC("tp_btf/inet_sock_set_state")
+int sock_state(__u64 *ctx) {
+    struct sock *sk = (struct sock *)ctx[0];
+    if (!sk || (int)ctx[2] != 7 || sk->sk_protocol != 6)
+        return 0;
+    struct sk_runs *s = bpf_sk_storage_get(&runs, sk, 0, 0);
+    if (!s)
+        return 0;
     __u64 now = bpf_ktime_get_ns();
-    close_dir(ctx->skaddr, ctx->family, now);
-    close_dir(ctx->skaddr | 1, ctx->family, now);
-    return 1;
+    close_dir(&s->dir[0], now);
+    close_dir(&s->dir[1], now);
+    bpf_sk_storage_delete(&runs, sk);
+    return 0;
 }
 
 // An exec ends the runs of its process at their next call: a run never
-// spans two programs.
+// spans two programs. (A plain tracepoint: execs are rare.)
 SEC("tracepoint/sched/sched_process_exec")
 int process_exec(void *ctx) {
     __u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -363,6 +424,24 @@ int process_exec(void *ctx) {
     if (last)
         *last = now;
     return 1;
+}
+
+// The snapshot's read of the runs of one network namespace (the one the
+// reader was in when it opened the iterator): every TCP socket's storage
+// as it stands, one struct sk_runs per socket, written in binary.
+// (Socket-local storage has no key walk of its own from user space.)
+SEC("iter/tcp")
+int dump_runs(struct bpf_iter__tcp *ctx) {
+    struct sock_common *skc = ctx->sk_common;
+    if (!skc)
+        return 0;
+    struct sock *sk = bpf_skc_to_tcp_sock(skc);
+    if (!sk)
+        return 0;
+    struct sk_runs *v = bpf_sk_storage_get(&runs, sk, 0, 0);
+    if (v)
+        bpf_seq_write(ctx->meta->seq, v, sizeof(*v));
+    return 0;
 }
 
 char _license[] SEC("license") = "Dual MIT/GPL";

@@ -126,6 +126,9 @@ pub struct Batch {
     /// Receive errors on the lookup's packet socket (ENETDOWN when its
     /// interface went down or away): lookups may have stopped.
     pub packet_errors: u64,
+    /// Network namespaces whose quiet runs the snapshot could not read
+    /// (each with why): those runs are written only when they end.
+    pub walk_errors: Vec<String>,
 }
 
 /// The per-pid facts cache, and the identities read for it.

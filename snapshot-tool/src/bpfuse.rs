@@ -1,26 +1,29 @@
-//! Who sends and reads, reduced to runs in the kernel: the eBPF program of
-//! `snapshot-tool/bpf/sockuse.bpf.c` on the `sock_send_length` /
-//! `sock_recv_length` tracepoints (docs/recorder.md, "perf tracepoints or
-//! eBPF").
+//! Who sends and reads, reduced to runs in the kernel: the eBPF programs of
+//! `snapshot-tool/bpf/sockuse.bpf.c`, BTF-typed on the `sock_send_length`
+//! / `sock_recv_length` tracepoints (docs/recorder.md, "perf tracepoints
+//! or eBPF").
 //!
-//! A TCP call costs its caller a map lookup and two atomic adds; the
-//! program writes a record to its ring buffer only when a run ends and the
-//! next begins (another process, 1 s old, an exec, TCP_CLOSE, a snapshot),
-//! with the ended run's counters. This module loads the embedded object
-//! (aya, no clang needed at build time), turns those records into the same
-//! `use` lines as the perf path of [`crate::sockuse`], and ends the runs
-//! still open at each snapshot from a read of the program's map. UDP calls
-//! come through one record per call and go through the user-space run
-//! reduction as before: their binding is made by pairing each send with its
-//! thread's route lookup.
+//! A TCP call costs its caller a lookup of its socket's local storage and
+//! two atomic adds; the program writes a record to its ring buffer only
+//! when a run ends and the next begins (another process, 1 s old, an exec,
+//! TCP_CLOSE, a snapshot), with the ended run's counters. This module
+//! loads the embedded object (aya, relocated against the kernel's BTF; no
+//! clang needed at build time), turns those records into the same `use`
+//! lines as the perf path of [`crate::sockuse`], and at a snapshot writes
+//! the runs still open that went quiet, read with the program's TCP socket
+//! iterator in their network namespace. UDP calls come through one record
+//! per call and go through the user-space run reduction as before: their
+//! binding is made by pairing each send with its thread's route lookup.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use aya::maps::{Array, HashMap as BpfHash, IterableMap, MapData, RingBuf};
-use aya::programs::TracePoint;
-use aya::{Ebpf, EbpfLoader};
+use aya::maps::{Array, MapData, RingBuf};
+use aya::programs::{BtfTracePoint, Iter, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::ksys;
 use crate::layout::{SockUseRecord, UseDir};
@@ -32,16 +35,27 @@ pub const SRC_EBPF: &str = "ebpf-use";
 /// The compiled program (built by `snapshot-tool/bpf/build.sh`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/sockuse.bpf.o");
 
-/// The programs, by function name, and the tracepoints they attach to.
-const PROGRAMS: [(&str, &str, &str); 4] = [
-    ("sock_send", "sock", "sock_send_length"),
-    ("sock_recv", "sock", "sock_recv_length"),
-    ("sock_state", "sock", "inet_sock_set_state"),
-    ("process_exec", "sched", "sched_process_exec"),
+/// The BTF-typed programs, by function name, and their tracepoints.
+const BTF_PROGRAMS: [(&str, &str); 3] = [
+    ("sock_send", "sock_send_length"),
+    ("sock_recv", "sock_recv_length"),
+    ("sock_state", "inet_sock_set_state"),
 ];
+/// The plain tracepoint program (execs are rare) and its tracepoint.
+const EXEC_PROGRAM: (&str, &str, &str) = ("process_exec", "sched", "sched_process_exec");
+/// The iterator program: one TCP socket walk of a network namespace.
+const ITER_PROGRAM: &str = "dump_runs";
 
 /// Size of one ring record (`struct rec`).
-const REC_LEN: usize = 72;
+const REC_LEN: usize = 80;
+/// Size of one socket's storage as the iterator writes it (`struct
+/// sk_runs`: two `struct run` of 13 `u64`s, reads then sends).
+const SK_RUNS_LEN: usize = 2 * RUN_WORDS * 8;
+/// `u64`s of one `struct run`: key, the [`RunValue`], netns.
+const RUN_WORDS: usize = 13;
+/// An open run whose first call is older than this was not cut by the
+/// program's 1 s limit: its socket went quiet, and a snapshot reads it.
+const QUIET_NS: i64 = 1_500_000_000;
 /// Record kinds (`K_*` in the C source).
 const K_CUT: u32 = 1;
 const K_NOTE: u32 = 2;
@@ -52,13 +66,11 @@ const CONF_EPOCH: u32 = 0;
 const CONF_SELF: u32 = 1;
 const CONF_LOST_RING: u32 = 2;
 const CONF_LOST_MAP: u32 = 3;
-/// A map entry idle this long (ns), its run written, is removed.
-const IDLE_NS: i64 = 60_000_000_000;
 /// Most runs whose process facts are remembered (one per open run).
 const MAX_WHO: usize = 262_144;
 
-/// A map value (`struct run`): seq, owner, first, last, bytes, calls,
-/// base_bytes, base_calls, epoch, note, family.
+/// A run as stored (`struct run` less its key and netns): seq, owner,
+/// first, last, bytes, calls, base_bytes, base_calls, epoch, note, family.
 type RunValue = [u64; 11];
 
 /// The loaded programs: attached while this lives.
@@ -88,6 +100,8 @@ pub enum KernelRecord {
         owner: u64,
         /// CLOCK_MONOTONIC ns of that call (or of the close).
         time: i64,
+        /// Inode of the socket's network namespace.
+        netns: u32,
     },
     /// The run's process called again (its title is worth a check).
     Note {
@@ -135,6 +149,7 @@ pub fn decode(b: &[u8]) -> Option<KernelRecord> {
     let (old_owner, old_first, old_last) = (u64_at(b, 16), u64_at(b, 24), u64_at(b, 32));
     let (old_bytes, old_calls) = (u64_at(b, 40), u64_at(b, 48));
     let (owner, time) = (u64_at(b, 56), ns(u64_at(b, 64)));
+    let netns = u32::from_ne_bytes([b[72], b[73], b[74], b[75]]);
     match kind {
         K_CUT | K_CLOSE => Some(KernelRecord::Cut {
             key,
@@ -148,6 +163,7 @@ pub fn decode(b: &[u8]) -> Option<KernelRecord> {
             )),
             owner: if kind == K_CUT { owner } else { 0 },
             time,
+            netns,
         }),
         K_NOTE => Some(KernelRecord::Note { key, owner, time }),
         K_UDP => Some(KernelRecord::Call(UseSample {
@@ -183,11 +199,15 @@ impl Ring {
     }
 }
 
-/// The program's map and settings, and the runs as the recorder tracks
-/// them.
+/// The program's settings and iterator, and the runs as the recorder
+/// tracks them.
 pub struct Runs {
-    map: BpfHash<MapData, u64, RunValue>,
     conf: Array<MapData, u64>,
+    /// The link of the iterator program, opened once per walk.
+    iter: OwnedFd,
+    /// Inode of the recorder's own network namespace (walked without
+    /// changing namespace).
+    self_netns: u64,
     lost_seen: u64,
     track: Tracker,
 }
@@ -204,9 +224,12 @@ pub struct Tracker {
     /// pid -> the facts last given for a run of it: for a run a snapshot
     /// writes before the record of its beginning was read.
     by_pid: HashMap<u32, Who>,
-    /// key -> (first, bytes, calls, last) of the run the last snapshot
-    /// wrote while it was still open.
+    /// key -> (first, bytes, calls, last) of the run a snapshot wrote
+    /// while it was still open.
     flushed: HashMap<u64, (i64, u64, u64, i64)>,
+    /// key -> (netns, first call) of each run begun and not yet written
+    /// whole: what a snapshot may have to read.
+    open: HashMap<u64, (u32, i64)>,
 }
 
 /// A `use` line of a run of `key`.
@@ -248,9 +271,10 @@ fn run_line(
 }
 
 impl Runs {
-    /// A run of `pid` began at `time`; `who` is its process now.
-    pub fn begin(&mut self, key: u64, time: i64, pid: u32, who: Who) {
-        self.track.begin(key, time, pid, who);
+    /// A run of `pid` began at `time` on a socket of `netns`; `who` is its
+    /// process now.
+    pub fn begin(&mut self, key: u64, netns: u32, time: i64, pid: u32, who: Who) {
+        self.track.begin(key, netns, time, pid, who);
     }
 
     /// A run the program ended (see [`Tracker::ended`]).
@@ -266,30 +290,27 @@ impl Runs {
         self.track.ended(ids, key, family, old, now, out);
     }
 
-    /// A snapshot: the runs still open are written as they stand and the
-    /// program starts new ones at their next call. Returns the records
-    /// the program lost (ring or map full) since the last call.
-    pub fn flush(&mut self, ids: &SkIds, out: &mut Vec<SockUseRecord>) -> u64 {
+    /// A snapshot: the runs still open that went quiet (or all of them,
+    /// with `all`, at the last snapshot) are written as they stand, and
+    /// the program starts new ones at their next call. `ns_pids` names
+    /// processes in each network namespace, to walk its sockets from.
+    /// Returns the records the program lost (ring full, no storage) since
+    /// the last call, and the namespaces it could not walk, with why.
+    pub fn flush(
+        &mut self,
+        ids: &SkIds,
+        ns_pids: &BTreeMap<u64, Vec<u32>>,
+        all: bool,
+        out: &mut Vec<SockUseRecord>,
+    ) -> (u64, Vec<String>) {
         self.track.epoch += 1;
         let _ = self.conf.set(CONF_EPOCH, self.track.epoch, 0);
-        // One system call per 4,096 entries; key by key (two calls each)
-        // only if the kernel lacks batch reads.
-        let mut values: Vec<(u64, RunValue)> = Vec::new();
-        if ksys::bpf::hash_lookup_all(self.map.map().fd().as_fd(), &mut values).is_err() {
-            values = self.map.iter().flatten().collect();
-        }
-        self.track.flush(ids, values.iter().copied(), out);
-        // Entries of sockets idle for a minute whose run is written: a
-        // socket that called again after its TCP_CLOSE (the rest of its
-        // receive queue) has no later close to remove it.
         let now = crate::ksys::process::clock_ns(libc::CLOCK_MONOTONIC).unwrap_or(0);
-        for (key, v) in &values {
-            if ns(v[3]) < now - IDLE_NS
-                && self
-                    .track
-                    .written(*key, ns(v[2]), v[5].saturating_sub(v[7]))
-            {
-                let _ = self.map.remove(key);
+        let mut failed = Vec::new();
+        for netns in self.track.quiet(now, all) {
+            match self.walk(netns, ns_pids) {
+                Ok(values) => self.track.flush(ids, netns, values.into_iter(), out),
+                Err(e) => failed.push(format!("network namespace {netns}: {e}")),
             }
         }
         let lost = [CONF_LOST_RING, CONF_LOST_MAP]
@@ -298,23 +319,90 @@ impl Runs {
             .sum::<u64>();
         let new = lost.saturating_sub(self.lost_seen);
         self.lost_seen = lost;
-        new
+        (new, failed)
+    }
+
+    /// The runs of every TCP socket of `netns`: one walk of the iterator,
+    /// opened from that namespace (from a short-lived thread that enters
+    /// it, unless it is the recorder's own).
+    fn walk(
+        &self,
+        netns: u32,
+        ns_pids: &BTreeMap<u64, Vec<u32>>,
+    ) -> std::io::Result<Vec<(u64, RunValue)>> {
+        let netns = u64::from(netns);
+        let reader = if netns == self.self_netns {
+            ksys::bpf::iter_open(self.iter.as_fd())?
+        } else {
+            let pids = ns_pids.get(&netns).map(Vec::as_slice).unwrap_or(&[]);
+            let mut last = std::io::Error::other("no process of it is known");
+            let mut found = None;
+            for &pid in pids {
+                match self.open_in(pid, netns) {
+                    Ok(fd) => {
+                        found = Some(fd);
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            found.ok_or(last)?
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::from(reader).read_to_end(&mut bytes)?;
+        Ok(parse_walk(&bytes))
+    }
+
+    /// A reader of the iterator opened in the network namespace of `pid`,
+    /// which must still be `netns`.
+    fn open_in(&self, pid: u32, netns: u64) -> std::io::Result<OwnedFd> {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+        if ns.metadata()?.ino() != netns {
+            return Err(std::io::Error::other(format!("pid {pid} left it")));
+        }
+        let link = self.iter.as_fd();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // Only this short-lived thread changes namespace.
+                ksys::netlink::enter_netns(&ns)?;
+                ksys::bpf::iter_open(link)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("namespace thread panicked")))
+        })
     }
 }
 
-impl Tracker {
-    /// Whether the run of `key` begun at `first` with `calls` calls so far
-    /// was written whole (by the last snapshot, or it has no call).
-    fn written(&self, key: u64, first: i64, calls: u64) -> bool {
-        calls == 0
-            || self
-                .flushed
-                .get(&key)
-                .is_some_and(|f| f.0 == first && f.2 >= calls)
+/// The runs of one walk: each socket's two runs (reads, sends), those
+/// that had a call.
+fn parse_walk(b: &[u8]) -> Vec<(u64, RunValue)> {
+    let mut out = Vec::new();
+    for sk in b.chunks_exact(SK_RUNS_LEN) {
+        for run in sk.chunks_exact(RUN_WORDS * 8) {
+            let key = u64_at(run, 0);
+            if key == 0 {
+                continue;
+            }
+            let mut v: RunValue = [0; 11];
+            for (i, w) in v.iter_mut().enumerate() {
+                *w = u64_at(run, 8 * (i + 1));
+            }
+            out.push((key, v));
+        }
     }
+    out
+}
 
-    /// A run of `pid` began at `time`; `who` is its process now.
-    pub fn begin(&mut self, key: u64, time: i64, pid: u32, who: Who) {
+impl Tracker {
+    /// A run of `pid` began at `time` on a socket of `netns`; `who` is
+    /// its process now.
+    pub fn begin(&mut self, key: u64, netns: u32, time: i64, pid: u32, who: Who) {
+        if self.open.len() >= MAX_WHO {
+            // Forgetting costs a quiet run's snapshot line; its end (next
+            // call, close) still writes it.
+            self.open.clear();
+        }
+        self.open.insert(key, (netns, time));
         if self.who.len() >= MAX_WHO {
             // Forgetting costs only the comm of runs open across.
             self.who.clear();
@@ -340,6 +428,9 @@ impl Tracker {
         out: &mut Vec<SockUseRecord>,
     ) {
         let (owner, first, last, bytes, calls) = old;
+        if self.open.get(&key).is_some_and(|o| o.1 == first) {
+            self.open.remove(&key);
+        }
         let who = self
             .who
             .remove(&(key, first))
@@ -369,15 +460,32 @@ impl Tracker {
         ));
     }
 
-    /// A snapshot, the epoch already bumped: the runs of the map's
-    /// `values` still open are written as they stand.
+    /// The network namespaces a snapshot at `now` reads: those of the
+    /// runs not yet written whole that went quiet (all of them with
+    /// `all`). A run still in use is cut by the program within a second
+    /// and written then.
+    pub fn quiet(&self, now: i64, all: bool) -> BTreeSet<u32> {
+        self.open
+            .values()
+            .filter(|(_, first)| all || *first <= now.saturating_sub(QUIET_NS))
+            .map(|(netns, _)| *netns)
+            .collect()
+    }
+
+    /// A snapshot, the epoch already bumped: the runs `values` of the
+    /// sockets of `netns` still open are written as they stand.
     pub fn flush(
         &mut self,
         ids: &SkIds,
+        netns: u32,
         values: impl Iterator<Item = (u64, RunValue)>,
         out: &mut Vec<SockUseRecord>,
     ) {
-        let mut flushed = HashMap::new();
+        if self.flushed.len() >= MAX_WHO {
+            self.flushed.clear();
+        }
+        // Runs of this namespace begun after the epoch bump stay open.
+        let mut later = HashSet::new();
         let mut open: Vec<(i64, SockUseRecord)> = Vec::new();
         for (key, v) in values {
             let [_, owner, first, last, bytes, calls, base_bytes, base_calls, epoch, _, family] = v;
@@ -385,7 +493,11 @@ impl Tracker {
             let calls = calls.saturating_sub(base_calls);
             let bytes = bytes.saturating_sub(base_bytes);
             // Begun after the new epoch: the next snapshot's.
-            if owner == 0 || calls == 0 || epoch == self.epoch {
+            if epoch == self.epoch {
+                later.insert(key);
+                continue;
+            }
+            if owner == 0 || calls == 0 {
                 continue;
             }
             let family = if family == 6 { 6 } else { 4 };
@@ -393,7 +505,7 @@ impl Tracker {
                 Some(&(f, b, c, l)) if f == first => (l.max(first), b, c),
                 _ => (first, 0, 0),
             };
-            flushed.insert(key, (first, bytes, calls, last));
+            self.flushed.insert(key, (first, bytes, calls, last));
             if calls <= c0 {
                 continue;
             }
@@ -416,7 +528,10 @@ impl Tracker {
         }
         open.sort_by_key(|(t, _)| *t);
         out.extend(open.into_iter().map(|(_, r)| r));
-        self.flushed = flushed;
+        // Every other run of the namespace is now written whole, or has
+        // no storage left to read.
+        self.open
+            .retain(|key, (ns, _)| *ns != netns || later.contains(key));
     }
 }
 
@@ -452,10 +567,12 @@ pub fn load(events_dir: &Path, self_pid: u32) -> Result<(Kernel, Ring, Runs), St
                 .into(),
         );
     }
-    // No CO-RE relocation to make: the kernel's BTF (megabytes to parse)
-    // is not read.
+    // The kernel's BTF types the tracepoints' arguments and relocates
+    // the few struct fields the programs read (parsed once, then dropped).
+    let btf = Btf::from_sys_fs()
+        .map_err(|e| format!("the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"))?;
     let mut ebpf = EbpfLoader::new()
-        .btf(None)
+        .btf(Some(&btf))
         .load(OBJECT)
         .map_err(|e| format!("loading the BPF object: {e}"))?;
     let mut conf: Array<MapData, u64> = ebpf
@@ -470,44 +587,65 @@ pub fn load(events_dir: &Path, self_pid: u32) -> Result<(Kernel, Ring, Runs), St
         .ok_or("no events map")?
         .try_into()
         .map_err(|e| format!("ring buffer: {e}"))?;
-    let map: BpfHash<MapData, u64, RunValue> = ebpf
-        .take_map("runs")
-        .ok_or("no runs map")?
-        .try_into()
-        .map_err(|e| format!("runs map: {e}"))?;
-    let mut hooks = Vec::new();
-    for (prog, group, name) in PROGRAMS {
-        let id_path = events_dir.join(group).join(name).join("id");
-        let id: u64 = std::fs::read_to_string(&id_path)
-            .map_err(|e| format!("{}: {}", id_path.display(), crate::sys::errno_name(&e)))?
-            .trim()
-            .parse()
-            .map_err(|_| format!("{}: not a number", id_path.display()))?;
-        let p: &mut TracePoint = ebpf
+    for (prog, tp) in BTF_PROGRAMS {
+        let p: &mut BtfTracePoint = ebpf
             .program_mut(prog)
             .ok_or_else(|| format!("no program {prog}"))?
             .try_into()
             .map_err(|e| format!("{prog}: {e}"))?;
-        p.load().map_err(|e| verifier_why(prog, &e))?;
-        let fd = p.fd().map_err(|e| format!("{prog}: {e}"))?;
-        let hook = ksys::open_tracepoint_counter(id)
-            .map_err(|e| format!("{group}:{name}: {}", crate::sys::errno_name(&e)))?;
-        ksys::set_bpf(&hook, fd.as_fd())
-            .map_err(|e| format!("attaching {prog}: {}", crate::sys::errno_name(&e)))?;
-        hooks.push(hook);
+        p.load(tp, &btf).map_err(|e| verifier_why(prog, &e))?;
     }
-    for h in &hooks {
-        ksys::enable(h).map_err(|e| format!("enable: {}", crate::sys::errno_name(&e)))?;
+    let it: &mut Iter = ebpf
+        .program_mut(ITER_PROGRAM)
+        .ok_or_else(|| format!("no program {ITER_PROGRAM}"))?
+        .try_into()
+        .map_err(|e| format!("{ITER_PROGRAM}: {e}"))?;
+    it.load("tcp", &btf)
+        .map_err(|e| verifier_why(ITER_PROGRAM, &e))?;
+    let iter = ksys::bpf::iter_link(it.fd().map_err(|e| format!("{ITER_PROGRAM}: {e}"))?.as_fd())
+        .map_err(|e| format!("linking {ITER_PROGRAM}: {}", crate::sys::errno_name(&e)))?;
+    drop(btf);
+    let (prog, group, name) = EXEC_PROGRAM;
+    let id_path = events_dir.join(group).join(name).join("id");
+    let id: u64 = std::fs::read_to_string(&id_path)
+        .map_err(|e| format!("{}: {}", id_path.display(), crate::sys::errno_name(&e)))?
+        .trim()
+        .parse()
+        .map_err(|_| format!("{}: not a number", id_path.display()))?;
+    let p: &mut TracePoint = ebpf
+        .program_mut(prog)
+        .ok_or_else(|| format!("no program {prog}"))?
+        .try_into()
+        .map_err(|e| format!("{prog}: {e}"))?;
+    p.load().map_err(|e| verifier_why(prog, &e))?;
+    let fd = p.fd().map_err(|e| format!("{prog}: {e}"))?;
+    let hook = ksys::open_tracepoint_counter(id)
+        .map_err(|e| format!("{group}:{name}: {}", crate::sys::errno_name(&e)))?;
+    ksys::set_bpf(&hook, fd.as_fd())
+        .map_err(|e| format!("attaching {prog}: {}", crate::sys::errno_name(&e)))?;
+    ksys::enable(&hook).map_err(|e| format!("enable: {}", crate::sys::errno_name(&e)))?;
+    // The exec program first: a run never spans an exec it missed.
+    for (prog, _) in BTF_PROGRAMS {
+        let p: &mut BtfTracePoint = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| format!("no program {prog}"))?
+            .try_into()
+            .map_err(|e| format!("{prog}: {e}"))?;
+        p.attach().map_err(|e| format!("attaching {prog}: {e}"))?;
     }
+    let self_netns = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| m.ino())
+        .unwrap_or(0);
     Ok((
         Kernel {
             _ebpf: ebpf,
-            _hooks: hooks,
+            _hooks: vec![hook],
         },
         Ring { ring },
         Runs {
-            map,
             conf,
+            iter,
+            self_netns,
             lost_seen: 0,
             track: Tracker::default(),
         },
@@ -556,8 +694,13 @@ mod tests {
         }
         b.extend_from_slice(&owner.to_ne_bytes());
         b.extend_from_slice(&time.to_ne_bytes());
+        b.extend_from_slice(&NS.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
         b
     }
+
+    /// A network namespace inode.
+    const NS: u32 = 4026531840;
 
     #[test]
     fn ring_records_decode() {
@@ -571,7 +714,8 @@ mod tests {
                 family: 4,
                 old: Some((owner, 5, 9, 300, 3)),
                 owner: 12 << 32 | 12,
-                time: 20
+                time: 20,
+                netns: NS,
             })
         );
         // The first run of a socket: nothing ended.
@@ -632,7 +776,7 @@ mod tests {
         let a = (10u64 << 32) | 11;
         let b = (20u64 << 32) | 20;
         // Process 10 begins a run on send key 0x1001 at 100.
-        t.begin(0x1001, 100, 10, who("a"));
+        t.begin(0x1001, NS, 100, 10, who("a"));
         // Process 20 calls at 300: the run 100..250 of 3 calls, 30 bytes ends.
         t.ended(
             &ids,
@@ -642,7 +786,7 @@ mod tests {
             |_| who("late"),
             &mut out,
         );
-        t.begin(0x1001, 300, 20, who("b"));
+        t.begin(0x1001, NS, 300, 20, who("b"));
         assert_eq!(out.len(), 1);
         let r = &out[0];
         assert_eq!(
@@ -664,7 +808,7 @@ mod tests {
             // No call since its last run ended.
             (0x3000, value(a, 50, 60, (9, 2), (9, 2), 0)),
         ];
-        t.flush(&ids, vals.into_iter(), &mut out);
+        t.flush(&ids, NS, vals.into_iter(), &mut out);
         assert_eq!(out.len(), 2);
         let r = &out[1];
         assert_eq!(
@@ -697,9 +841,10 @@ mod tests {
         );
         // A run written whole by a snapshot is not written again.
         t.epoch += 1;
-        t.begin(0x4000, 700, 10, who("a"));
+        t.begin(0x4000, NS, 700, 10, who("a"));
         t.flush(
             &ids,
+            NS,
             [(0x4000, value(a, 700, 720, (5, 2), (0, 0), 1))].into_iter(),
             &mut out,
         );
@@ -718,6 +863,7 @@ mod tests {
         t.epoch += 1;
         t.flush(
             &ids,
+            NS,
             [(0x6001, value(b, 800, 810, (3, 1), (0, 0), 2))].into_iter(),
             &mut out,
         );
@@ -735,6 +881,70 @@ mod tests {
         );
         assert_eq!(out[4].comm.as_deref(), Some("late"));
         assert_eq!((out[4].family, out[4].dir), (Some(6), Some(UseDir::Recv)));
+    }
+
+    #[test]
+    fn a_snapshot_reads_the_namespaces_of_quiet_runs_only() {
+        let ids = SkIds::default();
+        let mut t = Tracker::default();
+        let mut out = Vec::new();
+        let a = (10u64 << 32) | 10;
+        let s = 1_000_000_000;
+        // Two runs in two namespaces, begun at 1 s and 3 s.
+        t.begin(0x1001, 7, s, 10, who("a"));
+        t.begin(0x2000, 8, 3 * s, 10, who("a"));
+        // At 3.2 s the first is quiet (a run in use is cut within 1 s).
+        assert_eq!(t.quiet(3 * s + s / 5, false), BTreeSet::from([7]));
+        assert_eq!(t.quiet(3 * s + s / 5, true), BTreeSet::from([7, 8]));
+        // Namespace 7 read: its run is written and no longer pending; a
+        // run begun there after the epoch bump stays open.
+        t.epoch += 1;
+        t.begin(0x3001, 7, 3 * s + s / 10, 10, who("a"));
+        t.flush(
+            &ids,
+            7,
+            [
+                (0x1001, value(a, s as u64, s as u64 + 5, (9, 2), (0, 0), 0)),
+                (
+                    0x3001,
+                    value(a, 3 * s as u64, 3 * s as u64, (1, 1), (0, 0), 1),
+                ),
+            ]
+            .into_iter(),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].calls, out[0].bytes), (Some(2), Some(9)));
+        assert_eq!(t.quiet(10 * s, false), BTreeSet::from([7, 8]));
+        assert!(t.open.contains_key(&0x3001) && !t.open.contains_key(&0x1001));
+        // A run that ends is no longer pending either.
+        t.ended(
+            &ids,
+            0x2000,
+            4,
+            (a, 3 * s, 3 * s, 4, 1),
+            |_| who("a"),
+            &mut out,
+        );
+        assert_eq!(t.quiet(10 * s, true), BTreeSet::from([7]));
+    }
+
+    #[test]
+    fn an_iterator_walk_parses_into_runs() {
+        // One socket: reads never called (key 0), sends of key 0x1001.
+        let mut b = vec![0u8; SK_RUNS_LEN];
+        let send = &mut b[RUN_WORDS * 8..];
+        for (i, w) in [0x1001u64, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 4, 77]
+            .iter()
+            .enumerate()
+        {
+            send[8 * i..8 * i + 8].copy_from_slice(&w.to_ne_bytes());
+        }
+        b.extend_from_slice(&[1, 2, 3]); // a torn tail is ignored
+        assert_eq!(
+            parse_walk(&b),
+            vec![(0x1001, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 4])]
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@
 //! tracepoint's `format` file. The record loop takes what accumulated at
 //! each snapshot ([`EventSources::take`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -1031,8 +1031,10 @@ impl EventSources {
     }
 
     /// Takes what accumulated since the last call; the open runs end here
-    /// (a snapshot boundary).
-    pub fn take(&self) -> Batch {
+    /// (a snapshot boundary): the kernel's quiet ones (all of them with
+    /// `all`, at the last snapshot) are read from their network namespace,
+    /// entered from a process `ns_pids` names in it.
+    pub fn take(&self, ns_pids: &BTreeMap<u64, Vec<u32>>, all: bool) -> Batch {
         let mut b = match self.batch.lock() {
             Ok(b) => b,
             Err(p) => p.into_inner(),
@@ -1044,7 +1046,9 @@ impl EventSources {
                 Ok(k) => k,
                 Err(p) => p.into_inner(),
             };
-            b.lost += k.flush(&self.ids, &mut ended);
+            let (lost, failed) = k.flush(&self.ids, ns_pids, all, &mut ended);
+            b.lost += lost;
+            b.walk_errors.extend(failed);
         }
         push_bounded(&mut b, ended);
         std::mem::take(&mut *b)
@@ -1372,6 +1376,7 @@ impl Reader {
                                 old,
                                 owner,
                                 time,
+                                netns,
                             } = r
                             else {
                                 continue;
@@ -1381,7 +1386,7 @@ impl Reader {
                             }
                             if owner != 0 {
                                 let pid = (owner >> 32) as u32;
-                                k.begin(key, time, pid, who(pid));
+                                k.begin(key, netns, time, pid, who(pid));
                             }
                         }
                     }

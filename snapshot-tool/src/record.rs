@@ -197,6 +197,11 @@ pub struct Recorder {
     /// Whether `inet_sock_set_state` reports every TCP state change, so an
     /// unchanged TCP table need not be read again.
     tcp_state_events: bool,
+    /// The last snapshot's network namespaces and processes in each: where
+    /// the next one enters to read the kernel's quiet runs.
+    last_ns_pids: BTreeMap<u64, Vec<u32>>,
+    /// The next snapshot is the last: every open run is read.
+    pub(crate) closing: bool,
     /// Event evidence lost over the recording.
     event_losses: EventLosses,
     conntrack: crate::conntrack::Conntrack,
@@ -320,6 +325,8 @@ impl Recorder {
             events: None,
             socket_events: false,
             tcp_state_events: false,
+            last_ns_pids: BTreeMap::new(),
+            closing: false,
             event_losses: EventLosses::default(),
             conntrack: if proc.is_live() {
                 crate::conntrack::Conntrack::start(!cfg_once)
@@ -369,14 +376,16 @@ impl Recorder {
         let seq = self.seq + 1;
         let mut t = TickOut::default();
         // Events up to now go into this snapshot, whose clocks follow them.
+        let all = self.closing || self.cfg.once;
         let batch = self
             .events
             .as_ref()
-            .map(EventSources::take)
+            .map(|e| e.take(&self.last_ns_pids, all))
             .unwrap_or_default();
         let before = sys::read_clocks();
         let scan = self.scan_processes(&mut t.errs);
         let ns_pids = self.namespaces(&scan.pids);
+        self.last_ns_pids.clone_from(&ns_pids);
         // No TCP socket changed state since the TCP tables were last read
         // (the kernel reports every change, none was lost): their rows are
         // the same sockets, so they are not read again, up to the full
@@ -977,6 +986,17 @@ impl Recorder {
     /// Counts the event evidence lost since the last snapshot, into the
     /// snapshot's errors.
     fn count_losses(&mut self, b: &Batch, errs: &mut Vec<RecordError>) {
+        for why in &b.walk_errors {
+            errs.push(RecordError {
+                what: "events".into(),
+                path: None,
+                error: format!(
+                    "open send/receive runs not read at this snapshot (written when they end, \
+                     lost if they never do): {why}"
+                ),
+                count: 1,
+            });
+        }
         let mut add = |n: u64, what: &str| {
             if n > 0 {
                 errs.push(RecordError {

@@ -474,6 +474,7 @@ fn record_loop(
             if sys::signals() > 0 || deadline.is_some_and(|d| now >= d) {
                 // Events seen since the last snapshot go into a last one.
                 if rec.events.is_some() && sys::signals() < 2 {
+                    rec.closing = true;
                     if let Err(stop) = rec.tick() {
                         return stop;
                     }
