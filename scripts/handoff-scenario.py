@@ -860,7 +860,14 @@ class Scenario:
             if os.path.getsize(out) != 3_000_000:
                 raise ScenarioError("ssh %s got %d bytes, not 3000000" % (fam, os.path.getsize(out)))
         time.sleep(0.5)
-        sshd.send_signal(signal.SIGTERM)
+        # sshd itself, by its pid file: a SIGTERM to strace only detaches
+        # it, and the listener would outlive the scenario.
+        try:
+            with open(os.path.join(d, "sshd.pid")) as f:
+                os.kill(int(f.read().strip()), signal.SIGTERM)
+        except (OSError, ValueError) as e:
+            log("sshd pid file: %s" % e)
+            sshd.send_signal(signal.SIGTERM)
         try:
             sshd.wait(10)
         except subprocess.TimeoutExpired:
