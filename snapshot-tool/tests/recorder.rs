@@ -1901,3 +1901,98 @@ fn titles_are_read_while_sending_and_forked_children_are_named() {
         "no identity of the forked child {child}: {ours:#?}"
     );
 }
+
+/// A process in another network namespace that sent and read on a TCP
+/// connection and then holds it open, quiet: the program has no later call
+/// or close to end those runs, so the recorder (in its own namespace)
+/// reads them with the socket iterator from inside that namespace at the
+/// snapshots after they went quiet, and every byte is written once.
+#[test]
+fn quiet_runs_in_another_namespace_are_read_from_it() {
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("needs root for unshare --net and the eBPF program");
+        return;
+    }
+    let out = TempPath::new("quietns");
+    let out_s = out.0.to_str().expect("utf-8 temp path");
+    let rec = start(&["record", "--out", out_s, "--event-interval", "500ms"]);
+    wait_first_snapshot(&out.0);
+    let m = manifest(&out.0);
+    let e = m
+        .sources
+        .iter()
+        .find(|s| s.name == "ebpf-use")
+        .expect("ebpf-use listed");
+    if !e.used {
+        skip(&format!(
+            "the eBPF program does not load here: {:?}",
+            e.detail
+        ));
+        return;
+    }
+    // Both ends in one process: 300 000 bytes each way, then 4 s quiet
+    // with the connection open.
+    let code = [
+        "import os, socket, threading, time",
+        "os.system('ip link set lo up')",
+        "ls = socket.socket(); ls.bind(('127.0.0.1', 0)); ls.listen(1)",
+        "c = socket.create_connection(ls.getsockname()); s, _ = ls.accept()",
+        "def echo():",
+        "    n = 0",
+        "    while n < 300000:",
+        "        d = s.recv(65536); n += len(d); s.sendall(d)",
+        "threading.Thread(target=echo).start()",
+        "c.sendall(b'q' * 300000)",
+        "n = 0",
+        "while n < 300000:",
+        "    n += len(c.recv(65536))",
+        "print('ready', os.getpid(), flush=True)",
+        "time.sleep(4)",
+    ]
+    .join("\n");
+    let mut child = Command::new("unshare")
+        .args(["--net", "--", "python3", "-c", &code])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("unshare python3");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let pid: u32 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+    // Quiet for 1.5 s and a snapshot after: the runs are read then; the
+    // process still holds the connection when the recording stops.
+    std::thread::sleep(Duration::from_millis(2500));
+    signal(&rec, libc::SIGTERM);
+    let (code, err) = wait_exit(rec, Duration::from_secs(30));
+    let _ = child.wait();
+    assert_eq!(code, 0, "{err}");
+    let m = manifest(&out.0);
+    assert!(
+        !m.errors
+            .iter()
+            .any(|e| e.error.contains("runs not read at this snapshot")),
+        "{:?}",
+        m.errors
+    );
+    let (uses, _, _) = uses_tasks_procs(&out.0);
+    let mut sent = 0;
+    let mut read = 0;
+    for u in uses
+        .iter()
+        .filter(|u| u.kind == layout::SockUseKind::Use && u.pid == Some(pid) && u.proto == "tcp")
+    {
+        match u.dir {
+            Some(layout::UseDir::Send) => sent += u.bytes.unwrap_or(0),
+            Some(layout::UseDir::Recv) => read += u.bytes.unwrap_or(0),
+            None => {}
+        }
+    }
+    assert_eq!((sent, read), (600_000, 600_000), "runs of pid {pid}");
+}
