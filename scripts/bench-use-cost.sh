@@ -88,13 +88,28 @@ m = json.load(open(sys.argv[1]))
 print(sum(e['count'] for e in m['errors'] if e['what'] == 'events' and 'samples dropped' in e['error']))" "$W/b/manifest.json")
       rec="$rec/$lost"
     fi
-    echo "$mode $line $rec" | tr -d ',' | awk '{ print $1, $3, $6, $7 }' >>"$W/res"
+    echo "$mode $line $rec $r" | tr -d ',' | awk '{ print $1, $3, $6, $7, $8 }' >>"$W/res"
     echo "round $r $mode: $line; recorder CPU % / samples lost: $rec"
   done
 done
-echo "mode: median CPU ns per message (per KB for bulk), median messages/s (MB/s for bulk), recorder CPU % of a core (median)"
+echo "mode: median CPU ns per message (per KB for bulk) [quartiles], median messages/s (MB/s for bulk), recorder CPU % of a core (median)"
 for mode in $MODES; do
   awk -v m="$mode" 'BEGIN { n = 0 } $1 == m { ns[n] = $3; rate[n] = $2; rc[n] = $4 + 0; n++ }
     function med(a, n,   i, j, t) { for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t } return a[int(n / 2)] }
-    END { printf "  %-22s %8.0f ns  %8.0f /s  %s\n", m, med(ns, n), med(rate, n), (m == "none" ? "-" : sprintf("%.2f %%", med(rc, n))) }' "$W/res"
+    END { printf "  %-22s %8.0f ns [%.0f-%.0f]  %8.0f /s  %s\n", m, med(ns, n), ns[int(n / 4)], ns[int(3 * n / 4)], med(rate, n), (m == "none" ? "-" : sprintf("%.2f %%", med(rc, n))) }' "$W/res"
 done
+# Each round against the round's own run without a recorder (the machine
+# drifts between rounds; a pair of neighbours drifts less): the median of
+# those changes, and their quartiles.
+case " $MODES " in *" none "*)
+  echo "paired with each round's run without a recorder: median change in CPU per message (per KB) [quartiles], in messages/s (MB/s)"
+  for mode in $MODES; do
+    [ "$mode" = none ] && continue
+    awk -v m="$mode" '$1 == "none" { base_ns[$5] = $3; base_rate[$5] = $2 }
+      $1 == m { mine_ns[$5] = $3; mine_rate[$5] = $2 }
+      function sortv(a, n,   i, j, t) { for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t } }
+      END { n = 0; for (r in mine_ns) if (r in base_ns && base_ns[r] > 0 && base_rate[r] > 0) { c[n] = (mine_ns[r] / base_ns[r] - 1) * 100; d[n] = (mine_rate[r] / base_rate[r] - 1) * 100; n++ }
+        if (n == 0) exit; sortv(c, n); sortv(d, n)
+        printf "  %-22s %+6.1f %% [%+.1f %+.1f]  %+6.1f %%\n", m, c[int(n / 2)], c[int(n / 4)], c[int(3 * n / 4)], d[int(n / 2)] }' "$W/res"
+  done ;;
+esac
