@@ -310,7 +310,11 @@ impl Runs {
         for netns in self.track.quiet(now, all) {
             match self.walk(netns, ns_pids) {
                 Ok(values) => self.track.flush(ids, netns, values.into_iter(), out),
-                Err(e) => failed.push(format!("network namespace {netns}: {e}")),
+                Err(e) => {
+                    // Said once: those runs are written when they end.
+                    self.track.forget(netns);
+                    failed.push(format!("network namespace {netns}: {e}"));
+                }
             }
         }
         let lost = [CONF_LOST_RING, CONF_LOST_MAP]
@@ -470,6 +474,11 @@ impl Tracker {
             .filter(|(_, first)| all || *first <= now.saturating_sub(QUIET_NS))
             .map(|(netns, _)| *netns)
             .collect()
+    }
+
+    /// The runs of `netns` are no longer waited for (its walk failed).
+    pub fn forget(&mut self, netns: u32) {
+        self.open.retain(|_, (ns, _)| *ns != netns);
     }
 
     /// A snapshot, the epoch already bumped: the runs `values` of the
@@ -927,6 +936,9 @@ mod tests {
             &mut out,
         );
         assert_eq!(t.quiet(10 * s, true), BTreeSet::from([7]));
+        // A namespace that cannot be walked is not tried again.
+        t.forget(7);
+        assert!(t.quiet(10 * s, true).is_empty());
     }
 
     #[test]
