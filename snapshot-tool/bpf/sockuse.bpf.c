@@ -218,6 +218,32 @@ INLINE void old_run(struct rec *r, struct run *v, __u64 bytes, __u64 calls) {
     r->old_calls = calls - v->base_calls;
 }
 
+// One call written at once as a record of its own: a UDP call passed
+// through (K_UDP, `udp`), or a TCP read after TCP_CLOSE as a run of one
+// call (K_CLOSE).
+INLINE void one_call(struct sock *sk, __u64 send, __u16 family, int udp, __u64 pt, int ret,
+                     __u64 now) {
+    struct rec *r = bpf_ringbuf_reserve(&events, sizeof(struct rec), 0);
+    if (!r) {
+        count_lost(2);
+        return;
+    }
+    put_key(&r->key, sk, send);
+    r->kind = udp ? K_UDP : K_CLOSE;
+    r->family = family == 2 ? 4 : 6;
+    r->proto = udp ? 17 : 6;
+    r->old_owner = udp ? 0 : pt;
+    r->old_first = udp ? 0 : now;
+    r->old_last = udp ? 0 : now;
+    r->old_bytes = (__u64)ret;
+    r->old_calls = 1;
+    r->owner = udp ? pt : 0;
+    r->time = now;
+    r->netns = sk->__sk_common.skc_net.net->ns.inum;
+    r->pad = 0;
+    bpf_ringbuf_submit(r, wake_flags());
+}
+
 INLINE int on_call(struct sock *sk, int ret, int flags, __u64 send) {
     if (!sk || ret <= 0)
         return 0;
@@ -235,49 +261,13 @@ INLINE int on_call(struct sock *sk, int ret, int flags, __u64 send) {
         return 0;
     __u64 now = bpf_ktime_get_ns();
     if (proto == 17) {
-        struct rec *r = bpf_ringbuf_reserve(&events, sizeof(struct rec), 0);
-        if (!r) {
-            count_lost(2);
-            return 0;
-        }
-        put_key(&r->key, sk, send);
-        r->kind = K_UDP;
-        r->family = family == 2 ? 4 : 6;
-        r->proto = 17;
-        r->old_owner = 0;
-        r->old_first = 0;
-        r->old_last = 0;
-        r->old_bytes = (__u64)ret;
-        r->old_calls = 1;
-        r->owner = pt;
-        r->time = now;
-        r->netns = sk->__sk_common.skc_net.net->ns.inum;
-        r->pad = 0;
-        bpf_ringbuf_submit(r, wake_flags());
+        one_call(sk, send, family, 1, pt, ret, now);
         return 0;
     }
     if (sk->__sk_common.skc_state == 7) {
         // A read after TCP_CLOSE (the rest of the receive queue): a run
         // of one call, written at once; no storage for a closed socket.
-        struct rec *r = bpf_ringbuf_reserve(&events, sizeof(struct rec), 0);
-        if (!r) {
-            count_lost(2);
-            return 0;
-        }
-        put_key(&r->key, sk, send);
-        r->kind = K_CLOSE;
-        r->family = family == 2 ? 4 : 6;
-        r->proto = 6;
-        r->old_owner = pt;
-        r->old_first = now;
-        r->old_last = now;
-        r->old_bytes = (__u64)ret;
-        r->old_calls = 1;
-        r->owner = 0;
-        r->time = now;
-        r->netns = sk->__sk_common.skc_net.net->ns.inum;
-        r->pad = 0;
-        bpf_ringbuf_submit(r, wake_flags());
+        one_call(sk, send, family, 0, pt, ret, now);
         return 0;
     }
     struct sk_runs *s = bpf_sk_storage_get(&runs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);

@@ -597,18 +597,11 @@ pub fn load(events_dir: &Path, self_pid: u32) -> Result<(Kernel, Ring, Runs), St
         .try_into()
         .map_err(|e| format!("ring buffer: {e}"))?;
     for (prog, tp) in BTF_PROGRAMS {
-        let p: &mut BtfTracePoint = ebpf
-            .program_mut(prog)
-            .ok_or_else(|| format!("no program {prog}"))?
-            .try_into()
-            .map_err(|e| format!("{prog}: {e}"))?;
-        p.load(tp, &btf).map_err(|e| verifier_why(prog, &e))?;
+        program::<BtfTracePoint>(&mut ebpf, prog)?
+            .load(tp, &btf)
+            .map_err(|e| verifier_why(prog, &e))?;
     }
-    let it: &mut Iter = ebpf
-        .program_mut(ITER_PROGRAM)
-        .ok_or_else(|| format!("no program {ITER_PROGRAM}"))?
-        .try_into()
-        .map_err(|e| format!("{ITER_PROGRAM}: {e}"))?;
+    let it = program::<Iter>(&mut ebpf, ITER_PROGRAM)?;
     it.load("tcp", &btf)
         .map_err(|e| verifier_why(ITER_PROGRAM, &e))?;
     let iter = ksys::bpf::iter_link(it.fd().map_err(|e| format!("{ITER_PROGRAM}: {e}"))?.as_fd())
@@ -621,11 +614,7 @@ pub fn load(events_dir: &Path, self_pid: u32) -> Result<(Kernel, Ring, Runs), St
         .trim()
         .parse()
         .map_err(|_| format!("{}: not a number", id_path.display()))?;
-    let p: &mut TracePoint = ebpf
-        .program_mut(prog)
-        .ok_or_else(|| format!("no program {prog}"))?
-        .try_into()
-        .map_err(|e| format!("{prog}: {e}"))?;
+    let p = program::<TracePoint>(&mut ebpf, prog)?;
     p.load().map_err(|e| verifier_why(prog, &e))?;
     let fd = p.fd().map_err(|e| format!("{prog}: {e}"))?;
     let hook = ksys::open_tracepoint_counter(id)
@@ -635,12 +624,9 @@ pub fn load(events_dir: &Path, self_pid: u32) -> Result<(Kernel, Ring, Runs), St
     ksys::enable(&hook).map_err(|e| format!("enable: {}", crate::sys::errno_name(&e)))?;
     // The exec program first: a run never spans an exec it missed.
     for (prog, _) in BTF_PROGRAMS {
-        let p: &mut BtfTracePoint = ebpf
-            .program_mut(prog)
-            .ok_or_else(|| format!("no program {prog}"))?
-            .try_into()
-            .map_err(|e| format!("{prog}: {e}"))?;
-        p.attach().map_err(|e| format!("attaching {prog}: {e}"))?;
+        program::<BtfTracePoint>(&mut ebpf, prog)?
+            .attach()
+            .map_err(|e| format!("attaching {prog}: {e}"))?;
     }
     let self_netns = std::fs::metadata("/proc/self/ns/net")
         .map(|m| m.ino())
@@ -659,6 +645,17 @@ pub fn load(events_dir: &Path, self_pid: u32) -> Result<(Kernel, Ring, Runs), St
             track: Tracker::default(),
         },
     ))
+}
+
+/// The object's program `name`, as the kind `T` it must be.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("no program {name}"))?
+        .try_into()
+        .map_err(|e| format!("{name}: {e}"))
 }
 
 /// A load error, with the verifier's last lines when it refused.
