@@ -222,6 +222,9 @@ struct EventLosses {
     packets: u64,
     unowned: u64,
     packet_errors: u64,
+    /// Network namespaces whose open send/receive runs a snapshot could
+    /// not walk.
+    unwalked: u64,
 }
 
 /// What a tick adds to its snapshot besides the meta.
@@ -1043,6 +1046,7 @@ impl Recorder {
         self.event_losses.packets += b.packets_dropped;
         self.event_losses.unowned += b.unowned;
         self.event_losses.packet_errors += b.packet_errors;
+        self.event_losses.unwalked += b.walk_errors.len() as u64;
     }
 
     fn refresh_held(&mut self) {

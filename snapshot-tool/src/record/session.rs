@@ -699,6 +699,10 @@ fn evidence_lost(
         l.packet_errors,
         "receive error(s) on the lookup's packet socket",
     );
+    say(
+        l.unwalked,
+        "network namespace(s) whose open send/receive runs could not be read",
+    );
     say(conntrack, "conntrack event batch(es) lost");
     match capture.map(|c| (&c.native, &c.counters)) {
         Some((Some(n), _)) => {
@@ -736,6 +740,7 @@ mod tests {
         let l = EventLosses {
             unjoined: 2,
             packets: 3,
+            unwalked: 1,
             ..EventLosses::default()
         };
         let mut c = layout::CaptureInfo {
@@ -759,6 +764,7 @@ mod tests {
             "2 TCP connect(s)",
             "3 packet(s) dropped by the lookup",
             "4 conntrack event batch(es)",
+            "1 network namespace(s) whose open send/receive runs could not be read",
             "7 packet(s) dropped by kernel (tcpdump)",
         ] {
             assert!(text.contains(part), "{part} missing in {text}");
