@@ -64,8 +64,13 @@ if [ "$PIN" = 1 ] && [ "$NCPU" -ge 2 ]; then
   RECPIN=(taskset -c 0)
   echo "load pinned to CPU $((NCPU - 1)), recorder to CPU 0"
 fi
+read -r -a MODE_LIST <<<"$MODES"
+NMODES=${#MODE_LIST[@]}
 for r in $(seq 1 "$ROUNDS"); do
-  for mode in $MODES; do
+  # Each round starts with the next mode: the machine drifts, and a mode
+  # always run right after another would carry that drift.
+  for k in $(seq 0 $((NMODES - 1))); do
+    mode=${MODE_LIST[$(((k + r) % NMODES))]}
     R=
     if [ "$mode" != none ]; then
       args=()
