@@ -47,6 +47,7 @@ static long (*bpf_map_update_elem)(void *map, const void *key, const void *value
                                    __u64 flags) = (void *)2;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
+static __u64 (*bpf_jiffies64)(void) = (void *)118;
 static long (*bpf_seq_write)(void *m, const void *data, __u32 len) = (void *)127;
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
@@ -69,7 +70,6 @@ static void *(*bpf_skc_to_tcp_sock)(void *sk) = (void *)137;
 #define RING_BYTES (8 << 20)
 #define RUN_NS 1000000000ULL
 #define NOTE_MIN_NS 10000000ULL
-#define NOTE_GAP_NS 2000000ULL
 #define NOTE_EVERY_NS 50000000ULL
 
 // Kinds of ring records.
@@ -122,7 +122,7 @@ struct run {
     __u64 seq;        // bumped by whoever ends the run (compare-and-swap)
     __u64 owner;      // tgid << 32 | tid of the run's first call; 0: none
     __u64 first;      // CLOCK_MONOTONIC ns of the run's first call
-    __u64 last;       // of the latest call
+    __u64 last;       // of the latest call, read at most once a tick
     __u64 bytes;      // cumulative, atomic adds
     __u64 calls;      // cumulative, atomic adds
     __u64 base_bytes; // cumulative bytes when the run began
@@ -131,6 +131,7 @@ struct run {
     __u64 note;       // time of the last note record
     __u64 family;     // 4 or 6
     __u64 netns;      // inode of the socket's network namespace
+    __u64 tick;       // jiffies when `last` was read
 };
 
 // A socket's storage: its reads (0) and its sends (1).
@@ -259,15 +260,14 @@ INLINE int on_call(struct sock *sk, int ret, int flags, __u64 send) {
     __u32 tgid = pt >> 32;
     if (tgid == 0 || tgid == (__u32)conf_get(1))
         return 0;
-    __u64 now = bpf_ktime_get_ns();
     if (proto == 17) {
-        one_call(sk, send, family, 1, pt, ret, now);
+        one_call(sk, send, family, 1, pt, ret, bpf_ktime_get_ns());
         return 0;
     }
     if (sk->__sk_common.skc_state == 7) {
         // A read after TCP_CLOSE (the rest of the receive queue): a run
         // of one call, written at once; no storage for a closed socket.
-        one_call(sk, send, family, 0, pt, ret, now);
+        one_call(sk, send, family, 0, pt, ret, bpf_ktime_get_ns());
         return 0;
     }
     struct sk_runs *s = bpf_sk_storage_get(&runs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -285,7 +285,14 @@ INLINE int on_call(struct sock *sk, int ret, int flags, __u64 send) {
     __u64 epoch = conf_get(0);
     __u64 owner = v->owner;
     __u64 first = v->first;
-    __u64 prev = v->last;
+    // The clock is read at most once per clock tick and run (it is the
+    // dearest part of a call on a virtual machine): a call in the same
+    // tick as the run's previous reading reuses that reading, so `last`
+    // may be up to one tick early. A run's first call always reads it.
+    __u64 tick = bpf_jiffies64();
+    __u64 ticks = tick - v->tick;
+    int fresh = ticks != 0;
+    __u64 now = fresh ? bpf_ktime_get_ns() : v->last;
     int cut = owner == 0 || (__u32)(owner >> 32) != tgid || now - first > RUN_NS || v->epoch != epoch;
     // The per-process exec time is looked up only when some process
     // exec'd since the run began (an array read, not a hash lookup, on
@@ -295,6 +302,10 @@ INLINE int on_call(struct sock *sk, int ret, int flags, __u64 send) {
         cut = x && *x > first;
     }
     if (cut) {
+        if (!fresh) {
+            now = bpf_ktime_get_ns();
+            fresh = 1;
+        }
         __u64 seq = v->seq;
         if (__sync_val_compare_and_swap(&v->seq, seq, seq + 1) == seq) {
             __u64 bytes = v->bytes;
@@ -321,8 +332,10 @@ INLINE int on_call(struct sock *sk, int ret, int flags, __u64 send) {
             v->epoch = epoch;
             v->note = now;
         }
-    } else if (now - v->note >= NOTE_MIN_NS &&
-               (now - prev >= NOTE_GAP_NS || now - v->note >= NOTE_EVERY_NS)) {
+    } else if (fresh && now - v->note >= NOTE_MIN_NS &&
+               (ticks >= 2 || now - v->note >= NOTE_EVERY_NS)) {
+        // A note when the process calls again after a whole tick without
+        // a call on this run, or every NOTE_EVERY_NS while it keeps on.
         v->note = now;
         struct rec *r = bpf_ringbuf_reserve(&events, sizeof(struct rec), 0);
         if (r) {
@@ -345,8 +358,11 @@ INLINE int on_call(struct sock *sk, int ret, int flags, __u64 send) {
     }
     __sync_fetch_and_add(&v->bytes, (__u64)ret);
     __sync_fetch_and_add(&v->calls, 1);
-    if (now > v->last)
-        v->last = now;
+    if (fresh) {
+        v->tick = tick;
+        if (now > v->last)
+            v->last = now;
+    }
     return 0;
 }
 

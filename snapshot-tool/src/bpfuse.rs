@@ -49,10 +49,10 @@ const ITER_PROGRAM: &str = "dump_runs";
 /// Size of one ring record (`struct rec`).
 const REC_LEN: usize = 80;
 /// Size of one socket's storage as the iterator writes it (`struct
-/// sk_runs`: two `struct run` of 13 `u64`s, reads then sends).
+/// sk_runs`: two `struct run` of 14 `u64`s, reads then sends).
 const SK_RUNS_LEN: usize = 2 * RUN_WORDS * 8;
-/// `u64`s of one `struct run`: key, the [`RunValue`], netns.
-const RUN_WORDS: usize = 13;
+/// `u64`s of one `struct run`: key, the [`RunValue`], netns, tick.
+const RUN_WORDS: usize = 14;
 /// An open run whose first call is older than this was not cut by the
 /// program's 1 s limit: its socket went quiet, and a snapshot reads it.
 const QUIET_NS: i64 = 1_500_000_000;
@@ -943,7 +943,7 @@ mod tests {
         // One socket: reads never called (key 0), sends of key 0x1001.
         let mut b = vec![0u8; SK_RUNS_LEN];
         let send = &mut b[RUN_WORDS * 8..];
-        for (i, w) in [0x1001u64, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 4, 77]
+        for (i, w) in [0x1001u64, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 4, 77, 99]
             .iter()
             .enumerate()
         {
