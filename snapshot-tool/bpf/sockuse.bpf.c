@@ -20,6 +20,8 @@
 // from user space: a TCP socket iterator writes the runs of one network
 // namespace's sockets for the recorder's snapshots, and every record names
 // its socket's namespace so that the recorder knows which to read.
+// Tasks are named by their pids in the recorder's pid namespace: the
+// kernel's own in the initial one, else read from the task's struct pid.
 //
 // Self-contained (no kernel headers, no vmlinux.h): the few kernel struct
 // fields read are declared below with preserve_access_index, and the
@@ -48,6 +50,8 @@ static long (*bpf_map_update_elem)(void *map, const void *key, const void *value
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
 static __u64 (*bpf_jiffies64)(void) = (void *)118;
+static __u64 (*bpf_get_current_task)(void) = (void *)35;
+static long (*bpf_probe_read_kernel)(void *dst, __u32 size, const void *src) = (void *)113;
 static long (*bpf_seq_write)(void *m, const void *data, __u32 len) = (void *)127;
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
@@ -68,6 +72,8 @@ static void *(*bpf_skc_to_tcp_sock)(void *sk) = (void *)137;
 #define BPF_SK_STORAGE_GET_F_CREATE 1
 
 #define RING_BYTES (8 << 20)
+#define LEVEL_UNKNOWN 0xffffffffULL
+#define MAX_PID_NS_LEVEL 32
 #define RUN_NS 1000000000ULL
 #define NOTE_MIN_NS 10000000ULL
 #define NOTE_EVERY_NS 50000000ULL
@@ -101,6 +107,25 @@ struct sock_common {
 struct sock {
     struct sock_common __sk_common;
     unsigned short sk_protocol;
+};
+
+struct pid_namespace {
+    struct ns_common ns;
+};
+
+struct upid {
+    int nr;
+    struct pid_namespace *ns;
+};
+
+struct pid {
+    unsigned int level;
+    struct upid numbers[1]; // a flexible array in the kernel
+};
+
+struct task_struct {
+    struct task_struct *group_leader;
+    struct pid *thread_pid;
 };
 #pragma clang attribute pop
 
@@ -172,10 +197,13 @@ struct {
 
 // 0: snapshot epoch (written by the recorder), 1: the recorder's tgid,
 // 2: records lost (ring full), 3: runs lost (no storage), 4: time of the
-// latest exec of any process.
+// latest exec of any process, 5: the level of the recorder's pid
+// namespace (0: the initial one; LEVEL_UNKNOWN: another, whose level the
+// program finds at the first call from inside it), 6: that namespace's
+// inode.
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 5);
+    __uint(max_entries, 7);
     __type(key, __u32);
     __type(value, __u64);
 } conf SEC(".maps");
@@ -188,6 +216,79 @@ struct {
 INLINE __u64 conf_get(__u32 i) {
     __u64 *v = bpf_map_lookup_elem(&conf, &i);
     return v ? *v : 0;
+}
+
+// The pid of task `t` in the pid namespace of `level` and inode `inum`;
+// 0 when `t` is not in it (a task of an ancestor or a sibling namespace).
+INLINE __u32 pid_in(struct task_struct *t, __u64 level, __u64 inum) {
+    struct pid *p = 0;
+    if (!t || bpf_probe_read_kernel(&p, sizeof(p), &t->thread_pid) || !p)
+        return 0;
+    unsigned int depth = 0;
+    if (bpf_probe_read_kernel(&depth, sizeof(depth), &p->level) || depth < level)
+        return 0;
+    // numbers[level]: the array's start is relocated, an entry is
+    // { int, pointer } on every 64-bit kernel.
+    struct upid u = {};
+    if (bpf_probe_read_kernel(&u, sizeof(u), (char *)&p->numbers[0] + level * sizeof(struct upid)))
+        return 0;
+    unsigned int ino = 0;
+    if (!u.ns || bpf_probe_read_kernel(&ino, sizeof(ino), &u.ns->ns.inum) || ino != inum)
+        return 0;
+    return u.nr > 0 ? u.nr : 0;
+}
+
+// The level of the pid namespace of inode `inum` among those of task
+// `t`; LEVEL_UNKNOWN when `t` is not in it. (User space cannot learn it
+// from inside: the kernel names no parent namespace to a child's tasks.)
+INLINE __u64 find_level(struct task_struct *t, __u64 inum) {
+    struct pid *p = 0;
+    unsigned int depth = 0;
+    if (bpf_probe_read_kernel(&p, sizeof(p), &t->thread_pid) || !p ||
+        bpf_probe_read_kernel(&depth, sizeof(depth), &p->level))
+        return LEVEL_UNKNOWN;
+    // Level 0 is the initial namespace: never the one looked for here.
+    // (A bounded loop, checked by the verifier; not unrolled.)
+#pragma clang loop unroll(disable)
+    for (__u32 i = 1; i <= MAX_PID_NS_LEVEL && i <= depth; i++) {
+        struct upid u = {};
+        unsigned int ino = 0;
+        if (bpf_probe_read_kernel(&u, sizeof(u), (char *)&p->numbers[0] + i * sizeof(struct upid)) ||
+            !u.ns || bpf_probe_read_kernel(&ino, sizeof(ino), &u.ns->ns.inum))
+            break;
+        if (ino == inum)
+            return i;
+    }
+    return LEVEL_UNKNOWN;
+}
+
+// The calling task as tgid << 32 | tid, both as the recorder sees them:
+// in its own pid namespace, which is the host's unless it runs in a pid
+// namespace of its own. 0 for a task the recorder cannot see.
+INLINE __u64 current_pid_tgid(void) {
+    __u32 k = 5;
+    __u64 *lv = bpf_map_lookup_elem(&conf, &k);
+    if (!lv)
+        return 0;
+    __u64 level = *lv;
+    if (level == 0)
+        return bpf_get_current_pid_tgid();
+    __u64 inum = conf_get(6);
+    struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+    if (level == LEVEL_UNKNOWN) {
+        level = find_level(t, inum);
+        if (level == LEVEL_UNKNOWN)
+            return 0;
+        *lv = level;
+    }
+    if (level > MAX_PID_NS_LEVEL)
+        return 0;
+    struct task_struct *leader = 0;
+    if (bpf_probe_read_kernel(&leader, sizeof(leader), &t->group_leader))
+        return 0;
+    __u32 tid = pid_in(t, level, inum);
+    __u32 tgid = pid_in(leader, level, inum);
+    return tid && tgid ? (__u64)tgid << 32 | tid : 0;
 }
 
 INLINE void count_lost(__u32 i) {
@@ -256,7 +357,7 @@ INLINE int on_call(struct sock *sk, int ret, int flags, __u64 send) {
     __u16 proto = sk->sk_protocol;
     if (proto != 6 && proto != 17)
         return 0;
-    __u64 pt = bpf_get_current_pid_tgid();
+    __u64 pt = current_pid_tgid();
     __u32 tgid = pt >> 32;
     if (tgid == 0 || tgid == (__u32)conf_get(1))
         return 0;
@@ -422,9 +523,10 @@ int sock_state(__u64 *ctx) {
 // spans two programs. (A plain tracepoint: execs are rare.)
 SEC("tracepoint/sched/sched_process_exec")
 int process_exec(void *ctx) {
-    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    __u32 tgid = current_pid_tgid() >> 32;
     __u64 now = bpf_ktime_get_ns();
-    bpf_map_update_elem(&execs, &tgid, &now, BPF_ANY);
+    if (tgid)
+        bpf_map_update_elem(&execs, &tgid, &now, BPF_ANY);
     __u32 k = 4;
     __u64 *last = bpf_map_lookup_elem(&conf, &k);
     if (last)

@@ -66,6 +66,11 @@ const CONF_EPOCH: u32 = 0;
 const CONF_SELF: u32 = 1;
 const CONF_LOST_RING: u32 = 2;
 const CONF_LOST_MAP: u32 = 3;
+const CONF_PIDNS_LEVEL: u32 = 5;
+/// `LEVEL_UNKNOWN` in the C source: a pid namespace other than the
+/// initial one, level to be found by the program.
+const LEVEL_UNKNOWN: u32 = u32::MAX;
+const CONF_PIDNS_INUM: u32 = 6;
 /// Most runs whose process facts are remembered (one per open run).
 const MAX_WHO: usize = 262_144;
 
@@ -549,33 +554,33 @@ impl Tracker {
 /// reads `pid:[4026531836]`, whatever /proc is mounted.
 const INIT_PID_NS: u64 = 0xEFFF_FFFC;
 
-/// Whether this `/proc/self/ns/pid` link target names a pid namespace
-/// other than the initial one; `None` when it does not parse.
-fn in_child_pid_ns(link: &str) -> Option<bool> {
-    let ino: u64 = link
-        .strip_prefix("pid:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()?;
-    Some(ino != INIT_PID_NS)
+/// The inode in a `/proc/self/ns/pid` link target (`pid:[N]`); `None`
+/// when it does not parse.
+fn pid_ns_inode(link: &str) -> Option<u32> {
+    link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The inode of the recorder's pid namespace, and whether it is another
+/// than the initial one (then the program names tasks by their pids in
+/// it, as the recorder's /proc and perf samples do).
+pub fn own_pid_ns() -> Result<(u32, bool), String> {
+    let link = std::fs::read_link("/proc/self/ns/pid")
+        .map_err(|e| format!("/proc/self/ns/pid: {}", crate::sys::errno_name(&e)))?;
+    let inum = pid_ns_inode(&link.to_string_lossy())
+        .ok_or_else(|| format!("/proc/self/ns/pid: not a pid namespace: {link:?}"))?;
+    Ok((inum, u64::from(inum) != INIT_PID_NS))
 }
 
 /// Loads and attaches the programs (tracepoint ids from `events_dir`, the
 /// tracefs `events` directory). `self_pid`'s own calls are skipped.
 pub fn load(events_dir: &Path, self_pid: u32) -> Result<(Kernel, Ring, Runs), String> {
-    // The program names tasks by their pids in the initial pid namespace;
-    // the recorder reads /proc, and its samples name pids, in its own. In
-    // a pid namespace of its own the two would disagree: the perf
-    // tracepoints (whose samples the kernel gives in the reader's
-    // namespace) are used instead.
-    let link = std::fs::read_link("/proc/self/ns/pid").unwrap_or_default();
-    if in_child_pid_ns(&link.to_string_lossy()) == Some(true) {
-        return Err(
-            "the recorder runs in a pid namespace of its own (the program would see the \
-             host's pids)"
-                .into(),
-        );
-    }
+    // The recorder's samples and /proc name pids in its own pid
+    // namespace; the program is told which and names tasks the same way
+    // (tasks outside it are not seen, as in /proc). It finds the
+    // namespace's level itself: the kernel tells no task inside a pid
+    // namespace where its parent is.
+    let (inum, child) = own_pid_ns()?;
+    let level = if child { LEVEL_UNKNOWN } else { 0 };
     // The kernel's BTF types the tracepoints' arguments and relocates
     // the few struct fields the programs read (parsed once, then dropped).
     let btf = Btf::from_sys_fs()
@@ -589,8 +594,14 @@ pub fn load(events_dir: &Path, self_pid: u32) -> Result<(Kernel, Ring, Runs), St
         .ok_or("no conf map")?
         .try_into()
         .map_err(|e| format!("conf map: {e}"))?;
-    conf.set(CONF_SELF, u64::from(self_pid), 0)
-        .map_err(|e| format!("conf map: {e}"))?;
+    for (slot, value) in [
+        (CONF_SELF, self_pid),
+        (CONF_PIDNS_LEVEL, level),
+        (CONF_PIDNS_INUM, inum),
+    ] {
+        conf.set(slot, u64::from(value), 0)
+            .map_err(|e| format!("conf map: {e}"))?;
+    }
     let ring: RingBuf<MapData> = ebpf
         .take_map("events")
         .ok_or("no events map")?
@@ -682,9 +693,10 @@ mod tests {
 
     #[test]
     fn child_pid_namespace_from_its_link() {
-        assert_eq!(in_child_pid_ns("pid:[4026531836]"), Some(false));
-        assert_eq!(in_child_pid_ns("pid:[4026532305]"), Some(true));
-        assert_eq!(in_child_pid_ns("net:[4026531840]"), None);
+        assert_eq!(pid_ns_inode("pid:[4026531836]"), Some(INIT_PID_NS as u32));
+        assert_eq!(pid_ns_inode("pid:[4026532305]"), Some(4026532305));
+        assert_eq!(pid_ns_inode("net:[4026531840]"), None);
+        assert_eq!(pid_ns_inode("pid:[99999999999]"), None);
     }
 
     use super::*;

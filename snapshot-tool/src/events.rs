@@ -740,9 +740,16 @@ impl EventSources {
                 infos.push(SourceInfo {
                     name: bpfuse::SRC_EBPF.into(),
                     used: true,
-                    detail: Some(
-                        "TCP calls reduced to runs in the kernel, UDP calls passed one by one; ring buffer of 8 MiB".into(),
-                    ),
+                    detail: Some(format!(
+                        "TCP calls reduced to runs in the kernel, UDP calls passed one by one; ring buffer of 8 MiB{}",
+                        match bpfuse::own_pid_ns() {
+                            Ok((inum, true)) => format!(
+                                "; tasks named in the recorder's own pid namespace \
+                                 (pid:[{inum}]): calls by processes outside it are not seen"
+                            ),
+                            _ => String::new(),
+                        }
+                    )),
                 });
                 dec.kernel_uses = true;
                 kernel = Some(k);
@@ -769,6 +776,9 @@ impl EventSources {
         let main_pages = if use_on { USE_RING_PAGES } else { RING_PAGES };
         let mut ring_of_cpu: HashMap<u32, usize> = HashMap::new();
         let mut sched_ring_of_cpu: HashMap<u32, usize> = HashMap::new();
+        // The sched tracepoints' own pid fields are the initial pid
+        // namespace's; the samples', like /proc, the recorder's.
+        sched.foreign = matches!(bpfuse::own_pid_ns(), Ok((_, true)));
         for (src, f) in formats {
             let is_sched = src.starts_with("tracepoint:sched:");
             let res = f.and_then(|f| {
@@ -784,6 +794,13 @@ impl EventSources {
                     sockuse::SRC_RECV => {
                         dec.lens.push(LenDecoder::new(&f, UseDir::Recv)?);
                         Some(sockuse::USE_FILTER)
+                    }
+                    sockuse::SRC_FORK if sched.foreign => {
+                        return Err("the recorder runs in a pid namespace of its own, and the \
+                                    tracepoint names the new task only by its pid in the \
+                                    initial one (children are named at their first exec, call \
+                                    or snapshot)"
+                            .into());
                     }
                     sockuse::SRC_FORK => {
                         sched.set_fork(&f)?;

@@ -148,6 +148,10 @@ pub struct SchedDecoder {
     pub exec: Option<(u64, TpField, TpField, TpField)>,
     /// `sched_process_exit`: id and `group_dead` when the kernel has it.
     pub exit: Option<(u64, Option<TpField>)>,
+    /// The tracepoints' own pid fields are in another pid namespace than
+    /// the samples' (the recorder runs in a pid namespace of its own):
+    /// only the samples' pids are used.
+    pub foreign: bool,
 }
 
 /// One decoded scheduler event.
@@ -164,8 +168,10 @@ pub enum SchedEvent {
     Exec {
         /// Thread group after the exec.
         pid: u32,
-        /// Pid before it.
-        old_pid: u32,
+        /// Pid before it; `None` when a thread other than the group's
+        /// leader exec'd and its pid cannot be given in the recorder's
+        /// pid namespace.
+        old_pid: Option<u32>,
         /// The file name as the tracepoint gives it.
         filename: String,
     },
@@ -211,9 +217,17 @@ impl SchedDecoder {
             });
         }
         if let Some((_, filename, p, old)) = self.exec.as_ref().filter(|f| f.0 == ty) {
+            let (p, old) = (p.uint(raw)? as u32, old.uint(raw)? as u32);
+            // After an exec the task leads its group: the sample's pid is
+            // its pid in the recorder's namespace.
+            let (pid, old_pid) = match (self.foreign, p == old) {
+                (false, _) => (p, Some(old)),
+                (true, true) => (pid, Some(pid)),
+                (true, false) => (pid, None),
+            };
             return Some(SchedEvent::Exec {
-                pid: p.uint(raw)? as u32,
-                old_pid: old.uint(raw)? as u32,
+                pid,
+                old_pid,
                 filename: data_loc_str(filename, raw)?,
             });
         }
@@ -271,7 +285,7 @@ pub fn task_record(e: &SchedEvent, mono_ns: i64, pid: u32, tid: u32) -> Option<T
             r.source = SRC_EXEC.into();
             r.pid = *p;
             r.filename = Some(filename.clone());
-            r.old_pid = Some(*old_pid);
+            r.old_pid = *old_pid;
         }
         SchedEvent::Exit { last } => {
             if !last {
@@ -846,6 +860,18 @@ mod tests {
         let t = task_record(&e, 6, 55, 55).unwrap();
         assert_eq!(t.filename.as_deref(), Some("/usr/bin/head"));
         assert_eq!((t.pid, t.old_pid), (55, Some(56)));
+        // Fields of the initial pid namespace, samples of the recorder's:
+        // the sample's pid; the old one only when it is the same task.
+        let mut ns = d.clone();
+        ns.foreign = true;
+        let e = ns.decode(exec_id, &raw, 7, 7).unwrap();
+        let t = task_record(&e, 6, 7, 7).unwrap();
+        assert_eq!((t.pid, t.old_pid), (7, None));
+        raw[16..20].copy_from_slice(&55i32.to_ne_bytes());
+        let e = ns.decode(exec_id, &raw, 7, 7).unwrap();
+        let t = task_record(&e, 6, 7, 7).unwrap();
+        assert_eq!((t.pid, t.old_pid), (7, Some(7)));
+        raw[16..20].copy_from_slice(&56i32.to_ne_bytes());
         // A data_loc pointing past the record is refused, not a panic.
         raw[8..12].copy_from_slice(&(200u32 | (5 << 16)).to_ne_bytes());
         assert_eq!(d.decode(exec_id, &raw, 55, 55), None);

@@ -1996,3 +1996,133 @@ fn quiet_runs_in_another_namespace_are_read_from_it() {
     }
     assert_eq!((sent, read), (600_000, 600_000), "runs of pid {pid}");
 }
+
+/// A recorder in a pid namespace of its own (`unshare --pid --fork
+/// --mount-proc`, as in a container without the host's pids) keeps the
+/// eBPF program and names tasks by the pids it sees: a process beside it
+/// that sends and reads 300 000 bytes each way has exactly those bytes in
+/// its runs, under its pid in that namespace, and its exec is in
+/// tasks.jsonl under the same pid; a host process sending at the same
+/// time, outside the namespace, is in no run.
+#[test]
+fn runs_name_the_pids_of_the_recorders_own_pid_namespace() {
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("needs root for unshare --pid and the eBPF program");
+        return;
+    }
+    let out = TempPath::new("pidns");
+    let out_s = out.0.to_str().expect("utf-8 temp path");
+    let first = layout::archive_name(1);
+    // Inside: the recorder, then (once its first snapshot is written) a
+    // python3 echo over loopback, then the recorder is stopped.
+    let code = [
+        "import os, socket, threading",
+        "ls = socket.socket(); ls.bind(('127.0.0.1', 0)); ls.listen(1)",
+        "c = socket.create_connection(ls.getsockname()); s, _ = ls.accept()",
+        "def echo():",
+        "    n = 0",
+        "    while n < 300000:",
+        "        d = s.recv(65536); n += len(d); s.sendall(d)",
+        "t = threading.Thread(target=echo); t.start()",
+        "c.sendall(b'q' * 300000)",
+        "n = 0",
+        "while n < 300000:",
+        "    n += len(c.recv(65536))",
+        "t.join()",
+        "print('inside', os.getpid(), flush=True)",
+    ]
+    .join("\n");
+    let script = format!(
+        "{BIN} record --out {out_s} --event-interval 500ms 2>{out_s}.err & r=$!\n\
+         i=0; while [ ! -s {out_s}/{first} ] && [ $i -lt 1000 ]; do sleep 0.02; i=$((i+1)); done\n\
+         echo started\n\
+         python3 -c \"$1\"\n\
+         sleep 2; kill -TERM $r; wait $r; echo recorder $?\n"
+    );
+    let mut inside = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+            &code,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("unshare --pid --fork --mount-proc");
+    let mut lines = BufReader::new(inside.stdout.take().expect("stdout")).lines();
+    let mut next = || lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    let started = next();
+    assert_eq!(started, "started", "the recorder inside did not start");
+    // Outside, at the same time: a host process sends and reads too.
+    let (host_pid, _, _) = run_python(
+        "import socket\n\
+         ls = socket.socket(); ls.bind(('127.0.0.1', 0)); ls.listen(1)\n\
+         c = socket.create_connection(ls.getsockname()); s, _ = ls.accept()\n\
+         c.sendall(b'h' * 200000); c.close()\n\
+         n = 0\n\
+         while True:\n\
+         \x20   d = s.recv(65536)\n\
+         \x20   if not d: break\n\
+         \x20   n += len(d)\n",
+    );
+    let pid_line = next();
+    let pid: u32 = pid_line
+        .strip_prefix("inside ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {pid_line:?}"));
+    let status = next();
+    let _ = inside.wait();
+    let err = std::fs::read_to_string(format!("{out_s}.err")).unwrap_or_default();
+    let _ = std::fs::remove_file(format!("{out_s}.err"));
+    assert_eq!(status, "recorder 0", "{err}");
+    let m = manifest(&out.0);
+    let e = m
+        .sources
+        .iter()
+        .find(|s| s.name == "ebpf-use")
+        .expect("ebpf-use listed");
+    if !e.used {
+        skip(&format!(
+            "the eBPF program does not load here: {:?}",
+            e.detail
+        ));
+        return;
+    }
+    assert!(
+        e.detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("own pid namespace (pid:["),
+        "{:?}",
+        e.detail
+    );
+    let (uses, tasks, _) = uses_tasks_procs(&out.0);
+    let mut sent = 0;
+    let mut read = 0;
+    for u in uses
+        .iter()
+        .filter(|u| u.kind == layout::SockUseKind::Use && u.proto == "tcp")
+    {
+        assert_ne!(u.pid, Some(host_pid), "a host process's run: {u:?}");
+        assert_eq!(u.pid, Some(pid), "a run of another pid: {u:?}");
+        match u.dir {
+            Some(layout::UseDir::Send) => sent += u.bytes.unwrap_or(0),
+            Some(layout::UseDir::Recv) => read += u.bytes.unwrap_or(0),
+            None => {}
+        }
+    }
+    assert_eq!((sent, read), (600_000, 600_000), "runs of pid {pid}");
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t.kind == layout::TaskKind::Exec && t.pid == pid),
+        "no exec of pid {pid} in tasks.jsonl"
+    );
+}
