@@ -1123,7 +1123,9 @@ fn sched_sample(
     pids: &mut Pids,
     local: &mut Batch,
 ) {
-    if s.pid == self_pid {
+    // Pid 0: a task outside the recorder's pid namespace (or the idle
+    // task), which its /proc cannot show.
+    if s.pid == self_pid || s.pid == 0 {
         return;
     }
     let Some(ty) = s

@@ -2125,4 +2125,10 @@ fn runs_name_the_pids_of_the_recorders_own_pid_namespace() {
             .any(|t| t.kind == layout::TaskKind::Exec && t.pid == pid),
         "no exec of pid {pid} in tasks.jsonl"
     );
+    // The host process's exec, seen by the tracepoint, has no pid here.
+    assert!(
+        tasks.iter().all(|t| t.pid != 0 && t.pid != host_pid),
+        "a task line of a process outside the namespace: {:?}",
+        tasks.iter().find(|t| t.pid == 0 || t.pid == host_pid)
+    );
 }
