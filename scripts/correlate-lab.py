@@ -215,12 +215,12 @@ def main():
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(server)
         time.sleep(0.5)
-        clients = {
-            "long4": subprocess.Popen(as_lab(HNS, "python3", "-c", LONG, PEER4, "9"), stdout=subprocess.PIPE, text=True),
-            "long6": subprocess.Popen(as_lab(HNS, "python3", "-c", LONG, PEER6, "8"), stdout=subprocess.PIPE, text=True),
-            "pulse": subprocess.Popen(as_lab(HNS, "python3", "-c", PULSE, PEER4, "14"), stdout=subprocess.PIPE, text=True),
-            "udpq": subprocess.Popen(as_lab(HNS, "python3", "-c", UDPQ, PEER4, "8"), stdout=subprocess.PIPE, text=True),
-        }
+        # name -> (program, peer, seconds); the peer is in the truth too:
+        # an IPv4 and an IPv6 client may get the same local port.
+        plan = {"long4": (LONG, PEER4, "9"), "long6": (LONG, PEER6, "8"),
+                "pulse": (PULSE, PEER4, "14"), "udpq": (UDPQ, PEER4, "8")}
+        clients = {name: subprocess.Popen(as_lab(HNS, "python3", "-c", prog, peer, secs), stdout=subprocess.PIPE, text=True)
+                   for name, (prog, peer, secs) in plan.items()}
         procs.extend(clients.values())
         downloads = []
         for i in range(5):
@@ -236,7 +236,7 @@ def main():
             ports = [int(x) for x in p.stdout.read().split()]
             p.wait(timeout=60)
             for port in ports:
-                truth["clients"].append({"name": name, "pid": p.pid, "lport": port,
+                truth["clients"].append({"name": name, "pid": p.pid, "lport": port, "peer": plan[name][1],
                                          "proto": "udp" if name == "udpq" else "tcp"})
         time.sleep(1.0)
         cap.send_signal(signal.SIGINT)

@@ -85,19 +85,22 @@ fn live_lab_with_auditd_and_a_uac_like_collection() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(err.contains("audit clock: "), "{err}");
-    // Truth: client local ports, and the server's port.
-    let mut owner: HashMap<(String, u16), u64> = HashMap::new();
+    // Truth: each client's (proto, peer, local port), and the server's
+    // port (any peer). An IPv4 and an IPv6 client can get the same local
+    // port, so the peer is part of the key.
+    let mut owner: HashMap<(String, String, u16), u64> = HashMap::new();
     for c in truth["clients"].as_array().unwrap() {
         owner.insert(
             (
                 c["proto"].as_str().unwrap().to_string(),
+                c["peer"].as_str().unwrap().to_string(),
                 c["lport"].as_u64().unwrap() as u16,
             ),
             c["pid"].as_u64().unwrap(),
         );
     }
     let server = truth["server"].as_u64().unwrap();
-    owner.insert(("tcp".into(), 8080), server);
+    owner.insert(("tcp".into(), String::new(), 8080), server);
     let alive: Vec<(String, String, String)> = truth["alive"]
         .as_array()
         .unwrap()
@@ -134,7 +137,11 @@ fn live_lab_with_auditd_and_a_uac_like_collection() {
             continue;
         }
         let lport: u16 = r[col("local_port")].parse().unwrap_or(0);
-        let Some(&want) = owner.get(&(proto.clone(), lport)) else {
+        let peer = r[col("remote_ip")].to_string();
+        let Some(&want) = owner
+            .get(&(proto.clone(), peer, lport))
+            .or_else(|| owner.get(&(proto.clone(), String::new(), lport)))
+        else {
             problems.push(format!("a flow the lab did not make: {:?}", r));
             continue;
         };
