@@ -1372,6 +1372,38 @@ fn skip(why: &str) -> bool {
 }
 
 /// Every sockuse, task and process record of a bundle.
+/// The manifest's `ebpf-use` source.
+fn ebpf_source(m: &Manifest) -> &layout::SourceInfo {
+    m.sources
+        .iter()
+        .find(|s| s.name == "ebpf-use")
+        .expect("ebpf-use listed")
+}
+
+/// Says SKIPPED (fails under CI) for an eBPF program that did not load.
+fn skip_unloaded(e: &layout::SourceInfo) {
+    skip(&format!(
+        "the eBPF program does not load here: {:?}",
+        e.detail
+    ));
+}
+
+/// Bytes sent and read by `pid` in the TCP runs of `uses`.
+fn tcp_bytes(uses: &[layout::SockUseRecord], pid: u32) -> (u64, u64) {
+    let (mut sent, mut read) = (0, 0);
+    for u in uses
+        .iter()
+        .filter(|u| u.kind == layout::SockUseKind::Use && u.pid == Some(pid) && u.proto == "tcp")
+    {
+        match u.dir {
+            Some(layout::UseDir::Send) => sent += u.bytes.unwrap_or(0),
+            Some(layout::UseDir::Recv) => read += u.bytes.unwrap_or(0),
+            None => {}
+        }
+    }
+    (sent, read)
+}
+
 fn uses_tasks_procs(
     dir: &Path,
 ) -> (
@@ -1497,16 +1529,9 @@ fn hand_off_runs(extra: &[&str], ebpf: bool) {
             return;
         }
     }
-    let e = m
-        .sources
-        .iter()
-        .find(|s| s.name == "ebpf-use")
-        .expect("ebpf-use listed");
+    let e = ebpf_source(&m);
     if ebpf && !e.used {
-        skip(&format!(
-            "the eBPF program does not load here: {:?}",
-            e.detail
-        ));
+        skip_unloaded(e);
         return;
     }
     assert_eq!(e.used, ebpf, "{e:?}");
@@ -1919,16 +1944,9 @@ fn quiet_runs_in_another_namespace_are_read_from_it() {
     let rec = start(&["record", "--out", out_s, "--event-interval", "500ms"]);
     wait_first_snapshot(&out.0);
     let m = manifest(&out.0);
-    let e = m
-        .sources
-        .iter()
-        .find(|s| s.name == "ebpf-use")
-        .expect("ebpf-use listed");
+    let e = ebpf_source(&m);
     if !e.used {
-        skip(&format!(
-            "the eBPF program does not load here: {:?}",
-            e.detail
-        ));
+        skip_unloaded(e);
         return;
     }
     // Both ends in one process: 300 000 bytes each way, then 4 s quiet
@@ -1982,19 +2000,11 @@ fn quiet_runs_in_another_namespace_are_read_from_it() {
         m.errors
     );
     let (uses, _, _) = uses_tasks_procs(&out.0);
-    let mut sent = 0;
-    let mut read = 0;
-    for u in uses
-        .iter()
-        .filter(|u| u.kind == layout::SockUseKind::Use && u.pid == Some(pid) && u.proto == "tcp")
-    {
-        match u.dir {
-            Some(layout::UseDir::Send) => sent += u.bytes.unwrap_or(0),
-            Some(layout::UseDir::Recv) => read += u.bytes.unwrap_or(0),
-            None => {}
-        }
-    }
-    assert_eq!((sent, read), (600_000, 600_000), "runs of pid {pid}");
+    assert_eq!(
+        tcp_bytes(&uses, pid),
+        (600_000, 600_000),
+        "runs of pid {pid}"
+    );
 }
 
 /// A recorder in a pid namespace of its own (`unshare --pid --fork
@@ -2083,16 +2093,9 @@ fn runs_name_the_pids_of_the_recorders_own_pid_namespace() {
     let _ = std::fs::remove_file(format!("{out_s}.err"));
     assert_eq!(status, "recorder 0", "{err}");
     let m = manifest(&out.0);
-    let e = m
-        .sources
-        .iter()
-        .find(|s| s.name == "ebpf-use")
-        .expect("ebpf-use listed");
+    let e = ebpf_source(&m);
     if !e.used {
-        skip(&format!(
-            "the eBPF program does not load here: {:?}",
-            e.detail
-        ));
+        skip_unloaded(e);
         return;
     }
     assert!(
@@ -2104,21 +2107,18 @@ fn runs_name_the_pids_of_the_recorders_own_pid_namespace() {
         e.detail
     );
     let (uses, tasks, _) = uses_tasks_procs(&out.0);
-    let mut sent = 0;
-    let mut read = 0;
     for u in uses
         .iter()
         .filter(|u| u.kind == layout::SockUseKind::Use && u.proto == "tcp")
     {
         assert_ne!(u.pid, Some(host_pid), "a host process's run: {u:?}");
         assert_eq!(u.pid, Some(pid), "a run of another pid: {u:?}");
-        match u.dir {
-            Some(layout::UseDir::Send) => sent += u.bytes.unwrap_or(0),
-            Some(layout::UseDir::Recv) => read += u.bytes.unwrap_or(0),
-            None => {}
-        }
     }
-    assert_eq!((sent, read), (600_000, 600_000), "runs of pid {pid}");
+    assert_eq!(
+        tcp_bytes(&uses, pid),
+        (600_000, 600_000),
+        "runs of pid {pid}"
+    );
     assert!(
         tasks
             .iter()
