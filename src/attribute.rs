@@ -412,7 +412,7 @@ impl Rule {
             Rule::UacListen => "a UAC collection's TCP LISTEN socket on the flow's local port, held by the pid: the listener accepted the inbound connection (medium at the collection instant, else low)",
             Rule::UacUdpBound => "a UAC collection's unconnected UDP socket on the flow's local port, held by the pid (medium at the collection instant, else low)",
             Rule::UacSs => "no fd listing names the socket; ss -anp, netstat -anp or lsof -i output of a UAC collection names the pid for the flow's tuple or listener (medium at the collection instant, else low)",
-            Rule::AuditConnect => "an audited connect() by the pid to the flow's remote address and port; the record has no local port, so the flow is the one whose first packet to that address is nearest the call (clock offset applied), one flow per call",
+            Rule::AuditConnect => "an audited connect() by the pid to the flow's remote address and port; the record has no local port, so the flow is the one whose first packet to that address is nearest the call (clock offset applied), one flow per call, and calls to one address keep their order",
             Rule::AuditAccept => "an audited accept()/accept4() by the pid that returned the flow's peer address and port, nearest the flow's first packet (stamped at the call's entry: a blocking accept waits)",
             Rule::AuditBind => "an audited bind() by the pid of the flow's local port, the latest before the flow (low: the record says neither TCP nor UDP, nor when the socket closed)",
         }

@@ -255,6 +255,55 @@ fn offset_text(source: &str, off: i64, how: &str, extra: &str) -> String {
     )
 }
 
+/// Connects to one remote address, paired with flows nearest first, in
+/// the order they were made. A connect sends its SYN before it returns,
+/// so the k-th connect to an address opened the k-th of those flows; but
+/// the audit clock is estimated (a few ms of spread) and two connects a
+/// few ms apart can each be nearest the other's flow. Within each address
+/// the paired connects and flows are re-paired in time order: the same
+/// calls and flows, none crossed.
+fn uncross_connects(
+    cand: &mut HashMap<usize, Cand>,
+    a: &AuditLog,
+    ev_keys: &[ProcKey],
+    flows: &[Flow],
+    audit_off: i64,
+) {
+    let mut by_addr: HashMap<SocketAddr, Vec<(usize, usize)>> = HashMap::new();
+    for (&i, c) in cand.iter() {
+        if let (Rule::AuditConnect, Some(m)) = (c.rule, &c.event) {
+            by_addr
+                .entry(a.events[m.index].addr)
+                .or_default()
+                .push((m.index, i));
+        }
+    }
+    for pairs in by_addr.values().filter(|p| p.len() > 1) {
+        let mut ks: Vec<usize> = pairs.iter().map(|p| p.0).collect();
+        let mut is: Vec<usize> = pairs.iter().map(|p| p.1).collect();
+        ks.sort_by_key(|&k| (a.events[k].t_ns, a.events[k].serial));
+        is.sort_by_key(|&i| (flows[i].first_seen_ns, i));
+        for (&k, &i) in ks.iter().zip(&is) {
+            let Some(c) = cand.get_mut(&i) else { continue };
+            if c.event.as_ref().is_some_and(|m| m.index == k) {
+                continue;
+            }
+            let e = &a.events[k];
+            let d = (flows[i].first_seen_ns - e.t_ns.saturating_add(audit_off)).abs();
+            c.owner = ev_keys[k];
+            c.gap = d;
+            c.event = Some(EventMatch {
+                index: k,
+                gap_ns: d,
+            });
+            c.notes = vec![Note::AuditSession {
+                auid: e.auid,
+                ses: e.ses,
+            }];
+        }
+    }
+}
+
 /// One candidate owner of a flow.
 #[derive(Debug, Clone)]
 struct Cand {
@@ -841,6 +890,7 @@ pub fn join(
                 },
             );
         }
+        uncross_connects(&mut audit_cand, a, &ev_keys, flows, audit_off);
     }
     // Bind: latest bind of the port before the flow.
     let mut binds_by_port: HashMap<u16, Vec<usize>> = HashMap::new();
