@@ -1372,6 +1372,23 @@ fn skip(why: &str) -> bool {
 }
 
 /// Every sockuse, task and process record of a bundle.
+/// Python: one process connects to itself over loopback and sends and
+/// reads 300 000 bytes each way (an echo thread on the accepted end);
+/// returns once both are done, the connection still open.
+const ECHO_BOTH_WAYS: &str = "import os, socket, threading
+ls = socket.socket(); ls.bind(('127.0.0.1', 0)); ls.listen(1)
+c = socket.create_connection(ls.getsockname()); s, _ = ls.accept()
+def echo():
+    n = 0
+    while n < 300000:
+        d = s.recv(65536); n += len(d); s.sendall(d)
+t = threading.Thread(target=echo); t.start()
+c.sendall(b'q' * 300000)
+n = 0
+while n < 300000:
+    n += len(c.recv(65536))
+t.join()";
+
 /// The manifest's `ebpf-use` source.
 fn ebpf_source(m: &Manifest) -> &layout::SourceInfo {
     m.sources
@@ -1951,24 +1968,10 @@ fn quiet_runs_in_another_namespace_are_read_from_it() {
     }
     // Both ends in one process: 300 000 bytes each way, then 4 s quiet
     // with the connection open.
-    let code = [
-        "import os, socket, threading, time",
-        "os.system('ip link set lo up')",
-        "ls = socket.socket(); ls.bind(('127.0.0.1', 0)); ls.listen(1)",
-        "c = socket.create_connection(ls.getsockname()); s, _ = ls.accept()",
-        "def echo():",
-        "    n = 0",
-        "    while n < 300000:",
-        "        d = s.recv(65536); n += len(d); s.sendall(d)",
-        "threading.Thread(target=echo).start()",
-        "c.sendall(b'q' * 300000)",
-        "n = 0",
-        "while n < 300000:",
-        "    n += len(c.recv(65536))",
-        "print('ready', os.getpid(), flush=True)",
-        "time.sleep(4)",
-    ]
-    .join("\n");
+    let code = format!(
+        "import os, time\nos.system('ip link set lo up')\n{ECHO_BOTH_WAYS}\n\
+         print('ready', os.getpid(), flush=True)\ntime.sleep(4)"
+    );
     let mut child = Command::new("unshare")
         .args(["--net", "--", "python3", "-c", &code])
         .stdout(Stdio::piped())
@@ -2026,23 +2029,7 @@ fn runs_name_the_pids_of_the_recorders_own_pid_namespace() {
     let first = layout::archive_name(1);
     // Inside: the recorder, then (once its first snapshot is written) a
     // python3 echo over loopback, then the recorder is stopped.
-    let code = [
-        "import os, socket, threading",
-        "ls = socket.socket(); ls.bind(('127.0.0.1', 0)); ls.listen(1)",
-        "c = socket.create_connection(ls.getsockname()); s, _ = ls.accept()",
-        "def echo():",
-        "    n = 0",
-        "    while n < 300000:",
-        "        d = s.recv(65536); n += len(d); s.sendall(d)",
-        "t = threading.Thread(target=echo); t.start()",
-        "c.sendall(b'q' * 300000)",
-        "n = 0",
-        "while n < 300000:",
-        "    n += len(c.recv(65536))",
-        "t.join()",
-        "print('inside', os.getpid(), flush=True)",
-    ]
-    .join("\n");
+    let code = format!("{ECHO_BOTH_WAYS}\nprint('inside', os.getpid(), flush=True)");
     let script = format!(
         "{BIN} record --out {out_s} --event-interval 500ms 2>{out_s}.err & r=$!\n\
          i=0; while [ ! -s {out_s}/{first} ] && [ $i -lt 1000 ]; do sleep 0.02; i=$((i+1)); done\n\
